@@ -1,0 +1,3 @@
+from cible.cli.main import main
+
+main()

@@ -1,0 +1,102 @@
+"""Runs launchers as detached processes on this machine (the `local` compute).
+
+Each launcher runs in its own session, so it outlives a server killed with -9;
+the restarted server finds it again through the handle file in the run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from cible.backends.base.contract import RunObservation
+from cible.launch.state import CANCEL_FILE, PLAN_FILE, read_state, write_json_atomic
+
+HANDLE_FILE = "handle.json"
+
+
+class LocalProcessRunner:
+    name = "local"
+
+    def __init__(self, runs_root: Path, python: str | None = None) -> None:
+        self.runs_root = runs_root
+        self.python = python or sys.executable
+        self._children: dict[int, subprocess.Popen] = {}  # reaped in poll(), so no zombies pile up
+
+    def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
+        run_dir = self.runs_root / job_name
+        existing = self._existing_handle(run_dir)
+        if existing:
+            return existing
+        (run_dir / "artifacts" / "system_logs").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / PLAN_FILE, plan)
+        with open(run_dir / "artifacts" / "system_logs" / "launcher_stdio.txt", "ab") as out:
+            proc = subprocess.Popen(
+                [self.python, "-m", "cible.launch", str(run_dir)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+            )
+        handle = {"runner": self.name, "run_dir": str(run_dir), "pid": proc.pid, "create_time": _create_time(proc.pid)}
+        write_json_atomic(run_dir / HANDLE_FILE, handle)
+        self._children[proc.pid] = proc
+        return handle
+
+    def _existing_handle(self, run_dir: Path) -> dict[str, Any] | None:
+        try:
+            handle = json.loads((run_dir / HANDLE_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return handle
+
+    def poll(self, handle: dict[str, Any]) -> RunObservation:
+        run_dir = Path(handle["run_dir"])
+        proc = self._children.get(handle["pid"])
+        if proc is not None and proc.poll() is not None:
+            self._children.pop(handle["pid"], None)
+        # Read the state after checking liveness: a launcher that ended cleanly
+        # wrote its last status before exiting, so we never miss it.
+        alive = _is_alive(handle)
+        state = read_state(run_dir) or {}
+        return RunObservation(
+            history=[h["status"] for h in state.get("history", [])],
+            error=state.get("error"),
+            exit_code=state.get("exit_code"),
+            alive=alive,
+        )
+
+    def cancel(self, handle: dict[str, Any]) -> None:
+        run_dir = Path(handle["run_dir"])
+        (run_dir / CANCEL_FILE).touch()
+        if _is_alive(handle):
+            try:
+                os.kill(handle["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def log_path(self, handle: dict[str, Any]) -> Path | None:
+        return Path(handle["run_dir"]) / "artifacts" / "user_logs" / "std_log.txt"
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _is_alive(handle: dict[str, Any]) -> bool:
+    """True when the handle's process still runs (and is not a reused pid)."""
+    try:
+        proc = psutil.Process(handle["pid"])
+        if handle.get("create_time") and abs(proc.create_time() - handle["create_time"]) > 1:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,96 @@
+"""The `cible` command: `cible <noun> <verb>`, as `az ml <noun> <verb>`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from cible.cli import jobs, server
+from cible.cli.output import OutputFormat, err_console, print_fields, print_json, print_table
+
+app = typer.Typer(
+    help="cible: compute targets for machine learning, driven by Azure ML CLI v2 YAML.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+compute_app = typer.Typer(help="Compute targets.", no_args_is_help=True)
+app.add_typer(jobs.app, name="job")
+app.add_typer(compute_app, name="compute")
+app.add_typer(server.app, name="server")
+
+
+@compute_app.command("list")
+def compute_list(output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table) -> None:
+    """List the workspace's compute targets."""
+    from cible.sdk import MLClient
+
+    items = MLClient().compute.list()
+    if output == OutputFormat.json:
+        print_json(items)
+    else:
+        print_table(items, [("name", "name"), ("type", "type"), ("state", "provisioning_state"), ("description", "description")])
+
+
+@compute_app.command("show")
+def compute_show(
+    name: Annotated[str, typer.Option("--name", "-n")],
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+) -> None:
+    """Show one compute target."""
+    from cible.sdk import MLClient
+
+    item = MLClient().compute.get(name)
+    if output == OutputFormat.json:
+        print_json(item)
+    else:
+        print_fields(item, list(item))
+
+
+@app.command("quickstart")
+def quickstart(
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+) -> None:
+    """Make the local workspace (if needed) and run the example job, streaming its log."""
+    from importlib.resources import files
+
+    from cible.sdk import MLClient, load_job
+
+    job_file = files("cible") / "quickstart" / "job.yml"
+    client = MLClient()
+    err_console.print(f"workspace: {client.paths.home}  server: {client.url}", highlight=False)
+    job = client.jobs.create_or_update(load_job(str(job_file)))
+    jobs._stream(client, job["name"], output)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv or os.environ.get("CIBLE_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    from cible.core.errors import CibleError
+
+    try:
+        app(standalone_mode=False)
+    except CibleError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted", highlight=False)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for a traceback)", highlight=False)
+        sys.exit(1)

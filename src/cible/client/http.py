@@ -1,0 +1,56 @@
+"""Low-level HTTP client of the workspace API: error envelopes back to exceptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from cible.core.errors import CibleError, ServerUnavailableError, error_from_dict
+
+API = "/api/v1"
+
+
+class WorkspaceClient:
+    def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._http = httpx.Client(
+            base_url=self.url + API, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnavailableError(f"cannot reach the cible server at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def stream_to(self, path: str, target, **kwargs: Any) -> None:  # noqa: ANN001
+        """Write a (possibly large) response body to an open binary file."""
+        try:
+            with self._http.stream("GET", path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                for chunk in response.iter_bytes():
+                    target.write(chunk)
+        except httpx.TransportError as exc:
+            raise ServerUnavailableError(f"cannot reach the cible server at {self.url}: {exc}") from None
+
+
+def _error(response: httpx.Response) -> CibleError:
+    try:
+        body = response.json()["error"]
+    except Exception:  # not our envelope (a proxy, a crash page)
+        return CibleError(f"HTTP {response.status_code} from the server: {response.text[:500]}")
+    return error_from_dict(body)

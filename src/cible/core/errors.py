@@ -1,0 +1,103 @@
+"""One exception tree with machine codes.
+
+The server maps each code to an HTTP status and the body
+``{"error": {"code", "message", "details"}}``; the client maps the code back to
+the same class; the CLI prints the message and exits non-zero.
+Stdlib only: the launcher imports this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CibleError(Exception):
+    """Base of every error cible raises on purpose."""
+
+    code = "Error"
+    http_status = 500
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class InvalidSpecError(CibleError):
+    """A YAML file or request body that does not describe a valid entity."""
+
+    code = "InvalidSpec"
+    http_status = 422
+
+
+class InvalidRequestError(CibleError):
+    """A well-formed request that asks for something that cannot be done as asked."""
+
+    code = "InvalidRequest"
+    http_status = 400
+
+
+class NotFoundError(CibleError):
+    code = "NotFound"
+    http_status = 404
+
+
+class ConflictError(CibleError):
+    code = "Conflict"
+    http_status = 409
+
+
+class InvalidTransitionError(ConflictError):
+    """A status change that the entity's transition table does not allow."""
+
+    code = "InvalidTransition"
+
+
+class UnauthorizedError(CibleError):
+    code = "Unauthorized"
+    http_status = 401
+
+
+class ServerUnavailableError(CibleError):
+    """The workspace server cannot be reached or started."""
+
+    code = "ServerUnavailable"
+    http_status = 503
+
+
+class JobFailedError(CibleError):
+    """A streamed job ended Failed or Canceled (used by `--stream`)."""
+
+    code = "JobFailed"
+    http_status = 409
+
+
+class InternalError(CibleError):
+    code = "Internal"
+    http_status = 500
+
+
+ERRORS_BY_CODE: dict[str, type[CibleError]] = {
+    cls.code: cls
+    for cls in (
+        CibleError,
+        InvalidSpecError,
+        InvalidRequestError,
+        NotFoundError,
+        ConflictError,
+        InvalidTransitionError,
+        UnauthorizedError,
+        ServerUnavailableError,
+        JobFailedError,
+        InternalError,
+    )
+}
+
+
+def error_from_dict(body: dict[str, Any]) -> CibleError:
+    """Rebuild the exception a server error envelope describes."""
+    cls = ERRORS_BY_CODE.get(body.get("code", ""), CibleError)
+    return cls(body.get("message", "unknown error"), details=body.get("details"))

@@ -1,0 +1,5 @@
+import sys
+
+from cible.launch.launcher import main
+
+sys.exit(main())

@@ -1,0 +1,224 @@
+"""The launcher: the single place where a job meets a machine.
+
+`python -m cible.launch RUN_DIR` reads RUN_DIR/plan.json (written by the server
+or an agent), stages code and inputs, sets Azure's environment variables, runs
+the command through a shell with its output in user_logs/std_log.txt, enforces
+limits.timeout, publishes outputs and reports every status to RUN_DIR/state.json.
+Every target ends here, so the job contract is the same everywhere.
+
+It imports only the standard library and cible's stdlib-only modules: its start
+is on the critical path of every dispatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from cible.core.specs.azureml.expressions import render_command
+from cible.launch import staging
+from cible.launch.procs import kill_tree, wait_for_exit
+from cible.launch.state import CANCEL_FILE, PLAN_FILE, StateWriter
+
+LOG_TAIL_LINES = 20
+
+
+class Launcher:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        with open(run_dir / PLAN_FILE, encoding="utf-8") as fh:
+            self.plan: dict[str, Any] = json.load(fh)
+        self.state = StateWriter(run_dir)
+        self.artifacts = run_dir / "artifacts"
+        self.std_log = self.artifacts / "user_logs" / "std_log.txt"
+        self.system_log = self.artifacts / "system_logs" / "launcher.txt"
+        self.wd = run_dir / "wd"
+        self.cancel_signalled = False
+
+    # -- reporting ---------------------------------------------------------
+    def log(self, line: str) -> None:
+        with open(self.system_log, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_signalled or (self.run_dir / CANCEL_FILE).exists()
+
+    # -- the run -------------------------------------------------------------
+    def run(self) -> int:
+        for d in (self.artifacts / "user_logs", self.artifacts / "system_logs"):
+            d.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.state.status("Preparing", launcher_pid=os.getpid())
+        try:
+            if self.cancel_requested():
+                return self._end("Canceled", error={"code": "Canceled", "message": "canceled before it started"})
+            inputs, env = self._stage()
+            outputs = self._prepare_outputs(env)
+            command = render_command(self.plan["command"], inputs=inputs, outputs=outputs)
+        except Exception as exc:  # any staging failure fails the job at Preparing
+            self.log("preparing failed:\n" + traceback.format_exc())
+            return self._end("Failed", error={"code": "PreparingFailed", "message": f"preparing the job failed: {exc}"})
+        return self._execute(command, env)
+
+    def _on_sigterm(self, *_: object) -> None:
+        self.cancel_signalled = True
+
+    def _stage(self) -> tuple[dict[str, str], dict[str, str]]:
+        plan, run_dir = self.plan, self.run_dir
+        blob_root = Path(plan["blob_root"])
+        self.wd.mkdir(parents=True, exist_ok=True)
+        code = plan.get("code")
+        if code:
+            staging.materialise_snapshot(blob_root, code["snapshot"], self.wd)
+            self.log(f"code snapshot {code['snapshot'][:12]} staged in {self.wd}")
+        for name in ("outputs", "logs"):
+            (self.wd / name).mkdir(exist_ok=True)
+        env = self._base_env()
+        values: dict[str, str] = {}
+        for name, spec in plan.get("inputs", {}).items():
+            if spec["kind"] == "literal":
+                values[name] = spec["value"]
+                env[f"AZUREML_PARAMETER_{name}"] = spec["value"]
+                continue
+            value = self._stage_input(name, spec, blob_root, run_dir / "inputs" / name)
+            values[name] = value
+            env[f"AZURE_ML_INPUT_{name}"] = value
+            env[f"AZUREML_DATAREFERENCE_{name}"] = value
+        return values, env
+
+    def _stage_input(self, name: str, spec: dict[str, Any], blob_root: Path, dest: Path) -> str:
+        source, mode = spec["source"], spec.get("mode") or "ro_mount"
+        if mode == "direct":
+            return spec["uri"]
+        folder = spec["type"] != "uri_file"
+        if "snapshot" in source:
+            path = staging.materialise_snapshot(blob_root, source["snapshot"], dest, source.get("subpath", ""))
+        elif "url" in source:
+            path = staging.download_url(source["url"], dest, folder=folder)
+        else:
+            local = Path(source["local_path"])
+            if not local.exists():
+                raise FileNotFoundError(f"input '{name}': {spec['uri']} does not exist")
+            if mode in ("ro_mount", "mount", "eval_mount"):
+                return str(local)  # datastore storage is local here: a mount is the path itself
+            path = staging.copy_path(local, dest)
+        if mode in ("ro_mount", "mount", "eval_mount"):
+            staging.make_read_only(path)
+        self.log(f"input {name} ({spec['type']}, {mode}) staged at {path}")
+        return str(path)
+
+    def _prepare_outputs(self, env: dict[str, str]) -> dict[str, str]:
+        paths: dict[str, str] = {}
+        for name, spec in self.plan.get("outputs", {}).items():
+            if spec.get("mode") == "upload":
+                local = self.run_dir / "outputs" / name
+            else:  # rw_mount: writes go straight to the datastore path
+                local = Path(spec["local_path"])
+            local.mkdir(parents=True, exist_ok=True)
+            paths[name] = str(local)
+            env[f"AZURE_ML_OUTPUT_{name}"] = str(local)
+        return paths
+
+    def _base_env(self) -> dict[str, str]:
+        plan = self.plan
+        env = dict(os.environ)
+        env.pop("CIBLE_TOKEN", None)
+        bin_dir = plan.get("python_bin_dir")
+        if bin_dir:  # `python` in the command is the environment's interpreter
+            env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        env.update(
+            {
+                "AZUREML_RUN_ID": plan["job_name"],
+                "AZUREML_ROOT_RUN_ID": plan["job_name"],
+                "AZUREML_ARM_PROJECT_NAME": plan["experiment_name"],
+                "AZUREML_EXPERIMENT_NAME": plan["experiment_name"],
+                "AZUREML_ARM_WORKSPACE_NAME": plan.get("workspace", "local"),
+                "AZUREML_ARM_SUBSCRIPTION": "local",
+                "AZUREML_ARM_RESOURCEGROUP": "local",
+                "AZUREML_CR_EXECUTION_WORKING_DIR_PATH": str(self.wd),
+                "AZUREML_CR_DATA_CAPABILITY_PATH": str(self.run_dir),
+                "AZUREML_COMPUTE": plan.get("compute", "local"),
+                "PYTHONUNBUFFERED": "1",  # logs reach std_log.txt as they are written
+            }
+        )
+        env.update(plan.get("environment_variables", {}))
+        return env
+
+    def _execute(self, command: str, env: dict[str, str]) -> int:
+        timeout = self.plan.get("timeout")
+        shell = shutil.which("bash") or "/bin/sh"
+        with open(self.std_log, "ab", buffering=0) as log:
+            proc = subprocess.Popen(
+                [shell, "-c", command], cwd=self.wd, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.state.status("Running", child_pid=proc.pid)
+        deadline = time.monotonic() + timeout if timeout else None
+        stopped = wait_for_exit(proc, deadline, self.cancel_requested)
+        if stopped:
+            self.log(f"{stopped}: ending the process tree of pid {proc.pid}")
+            kill_tree(proc.pid)
+            proc.wait()
+        self.state.status("Finalizing", exit_code=proc.returncode)
+        try:
+            self._finalize()
+        except Exception as exc:
+            self.log("finalizing failed:\n" + traceback.format_exc())
+            return self._end("Failed", error={"code": "FinalizingFailed", "message": f"publishing outputs failed: {exc}"})
+        if stopped == "cancel":
+            return self._end("Canceled", error={"code": "Canceled", "message": "the job was canceled"})
+        if stopped == "timeout":
+            return self._end("Failed", error={
+                "code": "JobTimeout",
+                "message": f"the job ran past limits.timeout={timeout}s and was stopped" + self._log_tail(),
+            })
+        if proc.returncode != 0:
+            return self._end("Failed", error={
+                "code": "UserError", "exit_code": proc.returncode,
+                "message": f"the command exited with code {proc.returncode}" + self._log_tail(),
+            })
+        return self._end("Completed")
+
+    def _finalize(self) -> None:
+        for name, spec in self.plan.get("outputs", {}).items():
+            if spec.get("mode") == "upload":
+                staging.publish_output(self.run_dir / "outputs" / name, Path(spec["local_path"]))
+        # ./outputs and ./logs are the job's default artifacts; the rest of wd is scratch.
+        for name in ("outputs", "logs"):
+            src = self.wd / name
+            if src.exists():
+                shutil.rmtree(self.artifacts / name, ignore_errors=True)
+                shutil.move(str(src), self.artifacts / name)
+        shutil.rmtree(self.wd, ignore_errors=True)
+        shutil.rmtree(self.run_dir / "inputs", ignore_errors=True)
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.std_log, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 8192))
+                lines = fh.read().decode("utf-8", "replace").splitlines()[-LOG_TAIL_LINES:]
+        except OSError:
+            return ""
+        return "; last lines of user_logs/std_log.txt:\n" + "\n".join(lines) if lines else ""
+
+    def _end(self, status: str, error: dict[str, Any] | None = None) -> int:
+        self.state.status(status, error=error)
+        self.log(f"job ended {status}")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cible.launch RUN_DIR", file=sys.stderr)
+        return 2
+    return Launcher(Path(args[0])).run()

@@ -1,0 +1,53 @@
+"""Ending a whole process tree: the command's group and anything that left it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def kill_tree(pid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM the process group led by `pid` and every descendant, SIGKILL what remains."""
+    import psutil  # only on this path: keeps the launcher's start fast
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    _signal_group(pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    _signal_group(pid, signal.SIGKILL)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_for_exit(proc, deadline: float | None, should_stop) -> str | None:  # noqa: ANN001
+    """Wait for `proc`; return "timeout" or "cancel" when one of those comes first."""
+    while True:
+        try:
+            proc.wait(timeout=0.05)
+            return None
+        except Exception:  # subprocess.TimeoutExpired; keep this module import-light
+            pass
+        if should_stop():
+            return "cancel"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"

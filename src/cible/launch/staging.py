@@ -1,0 +1,116 @@
+"""Staging a job's code and data on the node, and publishing its outputs.
+
+Snapshots are content-addressed: a manifest blob maps relative paths to file
+blobs, all kept under the datastore's blob root. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import urllib.parse
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+DOWNLOAD_TIMEOUT_S = 60
+
+
+def blob_path(blob_root: Path, sha256: str) -> Path:
+    return blob_root / sha256[:2] / sha256
+
+
+def read_manifest(blob_root: Path, snapshot_id: str) -> dict[str, Any]:
+    with open(blob_path(blob_root, snapshot_id), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def materialise_snapshot(blob_root: Path, snapshot_id: str, dest: Path, subpath: str = "") -> Path:
+    """Copy a snapshot (or the part under `subpath`) into `dest`; return the staged path."""
+    manifest = read_manifest(blob_root, snapshot_id)
+    prefix = subpath.strip("/")
+    for rel, entry in manifest["files"].items():
+        if prefix and rel != prefix and not rel.startswith(prefix + "/"):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blob_path(blob_root, entry["sha256"]), target)
+        if entry.get("mode", 0) & stat.S_IXUSR:
+            target.chmod(0o755)
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest / prefix if prefix else dest
+
+
+def copy_path(src: Path, dest_dir: Path) -> Path:
+    """Copy a local file or folder into `dest_dir`, keeping its basename."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / src.name
+    if src.is_dir():
+        shutil.copytree(src, target, dirs_exist_ok=True)
+    else:
+        shutil.copyfile(src, target)
+    return target
+
+
+def make_read_only(path: Path) -> None:
+    """ro_mount: the job sees its input, but cannot change it."""
+    paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for p in paths:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def download_url(url: str, dest_dir: Path, folder: bool) -> Path:
+    """Fetch a public http(s) file, or every file an index page links to for a folder."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if not folder:
+        name = Path(urllib.parse.urlparse(url).path).name or "download"
+        target = dest_dir / name
+        _fetch(url, target)
+        return target
+    base = url if url.endswith("/") else url + "/"
+    with urllib.request.urlopen(base, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+        page = resp.read().decode("utf-8", "replace")
+    for href in _links(page):
+        full = urllib.parse.urljoin(base, href)
+        if not full.startswith(base) or full == base:
+            continue  # parent links, absolute links elsewhere, sort links
+        rel = urllib.parse.unquote(full[len(base):])
+        if rel.endswith("/"):
+            download_url(full, dest_dir / rel.rstrip("/"), folder=True)
+        elif "?" not in rel:
+            _fetch(full, dest_dir / rel)
+    return dest_dir
+
+
+def _fetch(url: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as out:
+        shutil.copyfileobj(resp, out)
+    os.replace(tmp, target)
+
+
+class _LinkParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.links += [v for k, v in attrs if k == "href" and v]
+
+
+def _links(page: str) -> list[str]:
+    parser = _LinkParser()
+    parser.feed(page)
+    return parser.links
+
+
+def publish_output(staged: Path, destination: Path) -> None:
+    """`upload` mode: copy what the job wrote to the output's datastore path."""
+    destination.mkdir(parents=True, exist_ok=True)
+    if staged.exists():
+        shutil.copytree(staged, destination, dirs_exist_ok=True)

@@ -1,0 +1,80 @@
+"""Uploading local code and inputs as content-addressed snapshots.
+
+Honours `.amlignore` (or, where a folder has none, `.gitignore`) in every
+folder, as Azure ML does when it snapshots a job's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pathspec
+
+from cible.client.http import WorkspaceClient
+
+IGNORE_FILES = (".amlignore", ".gitignore")
+ALWAYS_SKIPPED = {".git"}
+
+
+def _ignore_spec(folder: Path) -> pathspec.PathSpec | None:
+    for name in IGNORE_FILES:  # .amlignore wins over .gitignore, per folder
+        path = folder / name
+        if path.is_file():
+            return pathspec.PathSpec.from_lines("gitwildmatch", path.read_text().splitlines())
+    return None
+
+
+def walk_snapshot(root: Path) -> dict[str, Path]:
+    """Relative POSIX path -> file, for every file the ignore files keep."""
+    if root.is_file():
+        return {root.name: root}
+    files: dict[str, Path] = {}
+    specs: dict[Path, pathspec.PathSpec | None] = {}
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        specs[here] = _ignore_spec(here)
+
+        def ignored(path: Path, is_dir: bool) -> bool:
+            for base in [here, *here.parents]:
+                spec = specs.get(base)
+                if spec is not None:
+                    rel = path.relative_to(base).as_posix() + ("/" if is_dir else "")
+                    if spec.match_file(rel):
+                        return True
+                if base == root:
+                    break
+            return False
+
+        dirs[:] = sorted(d for d in dirs if d not in ALWAYS_SKIPPED and not ignored(here / d, True))
+        for name in sorted(names):
+            path = here / name
+            if path.is_file() and not ignored(path, False):
+                files[path.relative_to(root).as_posix()] = path
+    return files
+
+
+def file_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def upload_snapshot(client: WorkspaceClient, root: Path) -> str:
+    """Upload what the workspace lacks of `root`; return the snapshot's cible:// URI."""
+    files = walk_snapshot(root)
+    entries = {}
+    for rel, path in files.items():
+        st = path.stat()
+        entries[rel] = {"sha256": file_digest(path), "size": st.st_size, "mode": stat.S_IMODE(st.st_mode)}
+    digests = sorted({e["sha256"] for e in entries.values()})
+    missing = set(client.json("POST", "/blobs:missing", json={"sha256": digests})["missing"]) if digests else set()
+    by_digest = {e["sha256"]: files[rel] for rel, e in entries.items()}
+    for digest in sorted(missing):
+        with open(by_digest[digest], "rb") as fh:
+            client.request("PUT", f"/blobs/{digest}", content=fh, headers={"Content-Type": "application/octet-stream"})
+    return client.json("POST", "/snapshots", json={"files": entries})["uri"]

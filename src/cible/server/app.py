@@ -1,0 +1,73 @@
+"""The workspace server: FastAPI app factory and its wiring."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cible import __version__
+from cible.backends.local.runner import LocalProcessRunner
+from cible.core.clock import SYSTEM_CLOCK, Clock
+from cible.server.auth import TokenAuthMiddleware
+from cible.server.errors import install_error_handlers
+from cible.server.reconcilers.jobs import JobReconciler
+from cible.server.routers import jobs as jobs_router
+from cible.server.routers import misc as misc_router
+from cible.server.services.artifacts import ArtifactService
+from cible.server.services.blobs import BlobService
+from cible.server.services.computes import ComputeService
+from cible.server.services.job_plans import PlanBuilder
+from cible.server.services.jobs import JobService
+from cible.server.settings import ServerSettings
+from cible.server.store.db import Store
+
+
+def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK, *, reconcile: bool = True) -> FastAPI:
+    paths = settings.paths
+    paths.ensure()
+    store = Store(settings.db_url)
+    store.migrate()
+    runner = LocalProcessRunner(paths.runs)
+    reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local)
+    computes = ComputeService(store, settings.max_concurrent_local)
+
+    def plan_of(job_name: str):  # noqa: ANN202
+        try:
+            return jobs.run_handle(job_name)[1].get("plan")
+        except Exception:  # NotFound: the plan builder reports it with the field
+            return None
+
+    jobs = JobService(store, computes, PlanBuilder(paths, plan_of), clock, on_submit=reconciler.wake)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if reconcile:
+            reconciler.start()
+        try:
+            yield
+        finally:
+            reconciler.stop()
+            store.close()
+
+    app = FastAPI(
+        title="cible workspace",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.jobs = jobs
+    app.state.computes = computes
+    app.state.blobs = BlobService(paths.blob_root)
+    app.state.artifacts = ArtifactService(jobs, paths)
+    app.state.reconciler = reconciler
+    install_error_handlers(app)
+    app.include_router(misc_router.router)
+    app.include_router(jobs_router.router)
+    app.add_middleware(TokenAuthMiddleware, token=token)
+    return app

@@ -1,0 +1,80 @@
+"""Running the server process: token, single-server lock, port, server.json."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import socket
+from pathlib import Path
+
+from cible.core.errors import ConflictError
+from cible.launch.state import write_json_atomic
+from cible.server.settings import ServerSettings
+from cible.workspace import WorkspacePaths
+
+
+def ensure_token(paths: WorkspacePaths) -> str:
+    """The workspace's token, created 0600 on first use."""
+    paths.home.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return paths.token_file.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32))
+    return paths.token_file.read_text().strip()
+
+
+def _hold_lock(path: Path):  # noqa: ANN202
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise ConflictError(f"another cible server already serves this workspace ({path.parent})") from None
+    return fh
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from cible.server.app import create_app
+
+    paths = settings.paths
+    paths.ensure()
+    lock = _hold_lock(paths.run_lock)  # two servers on one workspace would both launch jobs
+    token = settings.token or os.environ.get("CIBLE_TOKEN") or ensure_token(paths)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, token)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    info = {"pid": os.getpid(), "url": f"http://{host}:{port}", "workspace": str(paths.home), "database": _safe_url(settings.db_url)}
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    write_json_atomic(paths.server_file, info)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        try:
+            if json.loads(paths.server_file.read_text()).get("pid") == os.getpid():
+                paths.server_file.unlink()
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        lock.close()
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, for status output."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url

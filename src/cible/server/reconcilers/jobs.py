@@ -1,0 +1,103 @@
+"""The job reconciler: load → decide → act → apply, in a background thread.
+
+It launches queued jobs through the target's runner, relays what launchers
+report into status transitions, delivers cancels, and notices lost launchers.
+Act (spawning, signalling) happens outside any database transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import select
+
+from cible.backends.base.contract import JobRunner
+from cible.core.clock import Clock
+from cible.core.lifecycle.jobs import TERMINAL, JobStatus, can_transition
+from cible.core.planning.jobs import decide_job
+from cible.server.services.jobs import set_status
+from cible.server.store.db import Store
+from cible.server.store.rows import JobRow
+
+log = logging.getLogger("cible.reconciler.jobs")
+ACTIVE_POLL_S = 0.05  # while a job is live: how soon a launcher's report shows
+IDLE_POLL_S = 2.0
+
+
+class JobReconciler:
+    def __init__(self, store: Store, runners: dict[str, JobRunner], clock: Clock, max_concurrent: int) -> None:
+        self.store = store
+        self.runners = runners
+        self.clock = clock
+        self.max_concurrent = max_concurrent
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="job-reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                active = self.reconcile_once()
+            except Exception:  # a bad tick must not kill the loop; it is retried
+                log.exception("job reconcile failed")
+                active = True
+            self._wake.wait(ACTIVE_POLL_S if active else IDLE_POLL_S)
+
+    def reconcile_once(self) -> bool:
+        """One pass over every live job; True while any job is live."""
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(JobRow).where(JobRow.status.notin_([s.value for s in TERMINAL])).order_by(JobRow.created_at)
+            ).all()
+            jobs = [(r.name, r.status, r.target, dict(r.run or {})) for r in rows]
+        running = sum(1 for _, _, _, run in jobs if run.get("handle"))
+        for name, status, target, run in jobs:
+            runner = self.runners.get(target) or self.runners["local"]
+            handle = run.get("handle")
+            observation = runner.poll(handle) if handle else None
+            decision = decide_job(status, handle is not None, observation)
+            if decision.launch:
+                if running >= self.max_concurrent:
+                    continue  # FIFO: stays Queued until a slot frees
+                handle = runner.submit(name, run["plan"])
+                running += 1
+                self._apply(name, handle=handle)
+            if decision.signal_cancel and handle:
+                runner.cancel(handle)
+            if decision.steps:
+                self._apply(name, steps=decision.steps, error=decision.error)
+        return bool(jobs)
+
+    def _apply(self, name: str, *, handle: dict[str, Any] | None = None,
+               steps: list[JobStatus] = (), error: dict[str, Any] | None = None) -> None:
+        now = self.clock.now()
+        with self.store.session() as session:
+            row = session.get(JobRow, name, with_for_update=True)
+            if row is None:
+                return
+            if handle is not None:
+                row.run = {**(row.run or {}), "handle": handle}
+            for step in steps:
+                # Decided on an older read: a cancel may have moved the job since.
+                if row.status == step.value or not can_transition(row.status, step):
+                    continue
+                reason = (error or {}).get("message") if step in TERMINAL else "reported by the launcher"
+                set_status(session, row, step, now, reason=reason)
+            if error and steps and steps[-1] in TERMINAL:
+                row.error = error

@@ -1,0 +1,70 @@
+"""/api/v1/jobs: thin HTTP over the job service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import FileResponse, Response
+
+from cible.server.services.artifacts import ArtifactService
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+LOG_CHUNK = 1 << 20
+
+
+def _jobs(request: Request):  # noqa: ANN202
+    return request.app.state.jobs
+
+
+def _artifacts(request: Request) -> ArtifactService:
+    return request.app.state.artifacts
+
+
+@router.put("/{name}", summary="Create a job, or update its display name, description and tags")
+def put_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    return _jobs(request).create_or_update(name, body)
+
+
+@router.get("/{name}")
+def get_job(name: str, request: Request) -> dict[str, Any]:
+    return _jobs(request).get(name)
+
+
+@router.get("")
+def list_jobs(
+    request: Request,
+    skip: int = Query(0, ge=0),
+    top: int = Query(50, ge=1, le=1000),
+    status: str | None = None,
+    experiment_name: str | None = None,
+) -> dict[str, Any]:
+    return _jobs(request).list(skip=skip, top=top, status=status, experiment=experiment_name)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_job(name: str, request: Request) -> Response:
+    _jobs(request).delete(name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}:cancel")
+def cancel_job(name: str, request: Request) -> dict[str, Any]:
+    return _jobs(request).cancel(name)
+
+
+@router.get("/{name}/logs", summary="Bytes of user_logs/std_log.txt from an offset")
+def job_logs(name: str, request: Request, offset: int = Query(0, ge=0)) -> Response:
+    status, data, next_offset = _artifacts(request).read_log(name, offset, LOG_CHUNK)
+    headers = {"X-Cible-Next-Offset": str(next_offset), "X-Cible-Job-Status": status}
+    return Response(content=data, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/{name}/files", summary="The job's downloadable files, in `az ml job download` layout")
+def job_files(name: str, request: Request, output_name: str | None = None, all: bool = False) -> dict[str, Any]:  # noqa: A002
+    return {"value": _artifacts(request).list_files(name, output_name=output_name, everything=all)}
+
+
+@router.get("/{name}/files/{path:path}")
+def job_file(name: str, path: str, request: Request) -> FileResponse:
+    return FileResponse(_artifacts(request).file_path(name, path))

@@ -1,0 +1,67 @@
+"""A job's logs, default artifacts and named outputs, laid out as `az ml job download` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cible.core.errors import InvalidRequestError, NotFoundError
+from cible.server.services.jobs import JobService
+from cible.workspace import WorkspacePaths
+
+ARTIFACTS = "artifacts"
+NAMED_OUTPUTS = "named-outputs"
+
+
+class ArtifactService:
+    def __init__(self, jobs: JobService, paths: WorkspacePaths) -> None:
+        self.jobs = jobs
+        self.paths = paths
+
+    def read_log(self, name: str, offset: int, limit: int) -> tuple[str, bytes, int]:
+        status, _ = self.jobs.run_handle(name)
+        log = self.paths.run_dir(name) / ARTIFACTS / "user_logs" / "std_log.txt"
+        try:
+            with open(log, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(limit)
+        except FileNotFoundError:
+            data = b""
+        return status, data, offset + len(data)
+
+    def _roots(self, name: str) -> dict[str, Path]:
+        """Download prefix -> where those files live."""
+        _, run = self.jobs.run_handle(name)
+        roots = {ARTIFACTS: self.paths.run_dir(name) / ARTIFACTS}
+        for output, spec in run.get("plan", {}).get("outputs", {}).items():
+            roots[f"{NAMED_OUTPUTS}/{output}"] = Path(spec["local_path"])
+        return roots
+
+    def list_files(self, name: str, *, output_name: str | None, everything: bool) -> list[dict[str, Any]]:
+        roots = self._roots(name)
+        if output_name and output_name != "default":
+            key = f"{NAMED_OUTPUTS}/{output_name}"
+            if key not in roots:
+                known = ", ".join(k.split("/", 1)[1] for k in roots if k.startswith(NAMED_OUTPUTS)) or "none"
+                raise NotFoundError(f"job '{name}' has no output '{output_name}' (its outputs: {known})")
+            roots = {key: roots[key]}
+        elif not everything:
+            roots = {ARTIFACTS: roots[ARTIFACTS]}
+        files = []
+        for prefix, root in roots.items():
+            candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+            for path in candidates:
+                rel = path.name if path == root else path.relative_to(root).as_posix()
+                files.append({"path": f"{prefix}/{rel}", "size": path.stat().st_size})
+        return files
+
+    def file_path(self, name: str, path: str) -> Path:
+        for prefix, root in self._roots(name).items():
+            if path.startswith(prefix + "/"):
+                rel = path[len(prefix) + 1:]
+                candidate = root if root.is_file() and rel == root.name else (root / rel).resolve()
+                if root.is_dir() and not candidate.is_relative_to(root.resolve()):
+                    raise InvalidRequestError(f"path: '{path}' leaves the job's files", details={"field": "path"})
+                if candidate.is_file():
+                    return candidate
+        raise NotFoundError(f"job '{name}' has no file '{path}'", details={"path": path})

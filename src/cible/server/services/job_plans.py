@@ -1,0 +1,143 @@
+"""Turning a validated command job into the launcher's plan.
+
+Everything that can be checked on the server is checked here, at submit time,
+so bad input is a 4xx now rather than a failed job later.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from cible.core.errors import InvalidRequestError, InvalidSpecError, NotFoundError
+from cible.core.models import CommandJob, JobInput, JobOutput
+from cible.core.specs.azureml import refs
+from cible.core.specs.azureml.expressions import check_command, format_literal, resolve_output_path
+from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths
+
+SNAPSHOT_SCHEME = "cible://snapshots/"
+LITERAL_INPUT_TYPES = {"number", "integer", "boolean", "string"}
+PLAN_VERSION = 1
+
+
+def parse_snapshot_uri(uri: str) -> tuple[str, str]:
+    """cible://snapshots/<id>[/<subpath>] -> (id, subpath)."""
+    rest = uri[len(SNAPSHOT_SCHEME):]
+    snapshot, _, subpath = rest.partition("/")
+    return snapshot, subpath
+
+
+class PlanBuilder:
+    def __init__(self, paths: WorkspacePaths, job_lookup) -> None:  # noqa: ANN001
+        self.paths = paths
+        # job_lookup(name) -> the launch plan of an existing job, or None.
+        self.job_lookup = job_lookup
+
+    def build(self, job: CommandJob, *, name: str, experiment_name: str, target: str) -> dict[str, Any]:
+        inputs = {k: self._input(k, v) for k, v in (job.inputs or {}).items()}
+        outputs = {k: self._output(k, v, name) for k, v in (job.outputs or {}).items()}
+        try:
+            check_command(job.command, inputs=inputs.keys(), outputs=outputs.keys())
+        except InvalidSpecError as exc:
+            raise InvalidSpecError(f"command: {exc.message}", details={"field": "command"}) from None
+        code = None
+        if job.code:
+            code = {"snapshot": self._snapshot("code", job.code)[0]}
+        return {
+            "version": PLAN_VERSION,
+            "job_name": name,
+            "experiment_name": experiment_name,
+            "workspace": "local",
+            "compute": target,
+            "command": job.command,
+            "code": code,
+            "inputs": inputs,
+            "outputs": outputs,
+            "environment_variables": dict(job.environment_variables or {}),
+            "timeout": job.limits.timeout if job.limits else None,
+            "blob_root": str(self.paths.blob_root),
+            # Until environments are materialised, jobs run with the server's Python.
+            "python_bin_dir": str(Path(sys.executable).parent),
+        }
+
+    def _snapshot(self, field: str, uri: str) -> tuple[str, str]:
+        if not uri.startswith(SNAPSHOT_SCHEME):
+            raise InvalidRequestError(
+                f"{field}: '{uri}' is a local path; upload it first (the cible CLI and SDK do this "
+                "for you) and pass the cible://snapshots/... URI the upload returns",
+                details={"field": field},
+            )
+        snapshot, subpath = parse_snapshot_uri(uri)
+        if not (self.paths.blob_root / snapshot[:2] / snapshot).is_file():
+            raise NotFoundError(f"{field}: snapshot {snapshot} was not uploaded to this workspace", details={"field": field})
+        return snapshot, subpath
+
+    def _input(self, name: str, spec: JobInput | str | int | float | bool) -> dict[str, Any]:
+        field = f"inputs.{name}"
+        if not isinstance(spec, JobInput):
+            return {"kind": "literal", "value": format_literal(spec)}
+        if spec.type in LITERAL_INPUT_TYPES:
+            return {"kind": "literal", "value": format_literal(spec.default if spec.path is None else spec.path)}
+        if not spec.path:
+            raise InvalidSpecError(f"{field}.path: a {spec.type} input needs a path", details={"field": field})
+        uri = spec.path
+        entry: dict[str, Any] = {"kind": "data", "type": spec.type, "mode": spec.mode or "ro_mount", "uri": uri}
+        if uri.startswith(SNAPSHOT_SCHEME):
+            snapshot, subpath = self._snapshot(field, uri)
+            entry["source"] = {"snapshot": snapshot, "subpath": subpath}
+            return entry
+        kind = refs.classify_path(uri)
+        if kind == "http":
+            entry["source"] = {"url": uri}
+        elif kind == "wasbs":
+            entry["source"] = {"url": refs.wasbs_to_https(uri)}
+        elif kind == "datastore":
+            datastore, rel = refs.parse_datastore_uri(uri)
+            entry["source"] = {"local_path": str(self._datastore_root(field, datastore) / rel)}
+        elif kind == "job_output":
+            job_name, output, rel = refs.parse_job_output_uri(uri)
+            entry["source"] = {"local_path": str(self._job_output_path(field, job_name, output) / rel)}
+        elif kind == "local":
+            self._snapshot(field, uri)  # raises: local paths must be uploaded first
+        else:
+            raise InvalidRequestError(
+                f"{field}.path: '{uri}' ({kind}) inputs are not supported yet; use a local path, "
+                "an http(s) URL, a public wasbs:// blob or an azureml://datastores/... path",
+                details={"field": field},
+            )
+        return entry
+
+    def _output(self, name: str, spec: JobOutput | None, job_name: str) -> dict[str, Any]:
+        field = f"outputs.{name}"
+        spec = spec or JobOutput()
+        path = spec.path or "azureml://datastores/${{default_datastore}}/paths/azureml/${{name}}/${{output_name}}/"
+        uri = resolve_output_path(path, job_name=job_name, output_name=name, default_datastore=DEFAULT_DATASTORE)
+        if refs.classify_path(uri) != "datastore":
+            raise InvalidRequestError(
+                f"{field}.path: outputs go to a datastore path (azureml://datastores/<name>/paths/<path>); got '{uri}'",
+                details={"field": field},
+            )
+        datastore, rel = refs.parse_datastore_uri(uri)
+        local = self._datastore_root(field, datastore) / rel.strip("/")
+        return {"type": spec.type, "mode": spec.mode or "rw_mount", "uri": uri, "local_path": str(local)}
+
+    def _datastore_root(self, field: str, datastore: str) -> Path:
+        if datastore != DEFAULT_DATASTORE:
+            raise NotFoundError(
+                f"{field}: datastore '{datastore}' does not exist in this workspace; the workspace has "
+                f"'{DEFAULT_DATASTORE}'",
+                details={"field": field},
+            )
+        return self.paths.datastore(datastore)
+
+    def _job_output_path(self, field: str, job_name: str, output: str) -> Path:
+        plan = self.job_lookup(job_name)
+        if plan is None:
+            raise NotFoundError(f"{field}: job '{job_name}' does not exist", details={"field": field})
+        if output not in plan.get("outputs", {}):
+            known = ", ".join(plan.get("outputs", {})) or "none"
+            raise NotFoundError(
+                f"{field}: job '{job_name}' has no output '{output}' (its outputs: {known})", details={"field": field}
+            )
+        return Path(plan["outputs"][output]["local_path"])

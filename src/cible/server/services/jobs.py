@@ -1,0 +1,192 @@
+"""Jobs: submission, queries, cancel, and the one function that changes a job's status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cible.core.clock import Clock
+from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
+from cible.core.models import CommandJob
+from cible.core.specs.azureml.loader import load_spec_dict
+from cible.server.services.computes import ComputeService
+from cible.server.services.job_plans import PlanBuilder
+from cible.core.names import display_name_for
+from cible.server.store.db import Store
+from cible.server.store.rows import JobRow, JobStatusRow
+
+MUTABLE_FIELDS = ("display_name", "description", "tags")
+SERVERLESS_NOTE = (
+    "no compute was given, so the job runs on serverless compute; until serverless compute "
+    "exists in cible, that is the local computer"
+)
+ENVIRONMENT_NOTE = "environment '{}' is accepted; the job runs with the server's Python until environments are built"
+
+
+def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datetime, reason: str | None = None) -> None:
+    """The only place a job's status changes: validate the move, record it in the history."""
+    target = JobStatus(target)
+    check_transition(row.status, target)
+    session.add(JobStatusRow(job_name=row.name, from_status=row.status, to_status=target.value, reason=reason, at=at))
+    row.status = target.value
+    row.updated_at = at
+    if target == JobStatus.RUNNING and row.started_at is None:
+        row.started_at = at
+    if target in TERMINAL:
+        row.ended_at = at
+
+
+class JobService:
+    def __init__(self, store: Store, computes: ComputeService, plans: PlanBuilder, clock: Clock, on_submit=None) -> None:  # noqa: ANN001
+        self.store = store
+        self.computes = computes
+        self.plans = plans
+        self.clock = clock
+        self.on_change = on_submit or (lambda: None)
+
+    # -- writes ------------------------------------------------------------
+    def create_or_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("name") not in (None, name):
+            raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'", details={"field": "name"})
+        loaded = load_spec_dict({**body, "name": name}, "job", source="request body")
+        job: CommandJob = loaded.entity
+        with self.store.session() as session:
+            existing = session.get(JobRow, name)
+            if existing is not None:
+                return self._update_mutable(session, existing, job)
+        target, notes = self._resolve_compute(job)
+        if job.environment is not None:
+            label = job.environment if isinstance(job.environment, str) else "inline environment"
+            notes.append(ENVIRONMENT_NOTE.format(label))
+        experiment = job.experiment_name or "Default"
+        plan = self.plans.build(job, name=name, experiment_name=experiment, target=target)
+        now = self.clock.now()
+        spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
+        with self.store.session() as session:
+            if session.get(JobRow, name) is not None:
+                raise ConflictError(f"job '{name}' already exists", details={"field": "name"})
+            row = JobRow(
+                name=name, job_type="command", display_name=job.display_name or display_name_for(name),
+                experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
+                target=target, spec=spec, warnings=[*loaded.warnings, *notes], run={"plan": plan},
+                created_at=now, updated_at=now,
+            )
+            session.add(row)
+            session.add(JobStatusRow(job_name=name, from_status=None, to_status=row.status, reason="submitted", at=now))
+            set_status(session, row, JobStatus.QUEUED, now, reason=f"queued on {target}")
+            result = self._resource(session, row)
+        self.on_change()
+        return result
+
+    def _update_mutable(self, session: Session, row: JobRow, job: CommandJob) -> dict[str, Any]:
+        incoming = job.model_dump(mode="json", exclude_none=True)
+        changed = [
+            k for k, v in incoming.items()
+            if k not in (*MUTABLE_FIELDS, "name", "type") and row.spec.get(k) != v
+        ]
+        if changed:
+            raise ConflictError(
+                f"job '{row.name}' already exists and a submitted job cannot change "
+                f"({', '.join(sorted(changed))}); only display_name, description and tags can. "
+                "Submit it under a new name (omit name, or pass -n).",
+                details={"fields": sorted(changed)},
+            )
+        spec = dict(row.spec)
+        for key in MUTABLE_FIELDS:
+            if key in incoming:
+                spec[key] = incoming[key]
+        row.spec = spec
+        row.display_name = spec.get("display_name") or row.display_name
+        row.updated_at = self.clock.now()
+        return self._resource(session, row)
+
+    def _resolve_compute(self, job: CommandJob) -> tuple[str, list[str]]:
+        if job.compute is None:
+            return "local", [SERVERLESS_NOTE]
+        from cible.core.specs.azureml.refs import parse_compute_ref
+
+        name = parse_compute_ref(job.compute)
+        if name == "serverless":
+            return "local", [SERVERLESS_NOTE]
+        self.computes.require_runnable(name)
+        return name, []
+
+    def cancel(self, name: str) -> dict[str, Any]:
+        with self.store.session() as session:
+            row = self._row(session, name)
+            if is_terminal(row.status):
+                raise ConflictError(f"job '{name}' already ended {row.status}; there is nothing to cancel")
+            if row.status != JobStatus.CANCEL_REQUESTED.value:
+                set_status(session, row, JobStatus.CANCEL_REQUESTED, self.clock.now(), reason="cancel requested by user")
+            result = self._resource(session, row)
+        self.on_change()
+        return result
+
+    def delete(self, name: str) -> None:
+        with self.store.session() as session:
+            row = self._row(session, name)
+            if not is_terminal(row.status):
+                raise ConflictError(f"job '{name}' is {row.status}; cancel it before deleting it")
+            session.delete(row)
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, name: str, *, history: bool = True) -> dict[str, Any]:
+        with self.store.session() as session:
+            return self._resource(session, self._row(session, name), history=history)
+
+    def list(self, *, skip: int = 0, top: int = 50, status: str | None = None, experiment: str | None = None) -> dict[str, Any]:
+        with self.store.session() as session:
+            query = select(JobRow)
+            if status:
+                query = query.where(JobRow.status == status)
+            if experiment:
+                query = query.where(JobRow.experiment_name == experiment)
+            total = session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = session.scalars(query.order_by(JobRow.created_at.desc(), JobRow.name).offset(skip).limit(top)).all()
+            items = [self._resource(session, r, history=False) for r in rows]
+        next_skip = skip + len(items) if skip + len(items) < (total or 0) else None
+        return {"value": items, "count": total, "next_skip": next_skip}
+
+    def run_handle(self, name: str) -> tuple[str, dict[str, Any]]:
+        with self.store.session() as session:
+            row = self._row(session, name)
+            return row.status, dict(row.run or {})
+
+    def _row(self, session: Session, name: str) -> JobRow:
+        row = session.get(JobRow, name)
+        if row is None:
+            raise NotFoundError(f"job '{name}' does not exist in this workspace", details={"name": name})
+        return row
+
+    def _resource(self, session: Session, row: JobRow, history: bool = True) -> dict[str, Any]:
+        """The job as `az ml job show` prints it, plus cible's own fields."""
+        resource = {
+            **row.spec,
+            "name": row.name,
+            "type": row.job_type,
+            "display_name": row.display_name,
+            "experiment_name": row.experiment_name,
+            "status": row.status,
+            "compute": row.compute if row.compute is not None else "serverless",
+            "creation_context": {"created_at": row.created_at.isoformat()},
+            "start_time": row.started_at.isoformat() if row.started_at else None,
+            "end_time": row.ended_at.isoformat() if row.ended_at else None,
+            "error": row.error,
+            "warnings": row.warnings,
+            "target": row.target,
+        }
+        plan = (row.run or {}).get("plan", {})
+        if plan.get("outputs"):
+            resource["output_uris"] = {k: v["uri"] for k, v in plan["outputs"].items()}
+        if history:
+            rows = session.scalars(select(JobStatusRow).where(JobStatusRow.job_name == row.name).order_by(JobStatusRow.id))
+            resource["status_history"] = [
+                {"status": h.to_status, "at": h.at.isoformat(), "reason": h.reason} for h in rows
+            ]
+        return resource
+
+

@@ -1,0 +1,31 @@
+"""Server settings, from flags and CIBLE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cible.workspace import WorkspacePaths, default_home
+
+
+def _default_concurrency() -> int:
+    return int(os.environ.get("CIBLE_LOCAL_MAX_CONCURRENT") or max(2, os.cpu_count() or 2))
+
+
+@dataclass
+class ServerSettings:
+    home: Path = field(default_factory=default_home)
+    database_url: str | None = None  # default: SQLite in the workspace
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port, written to server.json
+    token: str | None = None  # default: the workspace's token file
+    max_concurrent_local: int = field(default_factory=_default_concurrency)
+
+    @property
+    def paths(self) -> WorkspacePaths:
+        return WorkspacePaths(self.home)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or os.environ.get("CIBLE_DATABASE_URL") or self.paths.database_url

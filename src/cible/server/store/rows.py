@@ -1,0 +1,61 @@
+"""ORM rows. Specs and results are JSON documents with a schema version, never pickles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    job_type: Mapped[str] = mapped_column(String(32), default="command")
+    display_name: Mapped[str] = mapped_column(String(255))
+    experiment_name: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    # The compute as the user wrote it, and the target it resolved to.
+    compute: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    target: Mapped[str] = mapped_column(String(255), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_version: Mapped[int] = mapped_column(Integer, default=1)
+    warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Where and how the run happens (run dir, launcher pid): written by the reconciler.
+    run: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class JobStatusRow(Base):
+    """Status history; also the audit log of every job."""
+
+    __tablename__ = "job_status_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_name: Mapped[str] = mapped_column(ForeignKey("jobs.name", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime]
+
+
+class ComputeRow(Base):
+    __tablename__ = "computes"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    compute_type: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_version: Mapped[int] = mapped_column(Integer, default=1)
+    provisioning_state: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
