@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Install cible with its test dependencies and run every test (unit, integration, e2e).
+# Starts a throwaway PostgreSQL on 127.0.0.1 so the store and API tests run against it too.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if ! "$PY" -m uv --version >/dev/null 2>&1; then
+  "$PY" -m pip install -q "uv>=0.4"
+fi
+[ -x .venv/bin/python ] || "$PY" -m uv venv -q .venv
+"$PY" -m uv pip install -q --python .venv/bin/python -e '.[test]'
+
+# --- PostgreSQL: a private cluster for this run -------------------------------
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pg_bin" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || true
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+fi
+pg_dir=""
+stop_pg() {
+  if [ -n "$pg_dir" ] && [ -f "$pg_dir/data/postmaster.pid" ]; then
+    run_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast stop >/dev/null 2>&1 || true
+  fi
+  [ -n "$pg_dir" ] && rm -rf "$pg_dir"
+}
+run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ -n "$pg_bin" ] && [ -z "${CIBLE_TEST_POSTGRES_URL:-}" ]; then
+  pg_dir=$(mktemp -d /tmp/cible-pg.XXXXXX)
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_dir"
+  trap stop_pg EXIT
+  port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  run_pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
+  run_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/pg.log" -w -o \
+    "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >/dev/null
+  export CIBLE_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+  echo "PostgreSQL for the tests: $CIBLE_TEST_POSTGRES_URL"
+fi
+if [ -z "${CIBLE_TEST_POSTGRES_URL:-}" ] && [ "${CI:-}" = "true" ]; then
+  echo "CI needs PostgreSQL for the store and API tests, and none could be installed" >&2
+  exit 1
+fi
+
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+exit $status

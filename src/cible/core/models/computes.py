@@ -1,0 +1,272 @@
+"""Compute specs, one model per ``type:`` (Azure reference §2).
+
+The loader lowercases ``type`` first because Azure accepts ``AmlCompute``.
+(pydantic forbids a before-validator on a discriminator field, so the models
+themselves only accept the lowercase values.)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from .common import LowerStr, OptStr, SpecModel, StrMap
+
+# ---- shared sub-objects -----------------------------------------------------
+
+
+class UserAssignedIdentity(SpecModel):
+    resource_id: str
+    principal_id: str | None = None
+    client_id: str | None = None
+
+
+class IdentityConfiguration(SpecModel):
+    type: Annotated[
+        Literal["system_assigned", "user_assigned", "none", "system_assigned,user_assigned"], LowerStr
+    ]
+    user_assigned_identities: list[UserAssignedIdentity] | None = None
+    principal_id: str | None = None
+    tenant_id: str | None = None
+
+
+class NetworkSettings(SpecModel):
+    vnet_name: str | None = None
+    subnet: str | None = None
+    public_ip_address: str | None = None  # RO
+    private_ip_address: str | None = None  # RO
+
+
+class ComputeBase(SpecModel):
+    """Fields every compute YAML has (SDK ``ComputeSchema``)."""
+
+    name: str
+    description: str | None = None
+    tags: StrMap = Field(default_factory=dict)
+    location: str | None = None
+    # Read-only, server-populated.
+    id: str | None = None
+    provisioning_state: str | None = None
+    provisioning_errors: Any = None
+    created_on: OptStr = None
+
+
+# ---- amlcompute ---------------------------------------------------------------
+
+
+class AmlComputeSshSettings(SpecModel):
+    admin_username: str
+    admin_password: str | None = None
+    ssh_key_value: str | None = None
+
+    @model_validator(mode="after")
+    def _password_or_key(self) -> AmlComputeSshSettings:
+        if self.admin_password is None and self.ssh_key_value is None:
+            raise ValueError("ssh_settings needs 'admin_password' or 'ssh_key_value'")
+        return self
+
+
+class AmlCompute(ComputeBase):
+    """A compute cluster: scales between min and max nodes."""
+
+    type: Literal["amlcompute"] = "amlcompute"
+    size: str = "Standard_DS3_v2"
+    tier: Annotated[Literal["dedicated", "low_priority"], LowerStr] = "dedicated"
+    min_instances: int = Field(0, ge=0)
+    max_instances: int = Field(1, ge=1)  # docs default; the SDK class says 4 (see reference §12)
+    idle_time_before_scale_down: int = Field(120, ge=0)  # seconds
+    ssh_public_access_enabled: bool | None = None
+    ssh_settings: AmlComputeSshSettings | None = None
+    network_settings: NetworkSettings | None = None
+    identity: IdentityConfiguration | None = None
+    enable_node_public_ip: bool = True
+    # Read-only state reported by `az ml compute show`.
+    allocation_state: str | None = None
+    current_node_count: int | None = None
+    target_node_count: int | None = None
+    node_state_counts: dict[str, int] | None = None
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> AmlCompute:
+        if self.min_instances > self.max_instances:
+            raise ValueError(
+                f"min_instances ({self.min_instances}) must not exceed max_instances ({self.max_instances})"
+            )
+        return self
+
+
+# ---- computeinstance ------------------------------------------------------------
+
+
+class AssignedUser(SpecModel):
+    user_tenant_id: str
+    user_object_id: str
+
+
+class ComputeInstanceSshSettings(SpecModel):
+    ssh_key_value: str | None = None
+    admin_username: str | None = None  # RO ("azureuser")
+    ssh_port: int | None = None  # RO
+
+
+class CronTrigger(SpecModel):
+    type: Literal["cron"] = "cron"
+    expression: str
+    start_time: OptStr = None
+    end_time: OptStr = None
+    time_zone: str | None = None
+
+    @field_validator("expression")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron expression (minute hour day month weekday)")
+        return value
+
+
+WeekDay = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class RecurrencePattern(SpecModel):
+    hours: list[Annotated[int, Field(ge=0, le=23)]]
+    minutes: list[Annotated[int, Field(ge=0, le=59)]]
+    week_days: list[Annotated[WeekDay, LowerStr]] | None = None
+    month_days: list[Annotated[int, Field(ge=1, le=31)]] | None = None
+
+
+class RecurrenceTrigger(SpecModel):
+    type: Literal["recurrence"] = "recurrence"
+    frequency: Annotated[Literal["minute", "hour", "day", "week", "month"], LowerStr]
+    interval: int = Field(ge=1)
+    schedule: RecurrencePattern | None = None
+    start_time: OptStr = None
+    end_time: OptStr = None
+    time_zone: str | None = None
+
+
+Trigger = Annotated[Union[CronTrigger, RecurrenceTrigger], Field(discriminator="type")]
+
+
+class ComputeStartStopSchedule(SpecModel):
+    action: Annotated[Literal["start", "stop"], LowerStr]
+    state: Annotated[Literal["enabled", "disabled"], LowerStr] = "enabled"
+    trigger: Trigger
+
+
+class ComputeSchedules(SpecModel):
+    compute_start_stop: list[ComputeStartStopSchedule] = Field(default_factory=list)
+
+
+class ScriptReference(SpecModel):
+    path: str | None = None
+    command: str | None = None
+    timeout_minutes: int | None = Field(None, ge=1)
+
+
+class SetupScripts(SpecModel):
+    creation_script: ScriptReference | None = None
+    startup_script: ScriptReference | None = None
+
+
+# ISO-8601 duration as Azure writes them (PT30M, P1DT2H, PT1H30M15S).
+_ISO_DURATION = re.compile(
+    r"^P(?!$)(\d+(?:\.\d+)?Y)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?W)?(\d+(?:\.\d+)?D)?"
+    r"(T(?=\d)(\d+(?:\.\d+)?H)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?S)?)?$"
+)
+
+
+class ComputeInstance(ComputeBase):
+    """A single-user development VM."""
+
+    type: Literal["computeinstance"] = "computeinstance"
+    size: str = "Standard_DS3_v2"
+    create_on_behalf_of: AssignedUser | None = None
+    ssh_public_access_enabled: bool | None = None
+    ssh_settings: ComputeInstanceSshSettings | None = None
+    network_settings: NetworkSettings | None = None
+    identity: IdentityConfiguration | None = None
+    enable_node_public_ip: bool | None = None
+    idle_time_before_shutdown: str | None = None  # deprecated ISO-8601 form
+    idle_time_before_shutdown_minutes: int | None = Field(None, ge=15, le=4320)
+    schedules: ComputeSchedules | None = None
+    setup_scripts: SetupScripts | None = None
+    custom_applications: list[dict[str, Any]] | None = None
+    # Read-only state reported by `az ml compute show`.
+    state: str | None = None
+    last_operation: dict[str, Any] | None = None
+    services: list[dict[str, Any]] | None = None
+    os_image_metadata: dict[str, Any] | None = None
+
+    @field_validator("idle_time_before_shutdown")
+    @classmethod
+    def _iso_duration(cls, value: str | None) -> str | None:
+        if value is not None and not _ISO_DURATION.match(value.upper()):
+            raise ValueError(f"{value!r} is not an ISO-8601 duration such as 'PT30M'")
+        return value
+
+    @model_validator(mode="after")
+    def _ssh_needs_key(self) -> ComputeInstance:
+        # The SDK refuses public SSH access without a key to log in with.
+        if self.ssh_public_access_enabled and not (self.ssh_settings and self.ssh_settings.ssh_key_value):
+            raise ValueError("ssh_public_access_enabled: true needs ssh_settings.ssh_key_value")
+        return self
+
+
+# ---- attached computes ------------------------------------------------------------
+
+
+class KubernetesCompute(ComputeBase):
+    """An attached Kubernetes (Arc or AKS) cluster."""
+
+    type: Literal["kubernetes"] = "kubernetes"
+    resource_id: str | None = None
+    namespace: str = "default"
+    properties: dict[str, Any] | None = None
+    identity: IdentityConfiguration | None = None
+
+
+class VirtualMachineSshSettings(SpecModel):
+    admin_username: str | None = None
+    admin_password: str | None = None
+    ssh_port: int | None = Field(None, ge=1, le=65535)
+    ssh_private_key_file: str | None = None
+
+
+class VirtualMachineCompute(ComputeBase):
+    """An existing VM attached over SSH."""
+
+    type: Literal["virtualmachine"] = "virtualmachine"
+    resource_id: str
+    ssh_settings: VirtualMachineSshSettings | None = None
+    compute_location: str | None = None  # RO
+
+
+class SynapseSparkCompute(ComputeBase):
+    """An attached Synapse Spark pool."""
+
+    type: Literal["synapsespark"] = "synapsespark"
+    resource_id: str
+    identity: IdentityConfiguration | None = None
+    # Read-only pool description.
+    node_family: str | None = None
+    node_size: str | None = None
+    node_count: int | None = None
+    spark_version: str | None = None
+    scale_settings: dict[str, Any] | None = None
+    auto_pause_settings: dict[str, Any] | None = None
+
+
+Compute = Annotated[
+    Union[AmlCompute, ComputeInstance, KubernetesCompute, VirtualMachineCompute, SynapseSparkCompute],
+    Field(discriminator="type"),
+]
+
+COMPUTE_TYPES: dict[str, type[ComputeBase]] = {
+    "amlcompute": AmlCompute,
+    "computeinstance": ComputeInstance,
+    "kubernetes": KubernetesCompute,
+    "virtualmachine": VirtualMachineCompute,
+    "synapsespark": SynapseSparkCompute,
+}

@@ -1,0 +1,203 @@
+"""Command job spec (Azure reference §3.1-3.3).
+
+Other job types (sweep, pipeline, ...) are rejected by the loader for now.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    field_validator,
+)
+
+from .assets import Environment
+from .common import LowerStr, OptStr, SpecModel, StrMap
+
+InputType = Literal[
+    "uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model",
+    "number", "integer", "boolean", "string",
+]
+OutputType = Literal["uri_folder", "uri_file", "mltable", "mlflow_model", "custom_model", "triton_model"]
+
+
+class JobInput(SpecModel):
+    """An input given as an object; literal inputs stay plain scalars."""
+
+    type: InputType = "uri_folder"
+    path: str | None = None
+    # None means "Azure's default", which is ro_mount at run time.
+    mode: Literal["ro_mount", "download", "direct", "eval_mount", "eval_download", "mount"] | None = None
+    # The following only mean something in component input definitions.
+    optional: bool | None = None
+    default: Any = None
+    description: str | None = None
+    min: float | None = None
+    max: float | None = None
+    enum: list[Any] | None = None
+
+
+class JobOutput(SpecModel):
+    """An output; ``outputs: {x: }`` (None) means a default uri_folder output."""
+
+    type: OutputType = "uri_folder"
+    mode: Literal["rw_mount", "upload", "direct"] | None = None
+    path: str | None = None
+    name: str | None = None
+    version: OptStr = None
+    description: str | None = None
+
+
+_SHM_SIZE = re.compile(r"^\d+[bkmg]$", re.IGNORECASE)
+
+
+class JobResources(SpecModel):
+    instance_count: int = Field(1, ge=1)
+    instance_type: str | None = None
+    shm_size: str | None = None
+    docker_args: str | list[str] | None = None
+    locations: list[str] | None = None
+    max_instance_count: int | None = Field(None, ge=1)
+    properties: dict[str, Any] | None = None
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm_size_format(cls, value: str | None) -> str | None:
+        if value is not None and not _SHM_SIZE.match(value):
+            raise ValueError(f"{value!r} is not a size like '2g' (<number><b|k|m|g>)")
+        return value
+
+
+class JobLimits(SpecModel):
+    timeout: int | None = Field(None, gt=0)  # seconds
+
+
+class PyTorchDistribution(SpecModel):
+    type: Literal["pytorch"] = "pytorch"
+    process_count_per_instance: int = Field(1, ge=1)
+
+
+class MpiDistribution(SpecModel):
+    type: Literal["mpi"] = "mpi"
+    process_count_per_instance: int = Field(1, ge=1)
+
+
+class TensorFlowDistribution(SpecModel):
+    type: Literal["tensorflow"] = "tensorflow"
+    worker_count: int | None = Field(None, ge=1)  # None: one worker per instance
+    parameter_server_count: int = Field(0, ge=0)
+
+
+class RayDistribution(SpecModel):
+    type: Literal["ray"] = "ray"
+    address: str | None = None
+    port: int | None = None
+    include_dashboard: bool | None = None
+    dashboard_port: int | None = None
+    head_node_additional_args: str | None = None
+    worker_node_additional_args: str | None = None
+
+
+Distribution = Annotated[
+    Union[PyTorchDistribution, MpiDistribution, TensorFlowDistribution, RayDistribution],
+    Field(discriminator="type"),
+]
+
+
+class QueueSettings(SpecModel):
+    # Docs examples write "Standard"/"Spot"; the SDK maps case, so do we.
+    job_tier: Annotated[Literal["spot", "basic", "standard", "premium"] | None, LowerStr] = None
+    priority: Annotated[Literal["low", "medium", "high"] | None, LowerStr] = None
+
+
+def _literal_input(value: Any) -> Any:
+    """Check a literal input before the scalar union sees it (one clear error, not four)."""
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return value.isoformat()
+    if value is None or isinstance(value, (list, dict)):
+        raise ValueError("an input must be a literal (string, number, boolean) or a mapping")
+    return value
+
+
+def _input_tag(value: Any) -> str:
+    # A mapping is always an input object, so its errors are reported against
+    # JobInput's fields instead of a noisy "not a str / not an int" union list.
+    return "object" if isinstance(value, (dict, JobInput)) else "literal"
+
+
+LiteralInput = Annotated[Union[StrictBool, StrictInt, StrictFloat, StrictStr], BeforeValidator(_literal_input)]
+InputValue = Annotated[
+    Union[Annotated[JobInput, Tag("object")], Annotated[LiteralInput, Tag("literal")]],
+    Discriminator(_input_tag),
+]
+
+
+def _environment_tag(value: Any) -> str:
+    return "inline" if isinstance(value, (dict, Environment)) else "reference"
+
+
+EnvironmentValue = Annotated[
+    Union[Annotated[StrictStr, Tag("reference")], Annotated[Environment, Tag("inline")]],
+    Discriminator(_environment_tag),
+]
+
+
+def _env_vars(value: Any) -> Any:
+    """Environment variables are text; YAML scalars are stringified, anything else is an error."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (list, dict)):
+                raise ValueError(f"environment variable {key!r} must be a scalar, not a {type(item).__name__}")
+    return value
+
+
+class CommandJob(SpecModel):
+    """A ``type: command`` job (the default job type)."""
+
+    type: Literal["command"] = "command"
+    name: str | None = None
+    display_name: str | None = None
+    experiment_name: str | None = None
+    description: str | None = None
+    tags: StrMap = Field(default_factory=dict)
+    command: str
+    code: str | None = None
+    environment: EnvironmentValue | None = None
+    environment_variables: Annotated[StrMap, BeforeValidator(_env_vars)] = Field(default_factory=dict)
+    compute: str | None = None
+    resources: JobResources | None = None
+    distribution: Distribution | None = None
+    limits: JobLimits | None = None
+    inputs: dict[str, InputValue] = Field(default_factory=dict)
+    outputs: dict[str, JobOutput | None] = Field(default_factory=dict)
+    queue_settings: QueueSettings | None = None
+    services: dict[str, dict[str, Any]] | None = None
+    identity: dict[str, Any] | None = None
+    # Read-only, server-populated: present in `az ml job show` output, ignored on create.
+    status: str | None = None
+    id: str | None = None
+    creation_context: dict[str, Any] | None = None
+    properties: dict[str, Any] | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("'command' must not be empty")
+        return value
+
+    @field_validator("inputs", "outputs", mode="before")
+    @classmethod
+    def _empty_map(cls, value: Any) -> Any:
+        # `inputs:` with nothing under it parses as None.
+        return {} if value is None else value

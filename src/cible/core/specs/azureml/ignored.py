@@ -1,0 +1,70 @@
+"""Keys Azure accepts that cible validates but does not act on yet.
+
+Kept as data in one place: each present key yields one warning line, so nothing
+is dropped silently. Remove an entry when cible starts honouring the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+_ANY = object()
+
+
+@dataclass(frozen=True)
+class IgnoredKey:
+    path: tuple[str, ...]
+    only_if: Any = _ANY  # warn only when the value equals this (e.g. os_type: windows)
+
+
+def _keys(*specs: str | tuple[str, Any]) -> tuple[IgnoredKey, ...]:
+    out = []
+    for spec in specs:
+        dotted, only_if = spec if isinstance(spec, tuple) else (spec, _ANY)
+        out.append(IgnoredKey(tuple(dotted.split(".")), only_if))
+    return tuple(out)
+
+
+_ENVIRONMENT = _keys(("os_type", "windows"), "inference_config")
+
+IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
+    "job": _keys(
+        "services", "identity", "queue_settings", "distribution",
+        "resources.instance_type", "resources.shm_size", "resources.docker_args",
+        "resources.locations", "resources.max_instance_count", "resources.properties",
+    ),
+    "compute": _keys(
+        "identity", "network_settings", "ssh_settings", "location", "enable_node_public_ip",
+        "ssh_public_access_enabled", "setup_scripts", "custom_applications",
+    ),
+    "environment": _ENVIRONMENT,
+    "model": (),
+    "data": (),
+}
+
+# Entities nested in another kind: an inline environment in a job gets the environment rules.
+NESTED_KINDS: dict[str, dict[str, str]] = {"job": {"environment": "environment"}}
+
+
+def ignored_present(kind: str, data: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """``(path, text)`` for every ignored key present in ``data``; text is what the warning names."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    if not isinstance(data, dict):
+        return found
+    for entry in IGNORED_KEYS.get(kind, ()):
+        node: Any = data
+        for part in entry.path:
+            node = node.get(part, _ANY) if isinstance(node, dict) else _ANY
+        if node is _ANY or node is None:
+            continue
+        if entry.only_if is not _ANY:
+            if str(node).lower() != str(entry.only_if):
+                continue
+            text = f"{'.'.join(prefix + entry.path)}: {entry.only_if}"
+        else:
+            text = ".".join(prefix + entry.path)
+        found.append((prefix + entry.path, text))
+    for key, nested_kind in NESTED_KINDS.get(kind, {}).items():
+        found += ignored_present(nested_kind, data.get(key), prefix + (key,))
+    return found

@@ -1,0 +1,197 @@
+"""Load Azure ML CLI v2 YAML specs into cible's models.
+
+Steps: parse (PyYAML safe_load semantics, with marks) -> ``--set``/``--name``
+overrides -> dispatch on ``type`` -> validate -> resolve local paths against the
+YAML's directory -> warn about keys cible accepts but does not act on yet.
+Every problem is reported as ``file:line:col: field: message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from cible.core.errors import InvalidSpecError
+from cible.core.models import COMPUTE_TYPES, CommandJob, Data, Environment, JobInput, Model
+
+from .diagnostics import SourceMap, raise_problems, validation_problems
+from .ignored import ignored_present
+from .overrides import parse_assignment, set_path
+from .refs import classify_path, strip_file_prefix
+from .yaml_source import ParsedYaml, Path_, parse_yaml
+
+SpecKind = Literal["job", "environment", "model", "data", "compute"]
+
+_ASSETS: dict[str, tuple[type[BaseModel], str]] = {
+    "environment": (Environment, "environment"),
+    "model": (Model, "model"),
+    "data": (Data, "data asset"),
+}
+_UNSUPPORTED_JOB_TYPES = ("sweep", "pipeline", "automl", "parallel", "spark")
+
+
+@dataclass
+class LoadedSpec:
+    entity: BaseModel  # CommandJob | Environment | Model | Data | one compute model
+    warnings: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+
+def load_spec(path: str | Path, kind: SpecKind, *, set_overrides: Sequence[str] = (),
+              name: str | None = None) -> LoadedSpec:
+    """Load a spec file; relative paths in it resolve against its directory."""
+    file = Path(path).expanduser().resolve()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidSpecError(f"{path}: no such file") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise InvalidSpecError(f"{path}: cannot read the spec: {exc}") from None
+    loaded = load_spec_text(text, kind, source=str(path), base_dir=file.parent,
+                            set_overrides=set_overrides, name=name)
+    loaded.path = file
+    return loaded
+
+
+def load_spec_text(text: str, kind: SpecKind, *, source: str = "<string>", base_dir: Path | None = None,
+                   set_overrides: Sequence[str] = (), name: str | None = None) -> LoadedSpec:
+    """Load a spec from YAML text. Without ``base_dir`` local paths are kept as written and not checked."""
+    parsed = parse_yaml(text, source)
+    return _load(parsed.data, kind, SourceMap(source, parsed), base_dir, set_overrides, name)
+
+
+def load_spec_dict(data: dict, kind: SpecKind, *, base_dir: Path | None = None,
+                   source: str = "<dict>") -> LoadedSpec:
+    """Load an already-parsed spec (SDK objects, API bodies): same checks, no line numbers."""
+    return _load(data, kind, SourceMap(source, ParsedYaml(data)), base_dir, (), None)
+
+
+# ---- the pipeline ------------------------------------------------------------------
+
+
+def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
+          set_overrides: Sequence[str], name: str | None) -> LoadedSpec:
+    if kind not in ("job", "compute", *_ASSETS):
+        raise InvalidSpecError(f"unknown spec kind {kind!r}; expected job, environment, model, data or compute")
+    if data is None:
+        raise InvalidSpecError(f"{where.source}: the spec is empty")
+    if not isinstance(data, dict):
+        raise_problems([where.problem((), f"a {kind} spec must be a mapping, not a {type(data).__name__}")])
+    data = dict(data)
+    for assignment in set_overrides:
+        parts, value = parse_assignment(assignment)
+        set_path(data, parts, value, assignment)
+        where.overrides[parts] = f"--set {assignment}"
+    if name is not None:
+        data["name"] = name
+        where.overrides[("name",)] = f"--name {name}"
+
+    warnings: list[str] = []
+    model, label = _dispatch(kind, data, where)
+    if model is CommandJob:
+        _inline_file_environment(data, where, base_dir, warnings)
+    try:
+        entity = model.model_validate(data)
+    except ValidationError as exc:
+        raise_problems(validation_problems(exc, model, data, where, label))
+
+    _PathResolver(where, base_dir).resolve(entity, data)
+    for path, text in ignored_present(kind, data):
+        warnings.append(f"{where.location(path)}: '{text}' is accepted but not acted on by cible yet")
+    return LoadedSpec(entity=entity, warnings=warnings)
+
+
+def _dispatch(kind: str, data: dict, where: SourceMap) -> tuple[type[BaseModel], str]:
+    """Pick the model for ``kind`` and the spec's ``type`` (lowercased, as Azure matches it)."""
+    if kind in _ASSETS:
+        return _ASSETS[kind]
+    spec_type = data.get("type")
+    if isinstance(spec_type, str):
+        spec_type = data["type"] = spec_type.lower()
+    if kind == "job":
+        if spec_type is None or spec_type == "command":
+            return CommandJob, "command job"
+        if spec_type in _UNSUPPORTED_JOB_TYPES:
+            message = f"'{spec_type}' jobs are not supported by cible yet; only command jobs can run"
+        else:
+            message = f"{spec_type!r} is not a job type; Azure job types are command, {', '.join(_UNSUPPORTED_JOB_TYPES)}"
+        raise_problems([where.problem(("type",), message)])
+    if spec_type is None:
+        raise_problems([where.problem((), f"missing required key 'type' in compute; one of {', '.join(COMPUTE_TYPES)}",
+                                      show_field=False)])
+    if spec_type not in COMPUTE_TYPES:
+        raise_problems([where.problem(("type",), f"{spec_type!r} is not one of {', '.join(COMPUTE_TYPES)}")])
+    return COMPUTE_TYPES[spec_type], f"{spec_type} compute"
+
+
+def _is_file_reference(value: str) -> bool:
+    if value.lower().startswith("file:"):
+        return True
+    # `environment: ./env.yml` without the prefix: a YAML file is never an asset name.
+    return value.lower().endswith((".yml", ".yaml")) and not value.lower().startswith("azureml:")
+
+
+def _inline_file_environment(data: dict, where: SourceMap, base_dir: Path | None, warnings: list[str]) -> None:
+    """``environment: file:./env.yml`` -> that file's Environment, its paths resolved against its own directory."""
+    value = data.get("environment")
+    if not isinstance(value, str) or not _is_file_reference(value):
+        return
+    target = Path(strip_file_prefix(value)).expanduser()
+    if not target.is_absolute():
+        target = (base_dir or Path.cwd()) / target
+    if not target.is_file():
+        raise_problems([where.problem(("environment",), f"environment file {value!r} not found (looked for {target})")])
+    loaded = load_spec(target, "environment")
+    data["environment"] = loaded.entity
+    warnings.extend(loaded.warnings)
+
+
+class _PathResolver:
+    """Makes local paths absolute (relative to the YAML's directory) and checks they exist."""
+
+    def __init__(self, where: SourceMap, base_dir: Path | None) -> None:
+        self.where = where
+        self.base_dir = base_dir
+
+    def local(self, value: str, path: Path_, what: str) -> str:
+        try:
+            kind = classify_path(value)
+        except InvalidSpecError as exc:
+            raise_problems([self.where.problem(path, exc.message)])
+        if kind != "local" or self.base_dir is None:
+            return value
+        target = Path(strip_file_prefix(value)).expanduser()
+        if not target.is_absolute():
+            target = self.base_dir / target
+        target = target.resolve()
+        if not target.exists():
+            raise_problems([self.where.problem(path, f"{what} {value!r} does not exist (looked for {target})")])
+        return str(target)
+
+    def resolve(self, entity: BaseModel, data: dict) -> None:
+        if isinstance(entity, CommandJob):
+            self.job(entity, data)
+        elif isinstance(entity, Environment):
+            self.environment(entity, ())
+        elif isinstance(entity, (Model, Data)):
+            entity.path = self.local(entity.path, ("path",), f"{type(entity).__name__.lower()} path")
+
+    def job(self, job: CommandJob, data: dict) -> None:
+        if job.code is not None:
+            job.code = self.local(job.code, ("code",), "code folder")
+        for input_name, value in job.inputs.items():
+            if isinstance(value, JobInput) and value.path is not None:
+                value.path = self.local(value.path, ("inputs", input_name, "path"), f"input '{input_name}' path")
+        # An environment from `file:` was already resolved against its own file.
+        if isinstance(job.environment, Environment) and isinstance(data.get("environment"), dict):
+            self.environment(job.environment, ("environment",))
+
+    def environment(self, env: Environment, prefix: Path_) -> None:
+        if isinstance(env.conda_file, str):
+            env.conda_file = self.local(env.conda_file, prefix + ("conda_file",), "conda file")
+        if env.build is not None:
+            env.build.path = self.local(env.build.path, prefix + ("build", "path"), "build context")

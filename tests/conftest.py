@@ -1,0 +1,39 @@
+"""Shared fixtures: store URLs for SQLite and, when CIBLE_TEST_POSTGRES_URL is set, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+POSTGRES_URL = os.environ.get("CIBLE_TEST_POSTGRES_URL")
+
+
+def _postgres_database() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, dropped afterwards."""
+    import psycopg
+
+    name = f"cible_test_{secrets.token_hex(4)}"
+    admin = POSTGRES_URL
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # noqa: ANN001
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cible.db'}"
+        return
+    if not POSTGRES_URL:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run the store tests on PostgreSQL: CIBLE_TEST_POSTGRES_URL is not set")
+        pytest.skip("no PostgreSQL: set CIBLE_TEST_POSTGRES_URL (scripts/test.sh starts one)")
+    yield from _postgres_database()

@@ -1,0 +1,215 @@
+"""Every compute type from Azure's examples, and the values Azure rejects."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import TypeAdapter
+
+from cible.core.models import (
+    AmlCompute,
+    Compute,
+    ComputeInstance,
+    CronTrigger,
+    KubernetesCompute,
+    RecurrenceTrigger,
+    SynapseSparkCompute,
+    VirtualMachineCompute,
+)
+
+
+def test_cluster_basic(load):
+    spec = load(
+        """
+        $schema: https://azuremlschemas.azureedge.net/latest/amlCompute.schema.json
+        name: basic-example
+        type: amlcompute
+        size: STANDARD_DS3_v2
+        min_instances: 0
+        max_instances: 2
+        idle_time_before_scale_down: 120
+        """,
+        "compute",
+    )
+    compute = spec.entity
+    assert isinstance(compute, AmlCompute)
+    assert (compute.min_instances, compute.max_instances, compute.idle_time_before_scale_down) == (0, 2, 120)
+    assert compute.tier == "dedicated"
+    assert spec.warnings == []
+
+
+def test_cluster_minimal_defaults_and_case_insensitive_type(load):
+    compute = load("name: minimal-example\ntype: AmlCompute\n", "compute").entity
+    assert isinstance(compute, AmlCompute)
+    assert compute.type == "amlcompute"
+    assert (compute.size, compute.min_instances, compute.max_instances) == ("Standard_DS3_v2", 0, 1)
+    assert compute.enable_node_public_ip is True
+
+
+def test_cluster_low_priority(load):
+    compute = load("name: low-pri\ntype: amlcompute\ntier: low_priority\nmax_instances: 4\n", "compute").entity
+    assert compute.tier == "low_priority"
+
+
+def test_cluster_min_above_max(load_error):
+    error = load_error("name: c\ntype: amlcompute\nmin_instances: 3\nmax_instances: 2\n", "compute")
+    assert error.message == "job.yml:1:1: min_instances (3) must not exceed max_instances (2)"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("min_instances", "-1", "min_instances: Input should be greater than or equal to 0"),
+    ("max_instances", "0", "max_instances: Input should be greater than or equal to 1"),
+    ("tier", "spot", "tier: 'spot' is not one of dedicated, low_priority"),
+    ("idle_time_before_scale_down", "-5", "idle_time_before_scale_down: Input should be greater than or equal to 0"),
+])
+def test_cluster_bad_values(load_error, key, value, expected):
+    error = load_error(f"name: c\ntype: amlcompute\n{key}: {value}\n", "compute")
+    assert error.message.startswith(f"job.yml:3:{len(key) + 3}: {expected}")
+
+
+def test_cluster_ignored_settings_warn(load):
+    spec = load(
+        """
+        name: c
+        type: amlcompute
+        location: westus
+        ssh_public_access_enabled: true
+        ssh_settings: {admin_username: azureuser, admin_password: pw}
+        identity: {type: system_assigned}
+        network_settings: {vnet_name: v, subnet: s}
+        enable_node_public_ip: false
+        """,
+        "compute",
+    )
+    assert [w.split(": ", 1)[1].split("'")[1] for w in spec.warnings] == [
+        "identity", "network_settings", "ssh_settings", "location", "enable_node_public_ip",
+        "ssh_public_access_enabled",
+    ]
+    assert spec.entity.identity.type == "system_assigned"
+
+
+def test_cluster_ssh_needs_password_or_key(load_error):
+    error = load_error("name: c\ntype: amlcompute\nssh_settings: {admin_username: u}\n", "compute")
+    assert "ssh_settings: ssh_settings needs 'admin_password' or 'ssh_key_value'" in error.message
+
+
+def test_compute_instance_with_schedules(load):
+    compute = load(
+        """
+        name: schedule-example-i
+        type: computeinstance
+        size: STANDARD_DS3_v2
+        idle_time_before_shutdown: PT30M
+        idle_time_before_shutdown_minutes: 30
+        schedules:
+          compute_start_stop:
+            - action: stop
+              trigger:
+                type: cron
+                start_time: "2021-03-10T21:21:07"
+                time_zone: Pacific Standard Time
+                expression: 0 18 * * *
+            - action: Start
+              state: disabled
+              trigger:
+                type: recurrence
+                frequency: week
+                interval: 1
+                start_time: 2021-03-10T21:21:07
+                schedule:
+                  hours: [8]
+                  minutes: [0]
+                  week_days: [Monday, tuesday]
+        """,
+        "compute",
+    ).entity
+    assert isinstance(compute, ComputeInstance)
+    stop, start = compute.schedules.compute_start_stop
+    assert isinstance(stop.trigger, CronTrigger) and stop.trigger.expression == "0 18 * * *"
+    assert stop.state == "enabled"
+    assert isinstance(start.trigger, RecurrenceTrigger)
+    assert start.action == "start" and start.state == "disabled"
+    assert start.trigger.schedule.week_days == ["monday", "tuesday"]
+    assert start.trigger.start_time.startswith("2021-03-10")  # a YAML timestamp, kept as text
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("idle_time_before_shutdown: 30 minutes\n", "idle_time_before_shutdown: '30 minutes' is not an ISO-8601 duration"),
+    ("idle_time_before_shutdown: PT\n", "is not an ISO-8601 duration"),
+    ("idle_time_before_shutdown_minutes: 10\n", "Input should be greater than or equal to 15"),
+    ("idle_time_before_shutdown_minutes: 5000\n", "Input should be less than or equal to 4320"),
+    ("schedules:\n  compute_start_stop:\n    - action: stop\n      trigger: {type: cron, expression: '0 18 *'}\n",
+     "schedules.compute_start_stop[0].trigger.expression: '0 18 *' is not a 5-field cron expression"),
+    ("schedules:\n  compute_start_stop:\n    - action: pause\n      trigger: {type: cron, expression: '0 18 * * *'}\n",
+     "schedules.compute_start_stop[0].action: 'pause' is not one of start, stop"),
+    ("ssh_public_access_enabled: true\n", "ssh_public_access_enabled: true needs ssh_settings.ssh_key_value"),
+])
+def test_compute_instance_bad_values(load_error, body, expected):
+    error = load_error("name: ci\ntype: computeinstance\n" + body, "compute")
+    assert expected in error.message
+    assert error.message.startswith("job.yml:")
+
+
+def test_kubernetes_attach(load):
+    compute = load(
+        """
+        name: k8s-compute
+        type: Kubernetes
+        resource_id: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Kubernetes/connectedClusters/c
+        properties: {a: b}
+        """,
+        "compute",
+    ).entity
+    assert isinstance(compute, KubernetesCompute)
+    assert compute.namespace == "default"
+
+
+def test_virtual_machine_attach(load):
+    compute = load(
+        """
+        name: vm-attach
+        type: virtualmachine
+        resource_id: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm
+        ssh_settings:
+          admin_username: azureuser
+          ssh_port: 22
+          ssh_private_key_file: ~/.ssh/id_rsa
+        """,
+        "compute",
+    ).entity
+    assert isinstance(compute, VirtualMachineCompute)
+    assert compute.ssh_settings.ssh_port == 22
+
+
+def test_virtual_machine_needs_resource_id(load_error):
+    error = load_error("name: vm\ntype: virtualmachine\n", "compute")
+    assert error.message == "job.yml:1:1: missing required key 'resource_id' in virtualmachine compute"
+
+
+def test_synapse_spark_attach(load):
+    compute = load(
+        """
+        name: synapse
+        type: synapsespark
+        resource_id: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Synapse/workspaces/w/bigDataPools/p
+        identity:
+          type: user_assigned
+          user_assigned_identities:
+            - resource_id: /subscriptions/s/.../identity
+        """,
+        "compute",
+    ).entity
+    assert isinstance(compute, SynapseSparkCompute)
+    assert compute.identity.user_assigned_identities[0].resource_id.endswith("identity")
+
+
+def test_compute_type_required_and_known(load_error):
+    assert "missing required key 'type' in compute" in load_error("name: c\n", "compute").message
+    error = load_error("name: c\ntype: databricks\n", "compute")
+    assert error.message == ("job.yml:2:7: type: 'databricks' is not one of amlcompute, computeinstance, "
+                             "kubernetes, virtualmachine, synapsespark")
+
+
+def test_compute_union_discriminates_on_type():
+    adapter = TypeAdapter(Compute)
+    assert isinstance(adapter.validate_python({"type": "kubernetes", "name": "k"}), KubernetesCompute)
+    assert isinstance(adapter.validate_python({"type": "amlcompute", "name": "c"}), AmlCompute)

@@ -1,0 +1,142 @@
+"""The REST API in-process (no reconciler), on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cible.server.app import create_app
+from cible.server.settings import ServerSettings
+
+TOKEN = "test-token"
+HELLO = {"command": "echo hello", "compute": "local"}
+
+
+@pytest.fixture
+def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    settings = ServerSettings(home=tmp_path / "ws", database_url=db_url)
+    app = create_app(settings, TOKEN, reconcile=False)
+    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
+    yield client
+    app.state.store.close()
+
+
+def error_of(response) -> dict:  # noqa: ANN001
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"code", "message", "details"} <= set(body["error"])
+    return body["error"]
+
+
+def test_every_api_request_needs_the_token(api: TestClient):
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        for path in ("/api/v1/health", "/api/v1/jobs", "/api/v1/openapi.json"):
+            response = api.get(path, headers=headers | {"Authorization": headers.get("Authorization", "")})
+            assert response.status_code == 401
+            assert error_of(response)["code"] == "Unauthorized"
+    assert api.get("/api/v1/health").json()["status"] == "ok"
+
+
+def test_openapi_document_lists_the_job_routes(api: TestClient):
+    paths = api.get("/api/v1/openapi.json").json()["paths"]
+    assert "/api/v1/jobs/{name}" in paths and "/api/v1/jobs/{name}:cancel" in paths
+
+
+def test_put_creates_a_queued_job_with_its_history(api: TestClient):
+    job = api.put("/api/v1/jobs/j1", json=HELLO).json()
+    assert job["name"] == "j1" and job["status"] == "Queued" and job["compute"] == "local"
+    assert [h["status"] for h in job["status_history"]] == ["NotStarted", "Queued"]
+    assert api.get("/api/v1/jobs/j1").json()["command"] == "echo hello"
+
+
+def test_a_job_without_compute_runs_locally_and_says_so(api: TestClient):
+    job = api.put("/api/v1/jobs/j2", json={"command": "echo hi"}).json()
+    assert job["compute"] == "serverless" and job["target"] == "local"
+    assert any("local computer" in w for w in job["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"comand": "echo"}, 422, "comand"),
+        ({"command": "echo", "limits": {"timeout": "soon"}}, 422, "limits.timeout"),
+        ({"command": "echo", "compute": "azureml:cpu-cluster"}, 404, "cpu-cluster"),
+        ({"command": "echo ${{inputs.missing}}"}, 422, "missing"),
+        ({"command": "echo", "code": "/tmp/somewhere"}, 400, "upload"),
+        ({"command": "echo", "outputs": {"o": {"path": "azureml://datastores/nope/paths/x"}}}, 404, "nope"),
+        ({"command": "echo", "name": "other"}, 400, "name"),
+    ],
+)
+def test_bad_jobs_are_4xx_with_what_and_where(api: TestClient, body: dict, status: int, needle: str):
+    response = api.put("/api/v1/jobs/bad", json=body)
+    assert response.status_code == status, response.text
+    assert needle in error_of(response)["message"]
+    assert api.get("/api/v1/jobs/bad").status_code == 404  # nothing half-written
+
+
+def test_malformed_bodies_are_never_a_500(api: TestClient):
+    for content in (b"{not json", b"[1, 2]", b'"text"'):
+        response = api.put("/api/v1/jobs/x", content=content, headers={"Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500, response.text
+        error_of(response)
+
+
+def test_unknown_job_is_404(api: TestClient):
+    response = api.get("/api/v1/jobs/nope")
+    assert response.status_code == 404 and "nope" in error_of(response)["message"]
+
+
+def test_list_is_paginated_newest_first(api: TestClient):
+    for i in range(5):
+        api.put(f"/api/v1/jobs/p{i}", json=HELLO)
+    first = api.get("/api/v1/jobs", params={"top": 2}).json()
+    assert first["count"] == 5 and len(first["value"]) == 2 and first["next_skip"] == 2
+    rest = api.get("/api/v1/jobs", params={"skip": 2, "top": 10}).json()
+    assert rest["next_skip"] is None
+    names = [j["name"] for j in first["value"] + rest["value"]]
+    assert sorted(names) == [f"p{i}" for i in range(5)]
+
+
+def test_submitted_jobs_are_immutable_but_tags_can_change(api: TestClient):
+    api.put("/api/v1/jobs/m", json=HELLO)
+    changed = api.put("/api/v1/jobs/m", json={**HELLO, "command": "echo other"})
+    assert changed.status_code == 409 and "command" in error_of(changed)["message"]
+    tagged = api.put("/api/v1/jobs/m", json={**HELLO, "tags": {"team": "a"}})
+    assert tagged.status_code == 200 and tagged.json()["tags"] == {"team": "a"}
+
+
+def test_cancel_and_delete_follow_the_transition_table(api: TestClient):
+    api.put("/api/v1/jobs/c", json=HELLO)
+    assert api.delete("/api/v1/jobs/c").status_code == 409  # live jobs are not deleted
+    assert api.post("/api/v1/jobs/c:cancel").json()["status"] == "CancelRequested"
+    assert api.post("/api/v1/jobs/nope:cancel").status_code == 404
+
+
+def test_uploads_are_content_addressed_and_verified(api: TestClient):
+    data = b"print('hi')\n"
+    digest = hashlib.sha256(data).hexdigest()
+    assert api.post("/api/v1/blobs:missing", json={"sha256": [digest]}).json()["missing"] == [digest]
+    wrong = api.put(f"/api/v1/blobs/{digest}", content=b"other")
+    assert wrong.status_code == 400 and "hashes to" in error_of(wrong)["message"]
+    assert api.put("/api/v1/blobs/not-a-digest", content=data).status_code == 400
+    assert api.put(f"/api/v1/blobs/{digest}", content=data).json()["created"] is True
+    assert api.post("/api/v1/blobs:missing", json={"sha256": [digest]}).json()["missing"] == []
+    files = {"main.py": {"sha256": digest, "size": len(data)}}
+    snap = api.post("/api/v1/snapshots", json={"files": files}).json()
+    assert snap == api.post("/api/v1/snapshots", json={"files": files}).json()  # same tree, same id
+    job = api.put("/api/v1/jobs/code", json={**HELLO, "code": snap["uri"]})
+    assert job.status_code == 200, job.text
+    absent = {"x.py": {"sha256": "0" * 64}}
+    assert api.post("/api/v1/snapshots", json={"files": absent}).status_code == 400
+    escape = {"../x.py": {"sha256": digest}}
+    assert api.post("/api/v1/snapshots", json={"files": escape}).status_code == 400
+
+
+def test_local_compute_always_exists(api: TestClient):
+    names = [c["name"] for c in api.get("/api/v1/computes").json()["value"]]
+    assert names == ["local"]
+    assert api.get("/api/v1/computes/local").json()["provisioning_state"] == "Succeeded"
+    missing = api.get("/api/v1/computes/gpu")
+    assert missing.status_code == 404 and "gpu" in error_of(missing)["message"]
