@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
-import httpx
+if "httpx" not in sys.modules:
+    # httpx's package import loads its own command-line tool (click, rich, pygments:
+    # about 0.3 s on our CI machines) only to expose `httpx.main`, which cible never
+    # calls. An empty stand-in makes httpx take its documented fallback instead.
+    sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
+
+import httpx  # noqa: E402
 
 from cible.core.errors import CibleError, ServerUnavailableError, error_from_dict
 

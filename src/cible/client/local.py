@@ -10,9 +10,8 @@ import sys
 import time
 from typing import Any
 
-import httpx
-
-from cible.core.errors import ServerUnavailableError
+from cible.client.http import WorkspaceClient
+from cible.core.errors import CibleError, ServerUnavailableError
 from cible.server.process import ensure_token
 from cible.workspace import WorkspacePaths
 
@@ -27,11 +26,13 @@ def read_server_info(paths: WorkspacePaths) -> dict[str, Any] | None:
 
 
 def is_healthy(url: str, token: str) -> bool:
+    client = WorkspaceClient(url, token, timeout=2.0)
     try:
-        r = httpx.get(f"{url}/api/v1/health", headers={"Authorization": f"Bearer {token}"}, timeout=2.0)
-        return r.status_code == 200
-    except httpx.HTTPError:
+        return client.json("GET", "/health").get("status") == "ok"
+    except CibleError:
         return False
+    finally:
+        client.close()
 
 
 def running_server(paths: WorkspacePaths) -> dict[str, Any] | None:

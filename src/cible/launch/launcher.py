@@ -216,9 +216,32 @@ class Launcher:
         return 0
 
 
+def standby() -> int:
+    """Wait, already imported, for a run dir on stdin; then run it.
+
+    A runner keeps one standby launcher ready so that Python's start and these
+    imports are off a job's critical path. EOF (the runner went away) ends it.
+    """
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    run_dir = Path(line)
+    log_path = run_dir / "artifacts" / "system_logs" / "launcher_stdio.txt"
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for stream in (1, 2):
+        os.dup2(fd, stream)
+    os.close(fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return Launcher(run_dir).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--standby"]:
+        return standby()
     if len(args) != 1:
-        print("usage: python -m cible.launch RUN_DIR", file=sys.stderr)
+        print("usage: python -m cible.launch RUN_DIR | --standby", file=sys.stderr)
         return 2
     return Launcher(Path(args[0])).run()

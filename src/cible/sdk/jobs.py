@@ -5,16 +5,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cible.client.http import WorkspaceClient
 from cible.core.errors import InvalidSpecError, JobFailedError
 from cible.core.lifecycle.jobs import is_terminal
-from cible.core.models import CommandJob, JobInput
 from cible.core.names import job_name
-from cible.core.specs.azureml import refs
 from cible.sdk.resources import Resource
-from cible.sdk.uploads import upload_snapshot
+
+if TYPE_CHECKING:
+    from cible.core.models import CommandJob
 
 STREAM_POLL_MIN_S = 0.05
 STREAM_POLL_MAX_S = 1.0
@@ -35,6 +35,10 @@ class JobOperations:
         self._client = client
 
     def create_or_update(self, job: CommandJob | dict[str, Any], *, name: str | None = None) -> Resource:
+        # Imported here: show, list, stream and cancel need no models (CLI start-up time).
+        from cible.core.models import CommandJob, JobInput
+        from cible.core.specs.azureml import refs
+
         spec = job if isinstance(job, CommandJob) else CommandJob.model_validate(job)
         body = spec.model_dump(mode="json", exclude_none=True)
         body.pop("schema_", None)
@@ -55,6 +59,8 @@ class JobOperations:
         path = Path(local)
         if not path.exists():
             raise InvalidSpecError(f"{field}: '{local}' does not exist", details={"field": field})
+        from cible.sdk.uploads import upload_snapshot
+
         uri = upload_snapshot(self._client, path)
         return f"{uri}/{path.name}" if path.is_file() else uri
 

@@ -29,6 +29,12 @@ class RunObservation:
 class JobRunner(Protocol):
     name: str
 
+    def prepare(self) -> None:
+        """Get ready for work (warm pools, connections); called when the server starts."""
+
+    def close(self) -> None:
+        """Release what prepare() holds; running jobs are left running."""
+
     def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
         """Start the launcher for `plan`; return a JSON handle for the other calls."""
 

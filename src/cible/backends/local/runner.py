@@ -2,6 +2,8 @@
 
 Each launcher runs in its own session, so it outlives a server killed with -9;
 the restarted server finds it again through the handle file in the run dir.
+One standby launcher is kept started and imported, so a job's dispatch costs a
+pipe write instead of a Python start.
 """
 
 from __future__ import annotations
@@ -25,35 +27,63 @@ HANDLE_FILE = "handle.json"
 class LocalProcessRunner:
     name = "local"
 
-    def __init__(self, runs_root: Path, python: str | None = None) -> None:
+    def __init__(self, runs_root: Path, python: str | None = None, standby: bool = True) -> None:
         self.runs_root = runs_root
         self.python = python or sys.executable
+        self.use_standby = standby
+        self._standby: subprocess.Popen | None = None
         self._children: dict[int, subprocess.Popen] = {}  # reaped in poll(), so no zombies pile up
+
+    def _spawn(self, args: list[str], stdin, stdout) -> subprocess.Popen:  # noqa: ANN001
+        return subprocess.Popen(
+            [self.python, "-m", "cible.launch", *args], stdin=stdin, stdout=stdout,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+        )
+
+    def prepare(self) -> None:
+        """Have a standby launcher ready for the next job."""
+        if self.use_standby and (self._standby is None or self._standby.poll() is not None):
+            self._standby = self._spawn(["--standby"], subprocess.PIPE, subprocess.DEVNULL)
+
+    def close(self) -> None:
+        if self._standby is not None and self._standby.poll() is None:
+            self._standby.stdin.close()  # EOF: the standby exits
+            self._standby.wait(timeout=10)
+        self._standby = None
 
     def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
         run_dir = self.runs_root / job_name
         existing = self._existing_handle(run_dir)
-        if existing:
+        if existing:  # idempotent: a restarted server never launches a job twice
             return existing
         (run_dir / "artifacts" / "system_logs").mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / PLAN_FILE, plan)
-        with open(run_dir / "artifacts" / "system_logs" / "launcher_stdio.txt", "ab") as out:
-            proc = subprocess.Popen(
-                [self.python, "-m", "cible.launch", str(run_dir)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
-            )
+        proc = self._take_standby(run_dir)
+        if proc is None:
+            with open(run_dir / "artifacts" / "system_logs" / "launcher_stdio.txt", "ab") as out:
+                proc = self._spawn([str(run_dir)], subprocess.DEVNULL, out)
         handle = {"runner": self.name, "run_dir": str(run_dir), "pid": proc.pid, "create_time": _create_time(proc.pid)}
         write_json_atomic(run_dir / HANDLE_FILE, handle)
         self._children[proc.pid] = proc
+        self.prepare()
         return handle
+
+    def _take_standby(self, run_dir: Path) -> subprocess.Popen | None:
+        proc, self._standby = self._standby, None
+        if proc is None or proc.poll() is not None:
+            return None
+        try:
+            proc.stdin.write(f"{run_dir}\n".encode())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            return None
+        return proc
 
     def _existing_handle(self, run_dir: Path) -> dict[str, Any] | None:
         try:
-            handle = json.loads((run_dir / HANDLE_FILE).read_text())
+            return json.loads((run_dir / HANDLE_FILE).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return handle
 
     def poll(self, handle: dict[str, Any]) -> RunObservation:
         run_dir = Path(handle["run_dir"])

@@ -40,6 +40,8 @@ class JobReconciler:
         self._wake.set()
 
     def start(self) -> None:
+        for runner in self.runners.values():
+            runner.prepare()
         self._thread = threading.Thread(target=self._loop, name="job-reconciler", daemon=True)
         self._thread.start()
 
@@ -48,6 +50,8 @@ class JobReconciler:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
+        for runner in self.runners.values():
+            runner.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -1,0 +1,95 @@
+"""Dispatch latency: from `job create` to the first line of the user's command on `local`.
+
+Floor: spawning the same `python -c` from Python (Popen of the same interpreter), in
+the same run. Prints medians, the ratio and the added milliseconds, plus the idle
+server's resident memory.
+
+    .venv/bin/python bench/dispatch.py [--runs 30] [--cli-runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+FIRST_LINE = "import time; print(time.time_ns(), flush=True)"
+
+
+def floor_once() -> float:
+    t0 = time.time_ns()
+    out = subprocess.run([sys.executable, "-c", FIRST_LINE], capture_output=True, text=True, check=True).stdout
+    return (int(out.split()[0]) - t0) / 1e6
+
+
+def first_line_ns(client, name: str) -> int:  # noqa: ANN001
+    job = client.jobs.wait(name, timeout=60)
+    assert job["status"] == "Completed", job
+    log = client._client.request("GET", f"/jobs/{name}/logs").content.decode()
+    return int(log.split()[0])
+
+
+def sdk_once(client, job) -> float:  # noqa: ANN001
+    t0 = time.time_ns()
+    name = client.jobs.create_or_update(job)["name"]
+    return (first_line_ns(client, name) - t0) / 1e6
+
+
+def cli_once(client, job_file: Path, env: dict[str, str]) -> float:  # noqa: ANN001
+    t0 = time.time_ns()
+    out = subprocess.run([sys.executable, "-m", "cible", "job", "create", "-f", str(job_file), "-o", "json"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return (first_line_ns(client, json.loads(out)["name"]) - t0) / 1e6
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--cli-runs", type=int, default=10)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="cible-bench-"))
+    os.environ["CIBLE_HOME"] = str(home)
+    env = {**os.environ}
+    from cible import MLClient, command
+
+    client = MLClient(home=home)
+    server = psutil.Process(json.loads((home / "server.json").read_text())["pid"])
+    job = command(command=f'python -c "{FIRST_LINE}"', compute="local", experiment_name="bench")
+    job_file = home / "job.yml"
+    job_file.write_text(f"command: python -c \"{FIRST_LINE}\"\ncompute: local\nexperiment_name: bench\n")
+    try:
+        for _ in range(3):  # warm-up: imports, page cache, SQLite file
+            floor_once(), sdk_once(client, job)
+        floor, sdk = [], []
+        for _ in range(args.runs):  # interleaved, so machine noise hits both alike
+            floor.append(floor_once())
+            sdk.append(sdk_once(client, job))
+        cli = [cli_once(client, job_file, env) for _ in range(args.cli_runs)]
+        client.jobs.wait(client.jobs.list(max_results=1)[0]["name"], timeout=30)
+        idle_rss = server.memory_info().rss / 2**20
+    finally:
+        subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=env, capture_output=True)
+
+    f, s, c = median(floor), median(sdk), median(cli)
+    print(f"runs: {args.runs} (SDK), {args.cli_runs} (CLI); medians")
+    print(f"floor  Popen(python -c)          {f:8.1f} ms")
+    print(f"cible  SDK create -> first line  {s:8.1f} ms   ratio {s / f:5.2f}x   added {s - f:+7.1f} ms")
+    print(f"cible  CLI create -> first line  {c:8.1f} ms   ratio {c / f:5.2f}x   added {c - f:+7.1f} ms")
+    print(f"idle server resident memory      {idle_rss:8.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
