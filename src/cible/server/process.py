@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def serve(settings: ServerSettings) -> None:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     write_json_atomic(paths.server_file, info)
+    # uvicorn re-raises SIGTERM once it has shut down; exit through Python so the
+    # cleanup below runs instead of the default handler killing the process.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         server.run(sockets=[sock])
     finally:
@@ -69,6 +73,10 @@ def serve(settings: ServerSettings) -> None:
         except (FileNotFoundError, json.JSONDecodeError):
             pass
         lock.close()
+
+
+def _exit_on_signal(signum: int, _frame) -> None:  # noqa: ANN001
+    raise SystemExit(128 + signum)
 
 
 def _safe_url(url: str) -> str:

@@ -1,0 +1,68 @@
+"""A real server process on PostgreSQL runs a job end to end (and migrations are idempotent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cible.server.store.db import Store
+
+
+def wait_until(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)  # polling a real process, bounded by the deadline
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_migrations_run_twice_without_harm(db_url: str):
+    store = Store(db_url)
+    store.migrate()
+    store.migrate()
+    from sqlalchemy import inspect
+
+    assert {"jobs", "job_status_history", "computes", "alembic_version"} <= set(inspect(store.engine).get_table_names())
+    store.close()
+
+
+def test_server_process_runs_a_job_on_this_store(db_url: str, tmp_path: Path):
+    home = tmp_path / "ws"
+    env = {**os.environ, "CIBLE_HOME": str(home)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cible", "server", "--database-url", db_url],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        info = wait_until(lambda: (home / "server.json").exists() and json.loads((home / "server.json").read_text()), 60, "server.json")
+        assert info["pid"] == server.pid
+        assert "***" in info["database"] or db_url.startswith("sqlite")
+        from cible import MLClient, command
+
+        client = MLClient(url=info["url"], token=(home / "token").read_text().strip())
+        wait_until(lambda: _healthy(client), 30, "the server to answer")
+        job = client.jobs.create_or_update(command(command="echo on-$STORE", environment_variables={"STORE": "db"}, compute="local"))
+        done = client.jobs.wait(job["name"], timeout=60)
+        assert done["status"] == "Completed", done
+        assert [h["status"] for h in done["status_history"]] == ["NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed"]
+        log = (home / "runs" / job["name"] / "artifacts" / "user_logs" / "std_log.txt").read_text()
+        assert log == "on-db\n"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert not (home / "server.json").exists()  # a clean stop removes it
+
+
+def _healthy(client) -> bool:  # noqa: ANN001
+    try:
+        return bool(client.compute.list())
+    except Exception:
+        return False
