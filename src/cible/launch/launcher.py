@@ -25,7 +25,7 @@ from typing import Any
 
 from cible.core.specs.azureml.expressions import render_command
 from cible.launch import staging
-from cible.launch.procs import kill_tree, wait_for_exit
+from cible.launch.procs import end_group, kill_tree, wait_for_exit
 from cible.launch.state import CANCEL_FILE, PLAN_FILE, StateWriter
 
 LOG_TAIL_LINES = 20
@@ -66,6 +66,8 @@ class Launcher:
         except Exception as exc:  # any staging failure fails the job at Preparing
             self.log("preparing failed:\n" + traceback.format_exc())
             return self._end("Failed", error={"code": "PreparingFailed", "message": f"preparing the job failed: {exc}"})
+        if self.cancel_requested():  # canceled while its inputs were staged
+            return self._end("Canceled", error={"code": "Canceled", "message": "canceled before it started"})
         return self._execute(command, env)
 
     def _on_sigterm(self, *_: object) -> None:
@@ -167,6 +169,9 @@ class Launcher:
             self.log(f"{stopped}: ending the process tree of pid {proc.pid}")
             kill_tree(proc.pid)
             proc.wait()
+        # As when Azure tears down a job's container: nothing the command started
+        # in the background outlives the job.
+        end_group(proc.pid)
         self.state.status("Finalizing", exit_code=proc.returncode)
         try:
             self._finalize()

@@ -32,11 +32,25 @@ def kill_tree(pid: int, grace_s: float = 5.0) -> None:
     psutil.wait_procs(alive, timeout=grace_s)
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def end_group(pgid: int, grace_s: float = 5.0) -> None:
+    """SIGTERM what is left in process group `pgid`, SIGKILL it after `grace_s`."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(0.02)  # waiting for stray processes to exit
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when it has no members left."""
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
-        pass
+        return False
+    return True
 
 
 def wait_for_exit(proc, deadline: float | None, should_stop) -> str | None:  # noqa: ANN001

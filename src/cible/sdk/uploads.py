@@ -19,11 +19,11 @@ IGNORE_FILES = (".amlignore", ".gitignore")
 ALWAYS_SKIPPED = {".git"}
 
 
-def _ignore_spec(folder: Path) -> pathspec.PathSpec | None:
+def _ignore_spec(folder: Path) -> pathspec.GitIgnoreSpec | None:
     for name in IGNORE_FILES:  # .amlignore wins over .gitignore, per folder
         path = folder / name
         if path.is_file():
-            return pathspec.PathSpec.from_lines("gitwildmatch", path.read_text().splitlines())
+            return pathspec.GitIgnoreSpec.from_lines(path.read_text().splitlines())
     return None
 
 
@@ -32,7 +32,7 @@ def walk_snapshot(root: Path) -> dict[str, Path]:
     if root.is_file():
         return {root.name: root}
     files: dict[str, Path] = {}
-    specs: dict[Path, pathspec.PathSpec | None] = {}
+    specs: dict[Path, pathspec.GitIgnoreSpec | None] = {}
     for folder, dirs, names in os.walk(root):
         here = Path(folder)
         specs[here] = _ignore_spec(here)
