@@ -5,27 +5,13 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 
-T = TypeVar("T")
-
-
-def wait_until(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, message: str = "") -> T:
-    """Call `fn` until it returns something truthy; fail with `message` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message or fn!r}")
-        time.sleep(interval)  # polling, bounded by the deadline
+from cible.testing import wait_until  # noqa: F401  (re-exported for the tests)
 
 
 def process_alive(pid: int) -> bool:

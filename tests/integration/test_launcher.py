@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import signal
-import stat
 import subprocess
 import sys
 import textwrap
@@ -20,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_support import gated_http_file, http_server, process_alive, wait_until
 
 from cible.server.services.blobs import BlobService
-from integration_support import gated_http_file, http_server, process_alive, wait_until
 
 LAUNCH_TIMEOUT_S = 60
 

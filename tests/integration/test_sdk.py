@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_support import gated_http_file, process_alive, wait_until
 
 from cible import Input, MLClient, Output, command, load_job
 from cible.core.errors import JobFailedError, UnauthorizedError
-from integration_support import gated_http_file, process_alive, wait_until
 
 JOB_TIMEOUT_S = 60
 

@@ -6,22 +6,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
-
 from cible.server.store.db import Store
-
-
-def wait_until(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)  # polling a real process, bounded by the deadline
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from cible.testing import wait_until
 
 
 def test_migrations_run_twice_without_harm(db_url: str):
@@ -42,13 +30,13 @@ def test_server_process_runs_a_job_on_this_store(db_url: str, tmp_path: Path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        info = wait_until(lambda: (home / "server.json").exists() and json.loads((home / "server.json").read_text()), 60, "server.json")
+        info = wait_until(lambda: (home / "server.json").exists() and json.loads((home / "server.json").read_text()), 60, message="server.json")
         assert info["pid"] == server.pid
         assert "***" in info["database"] or db_url.startswith("sqlite")
         from cible import MLClient, command
 
         client = MLClient(url=info["url"], token=(home / "token").read_text().strip())
-        wait_until(lambda: _healthy(client), 30, "the server to answer")
+        wait_until(lambda: _healthy(client), 30, message="the server to answer")
         job = client.jobs.create_or_update(command(command="echo on-$STORE", environment_variables={"STORE": "db"}, compute="local"))
         done = client.jobs.wait(job["name"], timeout=60)
         assert done["status"] == "Completed", done

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from cible.cli import jobs, server
-from cible.cli.output import OutputFormat, err_console, print_fields, print_json, print_table
+from cible.cli.output import (
+    OutputFormat,
+    err_console,
+    print_fields,
+    print_json,
+    print_table,
+)
 
 app = typer.Typer(
     help="cible: compute targets for machine learning, driven by Azure ML CLI v2 YAML.",
@@ -73,24 +79,23 @@ def main() -> None:
     from cible.core.errors import CibleError
 
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of exiting.
+        code = app(standalone_mode=False)
     except CibleError as exc:
         if debug:
             raise
         err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted", highlight=False)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except typer.exceptions.TyperException as exc:  # usage errors: shown as click shows them
+        if hasattr(exc, "show"):
             exc.show()
-            sys.exit(exc.exit_code)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except Exception as exc:  # the unexpected: one line, a traceback only with --debug
         if debug:
             raise
         err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for a traceback)", highlight=False)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 from cible.core.clock import Clock
 
@@ -23,3 +26,21 @@ class FrozenClock(Clock):
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)
         self._mono += seconds
+
+
+T = TypeVar("T")
+
+
+def wait_until(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, message: str = "") -> T:
+    """Poll `fn` until it returns something truthy and return that; fail at the deadline.
+
+    For tests that watch real processes, where there is no clock to drive.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message or fn!r}; last value: {last!r}")
+        time.sleep(interval)  # polling, bounded by the deadline

@@ -12,10 +12,10 @@ from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.models import CommandJob
+from cible.core.names import display_name_for
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.services.computes import ComputeService
 from cible.server.services.job_plans import PlanBuilder
-from cible.core.names import display_name_for
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow, JobStatusRow
 
