@@ -140,3 +140,9 @@ def test_local_compute_always_exists(api: TestClient):
     assert api.get("/api/v1/computes/local").json()["provisioning_state"] == "Succeeded"
     missing = api.get("/api/v1/computes/gpu")
     assert missing.status_code == 404 and "gpu" in error_of(missing)["message"]
+
+
+def test_listing_by_an_unknown_status_says_which_exist(api: TestClient):
+    response = api.get("/api/v1/jobs", params={"status": "Done"})
+    assert response.status_code == 400
+    assert "Completed" in error_of(response)["message"]

@@ -14,7 +14,7 @@ app = typer.Typer(help="Submit, follow, cancel and download jobs.", no_args_is_h
 
 OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="job name")]
-SHOW_KEYS = ["name", "display_name", "status", "experiment_name", "compute", "command", "start_time",
+SHOW_KEYS = ["name", "display_name", "status", "queue_reason", "experiment_name", "compute", "command", "start_time",
              "end_time", "output_uris", "warnings", "error"]
 
 
@@ -90,8 +90,9 @@ def list_(
     if output == OutputFormat.json:
         print_json(jobs)
         return
-    print_table(jobs, [("name", "name"), ("display name", "display_name"), ("status", "status"),
-                       ("experiment", "experiment_name"), ("compute", "compute"), ("created", "creation_context")])
+    rows = [{**job, "created": job["creation_context"]["created_at"][:19].replace("T", " ")} for job in jobs]
+    print_table(rows, [("name", "name"), ("display name", "display_name"), ("status", "status"),
+                       ("experiment", "experiment_name"), ("compute", "compute"), ("created (UTC)", "created")])
 
 
 @app.command("stream")

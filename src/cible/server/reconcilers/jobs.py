@@ -71,14 +71,20 @@ class JobReconciler:
             ).all()
             jobs = [(r.name, r.status, r.target, dict(r.run or {})) for r in rows]
         running = sum(1 for _, _, _, run in jobs if run.get("handle"))
+        waiting = 0
         for name, status, target, run in jobs:
             runner = self.runners.get(target) or self.runners["local"]
             handle = run.get("handle")
             observation = runner.poll(handle) if handle else None
             decision = decide_job(status, handle is not None, observation)
             if decision.launch:
-                if running >= self.max_concurrent:
-                    continue  # FIFO: stays Queued until a slot frees
+                if running >= self.max_concurrent:  # FIFO: stays Queued until a slot frees
+                    waiting += 1
+                    reason = (f"position {waiting} in the queue of {target}: waiting for a free slot, "
+                              f"{running} of {self.max_concurrent} jobs running")
+                    if run.get("queue_reason") != reason:
+                        self._apply(name, queue_reason=reason)
+                    continue
                 handle = runner.submit(name, run["plan"])
                 running += 1
                 self._apply(name, handle=handle)
@@ -88,7 +94,7 @@ class JobReconciler:
                 self._apply(name, steps=decision.steps, error=decision.error)
         return bool(jobs)
 
-    def _apply(self, name: str, *, handle: dict[str, Any] | None = None,
+    def _apply(self, name: str, *, handle: dict[str, Any] | None = None, queue_reason: str | None = None,
                steps: list[JobStatus] = (), error: dict[str, Any] | None = None) -> None:
         now = self.clock.now()
         with self.store.session() as session:
@@ -96,7 +102,9 @@ class JobReconciler:
             if row is None:
                 return
             if handle is not None:
-                row.run = {**(row.run or {}), "handle": handle}
+                row.run = {**(row.run or {}), "handle": handle, "queue_reason": None}
+            if queue_reason is not None:
+                row.run = {**(row.run or {}), "queue_reason": queue_reason}
             for step in steps:
                 # Decided on an older read: a cancel may have moved the job since.
                 if row.status == step.value or not can_transition(row.status, step):

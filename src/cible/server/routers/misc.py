@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(prefix="/api/v1")
 
@@ -48,10 +50,6 @@ def missing_blobs(body: MissingBlobsRequest, request: Request) -> dict[str, Any]
 @router.put("/blobs/{sha256}", tags=["uploads"], status_code=201)
 async def put_blob(sha256: str, request: Request) -> dict[str, Any]:
     # Spool the body first: the store call is sync file I/O, kept off the event loop.
-    import tempfile
-
-    from starlette.concurrency import run_in_threadpool
-
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
         async for chunk in request.stream():
             spool.write(chunk)

@@ -14,6 +14,7 @@ from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_
 from cible.core.models import CommandJob
 from cible.core.names import display_name_for
 from cible.core.specs.azureml.loader import load_spec_dict
+from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services.computes import ComputeService
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.store.db import Store
@@ -107,8 +108,6 @@ class JobService:
     def _resolve_compute(self, job: CommandJob) -> tuple[str, list[str]]:
         if job.compute is None:
             return "local", [SERVERLESS_NOTE]
-        from cible.core.specs.azureml.refs import parse_compute_ref
-
         name = parse_compute_ref(job.compute)
         if name == "serverless":
             return "local", [SERVERLESS_NOTE]
@@ -139,6 +138,10 @@ class JobService:
             return self._resource(session, self._row(session, name), history=history)
 
     def list(self, *, skip: int = 0, top: int = 50, status: str | None = None, experiment: str | None = None) -> dict[str, Any]:
+        if status and status not in {s.value for s in JobStatus}:
+            allowed = ", ".join(s.value for s in JobStatus)
+            raise InvalidRequestError(f"status: '{status}' is not a job status; use one of {allowed}",
+                                      details={"field": "status"})
         with self.store.session() as session:
             query = select(JobRow)
             if status:
@@ -179,6 +182,8 @@ class JobService:
             "warnings": row.warnings,
             "target": row.target,
         }
+        if row.status == JobStatus.QUEUED.value:
+            resource["queue_reason"] = (row.run or {}).get("queue_reason") or f"about to start on {row.target}"
         plan = (row.run or {}).get("plan", {})
         if plan.get("outputs"):
             resource["output_uris"] = {k: v["uri"] for k, v in plan["outputs"].items()}
