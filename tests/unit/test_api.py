@@ -67,6 +67,7 @@ def test_a_job_without_compute_runs_locally_and_says_so(api: TestClient):
         ({"command": "echo", "code": "/tmp/somewhere"}, 400, "upload"),
         ({"command": "echo", "outputs": {"o": {"path": "azureml://datastores/nope/paths/x"}}}, 404, "nope"),
         ({"command": "echo", "name": "other"}, 400, "name"),
+        ({"command": "echo", "environment": "file:/etc/passwd.yml"}, 400, "environment"),
     ],
 )
 def test_bad_jobs_are_4xx_with_what_and_where(api: TestClient, body: dict, status: int, needle: str):

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cible.core.clock import Clock
@@ -53,6 +54,12 @@ class JobService:
     def create_or_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         if body.get("name") not in (None, name):
             raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'", details={"field": "name"})
+        environment = body.get("environment")
+        reference = environment.lower() if isinstance(environment, str) else ""
+        if reference.startswith("file:") or reference.endswith((".yml", ".yaml")):
+            # Never read a file of the server's own disk on a client's behalf.
+            raise InvalidRequestError("environment: a YAML file reference names a file on the client; send the "
+                                      "environment itself (the CLI and SDK do)", details={"field": "environment"})
         loaded = load_spec_dict({**body, "name": name}, "job", source="request body")
         job: CommandJob = loaded.entity
         with self.store.session() as session:
@@ -67,19 +74,22 @@ class JobService:
         plan = self.plans.build(job, name=name, experiment_name=experiment, target=target)
         now = self.clock.now()
         spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
-        with self.store.session() as session:
-            if session.get(JobRow, name) is not None:
-                raise ConflictError(f"job '{name}' already exists", details={"field": "name"})
-            row = JobRow(
-                name=name, job_type="command", display_name=job.display_name or display_name_for(name),
-                experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
-                target=target, spec=spec, warnings=[*loaded.warnings, *notes], run={"plan": plan},
-                created_at=now, updated_at=now,
-            )
-            session.add(row)
-            session.add(JobStatusRow(job_name=name, from_status=None, to_status=row.status, reason="submitted", at=now))
-            set_status(session, row, JobStatus.QUEUED, now, reason=f"queued on {target}")
-            result = self._resource(session, row)
+        try:
+            with self.store.session() as session:
+                if session.get(JobRow, name) is not None:
+                    raise ConflictError(f"job '{name}' already exists", details={"field": "name"})
+                row = JobRow(
+                    name=name, job_type="command", display_name=job.display_name or display_name_for(name),
+                    experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
+                    target=target, spec=spec, warnings=[*loaded.warnings, *notes], run={"plan": plan},
+                    created_at=now, updated_at=now,
+                )
+                session.add(row)
+                session.add(JobStatusRow(job_name=name, from_status=None, to_status=row.status, reason="submitted", at=now))
+                set_status(session, row, JobStatus.QUEUED, now, reason=f"queued on {target}")
+                result = self._resource(session, row)
+        except IntegrityError:  # a concurrent PUT of the same name won the insert
+            raise ConflictError(f"job '{name}' already exists", details={"field": "name"}) from None
         self.on_change()
         return result
 
