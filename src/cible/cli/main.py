@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cible.cli import jobs, server
+from cible.cli.assets import asset_app
 from cible.cli.output import (
     OutputFormat,
     err_console,
@@ -27,6 +28,9 @@ compute_app = typer.Typer(help="Compute targets.", no_args_is_help=True)
 app.add_typer(jobs.app, name="job")
 app.add_typer(compute_app, name="compute")
 app.add_typer(server.app, name="server")
+app.add_typer(asset_app("environment", "environments", "Versioned environments."), name="environment")
+app.add_typer(asset_app("data", "data", "Versioned data assets."), name="data")
+app.add_typer(asset_app("model", "models", "Versioned models."), name="model")
 
 
 @compute_app.command("list")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cible.client.http import WorkspaceClient
+from cible.sdk.assets import AssetOperations
 from cible.sdk.jobs import JobOperations
 from cible.sdk.resources import Resource
 from cible.workspace import WorkspacePaths, default_home
@@ -47,6 +48,9 @@ class MLClient:
         self._client = WorkspaceClient(url, token)
         self.jobs = JobOperations(self._client)
         self.compute = ComputeOperations(self._client)
+        self.environments = AssetOperations(self._client, "environments", "environment")
+        self.data = AssetOperations(self._client, "data", "data")
+        self.models = AssetOperations(self._client, "models", "model")
 
     @property
     def url(self) -> str:

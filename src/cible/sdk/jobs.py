@@ -46,6 +46,10 @@ class JobOperations:
         body["name"] = name or body.get("name") or job_name()
         # Azure's default experiment: the folder the submission was made from.
         body.setdefault("experiment_name", Path.cwd().name or "Default")
+        if isinstance(body.get("environment"), dict):
+            from cible.sdk.assets import inline_conda_file
+
+            body["environment"] = inline_conda_file(body["environment"])
         if body.get("code"):
             body["code"] = self._upload("code", body["code"])
         for key, value in (spec.inputs or {}).items():

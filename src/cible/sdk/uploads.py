@@ -64,9 +64,15 @@ def file_digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def upload_snapshot(client: WorkspaceClient, root: Path) -> str:
-    """Upload what the workspace lacks of `root`; return the snapshot's cible:// URI."""
+def upload_snapshot(client: WorkspaceClient, root: Path, keep_name: bool = False) -> str:
+    """Upload what the workspace lacks of `root`; return the snapshot's cible:// URI.
+
+    With `keep_name` a folder's files sit under its own name in the snapshot, as
+    Azure keeps the basename of a registered model's or data asset's path.
+    """
     files = walk_snapshot(root)
+    if keep_name and root.is_dir():
+        files = {f"{root.name}/{rel}": path for rel, path in files.items()}
     entries = {}
     for rel, path in files.items():
         st = path.stat()

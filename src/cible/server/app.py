@@ -13,9 +13,11 @@ from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.server.auth import TokenAuthMiddleware
 from cible.server.errors import install_error_handlers
 from cible.server.reconcilers.jobs import JobReconciler
+from cible.server.routers import assets as assets_router
 from cible.server.routers import jobs as jobs_router
 from cible.server.routers import misc as misc_router
 from cible.server.services.artifacts import ArtifactService
+from cible.server.services.assets import AssetService
 from cible.server.services.blobs import BlobService
 from cible.server.services.computes import ComputeService
 from cible.server.services.job_plans import PlanBuilder
@@ -39,7 +41,13 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         except Exception:  # NotFound: the plan builder reports it with the field
             return None
 
-    jobs = JobService(store, computes, PlanBuilder(paths, plan_of), clock, on_submit=reconciler.wake)
+    def outputs_of(job_name: str):  # noqa: ANN202
+        plan = plan_of(job_name)
+        return None if plan is None else plan.get("outputs", {})
+
+    assets = AssetService(store, paths, clock, outputs_of)
+    plans = PlanBuilder(paths, plan_of, assets.get)
+    jobs = JobService(store, computes, plans, clock, on_submit=reconciler.wake)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -63,11 +71,13 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.store = store
     app.state.jobs = jobs
     app.state.computes = computes
+    app.state.assets = assets
     app.state.blobs = BlobService(paths.blob_root)
     app.state.artifacts = ArtifactService(jobs, paths)
     app.state.reconciler = reconciler
     install_error_handlers(app)
     app.include_router(misc_router.router)
     app.include_router(jobs_router.router)
+    app.include_router(assets_router.router)  # last: its /api/v1/{kind} would shadow the routes above
     app.add_middleware(TokenAuthMiddleware, token=token)
     return app

@@ -18,6 +18,7 @@ from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths
 
 SNAPSHOT_SCHEME = "cible://snapshots/"
 LITERAL_INPUT_TYPES = {"number", "integer", "boolean", "string"}
+MODEL_INPUT_TYPES = {"mlflow_model", "custom_model", "triton_model"}
 PLAN_VERSION = 1
 
 
@@ -29,10 +30,12 @@ def parse_snapshot_uri(uri: str) -> tuple[str, str]:
 
 
 class PlanBuilder:
-    def __init__(self, paths: WorkspacePaths, job_lookup) -> None:  # noqa: ANN001
+    def __init__(self, paths: WorkspacePaths, job_lookup, asset_lookup) -> None:  # noqa: ANN001
         self.paths = paths
         # job_lookup(name) -> the launch plan of an existing job, or None.
         self.job_lookup = job_lookup
+        # asset_lookup(kind, name, version) -> the registered asset (raises NotFoundError).
+        self.asset_lookup = asset_lookup
 
     def build(self, job: CommandJob, *, name: str, experiment_name: str, target: str) -> dict[str, Any]:
         inputs = {k: self._input(k, v) for k, v in (job.inputs or {}).items()}
@@ -88,6 +91,10 @@ class PlanBuilder:
             entry["source"] = {"snapshot": snapshot, "subpath": subpath}
             return entry
         kind = refs.classify_path(uri)
+        if kind == "asset":
+            uri = self._asset_path(field, spec.type, uri)
+            entry["asset"], entry["uri"] = spec.path, uri
+            kind = refs.classify_path(uri)
         if kind == "http":
             entry["source"] = {"url": uri}
         elif kind == "wasbs":
@@ -107,6 +114,18 @@ class PlanBuilder:
                 details={"field": field},
             )
         return entry
+
+    def _asset_path(self, field: str, input_type: str, uri: str) -> str:
+        """`azureml:<name>:<version>` or `@latest` -> where that data or model lives."""
+        ref = refs.parse_asset_ref(uri)
+        if ref is None or ref.registry:
+            raise InvalidRequestError(f"{field}.path: '{uri}' is not a workspace asset reference", details={"field": field})
+        kind = "models" if input_type in MODEL_INPUT_TYPES else "data"
+        version = ref.version or ref.label or "latest"
+        try:
+            return self.asset_lookup(kind, ref.name, version)["path"]
+        except NotFoundError as exc:
+            raise NotFoundError(f"{field}.path: {exc.message}", details={"field": field}) from None
 
     def _output(self, name: str, spec: JobOutput | None, job_name: str) -> dict[str, Any]:
         field = f"outputs.{name}"

@@ -59,3 +59,18 @@ class ComputeRow(Base):
     provisioning_state: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class AssetRow(Base):
+    """A version of a registered asset: environment, data or model (Azure's versioned assets)."""
+
+    __tablename__ = "assets"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    # Insertion order: `@latest` is the most recently created version, as on Azure.
+    sequence: Mapped[int] = mapped_column(Integer, index=True)

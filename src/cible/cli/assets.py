@@ -1,0 +1,83 @@
+"""`cible environment|data|model create|list|show`, as `az ml <asset> …`."""
+
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cible.cli.output import OutputFormat, print_fields, print_json, print_table, warn
+
+OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
+COLUMNS = {
+    "environment": [("name", "name"), ("version", "version"), ("image", "image"), ("description", "description")],
+    "data": [("name", "name"), ("version", "version"), ("type", "type"), ("path", "path")],
+    "model": [("name", "name"), ("version", "version"), ("type", "type"), ("path", "path")],
+}
+
+
+def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
+    """The same three verbs for each asset kind; `attribute` is the MLClient operations name."""
+    app = typer.Typer(help=help_text, no_args_is_help=True)
+
+    def operations():  # noqa: ANN202
+        from cible.sdk import MLClient
+
+        return getattr(MLClient(), attribute)
+
+    @app.command("create")
+    def create(
+        file: Annotated[Optional[Path], typer.Option("--file", "-f", help=f"{spec_kind} YAML")] = None,
+        name: Annotated[Optional[str], typer.Option("--name", "-n")] = None,
+        version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
+        path: Annotated[Optional[str], typer.Option("--path", "-p", help="local file or folder, or a URI")] = None,
+        type_: Annotated[Optional[str], typer.Option("--type", "-t")] = None,
+        image: Annotated[Optional[str], typer.Option("--image", "-i")] = None,
+        conda_file: Annotated[Optional[str], typer.Option("--conda-file", "-c")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: a.b=value")] = None,
+        output: OutputOpt = OutputFormat.table,
+    ) -> None:
+        """Register a new version (from YAML, flags, or both: flags win)."""
+        from cible.core.specs.azureml.loader import load_spec, load_spec_dict
+
+        flags = {"version": version, "path": path, "type": type_, "image": image, "conda_file": conda_file}
+        flags = {k: v for k, v in flags.items() if v is not None}
+        if file is not None:
+            overrides = [*(set_ or ()), *(f"{k}={v}" for k, v in flags.items())]
+            loaded = load_spec(file, spec_kind, set_overrides=overrides, name=name)
+        else:
+            loaded = load_spec_dict({"name": name, **flags}, spec_kind, base_dir=Path.cwd(), source="flags")
+        for line in loaded.warnings:
+            warn(line)
+        _print(operations().create_or_update(loaded.entity), output, spec_kind)
+
+    @app.command("show")
+    def show(
+        name: Annotated[str, typer.Option("--name", "-n")],
+        version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
+        label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
+        output: OutputOpt = OutputFormat.table,
+    ) -> None:
+        """Show one version (default: the latest)."""
+        _print(operations().get(name, version=version, label=label), output, spec_kind)
+
+    @app.command("list")
+    def list_(
+        name: Annotated[Optional[str], typer.Option("--name", "-n", help="list this asset's versions")] = None,
+        output: OutputOpt = OutputFormat.table,
+    ) -> None:
+        """The latest version of each, or every version of one name."""
+        items = operations().list(name=name)
+        if output == OutputFormat.json:
+            print_json(items)
+        else:
+            print_table(items, COLUMNS[spec_kind])
+
+    return app
+
+
+def _print(item: dict, output: OutputFormat, spec_kind: str) -> None:  # noqa: ARG001
+    if output == OutputFormat.json:
+        print_json(item)
+    else:
+        print_fields(item, list(item))
