@@ -89,3 +89,11 @@ def test_jobs_resolve_asset_inputs_at_submit(api: TestClient):
     job["inputs"]["d"]["path"] = "azureml:iris:5"
     missing = api.put("/api/v1/jobs/uses-missing", json=job)
     assert missing.status_code == 404 and "inputs.d" in missing.json()["error"]["message"]
+
+
+def test_mltable_data_needs_its_mltable_file(api: TestClient):
+    plain = upload(api, {"t/x.csv": b"a\n"})
+    refused = api.post("/api/v1/data/t/versions", json={"type": "mltable", "path": f"{plain}/t"})
+    assert refused.status_code == 400 and "MLTable" in refused.json()["error"]["message"]
+    table = upload(api, {"t/MLTable": b"paths: [{file: ./x.csv}]\n", "t/x.csv": b"a\n"})
+    assert api.post("/api/v1/data/t/versions", json={"type": "mltable", "path": f"{table}/t"}).status_code == 200

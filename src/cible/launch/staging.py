@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 DOWNLOAD_TIMEOUT_S = 60
+AZURE_BLOB_SUFFIX = ".blob.core.windows.net"
 
 
 def blob_path(blob_root: Path, sha256: str) -> Path:
@@ -71,6 +72,10 @@ def download_url(url: str, dest_dir: Path, folder: bool) -> Path:
         _fetch(url, target)
         return target
     base = url if url.endswith("/") else url + "/"
+    if urllib.parse.urlparse(base).hostname.endswith(AZURE_BLOB_SUFFIX):
+        for rel, blob_url in azure_blob_files(base):
+            _fetch(blob_url, dest_dir / rel)
+        return dest_dir
     with urllib.request.urlopen(base, timeout=DOWNLOAD_TIMEOUT_S) as resp:
         page = resp.read().decode("utf-8", "replace")
     for href in _links(page):
@@ -83,6 +88,33 @@ def download_url(url: str, dest_dir: Path, folder: bool) -> Path:
         elif "?" not in rel:
             _fetch(full, dest_dir / rel)
     return dest_dir
+
+
+def azure_blob_files(folder_url: str) -> list[tuple[str, str]]:
+    """(relative path, URL) of every blob under a public container folder, via the Blob List API."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlparse(folder_url)
+    container, _, prefix = parts.path.lstrip("/").partition("/")
+    root = f"{parts.scheme}://{parts.netloc}/{container}"
+    files, marker = [], ""
+    while True:
+        query = urllib.parse.urlencode({"restype": "container", "comp": "list", "prefix": prefix, "marker": marker})
+        with urllib.request.urlopen(f"{root}?{query}", timeout=DOWNLOAD_TIMEOUT_S) as resp:
+            names, marker = parse_blob_listing(resp.read())
+        files += [(name[len(prefix):], f"{root}/{urllib.parse.quote(name)}") for name in names]
+        if not marker:
+            return files
+
+
+def parse_blob_listing(page: bytes) -> tuple[list[str], str]:
+    """Blob names and the NextMarker of one page of an Azure `List Blobs` answer."""
+    import xml.etree.ElementTree as ET
+
+    tree = ET.fromstring(page)
+    names = [el.text for el in tree.iter("Name") if el.text and not el.text.endswith("/")]
+    return names, (tree.findtext("NextMarker") or "")
 
 
 def _fetch(url: str, target: Path) -> None:

@@ -26,6 +26,8 @@ from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths
 # URL segment -> (loader kind, what users call it)
 KINDS = {"environments": ("environment", "environment"), "data": ("data", "data asset"), "models": ("model", "model")}
 LATEST = "latest"
+# Folder assets Azure checks for their descriptor file.
+REQUIRED_FILES = {("model", "mlflow_model"): "MLmodel", ("data", "mltable"): "MLTable"}
 
 
 def datastore_uri(rel: str, datastore: str = DEFAULT_DATASTORE) -> str:
@@ -101,8 +103,9 @@ class AssetService:
             local = self.local_path(uri)
             if not local.exists():
                 raise NotFoundError(f"path: {uri} does not exist in the workspace datastore", details={"field": "path"})
-            if spec_kind == "model" and spec.get("type") == "mlflow_model" and not (local / "MLmodel").is_file():
-                raise InvalidRequestError(f"path: an mlflow_model needs an MLmodel file at the top of {uri}",
+            marker = REQUIRED_FILES.get((spec_kind, spec.get("type")))
+            if marker and not (local / marker).is_file():
+                raise InvalidRequestError(f"path: a {spec['type']} needs a file named {marker} at the top of {uri}",
                                           details={"field": "path"})
         elif kind == "local":
             raise InvalidRequestError("path: upload local content first (the cible CLI and SDK do this for you)",
