@@ -13,6 +13,15 @@ def default_home() -> Path:
     return Path(os.environ.get("CIBLE_HOME") or Path.home() / ".cible").expanduser().resolve()
 
 
+def env_cache_root() -> Path:
+    """Built environments, content-addressed and shared by every workspace and job on this machine."""
+    explicit = os.environ.get("CIBLE_ENV_CACHE")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return (Path(cache) / "cible" / "envs").expanduser().resolve()
+
+
 @dataclass(frozen=True)
 class WorkspacePaths:
     home: Path

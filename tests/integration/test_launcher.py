@@ -89,7 +89,8 @@ class Run:
             "environment_variables": {},
             "timeout": None,
             "blob_root": str(self.blob_root),
-            "python_bin_dir": str(Path(sys.executable).parent),
+            "environment": {"kind": "host"},
+            "env_cache": str(root / "envs"),
         }
         self.plan.update(plan)
 
@@ -168,15 +169,9 @@ def web(tmp_path_factory: pytest.TempPathFactory):
 
 # -- environment, working directory, interpreter ---------------------------------
 def test_command_sees_azure_env_vars_code_cwd_and_the_plans_python(make_run, tmp_path: Path):
-    fake_bin = tmp_path / "envbin"
-    fake_bin.mkdir()
-    wrapper = fake_bin / "python"
-    wrapper.write_text(f"#!/bin/sh\nexport FAKE_PYTHON_USED=1\nexec {sys.executable} \"$@\"\n")
-    wrapper.chmod(0o755)
     ds = tmp_path / "datastore"
     run = make_run(
         'echo "WHICH=$(command -v python)"; python probe.py --x ${{inputs.x}} ${{inputs.data}} ${{outputs.o}}',
-        python_bin_dir=str(fake_bin),
         environment_variables={"MY_VAR": "hello world", "MY_OTHER": "2"},
     )
     run.code({"probe.py": PROBE, "pkg/helper.py": "X = 1\n", "run.sh": "#!/bin/sh\necho hi\n"}, executable=("run.sh",))
@@ -205,9 +200,8 @@ def test_command_sees_azure_env_vars_code_cwd_and_the_plans_python(make_run, tmp
     # The working directory is the code snapshot, executable bits kept.
     assert Path(probe["cwd"]) == run.dir / "wd"
     assert {"probe.py", "pkg", "run.sh", "outputs", "logs"} <= set(probe["cwd_files"])
-    # `python` is the plan's python_bin_dir interpreter.
-    assert f"WHICH={wrapper}" in run.log
-    assert env.get("FAKE_PYTHON_USED") == "1"
+    # A host environment: `python` is the launcher's own interpreter.
+    assert f"WHICH={Path(sys.executable).parent / 'python'}" in run.log
 
 
 def test_code_snapshot_keeps_executable_bits(make_run):

@@ -25,6 +25,7 @@ from typing import Any
 
 from cible.core.specs.azureml.expressions import render_command
 from cible.launch import staging
+from cible.launch.environments import EnvironmentBuildError, materialise
 from cible.launch.procs import end_group, kill_tree, wait_for_exit
 from cible.launch.state import CANCEL_FILE, PLAN_FILE, StateWriter
 
@@ -63,6 +64,8 @@ class Launcher:
             inputs, env = self._stage()
             outputs = self._prepare_outputs(env)
             command = render_command(self.plan["command"], inputs=inputs, outputs=outputs)
+        except EnvironmentBuildError as exc:
+            return self._end("Failed", error={"code": "EnvironmentBuildFailed", "message": exc.message})
         except Exception as exc:  # any staging failure fails the job at Preparing
             self.log("preparing failed:\n" + traceback.format_exc())
             return self._end("Failed", error={"code": "PreparingFailed", "message": f"preparing the job failed: {exc}"})
@@ -73,9 +76,26 @@ class Launcher:
     def _on_sigterm(self, *_: object) -> None:
         self.cancel_signalled = True
 
+    def progress(self, line: str) -> None:
+        """A line for the user: the job's log shows how preparing goes (`--stream` follows it)."""
+        with open(self.std_log, "a", encoding="utf-8") as fh:
+            fh.write(f"[cible] {line}\n")
+        self.log(line)
+
+    def _environment(self) -> tuple[Path, bool]:
+        """The bin dir of the job's interpreter (built or reused) and whether it is a venv."""
+        env = self.plan.get("environment") or {"kind": "host"}
+        bin_dir = materialise(
+            env, cache_root=Path(self.plan["env_cache"]), progress=self.progress,
+            build_log=self.artifacts / "system_logs" / "environment_build.txt",
+            strict_python=self.plan.get("strict_python", False), cancel=self.cancel_requested,
+        )
+        return bin_dir, env.get("kind") == "venv"
+
     def _stage(self) -> tuple[dict[str, str], dict[str, str]]:
         plan, run_dir = self.plan, self.run_dir
         blob_root = Path(plan["blob_root"])
+        bin_dir, is_venv = self._environment()
         self.wd.mkdir(parents=True, exist_ok=True)
         code = plan.get("code")
         if code:
@@ -83,7 +103,7 @@ class Launcher:
             self.log(f"code snapshot {code['snapshot'][:12]} staged in {self.wd}")
         for name in ("outputs", "logs"):
             (self.wd / name).mkdir(exist_ok=True)
-        env = self._base_env()
+        env = self._base_env(bin_dir, is_venv)
         values: dict[str, str] = {}
         for name, spec in plan.get("inputs", {}).items():
             if spec["kind"] == "literal":
@@ -129,13 +149,14 @@ class Launcher:
             env[f"AZURE_ML_OUTPUT_{name}"] = str(local)
         return paths
 
-    def _base_env(self) -> dict[str, str]:
+    def _base_env(self, bin_dir: Path, is_venv: bool) -> dict[str, str]:
         plan = self.plan
         env = dict(os.environ)
         env.pop("CIBLE_TOKEN", None)
-        bin_dir = plan.get("python_bin_dir")
-        if bin_dir:  # `python` in the command is the environment's interpreter
-            env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        # `python` and `pip` in the command are the environment's.
+        env["PATH"] = str(bin_dir) + os.pathsep + env.get("PATH", "")
+        if is_venv:
+            env["VIRTUAL_ENV"] = str(bin_dir.parent)
         env.update(
             {
                 "AZUREML_RUN_ID": plan["job_name"],

@@ -26,7 +26,8 @@ from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
 
 
-def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK, *, reconcile: bool = True) -> FastAPI:
+def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK, *, reconcile: bool = True,
+               url: str | None = None) -> FastAPI:
     paths = settings.paths
     paths.ensure()
     store = Store(settings.db_url)
@@ -46,7 +47,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         return None if plan is None else plan.get("outputs", {})
 
     assets = AssetService(store, paths, clock, outputs_of)
-    plans = PlanBuilder(paths, plan_of, assets.get)
+    plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python)
     jobs = JobService(store, computes, plans, clock, on_submit=reconciler.wake)
 
     @asynccontextmanager

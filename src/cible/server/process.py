@@ -50,14 +50,16 @@ def serve(settings: ServerSettings) -> None:
     lock = _hold_lock(paths.run_lock)  # two servers on one workspace would both launch jobs
     token = settings.token or os.environ.get("CIBLE_TOKEN") or ensure_token(paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings, token)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(128)
     port = sock.getsockname()[1]
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    info = {"pid": os.getpid(), "url": f"http://{host}:{port}", "workspace": str(paths.home), "database": _safe_url(settings.db_url)}
+    url = f"http://{host}:{port}"
+    # The URL jobs use to reach the workspace (MLflow tracking): this one, for local launchers.
+    app = create_app(settings, token, url=url)
+    info = {"pid": os.getpid(), "url": url, "workspace": str(paths.home), "database": _safe_url(settings.db_url)}
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     write_json_atomic(paths.server_file, info)

@@ -6,15 +6,15 @@ so bad input is a 4xx now rather than a failed job later.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
+from cible.core.environments import plan_environment, resolve_curated
 from cible.core.errors import InvalidRequestError, InvalidSpecError, NotFoundError
 from cible.core.models import CommandJob, JobInput, JobOutput
 from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.expressions import check_command, format_literal, resolve_output_path
-from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths
+from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths, env_cache_root
 
 SNAPSHOT_SCHEME = "cible://snapshots/"
 LITERAL_INPUT_TYPES = {"number", "integer", "boolean", "string"}
@@ -30,8 +30,9 @@ def parse_snapshot_uri(uri: str) -> tuple[str, str]:
 
 
 class PlanBuilder:
-    def __init__(self, paths: WorkspacePaths, job_lookup, asset_lookup) -> None:  # noqa: ANN001
+    def __init__(self, paths: WorkspacePaths, job_lookup, asset_lookup, strict_python: bool = False) -> None:  # noqa: ANN001
         self.paths = paths
+        self.strict_python = strict_python  # a conda file's python=X.Y must be had exactly
         # job_lookup(name) -> the launch plan of an existing job, or None.
         self.job_lookup = job_lookup
         # asset_lookup(kind, name, version) -> the registered asset (raises NotFoundError).
@@ -47,6 +48,7 @@ class PlanBuilder:
         code = None
         if job.code:
             code = {"snapshot": self._snapshot("code", job.code)[0]}
+        environment = self._environment(job)
         return {
             "version": PLAN_VERSION,
             "job_name": name,
@@ -60,9 +62,28 @@ class PlanBuilder:
             "environment_variables": dict(job.environment_variables or {}),
             "timeout": job.limits.timeout if job.limits else None,
             "blob_root": str(self.paths.blob_root),
-            # Until environments are materialised, jobs run with the server's Python.
-            "python_bin_dir": str(Path(sys.executable).parent),
+            "environment": environment,
+            "env_cache": str(env_cache_root()),
+            "strict_python": self.strict_python,
         }
+
+    def _environment(self, job: CommandJob) -> dict[str, Any]:
+        """The launcher's environment block: host Python, a uv venv, or a container (which fails)."""
+        env = job.environment
+        registered = None
+        if isinstance(env, str) and resolve_curated(env) is None:
+            ref = refs.parse_asset_ref(env)
+            if ref is not None and not ref.registry:
+                try:
+                    registered = self.asset_lookup("environments", ref.name, ref.version or ref.label or "latest")
+                except NotFoundError as exc:
+                    raise NotFoundError(f"environment: {exc.message}", details={"field": "environment"}) from None
+        try:
+            return plan_environment(env if isinstance(env, str) or env is None else env.model_dump(mode="json",
+                                    exclude_none=True), registered=registered)
+        except InvalidSpecError as exc:
+            message = exc.message if exc.message.startswith("environment") else f"environment: {exc.message}"
+            raise InvalidSpecError(message, details=exc.details) from None
 
     def _snapshot(self, field: str, uri: str) -> tuple[str, str]:
         if not uri.startswith(SNAPSHOT_SCHEME):

@@ -1,0 +1,462 @@
+"""Materialising a job's environment on the node: the plan's environment block -> a bin dir.
+
+`materialise(env, ...)` returns the directory whose `python` runs the job:
+
+- ``host``: the launcher's own interpreter.
+- ``venv``: a uv virtual environment in ``cache_root/<key>``, shared by every job and target on the
+  machine. A ready environment has a marker file, written last; with the marker it is reused
+  without starting any process (the warm path). Otherwise the builder holds an exclusive flock on
+  ``cache_root/<key>.lock``: a second job that needs the same environment waits for it and then
+  reuses it; a directory without a marker (a build that died) is removed first; a failed build is
+  removed, never reused.
+- ``container``: needs a container engine; fails with the plan's reason.
+
+Standard library only at import time: the launcher imports this module. uv is found when a build
+starts (the `uv` package's binary, else `uv` on PATH).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+READY_MARKER = ".cible-ready"
+REQUIREMENTS_FILE = "cible-requirements.txt"
+UV_CACHE_DIRNAME = ".uv-cache"
+TAIL_LINES = 30
+MIN_FALLBACK_MINOR = 8  # oldest Python 3 that uv creates environments for
+# uv lines worth showing in the job's stream while it installs
+_PROGRESS_LINE = re.compile(r"^(Using CPython |Resolved |Prepared |Installed |Uninstalled |Audited )")
+
+
+class EnvironmentBuildError(Exception):
+    """The environment could not be materialised; .message says what and ends with the installer's output."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+Progress = Callable[[str], None]
+
+
+# -- entry point ------------------------------------------------------------------------------------
+def materialise(
+    env: dict[str, Any],
+    *,
+    cache_root: Path,
+    progress: Progress,
+    build_log: Path,
+    strict_python: bool = False,
+    cancel: Callable[[], bool] | None = None,
+) -> Path:
+    """The bin dir whose `python` runs the job. Raises EnvironmentBuildError.
+
+    cancel (optional): polled while an installer runs; when it returns True the installer is
+    stopped and EnvironmentBuildError("... canceled") raised.
+    """
+    kind = (env or {}).get("kind", "host")
+    if kind == "host":
+        return Path(sys.executable).parent
+    if kind == "container":
+        _container(env)
+    if kind != "venv":
+        raise EnvironmentBuildError(f"unknown environment kind '{kind}' in the launch plan")
+    return _venv(env, Path(cache_root), progress, Path(build_log), strict_python, cancel)
+
+
+def ready_environment(cache_root: Path, key: str) -> Path | None:
+    """The bin dir of the ready environment `key`, or None: two stats, no process."""
+    env_dir = Path(cache_root) / key
+    bin_dir = env_dir / "bin"
+    if (env_dir / READY_MARKER).is_file() and (bin_dir / "python").exists():
+        return bin_dir
+    return None
+
+
+# -- container ----------------------------------------------------------------------------------------
+def container_engine() -> str | None:
+    """'docker' or 'podman' when one answers `info`, else None."""
+    for engine in ("docker", "podman"):
+        exe = shutil.which(engine)
+        if not exe:
+            continue
+        try:
+            rc = subprocess.run([exe, "info"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=15).returncode
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if rc == 0:
+            return engine
+    return None
+
+
+def _container(env: dict[str, Any]) -> None:
+    reason = env.get("reason") or f"the environment ({env.get('label', '?')}) needs a container engine"
+    engine = container_engine()
+    if engine is None:
+        raise EnvironmentBuildError(reason)
+    raise EnvironmentBuildError(
+        f"{reason}\n{engine} answers on this machine, but cible does not build or run container "
+        "environments yet; use a conda_file on a Python or Azure ML base image instead."
+    )
+
+
+def _who(env: dict[str, Any]) -> str:
+    label = str(env.get("label") or "")
+    if not label:
+        return "environment"
+    return label if "environment" in label.lower() else f"environment {label}"
+
+
+# -- venv -----------------------------------------------------------------------------------------------
+def _venv(
+    env: dict[str, Any], cache_root: Path, progress: Progress, build_log: Path,
+    strict_python: bool, cancel: Callable[[], bool] | None,
+) -> Path:
+    key, label = env["key"], _who(env)
+    ready = ready_environment(cache_root, key)
+    if ready is not None:  # warm path: no lock, no process
+        progress(f"{label}: cached ({key[:12]}), reused")
+        return ready
+    cache_root.mkdir(parents=True, exist_ok=True)
+    lock_path = cache_root / f"{key}.lock"
+    with open(lock_path, "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"{label}: another job is building it ({key[:12]}); waiting")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            ready = ready_environment(cache_root, key)
+            if ready is not None:
+                progress(f"{label}: built by another job ({key[:12]}), reused")
+                return ready
+            return _build(env, cache_root, progress, build_log, strict_python, cancel)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(
+    env: dict[str, Any], cache_root: Path, progress: Progress, build_log: Path,
+    strict_python: bool, cancel: Callable[[], bool] | None,
+) -> Path:
+    key, label = env["key"], _who(env)
+    env_dir = cache_root / key
+    if env_dir.exists() or env_dir.is_symlink():  # a build that died half-way: never reused
+        _remove(env_dir)
+    requirements = [str(r) for r in env.get("requirements") or []]
+    requested = env.get("python")
+    started = time.monotonic()
+    build_log.parent.mkdir(parents=True, exist_ok=True)
+    log_start = build_log.stat().st_size if build_log.exists() else 0
+    _log(build_log, f"== building {label} (key {key}) at {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+    try:
+        uv = find_uv()
+        interpreter, version = _choose_interpreter(requested, strict_python, progress, build_log, uv)
+        progress(
+            f"{label}: building a Python {version} virtual environment with "
+            f"{len(requirements)} requirement(s) (key {key[:12]})"
+        )
+        conda_only = env.get("conda_only") or []
+        if conda_only:
+            progress(f"{label}: conda packages with no PyPI twin, not installed: {', '.join(conda_only)}")
+        for note in env.get("notes") or []:
+            progress(f"{label}: {note}")
+        uv_env = _uv_env(cache_root)
+        _run([uv, "venv", "--seed", "--python", interpreter, str(env_dir)],
+             uv_env, cache_root, build_log, progress, label, cancel)
+        env_python = env_dir / "bin" / "python"
+        if requirements:
+            req_file = env_dir / REQUIREMENTS_FILE
+            req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
+            _run([uv, "pip", "install", "--python", str(env_python), "-r", str(req_file)],
+                 uv_env, cache_root, build_log, progress, label, cancel)
+        packages = _freeze(uv, env_python, uv_env, cache_root)
+        seconds = round(time.monotonic() - started, 3)
+        facts = {
+            "key": key, "label": label, "python": {"requested": requested, "version": version, "interpreter": interpreter},
+            "requirements": requirements, "conda_only": conda_only, "packages": packages, "seconds": seconds,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        tmp = env_dir / (READY_MARKER + ".tmp")
+        tmp.write_text(json.dumps(facts, indent=1), encoding="utf-8")
+        os.replace(tmp, env_dir / READY_MARKER)  # written last: its presence means the build completed
+    except BaseException as exc:
+        _remove(env_dir)
+        if isinstance(exc, EnvironmentBuildError):
+            _log(build_log, f"== build failed: {exc.message.splitlines()[0]}")
+            progress(f"{label}: build failed after {time.monotonic() - started:.1f}s")
+            raise EnvironmentBuildError(exc.message + _tail(build_log, log_start)) from None
+        _log(build_log, f"== build failed: {exc!r}")
+        raise
+    _log(build_log, f"== {label} ready in {seconds:.1f}s ({len(packages)} packages)")
+    progress(f"{label}: ready in {seconds:.1f}s ({len(packages)} packages, Python {version})")
+    return env_dir / "bin"
+
+
+# -- interpreters -----------------------------------------------------------------------------------
+def _version_of(exe: str) -> tuple[int, int, int] | None:
+    """The version of the interpreter at `exe`, by running it (pyenv shims on PATH may not work)."""
+    try:
+        out = subprocess.run(
+            [exe, "-c", "import sys; print(*sys.version_info[:3])"],
+            check=False, capture_output=True, text=True, timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    parts = out.stdout.split()
+    if out.returncode != 0 or len(parts) != 3:
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def _pyenv_interpreters() -> list[tuple[tuple[int, int, int], str]]:
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    found = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return []
+    for d in entries:
+        m = re.match(r"^(\d+)\.(\d+)\.(\d+)$", d.name)  # CPython builds only (not pypy, conda, virtualenvs)
+        exe = d / "bin" / "python"
+        if m and exe.exists():
+            found.append(((int(m[1]), int(m[2]), int(m[3])), str(exe)))
+    return found
+
+
+def _path_interpreter(major: int, minor: int) -> tuple[tuple[int, int, int], str] | None:
+    exe = shutil.which(f"python{major}.{minor}")
+    if not exe:
+        return None
+    version = _version_of(exe)
+    if version is None or version[:2] != (major, minor):
+        return None
+    return version, exe
+
+
+def _uv_find(uv: str, wanted: str) -> tuple[tuple[int, int, int], str] | None:
+    try:
+        out = subprocess.run(
+            [uv, "python", "find", wanted, "--no-python-downloads"],
+            check=False, capture_output=True, text=True, timeout=30, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    exe = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
+    if not exe:
+        return None
+    version = _version_of(exe)
+    return (version, exe) if version else None
+
+
+def _fmt(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+def find_interpreter(requested: str | None, uv: str | None = None) -> tuple[str, str] | None:
+    """(path, "X.Y.Z") of an interpreter for `requested` ("3.10"; None = the host's), or None.
+
+    Looks at the host interpreter, $PYENV_ROOT/versions/X.Y.*, pythonX.Y on PATH and
+    `uv python find X.Y --no-python-downloads`. Never downloads an interpreter.
+    """
+    host = tuple(sys.version_info[:3])
+    if requested is None:
+        return sys.executable, _fmt(host)
+    try:
+        major, minor = (int(p) for p in str(requested).split(".")[:2])
+    except ValueError:
+        return None
+    if host[:2] == (major, minor):
+        return sys.executable, _fmt(host)
+    pyenv = sorted((v, exe) for v, exe in _pyenv_interpreters() if v[:2] == (major, minor))
+    if pyenv:
+        return pyenv[-1][1], _fmt(pyenv[-1][0])
+    on_path = _path_interpreter(major, minor)
+    if on_path:
+        return on_path[1], _fmt(on_path[0])
+    if uv and (major, minor) >= (3, 7):
+        found = _uv_find(uv, f"{major}.{minor}")
+        if found and found[0][:2] == (major, minor):
+            return found[1], _fmt(found[0])
+    return None
+
+
+def available_interpreters() -> list[tuple[str, str]]:
+    """[(path, "X.Y.Z")] of the Python 3.8+ interpreters this machine has, one per minor version
+    (the host's own for its minor, else the newest patch)."""
+    host = tuple(sys.version_info[:3])
+    by_minor: dict[tuple[int, int], tuple[tuple[int, int, int], str]] = {}
+    for version, exe in sorted(_pyenv_interpreters()):
+        by_minor[version[:2]] = (version, exe)  # sorted: the newest patch wins
+    by_minor[host[:2]] = (host, sys.executable)
+    for minor in range(MIN_FALLBACK_MINOR, 20):
+        if (3, minor) not in by_minor:
+            found = _path_interpreter(3, minor)
+            if found:
+                by_minor[(3, minor)] = found
+    return [(exe, _fmt(v)) for (major, minor), (v, exe) in sorted(by_minor.items())
+            if major == 3 and minor >= MIN_FALLBACK_MINOR]
+
+
+def _choose_interpreter(
+    requested: str | None, strict: bool, progress: Progress, build_log: Path, uv: str,
+) -> tuple[str, str]:
+    found = find_interpreter(requested, uv)
+    if found:
+        _log(build_log, f"python {requested or 'of the host'}: {found[0]} ({found[1]})")
+        return found
+    available = available_interpreters()
+    listing = ", ".join(v for _, v in available) or "none"
+    if strict or not available:
+        raise EnvironmentBuildError(
+            f"python {requested} is not available on this machine (looked at PATH, $PYENV_ROOT/versions and "
+            f"uv's interpreters; cible never downloads one); available: {listing}. Install Python {requested} "
+            "or pin a version the machine has" + (" (strict Python matching is on)" if strict else "")
+        )
+    try:
+        want = int(str(requested).split(".")[1])
+    except (IndexError, ValueError):
+        want = sys.version_info[1]
+    host_minor = sys.version_info[1]
+    exe, version = min(
+        available,
+        key=lambda a: (abs(int(a[1].split(".")[1]) - want), int(a[1].split(".")[1]) != host_minor, -int(a[1].split(".")[1])),
+    )
+    message = (
+        f"python {requested} not available here; using {version} ({exe}) instead "
+        f"(available: {listing}; strict Python matching makes this an error)"
+    )
+    progress(message)
+    _log(build_log, message)
+    return exe, version
+
+
+# -- processes ------------------------------------------------------------------------------------------
+def find_uv() -> str:
+    try:
+        import uv as uv_package  # lazily: the launcher's import stays stdlib-only
+
+        exe = uv_package.find_uv_bin()
+    except Exception:  # noqa: BLE001 - no uv package, or a broken one: try PATH
+        exe = None
+    if exe and os.path.exists(exe):
+        return str(exe)
+    exe = shutil.which("uv")
+    if exe:
+        return exe
+    raise EnvironmentBuildError("uv is not installed on this machine; install it (pip install uv) to build environments")
+
+
+def _uv_env(cache_root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONHOME", "UV_PYTHON", "UV_SYSTEM_PYTHON"):
+        env.pop(name, None)
+    env.update({
+        "UV_CACHE_DIR": str(cache_root / UV_CACHE_DIRNAME),  # shared by every build on the machine
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_NO_CONFIG": "1",  # no uv.toml or pyproject of the job's directory
+        "UV_NO_PROGRESS": "1",
+        "NO_COLOR": "1",
+    })
+    return env
+
+
+def _run(
+    cmd: list[str], env: dict[str, str], cwd: Path, build_log: Path, progress: Progress, label: str,
+    cancel: Callable[[], bool] | None,
+) -> None:
+    _log(build_log, "$ " + " ".join(cmd))
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise EnvironmentBuildError(f"could not start {cmd[0]}: {exc}") from None
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with open(build_log, "ab") as log:
+            for raw in proc.stdout:
+                log.write(raw)
+                log.flush()
+                line = raw.decode("utf-8", "replace").strip()
+                if _PROGRESS_LINE.match(line):
+                    progress(f"{label}: {line}")
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    canceled = False
+    while True:
+        try:
+            proc.wait(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:
+            if cancel is not None and cancel():
+                canceled = True
+                _stop(proc)
+    reader.join()
+    if canceled:
+        raise EnvironmentBuildError(f"{label}: the build was canceled")
+    if proc.returncode != 0:
+        step = " ".join(cmd[1:3]) if len(cmd) > 2 else cmd[0]
+        raise EnvironmentBuildError(f"building {label} failed: uv {step} exited with code {proc.returncode}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+
+
+def _freeze(uv: str, python: Path, env: dict[str, str], cwd: Path) -> list[str]:
+    try:
+        out = subprocess.run(
+            [uv, "pip", "freeze", "--python", str(python)], check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+# -- files ------------------------------------------------------------------------------------------------
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _log(build_log: Path, line: str) -> None:
+    with open(build_log, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+def _tail(build_log: Path, start: int, lines: int = TAIL_LINES) -> str:
+    try:
+        with open(build_log, "rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return ("\n--- last lines of the environment build log ---\n" + "\n".join(tail)) if tail else ""
