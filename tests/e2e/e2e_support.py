@@ -27,13 +27,15 @@ TERMINAL = {"Completed", "Failed", "Canceled"}
 class Workspace:
     """One CIBLE_HOME, and a way to run the CLI against it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tracking: bool = False) -> None:
         self.root = root
         self.home = root / "home"
         self.cwd = root / "cwd"
         self.cwd.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CIBLE_")}
         env["CIBLE_HOME"] = str(self.home)
+        # MLflow's tracking server costs ~15 s of CPU per workspace; only tests of tracking start it.
+        env["CIBLE_TRACKING"] = "1" if tracking else "0"
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("NO_COLOR", None)
         env["NO_COLOR"] = "1"  # plain error lines, whatever the terminal

@@ -263,6 +263,9 @@ def test_begin_cancel_while_preparing_cancels_before_the_command_runs(client: ML
         name = client.jobs.create_or_update(job)["name"]
         assert gate.arrived.wait(timeout=JOB_TIMEOUT_S), "the job never asked for its input"
         poller = client.jobs.begin_cancel(name)
+        # A cancel is asynchronous: let the input arrive only once the launcher has been told.
+        wait_until(lambda: (client.paths.home / "runs" / name / "cancel.requested").exists(), JOB_TIMEOUT_S,
+                   message="the cancel to reach the launcher")
         gate.release.set()
         final = poller.result(timeout=JOB_TIMEOUT_S)
     assert final["status"] == "Canceled", f"a job canceled while Preparing ended {final['status']}"

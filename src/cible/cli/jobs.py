@@ -15,7 +15,7 @@ app = typer.Typer(help="Submit, follow, cancel and download jobs.", no_args_is_h
 OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="job name")]
 SHOW_KEYS = ["name", "display_name", "status", "queue_reason", "experiment_name", "compute", "command", "start_time",
-             "end_time", "output_uris", "warnings", "error"]
+             "end_time", "output_uris", "mlflow_run_id", "metrics_unavailable", "warnings", "error"]
 
 
 def _client():  # noqa: ANN202
@@ -29,6 +29,10 @@ def _print_job(job: dict, output: OutputFormat) -> None:
         print_json(job)
         return
     print_fields(job, SHOW_KEYS)
+    for key in ("params", "metrics"):
+        if job.get(key):
+            print_table([{"name": k, "value": v} for k, v in sorted(job[key].items())],
+                        [("name", "name"), ("value", "value")], title=key)
     history = job.get("status_history")
     if history:
         print_table(history, [("status", "status"), ("at", "at"), ("reason", "reason")], title="status history")

@@ -64,7 +64,7 @@ def compute_show(
 def quickstart(
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
 ) -> None:
-    """Make the local workspace (if needed) and run the example job, streaming its log."""
+    """Make the local workspace (if needed), train the example model, register it."""
     from importlib.resources import files
 
     from cible.sdk import MLClient, load_job
@@ -74,6 +74,10 @@ def quickstart(
     err_console.print(f"workspace: {client.paths.home}  server: {client.url}", highlight=False)
     job = client.jobs.create_or_update(load_job(str(job_file)))
     jobs._stream(client, job["name"], output)
+    model = client.models.create_or_update(
+        {"name": "iris-classifier", "type": "mlflow_model", "path": f"azureml://jobs/{job['name']}/outputs/model"}
+    )
+    err_console.print(f"registered model {model['name']}:{model['version']} from job {job['name']}", highlight=False)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from cible.launch import staging
 from cible.launch.environments import EnvironmentBuildError, materialise
 from cible.launch.procs import end_group, kill_tree, wait_for_exit
 from cible.launch.state import CANCEL_FILE, PLAN_FILE, StateWriter
+from cible.launch.tracking import end_run, job_environment, start_run
 
 LOG_TAIL_LINES = 20
 
@@ -64,6 +65,7 @@ class Launcher:
             inputs, env = self._stage()
             outputs = self._prepare_outputs(env)
             command = render_command(self.plan["command"], inputs=inputs, outputs=outputs)
+            self._start_tracking(env)
         except EnvironmentBuildError as exc:
             return self._end("Failed", error={"code": "EnvironmentBuildFailed", "message": exc.message})
         except Exception as exc:  # any staging failure fails the job at Preparing
@@ -72,6 +74,30 @@ class Launcher:
         if self.cancel_requested():  # canceled while its inputs were staged
             return self._end("Canceled", error={"code": "Canceled", "message": "canceled before it started"})
         return self._execute(command, env)
+
+    def _start_tracking(self, env: dict[str, str]) -> None:
+        """The job's MLflow run, created (or found again after a crash) before the command starts."""
+        tracking = self.plan.get("tracking")
+        if not tracking:
+            return
+        if not self.state.state.get("mlflow_run_id"):
+            self.progress("creating the job's MLflow run")
+        plan = self.plan
+        run = start_run(tracking["uri"], tracking.get("token"), plan["experiment_name"], plan["job_name"],
+                        {"cible.job": plan["job_name"], "cible.compute": plan.get("compute", "local")},
+                        run_id=self.state.state.get("mlflow_run_id"))
+        self.state.update(mlflow_run_id=run["run_id"], mlflow_experiment_id=run["experiment_id"])
+        env.update(job_environment(tracking["uri"], tracking.get("token"), run, plan["experiment_name"]))
+        env.update(plan.get("environment_variables", {}))  # the user's own values win
+
+    def _end_tracking(self, status: str) -> None:
+        tracking, run_id = self.plan.get("tracking"), self.state.state.get("mlflow_run_id")
+        if not (tracking and run_id):
+            return
+        try:
+            end_run(tracking["uri"], tracking.get("token"), run_id, status)
+        except Exception as exc:  # the job's own end matters more than its run's
+            self.log(f"could not end MLflow run {run_id}: {exc}")
 
     def _on_sigterm(self, *_: object) -> None:
         self.cancel_signalled = True
@@ -237,6 +263,7 @@ class Launcher:
         return "; last lines of user_logs/std_log.txt:\n" + "\n".join(lines) if lines else ""
 
     def _end(self, status: str, error: dict[str, Any] | None = None) -> int:
+        self._end_tracking(status)  # before the final status: a finished job never shows a RUNNING run
         self.state.status(status, error=error)
         self.log(f"job ended {status}")
         return 0

@@ -24,6 +24,7 @@ from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import JobService
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
+from cible.server.tracking import TrackingServer, tracking_router
 
 
 def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK, *, reconcile: bool = True,
@@ -47,17 +48,24 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         return None if plan is None else plan.get("outputs", {})
 
     assets = AssetService(store, paths, clock, outputs_of)
-    plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python)
+    tracking = TrackingServer(paths.home) if settings.tracking else None
+    tracking_plan = {"uri": f"{url}/mlflow", "token": token} if tracking and url else None
+    plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan)
     jobs = JobService(store, computes, plans, clock, on_submit=reconciler.wake)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if tracking:
+            tracking.start()  # MLflow takes seconds to import: started now, in the background
         if reconcile:
             reconciler.start()
         try:
             yield
         finally:
             reconciler.stop()
+            if tracking:
+                await tracking.aclose()
+                tracking.stop()
             store.close()
 
     app = FastAPI(
@@ -76,9 +84,12 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.blobs = BlobService(paths.blob_root)
     app.state.artifacts = ArtifactService(jobs, paths)
     app.state.reconciler = reconciler
+    app.state.tracking = tracking
     install_error_handlers(app)
     app.include_router(misc_router.router)
     app.include_router(jobs_router.router)
+    if tracking:
+        app.include_router(tracking_router(tracking))
     app.include_router(assets_router.router)  # last: its /api/v1/{kind} would shadow the routes above
     app.add_middleware(TokenAuthMiddleware, token=token)
     return app

@@ -17,6 +17,9 @@ from cible.server.settings import ServerSettings
 from cible.workspace import WorkspacePaths
 
 
+PORT_FILE = "server.port"  # kept after a stop, unlike server.json
+
+
 def ensure_token(paths: WorkspacePaths) -> str:
     """The workspace's token, created 0600 on first use."""
     paths.home.mkdir(parents=True, exist_ok=True)
@@ -50,10 +53,7 @@ def serve(settings: ServerSettings) -> None:
     lock = _hold_lock(paths.run_lock)  # two servers on one workspace would both launch jobs
     token = settings.token or os.environ.get("CIBLE_TOKEN") or ensure_token(paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    sock.listen(128)
+    sock = _listen(settings.host, settings.port or _previous_port(paths))
     port = sock.getsockname()[1]
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     url = f"http://{host}:{port}"
@@ -63,6 +63,7 @@ def serve(settings: ServerSettings) -> None:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     write_json_atomic(paths.server_file, info)
+    (paths.home / PORT_FILE).write_text(str(port))
     # uvicorn re-raises SIGTERM once it has shut down; exit through Python so the
     # cleanup below runs instead of the default handler killing the process.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -75,6 +76,27 @@ def serve(settings: ServerSettings) -> None:
         except (FileNotFoundError, json.JSONDecodeError):
             pass
         lock.close()
+
+
+def _previous_port(paths: WorkspacePaths) -> int:
+    """The port the last server of this workspace had: running jobs keep reaching it after a restart."""
+    try:
+        return int((paths.home / PORT_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        if not port:
+            raise
+        sock.bind((host, 0))  # the old port is taken by now: any free one
+    sock.listen(128)
+    return sock
 
 
 def _exit_on_signal(signum: int, _frame) -> None:  # noqa: ANN001

@@ -21,6 +21,8 @@ class ServerSettings:
     port: int = 0  # 0: any free port, written to server.json
     token: str | None = None  # default: the workspace's token file
     max_concurrent_local: int = field(default_factory=_default_concurrency)
+    # Every job gets an MLflow run in the workspace's tracking server (a supervised child process).
+    tracking: bool = field(default_factory=lambda: os.environ.get("CIBLE_TRACKING", "1") != "0")
     # Fail a job whose conda file asks for a Python this machine lacks, instead of using the nearest.
     strict_python: bool = field(default_factory=lambda: os.environ.get("CIBLE_STRICT_PYTHON") == "1")
 

@@ -57,7 +57,7 @@ class LocalProcessRunner:
         if existing:  # idempotent: a restarted server never launches a job twice
             return existing
         (run_dir / "artifacts" / "system_logs").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / PLAN_FILE, plan)
+        write_json_atomic(run_dir / PLAN_FILE, plan, private=True)  # it may carry the tracking token
         proc = self._take_standby(run_dir)
         if proc is None:
             with open(run_dir / "artifacts" / "system_logs" / "launcher_stdio.txt", "ab") as out:

@@ -26,9 +26,10 @@ def put_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> di
     return _jobs(request).create_or_update(name, body)
 
 
-@router.get("/{name}")
+@router.get("/{name}", summary="A job, with its status history and its MLflow run's latest metrics and params")
 def get_job(name: str, request: Request) -> dict[str, Any]:
-    return _jobs(request).get(name)
+    job = _jobs(request).get(name)
+    return {**job, **_artifacts(request).tracking_summary(name, request.app.state.tracking)}
 
 
 @router.get("")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cible.core.errors import InvalidRequestError, NotFoundError
+from cible.core.errors import CibleError, InvalidRequestError, NotFoundError
+from cible.launch.state import read_state
 from cible.server.services.jobs import JobService
+from cible.server.tracking import run_metrics
 from cible.workspace import WorkspacePaths
 
 ARTIFACTS = "artifacts"
@@ -28,6 +30,20 @@ class ArtifactService:
         except FileNotFoundError:
             data = b""
         return status, data, offset + len(data)
+
+    def tracking_summary(self, name: str, tracking) -> dict[str, Any]:  # noqa: ANN001
+        """The job's MLflow run: latest metrics and params (empty when it has no run yet)."""
+        state = read_state(self.paths.run_dir(name)) or {}
+        run_id = state.get("mlflow_run_id")
+        if not run_id or tracking is None:
+            return {}
+        try:
+            run = run_metrics(tracking, run_id, timeout=5)
+        except CibleError as exc:  # the job is still shown when MLflow is down
+            return {"mlflow_run_id": run_id, "metrics_unavailable": exc.message}
+        if run is None:
+            return {"mlflow_run_id": run_id}
+        return {"mlflow_run_id": run_id, "metrics": run["metrics"], "params": run["params"]}
 
     def _roots(self, name: str) -> dict[str, Path]:
         """Download prefix -> where those files live."""

@@ -30,8 +30,10 @@ def parse_snapshot_uri(uri: str) -> tuple[str, str]:
 
 
 class PlanBuilder:
-    def __init__(self, paths: WorkspacePaths, job_lookup, asset_lookup, strict_python: bool = False) -> None:  # noqa: ANN001
+    def __init__(self, paths: WorkspacePaths, job_lookup, asset_lookup, strict_python: bool = False,  # noqa: ANN001
+                 tracking: dict[str, str] | None = None) -> None:
         self.paths = paths
+        self.tracking = tracking  # {"uri", "token"} of the workspace's MLflow, when it has one
         self.strict_python = strict_python  # a conda file's python=X.Y must be had exactly
         # job_lookup(name) -> the launch plan of an existing job, or None.
         self.job_lookup = job_lookup
@@ -65,6 +67,7 @@ class PlanBuilder:
             "environment": environment,
             "env_cache": str(env_cache_root()),
             "strict_python": self.strict_python,
+            "tracking": self.tracking,
         }
 
     def _environment(self, job: CommandJob) -> dict[str, Any]:

@@ -26,7 +26,6 @@ SERVERLESS_NOTE = (
     "no compute was given, so the job runs on serverless compute; until serverless compute "
     "exists in cible, that is the local computer"
 )
-ENVIRONMENT_NOTE = "environment '{}' is accepted; the job runs with the server's Python until environments are built"
 
 
 def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datetime, reason: str | None = None) -> None:
@@ -67,9 +66,6 @@ class JobService:
             if existing is not None:
                 return self._update_mutable(session, existing, job)
         target, notes = self._resolve_compute(job)
-        if job.environment is not None:
-            label = job.environment if isinstance(job.environment, str) else "inline environment"
-            notes.append(ENVIRONMENT_NOTE.format(label))
         experiment = job.experiment_name or "Default"
         plan = self.plans.build(job, name=name, experiment_name=experiment, target=target)
         now = self.clock.now()
