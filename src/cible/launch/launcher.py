@@ -80,12 +80,11 @@ class Launcher:
         tracking = self.plan.get("tracking")
         if not tracking:
             return
-        if not self.state.state.get("mlflow_run_id"):
-            self.progress("creating the job's MLflow run")
         plan = self.plan
+        recorded = self.state.state.get("mlflow_run_id")
         run = start_run(tracking["uri"], tracking.get("token"), plan["experiment_name"], plan["job_name"],
                         {"cible.job": plan["job_name"], "cible.compute": plan.get("compute", "local")},
-                        run_id=self.state.state.get("mlflow_run_id"))
+                        run_id=recorded, experiment_id=tracking.get("experiment_id"), search_existing=False)
         self.state.update(mlflow_run_id=run["run_id"], mlflow_experiment_id=run["experiment_id"])
         env.update(job_environment(tracking["uri"], tracking.get("token"), run, plan["experiment_name"]))
         env.update(plan.get("environment_variables", {}))  # the user's own values win

@@ -45,6 +45,8 @@ def start_run(
     tags: dict[str, str] | None = None,
     timeout_s: float = 120,
     run_id: str | None = None,
+    experiment_id: str | None = None,
+    search_existing: bool = True,
 ) -> dict[str, str]:
     """Get or create the job's run; returns {"run_id", "experiment_id"}.
 
@@ -60,18 +62,35 @@ def start_run(
         run = api.get_run(run_id)
         if run is not None:
             return {"run_id": run["info"]["run_id"], "experiment_id": run["info"]["experiment_id"]}
-    experiment_id = api.experiment_id(experiment_name)
-    existing = api.find_run(experiment_id, run_name)
-    if existing is not None:
-        return {"run_id": existing, "experiment_id": experiment_id}
+    known_experiment = experiment_id is not None
+    experiment_id = experiment_id or api.experiment_id(experiment_name)
+    if search_existing:
+        existing = api.find_run(experiment_id, run_name)
+        if existing is not None:
+            return {"run_id": existing, "experiment_id": experiment_id}
     all_tags = {**(tags or {}), RUN_NAME_TAG: run_name}
-    body = api.call("POST", "/runs/create", {
-        "experiment_id": experiment_id,
-        "run_name": run_name,
-        "start_time": _now_ms(),
-        "tags": [{"key": k, "value": str(v)} for k, v in all_tags.items()],
-    })
-    return {"run_id": body["run"]["info"]["run_id"], "experiment_id": experiment_id}
+
+    def create(experiment: str) -> dict[str, str]:
+        body = api.call("POST", "/runs/create", {
+            "experiment_id": experiment,
+            "run_name": run_name,
+            "start_time": _now_ms(),
+            "tags": [{"key": k, "value": str(v)} for k, v in all_tags.items()],
+        })
+        return {"run_id": body["run"]["info"]["run_id"], "experiment_id": experiment}
+
+    try:
+        return create(experiment_id)
+    except TrackingError as exc:
+        # The id the caller knew may be stale (the experiment was deleted): look it up by name.
+        if not known_experiment or exc.status is None or exc.status >= 500:
+            raise
+        return create(api.experiment_id(experiment_name))
+
+
+def experiment_id(tracking_uri: str, token: str | None, name: str, timeout_s: float = 5) -> str:
+    """The id of experiment `name`, created (or restored) when needed."""
+    return _Api(tracking_uri, token, timeout_s).experiment_id(name)
 
 
 def end_run(tracking_uri: str, token: str | None, run_id: str, status: str, timeout_s: float = 60) -> None:

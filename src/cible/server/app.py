@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from cible import __version__
 from cible.backends.local.runner import LocalProcessRunner
 from cible.core.clock import SYSTEM_CLOCK, Clock
+from cible.launch.tracking import experiment_id
 from cible.server.auth import TokenAuthMiddleware
 from cible.server.errors import install_error_handlers
 from cible.server.reconcilers.jobs import JobReconciler
@@ -50,7 +51,19 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     assets = AssetService(store, paths, clock, outputs_of)
     tracking = TrackingServer(paths.home) if settings.tracking else None
     tracking_plan = {"uri": f"{url}/mlflow", "token": token} if tracking and url else None
-    plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan)
+    experiment_ids: dict[str, str] = {}
+
+    def experiment_of(name: str) -> str | None:
+        """The MLflow experiment id for `name`, asked of MLflow once per name (when it is up)."""
+        if name not in experiment_ids and tracking is not None and tracking.is_ready:
+            try:
+                experiment_ids[name] = experiment_id(f"{tracking.url}/mlflow", None, name, timeout_s=2)
+            except Exception:  # the launcher looks it up itself
+                return None
+        return experiment_ids.get(name)
+
+    plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan,
+                        experiment_lookup=experiment_of)
     jobs = JobService(store, computes, plans, clock, on_submit=reconciler.wake)
 
     @asynccontextmanager

@@ -64,6 +64,7 @@ class LocalProcessRunner:
                 proc = self._spawn([str(run_dir)], subprocess.DEVNULL, out)
         handle = {"runner": self.name, "run_dir": str(run_dir), "pid": proc.pid, "create_time": _create_time(proc.pid)}
         write_json_atomic(run_dir / HANDLE_FILE, handle)
+        self._reap()
         self._children[proc.pid] = proc
         self.prepare()
         return handle
@@ -85,11 +86,15 @@ class LocalProcessRunner:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
+    def _reap(self) -> None:
+        """Collect every launcher that has exited, finished job or not, so none stays a zombie."""
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
+
     def poll(self, handle: dict[str, Any]) -> RunObservation:
         run_dir = Path(handle["run_dir"])
-        proc = self._children.get(handle["pid"])
-        if proc is not None and proc.poll() is not None:
-            self._children.pop(handle["pid"], None)
+        self._reap()
         # Read the state after checking liveness: a launcher that ended cleanly
         # wrote its last status before exiting, so we never miss it.
         alive = _is_alive(handle)

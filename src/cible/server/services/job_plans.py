@@ -31,9 +31,11 @@ def parse_snapshot_uri(uri: str) -> tuple[str, str]:
 
 class PlanBuilder:
     def __init__(self, paths: WorkspacePaths, job_lookup, asset_lookup, strict_python: bool = False,  # noqa: ANN001
-                 tracking: dict[str, str] | None = None) -> None:
+                 tracking: dict[str, str] | None = None, experiment_lookup=None) -> None:  # noqa: ANN001
         self.paths = paths
         self.tracking = tracking  # {"uri", "token"} of the workspace's MLflow, when it has one
+        # experiment_lookup(name) -> MLflow experiment id, or None: saves the launcher a lookup per job
+        self.experiment_lookup = experiment_lookup or (lambda name: None)
         self.strict_python = strict_python  # a conda file's python=X.Y must be had exactly
         # job_lookup(name) -> the launch plan of an existing job, or None.
         self.job_lookup = job_lookup
@@ -67,7 +69,7 @@ class PlanBuilder:
             "environment": environment,
             "env_cache": str(env_cache_root()),
             "strict_python": self.strict_python,
-            "tracking": self.tracking,
+            "tracking": self.tracking and {**self.tracking, "experiment_id": self.experiment_lookup(experiment_name)},
         }
 
     def _environment(self, job: CommandJob) -> dict[str, Any]:
