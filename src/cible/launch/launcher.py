@@ -67,6 +67,8 @@ class Launcher:
             command = render_command(self.plan["command"], inputs=inputs, outputs=outputs)
             self._start_tracking(env)
         except EnvironmentBuildError as exc:
+            if self.cancel_requested():  # the build was stopped by the cancel
+                return self._end("Canceled", error={"code": "Canceled", "message": "canceled while preparing"})
             return self._end("Failed", error={"code": "EnvironmentBuildFailed", "message": exc.message})
         except Exception as exc:  # any staging failure fails the job at Preparing
             self.log("preparing failed:\n" + traceback.format_exc())
