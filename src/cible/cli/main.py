@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -58,6 +58,40 @@ def compute_show(
         print_json(item)
     else:
         print_fields(item, list(item))
+
+
+@compute_app.command("list-sizes")
+def compute_list_sizes(
+    type_: Annotated[Optional[str], typer.Option("--type", help="amlcompute or computeinstance")] = None,
+    gpu: Annotated[Optional[bool], typer.Option("--gpu/--cpu", help="only GPU (or only CPU) sizes")] = None,
+    include_retired: Annotated[bool, typer.Option("--include-retired", help="also sizes of retired series")] = False,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+) -> None:
+    """VM sizes (vCPUs, memory, GPUs, indicative price), as `az ml compute list-sizes`."""
+    from cible.sdk import MLClient
+
+    sizes = MLClient().compute.list_sizes(type=type_, gpu=gpu, include_retired=include_retired)
+    if output == OutputFormat.json:
+        print_json(sizes)
+    else:
+        print_table(sizes, [("name", "name"), ("vCPUs", "vCPUs"), ("memory GB", "memoryGB"), ("GPUs", "gpus"),
+                            ("GPU", "gpu_model"), ("category", "category"), ("$/h", "price_per_hour"),
+                            ("retired", "retired_on")])
+
+
+@compute_app.command("show-size")
+def compute_show_size(
+    name: Annotated[str, typer.Argument(help="e.g. Standard_DS3_v2")],
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+) -> None:
+    """One VM size: shape, GPU architecture and the CUDA it needs, retirement, price."""
+    from cible.sdk import MLClient
+
+    size = MLClient().compute.show_size(name)
+    if output == OutputFormat.json:
+        print_json(size)
+    else:
+        print_fields(size, list(size))
 
 
 @app.command("quickstart")

@@ -25,8 +25,8 @@ def print_json(data: Any) -> None:
 
 def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], title: str | None = None) -> None:
     table = Table(title=title, header_style="bold")
-    for header, _ in columns:
-        table.add_column(header)
+    for i, (header, _) in enumerate(columns):
+        table.add_column(header, no_wrap=i == 0)  # names stay whole; other cells wrap
     for row in rows:
         table.add_row(*(_cell(row.get(key)) for _, key in columns))
     console.print(table)

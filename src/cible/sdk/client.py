@@ -23,6 +23,14 @@ class ComputeOperations:
     def list(self) -> list[Resource]:
         return [Resource(c) for c in self._client.json("GET", "/computes")["value"]]
 
+    def list_sizes(self, *, type: str | None = None, gpu: bool | None = None,  # noqa: A002 (Azure's name)
+                   include_retired: bool = False) -> list[Resource]:
+        params = {k: v for k, v in {"type": type, "gpu": gpu, "include_retired": include_retired}.items() if v is not None}
+        return [Resource(s) for s in self._client.json("GET", "/sizes", params=params)["value"]]
+
+    def show_size(self, name: str) -> Resource:
+        return Resource(self._client.json("GET", f"/sizes/{name}"))
+
 
 class MLClient:
     """`MLClient()` is the local workspace ($CIBLE_HOME); `MLClient(url=…, token=…)` a remote one.

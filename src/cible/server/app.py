@@ -17,6 +17,7 @@ from cible.server.reconcilers.jobs import JobReconciler
 from cible.server.routers import assets as assets_router
 from cible.server.routers import jobs as jobs_router
 from cible.server.routers import misc as misc_router
+from cible.server.routers import sizes as sizes_router
 from cible.server.services.artifacts import ArtifactService
 from cible.server.services.assets import AssetService
 from cible.server.services.blobs import BlobService
@@ -98,9 +99,11 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.artifacts = ArtifactService(jobs, paths)
     app.state.reconciler = reconciler
     app.state.tracking = tracking
+    app.state.clock = clock
     install_error_handlers(app)
     app.include_router(misc_router.router)
     app.include_router(jobs_router.router)
+    app.include_router(sizes_router.router)
     if tracking:
         app.include_router(tracking_router(tracking))
     app.include_router(assets_router.router)  # last: its /api/v1/{kind} would shadow the routes above
