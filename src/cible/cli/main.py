@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli import jobs, server
+from cible.cli import computes, jobs, server
 from cible.cli.assets import asset_app
 from cible.cli.output import (
     OutputFormat,
@@ -27,6 +27,7 @@ app = typer.Typer(
 compute_app = typer.Typer(help="Compute targets.", no_args_is_help=True)
 app.add_typer(jobs.app, name="job")
 app.add_typer(compute_app, name="compute")
+computes.register(compute_app)
 app.add_typer(server.app, name="server")
 app.add_typer(asset_app("environment", "environments", "Versioned environments."), name="environment")
 app.add_typer(asset_app("data", "data", "Versioned data assets."), name="data")

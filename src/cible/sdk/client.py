@@ -9,7 +9,7 @@ from typing import Any
 from cible.client.http import WorkspaceClient
 from cible.sdk.assets import AssetOperations
 from cible.sdk.jobs import JobOperations
-from cible.sdk.resources import Resource
+from cible.sdk.resources import Done, Resource
 from cible.workspace import WorkspacePaths, default_home
 
 
@@ -22,6 +22,23 @@ class ComputeOperations:
 
     def list(self) -> list[Resource]:
         return [Resource(c) for c in self._client.json("GET", "/computes")["value"]]
+
+    def begin_create_or_update(self, compute: Any) -> Done:
+        """Register a compute (cluster or attached) from its Azure ML model or dict; `.result()` is it."""
+        body = compute if isinstance(compute, dict) else compute.model_dump(mode="json", exclude_none=True)
+        body = {k: v for k, v in body.items() if k not in ("schema_", "$schema")}
+        return Done(Resource(self._client.json("PUT", f"/computes/{body['name']}", json=body)))
+
+    def begin_update(self, name: str, **changes: Any) -> Done:
+        """A cluster's min_instances, max_instances, idle_time_before_scale_down (applied live)."""
+        return Done(Resource(self._client.json("PATCH", f"/computes/{name}", json=changes)))
+
+    def begin_delete(self, name: str) -> Done:
+        self._client.request("DELETE", f"/computes/{name}")
+        return Done()
+
+    def list_nodes(self, name: str) -> list[Resource]:
+        return [Resource(n) for n in self._client.json("GET", f"/computes/{name}/nodes")["value"]]
 
     def list_sizes(self, *, type: str | None = None, gpu: bool | None = None,  # noqa: A002 (Azure's name)
                    include_retired: bool = False) -> list[Resource]:

@@ -37,7 +37,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     store.migrate()
     runner = LocalProcessRunner(paths.runs)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local)
-    computes = ComputeService(store, settings.max_concurrent_local)
+    computes = ComputeService(store, settings.max_concurrent_local, clock)
 
     def plan_of(job_name: str):  # noqa: ANN202
         try:

@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -40,6 +40,27 @@ def list_computes(request: Request) -> dict[str, Any]:
 @router.get("/computes/{name}", tags=["computes"])
 def get_compute(name: str, request: Request) -> dict[str, Any]:
     return request.app.state.computes.get(name)
+
+
+@router.put("/computes/{name}", tags=["computes"], summary="Create a compute (Azure ML compute YAML as JSON)")
+def create_compute(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    return request.app.state.computes.create(name, body)
+
+
+@router.patch("/computes/{name}", tags=["computes"], summary="Change a cluster's scale settings")
+def update_compute(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    return request.app.state.computes.update(name, body)
+
+
+@router.delete("/computes/{name}", tags=["computes"], status_code=204)
+def delete_compute(name: str, request: Request) -> Response:
+    request.app.state.computes.delete(name)
+    return Response(status_code=204)
+
+
+@router.get("/computes/{name}/nodes", tags=["computes"], summary="A cluster's nodes (`list-nodes`)")
+def list_nodes(name: str, request: Request) -> dict[str, Any]:
+    return request.app.state.computes.nodes(name)
 
 
 @router.post("/blobs:missing", tags=["uploads"], summary="Which of these blobs the workspace lacks")

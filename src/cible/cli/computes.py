@@ -1,0 +1,90 @@
+"""`cible compute create|update|delete|list-nodes`, with `az ml compute`'s flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cible.cli.output import OutputFormat, console, print_fields, print_json, print_table, warn
+
+OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o")]
+
+
+def _compute_ops():  # noqa: ANN202
+    from cible.sdk import MLClient
+
+    return MLClient().compute
+
+
+def _show(item: dict, output: OutputFormat) -> None:
+    if output == OutputFormat.json:
+        print_json(item)
+    else:
+        print_fields(item, list(item))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("create")
+    def create(
+        file: Annotated[Optional[Path], typer.Option("--file", "-f", help="compute YAML")] = None,
+        name: Annotated[Optional[str], typer.Option("--name", "-n")] = None,
+        type_: Annotated[Optional[str], typer.Option("--type", "-t", help="amlcompute, kubernetes, …")] = None,
+        size: Annotated[Optional[str], typer.Option("--size")] = None,
+        min_instances: Annotated[Optional[int], typer.Option("--min-instances")] = None,
+        max_instances: Annotated[Optional[int], typer.Option("--max-instances")] = None,
+        idle: Annotated[Optional[int], typer.Option("--idle-time-before-scale-down", help="seconds")] = None,
+        tier: Annotated[Optional[str], typer.Option("--tier", help="dedicated or low_priority")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set")] = None,
+        output: OutputOpt = OutputFormat.table,
+    ) -> None:
+        """Create a compute from YAML or flags (flags win), checked against the size catalog."""
+        from cible.core.specs.azureml.loader import load_spec, load_spec_dict
+
+        flags = {"type": type_, "size": size, "min_instances": min_instances, "max_instances": max_instances,
+                 "idle_time_before_scale_down": idle, "tier": tier}
+        flags = {k: v for k, v in flags.items() if v is not None}
+        if file is not None:
+            overrides = [*(set_ or ()), *(f"{k}={v}" for k, v in flags.items())]
+            loaded = load_spec(file, "compute", set_overrides=overrides, name=name)
+        else:
+            loaded = load_spec_dict({"name": name, **flags}, "compute", source="flags")
+        for line in loaded.warnings:
+            warn(line)
+        _show(_compute_ops().begin_create_or_update(loaded.entity).result(), output)
+
+    @app.command("update")
+    def update(
+        name: Annotated[str, typer.Option("--name", "-n")],
+        min_instances: Annotated[Optional[int], typer.Option("--min-instances")] = None,
+        max_instances: Annotated[Optional[int], typer.Option("--max-instances")] = None,
+        idle: Annotated[Optional[int], typer.Option("--idle-time-before-scale-down")] = None,
+        output: OutputOpt = OutputFormat.table,
+    ) -> None:
+        """Change a cluster's scale settings (applied live)."""
+        changes = {"min_instances": min_instances, "max_instances": max_instances, "idle_time_before_scale_down": idle}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            raise typer.BadParameter("give --min-instances, --max-instances or --idle-time-before-scale-down")
+        _show(_compute_ops().begin_update(name, **changes).result(), output)
+
+    @app.command("delete")
+    def delete(
+        name: Annotated[str, typer.Option("--name", "-n")],
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    ) -> None:
+        """Delete a compute."""
+        if not yes:
+            typer.confirm(f"delete compute '{name}'?", abort=True)
+        _compute_ops().begin_delete(name).result()
+        console.print(f"deleted compute '{name}'", highlight=False)
+
+    @app.command("list-nodes")
+    def list_nodes(name: Annotated[str, typer.Option("--name", "-n")], output: OutputOpt = OutputFormat.table) -> None:
+        """A cluster's nodes: node_id, node_state, current_job_name."""
+        nodes = _compute_ops().list_nodes(name)
+        if output == OutputFormat.json:
+            print_json(nodes)
+        else:
+            print_table(nodes, [("node_id", "node_id"), ("node_state", "node_state"), ("job", "current_job_name")])

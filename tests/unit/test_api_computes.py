@@ -1,0 +1,71 @@
+"""Computes over the REST API: clusters checked against the size catalog, updated live, deleted."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cible.server.app import create_app
+from cible.server.settings import ServerSettings
+from cible.testing import FrozenClock
+
+TOKEN = "t"
+CLUSTER = {"type": "amlcompute", "size": "Standard_DS3_v2", "min_instances": 0, "max_instances": 2,
+           "idle_time_before_scale_down": 120}
+
+
+@pytest.fixture
+def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=db_url), TOKEN, FrozenClock(), reconcile=False)
+    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
+    yield client
+    app.state.store.close()
+
+
+def test_a_cluster_is_created_listed_updated_and_deleted(api: TestClient):
+    created = api.put("/api/v1/computes/cpu-cluster", json=CLUSTER)
+    assert created.status_code == 200, created.text
+    assert created.json()["provisioning_state"] == "Succeeded" and created.json()["current_node_count"] == 0
+    assert [c["name"] for c in api.get("/api/v1/computes").json()["value"]] == ["local", "cpu-cluster"]
+    updated = api.patch("/api/v1/computes/cpu-cluster", json={"max_instances": 4, "idle_time_before_scale_down": 30})
+    assert (updated.json()["max_instances"], updated.json()["idle_time_before_scale_down"]) == (4, 30)
+    assert api.get("/api/v1/computes/cpu-cluster/nodes").json()["value"] == []
+    assert api.delete("/api/v1/computes/cpu-cluster").status_code == 204
+    assert api.get("/api/v1/computes/cpu-cluster").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({**CLUSTER, "size": "Standard_NC6"}, 422, "retired on 2023-08-31"),
+        ({**CLUSTER, "size": "Standard_DS3v2"}, 422, "did you mean Standard_DS3_v2"),
+        ({"type": "computeinstance", "size": "Standard_FX4mds"}, 422, "not supported for computeinstance"),
+        ({**CLUSTER, "min_instances": 3}, 422, "must not exceed"),
+        ({**CLUSTER, "sise": "x"}, 422, "sise"),
+        ({"type": "computeinstance", "size": "Standard_DS3_v2"}, 400, "does not run compute instances yet"),
+    ],
+)
+def test_bad_computes_are_refused_with_the_reason(api: TestClient, body: dict, status: int, needle: str):
+    response = api.put("/api/v1/computes/c", json=body)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]["message"]
+    assert api.get("/api/v1/computes/c").status_code == 404
+
+
+def test_updates_are_checked_and_limited_to_scale_settings(api: TestClient):
+    api.put("/api/v1/computes/cpu-cluster", json=CLUSTER)
+    assert api.patch("/api/v1/computes/cpu-cluster", json={"min_instances": 5}).status_code == 422
+    refused = api.patch("/api/v1/computes/cpu-cluster", json={"size": "Standard_D4_v2"})
+    assert refused.status_code == 400 and "cannot be updated" in refused.json()["error"]["message"]
+    assert api.put("/api/v1/computes/cpu-cluster", json=CLUSTER).status_code == 409
+
+
+def test_local_cannot_be_replaced_or_deleted(api: TestClient):
+    assert api.put("/api/v1/computes/local", json=CLUSTER).status_code == 409
+    assert api.delete("/api/v1/computes/local").status_code == 409
+
+
+def test_jobs_on_a_cluster_are_refused_until_clusters_run_jobs(api: TestClient):
+    api.put("/api/v1/computes/cpu-cluster", json=CLUSTER)
+    response = api.put("/api/v1/jobs/j", json={"command": "echo", "compute": "azureml:cpu-cluster"})
+    assert response.status_code == 400 and "amlcompute" in response.json()["error"]["message"]
