@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from cible import __version__
 from cible.backends.local.runner import LocalProcessRunner
 from cible.core.clock import SYSTEM_CLOCK, Clock
+from cible.core.errors import NotFoundError
 from cible.launch.tracking import experiment_id
 from cible.server.auth import TokenAuthMiddleware
 from cible.server.errors import install_error_handlers
@@ -42,7 +43,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     def plan_of(job_name: str):  # noqa: ANN202
         try:
             return jobs.run_handle(job_name)[1].get("plan")
-        except Exception:  # NotFound: the plan builder reports it with the field
+        except NotFoundError:  # the plan builder reports it, naming the field
             return None
 
     def outputs_of(job_name: str):  # noqa: ANN202

@@ -73,7 +73,11 @@ class JobReconciler:
         running = sum(1 for _, _, _, run in jobs if run.get("handle"))
         waiting = 0
         for name, status, target, run in jobs:
-            runner = self.runners.get(target) or self.runners["local"]
+            runner = self.runners.get(target)
+            if runner is None:  # its compute lost the means to run it (deleted, or its backend is gone)
+                self._apply(name, steps=[JobStatus.FAILED],
+                            error={"code": "ComputeUnavailable", "message": f"no runner for compute '{target}'"})
+                continue
             handle = run.get("handle")
             observation = runner.poll(handle) if handle else None
             decision = decide_job(status, handle is not None, observation)
