@@ -48,18 +48,12 @@ class AssetOperations:
         if self._spec_kind == "environment":
             body = inline_conda_file(body)
         elif body.get("path") and refs.classify_path(body["path"]) == "local":
-            body["path"] = self._upload(body["path"])
+            from cible.sdk.uploads import upload_path
+
+            body["path"] = upload_path(self._client, body["path"], "path", keep_name=True)
         if version is None:
             return Resource(self._client.json("POST", f"/{self._kind}/{name}/versions", json=body))
         return Resource(self._client.json("PUT", f"/{self._kind}/{name}/versions/{version}", json=body))
-
-    def _upload(self, local: str) -> str:
-        from cible.sdk.uploads import upload_snapshot
-
-        path = Path(local)
-        if not path.exists():
-            raise InvalidSpecError(f"path: '{local}' does not exist", details={"field": "path"})
-        return f"{upload_snapshot(self._client, path, keep_name=True)}/{path.name}"
 
     def get(self, name: str, version: str | None = None, label: str | None = None) -> Resource:
         return Resource(self._client.json("GET", f"/{self._kind}/{name}/versions/{version or label or 'latest'}"))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from cible.client.http import WorkspaceClient
-from cible.core.errors import InvalidSpecError, JobFailedError
+from cible.core.errors import JobFailedError
 from cible.core.lifecycle.jobs import is_terminal
 from cible.core.names import job_name
 from cible.sdk.resources import Resource
@@ -58,15 +58,9 @@ class JobOperations:
         return Resource(self._client.json("PUT", f"/jobs/{body['name']}", json=body))
 
     def _upload(self, field: str, local: str) -> str:
-        if local.startswith("cible://"):
-            return local
-        path = Path(local)
-        if not path.exists():
-            raise InvalidSpecError(f"{field}: '{local}' does not exist", details={"field": field})
-        from cible.sdk.uploads import upload_snapshot
+        from cible.sdk.uploads import upload_path  # pathspec: only when something is uploaded
 
-        uri = upload_snapshot(self._client, path)
-        return f"{uri}/{path.name}" if path.is_file() else uri
+        return upload_path(self._client, local, field)
 
     def get(self, name: str) -> Resource:
         return Resource(self._client.json("GET", f"/jobs/{name}"))

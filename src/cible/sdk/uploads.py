@@ -14,6 +14,7 @@ from pathlib import Path
 import pathspec
 
 from cible.client.http import WorkspaceClient
+from cible.core.errors import InvalidSpecError
 
 IGNORE_FILES = (".amlignore", ".gitignore")
 ALWAYS_SKIPPED = {".git"}
@@ -84,3 +85,17 @@ def upload_snapshot(client: WorkspaceClient, root: Path, keep_name: bool = False
         with open(by_digest[digest], "rb") as fh:
             client.request("PUT", f"/blobs/{digest}", content=fh, headers={"Content-Type": "application/octet-stream"})
     return client.json("POST", "/snapshots", json={"files": entries})["uri"]
+
+
+def upload_path(client: WorkspaceClient, local: str, field: str, keep_name: bool = False) -> str:
+    """Upload a local file or folder named by spec field `field`; the cible:// URI that replaces it.
+
+    A file's URI names the file; a folder's names its contents, or (keep_name) the folder itself.
+    """
+    if local.startswith("cible://"):
+        return local
+    path = Path(local)
+    if not path.exists():
+        raise InvalidSpecError(f"{field}: '{local}' does not exist", details={"field": field})
+    uri = upload_snapshot(client, path, keep_name=keep_name)
+    return f"{uri}/{path.name}" if path.is_file() or keep_name else uri
