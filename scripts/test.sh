@@ -11,6 +11,12 @@ if ! "$PY" -m uv --version >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m uv venv -q .venv
 "$PY" -m uv pip install -q --python .venv/bin/python -e '.[test]'
+# torch for the torch.distributed test: pip takes the CPU build these machines keep on disk
+# (uv would fetch the multi-GB CUDA build from PyPI instead).
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  "$PY" -m pip --python .venv/bin/python install -q torch==2.13.0 \
+    || echo "torch could not be installed: the torch.distributed test will be skipped (or fail, under CI)"
+fi
 
 # --- PostgreSQL: a private cluster for this run -------------------------------
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)

@@ -47,6 +47,10 @@ EXPECTED: dict[str, Expect] = {
     "hello-serverless.yml": Expect(
         log=("hello from serverless",), compute="serverless", warning=("local computer",),
     ),
+    "hello-distributed.yml": Expect(
+        log=("rank=0 local_rank=0 node_rank=0 world=2 master=127.0.0.1:",),
+        artifacts={"artifacts/user_logs/std_log_process_1.txt": "rank=1 local_rank=1 node_rank=0 world=2"},
+    ),
     "failing.yml": Expect(status="Failed", log=("about to fail",), exit_code=3),
     "timeout.yml": Expect(status="Failed", log=("sleeping past the limit",), error_code="JobTimeout"),
 }

@@ -203,6 +203,8 @@ class Launcher:
         return env
 
     def _execute(self, command: str, env: dict[str, str]) -> int:
+        if self.plan.get("distribution"):
+            return self._execute_ranks(command, env)
         timeout = self.plan.get("timeout")
         shell = shutil.which("bash") or "/bin/sh"
         with open(self.std_log, "ab", buffering=0) as log:
@@ -220,7 +222,37 @@ class Launcher:
         # As when Azure tears down a job's container: nothing the command started
         # in the background outlives the job.
         end_group(proc.pid)
-        self.state.status("Finalizing", exit_code=proc.returncode)
+        code = proc.returncode
+        return self._conclude(stopped, code, f"the command exited with code {code}" + self._log_tail() if code else "")
+
+    def _execute_ranks(self, command: str, env: dict[str, str]) -> int:
+        """A distributed job: one process per rank of this node (see cible.launch.ranks)."""
+        from cible.launch.distribution import DistributionError, plan_processes
+        from cible.launch.ranks import Ranks
+
+        try:
+            processes = plan_processes(self.plan)
+        except DistributionError as exc:
+            return self._end("Failed", error={"code": "PreparingFailed", "message": str(exc)})
+        shell = shutil.which("bash") or "/bin/sh"
+        ranks = Ranks(shell, command, self.wd, env, processes, self.std_log.parent)
+        self.state.status("Running", child_pid=ranks.pids[0] if ranks.pids else None, rank_pids=ranks.pids)
+        timeout = self.plan.get("timeout")
+        stopped, failed = ranks.wait(time.monotonic() + timeout if timeout else None, self.cancel_requested)
+        if stopped or failed:
+            why = stopped or f"rank {failed.rank} exited with code {failed.proc.returncode}"
+            self.log(f"{why}: ending the process trees of ranks {[r.rank for r in ranks.ranks]}")
+            ranks.end()
+        ranks.end_groups()
+        if failed is None:
+            return self._conclude(stopped, 0, "")
+        code = failed.proc.returncode
+        return self._conclude(stopped, code, f"rank {failed.rank} of {len(ranks.ranks)} exited with code {code}"
+                              + self._log_tail(failed.log))
+
+    def _conclude(self, stopped: str | None, exit_code: int, failure: str) -> int:
+        """Finalize, then the job's end: canceled, timed out, failed (`failure` says why) or completed."""
+        self.state.status("Finalizing", exit_code=exit_code)
         try:
             self._finalize()
         except Exception as exc:
@@ -229,15 +261,13 @@ class Launcher:
         if stopped == "cancel":
             return self._end("Canceled", error={"code": "Canceled", "message": "the job was canceled"})
         if stopped == "timeout":
+            timeout = self.plan.get("timeout")
             return self._end("Failed", error={
                 "code": "JobTimeout",
                 "message": f"the job ran past limits.timeout={timeout}s and was stopped" + self._log_tail(),
             })
-        if proc.returncode != 0:
-            return self._end("Failed", error={
-                "code": "UserError", "exit_code": proc.returncode,
-                "message": f"the command exited with code {proc.returncode}" + self._log_tail(),
-            })
+        if exit_code != 0:
+            return self._end("Failed", error={"code": "UserError", "exit_code": exit_code, "message": failure})
         return self._end("Completed")
 
     def _finalize(self) -> None:
@@ -253,15 +283,16 @@ class Launcher:
         shutil.rmtree(self.wd, ignore_errors=True)
         shutil.rmtree(self.run_dir / "inputs", ignore_errors=True)
 
-    def _log_tail(self) -> str:
+    def _log_tail(self, path: Path | None = None) -> str:
+        path = path or self.std_log
         try:
-            with open(self.std_log, "rb") as fh:
+            with open(path, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 fh.seek(max(0, fh.tell() - 8192))
                 lines = fh.read().decode("utf-8", "replace").splitlines()[-LOG_TAIL_LINES:]
         except OSError:
             return ""
-        return "; last lines of user_logs/std_log.txt:\n" + "\n".join(lines) if lines else ""
+        return f"; last lines of user_logs/{path.name}:\n" + "\n".join(lines) if lines else ""
 
     def _end(self, status: str, error: dict[str, Any] | None = None) -> int:
         self._end_tracking(status)  # before the final status: a finished job never shows a RUNNING run

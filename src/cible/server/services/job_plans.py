@@ -49,6 +49,12 @@ class PlanBuilder:
             check_command(job.command, inputs=inputs.keys(), outputs=outputs.keys())
         except InvalidSpecError as exc:
             raise InvalidSpecError(f"command: {exc.message}", details={"field": "command"}) from None
+        instance_count = job.resources.instance_count if job.resources else 1
+        if target == "local" and instance_count > 1:
+            raise InvalidRequestError(
+                f"resources.instance_count: {instance_count} nodes asked on compute local; local is one node; "
+                "multi-node jobs need a cluster", details={"field": "resources.instance_count"},
+            )
         code = None
         if job.code:
             code = {"snapshot": self._snapshot("code", job.code)[0]}
@@ -65,6 +71,8 @@ class PlanBuilder:
             "outputs": outputs,
             "environment_variables": dict(job.environment_variables or {}),
             "timeout": job.limits.timeout if job.limits else None,
+            "distribution": job.distribution.model_dump(mode="json") if job.distribution else None,
+            "instance_count": instance_count,
             "blob_root": str(self.paths.blob_root),
             "environment": environment,
             "env_cache": str(env_cache_root()),

@@ -30,7 +30,7 @@ _ENVIRONMENT = _keys(("os_type", "windows"), "inference_config")
 
 IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
     "job": _keys(
-        "services", "identity", "queue_settings", "distribution",
+        "services", "identity", "queue_settings", ("distribution.type", "ray"),
         "resources.instance_type", "resources.shm_size", "resources.docker_args",
         "resources.locations", "resources.max_instance_count", "resources.properties",
     ),
