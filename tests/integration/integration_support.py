@@ -1,16 +1,23 @@
-"""Helpers shared by the integration tests: polling with a deadline, a local http server, process checks."""
+"""Helpers shared by the integration tests: polling with a deadline, a local http server, process checks,
+and running the launcher on a hand-built plan."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from cible.server.services.blobs import BlobService
 from cible.testing import wait_until  # noqa: F401  (re-exported for the tests)
 
 
@@ -76,3 +83,87 @@ def gated_http_file(body: bytes = b"slow data\n") -> Iterator[tuple[Gate, str]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# -- running the launcher on a hand-built plan (test_launcher, test_distributed) ------------------
+LAUNCH_TIMEOUT_S = 60
+
+
+def put_snapshot(blob_root: Path, files: dict[str, str | bytes], executable: tuple[str, ...] = ()) -> str:
+    """Store `files` as blobs plus a manifest, as the upload endpoints do; return the snapshot id."""
+    blobs = BlobService(blob_root)
+    entries = {}
+    for rel, content in files.items():
+        data = content.encode() if isinstance(content, str) else content
+        digest = hashlib.sha256(data).hexdigest()
+        blobs.put(digest, [data])
+        entries[rel] = {"sha256": digest, "size": len(data), "mode": 0o755 if rel in executable else 0o644}
+    return blobs.put_snapshot(entries)
+
+
+class LauncherRun:
+    """A run directory with its plan, and what the launcher left there."""
+
+    def __init__(self, root: Path, command: str, **plan: Any) -> None:
+        self.root = root
+        self.dir = root / "run"
+        self.dir.mkdir(parents=True)
+        self.blob_root = root / "blobs"
+        self.blob_root.mkdir(exist_ok=True)
+        self.plan: dict[str, Any] = {
+            "version": 1,
+            "job_name": "test_job_123",
+            "experiment_name": "exp-launcher",
+            "workspace": "local",
+            "compute": "local",
+            "command": command,
+            "code": None,
+            "inputs": {},
+            "outputs": {},
+            "environment_variables": {},
+            "timeout": None,
+            "blob_root": str(self.blob_root),
+            "environment": {"kind": "host"},
+            "env_cache": str(root / "envs"),
+        }
+        self.plan.update(plan)
+
+    def code(self, files: dict[str, str], **kw: Any) -> None:
+        self.plan["code"] = {"snapshot": put_snapshot(self.blob_root, files, **kw)}
+
+    def write_plan(self) -> None:
+        (self.dir / "plan.json").write_text(json.dumps(self.plan))
+
+    def start(self) -> subprocess.Popen:
+        self.write_plan()
+        return subprocess.Popen(
+            [sys.executable, "-m", "cible.launch", str(self.dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+
+    def run(self) -> dict[str, Any]:
+        proc = self.start()
+        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
+        assert proc.returncode == 0, f"launcher exited {proc.returncode}: {out.decode(errors='replace')}"
+        return self.state()
+
+    def state(self) -> dict[str, Any]:
+        path = self.dir / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def statuses(self) -> list[str]:
+        return [h["status"] for h in self.state().get("history", [])]
+
+    @property
+    def log(self) -> str:
+        path = self.dir / "artifacts" / "user_logs" / "std_log.txt"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def system_log(self) -> str:
+        path = self.dir / "artifacts" / "system_logs" / "launcher.txt"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> dict[str, str]:
+        """Every user log (std_log.txt, std_log_process_<k>.txt) by file name."""
+        user_logs = self.dir / "artifacts" / "user_logs"
+        return {p.name: p.read_text(errors="replace") for p in sorted(user_logs.glob("*.txt"))}

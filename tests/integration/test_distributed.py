@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_support import process_alive, wait_until
+from integration_support import LauncherRun, process_alive, wait_until
 
-LAUNCH_TIMEOUT_S = 60
 FINISHED = ["Preparing", "Running", "Finalizing", "Completed"]
 
 # Prints what the rank sees as one JSON line.
@@ -35,44 +34,13 @@ ENV_PROBE = textwrap.dedent(
 )
 
 
-class Run:
-    """A run directory with a plan (host Python, the probe as code) and what the launcher leaves."""
+class Run(LauncherRun):
+    """A launcher run with a distribution; each rank prints the probe to its own log."""
 
     def __init__(self, root: Path, command: str, **plan: Any) -> None:
-        self.dir = root / "run"
-        self.dir.mkdir(parents=True)
-        (root / "blobs").mkdir()
-        self.plan: dict[str, Any] = {
-            "version": 1, "job_name": "dist_job_1", "experiment_name": "exp-dist", "workspace": "local",
-            "compute": "local", "command": command, "code": None, "inputs": {}, "outputs": {},
-            "environment_variables": {}, "timeout": None, "blob_root": str(root / "blobs"),
-            "environment": {"kind": "host"}, "env_cache": str(root / "envs"),
-            "distribution": None, "instance_count": 1,
-        }
-        self.plan.update(plan)
+        super().__init__(root, command, **{"job_name": "dist_job_1", "experiment_name": "exp-dist",
+                                           "distribution": None, "instance_count": 1, **plan})
         self.code_dir = root / "code"
-
-    def start(self) -> subprocess.Popen:
-        (self.dir / "plan.json").write_text(json.dumps(self.plan))
-        return subprocess.Popen([sys.executable, "-m", "cible.launch", str(self.dir)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-    def run(self) -> dict[str, Any]:
-        proc = self.start()
-        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-        assert proc.returncode == 0, f"launcher exited {proc.returncode}: {out.decode(errors='replace')}"
-        return self.state()
-
-    def state(self) -> dict[str, Any]:
-        path = self.dir / "state.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def statuses(self) -> list[str]:
-        return [h["status"] for h in self.state().get("history", [])]
-
-    def logs(self) -> dict[str, str]:
-        user_logs = self.dir / "artifacts" / "user_logs"
-        return {p.name: p.read_text(errors="replace") for p in sorted(user_logs.glob("*.txt"))}
 
     def probes(self) -> dict[str, dict[str, str]]:
         """Log file name -> the env its rank printed."""
@@ -82,10 +50,6 @@ class Run:
             assert len(lines) == 1, f"{name} should hold one probe line:\n{text}\nlauncher:\n{self.system_log()}"
             out[name] = json.loads(lines[0][len("PROBE "):])
         return out
-
-    def system_log(self) -> str:
-        path = self.dir / "artifacts" / "system_logs" / "launcher.txt"
-        return path.read_text(errors="replace") if path.exists() else ""
 
 
 @pytest.fixture

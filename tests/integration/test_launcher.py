@@ -7,11 +7,9 @@ inputs as the command saw them, published outputs and artifacts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -19,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_support import gated_http_file, http_server, process_alive, wait_until
-
-from cible.server.services.blobs import BlobService
-
-LAUNCH_TIMEOUT_S = 60
+from integration_support import (
+    LauncherRun,
+    gated_http_file,
+    http_server,
+    process_alive,
+    put_snapshot,
+    wait_until,
+)
 
 # In the code snapshot of most tests: prints what the command sees, as one JSON line.
 PROBE = textwrap.dedent(
@@ -54,80 +55,8 @@ PROBE = textwrap.dedent(
 )
 
 
-# -- building plans ------------------------------------------------------------
-def put_snapshot(blob_root: Path, files: dict[str, str | bytes], executable: tuple[str, ...] = ()) -> str:
-    """Store `files` as blobs plus a manifest, as the upload endpoints do; return the snapshot id."""
-    blobs = BlobService(blob_root)
-    entries = {}
-    for rel, content in files.items():
-        data = content.encode() if isinstance(content, str) else content
-        digest = hashlib.sha256(data).hexdigest()
-        blobs.put(digest, [data])
-        entries[rel] = {"sha256": digest, "size": len(data), "mode": 0o755 if rel in executable else 0o644}
-    return blobs.put_snapshot(entries)
-
-
-class Run:
-    """A run directory with its plan, and what the launcher left there."""
-
-    def __init__(self, root: Path, command: str, **plan: Any) -> None:
-        self.root = root
-        self.dir = root / "run"
-        self.dir.mkdir(parents=True)
-        self.blob_root = root / "blobs"
-        self.blob_root.mkdir(exist_ok=True)
-        self.plan: dict[str, Any] = {
-            "version": 1,
-            "job_name": "test_job_123",
-            "experiment_name": "exp-launcher",
-            "workspace": "local",
-            "compute": "local",
-            "command": command,
-            "code": None,
-            "inputs": {},
-            "outputs": {},
-            "environment_variables": {},
-            "timeout": None,
-            "blob_root": str(self.blob_root),
-            "environment": {"kind": "host"},
-            "env_cache": str(root / "envs"),
-        }
-        self.plan.update(plan)
-
-    def code(self, files: dict[str, str], **kw: Any) -> None:
-        self.plan["code"] = {"snapshot": put_snapshot(self.blob_root, files, **kw)}
-
-    def write_plan(self) -> None:
-        (self.dir / "plan.json").write_text(json.dumps(self.plan))
-
-    def start(self) -> subprocess.Popen:
-        self.write_plan()
-        return subprocess.Popen(
-            [sys.executable, "-m", "cible.launch", str(self.dir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-
-    def run(self) -> dict[str, Any]:
-        proc = self.start()
-        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-        assert proc.returncode == 0, f"launcher exited {proc.returncode}: {out.decode(errors='replace')}"
-        return self.state()
-
-    def state(self) -> dict[str, Any]:
-        path = self.dir / "state.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def statuses(self) -> list[str]:
-        return [h["status"] for h in self.state().get("history", [])]
-
-    @property
-    def log(self) -> str:
-        path = self.dir / "artifacts" / "user_logs" / "std_log.txt"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def system_log(self) -> str:
-        path = self.dir / "artifacts" / "system_logs" / "launcher.txt"
-        return path.read_text(errors="replace") if path.exists() else ""
+class Run(LauncherRun):
+    """The launcher's own tests read the probe the code snapshot prints."""
 
     def probe(self) -> dict[str, Any]:
         lines = [ln for ln in self.log.splitlines() if ln.startswith("PROBE ")]
