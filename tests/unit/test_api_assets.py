@@ -63,6 +63,8 @@ def test_environments_register_with_inline_conda_content(api: TestClient):
     created = api.put("/api/v1/environments/my-env/versions/1", json=env)
     assert created.status_code == 200, created.text
     assert api.get("/api/v1/environments").json()["value"][0]["name"] == "my-env"
+    broken = api.put("/api/v1/environments/bad/versions/1", json={"conda_file": {"dependencies": [5]}})
+    assert broken.status_code == 422 and "dependencies[0]" in broken.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,8 @@ def test_updates_are_checked_and_limited_to_scale_settings(api: TestClient):
 def test_local_cannot_be_replaced_or_deleted(api: TestClient):
     assert api.put("/api/v1/computes/local", json=CLUSTER).status_code == 409
     assert api.delete("/api/v1/computes/local").status_code == 409
+    update = api.patch("/api/v1/computes/local", json={"max_instances": 3})
+    assert update.status_code == 400 and "no scale settings" in update.json()["error"]["message"]
 
 
 def test_jobs_on_a_cluster_are_refused_until_clusters_run_jobs(api: TestClient):

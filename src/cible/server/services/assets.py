@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from cible.core.clock import Clock
+from cible.core.environments import plan_environment
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.loader import load_spec_dict
@@ -55,7 +56,9 @@ class AssetService:
         entity = load_spec_dict({**data, "name": name}, spec_kind, source="request body").entity
         spec = entity.model_dump(mode="json", exclude_none=True)
         spec.pop("version", None)
-        if spec_kind != "environment":
+        if spec_kind == "environment":
+            plan_environment(spec)  # a conda file that cannot be built is refused now, not at a job's Preparing
+        else:
             spec["path"] = self._store_path(spec_kind, spec)
         with self.store.session() as session:
             version = version or body.get("version") or self._next_version(session, kind, name)

@@ -68,6 +68,8 @@ class ComputeService:
             return _resource(row)
 
     def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        if name == LOCAL:
+            raise InvalidRequestError("'local' is this machine's built-in compute; it has no scale settings to update")
         unknown = sorted(set(changes) - set(UPDATABLE))
         if unknown:
             raise InvalidRequestError(f"{', '.join(unknown)}: cannot be updated; a cluster can change "
