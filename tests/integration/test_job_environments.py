@@ -84,3 +84,22 @@ def test_an_unknown_environment_is_refused_at_submit(client):  # noqa: ANN001
     with pytest.raises(NotFoundError, match="ghost-env"):
         client.jobs.create_or_update(command(command="echo", environment="azureml:ghost-env:3", compute="local"))
     assert client.compute.list()  # and the server goes on answering
+
+
+def test_a_registered_model_and_data_asset_are_job_inputs(client, tmp_path: Path):  # noqa: ANN001
+    from cible import Input, command
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "weights.txt").write_text("w=0.5\n")
+    (tmp_path / "rows.csv").write_text("a,b\n1,2\n")
+    model = client.models.create_or_update({"name": "tiny", "type": "custom_model", "path": str(model_dir)})
+    data = client.data.create_or_update({"name": "rows", "type": "uri_file", "path": str(tmp_path / "rows.csv")})
+    assert model.path.endswith("/model") and data.version == "1"
+    job = client.jobs.create_or_update(command(
+        command="cat ${{inputs.m}}/weights.txt ${{inputs.d}}", compute="local",
+        inputs={"m": Input(type="custom_model", path="azureml:tiny@latest"),
+                "d": Input(type="uri_file", path="azureml:rows:1")}))
+    assert client.jobs.wait(job.name, timeout=JOB_TIMEOUT_S).status == "Completed"
+    log = log_of(client, job.name)
+    assert "w=0.5" in log and "1,2" in log
