@@ -7,6 +7,7 @@ import functools
 import hashlib
 import http.server
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -140,6 +141,14 @@ class LauncherRun:
             [sys.executable, "-m", "cible.launch", str(self.dir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+
+    def cancel(self, launcher: subprocess.Popen, how: str) -> None:
+        """Cancel the running launcher as the server would (`cancel_file` or `sigterm`); wait for its end."""
+        if how == "cancel_file":
+            (self.dir / "cancel.requested").touch()
+        else:
+            launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=LAUNCH_TIMEOUT_S)
 
     def run(self) -> dict[str, Any]:
         proc = self.start()

@@ -227,11 +227,7 @@ def test_cancel_ends_every_rank_and_its_tree(make_run, tmp_path: Path, how: str)
     launcher, tree = _start_trees(run, pids, 3)
     try:
         assert all(process_alive(p) for p in tree)
-        if how == "cancel_file":
-            (run.dir / "cancel.requested").touch()
-        else:
-            launcher.send_signal(signal.SIGTERM)
-        launcher.wait(timeout=30)
+        run.cancel(launcher, how)
     finally:
         if launcher.poll() is None:
             launcher.kill()

@@ -322,11 +322,7 @@ def test_cancel_ends_every_process_of_the_tree(make_run, tmp_path: Path, how: st
         pids = wait_until(ready, timeout=20, message="the process tree to start")
         shell_pid = run.state()["child_pid"]
         assert all(process_alive(p) for p in [*pids, shell_pid])
-        if how == "cancel_file":
-            (run.dir / "cancel.requested").touch()
-        else:
-            launcher.send_signal(signal.SIGTERM)
-        launcher.wait(timeout=30)
+        run.cancel(launcher, how)
     finally:
         if launcher.poll() is None:
             launcher.kill()

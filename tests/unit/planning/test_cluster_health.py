@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from cluster_factories import cfg, node
+
 from cible.core.lifecycle.nodes import NodeState
 from cible.core.planning.clusters import (
-    ClusterConfig,
-    NodeView,
     QueuedJob,
     RunningJob,
     decide_cluster,
@@ -16,27 +16,6 @@ from cible.core.planning.clusters import (
 from cible.testing import FrozenClock
 
 N = NodeState
-
-
-def cfg(**kw) -> ClusterConfig:
-    return ClusterConfig(
-        **{
-            "name": "cpu-cluster",
-            "min_instances": 0,
-            "max_instances": 2,
-            "idle_time_before_scale_down": 120,
-            "heartbeat_timeout_s": 30,
-            **kw,
-        }
-    )
-
-
-def node(clock: FrozenClock, node_id: str, state: str = "idle", **kw) -> NodeView:
-    now = clock.now()
-    base = {"created_at": now, "last_heartbeat": None if state == "preparing" else now}
-    if state == "idle":
-        base["idle_since"] = now
-    return NodeView(node_id=node_id, state=N(state), **{**base, **kw})
 
 
 def test_a_silent_node_is_unusable_just_past_the_timeout_and_is_replaced():

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from cluster_factories import cfg, node
+
 from cible.core.lifecycle.nodes import NodeState
-from cible.core.planning.clusters import ClusterConfig, NodeView, QueuedJob, RunningJob, decide_cluster
+from cible.core.planning.clusters import NodeView, QueuedJob, RunningJob, decide_cluster
 from cible.testing import FrozenClock
 
 N = NodeState
-
-
-def cfg(**kw) -> ClusterConfig:
-    return ClusterConfig(
-        **{"name": "cpu-cluster", "min_instances": 0, "max_instances": 2, "idle_time_before_scale_down": 120, **kw}
-    )
-
-
-def node(clock: FrozenClock, node_id: str, state: str = "idle", **kw) -> NodeView:
-    now = clock.now()
-    base = {"created_at": now, "last_heartbeat": None if state == "preparing" else now}
-    if state == "idle":
-        base["idle_since"] = now
-    return NodeView(node_id=node_id, state=N(state), **{**base, **kw})
 
 
 def queued(clock: FrozenClock, name: str, n: int = 1) -> QueuedJob:

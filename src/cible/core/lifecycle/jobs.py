@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from cible.core.errors import InvalidTransitionError
+from cible.core.lifecycle.table import check_move
 
 
 class JobStatus(str, Enum):
@@ -60,13 +60,7 @@ def can_transition(current: JobStatus | str, target: JobStatus | str) -> bool:
 
 
 def check_transition(current: JobStatus | str, target: JobStatus | str) -> None:
-    current, target = JobStatus(current), JobStatus(target)
-    if target not in TRANSITIONS[current]:
-        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none (terminal)"
-        raise InvalidTransitionError(
-            f"job status cannot go from {current.value} to {target.value}; allowed: {allowed}",
-            details={"from": current.value, "to": target.value},
-        )
+    check_move(TRANSITIONS, JobStatus(current), JobStatus(target), "job status")
 
 
 def observed_steps(current: JobStatus | str, reported: list[str]) -> list[JobStatus]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from cible.core.errors import InvalidTransitionError
+from cible.core.lifecycle.table import check_move
 
 
 class NodeState(str, Enum):
@@ -61,10 +61,4 @@ def can_transition(current: NodeState | str, target: NodeState | str) -> bool:
 
 
 def check_transition(current: NodeState | str, target: NodeState | str) -> None:
-    current, target = NodeState(current), NodeState(target)
-    if target not in TRANSITIONS[current]:
-        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "none (terminal)"
-        raise InvalidTransitionError(
-            f"node state cannot go from {current.value} to {target.value}; allowed: {allowed}",
-            details={"from": current.value, "to": target.value},
-        )
+    check_move(TRANSITIONS, NodeState(current), NodeState(target), "node state")
