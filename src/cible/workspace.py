@@ -70,6 +70,11 @@ class WorkspacePaths:
     def run_dir(self, job_name: str) -> Path:
         return self.runs / job_name
 
+    @property
+    def nodes(self) -> Path:
+        """Working roots of the `local` provider's nodes, one folder per node."""
+        return self.home / "nodes"
+
     def ensure(self) -> None:
         for d in (self.home, self.blob_root, self.runs):
             d.mkdir(parents=True, exist_ok=True)

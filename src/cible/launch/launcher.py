@@ -199,6 +199,10 @@ class Launcher:
                 "PYTHONUNBUFFERED": "1",  # logs reach std_log.txt as they are written
             }
         )
+        if plan.get("resume_dir"):  # a cluster job: a folder that outlives a preemption and requeue
+            Path(plan["resume_dir"]).mkdir(parents=True, exist_ok=True)
+            env["CIBLE_RESUME"] = plan["resume_dir"]
+            env["CIBLE_ATTEMPT"] = str(plan.get("attempt", 1))
         env.update(plan.get("environment_variables", {}))
         return env
 

@@ -8,13 +8,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cible import __version__
+from cible.backends.local.provider import LocalNodeProvider
 from cible.backends.local.runner import LocalProcessRunner
 from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError
 from cible.launch.tracking import experiment_id
 from cible.server.auth import TokenAuthMiddleware
 from cible.server.errors import install_error_handlers
+from cible.server.clusters.agents import AgentService
+from cible.server.clusters.hub import AgentHub
+from cible.server.clusters.reconciler import ClusterReconciler
+from cible.server.clusters.runs import ClusterRunner
 from cible.server.reconcilers.jobs import JobReconciler
+from cible.server.routers import agents as agents_router
 from cible.server.routers import assets as assets_router
 from cible.server.routers import jobs as jobs_router
 from cible.server.routers import misc as misc_router
@@ -37,8 +43,18 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     store = Store(settings.db_url)
     store.migrate()
     runner = LocalProcessRunner(paths.runs)
-    reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local)
-    computes = ComputeService(store, settings.max_concurrent_local, clock)
+    hub = AgentHub()
+    providers = {"local": LocalNodeProvider(paths.nodes, paths.home, url, token)}
+    clusters = ClusterReconciler(store, paths, providers, hub, clock,
+                                 heartbeat_timeout_s=settings.node_heartbeat_timeout_s,
+                                 prepare_timeout_s=settings.node_prepare_timeout_s)
+    computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake)
+    reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,
+                               cluster_runner=ClusterRunner(paths, hub.notify), cluster_names=computes.cluster_names,
+                               on_job_ended=clusters.wake)
+    clusters.on_jobs_changed = reconciler.wake
+    agents = AgentService(store, paths, hub, clock, settings.node_heartbeat_timeout_s,
+                          on_first_heartbeat=clusters.wake, on_report=reconciler.wake)
 
     def plan_of(job_name: str):  # noqa: ANN202
         try:
@@ -66,7 +82,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan,
                         experiment_lookup=experiment_of)
-    jobs = JobService(store, computes, plans, clock, on_submit=reconciler.wake)
+    jobs = JobService(store, computes, plans, clock, on_submit=lambda: (reconciler.wake(), clusters.wake()))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -74,9 +90,11 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             tracking.start()  # MLflow takes seconds to import: started now, in the background
         if reconcile:
             reconciler.start()
+            clusters.start()
         try:
             yield
         finally:
+            clusters.stop()
             reconciler.stop()
             if tracking:
                 await tracking.aclose()
@@ -99,12 +117,16 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.blobs = BlobService(paths.blob_root)
     app.state.artifacts = ArtifactService(jobs, paths)
     app.state.reconciler = reconciler
+    app.state.clusters = clusters
+    app.state.agents = agents
+    app.state.hub = hub
     app.state.tracking = tracking
     app.state.clock = clock
     install_error_handlers(app)
     app.include_router(misc_router.router)
     app.include_router(jobs_router.router)
     app.include_router(sizes_router.router)
+    app.include_router(agents_router.router)
     if tracking:
         app.include_router(tracking_router(tracking))
     app.include_router(assets_router.router)  # last: its /api/v1/{kind} would shadow the routes above

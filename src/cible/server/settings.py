@@ -25,6 +25,12 @@ class ServerSettings:
     tracking: bool = field(default_factory=lambda: os.environ.get("CIBLE_TRACKING", "1") != "0")
     # Fail a job whose conda file asks for a Python this machine lacks, instead of using the nearest.
     strict_python: bool = field(default_factory=lambda: os.environ.get("CIBLE_STRICT_PYTHON") == "1")
+    # A cluster node whose agent is silent this long is unusable; one not ready this long after
+    # its start is too. Drills and tests shorten them.
+    node_heartbeat_timeout_s: float = field(
+        default_factory=lambda: float(os.environ.get("CIBLE_NODE_HEARTBEAT_TIMEOUT", 30)))
+    node_prepare_timeout_s: float = field(
+        default_factory=lambda: float(os.environ.get("CIBLE_NODE_PREPARE_TIMEOUT", 600)))
 
     @property
     def paths(self) -> WorkspacePaths:

@@ -45,3 +45,49 @@ class JobRunner(Protocol):
 
     def log_path(self, handle: dict[str, Any]) -> Path | None:
         """Where the user log is readable by the server, when it is local."""
+
+
+@dataclass(frozen=True)
+class NodeRequest:
+    """One node to start: who it is, which cluster it serves, the size it is held to."""
+
+    node_id: str
+    compute: str
+    size: str
+    vcpus: int
+    memory_gb: float
+    gpus: int = 0
+    overcommit: bool = False
+    low_priority: bool = False
+
+
+@dataclass(frozen=True)
+class ProviderNode:
+    """A node as its provider sees it."""
+
+    node_id: str
+    alive: bool = True
+    preempted: bool = False  # evicted (low priority): its work was taken away
+    address: str | None = None
+
+
+class NodeProvider(Protocol):
+    """Makes the machines a cluster's agents run on. Every call is idempotent, keyed by node id,
+    so a restarted server can repeat a launch or terminate it is not sure happened."""
+
+    name: str
+
+    def launch(self, requests: list[NodeRequest]) -> None:
+        """Start an agent per request (a node already started is left alone)."""
+
+    def terminate(self, node_ids: list[str]) -> None:
+        """Stop those nodes and everything they run; returns at once, the nodes go in the background."""
+
+    def preempt(self, node_id: str) -> None:
+        """Evict a node at once, as a low-priority VM is taken back (for drills and tests)."""
+
+    def list_nodes(self) -> dict[str, ProviderNode]:
+        """Every node this provider holds for the workspace, by node id."""
+
+    def poll_errors(self) -> dict[str, str]:
+        """Launch failures since the last call, by node id (the reason, for the node's history)."""

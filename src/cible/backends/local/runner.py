@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,26 @@ HANDLE_FILE = "handle.json"
 class LocalProcessRunner:
     name = "local"
 
-    def __init__(self, runs_root: Path, python: str | None = None, standby: bool = True) -> None:
+    def __init__(self, runs_root: Path, python: str | None = None, standby: bool = True,
+                 preexec_fn: Callable[[], None] | None = None, on_spawn: Callable[[int], None] | None = None) -> None:
         self.runs_root = runs_root
         self.python = python or sys.executable
         self.use_standby = standby
+        # A node agent holds its launchers to the node's size: preexec_fn joins the node's
+        # group before exec, on_spawn(pid) registers the process with the limits' watchdog.
+        self.preexec_fn = preexec_fn
+        self.on_spawn = on_spawn
         self._standby: subprocess.Popen | None = None
         self._children: dict[int, subprocess.Popen] = {}  # reaped in poll(), so no zombies pile up
 
     def _spawn(self, args: list[str], stdin, stdout) -> subprocess.Popen:  # noqa: ANN001
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [self.python, "-m", "cible.launch", *args], stdin=stdin, stdout=stdout,
-            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, preexec_fn=self.preexec_fn,
         )
+        if self.on_spawn is not None:
+            self.on_spawn(proc.pid)
+        return proc
 
     def prepare(self) -> None:
         """Have a standby launcher ready for the next job."""

@@ -30,15 +30,17 @@ S = JobStatus
 TERMINAL = frozenset({S.COMPLETED, S.FAILED, S.CANCELED})
 
 # Every allowed move. Failed is reachable from any live state (a launcher can die
-# anywhere); Canceled only after CancelRequested, except before anything ran.
+# anywhere); Canceled only after CancelRequested, except before anything ran. A job
+# that started goes back to Queued only when a cluster loses its node (preempted, or
+# lost under the requeue policy): it keeps its place in the FIFO and runs again.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     S.NOT_STARTED: frozenset({S.QUEUED, S.CANCELED, S.FAILED}),
     S.QUEUED: frozenset({S.PREPARING, S.STARTING, S.CANCEL_REQUESTED, S.CANCELED, S.FAILED}),
-    S.PREPARING: frozenset({S.STARTING, S.RUNNING, S.CANCEL_REQUESTED, S.FAILED, S.NOT_RESPONDING}),
-    S.STARTING: frozenset({S.RUNNING, S.CANCEL_REQUESTED, S.FAILED, S.NOT_RESPONDING}),
-    S.RUNNING: frozenset({S.FINALIZING, S.CANCEL_REQUESTED, S.FAILED, S.NOT_RESPONDING, S.PAUSED}),
+    S.PREPARING: frozenset({S.QUEUED, S.STARTING, S.RUNNING, S.CANCEL_REQUESTED, S.FAILED, S.NOT_RESPONDING}),
+    S.STARTING: frozenset({S.QUEUED, S.RUNNING, S.CANCEL_REQUESTED, S.FAILED, S.NOT_RESPONDING}),
+    S.RUNNING: frozenset({S.QUEUED, S.FINALIZING, S.CANCEL_REQUESTED, S.FAILED, S.NOT_RESPONDING, S.PAUSED}),
     S.PAUSED: frozenset({S.RUNNING, S.CANCEL_REQUESTED, S.FAILED}),
-    S.NOT_RESPONDING: frozenset({S.RUNNING, S.FINALIZING, S.CANCEL_REQUESTED, S.FAILED}),
+    S.NOT_RESPONDING: frozenset({S.QUEUED, S.RUNNING, S.FINALIZING, S.CANCEL_REQUESTED, S.FAILED}),
     S.FINALIZING: frozenset({S.COMPLETED, S.FAILED, S.CANCELED, S.CANCEL_REQUESTED}),
     # A job may finish on its own before the cancel reaches it.
     S.CANCEL_REQUESTED: frozenset({S.CANCELED, S.COMPLETED, S.FAILED}),

@@ -68,6 +68,19 @@ class AmlComputeSshSettings(SpecModel):
         return self
 
 
+class CibleClusterSettings(SpecModel):
+    """cible's own settings for a cluster, under the key `cible:`. Azure's YAML has no such
+    key, so files written for Azure simply lack it and get these defaults."""
+
+    provider: Literal["local"] = "local"  # which node provider makes the nodes
+    overcommit: bool = False  # start nodes of a size this host cannot hold
+    # Drills on low-priority clusters: evictions per node-hour, drawn at random.
+    preemptions_per_node_hour: float = Field(0.0, ge=0)
+    # A job whose node stops heartbeating or vanishes: back to the queue, or failed.
+    # (A preempted job is always requeued, as on Azure.)
+    on_node_failure: Literal["requeue", "fail"] = "requeue"
+
+
 class AmlCompute(ComputeBase):
     """A compute cluster: scales between min and max nodes."""
 
@@ -82,6 +95,7 @@ class AmlCompute(ComputeBase):
     network_settings: NetworkSettings | None = None
     identity: IdentityConfiguration | None = None
     enable_node_public_ip: bool = True
+    cible: CibleClusterSettings | None = None
     # Read-only state reported by `az ml compute show`.
     allocation_state: str | None = None
     current_node_count: int | None = None

@@ -27,9 +27,15 @@ IDLE_POLL_S = 2.0
 
 
 class JobReconciler:
-    def __init__(self, store: Store, runners: dict[str, JobRunner], clock: Clock, max_concurrent: int) -> None:
+    def __init__(self, store: Store, runners: dict[str, JobRunner], clock: Clock, max_concurrent: int,
+                 cluster_runner: JobRunner | None = None, cluster_names=lambda: set(),  # noqa: ANN001
+                 on_job_ended=lambda: None) -> None:  # noqa: ANN001
         self.store = store
-        self.runners = runners
+        self.runners = runners  # by target name (local)
+        # Jobs on clusters: placed by the cluster reconciler, followed through this runner.
+        self.cluster_runner = cluster_runner
+        self.cluster_names = cluster_names
+        self.on_job_ended = on_job_ended  # a cluster job ended: its nodes are free
         self.clock = clock
         self.max_concurrent = max_concurrent
         self._wake = threading.Event()
@@ -70,17 +76,23 @@ class JobReconciler:
                 select(JobRow).where(JobRow.status.notin_([s.value for s in TERMINAL])).order_by(JobRow.created_at)
             ).all()
             jobs = [(r.name, r.status, r.target, dict(r.run or {})) for r in rows]
-        running = sum(1 for _, _, _, run in jobs if run.get("handle"))
+        local = [run for _, _, target, run in jobs if target in self.runners]
+        running = sum(1 for run in local if run.get("handle"))
         waiting = 0
+        clusters = self.cluster_names() if len(local) < len(jobs) else set()
         for name, status, target, run in jobs:
-            runner = self.runners.get(target)
+            runner = self.runners.get(target) or (self.cluster_runner if target in clusters else None)
+            handle = run.get("handle")
+            if runner is None and handle and handle.get("runner") == "cluster":
+                runner = self.cluster_runner  # its cluster is being deleted: the job still finishes
             if runner is None:  # its compute lost the means to run it (deleted, or its backend is gone)
                 self._apply(name, steps=[JobStatus.FAILED],
-                            error={"code": "ComputeUnavailable", "message": f"no runner for compute '{target}'"})
+                            error={"code": "ComputeUnavailable", "message": f"compute '{target}' no longer exists"})
                 continue
-            handle = run.get("handle")
             observation = runner.poll(handle) if handle else None
             decision = decide_job(status, handle is not None, observation)
+            if decision.launch and getattr(runner, "places_jobs", False):
+                continue  # the cluster reconciler places it and says why it waits
             if decision.launch:
                 if running >= self.max_concurrent:  # FIFO: stays Queued until a slot frees
                     waiting += 1
@@ -95,16 +107,21 @@ class JobReconciler:
             if decision.signal_cancel and handle:
                 runner.cancel(handle)
             if decision.steps:
-                self._apply(name, steps=decision.steps, error=decision.error)
+                self._apply(name, steps=decision.steps, error=decision.error, seen_handle=handle)
+                if decision.steps[-1] in TERMINAL and runner is self.cluster_runner:
+                    self.on_job_ended()
         return bool(jobs)
 
     def _apply(self, name: str, *, handle: dict[str, Any] | None = None, queue_reason: str | None = None,
-               steps: list[JobStatus] = (), error: dict[str, Any] | None = None) -> None:
+               steps: list[JobStatus] = (), error: dict[str, Any] | None = None,
+               seen_handle: dict[str, Any] | None = None) -> None:
         now = self.clock.now()
         with self.store.session() as session:
             row = session.get(JobRow, name, with_for_update=True)
             if row is None:
                 return
+            if seen_handle is not None and (row.run or {}).get("handle") != seen_handle:
+                return  # decided on a run that was requeued since: its reports no longer count
             if handle is not None:
                 row.run = {**(row.run or {}), "handle": handle, "queue_reason": None}
             if queue_reason is not None:

@@ -7,6 +7,7 @@ import tempfile
 from typing import Any
 
 from fastapi import APIRouter, Body, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -52,10 +53,19 @@ def update_compute(name: str, request: Request, body: dict[str, Any] = Body(...)
     return request.app.state.computes.update(name, body)
 
 
-@router.delete("/computes/{name}", tags=["computes"], status_code=204)
+@router.delete("/computes/{name}", tags=["computes"], status_code=204,
+               summary="Delete a compute; a cluster with nodes drains first (202, provisioning_state Deleting)")
 def delete_compute(name: str, request: Request) -> Response:
-    request.app.state.computes.delete(name)
-    return Response(status_code=204)
+    draining = request.app.state.computes.delete(name)
+    if draining is None:
+        return Response(status_code=204)
+    return JSONResponse(draining, status_code=202)
+
+
+@router.post("/computes/{name}/nodes/{node_id}:preempt", tags=["computes"],
+             summary="Evict a node of a low-priority cluster now (drills and tests)")
+def preempt_node(name: str, node_id: str, request: Request) -> dict[str, Any]:
+    return request.app.state.computes.preempt(name, node_id)
 
 
 @router.get("/computes/{name}/nodes", tags=["computes"], summary="A cluster's nodes (`list-nodes`)")

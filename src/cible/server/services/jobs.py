@@ -117,7 +117,9 @@ class JobService:
         name = parse_compute_ref(job.compute)
         if name == "serverless":
             return "local", [SERVERLESS_NOTE]
-        self.computes.require_runnable(name)
+        environment = job.environment if isinstance(job.environment, str) else getattr(job.environment, "image", None)
+        self.computes.require_runnable(name, instance_count=job.resources.instance_count if job.resources else 1,
+                                       environment=environment)
         return name, []
 
     def cancel(self, name: str) -> dict[str, Any]:

@@ -74,3 +74,33 @@ class AssetRow(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     # Insertion order: `@latest` is the most recently created version, as on Azure.
     sequence: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class NodeRow(Base):
+    """A node of a compute cluster. Its state changes only through the cluster reconciler."""
+
+    __tablename__ = "nodes"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    compute: Mapped[str] = mapped_column(String(255), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    job_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # What the provider and agent report: working root, pid, usage, preemption requests.
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    idle_since: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class NodeStateRow(Base):
+    __tablename__ = "node_state_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.node_id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime]

@@ -1,0 +1,1 @@
+"""The node agent (`python -m cible.agent`, or `cible agent`)."""

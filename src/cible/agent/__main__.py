@@ -1,0 +1,61 @@
+"""`python -m cible.agent --node-id … --root … (--home … | --url …)`: run one node's agent.
+
+The token comes from CIBLE_AGENT_TOKEN, else the workspace's token file (`--home`);
+never from the command line, where any user could read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from cible.agent.agent import Agent
+from cible.backends.local.limits import LimitError, NodeLimits, Shape
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cible agent", description="run a compute node's agent")
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--compute", required=True)
+    p.add_argument("--root", required=True, type=Path, help="the node's working root")
+    p.add_argument("--home", type=Path, help="the workspace directory (server.json, token)")
+    p.add_argument("--url", help="the workspace server's URL (default: from --home's server.json)")
+    p.add_argument("--size", default="this size")
+    p.add_argument("--vcpus", type=int, required=True)
+    p.add_argument("--memory-gb", type=float, required=True)
+    p.add_argument("--gpus", type=int, default=0)
+    p.add_argument("--overcommit", action="store_true")
+    p.add_argument("--orphan-after", type=float, default=float(os.environ.get("CIBLE_AGENT_ORPHAN_S", 600)),
+                   help="seconds without the server before the node stops itself")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = args.url
+    if url is None and args.home is not None:
+        url = json.loads((args.home / "server.json").read_text())["url"]
+    token = os.environ.pop("CIBLE_AGENT_TOKEN", None)
+    if token is None and args.home is not None:
+        token = (args.home / "token").read_text().strip()
+    if not url or not token:
+        print("cible agent: give --home (a workspace) or --url with CIBLE_AGENT_TOKEN set", file=sys.stderr)
+        return 2
+    shape = Shape(vcpus=args.vcpus, memory_gb=args.memory_gb, gpus=args.gpus)
+    try:
+        limits = NodeLimits(args.node_id, shape, overcommit=args.overcommit, size=args.size)
+        agent = Agent(node_id=args.node_id, root=args.root, url=url, token=token, limits=limits,
+                      home=args.home, orphan_after_s=args.orphan_after)
+        return agent.serve()
+    except LimitError as exc:
+        print(f"cible agent: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

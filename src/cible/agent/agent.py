@@ -1,0 +1,285 @@
+"""The node agent: the one process cible runs on every node it owns.
+
+It pulls, never listens: a long-polled heartbeat to the workspace server returns at
+once when the server has something for the node (a job to start, a cancel, a job to
+drop, stop) and otherwise after `wait_s`, so an idle node starts work the moment it
+is assigned without polling on an interval. The jobs themselves run through the same
+launcher as everywhere (`python -m cible.launch`, a standby kept warm), each launcher
+held to the node's size by `NodeLimits`. A watcher ships the run's log and artifact
+files to the server as they grow and reports each status change; the final report
+goes only after every file is shipped, so a job the server sees ended is complete.
+
+Losing the server is survivable: runs go on, heartbeats retry (re-reading the
+server's URL from the workspace), and reports are sent again once it answers. An
+agent that cannot reach its server for `orphan_after_s` ends its runs and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cible.backends.base.contract import RunObservation
+from cible.backends.local.limits import NodeLimits, preexec_for
+from cible.backends.local.runner import LocalProcessRunner
+
+log = logging.getLogger("cible.agent")
+WATCH_INTERVAL_S = 0.05
+CHUNK = 1 << 20
+SHIPPED_DIRS = ("user_logs", "system_logs", "outputs", "logs")
+
+
+@dataclass
+class Run:
+    job: str
+    attempt: int
+    node_rank: int
+    handle: dict[str, Any]
+    oom_before: int
+    canceling: bool = False
+    aborted: bool = False  # the server no longer wants it: stop it and report nothing
+    shipped: dict[str, int] = field(default_factory=dict)  # artifact path → bytes sent
+    last_report: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.job, self.attempt)
+
+
+class ServerGone(Exception):
+    """The server did not answer (down, restarting, unreachable)."""
+
+
+class Agent:
+    def __init__(self, *, node_id: str, root: Path, url: str, token: str, limits: NodeLimits,
+                 home: Path | None = None, orphan_after_s: float = 600.0) -> None:
+        self.node_id = node_id
+        self.root = root
+        self.url = url
+        self.token = token
+        self.home = home
+        self.limits = limits
+        self.orphan_after_s = orphan_after_s
+        self.runner: LocalProcessRunner | None = None  # made once the node's limits exist
+        self.runs: dict[tuple[str, int], Run] = {}
+        self.done: set[tuple[str, int]] = set()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.http = httpx.Client(timeout=30.0)
+
+    # -- the server ------------------------------------------------------------
+    def _call(self, method: str, path: str, *, timeout: float = 30.0, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, f"{self.url}/api/v1/agent/nodes/{self.node_id}{path}",
+                                         headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout, **kwargs)
+        except httpx.TransportError as exc:
+            self._rediscover()
+            raise ServerGone(str(exc)) from None
+        if response.status_code >= 500:
+            raise ServerGone(f"{response.status_code}: {response.text[:200]}")
+        return response
+
+    def _rediscover(self) -> None:
+        """A restarted server may listen elsewhere: its server.json says where."""
+        if self.home is None:
+            return
+        try:
+            self.url = json.loads((self.home / "server.json").read_text())["url"]
+        except (OSError, ValueError, KeyError):
+            pass
+
+    # -- the main loop -----------------------------------------------------------
+    def serve(self) -> int:
+        self.limits.create()
+        self.runner = LocalProcessRunner(self.root / "runs", preexec_fn=preexec_for(self.limits),
+                                         on_spawn=self.limits.add)
+        self.runner.prepare()
+        threading.Thread(target=self._watch, name="watch", daemon=True).start()
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        last_contact = time.monotonic()
+        backoff = 0.05
+        wait_s = 0.0  # the first heartbeat returns at once: it makes the node idle
+        try:
+            while not self.stopping.is_set():
+                try:
+                    reply = self._heartbeat(wait_s)
+                except ServerGone as exc:
+                    if time.monotonic() - last_contact > self.orphan_after_s:
+                        log.error("no server for %.0f s (%s); the node stops", self.orphan_after_s, exc)
+                        return 1
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 1.0)
+                    continue
+                last_contact, backoff = time.monotonic(), 0.05
+                if reply is None:  # the server does not know this node (removed): nothing left to do
+                    return 0
+                self._apply(reply)
+                if reply.get("stop"):
+                    return 0
+                wait_s = float(reply.get("wait_s", 10.0))
+            return 0
+        finally:
+            self.shutdown()
+
+    def _heartbeat(self, wait_s: float) -> dict[str, Any] | None:
+        with self.lock:
+            runs = [{"job": r.job, "attempt": r.attempt, "canceling": r.canceling}
+                    for r in self.runs.values() if not r.aborted]
+        body = {"runs": runs, "wait_s": wait_s, "usage": _usage(self.limits)}
+        response = self._call("POST", "/heartbeat", json=body, timeout=wait_s + 30)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def _apply(self, reply: dict[str, Any]) -> None:
+        wanted = {(r["job"], r["attempt"]): r for r in reply.get("runs", [])}
+        with self.lock:
+            for key, run in list(self.runs.items()):
+                if key not in wanted and not run.aborted:
+                    run.aborted = True  # requeued elsewhere, failed on another node, or stop
+                    self.runner.cancel(run.handle)
+        for key, item in wanted.items():
+            with self.lock:
+                run = self.runs.get(key)
+            if run is None and key not in self.done and item.get("plan"):
+                run = self._start(item)
+            if run is not None and item.get("cancel") and not run.canceling:
+                run.canceling = True
+                self.runner.cancel(run.handle)
+
+    def _start(self, item: dict[str, Any]) -> Run:
+        oom_before = self.limits.oom_count()
+        handle = self.runner.submit(f"{item['job']}.{item['attempt']}", item["plan"])
+        run = Run(item["job"], item["attempt"], item["node_rank"], handle, oom_before)
+        with self.lock:
+            self.runs[run.key] = run
+        return run
+
+    # -- watching runs -------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            with self.lock:
+                runs = list(self.runs.values())
+            for run in runs:
+                try:
+                    self._watch_run(run)
+                except ServerGone:
+                    pass  # sent again on the next pass
+                except Exception:  # one run's trouble must not stop the others being watched
+                    log.exception("watching %s failed", run.job)
+            self.stopping.wait(WATCH_INTERVAL_S)
+
+    def _watch_run(self, run: Run) -> None:
+        observation = self.runner.poll(run.handle)
+        ended = observation.ended or not observation.alive
+        if run.aborted:
+            if ended:
+                with self.lock:
+                    self.runs.pop(run.key, None)
+                    self.done.add(run.key)
+            return
+        self._ship(run, everything=ended)
+        report = self._report_of(run, observation, ended)
+        if report != run.last_report:
+            response = self._call("POST", f"/runs/{run.job}/report", json=report)
+            if response.status_code in (404, 409):  # the server moved on from this attempt
+                run.aborted = True
+                self.runner.cancel(run.handle)
+                return
+            response.raise_for_status()
+            run.last_report = report
+        if ended:
+            with self.lock:
+                self.runs.pop(run.key, None)
+                self.done.add(run.key)
+
+    def _report_of(self, run: Run, observation: RunObservation, ended: bool) -> dict[str, Any]:
+        history, error = list(observation.history), observation.error
+        if ended and not observation.ended:  # the launcher died without its last word
+            history.append("Failed")
+            error = {"code": "LauncherLost", "message": f"the job's launcher on node {self.node_id} stopped "
+                                                        "without reporting an end (killed or crashed)"}
+        if ended and history[-1:] == ["Failed"] and self.limits.oom_killed(since=run.oom_before):
+            error = {"code": "OutOfMemory", "message": (
+                f"the job ran out of memory: node {self.node_id} is held to its size's "
+                f"{self.limits.shape.memory_gb:g} GB ({self.limits.size}), and a process was killed "
+                "for going over it; use a size with more memory or make the job use less")}
+        return {"attempt": run.attempt, "node_rank": run.node_rank, "history": history, "error": error,
+                "exit_code": observation.exit_code, "ended": ended}
+
+    def _ship(self, run: Run, everything: bool) -> None:
+        """Send what each artifact file gained since the last pass (logs while running,
+        and outputs too at the end)."""
+        artifacts = Path(run.handle["run_dir"]) / "artifacts"
+        dirs = SHIPPED_DIRS if everything else ("user_logs", "system_logs")
+        for name in dirs:
+            base = artifacts / name
+            if not base.is_dir():
+                continue
+            for path in sorted(p for p in base.rglob("*") if p.is_file()):
+                self._ship_file(run, path, shipped_name(path.relative_to(artifacts).as_posix(), run.node_rank))
+
+    def _ship_file(self, run: Run, path: Path, rel: str) -> None:
+        sent = run.shipped.get(rel, 0)
+        size = path.stat().st_size
+        if size < sent:
+            sent = 0  # rewritten: send it whole again
+        with open(path, "rb") as fh:
+            fh.seek(sent)
+            while sent < size or (sent == 0 and rel not in run.shipped):
+                data = fh.read(min(CHUNK, size - sent))
+                response = self._call("PUT", f"/runs/{run.job}/files/{rel}",
+                                      params={"attempt": run.attempt, "offset": sent}, content=data)
+                if response.status_code in (404, 409):
+                    return
+                response.raise_for_status()
+                sent += len(data)
+                run.shipped[rel] = sent
+                if not data:
+                    break
+
+    # -- stopping --------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """End every run and the node's limits (whatever is left in its group is killed)."""
+        self.stopping.set()
+        with self.lock:
+            runs = list(self.runs.values())
+        if self.runner is not None:
+            for run in runs:
+                self.runner.cancel(run.handle)
+            self.runner.close()
+        try:
+            self.limits.destroy()
+        except Exception:
+            log.exception("removing the node's limits failed")
+        self.http.close()
+
+
+def shipped_name(rel: str, node_rank: int) -> str:
+    """Where a node's artifact file goes in the job's artifacts, so the nodes of one job do not
+    overwrite each other: node k > 0 keeps its system logs under system_logs/node_<k>/, and the
+    log of a command run once per node (no distribution) is user_logs/std_log_node_<k>.txt.
+    Ranks of a distributed job already write logs of their own, and outputs/ are merged."""
+    if node_rank == 0:
+        return rel
+    if rel.startswith("system_logs/"):
+        return f"system_logs/node_{node_rank}/{rel[len('system_logs/'):]}"
+    if rel == "user_logs/std_log.txt":
+        return f"user_logs/std_log_node_{node_rank}.txt"
+    return rel
+
+
+def _usage(limits: NodeLimits) -> dict[str, Any]:
+    try:
+        return limits.usage()
+    except Exception:  # usage is informative only
+        return {}

@@ -1,0 +1,161 @@
+"""The `local` node provider: each node is a `cible agent` process on this machine.
+
+A node's working root is `<nodes_root>/<node_id>/`: `agent.json` (pid and start time,
+written by the provider), `agent.log`, and the agent's own `runs/`. Agents start in
+sessions of their own, so they outlive a server killed with -9; the restarted server
+finds them again by their `agent.json`. The agent holds its node to its size
+(`NodeLimits`); this provider only starts, lists and stops agents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+
+from cible.backends.base.contract import NodeRequest, ProviderNode
+from cible.backends.local.limits import NodeLimits, Shape
+from cible.launch.state import write_json_atomic
+
+AGENT_FILE = "agent.json"
+PREEMPTED_FILE = "preempted"
+STOP_GRACE_S = 10.0
+LOOPBACK = "127.0.0.1"
+
+
+class LocalNodeProvider:
+    name = "local"
+
+    def __init__(self, nodes_root: Path, home: Path, url: str | None, token: str, python: str | None = None) -> None:
+        self.nodes_root = nodes_root
+        self.home = home  # the workspace: a restarted server's URL is in its server.json
+        self.url = url
+        self.token = token
+        self.python = python or sys.executable
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # -- the contract --------------------------------------------------------
+    def launch(self, requests: list[NodeRequest]) -> None:
+        for request in requests:
+            root = self.nodes_root / request.node_id
+            if _agent(root) is not None:
+                continue  # already started: launch is idempotent
+            try:
+                self._start(request, root)
+            except OSError as exc:
+                with self._lock:
+                    self._errors[request.node_id] = f"could not start the node's agent: {exc}"
+
+    def terminate(self, node_ids: list[str]) -> None:
+        for node_id in node_ids:
+            threading.Thread(target=self._stop, args=(node_id,), name=f"stop-{node_id}", daemon=True).start()
+
+    def preempt(self, node_id: str) -> None:
+        """Kill the agent and all it runs at once, as an evicted VM: no grace, no final report."""
+        root = self.nodes_root / node_id
+        if not root.is_dir():
+            return
+        (root / PREEMPTED_FILE).touch()
+        proc = _agent(root)
+        if proc is not None:
+            _kill_tree(proc, signal.SIGKILL)
+
+    def list_nodes(self) -> dict[str, ProviderNode]:
+        nodes: dict[str, ProviderNode] = {}
+        if not self.nodes_root.is_dir():
+            return nodes
+        for root in self.nodes_root.iterdir():
+            if not (root / AGENT_FILE).exists():
+                continue
+            preempted = (root / PREEMPTED_FILE).exists()
+            alive = _agent(root) is not None
+            if alive or preempted:
+                nodes[root.name] = ProviderNode(root.name, alive=alive, preempted=preempted, address=LOOPBACK)
+        return nodes
+
+    def poll_errors(self) -> dict[str, str]:
+        with self._lock:
+            errors, self._errors = self._errors, {}
+        return errors
+
+    # -- helpers ---------------------------------------------------------------
+    def _start(self, request: NodeRequest, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.python, "-m", "cible.agent", "--node-id", request.node_id, "--compute", request.compute,
+            "--root", str(root), "--home", str(self.home), "--size", request.size,
+            *(["--url", self.url] if self.url else []),
+            "--vcpus", str(request.vcpus), "--memory-gb", str(request.memory_gb), "--gpus", str(request.gpus),
+        ]
+        if request.overcommit:
+            args.append("--overcommit")
+        with open(root / "agent.log", "ab") as log:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, cwd=root,
+                                    env={**os.environ, "CIBLE_AGENT_TOKEN": self.token})
+        write_json_atomic(root / AGENT_FILE, {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
+                                              "size": request.size, "vcpus": request.vcpus,
+                                              "memory_gb": request.memory_gb, "gpus": request.gpus})
+        # Reap it when it exits, so no zombie stays behind while this server runs.
+        threading.Thread(target=proc.wait, name=f"reap-{request.node_id}", daemon=True).start()
+
+    def _stop(self, node_id: str) -> None:
+        """SIGTERM the agent (it ends its runs and removes its limits), SIGKILL what remains after
+        the grace period, then remove the node's groups and working root."""
+        root = self.nodes_root / node_id
+        proc = _agent(root)
+        if proc is not None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=STOP_GRACE_S)
+            except psutil.TimeoutExpired:
+                _kill_tree(proc, signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        _remove_limits(root, node_id)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _agent(root: Path) -> psutil.Process | None:
+    """The node's agent process when it still runs (a reused pid does not count)."""
+    try:
+        facts = json.loads((root / AGENT_FILE).read_text())
+        proc = psutil.Process(facts["pid"])
+        if abs(proc.create_time() - facts["create_time"]) > 1 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, psutil.NoSuchProcess):
+        return None
+
+
+def _kill_tree(proc: psutil.Process, sig: int) -> None:
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=5)
+
+
+def _remove_limits(root: Path, node_id: str) -> None:
+    """Remove the node's cgroups, should its agent have died before doing so."""
+    try:
+        facts = json.loads((root / AGENT_FILE).read_text())
+        shape = Shape(vcpus=int(facts["vcpus"]), memory_gb=float(facts["memory_gb"]), gpus=int(facts["gpus"]))
+        limits = NodeLimits(node_id, shape, overcommit=True)
+        if limits.mechanism != "watchdog" and limits.exists():
+            limits.destroy()
+    except Exception:  # best effort: a leftover empty group is harmless
+        pass

@@ -1,0 +1,327 @@
+"""The cluster reconciler: load → observe → decide → apply → act, for every amlcompute cluster.
+
+`decide_cluster` (pure) says what to do; this module feeds it the database and the
+provider's view, writes the plan in one transaction (node states through the node
+transition table, job placements, requeues), and only then acts: starting and
+stopping nodes, waking agents. A crash between apply and act is healed by the next
+pass: a preparing row with no agent is not listed by the provider and is replaced;
+an assignment is re-sent by the agent's next heartbeat, which reads the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import select
+
+from cible.backends.base.contract import NodeProvider, NodeRequest, ProviderNode
+from cible.core import catalog
+from cible.core.clock import Clock
+from cible.core.lifecycle.jobs import JobStatus, is_terminal
+from cible.core.lifecycle.nodes import NodeState, check_transition
+from cible.core.planning.clusters import ClusterConfig, ClusterPlan, NodeView, QueuedJob, RunningJob, decide_cluster, preemptions
+from cible.launch.distribution import free_port
+from cible.server.clusters.hub import AgentHub
+from cible.server.services.computes import DELETING
+from cible.server.services.jobs import set_status
+from cible.server.store.db import Store
+from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
+from cible.workspace import WorkspacePaths
+
+log = logging.getLogger("cible.reconciler.clusters")
+IDLE_POLL_S = 2.0
+MAX_POLL_S = 1.0  # while a cluster has nodes: heartbeat and preparing timeouts are seen within this
+
+
+@dataclass
+class Loaded:
+    """One cluster as read from the database, detached from the session."""
+
+    config: ClusterConfig
+    size: catalog.VmSize
+    spec: dict[str, Any]
+    nodes: list[NodeRow] = field(default_factory=list)
+    queued: list[QueuedJob] = field(default_factory=list)
+    running: list[RunningJob] = field(default_factory=list)
+    handles: dict[str, list[str]] = field(default_factory=dict)  # running job → its nodes
+
+
+class ClusterReconciler:
+    def __init__(self, store: Store, paths: WorkspacePaths, providers: dict[str, NodeProvider], hub: AgentHub,
+                 clock: Clock, *, heartbeat_timeout_s: float, prepare_timeout_s: float,
+                 on_jobs_changed=lambda: None, seed: int | None = None) -> None:  # noqa: ANN001
+        self.store = store
+        self.paths = paths
+        self.providers = providers
+        self.hub = hub
+        self.clock = clock
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.prepare_timeout_s = prepare_timeout_s
+        self.on_jobs_changed = on_jobs_changed
+        self.rng = random.Random(seed)
+        # Heartbeats recorded before this server started count from its start: agents
+        # get a full timeout to find a restarted server before they are written off.
+        self.started_at = clock.now()
+        self._last_pass: datetime | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop ----------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="cluster-reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                delay = self.reconcile_once()
+            except Exception:  # a bad pass must not kill the loop; it is retried
+                log.exception("cluster reconcile failed")
+                delay = MAX_POLL_S
+            self._wake.wait(delay)
+
+    def reconcile_once(self) -> float:
+        """One pass over every cluster; returns how soon the next pass is due."""
+        now = self.clock.now()
+        elapsed = (now - self._last_pass).total_seconds() if self._last_pass else 0.0
+        self._last_pass = now
+        with self.store.session() as session:
+            names = session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type == "amlcompute")).all()
+        if not names:
+            return IDLE_POLL_S
+        listing = {name: p.list_nodes() for name, p in self.providers.items()}
+        errors = {name: p.poll_errors() for name, p in self.providers.items()}
+        delay = IDLE_POLL_S
+        for name in names:
+            loaded = self._load(name)
+            if loaded is None:
+                continue
+            provider = loaded.spec.get("cible", {}).get("provider", "local")
+            views = self._observe(loaded, listing.get(provider, {}), errors.get(provider, {}), now)
+            views = self._preempt_at_random(loaded, views, provider, elapsed)
+            plan = decide_cluster(loaded.config, views, loaded.queued, loaded.running, now)
+            self._apply(loaded, plan, provider, now)
+            delay = min(delay, self._next_due(loaded, views, now))
+        return delay
+
+    # -- load and observe -----------------------------------------------------------------
+    def _load(self, name: str) -> Loaded | None:
+        with self.store.session() as session:
+            row = session.get(ComputeRow, name)
+            if row is None:
+                return None
+            spec = dict(row.spec)
+            size = catalog.get_size(spec["size"])
+            policy = spec.get("cible", {}).get("on_node_failure", "requeue")
+            config = ClusterConfig(
+                name=name, min_instances=spec.get("min_instances", 0), max_instances=spec.get("max_instances", 1),
+                idle_time_before_scale_down=float(spec.get("idle_time_before_scale_down", 120)),
+                gpus_per_node=size.gpus, vcpus_per_node=size.vcpus, memory_gb_per_node=size.memory_gb,
+                tier=spec.get("tier", "dedicated"), deleting=row.provisioning_state == DELETING,
+                heartbeat_timeout_s=self.heartbeat_timeout_s, prepare_timeout_s=self.prepare_timeout_s,
+                size=size.name,
+            )
+            loaded = Loaded(config=config, size=size, spec=spec)
+            loaded.nodes = list(session.scalars(select(NodeRow).where(
+                NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
+            jobs = session.scalars(select(JobRow).where(
+                JobRow.target == name, JobRow.status.notin_(["Completed", "Failed", "Canceled"]))).all()
+            for job in jobs:
+                run = job.run or {}
+                handle = run.get("handle")
+                if handle:
+                    loaded.running.append(RunningJob(name=job.name, node_ids=tuple(handle["nodes"]),
+                                                     on_node_failure=policy))
+                    loaded.handles[job.name] = list(handle["nodes"])
+                elif job.status == JobStatus.QUEUED.value:
+                    loaded.queued.append(QueuedJob(name=job.name, submitted_at=_aware(job.created_at),
+                                                   instance_count=run["plan"].get("instance_count") or 1,
+                                                   on_node_failure=policy))
+            session.expunge_all()
+        return loaded
+
+    def _observe(self, loaded: Loaded, listed: dict[str, ProviderNode], errors: dict[str, str],
+                 now: datetime) -> list[NodeView]:
+        views = []
+        for row in loaded.nodes:
+            seen = listed.get(row.node_id)
+            present = seen is not None and row.node_id not in errors
+            if row.node_id in errors:
+                log.warning("node %s: %s", row.node_id, errors[row.node_id])
+            heartbeat = _aware(row.last_heartbeat)
+            if heartbeat is not None:
+                heartbeat = max(heartbeat, self.started_at)
+            created = max(_aware(row.created_at), self.started_at) if row.state == "preparing" else _aware(row.created_at)
+            views.append(NodeView(
+                node_id=row.node_id, state=NodeState(row.state), created_at=created, job_name=row.job_name,
+                idle_since=_aware(row.idle_since), last_heartbeat=heartbeat, present=present,
+                preempted=bool(seen and seen.preempted),
+            ))
+        return views
+
+    def _preempt_at_random(self, loaded: Loaded, views: list[NodeView], provider: str,
+                           elapsed_s: float) -> list[NodeView]:
+        """The drill: `cible.preemptions_per_node_hour` on a low-priority cluster evicts nodes at random."""
+        rate = float(loaded.spec.get("cible", {}).get("preemptions_per_node_hour", 0) or 0)
+        if rate <= 0 or elapsed_s <= 0:
+            return views
+        probability = 1 - math.exp(-rate * elapsed_s / 3600)
+        victims = preemptions(loaded.config, views, probability, [self.rng.random() for _ in views])
+        for node_id in victims:
+            self.providers[provider].preempt(node_id)
+        return [replace(v, preempted=True) if v.node_id in victims else v for v in views]
+
+    # -- apply, then act ----------------------------------------------------------------
+    def _apply(self, loaded: Loaded, plan: ClusterPlan, provider_name: str, now: datetime) -> None:
+        name = loaded.config.name
+        wake: set[str] = set()
+        requests: list[NodeRequest] = []
+        jobs_changed = bool(plan.requeue or plan.fail)
+        with self.store.session() as session:
+            for node_id, target, reason in plan.node_transitions:
+                row = session.get(NodeRow, node_id, with_for_update=True)
+                check_transition(row.state, target)
+                session.add(NodeStateRow(node_id=node_id, from_state=row.state, to_state=target.value,
+                                         reason=reason, at=now))
+                row.state, row.updated_at = target.value, now
+                if target in (NodeState.IDLE, NodeState.REMOVED):
+                    row.job_name = None
+                if target == NodeState.IDLE:
+                    row.idle_since = now
+                wake.add(node_id)
+            for job_name, why in plan.requeue:
+                wake.update(self._requeue(session, job_name, why, now))
+            for job_name, why in plan.fail:
+                wake.update(self._fail(session, job_name, why, now))
+            for job_name, node_ids in plan.assign:
+                self._assign(session, job_name, list(node_ids), now)
+                wake.update(node_ids)
+            for job_name, reason in plan.waiting.items():
+                job = session.get(JobRow, job_name, with_for_update=True)
+                if job is not None and (job.run or {}).get("queue_reason") != reason:
+                    job.run = {**job.run, "queue_reason": reason}
+            for _ in range(plan.launch):
+                requests.append(self._new_node(session, loaded, provider_name, now))
+            compute = session.get(ComputeRow, name)
+            if compute is not None:
+                compute.spec = {**compute.spec, "target_node_count": plan.target_nodes}
+                if plan.drained:
+                    session.delete(compute)
+        provider = self.providers[provider_name]
+        if requests:
+            provider.launch(requests)
+        if plan.terminate:
+            provider.terminate([node_id for node_id, _ in plan.terminate])
+        if wake:
+            self.hub.notify(*wake)
+        if jobs_changed:
+            self.on_jobs_changed()
+
+    def _assign(self, session, job_name: str, node_ids: list[str], now: datetime) -> None:  # noqa: ANN001
+        job = session.get(JobRow, job_name, with_for_update=True)
+        run = dict(job.run or {})
+        attempt = int(run.get("attempts", 0)) + 1
+        addrs = []
+        for node_id in node_ids:
+            node = session.get(NodeRow, node_id, with_for_update=True)
+            node.job_name = job_name
+            addrs.append(node.address or "127.0.0.1")
+        run.update(attempts=attempt, queue_reason=None, handle={
+            "runner": "cluster", "job_name": job_name, "compute": job.target, "attempt": attempt,
+            "nodes": node_ids, "node_addrs": addrs,
+            # The nodes of the `local` provider share this host, so a port free here is free for rank 0.
+            "master_port": free_port(addrs[0]) if addrs[0].startswith("127.") else 29500,
+        })
+        job.run = run
+        job.updated_at = now
+
+    def _requeue(self, session, job_name: str, why: str, now: datetime) -> list[str]:  # noqa: ANN001
+        """Put a job whose node was lost back in the queue (its place kept); the nodes it
+        still holds drop it on their next heartbeat."""
+        job = session.get(JobRow, job_name, with_for_update=True)
+        if job is None or is_terminal(job.status):
+            return []
+        run = dict(job.run or {})
+        handle = run.pop("handle", None) or {}
+        if job.status == JobStatus.CANCEL_REQUESTED.value:
+            set_status(session, job, JobStatus.CANCELED, now, reason=f"canceled; {why}")
+            job.error = {"code": "Canceled", "message": f"canceled by the user; {why}"}
+        else:
+            set_status(session, job, JobStatus.QUEUED, now, reason=f"requeued: {why}")
+            run["requeues"] = [*run.get("requeues", []), {"attempt": handle.get("attempt"), "reason": why,
+                                                         "at": now.isoformat()}]
+            self._archive_attempt(job_name, handle.get("attempt"))
+        job.run = run
+        return list(handle.get("nodes", []))
+
+    def _fail(self, session, job_name: str, why: str, now: datetime) -> list[str]:  # noqa: ANN001
+        job = session.get(JobRow, job_name, with_for_update=True)
+        if job is None or is_terminal(job.status):
+            return []
+        set_status(session, job, JobStatus.FAILED, now, reason=why)
+        job.error = {"code": "NodeLost" if (job.run or {}).get("handle") else "CannotRun", "message": why}
+        return list(((job.run or {}).get("handle") or {}).get("nodes", []))
+
+    def _archive_attempt(self, job_name: str, attempt: int | None) -> None:
+        """Keep a requeued attempt's logs beside the new attempt's, under artifacts/attempt-<k>/."""
+        if not attempt:
+            return
+        artifacts = self.paths.run_dir(job_name) / "artifacts"
+        keep = artifacts / f"attempt-{attempt}"
+        for name in ("user_logs", "system_logs"):
+            if (artifacts / name).is_dir():
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(artifacts / name), str(keep / name))
+
+    def _new_node(self, session, loaded: Loaded, provider: str, now: datetime) -> NodeRequest:  # noqa: ANN001
+        low = loaded.config.tier == "low_priority"
+        # Azure's node ids look like tvmps_<hex>_d (dedicated) or _p (low priority).
+        node_id = f"tvmps_{uuid.uuid4().hex[:24]}_{'p' if low else 'd'}"
+        session.add(NodeRow(node_id=node_id, compute=loaded.config.name, provider=provider,
+                            state=NodeState.PREPARING.value, address="127.0.0.1", info={}, created_at=now,
+                            updated_at=now))
+        session.flush()
+        session.add(NodeStateRow(node_id=node_id, from_state=None, to_state=NodeState.PREPARING.value,
+                                 reason="requested by the autoscaler", at=now))
+        size = loaded.size
+        return NodeRequest(node_id=node_id, compute=loaded.config.name, size=size.name, vcpus=size.vcpus,
+                           memory_gb=size.memory_gb, gpus=size.gpus, low_priority=low,
+                           overcommit=bool(loaded.spec.get("cible", {}).get("overcommit", False)))
+
+    def _next_due(self, loaded: Loaded, views: list[NodeView], now: datetime) -> float:
+        """Seconds to the next idle scale-down deadline, so it is met to the tick; at most MAX_POLL_S."""
+        if not views and not loaded.queued:
+            return IDLE_POLL_S
+        due = MAX_POLL_S
+        idle_time = timedelta(seconds=loaded.config.idle_time_before_scale_down)
+        for v in views:
+            if v.state == NodeState.IDLE and v.idle_since is not None:
+                due = min(due, max(0.01, (v.idle_since + idle_time - now).total_seconds() + 0.005))
+        return due
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+

@@ -1,0 +1,133 @@
+"""A cluster job's run as the server keeps it: the node plans it hands out, the agents'
+reports (files under the job's run dir, so they survive a restart), and the runner
+that turns those reports into the job's status.
+
+The handle of a job placed on a cluster (written by the cluster reconciler) is
+``{"runner": "cluster", "compute", "attempt", "nodes": [node ids by node rank],
+"node_addrs", "master_port"}``. Each attempt reports into files of its own, so a
+late report of an attempt that was requeued can never move the new one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cible.backends.base.contract import RunObservation
+from cible.launch.state import write_json_atomic
+from cible.workspace import WorkspacePaths
+
+TERMINAL = ("Completed", "Failed", "Canceled")
+ARTIFACT_DIRS = ("user_logs", "system_logs", "outputs", "logs")
+
+
+def node_plan(plan: dict[str, Any], handle: dict[str, Any], node_rank: int, paths: WorkspacePaths) -> dict[str, Any]:
+    """The launcher plan for one node of a job: the job's plan plus where this node stands."""
+    return {
+        **plan,
+        "node_rank": node_rank,
+        "node_addrs": handle["node_addrs"],
+        "master_port": handle["master_port"],
+        "attempt": handle["attempt"],
+        # Survives a requeue: a preempted job resumes from what it saved here.
+        "resume_dir": str(resume_dir(paths, plan["job_name"])),
+    }
+
+
+def resume_dir(paths: WorkspacePaths, job_name: str) -> Path:
+    return paths.run_dir(job_name) / "checkpoint"
+
+
+def report_path(paths: WorkspacePaths, job_name: str, attempt: int, node_rank: int) -> Path:
+    return paths.run_dir(job_name) / "reports" / f"attempt-{attempt}-node-{node_rank}.json"
+
+
+def save_report(paths: WorkspacePaths, job_name: str, report: dict[str, Any]) -> None:
+    path = report_path(paths, job_name, report["attempt"], report["node_rank"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, report)
+
+
+def artifact_path(paths: WorkspacePaths, job_name: str, rel: str) -> Path | None:
+    """Where a shipped artifact file goes, or None when `rel` is not a plain artifact path."""
+    parts = rel.split("/")
+    if not parts or parts[0] not in ARTIFACT_DIRS or any(p in ("", ".", "..") for p in parts) or "\\" in rel:
+        return None
+    return paths.run_dir(job_name) / "artifacts" / Path(*parts)
+
+
+def write_chunk(path: Path, offset: int, data: bytes) -> None:
+    """Write `data` at `offset` (a resent chunk lands where it did before); offset 0 starts the file over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "r+b" if path.exists() and offset > 0 else "wb"
+    with open(path, mode) as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+def merge_reports(reports: list[dict[str, Any] | None]) -> RunObservation:
+    """One observation for a job from its nodes' reports (index = node rank; None: not yet).
+
+    The job follows node rank 0's progress; it fails as soon as any node fails (the
+    other nodes are then told to drop it), completes only when every node completed,
+    and is canceled when every node ended and one was canceled.
+    """
+    known = [r for r in reports if r is not None]
+    for rank, report in enumerate(reports):
+        if report and report["history"][-1:] == ["Failed"]:
+            error = dict(report.get("error") or {"code": "Failed", "message": "the job failed"})
+            if len(reports) > 1:
+                error["message"] = f"node rank {rank}: {error.get('message', '')}"
+            history = [*_progress(reports[0] or report), "Failed"]
+            return RunObservation(history=history, error=error, exit_code=report.get("exit_code"))
+    progress = _progress(reports[0]) if reports and reports[0] else []
+    if len(known) == len(reports) and all(r["history"][-1:] and r["history"][-1] in TERMINAL for r in known):
+        ends = {r["history"][-1] for r in known}
+        final = "Completed" if ends == {"Completed"} else "Canceled"
+        source = next(r for r in known if r["history"][-1] == final)
+        return RunObservation(history=[*progress, final], error=source.get("error"), exit_code=source.get("exit_code"))
+    return RunObservation(history=progress)
+
+
+def _progress(report: dict[str, Any]) -> list[str]:
+    return [s for s in report["history"] if s not in TERMINAL]
+
+
+class ClusterRunner:
+    """The job reconciler's view of jobs on clusters: the cluster reconciler places them
+    (`places_jobs`), agents run them, and this reads what they reported."""
+
+    name = "cluster"
+    places_jobs = True
+
+    def __init__(self, paths: WorkspacePaths, notify_nodes) -> None:  # noqa: ANN001
+        self.paths = paths
+        self.notify_nodes = notify_nodes  # notify_nodes(*node_ids): wake their agents' long-polls
+
+    def prepare(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("jobs on a cluster are placed by the cluster reconciler, not submitted")
+
+    def poll(self, handle: dict[str, Any]) -> RunObservation:
+        job = handle["job_name"]
+        reports = [_read(report_path(self.paths, job, handle["attempt"], rank)) for rank in range(len(handle["nodes"]))]
+        return merge_reports(reports)
+
+    def cancel(self, handle: dict[str, Any]) -> None:
+        self.notify_nodes(*handle["nodes"])  # their next heartbeat reply carries the cancel
+
+    def log_path(self, handle: dict[str, Any]) -> Path | None:
+        return self.paths.run_dir(handle["job_name"]) / "artifacts" / "user_logs" / "std_log.txt"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

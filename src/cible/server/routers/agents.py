@@ -1,0 +1,60 @@
+"""/api/v1/agent: the node agents' side of the API (heartbeat long-poll, reports, files)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+router = APIRouter(prefix="/api/v1/agent", tags=["agents"])
+
+
+class RunRef(BaseModel):
+    job: str
+    attempt: int = Field(..., ge=1)
+    canceling: bool = False
+
+
+class Heartbeat(BaseModel):
+    runs: list[RunRef] = Field(default_factory=list)
+    wait_s: float = Field(0.0, ge=0.0, le=60.0, description="hold the reply up to this long while nothing changes")
+    usage: dict[str, Any] | None = None
+
+
+class Report(BaseModel):
+    attempt: int = Field(..., ge=1)
+    node_rank: int = Field(..., ge=0)
+    history: list[str]
+    error: dict[str, Any] | None = None
+    exit_code: int | None = None
+    ended: bool = False
+
+
+@router.post("/nodes/{node_id}/heartbeat", summary="Heartbeat; the reply says what the node should run")
+async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str, Any]:
+    agents = request.app.state.agents
+    hub = request.app.state.hub
+    await run_in_threadpool(agents.beat, node_id, body.usage)
+    has = {(r.job, r.attempt): r.canceling for r in body.runs}
+    hub.clear(node_id)  # anything notified from here on is seen by the read below or wakes the wait
+    reply = await run_in_threadpool(agents.wanted, node_id, has)
+    if body.wait_s > 0 and agents.settled(reply, has):
+        await hub.wait(node_id, min(body.wait_s, agents.wait_s))
+        reply = await run_in_threadpool(agents.wanted, node_id, has)
+    return reply
+
+
+@router.post("/nodes/{node_id}/runs/{job_name}/report", summary="A run's statuses as its launcher reported them")
+def report(node_id: str, job_name: str, body: Report, request: Request) -> dict[str, Any]:
+    request.app.state.agents.report(node_id, job_name, body.model_dump())
+    return {"accepted": True}
+
+
+@router.put("/nodes/{node_id}/runs/{job_name}/files/{path:path}", summary="Part of a run's log or artifact file")
+async def put_file(node_id: str, job_name: str, path: str, request: Request,
+                   attempt: int = Query(..., ge=1), offset: int = Query(0, ge=0)) -> dict[str, Any]:
+    data = await request.body()
+    await run_in_threadpool(request.app.state.agents.put_file, node_id, job_name, attempt, path, offset, data)
+    return {"path": path, "offset": offset, "size": len(data)}
