@@ -96,6 +96,39 @@ class Workspace:
             self.cible("server", "stop", check=False, timeout=60)
         except subprocess.TimeoutExpired:
             pass
+        kill_nodes(self.home)
+
+    def agent_pid(self, node_id: str) -> int:
+        return json.loads((self.home / "nodes" / node_id / "agent.json").read_text())["pid"]
+
+    def nodes(self, compute: str) -> list[dict[str, Any]]:
+        return self.json("compute", "list-nodes", "-n", compute)
+
+    def wait_nodes(self, compute: str, check, timeout: float = 60.0, message: str = "") -> list[dict[str, Any]]:  # noqa: ANN001
+        """Poll list-nodes until check(states) holds, where states is the sorted list of node_state."""
+        def done() -> tuple[list[dict[str, Any]]] | None:
+            nodes = self.nodes(compute)
+            return (nodes,) if check(sorted(n["node_state"] for n in nodes)) else None  # truthy when empty
+
+        return wait_until(done, timeout, interval=0.2, message=message or f"the nodes of {compute}")[0]
+
+
+def kill_nodes(home: Path) -> None:
+    """End every node agent of the workspace (a stopped server leaves its cluster nodes running)."""
+    import psutil
+
+    for agent_file in (home / "nodes").glob("*/agent.json"):
+        try:
+            proc = psutil.Process(json.loads(agent_file.read_text())["pid"])
+            tree = [proc, *proc.children(recursive=True)]
+        except (psutil.Error, ValueError, KeyError, OSError):
+            continue
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(tree, timeout=10)
 
 
 def files_in(root: Path) -> list[str]:

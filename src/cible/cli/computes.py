@@ -36,6 +36,8 @@ def register(app: typer.Typer) -> None:
         max_instances: Annotated[Optional[int], typer.Option("--max-instances")] = None,
         idle: Annotated[Optional[int], typer.Option("--idle-time-before-scale-down", help="seconds")] = None,
         tier: Annotated[Optional[str], typer.Option("--tier", help="dedicated or low_priority")] = None,
+        overcommit: Annotated[bool, typer.Option(
+            "--overcommit", help="start nodes of a size this machine cannot hold (cible: {overcommit: true})")] = False,
         set_: Annotated[Optional[list[str]], typer.Option("--set")] = None,
         output: OutputOpt = OutputFormat.table,
     ) -> None:
@@ -45,11 +47,16 @@ def register(app: typer.Typer) -> None:
         flags = {"type": type_, "size": size, "min_instances": min_instances, "max_instances": max_instances,
                  "idle_time_before_scale_down": idle, "tier": tier}
         flags = {k: v for k, v in flags.items() if v is not None}
+        if overcommit:
+            flags["cible.overcommit"] = True
         if file is not None:
             overrides = [*(set_ or ()), *(f"{k}={v}" for k, v in flags.items())]
             loaded = load_spec(file, "compute", set_overrides=overrides, name=name)
         else:
-            loaded = load_spec_dict({"name": name, **flags}, "compute", source="flags")
+            nested = {k: v for k, v in flags.items() if "." not in k}
+            if overcommit:
+                nested["cible"] = {"overcommit": True}
+            loaded = load_spec_dict({"name": name, **nested}, "compute", source="flags")
         for line in loaded.warnings:
             warn(line)
         _show(_compute_ops().begin_create_or_update(loaded.entity).result(), output)
@@ -77,8 +84,23 @@ def register(app: typer.Typer) -> None:
         """Delete a compute."""
         if not yes:
             typer.confirm(f"delete compute '{name}'?", abort=True)
-        _compute_ops().begin_delete(name).result()
-        console.print(f"deleted compute '{name}'", highlight=False)
+        draining = _compute_ops().begin_delete(name).result()
+        if draining is None:
+            console.print(f"deleted compute '{name}'", highlight=False)
+        else:
+            busy = draining.get("node_state_counts", {}).get("running", 0)
+            console.print(f"deleting compute '{name}': it takes no new jobs; its {draining['current_node_count']} "
+                          f"node(s) leave once idle ({busy} running a job), then it is gone", highlight=False)
+
+    @app.command("preempt-node")
+    def preempt_node(
+        name: Annotated[str, typer.Option("--name", "-n", help="a low-priority cluster")],
+        node_id: Annotated[str, typer.Option("--node-id", help="a node of list-nodes")],
+        output: OutputOpt = OutputFormat.table,
+    ) -> None:
+        """Evict a node of a low-priority cluster now, as Azure takes a low-priority VM back (drills, tests):
+        its job goes back to the queue and restarts on another node."""
+        _show(_compute_ops().preempt_node(name, node_id), output)
 
     @app.command("list-nodes")
     def list_nodes(name: Annotated[str, typer.Option("--name", "-n")], output: OutputOpt = OutputFormat.table) -> None:

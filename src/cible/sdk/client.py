@@ -34,8 +34,13 @@ class ComputeOperations:
         return Done(Resource(self._client.json("PATCH", f"/computes/{name}", json=changes)))
 
     def begin_delete(self, name: str) -> Done:
-        self._client.request("DELETE", f"/computes/{name}")
-        return Done()
+        """Delete a compute; a cluster with nodes drains first (its result is the Deleting cluster)."""
+        response = self._client.request("DELETE", f"/computes/{name}")
+        return Done(Resource(response.json()) if response.status_code == 202 else None)
+
+    def preempt_node(self, name: str, node_id: str) -> Resource:
+        """Evict a node of a low-priority cluster now, as Azure takes back a low-priority VM (drills, tests)."""
+        return Resource(self._client.json("POST", f"/computes/{name}/nodes/{node_id}:preempt"))
 
     def list_nodes(self, name: str) -> list[Resource]:
         return [Resource(n) for n in self._client.json("GET", f"/computes/{name}/nodes")["value"]]
