@@ -10,7 +10,8 @@ from cible.server.settings import ServerSettings
 from cible.testing import FrozenClock
 
 TOKEN = "t"
-CLUSTER = {"type": "amlcompute", "size": "Standard_DS3_v2", "min_instances": 0, "max_instances": 2,
+# One vCPU and 3.5 GB: a size every test machine can hold (nodes run on this machine).
+CLUSTER = {"type": "amlcompute", "size": "Standard_DS1_v2", "min_instances": 0, "max_instances": 2,
            "idle_time_before_scale_down": 120}
 
 
@@ -43,6 +44,7 @@ def test_a_cluster_is_created_listed_updated_and_deleted(api: TestClient):
         ({**CLUSTER, "min_instances": 3}, 422, "must not exceed"),
         ({**CLUSTER, "sise": "x"}, 422, "sise"),
         ({"type": "computeinstance", "size": "Standard_DS3_v2"}, 400, "does not run compute instances yet"),
+        ({**CLUSTER, "size": "Standard_E64s_v3"}, 400, "the host has"),
     ],
 )
 def test_bad_computes_are_refused_with_the_reason(api: TestClient, body: dict, status: int, needle: str):
@@ -67,7 +69,36 @@ def test_local_cannot_be_replaced_or_deleted(api: TestClient):
     assert update.status_code == 400 and "no scale settings" in update.json()["error"]["message"]
 
 
-def test_jobs_on_a_cluster_are_refused_until_clusters_run_jobs(api: TestClient):
+def test_a_size_the_host_cannot_hold_is_accepted_with_overcommit(api: TestClient):
+    body = {**CLUSTER, "size": "Standard_E64s_v3", "cible": {"overcommit": True}}
+    created = api.put("/api/v1/computes/big", json=body)
+    assert created.status_code == 200, created.text
+    assert created.json()["cible"]["overcommit"] is True
+
+
+def test_jobs_on_a_cluster_queue_and_those_that_could_never_fit_are_refused(api: TestClient):
     api.put("/api/v1/computes/cpu-cluster", json=CLUSTER)
-    response = api.put("/api/v1/jobs/j", json={"command": "echo", "compute": "azureml:cpu-cluster"})
-    assert response.status_code == 400 and "amlcompute" in response.json()["error"]["message"]
+    queued = api.put("/api/v1/jobs/j", json={"command": "echo", "compute": "azureml:cpu-cluster"})
+    assert queued.status_code == 200 and queued.json()["status"] == "Queued", queued.text
+    too_big = api.put("/api/v1/jobs/k", json={"command": "echo", "compute": "azureml:cpu-cluster",
+                                              "resources": {"instance_count": 3}})
+    assert too_big.status_code == 400 and "max_instances 2" in too_big.json()["error"]["message"]
+    assert too_big.json()["error"]["details"]["field"] == "resources.instance_count"
+    gpu = api.put("/api/v1/jobs/g", json={"command": "echo", "compute": "azureml:cpu-cluster",
+                                          "environment": "azureml:AzureML-acpt-pytorch-2.2-cuda12.1@latest"})
+    assert gpu.status_code == 400 and "has none" in gpu.json()["error"]["message"], gpu.text
+
+
+def test_deleting_a_cluster_with_nodes_drains_it(api: TestClient):
+    api.put("/api/v1/computes/cpu-cluster", json=CLUSTER)
+    from cible.server.store.rows import NodeRow
+
+    now = api.app.state.clock.now()
+    with api.app.state.store.session() as session:
+        session.add(NodeRow(node_id="n1", compute="cpu-cluster", provider="local", state="idle", info={},
+                            created_at=now, updated_at=now))
+    draining = api.delete("/api/v1/computes/cpu-cluster")
+    assert draining.status_code == 202 and draining.json()["provisioning_state"] == "Deleting"
+    refused = api.put("/api/v1/jobs/j", json={"command": "echo", "compute": "azureml:cpu-cluster"})
+    assert refused.status_code == 400 and "being deleted" in refused.json()["error"]["message"]
+    assert api.patch("/api/v1/computes/cpu-cluster", json={"max_instances": 3}).status_code == 409

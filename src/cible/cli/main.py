@@ -115,6 +115,15 @@ def quickstart(
     err_console.print(f"registered model {model['name']}:{model['version']} from job {job['name']}", highlight=False)
 
 
+@app.command("agent", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def agent(ctx: typer.Context) -> None:
+    """Run a compute node's agent (the local node provider starts these; see `cible agent --help`)."""
+    from cible.agent.__main__ import main as agent_main
+
+    raise typer.Exit(agent_main(ctx.args))
+
+
 def main() -> None:
     debug = "--debug" in sys.argv or os.environ.get("CIBLE_DEBUG") == "1"
     if "--debug" in sys.argv:

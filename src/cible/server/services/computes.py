@@ -214,7 +214,7 @@ def _check_host(entity) -> None:  # noqa: ANN001
     except LimitError as exc:
         raise InvalidRequestError(
             f"size: compute cluster '{entity.name}' would run its nodes on this machine, but {exc.message} "
-            "(--overcommit, or cible: {overcommit: true} in the YAML)", details={"field": "size"}) from None
+            "(in YAML: cible: {overcommit: true})", details={"field": "size"}) from None
 
 
 def _resource(session, row: ComputeRow) -> dict[str, Any]:  # noqa: ANN001

@@ -192,6 +192,10 @@ class JobService:
         }
         if row.status == JobStatus.QUEUED.value:
             resource["queue_reason"] = (row.run or {}).get("queue_reason") or f"about to start on {row.target}"
+        handle = (row.run or {}).get("handle") or {}
+        if handle.get("runner") == "cluster":  # where it runs: the nodes, by node rank
+            resource["nodes"] = handle["nodes"]
+            resource["attempt"] = handle["attempt"]
         plan = (row.run or {}).get("plan", {})
         if plan.get("outputs"):
             resource["output_uris"] = {k: v["uri"] for k, v in plan["outputs"].items()}
