@@ -241,3 +241,46 @@ def test_one_failing_rank_fails_a_two_node_job_and_ends_the_other_node(ws: Works
     assert job["error"]["message"].startswith("node rank 1:"), job["error"]
     # Node 0's sleeping rank is ended: both nodes are idle again, no job on them.
     ws.wait_nodes("cpu", lambda states: states == ["idle", "idle"], timeout=30, message="both nodes idle")
+
+
+def test_update_applies_live_more_nodes_start_for_waiting_jobs(ws: Workspace) -> None:
+    create_cluster(ws, "cpu", max_instances=1, idle=600)
+    jobs = [submit(ws, f"live{i}", gated(ws, f"live{i}"), "cpu") for i in range(2)]
+    ws.wait_status(jobs[0], "Running", timeout=60)
+    assert "max 1" in ws.job(jobs[1])["queue_reason"]
+
+    updated = ws.json("compute", "update", "-n", "cpu", "--max-instances", "2", "--min-instances", "2")
+    assert (updated["min_instances"], updated["max_instances"]) == (2, 2)
+    ws.wait_status(jobs[1], "Running", timeout=60)
+    for name in jobs:
+        release(ws, name)
+        assert ws.wait_status(name, timeout=60)["status"] == "Completed"
+    # min_instances 2 keeps both nodes although they are idle.
+    assert ws.nodes("cpu") and sorted(n["node_state"] for n in ws.nodes("cpu")) == ["idle", "idle"]
+
+
+def test_preemption_rate_drill_requeues_the_running_job(tmp_path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    try:
+        spec = write_yaml(ws.cwd, "drill.yml", f"""
+            name: drill
+            type: amlcompute
+            size: {SMALL}
+            tier: low_priority
+            max_instances: 1
+            idle_time_before_scale_down: 600
+            cible:
+              preemptions_per_node_hour: 7200   # about one eviction every 0.5 s per node that is up
+            """)
+        ws.json("compute", "create", "-f", spec)
+        name = submit(ws, "evicted", "'echo attempt $CIBLE_ATTEMPT; sleep 600'", "drill")
+
+        def requeued() -> bool:
+            return any(h["status"] == "Queued" and "preempted" in (h["reason"] or "")
+                       for h in ws.job(name)["status_history"])
+
+        wait_until(requeued, 60, interval=0.2, message="a random preemption to requeue the job")
+        ws.cible("job", "cancel", "-n", name)
+        assert ws.wait_status(name, timeout=60)["status"] == "Canceled"
+    finally:
+        ws.stop()

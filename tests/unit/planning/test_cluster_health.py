@@ -165,9 +165,10 @@ def test_a_deleting_cluster_takes_no_jobs_removes_idle_nodes_and_drains_busy_one
     assert plan.drained
 
 
-def test_preemption_draws_are_injected_and_only_hit_low_priority_live_nodes():
+def test_preemption_draws_are_injected_and_only_hit_low_priority_nodes_that_are_up():
     clock = FrozenClock()
-    nodes = [node(clock, "n2"), node(clock, "n1", "running", job_name="a"), node(clock, "n3", "leaving")]
+    nodes = [node(clock, "n2"), node(clock, "n1", "running", job_name="a"), node(clock, "n3", "leaving"),
+             node(clock, "n0", "preparing")]
     assert preemptions(cfg(), nodes, 1.0, [0.0, 0.0]) == []
     assert preemptions(cfg(tier="low_priority"), nodes, 0.5, [0.9, 0.1]) == ["n2"]
     assert preemptions(cfg(tier="low_priority"), nodes, 0.5, [0.1, 0.1]) == ["n1", "n2"]

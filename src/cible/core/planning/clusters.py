@@ -162,12 +162,13 @@ def decide_cluster(
 def preemptions(
     config: ClusterConfig, nodes: Sequence[NodeView], probability: float, draws: Sequence[float]
 ) -> list[str]:
-    """Nodes a simulated low-priority eviction takes: the i-th live node (by node_id) goes
-    when draws[i] < probability. The caller supplies the draws from its seeded RNG and
+    """Nodes a simulated low-priority eviction takes: the i-th node that is up (idle or
+    running, by node_id) goes when draws[i] < probability. Nodes still preparing are spared,
+    so a drill evicts work, not boots. The caller supplies the draws from its seeded RNG and
     reports the victims back as `NodeView(preempted=True)`."""
     if config.tier != "low_priority":
         return []
-    candidates = sorted(n.node_id for n in nodes if n.state in LIVE and not n.preempted)
+    candidates = sorted(n.node_id for n in nodes if n.state in (N.IDLE, N.RUNNING) and not n.preempted)
     return [node_id for node_id, draw in zip(candidates, draws) if draw < probability]
 
 
