@@ -19,7 +19,7 @@ from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.server.clusters.hub import AgentHub
-from cible.server.clusters.runs import artifact_path, node_plan, save_report, write_chunk
+from cible.server.clusters.runs import ChunkError, artifact_path, node_plan, save_report, write_chunk
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow, NodeRow
 from cible.workspace import WorkspacePaths
@@ -95,7 +95,10 @@ class AgentService:
         if offset < 0:
             raise InvalidRequestError("offset: must be 0 or more", details={"field": "offset"})
         self._check_attempt(node_id, job_name, attempt)
-        write_chunk(path, offset, data)
+        try:
+            write_chunk(path, offset, data)
+        except ChunkError as exc:
+            raise ConflictError(f"{rel}: {exc}", details={"field": "path"}) from None
 
     def _check_attempt(self, node_id: str, job_name: str, attempt: int, node_rank: int | None = None) -> None:
         with self.store.session() as session:

@@ -52,14 +52,28 @@ def save_report(paths: WorkspacePaths, job_name: str, report: dict[str, Any]) ->
 def artifact_path(paths: WorkspacePaths, job_name: str, rel: str) -> Path | None:
     """Where a shipped artifact file goes, or None when `rel` is not a plain artifact path."""
     parts = rel.split("/")
-    if not parts or parts[0] not in ARTIFACT_DIRS or any(p in ("", ".", "..") for p in parts) or "\\" in rel:
+    if (len(parts) < 2 or parts[0] not in ARTIFACT_DIRS or any(p in ("", ".", "..") for p in parts)
+            or "\\" in rel or "\0" in rel or any(len(p.encode()) > 255 for p in parts)):
         return None
     return paths.run_dir(job_name) / "artifacts" / Path(*parts)
 
 
+class ChunkError(ValueError):
+    """A chunk that cannot be stored where it says (a gap before it, a folder in the way)."""
+
+
 def write_chunk(path: Path, offset: int, data: bytes) -> None:
-    """Write `data` at `offset` (a resent chunk lands where it did before); offset 0 starts the file over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` at `offset` (a resent chunk lands where it did before); offset 0 starts the file over.
+    A chunk may not start past the end of what the file has, so a file never has holes."""
+    size = path.stat().st_size if path.is_file() else 0
+    if offset > size:
+        raise ChunkError(f"offset {offset} is past the end of the file ({size} bytes); send the bytes before it first")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ChunkError("a file of that run is in the way of the folder") from None
+    if path.is_dir():
+        raise ChunkError("that path is a folder of the run, not a file")
     mode = "r+b" if path.exists() and offset > 0 else "wb"
     with open(path, mode) as fh:
         fh.seek(offset)

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from cible.core.lifecycle.jobs import JobStatus
+
 router = APIRouter(prefix="/api/v1/agent", tags=["agents"])
 
 
@@ -26,7 +28,7 @@ class Heartbeat(BaseModel):
 class Report(BaseModel):
     attempt: int = Field(..., ge=1)
     node_rank: int = Field(..., ge=0)
-    history: list[str]
+    history: list[JobStatus] = Field(..., description="Azure's job statuses, oldest first")
     error: dict[str, Any] | None = None
     exit_code: int | None = None
     ended: bool = False
@@ -48,13 +50,13 @@ async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str
 
 @router.post("/nodes/{node_id}/runs/{job_name}/report", summary="A run's statuses as its launcher reported them")
 def report(node_id: str, job_name: str, body: Report, request: Request) -> dict[str, Any]:
-    request.app.state.agents.report(node_id, job_name, body.model_dump())
+    request.app.state.agents.report(node_id, job_name, body.model_dump(mode="json"))
     return {"accepted": True}
 
 
 @router.put("/nodes/{node_id}/runs/{job_name}/files/{path:path}", summary="Part of a run's log or artifact file")
 async def put_file(node_id: str, job_name: str, path: str, request: Request,
-                   attempt: int = Query(..., ge=1), offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                   attempt: int = Query(..., ge=1), offset: int = Query(0, ge=0, le=2**40)) -> dict[str, Any]:
     data = await request.body()
     await run_in_threadpool(request.app.state.agents.put_file, node_id, job_name, attempt, path, offset, data)
     return {"path": path, "offset": offset, "size": len(data)}
