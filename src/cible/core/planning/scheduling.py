@@ -66,24 +66,25 @@ def place_fifo(config: ClusterConfig, queued: Sequence[QueuedJob], free_nodes: S
 def waiting_reasons(
     config: ClusterConfig, waiting: Sequence[QueuedJob], idle: int, starting: int, busy: int
 ) -> dict[str, str]:
-    """`cible job show` text for each waiting job: its queue position and the unmet condition.
+    """`cible job show` text for each waiting job: its queue position and the unmet condition."""
+    return {job.name: waiting_reason(config, position, job.instance_count, idle=idle, starting=starting, busy=busy)
+            for position, job in enumerate(waiting, start=1)}
 
-    The head waits for nodes ("waiting for 2 nodes: 1 idle, 1 starting, max 2"); the
-    others wait for the jobs ahead of them.
-    """
-    reasons: dict[str, str] = {}
-    for position, job in enumerate(waiting, start=1):
-        if position == 1:
-            counts = f"{idle} idle, {starting} starting" + (f", {busy} busy" if busy else "")
-            condition = f"waiting for {_nodes(job.instance_count)}: {counts}, max {config.max_instances}"
-        else:
-            ahead = position - 1
-            condition = (
-                f"waiting for the {ahead} job{'s' if ahead > 1 else ''} ahead of it (FIFO); "
-                f"needs {_nodes(job.instance_count)}"
-            )
-        reasons[job.name] = f"position {position} in the queue of {config.name}: {condition}"
-    return reasons
+
+def waiting_reason(config: ClusterConfig, position: int, instance_count: int, *, idle: int, starting: int,
+                   busy: int) -> str:
+    """Why the job at `position` of the cluster's queue waits. The head waits for nodes
+    ("waiting for 2 nodes: 1 idle, 1 starting, max 2"); the others wait for the jobs ahead."""
+    if position == 1:
+        counts = f"{idle} idle, {starting} starting" + (f", {busy} busy" if busy else "")
+        condition = f"waiting for {_nodes(instance_count)}: {counts}, max {config.max_instances}"
+    else:
+        ahead = position - 1
+        condition = (
+            f"waiting for the {ahead} job{'s' if ahead > 1 else ''} ahead of it (FIFO); "
+            f"needs {_nodes(instance_count)}"
+        )
+    return f"position {position} in the queue of {config.name}: {condition}"
 
 
 def _nodes(count: int) -> str:

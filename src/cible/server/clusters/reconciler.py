@@ -51,7 +51,6 @@ class Loaded:
     nodes: list[NodeRow] = field(default_factory=list)
     queued: list[QueuedJob] = field(default_factory=list)
     running: list[RunningJob] = field(default_factory=list)
-    handles: dict[str, list[str]] = field(default_factory=dict)  # running job → its nodes
 
 
 class ClusterReconciler:
@@ -143,17 +142,16 @@ class ClusterReconciler:
             loaded = Loaded(config=config, size=size, spec=spec)
             loaded.nodes = list(session.scalars(select(NodeRow).where(
                 NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
-            jobs = session.scalars(select(JobRow).where(
+            # Columns, not rows: a long queue is read on every pass.
+            jobs = session.execute(select(JobRow.name, JobRow.status, JobRow.created_at, JobRow.run).where(
                 JobRow.target == name, JobRow.status.notin_(["Completed", "Failed", "Canceled"]))).all()
-            for job in jobs:
-                run = job.run or {}
-                handle = run.get("handle")
+            for job_name, status, created_at, run in jobs:
+                handle = (run or {}).get("handle")
                 if handle:
-                    loaded.running.append(RunningJob(name=job.name, node_ids=tuple(handle["nodes"]),
+                    loaded.running.append(RunningJob(name=job_name, node_ids=tuple(handle["nodes"]),
                                                      on_node_failure=policy))
-                    loaded.handles[job.name] = list(handle["nodes"])
-                elif job.status == JobStatus.QUEUED.value:
-                    loaded.queued.append(QueuedJob(name=job.name, submitted_at=_aware(job.created_at),
+                elif status == JobStatus.QUEUED.value:
+                    loaded.queued.append(QueuedJob(name=job_name, submitted_at=_aware(created_at),
                                                    instance_count=run["plan"].get("instance_count") or 1,
                                                    on_node_failure=policy))
             session.expunge_all()
@@ -195,7 +193,7 @@ class ClusterReconciler:
         name = loaded.config.name
         wake: set[str] = set()
         requests: list[NodeRequest] = []
-        jobs_changed = bool(plan.requeue or plan.fail)
+        jobs_changed = bool(plan.requeue or plan.fail or plan.assign)
         with self.store.session() as session:
             for node_id, target, reason in plan.node_transitions:
                 row = session.get(NodeRow, node_id, with_for_update=True)
@@ -215,10 +213,8 @@ class ClusterReconciler:
             for job_name, node_ids in plan.assign:
                 self._assign(session, job_name, list(node_ids), now)
                 wake.update(node_ids)
-            for job_name, reason in plan.waiting.items():
-                job = session.get(JobRow, job_name, with_for_update=True)
-                if job is not None and (job.run or {}).get("queue_reason") != reason:
-                    job.run = {**job.run, "queue_reason": reason}
+            # plan.waiting is not stored: `job show` works the reason out when asked (the queue's
+            # positions all change whenever its head starts; writing them would cost a row each).
             for _ in range(plan.launch):
                 requests.append(self._new_node(session, loaded, provider_name, now))
             compute = session.get(ComputeRow, name)
@@ -245,6 +241,10 @@ class ClusterReconciler:
             node = session.get(NodeRow, node_id, with_for_update=True)
             node.job_name = job_name
             addrs.append(node.address or "127.0.0.1")
+        # Placed: the job leaves the queue. Preparing from here on (its nodes get ready for it);
+        # the launchers' own reports take it on from there.
+        set_status(session, job, JobStatus.PREPARING, now,
+                   reason=f"assigned to node{'s' if len(node_ids) > 1 else ''} {', '.join(node_ids)}")
         run.update(attempts=attempt, queue_reason=None, handle={
             "runner": "cluster", "job_name": job_name, "compute": job.target, "attempt": attempt,
             "nodes": node_ids, "node_addrs": addrs,

@@ -71,15 +71,18 @@ class JobReconciler:
 
     def reconcile_once(self) -> bool:
         """One pass over every live job; True while any job is live."""
+        clusters = self.cluster_names()
+        live = JobRow.status.notin_([s.value for s in TERMINAL])
+        if clusters:  # a job queued on a cluster is the cluster reconciler's until it places it
+            live = live & ~((JobRow.status == JobStatus.QUEUED.value) & JobRow.target.in_(clusters))
         with self.store.session() as session:
-            rows = session.scalars(
-                select(JobRow).where(JobRow.status.notin_([s.value for s in TERMINAL])).order_by(JobRow.created_at)
+            rows = session.execute(
+                select(JobRow.name, JobRow.status, JobRow.target, JobRow.run).where(live).order_by(JobRow.created_at)
             ).all()
-            jobs = [(r.name, r.status, r.target, dict(r.run or {})) for r in rows]
+            jobs = [(name, status, target, dict(run or {})) for name, status, target, run in rows]
         local = [run for _, _, target, run in jobs if target in self.runners]
         running = sum(1 for run in local if run.get("handle"))
         waiting = 0
-        clusters = self.cluster_names() if len(local) < len(jobs) else set()
         for name, status, target, run in jobs:
             runner = self.runners.get(target) or (self.cluster_runner if target in clusters else None)
             handle = run.get("handle")

@@ -15,6 +15,7 @@ from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.planning.clusters import ClusterConfig, admission_error
+from cible.core.planning.scheduling import waiting_reason
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.clusters.agents import node_listing
 from cible.server.store.db import Store
@@ -165,6 +166,17 @@ class ComputeService:
     def cluster_names(self) -> set[str]:
         with self.store.session() as session:
             return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type == "amlcompute")))
+
+    def queue_reason(self, name: str, position: int, instance_count: int) -> str:
+        """The wait of the job at `position` in cluster `name`'s queue, from its nodes now."""
+        try:
+            compute = self.get(name)
+        except NotFoundError:
+            return f"compute '{name}' no longer exists; the job will fail"
+        counts = compute.get("node_state_counts") or {}
+        config = ClusterConfig(name=name, max_instances=compute.get("max_instances", 1))
+        return waiting_reason(config, position, instance_count, idle=counts.get("idle", 0),
+                              starting=counts.get("preparing", 0), busy=counts.get("running", 0))
 
     def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None) -> None:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run

@@ -173,6 +173,16 @@ class JobService:
             raise NotFoundError(f"job '{name}' does not exist in this workspace", details={"name": name})
         return row
 
+    def _cluster_queue_reason(self, session: Session, row: JobRow) -> str:
+        """Why a job queued on a cluster waits, worked out now: its FIFO position and the cluster's nodes."""
+        if row.target == "local":
+            return f"about to start on {row.target}"
+        ahead = session.scalar(select(func.count()).select_from(JobRow).where(
+            JobRow.target == row.target, JobRow.status == JobStatus.QUEUED.value,
+            (JobRow.created_at < row.created_at) | ((JobRow.created_at == row.created_at) & (JobRow.name < row.name))))
+        instance_count = (row.run or {}).get("plan", {}).get("instance_count") or 1
+        return self.computes.queue_reason(row.target, (ahead or 0) + 1, instance_count)
+
     def _resource(self, session: Session, row: JobRow, history: bool = True) -> dict[str, Any]:
         """The job as `az ml job show` prints it, plus cible's own fields."""
         resource = {
@@ -191,7 +201,7 @@ class JobService:
             "target": row.target,
         }
         if row.status == JobStatus.QUEUED.value:
-            resource["queue_reason"] = (row.run or {}).get("queue_reason") or f"about to start on {row.target}"
+            resource["queue_reason"] = (row.run or {}).get("queue_reason") or self._cluster_queue_reason(session, row)
         handle = (row.run or {}).get("handle") or {}
         if handle.get("runner") == "cluster":  # where it runs: the nodes, by node rank
             resource["nodes"] = handle["nodes"]
