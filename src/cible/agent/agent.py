@@ -4,7 +4,7 @@ It pulls, never listens: a long-polled heartbeat to the workspace server returns
 once when the server has something for the node (a job to start, a cancel, a job to
 drop, stop) and otherwise after `wait_s`, so an idle node starts work the moment it
 is assigned without polling on an interval. The jobs themselves run through the same
-launcher as everywhere (`python -m cible.launch`, a standby kept warm), each launcher
+launcher as everywhere (`python -m cible.launch`, forked by a warm fork server), each launcher
 held to the node's size by `NodeLimits`. A watcher ships the run's log and artifact
 files to the server as they grow and reports each status change; the final report
 goes only after every file is shipped, so a job the server sees ended is complete.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -25,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from cible.backends.base.contract import RunObservation
 from cible.backends.local.limits import NodeLimits, preexec_for
 from cible.backends.local.runner import LocalProcessRunner
+from cible.client.http import httpx  # httpx without its command-line tool: a faster node start
 
 log = logging.getLogger("cible.agent")
 WATCH_INTERVAL_S = 0.05
@@ -201,6 +201,8 @@ class Agent:
             with self.lock:
                 self.runs.pop(run.key, None)
                 self.done.add(run.key)
+            # Everything it made is on the server now; a long-lived node keeps no run folders.
+            shutil.rmtree(run.handle["run_dir"], ignore_errors=True)
 
     def _report_of(self, run: Run, observation: RunObservation, ended: bool) -> dict[str, Any]:
         history, error = list(observation.history), observation.error

@@ -305,16 +305,39 @@ class Launcher:
         return 0
 
 
-def standby() -> int:
-    """Wait, already imported, for a run dir on stdin; then run it.
+def fork_server() -> int:
+    """Stay started and imported; for each run dir read on stdin, fork a launcher for it and
+    write the launcher's pid on stdout. EOF (the runner went away) ends the server; the
+    launchers it forked go on.
 
-    A runner keeps one standby launcher ready so that Python's start and these
-    imports are off a job's critical path. EOF (the runner went away) ends it.
+    A fork of this warm, single-threaded process costs a few milliseconds where starting
+    Python and these imports costs a hundred or more of CPU: that is what a busy node or
+    a short job would otherwise pay for every job.
     """
-    line = sys.stdin.readline().strip()
-    if not line:
-        return 0
-    run_dir = Path(line)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the launchers
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        run_dir = Path(line.strip())
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the launcher waits for its own children
+                os.setsid()  # its own session: cancel ends its tree, and it outlives this server
+                _redirect_stdio(run_dir)
+                code = Launcher(run_dir).run()
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        sys.stdout.write(f"{pid}\n")
+        sys.stdout.flush()
+
+
+def _redirect_stdio(run_dir: Path) -> None:
+    """The launcher's own stdout/stderr go to system_logs/launcher_stdio.txt; stdin is empty."""
     log_path = run_dir / "artifacts" / "system_logs" / "launcher_stdio.txt"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     for stream in (1, 2):
@@ -323,14 +346,13 @@ def standby() -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    return Launcher(run_dir).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--standby"]:
-        return standby()
+    if args == ["--fork-server"]:
+        return fork_server()
     if len(args) != 1:
-        print("usage: python -m cible.launch RUN_DIR | --standby", file=sys.stderr)
+        print("usage: python -m cible.launch RUN_DIR | --fork-server", file=sys.stderr)
         return 2
     return Launcher(Path(args[0])).run()

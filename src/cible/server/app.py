@@ -48,6 +48,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     clusters = ClusterReconciler(store, paths, providers, hub, clock,
                                  heartbeat_timeout_s=settings.node_heartbeat_timeout_s,
                                  prepare_timeout_s=settings.node_prepare_timeout_s)
+    for provider in providers.values():
+        provider.on_node_gone = clusters.wake
     computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,
                                cluster_runner=ClusterRunner(paths, hub.notify), cluster_names=computes.cluster_names,

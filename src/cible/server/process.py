@@ -16,7 +16,6 @@ from cible.launch.state import write_json_atomic
 from cible.server.settings import ServerSettings
 from cible.workspace import WorkspacePaths
 
-
 PORT_FILE = "server.port"  # kept after a stop, unlike server.json
 
 
@@ -61,7 +60,7 @@ def serve(settings: ServerSettings) -> None:
     app = create_app(settings, token, url=url)
     info = {"pid": os.getpid(), "url": url, "workspace": str(paths.home), "database": _safe_url(settings.db_url)}
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     write_json_atomic(paths.server_file, info)
     (paths.home / PORT_FILE).write_text(str(port))
     # uvicorn re-raises SIGTERM once it has shut down; exit through Python so the
@@ -78,6 +77,18 @@ def serve(settings: ServerSettings) -> None:
         lock.close()
 
 
+def _server_class():  # noqa: ANN202
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:  # noqa: ANN001
+            # Agents' long-polls would hold the graceful shutdown for their whole wait.
+            self.config.app.state.hub.release_all()
+            await super().shutdown(sockets)
+
+    return Server
+
+
 def _previous_port(paths: WorkspacePaths) -> int:
     """The port the last server of this workspace had: running jobs keep reaching it after a restart."""
     try:
@@ -87,8 +98,11 @@ def _previous_port(paths: WorkspacePaths) -> int:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # proto must say TCP: asyncio disables Nagle only on sockets whose proto is IPPROTO_TCP, and
+    # with Nagle on every response after a connection's first waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError:

@@ -7,6 +7,7 @@ keyed by the job name, so a restarted server can call again safely.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,6 +77,7 @@ class NodeProvider(Protocol):
     so a restarted server can repeat a launch or terminate it is not sure happened."""
 
     name: str
+    on_node_gone: Callable[[], None]  # set by the server: called when a terminated node is gone
 
     def launch(self, requests: list[NodeRequest]) -> None:
         """Start an agent per request (a node already started is left alone)."""

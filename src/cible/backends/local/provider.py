@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -41,6 +42,7 @@ class LocalNodeProvider:
         self.python = python or sys.executable
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.on_node_gone: Callable[[], None] = lambda: None  # the reconciler marks it removed at once
 
     # -- the contract --------------------------------------------------------
     def launch(self, requests: list[NodeRequest]) -> None:
@@ -121,7 +123,9 @@ class LocalNodeProvider:
             except psutil.NoSuchProcess:
                 pass
         _remove_limits(root, node_id)
+        (root / AGENT_FILE).unlink(missing_ok=True)  # first: from here on the node is not listed
         shutil.rmtree(root, ignore_errors=True)
+        self.on_node_gone()
 
 
 def _agent(root: Path) -> psutil.Process | None:

@@ -1,9 +1,11 @@
-"""Runs launchers as detached processes on this machine (the `local` compute).
+"""Runs launchers as detached processes on this machine (the `local` compute, and each
+cluster node's agent).
 
 Each launcher runs in its own session, so it outlives a server killed with -9;
 the restarted server finds it again through the handle file in the run dir.
-One standby launcher is kept started and imported, so a job's dispatch costs a
-pipe write instead of a Python start.
+A launcher fork server is kept started and imported (`python -m cible.launch
+--fork-server`), so a job's dispatch costs a pipe write and a fork instead of a
+Python start; should it be gone, a launcher is started the plain way.
 """
 
 from __future__ import annotations
@@ -28,16 +30,16 @@ HANDLE_FILE = "handle.json"
 class LocalProcessRunner:
     name = "local"
 
-    def __init__(self, runs_root: Path, python: str | None = None, standby: bool = True,
+    def __init__(self, runs_root: Path, python: str | None = None, fork_server: bool = True,
                  preexec_fn: Callable[[], None] | None = None, on_spawn: Callable[[int], None] | None = None) -> None:
         self.runs_root = runs_root
         self.python = python or sys.executable
-        self.use_standby = standby
+        self.use_fork_server = fork_server
         # A node agent holds its launchers to the node's size: preexec_fn joins the node's
         # group before exec, on_spawn(pid) registers the process with the limits' watchdog.
         self.preexec_fn = preexec_fn
         self.on_spawn = on_spawn
-        self._standby: subprocess.Popen | None = None
+        self._server: subprocess.Popen | None = None  # the launcher fork server
         self._children: dict[int, subprocess.Popen] = {}  # reaped in poll(), so no zombies pile up
 
     def _spawn(self, args: list[str], stdin, stdout) -> subprocess.Popen:  # noqa: ANN001
@@ -50,15 +52,15 @@ class LocalProcessRunner:
         return proc
 
     def prepare(self) -> None:
-        """Have a standby launcher ready for the next job."""
-        if self.use_standby and (self._standby is None or self._standby.poll() is not None):
-            self._standby = self._spawn(["--standby"], subprocess.PIPE, subprocess.DEVNULL)
+        """Have the launcher fork server ready for the next job."""
+        if self.use_fork_server and (self._server is None or self._server.poll() is not None):
+            self._server = self._spawn(["--fork-server"], subprocess.PIPE, subprocess.PIPE)
 
     def close(self) -> None:
-        if self._standby is not None and self._standby.poll() is None:
-            self._standby.stdin.close()  # EOF: the standby exits
-            self._standby.wait(timeout=10)
-        self._standby = None
+        if self._server is not None and self._server.poll() is None:
+            self._server.stdin.close()  # EOF: the server exits; the launchers it forked go on
+            self._server.wait(timeout=10)
+        self._server = None
 
     def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
         run_dir = self.runs_root / job_name
@@ -67,27 +69,30 @@ class LocalProcessRunner:
             return existing
         (run_dir / "artifacts" / "system_logs").mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / PLAN_FILE, plan, private=True)  # it may carry the tracking token
-        proc = self._take_standby(run_dir)
-        if proc is None:
+        pid = self._fork(run_dir)
+        if pid is None:
             with open(run_dir / "artifacts" / "system_logs" / "launcher_stdio.txt", "ab") as out:
                 proc = self._spawn([str(run_dir)], subprocess.DEVNULL, out)
-        handle = {"runner": self.name, "run_dir": str(run_dir), "pid": proc.pid, "create_time": _create_time(proc.pid)}
+            self._reap()
+            self._children[proc.pid] = proc
+            pid = proc.pid
+            self.prepare()  # a fork server that died is replaced for the next job
+        handle = {"runner": self.name, "run_dir": str(run_dir), "pid": pid, "create_time": _create_time(pid)}
         write_json_atomic(run_dir / HANDLE_FILE, handle)
-        self._reap()
-        self._children[proc.pid] = proc
-        self.prepare()
         return handle
 
-    def _take_standby(self, run_dir: Path) -> subprocess.Popen | None:
-        proc, self._standby = self._standby, None
-        if proc is None or proc.poll() is not None:
+    def _fork(self, run_dir: Path) -> int | None:
+        """Have the fork server start the launcher of `run_dir`; its pid, or None without a server."""
+        server = self._server
+        if server is None or server.poll() is not None:
             return None
         try:
-            proc.stdin.write(f"{run_dir}\n".encode())
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
+            server.stdin.write(f"{run_dir}\n".encode())
+            server.stdin.flush()
+            return int(server.stdout.readline())
+        except (BrokenPipeError, OSError, ValueError):  # it died: the plain way, and a new server
+            self._server = None
             return None
-        return proc
 
     def _existing_handle(self, run_dir: Path) -> dict[str, Any] | None:
         try:

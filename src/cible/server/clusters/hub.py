@@ -15,11 +15,14 @@ class AgentHub:
         self._lock = threading.Lock()
         self._events: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
         self._pending: set[str] = set()  # notified while no poll waited: the next one returns at once
+        self._closing = False
 
     async def wait(self, node_id: str, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         with self._lock:
+            if self._closing:
+                return
             if node_id in self._pending:
                 self._pending.discard(node_id)
                 return
@@ -42,6 +45,15 @@ class AgentHub:
                 else:
                     loop, event = entry
                     loop.call_soon_threadsafe(event.set)
+
+    def release_all(self) -> None:
+        """The server is stopping: answer every waiting poll now (and any later one at once), so
+        shutting down does not wait out the long-polls."""
+        with self._lock:
+            self._closing = True
+            entries, self._events = list(self._events.values()), {}
+        for loop, event in entries:
+            loop.call_soon_threadsafe(event.set)
 
     def clear(self, node_id: str) -> None:
         """Forget a pending wake-up: the reply being built already carries the news."""

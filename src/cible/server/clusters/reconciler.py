@@ -27,7 +27,15 @@ from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import NodeState, check_transition
-from cible.core.planning.clusters import ClusterConfig, ClusterPlan, NodeView, QueuedJob, RunningJob, decide_cluster, preemptions
+from cible.core.planning.clusters import (
+    ClusterConfig,
+    ClusterPlan,
+    NodeView,
+    QueuedJob,
+    RunningJob,
+    decide_cluster,
+    preemptions,
+)
 from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
 from cible.server.services.computes import DELETING
