@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cible.testing import wait_until  # noqa: F401  (re-exported for the tests)
+from cible.testing import kill_nodes, wait_until  # noqa: F401  (wait_until re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "jobs"
@@ -111,24 +111,6 @@ class Workspace:
             return (nodes,) if check(sorted(n["node_state"] for n in nodes)) else None  # truthy when empty
 
         return wait_until(done, timeout, interval=0.2, message=message or f"the nodes of {compute}")[0]
-
-
-def kill_nodes(home: Path) -> None:
-    """End every node agent of the workspace (a stopped server leaves its cluster nodes running)."""
-    import psutil
-
-    for agent_file in (home / "nodes").glob("*/agent.json"):
-        try:
-            proc = psutil.Process(json.loads(agent_file.read_text())["pid"])
-            tree = [proc, *proc.children(recursive=True)]
-        except (psutil.Error, ValueError, KeyError, OSError):
-            continue
-        for p in tree:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(tree, timeout=10)
 
 
 def files_in(root: Path) -> list[str]:

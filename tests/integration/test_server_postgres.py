@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cible.server.store.db import Store
-from cible.testing import wait_until
+from cible.testing import kill_nodes, wait_until
 
 
 def test_migrations_run_twice_without_harm(db_url: str):
@@ -43,9 +43,22 @@ def test_server_process_runs_a_job_on_this_store(db_url: str, tmp_path: Path):
         assert [h["status"] for h in done["status_history"]] == ["NotStarted", "Queued", "Preparing", "Running", "Finalizing", "Completed"]
         log = (home / "runs" / job["name"] / "artifacts" / "user_logs" / "std_log.txt").read_text()
         assert log == "on-db\n"
+
+        # A cluster on this store: a node is started for the job and given back once idle.
+        from cible.core.specs.azureml.loader import load_spec_dict
+
+        cluster = load_spec_dict({"name": "cpu", "type": "amlcompute", "size": "Standard_DS1_v2", "max_instances": 1,
+                                  "idle_time_before_scale_down": 1}, "compute", source="test").entity
+        client.compute.begin_create_or_update(cluster).result()
+        job = client.jobs.create_or_update(command(command="echo on-a-node", compute="azureml:cpu"))
+        done = client.jobs.wait(job["name"], timeout=90)
+        assert done["status"] == "Completed", done
+        assert (home / "runs" / job["name"] / "artifacts" / "user_logs" / "std_log.txt").read_text() == "on-a-node\n"
+        wait_until(lambda: not client.compute.list_nodes("cpu"), 30, message="the idle node to leave")
     finally:
         server.terminate()
         server.wait(timeout=30)
+        kill_nodes(home)
     assert not (home / "server.json").exists()  # a clean stop removes it
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TypeVar
 
 from cible.core.clock import Clock
@@ -44,3 +45,24 @@ def wait_until(fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.0
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message or fn!r}; last value: {last!r}")
         time.sleep(interval)  # polling, bounded by the deadline
+
+
+def kill_nodes(home: Path) -> None:
+    """End every `local` node agent of the workspace at `home`, and what it runs (a stopped
+    server leaves its cluster nodes running, so tests clean up after themselves)."""
+    import json
+
+    import psutil
+
+    for agent_file in (home / "nodes").glob("*/agent.json"):
+        try:
+            proc = psutil.Process(json.loads(agent_file.read_text())["pid"])
+            tree = [proc, *proc.children(recursive=True)]
+        except (psutil.Error, ValueError, KeyError, OSError):
+            continue
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(tree, timeout=10)
