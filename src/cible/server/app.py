@@ -14,11 +14,11 @@ from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError
 from cible.launch.tracking import experiment_id
 from cible.server.auth import TokenAuthMiddleware
-from cible.server.errors import install_error_handlers
 from cible.server.clusters.agents import AgentService
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.reconciler import ClusterReconciler
 from cible.server.clusters.runs import ClusterRunner
+from cible.server.errors import install_error_handlers
 from cible.server.reconcilers.jobs import JobReconciler
 from cible.server.routers import agents as agents_router
 from cible.server.routers import assets as assets_router

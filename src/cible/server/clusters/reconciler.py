@@ -14,7 +14,6 @@ import logging
 import math
 import random
 import shutil
-import threading
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -38,6 +37,7 @@ from cible.core.planning.clusters import (
 )
 from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
+from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.services.computes import DELETING
 from cible.server.services.jobs import set_status
 from cible.server.store.db import Store
@@ -61,7 +61,9 @@ class Loaded:
     running: list[RunningJob] = field(default_factory=list)
 
 
-class ClusterReconciler:
+class ClusterReconciler(ReconcilerLoop):
+    name = "cluster-reconciler"
+
     def __init__(self, store: Store, paths: WorkspacePaths, providers: dict[str, NodeProvider], hub: AgentHub,
                  clock: Clock, *, heartbeat_timeout_s: float, prepare_timeout_s: float,
                  on_jobs_changed=lambda: None, seed: int | None = None) -> None:  # noqa: ANN001
@@ -78,33 +80,10 @@ class ClusterReconciler:
         # get a full timeout to find a restarted server before they are written off.
         self.started_at = clock.now()
         self._last_pass: datetime | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    # -- the loop ----------------------------------------------------------------------
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="cluster-reconciler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                delay = self.reconcile_once()
-            except Exception:  # a bad pass must not kill the loop; it is retried
-                log.exception("cluster reconcile failed")
-                delay = MAX_POLL_S
-            self._wake.wait(delay)
+    def step(self) -> float:
+        return self.reconcile_once()
 
     def reconcile_once(self) -> float:
         """One pass over every cluster; returns how soon the next pass is due."""

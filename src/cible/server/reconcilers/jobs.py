@@ -7,8 +7,6 @@ Act (spawning, signalling) happens outside any database transaction.
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any
 
 from sqlalchemy import select
@@ -17,16 +15,18 @@ from cible.backends.base.contract import JobRunner
 from cible.core.clock import Clock
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, can_transition
 from cible.core.planning.jobs import decide_job
+from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.services.jobs import set_status
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow
 
-log = logging.getLogger("cible.reconciler.jobs")
 ACTIVE_POLL_S = 0.05  # while a job is live: how soon a launcher's report shows
 IDLE_POLL_S = 2.0
 
 
-class JobReconciler:
+class JobReconciler(ReconcilerLoop):
+    name = "job-reconciler"
+
     def __init__(self, store: Store, runners: dict[str, JobRunner], clock: Clock, max_concurrent: int,
                  cluster_runner: JobRunner | None = None, cluster_names=lambda: set(),  # noqa: ANN001
                  on_job_ended=lambda: None) -> None:  # noqa: ANN001
@@ -38,36 +38,20 @@ class JobReconciler:
         self.on_job_ended = on_job_ended  # a cluster job ended: its nodes are free
         self.clock = clock
         self.max_concurrent = max_concurrent
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
+        super().__init__()
 
     def start(self) -> None:
         for runner in self.runners.values():
             runner.prepare()
-        self._thread = threading.Thread(target=self._loop, name="job-reconciler", daemon=True)
-        self._thread.start()
+        super().start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
+        super().stop()
         for runner in self.runners.values():
             runner.close()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                active = self.reconcile_once()
-            except Exception:  # a bad tick must not kill the loop; it is retried
-                log.exception("job reconcile failed")
-                active = True
-            self._wake.wait(ACTIVE_POLL_S if active else IDLE_POLL_S)
+    def step(self) -> float:
+        return ACTIVE_POLL_S if self.reconcile_once() else IDLE_POLL_S
 
     def reconcile_once(self) -> bool:
         """One pass over every live job; True while any job is live."""
