@@ -129,18 +129,18 @@ class ClusterReconciler(ReconcilerLoop):
             loaded = Loaded(config=config, size=size, spec=spec)
             loaded.nodes = list(session.scalars(select(NodeRow).where(
                 NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
-            # Columns, not rows: a long queue is read on every pass.
-            jobs = session.execute(select(JobRow.name, JobRow.status, JobRow.created_at, JobRow.run).where(
-                JobRow.target == name, JobRow.status.notin_(["Completed", "Failed", "Canceled"]))).all()
-            for job_name, status, created_at, run in jobs:
+            # The queue is read on every pass: its columns only, never the jobs' JSON.
+            queued = session.execute(select(JobRow.name, JobRow.created_at, JobRow.instance_count).where(
+                JobRow.target == name, JobRow.status == JobStatus.QUEUED.value)).all()
+            loaded.queued = [QueuedJob(name=job_name, submitted_at=_aware(created_at), instance_count=count,
+                                       on_node_failure=policy) for job_name, created_at, count in queued]
+            placed = session.execute(select(JobRow.name, JobRow.run).where(
+                JobRow.target == name, JobRow.status.notin_(["Queued", "Completed", "Failed", "Canceled"]))).all()
+            for job_name, run in placed:
                 handle = (run or {}).get("handle")
                 if handle:
                     loaded.running.append(RunningJob(name=job_name, node_ids=tuple(handle["nodes"]),
                                                      on_node_failure=policy))
-                elif status == JobStatus.QUEUED.value:
-                    loaded.queued.append(QueuedJob(name=job_name, submitted_at=_aware(created_at),
-                                                   instance_count=run["plan"].get("instance_count") or 1,
-                                                   on_node_failure=policy))
             session.expunge_all()
         return loaded
 

@@ -77,7 +77,8 @@ class JobService:
                 row = JobRow(
                     name=name, job_type="command", display_name=job.display_name or display_name_for(name),
                     experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
-                    target=target, spec=spec, warnings=[*loaded.warnings, *notes], run={"plan": plan},
+                    target=target, instance_count=plan["instance_count"], spec=spec,
+                    warnings=[*loaded.warnings, *notes], run={"plan": plan},
                     created_at=now, updated_at=now,
                 )
                 session.add(row)
@@ -180,8 +181,7 @@ class JobService:
         ahead = session.scalar(select(func.count()).select_from(JobRow).where(
             JobRow.target == row.target, JobRow.status == JobStatus.QUEUED.value,
             (JobRow.created_at < row.created_at) | ((JobRow.created_at == row.created_at) & (JobRow.name < row.name))))
-        instance_count = (row.run or {}).get("plan", {}).get("instance_count") or 1
-        return self.computes.queue_reason(row.target, (ahead or 0) + 1, instance_count)
+        return self.computes.queue_reason(row.target, (ahead or 0) + 1, row.instance_count or 1)
 
     def _resource(self, session: Session, row: JobRow, history: bool = True) -> dict[str, Any]:
         """The job as `az ml job show` prints it, plus cible's own fields."""

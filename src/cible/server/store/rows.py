@@ -24,6 +24,7 @@ class JobRow(Base):
     # The compute as the user wrote it, and the target it resolved to.
     compute: Mapped[str | None] = mapped_column(String(255), nullable=True)
     target: Mapped[str] = mapped_column(String(255), index=True)
+    instance_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # resources.instance_count
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_version: Mapped[int] = mapped_column(Integer, default=1)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)

@@ -1,4 +1,5 @@
-"""Compute-cluster nodes and their state history.
+"""Compute-cluster nodes and their state history; a job's node count as a column (the cluster
+reconciler reads the whole queue on every pass, without the jobs' JSON).
 
 Revision ID: 0003
 Revises: 0002
@@ -14,6 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("instance_count", sa.Integer(), nullable=False, server_default="1"))
     op.create_table(
         "nodes",
         sa.Column("node_id", sa.String(64), primary_key=True),
@@ -45,3 +48,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("node_state_history")
     op.drop_table("nodes")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("instance_count")
