@@ -4,6 +4,7 @@ processes (the local node provider), held to their size by cgroups or the watchd
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -282,5 +283,27 @@ def test_preemption_rate_drill_requeues_the_running_job(tmp_path) -> None:
         wait_until(requeued, 60, interval=0.2, message="a random preemption to requeue the job")
         ws.cible("job", "cancel", "-n", name)
         assert ws.wait_status(name, timeout=60)["status"] == "Canceled"
+    finally:
+        ws.stop()
+
+
+def test_nodes_that_cannot_start_are_retried_with_backoff_and_the_reason_is_shown(tmp_path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    ws.env["CIBLE_LIMITS_MECHANISM"] = "no-such-mechanism"  # every agent fails at its start
+    try:
+        create_cluster(ws, "broken", max_instances=1)
+        name = submit(ws, "stuck", "echo never", "broken")
+
+        def backed_off() -> dict | None:
+            errors = ws.json("compute", "show", "-n", "broken").get("provisioning_errors") or []
+            return errors[0] if errors and "in a row" in errors[0]["message"] and not errors[0]["message"].startswith("1 ") else None
+
+        error = wait_until(backed_off, 60, interval=0.3, message="repeated start failures to be reported")
+        assert error["code"] == "NodeStartFailed"
+        assert "is not one of cgroup-v1" in error["message"]
+        failed, wait = map(int, re.search(r"(\d+) node\(s\) in a row.*trying again in (\d+) s", error["message"]).groups())
+        assert wait == min(2 ** (failed - 1), 60)  # the pause doubles with each failed start
+        job = ws.job(name)
+        assert job["status"] == "Queued" and "nodes fail to start" in job["queue_reason"], job
     finally:
         ws.stop()

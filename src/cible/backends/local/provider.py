@@ -41,6 +41,7 @@ class LocalNodeProvider:
         self.token = token
         self.python = python or sys.executable
         self._errors: dict[str, str] = {}
+        self._stopping: set[str] = set()  # nodes this provider ends: their exit is no failure
         self._lock = threading.Lock()
         self.on_node_gone: Callable[[], None] = lambda: None  # the reconciler marks it removed at once
 
@@ -57,6 +58,8 @@ class LocalNodeProvider:
                     self._errors[request.node_id] = f"could not start the node's agent: {exc}"
 
     def terminate(self, node_ids: list[str]) -> None:
+        with self._lock:
+            self._stopping.update(node_ids)
         for node_id in node_ids:
             threading.Thread(target=self._stop, args=(node_id,), name=f"stop-{node_id}", daemon=True).start()
 
@@ -65,6 +68,8 @@ class LocalNodeProvider:
         root = self.nodes_root / node_id
         if not root.is_dir():
             return
+        with self._lock:
+            self._stopping.add(node_id)
         (root / PREEMPTED_FILE).touch()
         proc = _agent(root)
         if proc is not None:
@@ -106,8 +111,18 @@ class LocalNodeProvider:
         write_json_atomic(root / AGENT_FILE, {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
                                               "size": request.size, "vcpus": request.vcpus,
                                               "memory_gb": request.memory_gb, "gpus": request.gpus})
-        # Reap it when it exits, so no zombie stays behind while this server runs.
-        threading.Thread(target=proc.wait, name=f"reap-{request.node_id}", daemon=True).start()
+        threading.Thread(target=self._reap, args=(request.node_id, proc, root), name=f"reap-{request.node_id}",
+                         daemon=True).start()
+
+    def _reap(self, node_id: str, proc: subprocess.Popen, root: Path) -> None:
+        """Wait for the agent (no zombie stays behind) and report an exit nobody asked for, with
+        the end of its log: the reconciler writes the node off and says why."""
+        code = proc.wait()
+        with self._lock:
+            if node_id in self._stopping:
+                return
+            self._errors[node_id] = f"its agent exited with code {code}: {_tail(root / 'agent.log')}"
+        self.on_node_gone()
 
     def _stop(self, node_id: str) -> None:
         """SIGTERM the agent (it ends its runs and removes its limits), SIGKILL what remains after
@@ -126,6 +141,14 @@ class LocalNodeProvider:
         (root / AGENT_FILE).unlink(missing_ok=True)  # first: from here on the node is not listed
         shutil.rmtree(root, ignore_errors=True)
         self.on_node_gone()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no agent.log"
+    return " | ".join(text[-lines:]) or "agent.log is empty"
 
 
 def _agent(root: Path) -> psutil.Process | None:

@@ -25,7 +25,7 @@ from cible.backends.base.contract import NodeProvider, NodeRequest, ProviderNode
 from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
-from cible.core.lifecycle.nodes import NodeState, check_transition
+from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
 from cible.core.planning.clusters import (
     ClusterConfig,
     ClusterPlan,
@@ -80,6 +80,9 @@ class ClusterReconciler(ReconcilerLoop):
         # get a full timeout to find a restarted server before they are written off.
         self.started_at = clock.now()
         self._last_pass: datetime | None = None
+        # Nodes that died before they were ready, in a row, per cluster; and when it may try again.
+        self._failed_starts: dict[str, int] = {}
+        self._retry_at: dict[str, datetime] = {}
         super().__init__()
 
     def step(self) -> float:
@@ -105,7 +108,8 @@ class ClusterReconciler(ReconcilerLoop):
             views = self._observe(loaded, listing.get(provider, {}), errors.get(provider, {}), now)
             views = self._preempt_at_random(loaded, views, provider, elapsed)
             plan = decide_cluster(loaded.config, views, loaded.queued, loaded.running, now)
-            self._apply(loaded, plan, provider, now)
+            failures = self._hold_back_failing_starts(loaded, plan, views, errors.get(provider, {}), now)
+            self._apply(loaded, plan, provider, now, failures)
             delay = min(delay, self._next_due(loaded, views, now))
         return delay
 
@@ -175,16 +179,43 @@ class ClusterReconciler(ReconcilerLoop):
             self.providers[provider].preempt(node_id)
         return [replace(v, preempted=True) if v.node_id in victims else v for v in views]
 
+    def _hold_back_failing_starts(self, loaded: Loaded, plan: ClusterPlan, views: list[NodeView],
+                                  errors: dict[str, str], now: datetime) -> dict[str, str]:
+        """Back off when nodes die before they are ready (1, 2, 4 … 60 s between tries), so a node
+        that cannot start is not replaced in a tight loop; returns why each such node died."""
+        name = loaded.config.name
+        died = {v.node_id: errors.get(v.node_id, "its agent is gone")
+                for v in views if not v.present and v.state == NodeState.PREPARING}
+        ready = any(target == NodeState.IDLE and node_id in {v.node_id for v in views if v.state == NodeState.PREPARING}
+                    for node_id, target, _ in plan.node_transitions)
+        if ready:
+            self._failed_starts.pop(name, None)
+            self._retry_at.pop(name, None)
+        if died:
+            count = self._failed_starts.get(name, 0) + len(died)
+            self._failed_starts[name] = count
+            self._retry_at[name] = now + timedelta(seconds=min(2 ** (count - 1), 60))
+        retry_at = self._retry_at.get(name)
+        if retry_at is not None and now < retry_at:
+            plan.launch = 0
+        return died
+
     # -- apply, then act ----------------------------------------------------------------
-    def _apply(self, loaded: Loaded, plan: ClusterPlan, provider_name: str, now: datetime) -> None:
+    def _apply(self, loaded: Loaded, plan: ClusterPlan, provider_name: str, now: datetime,
+               failures: dict[str, str]) -> None:
         name = loaded.config.name
         wake: set[str] = set()
+        vanished: list[str] = []  # removed without a terminate: their working roots still need it
         requests: list[NodeRequest] = []
         jobs_changed = bool(plan.requeue or plan.fail or plan.assign)
         with self.store.session() as session:
             for node_id, target, reason in plan.node_transitions:
                 row = session.get(NodeRow, node_id, with_for_update=True)
                 check_transition(row.state, target)
+                if target == NodeState.REMOVED and NodeState(row.state) in LIVE:
+                    vanished.append(node_id)
+                    if node_id in failures:
+                        reason = f"it did not start: {failures[node_id]}"
                 session.add(NodeStateRow(node_id=node_id, from_state=row.state, to_state=target.value,
                                          reason=reason, at=now))
                 row.state, row.updated_at = target.value, now
@@ -206,18 +237,35 @@ class ClusterReconciler(ReconcilerLoop):
                 requests.append(self._new_node(session, loaded, provider_name, now))
             compute = session.get(ComputeRow, name)
             if compute is not None:
-                compute.spec = {**compute.spec, "target_node_count": plan.target_nodes}
+                shown = {"target_node_count": plan.target_nodes,
+                         "provisioning_errors": self._start_errors(name, failures, compute.spec, now)}
+                if any(compute.spec.get(k) != v for k, v in shown.items()):  # no write on a quiet pass
+                    compute.spec = {**compute.spec, **shown}
                 if plan.drained:
                     session.delete(compute)
         provider = self.providers[provider_name]
         if requests:
             provider.launch(requests)
-        if plan.terminate:
-            provider.terminate([node_id for node_id, _ in plan.terminate])
+        if plan.terminate or vanished:
+            provider.terminate([node_id for node_id, _ in plan.terminate] + vanished)
         if wake:
             self.hub.notify(*wake)
         if jobs_changed:
             self.on_jobs_changed()
+
+    def _start_errors(self, name: str, failures: dict[str, str], spec: dict[str, Any],
+                      now: datetime) -> list[dict[str, str]] | None:
+        """Azure's provisioning_errors: why nodes fail to start, and when the next try is; cleared
+        once a node gets ready."""
+        if name not in self._failed_starts:
+            return None
+        if not failures:
+            return spec.get("provisioning_errors")
+        node_id, why = sorted(failures.items())[-1]
+        wait = max(0.0, (self._retry_at[name] - now).total_seconds())
+        return [{"code": "NodeStartFailed", "message": (
+            f"{self._failed_starts[name]} node(s) in a row failed to start; the last, {node_id}: {why}; "
+            f"trying again in {wait:.0f} s")}]
 
     def _assign(self, session, job_name: str, node_ids: list[str], now: datetime) -> None:  # noqa: ANN001
         job = session.get(JobRow, job_name, with_for_update=True)

@@ -175,8 +175,11 @@ class ComputeService:
             return f"compute '{name}' no longer exists; the job will fail"
         counts = compute.get("node_state_counts") or {}
         config = ClusterConfig(name=name, max_instances=compute.get("max_instances", 1))
-        return waiting_reason(config, position, instance_count, idle=counts.get("idle", 0),
-                              starting=counts.get("preparing", 0), busy=counts.get("running", 0))
+        reason = waiting_reason(config, position, instance_count, idle=counts.get("idle", 0),
+                                starting=counts.get("preparing", 0), busy=counts.get("running", 0))
+        for error in compute.get("provisioning_errors") or []:
+            reason += f"; nodes fail to start: {error['message']}"
+        return reason
 
     def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None) -> None:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run
