@@ -128,6 +128,7 @@ def test_preempted_job_restarts_on_another_node_and_resumes_from_its_checkpoint(
     assert "resumed from 41 attempt 2" in ws.run_log(name)
     history = [(h["status"], h["reason"] or "") for h in job["status_history"]]
     assert any(s == "Queued" and "preempted" in r for s, r in history), history
+    assert job["attempt"] == 2 and job["requeues"][0]["attempt"] == 1 and "preempted" in job["requeues"][0]["reason"]
     node_history = ws.nodes("spot")
     assert all(n["node_id"] != first for n in node_history)
 

@@ -206,6 +206,8 @@ class JobService:
         if handle.get("runner") == "cluster":  # where it runs: the nodes, by node rank
             resource["nodes"] = handle["nodes"]
             resource["attempt"] = handle["attempt"]
+        if (row.run or {}).get("requeues"):  # attempts that lost their node (preempted, node lost)
+            resource["requeues"] = row.run["requeues"]
         plan = (row.run or {}).get("plan", {})
         if plan.get("outputs"):
             resource["output_uris"] = {k: v["uri"] for k, v in plan["outputs"].items()}
