@@ -79,6 +79,10 @@ class NodeProvider(Protocol):
     name: str
     on_node_gone: Callable[[], None]  # set by the server: called when a terminated node is gone
 
+    def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
+        """Why this provider could never start a node of this size (checked when a cluster is
+        created), or None."""
+
     def launch(self, requests: list[NodeRequest]) -> None:
         """Start an agent per request (a node already started is left alone)."""
 

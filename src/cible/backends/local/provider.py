@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from cible.backends.base.contract import NodeRequest, ProviderNode
-from cible.backends.local.limits import NodeLimits, Shape
+from cible.backends.local.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity
 from cible.launch.state import write_json_atomic
 
 AGENT_FILE = "agent.json"
@@ -46,6 +46,14 @@ class LocalNodeProvider:
         self.on_node_gone: Callable[[], None] = lambda: None  # the reconciler marks it removed at once
 
     # -- the contract --------------------------------------------------------
+    def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
+        """A node runs on this machine, so its size must fit here (unless overcommitted)."""
+        try:
+            check_fits(Shape(vcpus, memory_gb, gpus), host_capacity(), overcommit=overcommit, size=size)
+        except LimitError as exc:
+            return f"its nodes would run on this machine, but {exc.message}"
+        return None
+
     def launch(self, requests: list[NodeRequest]) -> None:
         for request in requests:
             root = self.nodes_root / request.node_id

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import select
 
 from cible.backends.base.contract import NodeProvider
-from cible.backends.local.limits import LimitError, Shape, check_fits, host_capacity
 from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
@@ -66,7 +65,7 @@ class ComputeService:
         if entity.type in SIZED_TYPES:
             catalog.check_size(entity.size, entity.type, self.clock.now().date())
         if entity.type == "amlcompute":
-            _check_host(entity)
+            self._check_provider_can_hold(entity)
         if entity.type == "computeinstance":
             raise InvalidRequestError(
                 f"compute '{name}' is a valid computeinstance, but cible does not run compute instances yet; "
@@ -123,6 +122,16 @@ class ComputeService:
             result = _resource(session, row)
         self.on_change()
         return result
+
+    def _check_provider_can_hold(self, entity) -> None:  # noqa: ANN001
+        size = catalog.get_size(entity.size)
+        settings = entity.cible
+        provider = self.providers[settings.provider if settings else "local"]
+        why = provider.cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus,
+                                   overcommit=bool(settings and settings.overcommit))
+        if why:
+            raise InvalidRequestError(f"size: compute cluster '{entity.name}': {why} (in YAML: cible: "
+                                      "{overcommit: true})", details={"field": "size"})
 
     def preempt(self, name: str, node_id: str) -> dict[str, Any]:
         """Take a node of a low-priority cluster away at once, as Azure evicts a low-priority VM."""
@@ -217,19 +226,6 @@ class ComputeService:
 def _live_nodes(session, name: str) -> int:  # noqa: ANN001
     return len(session.scalars(select(NodeRow.node_id).where(
         NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
-
-
-def _check_host(entity) -> None:  # noqa: ANN001
-    """A `local` node of this size must fit on this machine, unless `cible.overcommit` says otherwise."""
-    size = catalog.get_size(entity.size)
-    overcommit = bool(entity.cible and entity.cible.overcommit)
-    try:
-        check_fits(Shape(size.vcpus, size.memory_gb, size.gpus), host_capacity(), overcommit=overcommit,
-                   size=size.name)
-    except LimitError as exc:
-        raise InvalidRequestError(
-            f"size: compute cluster '{entity.name}' would run its nodes on this machine, but {exc.message} "
-            "(in YAML: cible: {overcommit: true})", details={"field": "size"}) from None
 
 
 def _resource(session, row: ComputeRow) -> dict[str, Any]:  # noqa: ANN001
