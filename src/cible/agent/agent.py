@@ -30,11 +30,11 @@ from cible.backends.base.contract import RunObservation
 from cible.backends.local.limits import NodeLimits, preexec_for
 from cible.backends.local.runner import LocalProcessRunner
 from cible.client.http import httpx  # httpx without its command-line tool: a faster node start
+from cible.launch.state import ARTIFACT_DIRS
 
 log = logging.getLogger("cible.agent")
 WATCH_INTERVAL_S = 0.05
 CHUNK = 1 << 20
-SHIPPED_DIRS = ("user_logs", "system_logs", "outputs", "logs")
 
 
 @dataclass
@@ -222,7 +222,7 @@ class Agent:
         """Send what each artifact file gained since the last pass (logs while running,
         and outputs too at the end)."""
         artifacts = Path(run.handle["run_dir"]) / "artifacts"
-        dirs = SHIPPED_DIRS if everything else ("user_logs", "system_logs")
+        dirs = ARTIFACT_DIRS if everything else ("user_logs", "system_logs")
         for name in dirs:
             base = artifacts / name
             if not base.is_dir():
@@ -231,13 +231,16 @@ class Agent:
                 self._ship_file(run, path, shipped_name(path.relative_to(artifacts).as_posix(), run.node_rank))
 
     def _ship_file(self, run: Run, path: Path, rel: str) -> None:
-        sent = run.shipped.get(rel, 0)
+        """Send what the file gained since it was last sent (an empty file is sent once, so it exists)."""
         size = path.stat().st_size
-        if size < sent:
+        sent = run.shipped.get(rel, 0)
+        if sent > size:
             sent = 0  # rewritten: send it whole again
+        elif rel in run.shipped and sent == size:
+            return
         with open(path, "rb") as fh:
             fh.seek(sent)
-            while sent < size or (sent == 0 and rel not in run.shipped):
+            while True:
                 data = fh.read(min(CHUNK, size - sent))
                 response = self._call("PUT", f"/runs/{run.job}/files/{rel}",
                                       params={"attempt": run.attempt, "offset": sent}, content=data)
@@ -246,8 +249,8 @@ class Agent:
                 response.raise_for_status()
                 sent += len(data)
                 run.shipped[rel] = sent
-                if not data:
-                    break
+                if sent >= size or not data:
+                    return
 
     # -- stopping --------------------------------------------------------------------
     def shutdown(self) -> None:

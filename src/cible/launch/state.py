@@ -16,6 +16,8 @@ from typing import Any
 STATE_FILE = "state.json"
 PLAN_FILE = "plan.json"
 CANCEL_FILE = "cancel.requested"
+# What a run leaves under RUN_DIR/artifacts/, in Azure's layout (all of it goes to the workspace).
+ARTIFACT_DIRS = ("user_logs", "system_logs", "outputs", "logs")
 STATE_VERSION = 1
 
 

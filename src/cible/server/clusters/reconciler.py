@@ -159,7 +159,7 @@ class ClusterReconciler(ReconcilerLoop):
             heartbeat = _aware(row.last_heartbeat)
             if heartbeat is not None:
                 heartbeat = max(heartbeat, self.started_at)
-            created = max(_aware(row.created_at), self.started_at) if row.state == "preparing" else _aware(row.created_at)
+            created = max(_aware(row.created_at), self.started_at) if row.state == NodeState.PREPARING.value else _aware(row.created_at)
             views.append(NodeView(
                 node_id=row.node_id, state=NodeState(row.state), created_at=created, job_name=row.job_name,
                 idle_since=_aware(row.idle_since), last_heartbeat=heartbeat, present=present,

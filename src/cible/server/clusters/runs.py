@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cible.backends.base.contract import RunObservation
-from cible.launch.state import write_json_atomic
+from cible.launch.state import ARTIFACT_DIRS, write_json_atomic
 from cible.workspace import WorkspacePaths
 
 TERMINAL = ("Completed", "Failed", "Canceled")
-ARTIFACT_DIRS = ("user_logs", "system_logs", "outputs", "logs")
 
 
 def node_plan(plan: dict[str, Any], handle: dict[str, Any], node_rank: int, paths: WorkspacePaths) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class JobReconciler(ReconcilerLoop):
             runner = self.runners.get(target) or (self.cluster_runner if target in clusters else None)
             handle = run.get("handle")
             if runner is None and handle and handle.get("runner") == "cluster":
-                runner = self.cluster_runner  # its cluster is being deleted: the job still finishes
+                runner = self.cluster_runner  # placed on nodes: its reports still count, whatever became of the row
             if runner is None:  # its compute lost the means to run it (deleted, or its backend is gone)
                 self._apply(name, steps=[JobStatus.FAILED],
                             error={"code": "ComputeUnavailable", "message": f"compute '{target}' no longer exists"})
