@@ -150,6 +150,32 @@ class LauncherRun:
             launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=LAUNCH_TIMEOUT_S)
 
+    def cancel_tree(self, how: str, pids_dir: Path, names: list[str]) -> tuple[dict[str, Any], list[int]]:
+        """Start the run, wait until it is Running and its command wrote a pid to pids_dir/<name> for each
+        name, check they (and the launcher's child shell, when it reports one) are alive, cancel as the
+        server would (`how`, see `cancel`), and wait until every one of them is gone. Returns the final
+        state and the pids. The launcher is killed should anything fail, so no test leaves one behind."""
+        launcher = self.start()
+        try:
+            def ready() -> list[int] | None:
+                files = [pids_dir / n for n in names]
+                if "Running" not in self.statuses() or not all(f.exists() and f.read_text().strip() for f in files):
+                    return None
+                return [int(f.read_text()) for f in files]
+
+            pids = wait_until(ready, timeout=20, message=f"the processes {names} to start")
+            if "child_pid" in self.state():
+                pids.append(self.state()["child_pid"])
+            assert all(process_alive(p) for p in pids)
+            self.cancel(launcher, how)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+                launcher.wait()
+        for pid in pids:
+            wait_until(lambda p=pid: not process_alive(p), timeout=10, message=f"pid {pid} to be gone")
+        return self.state(), pids
+
     def run(self) -> dict[str, Any]:
         proc = self.start()
         out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)

@@ -206,36 +206,14 @@ def _tree_per_rank(pids: Path) -> str:
     )
 
 
-def _start_trees(run: Run, pids: Path, ranks: int) -> tuple[subprocess.Popen, list[int]]:
-    launcher = run.start()
-    names = [f"{kind}.{r}" for kind in ("setsid", "child", "shell") for r in range(ranks)]
-
-    def ready() -> list[int] | None:
-        files = [pids / n for n in names]
-        if "Running" not in run.statuses() or not all(f.exists() and f.read_text().strip() for f in files):
-            return None
-        return [int(f.read_text()) for f in files]
-
-    return launcher, wait_until(ready, timeout=20, message="every rank's tree to start")
-
-
 @pytest.mark.parametrize("how", ["cancel_file", "sigterm"])
 def test_cancel_ends_every_rank_and_its_tree(make_run, tmp_path: Path, how: str):
     pids = tmp_path / "pids"
     pids.mkdir()
     run = make_run(_tree_per_rank(pids), distribution={"type": "pytorch", "process_count_per_instance": 3})
-    launcher, tree = _start_trees(run, pids, 3)
-    try:
-        assert all(process_alive(p) for p in tree)
-        run.cancel(launcher, how)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-    state = run.state()
+    names = [f"{kind}.{r}" for kind in ("setsid", "child", "shell") for r in range(3)]
+    state, _ = run.cancel_tree(how, pids, names)
     assert [h["status"] for h in state["history"]] == ["Preparing", "Running", "Finalizing", "Canceled"]
-    for pid in tree:
-        wait_until(lambda p=pid: not process_alive(p), timeout=10, message=f"pid {pid} to be gone")
 
 
 def test_timeout_ends_every_rank(make_run, tmp_path: Path):

@@ -309,29 +309,10 @@ def test_cancel_ends_every_process_of_the_tree(make_run, tmp_path: Path, how: st
     pids_dir = tmp_path / "pids"
     pids_dir.mkdir()
     run = make_run(_tree_command(pids_dir))
-    launcher = run.start()
-    try:
-        names = ("setsid.pid", "child.pid", "grand.pid")
-
-        def ready() -> list[int] | None:
-            files = [pids_dir / n for n in names]
-            if "Running" not in run.statuses() or not all(f.exists() and f.read_text().strip() for f in files):
-                return None
-            return [int(f.read_text()) for f in files]
-
-        pids = wait_until(ready, timeout=20, message="the process tree to start")
-        shell_pid = run.state()["child_pid"]
-        assert all(process_alive(p) for p in [*pids, shell_pid])
-        run.cancel(launcher, how)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-    state = run.state()
+    state, pids = run.cancel_tree(how, pids_dir, ["setsid.pid", "child.pid", "grand.pid"])
+    assert len(pids) == 4  # the three and the launcher's child shell
     assert [h["status"] for h in state["history"]] == ["Preparing", "Running", "Finalizing", "Canceled"]
     assert state["error"]["code"] == "Canceled"
-    for pid in [*pids, shell_pid]:
-        wait_until(lambda p=pid: not process_alive(p), timeout=10, message=f"pid {pid} to be gone")
 
 
 def test_cancel_requested_before_start_never_runs_the_command(make_run, tmp_path: Path):
