@@ -75,6 +75,11 @@ class WorkspacePaths:
         """Working roots of the `local` provider's nodes, one folder per node."""
         return self.home / "nodes"
 
+    def instance_home(self, name: str) -> Path:
+        """A compute instance's home folder: it outlives the instance's nodes (kept across stop
+        and start, as a VM's disk is) and goes when the instance is deleted."""
+        return self.home / "instances" / name / "home"
+
     def ensure(self) -> None:
         for d in (self.home, self.blob_root, self.runs):
             d.mkdir(parents=True, exist_ok=True)

@@ -51,10 +51,15 @@ def test_put_creates_a_queued_job_with_its_history(api: TestClient):
     assert api.get("/api/v1/jobs/j1").json()["command"] == "echo hello"
 
 
-def test_a_job_without_compute_runs_locally_and_says_so(api: TestClient):
-    job = api.put("/api/v1/jobs/j2", json={"command": "echo hi"}).json()
-    assert job["compute"] == "serverless" and job["target"] == "local"
-    assert any("local computer" in w for w in job["warnings"])
+def test_a_job_without_compute_runs_on_serverless_nodes_made_for_it_and_says_so(api: TestClient):
+    job = api.put("/api/v1/jobs/j2", json={"command": "echo hi", "resources": {"instance_type": "Standard_DS1_v2"},
+                                           "queue_settings": {"job_tier": "Spot"}}).json()
+    assert job["compute"] == "serverless" and job["target"] == "serverless:j2"
+    assert any("runs on serverless compute" in w for w in job["warnings"])
+    assert job["serverless"] == {"size": "Standard_DS1_v2", "tier": "low_priority", "max_instances": 1, "live_nodes": 0}
+    assert job["cost"]["estimate"]["per_hour"] > 0
+    names = [c["name"] for c in api.get("/api/v1/computes").json()["value"]]
+    assert "serverless:j2" not in names  # nothing to create or delete, nothing listed
 
 
 @pytest.mark.parametrize(

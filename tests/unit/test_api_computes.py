@@ -43,7 +43,7 @@ def test_a_cluster_is_created_listed_updated_and_deleted(api: TestClient):
         ({"type": "computeinstance", "size": "Standard_FX4mds"}, 422, "not supported for computeinstance"),
         ({**CLUSTER, "min_instances": 3}, 422, "must not exceed"),
         ({**CLUSTER, "sise": "x"}, 422, "sise"),
-        ({"type": "computeinstance", "size": "Standard_DS3_v2"}, 400, "does not run compute instances yet"),
+        ({"type": "computeinstance", "size": "Standard_D32ds_v4"}, 400, "this machine"),
         ({**CLUSTER, "size": "Standard_E64s_v3"}, 400, "the host has"),
     ],
 )

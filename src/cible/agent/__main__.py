@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from cible.agent.agent import Agent
+from cible.agent.presence import Presence
 from cible.backends.local.limits import LimitError, NodeLimits, Shape
 
 
@@ -29,6 +30,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-gb", type=float, required=True)
     p.add_argument("--gpus", type=int, default=0)
     p.add_argument("--overcommit", action="store_true")
+    p.add_argument("--disk-gb", type=float, help="the OS disk the node reports its use against (instances)")
+    p.add_argument("--idle-shutdown", type=float,
+                   help="seconds idle after which the node stops itself when it cannot reach the server")
+    p.add_argument("--persistent-dir", type=Path, help="a folder that outlives the node (an instance's home)")
     p.add_argument("--orphan-after", type=float, default=float(os.environ.get("CIBLE_AGENT_ORPHAN_S", 600)),
                    help="seconds without the server before the node stops itself")
     return p.parse_args(argv)
@@ -49,8 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     shape = Shape(vcpus=args.vcpus, memory_gb=args.memory_gb, gpus=args.gpus)
     try:
         limits = NodeLimits(args.node_id, shape, overcommit=args.overcommit, size=args.size)
+        presence = None
+        if args.disk_gb is not None or args.idle_shutdown is not None:
+            if args.persistent_dir is not None:
+                args.persistent_dir.mkdir(parents=True, exist_ok=True)
+            presence = Presence(args.root, args.persistent_dir, args.disk_gb, args.idle_shutdown)
         agent = Agent(node_id=args.node_id, root=args.root, url=url, token=token, limits=limits,
-                      home=args.home, orphan_after_s=args.orphan_after)
+                      home=args.home, orphan_after_s=args.orphan_after, presence=presence)
         return agent.serve()
     except LimitError as exc:
         print(f"cible agent: {exc.message}", file=sys.stderr)

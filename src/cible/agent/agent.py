@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cible.agent.presence import SELF_STOP_FILE, Presence
 from cible.backends.base.contract import RunObservation
 from cible.backends.local.limits import NodeLimits, preexec_for
 from cible.backends.local.runner import LocalProcessRunner
@@ -35,6 +36,7 @@ from cible.launch.state import ARTIFACT_DIRS
 log = logging.getLogger("cible.agent")
 WATCH_INTERVAL_S = 0.05
 CHUNK = 1 << 20
+PRESENCE_WAIT_S = 2.0
 
 
 @dataclass
@@ -60,7 +62,7 @@ class ServerGone(Exception):
 
 class Agent:
     def __init__(self, *, node_id: str, root: Path, url: str, token: str, limits: NodeLimits,
-                 home: Path | None = None, orphan_after_s: float = 600.0) -> None:
+                 home: Path | None = None, orphan_after_s: float = 600.0, presence: Presence | None = None) -> None:
         self.node_id = node_id
         self.root = root
         self.url = url
@@ -68,6 +70,7 @@ class Agent:
         self.home = home
         self.limits = limits
         self.orphan_after_s = orphan_after_s
+        self.presence = presence  # compute instances: sessions, disk, idle shutdown on its own
         self.runner: LocalProcessRunner | None = None  # made once the node's limits exist
         self.runs: dict[tuple[str, int], Run] = {}
         self.done: set[tuple[str, int]] = set()
@@ -112,6 +115,11 @@ class Agent:
                 try:
                     reply = self._heartbeat(wait_s)
                 except ServerGone as exc:
+                    alone = self.presence.should_stop_alone(self._busy()) if self.presence else None
+                    if alone:
+                        log.warning("%s", alone)
+                        (self.root / SELF_STOP_FILE).write_text(alone + "\n")
+                        return 0
                     if time.monotonic() - last_contact > self.orphan_after_s:
                         log.error("no server for %.0f s (%s); the node stops", self.orphan_after_s, exc)
                         return 1
@@ -122,9 +130,13 @@ class Agent:
                 if reply is None:  # the server does not know this node (removed): nothing left to do
                     return 0
                 self._apply(reply)
+                if self.presence:
+                    self.presence.told(reply)
                 if reply.get("stop"):
                     return 0
                 wait_s = float(reply.get("wait_s", 10.0))
+                if self.presence:  # an instance's sessions count for idleness: report them within seconds
+                    wait_s = min(wait_s, PRESENCE_WAIT_S)
             return 0
         finally:
             self.shutdown()
@@ -134,11 +146,17 @@ class Agent:
             runs = [{"job": r.job, "attempt": r.attempt, "canceling": r.canceling}
                     for r in self.runs.values() if not r.aborted]
         body = {"runs": runs, "wait_s": wait_s, "usage": _usage(self.limits)}
+        if self.presence:
+            body.update(self.presence.report(busy=bool(runs)))
         response = self._call("POST", "/heartbeat", json=body, timeout=wait_s + 30)
         if response.status_code == 404:
             return None
         response.raise_for_status()
         return response.json()
+
+    def _busy(self) -> bool:
+        with self.lock:
+            return any(not r.aborted for r in self.runs.values())
 
     def _apply(self, reply: dict[str, Any]) -> None:
         wanted = {(r["job"], r["attempt"]): r for r in reply.get("runs", [])}

@@ -110,3 +110,69 @@ def register(app: typer.Typer) -> None:
             print_json(nodes)
         else:
             print_table(nodes, [("node_id", "node_id"), ("node_state", "node_state"), ("job", "current_job_name")])
+
+    @app.command("start")
+    def start(name: Annotated[str, typer.Option("--name", "-n", help="a compute instance")]) -> None:
+        """Start a compute instance."""
+        _compute_ops().begin_start(name).result()
+        console.print(f"starting compute instance '{name}' (`cible compute show -n {name}` gives its state)",
+                      highlight=False)
+
+    @app.command("stop")
+    def stop(name: Annotated[str, typer.Option("--name", "-n", help="a compute instance")]) -> None:
+        """Stop a compute instance (refused while a job runs on it). Its home folder is kept."""
+        _compute_ops().begin_stop(name).result()
+        console.print(f"stopping compute instance '{name}'", highlight=False)
+
+    @app.command("restart")
+    def restart(name: Annotated[str, typer.Option("--name", "-n", help="a compute instance")]) -> None:
+        """Restart a compute instance: a fresh node, the same home folder."""
+        _compute_ops().begin_restart(name).result()
+        console.print(f"restarting compute instance '{name}'", highlight=False)
+
+    @app.command("snooze")
+    def snooze(
+        name: Annotated[str, typer.Option("--name", "-n", help="a compute instance")],
+        minutes: Annotated[float, typer.Option("--minutes", "-m", help="postpone the idle shutdown this long")] = 60,
+    ) -> None:
+        """Postpone a compute instance's idle shutdown."""
+        result = _compute_ops().snooze(name, minutes)
+        console.print(f"compute instance '{name}' will not stop for idleness before {result['snoozed_until']}",
+                      highlight=False)
+
+    @app.command("connect-ssh")
+    def connect_ssh(
+        name: Annotated[str, typer.Option("--name", "-n", help="a compute instance")],
+        command: Annotated[Optional[str], typer.Option("--command", "-c", help="run this, not an interactive shell")] = None,
+    ) -> None:
+        """Open a shell on a compute instance's node, in its home folder. While it is open the
+        instance is not idle."""
+        import os
+
+        from cible.agent.presence import session_file
+
+        info = _compute_ops().terminal(name)
+        root, home = Path(info["root"]), Path(info["home"])
+        if info["provider"] != "local" or not root.is_dir():
+            raise typer.BadParameter(f"the node of '{name}' is not on this machine ({info['provider']} provider)")
+        if info.get("note"):
+            warn(info["note"])
+        home.mkdir(parents=True, exist_ok=True)
+        marker = session_file(root, "terminal", os.getpid())  # this pid becomes the shell: the agent sees it
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(name)
+        env = {**os.environ, "HOME": str(home), "CIBLE_COMPUTE": name, "CIBLE_NODE_ID": info["node_id"]}
+        os.chdir(home)
+        os.execvpe("bash", ["bash", "-c", command] if command else ["bash", "-i"], env)
+
+    @app.command("list-usage")
+    def list_usage(output: OutputOpt = OutputFormat.table) -> None:
+        """vCPU use against the workspace's quotas, per VM family and in total (`az ml compute list-usage`)."""
+        rows = _compute_ops().list_usage()
+        if output == OutputFormat.json:
+            print_json(rows)
+            return
+        shown = [{"name": r["name"]["localizedValue"], "current": r["currentValue"],
+                  "limit": "no limit" if r["limit"] == -1 else r["limit"]}
+                 for r in rows if r["currentValue"] or r["limit"] != -1 or "Total" in r["name"]["localizedValue"]]
+        print_table(shown, [("quota", "name"), ("in use", "current"), ("limit", "limit")])

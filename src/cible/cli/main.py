@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli import computes, jobs, server
+from cible.cli import computes, jobs, quotas, server
 from cible.cli.assets import asset_app
 from cible.cli.output import (
     OutputFormat,
@@ -28,6 +28,11 @@ compute_app = typer.Typer(help="Compute targets.", no_args_is_help=True)
 app.add_typer(jobs.app, name="job")
 app.add_typer(compute_app, name="compute")
 computes.register(compute_app)
+quota_app = typer.Typer(help="Workspace vCPU quotas and increase requests.", no_args_is_help=True)
+cost_app = typer.Typer(help="What compute costs (indicative catalog prices).", no_args_is_help=True)
+app.add_typer(quota_app, name="quota")
+app.add_typer(cost_app, name="cost")
+quotas.register(quota_app, cost_app)
 app.add_typer(server.app, name="server")
 app.add_typer(asset_app("environment", "environments", "Versioned environments."), name="environment")
 app.add_typer(asset_app("data", "data", "Versioned data assets."), name="data")
@@ -43,7 +48,8 @@ def compute_list(output: Annotated[OutputFormat, typer.Option("--output", "-o")]
     if output == OutputFormat.json:
         print_json(items)
     else:
-        print_table(items, [("name", "name"), ("type", "type"), ("state", "provisioning_state"), ("description", "description")])
+        print_table(items, [("name", "name"), ("type", "type"), ("provisioning", "provisioning_state"),
+                            ("state", "state"), ("description", "description")])
 
 
 @compute_app.command("show")

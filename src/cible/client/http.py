@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 import types
 from typing import Any
@@ -19,12 +21,21 @@ from cible.core.errors import CibleError, ServerUnavailableError, error_from_dic
 API = "/api/v1"
 
 
+def current_user() -> str:
+    try:
+        return os.environ.get("CIBLE_USER") or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return f"uid-{os.getuid()}"
+
+
 class WorkspaceClient:
     def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self._http = httpx.Client(
-            base_url=self.url + API, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            base_url=self.url + API, timeout=timeout,
+            # Who this client acts for: recorded on what it creates (cost by user, an instance's owner).
+            headers={"Authorization": f"Bearer {token}", "X-Cible-User": current_user()},
         )
 
     def close(self) -> None:

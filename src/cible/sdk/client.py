@@ -45,6 +45,51 @@ class ComputeOperations:
     def list_nodes(self, name: str) -> list[Resource]:
         return [Resource(n) for n in self._client.json("GET", f"/computes/{name}/nodes")["value"]]
 
+    def begin_start(self, name: str) -> Done:
+        """Start a compute instance (its node comes up on the reconciler's next pass)."""
+        return Done(Resource(self._client.json("POST", f"/computes/{name}:start")))
+
+    def begin_stop(self, name: str) -> Done:
+        return Done(Resource(self._client.json("POST", f"/computes/{name}:stop")))
+
+    def begin_restart(self, name: str) -> Done:
+        return Done(Resource(self._client.json("POST", f"/computes/{name}:restart")))
+
+    def snooze(self, name: str, minutes: float) -> Resource:
+        """Postpone a compute instance's idle shutdown by `minutes` (cible's own)."""
+        return Resource(self._client.json("POST", f"/computes/{name}:snooze", json={"minutes": minutes}))
+
+    def terminal(self, name: str) -> Resource:
+        """Where a shell on a compute instance's node runs (its node, root and home)."""
+        return Resource(self._client.json("POST", f"/computes/{name}:terminal"))
+
+    def list_usage(self) -> list[Resource]:
+        """vCPU use against the workspace's quotas, as `az ml compute list-usage`."""
+        return [Resource(u) for u in self._client.json("GET", "/computes:usage")["value"]]
+
+
+class QuotaOperations:
+    """The workspace's vCPU quotas (cible's own: Azure sets them per subscription)."""
+
+    def __init__(self, client: WorkspaceClient) -> None:
+        self._client = client
+
+    def get(self) -> Resource:
+        return Resource(self._client.json("GET", "/quotas"))
+
+    def set(self, scope: str, vcpus: int | None) -> Resource:
+        return Resource(self._client.json("PUT", f"/quotas/{scope}", json={"vcpus": vcpus}))
+
+    def request(self, scope: str, vcpus: int, reason: str | None = None) -> Resource:
+        return Resource(self._client.json("POST", f"/quotas/{scope}/requests", json={"vcpus": vcpus, "reason": reason}))
+
+    def decide(self, request_id: int, approve: bool) -> Resource:
+        return Resource(self._client.json("POST", f"/quota-requests/{request_id}:{'approve' if approve else 'deny'}"))
+
+    def cost_report(self, by: str = "compute", since: str | None = None) -> Resource:
+        params = {"by": by, **({"since": since} if since else {})}
+        return Resource(self._client.json("GET", "/costs", params=params))
+
     def list_sizes(self, *, type: str | None = None, gpu: bool | None = None,  # noqa: A002 (Azure's name)
                    include_retired: bool = False) -> list[Resource]:
         params = {k: v for k, v in {"type": type, "gpu": gpu, "include_retired": include_retired}.items() if v is not None}
@@ -78,6 +123,7 @@ class MLClient:
         self._client = WorkspaceClient(url, token)
         self.jobs = JobOperations(self._client)
         self.compute = ComputeOperations(self._client)
+        self.quotas = QuotaOperations(self._client)
         self.environments = AssetOperations(self._client, "environments", "environment")
         self.data = AssetOperations(self._client, "data", "data")
         self.models = AssetOperations(self._client, "models", "model")

@@ -22,6 +22,7 @@ from cible.server.errors import install_error_handlers
 from cible.server.reconcilers.jobs import JobReconciler
 from cible.server.routers import agents as agents_router
 from cible.server.routers import assets as assets_router
+from cible.server.routers import computes as computes_router
 from cible.server.routers import jobs as jobs_router
 from cible.server.routers import misc as misc_router
 from cible.server.routers import sizes as sizes_router
@@ -29,8 +30,11 @@ from cible.server.services.artifacts import ArtifactService
 from cible.server.services.assets import AssetService
 from cible.server.services.blobs import BlobService
 from cible.server.services.computes import ComputeService
+from cible.server.services.costs import CostService
+from cible.server.services.instances import InstanceService
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import JobService
+from cible.server.services.quotas import QuotaService
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
 from cible.server.tracking import TrackingServer, tracking_router
@@ -45,12 +49,14 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     runner = LocalProcessRunner(paths.runs)
     hub = AgentHub()
     providers = {"local": LocalNodeProvider(paths.nodes, paths.home, url, token)}
+    quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,
                                  heartbeat_timeout_s=settings.node_heartbeat_timeout_s,
-                                 prepare_timeout_s=settings.node_prepare_timeout_s)
+                                 prepare_timeout_s=settings.node_prepare_timeout_s, quotas=quotas)
     for provider in providers.values():
         provider.on_node_gone = clusters.wake
-    computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake)
+    computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake,
+                              quotas=quotas, paths=paths)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,
                                cluster_runner=ClusterRunner(paths, hub.notify), cluster_names=computes.cluster_names,
                                on_job_ended=clusters.wake)
@@ -84,7 +90,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan,
                         experiment_lookup=experiment_of)
-    jobs = JobService(store, computes, plans, clock, on_submit=lambda: (reconciler.wake(), clusters.wake()))
+    jobs = JobService(store, computes, plans, clock, on_submit=lambda: (reconciler.wake(), clusters.wake()),
+                      default_compute=settings.default_compute)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -115,6 +122,9 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.store = store
     app.state.jobs = jobs
     app.state.computes = computes
+    app.state.instances = InstanceService(store, clock, paths, on_change=clusters.wake)
+    app.state.quotas = quotas
+    app.state.costs = CostService(store, clock)
     app.state.assets = assets
     app.state.blobs = BlobService(paths.blob_root)
     app.state.artifacts = ArtifactService(jobs, paths)
@@ -126,6 +136,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.clock = clock
     install_error_handlers(app)
     app.include_router(misc_router.router)
+    app.include_router(computes_router.router)
     app.include_router(jobs_router.router)
     app.include_router(sizes_router.router)
     app.include_router(agents_router.router)

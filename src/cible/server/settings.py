@@ -32,6 +32,9 @@ class ServerSettings:
     node_prepare_timeout_s: float = field(
         default_factory=lambda: float(os.environ.get("CIBLE_NODE_PREPARE_TIMEOUT", 600)))
 
+    # Where a job that names no compute runs: serverless (nodes made for it), or e.g. local.
+    default_compute: str = field(default_factory=lambda: os.environ.get("CIBLE_DEFAULT_COMPUTE") or "serverless")
+
     @property
     def paths(self) -> WorkspacePaths:
         return WorkspacePaths(self.home)

@@ -135,7 +135,7 @@ def test_compute_instance_with_schedules(load):
 @pytest.mark.parametrize("body, expected", [
     ("idle_time_before_shutdown: 30 minutes\n", "idle_time_before_shutdown: '30 minutes' is not an ISO-8601 duration"),
     ("idle_time_before_shutdown: PT\n", "is not an ISO-8601 duration"),
-    ("idle_time_before_shutdown_minutes: 10\n", "Input should be greater than or equal to 15"),
+    ("idle_time_before_shutdown_minutes: 0\n", "Input should be greater than or equal to 1"),
     ("idle_time_before_shutdown_minutes: 5000\n", "Input should be less than or equal to 4320"),
     ("schedules:\n  compute_start_stop:\n    - action: stop\n      trigger: {type: cron, expression: '0 18 *'}\n",
      "schedules.compute_start_stop[0].trigger.expression: '0 18 *' is not a 5-field cron expression"),

@@ -60,6 +60,12 @@ class NodeRequest:
     gpus: int = 0
     overcommit: bool = False
     low_priority: bool = False
+    # Compute instances: the OS disk the agent measures use against, the idle time after which
+    # an agent cut off from its server stops itself, and the folder that outlives the node
+    # (the instance's home: kept across stop and start, as a VM's disk is).
+    disk_gb: float | None = None
+    idle_shutdown_s: float | None = None
+    persistent_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class ProviderNode:
     alive: bool = True
     preempted: bool = False  # evicted (low priority): its work was taken away
     address: str | None = None
+    stopped_itself: str | None = None  # why its agent ended itself (idle without a server)
 
 
 class NodeProvider(Protocol):

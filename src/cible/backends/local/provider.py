@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from cible.agent.presence import SELF_STOP_FILE
 from cible.backends.base.contract import NodeRequest, ProviderNode
 from cible.backends.local.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity
 from cible.launch.state import write_json_atomic
@@ -92,8 +93,10 @@ class LocalNodeProvider:
                 continue
             preempted = (root / PREEMPTED_FILE).exists()
             alive = _agent(root) is not None
-            if alive or preempted:
-                nodes[root.name] = ProviderNode(root.name, alive=alive, preempted=preempted, address=LOOPBACK)
+            stopped_itself = _read_line(root / SELF_STOP_FILE)
+            if alive or preempted or stopped_itself:
+                nodes[root.name] = ProviderNode(root.name, alive=alive, preempted=preempted, address=LOOPBACK,
+                                                stopped_itself=stopped_itself)
         return nodes
 
     def poll_errors(self) -> dict[str, str]:
@@ -112,6 +115,12 @@ class LocalNodeProvider:
         ]
         if request.overcommit:
             args.append("--overcommit")
+        if request.disk_gb is not None:
+            args += ["--disk-gb", str(request.disk_gb)]
+        if request.idle_shutdown_s is not None:
+            args += ["--idle-shutdown", str(request.idle_shutdown_s)]
+        if request.persistent_dir is not None:
+            args += ["--persistent-dir", request.persistent_dir]
         with open(root / "agent.log", "ab") as log:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, cwd=root,
@@ -129,7 +138,8 @@ class LocalNodeProvider:
         with self._lock:
             if node_id in self._stopping:
                 return
-            self._errors[node_id] = f"its agent exited with code {code}: {_tail(root / 'agent.log')}"
+            if not (root / SELF_STOP_FILE).exists():  # a node that stopped itself is listed as such
+                self._errors[node_id] = f"its agent exited with code {code}: {_tail(root / 'agent.log')}"
         self.on_node_gone()
 
     def _stop(self, node_id: str) -> None:
@@ -149,6 +159,13 @@ class LocalNodeProvider:
         (root / AGENT_FILE).unlink(missing_ok=True)  # first: from here on the node is not listed
         shutil.rmtree(root, ignore_errors=True)
         self.on_node_gone()
+
+
+def _read_line(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace").strip() or "stopped itself"
+    except OSError:
+        return None
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -7,10 +7,11 @@ themselves only accept the lowercase values.)
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
+
+from cible.core.planning.instances import idle_time_seconds
 
 from .common import LowerStr, OptStr, SpecModel, StrMap
 
@@ -79,6 +80,15 @@ class CibleClusterSettings(SpecModel):
     # A job whose node stops heartbeating or vanishes: back to the queue, or failed.
     # (A preempted job is always requeued, as on Azure.)
     on_node_failure: Literal["requeue", "fail"] = "requeue"
+
+
+class CibleInstanceSettings(SpecModel):
+    """cible's own settings for a compute instance, under the key `cible:` (Azure files lack it)."""
+
+    provider: Literal["local"] = "local"
+    overcommit: bool = False
+    os_disk_gb: float = Field(120.0, gt=0)  # Azure's OS disk for instances
+    idle_warning_minutes: float = Field(5.0, ge=0)  # a warning is recorded this long before idle shutdown
 
 
 class AmlCompute(ComputeBase):
@@ -184,13 +194,6 @@ class SetupScripts(SpecModel):
     startup_script: ScriptReference | None = None
 
 
-# ISO-8601 duration as Azure writes them (PT30M, P1DT2H, PT1H30M15S).
-_ISO_DURATION = re.compile(
-    r"^P(?!$)(\d+(?:\.\d+)?Y)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?W)?(\d+(?:\.\d+)?D)?"
-    r"(T(?=\d)(\d+(?:\.\d+)?H)?(\d+(?:\.\d+)?M)?(\d+(?:\.\d+)?S)?)?$"
-)
-
-
 class ComputeInstance(ComputeBase):
     """A single-user development VM."""
 
@@ -203,10 +206,12 @@ class ComputeInstance(ComputeBase):
     identity: IdentityConfiguration | None = None
     enable_node_public_ip: bool | None = None
     idle_time_before_shutdown: str | None = None  # deprecated ISO-8601 form
-    idle_time_before_shutdown_minutes: int | None = Field(None, ge=15, le=4320)
+    # Azure's minimum is 15; cible takes any whole minute (and the ISO form takes seconds).
+    idle_time_before_shutdown_minutes: int | None = Field(None, ge=1, le=4320)
     schedules: ComputeSchedules | None = None
     setup_scripts: SetupScripts | None = None
     custom_applications: list[dict[str, Any]] | None = None
+    cible: CibleInstanceSettings | None = None
     # Read-only state reported by `az ml compute show`.
     state: str | None = None
     last_operation: dict[str, Any] | None = None
@@ -216,8 +221,8 @@ class ComputeInstance(ComputeBase):
     @field_validator("idle_time_before_shutdown")
     @classmethod
     def _iso_duration(cls, value: str | None) -> str | None:
-        if value is not None and not _ISO_DURATION.match(value.upper()):
-            raise ValueError(f"{value!r} is not an ISO-8601 duration such as 'PT30M'")
+        if value is not None:
+            idle_time_seconds(None, value)  # raises with the reason
         return value
 
     @model_validator(mode="after")

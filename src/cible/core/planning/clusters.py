@@ -54,6 +54,7 @@ class ClusterConfig:
     memory_gb_per_node: float = 0.0
     tier: Literal["dedicated", "low_priority"] = "dedicated"
     deleting: bool = False
+    stopped: str | None = None  # why it must have no nodes now (a compute instance that is off)
     heartbeat_timeout_s: float = 30.0
     prepare_timeout_s: float = 600.0  # preparing → unusable when no first heartbeat by then
     size: str | None = None  # only for messages
@@ -132,7 +133,7 @@ def decide_cluster(
         _sync_node(config, node, holding, now, world)
     _jobs_on_lost_nodes(nodes, running, world)
 
-    cap = 0 if config.deleting else config.max_instances
+    cap = 0 if config.deleting or config.stopped else config.max_instances
     _drain_above(cap, config, world)
 
     # Most recently idle first, so the longest-idle nodes are the ones left to time out.
@@ -147,7 +148,7 @@ def decide_cluster(
     live = sum(1 for s in world.state.values() if s in LIVE)
     busy = len(world.in_state(N.RUNNING))
     demand = sum(job.instance_count for job in placement.waiting)
-    floor = 0 if config.deleting else min(config.min_instances, config.max_instances)
+    floor = 0 if config.deleting or config.stopped else min(config.min_instances, config.max_instances)
     plan.target_nodes = min(cap, max(floor, busy + demand))
     plan.launch = max(0, plan.target_nodes - live)
     _scale_down_idle(live - plan.target_nodes, config, now, world)
@@ -270,11 +271,12 @@ def _drain_above(cap: int, config: ClusterConfig, world: _World) -> None:
     excess = sum(1 for s in world.state.values() if s in LIVE) - cap
     if excess <= 0:
         return
-    reason = (
-        f"compute cluster {config.name} is being deleted"
-        if config.deleting
-        else f"above max_instances {config.max_instances}"
-    )
+    if config.stopped:
+        reason = config.stopped
+    elif config.deleting:
+        reason = f"compute cluster {config.name} is being deleted"
+    else:
+        reason = f"above max_instances {config.max_instances}"
     idle = sorted(world.in_state(N.IDLE), key=lambda i: world.idle_since[i])
     preparing = sorted(world.in_state(N.PREPARING), key=lambda i: world.created_at[i], reverse=True)
     for node_id in (idle + preparing)[:excess]:

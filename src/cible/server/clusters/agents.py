@@ -21,7 +21,7 @@ from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.runs import ChunkError, artifact_path, node_plan, save_report, write_chunk
 from cible.server.store.db import Store
-from cible.server.store.rows import JobRow, NodeRow
+from cible.server.store.rows import ComputeRow, JobRow, NodeRow
 from cible.workspace import WorkspacePaths
 
 MAX_WAIT_S = 10.0
@@ -41,15 +41,15 @@ class AgentService:
         self.on_report = on_report  # wakes the job reconciler
 
     # -- heartbeat -------------------------------------------------------------------
-    def beat(self, node_id: str, usage: dict[str, Any] | None) -> None:
-        """Record that the node's agent is alive (and what it uses)."""
+    def beat(self, node_id: str, usage: dict[str, Any] | None, presence: dict[str, Any] | None = None) -> None:
+        """Record that the node's agent is alive, what it uses and (an instance) what it hosts."""
         first = False
         with self.store.session() as session:
             row = self._node(session, node_id)
             first = row.last_heartbeat is None
             row.last_heartbeat = self.clock.now()
-            if usage:
-                row.info = {**(row.info or {}), "usage": usage}
+            if usage or presence:
+                row.info = {**(row.info or {}), **({"usage": usage} if usage else {}), **(presence or {})}
         if first:
             self.on_first_heartbeat()
 
@@ -71,7 +71,10 @@ class AgentService:
                         "cancel": job.status == JobStatus.CANCEL_REQUESTED.value,
                         "plan": None if key in has else node_plan(job.run["plan"], handle, rank, self.paths),
                     })
-            return {"stop": False, "runs": runs, "state": node.state, "wait_s": self.wait_s}
+            instance = session.get(ComputeRow, node.compute)
+            stops_at = ((instance.status or {}).get("idleness") or {}).get("stops_at") if instance else None
+            return {"stop": False, "runs": runs, "state": node.state, "wait_s": self.wait_s,
+                    "idle_shutdown_at": stops_at}
 
     @staticmethod
     def settled(reply: dict[str, Any], has: dict[tuple[str, int], bool]) -> bool:

@@ -26,6 +26,8 @@ from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
+from cible.core.planning.costs import effective_price
+from cible.core.planning.instances import idle_time_seconds
 from cible.core.planning.clusters import (
     ClusterConfig,
     ClusterPlan,
@@ -37,8 +39,10 @@ from cible.core.planning.clusters import (
 )
 from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
+from cible.server.clusters.instances import instance_pass
 from cible.server.reconcilers.loop import ReconcilerLoop
-from cible.server.services.computes import DELETING
+from cible.server.services.computes import DELETING, NODE_COMPUTE_TYPES
+from cible.server.services.quotas import QuotaService
 from cible.server.services.jobs import set_status
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
@@ -46,7 +50,8 @@ from cible.workspace import WorkspacePaths
 
 log = logging.getLogger("cible.reconciler.clusters")
 IDLE_POLL_S = 2.0
-MAX_POLL_S = 1.0  # while a cluster has nodes: heartbeat and preparing timeouts are seen within this
+MAX_POLL_S = 1.0
+NEVER_S = 1e9  # an instance's node is never scaled down for idleness (idle shutdown is its own)  # while a cluster has nodes: heartbeat and preparing timeouts are seen within this
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Loaded:
     nodes: list[NodeRow] = field(default_factory=list)
     queued: list[QueuedJob] = field(default_factory=list)
     running: list[RunningJob] = field(default_factory=list)
+    kind: str = "amlcompute"
 
 
 class ClusterReconciler(ReconcilerLoop):
@@ -66,8 +72,10 @@ class ClusterReconciler(ReconcilerLoop):
 
     def __init__(self, store: Store, paths: WorkspacePaths, providers: dict[str, NodeProvider], hub: AgentHub,
                  clock: Clock, *, heartbeat_timeout_s: float, prepare_timeout_s: float,
-                 on_jobs_changed=lambda: None, seed: int | None = None) -> None:  # noqa: ANN001
+                 quotas: QuotaService | None = None, on_jobs_changed=lambda: None,  # noqa: ANN001
+                 seed: int | None = None) -> None:
         self.store = store
+        self.quotas = quotas or QuotaService(store, clock)
         self.paths = paths
         self.providers = providers
         self.hub = hub
@@ -94,14 +102,15 @@ class ClusterReconciler(ReconcilerLoop):
         elapsed = (now - self._last_pass).total_seconds() if self._last_pass else 0.0
         self._last_pass = now
         with self.store.session() as session:
-            names = session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type == "amlcompute")).all()
+            names = session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))).all()
         if not names:
             return IDLE_POLL_S
         listing = {name: p.list_nodes() for name, p in self.providers.items()}
         errors = {name: p.poll_errors() for name, p in self.providers.items()}
+        quotas = self.quotas.snapshot()  # the workspace's vCPU quotas and what its live nodes use
         delay = IDLE_POLL_S
         for name in names:
-            loaded = self._load(name)
+            loaded = self._load(name, listing, now)
             if loaded is None:
                 continue
             provider = loaded.spec.get("cible", {}).get("provider", "local")
@@ -109,30 +118,35 @@ class ClusterReconciler(ReconcilerLoop):
             views = self._preempt_at_random(loaded, views, provider, elapsed)
             plan = decide_cluster(loaded.config, views, loaded.queued, loaded.running, now)
             failures = self._hold_back_failing_starts(loaded, plan, views, errors.get(provider, {}), now)
-            self._apply(loaded, plan, provider, now, failures)
+            quota_wait = quotas.admit(plan, loaded.size, low_priority=loaded.config.tier == "low_priority")
+            self._apply(loaded, plan, provider, now, failures, quota_wait)
             delay = min(delay, self._next_due(loaded, views, now))
         return delay
 
     # -- load and observe -----------------------------------------------------------------
-    def _load(self, name: str) -> Loaded | None:
+    def _load(self, name: str, listing: dict[str, dict[str, ProviderNode]], now: datetime) -> Loaded | None:
         with self.store.session() as session:
-            row = session.get(ComputeRow, name)
+            row = session.get(ComputeRow, name, with_for_update=True)
             if row is None:
                 return None
+            nodes = list(session.scalars(select(NodeRow).where(
+                NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
+            if row.compute_type == "computeinstance":
+                live = [n for n in nodes if NodeState(n.state) in LIVE]
+                provider = (row.spec.get("cible") or {}).get("provider", "local")
+                node = live[0] if live else None
+                instance_pass(row, node, listing.get(provider, {}).get(node.node_id) if node else None, now)
+            elif row.compute_type == "serverless" and row.provisioning_state != DELETING:
+                job = session.get(JobRow, row.spec["job"])
+                if job is None or is_terminal(job.status):  # its nodes were for that job only
+                    row.provisioning_state = DELETING
             spec = dict(row.spec)
             size = catalog.get_size(spec["size"])
-            policy = spec.get("cible", {}).get("on_node_failure", "requeue")
-            config = ClusterConfig(
-                name=name, min_instances=spec.get("min_instances", 0), max_instances=spec.get("max_instances", 1),
-                idle_time_before_scale_down=float(spec.get("idle_time_before_scale_down", 120)),
-                gpus_per_node=size.gpus, vcpus_per_node=size.vcpus, memory_gb_per_node=size.memory_gb,
-                tier=spec.get("tier", "dedicated"), deleting=row.provisioning_state == DELETING,
-                heartbeat_timeout_s=self.heartbeat_timeout_s, prepare_timeout_s=self.prepare_timeout_s,
-                size=size.name,
-            )
-            loaded = Loaded(config=config, size=size, spec=spec)
-            loaded.nodes = list(session.scalars(select(NodeRow).where(
-                NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
+            config = cluster_config(row, size, heartbeat_timeout_s=self.heartbeat_timeout_s,
+                                    prepare_timeout_s=self.prepare_timeout_s)
+            policy = (spec.get("cible") or {}).get("on_node_failure", "requeue")
+            loaded = Loaded(config=config, size=size, spec=spec, kind=row.compute_type)
+            loaded.nodes = nodes
             # The queue is read on every pass: its columns only, never the jobs' JSON.
             queued = session.execute(select(JobRow.name, JobRow.created_at, JobRow.instance_count).where(
                 JobRow.target == name, JobRow.status == JobStatus.QUEUED.value)).all()
@@ -145,6 +159,7 @@ class ClusterReconciler(ReconcilerLoop):
                 if handle:
                     loaded.running.append(RunningJob(name=job_name, node_ids=tuple(handle["nodes"]),
                                                      on_node_failure=policy))
+            session.flush()  # the instance's and serverless pool's own changes, before detaching
             session.expunge_all()
         return loaded
 
@@ -202,12 +217,13 @@ class ClusterReconciler(ReconcilerLoop):
 
     # -- apply, then act ----------------------------------------------------------------
     def _apply(self, loaded: Loaded, plan: ClusterPlan, provider_name: str, now: datetime,
-               failures: dict[str, str]) -> None:
+               failures: dict[str, str], quota_wait: str | None = None) -> None:
         name = loaded.config.name
         wake: set[str] = set()
         vanished: list[str] = []  # removed without a terminate: their working roots still need it
         requests: list[NodeRequest] = []
         jobs_changed = bool(plan.requeue or plan.fail or plan.assign)
+        job_of = {node_id: job for job, node_ids in plan.assign for node_id in node_ids}
         with self.store.session() as session:
             for node_id, target, reason in plan.node_transitions:
                 row = session.get(NodeRow, node_id, with_for_update=True)
@@ -217,7 +233,8 @@ class ClusterReconciler(ReconcilerLoop):
                     if node_id in failures:
                         reason = f"it did not start: {failures[node_id]}"
                 session.add(NodeStateRow(node_id=node_id, from_state=row.state, to_state=target.value,
-                                         reason=reason, at=now))
+                                         reason=reason, at=now,
+                                         job_name=job_of.get(node_id) if target == NodeState.RUNNING else None))
                 row.state, row.updated_at = target.value, now
                 if target in (NodeState.IDLE, NodeState.REMOVED):
                     row.job_name = None
@@ -241,8 +258,12 @@ class ClusterReconciler(ReconcilerLoop):
                          "provisioning_errors": self._start_errors(name, failures, compute.spec, now)}
                 if any(compute.spec.get(k) != v for k, v in shown.items()):  # no write on a quiet pass
                     compute.spec = {**compute.spec, **shown}
+                if (compute.status or {}).get("quota_wait") != quota_wait:
+                    compute.status = {**(compute.status or {}), "quota_wait": quota_wait}
                 if plan.drained:
                     session.delete(compute)
+                    if compute.compute_type == "computeinstance":  # its home goes with it
+                        shutil.rmtree(self.paths.instance_home(name).parent, ignore_errors=True)
         provider = self.providers[provider_name]
         if requests:
             provider.launch(requests)
@@ -331,16 +352,24 @@ class ClusterReconciler(ReconcilerLoop):
         low = loaded.config.tier == "low_priority"
         # Azure's node ids look like tvmps_<hex>_d (dedicated) or _p (low priority).
         node_id = f"tvmps_{uuid.uuid4().hex[:24]}_{'p' if low else 'd'}"
+        size = loaded.size
         session.add(NodeRow(node_id=node_id, compute=loaded.config.name, provider=provider,
-                            state=NodeState.PREPARING.value, address="127.0.0.1", info={}, created_at=now,
-                            updated_at=now))
+                            state=NodeState.PREPARING.value, address="127.0.0.1", created_at=now, updated_at=now,
+                            info={"size": size.name, "family": size.family, "vcpus": size.vcpus, "low_priority": low,
+                                  "price_per_hour": effective_price(size.price_per_hour, low)}))
         session.flush()
         session.add(NodeStateRow(node_id=node_id, from_state=None, to_state=NodeState.PREPARING.value,
                                  reason="requested by the autoscaler", at=now))
-        size = loaded.size
+        settings = loaded.spec.get("cible") or {}
+        instance = {}
+        if loaded.kind == "computeinstance":
+            instance = dict(disk_gb=float(settings.get("os_disk_gb", 120.0)),
+                            idle_shutdown_s=idle_time_seconds(loaded.spec.get("idle_time_before_shutdown_minutes"),
+                                                              loaded.spec.get("idle_time_before_shutdown")),
+                            persistent_dir=str(self.paths.instance_home(loaded.config.name)))
         return NodeRequest(node_id=node_id, compute=loaded.config.name, size=size.name, vcpus=size.vcpus,
                            memory_gb=size.memory_gb, gpus=size.gpus, low_priority=low,
-                           overcommit=bool(loaded.spec.get("cible", {}).get("overcommit", False)))
+                           overcommit=bool(settings.get("overcommit", False)), **instance)
 
     def _next_due(self, loaded: Loaded, views: list[NodeView], now: datetime) -> float:
         """Seconds to the next idle scale-down deadline, so it is met to the tick; at most MAX_POLL_S."""
@@ -352,6 +381,27 @@ class ClusterReconciler(ReconcilerLoop):
             if v.state == NodeState.IDLE and v.idle_since is not None:
                 due = min(due, max(0.01, (v.idle_since + idle_time - now).total_seconds() + 0.005))
         return due
+
+
+def cluster_config(row: ComputeRow, size: catalog.VmSize, **timeouts: float) -> ClusterConfig:
+    """The cluster a compute row is to the scheduler: a cluster as it is; an instance a cluster of
+    exactly one node, or none while it is off; a serverless pool the nodes of its one job."""
+    spec = row.spec
+    common = dict(name=row.name, gpus_per_node=size.gpus, vcpus_per_node=size.vcpus, memory_gb_per_node=size.memory_gb,
+                  size=size.name, deleting=row.provisioning_state == DELETING, **timeouts)
+    if row.compute_type == "computeinstance":
+        status = row.status or {}
+        power = status.get("power", "on")
+        stopped = None if power == "on" else (
+            f"compute instance {row.name} is {'restarting' if power == 'restart' else 'stopping'}: "
+            f"{status.get('power_reason', 'requested')}")
+        return ClusterConfig(min_instances=1, max_instances=1, idle_time_before_scale_down=NEVER_S,
+                             stopped=stopped, **common)
+    if row.compute_type == "serverless" and row.provisioning_state == DELETING:
+        common["stopped"] = f"job {spec['job']} ended: the serverless nodes made for it go with it"
+    return ClusterConfig(min_instances=spec.get("min_instances", 0), max_instances=spec.get("max_instances", 1),
+                         idle_time_before_scale_down=float(spec.get("idle_time_before_scale_down", 120)),
+                         tier=spec.get("tier", "dedicated"), **common)
 
 
 def _aware(value: datetime | None) -> datetime | None:

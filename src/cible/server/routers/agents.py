@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -23,6 +24,10 @@ class Heartbeat(BaseModel):
     runs: list[RunRef] = Field(default_factory=list)
     wait_s: float = Field(0.0, ge=0.0, le=60.0, description="hold the reply up to this long while nothing changes")
     usage: dict[str, Any] | None = None
+    # Compute instances: the sessions it hosts, when one was last seen, its OS disk.
+    sessions: list[str] | None = None
+    last_activity_at: datetime | None = None
+    disk: dict[str, Any] | None = None
 
 
 class Report(BaseModel):
@@ -38,7 +43,8 @@ class Report(BaseModel):
 async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str, Any]:
     agents = request.app.state.agents
     hub = request.app.state.hub
-    await run_in_threadpool(agents.beat, node_id, body.usage)
+    presence = body.model_dump(mode="json", include={"sessions", "last_activity_at", "disk"}, exclude_none=True)
+    await run_in_threadpool(agents.beat, node_id, body.usage, presence)
     has = {(r.job, r.attempt): r.canceling for r in body.runs}
     hub.clear(node_id)  # anything notified from here on is seen by the read below or wakes the wait
     reply = await run_in_threadpool(agents.wanted, node_id, has)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from cible.server.routers.computes import caller
 from cible.server.services.artifacts import ArtifactService
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -23,7 +24,7 @@ def _artifacts(request: Request) -> ArtifactService:
 
 @router.put("/{name}", summary="Create a job, or update its display name, description and tags")
 def put_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    return _jobs(request).create_or_update(name, body)
+    return _jobs(request).create_or_update(name, body, user=caller(request))
 
 
 @router.get("/{name}", summary="A job, with its status history and its MLflow run's latest metrics and params")

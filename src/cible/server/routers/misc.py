@@ -1,4 +1,4 @@
-"""/api/v1 health, computes and uploads."""
+"""/api/v1 health and uploads."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import os
 import tempfile
 from typing import Any
 
-from fastapi import APIRouter, Body, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -31,46 +30,6 @@ class SnapshotRequest(BaseModel):
 @router.get("/health", tags=["server"])
 def health(request: Request) -> dict[str, Any]:
     return {"status": "ok", "pid": os.getpid(), "workspace": str(request.app.state.settings.home)}
-
-
-@router.get("/computes", tags=["computes"])
-def list_computes(request: Request) -> dict[str, Any]:
-    return request.app.state.computes.list()
-
-
-@router.get("/computes/{name}", tags=["computes"])
-def get_compute(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.computes.get(name)
-
-
-@router.put("/computes/{name}", tags=["computes"], summary="Create a compute (Azure ML compute YAML as JSON)")
-def create_compute(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    return request.app.state.computes.create(name, body)
-
-
-@router.patch("/computes/{name}", tags=["computes"], summary="Change a cluster's scale settings")
-def update_compute(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    return request.app.state.computes.update(name, body)
-
-
-@router.delete("/computes/{name}", tags=["computes"], status_code=204,
-               summary="Delete a compute; a cluster with nodes drains first (202, provisioning_state Deleting)")
-def delete_compute(name: str, request: Request) -> Response:
-    draining = request.app.state.computes.delete(name)
-    if draining is None:
-        return Response(status_code=204)
-    return JSONResponse(draining, status_code=202)
-
-
-@router.post("/computes/{name}/nodes/{node_id}:preempt", tags=["computes"],
-             summary="Evict a node of a low-priority cluster now (drills and tests)")
-def preempt_node(name: str, node_id: str, request: Request) -> dict[str, Any]:
-    return request.app.state.computes.preempt(name, node_id)
-
-
-@router.get("/computes/{name}/nodes", tags=["computes"], summary="A cluster's nodes (`list-nodes`)")
-def list_nodes(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.computes.nodes(name)
 
 
 @router.post("/blobs:missing", tags=["uploads"], summary="Which of these blobs the workspace lacks")

@@ -4,6 +4,8 @@ their backends exist."""
 
 from __future__ import annotations
 
+import shutil
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -11,17 +13,26 @@ from sqlalchemy import select
 from cible.backends.base.contract import NodeProvider
 from cible.core import catalog
 from cible.core.clock import Clock
-from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
+from cible.core.planning.costs import effective_price, estimate
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.scheduling import waiting_reason
 from cible.core.specs.azureml.loader import load_spec_dict
+from cible.core.planning.schedules import check_schedules
 from cible.server.clusters.agents import node_listing
+from cible.server.services.costs import compute_cost
+from cible.server.services.instances import describe_instance
+from cible.server.services.quotas import QuotaService
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, NodeRow
+from cible.workspace import WorkspacePaths
 
 LOCAL = "local"
 SIZED_TYPES = ("amlcompute", "computeinstance")
+# Computes whose jobs run on nodes the cluster reconciler keeps: clusters, instances (one node),
+# and serverless pools (the nodes of one job, made at submit and gone after it; never listed).
+NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless")
 # What `cible compute update` may change on a cluster, applied live (as `az ml compute update`).
 UPDATABLE = ("min_instances", "max_instances", "idle_time_before_scale_down", "description", "tags")
 READ_ONLY = ("provisioning_state", "provisioning_errors", "created_on", "id", "allocation_state",
@@ -40,21 +51,27 @@ def local_compute(max_concurrent: int) -> dict[str, Any]:
 
 
 DELETING = "Deleting"  # a cluster draining before it goes
+# Azure picks a CPU VM for a serverless job without instance_type; cible takes the first of
+# these that the node provider can hold.
+DEFAULT_SERVERLESS_SIZES = ("Standard_DS3_v2", "Standard_DS2_v2", "Standard_DS1_v2")
 NODE_STATES = ("idle", "running", "preparing", "unusable", "leaving", "preempted")
 GPU_HINTS = ("gpu", "cuda")
 
 
 class ComputeService:
     def __init__(self, store: Store, max_concurrent_local: int, clock: Clock,
-                 providers: dict[str, NodeProvider] | None = None, on_change=lambda: None) -> None:  # noqa: ANN001
+                 providers: dict[str, NodeProvider] | None = None, on_change=lambda: None,  # noqa: ANN001
+                 quotas: QuotaService | None = None, paths: WorkspacePaths | None = None) -> None:
         self.store = store
+        self.quotas = quotas or QuotaService(store, clock)
+        self.paths = paths
         self.max_concurrent_local = max_concurrent_local
         self.clock = clock
         self.providers = providers or {}
         self.on_change = on_change  # wakes the cluster reconciler: settings apply at once
 
     # -- writes ------------------------------------------------------------
-    def create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
         if name == LOCAL:
             raise ConflictError("'local' is this machine's built-in compute; choose another name")
         if body.get("name") not in (None, name):
@@ -63,13 +80,17 @@ class ComputeService:
         data = {k: v for k, v in body.items() if k not in READ_ONLY}
         entity = load_spec_dict({**data, "name": name}, "compute", source="request body").entity
         if entity.type in SIZED_TYPES:
-            catalog.check_size(entity.size, entity.type, self.clock.now().date())
-        if entity.type == "amlcompute":
+            size = catalog.check_size(entity.size, entity.type, self.clock.now().date())
             self._check_provider_can_hold(entity)
+            low = getattr(entity, "tier", "dedicated") == "low_priority"
+            count, what = ((entity.min_instances, f"compute cluster {name}: min_instances {entity.min_instances}")
+                           if entity.type == "amlcompute" else (1, f"compute instance {name}"))
+            self.quotas.refuse_if_never_fits(size, low_priority=low, count=count, what=what,
+                                             field="min_instances" if entity.type == "amlcompute" else "size")
         if entity.type == "computeinstance":
-            raise InvalidRequestError(
-                f"compute '{name}' is a valid computeinstance, but cible does not run compute instances yet; "
-                "create an amlcompute cluster, or use compute: local", details={"field": "type"})
+            problems = check_schedules(entity.schedules.compute_start_stop if entity.schedules else [])
+            if problems:
+                raise InvalidRequestError("; ".join(problems), details={"field": "schedules"})
         spec = entity.model_dump(mode="json", exclude_none=True)
         now = self.clock.now()
         with self.store.session() as session:
@@ -78,10 +99,11 @@ class ComputeService:
                 raise ConflictError(
                     f"compute '{name}' already exists ({existing.compute_type}); change a cluster's scale settings "
                     "with `cible compute update`, or delete it first", details={"name": name})
+            status = {"power": "on", "powered_on_at": now.isoformat()} if entity.type == "computeinstance" else None
             row = ComputeRow(name=name, compute_type=entity.type, spec=spec, provisioning_state="Succeeded",
-                             created_at=now, updated_at=now)
+                             created_at=now, updated_at=now, created_by=user, status=status)
             session.add(row)
-            result = _resource(session, row)
+            result = _resource(session, row, self.clock.now())
         self.on_change()
         return result
 
@@ -103,7 +125,7 @@ class ComputeService:
             entity = load_spec_dict(merged, "compute", source="update").entity  # min <= max, ranges
             row.spec = entity.model_dump(mode="json", exclude_none=True)
             row.updated_at = self.clock.now()
-            result = _resource(session, row)
+            result = _resource(session, row, self.clock.now())
         self.on_change()
         return result
 
@@ -114,14 +136,20 @@ class ComputeService:
             raise ConflictError("'local' is this machine's built-in compute and cannot be deleted")
         with self.store.session() as session:
             row = self._row(session, name)
-            if row.compute_type != "amlcompute" or not _live_nodes(session, name):
+            if row.compute_type not in NODE_COMPUTE_TYPES or not _live_nodes(session, name):
                 session.delete(row)
+                self._forget(row)
                 return None
             row.provisioning_state = DELETING
             row.updated_at = self.clock.now()
-            result = _resource(session, row)
+            result = _resource(session, row, self.clock.now())
         self.on_change()
         return result
+
+    def _forget(self, row: ComputeRow) -> None:
+        """What a deleted compute leaves behind: an instance's home folder."""
+        if row.compute_type == "computeinstance" and self.paths is not None:
+            shutil.rmtree(self.paths.instance_home(row.name).parent, ignore_errors=True)
 
     def _check_provider_can_hold(self, entity) -> None:  # noqa: ANN001
         size = catalog.get_size(entity.size)
@@ -130,8 +158,47 @@ class ComputeService:
         why = provider.cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus,
                                    overcommit=bool(settings and settings.overcommit))
         if why:
-            raise InvalidRequestError(f"size: compute cluster '{entity.name}': {why} (in YAML: cible: "
+            raise InvalidRequestError(f"size: compute '{entity.name}': {why} (in YAML: cible: "
                                       "{overcommit: true})", details={"field": "size"})
+
+    def serverless_pool(self, job_name: str, instance_type: str | None, instance_count: int,
+                        job_tier: str | None) -> dict[str, Any]:
+        """The spec of a serverless job's own nodes: `resources.instance_type` (or a default size this
+        machine holds) × `instance_count`, low priority for `job_tier: spot`. Refused at submit
+        when the size is unknown, retired, too big for the provider, or beyond the quotas."""
+        field = "resources.instance_type"
+        provider = self.providers["local"]
+        if instance_type:
+            try:
+                size = catalog.check_size(instance_type, "amlcompute", self.clock.now().date())
+            except CibleError as exc:
+                raise InvalidRequestError(f"{field}: {exc.message}", details={"field": field}) from None
+            why = provider.cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus, overcommit=False)
+            if why:
+                raise InvalidRequestError(f"{field}: serverless nodes of {size.name}: {why}; pick a smaller size "
+                                          "(`cible compute list-sizes`)", details={"field": field})
+        else:
+            fits = [catalog.get_size(n) for n in DEFAULT_SERVERLESS_SIZES]
+            fits = [z for z in fits if not provider.cannot_hold(z.name, z.vcpus, z.memory_gb, z.gpus, overcommit=False)]
+            if not fits:
+                raise InvalidRequestError(f"{field}: this machine cannot hold even a {DEFAULT_SERVERLESS_SIZES[-1]} "
+                                          "node; use compute: local", details={"field": field})
+            size = fits[0]
+        low = job_tier == "spot"
+        self.quotas.refuse_if_never_fits(size, low_priority=low, count=instance_count,
+                                         what=f"serverless job {job_name} ({instance_count} x {size.name})",
+                                         field="resources.instance_count")
+        return {"size": size.name, "tier": "low_priority" if low else "dedicated", "min_instances": 0,
+                "max_instances": instance_count, "idle_time_before_scale_down": 0, "job": job_name,
+                "cible": {"provider": "local"}}
+
+    def cost_estimate(self, target: str | dict[str, Any], nodes: int, timeout_s: float | None) -> dict[str, Any] | None:
+        """A job's cost estimate at submit, from its compute's (or serverless pool's) size; None on local."""
+        spec = target if isinstance(target, dict) else (None if target == LOCAL else self.get(target))
+        if spec is None or "size" not in spec:
+            return None
+        price = effective_price(catalog.get_size(spec["size"]).price_per_hour, spec.get("tier") == "low_priority")
+        return estimate(price, nodes, timeout_s)
 
     def preempt(self, name: str, node_id: str) -> dict[str, Any]:
         """Take a node of a low-priority cluster away at once, as Azure evicts a low-priority VM."""
@@ -153,28 +220,30 @@ class ComputeService:
     # -- reads ---------------------------------------------------------------
     def list(self) -> dict[str, Any]:
         with self.store.session() as session:
-            rows = session.scalars(select(ComputeRow).order_by(ComputeRow.name)).all()
-            items = [local_compute(self.max_concurrent_local), *(_resource(session, r) for r in rows)]
+            rows = session.scalars(select(ComputeRow).where(ComputeRow.compute_type != "serverless")
+                                   .order_by(ComputeRow.name)).all()
+            now = self.clock.now()
+            items = [local_compute(self.max_concurrent_local), *(_resource(session, r, now) for r in rows)]
         return {"value": items, "count": len(items), "next_skip": None}
 
     def get(self, name: str) -> dict[str, Any]:
         if name == LOCAL:
             return local_compute(self.max_concurrent_local)
         with self.store.session() as session:
-            return _resource(session, self._row(session, name))
+            return _resource(session, self._row(session, name), self.clock.now())
 
     def nodes(self, name: str) -> dict[str, Any]:
         """`list-nodes`: a cluster's nodes that are not gone."""
         compute = self.get(name)
-        if compute["type"] != "amlcompute":
-            raise InvalidRequestError(f"compute '{name}' is a {compute['type']}; only amlcompute clusters have nodes")
+        if compute["type"] not in NODE_COMPUTE_TYPES:
+            raise InvalidRequestError(f"compute '{name}' is a {compute['type']}; it has no nodes")
         with self.store.session() as session:
             nodes = node_listing(session, name)
         return {"value": nodes, "count": len(nodes), "next_skip": None}
 
     def cluster_names(self) -> set[str]:
         with self.store.session() as session:
-            return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type == "amlcompute")))
+            return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))))
 
     def queue_reason(self, name: str, position: int, instance_count: int) -> str:
         """The wait of the job at `position` in cluster `name`'s queue, from its nodes now."""
@@ -182,12 +251,17 @@ class ComputeService:
             compute = self.get(name)
         except NotFoundError:
             return f"compute '{name}' no longer exists; the job will fail"
+        if compute["type"] == "computeinstance" and compute["state"] in ("Stopped", "Stopping"):
+            return (f"compute instance {name} is {compute['state']} ({compute.get('power_reason') or 'stopped'}); "
+                    f"the job starts once it runs again: `cible compute start {name}`")
         counts = compute.get("node_state_counts") or {}
         config = ClusterConfig(name=name, max_instances=compute.get("max_instances", 1))
         reason = waiting_reason(config, position, instance_count, idle=counts.get("idle", 0),
                                 starting=counts.get("preparing", 0), busy=counts.get("running", 0))
         for error in compute.get("provisioning_errors") or []:
             reason += f"; nodes fail to start: {error['message']}"
+        if compute.get("quota_wait"):
+            reason += f"; {compute['quota_wait']}"
         return reason
 
     def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None) -> None:
@@ -196,14 +270,15 @@ class ComputeService:
         compute = self.get(name)
         if compute["type"] == "local":
             return
-        if compute["type"] != "amlcompute":
+        if compute["type"] not in NODE_COMPUTE_TYPES:
             raise InvalidRequestError(
                 f"compute '{name}' is of type {compute['type']}, which cible cannot run jobs on yet; "
-                "use compute: local or an amlcompute cluster",
+                "use compute: local, an amlcompute cluster or a compute instance",
                 details={"field": "compute"},
             )
         size = catalog.get_size(compute["size"])
-        config = ClusterConfig(name=name, max_instances=compute.get("max_instances", 1), gpus_per_node=size.gpus,
+        max_instances = 1 if compute["type"] == "computeinstance" else compute.get("max_instances", 1)
+        config = ClusterConfig(name=name, max_instances=max_instances, gpus_per_node=size.gpus,
                                deleting=compute["provisioning_state"] == DELETING, size=size.name)
         needs_gpu = bool(environment) and any(h in environment.lower() for h in GPU_HINTS)
         reason = admission_error(config, instance_count, needs_gpu)
@@ -228,10 +303,10 @@ def _live_nodes(session, name: str) -> int:  # noqa: ANN001
         NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
 
 
-def _resource(session, row: ComputeRow) -> dict[str, Any]:  # noqa: ANN001
+def _resource(session, row: ComputeRow, now: datetime) -> dict[str, Any]:  # noqa: ANN001
     resource = {**row.spec, "name": row.name, "type": row.compute_type, "provisioning_state": row.provisioning_state,
-                "created_on": row.created_at.isoformat()}
-    if row.compute_type == "amlcompute":
+                "created_on": row.created_at.isoformat(), "created_by": row.created_by}
+    if row.compute_type in NODE_COMPUTE_TYPES:
         counts = dict.fromkeys(NODE_STATES, 0)
         for state in session.scalars(select(NodeRow.state).where(NodeRow.compute == row.name)):
             if state in counts:
@@ -240,4 +315,9 @@ def _resource(session, row: ComputeRow) -> dict[str, Any]:  # noqa: ANN001
         target = row.spec.get("target_node_count", current)
         resource.update(allocation_state="Steady" if current == target else "Resizing", current_node_count=current,
                         target_node_count=target, node_state_counts=counts)
+        if (row.status or {}).get("quota_wait"):
+            resource["quota_wait"] = row.status["quota_wait"]
+        resource["cost"] = compute_cost(session, row.name, now)
+    if row.compute_type == "computeinstance":
+        describe_instance(session, row, resource, now)
     return resource

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.lifecycle.nodes import LIVE
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.models import CommandJob
 from cible.core.names import display_name_for
@@ -19,13 +20,12 @@ from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services.computes import ComputeService
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.store.db import Store
-from cible.server.store.rows import JobRow, JobStatusRow
+from cible.server.services.costs import SERVERLESS_PREFIX, job_cost
+from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
-SERVERLESS_NOTE = (
-    "no compute was given, so the job runs on serverless compute; until serverless compute "
-    "exists in cible, that is the local computer"
-)
+SERVERLESS = "serverless"
+LIVE_STATES = {s.value for s in LIVE}
 
 
 def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datetime, reason: str | None = None) -> None:
@@ -42,15 +42,19 @@ def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datet
 
 
 class JobService:
-    def __init__(self, store: Store, computes: ComputeService, plans: PlanBuilder, clock: Clock, on_submit=None) -> None:  # noqa: ANN001
+    def __init__(self, store: Store, computes: ComputeService, plans: PlanBuilder, clock: Clock, on_submit=None,  # noqa: ANN001
+                 default_compute: str = SERVERLESS) -> None:
         self.store = store
+        # Where a job that names no compute runs: serverless (Azure's newer default) unless the
+        # installation says otherwise (CIBLE_DEFAULT_COMPUTE=local).
+        self.default_compute = default_compute
         self.computes = computes
         self.plans = plans
         self.clock = clock
         self.on_change = on_submit or (lambda: None)
 
     # -- writes ------------------------------------------------------------
-    def create_or_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_or_update(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
         if body.get("name") not in (None, name):
             raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'", details={"field": "name"})
         environment = body.get("environment")
@@ -65,9 +69,11 @@ class JobService:
             existing = session.get(JobRow, name)
             if existing is not None:
                 return self._update_mutable(session, existing, job)
-        target, notes = self._resolve_compute(job)
+        target, notes, pool = self._resolve_compute(job, name)
         experiment = job.experiment_name or "Default"
         plan = self.plans.build(job, name=name, experiment_name=experiment, target=target)
+        estimate = self.computes.cost_estimate(pool or target, plan["instance_count"],
+                                               job.limits.timeout if job.limits else None)
         now = self.clock.now()
         spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
         try:
@@ -78,10 +84,15 @@ class JobService:
                     name=name, job_type="command", display_name=job.display_name or display_name_for(name),
                     experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
                     target=target, instance_count=plan["instance_count"], spec=spec,
-                    warnings=[*loaded.warnings, *notes], run={"plan": plan},
-                    created_at=now, updated_at=now,
+                    warnings=[*loaded.warnings, *notes], run={
+                        "plan": plan, "cost_estimate": estimate,
+                        **({"serverless": {k: pool[k] for k in ("size", "tier", "max_instances")}} if pool else {})},
+                    created_at=now, updated_at=now, created_by=user,
                 )
                 session.add(row)
+                if pool is not None:  # the job's own serverless nodes: made for it, gone after it
+                    session.add(ComputeRow(name=target, compute_type=SERVERLESS, spec=pool, created_by=user,
+                                           provisioning_state="Succeeded", created_at=now, updated_at=now))
                 session.add(JobStatusRow(job_name=name, from_status=None, to_status=row.status, reason="submitted", at=now))
                 set_status(session, row, JobStatus.QUEUED, now, reason=f"queued on {target}")
                 result = self._resource(session, row)
@@ -112,16 +123,22 @@ class JobService:
         row.updated_at = self.clock.now()
         return self._resource(session, row)
 
-    def _resolve_compute(self, job: CommandJob) -> tuple[str, list[str]]:
-        if job.compute is None:
-            return "local", [SERVERLESS_NOTE]
-        name = parse_compute_ref(job.compute)
-        if name == "serverless":
-            return "local", [SERVERLESS_NOTE]
+    def _resolve_compute(self, job: CommandJob, name: str) -> tuple[str, list[str], dict[str, Any] | None]:
+        """The target a job runs on, notes for its warnings, and its serverless pool's spec if any."""
+        compute = parse_compute_ref(job.compute) if job.compute is not None else self.default_compute
+        notes = [] if job.compute is not None else [f"no compute was given: the job runs on {compute} compute"]
+        instance_count = job.resources.instance_count if job.resources else 1
+        if compute == SERVERLESS:
+            pool = self.computes.serverless_pool(name, job.resources.instance_type if job.resources else None,
+                                                 instance_count,
+                                                 job.queue_settings.job_tier if job.queue_settings else None)
+            return f"{SERVERLESS_PREFIX}{name}", notes, pool
         environment = job.environment if isinstance(job.environment, str) else getattr(job.environment, "image", None)
-        self.computes.require_runnable(name, instance_count=job.resources.instance_count if job.resources else 1,
-                                       environment=environment)
-        return name, []
+        self.computes.require_runnable(compute, instance_count=instance_count, environment=environment)
+        if job.queue_settings and job.queue_settings.job_tier:
+            notes.append(f"queue_settings.job_tier applies to serverless compute only; compute {compute} has its "
+                         "own tier")
+        return compute, notes, None
 
     def cancel(self, name: str) -> dict[str, Any]:
         with self.store.session() as session:
@@ -178,6 +195,9 @@ class JobService:
         """Why a job queued on a cluster waits, worked out now: its FIFO position and the cluster's nodes."""
         if row.target == "local":
             return f"about to start on {row.target}"
+        if row.target.startswith(SERVERLESS_PREFIX):
+            return self.computes.queue_reason(row.target, 1, row.instance_count or 1).replace(
+                "position 1 in the queue of ", "waiting for its serverless nodes on ")
         ahead = session.scalar(select(func.count()).select_from(JobRow).where(
             JobRow.target == row.target, JobRow.status == JobStatus.QUEUED.value,
             (JobRow.created_at < row.created_at) | ((JobRow.created_at == row.created_at) & (JobRow.name < row.name))))
@@ -192,7 +212,9 @@ class JobService:
             "display_name": row.display_name,
             "experiment_name": row.experiment_name,
             "status": row.status,
-            "compute": row.compute if row.compute is not None else "serverless",
+            "compute": row.compute if row.compute is not None else (
+                SERVERLESS if row.target.startswith(SERVERLESS_PREFIX) else row.target),
+            "created_by": row.created_by,
             "creation_context": {"created_at": row.created_at.isoformat()},
             "start_time": row.started_at.isoformat() if row.started_at else None,
             "end_time": row.ended_at.isoformat() if row.ended_at else None,
@@ -206,12 +228,18 @@ class JobService:
         if handle.get("runner") == "cluster":  # where it runs: the nodes, by node rank
             resource["nodes"] = handle["nodes"]
             resource["attempt"] = handle["attempt"]
+        if (row.run or {}).get("serverless"):  # the nodes made for it: size, tier, count, and whether they remain
+            nodes = session.scalars(select(NodeRow.state).where(NodeRow.compute == row.target)).all()
+            resource["serverless"] = {**row.run["serverless"], "live_nodes": sum(s in LIVE_STATES for s in nodes)}
         if (row.run or {}).get("requeues"):  # attempts that lost their node (preempted, node lost)
             resource["requeues"] = row.run["requeues"]
         plan = (row.run or {}).get("plan", {})
         if plan.get("outputs"):
             resource["output_uris"] = {k: v["uri"] for k, v in plan["outputs"].items()}
-        if history:
+        if history:  # the show view: cost and history (a listing stays one query per page)
+            cost = {"estimate": (row.run or {}).get("cost_estimate")}
+            cost["actual" if is_terminal(row.status) else "so_far"] = job_cost(session, row, self.clock.now())
+            resource["cost"] = cost
             rows = session.scalars(select(JobStatusRow).where(JobStatusRow.job_name == row.name).order_by(JobStatusRow.id))
             resource["status_history"] = [
                 {"status": h.to_status, "at": h.at.isoformat(), "reason": h.reason} for h in rows

@@ -35,6 +35,7 @@ class JobRow(Base):
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)  # who submitted it
 
 
 class JobStatusRow(Base):
@@ -60,6 +61,9 @@ class ComputeRow(Base):
     provisioning_state: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # A compute instance's runtime state (power, restart, snooze, events); the spec stays the user's.
+    status: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class AssetRow(Base):
@@ -105,3 +109,31 @@ class NodeStateRow(Base):
     to_state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime]
+    job_name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the job it runs (cost per job)
+
+
+class QuotaRow(Base):
+    """A workspace vCPU quota: per VM family (dedicated), "total" (dedicated) or "low_priority"."""
+
+    __tablename__ = "quotas"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+
+
+class QuotaRequestRow(Base):
+    """A request to raise a quota, approved or denied by an admin."""
+
+    __tablename__ = "quota_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(64))
+    current_vcpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requested_vcpus: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(255), nullable=True)

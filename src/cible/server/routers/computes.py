@@ -1,0 +1,130 @@
+"""/api/v1 computes (clusters, instances), quotas and cost."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+router = APIRouter(prefix="/api/v1")
+USER_HEADER = "x-cible-user"  # who the client says it acts for (recorded; enforced once users exist)
+
+
+def caller(request: Request) -> str | None:
+    return request.headers.get(USER_HEADER) or None
+
+
+class Snooze(BaseModel):
+    minutes: float = Field(..., gt=0, le=24 * 60, description="postpone the idle shutdown this long")
+
+
+class QuotaSet(BaseModel):
+    vcpus: int | None = Field(..., ge=0, description="the quota in vCPUs; null removes it (no limit)")
+
+
+class QuotaRequest(BaseModel):
+    vcpus: int = Field(..., ge=1, description="the quota asked for, in vCPUs")
+    reason: str | None = None
+
+
+@router.get("/computes", tags=["computes"])
+def list_computes(request: Request) -> dict[str, Any]:
+    return request.app.state.computes.list()
+
+
+@router.get("/computes:usage", tags=["quotas"], summary="vCPU use against the quotas (`list-usage`, Azure's shape)")
+def list_usage(request: Request) -> dict[str, Any]:
+    return request.app.state.quotas.list_usage()
+
+
+@router.get("/computes/{name}", tags=["computes"])
+def get_compute(name: str, request: Request) -> dict[str, Any]:
+    return request.app.state.computes.get(name)
+
+
+@router.put("/computes/{name}", tags=["computes"], summary="Create a compute (Azure ML compute YAML as JSON)")
+def create_compute(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    return request.app.state.computes.create(name, body, user=caller(request))
+
+
+@router.patch("/computes/{name}", tags=["computes"], summary="Change a cluster's scale settings")
+def update_compute(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    return request.app.state.computes.update(name, body)
+
+
+@router.delete("/computes/{name}", tags=["computes"], status_code=204,
+               summary="Delete a compute; one with nodes drains first (202, provisioning_state Deleting)")
+def delete_compute(name: str, request: Request) -> Response:
+    draining = request.app.state.computes.delete(name)
+    if draining is None:
+        return Response(status_code=204)
+    return JSONResponse(draining, status_code=202)
+
+
+@router.post("/computes/{name}:start", tags=["computes"], summary="Start a compute instance")
+def start_instance(name: str, request: Request) -> dict[str, Any]:
+    return request.app.state.instances.start(name, caller(request))
+
+
+@router.post("/computes/{name}:stop", tags=["computes"], summary="Stop a compute instance (refused while a job runs)")
+def stop_instance(name: str, request: Request) -> dict[str, Any]:
+    return request.app.state.instances.stop(name, caller(request))
+
+
+@router.post("/computes/{name}:restart", tags=["computes"], summary="Restart a compute instance's node")
+def restart_instance(name: str, request: Request) -> dict[str, Any]:
+    return request.app.state.instances.restart(name, caller(request))
+
+
+@router.post("/computes/{name}:snooze", tags=["computes"], summary="Postpone a compute instance's idle shutdown")
+def snooze_instance(name: str, body: Snooze, request: Request) -> dict[str, Any]:
+    return request.app.state.instances.snooze(name, body.minutes)
+
+
+@router.post("/computes/{name}:terminal", tags=["computes"], summary="Where a shell on the instance's node runs")
+def instance_terminal(name: str, request: Request) -> dict[str, Any]:
+    return request.app.state.instances.terminal(name, caller(request))
+
+
+@router.post("/computes/{name}/nodes/{node_id}:preempt", tags=["computes"],
+             summary="Evict a node of a low-priority cluster now (drills and tests)")
+def preempt_node(name: str, node_id: str, request: Request) -> dict[str, Any]:
+    return request.app.state.computes.preempt(name, node_id)
+
+
+@router.get("/computes/{name}/nodes", tags=["computes"], summary="A compute's nodes (`list-nodes`)")
+def list_nodes(name: str, request: Request) -> dict[str, Any]:
+    return request.app.state.computes.nodes(name)
+
+
+@router.get("/quotas", tags=["quotas"], summary="The workspace's vCPU quotas and increase requests")
+def show_quotas(request: Request) -> dict[str, Any]:
+    return request.app.state.quotas.show()
+
+
+@router.put("/quotas/{scope}", tags=["quotas"], summary="Set a quota: a VM family, 'total' or 'low_priority'")
+def set_quota(scope: str, body: QuotaSet, request: Request) -> dict[str, Any]:
+    return request.app.state.quotas.set(scope, body.vcpus)
+
+
+@router.post("/quotas/{scope}/requests", tags=["quotas"], summary="Ask for a quota increase")
+def request_quota(scope: str, body: QuotaRequest, request: Request) -> dict[str, Any]:
+    return request.app.state.quotas.request(scope, body.vcpus, body.reason, caller(request))
+
+
+@router.post("/quota-requests/{request_id}:approve", tags=["quotas"], summary="Approve an increase (admin)")
+def approve_quota(request_id: int, request: Request) -> dict[str, Any]:
+    return request.app.state.quotas.decide(request_id, True, caller(request))
+
+
+@router.post("/quota-requests/{request_id}:deny", tags=["quotas"], summary="Deny an increase (admin)")
+def deny_quota(request_id: int, request: Request) -> dict[str, Any]:
+    return request.app.state.quotas.decide(request_id, False, caller(request))
+
+
+@router.get("/costs", tags=["cost"], summary="Cost of the nodes by compute, job or user")
+def cost_report(request: Request, by: str = Query("compute"), since: datetime | None = None) -> dict[str, Any]:
+    return request.app.state.costs.report(by, since)

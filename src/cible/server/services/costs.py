@@ -1,0 +1,100 @@
+"""Cost from the nodes' histories: each node's lifetime × its size's price per hour (the
+catalog's indicative prices; low priority discounted), split into idle, per job and overhead.
+
+A node's price is written on it when it is requested, so a later catalog change does not
+rewrite the past. Serverless nodes are made for one job: their whole life is that job's.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select
+
+from cible.core.errors import InvalidRequestError
+from cible.core.planning.costs import NodeCost, StateChange, node_cost, report
+from cible.server.store.db import Store
+from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
+
+SERVERLESS_PREFIX = "serverless:"  # a serverless pool's compute name: serverless:<job>
+GROUPINGS = ("compute", "job", "user")
+
+
+def node_costs(session, now: datetime, *, compute: str | None = None, node_ids: list[str] | None = None,  # noqa: ANN001
+               since: datetime | None = None) -> list[NodeCost]:
+    query = select(NodeRow)
+    if compute is not None:
+        query = query.where(NodeRow.compute == compute)
+    if node_ids is not None:
+        query = query.where(NodeRow.node_id.in_(node_ids))
+    nodes = session.scalars(query).all()
+    if not nodes:
+        return []
+    changes: dict[str, list[StateChange]] = defaultdict(list)
+    history = session.execute(select(NodeStateRow.node_id, NodeStateRow.at, NodeStateRow.to_state, NodeStateRow.job_name)
+                              .where(NodeStateRow.node_id.in_([n.node_id for n in nodes])).order_by(NodeStateRow.id))
+    for node_id, at, state, job in history:
+        changes[node_id].append(StateChange(at=_aware(at), state=state, job=job))
+    return [node_cost(n.node_id, n.compute, float((n.info or {}).get("price_per_hour", 0.0)), changes[n.node_id],
+                      now, since) for n in nodes]
+
+
+def compute_cost(session, name: str, now: datetime) -> dict[str, Any]:  # noqa: ANN001
+    """`compute show`: cost so far and the part spent idle."""
+    costs = node_costs(session, now, compute=name)
+    total = sum(c.cost for c in costs)
+    idle = sum(c.idle_cost for c in costs)
+    return {"currency": "USD", "so_far": round(total, 6), "idle": round(idle, 6),
+            "node_hours": round(sum(c.seconds for c in costs) / 3600, 6), "note": "indicative catalog prices"}
+
+
+def job_cost(session, job: JobRow, now: datetime) -> float | None:  # noqa: ANN001
+    """What the job's nodes cost while they ran it (a serverless job: its nodes' whole lives)."""
+    if job.target.startswith(SERVERLESS_PREFIX):
+        costs = node_costs(session, now, compute=job.target)
+        return round(sum(c.cost for c in costs), 6)
+    node_ids = list(session.scalars(select(NodeStateRow.node_id).where(NodeStateRow.job_name == job.name)).unique())
+    if not node_ids:
+        return None
+    return round(sum(c.by_job.get(job.name, 0.0) for c in node_costs(session, now, node_ids=node_ids)), 6)
+
+
+class CostService:
+    def __init__(self, store: Store, clock) -> None:  # noqa: ANN001
+        self.store = store
+        self.clock = clock
+
+    def report(self, by: str = "compute", since: datetime | None = None) -> dict[str, Any]:
+        """`cible cost report`: node costs summed by compute, job or user, optionally since a time."""
+        if by not in GROUPINGS:
+            raise InvalidRequestError(f"by: '{by}' is not a grouping; use one of {', '.join(GROUPINGS)}",
+                                      details={"field": "by"})
+        now = self.clock.now()
+        since = _aware(since)
+        with self.store.session() as session:
+            costs = node_costs(session, now, since=since)
+            jobs = dict(session.execute(select(JobRow.name, JobRow.created_by)).all())
+            owners = {name: _owner(spec, creator) for name, spec, creator in
+                      session.execute(select(ComputeRow.name, ComputeRow.spec, ComputeRow.created_by))}
+        dedicated = {c.compute: c.compute[len(SERVERLESS_PREFIX):] for c in costs
+                     if c.compute.startswith(SERVERLESS_PREFIX)}
+        lines = report(costs, by=by, job_users={k: v for k, v in jobs.items() if v},
+                       compute_users={k: v for k, v in owners.items() if v}, dedicated_to_job=dedicated)
+        total = sum(line.cost for line in lines)
+        return {"by": by, "since": since.isoformat() if since else None, "until": now.isoformat(), "currency": "USD",
+                "total": round(total, 6), "note": "indicative catalog prices × node lifetimes",
+                "lines": [{"key": line.key, "cost": round(line.cost, 6), "node_hours": round(line.seconds / 3600, 6),
+                           "idle": round(line.idle_cost, 6)} for line in lines]}
+
+
+def _owner(spec: dict[str, Any], creator: str | None) -> str | None:
+    behalf = spec.get("create_on_behalf_of")
+    return behalf["user_object_id"] if behalf else creator
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
