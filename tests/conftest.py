@@ -11,6 +11,9 @@ import pytest
 POSTGRES_URL = os.environ.get("CIBLE_TEST_POSTGRES_URL")
 # Servers the tests start skip MLflow's tracking server (~15 s of CPU each) unless a test turns it on.
 os.environ.setdefault("CIBLE_TRACKING", "0")
+# A job that names no compute runs on serverless nodes made for it (the installation default);
+# the tests of other features run such jobs on `local`, and the serverless tests say so.
+os.environ.setdefault("CIBLE_DEFAULT_COMPUTE", "local")
 
 
 def _postgres_database() -> Iterator[str]:

@@ -36,6 +36,8 @@ class Workspace:
         env["CIBLE_HOME"] = str(self.home)
         # MLflow's tracking server costs ~15 s of CPU per workspace; only tests of tracking start it.
         env["CIBLE_TRACKING"] = "1" if tracking else "0"
+        # Jobs that name no compute run on `local` here; the serverless tests pop this (default: serverless).
+        env["CIBLE_DEFAULT_COMPUTE"] = "local"
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("NO_COLOR", None)
         env["NO_COLOR"] = "1"  # plain error lines, whatever the terminal

@@ -51,7 +51,12 @@ def test_put_creates_a_queued_job_with_its_history(api: TestClient):
     assert api.get("/api/v1/jobs/j1").json()["command"] == "echo hello"
 
 
-def test_a_job_without_compute_runs_on_serverless_nodes_made_for_it_and_says_so(api: TestClient):
+def test_a_job_without_compute_runs_on_serverless_nodes_made_for_it_and_says_so(tmp_path):
+    # The installation default (the test session sets CIBLE_DEFAULT_COMPUTE=local for the other tests).
+    settings = ServerSettings(home=tmp_path / "ws", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                              default_compute="serverless")
+    app = create_app(settings, TOKEN, reconcile=False)
+    api = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
     job = api.put("/api/v1/jobs/j2", json={"command": "echo hi", "resources": {"instance_type": "Standard_DS1_v2"},
                                            "queue_settings": {"job_tier": "Spot"}}).json()
     assert job["compute"] == "serverless" and job["target"] == "serverless:j2"
@@ -60,6 +65,9 @@ def test_a_job_without_compute_runs_on_serverless_nodes_made_for_it_and_says_so(
     assert job["cost"]["estimate"]["per_hour"] > 0
     names = [c["name"] for c in api.get("/api/v1/computes").json()["value"]]
     assert "serverless:j2" not in names  # nothing to create or delete, nothing listed
+    explicit = api.put("/api/v1/jobs/j3", json={"command": "echo hi", "compute": "azureml:serverless"}).json()
+    assert explicit["target"] == "serverless:j3" and explicit["serverless"]["tier"] == "dedicated"
+    app.state.store.close()
 
 
 @pytest.mark.parametrize(

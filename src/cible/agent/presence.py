@@ -19,7 +19,7 @@ import psutil
 
 SESSIONS_DIR = "sessions"
 SELF_STOP_FILE = "stopped-itself"  # written by an agent that stopped itself: why, in one line
-DISK_EVERY_S = 10.0  # walking the disk is not free: measured at most this often
+DISK_EVERY_S = 5.0  # walking the disk is not free: measured at most this often
 
 
 def session_file(root: Path, kind: str, pid: int) -> Path:

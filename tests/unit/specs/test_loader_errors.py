@@ -114,6 +114,7 @@ def test_accepted_but_ignored_keys_warn_once_each(load):
           type: user_identity
         queue_settings:
           job_tier: spot
+          priority: high
         distribution:
           type: pytorch
           process_count_per_instance: 2
@@ -135,7 +136,7 @@ def test_accepted_but_ignored_keys_warn_once_each(load):
     warned = [w.split(": ", 1)[1] for w in spec.warnings]
     assert warned == [
         f"'{key}' is accepted but not acted on by cible yet"
-        for key in ("services", "identity", "queue_settings", "resources.instance_type",
+        for key in ("services", "identity", "queue_settings.priority",
                     "resources.shm_size", "resources.docker_args", "resources.locations",
                     "resources.max_instance_count", "resources.properties", "environment.os_type: windows",
                     "environment.inference_config")

@@ -39,18 +39,7 @@ def instance_pass(row: ComputeRow, node: NodeRow | None, listed: ProviderNode | 
     if status.get("pending_stop") and job is None and status.get("power", "on") == "on":
         _power(status, "off", status.pop("pending_stop"), now)
 
-    info = (node.info or {}) if node is not None else {}
-    settings = spec.get("cible") or {}
-    view = InstanceView(
-        power=status.get("power", "on"),
-        idle_time_s=idle_time_seconds(spec.get("idle_time_before_shutdown_minutes"),
-                                      spec.get("idle_time_before_shutdown")),
-        warn_before_s=float(settings.get("idle_warning_minutes", DEFAULT_WARNING_S / 60)) * 60,
-        node_state=state, job=job, free_since=_aware(node.idle_since) if node is not None else None,
-        sessions=tuple(info.get("sessions") or ()), last_activity_at=_parse(info.get("last_activity_at")),
-        powered_on_at=_parse(status.get("powered_on_at")) or _aware(row.created_at),
-        snoozed_until=_parse(status.get("snoozed_until")), warned_for=_parse(status.get("warned_for")),
-    )
+    view = instance_view(row, node, status)
     verdict = idleness(view, now)
     if verdict.warn:
         status["warned_for"] = verdict.stops_at.isoformat()
@@ -64,6 +53,26 @@ def instance_pass(row: ComputeRow, node: NodeRow | None, listed: ProviderNode | 
     status["idleness"] = verdict.as_dict()
     if status != before:
         row.status = status
+
+
+def instance_view(row: ComputeRow, node: NodeRow | None, status: dict[str, Any] | None = None) -> InstanceView:
+    """What idleness is decided from: the instance's settings and power, its live node, the sessions."""
+    status = status if status is not None else (row.status or {})
+    spec = row.spec
+    state = NodeState(node.state) if node is not None and NodeState(node.state) in LIVE else None
+    info = (node.info or {}) if state is not None else {}
+    settings = spec.get("cible") or {}
+    return InstanceView(
+        power=status.get("power", "on"),
+        idle_time_s=idle_time_seconds(spec.get("idle_time_before_shutdown_minutes"),
+                                      spec.get("idle_time_before_shutdown")),
+        warn_before_s=float(settings.get("idle_warning_minutes", DEFAULT_WARNING_S / 60)) * 60,
+        node_state=state, job=node.job_name if state is not None else None,
+        free_since=_aware(node.idle_since) if state is not None else None,
+        sessions=tuple(info.get("sessions") or ()), last_activity_at=_parse(info.get("last_activity_at")),
+        powered_on_at=_parse(status.get("powered_on_at")) or _aware(row.created_at),
+        snoozed_until=_parse(status.get("snoozed_until")), warned_for=_parse(status.get("warned_for")),
+    )
 
 
 def request_power(row: ComputeRow, power: str, why: str, now: datetime) -> None:
@@ -115,7 +124,8 @@ def _event(status: dict[str, Any], now: datetime, kind: str, message: str) -> No
 
 
 def _parse(value: str | None) -> datetime | None:
-    return _aware(datetime.fromisoformat(value)) if value else None
+    # Python 3.10's fromisoformat does not read the "Z" pydantic writes for UTC.
+    return _aware(datetime.fromisoformat(value.replace("Z", "+00:00"))) if value else None
 
 
 def _aware(value: datetime | None) -> datetime | None:

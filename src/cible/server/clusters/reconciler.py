@@ -26,8 +26,6 @@ from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
-from cible.core.planning.costs import effective_price
-from cible.core.planning.instances import idle_time_seconds
 from cible.core.planning.clusters import (
     ClusterConfig,
     ClusterPlan,
@@ -37,13 +35,15 @@ from cible.core.planning.clusters import (
     decide_cluster,
     preemptions,
 )
+from cible.core.planning.costs import effective_price
+from cible.core.planning.instances import idle_time_seconds
 from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.instances import instance_pass
 from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.services.computes import DELETING, NODE_COMPUTE_TYPES
-from cible.server.services.quotas import QuotaService
 from cible.server.services.jobs import set_status
+from cible.server.services.quotas import QuotaService
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
 from cible.workspace import WorkspacePaths

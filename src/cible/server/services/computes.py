@@ -14,12 +14,12 @@ from cible.backends.base.contract import NodeProvider
 from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
-from cible.core.planning.costs import effective_price, estimate
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.planning.clusters import ClusterConfig, admission_error
+from cible.core.planning.costs import effective_price, estimate
+from cible.core.planning.schedules import check_schedules
 from cible.core.planning.scheduling import waiting_reason
 from cible.core.specs.azureml.loader import load_spec_dict
-from cible.core.planning.schedules import check_schedules
 from cible.server.clusters.agents import node_listing
 from cible.server.services.costs import compute_cost
 from cible.server.services.instances import describe_instance
@@ -123,6 +123,11 @@ class ComputeService:
                 raise ConflictError(f"compute cluster '{name}' is being deleted; it cannot be updated")
             merged = {**row.spec, **changes}
             entity = load_spec_dict(merged, "compute", source="update").entity  # min <= max, ranges
+            if "min_instances" in changes:
+                self.quotas.refuse_if_never_fits(
+                    catalog.get_size(entity.size), low_priority=entity.tier == "low_priority",
+                    count=entity.min_instances, what=f"compute cluster {name}: min_instances {entity.min_instances}",
+                    field="min_instances")
             row.spec = entity.model_dump(mode="json", exclude_none=True)
             row.updated_at = self.clock.now()
             result = _resource(session, row, self.clock.now())

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE, NodeState
-from cible.core.planning.instances import display_state
+from cible.core.planning.instances import display_state, idleness
 from cible.core.planning.schedules import next_firing
-from cible.server.clusters.instances import request_power
+from cible.server.clusters.instances import instance_view, request_power
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, NodeRow
 from cible.workspace import WorkspacePaths
@@ -50,6 +50,8 @@ class InstanceService:
                 raise ConflictError(f"compute instance {name} is already on ({_state(session, row)})")
             if power == "off" and now_power == "off":
                 raise ConflictError(f"compute instance {name} is already stopped or stopping")
+            if power == "restart" and now_power != "on":
+                raise ConflictError(f"compute instance {name} is not running; start it (`cible compute start {name}`)")
             if power != "on":
                 node = _live_node(session, name)
                 if node is not None and node.job_name:
@@ -63,15 +65,16 @@ class InstanceService:
     def snooze(self, name: str, minutes: float) -> dict[str, Any]:
         """Postpone the idle shutdown by `minutes` from when it would have happened."""
         if minutes <= 0 or minutes > 24 * 60:
-            raise InvalidRequestError("minutes: snooze for 1 minute to 24 hours", details={"field": "minutes"})
+            raise InvalidRequestError("minutes: snooze for more than 0 minutes and at most 24 hours",
+                                      details={"field": "minutes"})
         now = self.clock.now()
         with self.store.session() as session:
             row = self._instance(session, name)
             status = dict(row.status or {})
             if status.get("power", "on") != "on":
                 raise ConflictError(f"compute instance {name} is not running; there is no shutdown to snooze")
-            stops_at = (status.get("idleness") or {}).get("stops_at")
-            base = max(now, datetime.fromisoformat(stops_at)) if stops_at else now
+            stops_at = idleness(instance_view(row, _live_node(session, name)), now).stops_at  # as show says
+            base = max(now, stops_at) if stops_at else now
             until = base + timedelta(minutes=minutes)
             status["snoozed_until"] = until.isoformat()
             status["events"] = [*status.get("events", []), {
@@ -99,6 +102,9 @@ class InstanceService:
                     f"this instance is assigned to {owner}; only they may use it once users are enforced"}
 
     def _instance(self, session, name: str) -> ComputeRow:  # noqa: ANN001
+        if name == "local":
+            raise InvalidRequestError("'local' is this machine, not a compute instance; start, stop, restart, "
+                                      "snooze and connect-ssh are for compute instances", details={"field": "type"})
         row = session.get(ComputeRow, name, with_for_update=True)
         if row is None:
             raise NotFoundError(f"compute '{name}' does not exist in this workspace", details={"name": name})
@@ -119,7 +125,7 @@ def describe_instance(session, row: ComputeRow, resource: dict[str, Any], now: d
     resource["state"] = _state(session, row, node)
     resource["power_reason"] = status.get("power_reason")
     resource["owner"] = _owner(row)
-    resource["idleness"] = status.get("idleness") or {"idle": False, "why_not": "not checked yet"}
+    resource["idleness"] = idleness(instance_view(row, node), now).as_dict()  # as of now, not the last pass
     resource["snoozed_until"] = status.get("snoozed_until")
     resource["events"] = status.get("events", [])
     power_events = [e for e in resource["events"] if e["kind"] in ("Started", "Stopped", "Restarting")]

@@ -11,16 +11,16 @@ from sqlalchemy.orm import Session
 
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
-from cible.core.lifecycle.nodes import LIVE
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
+from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
 from cible.core.names import display_name_for
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services.computes import ComputeService
+from cible.server.services.costs import SERVERLESS_PREFIX, job_cost
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.store.db import Store
-from cible.server.services.costs import SERVERLESS_PREFIX, job_cost
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
@@ -95,11 +95,10 @@ class JobService:
                                            provisioning_state="Succeeded", created_at=now, updated_at=now))
                 session.add(JobStatusRow(job_name=name, from_status=None, to_status=row.status, reason="submitted", at=now))
                 set_status(session, row, JobStatus.QUEUED, now, reason=f"queued on {target}")
-                result = self._resource(session, row)
         except IntegrityError:  # a concurrent PUT of the same name won the insert
             raise ConflictError(f"job '{name}' already exists", details={"field": "name"}) from None
         self.on_change()
-        return result
+        return self.get(name)  # read once committed: its wait reason reads the compute (a new serverless pool)
 
     def _update_mutable(self, session: Session, row: JobRow, job: CommandJob) -> dict[str, Any]:
         incoming = job.model_dump(mode="json", exclude_none=True)
@@ -138,6 +137,9 @@ class JobService:
         if job.queue_settings and job.queue_settings.job_tier:
             notes.append(f"queue_settings.job_tier applies to serverless compute only; compute {compute} has its "
                          "own tier")
+        if job.resources and job.resources.instance_type:
+            notes.append(f"resources.instance_type applies to serverless compute only; compute {compute} has its "
+                         "own size")
         return compute, notes, None
 
     def cancel(self, name: str) -> dict[str, Any]:

@@ -30,8 +30,10 @@ _ENVIRONMENT = _keys(("os_type", "windows"), "inference_config")
 
 IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
     "job": _keys(
-        "services", "identity", "queue_settings", ("distribution.type", "ray"),
-        "resources.instance_type", "resources.shm_size", "resources.docker_args",
+        # queue_settings.job_tier and resources.instance_type size serverless jobs (the job service
+        # notes when a job on another compute carries them).
+        "services", "identity", "queue_settings.priority", ("distribution.type", "ray"),
+        "resources.shm_size", "resources.docker_args",
         "resources.locations", "resources.max_instance_count", "resources.properties",
     ),
     "compute": _keys(
