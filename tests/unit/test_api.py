@@ -5,29 +5,17 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from api_support import TOKEN, api_client, error_of
 from fastapi.testclient import TestClient
 
-from cible.server.app import create_app
-from cible.server.settings import ServerSettings
-
-TOKEN = "test-token"
 HELLO = {"command": "echo hello", "compute": "local"}
 
 
 @pytest.fixture
 def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    settings = ServerSettings(home=tmp_path / "ws", database_url=db_url)
-    app = create_app(settings, TOKEN, reconcile=False)
-    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
-    yield client
-    app.state.store.close()
+    with api_client(db_url, tmp_path) as client:
+        yield client
 
-
-def error_of(response) -> dict:  # noqa: ANN001
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert {"code", "message", "details"} <= set(body["error"])
-    return body["error"]
 
 
 def test_every_api_request_needs_the_token(api: TestClient):
@@ -53,10 +41,11 @@ def test_put_creates_a_queued_job_with_its_history(api: TestClient):
 
 def test_a_job_without_compute_runs_on_serverless_nodes_made_for_it_and_says_so(tmp_path):
     # The installation default (the test session sets CIBLE_DEFAULT_COMPUTE=local for the other tests).
-    settings = ServerSettings(home=tmp_path / "ws", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                              default_compute="serverless")
-    app = create_app(settings, TOKEN, reconcile=False)
-    api = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
+    with api_client(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path, default_compute="serverless") as api:
+        served_by_default(api)
+
+
+def served_by_default(api: TestClient) -> None:
     job = api.put("/api/v1/jobs/j2", json={"command": "echo hi", "resources": {"instance_type": "Standard_DS1_v2"},
                                            "queue_settings": {"job_tier": "Spot"}}).json()
     assert job["compute"] == "serverless" and job["target"] == "serverless:j2"
@@ -67,7 +56,6 @@ def test_a_job_without_compute_runs_on_serverless_nodes_made_for_it_and_says_so(
     assert "serverless:j2" not in names  # nothing to create or delete, nothing listed
     explicit = api.put("/api/v1/jobs/j3", json={"command": "echo hi", "compute": "azureml:serverless"}).json()
     assert explicit["target"] == "serverless:j3" and explicit["serverless"]["tier"] == "dedicated"
-    app.state.store.close()
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from api_support import api_client
 from fastapi.testclient import TestClient
 
-from cible.server.app import create_app
-from cible.server.settings import ServerSettings
-from cible.testing import FrozenClock
-
-TOKEN = "t"
 # One vCPU and 3.5 GB: a size every test machine can hold (nodes run on this machine).
 CLUSTER = {"type": "amlcompute", "size": "Standard_DS1_v2", "min_instances": 0, "max_instances": 2,
            "idle_time_before_scale_down": 120}
@@ -17,10 +13,8 @@ CLUSTER = {"type": "amlcompute", "size": "Standard_DS1_v2", "min_instances": 0, 
 
 @pytest.fixture
 def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=db_url), TOKEN, FrozenClock(), reconcile=False)
-    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
-    yield client
-    app.state.store.close()
+    with api_client(db_url, tmp_path) as client:
+        yield client
 
 
 def test_a_cluster_is_created_listed_updated_and_deleted(api: TestClient):

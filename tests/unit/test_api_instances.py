@@ -6,14 +6,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from api_support import api_client, error_of
 from fastapi.testclient import TestClient
 
-from cible.server.app import create_app
-from cible.server.settings import ServerSettings
 from cible.server.store.rows import ComputeRow, NodeRow
-from cible.testing import FrozenClock
 
-TOKEN = "t"
 ALICE = {"X-Cible-User": "alice"}
 BOB = {"X-Cible-User": "bob"}
 # One vCPU and 3.5 GB: a size every test machine can hold (its node runs on this machine).
@@ -24,17 +21,9 @@ ACTIONS = ("start", "stop", "restart", "snooze", "terminal")
 
 @pytest.fixture
 def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=db_url), TOKEN, FrozenClock(), reconcile=False)
-    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
-    yield client
-    app.state.store.close()
+    with api_client(db_url, tmp_path) as client:
+        yield client
 
-
-def error_of(response) -> dict:  # noqa: ANN001
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert {"code", "message", "details"} <= set(body["error"])
-    return body["error"]
 
 
 def create(api: TestClient, name: str = "ci", body: dict | None = None, headers: dict | None = None) -> dict:

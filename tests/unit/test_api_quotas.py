@@ -6,16 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from api_support import api_client, error_of
 from fastapi.testclient import TestClient
 
 from cible.core import catalog
 from cible.core.planning.costs import LOW_PRIORITY_FACTOR
-from cible.server.app import create_app
-from cible.server.settings import ServerSettings
 from cible.server.store.rows import JobRow, NodeRow, NodeStateRow
-from cible.testing import FrozenClock
 
-TOKEN = "t"
 ALICE = {"X-Cible-User": "alice"}
 BOB = {"X-Cible-User": "bob"}
 FAMILY = "standardDSv2Family"  # Standard_DS1_v2 (1 vCPU), DS2_v2 (2), DS3_v2 (4)
@@ -27,18 +24,9 @@ SERVERLESS_JOB = {"command": "echo", "resources": {"instance_count": 3, "instanc
 @pytest.fixture
 def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
     # The installation default compute (the test session sets CIBLE_DEFAULT_COMPUTE=local): serverless.
-    settings = ServerSettings(home=tmp_path / "ws", database_url=db_url, default_compute="serverless")
-    app = create_app(settings, TOKEN, FrozenClock(), reconcile=False)
-    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
-    yield client
-    app.state.store.close()
+    with api_client(db_url, tmp_path, default_compute="serverless") as client:
+        yield client
 
-
-def error_of(response) -> dict:  # noqa: ANN001
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert {"code", "message", "details"} <= set(body["error"])
-    return body["error"]
 
 
 def usage_rows(api: TestClient) -> dict[str, dict]:

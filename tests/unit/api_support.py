@@ -1,0 +1,35 @@
+"""The REST API in-process for the API tests: an app without reconcilers behind a TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from cible.server.app import create_app
+from cible.server.settings import ServerSettings
+from cible.testing import FrozenClock
+
+TOKEN = "t"
+
+
+@contextmanager
+def api_client(db_url: str, tmp_path: Path, clock: Any = None, **settings: Any) -> Iterator[TestClient]:
+    """Yield a client of a fresh app (its store closed after); `settings` go to ServerSettings."""
+    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=db_url, **settings), TOKEN,
+                     clock or FrozenClock(), reconcile=False)
+    try:
+        yield TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
+    finally:
+        app.state.store.close()
+
+
+def error_of(response) -> dict:  # noqa: ANN001
+    """The error envelope of a refused request, checked for its shape."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"code", "message", "details"} <= set(body["error"])
+    return body["error"]
