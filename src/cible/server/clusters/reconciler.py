@@ -50,8 +50,8 @@ from cible.workspace import WorkspacePaths
 
 log = logging.getLogger("cible.reconciler.clusters")
 IDLE_POLL_S = 2.0
-MAX_POLL_S = 1.0
-NEVER_S = 1e9  # an instance's node is never scaled down for idleness (idle shutdown is its own)  # while a cluster has nodes: heartbeat and preparing timeouts are seen within this
+MAX_POLL_S = 1.0  # while a cluster has nodes: heartbeat and preparing timeouts are seen within this
+NEVER_S = 1e9  # an instance's node is never scaled down for idleness (idle shutdown is its own)
 
 
 @dataclass

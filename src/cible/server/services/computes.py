@@ -275,6 +275,9 @@ class ComputeService:
         compute = self.get(name)
         if compute["type"] == "local":
             return
+        if compute["type"] == "serverless":
+            raise InvalidRequestError(f"compute '{name}' holds the nodes of another serverless job; use "
+                                      "compute: serverless for nodes of the job's own", details={"field": "compute"})
         if compute["type"] not in NODE_COMPUTE_TYPES:
             raise InvalidRequestError(
                 f"compute '{name}' is of type {compute['type']}, which cible cannot run jobs on yet; "

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from cible.core.errors import InvalidRequestError
 from cible.core.planning.costs import NodeCost, StateChange, node_cost, report
+from cible.server.services.instances import owner_of
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
 
@@ -76,7 +77,7 @@ class CostService:
         with self.store.session() as session:
             costs = node_costs(session, now, since=since)
             jobs = dict(session.execute(select(JobRow.name, JobRow.created_by)).all())
-            owners = {name: _owner(spec, creator) for name, spec, creator in
+            owners = {name: owner_of(spec, creator) for name, spec, creator in
                       session.execute(select(ComputeRow.name, ComputeRow.spec, ComputeRow.created_by))}
         dedicated = {c.compute: c.compute[len(SERVERLESS_PREFIX):] for c in costs
                      if c.compute.startswith(SERVERLESS_PREFIX)}
@@ -87,11 +88,6 @@ class CostService:
                 "total": round(total, 6), "note": "indicative catalog prices × node lifetimes",
                 "lines": [{"key": line.key, "cost": round(line.cost, 6), "node_hours": round(line.seconds / 3600, 6),
                            "idle": round(line.idle_cost, 6)} for line in lines]}
-
-
-def _owner(spec: dict[str, Any], creator: str | None) -> str | None:
-    behalf = spec.get("create_on_behalf_of")
-    return behalf["user_object_id"] if behalf else creator
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -92,7 +92,7 @@ class InstanceService:
             if node is None or node.state == NodeState.PREPARING.value:
                 raise ConflictError(f"compute instance {name} is {_state(session, row)}; start it first "
                                     f"(`cible compute start {name}`) and wait until it is Running")
-            owner = _owner(row)
+            owner = owner_of(row.spec, row.created_by)
             # A shell opens now: that is activity, before the agent's next heartbeat reports the session.
             node.info = {**(node.info or {}), "last_activity_at": self.clock.now().isoformat()}
             return {"name": name, "node_id": node.node_id, "provider": node.provider, "owner": owner,
@@ -124,7 +124,7 @@ def describe_instance(session, row: ComputeRow, resource: dict[str, Any], now: d
     info = (node.info or {}) if node is not None else {}
     resource["state"] = _state(session, row, node)
     resource["power_reason"] = status.get("power_reason")
-    resource["owner"] = _owner(row)
+    resource["owner"] = owner_of(row.spec, row.created_by)
     resource["idleness"] = idleness(instance_view(row, node), now).as_dict()  # as of now, not the last pass
     resource["snoozed_until"] = status.get("snoozed_until")
     resource["events"] = status.get("events", [])
@@ -163,7 +163,7 @@ def _live_node(session, name: str) -> NodeRow | None:  # noqa: ANN001
                                                  NodeRow.state.in_([s.value for s in LIVE]))).first()
 
 
-def _owner(row: ComputeRow) -> str | None:
-    """The user the instance is assigned to: `create_on_behalf_of`, else its creator."""
-    behalf = row.spec.get("create_on_behalf_of")
-    return behalf["user_object_id"] if behalf else row.created_by
+def owner_of(spec: dict[str, Any], created_by: str | None) -> str | None:
+    """The user a compute instance is assigned to: `create_on_behalf_of`, else its creator."""
+    behalf = spec.get("create_on_behalf_of")
+    return behalf["user_object_id"] if behalf else created_by
