@@ -43,6 +43,7 @@ from dispatch import FIRST_LINE, first_line_ns, floor_once
 
 SIZE = "Standard_DS1_v2"
 TERMINAL = ("Completed", "Failed", "Canceled")
+NODE_TYPES = ("amlcompute", "computeinstance")  # computes with nodes to drain at the end
 POLL_S = 0.02
 median = statistics.median
 
@@ -278,11 +279,11 @@ def wait_all(client, experiment: str, jobs: int, timeout: float) -> list:
 def clean_up(client, home: Path) -> None:
     try:
         for compute in client.compute.list():
-            if compute["type"] == "amlcompute":
+            if compute["type"] in NODE_TYPES:
                 client.compute.begin_delete(compute["name"])
         # Drained once no cluster is listed and the provider has removed every node's root (its agent exited).
         with contextlib.suppress(TimeoutError):
-            poll(lambda: None if any(c["type"] == "amlcompute" for c in client.compute.list()) else True, 60)
+            poll(lambda: None if any(c["type"] in NODE_TYPES for c in client.compute.list()) else True, 60)
             poll(lambda: None if any((home / "nodes").glob("*/agent.json")) else True, timeout=30)
     finally:
         subprocess.run([sys.executable, "-m", "cible", "server", "stop"], check=False, capture_output=True)

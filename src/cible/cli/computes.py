@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
         tier: Annotated[Optional[str], typer.Option("--tier", help="dedicated or low_priority")] = None,
         overcommit: Annotated[bool, typer.Option(
             "--overcommit", help="start nodes of a size this machine cannot hold (cible: {overcommit: true})")] = False,
+        user_object_id: Annotated[Optional[str], typer.Option(
+            "--user-object-id", help="a compute instance: assign it to this user (create_on_behalf_of)")] = None,
+        user_tenant_id: Annotated[Optional[str], typer.Option("--user-tenant-id")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set")] = None,
         output: OutputOpt = OutputFormat.table,
     ) -> None:
@@ -49,6 +52,9 @@ def register(app: typer.Typer) -> None:
         flags = {k: v for k, v in flags.items() if v is not None}
         if overcommit:
             flags["cible.overcommit"] = True
+        if user_object_id:
+            flags["create_on_behalf_of.user_object_id"] = user_object_id
+            flags["create_on_behalf_of.user_tenant_id"] = user_tenant_id or "local"
         if file is not None:
             overrides = [*(set_ or ()), *(f"{k}={v}" for k, v in flags.items())]
             loaded = load_spec(file, "compute", set_overrides=overrides, name=name)
@@ -56,6 +62,9 @@ def register(app: typer.Typer) -> None:
             nested = {k: v for k, v in flags.items() if "." not in k}
             if overcommit:
                 nested["cible"] = {"overcommit": True}
+            if user_object_id:
+                nested["create_on_behalf_of"] = {"user_object_id": user_object_id,
+                                                 "user_tenant_id": user_tenant_id or "local"}
             loaded = load_spec_dict({"name": name, **nested}, "compute", source="flags")
         for line in loaded.warnings:
             warn(line)
