@@ -217,3 +217,10 @@ def test_a_malformed_duration_is_refused_with_the_expected_form(iso):
 
 def test_no_idle_time_when_neither_form_is_set():
     assert idle_time_seconds(None, None) is None
+
+
+def test_an_instance_whose_node_keeps_failing_to_start_shows_failed_until_it_comes_up():
+    failing = dict(power="on", deleting=False, ever_ready=False, start_failing=True)
+    assert display_state(node_state=None, **failing) == "Failed"
+    assert display_state(node_state=NodeState.PREPARING, **failing) == "Failed"
+    assert display_state(node_state=NodeState.IDLE, **failing) == "Running"

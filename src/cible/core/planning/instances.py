@@ -80,9 +80,10 @@ def idleness(view: InstanceView, now: datetime) -> Idleness:
 
 
 def display_state(*, power: Power, deleting: bool, node_state: NodeState | None, ever_ready: bool,
-                  job: str | None = None) -> str:
+                  job: str | None = None, start_failing: bool = False) -> str:
     """Azure's instance state from the power and its node: Creating, Starting, Running, JobRunning,
-    Stopping, Stopped, Restarting, Deleting."""
+    Stopping, Stopped, Restarting, Deleting, and Failed while its node keeps failing to start (the
+    reconciler goes on trying, with backoff: it may yet come up)."""
     if deleting:
         return "Deleting"
     if power == "restart":
@@ -90,6 +91,8 @@ def display_state(*, power: Power, deleting: bool, node_state: NodeState | None,
     if power == "off":
         return "Stopped" if node_state is None else "Stopping"
     if node_state in (None, NodeState.PREPARING):
+        if start_failing:
+            return "Failed"
         return "Starting" if ever_ready else "Creating"
     return "JobRunning" if job else "Running"
 

@@ -155,7 +155,8 @@ def _state(session, row: ComputeRow, node: NodeRow | None = None) -> str:  # noq
     status = row.status or {}
     return display_state(power=status.get("power", "on"), deleting=row.provisioning_state == "Deleting",
                          node_state=NodeState(node.state) if node is not None else None,
-                         ever_ready=bool(status.get("ever_ready")), job=node.job_name if node is not None else None)
+                         ever_ready=bool(status.get("ever_ready")), job=node.job_name if node is not None else None,
+                         start_failing=bool(row.spec.get("provisioning_errors")))
 
 
 def _live_node(session, name: str) -> NodeRow | None:  # noqa: ANN001
