@@ -19,7 +19,10 @@ import psutil
 
 SESSIONS_DIR = "sessions"
 SELF_STOP_FILE = "stopped-itself"  # written by an agent that stopped itself: why, in one line
-DISK_EVERY_S = 5.0  # walking the disk is not free: measured at most this often
+# Walking the disk is not free: measured at most every DISK_EVERY_S, and a walk that took t seconds
+# waits DISK_COST_FACTOR x t before the next (a home of many files is walked seldom, at <= 2 % CPU).
+DISK_EVERY_S = 5.0
+DISK_COST_FACTOR = 50
 
 
 def session_file(root: Path, kind: str, pid: int) -> Path:
@@ -73,7 +76,7 @@ class Presence:
         self.last_activity: float | None = None
         self.stops_at_told: float | None = None  # the server's shutdown time (it knows snoozes)
         self._disk: dict[str, Any] | None = None
-        self._disk_at = 0.0
+        self._disk_next = 0.0
 
     def report(self, busy: bool) -> dict[str, Any]:
         sessions = open_sessions(self.root)
@@ -87,12 +90,13 @@ class Presence:
     def disk(self, now: float) -> dict[str, Any] | None:
         if self.disk_gb is None:
             return None
-        if self._disk is None or now - self._disk_at >= DISK_EVERY_S:
+        if self._disk is None or now >= self._disk_next:
             folders = [self.root, *([self.persistent_dir] if self.persistent_dir else [])]
+            started = time.monotonic()
             used = used_bytes(*folders) / 1024**3
             self._disk = {"size_gb": self.disk_gb, "used_gb": round(used, 6),
                           "used_percent": round(100 * used / self.disk_gb, 2)}
-            self._disk_at = now
+            self._disk_next = now + max(DISK_EVERY_S, DISK_COST_FACTOR * (time.monotonic() - started))
         return self._disk
 
     def told(self, reply: dict[str, Any]) -> None:
