@@ -45,7 +45,7 @@ EXPECTED: dict[str, Expect] = {
     ),
     "hello-code.yml": Expect(log=("HELLO FROM THE CODE SNAPSHOT!", "snapshot ok: secret.txt excluded")),
     "hello-serverless.yml": Expect(
-        log=("hello from serverless",), compute="serverless", warning=("local computer",),
+        log=("hello from serverless",), compute="serverless", warning=("runs on serverless compute",),
     ),
     "hello-distributed.yml": Expect(
         log=("rank=0 local_rank=0 node_rank=0 world=2 master=127.0.0.1:",),
@@ -56,6 +56,15 @@ EXPECTED: dict[str, Expect] = {
 }
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yml"))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory):
+    """The examples run as a user would run them: a job with no compute on serverless (nodes made for it)."""
+    ws = Workspace(tmp_path_factory.mktemp("ws"))
+    del ws.env["CIBLE_DEFAULT_COMPUTE"]
+    yield ws
+    ws.stop()
 
 
 def test_examples_exist():

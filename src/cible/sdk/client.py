@@ -68,6 +68,15 @@ class ComputeOperations:
         return [Resource(u) for u in self._client.json("GET", "/computes:usage")["value"]]
 
 
+    def list_sizes(self, *, type: str | None = None, gpu: bool | None = None,  # noqa: A002 (Azure's name)
+                   include_retired: bool = False) -> list[Resource]:
+        params = {k: v for k, v in {"type": type, "gpu": gpu, "include_retired": include_retired}.items() if v is not None}
+        return [Resource(s) for s in self._client.json("GET", "/sizes", params=params)["value"]]
+
+    def show_size(self, name: str) -> Resource:
+        return Resource(self._client.json("GET", f"/sizes/{name}"))
+
+
 class QuotaOperations:
     """The workspace's vCPU quotas (cible's own: Azure sets them per subscription)."""
 
@@ -89,14 +98,6 @@ class QuotaOperations:
     def cost_report(self, by: str = "compute", since: str | None = None) -> Resource:
         params = {"by": by, **({"since": since} if since else {})}
         return Resource(self._client.json("GET", "/costs", params=params))
-
-    def list_sizes(self, *, type: str | None = None, gpu: bool | None = None,  # noqa: A002 (Azure's name)
-                   include_retired: bool = False) -> list[Resource]:
-        params = {k: v for k, v in {"type": type, "gpu": gpu, "include_retired": include_retired}.items() if v is not None}
-        return [Resource(s) for s in self._client.json("GET", "/sizes", params=params)["value"]]
-
-    def show_size(self, name: str) -> Resource:
-        return Resource(self._client.json("GET", f"/sizes/{name}"))
 
 
 class MLClient:
