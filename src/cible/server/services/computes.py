@@ -260,9 +260,13 @@ class ComputeService:
             return (f"compute instance {name} is {compute['state']} ({compute.get('power_reason') or 'stopped'}); "
                     f"the job starts once it runs again: `cible compute start {name}`")
         counts = compute.get("node_state_counts") or {}
-        config = ClusterConfig(name=name, max_instances=compute.get("max_instances", 1))
-        reason = waiting_reason(config, position, instance_count, idle=counts.get("idle", 0),
-                                starting=counts.get("preparing", 0), busy=counts.get("running", 0))
+        if compute["type"] == "serverless":  # its own nodes: no queue, no one ahead
+            reason = (f"waiting for its serverless nodes: {instance_count} x {compute['size']}, "
+                      f"{counts.get('preparing', 0)} starting, {counts.get('idle', 0)} ready")
+        else:
+            config = ClusterConfig(name=name, max_instances=compute.get("max_instances", 1))
+            reason = waiting_reason(config, position, instance_count, idle=counts.get("idle", 0),
+                                    starting=counts.get("preparing", 0), busy=counts.get("running", 0))
         for error in compute.get("provisioning_errors") or []:
             reason += f"; nodes fail to start: {error['message']}"
         if compute.get("quota_wait"):

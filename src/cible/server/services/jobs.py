@@ -197,9 +197,6 @@ class JobService:
         """Why a job queued on a cluster waits, worked out now: its FIFO position and the cluster's nodes."""
         if row.target == "local":
             return f"about to start on {row.target}"
-        if row.target.startswith(SERVERLESS_PREFIX):
-            return self.computes.queue_reason(row.target, 1, row.instance_count or 1).replace(
-                "position 1 in the queue of ", "waiting for its serverless nodes on ")
         ahead = session.scalar(select(func.count()).select_from(JobRow).where(
             JobRow.target == row.target, JobRow.status == JobStatus.QUEUED.value,
             (JobRow.created_at < row.created_at) | ((JobRow.created_at == row.created_at) & (JobRow.name < row.name))))
