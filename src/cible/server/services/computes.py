@@ -199,7 +199,7 @@ class ComputeService:
 
     def cost_estimate(self, target: str | dict[str, Any], nodes: int, timeout_s: float | None) -> dict[str, Any] | None:
         """A job's cost estimate at submit, from its compute's (or serverless pool's) size; None on local."""
-        spec = target if isinstance(target, dict) else (None if target == LOCAL else self.get(target))
+        spec = target if isinstance(target, dict) else (None if target == LOCAL else self.get(target, with_cost=False))
         if spec is None or "size" not in spec:
             return None
         price = effective_price(catalog.get_size(spec["size"]).price_per_hour, spec.get("tier") == "low_priority")
@@ -231,15 +231,17 @@ class ComputeService:
             items = [local_compute(self.max_concurrent_local), *(_resource(session, r, now) for r in rows)]
         return {"value": items, "count": len(items), "next_skip": None}
 
-    def get(self, name: str) -> dict[str, Any]:
+    def get(self, name: str, *, with_cost: bool = True) -> dict[str, Any]:
+        """A compute as `show` gives it; the service's own checks skip the cost (it reads every node's
+        history) since they run on every job submit and queued-job read."""
         if name == LOCAL:
             return local_compute(self.max_concurrent_local)
         with self.store.session() as session:
-            return _resource(session, self._row(session, name), self.clock.now())
+            return _resource(session, self._row(session, name), self.clock.now(), with_cost=with_cost)
 
     def nodes(self, name: str) -> dict[str, Any]:
         """`list-nodes`: a cluster's nodes that are not gone."""
-        compute = self.get(name)
+        compute = self.get(name, with_cost=False)
         if compute["type"] not in NODE_COMPUTE_TYPES:
             raise InvalidRequestError(f"compute '{name}' is a {compute['type']}; it has no nodes")
         with self.store.session() as session:
@@ -253,7 +255,7 @@ class ComputeService:
     def queue_reason(self, name: str, position: int, instance_count: int) -> str:
         """The wait of the job at `position` in cluster `name`'s queue, from its nodes now."""
         try:
-            compute = self.get(name)
+            compute = self.get(name, with_cost=False)
         except NotFoundError:
             return f"compute '{name}' no longer exists; the job will fail"
         if compute["type"] == "computeinstance" and compute["state"] in ("Stopped", "Stopping"):
@@ -276,7 +278,7 @@ class ComputeService:
     def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None) -> None:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run
         jobs, and the job could ever fit (refused at submit, not left waiting forever)."""
-        compute = self.get(name)
+        compute = self.get(name, with_cost=False)
         if compute["type"] == "local":
             return
         if compute["type"] == "serverless":
@@ -315,7 +317,7 @@ def _live_nodes(session, name: str) -> int:  # noqa: ANN001
         NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
 
 
-def _resource(session, row: ComputeRow, now: datetime) -> dict[str, Any]:  # noqa: ANN001
+def _resource(session, row: ComputeRow, now: datetime, with_cost: bool = True) -> dict[str, Any]:  # noqa: ANN001
     resource = {**row.spec, "name": row.name, "type": row.compute_type, "provisioning_state": row.provisioning_state,
                 "created_on": row.created_at.isoformat(), "created_by": row.created_by}
     if row.compute_type in NODE_COMPUTE_TYPES:
@@ -329,7 +331,8 @@ def _resource(session, row: ComputeRow, now: datetime) -> dict[str, Any]:  # noq
                         target_node_count=target, node_state_counts=counts)
         if (row.status or {}).get("quota_wait"):
             resource["quota_wait"] = row.status["quota_wait"]
-        resource["cost"] = compute_cost(session, row.name, now)
+        if with_cost:
+            resource["cost"] = compute_cost(session, row.name, now)
     if row.compute_type == "computeinstance":
         describe_instance(session, row, resource, now)
     return resource

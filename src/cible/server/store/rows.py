@@ -109,7 +109,7 @@ class NodeStateRow(Base):
     to_state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime]
-    job_name: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the job it runs (cost per job)
+    job_name: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)  # the job it runs (cost)
 
 
 class QuotaRow(Base):

@@ -23,6 +23,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("created_by", sa.String(255), nullable=True))
     with op.batch_alter_table("node_state_history") as batch:
         batch.add_column(sa.Column("job_name", sa.String(255), nullable=True))
+    op.create_index("ix_node_state_history_job_name", "node_state_history", ["job_name"])  # a job's nodes
     op.create_table(
         "quotas",
         sa.Column("scope", sa.String(64), primary_key=True),  # a VM family, "total" or "low_priority"
@@ -47,6 +48,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("quota_requests")
     op.drop_table("quotas")
+    op.drop_index("ix_node_state_history_job_name", "node_state_history")
     with op.batch_alter_table("node_state_history") as batch:
         batch.drop_column("job_name")
     with op.batch_alter_table("jobs") as batch:
