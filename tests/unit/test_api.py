@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from api_support import TOKEN, api_client, error_of
+from api_support import api_client, error_of
 from fastapi.testclient import TestClient
 
 HELLO = {"command": "echo hello", "compute": "local"}

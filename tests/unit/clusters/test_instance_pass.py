@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 
 from cible.backends.base.contract import ProviderNode
 from cible.server.clusters.instances import instance_pass, request_power
