@@ -34,6 +34,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle-shutdown", type=float,
                    help="seconds idle after which the node stops itself when it cannot reach the server")
     p.add_argument("--persistent-dir", type=Path, help="a folder that outlives the node (an instance's home)")
+    p.add_argument("--advertise-address", help="the address other nodes reach this node at (default: the server's view)")
     p.add_argument("--orphan-after", type=float, default=float(os.environ.get("CIBLE_AGENT_ORPHAN_S", 600)),
                    help="seconds without the server before the node stops itself")
     return p.parse_args(argv)
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.persistent_dir.mkdir(parents=True, exist_ok=True)
             presence = Presence(args.root, args.persistent_dir, args.disk_gb, args.idle_shutdown)
         agent = Agent(node_id=args.node_id, root=args.root, url=url, token=token, limits=limits,
-                      home=args.home, orphan_after_s=args.orphan_after, presence=presence)
+                      home=args.home, orphan_after_s=args.orphan_after, presence=presence,
+                      address=args.advertise_address)
         return agent.serve()
     except LimitError as exc:
         print(f"cible agent: {exc.message}", file=sys.stderr)

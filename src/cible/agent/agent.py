@@ -62,7 +62,8 @@ class ServerGone(Exception):
 
 class Agent:
     def __init__(self, *, node_id: str, root: Path, url: str, token: str, limits: NodeLimits,
-                 home: Path | None = None, orphan_after_s: float = 600.0, presence: Presence | None = None) -> None:
+                 home: Path | None = None, orphan_after_s: float = 600.0, presence: Presence | None = None,
+                 address: str | None = None) -> None:
         self.node_id = node_id
         self.root = root
         self.url = url
@@ -71,6 +72,7 @@ class Agent:
         self.limits = limits
         self.orphan_after_s = orphan_after_s
         self.presence = presence  # compute instances: sessions, disk, idle shutdown on its own
+        self.address = address  # where other nodes reach this one, when its provider knows better than the server
         self.runner: LocalProcessRunner | None = None  # made once the node's limits exist
         self.runs: dict[tuple[str, int], Run] = {}
         self.done: set[tuple[str, int]] = set()
@@ -146,6 +148,8 @@ class Agent:
             runs = [{"job": r.job, "attempt": r.attempt, "canceling": r.canceling}
                     for r in self.runs.values() if not r.aborted]
         body = {"runs": runs, "wait_s": wait_s, "usage": _usage(self.limits)}
+        if self.address:
+            body["address"] = self.address
         if self.presence:
             body.update(self.presence.report(busy=bool(runs)))
         response = self._call("POST", "/heartbeat", json=body, timeout=wait_s + 30)

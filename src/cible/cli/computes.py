@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
         user_object_id: Annotated[Optional[str], typer.Option(
             "--user-object-id", help="a compute instance: assign it to this user (create_on_behalf_of)")] = None,
         user_tenant_id: Annotated[Optional[str], typer.Option("--user-tenant-id")] = None,
+        provider: Annotated[Optional[str], typer.Option(
+            "--provider", help="where its nodes come from: local or ray (cible: {provider: …}; default: the "
+                               "workspace's)")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set")] = None,
         output: OutputOpt = OutputFormat.table,
     ) -> None:
@@ -52,6 +55,8 @@ def register(app: typer.Typer) -> None:
         flags = {k: v for k, v in flags.items() if v is not None}
         if overcommit:
             flags["cible.overcommit"] = True
+        if provider:
+            flags["cible.provider"] = provider
         if user_object_id:
             flags["create_on_behalf_of.user_object_id"] = user_object_id
             flags["create_on_behalf_of.user_tenant_id"] = user_tenant_id or "local"
@@ -60,8 +65,9 @@ def register(app: typer.Typer) -> None:
             loaded = load_spec(file, "compute", set_overrides=overrides, name=name)
         else:
             nested = {k: v for k, v in flags.items() if "." not in k}
-            if overcommit:
-                nested["cible"] = {"overcommit": True}
+            cible = {k.split(".", 1)[1]: v for k, v in flags.items() if k.startswith("cible.")}
+            if cible:
+                nested["cible"] = cible
             if user_object_id:
                 nested["create_on_behalf_of"] = {"user_object_id": user_object_id,
                                                  "user_tenant_id": user_tenant_id or "local"}
@@ -173,6 +179,20 @@ def register(app: typer.Typer) -> None:
         env = {**os.environ, "HOME": str(home), "CIBLE_COMPUTE": name, "CIBLE_NODE_ID": info["node_id"]}
         os.chdir(home)
         os.execvpe("bash", ["bash", "-c", command] if command else ["bash", "-i"], env)
+
+    @app.command("list-providers")
+    def list_providers(output: OutputOpt = OutputFormat.table) -> None:
+        """Where cluster and instance nodes can come from (local, ray): usable or not, and the fix when not."""
+        rows = _compute_ops().list_providers()
+        if output == OutputFormat.json:
+            print_json(rows)
+            return
+        shown = [{"name": r["name"], "available": "yes" if r["available"] else "no",
+                  "reachable": "yes" if r.get("reachable") else "no",
+                  "where": r.get("address") or ("this machine" if r["name"] == "local" else ""),
+                  "note": r.get("error") or ""} for r in rows]
+        print_table(shown, [("provider", "name"), ("available", "available"), ("reachable", "reachable"),
+                            ("where", "where"), ("note", "note")])
 
     @app.command("list-usage")
     def list_usage(output: OutputOpt = OutputFormat.table) -> None:

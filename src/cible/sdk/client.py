@@ -63,6 +63,10 @@ class ComputeOperations:
         """Where a shell on a compute instance's node runs (its node, root and home)."""
         return Resource(self._client.json("POST", f"/computes/{name}:terminal"))
 
+    def list_providers(self) -> list[Resource]:
+        """The node providers the server knows (local, ray): usable or not, with why not and the fix."""
+        return [Resource(p) for p in self._client.json("GET", "/computes:providers")["value"]]
+
     def list_usage(self) -> list[Resource]:
         """vCPU use against the workspace's quotas, as `az ml compute list-usage`."""
         return [Resource(u) for u in self._client.json("GET", "/computes:usage")["value"]]

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from cible import __version__
 from cible.backends.local.provider import LocalNodeProvider
 from cible.backends.local.runner import LocalProcessRunner
+from cible.backends.ray import make_ray_provider
 from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError
 from cible.launch.tracking import experiment_id
@@ -48,7 +49,11 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     store.migrate()
     runner = LocalProcessRunner(paths.runs)
     hub = AgentHub()
-    providers = {"local": LocalNodeProvider(paths.nodes, paths.home, url, token)}
+    providers = {
+        "local": LocalNodeProvider(paths.nodes, paths.home, url, token),
+        "ray": make_ray_provider(settings.ray_address, ray_token=settings.ray_token, nodes_root=paths.nodes,
+                                 home=paths.home, url=url, token=token, autoscaling=settings.ray_autoscaling),
+    }
     quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,
                                  heartbeat_timeout_s=settings.node_heartbeat_timeout_s,
@@ -56,7 +61,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     for provider in providers.values():
         provider.on_node_gone = clusters.wake
     computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake,
-                              quotas=quotas, paths=paths)
+                              quotas=quotas, paths=paths, default_provider=settings.default_provider)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,
                                cluster_runner=ClusterRunner(paths, hub.notify), cluster_names=computes.cluster_names,
                                on_job_ended=clusters.wake)
@@ -98,6 +103,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         if tracking:
             tracking.start()  # MLflow takes seconds to import: started now, in the background
         if reconcile:
+            for provider in providers.values():
+                provider.prepare()  # engines reached over the network connect in the background
             reconciler.start()
             clusters.start()
         try:
@@ -105,6 +112,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         finally:
             clusters.stop()
             reconciler.stop()
+            for provider in providers.values():
+                provider.close()
             if tracking:
                 await tracking.aclose()
                 tracking.stop()

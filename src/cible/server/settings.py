@@ -35,6 +35,14 @@ class ServerSettings:
     # Where a job that names no compute runs: serverless (nodes made for it), or e.g. local.
     default_compute: str = field(default_factory=lambda: os.environ.get("CIBLE_DEFAULT_COMPUTE") or "serverless")
 
+    # Node providers: where a cluster's nodes come from when its YAML does not say (`cible: {provider:}`),
+    # and the Ray cluster the `ray` provider places them on (its token when Ray's token auth is on).
+    default_provider: str = field(default_factory=lambda: os.environ.get("CIBLE_DEFAULT_PROVIDER") or "local")
+    ray_address: str | None = field(default_factory=lambda: os.environ.get("CIBLE_RAY_ADDRESS") or None)
+    ray_token: str | None = field(default_factory=lambda: os.environ.get("CIBLE_RAY_TOKEN") or None)
+    # The Ray cluster adds machines on demand (its autoscaler): sizes no Ray node holds yet are not refused.
+    ray_autoscaling: bool = field(default_factory=lambda: os.environ.get("CIBLE_RAY_AUTOSCALING") == "1")
+
     @property
     def paths(self) -> WorkspacePaths:
         return WorkspacePaths(self.home)

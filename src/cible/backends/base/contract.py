@@ -86,6 +86,16 @@ class NodeProvider(Protocol):
     name: str
     on_node_gone: Callable[[], None]  # set by the server: called when a terminated node is gone
 
+    def prepare(self) -> None:
+        """Start what it needs in the background (a connection to its engine); called by the server."""
+
+    def close(self) -> None:
+        """Let go of its engine; the nodes go on running, for a restarted server to find."""
+
+    def status(self) -> dict[str, Any]:
+        """Whether it can be used (`available`), whether its engine answers (`reachable`), the error
+        when not, and what it knows of its capacity: for `compute show` and the provider list."""
+
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
         """Why this provider could never start a node of this size (checked when a cluster is
         created), or None."""
@@ -99,8 +109,9 @@ class NodeProvider(Protocol):
     def preempt(self, node_id: str) -> None:
         """Evict a node at once, as a low-priority VM is taken back (for drills and tests)."""
 
-    def list_nodes(self) -> dict[str, ProviderNode]:
-        """Every node this provider holds for the workspace, by node id."""
+    def list_nodes(self) -> dict[str, ProviderNode] | None:
+        """Every node this provider holds for the workspace, by node id; None while it cannot
+        tell (its engine not reached yet): the reconciler then leaves its clusters alone."""
 
     def poll_errors(self) -> dict[str, str]:
         """Launch failures since the last call, by node id (the reason, for the node's history)."""

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -45,6 +46,17 @@ class LocalNodeProvider:
         self._stopping: set[str] = set()  # nodes this provider ends: their exit is no failure
         self._lock = threading.Lock()
         self.on_node_gone: Callable[[], None] = lambda: None  # the reconciler marks it removed at once
+
+    def prepare(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        capacity = host_capacity()
+        return {"name": self.name, "available": True, "reachable": True, "error": None,
+                "host": {"vcpus": capacity.vcpus, "memory_gb": round(capacity.memory_gb, 1), "gpus": capacity.gpus}}
 
     # -- the contract --------------------------------------------------------
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:

@@ -69,11 +69,18 @@ class AmlComputeSshSettings(SpecModel):
         return self
 
 
+def provider_of(spec: dict[str, Any]) -> str:
+    """The node provider a stored compute's nodes come from (`local` for rows made before it was stored)."""
+    return (spec.get("cible") or {}).get("provider") or "local"
+
+
 class CibleClusterSettings(SpecModel):
     """cible's own settings for a cluster, under the key `cible:`. Azure's YAML has no such
     key, so files written for Azure simply lack it and get these defaults."""
 
-    provider: Literal["local"] = "local"  # which node provider makes the nodes
+    # Which node provider makes the nodes: `local` (this machine) or `ray` (a Ray cluster the
+    # server is configured for); none: the workspace's default, stored at create.
+    provider: Literal["local", "ray"] | None = None
     overcommit: bool = False  # start nodes of a size this host cannot hold
     # Drills on low-priority clusters: evictions per node-hour, drawn at random.
     preemptions_per_node_hour: float = Field(0.0, ge=0)
@@ -85,7 +92,7 @@ class CibleClusterSettings(SpecModel):
 class CibleInstanceSettings(SpecModel):
     """cible's own settings for a compute instance, under the key `cible:` (Azure files lack it)."""
 
-    provider: Literal["local"] = "local"
+    provider: Literal["local", "ray"] | None = None  # as for clusters
     overcommit: bool = False
     os_disk_gb: float = Field(120.0, gt=0)  # Azure's OS disk for instances
     idle_warning_minutes: float = Field(5.0, ge=0)  # a warning is recorded this long before idle shutdown

@@ -41,13 +41,17 @@ class AgentService:
         self.on_report = on_report  # wakes the job reconciler
 
     # -- heartbeat -------------------------------------------------------------------
-    def beat(self, node_id: str, usage: dict[str, Any] | None, presence: dict[str, Any] | None = None) -> None:
-        """Record that the node's agent is alive, what it uses and (an instance) what it hosts."""
+    def beat(self, node_id: str, usage: dict[str, Any] | None, presence: dict[str, Any] | None = None,
+             address: str | None = None) -> None:
+        """Record that the node's agent is alive, what it uses, (an instance) what it hosts, and
+        where it is reached, when its agent says (before its first heartbeat makes it idle)."""
         first = False
         with self.store.session() as session:
             row = self._node(session, node_id)
             first = row.last_heartbeat is None
             row.last_heartbeat = self.clock.now()
+            if address and row.address != address:
+                row.address = address
             if usage or presence:
                 row.info = {**(row.info or {}), **({"usage": usage} if usage else {}), **(presence or {})}
         if first:

@@ -26,6 +26,7 @@ from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
+from cible.core.models.computes import provider_of
 from cible.core.planning.clusters import (
     ClusterConfig,
     ClusterPlan,
@@ -105,7 +106,7 @@ class ClusterReconciler(ReconcilerLoop):
             names = session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))).all()
         if not names:
             return IDLE_POLL_S
-        listing = {name: p.list_nodes() for name, p in self.providers.items()}
+        listing = {name: p.list_nodes() for name, p in self.providers.items()}  # None: cannot tell yet
         errors = {name: p.poll_errors() for name, p in self.providers.items()}
         quotas = self.quotas.snapshot()  # the workspace's vCPU quotas and what its live nodes use
         delay = IDLE_POLL_S
@@ -113,7 +114,10 @@ class ClusterReconciler(ReconcilerLoop):
             loaded = self._load(name, listing, now)
             if loaded is None:
                 continue
-            provider = loaded.spec.get("cible", {}).get("provider", "local")
+            provider = provider_of(loaded.spec)
+            if listing.get(provider) is None:  # its engine not seen yet: neither lose nor start nodes
+                delay = min(delay, MAX_POLL_S)
+                continue
             views = self._observe(loaded, listing.get(provider, {}), errors.get(provider, {}), now)
             views = self._preempt_at_random(loaded, views, provider, elapsed)
             plan = decide_cluster(loaded.config, views, loaded.queued, loaded.running, now)
@@ -124,7 +128,7 @@ class ClusterReconciler(ReconcilerLoop):
         return delay
 
     # -- load and observe -----------------------------------------------------------------
-    def _load(self, name: str, listing: dict[str, dict[str, ProviderNode]], now: datetime) -> Loaded | None:
+    def _load(self, name: str, listing: dict[str, dict[str, ProviderNode] | None], now: datetime) -> Loaded | None:
         with self.store.session() as session:
             row = session.get(ComputeRow, name, with_for_update=True)
             if row is None:
@@ -133,9 +137,10 @@ class ClusterReconciler(ReconcilerLoop):
                 NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
             if row.compute_type == "computeinstance":
                 live = [n for n in nodes if NodeState(n.state) in LIVE]
-                provider = (row.spec.get("cible") or {}).get("provider", "local")
+                listed = listing.get(provider_of(row.spec))
                 node = live[0] if live else None
-                instance_pass(row, node, listing.get(provider, {}).get(node.node_id) if node else None, now)
+                if listed is not None:
+                    instance_pass(row, node, listed.get(node.node_id) if node else None, now)
             elif row.compute_type == "serverless" and row.provisioning_state != DELETING:
                 job = session.get(JobRow, row.spec["job"])
                 if job is None or is_terminal(job.status):  # its nodes were for that job only

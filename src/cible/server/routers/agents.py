@@ -24,6 +24,9 @@ class Heartbeat(BaseModel):
     runs: list[RunRef] = Field(default_factory=list)
     wait_s: float = Field(0.0, ge=0.0, le=60.0, description="hold the reply up to this long while nothing changes")
     usage: dict[str, Any] | None = None
+    # Where other nodes reach this one (MASTER_ADDR of a job whose rank 0 it is); a provider whose
+    # nodes live elsewhere than this host (Ray) has its agents say it.
+    address: str | None = Field(None, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")
     # Compute instances: the sessions it hosts, when one was last seen, its OS disk.
     sessions: list[str] | None = None
     last_activity_at: datetime | None = None
@@ -44,7 +47,8 @@ async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str
     agents = request.app.state.agents
     hub = request.app.state.hub
     presence = body.model_dump(mode="json", include={"sessions", "last_activity_at", "disk"}, exclude_none=True)
-    await run_in_threadpool(agents.beat, node_id, body.usage, presence)
+    await run_in_threadpool(agents.beat, node_id, body.usage, presence,
+                            body.address)
     has = {(r.job, r.attempt): r.canceling for r in body.runs}
     hub.clear(node_id)  # anything notified from here on is seen by the read below or wakes the wait
     reply = await run_in_threadpool(agents.wanted, node_id, has)

@@ -40,6 +40,11 @@ def list_usage(request: Request) -> dict[str, Any]:
     return request.app.state.quotas.list_usage()
 
 
+@router.get("/computes:providers", tags=["computes"], summary="The node providers: usable or not, and why")
+def list_providers(request: Request) -> dict[str, Any]:
+    return request.app.state.computes.provider_list()
+
+
 @router.get("/computes/{name}", tags=["computes"])
 def get_compute(name: str, request: Request) -> dict[str, Any]:
     return request.app.state.computes.get(name)

@@ -15,6 +15,7 @@ from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE, NodeState
+from cible.core.models.computes import CibleClusterSettings, CibleInstanceSettings, provider_of
 from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.schedules import check_schedules
@@ -36,7 +37,7 @@ NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless")
 # What `cible compute update` may change on a cluster, applied live (as `az ml compute update`).
 UPDATABLE = ("min_instances", "max_instances", "idle_time_before_scale_down", "description", "tags")
 READ_ONLY = ("provisioning_state", "provisioning_errors", "created_on", "id", "allocation_state",
-             "current_node_count", "target_node_count", "node_state_counts", "state")
+             "current_node_count", "target_node_count", "node_state_counts", "state", "provider_status")
 
 
 def local_compute(max_concurrent: int) -> dict[str, Any]:
@@ -61,7 +62,8 @@ GPU_HINTS = ("gpu", "cuda")
 class ComputeService:
     def __init__(self, store: Store, max_concurrent_local: int, clock: Clock,
                  providers: dict[str, NodeProvider] | None = None, on_change=lambda: None,  # noqa: ANN001
-                 quotas: QuotaService | None = None, paths: WorkspacePaths | None = None) -> None:
+                 quotas: QuotaService | None = None, paths: WorkspacePaths | None = None,
+                 default_provider: str = "local") -> None:
         self.store = store
         self.quotas = quotas or QuotaService(store, clock)
         self.paths = paths
@@ -69,6 +71,7 @@ class ComputeService:
         self.clock = clock
         self.providers = providers or {}
         self.on_change = on_change  # wakes the cluster reconciler: settings apply at once
+        self.default_provider = default_provider  # for computes whose YAML names none
 
     # -- writes ------------------------------------------------------------
     def create(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
@@ -81,6 +84,7 @@ class ComputeService:
         entity = load_spec_dict({**data, "name": name}, "compute", source="request body").entity
         if entity.type in SIZED_TYPES:
             size = catalog.check_size(entity.size, entity.type, self.clock.now().date())
+            entity = self._with_provider(entity)
             self._check_provider_can_hold(entity)
             low = getattr(entity, "tier", "dedicated") == "low_priority"
             count, what = ((entity.min_instances, f"compute cluster {name}: min_instances {entity.min_instances}")
@@ -156,15 +160,35 @@ class ComputeService:
         if row.compute_type == "computeinstance" and self.paths is not None:
             shutil.rmtree(self.paths.instance_home(row.name).parent, ignore_errors=True)
 
+    def _with_provider(self, entity):  # noqa: ANN001, ANN202
+        """The entity with its node provider stored: the YAML's `cible.provider`, else the workspace's
+        default at create (a later change of default does not move existing computes)."""
+        settings = entity.cible or (CibleClusterSettings() if entity.type == "amlcompute" else CibleInstanceSettings())
+        if settings.provider is None:
+            settings = settings.model_copy(update={"provider": self.default_provider})
+        provider = self.providers.get(settings.provider)
+        if provider is None:
+            raise InvalidRequestError(f"cible.provider: '{settings.provider}' is not a node provider (providers: "
+                                      f"{', '.join(sorted(self.providers))})", details={"field": "cible.provider"})
+        status = provider.status()
+        if not status["available"]:
+            raise InvalidRequestError(f"cible.provider: the {settings.provider} node provider is unavailable: "
+                                      f"{status['error']}", details={"field": "cible.provider"})
+        return entity.model_copy(update={"cible": settings})
+
     def _check_provider_can_hold(self, entity) -> None:  # noqa: ANN001
         size = catalog.get_size(entity.size)
         settings = entity.cible
-        provider = self.providers[settings.provider if settings else "local"]
-        why = provider.cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus,
-                                   overcommit=bool(settings and settings.overcommit))
+        why = self.providers[settings.provider].cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus,
+                                                            overcommit=settings.overcommit)
         if why:
-            raise InvalidRequestError(f"size: compute '{entity.name}': {why} (in YAML: cible: "
-                                      "{overcommit: true})", details={"field": "size"})
+            hint = "in YAML: cible: {overcommit: true}" if settings.provider == "local" else "pick a smaller size"
+            raise InvalidRequestError(f"size: compute '{entity.name}': {why} ({hint})", details={"field": "size"})
+
+    def provider_list(self) -> dict[str, Any]:
+        """Every node provider the server knows, usable or not (with why not, and the fix)."""
+        items = [self.providers[name].status() for name in sorted(self.providers)]
+        return {"value": items, "count": len(items), "default": self.default_provider}
 
     def serverless_pool(self, job_name: str, instance_type: str | None, instance_count: int,
                         job_tier: str | None) -> dict[str, Any]:
@@ -237,7 +261,13 @@ class ComputeService:
         if name == LOCAL:
             return local_compute(self.max_concurrent_local)
         with self.store.session() as session:
-            return _resource(session, self._row(session, name), self.clock.now(), with_cost=with_cost)
+            resource = _resource(session, self._row(session, name), self.clock.now(), with_cost=with_cost)
+        if with_cost and resource["type"] in NODE_COMPUTE_TYPES:  # `show`: is its engine there?
+            provider = self.providers.get(provider_of(resource))
+            resource["provider_status"] = provider.status() if provider else {"name": provider_of(resource),
+                                                                         "available": False, "reachable": False,
+                                                                         "error": "unknown to this server"}
+        return resource
 
     def nodes(self, name: str) -> dict[str, Any]:
         """`list-nodes`: a cluster's nodes that are not gone."""

@@ -1,0 +1,25 @@
+"""The `ray` node provider (needs the `ray` extra: `pip install 'cible[ray]'`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from cible.backends.base.unavailable import UnavailableProvider
+
+INSTALL_HINT = "Ray is not installed on the server: pip install 'cible[ray]'"
+CONFIGURE_HINT = ("no Ray cluster is configured: start the server with CIBLE_RAY_ADDRESS=<head>:<gcs port> "
+                  "(or ray://<head>:10001), and CIBLE_RAY_TOKEN when the cluster has token auth on")
+
+
+def make_ray_provider(address: str | None, *, ray_token: str | None, nodes_root: Path, home: Path,
+                      url: str | None, token: str, autoscaling: bool = False):  # noqa: ANN201
+    """The Ray provider for the workspace, or an unavailable one that says what is missing."""
+    if importlib.util.find_spec("ray") is None:
+        return UnavailableProvider("ray", INSTALL_HINT)
+    if not address:
+        return UnavailableProvider("ray", CONFIGURE_HINT)
+    from cible.backends.ray.provider import RayNodeProvider
+
+    return RayNodeProvider(address, nodes_root=nodes_root, home=home, url=url, token=token, ray_token=ray_token,
+                           autoscaling=autoscaling)

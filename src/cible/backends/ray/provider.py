@@ -1,0 +1,348 @@
+"""The `ray` node provider: each cible node is a detached Ray actor holding its size's resources.
+
+The server is a Ray driver (`ray.init(address=…)`, or `ray://…` through Ray Client when it
+runs off the Ray cluster), connected from a thread of this provider so a slow or missing Ray
+never holds up the server. That thread also watches the nodes: every `REFRESH_S` it asks
+each node's actor where it is and whether its agent runs, and `list_nodes` answers from
+that view (None until Ray has been seen once: a restarted server never takes "not seen
+yet" for "gone").
+
+Placement. The nodes one launch asks for are reserved together in a STRICT_SPREAD placement
+group, so the nodes of a multi-node job land on distinct Ray nodes, and away from Ray nodes
+that already hold a node of the same cluster (a label selector on `ray.io/node-id`). A
+pending placement group is demand Ray's autoscaler sees: it adds machines for it. Once
+placed, each node's actor is pinned to its Ray node (hard node affinity) and the group is
+removed, so each node can later go on its own: a bundle of a group stays reserved until
+the whole group goes, which would keep a scaled-down node's machine busy.
+
+The workspace's files are where the agents find job code and inputs, as with `local`: the
+Ray nodes must see the workspace folder (one machine, or a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cible.backends.base.contract import NodeRequest, ProviderNode
+from cible.backends.ray.actor import STOP_GRACE_S, CibleNode
+
+log = logging.getLogger("cible.provider.ray")
+REFRESH_S = 0.5
+PING_TIMEOUT_S = 2.0
+GB = 2**30
+
+
+def namespace_for(home: Path) -> str:
+    """One Ray namespace per workspace: two workspaces on one Ray never see each other's nodes."""
+    return "cible-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+
+
+def bundle_for(request: NodeRequest) -> dict[str, float]:
+    """The Ray resources one node of this size holds (Ray's `memory` is in bytes)."""
+    bundle = {"CPU": float(request.vcpus), "memory": float(int(request.memory_gb * GB))}
+    if request.gpus:
+        bundle["GPU"] = float(request.gpus)
+    return bundle
+
+
+def spread_selector(exclude: set[str], count: int) -> list[dict[str, str]] | None:
+    """Keep a launch's bundles off the Ray nodes that already hold a node of its cluster."""
+    if not exclude:
+        return None
+    return [{"ray.io/node-id": f"!in({','.join(sorted(exclude))})"}] * count
+
+
+def largest_fit(ray_nodes: list[dict[str, float]], vcpus: int, memory_gb: float, gpus: int) -> bool:
+    return any(n.get("CPU", 0) >= vcpus and n.get("memory", 0) >= memory_gb * GB and n.get("GPU", 0) >= gpus
+               for n in ray_nodes)
+
+
+class RayNodeProvider:
+    name = "ray"
+
+    def __init__(self, address: str, *, nodes_root: Path, home: Path, url: str | None, token: str,
+                 ray_token: str | None = None, autoscaling: bool = False) -> None:
+        self.address = address
+        # The Ray cluster adds machines on demand (its autoscaler, KubeRay): a size no Ray node holds
+        # now may still come, so it is not refused at create. (Ray does not say whether it autoscales:
+        # its monitor runs, read-only, on every head.)
+        self.autoscaling = autoscaling
+        self.ray_token = ray_token
+        self.nodes_root = nodes_root
+        self.home = home
+        self.url = url
+        self.token = token
+        self.namespace = namespace_for(home)
+        self.on_node_gone: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._closed = threading.Event()
+        self._error: str | None = "not connected yet"
+        self._seen_once = False
+        self._ray_nodes: list[dict[str, float]] = []  # the alive Ray nodes' total resources
+        self._info: dict[str, dict[str, Any]] = {}  # node id → what its actor last said
+        self._pending: dict[str, NodeRequest] = {}  # launched, not placed (or not heard from) yet
+        self._stopping: set[str] = set()
+        self._preempted: set[str] = set()
+        self._errors: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self._handles: dict[str, Any] = {}  # node id → its actor handle (a lookup saved per ping)
+
+    # -- life -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Connect and start watching, in the background."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="ray-provider", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching and leave Ray; the nodes (detached actors) go on and are found again."""
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._connected.is_set():
+            import ray
+
+            ray.shutdown()
+
+    def status(self) -> dict[str, Any]:
+        """What `compute show` says of the Ray cluster behind a compute."""
+        with self._lock:
+            return {"name": self.name, "available": True, "address": self.address, "reachable": self._error is None,
+                    "error": self._error, "ray_nodes": len(self._ray_nodes), "autoscaling": self.autoscaling,
+                    "namespace": self.namespace}
+
+    # -- the contract ------------------------------------------------------------------
+    def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
+        """A node must fit on one Ray node. Unknown while Ray is unreachable, and a Ray with an
+        autoscaler may add bigger machines: then the nodes wait, saying why, instead."""
+        with self._lock:
+            if self._error is not None or self.autoscaling or not self._ray_nodes:
+                return None
+            if largest_fit(self._ray_nodes, vcpus, memory_gb, gpus):
+                return None
+            biggest = max(self._ray_nodes, key=lambda n: (n.get("CPU", 0), n.get("memory", 0)))
+        return (f"no node of the Ray cluster at {self.address} can hold a {size} node ({vcpus} CPU, {memory_gb:g} GB"
+                f"{f', {gpus} GPU' if gpus else ''}); its largest has {biggest.get('CPU', 0):g} CPU, "
+                f"{biggest.get('memory', 0) / GB:.1f} GB, {biggest.get('GPU', 0):g} GPU")
+
+    def launch(self, requests: list[NodeRequest]) -> None:
+        batches: dict[str, list[NodeRequest]] = {}
+        with self._lock:
+            for request in requests:
+                if request.node_id in self._pending or request.node_id in self._info:
+                    continue  # launch is idempotent
+                self._pending[request.node_id] = request
+                batches.setdefault(request.compute, []).append(request)
+        for compute, batch in batches.items():
+            threading.Thread(target=self._place, args=(compute, batch), name=f"ray-place-{compute}",
+                             daemon=True).start()
+
+    def terminate(self, node_ids: list[str]) -> None:
+        with self._lock:
+            self._stopping.update(node_ids)
+        for node_id in node_ids:
+            threading.Thread(target=self._stop, args=(node_id, False), name=f"ray-stop-{node_id}", daemon=True).start()
+
+    def preempt(self, node_id: str) -> None:
+        with self._lock:
+            self._stopping.add(node_id)
+            self._preempted.add(node_id)
+        threading.Thread(target=self._stop, args=(node_id, True), name=f"ray-evict-{node_id}", daemon=True).start()
+
+    def list_nodes(self) -> dict[str, ProviderNode] | None:
+        with self._lock:
+            if not self._seen_once:
+                return None  # not seen yet is not gone
+            nodes = {node_id: ProviderNode(node_id) for node_id in self._pending}
+            for node_id, info in self._info.items():
+                if node_id in self._preempted:
+                    continue
+                if info.get("exit_code") is None:
+                    nodes[node_id] = ProviderNode(node_id, address=info.get("ip"))
+                elif info.get("stopped_itself"):
+                    nodes[node_id] = ProviderNode(node_id, alive=False, stopped_itself=info["stopped_itself"])
+            for node_id in self._preempted:
+                nodes[node_id] = ProviderNode(node_id, alive=False, preempted=True)
+            return nodes
+
+    def poll_errors(self) -> dict[str, str]:
+        with self._lock:
+            errors, self._errors = self._errors, {}
+        return errors
+
+    # -- connecting and watching ----------------------------------------------------------------
+    def _connect(self) -> None:
+        import ray
+
+        # Say the auth mode outright: a local `~/.ray/auth_token` would otherwise turn token auth on.
+        os.environ["RAY_AUTH_MODE"] = "token" if self.ray_token else "disabled"
+        if self.ray_token:
+            os.environ["RAY_AUTH_TOKEN"] = self.ray_token
+        ray.init(address=self.address, namespace=self.namespace, log_to_driver=False,
+                 logging_level=logging.WARNING, ignore_reinit_error=True)
+        self._connected.set()
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._closed.is_set():
+            try:
+                if not self._connected.is_set():
+                    self._connect()
+                self._refresh()
+                backoff = 1.0
+                self._closed.wait(REFRESH_S)
+            except Exception as exc:  # Ray unreachable or gone: say so, and try again
+                with self._lock:
+                    self._error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                log.warning("Ray at %s: %s", self.address, self._error)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _refresh(self) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        names = [n for n in ray.util.list_named_actors() if n.startswith("tvmps_")]
+        ray_nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        refs = {}
+        for name in names:
+            try:
+                if name not in self._handles:
+                    self._handles[name] = ray.get_actor(name)
+                refs[name] = self._handles[name].info.remote()
+            except ValueError:  # went between the listing and the lookup
+                continue
+        for name in set(self._handles) - set(names):
+            del self._handles[name]
+        if refs:
+            ray.wait(list(refs.values()), num_returns=len(refs), timeout=PING_TIMEOUT_S)
+        infos: dict[str, dict[str, Any]] = {}
+        dead: dict[str, str] = {}
+        for name, ref in refs.items():
+            try:
+                infos[name] = ray.get(ref, timeout=0)
+            except RayActorError as exc:
+                dead[name] = str(exc).splitlines()[0][:300]
+            except GetTimeoutError:  # busy or unreachable for now: keep what it said before
+                if name in self._info:
+                    infos[name] = self._info[name]
+        gone_quietly = []
+        with self._lock:
+            self._error = None
+            self._ray_nodes = ray_nodes
+            for node_id in set(self._info) - set(infos):
+                if node_id not in self._stopping:
+                    why = dead.get(node_id, "its Ray actor is gone")
+                    self._errors[node_id] = f"its Ray node or actor was lost: {why}"
+            for node_id, why in dead.items():
+                if self._pending.pop(node_id, None) is not None and node_id not in self._stopping:
+                    self._errors[node_id] = f"its Ray actor died before it was ready: {why}"
+            for node_id, info in infos.items():
+                self._pending.pop(node_id, None)
+                code = info.get("exit_code")
+                if code is not None and not info.get("stopped_itself") and node_id not in self._stopping:
+                    self._errors[node_id] = f"its agent exited with code {code}: {info.get('log_tail')}"
+                    gone_quietly.append(node_id)
+            self._info = infos
+            self._seen_once = True
+        for node_id in gone_quietly:  # free its resources on Ray
+            self.terminate([node_id])
+
+    # -- placing and stopping ------------------------------------------------------------------
+    def _place(self, compute: str, batch: list[NodeRequest]) -> None:
+        """Reserve the batch's nodes on distinct Ray nodes, then start an actor pinned to each."""
+        import ray
+        from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        try:
+            while not self._connected.wait(1.0):
+                if self._closed.is_set() or self._all_stopping(batch):
+                    return self._drop(batch)
+            with self._lock:
+                exclude = {i["ray_node_id"] for i in self._info.values() if i.get("compute") == compute}
+            bundles = [bundle_for(r) for r in batch]
+            group = placement_group(bundles, strategy="STRICT_SPREAD" if len(batch) > 1 else "PACK",
+                                    bundle_label_selector=spread_selector(exclude, len(batch)))
+            try:
+                while not ray.wait([group.ready()], timeout=1.0)[0]:  # Ray's autoscaler sees this demand
+                    if self._closed.is_set() or self._all_stopping(batch):
+                        return self._drop(batch)
+                placed = placement_group_table(group)["bundles_to_node_id"]
+            finally:
+                remove_placement_group(group)
+            remote = ray.remote(CibleNode)
+            for index, request in enumerate(batch):
+                if request.node_id in self._stopping:
+                    continue
+                remote.options(
+                    name=request.node_id, lifetime="detached", max_restarts=0,
+                    num_cpus=request.vcpus, memory=int(request.memory_gb * GB), num_gpus=request.gpus,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(placed[index], soft=False),
+                ).remote(request.node_id, compute, self._agent_args(request), str(self.nodes_root / request.node_id),
+                         {"CIBLE_AGENT_TOKEN": self.token})
+        except Exception as exc:
+            with self._lock:
+                for request in batch:
+                    if self._pending.pop(request.node_id, None) is not None:
+                        self._errors[request.node_id] = f"Ray could not place it: {exc}"
+            self.on_node_gone()
+
+    def _agent_args(self, request: NodeRequest) -> list[str]:
+        args = ["--node-id", request.node_id, "--compute", request.compute, "--home", str(self.home),
+                "--size", request.size, "--vcpus", str(request.vcpus), "--memory-gb", str(request.memory_gb),
+                "--gpus", str(request.gpus), *(["--url", self.url] if self.url else [])]
+        if request.overcommit:
+            args.append("--overcommit")
+        if request.disk_gb is not None:
+            args += ["--disk-gb", str(request.disk_gb)]
+        if request.idle_shutdown_s is not None:
+            args += ["--idle-shutdown", str(request.idle_shutdown_s)]
+        if request.persistent_dir is not None:
+            args += ["--persistent-dir", request.persistent_dir]
+        return args
+
+    def _all_stopping(self, batch: list[NodeRequest]) -> bool:
+        with self._lock:
+            return all(r.node_id in self._stopping for r in batch)
+
+    def _drop(self, batch: list[NodeRequest]) -> None:
+        with self._lock:
+            for request in batch:
+                self._pending.pop(request.node_id, None)
+        self.on_node_gone()
+
+    def _stop(self, node_id: str, evict: bool) -> None:
+        """Stop the node's agent (at once when evicted), then its actor, then its working root."""
+        import ray
+
+        try:
+            if self._connected.wait(60.0):
+                try:
+                    actor = ray.get_actor(node_id)
+                except ValueError:
+                    actor = None  # never placed, or already gone
+                if actor is not None:
+                    try:
+                        ray.get(actor.kill.remote() if evict else actor.stop.remote(), timeout=STOP_GRACE_S + 10)
+                    except Exception:  # its Ray node is gone or it does not answer: Ray ends it below
+                        pass
+                    ray.kill(actor, no_restart=True)
+        except Exception as exc:
+            log.warning("stopping node %s on Ray: %s", node_id, exc)
+        shutil.rmtree(self.nodes_root / node_id, ignore_errors=True)
+        with self._lock:
+            self._pending.pop(node_id, None)
+            self._info.pop(node_id, None)
+            if not evict:
+                self._preempted.discard(node_id)
+        self.on_node_gone()
+
