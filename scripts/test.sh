@@ -10,7 +10,7 @@ if ! "$PY" -m uv --version >/dev/null 2>&1; then
   "$PY" -m pip install -q "uv>=0.4"
 fi
 [ -x .venv/bin/python ] || "$PY" -m uv venv -q .venv
-"$PY" -m uv pip install -q --python .venv/bin/python -e '.[test]'
+"$PY" -m uv pip install -q --python .venv/bin/python -e '.[test,ray]'
 # torch for the torch.distributed test: pip takes the CPU build these machines keep on disk
 # (uv would fetch the multi-GB CUDA build from PyPI instead).
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
