@@ -9,6 +9,7 @@ node-loss test kills a Ray node, so it runs last.
 from __future__ import annotations
 
 import os
+import secrets
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ WORKERS = ("127.0.0.3", "127.0.0.4")
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    cluster = RayTestCluster()
+    cluster = RayTestCluster(token=secrets.token_hex(32))  # Ray's token auth on: cible must present it
     try:
         cluster.start(num_cpus=0, memory_gb=1)  # the head takes no cible node
         for ip in WORKERS:
@@ -36,14 +37,16 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def ws(ray_cluster, tmp_path_factory):
     workspace = Workspace(tmp_path_factory.mktemp("ray") / "ws")
-    workspace.env.update(CIBLE_RAY_ADDRESS=ray_cluster.address, CIBLE_NODE_HEARTBEAT_TIMEOUT="6")
+    workspace.env.update(CIBLE_RAY_ADDRESS=ray_cluster.address, CIBLE_RAY_TOKEN=ray_cluster.token,
+                         CIBLE_NODE_HEARTBEAT_TIMEOUT="6")
     yield workspace
     workspace.stop()
 
 
 def cible_actors(cluster: RayTestCluster) -> list[dict]:
     """The live cible node actors, as Ray's own state API lists them."""
-    reply = httpx.get(f"{cluster.dashboard_url}/api/v0/actors", params={"detail": "true", "limit": 1000}, timeout=10)
+    reply = httpx.get(f"{cluster.dashboard_url}/api/v0/actors", params={"detail": "true", "limit": 1000}, timeout=10,
+                      headers=cluster.auth_headers)
     actors = reply.json()["data"]["result"]["result"]
     return [a for a in actors if a.get("class_name") == "CibleNode" and a.get("state") != "DEAD"]
 
@@ -78,6 +81,20 @@ def test_ray_provider_is_listed_and_a_cluster_on_it_says_ray_is_reachable(ws: Wo
     assert refused.returncode != 0
     assert "size: compute 'big': no node of the Ray cluster" in refused.stderr
     assert "its largest has 2 CPU, 4.0 GB" in refused.stderr
+
+
+def test_a_server_with_the_wrong_ray_token_says_ray_is_unreachable_and_why(ray_cluster, tmp_path) -> None:
+    other = Workspace(tmp_path / "wrong-token")
+    other.env.update(CIBLE_RAY_ADDRESS=ray_cluster.address, CIBLE_RAY_TOKEN="0" * 64)
+    try:
+        providers = wait_until(lambda: (p := {x["name"]: x for x in other.json("compute", "list-providers")})
+                               ["ray"]["error"] != "not connected yet" and p, 120, interval=0.5,
+                               message="the Ray provider's first try to connect")
+        ray = providers["ray"]
+        assert ray["available"] and not ray["reachable"], ray
+        assert ray["error"], ray
+    finally:
+        other.stop()
 
 
 def test_a_job_runs_on_a_node_placed_on_ray_and_the_node_goes_when_idle(ws: Workspace, ray_cluster) -> None:

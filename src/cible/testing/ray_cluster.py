@@ -36,13 +36,17 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
-def ray_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment Ray nodes start with: no token auth unless asked, no usage stats, a
-    patient raylet (a busy machine starts the dashboard agent slowly), this Python first on
-    PATH (a job's `python` is the one `ray start` found)."""
+def ray_env(extra: dict[str, str] | None = None, token: str | None = None) -> dict[str, str]:
+    """The environment Ray nodes start with: token auth only with a token (said outright either
+    way: a user's `~/.ray/auth_token` would otherwise turn it on), no usage stats, a patient
+    raylet (a busy machine starts the dashboard agent slowly), this Python first on PATH (a
+    job's `python` is the one `ray start` found)."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+    env = {**os.environ, "RAY_AUTH_MODE": "token" if token else "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_agent_register_timeout_ms": "60000", "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    env.pop("RAY_AUTH_TOKEN", None)
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
     env.update(extra or {})
     return env
 
@@ -69,6 +73,7 @@ class RayTestCluster:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cray-", dir="/tmp")))
     head_ip: str = "127.0.0.2"
     env: dict[str, str] = field(default_factory=dict)
+    token: str | None = None  # Ray's token auth on, with this token
     nodes: list[RayNode] = field(default_factory=list)
     gcs_port: int = 0
     dashboard_port: int = 0
@@ -117,16 +122,22 @@ class RayTestCluster:
             command.append(f"--resources={json.dumps(resources)}")
         with open(log, "ab") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=ray_env(self.env), start_new_session=True)
+                                    env=ray_env(self.env, self.token), start_new_session=True)
         node = RayNode(ip, proc, log)
         self.nodes.append(node)
         return node
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What an HTTP call to the dashboard (state API, Jobs API) carries under token auth."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def alive_nodes(self) -> list[dict[str, Any]]:
         """The ALIVE nodes as the head's dashboard lists them (its answer is the readiness check:
         the dashboard answers HTTP before the raylet is up)."""
         try:
-            reply = httpx.get(f"{self.dashboard_url}/api/v0/nodes", params={"detail": "false"}, timeout=5)
+            reply = httpx.get(f"{self.dashboard_url}/api/v0/nodes", params={"detail": "false"}, timeout=5,
+                              headers=self.auth_headers)
             rows = reply.json()["data"]["result"]["result"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return []

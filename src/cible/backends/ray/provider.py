@@ -180,12 +180,13 @@ class RayNodeProvider:
 
     # -- connecting and watching ----------------------------------------------------------------
     def _connect(self) -> None:
-        import ray
-
-        # Say the auth mode outright: a local `~/.ray/auth_token` would otherwise turn token auth on.
+        # Say the auth mode outright (a local `~/.ray/auth_token` would otherwise turn token auth on),
+        # before Ray is imported: it reads them once.
         os.environ["RAY_AUTH_MODE"] = "token" if self.ray_token else "disabled"
         if self.ray_token:
             os.environ["RAY_AUTH_TOKEN"] = self.ray_token
+        import ray
+
         ray.init(address=self.address, namespace=self.namespace, log_to_driver=False,
                  logging_level=logging.WARNING, ignore_reinit_error=True)
         self._connected.set()
