@@ -37,8 +37,9 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def ws(ray_cluster, tmp_path_factory):
     workspace = Workspace(tmp_path_factory.mktemp("ray") / "ws")
+    # Ray is the workspace's default provider: serverless nodes come from it too.
     workspace.env.update(CIBLE_RAY_ADDRESS=ray_cluster.address, CIBLE_RAY_TOKEN=ray_cluster.token,
-                         CIBLE_NODE_HEARTBEAT_TIMEOUT="6")
+                         CIBLE_DEFAULT_PROVIDER="ray", CIBLE_NODE_HEARTBEAT_TIMEOUT="6")
     yield workspace
     workspace.stop()
 
@@ -144,14 +145,50 @@ def test_ray_refuses_a_third_node_on_two_machines_and_the_job_waits_saying_so(ws
     # Each worker holds one 3.5 GB node: the third is requested but Ray has no room for it.
     states = ws.wait_nodes("cpu-cluster", lambda s: sorted(s) == ["preparing", "running", "running"], timeout=60)
     assert len(states) == 3
-    third = ws.job(jobs[2])
-    assert third["status"] == "Queued" and "1 starting" in third["queue_reason"], third["queue_reason"]
+    third = wait_until(lambda: (j := ws.job(jobs[2]))["status"] == "Queued" and "Ray has no room" in j["queue_reason"]
+                       and j, 30, interval=0.5, message="the third job to say Ray has no room")
+    assert "1 starting" in third["queue_reason"], third["queue_reason"]
+    assert ("Ray has no room yet for a node of 1 CPU, 3.5 GB on a Ray machine other than the 2 already "
+            "holding its nodes; it starts once Ray has room") in third["queue_reason"], third["queue_reason"]
     assert len(cible_actors(ray_cluster)) == 2  # the third has no actor: its placement is pending on Ray
     (ws.cwd / "go-full0").touch()
     for name in jobs:  # the first node freed takes the third job
         (ws.cwd / f"go-{name}").touch()
         assert ws.wait_status(name, timeout=120)["status"] == "Completed"
     ws.json("compute", "update", "-n", "cpu-cluster", "--max-instances", "2")
+
+
+def test_a_serverless_job_gets_its_node_on_ray_when_ray_is_the_default_provider(ws: Workspace, ray_cluster) -> None:
+    spec = write_yaml(ws.cwd, "serverless.yml", """
+        command: echo master=$MASTER_ADDR
+        distribution:
+          type: pytorch
+        resources:
+          instance_type: Standard_DS1_v2
+        compute: azureml:serverless
+        """)
+    name = ws.json("job", "create", "-f", spec, "-n", "serverless-on-ray")["name"]
+    job = ws.wait_status(name, timeout=120)
+    assert job["status"] == "Completed", job
+    assert job["serverless"]["size"] == "Standard_DS1_v2"
+    master = ws.run_log(name).split("master=")[1].split()[0]
+    assert master in WORKERS  # the node's address was a Ray worker's, not this host's 127.0.0.1
+    wait_until(lambda: not [a for a in cible_actors(ray_cluster) if a["name"] not in
+                            {n["node_id"] for n in ws.nodes("cpu-cluster")}], 60,
+               message="the serverless node's actor gone with its job")
+
+
+def test_a_restarted_server_adopts_its_nodes_on_ray_and_the_running_job_completes(ws: Workspace) -> None:
+    name = submit(ws, "across-restart", gated(ws, "across-restart"))
+    ws.wait_status(name, "Running", timeout=120)
+    before = {n["node_id"] for n in ws.nodes("cpu-cluster") if n["current_job_name"] == name}
+    ws.cible("server", "stop")
+    ws.cible("server", "start")
+    (ws.cwd / "go-across-restart").touch()
+    job = ws.wait_status(name, timeout=120)
+    assert job["status"] == "Completed" and not job.get("requeues"), job
+    assert before <= {n["node_id"] for n in ws.nodes("cpu-cluster")}  # the same node, found again on Ray
+    assert "started" in ws.run_log(name)
 
 
 def test_losing_a_ray_node_requeues_its_job_which_completes_on_a_replacement(ws: Workspace, ray_cluster) -> None:

@@ -210,7 +210,7 @@ def test_overcommit_does_not_make_a_size_fit_a_ray_node(provider: RayNodeProvide
 def test_status_before_connecting(provider: RayNodeProvider, tmp_path: Path):
     assert provider.status() == {"name": "ray", "available": True, "address": ADDRESS, "reachable": False,
                                  "error": "not connected yet", "ray_nodes": 0, "autoscaling": False,
-                                 "namespace": namespace_for(tmp_path / "ws")}
+                                 "namespace": namespace_for(tmp_path / "ws"), "waiting": {}}
 
 
 def test_status_once_ray_is_seen(provider: RayNodeProvider):
@@ -221,3 +221,17 @@ def test_status_once_ray_is_seen(provider: RayNodeProvider):
 
 def test_nothing_is_reported_failed_before_ray_is_seen(provider: RayNodeProvider):
     assert provider.poll_errors() == {}
+
+
+def test_a_node_ray_has_no_room_for_says_so_with_the_nodes_behind_it(provider: RayNodeProvider):
+    from cible.backends.ray.provider import _no_room
+
+    node = request(vcpus=1, memory_gb=3.5)
+    why = _no_room(node, {"a", "b"}, autoscaling=False)
+    assert why == ("Ray has no room yet for a node of 1 CPU, 3.5 GB on a Ray machine other than the 2 already "
+                   "holding its nodes; it starts once Ray has room")
+    assert _no_room(request(vcpus=4, memory_gb=28, gpus=1), set(), autoscaling=True) == (
+        "Ray has no room yet for a node of 4 CPU, 28 GB, 1 GPU on a Ray machine; Ray's autoscaler adds machines for it")
+    provider._unplaced["cpu"] = why
+    provider._queue["cpu"] = [node, node]
+    assert provider.status()["waiting"] == {"cpu": why + " (2 more of its nodes wait behind it)"}

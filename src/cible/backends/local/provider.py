@@ -46,6 +46,7 @@ class LocalNodeProvider:
         self._stopping: set[str] = set()  # nodes this provider ends: their exit is no failure
         self._lock = threading.Lock()
         self.on_node_gone: Callable[[], None] = lambda: None  # the reconciler marks it removed at once
+        self._capacity: Shape | None = None
 
     def prepare(self) -> None:
         pass
@@ -54,7 +55,9 @@ class LocalNodeProvider:
         pass
 
     def status(self) -> dict[str, Any]:
-        capacity = host_capacity()
+        if self._capacity is None:  # read once: it is asked for each queued job's reason
+            self._capacity = host_capacity()
+        capacity = self._capacity
         return {"name": self.name, "available": True, "reachable": True, "error": None,
                 "host": {"vcpus": capacity.vcpus, "memory_gb": round(capacity.memory_gb, 1), "gpus": capacity.gpus}}
 

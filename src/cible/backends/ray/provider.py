@@ -7,13 +7,17 @@ each node's actor where it is and whether its agent runs, and `list_nodes` answe
 that view (None until Ray has been seen once: a restarted server never takes "not seen
 yet" for "gone").
 
-Placement. The nodes one launch asks for are reserved together in a STRICT_SPREAD placement
-group, so the nodes of a multi-node job land on distinct Ray nodes, and away from Ray nodes
-that already hold a node of the same cluster (a label selector on `ray.io/node-id`). A
-pending placement group is demand Ray's autoscaler sees: it adds machines for it. Once
-placed, each node's actor is pinned to its Ray node (hard node affinity) and the group is
-removed, so each node can later go on its own: a bundle of a group stays reserved until
-the whole group goes, which would keep a scaled-down node's machine busy.
+Placement. A cible node is a machine, as an Azure node is a VM: no two nodes of a compute
+share a Ray machine, so the nodes of a multi-node job always land on distinct Ray nodes and
+MASTER_ADDR is rank 0's machine. Each node is reserved in a placement group whose label
+selector (`ray.io/node-id`) keeps it off the machines the compute already holds; a pending
+group is demand Ray's autoscaler sees, so it adds a machine for it. A compute's nodes are
+placed one at a time: when Ray has no machine for one, it has none for the next either (same
+shape, same exclusions), and none holds back another, as one group for several independent
+nodes would (all or nothing). The price: an autoscaling Ray adds a compute's machines one
+after the other. Once placed, the node's actor is pinned to its machine (hard node affinity)
+and the group removed, so each node can go on its own (a group's bundles stay reserved until
+the whole group goes).
 
 The workspace's files are where the agents find job code and inputs, as with `local`: the
 Ray nodes must see the workspace folder (one machine, or a shared filesystem).
@@ -94,6 +98,10 @@ class RayNodeProvider:
         self._errors: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self._handles: dict[str, Any] = {}  # node id → its actor handle (a lookup saved per ping)
+        self._queue: dict[str, list[NodeRequest]] = {}  # compute → its nodes waiting to be placed, in order
+        self._placers: set[str] = set()  # computes whose placing thread runs
+        self._unplaced: dict[str, str] = {}  # compute → why its next node is not placed yet
+        self._placed: dict[str, tuple[str, str]] = {}  # node id → (compute, Ray machine) until its actor answers
 
     # -- life -------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -115,9 +123,12 @@ class RayNodeProvider:
     def status(self) -> dict[str, Any]:
         """What `compute show` says of the Ray cluster behind a compute."""
         with self._lock:
+            waiting = {compute: why + (f" ({len(self._queue[compute])} more of its nodes wait behind it)"
+                                       if self._queue.get(compute) else "")
+                       for compute, why in self._unplaced.items()}
             return {"name": self.name, "available": True, "address": self.address, "reachable": self._error is None,
                     "error": self._error, "ray_nodes": len(self._ray_nodes), "autoscaling": self.autoscaling,
-                    "namespace": self.namespace}
+                    "namespace": self.namespace, "waiting": waiting}
 
     # -- the contract ------------------------------------------------------------------
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
@@ -134,16 +145,18 @@ class RayNodeProvider:
                 f"{biggest.get('memory', 0) / GB:.1f} GB, {biggest.get('GPU', 0):g} GPU")
 
     def launch(self, requests: list[NodeRequest]) -> None:
-        batches: dict[str, list[NodeRequest]] = {}
+        start = []
         with self._lock:
             for request in requests:
                 if request.node_id in self._pending or request.node_id in self._info:
                     continue  # launch is idempotent
                 self._pending[request.node_id] = request
-                batches.setdefault(request.compute, []).append(request)
-        for compute, batch in batches.items():
-            threading.Thread(target=self._place, args=(compute, batch), name=f"ray-place-{compute}",
-                             daemon=True).start()
+                self._queue.setdefault(request.compute, []).append(request)
+                if request.compute not in self._placers:
+                    self._placers.add(request.compute)
+                    start.append(request.compute)
+        for compute in start:
+            threading.Thread(target=self._place_all, args=(compute,), name=f"ray-place-{compute}", daemon=True).start()
 
     def terminate(self, node_ids: list[str]) -> None:
         with self._lock:
@@ -248,6 +261,7 @@ class RayNodeProvider:
                     self._errors[node_id] = f"its Ray actor died before it was ready: {why}"
             for node_id, info in infos.items():
                 self._pending.pop(node_id, None)
+                self._placed.pop(node_id, None)
                 code = info.get("exit_code")
                 if code is not None and not info.get("stopped_itself") and node_id not in self._stopping:
                     self._errors[node_id] = f"its agent exited with code {code}: {info.get('log_tail')}"
@@ -258,44 +272,63 @@ class RayNodeProvider:
             self.terminate([node_id])
 
     # -- placing and stopping ------------------------------------------------------------------
-    def _place(self, compute: str, batch: list[NodeRequest]) -> None:
-        """Reserve the batch's nodes on distinct Ray nodes, then start an actor pinned to each."""
+    def _place_all(self, compute: str) -> None:
+        """Place a compute's new nodes one at a time, each on a Ray machine that holds none of the
+        compute's other nodes (a node is a machine, as an Azure node is a VM): when Ray has no such
+        machine, the ones after it could not be placed either, and none holds back another."""
+        while True:
+            with self._lock:
+                queue = self._queue.get(compute) or []
+                if not queue:
+                    self._queue.pop(compute, None)
+                    self._placers.discard(compute)
+                    return
+                request = queue.pop(0)
+            try:
+                self._place(compute, request)
+            except Exception as exc:
+                with self._lock:
+                    if self._pending.pop(request.node_id, None) is not None:
+                        self._errors[request.node_id] = f"Ray could not place it: {exc}"
+                self.on_node_gone()
+
+    def _place(self, compute: str, request: NodeRequest) -> None:
+        """Reserve the node's resources in a placement group (a pending one is demand Ray's
+        autoscaler sees), then start its actor pinned to the machine found and drop the group."""
         import ray
         from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        while not self._connected.wait(1.0):
+            if self._closed.is_set() or request.node_id in self._stopping:
+                return self._drop(request)
+        exclude = self._machines_of(compute)
+        group = placement_group([bundle_for(request)], bundle_label_selector=spread_selector(exclude, 1))
         try:
-            while not self._connected.wait(1.0):
-                if self._closed.is_set() or self._all_stopping(batch):
-                    return self._drop(batch)
+            while not ray.wait([group.ready()], timeout=1.0)[0]:
+                if self._closed.is_set() or request.node_id in self._stopping:
+                    return self._drop(request)
+                with self._lock:
+                    self._unplaced[compute] = _no_room(request, exclude, self.autoscaling)
+                if self._machines_of(compute) != exclude:  # a node of the compute left: its machine may do
+                    remove_placement_group(group)
+                    exclude = self._machines_of(compute)
+                    group = placement_group([bundle_for(request)], bundle_label_selector=spread_selector(exclude, 1))
+            machine = placement_group_table(group)["bundles_to_node_id"][0]
+        finally:
             with self._lock:
-                exclude = {i["ray_node_id"] for i in self._info.values() if i.get("compute") == compute}
-            bundles = [bundle_for(r) for r in batch]
-            group = placement_group(bundles, strategy="STRICT_SPREAD" if len(batch) > 1 else "PACK",
-                                    bundle_label_selector=spread_selector(exclude, len(batch)))
-            try:
-                while not ray.wait([group.ready()], timeout=1.0)[0]:  # Ray's autoscaler sees this demand
-                    if self._closed.is_set() or self._all_stopping(batch):
-                        return self._drop(batch)
-                placed = placement_group_table(group)["bundles_to_node_id"]
-            finally:
-                remove_placement_group(group)
-            remote = ray.remote(CibleNode)
-            for index, request in enumerate(batch):
-                if request.node_id in self._stopping:
-                    continue
-                remote.options(
-                    name=request.node_id, lifetime="detached", max_restarts=0,
-                    num_cpus=request.vcpus, memory=int(request.memory_gb * GB), num_gpus=request.gpus,
-                    scheduling_strategy=NodeAffinitySchedulingStrategy(placed[index], soft=False),
-                ).remote(request.node_id, compute, self._agent_args(request), str(self.nodes_root / request.node_id),
-                         {"CIBLE_AGENT_TOKEN": self.token})
-        except Exception as exc:
-            with self._lock:
-                for request in batch:
-                    if self._pending.pop(request.node_id, None) is not None:
-                        self._errors[request.node_id] = f"Ray could not place it: {exc}"
-            self.on_node_gone()
+                self._unplaced.pop(compute, None)
+            remove_placement_group(group)
+        if request.node_id in self._stopping:
+            return self._drop(request)
+        ray.remote(CibleNode).options(
+            name=request.node_id, lifetime="detached", max_restarts=0,
+            num_cpus=request.vcpus, memory=int(request.memory_gb * GB), num_gpus=request.gpus,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(machine, soft=False),
+        ).remote(request.node_id, compute, self._agent_args(request), str(self.nodes_root / request.node_id),
+                 {"CIBLE_AGENT_TOKEN": self.token})
+        with self._lock:
+            self._placed[request.node_id] = (compute, machine)
 
     def _agent_args(self, request: NodeRequest) -> list[str]:
         args = ["--node-id", request.node_id, "--compute", request.compute, "--home", str(self.home),
@@ -311,14 +344,15 @@ class RayNodeProvider:
             args += ["--persistent-dir", request.persistent_dir]
         return args
 
-    def _all_stopping(self, batch: list[NodeRequest]) -> bool:
+    def _machines_of(self, compute: str) -> set[str]:
+        """The Ray machines holding the compute's nodes (placed or answering)."""
         with self._lock:
-            return all(r.node_id in self._stopping for r in batch)
+            machines = {i["ray_node_id"] for i in self._info.values() if i.get("compute") == compute}
+            return machines | {machine for c, machine in self._placed.values() if c == compute}
 
-    def _drop(self, batch: list[NodeRequest]) -> None:
+    def _drop(self, request: NodeRequest) -> None:
         with self._lock:
-            for request in batch:
-                self._pending.pop(request.node_id, None)
+            self._pending.pop(request.node_id, None)
         self.on_node_gone()
 
     def _stop(self, node_id: str, evict: bool) -> None:
@@ -342,8 +376,16 @@ class RayNodeProvider:
         shutil.rmtree(self.nodes_root / node_id, ignore_errors=True)
         with self._lock:
             self._pending.pop(node_id, None)
+            self._placed.pop(node_id, None)
             self._info.pop(node_id, None)
             if not evict:
                 self._preempted.discard(node_id)
         self.on_node_gone()
 
+
+def _no_room(request: NodeRequest, exclude: set[str], autoscaling: bool) -> str:
+    """Why a node waits on Ray: the shape it cannot find room for, and what would help."""
+    shape = f"{request.vcpus} CPU, {request.memory_gb:g} GB{f', {request.gpus} GPU' if request.gpus else ''}"
+    where = "a Ray machine" + (f" other than the {len(exclude)} already holding its nodes" if exclude else "")
+    then = "Ray's autoscaler adds machines for it" if autoscaling else "it starts once Ray has room"
+    return f"Ray has no room yet for a node of {shape} on {where}; {then}"

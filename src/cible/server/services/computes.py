@@ -196,7 +196,12 @@ class ComputeService:
         machine holds) × `instance_count`, low priority for `job_tier: spot`. Refused at submit
         when the size is unknown, retired, too big for the provider, or beyond the quotas."""
         field = "resources.instance_type"
-        provider = self.providers["local"]
+        # The nodes come from the workspace's default provider (on Ray when that is `ray`).
+        provider_name = self.default_provider if self.providers.get(self.default_provider) else "local"
+        provider = self.providers[provider_name]
+        if not provider.status()["available"]:
+            raise InvalidRequestError(f"compute: serverless nodes come from the {provider_name} node provider, which is "
+                                      f"unavailable: {provider.status()['error']}", details={"field": "compute"})
         if instance_type:
             try:
                 size = catalog.check_size(instance_type, "amlcompute", self.clock.now().date())
@@ -210,8 +215,9 @@ class ComputeService:
             fits = [catalog.get_size(n) for n in DEFAULT_SERVERLESS_SIZES]
             fits = [z for z in fits if not provider.cannot_hold(z.name, z.vcpus, z.memory_gb, z.gpus, overcommit=False)]
             if not fits:
-                raise InvalidRequestError(f"{field}: this machine cannot hold even a {DEFAULT_SERVERLESS_SIZES[-1]} "
-                                          "node; use compute: local", details={"field": field})
+                where = "this machine" if provider_name == "local" else f"any machine of the {provider_name} provider"
+                raise InvalidRequestError(f"{field}: not even a {DEFAULT_SERVERLESS_SIZES[-1]} node fits {where}; "
+                                          "use compute: local", details={"field": field})
             size = fits[0]
         low = job_tier == "spot"
         self.quotas.refuse_if_never_fits(size, low_priority=low, count=instance_count,
@@ -219,7 +225,7 @@ class ComputeService:
                                          field="resources.instance_count")
         return {"size": size.name, "tier": "low_priority" if low else "dedicated", "min_instances": 0,
                 "max_instances": instance_count, "idle_time_before_scale_down": 0, "job": job_name,
-                "cible": {"provider": "local"}}
+                "cible": {"provider": provider_name}}
 
     def cost_estimate(self, target: str | dict[str, Any], nodes: int, timeout_s: float | None) -> dict[str, Any] | None:
         """A job's cost estimate at submit, from its compute's (or serverless pool's) size; None on local."""
@@ -299,6 +305,10 @@ class ComputeService:
             config = ClusterConfig(name=name, max_instances=compute.get("max_instances", 1))
             reason = waiting_reason(config, position, instance_count, idle=counts.get("idle", 0),
                                     starting=counts.get("preparing", 0), busy=counts.get("running", 0))
+        provider = self.providers.get(provider_of(compute))
+        waiting = ((provider.status().get("waiting") or {}).get(name)) if provider else None
+        if waiting:  # an engine with no room for the nodes yet (Ray) says so
+            reason += f"; {waiting}"
         for error in compute.get("provisioning_errors") or []:
             reason += f"; nodes fail to start: {error['message']}"
         if compute.get("quota_wait"):
