@@ -67,6 +67,22 @@ class NodeRequest:
     idle_shutdown_s: float | None = None
     persistent_dir: str | None = None
 
+    def agent_args(self, home: Path, url: str | None) -> list[str]:
+        """The `python -m cible.agent` arguments that make this node (its root aside: the provider
+        says where the node's working root is)."""
+        args = ["--node-id", self.node_id, "--compute", self.compute, "--home", str(home), "--size", self.size,
+                *(["--url", url] if url else []),
+                "--vcpus", str(self.vcpus), "--memory-gb", str(self.memory_gb), "--gpus", str(self.gpus)]
+        if self.overcommit:
+            args.append("--overcommit")
+        if self.disk_gb is not None:
+            args += ["--disk-gb", str(self.disk_gb)]
+        if self.idle_shutdown_s is not None:
+            args += ["--idle-shutdown", str(self.idle_shutdown_s)]
+        if self.persistent_dir is not None:
+            args += ["--persistent-dir", self.persistent_dir]
+        return args
+
 
 @dataclass(frozen=True)
 class ProviderNode:

@@ -122,20 +122,7 @@ class LocalNodeProvider:
     # -- helpers ---------------------------------------------------------------
     def _start(self, request: NodeRequest, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.python, "-m", "cible.agent", "--node-id", request.node_id, "--compute", request.compute,
-            "--root", str(root), "--home", str(self.home), "--size", request.size,
-            *(["--url", self.url] if self.url else []),
-            "--vcpus", str(request.vcpus), "--memory-gb", str(request.memory_gb), "--gpus", str(request.gpus),
-        ]
-        if request.overcommit:
-            args.append("--overcommit")
-        if request.disk_gb is not None:
-            args += ["--disk-gb", str(request.disk_gb)]
-        if request.idle_shutdown_s is not None:
-            args += ["--idle-shutdown", str(request.idle_shutdown_s)]
-        if request.persistent_dir is not None:
-            args += ["--persistent-dir", request.persistent_dir]
+        args = [self.python, "-m", "cible.agent", "--root", str(root), *request.agent_args(self.home, self.url)]
         with open(root / "agent.log", "ab") as log:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, cwd=root,

@@ -325,24 +325,10 @@ class RayNodeProvider:
             name=request.node_id, lifetime="detached", max_restarts=0,
             num_cpus=request.vcpus, memory=int(request.memory_gb * GB), num_gpus=request.gpus,
             scheduling_strategy=NodeAffinitySchedulingStrategy(machine, soft=False),
-        ).remote(request.node_id, compute, self._agent_args(request), str(self.nodes_root / request.node_id),
-                 {"CIBLE_AGENT_TOKEN": self.token})
+        ).remote(request.node_id, compute, request.agent_args(self.home, self.url),
+                 str(self.nodes_root / request.node_id), {"CIBLE_AGENT_TOKEN": self.token})
         with self._lock:
             self._placed[request.node_id] = (compute, machine)
-
-    def _agent_args(self, request: NodeRequest) -> list[str]:
-        args = ["--node-id", request.node_id, "--compute", request.compute, "--home", str(self.home),
-                "--size", request.size, "--vcpus", str(request.vcpus), "--memory-gb", str(request.memory_gb),
-                "--gpus", str(request.gpus), *(["--url", self.url] if self.url else [])]
-        if request.overcommit:
-            args.append("--overcommit")
-        if request.disk_gb is not None:
-            args += ["--disk-gb", str(request.disk_gb)]
-        if request.idle_shutdown_s is not None:
-            args += ["--idle-shutdown", str(request.idle_shutdown_s)]
-        if request.persistent_dir is not None:
-            args += ["--persistent-dir", request.persistent_dir]
-        return args
 
     def _machines_of(self, compute: str) -> set[str]:
         """The Ray machines holding the compute's nodes (placed or answering)."""
