@@ -99,17 +99,19 @@ def test_a_server_with_the_wrong_ray_token_says_ray_is_unreachable_and_why(ray_c
 
 
 def test_a_job_runs_on_a_node_placed_on_ray_and_the_node_goes_when_idle(ws: Workspace, ray_cluster) -> None:
-    name = submit(ws, "hello-ray", "'echo hello from $AZUREML_COMPUTE'")
+    gate = ws.cwd / "go-hello-ray"
+    name = submit(ws, "hello-ray", f"'echo hello from $AZUREML_COMPUTE; while [ ! -e {gate} ]; do sleep 0.05; done'")
+    ws.wait_status(name, "Running", timeout=120)
+    # Its node is a Ray actor on a worker (the head has no CPU for it), holding the size's resources.
+    nodes = ws.nodes("cpu-cluster")
+    assert [n["current_job_name"] for n in nodes] == [name] and nodes[0]["private_ip_address"] in WORKERS
+    actors = cible_actors(ray_cluster)
+    assert [a["name"] for a in actors] == [nodes[0]["node_id"]]
+    assert actors[0]["required_resources"] == {"CPU": 1.0, "memory": 3.5 * 2**30}
+    gate.touch()
     job = ws.wait_status(name, timeout=120)
     assert job["status"] == "Completed", job
     assert "hello from cpu-cluster" in ws.run_log(name)
-    # The node was a Ray actor on a worker (the head has no CPU for it), holding the size's resources.
-    nodes = ws.nodes("cpu-cluster")
-    if nodes:  # still idle: it sits on a worker, as a CibleNode actor
-        assert nodes[0]["private_ip_address"] in WORKERS
-        actors = cible_actors(ray_cluster)
-        assert [a["name"] for a in actors] == [nodes[0]["node_id"]]
-        assert actors[0]["required_resources"] == {"CPU": 1.0, "memory": 3.5 * 2**30}
     # Idle for 5 s: scaled down, and no cible actor is left on Ray.
     ws.wait_nodes("cpu-cluster", lambda states: states == [], timeout=60, message="the cluster back to 0 nodes")
     wait_until(lambda: cible_actors(ray_cluster) == [], 30, message="no cible actor left on Ray")
