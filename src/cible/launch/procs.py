@@ -32,6 +32,35 @@ def kill_tree(pid: int, grace_s: float = 5.0) -> None:
     psutil.wait_procs(alive, timeout=grace_s)
 
 
+def signal_tree(pid: int, sig: int = signal.SIGKILL, *, session: bool = False, wait_s: float = 5.0) -> None:
+    """Send `sig` at once to `pid` and every descendant (with `session`, also to whatever shares
+    its session: children orphaned on the way), then wait up to `wait_s` for them to go."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    if session:
+        try:
+            sid = os.getsid(pid)
+        except OSError:
+            sid = None
+        for proc in psutil.process_iter():
+            try:
+                if sid is not None and os.getsid(proc.pid) == sid and proc not in procs:
+                    procs.append(proc)
+            except (OSError, psutil.Error):
+                pass
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=wait_s)
+
+
 def end_group(pgid: int, grace_s: float = 5.0) -> None:
     """SIGTERM what is left in process group `pgid`, SIGKILL it after `grace_s`."""
     if not _signal_group(pgid, signal.SIGTERM):

@@ -52,17 +52,11 @@ def kill_nodes(home: Path) -> None:
     server leaves its cluster nodes running, so tests clean up after themselves)."""
     import json
 
-    import psutil
+    from cible.launch.procs import signal_tree
 
     for agent_file in (home / "nodes").glob("*/agent.json"):
         try:
-            proc = psutil.Process(json.loads(agent_file.read_text())["pid"])
-            tree = [proc, *proc.children(recursive=True)]
-        except (psutil.Error, ValueError, KeyError, OSError):
+            pid = json.loads(agent_file.read_text())["pid"]
+        except (ValueError, KeyError, OSError):
             continue
-        for p in tree:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(tree, timeout=10)
+        signal_tree(pid, wait_s=10)

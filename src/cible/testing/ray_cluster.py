@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+
+from cible.launch.procs import signal_tree
 
 # Ray's own worker processes take ports 10002-19999; every other port we pick lies elsewhere.
 _RAY_WORKER_PORTS = range(10002, 20000)
@@ -59,11 +60,11 @@ class RayNode:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """End this Ray node and every process on it at once (a machine lost)."""
-        _signal_tree(self.proc.pid, sig)
+        signal_tree(self.proc.pid, sig, session=True, wait_s=10)
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            _signal_tree(self.proc.pid, signal.SIGKILL)
+            signal_tree(self.proc.pid, signal.SIGKILL, session=True, wait_s=10)
 
 
 @dataclass
@@ -164,32 +165,6 @@ class RayTestCluster:
                 node.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 pass
-            _signal_tree(node.proc.pid, signal.SIGKILL)
+            signal_tree(node.proc.pid, signal.SIGKILL, session=True, wait_s=10)
         self.nodes.clear()
 
-
-def _signal_tree(pid: int, sig: int) -> None:
-    """Signal a Ray node's process and all it started; Ray's raylet and workers, and what they
-    started, are all its descendants (or, once orphaned, in its session)."""
-    try:
-        parent = psutil.Process(pid)
-        procs = [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    try:
-        sid = os.getsid(pid)
-    except OSError:
-        sid = None
-    if sid is not None:
-        for p in psutil.process_iter():
-            try:
-                if os.getsid(p.pid) == sid and p not in procs:
-                    procs.append(p)
-            except (OSError, psutil.Error):
-                pass
-    for p in procs:
-        try:
-            p.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)

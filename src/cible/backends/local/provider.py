@@ -25,6 +25,7 @@ import psutil
 from cible.agent.presence import SELF_STOP_FILE
 from cible.backends.base.contract import NodeRequest, ProviderNode
 from cible.backends.local.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity
+from cible.launch.procs import signal_tree
 from cible.launch.state import write_json_atomic
 
 AGENT_FILE = "agent.json"
@@ -97,7 +98,7 @@ class LocalNodeProvider:
         (root / PREEMPTED_FILE).touch()
         proc = _agent(root)
         if proc is not None:
-            _kill_tree(proc, signal.SIGKILL)
+            signal_tree(proc.pid, signal.SIGKILL)
 
     def list_nodes(self) -> dict[str, ProviderNode]:
         nodes: dict[str, ProviderNode] = {}
@@ -154,7 +155,7 @@ class LocalNodeProvider:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=STOP_GRACE_S)
             except psutil.TimeoutExpired:
-                _kill_tree(proc, signal.SIGKILL)
+                signal_tree(proc.pid, signal.SIGKILL)
             except psutil.NoSuchProcess:
                 pass
         _remove_limits(root, node_id)
@@ -188,19 +189,6 @@ def _agent(root: Path) -> psutil.Process | None:
         return proc
     except (FileNotFoundError, json.JSONDecodeError, KeyError, psutil.NoSuchProcess):
         return None
-
-
-def _kill_tree(proc: psutil.Process, sig: int) -> None:
-    try:
-        tree = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in tree:
-        try:
-            p.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=5)
 
 
 def _remove_limits(root: Path, node_id: str) -> None:

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from cible.agent.presence import SELF_STOP_FILE
+from cible.launch.procs import signal_tree
 
 STOP_GRACE_S = 10.0
 
@@ -58,8 +57,8 @@ class CibleNode:
                 tail = " | ".join((self.root / "agent.log").read_text(errors="replace").strip().splitlines()[-3:])
             except OSError:
                 tail = "no agent.log"
-        return {"node_id": self.node_id, "compute": self.compute, "ray_node_id": self.ray_node_id, "ip": self.ip, "pid": self.proc.pid,
-                "exit_code": code, "stopped_itself": stopped_itself, "log_tail": tail}
+        return {"node_id": self.node_id, "compute": self.compute, "ray_node_id": self.ray_node_id, "ip": self.ip,
+                "pid": self.proc.pid, "exit_code": code, "stopped_itself": stopped_itself, "log_tail": tail}
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
         """SIGTERM the agent (it ends its runs and reports), SIGKILL what remains after the grace."""
@@ -73,17 +72,7 @@ class CibleNode:
 
     def kill(self) -> None:
         """End the agent and all it runs at once (an evicted or lost machine)."""
-        try:
-            parent = psutil.Process(self.proc.pid)
-            tree = [parent, *parent.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        for p in tree:
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(tree, timeout=5)
+        signal_tree(self.proc.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)  # reaping the agent, bounded
