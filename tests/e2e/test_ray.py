@@ -8,6 +8,7 @@ node-loss test kills a Ray node, so it runs last.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 
@@ -118,7 +119,7 @@ def test_a_job_runs_on_a_node_placed_on_ray_and_the_node_goes_when_idle(ws: Work
 
 
 # CI installs torch (scripts/test.sh): there a missing torch fails this test instead of skipping it.
-@pytest.mark.skipif(os.environ.get("CI") != "true" and not __import__("importlib").util.find_spec("torch"),
+@pytest.mark.skipif(os.environ.get("CI") != "true" and not importlib.util.find_spec("torch"),
                     reason="torch is not installed")
 def test_distributed_pytorch_allreduce_spans_two_ray_nodes(ws: Workspace, ray_cluster) -> None:
     # The same job YAML as on a local cluster: only the cluster's `cible: {provider: ray}` differs.
