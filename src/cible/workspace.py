@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from cible.core.errors import CibleError
+from cible.core.safepaths import under
 
 DEFAULT_DATASTORE = "workspaceblobstore"
 
@@ -56,7 +60,7 @@ class WorkspacePaths:
         return self.home / "datastores"
 
     def datastore(self, name: str = DEFAULT_DATASTORE) -> Path:
-        return self.datastores / name
+        return under(self.datastores, name, field="datastore")
 
     @property
     def blob_root(self) -> Path:
@@ -68,7 +72,7 @@ class WorkspacePaths:
         return self.home / "runs"
 
     def run_dir(self, job_name: str) -> Path:
-        return self.runs / job_name
+        return under(self.runs, job_name, field="name")
 
     @property
     def nodes(self) -> Path:
@@ -78,8 +82,31 @@ class WorkspacePaths:
     def instance_home(self, name: str) -> Path:
         """A compute instance's home folder: it outlives the instance's nodes (kept across stop
         and start, as a VM's disk is) and goes when the instance is deleted."""
-        return self.home / "instances" / name / "home"
+        return under(self.home / "instances", name, field="name") / "home"
+
+    def remove_instance_home(self, name: str) -> None:
+        """Remove a deleted instance's folder. A name that cannot be a folder (a row stored before
+        names were checked) has none to remove: never one outside `instances/`."""
+        try:
+            folder = self.instance_home(name).parent
+        except CibleError:
+            return
+        shutil.rmtree(folder, ignore_errors=True)
 
     def ensure(self) -> None:
-        for d in (self.home, self.blob_root, self.runs):
+        # The workspace holds its token, database and logs (commands, environments, errors): its
+        # owner's only, on a new workspace and on one made before this rule.
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        restrict_mode(self.home, 0o700)
+        for private in (self.token_file, self.server_log):
+            restrict_mode(private, 0o600)
+        for d in (self.blob_root, self.runs):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def restrict_mode(path: Path, mode: int) -> None:
+    """chmod when the path exists and is ours: a folder someone else owns (a shared home) is left as it is."""
+    try:
+        os.chmod(path, mode)
+    except (FileNotFoundError, PermissionError):
+        pass

@@ -1,7 +1,8 @@
 """Staging a job's code and data on the node, and publishing its outputs.
 
 Snapshots are content-addressed: a manifest blob maps relative paths to file
-blobs, all kept under the datastore's blob root. Stdlib only.
+blobs, all kept under the datastore's blob root. Stdlib only (and cible.core.safepaths,
+which is too): every path from a manifest, a URL or a listing stays under its folder.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import shutil
 import stat
 from pathlib import Path
 from typing import Any
+
+from cible.core.safepaths import under
 
 DOWNLOAD_TIMEOUT_S = 60
 AZURE_BLOB_SUFFIX = ".blob.core.windows.net"
@@ -33,13 +36,13 @@ def materialise_snapshot(blob_root: Path, snapshot_id: str, dest: Path, subpath:
     for rel, entry in manifest["files"].items():
         if prefix and rel != prefix and not rel.startswith(prefix + "/"):
             continue
-        target = dest / rel
+        target = under(dest, rel, field="files")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(blob_path(blob_root, entry["sha256"]), target)
         if entry.get("mode", 0) & stat.S_IXUSR:
             target.chmod(0o755)
     dest.mkdir(parents=True, exist_ok=True)
-    return dest / prefix if prefix else dest
+    return under(dest, prefix, field="path") if prefix else dest
 
 
 def copy_path(src: Path, dest_dir: Path) -> Path:
@@ -68,13 +71,13 @@ def download_url(url: str, dest_dir: Path, folder: bool) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     if not folder:
         name = Path(urllib.parse.urlparse(url).path).name or "download"
-        target = dest_dir / name
+        target = under(dest_dir, name, field="path")  # a URL ending in `..` names no file here
         _fetch(url, target)
         return target
     base = url if url.endswith("/") else url + "/"
     if urllib.parse.urlparse(base).hostname.endswith(AZURE_BLOB_SUFFIX):
         for rel, blob_url in azure_blob_files(base):
-            _fetch(blob_url, dest_dir / rel)
+            _fetch(blob_url, under(dest_dir, rel, field="path"))  # blob names are the account's to choose
         return dest_dir
     with urllib.request.urlopen(base, timeout=DOWNLOAD_TIMEOUT_S) as resp:
         page = resp.read().decode("utf-8", "replace")
@@ -82,11 +85,11 @@ def download_url(url: str, dest_dir: Path, folder: bool) -> Path:
         full = urllib.parse.urljoin(base, href)
         if not full.startswith(base) or full == base:
             continue  # parent links, absolute links elsewhere, sort links
-        rel = urllib.parse.unquote(full[len(base):])
+        rel = urllib.parse.unquote(full[len(base):])  # `%2e%2e/` is `../` again: hence `under`
         if rel.endswith("/"):
-            download_url(full, dest_dir / rel.rstrip("/"), folder=True)
+            download_url(full, under(dest_dir, rel, field="path"), folder=True)
         elif "?" not in rel:
-            _fetch(full, dest_dir / rel)
+            _fetch(full, under(dest_dir, rel, field="path"))
     return dest_dir
 
 

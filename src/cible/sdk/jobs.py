@@ -11,6 +11,7 @@ from cible.client.http import WorkspaceClient
 from cible.core.errors import JobFailedError
 from cible.core.lifecycle.jobs import is_terminal
 from cible.core.names import job_name
+from cible.core.safepaths import under
 from cible.sdk.resources import Resource
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class JobOperations:
     def create_or_update(self, job: CommandJob | dict[str, Any], *, name: str | None = None) -> Resource:
         # Imported here: show, list, stream and cancel need no models (CLI start-up time).
         from cible.core.models import CommandJob, JobInput
+        from cible.core.naming import experiment_from_folder
         from cible.core.specs.azureml import refs
 
         spec = job if isinstance(job, CommandJob) else CommandJob.model_validate(job)
@@ -44,8 +46,8 @@ class JobOperations:
         body.pop("schema_", None)
         body.pop("$schema", None)
         body["name"] = name or body.get("name") or job_name()
-        # Azure's default experiment: the folder the submission was made from.
-        body.setdefault("experiment_name", Path.cwd().name or "Default")
+        # Azure's default experiment: the folder the submission was made from (made a valid name).
+        body.setdefault("experiment_name", experiment_from_folder(Path.cwd().name))
         if isinstance(body.get("environment"), dict):
             from cible.sdk.assets import inline_conda_file
 
@@ -122,7 +124,7 @@ class JobOperations:
         files = self._client.json("GET", f"/jobs/{name}/files", params=params)["value"]
         written = []
         for entry in files:
-            target = Path(download_path) / entry["path"]
+            target = under(Path(download_path), entry["path"], field="path")  # never outside download_path
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".part")
             with open(tmp, "wb") as fh:

@@ -6,7 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from cible.core.naming import ASSET_VERSION, AssetName
+
 from .common import LowerStr, OptStr, SpecModel, StrMap
+
+# `version: 1` in YAML is the text "1", then held to Azure's version rule (cible.core.naming).
+Version = Annotated[OptStr, ASSET_VERSION.validator()]
 
 
 class BuildContext(SpecModel):
@@ -19,8 +24,8 @@ class BuildContext(SpecModel):
 class Environment(SpecModel):
     """An environment YAML, registered or inline in a job."""
 
-    name: str | None = None
-    version: OptStr = None
+    name: AssetName | None = None
+    version: Version = None
     description: str | None = None
     tags: StrMap = Field(default_factory=dict)
     image: str | None = None
@@ -42,8 +47,8 @@ class Environment(SpecModel):
 class Model(SpecModel):
     """A model asset (``az ml model create``)."""
 
-    name: str
-    version: OptStr = None
+    name: AssetName
+    version: Version = None
     description: str | None = None
     tags: StrMap = Field(default_factory=dict)
     path: str
@@ -56,8 +61,8 @@ class Model(SpecModel):
 class Data(SpecModel):
     """A data asset (``az ml data create``)."""
 
-    name: str
-    version: OptStr = None
+    name: AssetName
+    version: Version = None
     description: str | None = None
     tags: StrMap = Field(default_factory=dict)
     type: Literal["uri_file", "uri_folder", "mltable"] = "uri_folder"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cible.core.errors import CibleError, InvalidRequestError, NotFoundError
+from cible.core.errors import CibleError, NotFoundError
+from cible.core.safepaths import inside, under
+from cible.core.specs.azureml import refs
 from cible.launch.state import read_state
 from cible.server.services.jobs import JobService
 from cible.server.tracking import run_metrics
@@ -50,8 +52,19 @@ class ArtifactService:
         _, run = self.jobs.run_handle(name)
         roots = {ARTIFACTS: self.paths.run_dir(name) / ARTIFACTS}
         for output, spec in run.get("plan", {}).get("outputs", {}).items():
-            roots[f"{NAMED_OUTPUTS}/{output}"] = Path(spec["local_path"])
+            root = self._output_root(spec)
+            if root is not None:
+                roots[f"{NAMED_OUTPUTS}/{output}"] = root
         return roots
+
+    def _output_root(self, spec: dict[str, Any]) -> Path | None:
+        """Where an output's files are, worked out again from its URI, so that a plan stored before
+        paths were checked (`paths/../../etc`) can never serve a file outside the datastore."""
+        try:
+            datastore, rel = refs.parse_datastore_uri(spec["uri"])
+            return inside(self.paths.datastore(datastore), rel)
+        except CibleError:
+            return None
 
     def list_files(self, name: str, *, output_name: str | None, everything: bool) -> list[dict[str, Any]]:
         roots = self._roots(name)
@@ -68,6 +81,8 @@ class ArtifactService:
             candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
             for path in candidates:
                 rel = path.name if path == root else path.relative_to(root).as_posix()
+                if path != root and not _stays_in(root, rel):
+                    continue  # a link to a file elsewhere: neither listed nor served
                 files.append({"path": f"{prefix}/{rel}", "size": path.stat().st_size})
         return files
 
@@ -75,9 +90,18 @@ class ArtifactService:
         for prefix, root in self._roots(name).items():
             if path.startswith(prefix + "/"):
                 rel = path[len(prefix) + 1:]
-                candidate = root if root.is_file() and rel == root.name else (root / rel).resolve()
-                if root.is_dir() and not candidate.is_relative_to(root.resolve()):
-                    raise InvalidRequestError(f"path: '{path}' leaves the job's files", details={"field": "path"})
-                if candidate.is_file():
+                if root.is_file():  # a uri_file output: its one file
+                    candidate = root if rel == root.name else None
+                else:  # a `..`, a NUL or a link out of the folder is a 400, never a file
+                    candidate = under(root, rel, field="path")
+                if candidate is not None and candidate.is_file():
                     return candidate
         raise NotFoundError(f"job '{name}' has no file '{path}'", details={"path": path})
+
+
+def _stays_in(root: Path, rel: str) -> bool:
+    try:
+        under(root, rel)
+    except CibleError:
+        return False
+    return True

@@ -13,9 +13,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from cible.core import naming
 from cible.core.clock import Clock
 from cible.core.environments import plan_environment
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.safepaths import inside, under
 from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.launch.staging import materialise_snapshot
@@ -46,6 +48,9 @@ class AssetService:
     # -- writes ------------------------------------------------------------
     def create(self, kind: str, name: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
         spec_kind, label = self._kind(kind)
+        naming.ASSET.check(name)
+        if version is not None:
+            naming.ASSET_VERSION.check(version, field="version")
         if body.get("name") not in (None, name):
             raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'",
                                       details={"field": "name"})
@@ -62,6 +67,7 @@ class AssetService:
             spec["path"] = self._store_path(spec_kind, spec)
         with self.store.session() as session:
             version = version or body.get("version") or self._next_version(session, kind, name)
+            naming.ASSET_VERSION.check(str(version), field="version")  # the body's, when the URL has none
             existing = session.get(AssetRow, (kind, name, str(version)))
             if existing is not None:
                 if existing.spec == spec:  # idempotent re-registration
@@ -92,7 +98,7 @@ class AssetService:
         uri = spec["path"]
         if uri.startswith(SNAPSHOT_SCHEME):
             snapshot, subpath = parse_snapshot_uri(uri)
-            root = self.paths.datastore() / "LocalUpload" / snapshot
+            root = under(self.paths.datastore(), "LocalUpload", snapshot)
             if not root.exists():
                 tmp = root.with_name(root.name + ".part")
                 materialise_snapshot(self.paths.blob_root, snapshot, tmp)
@@ -103,6 +109,8 @@ class AssetService:
             uri = self._job_output_uri(uri)
             kind = "datastore"
         if kind == "datastore":
+            datastore, rel = refs.parse_datastore_uri(uri)
+            uri = datastore_uri(rel.rstrip("/"), datastore)  # stored normalised: `a/../b` is `b`
             local = self.local_path(uri)
             if not local.exists():
                 raise NotFoundError(f"path: {uri} does not exist in the workspace datastore", details={"field": "path"})
@@ -130,7 +138,7 @@ class AssetService:
         datastore, rel = refs.parse_datastore_uri(uri)
         if datastore != DEFAULT_DATASTORE:
             raise NotFoundError(f"datastore '{datastore}' does not exist in this workspace", details={"field": "path"})
-        return self.paths.datastore(datastore) / rel.strip("/")
+        return inside(self.paths.datastore(datastore), rel)
 
     # -- reads ---------------------------------------------------------------
     def get(self, kind: str, name: str, version: str = LATEST) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cible.core.errors import InvalidRequestError
+from cible.core.safepaths import components
 from cible.launch.staging import blob_path
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -63,8 +64,7 @@ class BlobService:
 
     def put_snapshot(self, files: dict[str, dict[str, Any]]) -> str:
         for rel, entry in files.items():
-            if rel.startswith("/") or ".." in Path(rel).parts or not rel:
-                raise InvalidRequestError(f"files: '{rel}' must be a relative path inside the snapshot", details={"field": "files"})
+            components(rel, field="files")  # each becomes a file under the job's folder: nothing else
             check_digest(str(entry.get("sha256", "")), f"files.{rel}.sha256")
         absent = [rel for rel, e in files.items() if not self.has(e["sha256"])]
         if absent:

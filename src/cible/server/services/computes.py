@@ -4,14 +4,13 @@ their backends exist."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
 from cible.backends.base.contract import NodeProvider
-from cible.core import catalog
+from cible.core import catalog, naming
 from cible.core.clock import Clock
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE, NodeState
@@ -75,6 +74,7 @@ class ComputeService:
 
     # -- writes ------------------------------------------------------------
     def create(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
+        naming.COMPUTE.check(name)  # an instance's name becomes its home folder
         if name == LOCAL:
             raise ConflictError("'local' is this machine's built-in compute; choose another name")
         if body.get("name") not in (None, name):
@@ -158,7 +158,7 @@ class ComputeService:
     def _forget(self, row: ComputeRow) -> None:
         """What a deleted compute leaves behind: an instance's home folder."""
         if row.compute_type == "computeinstance" and self.paths is not None:
-            shutil.rmtree(self.paths.instance_home(row.name).parent, ignore_errors=True)
+            self.paths.remove_instance_home(row.name)
 
     def _with_provider(self, entity):  # noqa: ANN001, ANN202
         """The entity with its node provider stored: the YAML's `cible.provider`, else the workspace's

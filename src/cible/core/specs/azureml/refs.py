@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from cible.core.errors import InvalidSpecError
+from cible.core.safepaths import normalise
 
 ASSET_TYPES = ("environments", "models", "data", "components")
 
@@ -173,12 +174,14 @@ _DATASTORE = re.compile(
 )
 
 
-def parse_datastore_uri(uri: str) -> tuple[str, str]:
-    """``azureml://datastores/<ds>/paths/<p>`` (or the long subscriptions/... form) -> ``(ds, p)``."""
+def parse_datastore_uri(uri: str, *, field: str = "path") -> tuple[str, str]:
+    """``azureml://datastores/<ds>/paths/<p>`` (or the long subscriptions/... form) -> ``(ds, p)``,
+    ``p`` normalised (``a/../b/`` -> ``b/``, no leading ``/``); a ``p`` that leads out of the
+    datastore is an InvalidRequestError naming ``field``."""
     match = _DATASTORE.match(uri)
     if not match:
         raise InvalidSpecError(f"{uri!r} is not a datastore URI like azureml://datastores/<datastore>/paths/<path>")
-    return match["ds"], match["path"] or ""
+    return match["ds"], normalise(match["path"] or "", field=field)
 
 
 _JOB_OUTPUT = re.compile(
@@ -186,11 +189,12 @@ _JOB_OUTPUT = re.compile(
 )
 
 
-def parse_job_output_uri(uri: str) -> tuple[str, str, str]:
-    """``azureml://jobs/<job>/outputs/<out>[/paths/<p>]`` -> ``(job, out, p or "")``."""
+def parse_job_output_uri(uri: str, *, field: str = "path") -> tuple[str, str, str]:
+    """``azureml://jobs/<job>/outputs/<out>[/paths/<p>]`` -> ``(job, out, p or "")``, ``p``
+    normalised and kept inside the output as in `parse_datastore_uri`."""
     match = _JOB_OUTPUT.match(uri)
     if not match:
         raise InvalidSpecError(
             f"{uri!r} is not a job output URI like azureml://jobs/<job>/outputs/<output>/paths/<path>"
         )
-    return match["job"], match["out"], match["path"] or ""
+    return match["job"], match["out"], normalise(match["path"] or "", field=field, within="the job's output")
