@@ -10,8 +10,8 @@ import sys
 import time
 from typing import Any
 
-from cible.client.http import WorkspaceClient
-from cible.core.errors import CibleError, ServerUnavailableError
+from cible.client.http import API, httpx  # httpx as cible.client.http imports it (see there)
+from cible.core.errors import ServerUnavailableError
 from cible.server.process import ensure_token
 from cible.workspace import WorkspacePaths
 
@@ -26,13 +26,14 @@ def read_server_info(paths: WorkspacePaths) -> dict[str, Any] | None:
 
 
 def is_healthy(url: str, token: str) -> bool:
-    client = WorkspaceClient(url, token, timeout=2.0)
+    """Whether the workspace's server answers: ok, or degraded (it runs, but its store cannot write
+    or its disk is nearly full: requests say why, and starting a second server would not help)."""
     try:
-        return client.json("GET", "/health").get("status") == "ok"
-    except CibleError:
+        response = httpx.get(f"{url.rstrip('/')}{API}/health", headers={"Authorization": f"Bearer {token}"},
+                             timeout=2.0)
+        return response.json().get("status") in ("ok", "degraded")
+    except (httpx.HTTPError, ValueError, AttributeError):
         return False
-    finally:
-        client.close()
 
 
 def running_server(paths: WorkspacePaths) -> dict[str, Any] | None:
@@ -57,9 +58,10 @@ def ensure_local_server(paths: WorkspacePaths) -> tuple[str, str]:
 
 
 def start_server(paths: WorkspacePaths) -> dict[str, Any]:
-    paths.home.mkdir(parents=True, exist_ok=True)
+    paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {**os.environ, "CIBLE_HOME": str(paths.home)}
-    with open(paths.server_log, "ab") as log:
+    # The server's log can hold job commands and errors: 0600 (the server makes an older one so too).
+    with os.fdopen(os.open(paths.server_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cible", "server", "run"], env=env, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,

@@ -1,21 +1,76 @@
-"""One place that turns errors into the API's envelope. Bad input is never a 500."""
+"""One place that turns errors into the API's envelope. Bad input is never a 500.
+
+A 500 never echoes the exception: its text can hold SQL, file paths or values of the request
+(secrets among them). The body names an incident id; server.log has the traceback.
+"""
 
 from __future__ import annotations
 
 import logging
+import secrets
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cible.core.errors import CibleError
+from cible.server.store.db import store_error
 
 log = logging.getLogger("cible.server")
+HTTP_CODES = {400: "InvalidRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
+              413: "PayloadTooLarge"}
 
 
 def envelope(status: int, code: str, message: str, details=None) -> JSONResponse:  # noqa: ANN001
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, "details": details}})
+
+
+class PayloadTooLargeError(StarletteHTTPException):
+    """A request body over its limit. An HTTPException, so that FastAPI's body parsing passes it on
+    (it turns any other exception raised while reading a body into a 400)."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(413, f"the request body is larger than {human_bytes(limit)}, this server's limit for "
+                              f"this route (set by {setting} on the server)")
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+def error_response(exc: Exception, scope: dict[str, Any] | None = None) -> JSONResponse:
+    """The envelope for an exception that no route turned into one."""
+    if isinstance(exc, CibleError):
+        return envelope(exc.http_status, exc.code, exc.message, exc.details)
+    if isinstance(exc, StarletteHTTPException):
+        return envelope(exc.status_code, HTTP_CODES.get(exc.status_code, "HttpError"), str(exc.detail))
+    if _out_of_range(exc):
+        # A number of the request that Python holds but the database (or the OS) cannot: the client's.
+        return envelope(400, "InvalidRequest", "a number in the request is out of range (integers are stored as "
+                        "64-bit: at most 9223372036854775807)")
+    if isinstance(exc, DataError):  # e.g. PostgreSQL refusing a NUL character or an out-of-range integer
+        return envelope(400, "InvalidRequest", "the workspace store cannot hold a value of the request "
+                        "(a number out of range, or a NUL character in a text)")
+    where = f"{scope.get('method')} {scope.get('path')}" if scope else "a request"
+    unavailable = store_error(exc)
+    if unavailable is not None:
+        log.warning("%s: %s", where, unavailable.message)
+        return envelope(unavailable.http_status, unavailable.code, unavailable.message, unavailable.details)
+    incident = secrets.token_hex(4)
+    log.error("internal error %s on %s", incident, where, exc_info=exc)
+    return envelope(500, "Internal", f"internal error (id {incident}); see server.log", {"id": incident})
+
+
+def _out_of_range(exc: BaseException) -> bool:
+    if isinstance(exc, StatementError):  # SQLAlchemy wraps the driver's OverflowError
+        exc = exc.orig if exc.orig is not None else exc
+    return isinstance(exc, OverflowError)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -34,10 +89,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized"}.get(exc.status_code, "HttpError")
-        return envelope(exc.status_code, code, str(exc.detail))
+        return error_response(exc)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected server error")
-        return envelope(500, "Internal", f"internal error: {type(exc).__name__}: {exc}")
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Only what escapes the RequestGuard middleware (which answers without re-raising, so
+        # that the connection survives) lands here.
+        return error_response(exc, request.scope)

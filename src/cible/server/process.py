@@ -14,14 +14,15 @@ from pathlib import Path
 from cible.core.errors import ConflictError
 from cible.launch.state import write_json_atomic
 from cible.server.settings import ServerSettings
+from cible.server.store.db import refuse_missing_database
 from cible.workspace import WorkspacePaths
 
 PORT_FILE = "server.port"  # kept after a stop, unlike server.json
 
 
 def ensure_token(paths: WorkspacePaths) -> str:
-    """The workspace's token, created 0600 on first use."""
-    paths.home.mkdir(parents=True, exist_ok=True)
+    """The workspace's token, created 0600 on first use (in a workspace folder that is 0700)."""
+    paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -48,8 +49,11 @@ def serve(settings: ServerSettings) -> None:
     from cible.server.app import create_app
 
     paths = settings.paths
-    paths.ensure()
+    paths.ensure()  # also makes an older workspace's folder, token and log private
     lock = _hold_lock(paths.run_lock)  # two servers on one workspace would both launch jobs
+    # Before anything opens the database (which would create an empty one): a workspace with runs
+    # and no database is refused. A damaged database is refused when the store first opens it.
+    refuse_missing_database(settings.db_url, paths)
     token = settings.token or os.environ.get("CIBLE_TOKEN") or ensure_token(paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = _listen(settings.host, settings.port or _previous_port(paths))

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cible.core.errors import InvalidRequestError
 from cible.workspace import WorkspacePaths, default_home
 
 
 def _default_concurrency() -> int:
     return int(os.environ.get("CIBLE_LOCAL_MAX_CONCURRENT") or max(2, os.cpu_count() or 2))
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def env_bytes(name: str, default: int) -> int:
+    """A size from the environment: bytes, or a number with K, M, G or T (binary: 8M is 8 MiB)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    match = re.fullmatch(r"(\d+)\s*([kmgt]?)i?b?", raw.lower())
+    if not match:
+        raise InvalidRequestError(f"{name}={raw!r} is not a size: write bytes, or a number with K, M, G or T (e.g. 8M)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 @dataclass
@@ -42,6 +58,15 @@ class ServerSettings:
     ray_token: str | None = field(default_factory=lambda: os.environ.get("CIBLE_RAY_TOKEN") or None)
     # The Ray cluster adds machines on demand (its autoscaler): sizes no Ray node holds yet are not refused.
     ray_autoscaling: bool = field(default_factory=lambda: os.environ.get("CIBLE_RAY_AUTOSCALING") == "1")
+
+    # Request bodies (pure ASGI guard, before anything is buffered): JSON and everything else;
+    # uploads that stream to disk (blobs: code snapshots and local inputs; MLflow artifacts);
+    # one chunk of a log or output file an agent ships (agents send 1 MiB chunks).
+    max_request_bytes: int = field(default_factory=lambda: env_bytes("CIBLE_MAX_REQUEST_BYTES", 8 << 20))
+    max_upload_bytes: int = field(default_factory=lambda: env_bytes("CIBLE_MAX_UPLOAD_BYTES", 8 << 30))
+    max_agent_chunk_bytes: int = field(default_factory=lambda: env_bytes("CIBLE_MAX_AGENT_CHUNK_BYTES", 32 << 20))
+    # /health says "degraded" when the workspace's disk has less free space than this.
+    min_free_disk_bytes: int = field(default_factory=lambda: env_bytes("CIBLE_MIN_FREE_DISK", 100 << 20))
 
     @property
     def paths(self) -> WorkspacePaths:

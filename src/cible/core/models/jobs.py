@@ -18,11 +18,15 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
-from .assets import Environment
-from .common import LowerStr, OptStr, SpecModel, StrMap
+from cible.core.naming import AssetName, ExperimentName, JobName
+
+from .assets import Environment, Version
+from .common import LowerStr, SpecModel, StrMap
 
 InputType = Literal[
     "uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model",
@@ -53,21 +57,28 @@ class JobOutput(SpecModel):
     type: OutputType = "uri_folder"
     mode: Literal["rw_mount", "upload", "direct"] | None = None
     path: str | None = None
-    name: str | None = None
-    version: OptStr = None
+    name: AssetName | None = None  # register the output as this data or model asset
+    version: Version = None
     description: str | None = None
 
 
 _SHM_SIZE = re.compile(r"^\d+[bkmg]$", re.IGNORECASE)
 
 
+# Counts and durations have bounds that arithmetic, SQL and process tables hold (a 422, not a
+# crash or a process per unit of a 2**70 count later).
+MAX_NODES = 10_000
+MAX_PROCESSES_PER_NODE = 1024
+MAX_TIMEOUT_S = 2**31 - 1
+
+
 class JobResources(SpecModel):
-    instance_count: int = Field(1, ge=1)
+    instance_count: int = Field(1, ge=1, le=MAX_NODES)
     instance_type: str | None = None
     shm_size: str | None = None
     docker_args: str | list[str] | None = None
     locations: list[str] | None = None
-    max_instance_count: int | None = Field(None, ge=1)
+    max_instance_count: int | None = Field(None, ge=1, le=MAX_NODES)
     properties: dict[str, Any] | None = None
 
     @field_validator("shm_size")
@@ -79,23 +90,23 @@ class JobResources(SpecModel):
 
 
 class JobLimits(SpecModel):
-    timeout: int | None = Field(None, gt=0)  # seconds
+    timeout: int | None = Field(None, gt=0, le=MAX_TIMEOUT_S)  # seconds
 
 
 class PyTorchDistribution(SpecModel):
     type: Literal["pytorch"] = "pytorch"
-    process_count_per_instance: int = Field(1, ge=1)
+    process_count_per_instance: int = Field(1, ge=1, le=MAX_PROCESSES_PER_NODE)
 
 
 class MpiDistribution(SpecModel):
     type: Literal["mpi"] = "mpi"
-    process_count_per_instance: int = Field(1, ge=1)
+    process_count_per_instance: int = Field(1, ge=1, le=MAX_PROCESSES_PER_NODE)
 
 
 class TensorFlowDistribution(SpecModel):
     type: Literal["tensorflow"] = "tensorflow"
-    worker_count: int | None = Field(None, ge=1)  # None: one worker per instance
-    parameter_server_count: int = Field(0, ge=0)
+    worker_count: int | None = Field(None, ge=1, le=MAX_NODES * MAX_PROCESSES_PER_NODE)  # None: one per instance
+    parameter_server_count: int = Field(0, ge=0, le=MAX_NODES * MAX_PROCESSES_PER_NODE)
 
 
 class RayDistribution(SpecModel):
@@ -152,6 +163,25 @@ EnvironmentValue = Annotated[
 ]
 
 
+# Free text has sane sizes: a job's spec is stored, listed (GET /jobs) and sent to its nodes.
+# The command runs as `bash -c <command>` and Linux caps one argument at 128 KiB (inputs are
+# substituted into it); environment values are exec'd too. Tags become the MLflow run's (250/8000).
+MAX_COMMAND_BYTES = 64 << 10
+MAX_ENV_VALUE_BYTES = 32 << 10
+MAX_NAME_KEY_CHARS = 250
+MAX_DISPLAY_NAME_CHARS = 256
+MAX_DESCRIPTION_CHARS = 16 << 10
+MAX_TAG_VALUE_CHARS = 8000
+# The whole spec, as stored: what one job adds to a page of GET /jobs (up to 1000 of them).
+MAX_SPEC_BYTES = 512 << 10
+
+
+def _check_size(what: str, text: str, limit: int, unit: str = "characters", hint: str = "") -> None:
+    size = len(text.encode()) if unit == "bytes" else len(text)
+    if size > limit:
+        raise ValueError(f"{what} is {size} {unit}; at most {limit} are allowed{hint}")
+
+
 def _env_vars(value: Any) -> Any:
     """Environment variables are text; YAML scalars are stringified, anything else is an error."""
     if isinstance(value, dict):
@@ -165,9 +195,9 @@ class CommandJob(SpecModel):
     """A ``type: command`` job (the default job type)."""
 
     type: Literal["command"] = "command"
-    name: str | None = None
+    name: JobName | None = None
     display_name: str | None = None
-    experiment_name: str | None = None
+    experiment_name: ExperimentName | None = None
     description: str | None = None
     tags: StrMap = Field(default_factory=dict)
     command: str
@@ -195,6 +225,44 @@ class CommandJob(SpecModel):
         if not value.strip():
             raise ValueError("'command' must not be empty")
         return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_size(cls, value: str) -> str:
+        _check_size("it", value, MAX_COMMAND_BYTES, "bytes", "; run a long script from a file under `code`")
+        return value
+
+    @field_validator("display_name", "description")
+    @classmethod
+    def _text_size(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limit = MAX_DISPLAY_NAME_CHARS if info.field_name == "display_name" else MAX_DESCRIPTION_CHARS
+        if value is not None:
+            _check_size("it", value, limit)
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            _check_size(f"tag name {key[:40]!r}", key, MAX_NAME_KEY_CHARS)
+            _check_size(f"tag {key[:40]!r}", item, MAX_TAG_VALUE_CHARS)
+        return value
+
+    @field_validator("environment_variables")
+    @classmethod
+    def _env_sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            _check_size(f"environment variable name {key[:40]!r}", key, MAX_NAME_KEY_CHARS)
+            _check_size(f"environment variable {key[:40]!r}", item, MAX_ENV_VALUE_BYTES, "bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _spec_size(self) -> CommandJob:
+        size = len(self.model_dump_json(exclude_none=True).encode())
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(f"the job spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} are allowed "
+                             "(keep long texts and data in files: `code`, inputs)")
+        return self
 
     @field_validator("inputs", "outputs", mode="before")
     @classmethod

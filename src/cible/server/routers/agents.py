@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cible.core.lifecycle.jobs import JobStatus
+from cible.server.errors import PayloadTooLargeError
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agents"])
 
@@ -66,7 +67,17 @@ def report(node_id: str, job_name: str, body: Report, request: Request) -> dict[
 
 @router.put("/nodes/{node_id}/runs/{job_name}/files/{path:path}", summary="Part of a run's log or artifact file")
 async def put_file(node_id: str, job_name: str, path: str, request: Request,
-                   attempt: int = Query(..., ge=1), offset: int = Query(0, ge=0, le=2**40)) -> dict[str, Any]:
-    data = await request.body()
+                   attempt: int = Query(..., ge=1, le=2**31 - 1),
+                   offset: int = Query(0, ge=0, le=2**40)) -> dict[str, Any]:
+    # A body for a job that does not exist is not read at all; one over the cap is refused as it
+    # streams in (RequestGuard caps this route too; the bytes are one chunk of a file, agents send 1 MiB).
+    await run_in_threadpool(request.app.state.jobs.run_handle, job_name)
+    limit = request.app.state.settings.max_agent_chunk_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(limit, "CIBLE_MAX_AGENT_CHUNK_BYTES")
+    data = bytes(body)
     await run_in_threadpool(request.app.state.agents.put_file, node_id, job_name, attempt, path, offset, data)
     return {"path": path, "offset": offset, "size": len(data)}

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+
+from cible.server.services.quotas import MAX_REQUEST_ID, MAX_VCPUS
 
 router = APIRouter(prefix="/api/v1")
 USER_HEADER = "x-cible-user"  # who the client says it acts for (recorded; enforced once users exist)
@@ -22,12 +24,12 @@ class Snooze(BaseModel):
 
 
 class QuotaSet(BaseModel):
-    vcpus: int | None = Field(..., ge=0, description="the quota in vCPUs; null removes it (no limit)")
+    vcpus: int | None = Field(..., ge=0, le=MAX_VCPUS, description="the quota in vCPUs; null removes it (no limit)")
 
 
 class QuotaRequest(BaseModel):
-    vcpus: int = Field(..., ge=1, description="the quota asked for, in vCPUs")
-    reason: str | None = None
+    vcpus: int = Field(..., ge=1, le=MAX_VCPUS, description="the quota asked for, in vCPUs")
+    reason: str | None = Field(None, max_length=2000)
 
 
 @router.get("/computes", tags=["computes"])
@@ -121,12 +123,12 @@ def request_quota(scope: str, body: QuotaRequest, request: Request) -> dict[str,
 
 
 @router.post("/quota-requests/{request_id}:approve", tags=["quotas"], summary="Approve an increase (admin)")
-def approve_quota(request_id: int, request: Request) -> dict[str, Any]:
+def approve_quota(request: Request, request_id: int = Path(..., ge=1, le=MAX_REQUEST_ID)) -> dict[str, Any]:
     return request.app.state.quotas.decide(request_id, True, caller(request))
 
 
 @router.post("/quota-requests/{request_id}:deny", tags=["quotas"], summary="Deny an increase (admin)")
-def deny_quota(request_id: int, request: Request) -> dict[str, Any]:
+def deny_quota(request: Request, request_id: int = Path(..., ge=1, le=MAX_REQUEST_ID)) -> dict[str, Any]:
     return request.app.state.quotas.decide(request_id, False, caller(request))
 
 

@@ -12,6 +12,9 @@ from cible.server.services.artifacts import ArtifactService
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 LOG_CHUNK = 1 << 20
+# Numbers that reach SQL or the OS are range-checked here (a 422, not an OverflowError's 500).
+MAX_SKIP = 2**31 - 1
+MAX_LOG_OFFSET = 2**40  # 1 TiB: past any log
 
 
 def _jobs(request: Request):  # noqa: ANN202
@@ -36,7 +39,7 @@ def get_job(name: str, request: Request) -> dict[str, Any]:
 @router.get("")
 def list_jobs(
     request: Request,
-    skip: int = Query(0, ge=0),
+    skip: int = Query(0, ge=0, le=MAX_SKIP),
     top: int = Query(50, ge=1, le=1000),
     status: str | None = None,
     experiment_name: str | None = None,
@@ -56,7 +59,7 @@ def cancel_job(name: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/{name}/logs", summary="Bytes of user_logs/std_log.txt from an offset")
-def job_logs(name: str, request: Request, offset: int = Query(0, ge=0)) -> Response:
+def job_logs(name: str, request: Request, offset: int = Query(0, ge=0, le=MAX_LOG_OFFSET)) -> Response:
     status, data, next_offset = _artifacts(request).read_log(name, offset, LOG_CHUNK)
     headers = {"X-Cible-Next-Offset": str(next_offset), "X-Cible-Job-Status": status}
     return Response(content=data, media_type="application/octet-stream", headers=headers)

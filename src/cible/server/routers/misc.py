@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+
+from cible.server.errors import human_bytes
 
 router = APIRouter(prefix="/api/v1")
 
@@ -19,17 +24,36 @@ class MissingBlobsRequest(BaseModel):
 
 class SnapshotFile(BaseModel):
     sha256: str
-    size: int = Field(0, ge=0)
-    mode: int = 0o644
+    size: int = Field(0, ge=0, le=2**63 - 1)
+    mode: int = Field(0o644, ge=0, le=0o7777)  # permission bits, as chmod takes them
 
 
 class SnapshotRequest(BaseModel):
     files: dict[str, SnapshotFile]
 
 
-@router.get("/health", tags=["server"])
-def health(request: Request) -> dict[str, Any]:
-    return {"status": "ok", "pid": os.getpid(), "workspace": str(request.app.state.settings.home)}
+@router.get("/health", tags=["server"], summary="ok; or degraded (503) with the reasons: a store that cannot "
+            "write, a nearly full disk")
+def health(request: Request) -> JSONResponse:
+    settings = request.app.state.settings
+    reasons = []
+    problem = request.app.state.store.write_problem()
+    if problem:
+        reasons.append(f"the workspace store cannot write: {problem}")
+    try:
+        free = shutil.disk_usage(settings.home).free
+    except OSError:
+        free = None
+    if free is not None and free < settings.min_free_disk_bytes:
+        reasons.append(f"only {human_bytes(free)} free on the disk of {settings.home} (under the "
+                       f"{human_bytes(settings.min_free_disk_bytes)} of CIBLE_MIN_FREE_DISK): free space")
+    body: dict[str, Any] = {"status": "degraded" if reasons else "ok", "pid": os.getpid(),
+                            "workspace": str(settings.home), "disk_free_bytes": free, "reasons": reasons}
+    if not reasons:
+        return JSONResponse(body)
+    # Also the error envelope, so that clients raise it as any other error.
+    body["error"] = {"code": "StoreUnavailable", "message": "; ".join(reasons), "details": {"reasons": reasons}}
+    return JSONResponse(body, status_code=503)
 
 
 @router.post("/blobs:missing", tags=["uploads"], summary="Which of these blobs the workspace lacks")
@@ -39,13 +63,26 @@ def missing_blobs(body: MissingBlobsRequest, request: Request) -> dict[str, Any]
 
 @router.put("/blobs/{sha256}", tags=["uploads"], status_code=201)
 async def put_blob(sha256: str, request: Request) -> dict[str, Any]:
-    # Spool the body first: the store call is sync file I/O, kept off the event loop.
-    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-        async for chunk in request.stream():
-            spool.write(chunk)
-        spool.seek(0)
-        created = await run_in_threadpool(request.app.state.blobs.put, sha256, iter(lambda: spool.read(1 << 20), b""))
+    # The store writes (sync file I/O) in a worker thread, straight from the request: the body is
+    # never whole in memory nor copied to a temporary folder first. RequestGuard caps its size.
+    created = await run_in_threadpool(request.app.state.blobs.put, sha256, _body_chunks(request))
     return {"sha256": sha256, "created": created}
+
+
+def _body_chunks(request: Request) -> Iterator[bytes]:
+    """The request body for a worker thread: each chunk is awaited on the event loop."""
+    stream = request.stream()
+
+    async def next_chunk() -> bytes:
+        return await stream.__anext__()
+
+    while True:
+        try:
+            chunk = anyio.from_thread.run(next_chunk)
+        except StopAsyncIteration:
+            return
+        if chunk:
+            yield chunk
 
 
 @router.post("/snapshots", tags=["uploads"], summary="Record a tree of uploaded blobs; returns its content id")

@@ -34,6 +34,10 @@ from cible.server.store.db import Store
 from cible.server.store.rows import NodeRow, QuotaRequestRow, QuotaRow
 
 PENDING, APPROVED, DENIED = "Pending", "Approved", "Denied"
+# Quotas and request ids are INTEGER columns (32-bit on PostgreSQL): larger numbers are refused
+# as the client's mistake, never met as the driver's overflow.
+MAX_VCPUS = 10_000_000
+MAX_REQUEST_ID = 2**31 - 1
 
 
 def families() -> list[str]:
@@ -94,8 +98,8 @@ class QuotaService:
     def set(self, scope: str, vcpus: int | None) -> dict[str, Any]:
         """Set a quota (None removes it: no limit)."""
         scope = _check_scope(scope)
-        if vcpus is not None and vcpus < 0:
-            raise InvalidRequestError("vcpus: a quota is 0 or more vCPUs", details={"field": "vcpus"})
+        if vcpus is not None and not 0 <= vcpus <= MAX_VCPUS:
+            raise InvalidRequestError(f"vcpus: a quota is 0 to {MAX_VCPUS} vCPUs", details={"field": "vcpus"})
         with self.store.session() as session:
             row = session.get(QuotaRow, scope)
             if vcpus is None:
@@ -109,8 +113,8 @@ class QuotaService:
 
     def request(self, scope: str, vcpus: int, reason: str | None, user: str | None) -> dict[str, Any]:
         scope = _check_scope(scope)
-        if vcpus < 1:
-            raise InvalidRequestError("vcpus: ask for 1 vCPU or more", details={"field": "vcpus"})
+        if not 1 <= vcpus <= MAX_VCPUS:
+            raise InvalidRequestError(f"vcpus: ask for 1 to {MAX_VCPUS} vCPUs", details={"field": "vcpus"})
         with self.store.session() as session:
             current = session.get(QuotaRow, scope)
             if current is not None and current.vcpus >= vcpus:
@@ -126,7 +130,8 @@ class QuotaService:
     def decide(self, request_id: int, approve: bool, user: str | None) -> dict[str, Any]:
         """An admin approves (the quota becomes the requested vCPUs) or denies a request."""
         with self.store.session() as session:
-            row = session.get(QuotaRequestRow, request_id, with_for_update=True)
+            known = 1 <= request_id <= MAX_REQUEST_ID
+            row = session.get(QuotaRequestRow, request_id, with_for_update=True) if known else None
             if row is None:
                 raise NotFoundError(f"quota request {request_id} does not exist (`cible quota show` lists them)",
                                     details={"id": request_id})
