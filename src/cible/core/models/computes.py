@@ -11,9 +11,11 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from cible.core.naming import ComputeName
 from cible.core.planning.instances import idle_time_seconds
 
 from .common import LowerStr, OptStr, SpecModel, StrMap
+from .jobs import MAX_NODES
 
 # ---- shared sub-objects -----------------------------------------------------
 
@@ -43,7 +45,7 @@ class NetworkSettings(SpecModel):
 class ComputeBase(SpecModel):
     """Fields every compute YAML has (SDK ``ComputeSchema``)."""
 
-    name: str
+    name: ComputeName
     description: str | None = None
     tags: StrMap = Field(default_factory=dict)
     location: str | None = None
@@ -55,6 +57,9 @@ class ComputeBase(SpecModel):
 
 
 # ---- amlcompute ---------------------------------------------------------------
+
+MAX_IDLE_TIME_BEFORE_SCALE_DOWN_S = 30 * 86400  # 30 days
+MAX_IDLE_TIME_BEFORE_SHUTDOWN_MINUTES = 4320  # 3 days, as idle_time_before_shutdown_minutes allows
 
 
 class AmlComputeSshSettings(SpecModel):
@@ -104,9 +109,13 @@ class AmlCompute(ComputeBase):
     type: Literal["amlcompute"] = "amlcompute"
     size: str = "Standard_DS3_v2"
     tier: Annotated[Literal["dedicated", "low_priority"], LowerStr] = "dedicated"
-    min_instances: int = Field(0, ge=0)
-    max_instances: int = Field(1, ge=1)  # docs default; the SDK class says 4 (see reference §12)
-    idle_time_before_scale_down: int = Field(120, ge=0)  # seconds
+    # Bounded so that no stored number can make the reconciler plan without end (a cluster of
+    # 10^29 nodes); far above what a quota or this machine grants.
+    min_instances: int = Field(0, ge=0, le=MAX_NODES)
+    max_instances: int = Field(1, ge=1, le=MAX_NODES)  # docs default; the SDK class says 4 (see reference §12)
+    # Seconds. Bounded so a stored value always fits a timedelta (10^29 once stopped every
+    # cluster's pass); a node meant to stay up is what min_instances is for.
+    idle_time_before_scale_down: int = Field(120, ge=0, le=MAX_IDLE_TIME_BEFORE_SCALE_DOWN_S)
     ssh_public_access_enabled: bool | None = None
     ssh_settings: AmlComputeSshSettings | None = None
     network_settings: NetworkSettings | None = None
@@ -214,7 +223,7 @@ class ComputeInstance(ComputeBase):
     enable_node_public_ip: bool | None = None
     idle_time_before_shutdown: str | None = None  # deprecated ISO-8601 form
     # Azure's minimum is 15; cible takes any whole minute (and the ISO form takes seconds).
-    idle_time_before_shutdown_minutes: int | None = Field(None, ge=1, le=4320)
+    idle_time_before_shutdown_minutes: int | None = Field(None, ge=1, le=MAX_IDLE_TIME_BEFORE_SHUTDOWN_MINUTES)
     schedules: ComputeSchedules | None = None
     setup_scripts: SetupScripts | None = None
     custom_applications: list[dict[str, Any]] | None = None
@@ -228,8 +237,9 @@ class ComputeInstance(ComputeBase):
     @field_validator("idle_time_before_shutdown")
     @classmethod
     def _iso_duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            idle_time_seconds(None, value)  # raises with the reason
+        if value is not None and idle_time_seconds(None, value) > MAX_IDLE_TIME_BEFORE_SHUTDOWN_MINUTES * 60:
+            # The same bound as the minutes form (idle_time_seconds raises on a malformed one).
+            raise ValueError(f"{value!r} is longer than {MAX_IDLE_TIME_BEFORE_SHUTDOWN_MINUTES} minutes (3 days)")
         return value
 
     @model_validator(mode="after")

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
+from cible.core.planning.durations import span
 from cible.core.planning.scheduling import admission_error, place_fifo, waiting_reasons
 
 __all__ = [
@@ -226,11 +227,11 @@ def _sync_node(config: ClusterConfig, node: NodeView, holding: set[str], now: da
 def _silence(config: ClusterConfig, node: NodeView, now: datetime) -> str | None:
     """Why the node counts as dead, or None. Strictly past the timeout, not at it."""
     if node.state == N.PREPARING and node.last_heartbeat is None:
-        if now - node.created_at > timedelta(seconds=config.prepare_timeout_s):
+        if now - node.created_at > span(config.prepare_timeout_s):
             return f"node {node.node_id} did not become ready within {config.prepare_timeout_s:g} s"
         return None
     quiet = now - (node.last_heartbeat or node.created_at)
-    if quiet > timedelta(seconds=config.heartbeat_timeout_s):
+    if quiet > span(config.heartbeat_timeout_s):
         return (
             f"node {node.node_id} stopped heartbeating: none for {quiet.total_seconds():.0f} s "
             f"(timeout {config.heartbeat_timeout_s:g} s)"
@@ -290,7 +291,7 @@ def _scale_down_idle(surplus: int, config: ClusterConfig, now: datetime, world: 
     """
     if surplus <= 0:
         return
-    idle_time = config.idle_time_before_scale_down
-    expired = [i for i in world.in_state(N.IDLE) if now >= world.idle_since[i] + timedelta(seconds=idle_time)]
+    idle_time = span(config.idle_time_before_scale_down)  # clamped: a stored 10^29 must not overflow
+    expired = [i for i in world.in_state(N.IDLE) if now - world.idle_since[i] >= idle_time]
     for node_id in sorted(expired, key=lambda i: world.idle_since[i])[:surplus]:
-        world.remove(node_id, N.LEAVING, f"idle for {idle_time:g} s (idle_time_before_scale_down)")
+        world.remove(node_id, N.LEAVING, f"idle for {idle_time.total_seconds():g} s (idle_time_before_scale_down)")

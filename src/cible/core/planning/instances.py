@@ -17,10 +17,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from cible.core.lifecycle.nodes import NodeState
+from cible.core.planning.durations import span
 
 Power = Literal["on", "off", "restart"]
 DEFAULT_WARNING_S = 300.0  # a warning is recorded this long before an idle shutdown
@@ -71,11 +72,11 @@ def idleness(view: InstanceView, now: datetime) -> Idleness:
         if any((view.free_since, view.last_activity_at, view.powered_on_at)) else now
     if view.idle_time_s is None:
         return Idleness(True, "idle shutdown is off (set idle_time_before_shutdown_minutes)", idle_since=since)
-    stops_at = since + timedelta(seconds=view.idle_time_s)
+    stops_at = since + span(view.idle_time_s)  # clamped: an absurd stored idle time must not overflow
     if view.snoozed_until is not None and view.snoozed_until > stops_at:
         stops_at = view.snoozed_until
     stop = now >= stops_at
-    warn = not stop and now >= stops_at - timedelta(seconds=view.warn_before_s) and view.warned_for != stops_at
+    warn = not stop and now >= stops_at - span(view.warn_before_s) and view.warned_for != stops_at
     return Idleness(True, None, idle_since=since, stops_at=stops_at, warn=warn, stop=stop)
 
 

@@ -132,3 +132,13 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
+
+
+def record_pass_failure(row: ComputeRow, message: str, now: datetime) -> None:
+    """The instance's pass raised: say so among its events (once while the same failure repeats),
+    so `compute show` tells why idle shutdown or its schedules do nothing."""
+    status: dict[str, Any] = dict(row.status or {})
+    last = next((e for e in reversed(status.get("events", [])) if e["kind"] == "PassFailed"), None)
+    if last is None or last["message"] != message:
+        _event(status, now, "PassFailed", message)
+        row.status = status

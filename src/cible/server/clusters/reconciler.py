@@ -37,14 +37,17 @@ from cible.core.planning.clusters import (
     preemptions,
 )
 from cible.core.planning.costs import effective_price
+from cible.core.planning.durations import span
 from cible.core.planning.instances import idle_time_seconds
 from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
-from cible.server.clusters.instances import instance_pass
+from cible.server.clusters.instances import instance_pass, record_pass_failure
+from cible.server.clusters.provider_calls import ProviderCalls
+from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles, describe
 from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.services.computes import DELETING, NODE_COMPUTE_TYPES
 from cible.server.services.jobs import set_status
-from cible.server.services.quotas import QuotaService
+from cible.server.services.quotas import QuotaGate, QuotaService
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
 from cible.workspace import WorkspacePaths
@@ -53,6 +56,7 @@ log = logging.getLogger("cible.reconciler.clusters")
 IDLE_POLL_S = 2.0
 MAX_POLL_S = 1.0  # while a cluster has nodes: heartbeat and preparing timeouts are seen within this
 NEVER_S = 1e9  # an instance's node is never scaled down for idleness (idle shutdown is its own)
+RECONCILE_ERROR = "ReconcileError"  # a compute's provisioning_errors code when its own pass fails
 
 
 @dataclass
@@ -92,6 +96,10 @@ class ClusterReconciler(ReconcilerLoop):
         # Nodes that died before they were ready, in a row, per cluster; and when it may try again.
         self._failed_starts: dict[str, int] = {}
         self._retry_at: dict[str, datetime] = {}
+        # Records whose handling raised (computes, instance passes, providers): each backs off alone.
+        self._troubles = Troubles(log)
+        self.calls = ProviderCalls(providers, self._troubles, log)
+        self._unreadable: set[str] = set()  # node rows left out of the plans (logged once)
         super().__init__()
 
     def step(self) -> float:
@@ -106,26 +114,55 @@ class ClusterReconciler(ReconcilerLoop):
             names = session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))).all()
         if not names:
             return IDLE_POLL_S
-        listing = {name: p.list_nodes() for name, p in self.providers.items()}  # None: cannot tell yet
-        errors = {name: p.poll_errors() for name, p in self.providers.items()}
+        listing = self.calls.listings(now)  # None: cannot tell yet
+        errors = self.calls.errors(now)
+        self.calls.retry_terminations(now)
         quotas = self.quotas.snapshot()  # the workspace's vCPU quotas and what its live nodes use
         delay = IDLE_POLL_S
         for name in names:
-            loaded = self._load(name, listing, now)
-            if loaded is None:
+            if self._troubles.backing_off(name, now):
                 continue
-            provider = provider_of(loaded.spec)
-            if listing.get(provider) is None:  # its engine not seen yet: neither lose nor start nodes
-                delay = min(delay, MAX_POLL_S)
-                continue
-            views = self._observe(loaded, listing.get(provider, {}), errors.get(provider, {}), now)
-            views = self._preempt_at_random(loaded, views, provider, elapsed)
-            plan = decide_cluster(loaded.config, views, loaded.queued, loaded.running, now)
-            failures = self._hold_back_failing_starts(loaded, plan, views, errors.get(provider, {}), now)
-            quota_wait = quotas.admit(plan, loaded.size, low_priority=loaded.config.tier == "low_priority")
-            self._apply(loaded, plan, provider, now, failures, quota_wait)
-            delay = min(delay, self._next_due(loaded, views, now))
+            try:  # one compute's failure is that compute's: the others go on (see failures.py)
+                delay = min(delay, self._reconcile(name, listing, errors, quotas, now, elapsed))
+                self._troubles.succeeded(name)
+            except DATABASE_DOWN:
+                raise
+            except Exception as error:  # noqa: BLE001
+                self._cluster_failed(name, error, now)
         return delay
+
+    def _reconcile(self, name: str, listing: dict[str, dict[str, ProviderNode] | None],
+                   errors: dict[str, dict[str, str]], quotas: QuotaGate, now: datetime, elapsed: float) -> float:
+        """One compute's pass; returns how soon its next is due."""
+        loaded = self._load(name, listing, now)
+        if loaded is None:
+            return IDLE_POLL_S
+        provider = provider_of(loaded.spec)
+        if listing.get(provider) is None:  # its engine not seen yet: neither lose nor start nodes
+            return MAX_POLL_S
+        views = self._observe(loaded, listing.get(provider, {}), errors.get(provider, {}), now)
+        views = self._preempt_at_random(loaded, views, provider, elapsed)
+        plan = decide_cluster(loaded.config, views, loaded.queued, loaded.running, now)
+        failures = self._hold_back_failing_starts(loaded, plan, views, errors.get(provider, {}), now)
+        quota_wait = quotas.admit(plan, loaded.size, low_priority=loaded.config.tier == "low_priority")
+        self._apply(loaded, plan, provider, now, failures, quota_wait)
+        return self._next_due(loaded, views, now)
+
+    def _cluster_failed(self, name: str, error: Exception, now: datetime) -> None:
+        """Its pass raised: back off, and say why in the compute's provisioning_errors (`compute show`,
+        and the queue reason of its jobs). The next pass that goes through clears it."""
+        trouble = self._troubles.failed(name, error, now, what=f"compute {name!r}")
+        message = (f"the server could not manage this compute ({trouble.count} tries in a row, next in "
+                   f"{trouble.wait_s(now):.0f} s): {trouble.message}")
+        try:
+            with self.store.session() as session:
+                row = session.get(ComputeRow, name, with_for_update=True)
+                if row is not None:
+                    row.spec = {**row.spec, "provisioning_errors": [{"code": RECONCILE_ERROR, "message": message}]}
+        except DATABASE_DOWN:
+            raise
+        except Exception as again:  # noqa: BLE001
+            log.warning("compute %r: its failure could not be recorded: %s", name, describe(again))
 
     # -- load and observe -----------------------------------------------------------------
     def _load(self, name: str, listing: dict[str, dict[str, ProviderNode] | None], now: datetime) -> Loaded | None:
@@ -136,11 +173,11 @@ class ClusterReconciler(ReconcilerLoop):
             nodes = list(session.scalars(select(NodeRow).where(
                 NodeRow.compute == name, NodeRow.state != NodeState.REMOVED.value)).all())
             if row.compute_type == "computeinstance":
-                live = [n for n in nodes if NodeState(n.state) in LIVE]
+                live = [n for n in nodes if n.state in LIVE]
                 listed = listing.get(provider_of(row.spec))
                 node = live[0] if live else None
                 if listed is not None:
-                    instance_pass(row, node, listed.get(node.node_id) if node else None, now)
+                    self._instance_pass(row, node, listed.get(node.node_id) if node else None, now)
             elif row.compute_type == "serverless" and row.provisioning_state != DELETING:
                 job = session.get(JobRow, row.spec["job"])
                 if job is None or is_terminal(job.status):  # its nodes were for that job only
@@ -168,24 +205,50 @@ class ClusterReconciler(ReconcilerLoop):
             session.expunge_all()
         return loaded
 
+    def _instance_pass(self, row: ComputeRow, node: NodeRow | None, listed: ProviderNode | None,
+                       now: datetime) -> None:
+        """The instance's own decisions (idle shutdown, schedules). Should they raise, the failure is
+        an event of the instance (and logged once) and its node is still kept by its power."""
+        key = ("instance", row.name)
+        if self._troubles.backing_off(key, now):
+            return
+        try:
+            instance_pass(row, node, listed, now)
+        except Exception as error:  # noqa: BLE001
+            trouble = self._troubles.failed(key, error, now, what=f"compute instance {row.name!r}'s pass")
+            record_pass_failure(row, f"idle shutdown and schedules are not applied: {trouble.message}", now)
+        else:
+            self._troubles.succeeded(key)
+
     def _observe(self, loaded: Loaded, listed: dict[str, ProviderNode], errors: dict[str, str],
                  now: datetime) -> list[NodeView]:
         views = []
         for row in loaded.nodes:
-            seen = listed.get(row.node_id)
-            present = seen is not None and row.node_id not in errors
-            if row.node_id in errors:
-                log.warning("node %s: %s", row.node_id, errors[row.node_id])
-            heartbeat = _aware(row.last_heartbeat)
-            if heartbeat is not None:
-                heartbeat = max(heartbeat, self.started_at)
-            created = max(_aware(row.created_at), self.started_at) if row.state == NodeState.PREPARING.value else _aware(row.created_at)
-            views.append(NodeView(
-                node_id=row.node_id, state=NodeState(row.state), created_at=created, job_name=row.job_name,
-                idle_since=_aware(row.idle_since), last_heartbeat=heartbeat, present=present,
-                preempted=bool(seen and seen.preempted),
-            ))
+            try:
+                views.append(self._view(row, listed.get(row.node_id), errors))
+            except Exception:  # noqa: BLE001
+                # A node row that cannot be read (a state no table knows) is left out of the plan:
+                # its cluster goes on without it, and its job, if any, is requeued as on a lost node.
+                if row.node_id not in self._unreadable:
+                    self._unreadable.add(row.node_id)
+                    log.exception("node %r of %r cannot be read; it is left out", row.node_id, loaded.config.name)
         return views
+
+    def _view(self, row: NodeRow, seen: ProviderNode | None, errors: dict[str, str]) -> NodeView:
+        present = seen is not None and row.node_id not in errors
+        if row.node_id in errors:
+            log.warning("node %s: %s", row.node_id, errors[row.node_id])
+        heartbeat = _aware(row.last_heartbeat)
+        if heartbeat is not None:
+            heartbeat = max(heartbeat, self.started_at)
+        created = _aware(row.created_at)
+        if row.state == NodeState.PREPARING.value:
+            created = max(created, self.started_at)
+        return NodeView(
+            node_id=row.node_id, state=NodeState(row.state), created_at=created, job_name=row.job_name,
+            idle_since=_aware(row.idle_since), last_heartbeat=heartbeat, present=present,
+            preempted=bool(seen and seen.preempted),
+        )
 
     def _preempt_at_random(self, loaded: Loaded, views: list[NodeView], provider: str,
                            elapsed_s: float) -> list[NodeView]:
@@ -268,12 +331,11 @@ class ClusterReconciler(ReconcilerLoop):
                 if plan.drained:
                     session.delete(compute)
                     if compute.compute_type == "computeinstance":  # its home goes with it
-                        shutil.rmtree(self.paths.instance_home(name).parent, ignore_errors=True)
-        provider = self.providers[provider_name]
+                        self.paths.remove_instance_home(name)
         if requests:
-            provider.launch(requests)
+            self.calls.launch(provider_name, requests)
         if plan.terminate or vanished:
-            provider.terminate([node_id for node_id, _ in plan.terminate] + vanished)
+            self.calls.terminate(provider_name, [node_id for node_id, _ in plan.terminate] + vanished, now)
         if wake:
             self.hub.notify(*wake)
         if jobs_changed:
@@ -285,8 +347,8 @@ class ClusterReconciler(ReconcilerLoop):
         once a node gets ready."""
         if name not in self._failed_starts:
             return None
-        if not failures:
-            return spec.get("provisioning_errors")
+        if not failures:  # still failing starts; a failure of the pass itself is over
+            return [e for e in spec.get("provisioning_errors") or [] if e.get("code") != RECONCILE_ERROR] or None
         node_id, why = sorted(failures.items())[-1]
         wait = max(0.0, (self._retry_at[name] - now).total_seconds())
         return [{"code": "NodeStartFailed", "message": (
@@ -381,10 +443,10 @@ class ClusterReconciler(ReconcilerLoop):
         if not views and not loaded.queued:
             return IDLE_POLL_S
         due = MAX_POLL_S
-        idle_time = timedelta(seconds=loaded.config.idle_time_before_scale_down)
+        idle_time = span(loaded.config.idle_time_before_scale_down)  # clamped, as the planner does
         for v in views:
             if v.state == NodeState.IDLE and v.idle_since is not None:
-                due = min(due, max(0.01, (v.idle_since + idle_time - now).total_seconds() + 0.005))
+                due = min(due, max(0.01, (idle_time - (now - v.idle_since)).total_seconds() + 0.005))
         return due
 
 
@@ -405,7 +467,8 @@ def cluster_config(row: ComputeRow, size: catalog.VmSize, **timeouts: float) -> 
     if row.compute_type == "serverless" and row.provisioning_state == DELETING:
         common["stopped"] = f"job {spec['job']} ended: the serverless nodes made for it go with it"
     return ClusterConfig(min_instances=spec.get("min_instances", 0), max_instances=spec.get("max_instances", 1),
-                         idle_time_before_scale_down=float(spec.get("idle_time_before_scale_down", 120)),
+                         # Not float(): a stored 10**400 would raise there; the planner clamps it.
+                         idle_time_before_scale_down=spec.get("idle_time_before_scale_down", 120),
                          tier=spec.get("tier", "dedicated"), **common)
 
 

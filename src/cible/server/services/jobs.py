@@ -14,6 +14,7 @@ from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
+from cible.core import naming
 from cible.core.names import display_name_for
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
@@ -24,6 +25,7 @@ from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
+SERVERLESS_POOL_MAX = 255  # computes.name is String(255)
 SERVERLESS = "serverless"
 LIVE_STATES = {s.value for s in LIVE}
 
@@ -41,6 +43,10 @@ def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datet
         row.ended_at = at
 
 
+class _LostRace(Exception):
+    """Another request stored a job of this name between our read and our insert."""
+
+
 class JobService:
     def __init__(self, store: Store, computes: ComputeService, plans: PlanBuilder, clock: Clock, on_submit=None,  # noqa: ANN001
                  default_compute: str = SERVERLESS) -> None:
@@ -55,6 +61,9 @@ class JobService:
 
     # -- writes ------------------------------------------------------------
     def create_or_update(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
+        naming.JOB.check(name)  # before anything reads or stores it: it becomes the run's folder
+        if isinstance(body.get("experiment_name"), str):
+            naming.EXPERIMENT.check(body["experiment_name"], field="experiment_name")
         if body.get("name") not in (None, name):
             raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'", details={"field": "name"})
         environment = body.get("environment")
@@ -78,8 +87,8 @@ class JobService:
         spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
         try:
             with self.store.session() as session:
-                if session.get(JobRow, name) is not None:
-                    raise ConflictError(f"job '{name}' already exists", details={"field": "name"})
+                if session.get(JobRow, name) is not None:  # made since the read above
+                    raise _LostRace
                 row = JobRow(
                     name=name, job_type="command", display_name=job.display_name or display_name_for(name),
                     experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
@@ -95,17 +104,25 @@ class JobService:
                                            provisioning_state="Succeeded", created_at=now, updated_at=now))
                 session.add(JobStatusRow(job_name=name, from_status=None, to_status=row.status, reason="submitted", at=now))
                 set_status(session, row, JobStatus.QUEUED, now, reason=f"queued on {target}")
-        except IntegrityError:  # a concurrent PUT of the same name won the insert
-            raise ConflictError(f"job '{name}' already exists", details={"field": "name"}) from None
+        except (IntegrityError, _LostRace):
+            # A concurrent PUT of the same name won the insert. A retry's answer must not depend on
+            # timing: judge this body against the stored job exactly as if it had come second.
+            with self.store.session() as session:
+                existing = session.get(JobRow, name, with_for_update=True)
+                if existing is None:  # not a same-name race after all
+                    raise ConflictError(f"job '{name}' could not be stored; try again",
+                                        details={"field": "name"}) from None
+                return self._update_mutable(session, existing, job)
         self.on_change()
         return self.get(name)  # read once committed: its wait reason reads the compute (a new serverless pool)
 
     def _update_mutable(self, session: Session, row: JobRow, job: CommandJob) -> dict[str, Any]:
+        """A PUT under an existing name: the same job (as normalised by the loader, the way it was
+        stored) answers the stored job; one that differs only in display_name, description or tags
+        updates them (Azure's `job update`); any other difference is a conflict, every time."""
         incoming = job.model_dump(mode="json", exclude_none=True)
-        changed = [
-            k for k, v in incoming.items()
-            if k not in (*MUTABLE_FIELDS, "name", "type") and row.spec.get(k) != v
-        ]
+        fixed = (set(incoming) | set(row.spec)) - {*MUTABLE_FIELDS, "name", "type"}  # a field left out differs too
+        changed = [k for k in fixed if row.spec.get(k) != incoming.get(k)]
         if changed:
             raise ConflictError(
                 f"job '{row.name}' already exists and a submitted job cannot change "
@@ -117,9 +134,10 @@ class JobService:
         for key in MUTABLE_FIELDS:
             if key in incoming:
                 spec[key] = incoming[key]
-        row.spec = spec
-        row.display_name = spec.get("display_name") or row.display_name
-        row.updated_at = self.clock.now()
+        if spec != row.spec:  # an identical PUT writes nothing
+            row.spec = spec
+            row.display_name = spec.get("display_name") or row.display_name
+            row.updated_at = self.clock.now()
         return self._resource(session, row)
 
     def _resolve_compute(self, job: CommandJob, name: str) -> tuple[str, list[str], dict[str, Any] | None]:
@@ -128,6 +146,11 @@ class JobService:
         notes = [] if job.compute is not None else [f"no compute was given: the job runs on {compute} compute"]
         instance_count = job.resources.instance_count if job.resources else 1
         if compute == SERVERLESS:
+            if len(SERVERLESS_PREFIX + name) > SERVERLESS_POOL_MAX:  # the pool's name must fit the store
+                raise InvalidRequestError(
+                    f"name: a job on serverless compute has at most {SERVERLESS_POOL_MAX - len(SERVERLESS_PREFIX)} "
+                    f"characters (its nodes are named {SERVERLESS_PREFIX}<job>); this one has {len(name)}: "
+                    "use a shorter name", details={"field": "name"})
             pool = self.computes.serverless_pool(name, job.resources.instance_type if job.resources else None,
                                                  instance_count,
                                                  job.queue_settings.job_tier if job.queue_settings else None)
