@@ -26,7 +26,8 @@ from fastapi import FastAPI
 
 from cible.launch.tracking import TrackingError, end_run, job_environment, start_run
 from cible.server.errors import install_error_handlers
-from cible.server.tracking import TrackingServer, run_metrics, tracking_router
+from cible.server.tracking import TrackingServer, run_metrics
+from cible.server.tracking_proxy import tracking_router
 from cible.testing import wait_until
 
 TOKEN = secrets.token_urlsafe(16)

@@ -121,7 +121,7 @@ def test_two_workspaces_have_two_namespaces(tmp_path: Path):
 
 @pytest.fixture
 def provider(tmp_path: Path) -> RayNodeProvider:
-    return RayNodeProvider(ADDRESS, nodes_root=tmp_path / "ws" / "nodes", home=tmp_path / "ws", url=None, token="t")
+    return RayNodeProvider(ADDRESS, nodes_root=tmp_path / "ws" / "nodes", home=tmp_path / "ws", url=None, node_token=lambda n: "t")
 
 
 def seen(provider: RayNodeProvider, *nodes: dict[str, float]) -> RayNodeProvider:
@@ -174,7 +174,7 @@ def test_no_size_is_refused_before_any_ray_node_is_seen(provider: RayNodeProvide
 
 
 def test_an_autoscaling_ray_refuses_no_size(tmp_path: Path):
-    provider = RayNodeProvider(ADDRESS, nodes_root=tmp_path / "nodes", home=tmp_path, url=None, token="t",
+    provider = RayNodeProvider(ADDRESS, nodes_root=tmp_path / "nodes", home=tmp_path, url=None, node_token=lambda n: "t",
                                autoscaling=True)
     seen(provider, ray_node(2, 8))
     assert provider.cannot_hold("Standard_NC24ads_A100_v4", 24, 220.0, 1, overcommit=False) is None

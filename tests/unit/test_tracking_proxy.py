@@ -24,7 +24,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from cible.server.errors import install_error_handlers
-from cible.server.tracking import TrackingServer, tracking_router
+from cible.server.tracking import TrackingServer
+from cible.server.tracking_proxy import tracking_router
 from cible.testing import wait_until
 
 FAKE_UPSTREAM = r'''

@@ -1,7 +1,8 @@
 """`python -m cible.agent --node-id … --root … (--home … | --url …)`: run one node's agent.
 
-The token comes from CIBLE_AGENT_TOKEN, else the workspace's token file (`--home`);
-never from the command line, where any user could read it.
+The node's token comes on stdin (see cible.agent.token), or from CIBLE_AGENT_TOKEN when started by
+hand: never from the command line, where any user could read it, and never the workspace's token
+(a node's token reaches only that node's agent routes).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from cible.agent.agent import Agent
 from cible.agent.presence import Presence
+from cible.agent.token import token_from_stdin
 from cible.backends.local.limits import LimitError, NodeLimits, Shape
 
 
@@ -46,11 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url
     if url is None and args.home is not None:
         url = json.loads((args.home / "server.json").read_text())["url"]
-    token = os.environ.pop("CIBLE_AGENT_TOKEN", None)
-    if token is None and args.home is not None:
-        token = (args.home / "token").read_text().strip()
+    token = os.environ.pop("CIBLE_AGENT_TOKEN", None) or token_from_stdin()
     if not url or not token:
-        print("cible agent: give --home (a workspace) or --url with CIBLE_AGENT_TOKEN set", file=sys.stderr)
+        print("cible agent: give the node's token (on stdin, or CIBLE_AGENT_TOKEN) and --home (a workspace) "
+              "or --url", file=sys.stderr)
         return 2
     shape = Shape(vcpus=args.vcpus, memory_gb=args.memory_gb, gpus=args.gpus)
     try:

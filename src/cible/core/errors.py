@@ -61,6 +61,13 @@ class UnauthorizedError(CibleError):
     http_status = 401
 
 
+class ForbiddenError(CibleError):
+    """A valid token that may not do this (a job's or a node's scoped token)."""
+
+    code = "Forbidden"
+    http_status = 403
+
+
 class ServerUnavailableError(CibleError):
     """The workspace server cannot be reached or started."""
 
@@ -90,6 +97,7 @@ ERRORS_BY_CODE: dict[str, type[CibleError]] = {
         ConflictError,
         InvalidTransitionError,
         UnauthorizedError,
+        ForbiddenError,
         ServerUnavailableError,
         JobFailedError,
         InternalError,

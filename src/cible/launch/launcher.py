@@ -20,17 +20,20 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from cible.core.safepaths import under
 from cible.core.specs.azureml.expressions import render_command
-from cible.launch import staging
+from cible.launch import sandbox, staging
 from cible.launch.environments import EnvironmentBuildError, materialise
 from cible.launch.procs import end_group, kill_tree, wait_for_exit
 from cible.launch.state import CANCEL_FILE, PLAN_FILE, StateWriter
 from cible.launch.tracking import end_run, job_environment, start_run
 
 LOG_TAIL_LINES = 20
+T = TypeVar("T")
 
 
 class Launcher:
@@ -137,7 +140,7 @@ class Launcher:
                 values[name] = spec["value"]
                 env[f"AZUREML_PARAMETER_{name}"] = spec["value"]
                 continue
-            value = self._stage_input(name, spec, blob_root, run_dir / "inputs" / name)
+            value = self._stage_input(name, spec, blob_root, under(run_dir / "inputs", name, field=f"inputs.{name}"))
             values[name] = value
             env[f"AZURE_ML_INPUT_{name}"] = value
             env[f"AZUREML_DATAREFERENCE_{name}"] = value
@@ -168,7 +171,7 @@ class Launcher:
         paths: dict[str, str] = {}
         for name, spec in self.plan.get("outputs", {}).items():
             if spec.get("mode") == "upload":
-                local = self.run_dir / "outputs" / name
+                local = under(self.run_dir / "outputs", name, field=f"outputs.{name}")
             else:  # rw_mount: writes go straight to the datastore path
                 local = Path(spec["local_path"])
             local.mkdir(parents=True, exist_ok=True)
@@ -206,16 +209,44 @@ class Launcher:
         env.update(plan.get("environment_variables", {}))
         return env
 
+    def _sandboxed(self, start: Callable[[Callable[[], None] | None], T]) -> T:
+        """`start(preexec_fn)` with the preexec_fn that hides the workspace from the command
+        (launch/sandbox.py). Where the sandbox cannot be made, says why and starts it without one,
+        or raises SandboxError under CIBLE_JOB_SANDBOX=required."""
+        resume = [Path(self.plan["resume_dir"])] if self.plan.get("resume_dir") else []
+        # rw_mount outputs are written in place, in the datastore
+        outputs = [Path(o["local_path"]) for o in self.plan.get("outputs", {}).values() if o.get("mode") != "upload"]
+        box = sandbox.Sandbox.from_plan(self.plan, [self.run_dir, *resume, *outputs])
+        if box is None or sandbox.mode() == "off":
+            return start(None)
+        try:
+            return start(box.preexec(self.wd))
+        except subprocess.SubprocessError:  # the preexec_fn failed in the child: ask why, once
+            why = box.probe(self.wd) or "entering it failed"
+        if sandbox.mode() == "required":
+            raise sandbox.SandboxError(0, f"the workspace cannot be hidden from the job here: {why}")
+        self.log(f"the workspace is not hidden from this job: {why} (CIBLE_JOB_SANDBOX=required fails instead)")
+        with open(self.std_log, "a", encoding="utf-8") as fh:
+            fh.write(f"cible: warning: this machine cannot hide the workspace from the job ({why})\n")
+        return start(None)
+
     def _execute(self, command: str, env: dict[str, str]) -> int:
         if self.plan.get("distribution"):
             return self._execute_ranks(command, env)
         timeout = self.plan.get("timeout")
         shell = shutil.which("bash") or "/bin/sh"
-        with open(self.std_log, "ab", buffering=0) as log:
-            proc = subprocess.Popen(
-                [shell, "-c", command], cwd=self.wd, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+
+        def start(preexec: Callable[[], None] | None) -> subprocess.Popen:
+            with open(self.std_log, "ab", buffering=0) as log:
+                return subprocess.Popen(
+                    [shell, "-c", command], cwd=self.wd, env=env, stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
+                )
+
+        try:
+            proc = self._sandboxed(start)
+        except sandbox.SandboxError as exc:
+            return self._end("Failed", error={"code": "SandboxUnavailable", "message": exc.strerror})
         self.state.status("Running", child_pid=proc.pid)
         deadline = time.monotonic() + timeout if timeout else None
         stopped = wait_for_exit(proc, deadline, self.cancel_requested)
@@ -239,7 +270,11 @@ class Launcher:
         except DistributionError as exc:
             return self._end("Failed", error={"code": "PreparingFailed", "message": str(exc)})
         shell = shutil.which("bash") or "/bin/sh"
-        ranks = Ranks(shell, command, self.wd, env, processes, self.std_log.parent)
+        try:
+            ranks = self._sandboxed(lambda preexec: Ranks(shell, command, self.wd, env, processes,
+                                                          self.std_log.parent, preexec))
+        except sandbox.SandboxError as exc:
+            return self._end("Failed", error={"code": "SandboxUnavailable", "message": exc.strerror})
         self.state.status("Running", child_pid=ranks.pids[0] if ranks.pids else None, rank_pids=ranks.pids)
         timeout = self.plan.get("timeout")
         stopped, failed = ranks.wait(time.monotonic() + timeout if timeout else None, self.cancel_requested)
@@ -277,7 +312,8 @@ class Launcher:
     def _finalize(self) -> None:
         for name, spec in self.plan.get("outputs", {}).items():
             if spec.get("mode") == "upload":
-                staging.publish_output(self.run_dir / "outputs" / name, Path(spec["local_path"]))
+                staged = under(self.run_dir / "outputs", name, field=f"outputs.{name}")
+                staging.publish_output(staged, Path(spec["local_path"]))
         # ./outputs and ./logs are the job's default artifacts; the rest of wd is scratch.
         for name in ("outputs", "logs"):
             src = self.wd / name

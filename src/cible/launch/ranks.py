@@ -32,7 +32,8 @@ class Ranks:
     """The processes of one node of a distributed job."""
 
     def __init__(self, shell: str, command: str, cwd: Path, env: dict[str, str],
-                 processes: list[tuple[int, dict[str, str]]], log_dir: Path) -> None:
+                 processes: list[tuple[int, dict[str, str]]], log_dir: Path,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.ranks: list[Rank] = []
         self.exits: queue.Queue[Rank] = queue.Queue()
         try:
@@ -41,7 +42,7 @@ class Ranks:
                 with open(path, "ab", buffering=0) as log:
                     proc = subprocess.Popen(
                         [shell, "-c", command], cwd=cwd, env={**env, **extra}, stdin=subprocess.DEVNULL,
-                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn,
                     )
                 self.ranks.append(Rank(rank, proc, path))
         except BaseException:

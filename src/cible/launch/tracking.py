@@ -88,9 +88,10 @@ def start_run(
         return create(api.experiment_id(experiment_name))
 
 
-def experiment_id(tracking_uri: str, token: str | None, name: str, timeout_s: float = 5) -> str:
+def experiment_id(tracking_uri: str, token: str | None, name: str, timeout_s: float = 5,
+                  headers: dict[str, str] | None = None) -> str:
     """The id of experiment `name`, created (or restored) when needed."""
-    return _Api(tracking_uri, token, timeout_s).experiment_id(name)
+    return _Api(tracking_uri, token, timeout_s, headers).experiment_id(name)
 
 
 def end_run(tracking_uri: str, token: str | None, run_id: str, status: str, timeout_s: float = 60) -> None:
@@ -116,14 +117,23 @@ def job_environment(tracking_uri: str, token: str | None, run: dict[str, str], e
     return env
 
 
+def with_run_token(plan: dict[str, Any], token: str) -> dict[str, Any]:
+    """The plan a launcher is handed: the job's run token added (the plan the server stores holds
+    no token; the run token is derived again whenever a launcher is started)."""
+    tracking = plan.get("tracking")
+    return {**plan, "tracking": {**tracking, "token": token}} if tracking else plan
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
 class _Api:
-    def __init__(self, tracking_uri: str, token: str | None, timeout_s: float) -> None:
+    def __init__(self, tracking_uri: str, token: str | None, timeout_s: float,
+                 headers: dict[str, str] | None = None) -> None:
         self.base = tracking_uri.rstrip("/") + API
         self.token = token
+        self.headers = headers or {}
         self.deadline = time.monotonic() + timeout_s
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -131,7 +141,7 @@ class _Api:
         """One REST call; retried on transient failures until the deadline. Raises TrackingError."""
         url = self.base + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **self.headers}
         if data is not None:
             headers["Content-Type"] = "application/json"
         if self.token:

@@ -20,6 +20,7 @@ from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.reconciler import ClusterReconciler
 from cible.server.clusters.runs import ClusterRunner
 from cible.server.errors import install_error_handlers
+from cible.server.guard import RequestGuard
 from cible.server.reconcilers.jobs import JobReconciler
 from cible.server.routers import agents as agents_router
 from cible.server.routers import assets as assets_router
@@ -38,7 +39,9 @@ from cible.server.services.jobs import JobService
 from cible.server.services.quotas import QuotaService
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
-from cible.server.tracking import TrackingServer, tracking_router
+from cible.server.tokens import Tokens
+from cible.server.tracking import TrackingServer
+from cible.server.tracking_proxy import tracking_router
 
 
 def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK, *, reconcile: bool = True,
@@ -47,12 +50,14 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     paths.ensure()
     store = Store(settings.db_url)
     store.migrate()
-    runner = LocalProcessRunner(paths.runs)
+    tokens = Tokens(token)  # jobs and nodes get tokens scoped to them, never the workspace's
+    runner = LocalProcessRunner(paths.runs, run_token=tokens.job)
     hub = AgentHub()
     providers = {
-        "local": LocalNodeProvider(paths.nodes, paths.home, url, token),
+        "local": LocalNodeProvider(paths.nodes, paths.home, url, tokens.node),
         "ray": make_ray_provider(settings.ray_address, ray_token=settings.ray_token, nodes_root=paths.nodes,
-                                 home=paths.home, url=url, token=token, autoscaling=settings.ray_autoscaling),
+                                 home=paths.home, url=url, node_token=tokens.node,
+                                 autoscaling=settings.ray_autoscaling),
     }
     quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,
@@ -67,7 +72,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                                on_job_ended=clusters.wake)
     clusters.on_jobs_changed = reconciler.wake
     agents = AgentService(store, paths, hub, clock, settings.node_heartbeat_timeout_s,
-                          on_first_heartbeat=clusters.wake, on_report=reconciler.wake)
+                          on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.job)
 
     def plan_of(job_name: str):  # noqa: ANN202
         try:
@@ -81,14 +86,16 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     assets = AssetService(store, paths, clock, outputs_of)
     tracking = TrackingServer(paths.home) if settings.tracking else None
-    tracking_plan = {"uri": f"{url}/mlflow", "token": token} if tracking and url else None
+    # No token in a stored plan: each launcher is handed its job's run token (with_run_token).
+    tracking_plan = {"uri": f"{url}/mlflow"} if tracking and url else None
     experiment_ids: dict[str, str] = {}
 
     def experiment_of(name: str) -> str | None:
         """The MLflow experiment id for `name`, asked of MLflow once per name (when it is up)."""
         if name not in experiment_ids and tracking is not None and tracking.is_ready:
             try:
-                experiment_ids[name] = experiment_id(f"{tracking.url}/mlflow", None, name, timeout_s=2)
+                experiment_ids[name] = experiment_id(f"{tracking.url}/mlflow", None, name, timeout_s=2,
+                                                     headers=tracking.auth_headers)
             except Exception:  # the launcher looks it up itself
                 return None
         return experiment_ids.get(name)
@@ -143,6 +150,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.hub = hub
     app.state.tracking = tracking
     app.state.clock = clock
+    app.state.tokens = tokens
     install_error_handlers(app)
     app.include_router(misc_router.router)
     app.include_router(computes_router.router)
@@ -152,5 +160,6 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     if tracking:
         app.include_router(tracking_router(tracking))
     app.include_router(assets_router.router)  # last: its /api/v1/{kind} would shadow the routes above
-    app.add_middleware(TokenAuthMiddleware, token=token)
+    app.add_middleware(TokenAuthMiddleware, tokens=tokens)
+    app.add_middleware(RequestGuard, settings=settings)  # outermost: body limits; 500s that keep the connection
     return app

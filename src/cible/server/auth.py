@@ -1,32 +1,59 @@
-"""Bearer-token check for every /api request (pure ASGI: no per-request overhead beyond a compare)."""
+"""Bearer-token check for every /api and /mlflow request (pure ASGI: a compare and a prefix test).
+
+Three kinds of token (see tokens.py): the workspace token may do everything; a node's token only
+its own node's agent routes; a job's run token only MLflow, where the proxy keeps it to its own
+run (tracking_policy). The scope is left in ``scope["state"]["token_scope"]`` for the routes.
+"""
 
 from __future__ import annotations
 
 import json
-import secrets
+from cible.server.tokens import Scope, Tokens
+
+AGENT_NODES = "/api/v1/agent/nodes/"
+PROTECTED = ("/api/", "/mlflow")
 
 
 class TokenAuthMiddleware:
-    def __init__(self, app, token: str) -> None:  # noqa: ANN001
+    def __init__(self, app, tokens: Tokens) -> None:  # noqa: ANN001
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.tokens = tokens
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] == "http" and scope["path"].startswith(("/api/", "/mlflow")):
+        if scope["type"] == "http" and scope["path"].startswith(PROTECTED):
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not secrets.compare_digest(given, self.expected):
-                await _deny(send)
+            granted = self.tokens.scope_of(given[7:]) if given[:7].lower() == b"bearer " else None
+            if granted is None:
+                await _deny(send, 401, "Unauthorized", "missing or wrong token: send 'Authorization: Bearer "
+                            "<token>' (the local workspace keeps it in $CIBLE_HOME/token)")
                 return
+            refusal = _refusal(granted, scope["path"])
+            if refusal is not None:
+                await _deny(send, 403, "Forbidden", refusal)
+                return
+            scope.setdefault("state", {})["token_scope"] = granted
         await self.app(scope, receive, send)
 
 
-async def _deny(send) -> None:  # noqa: ANN001
-    body = json.dumps({"error": {
-        "code": "Unauthorized",
-        "message": "missing or wrong token: send 'Authorization: Bearer <token>' (the local "
-        "workspace keeps it in $CIBLE_HOME/token)",
-        "details": None,
-    }}).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+def _refusal(granted: Scope, path: str) -> str | None:
+    """Why this token may not reach `path`, or None when it may (ASGI's path, percent-decoded)."""
+    if granted.is_workspace:
+        return None
+    if granted.kind == "node":
+        rest = path[len(AGENT_NODES):] if path.startswith(AGENT_NODES) else ""
+        if rest.split("/", 1)[0] == granted.name and "/" in rest:
+            return None
+        return f"this is the token of node '{granted.name}': it may only use that node's agent routes"
+    if path == "/mlflow" or path.startswith("/mlflow/"):
+        return None  # the tracking proxy keeps a job's token to its own run
+    return (f"this is the run token of job '{granted.name}': it may only log to that job's MLflow run; "
+            "use the workspace token ($CIBLE_HOME/token) for the workspace's API")
+
+
+async def _deny(send, status: int, code: str, message: str) -> None:  # noqa: ANN001
+    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    headers = [(b"content-type", b"application/json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -4,10 +4,10 @@ The workspace keeps its MLflow runs in ``$CIBLE_HOME/mlflow/`` (``mlflow.db``, a
 tracking and registry store, and ``artifacts/``, served by MLflow's artifact proxy). MLflow
 itself is never imported by the workspace server: `TrackingServer` starts MLflow's server in a
 child process (``python -m cible.server.tracking HOME PORT``, one process: MLflow's FastAPI app
-on a single uvicorn worker; MLflow's CLI, ``python -m mlflow server``, if this MLflow's internals
-differ from what that entry point knows) on 127.0.0.1, with ``--static-prefix /mlflow`` so the
-child serves the very paths the workspace proxies. `tracking_router` forwards ``/mlflow/...``
-to it unchanged, streaming both ways; the workspace's token check guards it like ``/api/``.
+on a single uvicorn worker) on 127.0.0.1, with the static prefix ``/mlflow`` so the child serves
+the very paths the workspace proxies (tracking_proxy). The child answers only requests that
+carry a secret this server handed it on its stdin, so no other local process can read or write
+the workspace's runs behind the workspace's token check.
 
 Nothing is lost when either process dies: runs are in SQLite on disk, a dead child is
 restarted on next use, and MLflow clients retry a 503 or a refused connection. The child holds
@@ -18,9 +18,11 @@ outlive the workspace server, even one killed with SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http.client
 import logging
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -28,14 +30,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-
 from cible.core.errors import CibleError
+from cible.workspace import restrict_mode
 
 if TYPE_CHECKING:  # imported on first use: the workspace server starts without it
     import httpx
@@ -49,13 +48,9 @@ DEFAULT_WAIT_S = 60.0  # how long a proxied request waits for a child that is (r
 RESTART_MIN_INTERVAL_S = 2.0  # a child that keeps dying is not respawned more often than this
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the proxy sets itself.
-_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-        "te", "trailer", "transfer-encoding", "upgrade"}
-# The workspace token stays at the workspace; Host is the child's own (MLflow checks it against
-# DNS rebinding); Origin is dropped because the token, not the browser's origin, authorises here.
-_DROP_REQUEST = _HOP | {"host", "authorization", "origin"}
-_DROP_RESPONSE = _HOP
+# The child answers only requests that carry the secret it was given on its stdin at start: any
+# other local process reaching its loopback port gets a 403 (the workspace's token guards the proxy).
+SECRET_HEADER = "x-cible-tracking-secret"
 
 
 class TrackingUnavailableError(CibleError):
@@ -94,6 +89,12 @@ class TrackingServer:
         self._last_spawn = float("-inf")
         self._stopped = False
         self._clients: dict[int, httpx.AsyncClient] = {}  # one per event loop (see client())
+        self.secret = secrets.token_urlsafe(32)  # only this process and its child know it
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What every request to the child carries."""
+        return {SECRET_HEADER: self.secret}
 
     # -- facts ---------------------------------------------------------------
     @property
@@ -105,7 +106,7 @@ class TrackingServer:
         """The child's direct base URL (http://127.0.0.1:PORT), or None before the first start.
 
         MLflow answers under /mlflow there too: the tracking URI of a direct client is
-        ``url + "/mlflow"``. No token is needed on it: keep it on the loopback.
+        ``url + "/mlflow"``; each request carries `auth_headers`.
         """
         return f"http://127.0.0.1:{self._port}" if self._port else None
 
@@ -155,7 +156,8 @@ class TrackingServer:
         return [self.python, "-m", "cible.server.tracking", str(self.home), str(port)]
 
     def _spawn(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        restrict_mode(self.dir, 0o700)  # MLflow's database and artifacts: the server's alone
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.log_path.stat().st_size > LOG_ROTATE_BYTES:
@@ -166,7 +168,7 @@ class TrackingServer:
         env = dict(os.environ)
         env.pop("CIBLE_TOKEN", None)
         env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log_path, "ab") as logf:
+        with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
             logf.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting on 127.0.0.1:{port}\n".encode())
             logf.flush()
             # stdin is a pipe that only this process holds: when it closes (stop(), or this
@@ -176,6 +178,11 @@ class TrackingServer:
                 self.command(port), stdin=subprocess.PIPE, stdout=logf, stderr=subprocess.STDOUT,
                 env=env, cwd=self.dir, start_new_session=True,
             )
+        try:  # the secret goes down the pipe: never on a command line or in an environment
+            proc.stdin.write(self.secret.encode() + b"\n")
+            proc.stdin.flush()
+        except OSError:  # it died at once: seen as any dead child is
+            pass
         self._ready_proc = None
         self._port = port
         self._proc = proc
@@ -257,7 +264,7 @@ class TrackingServer:
             return False
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            conn.request("GET", HEALTH_PATH)
+            conn.request("GET", HEALTH_PATH, headers=self.auth_headers)
             return conn.getresponse().status == 200
         except (OSError, http.client.HTTPException):
             return False
@@ -286,7 +293,7 @@ class TrackingServer:
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(connect=10, read=None, write=None, pool=None),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-                follow_redirects=False, trust_env=False,
+                follow_redirects=False, trust_env=False, headers=self.auth_headers,
             )
             self._clients[id(loop)] = client
         return client
@@ -320,72 +327,6 @@ def _tail(path: Path, lines: int = 5) -> str:
     return (": ...\n" + "\n".join(last)) if last else ""
 
 
-# -- the reverse proxy -----------------------------------------------------------
-def _unavailable(message: str) -> JSONResponse:
-    return JSONResponse(
-        status_code=503,
-        content={"error": {"code": TrackingUnavailableError.code, "message": message, "details": None}},
-        headers={"Retry-After": "2"},
-    )
-
-
-def tracking_router(tracking: TrackingServer, *, wait_s: float = DEFAULT_WAIT_S) -> APIRouter:
-    """Every method on /mlflow and /mlflow/... forwarded, path and query unchanged, to the child.
-
-    Bodies stream both ways. A child that is starting is waited for (up to `wait_s`); after
-    that, or when it cannot be reached, the answer is a 503 in the cible error envelope.
-    """
-    router = APIRouter(include_in_schema=False)
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-    async def proxy(request: Request) -> Response:
-        import httpx
-
-        if not await tracking.wait_ready(wait_s):
-            return _unavailable(tracking.unavailable_message())
-        base = tracking.url
-        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
-        query = request.scope.get("query_string", b"")
-        target = base + raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in _DROP_REQUEST]
-        has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        client = tracking.client()
-        upstream_request = client.build_request(
-            request.method, target, headers=headers,
-            content=_body(request) if has_body else None,
-        )
-        try:
-            upstream = await client.send(upstream_request, stream=True)
-        except httpx.ConnectError:
-            tracking.ensure_running()  # a dead child is respawned for the client's retry
-            return _unavailable(tracking.unavailable_message())
-        except httpx.HTTPError as exc:
-            return _unavailable(f"the workspace's MLflow tracking server did not answer: {type(exc).__name__}: {exc}")
-        response = StreamingResponse(_relay(upstream), status_code=upstream.status_code)
-        response.raw_headers = [
-            (k, v) for k, v in upstream.headers.raw if k.decode("latin-1").lower() not in _DROP_RESPONSE
-        ]
-        return response
-
-    router.add_api_route(PREFIX, proxy, methods=methods)
-    router.add_api_route(PREFIX + "/{path:path}", proxy, methods=methods)
-    return router
-
-
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream():
-        if chunk:
-            yield chunk
-
-
-async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in upstream.aiter_raw():  # as sent: no decompression on the way
-            yield chunk
-    finally:
-        await upstream.aclose()
-
-
 # -- reading a run, for `cible job show` ------------------------------------------------
 def run_metrics(tracking: TrackingServer, run_id: str, *, timeout: float = 10.0) -> dict[str, Any] | None:
     """The run's latest metrics, its params, ids, MLflow status and artifact URI; None if no such run.
@@ -398,7 +339,7 @@ def run_metrics(tracking: TrackingServer, run_id: str, *, timeout: float = 10.0)
         raise TrackingUnavailableError(tracking.unavailable_message())
     try:
         response = httpx.get(f"{tracking.url}{API}/runs/get", params={"run_id": run_id}, timeout=timeout,
-                             trust_env=False)
+                             trust_env=False, headers=tracking.auth_headers)
     except httpx.HTTPError as exc:
         raise TrackingUnavailableError(f"the workspace's MLflow tracking server did not answer: {exc}") from None
     if response.status_code == 404 or (response.status_code == 400 and "DOES_NOT_EXIST" in response.text):
@@ -422,7 +363,8 @@ def run_metrics(tracking: TrackingServer, run_id: str, *, timeout: float = 10.0)
 
 # -- the child: MLflow's server in one process -------------------------------------------
 # Names that MLflow's CLI sets for its workers (mlflow.server.constants / handlers); verified
-# against the installed MLflow before use, else the child falls back to `mlflow server`.
+# against the installed MLflow before use: an MLflow whose internals differ is not served, since
+# its own `mlflow server` could not be kept behind the secret.
 _MLFLOW_ENV_NAMES = {
     "BACKEND_STORE_URI_ENV_VAR": "_MLFLOW_SERVER_FILE_STORE",
     "REGISTRY_STORE_URI_ENV_VAR": "_MLFLOW_SERVER_REGISTRY_STORE",
@@ -438,6 +380,11 @@ def _child_main(home: Path, port: int) -> int:
     store = home / "mlflow"
     backend = f"sqlite:///{store / 'mlflow.db'}"
     artifacts = str(store / "artifacts")
+    if not stat.S_ISFIFO(os.fstat(0).st_mode):
+        print("cible: the tracking child is started by the workspace server (its secret comes on stdin)",
+              file=sys.stderr)
+        return 2
+    secret = sys.stdin.buffer.readline().strip()
     _watch_stdin()
     values = {
         "_MLFLOW_SERVER_FILE_STORE": backend,
@@ -461,24 +408,41 @@ def _child_main(home: Path, port: int) -> int:
     except (ImportError, AttributeError):
         known = False
     if not known:
-        print("cible: this MLflow's server internals are not the ones known; running `mlflow server`", flush=True)
-        argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts,
-                "--workers", "1", "--static-prefix", PREFIX]
-        os.execv(sys.executable, argv)
+        print("cible: this MLflow's server internals are not the ones cible knows (mlflow.server.fastapi_app); "
+              "install a supported MLflow: pip install 'mlflow>=3.5'", flush=True)
+        return 3
     handlers.initialize_backend_stores(backend, backend, "mlflow-artifacts:/")  # creates/verifies tables
 
     import uvicorn
+    from mlflow.server.fastapi_app import app
 
-    uvicorn.run("mlflow.server.fastapi_app:app", host="127.0.0.1", port=port, workers=1,
+    uvicorn.run(SecretGate(app, secret), host="127.0.0.1", port=port, workers=1,
                 log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     return 0
 
 
+class SecretGate:
+    """ASGI: only requests carrying the secret reach MLflow (the workspace server's proxy sends it)."""
+
+    def __init__(self, app, secret: bytes) -> None:  # noqa: ANN001
+        self.app = app
+        self.secret = secret
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] in ("http", "websocket"):
+            given = dict(scope["headers"]).get(SECRET_HEADER.encode(), b"")
+            if not self.secret or not hmac.compare_digest(given, self.secret):
+                if scope["type"] == "http":
+                    await send({"type": "http.response.start", "status": 403,
+                                "headers": [(b"content-type", b"text/plain")]})
+                    await send({"type": "http.response.body",
+                                "body": b"MLflow here answers the cible workspace server only\n"})
+                return
+        await self.app(scope, receive, send)
+
+
 def _watch_stdin() -> None:
     """End this process when the server's pipe on stdin closes (the server stopped or died)."""
-    if not stat.S_ISFIFO(os.fstat(0).st_mode):
-        return  # started by hand, not by TrackingServer: nothing to watch
 
     def watch() -> None:
         try:

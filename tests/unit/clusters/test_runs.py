@@ -176,7 +176,7 @@ def test_node_plan_adds_where_the_node_stands(paths: WorkspacePaths):
     plan = {"job_name": "job1", "command": "python train.py", "node_count": 2}
     handle = {"runner": "cluster", "job_name": "job1", "compute": "gpu", "attempt": 3, "nodes": ["n0", "n1"],
               "node_addrs": ["10.0.0.1", "10.0.0.2"], "master_port": 29500}
-    result = node_plan(plan, handle, 1, paths)
+    result = node_plan(plan, handle, 1, paths, "run-token")
     assert result == {**plan, "node_rank": 1, "node_addrs": ["10.0.0.1", "10.0.0.2"], "master_port": 29500,
                       "attempt": 3, "resume_dir": str(paths.run_dir("job1") / "checkpoint")}
     assert Path(result["resume_dir"]).is_relative_to(paths.run_dir("job1"))

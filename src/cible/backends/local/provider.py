@@ -10,7 +10,6 @@ finds them again by their `agent.json`. The agent holds its node to its size
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,8 +22,10 @@ from typing import Any
 import psutil
 
 from cible.agent.presence import SELF_STOP_FILE
+from cible.agent.token import hand_token
 from cible.backends.base.contract import NodeRequest, ProviderNode
 from cible.backends.local.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity
+from cible.core.safepaths import under
 from cible.launch.procs import signal_tree
 from cible.launch.state import write_json_atomic
 
@@ -37,11 +38,12 @@ LOOPBACK = "127.0.0.1"
 class LocalNodeProvider:
     name = "local"
 
-    def __init__(self, nodes_root: Path, home: Path, url: str | None, token: str, python: str | None = None) -> None:
+    def __init__(self, nodes_root: Path, home: Path, url: str | None, node_token: Callable[[str], str],
+                 python: str | None = None) -> None:
         self.nodes_root = nodes_root
         self.home = home  # the workspace: a restarted server's URL is in its server.json
         self.url = url
-        self.token = token
+        self.node_token = node_token  # each node's agent gets a token for its own node only
         self.python = python or sys.executable
         self._errors: dict[str, str] = {}
         self._stopping: set[str] = set()  # nodes this provider ends: their exit is no failure
@@ -73,7 +75,7 @@ class LocalNodeProvider:
 
     def launch(self, requests: list[NodeRequest]) -> None:
         for request in requests:
-            root = self.nodes_root / request.node_id
+            root = under(self.nodes_root, request.node_id, field="node_id")
             if _agent(root) is not None:
                 continue  # already started: launch is idempotent
             try:
@@ -90,7 +92,7 @@ class LocalNodeProvider:
 
     def preempt(self, node_id: str) -> None:
         """Kill the agent and all it runs at once, as an evicted VM: no grace, no final report."""
-        root = self.nodes_root / node_id
+        root = under(self.nodes_root, node_id, field="node_id")
         if not root.is_dir():
             return
         with self._lock:
@@ -125,9 +127,9 @@ class LocalNodeProvider:
         root.mkdir(parents=True, exist_ok=True)
         args = [self.python, "-m", "cible.agent", "--root", str(root), *request.agent_args(self.home, self.url)]
         with open(root / "agent.log", "ab") as log:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True, cwd=root,
-                                    env={**os.environ, "CIBLE_AGENT_TOKEN": self.token})
+            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True, cwd=root)
+        hand_token(proc, self.node_token(request.node_id))
         write_json_atomic(root / AGENT_FILE, {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
                                               "size": request.size, "vcpus": request.vcpus,
                                               "memory_gb": request.memory_gb, "gpus": request.gpus})
@@ -148,7 +150,7 @@ class LocalNodeProvider:
     def _stop(self, node_id: str) -> None:
         """SIGTERM the agent (it ends its runs and removes its limits), SIGKILL what remains after
         the grace period, then remove the node's groups and working root."""
-        root = self.nodes_root / node_id
+        root = under(self.nodes_root, node_id, field="node_id")
         proc = _agent(root)
         if proc is not None:
             try:

@@ -22,7 +22,9 @@ from typing import Any
 import psutil
 
 from cible.backends.base.contract import RunObservation
+from cible.core.safepaths import under
 from cible.launch.state import CANCEL_FILE, PLAN_FILE, read_state, write_json_atomic
+from cible.launch.tracking import with_run_token
 
 HANDLE_FILE = "handle.json"
 
@@ -31,8 +33,11 @@ class LocalProcessRunner:
     name = "local"
 
     def __init__(self, runs_root: Path, python: str | None = None, fork_server: bool = True,
-                 preexec_fn: Callable[[], None] | None = None, on_spawn: Callable[[int], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None, on_spawn: Callable[[int], None] | None = None,
+                 run_token: Callable[[str], str] | None = None) -> None:
         self.runs_root = runs_root
+        # The server's runner hands each launcher its job's run token (an agent's plans carry theirs).
+        self.run_token = run_token
         self.python = python or sys.executable
         self.use_fork_server = fork_server
         # A node agent holds its launchers to the node's size: preexec_fn joins the node's
@@ -63,12 +68,14 @@ class LocalProcessRunner:
         self._server = None
 
     def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
-        run_dir = self.runs_root / job_name
+        run_dir = under(self.runs_root, job_name, field="name")
         existing = self._existing_handle(run_dir)
         if existing:  # idempotent: a restarted server never launches a job twice
             return existing
         (run_dir / "artifacts" / "system_logs").mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / PLAN_FILE, plan, private=True)  # it may carry the tracking token
+        if self.run_token is not None:
+            plan = with_run_token(plan, self.run_token(job_name))
+        write_json_atomic(run_dir / PLAN_FILE, plan, private=True)  # it carries the job's run token
         pid = self._fork(run_dir)
         if pid is None:
             with open(run_dir / "artifacts" / "system_logs" / "launcher_stdio.txt", "ab") as out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 from cible.backends.base.unavailable import UnavailableProvider
@@ -13,7 +14,7 @@ CONFIGURE_HINT = ("no Ray cluster is configured: start the server with CIBLE_RAY
 
 
 def make_ray_provider(address: str | None, *, ray_token: str | None, nodes_root: Path, home: Path,
-                      url: str | None, token: str, autoscaling: bool = False):  # noqa: ANN201
+                      url: str | None, node_token: Callable[[str], str], autoscaling: bool = False):  # noqa: ANN201
     """The Ray provider for the workspace, or an unavailable one that says what is missing."""
     if importlib.util.find_spec("ray") is None:
         return UnavailableProvider("ray", INSTALL_HINT)
@@ -21,5 +22,5 @@ def make_ray_provider(address: str | None, *, ray_token: str | None, nodes_root:
         return UnavailableProvider("ray", CONFIGURE_HINT)
     from cible.backends.ray.provider import RayNodeProvider
 
-    return RayNodeProvider(address, nodes_root=nodes_root, home=home, url=url, token=token, ray_token=ray_token,
-                           autoscaling=autoscaling)
+    return RayNodeProvider(address, nodes_root=nodes_root, home=home, url=url, node_token=node_token,
+                           ray_token=ray_token, autoscaling=autoscaling)

@@ -10,7 +10,6 @@ watches and stops it.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cible.agent.presence import SELF_STOP_FILE
+from cible.agent.token import hand_token
 from cible.launch.procs import signal_tree
 
 STOP_GRACE_S = 10.0
@@ -27,7 +27,7 @@ STOP_GRACE_S = 10.0
 class CibleNode:
     """Made through `ray.remote(CibleNode).options(...)` by the provider (see provider.py)."""
 
-    def __init__(self, node_id: str, compute: str, agent_args: list[str], root: str, env: dict[str, str]) -> None:
+    def __init__(self, node_id: str, compute: str, agent_args: list[str], root: str, token: str) -> None:
         import ray
 
         self.node_id = node_id
@@ -38,12 +38,12 @@ class CibleNode:
         self.ray_node_id = context.get_node_id()
         self.ip = ray.util.get_node_ip_address()
         # Ray sets CUDA_VISIBLE_DEVICES for the actor to the GPUs it reserved: the agent inherits it.
-        child_env = {**os.environ, **env}
         args = [sys.executable, "-m", "cible.agent", *agent_args, "--root", str(self.root),
                 "--advertise-address", self.ip]
         with open(self.root / "agent.log", "ab") as log:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=self.root, env=child_env, close_fds=True)
+            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                         cwd=self.root, close_fds=True)
+        hand_token(self.proc, token)
 
     def info(self) -> dict[str, Any]:
         """Where the node is and whether its agent still runs (and, if not, why)."""

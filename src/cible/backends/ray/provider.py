@@ -36,6 +36,7 @@ from typing import Any
 
 from cible.backends.base.contract import NodeRequest, ProviderNode
 from cible.backends.ray.actor import STOP_GRACE_S, CibleNode
+from cible.core.safepaths import under
 
 log = logging.getLogger("cible.provider.ray")
 REFRESH_S = 0.5
@@ -71,7 +72,8 @@ def largest_fit(ray_nodes: list[dict[str, float]], vcpus: int, memory_gb: float,
 class RayNodeProvider:
     name = "ray"
 
-    def __init__(self, address: str, *, nodes_root: Path, home: Path, url: str | None, token: str,
+    def __init__(self, address: str, *, nodes_root: Path, home: Path, url: str | None,
+                 node_token: Callable[[str], str],
                  ray_token: str | None = None, autoscaling: bool = False) -> None:
         self.address = address
         # The Ray cluster adds machines on demand (its autoscaler, KubeRay): a size no Ray node holds
@@ -82,7 +84,7 @@ class RayNodeProvider:
         self.nodes_root = nodes_root
         self.home = home
         self.url = url
-        self.token = token
+        self.node_token = node_token  # each node's agent gets a token for its own node only
         self.namespace = namespace_for(home)
         self.on_node_gone: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
@@ -326,7 +328,7 @@ class RayNodeProvider:
             num_cpus=request.vcpus, memory=int(request.memory_gb * GB), num_gpus=request.gpus,
             scheduling_strategy=NodeAffinitySchedulingStrategy(machine, soft=False),
         ).remote(request.node_id, compute, request.agent_args(self.home, self.url),
-                 str(self.nodes_root / request.node_id), {"CIBLE_AGENT_TOKEN": self.token})
+                 str(under(self.nodes_root, request.node_id, field="node_id")), self.node_token(request.node_id))
         with self._lock:
             self._placed[request.node_id] = (compute, machine)
 
@@ -359,7 +361,7 @@ class RayNodeProvider:
                     ray.kill(actor, no_restart=True)
         except Exception as exc:
             log.warning("stopping node %s on Ray: %s", node_id, exc)
-        shutil.rmtree(self.nodes_root / node_id, ignore_errors=True)
+        shutil.rmtree(under(self.nodes_root, node_id, field="node_id"), ignore_errors=True)
         with self._lock:
             self._pending.pop(node_id, None)
             self._placed.pop(node_id, None)

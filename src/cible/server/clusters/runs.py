@@ -15,16 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from cible.backends.base.contract import RunObservation
+from cible.core.errors import CibleError
+from cible.core.safepaths import under
 from cible.launch.state import ARTIFACT_DIRS, write_json_atomic
+from cible.launch.tracking import with_run_token
 from cible.workspace import WorkspacePaths
 
 TERMINAL = ("Completed", "Failed", "Canceled")
 
 
-def node_plan(plan: dict[str, Any], handle: dict[str, Any], node_rank: int, paths: WorkspacePaths) -> dict[str, Any]:
-    """The launcher plan for one node of a job: the job's plan plus where this node stands."""
+def node_plan(plan: dict[str, Any], handle: dict[str, Any], node_rank: int, paths: WorkspacePaths,
+              run_token: str) -> dict[str, Any]:
+    """The launcher plan for one node of a job: the job's plan, its run token, and where this node stands."""
     return {
-        **plan,
+        **with_run_token(plan, run_token),
         "node_rank": node_rank,
         "node_addrs": handle["node_addrs"],
         "master_port": handle["master_port"],
@@ -39,7 +43,7 @@ def resume_dir(paths: WorkspacePaths, job_name: str) -> Path:
 
 
 def report_path(paths: WorkspacePaths, job_name: str, attempt: int, node_rank: int) -> Path:
-    return paths.run_dir(job_name) / "reports" / f"attempt-{attempt}-node-{node_rank}.json"
+    return under(paths.run_dir(job_name), "reports", f"attempt-{attempt}-node-{node_rank}.json")
 
 
 def save_report(paths: WorkspacePaths, job_name: str, report: dict[str, Any]) -> None:
@@ -54,7 +58,11 @@ def artifact_path(paths: WorkspacePaths, job_name: str, rel: str) -> Path | None
     if (len(parts) < 2 or parts[0] not in ARTIFACT_DIRS or any(p in ("", ".", "..") for p in parts)
             or "\\" in rel or "\0" in rel or any(len(p.encode()) > 255 for p in parts)):
         return None
-    return paths.run_dir(job_name) / "artifacts" / Path(*parts)
+    artifacts = paths.run_dir(job_name) / "artifacts"
+    try:  # a link a job left among its artifacts leads nowhere else
+        return under(artifacts, rel, field="path")
+    except CibleError:
+        return None
 
 
 class ChunkError(ValueError):

@@ -12,8 +12,10 @@ from typing import Any
 from cible.core.environments import plan_environment, resolve_curated
 from cible.core.errors import InvalidRequestError, InvalidSpecError, NotFoundError
 from cible.core.models import CommandJob, JobInput, JobOutput
+from cible.core.safepaths import components, inside, normalise, under
 from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.expressions import check_command, format_literal, resolve_output_path
+from cible.server.services.blobs import SHA256
 from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths, env_cache_root
 
 SNAPSHOT_SCHEME = "cible://snapshots/"
@@ -22,11 +24,15 @@ MODEL_INPUT_TYPES = {"mlflow_model", "custom_model", "triton_model"}
 PLAN_VERSION = 1
 
 
-def parse_snapshot_uri(uri: str) -> tuple[str, str]:
-    """cible://snapshots/<id>[/<subpath>] -> (id, subpath)."""
+def parse_snapshot_uri(uri: str, *, field: str = "path") -> tuple[str, str]:
+    """cible://snapshots/<id>[/<subpath>] -> (id, subpath): the id a sha256 digest, the subpath
+    normalised and inside the snapshot (both become file paths)."""
     rest = uri[len(SNAPSHOT_SCHEME):]
     snapshot, _, subpath = rest.partition("/")
-    return snapshot, subpath
+    if not SHA256.fullmatch(snapshot):
+        raise InvalidRequestError(f"{field}: '{uri}' names no snapshot; upload the files first and use the "
+                                  f"{SNAPSHOT_SCHEME}<sha256> URI the upload returns", details={"field": field})
+    return snapshot, normalise(subpath, field=field, within="its snapshot")
 
 
 class PlanBuilder:
@@ -43,6 +49,11 @@ class PlanBuilder:
         self.asset_lookup = asset_lookup
 
     def build(self, job: CommandJob, *, name: str, experiment_name: str, target: str) -> dict[str, Any]:
+        for kind, keys in (("inputs", job.inputs or {}), ("outputs", job.outputs or {})):
+            for key in keys:  # each becomes a folder of the run (inputs/<name>, outputs/<name>)
+                if len(components(key, field=f"{kind}.{key}")) != 1:
+                    raise InvalidRequestError(f"{kind}.{key}: an {kind[:-1]} name cannot hold '/'; rename it",
+                                              details={"field": f"{kind}.{key}"})
         inputs = {k: self._input(k, v) for k, v in (job.inputs or {}).items()}
         outputs = {k: self._output(k, v, name) for k, v in (job.outputs or {}).items()}
         try:
@@ -78,6 +89,8 @@ class PlanBuilder:
             "env_cache": str(env_cache_root()),
             "strict_python": self.strict_python,
             "tracking": self.tracking and {**self.tracking, "experiment_id": self.experiment_lookup(experiment_name)},
+            # What the command may not see (launch/sandbox.py): the workspace, but for its run and the data.
+            "sandbox": {"hide": str(self.paths.home), "readable": [str(self.paths.datastores)]},
         }
 
     def _environment(self, job: CommandJob) -> dict[str, Any]:
@@ -105,8 +118,8 @@ class PlanBuilder:
                 "for you) and pass the cible://snapshots/... URI the upload returns",
                 details={"field": field},
             )
-        snapshot, subpath = parse_snapshot_uri(uri)
-        if not (self.paths.blob_root / snapshot[:2] / snapshot).is_file():
+        snapshot, subpath = parse_snapshot_uri(uri, field=field)
+        if not under(self.paths.blob_root, snapshot[:2], snapshot).is_file():
             raise NotFoundError(f"{field}: snapshot {snapshot} was not uploaded to this workspace", details={"field": field})
         return snapshot, subpath
 
@@ -134,11 +147,13 @@ class PlanBuilder:
         elif kind == "wasbs":
             entry["source"] = {"url": refs.wasbs_to_https(uri)}
         elif kind == "datastore":
-            datastore, rel = refs.parse_datastore_uri(uri)
-            entry["source"] = {"local_path": str(self._datastore_root(field, datastore) / rel)}
+            datastore, rel = refs.parse_datastore_uri(uri, field=f"{field}.path")
+            entry["source"] = {"local_path": str(inside(self._datastore_root(field, datastore), rel,
+                                                        field=f"{field}.path"))}
         elif kind == "job_output":
-            job_name, output, rel = refs.parse_job_output_uri(uri)
-            entry["source"] = {"local_path": str(self._job_output_path(field, job_name, output) / rel)}
+            job_name, output, rel = refs.parse_job_output_uri(uri, field=f"{field}.path")
+            entry["source"] = {"local_path": str(inside(self._job_output_path(field, job_name, output), rel,
+                                                        field=f"{field}.path", within="the job's output"))}
         elif kind == "local":
             self._snapshot(field, uri)  # raises: local paths must be uploaded first
         else:
@@ -171,8 +186,8 @@ class PlanBuilder:
                 f"{field}.path: outputs go to a datastore path (azureml://datastores/<name>/paths/<path>); got '{uri}'",
                 details={"field": field},
             )
-        datastore, rel = refs.parse_datastore_uri(uri)
-        local = self._datastore_root(field, datastore) / rel.strip("/")
+        datastore, rel = refs.parse_datastore_uri(uri, field=f"{field}.path")
+        local = inside(self._datastore_root(field, datastore), rel, field=f"{field}.path")
         return {"type": spec.type, "mode": spec.mode or "rw_mount", "uri": uri, "local_path": str(local)}
 
     def _datastore_root(self, field: str, datastore: str) -> Path:

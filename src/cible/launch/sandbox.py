@@ -1,0 +1,169 @@
+"""A job's command cannot see the workspace it runs for: no token, no database, no other run.
+
+Jobs run as the server's own user, so file modes alone cannot keep them out of ``$CIBLE_HOME``.
+Before the command starts (a ``preexec_fn``), the launcher puts it in a mount namespace of its
+own where the workspace folder is an empty read-only tmpfs with only what the job needs bound
+back into it: its run folder (read-write) and the datastores (read-only). As root that is a plain
+mount namespace (and the command loses CAP_SYS_ADMIN, so it cannot unmount it); as another user,
+a user namespace mapping only that user. A Landlock domain then keeps the command from reaching
+into any process outside it (ptrace, /proc/<pid>/mem|environ|root, signals): the server's memory
+holds the token and its /proc/<pid>/root is the unhidden tree.
+
+Stdlib only (ctypes), like the rest of the launcher.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_CAPBSET_DROP = 24
+CAP_SYS_ADMIN = 21
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_RESTRICT_SELF = 444, 446  # the same on x86_64 and arm64
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_ACCESS_FS_MAKE_BLOCK = 1 << 11  # handled and never granted: no block device nodes
+LANDLOCK_SCOPE_SIGNAL = 1 << 1  # ABI 6: no signals to processes outside the domain
+# The mount flags a bind's read-only remount must keep (the kernel refuses to drop locked ones).
+_KEPT_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC))
+MODES = ("auto", "required", "off")  # CIBLE_JOB_SANDBOX: auto runs a job unhidden where it cannot be made
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class SandboxError(OSError):
+    """The sandbox could not be made on this machine."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    hide: Path  # the folder the command cannot see (the workspace)
+    writable: tuple[Path, ...] = field(default_factory=tuple)  # bound back read-write (its run, outputs)
+    readable: tuple[Path, ...] = field(default_factory=tuple)  # bound back read-only (datastores)
+
+    @classmethod
+    def from_plan(cls, plan: dict, writable: list[Path]) -> Sandbox | None:
+        """The plan's sandbox (the server says what to hide), or None for a plan that has none."""
+        spec = plan.get("sandbox")
+        if not spec or not Path(spec["hide"]).is_dir():  # a node on another machine: nothing of it here
+            return None
+        hide = Path(spec["hide"])
+        if plan.get("env_cache"):  # only where it lies in the workspace; a command may pip install into it
+            writable = [*writable, Path(plan["env_cache"])]
+        return cls(hide, tuple(p for p in writable if _is_under(p, hide)),
+                   tuple(Path(p) for p in spec.get("readable", []) if _is_under(Path(p), hide)))
+
+    def probe(self, cwd: Path) -> str | None:
+        """Why the sandbox cannot be made here (tried in a throwaway child), or None when it can."""
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: try, say why not, and go
+            os.close(read)
+            try:
+                self.enter(cwd)
+                code = 0
+            except BaseException as exc:  # noqa: BLE001  (anything at all is a reason to say)
+                os.write(write, str(exc).encode()[:2000])
+                code = 1
+            os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as fh:
+            why = fh.read().decode(errors="replace")
+        _, status = os.waitpid(pid, 0)
+        return None if os.waitstatus_to_exitcode(status) == 0 else (why or "the sandbox's probe failed")
+
+    def preexec(self, cwd: Path) -> Callable[[], None]:
+        """For Popen(preexec_fn=...): enter the sandbox in the child, then go (back) to `cwd`."""
+        return lambda: self.enter(cwd)
+
+    def enter(self, cwd: Path) -> None:
+        """Hide the workspace from this process and what it starts (call in a fresh child)."""
+        root = os.geteuid() == 0
+        if root:
+            _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        else:
+            uid, gid = os.geteuid(), os.getegid()
+            _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1")
+            _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing of this reaches the host's mounts
+        kept = [(p, True) for p in self.writable if p.exists()] + [(p, False) for p in self.readable if p.exists()]
+        # Opened before the cover goes on: the binds come from these, not from the covered paths.
+        handles = sorted(((p, writable, p.is_dir(), os.open(p, os.O_PATH | os.O_CLOEXEC)) for p, writable in kept),
+                         key=lambda h: len(h[0].parts))
+        _mount("tmpfs", str(self.hide), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
+        for path, writable, is_dir, fd in handles:  # parents first: a folder may lie in one bound before
+            if path.exists():
+                pass
+            elif is_dir:
+                path.mkdir(parents=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            _mount(f"/proc/self/fd/{fd}", str(path), None, MS_BIND | MS_REC)
+            if not writable:
+                flags = os.statvfs(path).f_flag
+                locked = sum(ms for st, ms in _KEPT_FLAGS if flags & st)
+                _mount(None, str(path), None, MS_REMOUNT | MS_BIND | MS_RDONLY | locked)
+            os.close(fd)
+        _mount(None, str(self.hide), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        _landlock()
+        if root:  # after exec, a root command gets no CAP_SYS_ADMIN: it cannot unmount the cover
+            _check(_libc.prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0), "prctl(PR_CAPBSET_DROP)")
+        os.chdir(cwd)  # the old cwd is a path of the unhidden tree
+
+
+def mode() -> str:
+    value = os.environ.get("CIBLE_JOB_SANDBOX", "auto").lower()
+    return value if value in MODES else "auto"
+
+
+def _landlock() -> None:
+    """A Landlock domain for the command: processes outside it are out of its reach."""
+    abi = _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    if abi < 1:
+        raise SandboxError(ctypes.get_errno(), "Landlock is not available in this kernel")
+
+    class Attr(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    attr = Attr(LANDLOCK_ACCESS_FS_MAKE_BLOCK, 0, LANDLOCK_SCOPE_SIGNAL if abi >= 6 else 0)
+    size = ctypes.sizeof(Attr) if abi >= 6 else 16 if abi >= 4 else 8
+    fd = _libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
+    _check(fd, "landlock_create_ruleset")
+    try:
+        _check(_libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, fd, 0), "landlock_restrict_self")
+    finally:
+        os.close(fd)
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    encode = (lambda s: s.encode() if s is not None else None)
+    _check(_libc.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data)),
+           f"mount {target}")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def _check(result: int, what: str) -> None:
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise SandboxError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _is_under(path: Path, parent: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(parent.resolve())
+    except OSError:
+        return False

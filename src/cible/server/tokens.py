@@ -1,0 +1,74 @@
+"""Scoped tokens: what a job and a node's agent may do, derived from the workspace token.
+
+The workspace token (``$CIBLE_HOME/token``) can do everything; nothing that runs user code gets it.
+Each job gets a *run token* and each node's agent a *node token*:
+
+    cible-job.<name, base64url>.<HMAC>      its own MLflow run (see tracking_policy)
+    cible-node.<node id, base64url>.<HMAC>  the agent routes of that node only
+
+The HMAC key is derived from the workspace token, so a token is never stored anywhere: the
+server recomputes it after a restart (an agent keeps working across one), a forged or altered
+token fails the compare, and a new workspace token revokes every scoped token at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Literal
+
+JOB = "job"
+NODE = "node"
+_PREFIX = "cible-"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who a request acts as: the workspace (everything), one job's run, or one node's agent."""
+
+    kind: Literal["workspace", "job", "node"]
+    name: str = ""
+
+    @property
+    def is_workspace(self) -> bool:
+        return self.kind == "workspace"
+
+
+WORKSPACE = Scope("workspace")
+
+
+class Tokens:
+    def __init__(self, workspace_token: str) -> None:
+        self._workspace = workspace_token.encode()
+        self._key = hmac.new(self._workspace, b"cible scoped tokens v1", hashlib.sha256).digest()
+
+    def job(self, name: str) -> str:
+        """The run token of job `name` (what its launcher and its command hold)."""
+        return self._make(JOB, name)
+
+    def node(self, node_id: str) -> str:
+        """The token of node `node_id`'s agent."""
+        return self._make(NODE, node_id)
+
+    def scope_of(self, bearer: bytes) -> Scope | None:
+        """The scope a bearer token grants, or None for a token this workspace did not issue."""
+        if hmac.compare_digest(bearer, self._workspace):
+            return WORKSPACE
+        try:
+            text = bearer.decode("ascii")
+            kind_part, encoded, _mac = text.split(".")
+            kind = kind_part.removeprefix(_PREFIX)
+            name = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+        except (UnicodeDecodeError, ValueError, binascii.Error):
+            return None
+        if kind not in (JOB, NODE) or not hmac.compare_digest(text, self._make(kind, name)):
+            return None
+        return Scope(kind, name)
+
+    def _make(self, kind: str, name: str) -> str:
+        encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+        mac = hmac.new(self._key, f"{kind}\0{name}".encode(), hashlib.sha256).digest()
+        return f"{_PREFIX}{kind}.{encoded}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"

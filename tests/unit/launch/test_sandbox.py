@@ -1,0 +1,83 @@
+"""The job sandbox: the workspace hidden but for the job's run (read-write) and its data (read-only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cible.launch.sandbox import Sandbox
+
+PROBE = r"""
+import json, os, sys
+home, parent = sys.argv[1], int(sys.argv[2])
+def can(f):
+    try:
+        f()
+        return True
+    except OSError:
+        return False
+found = {
+    "cwd": os.getcwd(),
+    "entries": sorted(os.listdir(home)),
+    "token": can(lambda: open(os.path.join(home, "token")).read()),
+    "other_run": can(lambda: open(os.path.join(home, "runs", "other", "x")).read()),
+    "data": open(os.path.join(home, "datastores", "ds", "f")).read(),
+    "write_data": can(lambda: open(os.path.join(home, "datastores", "ds", "g"), "w").write("x")),
+    "write_output": can(lambda: open(os.path.join(home, "datastores", "ds", "out", "o"), "w").write("x")),
+    "write_run": can(lambda: open("made-here", "w").write("x")),
+    "parent_mem": can(lambda: open(f"/proc/{parent}/mem", "rb").read(1)),
+    "parent_root": can(lambda: os.listdir(f"/proc/{parent}/root")),
+    "escape_by_dots": can(lambda: open("../../../token").read()),
+}
+try:
+    os.kill(parent, 0)
+    found["signal_parent"] = True
+except OSError:
+    found["signal_parent"] = False
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "ws"
+    for folder in ("runs/mine/wd", "runs/other", "datastores/ds/out"):
+        (home / folder).mkdir(parents=True)
+    (home / "token").write_text("secret")
+    (home / "cible.db").write_text("db")
+    (home / "runs" / "other" / "x").write_text("other run")
+    (home / "datastores" / "ds" / "f").write_text("data")
+    return home
+
+
+def test_a_sandboxed_command_sees_its_run_and_data_only(home: Path):
+    box = Sandbox(home, writable=(home / "runs" / "mine", home / "datastores" / "ds" / "out"),
+                  readable=(home / "datastores",))
+    wd = home / "runs" / "mine" / "wd"
+    assert box.probe(wd) is None, "this machine cannot make the sandbox"
+    done = subprocess.run([sys.executable, "-c", PROBE, str(home), str(os.getpid())], cwd=wd,
+                          preexec_fn=box.preexec(wd), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["cwd"] == str(wd)
+    assert found["entries"] == ["datastores", "runs"]  # no token, database, logs, nodes
+    assert found["token"] is False and found["other_run"] is False and found["escape_by_dots"] is False
+    assert found["data"] == "data" and found["write_data"] is False  # data: read-only
+    assert found["write_output"] is True and found["write_run"] is True
+    assert (wd / "made-here").is_file() and (home / "datastores" / "ds" / "out" / "o").is_file()
+    assert found["parent_mem"] is False and found["parent_root"] is False and found["signal_parent"] is False
+    assert (home / "token").read_text() == "secret"  # nothing changed outside
+
+
+def test_the_sandbox_is_built_from_the_plan(home: Path):
+    plan = {"sandbox": {"hide": str(home), "readable": [str(home / "datastores"), "/elsewhere"]},
+            "env_cache": "/not/in/the/workspace"}
+    box = Sandbox.from_plan(plan, [home / "runs" / "mine", Path("/tmp")])
+    assert box == Sandbox(home, (home / "runs" / "mine",), (home / "datastores",))
+    assert Sandbox.from_plan({}, [home]) is None  # a plan of before the sandbox
+    assert Sandbox.from_plan({"sandbox": {"hide": str(home / "absent")}}, []) is None  # another machine's
