@@ -8,7 +8,6 @@ the workspace but `token` holds the token, and MLflow's child answers nobody but
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import psutil

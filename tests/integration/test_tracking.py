@@ -9,66 +9,29 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from cible.launch.tracking import TrackingError, end_run, job_environment, start_run
 from cible.server.errors import install_error_handlers
 from cible.server.tracking import TrackingServer, run_metrics
 from cible.server.tracking_proxy import tracking_router
-from cible.testing import wait_until
+from cible.server.auth import TokenAuthMiddleware
+from cible.server.tokens import Tokens
+from cible.testing import serve_asgi as serve, wait_until
 
 TOKEN = secrets.token_urlsafe(16)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PYTHON = sys.executable  # the venv's python: it has mlflow and scikit-learn
-
-
-class MlflowTokenCheck:
-    """What the workspace's TokenAuthMiddleware does once /mlflow is among its guarded prefixes."""
-
-    def __init__(self, app, token: str) -> None:
-        self.app = app
-        self.expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope, receive, send) -> None:
-        path = scope.get("path", "")
-        guarded = scope["type"] == "http" and (path == "/mlflow" or path.startswith("/mlflow/"))
-        if guarded and not secrets.compare_digest(dict(scope["headers"]).get(b"authorization", b""), self.expected):
-            await send({"type": "http.response.start", "status": 401,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body",
-                        "body": b'{"error": {"code": "Unauthorized", "message": "token", "details": null}}'})
-            return
-        await self.app(scope, receive, send)
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 10, message="the workspace test server to start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @dataclass
@@ -92,7 +55,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(tracking_router(tracking))
-    app.add_middleware(MlflowTokenCheck, token=TOKEN)
+    app.add_middleware(TokenAuthMiddleware, tokens=Tokens(TOKEN))
     with serve(app) as url:
         began = time.monotonic()
         tracking.start()

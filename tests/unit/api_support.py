@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,3 +34,13 @@ def error_of(response) -> dict:  # noqa: ANN001
     assert set(body) == {"error"}, body
     assert {"code", "message", "details"} <= set(body["error"])
     return body["error"]
+
+
+def upload(api: TestClient, files: dict[str, bytes]) -> str:
+    """Upload `files` as a snapshot, as the SDK does; returns its cible://snapshots/ URI."""
+    entries = {}
+    for rel, data in files.items():
+        digest = hashlib.sha256(data).hexdigest()
+        api.put(f"/api/v1/blobs/{digest}", content=data)
+        entries[rel] = {"sha256": digest, "size": len(data)}
+    return api.post("/api/v1/snapshots", json={"files": entries}).json()["uri"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
+from api_support import upload
 from fastapi.testclient import TestClient
 
 from cible.server.app import create_app
@@ -19,15 +19,6 @@ def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
     client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
     yield client
     app.state.store.close()
-
-
-def upload(api: TestClient, files: dict[str, bytes]) -> str:
-    entries = {}
-    for rel, data in files.items():
-        digest = hashlib.sha256(data).hexdigest()
-        api.put(f"/api/v1/blobs/{digest}", content=data)
-        entries[rel] = {"sha256": digest, "size": len(data)}
-    return api.post("/api/v1/snapshots", json={"files": entries}).json()["uri"]
 
 
 def test_versions_are_numbered_immutable_and_latest_is_the_newest(api: TestClient):

@@ -8,15 +8,11 @@ import hashlib
 import itertools
 import json
 import logging
-import socket
-import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from api_support import TOKEN, api_client, error_of
 from fastapi import Request
 from fastapi.testclient import TestClient
@@ -26,7 +22,7 @@ from cible.client.local import is_healthy
 from cible.core.errors import InvalidRequestError
 from cible.server.settings import ServerSettings, env_bytes
 from cible.server.store.rows import QuotaRequestRow
-from cible.testing import wait_until
+from cible.testing import serve_asgi
 
 HELLO = {"command": "echo hello", "compute": "local"}
 SECRET = "hunter2-secret-value"
@@ -215,27 +211,9 @@ def test_an_unexpected_error_is_a_500_that_echoes_nothing(api: TestClient, caplo
     assert response.status_code == 400 and "out of range" in error_of(response)["message"]
 
 
-@contextmanager
-def served(app: Any) -> Iterator[str]:
-    """The app behind a real uvicorn on 127.0.0.1, in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 20, message="uvicorn to start")
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
-
-
 def test_a_500_keeps_the_keep_alive_connection(api: TestClient):
     _add_test_routes(api.app)
-    with served(api.app) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+    with serve_asgi(api.app) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         first = client.get("/api/v1/test/peer").json()["port"]
         response = client.get("/api/v1/test/boom")
         assert response.status_code == 500 and error_of(response)["code"] == "Internal"

@@ -3,12 +3,11 @@ names the field, nothing is stored, and no name or path reaches a file outside i
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
-from api_support import api_client, error_of
+from api_support import api_client, error_of, upload
 from fastapi.testclient import TestClient
 
 from cible.server.store.rows import JobRow
@@ -53,15 +52,6 @@ def refused(response, field: str | None = "name") -> str:  # noqa: ANN001
 
 def field_of(url_part: str, field: str = "name") -> str | None:
     return None if "%00" in url_part else field
-
-
-def upload(api: TestClient, files: dict[str, bytes]) -> str:
-    entries = {}
-    for rel, data in files.items():
-        digest = hashlib.sha256(data).hexdigest()
-        api.put(f"/api/v1/blobs/{digest}", content=data)
-        entries[rel] = {"sha256": digest, "size": len(data)}
-    return api.post("/api/v1/snapshots", json={"files": entries}).json()["uri"]
 
 
 # -- computes -----------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ API = "/api/2.0/mlflow"
     ("PATCH", f"{API}/logged-models/m-1", {"status": "READY"}),
     ("PUT", f"/api/2.0/mlflow-artifacts/artifacts/0/{RUN_A}/artifacts/model.pkl", None),
     ("PUT", "/api/2.0/mlflow-artifacts/artifacts/0/models/m-1/artifacts/MLmodel", None),
-    ("POST", f"/ajax-api/2.0/mlflow/runs/log-batch", {"run_id": RUN_A}),
+    ("POST", "/ajax-api/2.0/mlflow/runs/log-batch", {"run_id": RUN_A}),
 ])
 def test_a_job_token_may_read_anything_and_write_its_own_runs(method, path, body):
     assert decide_for("job-a", method, path, body).refusal is None

@@ -11,22 +11,19 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from cible.server.errors import install_error_handlers
 from cible.server.tracking import TrackingServer
 from cible.server.tracking_proxy import tracking_router
-from cible.testing import wait_until
+from cible.testing import serve_asgi as serve, wait_until
 
 FAKE_UPSTREAM = r'''
 import asyncio, hashlib, json, os, sys
@@ -103,24 +100,6 @@ class FakeTracking(TrackingServer):
 
     def open_gate(self) -> None:
         (self.marks / "healthy").touch()
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Serve `app` with a real uvicorn on 127.0.0.1 in a thread (TestClient would buffer bodies)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 10, message="the test server to start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def proxy_app(tracking: TrackingServer, wait_s: float) -> FastAPI:

@@ -1,9 +1,10 @@
-"""Fakes shipped with the code, for unit tests of pure logic."""
+"""Fakes and helpers shipped with the code, for the tests."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -60,3 +61,29 @@ def kill_nodes(home: Path) -> None:
         except (ValueError, KeyError, OSError):
             continue
         signal_tree(pid, wait_s=10)
+
+
+@contextmanager
+def serve_asgi(app, *, backlog: int = 128) -> Iterator[str]:  # noqa: ANN001
+    """Serve an ASGI app with a real uvicorn on 127.0.0.1 in a thread; yields its base URL.
+
+    For tests that need real connections (keep-alive, streamed bodies) where TestClient buffers.
+    """
+    import socket
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 20, message="the test server to start")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
