@@ -44,6 +44,7 @@ found["db_readable"] = readable(os.path.join(home, "cible.db"))
 found["home_entries"] = sorted(os.listdir(home))
 found["server_mem_readable"] = readable(f"/proc/{server_pid}/mem")
 found["server_root_listable"] = os.access(f"/proc/{server_pid}/root{home}", os.R_OK)
+found["server_environ_readable"] = readable(f"/proc/{server_pid}/environ")
 found["list_jobs"] = call("GET", f"{base}/api/v1/jobs")
 found["own_metric"] = call("POST", f"{uri}/api/2.0/mlflow/runs/log-metric",
                            {"run_id": run_id, "key": "probe", "value": 1, "timestamp": 0})
@@ -90,6 +91,7 @@ def test_jobs_cannot_reach_the_workspace_or_other_runs(ws: Workspace):
         assert found["token_readable"] is False and found["db_readable"] is False, found
         assert set(found["home_entries"]) <= {"runs", "datastores", "nodes"}, found
         assert found["server_mem_readable"] is False and found["server_root_listable"] is False, found
+        assert found["server_environ_readable"] is False, found
         assert found["list_jobs"] == 403, found  # a job's token cannot list jobs
         assert found["own_metric"] == 200, found  # but logs into its own run
     assert on_node["other_metric"] == 403  # and not into another job's run

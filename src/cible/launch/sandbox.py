@@ -1,13 +1,15 @@
 """A job's command cannot see the workspace it runs for: no token, no database, no other run.
 
 Jobs run as the server's own user, so file modes alone cannot keep them out of ``$CIBLE_HOME``.
-Before the command starts (a ``preexec_fn``), the launcher puts it in a mount namespace of its
-own where the workspace folder is an empty read-only tmpfs with only what the job needs bound
-back into it: its run folder (read-write) and the datastores (read-only). As root that is a plain
-mount namespace (and the command loses CAP_SYS_ADMIN, so it cannot unmount it); as another user,
-a user namespace mapping only that user. A Landlock domain then keeps the command from reaching
-into any process outside it (ptrace, /proc/<pid>/mem|environ|root, signals): the server's memory
-holds the token and its /proc/<pid>/root is the unhidden tree.
+Before the command starts (a ``preexec_fn``), the launcher puts it in a user namespace that maps
+only that user (root stays root for the files it owns) with a mount namespace of its own, where
+the workspace folder is an empty read-only tmpfs with only what the job needs bound back into it:
+its run folder and outputs (read-write) and the datastores (read-only). A Landlock domain then
+keeps the command from reaching into any process outside it (ptrace, /proc/<pid>/mem|root,
+signals), and the user namespace from other processes' /proc/<pid>/environ: the server's memory
+holds the token and its /proc/<pid>/root is the unhidden tree. A root command also loses
+CAP_SYS_ADMIN, so it cannot unmount the cover. What a root command cannot do in a user namespace
+(chown to users it does not map, e.g. apt-get's) needs CIBLE_JOB_SANDBOX=off.
 
 Stdlib only (ctypes), like the rest of the launcher.
 """
@@ -85,15 +87,11 @@ class Sandbox:
 
     def enter(self, cwd: Path) -> None:
         """Hide the workspace from this process and what it starts (call in a fresh child)."""
-        root = os.geteuid() == 0
-        if root:
-            _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-        else:
-            uid, gid = os.geteuid(), os.getegid()
-            _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
-            _write("/proc/self/setgroups", "deny")
-            _write("/proc/self/uid_map", f"{uid} {uid} 1")
-            _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        uid, gid = os.geteuid(), os.getegid()
+        _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing of this reaches the host's mounts
         kept = [(p, True) for p in self.writable if p.exists()] + [(p, False) for p in self.readable if p.exists()]
         # Opened before the cover goes on: the binds come from these, not from the covered paths.
@@ -116,7 +114,7 @@ class Sandbox:
             os.close(fd)
         _mount(None, str(self.hide), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         _landlock()
-        if root:  # after exec, a root command gets no CAP_SYS_ADMIN: it cannot unmount the cover
+        if uid == 0:  # after exec, a root command gets no CAP_SYS_ADMIN: it cannot unmount the cover
             _check(_libc.prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0), "prctl(PR_CAPBSET_DROP)")
         os.chdir(cwd)  # the old cwd is a path of the unhidden tree
 

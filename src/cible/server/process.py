@@ -54,7 +54,9 @@ def serve(settings: ServerSettings) -> None:
     # Before anything opens the database (which would create an empty one): a workspace with runs
     # and no database is refused. A damaged database is refused when the store first opens it.
     refuse_missing_database(settings.db_url, paths)
-    token = settings.token or os.environ.get("CIBLE_TOKEN") or ensure_token(paths)
+    # Popped: no child of the server (launchers, agents, MLflow) inherits the workspace token.
+    from_env = os.environ.pop("CIBLE_TOKEN", None)
+    token = settings.token or from_env or ensure_token(paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = _listen(settings.host, settings.port or _previous_port(paths))
     port = sock.getsockname()[1]

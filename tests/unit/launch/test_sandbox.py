@@ -32,6 +32,7 @@ found = {
     "write_run": can(lambda: open("made-here", "w").write("x")),
     "parent_mem": can(lambda: open(f"/proc/{parent}/mem", "rb").read(1)),
     "parent_root": can(lambda: os.listdir(f"/proc/{parent}/root")),
+    "parent_environ": can(lambda: open(f"/proc/{parent}/environ", "rb").read(1)),
     "escape_by_dots": can(lambda: open("../../../token").read()),
 }
 try:
@@ -71,6 +72,7 @@ def test_a_sandboxed_command_sees_its_run_and_data_only(home: Path):
     assert found["write_output"] is True and found["write_run"] is True
     assert (wd / "made-here").is_file() and (home / "datastores" / "ds" / "out" / "o").is_file()
     assert found["parent_mem"] is False and found["parent_root"] is False and found["signal_parent"] is False
+    assert found["parent_environ"] is False
     assert (home / "token").read_text() == "secret"  # nothing changed outside
 
 
