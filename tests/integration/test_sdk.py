@@ -233,6 +233,15 @@ def test_list_max_results(client: MLClient):
     assert len(client.jobs.list()) >= 3
 
 
+def test_lists_follow_every_page(client: MLClient, monkeypatch: pytest.MonkeyPatch):
+    for name in ("paged-a", "paged-b", "paged-c"):
+        client.data.create_or_update({"name": name, "type": "uri_file", "path": "https://example.com/d.csv"})
+    client.data.create_or_update({"name": "paged-a", "type": "uri_file", "path": "https://example.com/e.csv"})
+    monkeypatch.setattr(client._client, "page_size", 2)  # the server answers 2 at a time
+    assert [a["name"] for a in client.data.list() if a["name"].startswith("paged-")] == ["paged-a", "paged-b", "paged-c"]
+    assert [a["version"] for a in client.data.list(name="paged-a")] == ["2", "1"]
+
+
 def test_second_submission_of_the_same_code_uploads_no_new_blobs(client: MLClient, home: Path, tmp_path: Path, csv_file: Path):
     code = tmp_path / "dedup"
     code.mkdir()

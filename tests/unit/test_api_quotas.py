@@ -143,7 +143,7 @@ def test_a_quota_request_is_pending_then_approved_sets_the_quota(api: TestClient
     assert approved.json()["decided_at"] is not None
     shown = api.get("/api/v1/quotas").json()
     assert shown["quotas"] == {FAMILY: 16}
-    assert [r["status"] for r in shown["requests"]] == ["Approved"]
+    assert [r["status"] for r in shown["value"]] == ["Approved"]
     assert usage_rows(api)[FAMILY]["limit"] == 16
 
     again = api.post(f"/api/v1/quota-requests/{request['id']}:approve", headers=BOB)
@@ -162,7 +162,7 @@ def test_a_denied_request_leaves_the_quota_unchanged_and_both_are_listed(api: Te
     assert api.post(f"/api/v1/quota-requests/{first['id']}:approve").status_code == 409
     shown = api.get("/api/v1/quotas").json()
     assert shown["quotas"] == {}
-    assert [(r["id"], r["scope"], r["status"]) for r in shown["requests"]] == [
+    assert [(r["id"], r["scope"], r["status"]) for r in shown["value"]] == [
         (first["id"], "total", "Denied"), (second["id"], "low_priority", "Pending")]
 
 
@@ -173,7 +173,7 @@ def test_asking_for_no_more_than_the_current_quota_is_refused(api: TestClient):
         assert response.status_code == 400, response.text
         error = error_of(response)
         assert error["details"] == {"field": "vcpus"} and "already 8" in error["message"]
-    assert api.get("/api/v1/quotas").json()["requests"] == []
+    assert api.get("/api/v1/quotas").json()["value"] == []
 
 
 @pytest.mark.parametrize(
@@ -365,7 +365,7 @@ def costed(api: TestClient) -> TestClient:
 
 
 def lines_of(report: dict) -> dict[str, tuple[float, float]]:
-    return {line["key"]: (line["cost"], line["idle"]) for line in report["lines"]}
+    return {line["key"]: (line["cost"], line["idle"]) for line in report["value"]}
 
 
 def test_cost_by_compute_is_the_nodes_whole_life_at_its_price(costed: TestClient):
@@ -375,14 +375,14 @@ def test_cost_by_compute_is_the_nodes_whole_life_at_its_price(costed: TestClient
     assert (body["by"], body["currency"], body["since"]) == ("compute", "USD", None)
     assert body["total"] == pytest.approx(0.225)
     assert lines_of(body) == {"cpu": (pytest.approx(0.225), pytest.approx(0.07))}
-    assert body["lines"][0]["node_hours"] == pytest.approx(0.0625)
+    assert body["value"][0]["node_hours"] == pytest.approx(0.0625)
     assert costed.get("/api/v1/costs").json()["by"] == "compute"  # the default grouping
 
 
 def test_cost_by_job_splits_the_job_from_idle_and_overhead(costed: TestClient):
     body = costed.get("/api/v1/costs", params={"by": "job"}).json()
     assert body["total"] == pytest.approx(0.225)
-    assert [line["key"] for line in body["lines"]] == ["jobA", "(idle and overhead)"]  # most expensive first
+    assert [line["key"] for line in body["value"]] == ["jobA", "(idle and overhead)"]  # most expensive first
     assert lines_of(body) == {"jobA": (pytest.approx(0.12), 0.0),
                               "(idle and overhead)": (pytest.approx(0.105), pytest.approx(0.07))}
 

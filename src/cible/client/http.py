@@ -6,6 +6,7 @@ import getpass
 import os
 import sys
 import types
+from collections.abc import Iterator
 from typing import Any
 
 if "httpx" not in sys.modules:
@@ -29,6 +30,8 @@ def current_user() -> str:
 
 
 class WorkspaceClient:
+    page_size = 200  # items asked per page of a list route (the server caps a page at 1000)
+
     def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.token = token
@@ -53,6 +56,25 @@ class WorkspaceClient:
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         return response.json() if response.content else None
+
+    def pages(self, path: str, params: dict[str, Any] | None = None, *, limit: int | None = None,
+              pin: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+        """Each page of a list route, following `next_skip` to the last (or until `limit` items).
+        `pin` names fields of the first page that every later page is asked with, so that all are
+        cut from one answer (the cost report's `until`)."""
+        params, skip, seen = dict(params or {}), 0, 0
+        while skip is not None and (limit is None or seen < limit):
+            top = self.page_size if limit is None else min(self.page_size, limit - seen)
+            page = self.json("GET", path, params={**params, "skip": skip, "top": top})
+            if skip == 0:
+                params.update({key: page[key] for key in pin if page.get(key) is not None})
+            seen += len(page["value"])
+            yield page
+            skip = page.get("next_skip")
+
+    def items(self, path: str, params: dict[str, Any] | None = None, *, limit: int | None = None) -> list[Any]:
+        """Every item of a list route, page by page (at most `limit`)."""
+        return [item for page in self.pages(path, params, limit=limit) for item in page["value"]]
 
     def stream_to(self, path: str, target, **kwargs: Any) -> None:  # noqa: ANN001
         """Write a (possibly large) response body to an open binary file."""

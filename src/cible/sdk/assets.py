@@ -60,4 +60,4 @@ class AssetOperations:
 
     def list(self, name: str | None = None) -> list[Resource]:
         path = f"/{self._kind}/{name}/versions" if name else f"/{self._kind}"
-        return [Resource(a) for a in self._client.json("GET", path)["value"]]
+        return [Resource(a) for a in self._client.items(path)]

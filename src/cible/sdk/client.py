@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ class ComputeOperations:
         return Resource(self._client.json("GET", f"/computes/{name}"))
 
     def list(self) -> list[Resource]:
-        return [Resource(c) for c in self._client.json("GET", "/computes")["value"]]
+        return [Resource(c) for c in self._client.items("/computes")]
 
     def begin_create_or_update(self, compute: Any) -> Done:
         """Register a compute (cluster or attached) from its Azure ML model or dict; `.result()` is it."""
@@ -43,7 +44,7 @@ class ComputeOperations:
         return Resource(self._client.json("POST", f"/computes/{name}/nodes/{node_id}:preempt"))
 
     def list_nodes(self, name: str) -> list[Resource]:
-        return [Resource(n) for n in self._client.json("GET", f"/computes/{name}/nodes")["value"]]
+        return [Resource(n) for n in self._client.items(f"/computes/{name}/nodes")]
 
     def begin_start(self, name: str) -> Done:
         """Start a compute instance (its node comes up on the reconciler's next pass)."""
@@ -88,10 +89,12 @@ class QuotaOperations:
         self._client = client
 
     def get(self) -> Resource:
-        return Resource(self._client.json("GET", "/quotas"))
+        """The quotas and every increase request (the API pages those)."""
+        return Resource(_whole(self._client.pages("/quotas"), "requests"))
 
     def set(self, scope: str, vcpus: int | None) -> Resource:
-        return Resource(self._client.json("PUT", f"/quotas/{scope}", json={"vcpus": vcpus}))
+        self._client.json("PUT", f"/quotas/{scope}", json={"vcpus": vcpus})
+        return self.get()  # the whole view, every request included, as `get` gives it
 
     def request(self, scope: str, vcpus: int, reason: str | None = None) -> Resource:
         return Resource(self._client.json("POST", f"/quotas/{scope}/requests", json={"vcpus": vcpus, "reason": reason}))
@@ -101,7 +104,17 @@ class QuotaOperations:
 
     def cost_report(self, by: str = "compute", since: str | None = None) -> Resource:
         params = {"by": by, **({"since": since} if since else {})}
-        return Resource(self._client.json("GET", "/costs", params=params))
+        return Resource(_whole(self._client.pages("/costs", params, pin=("until",)), "lines"))
+
+
+def _whole(pages: Iterator[dict[str, Any]], key: str) -> dict[str, Any]:
+    """A paged answer made whole again: the first page's other fields, every page's items under `key`."""
+    first: dict[str, Any] = {}
+    items: list[Any] = []
+    for page in pages:
+        first = first or page
+        items += page["value"]
+    return {**{k: v for k, v in first.items() if k not in ("value", "count", "next_skip")}, key: items}
 
 
 class MLClient:

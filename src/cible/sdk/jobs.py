@@ -68,15 +68,8 @@ class JobOperations:
         return Resource(self._client.json("GET", f"/jobs/{name}"))
 
     def list(self, *, max_results: int | None = None, status: str | None = None, experiment_name: str | None = None) -> list[Resource]:
-        items: list[Resource] = []
-        skip: int | None = 0
-        while skip is not None and (max_results is None or len(items) < max_results):
-            top = min(200, max_results - len(items)) if max_results else 200
-            params = {k: v for k, v in {"skip": skip, "top": top, "status": status, "experiment_name": experiment_name}.items() if v is not None}
-            page = self._client.json("GET", "/jobs", params=params)
-            items += [Resource(j) for j in page["value"]]
-            skip = page.get("next_skip")
-        return items
+        params = {k: v for k, v in {"status": status, "experiment_name": experiment_name}.items() if v is not None}
+        return [Resource(j) for j in self._client.items("/jobs", params, limit=max_results)]
 
     def begin_cancel(self, name: str) -> CancelPoller:
         self._client.json("POST", f"/jobs/{name}:cancel")
@@ -121,7 +114,7 @@ class JobOperations:
         params: dict[str, Any] = {"all": all}
         if output_name:
             params["output_name"] = output_name
-        files = self._client.json("GET", f"/jobs/{name}/files", params=params)["value"]
+        files = self._client.items(f"/jobs/{name}/files", params)
         written = []
         for entry in files:
             target = under(Path(download_path), entry["path"], field="path")  # never outside download_path

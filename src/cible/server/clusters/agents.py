@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
@@ -130,11 +130,18 @@ class AgentService:
         return row
 
 
+def node_query(compute: str) -> Select:
+    """`az ml compute list-nodes`: the cluster's nodes that are not gone, oldest first."""
+    return (select(NodeRow).where(NodeRow.compute == compute, NodeRow.state != NodeState.REMOVED.value)
+            .order_by(NodeRow.created_at, NodeRow.node_id))
+
+
 def node_listing(session, compute: str) -> list[dict[str, Any]]:  # noqa: ANN001
-    """`az ml compute list-nodes`: the cluster's nodes that are not gone."""
-    rows = session.scalars(select(NodeRow).where(NodeRow.compute == compute, NodeRow.state != NodeState.REMOVED.value)
-                           .order_by(NodeRow.created_at, NodeRow.node_id)).all()
-    return [{
+    return [node_item(r) for r in session.scalars(node_query(compute))]
+
+
+def node_item(r: NodeRow) -> dict[str, Any]:
+    return {
         "node_id": r.node_id,
         "node_state": r.state,
         "current_job_name": r.job_name,
@@ -145,7 +152,7 @@ def node_listing(session, compute: str) -> list[dict[str, Any]]:  # noqa: ANN001
         "created_at": _iso(r.created_at),
         "last_heartbeat": _iso(r.last_heartbeat),
         "usage": (r.info or {}).get("usage"),
-    } for r in rows]
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Request
 
+from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
+
 router = APIRouter(prefix="/api/v1", tags=["assets"])
 AssetKind = Literal["environments", "data", "models"]
 
@@ -26,11 +28,12 @@ def get_version(kind: AssetKind, name: str, version: str, request: Request) -> d
     return request.app.state.assets.get(kind, name, version)
 
 
-@router.get("/{kind}/{name}/versions")
-def list_versions(kind: AssetKind, name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.assets.list(kind, name)
+@router.get("/{kind}/{name}/versions", summary="An asset's versions, newest first")
+def list_versions(kind: AssetKind, name: str, request: Request, skip: Skip = 0,
+                  top: Top = DEFAULT_TOP) -> dict[str, Any]:
+    return request.app.state.assets.list(kind, name, skip=skip, top=top)
 
 
-@router.get("/{kind}", summary="The latest version of every asset of this kind")
-def list_assets(kind: AssetKind, request: Request) -> dict[str, Any]:
-    return request.app.state.assets.list(kind)
+@router.get("/{kind}", summary="The latest version of every asset of this kind, by name")
+def list_assets(kind: AssetKind, request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
+    return request.app.state.assets.list(kind, skip=skip, top=top)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
 from cible.server.services.quotas import MAX_REQUEST_ID, MAX_VCPUS
 
 router = APIRouter(prefix="/api/v1")
@@ -17,6 +18,10 @@ USER_HEADER = "x-cible-user"  # who the client says it acts for (recorded; enfor
 
 def caller(request: Request) -> str | None:
     return request.headers.get(USER_HEADER) or None
+
+
+Until = Annotated[datetime | None, Query(description="the report as of this time (at most now): a report's later "
+                                                     "pages pass its first page's `until`")]
 
 
 class Snooze(BaseModel):
@@ -33,8 +38,8 @@ class QuotaRequest(BaseModel):
 
 
 @router.get("/computes", tags=["computes"])
-def list_computes(request: Request) -> dict[str, Any]:
-    return request.app.state.computes.list()
+def list_computes(request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
+    return request.app.state.computes.list(skip=skip, top=top)
 
 
 @router.get("/computes:usage", tags=["quotas"], summary="vCPU use against the quotas (`list-usage`, Azure's shape)")
@@ -103,13 +108,13 @@ def preempt_node(name: str, node_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/computes/{name}/nodes", tags=["computes"], summary="A compute's nodes (`list-nodes`)")
-def list_nodes(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.computes.nodes(name)
+def list_nodes(name: str, request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
+    return request.app.state.computes.nodes(name, skip=skip, top=top)
 
 
-@router.get("/quotas", tags=["quotas"], summary="The workspace's vCPU quotas and increase requests")
-def show_quotas(request: Request) -> dict[str, Any]:
-    return request.app.state.quotas.show()
+@router.get("/quotas", tags=["quotas"], summary="The workspace's vCPU quotas and a page of the increase requests")
+def show_quotas(request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
+    return request.app.state.quotas.show(skip=skip, top=top)
 
 
 @router.put("/quotas/{scope}", tags=["quotas"], summary="Set a quota: a VM family, 'total' or 'low_priority'")
@@ -132,6 +137,7 @@ def deny_quota(request: Request, request_id: int = Path(..., ge=1, le=MAX_REQUES
     return request.app.state.quotas.decide(request_id, False, caller(request))
 
 
-@router.get("/costs", tags=["cost"], summary="Cost of the nodes by compute, job or user")
-def cost_report(request: Request, by: str = Query("compute"), since: datetime | None = None) -> dict[str, Any]:
-    return request.app.state.costs.report(by, since)
+@router.get("/costs", tags=["cost"], summary="Cost of the nodes by compute, job or user (a page of its lines)")
+def cost_report(request: Request, by: str = Query("compute"), since: datetime | None = None,
+                until: Until = None, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
+    return request.app.state.costs.report(by, since, until, skip=skip, top=top)

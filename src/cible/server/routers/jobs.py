@@ -8,12 +8,12 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from cible.server.routers.computes import caller
+from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
 from cible.server.services.artifacts import ArtifactService
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 LOG_CHUNK = 1 << 20
 # Numbers that reach SQL or the OS are range-checked here (a 422, not an OverflowError's 500).
-MAX_SKIP = 2**31 - 1
 MAX_LOG_OFFSET = 2**40  # 1 TiB: past any log
 
 
@@ -39,8 +39,8 @@ def get_job(name: str, request: Request) -> dict[str, Any]:
 @router.get("")
 def list_jobs(
     request: Request,
-    skip: int = Query(0, ge=0, le=MAX_SKIP),
-    top: int = Query(50, ge=1, le=1000),
+    skip: Skip = 0,
+    top: Top = 50,
     status: str | None = None,
     experiment_name: str | None = None,
 ) -> dict[str, Any]:
@@ -66,8 +66,9 @@ def job_logs(name: str, request: Request, offset: int = Query(0, ge=0, le=MAX_LO
 
 
 @router.get("/{name}/files", summary="The job's downloadable files, in `az ml job download` layout")
-def job_files(name: str, request: Request, output_name: str | None = None, all: bool = False) -> dict[str, Any]:  # noqa: A002
-    return {"value": _artifacts(request).list_files(name, output_name=output_name, everything=all)}
+def job_files(name: str, request: Request, output_name: str | None = None, all: bool = False,  # noqa: A002
+              skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
+    return _artifacts(request).list_files(name, output_name=output_name, everything=all, skip=skip, top=top)
 
 
 @router.get("/{name}/files/{path:path}")

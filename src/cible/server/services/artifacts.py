@@ -10,6 +10,7 @@ from cible.core.safepaths import inside, under
 from cible.core.specs.azureml import refs
 from cible.launch.state import read_state
 from cible.server.services.jobs import JobService
+from cible.server.services.paging import MAX_TOP, slice_page
 from cible.server.tracking import run_metrics
 from cible.workspace import WorkspacePaths
 
@@ -66,7 +67,9 @@ class ArtifactService:
         except CibleError:
             return None
 
-    def list_files(self, name: str, *, output_name: str | None, everything: bool) -> list[dict[str, Any]]:
+    def list_files(self, name: str, *, output_name: str | None, everything: bool, skip: int = 0,
+                   top: int = MAX_TOP) -> dict[str, Any]:
+        """A page of the job's files, in a stable order (each root's files sorted by path)."""
         roots = self._roots(name)
         if output_name and output_name != "default":
             key = f"{NAMED_OUTPUTS}/{output_name}"
@@ -83,8 +86,10 @@ class ArtifactService:
                 rel = path.name if path == root else path.relative_to(root).as_posix()
                 if path != root and not _stays_in(root, rel):
                     continue  # a link to a file elsewhere: neither listed nor served
-                files.append({"path": f"{prefix}/{rel}", "size": path.stat().st_size})
-        return files
+                files.append((f"{prefix}/{rel}", path))
+        listing = slice_page(files, skip, top)  # only the page's files are stat'ed
+        listing["value"] = [{"path": listed, "size": path.stat().st_size} for listed, path in listing["value"]]
+        return listing
 
     def file_path(self, name: str, path: str) -> Path:
         for prefix, root in self._roots(name).items():

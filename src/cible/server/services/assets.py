@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from cible.core import naming
 from cible.core.clock import Clock
@@ -22,6 +23,7 @@ from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.launch.staging import materialise_snapshot
 from cible.server.services.job_plans import SNAPSHOT_SCHEME, parse_snapshot_uri
+from cible.server.services.paging import MAX_TOP, fetch, page
 from cible.server.store.db import Store
 from cible.server.store.rows import AssetRow
 from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths
@@ -156,20 +158,21 @@ class AssetService:
                                     details={"name": name, "version": version})
             return _resource(row)
 
-    def list(self, kind: str, name: str | None = None) -> dict[str, Any]:
-        """Every version of `name`, or the latest version of every asset of this kind."""
+    def list(self, kind: str, name: str | None = None, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
+        """A page of `name`'s versions, newest first, or of the latest version of every asset of this
+        kind by name."""
         self._kind(kind)
+        newest_first = (AssetRow.sequence.desc(), AssetRow.version.desc())
+        if name:
+            query = select(AssetRow).where(AssetRow.kind == kind, AssetRow.name == name).order_by(*newest_first)
+        else:  # each name's newest row, picked in SQL so only the page's rows are read
+            ranked = select(AssetRow, func.row_number().over(partition_by=AssetRow.name, order_by=newest_first)
+                            .label("rank")).where(AssetRow.kind == kind).subquery()
+            latest = aliased(AssetRow, ranked)
+            query = select(latest).where(ranked.c.rank == 1).order_by(latest.name)
         with self.store.session() as session:
-            query = select(AssetRow).where(AssetRow.kind == kind).order_by(AssetRow.sequence.desc())
-            if name:
-                rows = session.scalars(query.where(AssetRow.name == name)).all()
-            else:
-                latest: dict[str, AssetRow] = {}
-                for row in session.scalars(query):
-                    latest.setdefault(row.name, row)
-                rows = sorted(latest.values(), key=lambda r: r.name)
-            items = [_resource(r) for r in rows]
-        return {"value": items, "count": len(items), "next_skip": None}
+            rows, total = fetch(session, query, skip, top)
+            return page([_resource(r) for r in rows], total, skip)
 
     def _kind(self, kind: str) -> tuple[str, str]:
         if kind not in KINDS:

@@ -12,17 +12,18 @@ from sqlalchemy import select
 from cible.backends.base.contract import NodeProvider
 from cible.core import catalog, naming
 from cible.core.clock import Clock
-from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
+from cible.core.errors import CibleError, ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE, NodeState
-from cible.core.models.computes import CibleClusterSettings, CibleInstanceSettings, provider_of
+from cible.core.models.computes import COMPUTE_TYPES, CibleClusterSettings, CibleInstanceSettings, provider_of
 from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.schedules import check_schedules
 from cible.core.planning.scheduling import waiting_reason
 from cible.core.specs.azureml.loader import load_spec_dict
-from cible.server.clusters.agents import node_listing
+from cible.server.clusters.agents import node_item, node_listing, node_query
 from cible.server.services.costs import compute_cost
 from cible.server.services.instances import describe_instance
+from cible.server.services.paging import MAX_TOP, fetch, page
 from cible.server.services.quotas import QuotaService
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, NodeRow
@@ -80,6 +81,9 @@ class ComputeService:
         if body.get("name") not in (None, name):
             raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'",
                                       details={"field": "name"})
+        if body.get("type") is not None and not isinstance(body["type"], str):  # the loader looks it up
+            raise InvalidSpecError(f"type: must be a string (one of {', '.join(COMPUTE_TYPES)}), not a "
+                                   f"{type(body['type']).__name__}", details={"field": "type"})
         data = {k: v for k, v in body.items() if k not in READ_ONLY}
         entity = load_spec_dict({**data, "name": name}, "compute", source="request body").entity
         if entity.type in SIZED_TYPES:
@@ -253,13 +257,14 @@ class ComputeService:
         return {"node_id": node_id, "compute": name, "preempted": True}
 
     # -- reads ---------------------------------------------------------------
-    def list(self) -> dict[str, Any]:
+    def list(self, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
+        """A page of the computes: `local` (no row) first, then the rows by name."""
+        first = [local_compute(self.max_concurrent_local)] if skip == 0 else []
+        query = select(ComputeRow).where(ComputeRow.compute_type != "serverless").order_by(ComputeRow.name)
         with self.store.session() as session:
-            rows = session.scalars(select(ComputeRow).where(ComputeRow.compute_type != "serverless")
-                                   .order_by(ComputeRow.name)).all()
+            rows, total = fetch(session, query, max(skip - 1, 0), top - len(first))
             now = self.clock.now()
-            items = [local_compute(self.max_concurrent_local), *(_resource(session, r, now) for r in rows)]
-        return {"value": items, "count": len(items), "next_skip": None}
+            return page([*first, *(_resource(session, r, now) for r in rows)], total + 1, skip)
 
     def get(self, name: str, *, with_cost: bool = True) -> dict[str, Any]:
         """A compute as `show` gives it; the service's own checks skip the cost (it reads every node's
@@ -275,14 +280,14 @@ class ComputeService:
                                                                          "error": "unknown to this server"}
         return resource
 
-    def nodes(self, name: str) -> dict[str, Any]:
+    def nodes(self, name: str, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
         """`list-nodes`: a cluster's nodes that are not gone."""
         compute = self.get(name, with_cost=False)
         if compute["type"] not in NODE_COMPUTE_TYPES:
             raise InvalidRequestError(f"compute '{name}' is a {compute['type']}; it has no nodes")
         with self.store.session() as session:
-            nodes = node_listing(session, name)
-        return {"value": nodes, "count": len(nodes), "next_skip": None}
+            rows, total = fetch(session, node_query(name), skip, top)
+            return page([node_item(r) for r in rows], total, skip)
 
     def cluster_names(self) -> set[str]:
         with self.store.session() as session:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from cible.core.errors import InvalidRequestError
 from cible.core.planning.costs import NodeCost, StateChange, node_cost, report
 from cible.server.services.instances import owner_of
+from cible.server.services.paging import MAX_TOP, slice_page
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
 
@@ -67,12 +68,16 @@ class CostService:
         self.store = store
         self.clock = clock
 
-    def report(self, by: str = "compute", since: datetime | None = None) -> dict[str, Any]:
-        """`cible cost report`: node costs summed by compute, job or user, optionally since a time."""
+    def report(self, by: str = "compute", since: datetime | None = None, until: datetime | None = None, *,
+               skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
+        """`cible cost report`: node costs summed by compute, job or user, optionally since a time; a page
+        of its lines, most expensive first. Costs grow while nodes live, so the pages of one report
+        pass the first page's `until` (never later than now): each is then cut from the same report."""
         if by not in GROUPINGS:
             raise InvalidRequestError(f"by: '{by}' is not a grouping; use one of {', '.join(GROUPINGS)}",
                                       details={"field": "by"})
         now = self.clock.now()
+        now = min(now, _aware(until)) if until is not None else now
         since = _aware(since)
         with self.store.session() as session:
             costs = node_costs(session, now, since=since)
@@ -84,10 +89,11 @@ class CostService:
         lines = report(costs, by=by, job_users={k: v for k, v in jobs.items() if v},
                        compute_users={k: v for k, v in owners.items() if v}, dedicated_to_job=dedicated)
         total = sum(line.cost for line in lines)
+        shown = slice_page(lines, skip, top)
+        shown["value"] = [{"key": line.key, "cost": round(line.cost, 6), "node_hours": round(line.seconds / 3600, 6),
+                           "idle": round(line.idle_cost, 6)} for line in shown["value"]]
         return {"by": by, "since": since.isoformat() if since else None, "until": now.isoformat(), "currency": "USD",
-                "total": round(total, 6), "note": "indicative catalog prices × node lifetimes",
-                "lines": [{"key": line.key, "cost": round(line.cost, 6), "node_hours": round(line.seconds / 3600, 6),
-                           "idle": round(line.idle_cost, 6)} for line in lines]}
+                "total": round(total, 6), "note": "indicative catalog prices × node lifetimes", **shown}
 
 
 def _aware(value: datetime | None) -> datetime | None:

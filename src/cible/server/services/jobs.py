@@ -21,6 +21,7 @@ from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services.computes import ComputeService
 from cible.server.services.costs import SERVERLESS_PREFIX, job_cost
 from cible.server.services.job_plans import PlanBuilder
+from cible.server.services.paging import fetch, page
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
 
@@ -199,11 +200,8 @@ class JobService:
                 query = query.where(JobRow.status == status)
             if experiment:
                 query = query.where(JobRow.experiment_name == experiment)
-            total = session.scalar(select(func.count()).select_from(query.subquery()))
-            rows = session.scalars(query.order_by(JobRow.created_at.desc(), JobRow.name).offset(skip).limit(top)).all()
-            items = [self._resource(session, r, history=False) for r in rows]
-        next_skip = skip + len(items) if skip + len(items) < (total or 0) else None
-        return {"value": items, "count": total, "next_skip": next_skip}
+            rows, total = fetch(session, query.order_by(JobRow.created_at.desc(), JobRow.name), skip, top)
+            return page([self._resource(session, r, history=False) for r in rows], total, skip)
 
     def run_handle(self, name: str) -> tuple[str, dict[str, Any]]:
         with self.store.session() as session:

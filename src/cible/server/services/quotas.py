@@ -30,6 +30,7 @@ from cible.core.planning.quotas import (
     nodes_that_fit,
     usage_of,
 )
+from cible.server.services.paging import MAX_TOP, fetch, page
 from cible.server.store.db import Store
 from cible.server.store.rows import NodeRow, QuotaRequestRow, QuotaRow
 
@@ -78,11 +79,13 @@ class QuotaService:
         rows = list_usage(gate.limits, gate.usage, families())
         return {"value": rows, "count": len(rows), "next_skip": None}
 
-    def show(self) -> dict[str, Any]:
+    def show(self, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
+        """The quotas set (a few scopes at most: bounded) and a page of the increase requests, oldest first."""
         with self.store.session() as session:
             quotas = {r.scope: r.vcpus for r in session.scalars(select(QuotaRow).order_by(QuotaRow.scope))}
-            requests = [_request(r) for r in session.scalars(select(QuotaRequestRow).order_by(QuotaRequestRow.id))]
-        return {"quotas": quotas, "requests": requests,
+            rows, total = fetch(session, select(QuotaRequestRow).order_by(QuotaRequestRow.id), skip, top)
+            requests = page([_request(r) for r in rows], total, skip)
+        return {"quotas": quotas, **requests,
                 "note": "scopes without a quota have no limit; `cible compute list-usage` shows use against them"}
 
     def refuse_if_never_fits(self, size: catalog.VmSize, *, low_priority: bool, count: int, what: str,
