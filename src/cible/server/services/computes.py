@@ -12,9 +12,9 @@ from sqlalchemy import select
 from cible.backends.base.contract import NodeProvider
 from cible.core import catalog, naming
 from cible.core.clock import Clock
-from cible.core.errors import CibleError, ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
+from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE, NodeState
-from cible.core.models.computes import COMPUTE_TYPES, CibleClusterSettings, CibleInstanceSettings, provider_of
+from cible.core.models.computes import CibleClusterSettings, CibleInstanceSettings, provider_of
 from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.schedules import check_schedules
@@ -81,9 +81,6 @@ class ComputeService:
         if body.get("name") not in (None, name):
             raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'",
                                       details={"field": "name"})
-        if body.get("type") is not None and not isinstance(body["type"], str):  # the loader looks it up
-            raise InvalidSpecError(f"type: must be a string (one of {', '.join(COMPUTE_TYPES)}), not a "
-                                   f"{type(body['type']).__name__}", details={"field": "type"})
         data = {k: v for k, v in body.items() if k not in READ_ONLY}
         entity = load_spec_dict({**data, "name": name}, "compute", source="request body").entity
         if entity.type in SIZED_TYPES:

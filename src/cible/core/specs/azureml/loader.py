@@ -112,6 +112,8 @@ def _dispatch(kind: str, data: dict, where: SourceMap) -> tuple[type[BaseModel],
     spec_type = data.get("type")
     if isinstance(spec_type, str):
         spec_type = data["type"] = spec_type.lower()
+    elif spec_type is not None:  # a list or a mapping cannot be looked up as a type
+        raise_problems([where.problem(("type",), f"must be a string, not a {type(spec_type).__name__}")])
     if kind == "job":
         if spec_type is None or spec_type == "command":
             return CommandJob, "command job"
