@@ -8,7 +8,9 @@ the workspace but `token` holds the token, and MLflow's child answers nobody but
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import cible
 import httpx
 import psutil
 import pytest
@@ -16,7 +18,7 @@ from e2e_support import Workspace, write_yaml
 
 PROBE = r'''
 import json, os, sys, urllib.request, urllib.error
-home, server_pid, other_run = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+home, server_pid, other_run, installed = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 uri, token, run_id = os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_TRACKING_TOKEN"], os.environ["MLFLOW_RUN_ID"]
 base = uri.rsplit("/mlflow", 1)[0]
 found = {}
@@ -45,6 +47,12 @@ found["home_entries"] = sorted(os.listdir(home))
 found["server_mem_readable"] = readable(f"/proc/{server_pid}/mem")
 found["server_root_listable"] = os.access(f"/proc/{server_pid}/root{home}", os.R_OK)
 found["server_environ_readable"] = readable(f"/proc/{server_pid}/environ")
+found["server_env"] = sorted(k for k in os.environ if k.startswith("CIBLE_") or k.startswith("RAY_AUTH"))
+try:
+    open(os.path.join(installed, "planted.py"), "w").close()
+    found["installation_writable"] = True
+except OSError:
+    found["installation_writable"] = False
 found["list_jobs"] = call("GET", f"{base}/api/v1/jobs")
 found["own_metric"] = call("POST", f"{uri}/api/2.0/mlflow/runs/log-metric",
                            {"run_id": run_id, "key": "probe", "value": 1, "timestamp": 0})
@@ -68,7 +76,7 @@ def run_probe(ws: Workspace, name: str, compute: str, other_run: str) -> dict:
     (code / "probe.py").write_text(PROBE)
     pid = ws.server_info()["pid"]
     spec = write_yaml(ws.cwd, f"{name}.yml", f"""
-        command: python probe.py {ws.home} {pid} {other_run}
+        command: python probe.py {ws.home} {pid} {other_run} {Path(cible.__file__).parent}
         code: probe
         compute: {compute}
         experiment_name: secrets
@@ -92,6 +100,8 @@ def test_jobs_cannot_reach_the_workspace_or_other_runs(ws: Workspace):
         assert set(found["home_entries"]) <= {"runs", "datastores", "nodes"}, found
         assert found["server_mem_readable"] is False and found["server_root_listable"] is False, found
         assert found["server_environ_readable"] is False, found
+        assert set(found["server_env"]) <= {"CIBLE_RESUME", "CIBLE_ATTEMPT"}, found  # none of the server's
+        assert found["installation_writable"] is False, found  # cible's own code: read-only to jobs
         assert found["list_jobs"] == 403, found  # a job's token cannot list jobs
         assert found["own_metric"] == 200, found  # but logs into its own run
     assert on_node["other_metric"] == 403  # and not into another job's run

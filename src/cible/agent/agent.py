@@ -249,7 +249,8 @@ class Agent:
             base = artifacts / name
             if not base.is_dir():
                 continue
-            for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            # A link the job left is not followed: it may point at what the job could not read.
+            for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink()):
                 self._ship_file(run, path, shipped_name(path.relative_to(artifacts).as_posix(), run.node_rank))
 
     def _ship_file(self, run: Run, path: Path, rel: str) -> None:

@@ -33,6 +33,7 @@ from cible.launch.state import CANCEL_FILE, PLAN_FILE, StateWriter
 from cible.launch.tracking import end_run, job_environment, start_run
 
 LOG_TAIL_LINES = 20
+SERVER_ONLY_ENV = ("CIBLE_", "RAY_AUTH_", "RAY_ADDRESS", "MLFLOW_TRACKING_", "PGPASSWORD")
 T = TypeVar("T")
 
 
@@ -181,8 +182,9 @@ class Launcher:
 
     def _base_env(self, bin_dir: Path, is_venv: bool) -> dict[str, str]:
         plan = self.plan
-        env = dict(os.environ)
-        env.pop("CIBLE_TOKEN", None)
+        # The server's own settings and secrets (a database URL with its password, Ray's token) are
+        # not the job's: it gets the machine's environment without them, then Azure's variables.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(SERVER_ONLY_ENV)}
         # `python` and `pip` in the command are the environment's.
         env["PATH"] = str(bin_dir) + os.pathsep + env.get("PATH", "")
         if is_venv:
@@ -213,17 +215,22 @@ class Launcher:
         """`start(preexec_fn)` with the preexec_fn that hides the workspace from the command
         (launch/sandbox.py). Where the sandbox cannot be made, says why and starts it without one,
         or raises SandboxError under CIBLE_JOB_SANDBOX=required."""
+        mode = sandbox.mode()
         resume = [Path(self.plan["resume_dir"])] if self.plan.get("resume_dir") else []
-        # rw_mount outputs are written in place, in the datastore
+        # rw_mount outputs are written in place, in the datastore. The run folder itself is not the
+        # command's: the launcher keeps its state and logs there, and must find no link planted.
         outputs = [Path(o["local_path"]) for o in self.plan.get("outputs", {}).values() if o.get("mode") != "upload"]
-        box = sandbox.Sandbox.from_plan(self.plan, [self.run_dir, *resume, *outputs])
-        if box is None or sandbox.mode() == "off":
+        box = sandbox.Sandbox.from_plan(self.plan, [self.wd, self.run_dir / "outputs", *resume, *outputs],
+                                        [self.run_dir / "inputs"], protect=sandbox.installation())
+        if mode == "required" and "sandbox" not in self.plan:
+            raise sandbox.SandboxError(0, "this job's plan was made before jobs were sandboxed; submit it again")
+        if box is None or mode == "off":
             return start(None)
         try:
             return start(box.preexec(self.wd))
         except subprocess.SubprocessError:  # the preexec_fn failed in the child: ask why, once
             why = box.probe(self.wd) or "entering it failed"
-        if sandbox.mode() == "required":
+        if mode == "required":
             raise sandbox.SandboxError(0, f"the workspace cannot be hidden from the job here: {why}")
         self.log(f"the workspace is not hidden from this job: {why} (CIBLE_JOB_SANDBOX=required fails instead)")
         with open(self.std_log, "a", encoding="utf-8") as fh:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,20 +48,26 @@ class SandboxError(OSError):
 @dataclass(frozen=True)
 class Sandbox:
     hide: Path  # the folder the command cannot see (the workspace)
-    writable: tuple[Path, ...] = field(default_factory=tuple)  # bound back read-write (its run, outputs)
-    readable: tuple[Path, ...] = field(default_factory=tuple)  # bound back read-only (datastores)
+    writable: tuple[Path, ...] = field(default_factory=tuple)  # bound back read-write (its wd, outputs)
+    readable: tuple[Path, ...] = field(default_factory=tuple)  # bound back read-only (inputs, datastores)
+    protect: tuple[Path, ...] = field(default_factory=tuple)  # elsewhere, made read-only (cible's install)
 
     @classmethod
-    def from_plan(cls, plan: dict, writable: list[Path]) -> Sandbox | None:
-        """The plan's sandbox (the server says what to hide), or None for a plan that has none."""
+    def from_plan(cls, plan: dict, writable: list[Path], readable: list[Path] = (),  # type: ignore[assignment]
+                  protect: list[Path] = ()) -> Sandbox | None:  # type: ignore[assignment]
+        """The plan's sandbox (the server says what to hide), or None for a plan that has none.
+
+        A path bound back must lie strictly inside the hidden folder and reach it through no link:
+        a link planted where a later job's output goes would otherwise bind the whole workspace."""
         spec = plan.get("sandbox")
         if not spec or not Path(spec["hide"]).is_dir():  # a node on another machine: nothing of it here
             return None
         hide = Path(spec["hide"])
         if plan.get("env_cache"):  # only where it lies in the workspace; a command may pip install into it
             writable = [*writable, Path(plan["env_cache"])]
-        return cls(hide, tuple(p for p in writable if _is_under(p, hide)),
-                   tuple(Path(p) for p in spec.get("readable", []) if _is_under(Path(p), hide)))
+        readable = [*readable, *map(Path, spec.get("readable", []))]
+        return cls(hide, tuple(p for p in writable if _inside(p, hide)), tuple(p for p in readable if _inside(p, hide)),
+                   tuple(p for p in map(Path, protect) if p.is_dir() and not _inside(hide, p) and p != hide))
 
     def probe(self, cwd: Path) -> str | None:
         """Why the sandbox cannot be made here (tried in a throwaway child), or None when it can."""
@@ -93,30 +100,37 @@ class Sandbox:
         _write("/proc/self/uid_map", f"{uid} {uid} 1")
         _write("/proc/self/gid_map", f"{gid} {gid} 1")
         _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing of this reaches the host's mounts
+        for path in self.protect:  # the server runs this code again: no job may change it
+            _mount(str(path), str(path), None, MS_BIND | MS_REC)
+            _remount_read_only(path)
+        _cover_user_sockets(uid)
         kept = [(p, True) for p in self.writable if p.exists()] + [(p, False) for p in self.readable if p.exists()]
         # Opened before the cover goes on: the binds come from these, not from the covered paths.
         handles = sorted(((p, writable, p.is_dir(), os.open(p, os.O_PATH | os.O_CLOEXEC)) for p, writable in kept),
                          key=lambda h: len(h[0].parts))
         _mount("tmpfs", str(self.hide), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
         for path, writable, is_dir, fd in handles:  # parents first: a folder may lie in one bound before
-            if path.exists():
-                pass
-            elif is_dir:
-                path.mkdir(parents=True)
-            else:
+            if is_dir:
+                path.mkdir(parents=True, exist_ok=True)
+            elif not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch()
             _mount(f"/proc/self/fd/{fd}", str(path), None, MS_BIND | MS_REC)
             if not writable:
-                flags = os.statvfs(path).f_flag
-                locked = sum(ms for st, ms in _KEPT_FLAGS if flags & st)
-                _mount(None, str(path), None, MS_REMOUNT | MS_BIND | MS_RDONLY | locked)
+                _remount_read_only(path)
             os.close(fd)
         _mount(None, str(self.hide), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         _landlock()
         if uid == 0:  # after exec, a root command gets no CAP_SYS_ADMIN: it cannot unmount the cover
             _check(_libc.prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0), "prctl(PR_CAPBSET_DROP)")
         os.chdir(cwd)  # the old cwd is a path of the unhidden tree
+
+
+def installation() -> list[Path]:
+    """What a job may not change because cible runs it again: this Python and cible's own code."""
+    import cible
+
+    return [Path(sys.prefix), Path(sys.base_prefix), Path(cible.__file__).parent]
 
 
 def mode() -> str:
@@ -143,6 +157,23 @@ def _landlock() -> None:
         os.close(fd)
 
 
+def _remount_read_only(path: Path) -> None:
+    """Make a bind mount read-only, keeping the flags the kernel will not let it drop."""
+    flags = os.statvfs(path).f_flag
+    locked = sum(ms for st, ms in _KEPT_FLAGS if flags & st)
+    _mount(None, str(path), None, MS_REMOUNT | MS_BIND | MS_RDONLY | locked)
+
+
+def _cover_user_sockets(uid: int) -> None:
+    """Out of reach: the user's session bus (systemd-run --user would run a command outside the
+    sandbox) and a Docker socket (a container with the host's / mounted)."""
+    for name in (f"/run/user/{uid}", "/run/docker.sock", "/var/run/docker.sock"):
+        if os.path.isdir(name) and not os.path.islink(name):
+            _mount("tmpfs", name, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700,size=4k")
+        elif os.path.exists(name):
+            _mount("/dev/null", name, None, MS_BIND)
+
+
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     encode = (lambda s: s.encode() if s is not None else None)
     _check(_libc.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data)),
@@ -160,8 +191,10 @@ def _check(result: int, what: str) -> None:
         raise SandboxError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _is_under(path: Path, parent: Path) -> bool:
-    try:
-        return Path(path).resolve().is_relative_to(parent.resolve())
-    except OSError:
-        return False
+def _inside(path: Path, parent: Path) -> bool:
+    """`path` lies strictly inside `parent`, and no link below `parent` leads it elsewhere."""
+    for base in {os.path.abspath(parent), os.path.realpath(parent)}:
+        rel = os.path.relpath(os.path.abspath(path), base)
+        if rel != "." and rel != ".." and not rel.startswith("../"):
+            return os.path.realpath(path) == os.path.join(os.path.realpath(parent), rel)
+    return False

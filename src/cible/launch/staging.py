@@ -46,13 +46,14 @@ def materialise_snapshot(blob_root: Path, snapshot_id: str, dest: Path, subpath:
 
 
 def copy_path(src: Path, dest_dir: Path) -> Path:
-    """Copy a local file or folder into `dest_dir`, keeping its basename."""
+    """Copy a local file or folder into `dest_dir`, keeping its basename. Links are copied as links,
+    never followed: a job's output may hold one that points at what the job itself could not see."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / src.name
-    if src.is_dir():
-        shutil.copytree(src, target, dirs_exist_ok=True)
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, target, dirs_exist_ok=True, symlinks=True)
     else:
-        shutil.copyfile(src, target)
+        shutil.copyfile(src, target, follow_symlinks=False)
     return target
 
 
@@ -148,5 +149,5 @@ def _links(page: str) -> list[str]:
 def publish_output(staged: Path, destination: Path) -> None:
     """`upload` mode: copy what the job wrote to the output's datastore path."""
     destination.mkdir(parents=True, exist_ok=True)
-    if staged.exists():
-        shutil.copytree(staged, destination, dirs_exist_ok=True)
+    if staged.exists():  # links as links (see copy_path)
+        shutil.copytree(staged, destination, dirs_exist_ok=True, symlinks=True)

@@ -54,8 +54,12 @@ def serve(settings: ServerSettings) -> None:
     # Before anything opens the database (which would create an empty one): a workspace with runs
     # and no database is refused. A damaged database is refused when the store first opens it.
     refuse_missing_database(settings.db_url, paths)
-    # Popped: no child of the server (launchers, agents, MLflow) inherits the workspace token.
+    # Taken out of the environment once read: no child of the server (launchers, agents, MLflow)
+    # inherits the workspace token, the database's password or Ray's token.
+    settings.database_url = settings.db_url
     from_env = os.environ.pop("CIBLE_TOKEN", None)
+    for name in ("CIBLE_DATABASE_URL", "CIBLE_RAY_TOKEN"):
+        os.environ.pop(name, None)
     token = settings.token or from_env or ensure_token(paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = _listen(settings.host, settings.port or _previous_port(paths))

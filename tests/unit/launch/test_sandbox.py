@@ -76,10 +76,33 @@ def test_a_sandboxed_command_sees_its_run_and_data_only(home: Path):
     assert (home / "token").read_text() == "secret"  # nothing changed outside
 
 
-def test_the_sandbox_is_built_from_the_plan(home: Path):
+def test_the_sandbox_is_built_from_the_plan(home: Path, tmp_path: Path):
     plan = {"sandbox": {"hide": str(home), "readable": [str(home / "datastores"), "/elsewhere"]},
             "env_cache": "/not/in/the/workspace"}
-    box = Sandbox.from_plan(plan, [home / "runs" / "mine", Path("/tmp")])
-    assert box == Sandbox(home, (home / "runs" / "mine",), (home / "datastores",))
+    box = Sandbox.from_plan(plan, [home / "runs" / "mine", Path("/tmp")], [home / "runs" / "mine" / "inputs"],
+                            protect=[tmp_path / "absent", Path(sys.prefix)])
+    assert box == Sandbox(home, (home / "runs" / "mine",), (home / "runs" / "mine" / "inputs", home / "datastores"),
+                          (Path(sys.prefix),))
     assert Sandbox.from_plan({}, [home]) is None  # a plan of before the sandbox
     assert Sandbox.from_plan({"sandbox": {"hide": str(home / "absent")}}, []) is None  # another machine's
+
+
+def test_a_path_reached_through_a_link_is_not_bound_back(home: Path):
+    """A link planted where a later job's output goes must not bind the workspace into that job."""
+    (home / "datastores" / "ds" / "planted").symlink_to(home)
+    (home / "datastores" / "ds" / "inner").symlink_to(home / "runs" / "mine")
+    plan = {"sandbox": {"hide": str(home)}}
+    box = Sandbox.from_plan(plan, [home / "datastores" / "ds" / "planted", home / "datastores" / "ds" / "inner",
+                                   home, home / "runs" / "..", home / "runs" / "mine"])
+    assert box.writable == (home / "runs" / "mine",)
+
+
+def test_the_installation_is_read_only_to_the_command(home: Path, tmp_path: Path):
+    installed = tmp_path / "site"
+    installed.mkdir()
+    box = Sandbox(home, writable=(home / "runs" / "mine",), protect=(installed,))
+    wd = home / "runs" / "mine" / "wd"
+    done = subprocess.run(["sh", "-c", f"echo x > {installed}/module.py"], cwd=wd, preexec_fn=box.preexec(wd),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Read-only" in done.stderr
+    assert not (installed / "module.py").exists()
