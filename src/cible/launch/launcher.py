@@ -278,8 +278,9 @@ class Launcher:
             return self._end("Failed", error={"code": "PreparingFailed", "message": str(exc)})
         shell = shutil.which("bash") or "/bin/sh"
         try:
-            ranks = self._sandboxed(lambda preexec: Ranks(shell, command, self.wd, env, processes,
-                                                          self.std_log.parent, preexec))
+            # The sandbox's preexec_fn is entered once, by a child that starts every rank in it.
+            ranks = self._sandboxed(lambda enter: Ranks(shell, command, self.wd, env, processes,
+                                                        self.std_log.parent, enter))
         except sandbox.SandboxError as exc:
             return self._end("Failed", error={"code": "SandboxUnavailable", "message": exc.strerror})
         self.state.status("Running", child_pid=ranks.pids[0] if ranks.pids else None, rank_pids=ranks.pids)

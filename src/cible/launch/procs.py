@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def kill_tree(pid: int, grace_s: float = 5.0) -> None:
@@ -94,3 +97,42 @@ def wait_for_exit(proc, deadline: float | None, should_stop) -> str | None:  # n
             return "cancel"
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
+
+
+class Adopted:
+    """A child this process adopted (as a subreaper), with the part of Popen's API the launcher uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._lock = threading.Lock()
+
+    def poll(self) -> int | None:
+        if self._lock.acquire(blocking=False):  # else a wait() holds it: still running, as Popen says
+            try:
+                self._reap(os.WNOHANG)
+            finally:
+                self._lock.release()
+        return self.returncode
+
+    def wait(self) -> int | None:
+        with self._lock:
+            self._reap(0)
+        return self.returncode
+
+    def _reap(self, flags: int) -> None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, flags)
+            except ChildProcessError:  # not ours (any more): gone
+                self.returncode = self.returncode if self.returncode is not None else -1
+                return
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+
+
+def subreaper(on: bool) -> None:
+    """Be (or stop being) the child subreaper of this process's orphaned descendants (Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)

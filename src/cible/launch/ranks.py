@@ -9,6 +9,8 @@ non-zero fails the job and every other rank's tree is ended. Stdlib only.
 
 from __future__ import annotations
 
+import json
+import os
 import queue
 import subprocess
 import threading
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cible.launch.procs import end_group, kill_tree
+from cible.launch.procs import Adopted, end_group, kill_tree, subreaper
 
 
 def log_name(rank: int) -> str:
@@ -24,27 +26,33 @@ def log_name(rank: int) -> str:
 
 
 class Rank:
-    def __init__(self, rank: int, proc: subprocess.Popen, log: Path) -> None:
+    def __init__(self, rank: int, proc: subprocess.Popen | Adopted, log: Path) -> None:
         self.rank, self.proc, self.log = rank, proc, log
 
 
 class Ranks:
-    """The processes of one node of a distributed job."""
+    """The processes of one node of a distributed job.
+
+    With a sandbox (`enter`, see launch/sandbox.py), every rank is started in the same one: a child
+    enters it, starts the ranks and leaves them to this process (a child subreaper while it does),
+    so the ranks share one user and mount namespace and one Landlock domain and can still reach
+    each other as the processes of one job do (MPI's cross-memory attach, pidfd_getfd).
+    """
 
     def __init__(self, shell: str, command: str, cwd: Path, env: dict[str, str],
                  processes: list[tuple[int, dict[str, str]]], log_dir: Path,
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 enter: Callable[[], None] | None = None) -> None:
         self.ranks: list[Rank] = []
         self.exits: queue.Queue[Rank] = queue.Queue()
+        starts = [(rank, {**env, **extra}, log_dir / log_name(rank)) for rank, extra in processes]
         try:
-            for rank, extra in processes:
-                path = log_dir / log_name(rank)
-                with open(path, "ab", buffering=0) as log:
-                    proc = subprocess.Popen(
-                        [shell, "-c", command], cwd=cwd, env={**env, **extra}, stdin=subprocess.DEVNULL,
-                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn,
-                    )
-                self.ranks.append(Rank(rank, proc, path))
+            if enter is None:
+                for rank, rank_env, path in starts:
+                    self.ranks.append(Rank(rank, _start(shell, command, cwd, rank_env, path), path))
+            else:
+                pids = _start_in_one_sandbox(enter, lambda: [_start(shell, command, cwd, rank_env, path).pid
+                                                             for _, rank_env, path in starts])
+                self.ranks = [Rank(rank, Adopted(pid), path) for (rank, _, path), pid in zip(starts, pids)]
         except BaseException:
             self.end()  # no rank outlives a start that failed half-way
             raise
@@ -93,3 +101,36 @@ class Ranks:
             t.start()
         for t in threads:
             t.join()
+
+
+def _start(shell: str, command: str, cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "ab", buffering=0) as fh:
+        return subprocess.Popen([shell, "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _start_in_one_sandbox(enter: Callable[[], None], start_all: Callable[[], list[int]]) -> list[int]:
+    """Run `start_all` in a child that first enters the sandbox; its processes become ours.
+    Raises SubprocessError (as a failed preexec_fn does) when the sandbox cannot be entered."""
+    read, write = os.pipe()
+    subreaper(True)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: enter, start every rank, say their pids, and go
+            os.close(read)
+            try:
+                enter()
+                answer = {"pids": start_all()}
+            except BaseException as exc:  # noqa: BLE001  (any failure is the sandbox's to report)
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            os.write(write, json.dumps(answer).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as fh:
+            answer = json.loads(fh.read() or b'{"error": "the sandbox child said nothing"}')
+        os.waitpid(pid, 0)  # its ranks are ours from here on
+    finally:
+        subreaper(False)
+    if "error" in answer:
+        raise subprocess.SubprocessError(answer["error"])
+    return answer["pids"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -106,3 +107,28 @@ def test_the_installation_is_read_only_to_the_command(home: Path, tmp_path: Path
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "Read-only" in done.stderr
     assert not (installed / "module.py").exists()
+
+
+def test_the_ranks_of_a_node_share_one_sandbox(home: Path):
+    """One user namespace and one Landlock domain for all ranks: they may reach each other (MPI's
+    cross-memory attach needs it), the launcher's side may not be reached."""
+    from cible.launch.ranks import Ranks
+
+    box = Sandbox(home, writable=(home / "runs" / "mine",))
+    wd = home / "runs" / "mine" / "wd"
+    logs = home / "runs" / "mine" / "logs"
+    logs.mkdir()
+    command = ("readlink /proc/self/ns/user > ns.$RANK; echo $$ > pid.$RANK; "
+               "while [ ! -f pid.0 ] || [ ! -f pid.1 ]; do sleep 0.01; done; "
+               "other=$(cat pid.$((1 - RANK))); head -c 1 /proc/$other/environ > /dev/null && echo ok > reach.$RANK; "
+               f"ls {home}/token 2> /dev/null > leak.$RANK; touch done.$RANK; "
+               "while [ ! -f done.0 ] || [ ! -f done.1 ]; do sleep 0.01; done")  # both alive until both looked
+    ranks = Ranks("bash", command, wd, {"PATH": os.environ["PATH"]}, [(0, {"RANK": "0"}), (1, {"RANK": "1"})],
+                  logs, enter=box.preexec(wd))
+    stopped, failed = ranks.wait(time.monotonic() + 30, lambda: False)
+    ranks.end_groups()
+    assert (stopped, failed) == (None, None)
+    assert (wd / "ns.0").read_text() == (wd / "ns.1").read_text() != os.readlink("/proc/self/ns/user") + "\n"
+    assert (wd / "reach.0").is_file() and (wd / "reach.1").is_file()
+    assert (wd / "leak.0").read_text() == "" and (wd / "leak.1").read_text() == ""
+    assert all(r.proc.returncode == 0 for r in ranks.ranks)
