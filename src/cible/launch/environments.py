@@ -228,7 +228,7 @@ def _pyenv_interpreters() -> list[tuple[tuple[int, int, int], str]]:
     except OSError:
         return []
     for d in entries:
-        m = re.match(r"^(\d+)\.(\d+)\.(\d+)$", d.name)  # CPython builds only (not pypy, conda, virtualenvs)
+        m = re.fullmatch(r"^(\d+)\.(\d+)\.(\d+)$", d.name)  # CPython builds only (not pypy, conda, virtualenvs)
         exe = d / "bin" / "python"
         if m and exe.exists():
             found.append(((int(m[1]), int(m[2]), int(m[3])), str(exe)))

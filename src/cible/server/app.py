@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 
 from fastapi import FastAPI
 
@@ -42,6 +43,8 @@ from cible.server.store.db import Store
 from cible.server.tokens import Tokens
 from cible.server.tracking import TrackingServer
 from cible.server.tracking_proxy import tracking_router
+
+EXPERIMENT_IDS_KEPT = 1024  # MLflow experiment ids the server remembers, by name (the most recently used)
 
 
 def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK, *, reconcile: bool = True,
@@ -88,17 +91,20 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     tracking = TrackingServer(paths.home) if settings.tracking else None
     # No token in a stored plan: each launcher is handed its job's run token (with_run_token).
     tracking_plan = {"uri": f"{url}/mlflow"} if tracking and url else None
-    experiment_ids: dict[str, str] = {}
+
+    @lru_cache(maxsize=EXPERIMENT_IDS_KEPT)  # a failed lookup raises: it is not kept, the next one asks again
+    def cached_experiment_id(name: str) -> str:
+        if tracking is None or not tracking.is_ready:
+            raise LookupError("MLflow is not up")
+        return experiment_id(f"{tracking.url}/mlflow", None, name, timeout_s=2, headers=tracking.auth_headers)
 
     def experiment_of(name: str) -> str | None:
-        """The MLflow experiment id for `name`, asked of MLflow once per name (when it is up)."""
-        if name not in experiment_ids and tracking is not None and tracking.is_ready:
-            try:
-                experiment_ids[name] = experiment_id(f"{tracking.url}/mlflow", None, name, timeout_s=2,
-                                                     headers=tracking.auth_headers)
-            except Exception:  # the launcher looks it up itself
-                return None
-        return experiment_ids.get(name)
+        """The MLflow experiment id for `name`, asked of MLflow once per name (when it is up) while the
+        name is among the EXPERIMENT_IDS_KEPT most recently used."""
+        try:
+            return cached_experiment_id(name)
+        except Exception:  # the launcher looks it up itself
+            return None
 
     plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan,
                         experiment_lookup=experiment_of)

@@ -7,7 +7,7 @@ run (tracking_policy). The scope is left in ``scope["state"]["token_scope"]`` fo
 
 from __future__ import annotations
 
-import json
+from cible.server.errors import envelope_body
 from cible.server.tokens import Scope, Tokens
 
 AGENT_NODES = "/api/v1/agent/nodes/"
@@ -51,7 +51,7 @@ def _refusal(granted: Scope, path: str) -> str | None:
 
 
 async def _deny(send, status: int, code: str, message: str) -> None:  # noqa: ANN001
-    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    body = envelope_body(code, message)
     headers = [(b"content-type", b"application/json")]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

@@ -6,13 +6,14 @@ A 500 never echoes the exception: its text can hold SQL, file paths or values of
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,8 +25,17 @@ HTTP_CODES = {400: "InvalidRequest", 401: "Unauthorized", 404: "NotFound", 405: 
               413: "PayloadTooLarge"}
 
 
-def envelope(status: int, code: str, message: str, details=None) -> JSONResponse:  # noqa: ANN001
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, "details": details}})
+def envelope_body(code: str, message: str, details: Any = None) -> bytes:
+    """The error envelope's JSON body, `{"error": {"code", "message", "details"}}`: what every refusal
+    answers, from a route, a handler or a middleware that writes its own ASGI messages."""
+    content = {"error": {"code": code, "message": message, "details": details}}
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def envelope(status: int, code: str, message: str, details: Any = None,
+             headers: dict[str, str] | None = None) -> Response:
+    return Response(envelope_body(code, message, details), status_code=status, headers=headers,
+                    media_type="application/json")
 
 
 class PayloadTooLargeError(StarletteHTTPException):
@@ -44,7 +54,7 @@ def human_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
-def error_response(exc: Exception, scope: dict[str, Any] | None = None) -> JSONResponse:
+def error_response(exc: Exception, scope: dict[str, Any] | None = None) -> Response:
     """The envelope for an exception that no route turned into one."""
     if isinstance(exc, CibleError):
         return envelope(exc.http_status, exc.code, exc.message, exc.details)
@@ -75,11 +85,11 @@ def _out_of_range(exc: BaseException) -> bool:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CibleError)
-    async def _cible(_: Request, exc: CibleError) -> JSONResponse:
+    async def _cible(_: Request, exc: CibleError) -> Response:
         return envelope(exc.http_status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
@@ -88,11 +98,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return envelope(422, "InvalidRequest", message, problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         return error_response(exc)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         # Only what escapes the RequestGuard middleware (which answers without re-raising, so
         # that the connection survives) lands here.
         return error_response(exc, request.scope)

@@ -202,7 +202,7 @@ class TrackingServer:
             except OSError:
                 pass
         if proc.poll() is None:
-            # The whole group: with the `mlflow server` fallback, its uvicorn child is in it too.
+            # The whole group (the child leads a session of its own): whatever it started goes too.
             # (Signalled only while the leader is unreaped, so the group id cannot be reused.)
             _signal_group(proc.pid, signal.SIGTERM)
             try:

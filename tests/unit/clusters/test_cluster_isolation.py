@@ -3,7 +3,8 @@ raises (planted straight into the database) records why in its provisioning_erro
 alone; a node whose launch raises is removed through the node table, saying why; a provider whose
 listing raises holds back its own clusters only; an instance whose own pass raises says so and still
 gets its node; an absurd idle time (10^29 s) means "never" instead of an OverflowError. Real store,
-fake providers, a frozen clock; passes made by hand."""
+fake providers, a frozen clock; passes made by hand. A live node row whose info the quotas cannot
+read counts as its size in the catalog (or as nothing) instead of stopping every cluster's pass."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from cible.backends.base.contract import NodeRequest, ProviderNode
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.reconciler import MAX_POLL_S, ClusterReconciler
 from cible.server.store.db import Store
-from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
+from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow, QuotaRow
 from cible.testing import FrozenClock
 from cible.workspace import WorkspacePaths
 
@@ -79,10 +80,11 @@ class Bench:
             session.add(ComputeRow(name=name, compute_type=kind, spec=spec, provisioning_state="Succeeded",
                                    status=status, created_at=NOW, updated_at=NOW))
 
-    def node(self, node_id: str, compute: str, state: str = "idle") -> None:
+    def node(self, node_id: str, compute: str, state: str = "idle", info: Any = None) -> None:
         with self.store.session() as session:
             session.add(NodeRow(node_id=node_id, compute=compute, provider="local", state=state, address="127.0.0.1",
-                                info={"size": SIZE}, created_at=NOW, updated_at=NOW, idle_since=NOW,
+                                info={"size": SIZE} if info is None else info, created_at=NOW, updated_at=NOW,
+                                idle_since=NOW,
                                 last_heartbeat=NOW))
         self.local.listing[node_id] = self.local.listing.get(node_id) or _listed(node_id)
 
@@ -265,3 +267,28 @@ def test_a_node_row_no_table_knows_is_left_out_and_its_cluster_goes_on(bench: Be
     assert nodes.pop("weird") == "sideways" and list(nodes.values()) == ["preparing"]
     assert bench.spec("odd").get("provisioning_errors") is None
     assert tracebacks(caplog, "'weird'") == 1
+
+
+def test_a_node_row_with_unusable_quota_info_stops_no_cluster(bench: Bench, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING)
+    with bench.store.session() as session:
+        session.add(QuotaRow(scope="total", vcpus=3, updated_at=NOW))  # dedicated vCPUs: DS1_v2 has 1
+    bench.plant("odd")
+    bench.node("sized", "odd", info={"size": SIZE, "family": "standardDSv2Family", "vcpus": "many"})
+    bench.node("bare", "odd", info={"family": "standardDSv2Family"})  # no vcpus, no size
+    bench.node("listy", "odd", info=["not", "a", "mapping"])
+    bench.node("huge", "odd", info={"size": "Standard_Nope", "family": "standardDSv2Family", "vcpus": 10**400})
+    bench.plant("good", max_instances=3)
+    for job in ("j1", "j2", "j3"):
+        bench.queue(job, "good")
+
+    for _ in range(2):
+        bench.reconciler.reconcile_once()
+        bench.clock.advance(0.5)
+    # 3 vCPUs less the 1 of the sized bad row: two of good's three jobs get a node, the third waits
+    assert sorted(bench.nodes("good").values()) == ["preparing", "preparing"]
+    assert [bench.spec(c).get("provisioning_errors") for c in ("odd", "good")] == [None, None]
+    warned = [r.getMessage() for r in caplog.records if "unusable for the quotas" in r.getMessage()]
+    assert len(warned) == 4  # once per row, not once per pass
+    assert any("'sized'" in m and "counted as its size Standard_DS1_v2 (1 vCPUs)" in m for m in warned)
+    assert any("'bare'" in m and "counted as 0 vCPUs" in m for m in warned)

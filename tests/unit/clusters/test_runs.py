@@ -129,7 +129,8 @@ def test_artifact_paths_under_the_shipped_dirs_are_accepted(paths: WorkspacePath
 @pytest.mark.parametrize("rel", ["../x", "user_logs/../../x", "outputs/../../../etc/passwd", "/etc/passwd",
                                  "/user_logs/x", "", "user_logs//x", "user_logs/x/", "user_logs/./x",
                                  "user_logs\\..\\x", "outputs/a\\b", "secrets/x", "artifacts/x", "reports/x",
-                                 "checkpoint/x", ".", "./user_logs/x", "User_Logs/x"])
+                                 "checkpoint/x", ".", "./user_logs/x", "User_Logs/x", "user_logs/a\0b",
+                                 "outputs/" + "x" * 256])
 def test_other_paths_are_refused(paths: WorkspacePaths, rel: str):
     assert artifact_path(paths, "job1", rel) is None
 

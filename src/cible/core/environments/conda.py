@@ -81,12 +81,12 @@ def _split_spec(raw: str, where: str) -> tuple[str, str, str | None]:
     spec = raw.strip()
     if "::" in spec:  # channel prefix: conda-forge::numpy, conda-forge/linux-64::numpy
         spec = spec.split("::", 1)[1].strip()
-    bracket = _BRACKET.match(spec)
+    bracket = _BRACKET.fullmatch(spec)
     if bracket:  # numpy[version='>=1.20,<2', build=py39*]
         pairs = {m.group(1): next(g for g in m.groups()[1:] if g is not None) for m in _KEYVAL.finditer(bracket["body"])}
         version = pairs.get("version", "")
         spec = bracket["name"] + (f" {version}" if version else "")
-    m = _NAME.match(spec)
+    m = _NAME.fullmatch(spec)
     if not m:
         raise _fail(where, f"'{raw}' is not a conda package spec (expected name, name=version or name>=version)")
     name, rest = m["name"], m["rest"].strip()
@@ -100,14 +100,14 @@ def _split_spec(raw: str, where: str) -> tuple[str, str, str | None]:
         version = version.strip()
         if version in ("", "*"):  # blas=*=mkl: any version
             return name, "", build.strip() or None
-        if not _VERSION.match(version):
+        if not _VERSION.fullmatch(version):
             raise _fail(where, f"'{raw}': '{version}' is not a version")
         return name, _fuzzy(version), build.strip() or None
     if rest.startswith(_OPERATORS):
         if rest.startswith("=="):
             version, _, build = rest[2:].partition("=")
             version = version.strip()
-            if not _VERSION.match(version):
+            if not _VERSION.fullmatch(version):
                 raise _fail(where, f"'{raw}': '{version}' is not a version")
             specifier = "==" + (version.rstrip("*").rstrip(".") + ".*" if version.endswith("*") else version)
             return name, specifier, build.strip() or None
@@ -116,13 +116,13 @@ def _split_spec(raw: str, where: str) -> tuple[str, str, str | None]:
         build = parts[1] if len(parts) > 1 else None
         return name, specifier.replace(" ", ""), build
     parts = rest.split()  # space-separated match spec: "numpy 1.21.2 py39_0"
-    if not _VERSION.match(parts[0]):
+    if not _VERSION.fullmatch(parts[0]):
         raise _fail(where, f"'{raw}' is not a conda package spec (expected name, name=version or name>=version)")
     return name, _fuzzy(parts[0]), (parts[1] if len(parts) > 1 else None)
 
 
 def _python_version(specifier: str, raw: str, notes: list[str]) -> str | None:
-    m = re.match(r"^==(\d+)\.(\d+)(?:\.(\d+|\*))?(?:\.\*)?$", specifier)
+    m = re.fullmatch(r"^==(\d+)\.(\d+)(?:\.(\d+|\*))?(?:\.\*)?$", specifier)
     if not m:
         if specifier:
             notes.append(f"'{raw}': only an exact python=X.Y pin selects the interpreter; the host's Python is used")

@@ -47,10 +47,10 @@ def split_reference(ref: str) -> tuple[str, str | None, str | None] | None:
     labels/latest) leaves version None.
     """
     ref = ref.strip()
-    m = _REGISTRY.match(ref)
+    m = _REGISTRY.fullmatch(ref)
     if m:
         return m["name"], m["version"], m["registry"]
-    m = _ARM.match(ref)
+    m = _ARM.fullmatch(ref)
     if m:
         return m["name"], m["version"], None
     if ref.lower().startswith("azureml:"):

@@ -51,9 +51,9 @@ def classify_image(image: str | None) -> tuple[str, dict[str, Any] | None]:
     if image is None or not str(image).strip():
         return "host", None
     image = str(image).strip()
-    if _PYTHON_IMAGE.match(image):
+    if _PYTHON_IMAGE.fullmatch(image):
         return "host", None
-    m = _AZUREML_IMAGE.match(image)
+    m = _AZUREML_IMAGE.fullmatch(image)
     if m:
         repo = m["repo"]
         if repo.lower().startswith("curated/"):

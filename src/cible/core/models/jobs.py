@@ -84,7 +84,7 @@ class JobResources(SpecModel):
     @field_validator("shm_size")
     @classmethod
     def _shm_size_format(cls, value: str | None) -> str | None:
-        if value is not None and not _SHM_SIZE.match(value):
+        if value is not None and not _SHM_SIZE.fullmatch(value):
             raise ValueError(f"{value!r} is not a size like '2g' (<number><b|k|m|g>)")
         return value
 

@@ -105,7 +105,7 @@ def idle_time_seconds(minutes: int | None, iso: str | None) -> float | None:
         return minutes * 60.0
     if not iso:
         return None
-    match = _ISO_PARTS.match(iso.upper())
+    match = _ISO_PARTS.fullmatch(iso.upper())
     if not match or not any(match.groups()):
         raise ValueError(f"{iso!r} is not an ISO-8601 duration such as 'PT30M' or 'PT90S' (days, hours, "
                          "minutes, seconds)")

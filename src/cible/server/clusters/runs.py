@@ -53,16 +53,17 @@ def save_report(paths: WorkspacePaths, job_name: str, report: dict[str, Any]) ->
 
 
 def artifact_path(paths: WorkspacePaths, job_name: str, rel: str) -> Path | None:
-    """Where a shipped artifact file goes, or None when `rel` is not a plain artifact path."""
-    parts = rel.split("/")
-    if (len(parts) < 2 or parts[0] not in ARTIFACT_DIRS or any(p in ("", ".", "..") for p in parts)
-            or "\\" in rel or "\0" in rel or any(len(p.encode()) > 255 for p in parts)):
-        return None
+    """Where a shipped artifact file goes, or None when `rel` is not a plain artifact path: a file
+    under one of ARTIFACT_DIRS, written as its parts (no empty or `.` part, no backslash)."""
     artifacts = paths.run_dir(job_name) / "artifacts"
-    try:  # a link a job left among its artifacts leads nowhere else
-        return under(artifacts, rel, field="path")
+    try:  # `..`, absolute paths, NUL bytes, over-long parts, and links a job left among its artifacts
+        path = under(artifacts, rel, field="path")
     except CibleError:
         return None
+    parts = path.relative_to(artifacts).parts
+    if "\\" in rel or "/".join(parts) != rel or len(parts) < 2 or parts[0] not in ARTIFACT_DIRS:
+        return None
+    return path
 
 
 class ChunkError(ValueError):

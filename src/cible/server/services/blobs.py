@@ -19,7 +19,7 @@ MANIFEST_VERSION = 1
 
 
 def check_digest(digest: str, field: str = "sha256") -> str:
-    if not SHA256.match(digest):
+    if not SHA256.fullmatch(digest):
         raise InvalidRequestError(f"{field}: '{digest}' is not a lowercase hex sha256 digest", details={"field": field})
     return digest
 

@@ -9,6 +9,7 @@ requested until it is gone, so a cluster over quota waits with the reason shown.
 from __future__ import annotations
 
 import difflib
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from cible.core import catalog
 from cible.core.clock import Clock
-from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.errors import ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE
 from cible.core.planning.clusters import ClusterPlan
 from cible.core.planning.quotas import (
@@ -33,6 +34,8 @@ from cible.core.planning.quotas import (
 from cible.server.services.paging import MAX_TOP, fetch, page
 from cible.server.store.db import Store
 from cible.server.store.rows import NodeRow, QuotaRequestRow, QuotaRow
+
+log = logging.getLogger(__name__)
 
 PENDING, APPROVED, DENIED = "Pending", "Approved", "Denied"
 # Quotas and request ids are INTEGER columns (32-bit on PostgreSQL): larger numbers are refused
@@ -68,6 +71,7 @@ class QuotaService:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        self._unreadable: set[str] = set()  # live node rows whose info is unusable (logged once)
 
     # -- reads -------------------------------------------------------------------------
     def snapshot(self) -> QuotaGate:
@@ -154,11 +158,29 @@ class QuotaService:
     def _limits(session) -> QuotaLimits:  # noqa: ANN001
         return QuotaLimits.from_scopes({r.scope: r.vcpus for r in session.scalars(select(QuotaRow))})
 
-    @staticmethod
-    def _usage(session) -> Usage:  # noqa: ANN001
-        infos = session.scalars(select(NodeRow.info).where(NodeRow.state.in_([s.value for s in LIVE])))
-        return usage_of(NodeUse(i["family"], int(i["vcpus"]), bool(i.get("low_priority")))
-                        for i in infos if i and "family" in i)
+    def _usage(self, session) -> Usage:  # noqa: ANN001
+        rows = session.execute(select(NodeRow.node_id, NodeRow.info).where(NodeRow.state.in_([s.value for s in LIVE])))
+        return usage_of(use for node_id, info in rows if (use := self._node_use(node_id, info)) is not None)
+
+    def _node_use(self, node_id: str, info: Any) -> NodeUse | None:
+        """A live node's share of the quotas, from the info the reconciler wrote when it asked for it.
+        A row whose info is unusable counts as its size in the catalog, or as nothing; it is logged
+        once and never raises: every reconciler pass starts with a snapshot, so one bad row would
+        otherwise stop every cluster."""
+        info = info if isinstance(info, dict) else {}
+        family, vcpus = info.get("family"), info.get("vcpus")
+        if isinstance(family, str) and type(vcpus) is int and 0 <= vcpus <= MAX_VCPUS:
+            return NodeUse(family, vcpus, bool(info.get("low_priority")))
+        try:
+            size = catalog.get_size(info["size"]) if isinstance(info.get("size"), str) else None
+        except InvalidSpecError:
+            size = None
+        if node_id not in self._unreadable:
+            self._unreadable.add(node_id)
+            counted = f"counted as its size {size.name} ({size.vcpus} vCPUs)" if size else "counted as 0 vCPUs"
+            log.warning("node %r: its family and vCPUs (%.60r, %.60r) are unusable for the quotas; it is %s",
+                        node_id, family, vcpus, counted)
+        return NodeUse(size.family, size.vcpus, bool(info.get("low_priority"))) if size else None
 
 
 def _plus(usage: Usage, nodes: list[NodeUse]) -> Usage:

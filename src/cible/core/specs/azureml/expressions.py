@@ -34,7 +34,7 @@ def format_literal(value: object) -> str:
 
 
 def _split(expression: str) -> tuple[str, str]:
-    match = _REFERENCE.match(expression)
+    match = _REFERENCE.fullmatch(expression)
     if not match:
         raise InvalidSpecError(
             f"malformed expression '${{{{{expression}}}}}'; expected ${{{{inputs.<name>}}}} or ${{{{outputs.<name>}}}}"
@@ -43,7 +43,7 @@ def _split(expression: str) -> tuple[str, str]:
 
 
 def _block_references(block: str) -> list[tuple[str, str]]:
-    short = _SHORT_BLOCK.match(block)
+    short = _SHORT_BLOCK.fullmatch(block)
     if short:
         return [("inputs", short["name"])]
     return [_split(expr) for expr in _EXPR.findall(block)]
@@ -100,7 +100,7 @@ def render_command(template: str, *, inputs: Mapping[str, str], outputs: Mapping
         if block is None:
             ns, name = _split(match["expr"])
             return _lookup(ns, name, inputs, outputs, search_space)
-        short = _SHORT_BLOCK.match(block)
+        short = _SHORT_BLOCK.fullmatch(block)
         if short:
             return _lookup("inputs", short["name"], inputs, outputs, search_space) if short["name"] in inputs else ""
         if any(ns == "inputs" and name not in inputs for ns, name in _block_references(block)):

@@ -42,7 +42,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
 def _checked_name(name: str, value: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidSpecError(f"{value!r}: {name!r} is not a valid asset name")
     return name
 
@@ -55,7 +55,7 @@ def parse_asset_ref(value: str) -> AssetRef | None:
     if not isinstance(value, str) or not value.lower().startswith("azureml:"):
         return None
     if value.lower().startswith("azureml://"):
-        match = _REGISTRY_REF.match(value)
+        match = _REGISTRY_REF.fullmatch(value)
         if match:
             return AssetRef(
                 name=_checked_name(match["name"], value), version=match["version"], label=match["label"],
@@ -69,7 +69,7 @@ def parse_asset_ref(value: str) -> AssetRef | None:
         return None  # datastore, job output or other storage URI
     body = value[len("azureml:"):]
     if body.startswith("/"):
-        match = _ARM_REF.match(value)
+        match = _ARM_REF.fullmatch(value)
         if not match:
             raise InvalidSpecError(f"{value!r} is not a valid ARM id reference")
         asset_type = match["type"].lower()
@@ -99,12 +99,12 @@ _COMPUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 def parse_compute_ref(value: str) -> str:
     """Compute name from ``azureml:cpu-cluster``, ``cpu-cluster`` or an ARM id."""
     text = value.strip() if isinstance(value, str) else ""
-    match = _COMPUTE_ARM.match(text)
+    match = _COMPUTE_ARM.fullmatch(text)
     if match:
         name = match["name"]
     else:
         name = text[len("azureml:"):] if text.lower().startswith("azureml:") else text
-    if not _COMPUTE_NAME.match(name):
+    if not _COMPUTE_NAME.fullmatch(name):
         raise InvalidSpecError(
             f"{value!r} is not a compute reference (expected <name>, azureml:<name> or an ARM id ending in "
             "/computes/<name>)"
@@ -160,7 +160,7 @@ _WASBS = re.compile(r"^wasbs?://(?P<container>[^@/]+)@(?P<host>[^/]+)(?:/(?P<pat
 
 def wasbs_to_https(uri: str) -> str:
     """``wasbs://C@A.blob.core.windows.net/P`` -> ``https://A.blob.core.windows.net/C/P`` (same public object)."""
-    match = _WASBS.match(uri)
+    match = _WASBS.fullmatch(uri)
     if not match:
         raise InvalidSpecError(f"{uri!r} is not a wasbs URI like wasbs://<container>@<account>.blob.core.windows.net/<path>")
     url = f"https://{match['host']}/{match['container']}"
@@ -178,7 +178,7 @@ def parse_datastore_uri(uri: str, *, field: str = "path") -> tuple[str, str]:
     """``azureml://datastores/<ds>/paths/<p>`` (or the long subscriptions/... form) -> ``(ds, p)``,
     ``p`` normalised (``a/../b/`` -> ``b/``, no leading ``/``); a ``p`` that leads out of the
     datastore is an InvalidRequestError naming ``field``."""
-    match = _DATASTORE.match(uri)
+    match = _DATASTORE.fullmatch(uri)
     if not match:
         raise InvalidSpecError(f"{uri!r} is not a datastore URI like azureml://datastores/<datastore>/paths/<path>")
     return match["ds"], normalise(match["path"] or "", field=field)
@@ -192,7 +192,7 @@ _JOB_OUTPUT = re.compile(
 def parse_job_output_uri(uri: str, *, field: str = "path") -> tuple[str, str, str]:
     """``azureml://jobs/<job>/outputs/<out>[/paths/<p>]`` -> ``(job, out, p or "")``, ``p``
     normalised and kept inside the output as in `parse_datastore_uri`."""
-    match = _JOB_OUTPUT.match(uri)
+    match = _JOB_OUTPUT.fullmatch(uri)
     if not match:
         raise InvalidSpecError(
             f"{uri!r} is not a job output URI like azureml://jobs/<job>/outputs/<output>/paths/<path>"
