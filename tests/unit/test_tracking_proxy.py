@@ -130,14 +130,14 @@ def ready_proxy(fake: FakeTracking) -> Iterator[tuple[FakeTracking, httpx.Client
 def test_path_query_method_and_body_are_forwarded_unchanged(ready_proxy):
     _, client = ready_proxy
     response = client.post(
-        "/mlflow/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/dir%2Fa%20b.txt",
+        "/mlflow/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/dir/a%20b.txt",
         params={"run_id": "r1", "path": "x/y z"}, content=b"payload",
         headers={"Authorization": "Bearer workspace-token", "X-Custom": "kept", "Origin": "http://elsewhere"},
     )
     assert response.status_code == 200
     seen = response.json()
     assert seen["method"] == "POST"
-    assert seen["raw_path"] == "/mlflow/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/dir%2Fa%20b.txt"
+    assert seen["raw_path"] == "/mlflow/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/dir/a%20b.txt"
     assert seen["query"] == "run_id=r1&path=x%2Fy+z"
     assert seen["length"] == len(b"payload")
     headers = seen["headers"]
@@ -247,23 +247,19 @@ def test_stop_ends_the_child(fake: FakeTracking):
 
 
 def test_workspace_app_guards_mlflow_with_its_token(tmp_path: Path):
-    """Once the lead wires tracking_router into create_app (and /mlflow into the token check)."""
+    """/mlflow is behind the workspace's token check: a missing or wrong token is a 401."""
     from fastapi.testclient import TestClient
 
     from cible.server.app import create_app
     from cible.server.settings import ServerSettings
 
-    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=f"sqlite:///{tmp_path / 'c.db'}"), "tok",
-                     reconcile=False)
-    tracking = getattr(app.state, "tracking", None)
-    if tracking is not None:
-        tracking.stop()  # no MLflow child here: a request that gets past the token check fails at once
+    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=f"sqlite:///{tmp_path / 'c.db'}",
+                                    tracking=True), "tok", reconcile=False)
+    app.state.tracking.stop()  # no MLflow child here: a request that got past the token check would fail at once
     try:
         client = TestClient(app, raise_server_exceptions=False)  # no lifespan
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             response = client.get("/mlflow/api/2.0/mlflow/experiments/search", headers=headers)
-            if response.status_code == 404 and tracking is None:
-                pytest.skip("tracking_router is not wired into create_app yet")
             assert response.status_code == 401, response.text
             assert response.json()["error"]["code"] == "Unauthorized"
     finally:

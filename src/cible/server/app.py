@@ -54,7 +54,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     store = Store(settings.db_url)
     store.migrate()
     tokens = Tokens(token)  # jobs and nodes get tokens scoped to them, never the workspace's
-    runner = LocalProcessRunner(paths.runs, run_token=tokens.job)
+    runner = LocalProcessRunner(paths.runs, run_token=tokens.run)
     hub = AgentHub()
     providers = {
         "local": LocalNodeProvider(paths.nodes, paths.home, url, tokens.node),
@@ -75,7 +75,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                                on_job_ended=clusters.wake)
     clusters.on_jobs_changed = reconciler.wake
     agents = AgentService(store, paths, hub, clock, settings.node_heartbeat_timeout_s,
-                          on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.job)
+                          on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.run)
 
     def plan_of(job_name: str):  # noqa: ANN202
         try:
@@ -164,7 +164,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.include_router(sizes_router.router)
     app.include_router(agents_router.router)
     if tracking:
-        app.include_router(tracking_router(tracking))
+        app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal))
     app.include_router(assets_router.router)  # last: its /api/v1/{kind} would shadow the routes above
     app.add_middleware(TokenAuthMiddleware, tokens=tokens)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: body limits; 500s that keep the connection

@@ -26,7 +26,7 @@ _UPLOADS = "max_upload_bytes"
 _ROUTE_LIMITS = (
     ("PUT", re.compile(r"/api/v1/blobs/[^/]+"), _UPLOADS),
     ("PUT", re.compile(r"/api/v1/agent/nodes/[^/]+/runs/[^/]+/files/.+"), "max_agent_chunk_bytes"),
-    (None, re.compile(r"/mlflow/.*mlflow-artifacts/.*"), _UPLOADS),  # artifacts logged through the proxy
+    (None, re.compile(r"^/mlflow/(ajax-)?api/2\.0/mlflow-artifacts/.*"), _UPLOADS),  # artifacts logged via the proxy
 )
 _ENV = {"max_request_bytes": "CIBLE_MAX_REQUEST_BYTES", "max_upload_bytes": "CIBLE_MAX_UPLOAD_BYTES",
         "max_agent_chunk_bytes": "CIBLE_MAX_AGENT_CHUNK_BYTES"}

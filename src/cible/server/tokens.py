@@ -3,8 +3,12 @@
 The workspace token (``$CIBLE_HOME/token``) can do everything; nothing that runs user code gets it.
 Each job gets a *run token* and each node's agent a *node token*:
 
-    cible-job.<name, base64url>.<HMAC>      its own MLflow run (see tracking_policy)
-    cible-node.<node id, base64url>.<HMAC>  the agent routes of that node only
+    cible-job.<name, base64url>.<salt>.<HMAC>  its own MLflow runs (see tracking_policy)
+    cible-node.<node id, base64url>.<HMAC>     the agent routes of that node only
+
+A job's salt is drawn when it is submitted (its plan's `token_salt`): a job deleted and submitted
+again under its name gets another token, and the proxy refuses a token whose salt is not the
+current job's, or whose job ended a while ago.
 
 The HMAC key is derived from the workspace token, so a token is never stored anywhere: the
 server recomputes it after a restart (an agent keeps working across one), a forged or altered
@@ -31,6 +35,7 @@ class Scope:
 
     kind: Literal["workspace", "job", "node"]
     name: str = ""
+    salt: str = ""  # a job's: which submission of that name
 
     @property
     def is_workspace(self) -> bool:
@@ -45,9 +50,13 @@ class Tokens:
         self._workspace = workspace_token.encode()
         self._key = hmac.new(self._workspace, b"cible scoped tokens v1", hashlib.sha256).digest()
 
-    def job(self, name: str) -> str:
-        """The run token of job `name` (what its launcher and its command hold)."""
-        return self._make(JOB, name)
+    def job(self, name: str, salt: str = "") -> str:
+        """The run token of job `name` as submitted with `salt` (what its launcher and command hold)."""
+        return self._make(JOB, name, salt)
+
+    def run(self, plan: dict) -> str:
+        """The run token of the job a launch plan is for."""
+        return self.job(plan["job_name"], plan.get("token_salt", ""))
 
     def node(self, node_id: str) -> str:
         """The token of node `node_id`'s agent."""
@@ -59,16 +68,19 @@ class Tokens:
             return WORKSPACE
         try:
             text = bearer.decode("ascii")
-            kind_part, encoded, _mac = text.split(".")
+            kind_part, encoded, *salt, _mac = text.split(".")
             kind = kind_part.removeprefix(_PREFIX)
             name = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
         except (UnicodeDecodeError, ValueError, binascii.Error):
             return None
-        if kind not in (JOB, NODE) or not hmac.compare_digest(text, self._make(kind, name)):
+        if (kind, len(salt)) not in ((JOB, 1), (NODE, 0)):
             return None
-        return Scope(kind, name)
+        if not hmac.compare_digest(text, self._make(kind, name, *salt)):
+            return None
+        return Scope(kind, name, *salt)
 
-    def _make(self, kind: str, name: str) -> str:
+    def _make(self, kind: str, name: str, salt: str | None = None) -> str:
         encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-        mac = hmac.new(self._key, f"{kind}\0{name}".encode(), hashlib.sha256).digest()
-        return f"{_PREFIX}{kind}.{encoded}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+        parts = [encoded] if salt is None else [encoded, salt]
+        mac = hmac.new(self._key, "\0".join([kind, *parts]).encode(), hashlib.sha256).digest()
+        return f"{_PREFIX}{kind}.{'.'.join(parts)}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"

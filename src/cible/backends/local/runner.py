@@ -34,7 +34,7 @@ class LocalProcessRunner:
 
     def __init__(self, runs_root: Path, python: str | None = None, fork_server: bool = True,
                  preexec_fn: Callable[[], None] | None = None, on_spawn: Callable[[int], None] | None = None,
-                 run_token: Callable[[str], str] | None = None) -> None:
+                 run_token: Callable[[dict[str, Any]], str] | None = None) -> None:
         self.runs_root = runs_root
         # The server's runner hands each launcher its job's run token (an agent's plans carry theirs).
         self.run_token = run_token
@@ -74,7 +74,7 @@ class LocalProcessRunner:
             return existing
         (run_dir / "artifacts" / "system_logs").mkdir(parents=True, exist_ok=True)
         if self.run_token is not None:
-            plan = with_run_token(plan, self.run_token(job_name))
+            plan = with_run_token(plan, self.run_token(plan))
         write_json_atomic(run_dir / PLAN_FILE, plan, private=True)  # it carries the job's run token
         pid = self._fork(run_dir)
         if pid is None:

@@ -30,7 +30,7 @@ MAX_WAIT_S = 10.0
 class AgentService:
     def __init__(self, store: Store, paths: WorkspacePaths, hub: AgentHub, clock: Clock,
                  heartbeat_timeout_s: float, on_first_heartbeat: Callable[[], None],
-                 on_report: Callable[[], None], run_token: Callable[[str], str]) -> None:
+                 on_report: Callable[[], None], run_token: Callable[[dict[str, Any]], str]) -> None:
         self.store = store
         self.run_token = run_token  # a job's run token, handed to its nodes with its plan
         self.paths = paths
@@ -75,7 +75,7 @@ class AgentService:
                         "job": job.name, "attempt": handle["attempt"], "node_rank": rank,
                         "cancel": job.status == JobStatus.CANCEL_REQUESTED.value,
                         "plan": None if key in has else node_plan(job.run["plan"], handle, rank, self.paths,
-                                                                         self.run_token(job.name)),
+                                                                         self.run_token(job.run["plan"])),
                     })
             instance = session.get(ComputeRow, node.compute)
             stops_at = ((instance.status or {}).get("idleness") or {}).get("stops_at") if instance else None

@@ -38,7 +38,7 @@ def node_costs(session, now: datetime, *, compute: str | None = None, node_ids: 
     history = session.execute(select(NodeStateRow.node_id, NodeStateRow.at, NodeStateRow.to_state, NodeStateRow.job_name)
                               .where(NodeStateRow.node_id.in_([n.node_id for n in nodes])).order_by(NodeStateRow.id))
     for node_id, at, state, job in history:
-        changes[node_id].append(StateChange(at=_aware(at), state=state, job=job))
+        changes[node_id].append(StateChange(at=aware(at), state=state, job=job))
     return [node_cost(n.node_id, n.compute, float((n.info or {}).get("price_per_hour", 0.0)), changes[n.node_id],
                       now, since) for n in nodes]
 
@@ -77,8 +77,8 @@ class CostService:
             raise InvalidRequestError(f"by: '{by}' is not a grouping; use one of {', '.join(GROUPINGS)}",
                                       details={"field": "by"})
         now = self.clock.now()
-        now = min(now, _aware(until)) if until is not None else now
-        since = _aware(since)
+        now = min(now, aware(until)) if until is not None else now
+        since = aware(since)
         with self.store.session() as session:
             costs = node_costs(session, now, since=since)
             jobs = dict(session.execute(select(JobRow.name, JobRow.created_by)).all())
@@ -96,7 +96,7 @@ class CostService:
                 "total": round(total, 6), "note": "indicative catalog prices × node lifetimes", **shown}
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value

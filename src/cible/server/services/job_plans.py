@@ -6,6 +6,7 @@ so bad input is a 4xx now rather than a failed job later.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,8 @@ class PlanBuilder:
             "tracking": self.tracking and {**self.tracking, "experiment_id": self.experiment_lookup(experiment_name)},
             # What the command may not see (launch/sandbox.py): the workspace, but for its run and the data.
             "sandbox": {"hide": str(self.paths.home), "readable": [str(self.paths.datastores)]},
+            # Which submission of this name: part of its run token (server/tokens.py), not a secret.
+            "token_salt": secrets.token_urlsafe(9),
         }
 
     def _environment(self, job: CommandJob) -> dict[str, Any]:

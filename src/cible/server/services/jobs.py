@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,13 +19,14 @@ from cible.core.names import display_name_for
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services.computes import ComputeService
-from cible.server.services.costs import SERVERLESS_PREFIX, job_cost
+from cible.server.services.costs import SERVERLESS_PREFIX, aware, job_cost
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.paging import fetch, page
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
+RUN_TOKEN_GRACE = timedelta(minutes=10)  # a run token outlives its job this long (its last uploads)
 SERVERLESS_POOL_MAX = 255  # computes.name is String(255)
 SERVERLESS = "serverless"
 LIVE_STATES = {s.value for s in LIVE}
@@ -207,6 +208,20 @@ class JobService:
         with self.store.session() as session:
             row = self._row(session, name)
             return row.status, dict(row.run or {})
+
+    def run_token_refusal(self, name: str, salt: str) -> str | None:
+        """Why a run token of job `name` with `salt` no longer counts, or None while it does: the
+        job must be the submission it was made for, and not ended more than RUN_TOKEN_GRACE ago."""
+        with self.store.session() as session:
+            row = session.get(JobRow, name)
+            if row is None:
+                return f"job '{name}' no longer exists"
+            if ((row.run or {}).get("plan") or {}).get("token_salt", "") != salt:
+                return f"this token is of an earlier job named '{name}'"
+            ended = row.ended_at if is_terminal(row.status) else None
+        if ended is not None and self.clock.now() - aware(ended) > RUN_TOKEN_GRACE:
+            return f"job '{name}' ended at {ended.isoformat()}; its run token is spent"
+        return None
 
     def _row(self, session: Session, name: str) -> JobRow:
         row = session.get(JobRow, name)
