@@ -132,3 +132,32 @@ def test_the_ranks_of_a_node_share_one_sandbox(home: Path):
     assert (wd / "reach.0").is_file() and (wd / "reach.1").is_file()
     assert (wd / "leak.0").read_text() == "" and (wd / "leak.1").read_text() == ""
     assert all(r.proc.returncode == 0 for r in ranks.ranks)
+
+
+@pytest.mark.parametrize("mode", ["auto", "required"])
+def test_where_the_sandbox_cannot_be_made_a_job_says_so_or_fails(home: Path, monkeypatch, mode):
+    from cible.launch import sandbox
+    from cible.launch.launcher import Launcher
+
+    run = home / "runs" / "mine"
+    (run / "artifacts" / "user_logs").mkdir(parents=True)
+    (run / "artifacts" / "system_logs").mkdir(parents=True)
+    (run / "plan.json").write_text(json.dumps({"job_name": "mine", "sandbox": {"hide": str(home)}}))
+
+    def cannot(self, cwd):  # noqa: ANN001, ARG001
+        raise sandbox.SandboxError(1, "unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted")
+
+    monkeypatch.setattr(sandbox.Sandbox, "enter", cannot)
+    monkeypatch.setenv("CIBLE_JOB_SANDBOX", mode)
+    launcher = Launcher(run)
+
+    def start(preexec):  # noqa: ANN001
+        return subprocess.run(["true"], preexec_fn=preexec, check=True)
+
+    if mode == "required":
+        with pytest.raises(sandbox.SandboxError, match="Operation not permitted"):
+            launcher._sandboxed(start)
+        return
+    assert launcher._sandboxed(start).returncode == 0  # started without it
+    log = (run / "artifacts" / "user_logs" / "std_log.txt").read_text()
+    assert "cannot hide the workspace from the job" in log and "Operation not permitted" in log
