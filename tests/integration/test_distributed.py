@@ -191,11 +191,21 @@ def test_a_failing_rank_fails_the_job_fast_and_ends_the_other_ranks_trees(make_r
     assert [h["status"] for h in state["history"]] == ["Preparing", "Running", "Finalizing", "Failed"]
     error = state["error"]
     assert error["code"] == "UserError" and error["exit_code"] == 3 and state["exit_code"] == 3
-    assert "rank 1 of 2 exited with code 3" in error["message"]
+    assert "rank 1 (of 2) exited with code 3" in error["message"]
     assert "std_log_process_1.txt" in error["message"] and "rank1-is-dying" in error["message"]
     for pid_file in ("shell.pid", "child.pid"):
         pid = int((pids / pid_file).read_text())
         wait_until(lambda p=pid: not process_alive(p), timeout=10, message=f"rank 0's pid {pid} to be gone")
+
+
+def test_a_failing_rank_on_the_second_node_is_named_by_its_global_rank_of_the_world(make_run):
+    # Node 1 of a 2-node job runs ranks 2 and 3 only: the message counts the job's 4 ranks, not this node's 2.
+    run = make_run('[ "$RANK" = 3 ] && exit 1; exit 0',
+                   distribution={"type": "pytorch", "process_count_per_instance": 2}, instance_count=2,
+                   node_rank=1, node_addrs=["127.0.0.1", "127.0.0.1"], master_port=6105)
+    state = run.run()
+    assert state["error"]["code"] == "UserError" and state["exit_code"] == 1
+    assert state["error"]["message"].startswith("rank 3 (of 4) exited with code 1")
 
 
 def _tree_per_rank(pids: Path) -> str:

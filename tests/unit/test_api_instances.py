@@ -273,7 +273,17 @@ def test_instance_actions_on_a_cluster_are_refused_on_its_type(api: TestClient, 
     response = act(api, "cpu", action)
     assert response.status_code == 400, response.text
     error = error_of(response)
-    assert error["details"] == {"field": "type"} and "is a amlcompute" in error["message"]
+    assert error["details"] == {"field": "type"}
+    assert error["message"] == ("compute 'cpu' is of type amlcompute; start, stop, restart, snooze and connect-ssh "
+                                "are for compute instances (type computeinstance)")
+
+
+def test_cluster_only_actions_on_an_instance_name_its_type(api: TestClient):
+    create(api)
+    update = api.patch("/api/v1/computes/ci", json={"max_instances": 3})
+    assert update.status_code == 400
+    assert error_of(update)["message"] == ("compute 'ci' is of type computeinstance; only amlcompute clusters "
+                                           "can be updated")
 
 
 @pytest.mark.parametrize("action", ACTIONS)

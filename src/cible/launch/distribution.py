@@ -64,6 +64,16 @@ def node_processes(distribution: dict[str, Any] | None, *, instance_count: int, 
     )
 
 
+def world_size(distribution: dict[str, Any] | None, instance_count: int) -> int:
+    """How many processes the whole job starts, over every node: what a global rank is out of."""
+    kind = (distribution or {}).get("type")
+    if kind in ("pytorch", "mpi"):
+        return instance_count * _per_instance(distribution)
+    if kind == "tensorflow":
+        return len(tensorflow_tasks(distribution, instance_count))
+    return instance_count  # no distribution (or ray): the command once per node
+
+
 def process_envs(distribution: dict[str, Any] | None, *, instance_count: int, node_rank: int,
                  master_addr: str, master_port: int, node_addrs: list[str],
                  ports: list[int] | None = None) -> list[dict[str, str]]:

@@ -269,7 +269,7 @@ class Launcher:
 
     def _execute_ranks(self, command: str, env: dict[str, str]) -> int:
         """A distributed job: one process per rank of this node (see cible.launch.ranks)."""
-        from cible.launch.distribution import DistributionError, plan_processes
+        from cible.launch.distribution import DistributionError, plan_processes, world_size
         from cible.launch.ranks import Ranks
 
         try:
@@ -294,7 +294,9 @@ class Launcher:
         if failed is None:
             return self._conclude(stopped, 0, "")
         code = failed.proc.returncode
-        return self._conclude(stopped, code, f"rank {failed.rank} of {len(ranks.ranks)} exited with code {code}"
+        # failed.rank is global; on a multi-node job this node holds only some ranks, so count the job's world.
+        world = world_size(self.plan.get("distribution"), self.plan.get("instance_count") or 1)
+        return self._conclude(stopped, code, f"rank {failed.rank} (of {world}) exited with code {code}"
                               + self._log_tail(failed.log))
 
     def _conclude(self, stopped: str | None, exit_code: int, failure: str) -> int:

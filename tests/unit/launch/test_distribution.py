@@ -14,6 +14,7 @@ from cible.launch.distribution import (
     plan_processes,
     process_envs,
     tensorflow_tasks,
+    world_size,
 )
 
 ONE_NODE = {"instance_count": 1, "node_rank": 0, "master_addr": "127.0.0.1", "master_port": 29500,
@@ -186,6 +187,21 @@ def test_plan_processes_uses_the_node_facts_a_cluster_agent_writes():
 def test_plan_processes_several_nodes_without_node_facts_is_refused():
     with pytest.raises(DistributionError, match="local is one node; multi-node jobs need a cluster"):
         plan_processes({"distribution": {"type": "pytorch"}, "instance_count": 2})
+
+
+@pytest.mark.parametrize(("distribution", "instances", "expected"), [
+    ({"type": "pytorch", "process_count_per_instance": 2}, 2, 4),
+    ({"type": "mpi", "process_count_per_instance": 3}, 2, 6),
+    ({"type": "tensorflow", "worker_count": 3, "parameter_server_count": 1}, 2, 4),
+    ({"type": "ray"}, 3, 3),
+    (None, 1, 1),
+])
+def test_world_size_counts_every_process_of_every_node(distribution, instances, expected):
+    assert world_size(distribution, instances) == expected
+    every_rank = sorted(rank for node in range(instances)
+                        for rank, _ in node_processes(distribution, **nodes(instances, node)))
+    if distribution and distribution["type"] != "ray":  # no distribution/ray: each node is its own rank 0..n
+        assert every_rank == list(range(expected))
 
 
 def test_free_ports_are_distinct_and_bindable():

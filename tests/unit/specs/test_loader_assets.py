@@ -49,8 +49,8 @@ def test_environment_windows_and_inference_config_warn(load):
     )
     assert spec.entity.os_type == "windows"
     assert spec.warnings == [
-        "job.yml:3:1: 'os_type: windows' is accepted but not acted on by cible yet",
-        "job.yml:4:1: 'inference_config' is accepted but not acted on by cible yet",
+        "'os_type: windows' is accepted but not acted on by cible yet",
+        "'inference_config' is accepted but not acted on by cible yet",
     ]
 
 

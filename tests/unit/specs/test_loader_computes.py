@@ -80,7 +80,7 @@ def test_cluster_ignored_settings_warn(load):
         """,
         "compute",
     )
-    assert [w.split(": ", 1)[1].split("'")[1] for w in spec.warnings] == [
+    assert [w.split("'")[1] for w in spec.warnings] == [
         "identity", "network_settings", "ssh_settings", "location", "enable_node_public_ip",
         "ssh_public_access_enabled",
     ]

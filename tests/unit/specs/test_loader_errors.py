@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cible.core.errors import InvalidSpecError
+from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.overrides import apply_set_overrides
 
 
@@ -133,17 +134,28 @@ def test_accepted_but_ignored_keys_warn_once_each(load):
             liveness_route: {port: 5001, path: /}
         """
     )
-    warned = [w.split(": ", 1)[1] for w in spec.warnings]
-    assert warned == [
+    assert spec.warnings == [
         f"'{key}' is accepted but not acted on by cible yet"
         for key in ("services", "identity", "queue_settings.priority",
                     "resources.shm_size", "resources.docker_args", "resources.locations",
                     "resources.max_instance_count", "resources.properties", "environment.os_type: windows",
                     "environment.inference_config")
     ]
-    assert spec.warnings[0].startswith("job.yml:2:1: ")
     assert spec.entity.resources.instance_count == 2  # still validated and kept
     assert spec.entity.distribution.process_count_per_instance == 2
+
+
+def test_ignored_key_warnings_read_the_same_from_the_file_and_from_the_request_body(load, write):
+    # The CLI prints the file's warnings, then the server's job warnings it has not printed yet (equal text):
+    # the server, loading the body the client sends, must word them identically or each prints twice.
+    write("env.yml", "image: python\nos_type: windows\n")
+    spec = load("command: echo\nservices:\n  my_ssh: {type: ssh}\nenvironment: file:env.yml\n")
+    body = spec.entity.model_dump(mode="json", exclude_none=True)  # what the client sends
+    server = load_spec_dict(body, "job", source="request body")
+    assert spec.warnings == server.warnings == [
+        "'services' is accepted but not acted on by cible yet",
+        "'environment.os_type: windows' is accepted but not acted on by cible yet",
+    ]
 
 
 def test_linux_os_type_and_plain_resources_do_not_warn(load):

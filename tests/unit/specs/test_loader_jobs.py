@@ -288,7 +288,7 @@ def test_dict_loading_reports_without_lines(tmp_path):
     (tmp_path / "src").mkdir()
     spec = load_spec_dict({"command": "echo", "code": "src", "services": {"a": {}}}, "job", base_dir=tmp_path)
     assert spec.entity.code == str((tmp_path / "src").resolve())
-    assert spec.warnings == ["<dict>: 'services' is accepted but not acted on by cible yet"]
+    assert spec.warnings == ["'services' is accepted but not acted on by cible yet"]
     assert spec.path is None
 
 

@@ -109,8 +109,9 @@ class InstanceService:
         if row is None:
             raise NotFoundError(f"compute '{name}' does not exist in this workspace", details={"name": name})
         if row.compute_type != "computeinstance":
-            raise InvalidRequestError(f"compute '{name}' is a {row.compute_type}; start, stop, restart, snooze and "
-                                      "connect-ssh are for compute instances", details={"field": "type"})
+            raise InvalidRequestError(f"compute '{name}' is of type {row.compute_type}; start, stop, restart, snooze "
+                                      "and connect-ssh are for compute instances (type computeinstance)",
+                                      details={"field": "type"})
         if row.provisioning_state == "Deleting":
             raise ConflictError(f"compute instance {name} is being deleted")
         return row

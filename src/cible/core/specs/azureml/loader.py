@@ -100,9 +100,16 @@ def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
         raise_problems(validation_problems(exc, model, data, where, label))
 
     _PathResolver(where, base_dir).resolve(entity, data)
-    for path, text in ignored_present(kind, data):
-        warnings.append(f"{where.location(path)}: '{text}' is accepted but not acted on by cible yet")
+    # Before an environment file's warnings: the order the server lists them in, from the inlined body.
+    warnings[:0] = [_ignored_warning(text) for _, text in ignored_present(kind, data)]
     return LoadedSpec(entity=entity, warnings=warnings)
+
+
+def _ignored_warning(text: str) -> str:
+    # No file:line: the server loads the same spec from the request body and stores this warning with
+    # the job; the CLI prints the server's warnings it has not printed already, by equal text, so a
+    # location only the client knows would print every warning twice. The key path says where.
+    return f"'{text}' is accepted but not acted on by cible yet"
 
 
 def _dispatch(kind: str, data: dict, where: SourceMap) -> tuple[type[BaseModel], str]:
@@ -149,7 +156,9 @@ def _inline_file_environment(data: dict, where: SourceMap, base_dir: Path | None
         raise_problems([where.problem(("environment",), f"environment file {value!r} not found (looked for {target})")])
     loaded = load_spec(target, "environment")
     data["environment"] = loaded.entity
-    warnings.extend(loaded.warnings)
+    # Named as in the job ('environment.os_type'), as the server names them from the inlined body.
+    inlined = loaded.entity.model_dump(mode="json", exclude_none=True)
+    warnings.extend(_ignored_warning(text) for _, text in ignored_present("job", {"environment": inlined}))
 
 
 class _PathResolver:
