@@ -133,6 +133,20 @@ def test_a_size_the_host_cannot_hold_fails_unless_overcommitting(mechanism: str)
         node.destroy()
 
 
+def test_more_vcpus_than_the_host_are_shared_without_overcommit(make_node) -> None:
+    host = host_capacity()
+    node = make_node(vcpus=host.vcpus * 2, memory_gb=0.25)  # as Standard_DS3_v2 (4 vCPUs) on a 2-core machine
+    usage = node.usage()
+    assert usage["cpu_limit"] == host.vcpus  # the quota (or the watchdog's CPU set) stops at the host's CPUs
+    if node.mechanism != "watchdog":  # what the kernel holds it to: the group's own quota file
+        cpu = next(d for d in node.paths() if (d / "cpu.max").exists() or (d / "cpu.cfs_quota_us").exists())
+        if (cpu / "cpu.max").exists():
+            quota, period = (cpu / "cpu.max").read_text().split()
+        else:
+            quota, period = (cpu / "cpu.cfs_quota_us").read_text(), (cpu / "cpu.cfs_period_us").read_text()
+        assert int(quota) == host.vcpus * int(period), (cpu, quota, period)
+
+
 def test_a_job_that_needs_more_memory_than_the_size_is_oom_killed(make_node) -> None:
     node = make_node(memory_gb=0.25)
     before = node.oom_count()

@@ -78,9 +78,12 @@ def test_jobs_on_a_cluster_queue_and_those_that_could_never_fit_are_refused(api:
                                               "resources": {"instance_count": 3}})
     assert too_big.status_code == 400 and "max_instances 2" in too_big.json()["error"]["message"]
     assert too_big.json()["error"]["details"]["field"] == "resources.instance_count"
-    gpu = api.put("/api/v1/jobs/g", json={"command": "echo", "compute": "azureml:cpu-cluster",
-                                          "environment": "azureml:AzureML-acpt-pytorch-2.2-cuda12.1@latest"})
-    assert gpu.status_code == 400 and "has none" in gpu.json()["error"]["message"], gpu.text
+    # Azure runs a CUDA image on any size: not refused, only warned of.
+    cuda = {"image": "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest"}
+    gpu = api.put("/api/v1/jobs/g", json={"command": "echo", "compute": "azureml:cpu-cluster", "environment": cuda})
+    assert gpu.status_code == 200 and gpu.json()["status"] == "Queued", gpu.text
+    assert any("looks like a GPU one" in w and "Standard_DS1_v2 has no GPU" in w for w in gpu.json()["warnings"])
+    assert not any("GPU" in w for w in queued.json()["warnings"])
 
 
 def test_deleting_a_cluster_with_nodes_drains_it(api: TestClient):

@@ -272,7 +272,7 @@ def test_a_serverless_job_beyond_a_quota_is_refused_on_instance_count(api: TestC
     ("instance_type", "needle"),
     [
         ("Standard_Nope_v9", "Standard_Nope_v9"),
-        ("Standard_D64ds_v4", "pick a smaller size"),  # 64 vCPUs: more than any test machine
+        ("Standard_D64ds_v4", "pick a smaller size"),  # 256 GB: more memory than any test machine
     ],
 )
 def test_a_serverless_job_with_an_unusable_instance_type_is_refused_on_that_field(api: TestClient,

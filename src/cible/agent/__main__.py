@@ -31,7 +31,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vcpus", type=int, required=True)
     p.add_argument("--memory-gb", type=float, required=True)
     p.add_argument("--gpus", type=int, default=0)
-    p.add_argument("--overcommit", action="store_true")
+    p.add_argument("--overcommit", action="store_true",
+                   help="start even where this machine lacks the size's memory or GPUs "
+                        "(vCPUs beyond its own are always shared)")
     p.add_argument("--disk-gb", type=float, help="the OS disk the node reports its use against (instances)")
     p.add_argument("--idle-shutdown", type=float,
                    help="seconds idle after which the node stops itself when it cannot reach the server")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cible.backends.local import cgroups
-from cible.backends.local.limits import LimitError, Shape, check_fits, cpus_for, remaining
+from cible.backends.local.limits import LimitError, Shape, check_fits, cpus_for, remaining, shared_vcpus
 
 HOST = Shape(vcpus=2, memory_gb=23.4)
 
@@ -18,10 +18,12 @@ HOST = Shape(vcpus=2, memory_gb=23.4)
         (Shape(1, 3.5), True),
         (Shape(2, 8), True),
         (Shape(2, 23.4), True),  # exactly the host
-        (Shape(4, 16), False),  # too many vCPUs
+        (Shape(4, 14), True),  # Standard_DS3_v2, Azure's default: vCPUs beyond the host's are shared
+        (Shape(64, 23.4), True),  # however many
         (Shape(2, 32), False),  # too much memory
-        (Shape(16, 64), False),  # both
+        (Shape(16, 64), False),  # too much memory, vCPUs aside
         (Shape(1, 4, gpus=1), False),  # no GPU here
+        (Shape(4, 14, gpus=1), False),  # shared vCPUs do not make up for a GPU
     ],
 )
 def test_check_fits_table(shape: Shape, fits: bool) -> None:
@@ -55,7 +57,18 @@ def test_remaining_counts_other_nodes() -> None:
     assert left == Shape(2, 8, gpus=0)
     assert remaining(Shape(2, 4), [Shape(4, 8)]) == Shape(0, 0.0, 0)
     with pytest.raises(LimitError):
-        check_fits(Shape(4, 4), left, overcommit=False)
+        check_fits(Shape(1, 9), left, overcommit=False)
+    check_fits(Shape(4, 8), left, overcommit=False)  # vCPUs are shared, memory is not
+
+
+def test_a_size_with_more_vcpus_than_the_host_is_warned_of_once_with_the_cap() -> None:
+    note = shared_vcpus(Shape(4, 14), HOST, size="Standard_DS3_v2")
+    assert note == ("Standard_DS3_v2 has 4 vCPUs and this machine 2: each node shares the machine's 2 CPUs "
+                    "(its CPU limit is 2, not 4); quotas still count 4 vCPUs a node")
+    assert shared_vcpus(Shape(2, 7), HOST) is None and shared_vcpus(Shape(1, 3.5), HOST) is None
+    # What the node's group gets: a quota of the host's CPUs, not the size's.
+    assert cgroups.plan_v2(14 * 2**30, vcpus=4, host_vcpus=HOST.vcpus)[-1] == ("cpu.max", "200000 100000")
+    assert cpus_for("node-a", 4, [0, 1]) == [0, 1]  # the watchdog's equivalent
 
 
 def test_memory_is_gib_rounded_down_to_pages() -> None:

@@ -18,10 +18,13 @@ can be reported as out of memory rather than as a bare exit 137.
 
 Decisions:
 - Memory is in GiB (Azure's sizes are), rounded down to whole pages.
+- vCPUs beyond the host's are shared, never refused (Azure's default size, Standard_DS3_v2,
+  has 4 vCPUs; its examples must run on a 2-core machine): the CPU quota is capped to the
+  host's CPUs, since a quota above them limits nothing. Memory and GPUs must fit the host
+  unless overcommitted: a job past its memory is killed, a missing GPU cannot be shared.
 - With overcommit, the memory limit is still the size's memory, not capped to the host:
   a limit above the host's memory holds nothing back (the host runs out first) and
-  keeps what the node reports equal to its size. The CPU quota is capped to the host's
-  CPUs, since a quota above them limits nothing either.
+  keeps what the node reports equal to its size.
 - Under cgroups the CPU limit is a quota, not a CPU set: a 1-vCPU node may run on any CPU
   but gets one CPU's worth of time per 100 ms; several nodes share the host fairly.
 - `CIBLE_LIMITS_MECHANISM` (cgroup-v1 | cgroup-v2 | watchdog) forces the mechanism.
@@ -128,7 +131,8 @@ def _own_cgroup_limits() -> dict[str, float]:
 
 
 def check_fits(shape: Shape, host: Shape, *, overcommit: bool, size: str = "this size") -> None:
-    """Raise LimitError when `host` cannot hold `shape` and overcommit was not asked for.
+    """Raise LimitError when `host` lacks `shape`'s memory or GPUs and overcommit was not asked
+    for. vCPUs are not checked: beyond the host's they are shared (`shared_vcpus`).
 
     Pure. `host` is what is left to give: the machine's capacity (`host_capacity()`), or
     that less what other nodes hold (`remaining`) when the caller accounts for them.
@@ -136,8 +140,6 @@ def check_fits(shape: Shape, host: Shape, *, overcommit: bool, size: str = "this
     if overcommit:
         return
     short = []
-    if shape.vcpus > host.vcpus:
-        short.append("vCPUs")
     if shape.memory_gb > host.memory_gb + 1e-9:
         short.append("memory")
     if shape.gpus > host.gpus:
@@ -149,6 +151,15 @@ def check_fits(shape: Shape, host: Shape, *, overcommit: bool, size: str = "this
     if short == ["GPUs"]:
         fix = "pick a size without GPUs, use a machine with them, or pass --overcommit"
     raise LimitError(f"the host has {host_text}; {size} needs {shape.describe()}; {fix}")
+
+
+def shared_vcpus(shape: Shape, host: Shape, *, size: str = "this size") -> str | None:
+    """The warning for a size with more vCPUs than `host`, whose nodes then share the host's CPUs; else None. Pure."""
+    if shape.vcpus <= host.vcpus:
+        return None
+    return (f"{size} has {shape.vcpus} vCPUs and this machine {host.vcpus}: each node shares the machine's "
+            f"{host.vcpus} CPUs (its CPU limit is {host.vcpus}, not {shape.vcpus}); quotas still count "
+            f"{shape.vcpus} vCPUs a node")
 
 
 def remaining(host: Shape, held: Iterable[Shape]) -> Shape:

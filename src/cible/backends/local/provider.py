@@ -24,7 +24,7 @@ import psutil
 from cible.agent.presence import SELF_STOP_FILE
 from cible.agent.token import hand_token
 from cible.backends.base.contract import NodeRequest, ProviderNode
-from cible.backends.local.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity
+from cible.backends.local.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity, shared_vcpus
 from cible.core.safepaths import under
 from cible.launch.procs import signal_tree
 from cible.launch.state import write_json_atomic
@@ -66,12 +66,19 @@ class LocalNodeProvider:
 
     # -- the contract --------------------------------------------------------
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
-        """A node runs on this machine, so its size must fit here (unless overcommitted)."""
+        """A node runs on this machine, so its memory and GPUs must fit here (unless overcommitted);
+        its vCPUs need not: beyond the host's they are shared (see `size_notes`)."""
         try:
             check_fits(Shape(vcpus, memory_gb, gpus), host_capacity(), overcommit=overcommit, size=size)
         except LimitError as exc:
             return f"its nodes would run on this machine, but {exc.message}"
         return None
+
+    def size_notes(self, size: str, vcpus: int, memory_gb: float, gpus: int) -> list[str]:
+        """What a node of this size gets here other than its size: shared vCPUs, when it has more than this machine.
+        Only this provider has it (a Ray node is placed by Ray's own resources)."""
+        note = shared_vcpus(Shape(vcpus, memory_gb, gpus), host_capacity(), size=size)
+        return [note] if note else []
 
     def launch(self, requests: list[NodeRequest]) -> None:
         for request in requests:

@@ -4,6 +4,7 @@ their backends exist."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, NodeRow
 from cible.workspace import WorkspacePaths
 
+log = logging.getLogger(__name__)
 LOCAL = "local"
 SIZED_TYPES = ("amlcompute", "computeinstance")
 # Computes whose jobs run on nodes the cluster reconciler keeps: clusters, instances (one node),
@@ -37,7 +39,7 @@ NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless")
 # What `cible compute update` may change on a cluster, applied live (as `az ml compute update`).
 UPDATABLE = ("min_instances", "max_instances", "idle_time_before_scale_down", "description", "tags")
 READ_ONLY = ("provisioning_state", "provisioning_errors", "created_on", "id", "allocation_state",
-             "current_node_count", "target_node_count", "node_state_counts", "state", "provider_status")
+             "current_node_count", "target_node_count", "node_state_counts", "state", "provider_status", "warnings")
 
 
 def local_compute(max_concurrent: int) -> dict[str, Any]:
@@ -53,10 +55,10 @@ def local_compute(max_concurrent: int) -> dict[str, Any]:
 
 DELETING = "Deleting"  # a cluster draining before it goes
 # Azure picks a CPU VM for a serverless job without instance_type; cible takes the first of
-# these that the node provider can hold.
+# these that the node provider can hold (on `local`, whose vCPUs are shared, the first whose memory fits).
 DEFAULT_SERVERLESS_SIZES = ("Standard_DS3_v2", "Standard_DS2_v2", "Standard_DS1_v2")
 NODE_STATES = ("idle", "running", "preparing", "unusable", "leaving", "preempted")
-GPU_HINTS = ("gpu", "cuda")
+GPU_HINTS = ("gpu", "cuda")  # an environment named so is warned of on a size without GPUs, never refused
 
 
 class ComputeService:
@@ -83,10 +85,12 @@ class ComputeService:
                                       details={"field": "name"})
         data = {k: v for k, v in body.items() if k not in READ_ONLY}
         entity = load_spec_dict({**data, "name": name}, "compute", source="request body").entity
+        notes: list[str] = []
         if entity.type in SIZED_TYPES:
             size = catalog.check_size(entity.size, entity.type, self.clock.now().date())
             entity = self._with_provider(entity)
             self._check_provider_can_hold(entity)
+            notes = self.size_notes(entity.cible.provider, size.name)
             low = getattr(entity, "tier", "dedicated") == "low_priority"
             count, what = ((entity.min_instances, f"compute cluster {name}: min_instances {entity.min_instances}")
                            if entity.type == "amlcompute" else (1, f"compute instance {name}"))
@@ -109,6 +113,10 @@ class ComputeService:
                              created_at=now, updated_at=now, created_by=user, status=status)
             session.add(row)
             result = _resource(session, row, self.clock.now())
+        for note in notes:  # once, here: not at each node start (`show` repeats it to whoever asks)
+            log.warning("compute %s: %s", name, note)
+        if notes:
+            result["warnings"] = [*result.get("warnings", []), *notes]
         self.on_change()
         return result
 
@@ -122,7 +130,7 @@ class ComputeService:
         with self.store.session() as session:
             row = self._row(session, name)
             if row.compute_type != "amlcompute":
-                raise InvalidRequestError(f"compute '{name}' is a {row.compute_type}; only amlcompute clusters "
+                raise InvalidRequestError(f"compute '{name}' is of type {row.compute_type}; only amlcompute clusters "
                                           "can be updated", details={"field": "type"})
             if row.provisioning_state == DELETING:
                 raise ConflictError(f"compute cluster '{name}' is being deleted; it cannot be updated")
@@ -185,6 +193,15 @@ class ComputeService:
         if why:
             hint = "in YAML: cible: {overcommit: true}" if settings.provider == "local" else "pick a smaller size"
             raise InvalidRequestError(f"size: compute '{entity.name}': {why} ({hint})", details={"field": "size"})
+
+    def size_notes(self, provider: str | None, size: str) -> list[str]:
+        """Warnings on nodes of `size` from that provider: `local` shares vCPUs beyond this machine's;
+        other providers have no `size_notes` (Ray places nodes by its own resources)."""
+        notes = getattr(self.providers.get(provider or ""), "size_notes", None)
+        if notes is None:
+            return []
+        vm = catalog.get_size(size)
+        return notes(vm.name, vm.vcpus, vm.memory_gb, vm.gpus)
 
     def provider_list(self) -> dict[str, Any]:
         """Every node provider the server knows, usable or not (with why not, and the fix)."""
@@ -275,13 +292,16 @@ class ComputeService:
             resource["provider_status"] = provider.status() if provider else {"name": provider_of(resource),
                                                                          "available": False, "reachable": False,
                                                                          "error": "unknown to this server"}
+            notes = self.size_notes(provider_of(resource), resource["size"]) if "size" in resource else []
+            if notes:
+                resource["warnings"] = [*resource.get("warnings", []), *notes]
         return resource
 
     def nodes(self, name: str, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
         """`list-nodes`: a cluster's nodes that are not gone."""
         compute = self.get(name, with_cost=False)
         if compute["type"] not in NODE_COMPUTE_TYPES:
-            raise InvalidRequestError(f"compute '{name}' is a {compute['type']}; it has no nodes")
+            raise InvalidRequestError(f"compute '{name}' is of type {compute['type']}; it has no nodes")
         with self.store.session() as session:
             rows, total = fetch(session, node_query(name), skip, top)
             return page([node_item(r) for r in rows], total, skip)
@@ -317,12 +337,13 @@ class ComputeService:
             reason += f"; {compute['quota_wait']}"
         return reason
 
-    def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None) -> None:
+    def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None) -> list[str]:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run
-        jobs, and the job could ever fit (refused at submit, not left waiting forever)."""
+        jobs, and the job could ever fit (refused at submit, not left waiting forever). Returns
+        warnings for the job."""
         compute = self.get(name, with_cost=False)
         if compute["type"] == "local":
-            return
+            return []
         if compute["type"] == "serverless":
             raise InvalidRequestError(f"compute '{name}' holds the nodes of another serverless job; use "
                                       "compute: serverless for nodes of the job's own", details={"field": "compute"})
@@ -336,13 +357,15 @@ class ComputeService:
         max_instances = 1 if compute["type"] == "computeinstance" else compute.get("max_instances", 1)
         config = ClusterConfig(name=name, max_instances=max_instances, gpus_per_node=size.gpus,
                                deleting=compute["provisioning_state"] == DELETING, size=size.name)
-        needs_gpu = bool(environment) and any(h in environment.lower() for h in GPU_HINTS)
-        reason = admission_error(config, instance_count, needs_gpu)
+        # Azure runs a CUDA image on any size (on its CPUs where the VM has none): a name is no refusal.
+        reason = admission_error(config, instance_count, needs_gpu=False)
         if reason:
-            if needs_gpu and "GPU" in reason:
-                reason += f" (the job's environment '{environment}' is a GPU one)"
             field = "resources.instance_count" if "instance_count" in reason else "compute"
             raise InvalidRequestError(reason, details={"field": field})
+        if environment and not size.gpus and any(h in environment.lower() for h in GPU_HINTS):
+            return [(f"environment '{environment}' looks like a GPU one but compute {name}'s size {size.name} has "
+                     "no GPU: the job runs on CPUs only")]
+        return []
 
     def _row(self, session, name: str) -> ComputeRow:  # noqa: ANN001
         row = session.get(ComputeRow, name)
