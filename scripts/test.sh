@@ -6,15 +6,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-if ! "$PY" -m uv --version >/dev/null 2>&1; then
-  "$PY" -m pip install -q "uv>=0.4"
+# Everything goes into the project's venv, never into the system Python: a stock Debian/Ubuntu
+# Python refuses system-wide pip installs (PEP 668), and uv comes from PyPI into the venv too.
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then  # Debian splits venv out of python3
+      rm -rf .venv
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null)
+      "$PY" -m venv .venv
+    else
+      echo "could not make a virtual environment with $PY; on Debian/Ubuntu: sudo apt-get install python3-venv" >&2
+      exit 1
+    fi
+  fi
 fi
-[ -x .venv/bin/python ] || "$PY" -m uv venv -q .venv
-"$PY" -m uv pip install -q --python .venv/bin/python -e '.[test,ray]'
-# torch for the torch.distributed test: pip takes the CPU build these machines keep on disk
-# (uv would fetch the multi-GB CUDA build from PyPI instead).
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then  # a venv made by `uv venv` has no pip
+  .venv/bin/python -m ensurepip -q 2>/dev/null || "$PY" -m uv pip install -q --python .venv/bin/python pip
+fi
+.venv/bin/python -m uv --version >/dev/null 2>&1 || .venv/bin/python -m pip install -q "uv>=0.4"
+.venv/bin/python -m uv pip install -q --python .venv/bin/python -e '.[test,ray]'
+# torch for the torch.distributed test, through pip: it takes the CPU wheel where the machine keeps
+# one (pip's find-links, e.g. /opt/wheels), else the package index. (uv would not look on disk and
+# would fetch the multi-GB CUDA build.)
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-  "$PY" -m pip --python .venv/bin/python install -q torch==2.13.0 \
+  .venv/bin/python -m pip install -q torch==2.13.0 \
     || echo "torch could not be installed: the torch.distributed test will be skipped (or fail, under CI)"
 fi
 
@@ -36,7 +51,7 @@ if [ -n "$pg_bin" ] && [ -z "${CIBLE_TEST_POSTGRES_URL:-}" ]; then
   pg_dir=$(mktemp -d /tmp/cible-pg.XXXXXX)
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_dir"
   trap stop_pg EXIT
-  port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   run_pg "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
   run_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/pg.log" -w -o \
     "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \

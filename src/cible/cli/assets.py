@@ -6,9 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli.output import OutputFormat, print_fields, print_json, print_table, warn
+from cible.cli.output import emit, print_fields, print_table, warn
 
-OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 COLUMNS = {
     "environment": [("name", "name"), ("version", "version"), ("image", "image"), ("description", "description")],
     "data": [("name", "name"), ("version", "version"), ("type", "type"), ("path", "path")],
@@ -35,7 +34,6 @@ def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
         image: Annotated[Optional[str], typer.Option("--image", "-i")] = None,
         conda_file: Annotated[Optional[str], typer.Option("--conda-file", "-c")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: a.b=value")] = None,
-        output: OutputOpt = OutputFormat.table,
     ) -> None:
         """Register a new version (from YAML, flags, or both: flags win)."""
         from cible.core.specs.azureml.loader import load_spec, load_spec_dict
@@ -49,35 +47,26 @@ def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
             loaded = load_spec_dict({"name": name, **flags}, spec_kind, base_dir=Path.cwd(), source="flags")
         for line in loaded.warnings:
             warn(line)
-        _print(operations().create_or_update(loaded.entity), output, spec_kind)
+        emit(operations().create_or_update(loaded.entity), _draw)
 
     @app.command("show")
     def show(
         name: Annotated[str, typer.Option("--name", "-n")],
         version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
         label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
-        output: OutputOpt = OutputFormat.table,
     ) -> None:
         """Show one version (default: the latest)."""
-        _print(operations().get(name, version=version, label=label), output, spec_kind)
+        emit(operations().get(name, version=version, label=label), _draw)
 
     @app.command("list")
     def list_(
         name: Annotated[Optional[str], typer.Option("--name", "-n", help="list this asset's versions")] = None,
-        output: OutputOpt = OutputFormat.table,
     ) -> None:
         """The latest version of each, or every version of one name."""
-        items = operations().list(name=name)
-        if output == OutputFormat.json:
-            print_json(items)
-        else:
-            print_table(items, COLUMNS[spec_kind])
+        emit(operations().list(name=name), lambda items: print_table(items, COLUMNS[spec_kind]))
 
     return app
 
 
-def _print(item: dict, output: OutputFormat, spec_kind: str) -> None:  # noqa: ARG001
-    if output == OutputFormat.json:
-        print_json(item)
-    else:
-        print_fields(item, list(item))
+def _draw(item: dict) -> None:
+    print_fields(item, list(item))

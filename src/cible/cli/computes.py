@@ -7,9 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli.output import OutputFormat, console, print_fields, print_json, print_table, warn
-
-OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o")]
+from cible.cli.output import console, emit, print_fields, print_table, warn
 
 
 def _compute_ops():  # noqa: ANN202
@@ -18,11 +16,8 @@ def _compute_ops():  # noqa: ANN202
     return MLClient().compute
 
 
-def _show(item: dict, output: OutputFormat) -> None:
-    if output == OutputFormat.json:
-        print_json(item)
-    else:
-        print_fields(item, list(item))
+def _draw(item: dict) -> None:
+    print_fields(item, list(item))
 
 
 def register(app: typer.Typer) -> None:
@@ -45,7 +40,6 @@ def register(app: typer.Typer) -> None:
             "--provider", help="where its nodes come from: local or ray (cible: {provider: …}; default: the "
                                "workspace's)")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set")] = None,
-        output: OutputOpt = OutputFormat.table,
     ) -> None:
         """Create a compute from YAML or flags (flags win), checked against the size catalog."""
         from cible.core.specs.azureml.loader import load_spec, load_spec_dict
@@ -74,7 +68,11 @@ def register(app: typer.Typer) -> None:
             loaded = load_spec_dict({"name": name, **nested}, "compute", source="flags")
         for line in loaded.warnings:
             warn(line)
-        _show(_compute_ops().begin_create_or_update(loaded.entity).result(), output)
+        created = _compute_ops().begin_create_or_update(loaded.entity).result()
+        for line in created.get("warnings", []):  # the server's (e.g. vCPUs shared with the host), on stderr
+            if line not in loaded.warnings:
+                warn(line)
+        emit(created, _draw)
 
     @app.command("update")
     def update(
@@ -82,14 +80,13 @@ def register(app: typer.Typer) -> None:
         min_instances: Annotated[Optional[int], typer.Option("--min-instances")] = None,
         max_instances: Annotated[Optional[int], typer.Option("--max-instances")] = None,
         idle: Annotated[Optional[int], typer.Option("--idle-time-before-scale-down")] = None,
-        output: OutputOpt = OutputFormat.table,
     ) -> None:
         """Change a cluster's scale settings (applied live)."""
         changes = {"min_instances": min_instances, "max_instances": max_instances, "idle_time_before_scale_down": idle}
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes:
             raise typer.BadParameter("give --min-instances, --max-instances or --idle-time-before-scale-down")
-        _show(_compute_ops().begin_update(name, **changes).result(), output)
+        emit(_compute_ops().begin_update(name, **changes).result(), _draw)
 
     @app.command("delete")
     def delete(
@@ -97,53 +94,49 @@ def register(app: typer.Typer) -> None:
         yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
     ) -> None:
         """Delete a compute."""
+        ops = _compute_ops()
+        ops.get(name)  # a name that does not exist is said before asking anything
         if not yes:
             typer.confirm(f"delete compute '{name}'?", abort=True)
-        draining = _compute_ops().begin_delete(name).result()
-        if draining is None:
-            console.print(f"deleted compute '{name}'", highlight=False)
-        else:
-            busy = draining.get("node_state_counts", {}).get("running", 0)
-            console.print(f"deleting compute '{name}': it takes no new jobs; its {draining['current_node_count']} "
-                          f"node(s) leave once idle ({busy} running a job), then it is gone", highlight=False)
+        draining = ops.begin_delete(name).result()
+        emit(draining or {"name": name, "deleted": True}, lambda _: console.print(
+            f"deleted compute '{name}'" if draining is None else
+            f"deleting compute '{name}': it takes no new jobs; its {draining['current_node_count']} node(s) leave "
+            f"once idle ({draining.get('node_state_counts', {}).get('running', 0)} running a job), then it is gone",
+            highlight=False))
 
     @app.command("preempt-node")
     def preempt_node(
         name: Annotated[str, typer.Option("--name", "-n", help="a low-priority cluster")],
         node_id: Annotated[str, typer.Option("--node-id", help="a node of list-nodes")],
-        output: OutputOpt = OutputFormat.table,
     ) -> None:
         """Evict a node of a low-priority cluster now, as Azure takes a low-priority VM back (drills, tests):
         its job goes back to the queue and restarts on another node."""
-        _show(_compute_ops().preempt_node(name, node_id), output)
+        emit(_compute_ops().preempt_node(name, node_id), _draw)
 
     @app.command("list-nodes")
-    def list_nodes(name: Annotated[str, typer.Option("--name", "-n")], output: OutputOpt = OutputFormat.table) -> None:
+    def list_nodes(name: Annotated[str, typer.Option("--name", "-n")]) -> None:
         """A cluster's nodes: node_id, node_state, current_job_name."""
-        nodes = _compute_ops().list_nodes(name)
-        if output == OutputFormat.json:
-            print_json(nodes)
-        else:
-            print_table(nodes, [("node_id", "node_id"), ("node_state", "node_state"), ("job", "current_job_name")])
+        emit(_compute_ops().list_nodes(name), lambda nodes: print_table(
+            nodes, [("node_id", "node_id"), ("node_state", "node_state"), ("job", "current_job_name")]))
 
     @app.command("start")
     def start(name: Annotated[str, typer.Option("--name", "-n", help="a compute instance")]) -> None:
         """Start a compute instance."""
-        _compute_ops().begin_start(name).result()
-        console.print(f"starting compute instance '{name}' (`cible compute show -n {name}` gives its state)",
-                      highlight=False)
+        emit(_compute_ops().begin_start(name).result(), lambda _: console.print(
+            f"starting compute instance '{name}' (`cible compute show -n {name}` gives its state)", highlight=False))
 
     @app.command("stop")
     def stop(name: Annotated[str, typer.Option("--name", "-n", help="a compute instance")]) -> None:
         """Stop a compute instance (refused while a job runs on it). Its home folder is kept."""
-        _compute_ops().begin_stop(name).result()
-        console.print(f"stopping compute instance '{name}'", highlight=False)
+        emit(_compute_ops().begin_stop(name).result(),
+             lambda _: console.print(f"stopping compute instance '{name}'", highlight=False))
 
     @app.command("restart")
     def restart(name: Annotated[str, typer.Option("--name", "-n", help="a compute instance")]) -> None:
         """Restart a compute instance: a fresh node, the same home folder."""
-        _compute_ops().begin_restart(name).result()
-        console.print(f"restarting compute instance '{name}'", highlight=False)
+        emit(_compute_ops().begin_restart(name).result(),
+             lambda _: console.print(f"restarting compute instance '{name}'", highlight=False))
 
     @app.command("snooze")
     def snooze(
@@ -151,9 +144,8 @@ def register(app: typer.Typer) -> None:
         minutes: Annotated[float, typer.Option("--minutes", "-m", help="postpone the idle shutdown this long")] = 60,
     ) -> None:
         """Postpone a compute instance's idle shutdown."""
-        result = _compute_ops().snooze(name, minutes)
-        console.print(f"compute instance '{name}' will not stop for idleness before {result['snoozed_until']}",
-                      highlight=False)
+        emit(_compute_ops().snooze(name, minutes), lambda result: console.print(
+            f"compute instance '{name}' will not stop for idleness before {result['snoozed_until']}", highlight=False))
 
     @app.command("connect-ssh")
     def connect_ssh(
@@ -181,12 +173,11 @@ def register(app: typer.Typer) -> None:
         os.execvpe("bash", ["bash", "-c", command] if command else ["bash", "-i"], env)
 
     @app.command("list-providers")
-    def list_providers(output: OutputOpt = OutputFormat.table) -> None:
+    def list_providers() -> None:
         """Where cluster and instance nodes can come from (local, ray): usable or not, and the fix when not."""
-        rows = _compute_ops().list_providers()
-        if output == OutputFormat.json:
-            print_json(rows)
-            return
+        emit(_compute_ops().list_providers(), _draw_providers)
+
+    def _draw_providers(rows: list[dict]) -> None:
         shown = [{"name": r["name"], "available": "yes" if r["available"] else "no",
                   "reachable": "yes" if r.get("reachable") else "no",
                   "where": r.get("address") or ("this machine" if r["name"] == "local" else ""),
@@ -195,12 +186,11 @@ def register(app: typer.Typer) -> None:
                             ("where", "where"), ("note", "note")])
 
     @app.command("list-usage")
-    def list_usage(output: OutputOpt = OutputFormat.table) -> None:
+    def list_usage() -> None:
         """vCPU use against the workspace's quotas, per VM family and in total (`az ml compute list-usage`)."""
-        rows = _compute_ops().list_usage()
-        if output == OutputFormat.json:
-            print_json(rows)
-            return
+        emit(_compute_ops().list_usage(), _draw_usage)
+
+    def _draw_usage(rows: list[dict]) -> None:
         shown = [{"name": r["name"]["localizedValue"], "current": r["currentValue"],
                   "limit": "no limit" if r["limit"] == -1 else r["limit"]}
                  for r in rows if r["currentValue"] or r["limit"] != -1 or "Total" in r["name"]["localizedValue"]]

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
-from cible.cli.output import OutputFormat, console, print_fields, print_json, print_table, warn
+from cible.cli.output import (
+    STATUS_STYLES,
+    OutputFormat,
+    console,
+    current,
+    emit,
+    err_console,
+    print_fields,
+    print_table,
+    warn,
+)
 
 app = typer.Typer(help="Submit, follow, cancel and download jobs.", no_args_is_help=True)
 
-OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="job name")]
 SHOW_KEYS = ["name", "display_name", "status", "queue_reason", "experiment_name", "compute", "command", "start_time",
-             "end_time", "output_uris", "mlflow_run_id", "metrics_unavailable", "warnings", "error"]
+             "end_time", "output_uris", "mlflow_run_id", "metrics_unavailable", "warnings"]
 
 
 def _client():  # noqa: ANN202
@@ -24,11 +35,12 @@ def _client():  # noqa: ANN202
     return MLClient()
 
 
-def _print_job(job: dict, output: OutputFormat) -> None:
-    if output == OutputFormat.json:
-        print_json(job)
-        return
+def _draw_job(job: dict) -> None:
     print_fields(job, SHOW_KEYS)
+    error = job.get("error")
+    if error:  # as text: a traceback's lines stay lines
+        console.print(f"[bold]error[/bold]  [red]{error.get('code', 'Error')}[/red]", highlight=False)
+        console.print(str(error.get("message", "")).rstrip(), highlight=False, markup=False, soft_wrap=True)
     for key in ("params", "metrics"):
         if job.get(key):
             print_table([{"name": k, "value": v} for k, v in sorted(job[key].items())],
@@ -44,7 +56,6 @@ def create(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: a.b.c=value")] = None,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="job name")] = None,
     stream: Annotated[bool, typer.Option("--stream", "-s", help="follow the log until the job ends")] = False,
-    output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Submit a job from a YAML file."""
     from cible.core.specs.azureml.loader import load_spec
@@ -58,59 +69,102 @@ def create(
         if line not in loaded.warnings:
             warn(line)
     if not stream:
-        _print_job(job, output)
+        emit(job, _draw_job)
         return
-    _stream(client, job["name"], output)
+    follow(client, job["name"])
 
 
-def _stream(client, name: str, output: OutputFormat) -> None:  # noqa: ANN001
-    log_out = sys.stderr.buffer if output == OutputFormat.json else sys.stdout.buffer
-    if output != OutputFormat.json:
-        console.print(f"RunId: {name}\nWeb View: {client.url}/api/v1/jobs/{name}\n", highlight=False)
+def follow(client: Any, name: str) -> None:
+    """Stream a job's log, with its status changes and, while it waits, why; Ctrl-C stops following
+    (the job goes on). For people (-o table, none) the log goes to stdout; a script's formats
+    (json, yaml, tsv) get the job at the end on stdout and the log on stderr."""
+    from cible.core.errors import JobFailedError
+
+    for_people = current.format in (OutputFormat.table, OutputFormat.none) and current.query is None
+    log_out, notes = (sys.stdout.buffer, console) if for_people else (sys.stderr.buffer, err_console)
+    notes.print(f"RunId: {name}\nWeb View: {client.url}/api/v1/jobs/{name}\n", highlight=False)
+
+    def said(job: dict) -> None:
+        log_out.flush()
+        at = datetime.now().astimezone().strftime("%H:%M:%S")
+        why = f": {job['queue_reason']}" if job.get("queue_reason") else ""
+        notes.print(Text.assemble((at, "dim"), " ", (job["status"], STATUS_STYLES.get(job["status"], "")), why))
+
+    failed = None
     try:
-        job = client.jobs.stream(name, out=log_out)
-    finally:
-        if output != OutputFormat.json:
-            final = client.jobs.get(name)
-            console.print(f"\nExecution Summary\n=================\nRunId: {name}\nStatus: {final['status']}", highlight=False)
-    if output == OutputFormat.json:
-        print_json(job)
+        job = client.jobs.stream(name, out=log_out, on_status=said)
+    except KeyboardInterrupt:
+        log_out.flush()
+        err_console.print(f"\nstopped following job {name}; it goes on. Follow it again with `cible job stream -n "
+                          f"{name}`, stop it with `cible job cancel -n {name}`.", highlight=False)
+        raise typer.Exit(130) from None
+    except JobFailedError as exc:
+        failed, job = exc, client.jobs.get(name)
+    notes.print(f"\nExecution Summary\n=================\nRunId: {name}\nStatus: {job['status']}", highlight=False)
+    if not for_people:
+        emit(job)
+    if failed is not None:
+        raise failed
+
+
+def next_steps(name: str, home: Path) -> str:
+    """What to try after a first job, printed at the end of the quickstart."""
+    return (f"\nnext:\n"
+            f"  cible job show -n {name}                 # status, metrics, history\n"
+            f"  cible job download -n {name} --all -p out/\n"
+            f"  cible model list\n"
+            f"  cible job create -f examples/jobs/hello-code.yml --stream   # in a clone of the repository\n"
+            f"  cible compute create -n cpu-cluster --type amlcompute --min-instances 0 --max-instances 2\n"
+            f"logs: the server's in {home / 'server.log'}; a job's with `cible job stream -n NAME` or "
+            f"`cible job download -n NAME --all`")
 
 
 @app.command("show")
-def show(name: NameOpt, output: OutputOpt = OutputFormat.table) -> None:
+def show(name: NameOpt) -> None:
     """Show a job: status, why, history, error."""
-    _print_job(_client().jobs.get(name), output)
+    emit(_client().jobs.get(name), _draw_job)
 
 
 @app.command("list")
 def list_(
     max_results: Annotated[Optional[int], typer.Option("--max-results", "-r")] = 50,
-    status: Annotated[Optional[str], typer.Option("--status")] = None,
-    output: OutputOpt = OutputFormat.table,
+    status: Annotated[Optional[str], typer.Option("--status", help="e.g. running, completed (any case)")] = None,
 ) -> None:
     """List jobs, newest first."""
-    jobs = _client().jobs.list(max_results=max_results, status=status)
-    if output == OutputFormat.json:
-        print_json(jobs)
-        return
-    rows = [{**job, "created": job["creation_context"]["created_at"][:19].replace("T", " ")} for job in jobs]
-    print_table(rows, [("name", "name"), ("display name", "display_name"), ("status", "status"),
-                       ("experiment", "experiment_name"), ("compute", "compute"), ("created (UTC)", "created")])
+    emit(_client().jobs.list(max_results=max_results, status=status), _draw_jobs)
+
+
+def _draw_jobs(jobs: list[dict]) -> None:
+    rows = [{**job, "created": _local_time(job["creation_context"]["created_at"])} for job in jobs]
+    print_table(rows, [("name", "name"), ("status", "status"), ("display name", "display_name"),
+                       ("compute", "compute"), ("created", "created"), ("experiment", "experiment_name")])
+
+
+def _local_time(stamp: str) -> str:
+    """An API time (UTC, ISO) as this machine's local time, to the second."""
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    if when.tzinfo is None:  # an older server answered without a zone: it meant UTC
+        from datetime import timezone
+
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command("stream")
-def stream_(name: NameOpt, output: OutputOpt = OutputFormat.table) -> None:
+def stream_(name: NameOpt) -> None:
     """Follow a job's log until it ends; non-zero exit when it fails."""
-    _stream(_client(), name, output)
+    follow(_client(), name)
 
 
 @app.command("cancel")
-def cancel(name: NameOpt, output: OutputOpt = OutputFormat.table) -> None:
+def cancel(name: NameOpt) -> None:
     """Cancel a job: its whole process tree is ended."""
     client = _client()
     client.jobs.begin_cancel(name)
-    _print_job(client.jobs.get(name), output)
+    emit(client.jobs.get(name), _draw_job)
 
 
 @app.command("download")
@@ -119,11 +173,8 @@ def download(
     download_path: Annotated[Path, typer.Option("--download-path", "-p")] = Path("."),
     output_name: Annotated[Optional[str], typer.Option("--output-name")] = None,
     all_: Annotated[bool, typer.Option("--all", help="default artifacts and every named output")] = False,
-    output: OutputOpt = OutputFormat.table,
 ) -> None:
     """Download a job's artifacts (artifacts/…) or named outputs (named-outputs/<name>/…)."""
     files = _client().jobs.download(name, download_path=download_path, output_name=output_name, all=all_)
-    if output == OutputFormat.json:
-        print_json([str(f) for f in files])
-    else:
-        console.print(f"downloaded {len(files)} file(s) to {download_path}", highlight=False)
+    emit([str(f) for f in files],
+         lambda _: console.print(f"downloaded {len(files)} file(s) to {download_path}", highlight=False))

@@ -10,20 +10,32 @@ import typer
 
 from cible.cli import computes, jobs, quotas, server
 from cible.cli.assets import asset_app
-from cible.cli.output import (
-    OutputFormat,
-    err_console,
-    print_fields,
-    print_json,
-    print_table,
-)
+from cible.cli.output import add_global_options, emit, err_console, print_fields, print_table
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"cible {version('cible')}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
-    help="cible: compute targets for machine learning, driven by Azure ML CLI v2 YAML.",
+    help="cible: compute targets for machine learning, driven by Azure ML CLI v2 YAML. Every command takes "
+         "-o table|json|yaml|tsv|none and --query JMESPATH, as az does.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_version, help="Print cible's version and exit.")] = False) -> None:
+    """cible: compute targets for machine learning, driven by Azure ML CLI v2 YAML."""
+
+
 compute_app = typer.Typer(help="Compute targets.", no_args_is_help=True)
 app.add_typer(jobs.app, name="job")
 app.add_typer(compute_app, name="compute")
@@ -40,31 +52,21 @@ app.add_typer(asset_app("model", "models", "Versioned models."), name="model")
 
 
 @compute_app.command("list")
-def compute_list(output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table) -> None:
+def compute_list() -> None:
     """List the workspace's compute targets."""
     from cible.sdk import MLClient
 
-    items = MLClient().compute.list()
-    if output == OutputFormat.json:
-        print_json(items)
-    else:
-        print_table(items, [("name", "name"), ("type", "type"), ("provisioning", "provisioning_state"),
-                            ("state", "state"), ("description", "description")])
+    emit(MLClient().compute.list(), lambda items: print_table(
+        items, [("name", "name"), ("type", "type"), ("state", "state"), ("provisioning", "provisioning_state"),
+                ("description", "description")]))
 
 
 @compute_app.command("show")
-def compute_show(
-    name: Annotated[str, typer.Option("--name", "-n")],
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-) -> None:
+def compute_show(name: Annotated[str, typer.Option("--name", "-n")]) -> None:
     """Show one compute target."""
     from cible.sdk import MLClient
 
-    item = MLClient().compute.get(name)
-    if output == OutputFormat.json:
-        print_json(item)
-    else:
-        print_fields(item, list(item))
+    emit(MLClient().compute.get(name), lambda item: print_fields(item, list(item)))
 
 
 @compute_app.command("list-sizes")
@@ -72,39 +74,25 @@ def compute_list_sizes(
     type_: Annotated[Optional[str], typer.Option("--type", help="amlcompute or computeinstance")] = None,
     gpu: Annotated[Optional[bool], typer.Option("--gpu/--cpu", help="only GPU (or only CPU) sizes")] = None,
     include_retired: Annotated[bool, typer.Option("--include-retired", help="also sizes of retired series")] = False,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
 ) -> None:
     """VM sizes (vCPUs, memory, GPUs, indicative price), as `az ml compute list-sizes`."""
     from cible.sdk import MLClient
 
-    sizes = MLClient().compute.list_sizes(type=type_, gpu=gpu, include_retired=include_retired)
-    if output == OutputFormat.json:
-        print_json(sizes)
-    else:
-        print_table(sizes, [("name", "name"), ("vCPUs", "vCPUs"), ("memory GB", "memoryGB"), ("GPUs", "gpus"),
-                            ("GPU", "gpu_model"), ("category", "category"), ("$/h", "price_per_hour"),
-                            ("retired", "retired_on")])
+    emit(MLClient().compute.list_sizes(type=type_, gpu=gpu, include_retired=include_retired), lambda sizes: print_table(
+        sizes, [("name", "name"), ("vCPUs", "vCPUs"), ("memory GB", "memoryGB"), ("GPUs", "gpus"),
+                ("GPU", "gpu_model"), ("category", "category"), ("$/h", "price_per_hour"), ("retired", "retired_on")]))
 
 
 @compute_app.command("show-size")
-def compute_show_size(
-    name: Annotated[str, typer.Argument(help="e.g. Standard_DS3_v2")],
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-) -> None:
+def compute_show_size(name: Annotated[str, typer.Argument(help="e.g. Standard_DS3_v2")]) -> None:
     """One VM size: shape, GPU architecture and the CUDA it needs, retirement, price."""
     from cible.sdk import MLClient
 
-    size = MLClient().compute.show_size(name)
-    if output == OutputFormat.json:
-        print_json(size)
-    else:
-        print_fields(size, list(size))
+    emit(MLClient().compute.show_size(name), lambda size: print_fields(size, list(size)))
 
 
 @app.command("quickstart")
-def quickstart(
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-) -> None:
+def quickstart() -> None:
     """Make the local workspace (if needed), train the example model, register it."""
     from importlib.resources import files
 
@@ -114,11 +102,12 @@ def quickstart(
     client = MLClient()
     err_console.print(f"workspace: {client.paths.home}  server: {client.url}", highlight=False)
     job = client.jobs.create_or_update(load_job(str(job_file)))
-    jobs._stream(client, job["name"], output)
+    jobs.follow(client, job["name"])
     model = client.models.create_or_update(
         {"name": "iris-classifier", "type": "mlflow_model", "path": f"azureml://jobs/{job['name']}/outputs/model"}
     )
     err_console.print(f"registered model {model['name']}:{model['version']} from job {job['name']}", highlight=False)
+    err_console.print(jobs.next_steps(job["name"], client.paths.home), highlight=False)
 
 
 @app.command("agent", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -130,6 +119,9 @@ def agent(ctx: typer.Context) -> None:
     raise typer.Exit(agent_main(ctx.args))
 
 
+add_global_options(app, skip=frozenset({"agent"}))
+
+
 def main() -> None:
     debug = "--debug" in sys.argv or os.environ.get("CIBLE_DEBUG") == "1"
     if "--debug" in sys.argv:
@@ -138,7 +130,7 @@ def main() -> None:
 
     try:
         # Without standalone mode click returns a command's exit code instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(prog_name="cible", standalone_mode=False)
     except CibleError as exc:
         if debug:
             raise

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli.output import OutputFormat, console, print_fields, print_json
+from cible.cli.output import console, emit, print_fields
 
 app = typer.Typer(help="Run or manage the workspace server.")
 
@@ -58,23 +58,23 @@ def _serve(host: str, port: int, database_url: str | None, home: Path | None) ->
 
 
 @app.command("start")
-def start(home: HomeOpt = None, output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table) -> None:
+def start(home: HomeOpt = None) -> None:
     """Start the local workspace's server in the background (no-op when it runs)."""
     from cible.client.local import ensure_local_server, read_server_info
 
     paths = _paths(home)
     ensure_local_server(paths)
-    _print_status(read_server_info(paths) or {}, output)
+    _print_status(read_server_info(paths) or {})
 
 
 @app.command("status")
-def status(home: HomeOpt = None, output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table) -> None:
+def status(home: HomeOpt = None) -> None:
     """Say whether the local server runs: pid, URL, workspace."""
     from cible.client.local import running_server
 
     paths = _paths(home)
     info = running_server(paths)
-    _print_status(info or {"status": "stopped", "workspace": str(paths.home)}, output)
+    _print_status(info or {"status": "stopped", "workspace": str(paths.home)})
     if not info:
         raise typer.Exit(3)
 
@@ -107,9 +107,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _print_status(info: dict, output: OutputFormat) -> None:
+def _print_status(info: dict) -> None:
     info = {"status": info.get("status", "running"), **info}
-    if output == OutputFormat.json:
-        print_json(info)
-    else:
-        print_fields(info, ["status", "pid", "url", "workspace", "database"])
+    emit(info, lambda shown: print_fields(shown, ["status", "pid", "url", "workspace", "database", "log"]))

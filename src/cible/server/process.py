@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 from pathlib import Path
 
 from cible.core.errors import ConflictError
@@ -42,6 +43,15 @@ def _hold_lock(path: Path):  # noqa: ANN202
     return fh
 
 
+def _logs_to(path: Path) -> bool:
+    """Whether this process's stderr is `path` (the CLI starts a background server so)."""
+    try:
+        here, there = os.fstat(2), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def serve(settings: ServerSettings) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
     import uvicorn
@@ -62,13 +72,15 @@ def serve(settings: ServerSettings) -> None:
         os.environ.pop(name, None)
     token = settings.token or from_env or ensure_token(paths)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at each start
     sock = _listen(settings.host, settings.port or _previous_port(paths))
     port = sock.getsockname()[1]
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     url = f"http://{host}:{port}"
     # The URL jobs use to reach the workspace (MLflow tracking): this one, for local launchers.
     app = create_app(settings, token, url=url)
-    info = {"pid": os.getpid(), "url": url, "workspace": str(paths.home), "database": _safe_url(settings.db_url)}
+    info = {"pid": os.getpid(), "url": url, "workspace": str(paths.home), "database": _safe_url(settings.db_url),
+            "log": str(paths.server_log) if _logs_to(paths.server_log) else "stderr (run in the foreground)"}
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = _server_class()(config)
     write_json_atomic(paths.server_file, info)
@@ -76,6 +88,10 @@ def serve(settings: ServerSettings) -> None:
     # uvicorn re-raises SIGTERM once it has shut down; exit through Python so the
     # cleanup below runs instead of the default handler killing the process.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    # The socket already listens: say where (in the foreground, on the terminal; started in the
+    # background, into server.log).
+    print(f"cible server listening on {url} (workspace {paths.home}, database {info['database']}); "
+          "SIGINT or SIGTERM stops it", file=sys.stderr, flush=True)
     try:
         server.run(sockets=[sock])
     finally:
