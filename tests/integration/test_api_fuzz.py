@@ -67,6 +67,8 @@ ASSETS = {"data": {"type": "uri_file", "path": f"{SNAPSHOT}/hello.py"},
 # Valid bodies of the routes whose schema says little ("any object") or whose fields go together.
 BODIES: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("PUT", "/api/v1/jobs/{name}"): [JOB],
+    ("POST", "/api/v1/jobs/{name}:validate"): [JOB],
+    ("PATCH", "/api/v1/jobs/{name}"): [{"display_name": "d", "description": "x", "tags": {"t": "w"}}],
     ("PUT", "/api/v1/computes/{name}"): [CLUSTER, INSTANCE],
     ("PATCH", "/api/v1/computes/{name}"): [{"min_instances": 0, "max_instances": 3, "idle_time_before_scale_down": 60}],
     ("POST", "/api/v1/agent/nodes/{node_id}/heartbeat"): [{
@@ -92,6 +94,8 @@ KNOWN: dict[str, dict[str, list[Any]]] = {
     "/api/v1/blobs/": {"sha256": [BLOB_SHA]},
     "/api/v1/quota": {"scope": ["total", "low_priority", "standardDSv2Family"], "request_id": [1]},
     "/api/v1/{kind}/": {"kind": list(ASSETS), "name": ["iris", "fuzz-env", NEW], "version": ["1", "7", "latest"]},
+    "/api/v1/models/": {"name": ["iris", NEW], "version": ["1", "latest"],
+                        "path": ["iris/hello.py", "iris/../x", "other/hello.py"]},
 }
 TRICKY = ["", " ", ".", "..", "../../etc/passwd", "a" * 300, "azureml:nope", "azureml:iris@latest",
           "${{inputs.n}}", "cible://snapshots/../x", "-1", "1e400", "\x00", "\u202e", "null"]
@@ -133,6 +137,10 @@ def mutations(body: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
             | added.map(lambda kv: {**body, kv[0]: kv[1]}))
 
 
+# The asset routes that take a spec (archive and restore take no body).
+REGISTRATIONS = ("/api/v1/{kind}/{name}/versions", "/api/v1/{kind}/{name}/versions/{version}")
+
+
 def grounded(operation: schemathesis.APIOperation, case: schemathesis.Case) -> st.SearchStrategy:
     """`case` with some of its path parameters the names that exist and, for the routes of BODIES
     (and the assets'), a mutated valid body."""
@@ -144,7 +152,7 @@ def grounded(operation: schemathesis.APIOperation, case: schemathesis.Case) -> s
 
     def with_body(path_parameters: dict[str, Any]) -> st.SearchStrategy:
         bodies = BODIES.get((operation.method.upper(), operation.path))
-        if operation.path.startswith("/api/v1/{kind}/") and operation.method.upper() in ("POST", "PUT"):
+        if operation.path in REGISTRATIONS and operation.method.upper() in ("POST", "PUT"):
             bodies = [ASSETS.get(path_parameters.get("kind"), ASSETS["data"])]
         body = st.sampled_from(bodies).flatmap(mutations) if bodies else st.just(case.body)
         return body.map(lambda b: operation.Case(path_parameters=path_parameters, query=case.query,

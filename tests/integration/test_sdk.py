@@ -279,3 +279,46 @@ def test_begin_cancel_while_preparing_cancels_before_the_command_runs(client: ML
         final = poller.result(timeout=JOB_TIMEOUT_S)
     assert final["status"] == "Canceled", f"a job canceled while Preparing ended {final['status']}"
     assert not marker.exists(), "the command ran although the job was canceled while Preparing"
+
+
+# -- az ml verbs: model download, archive / restore, job update and validate -----------------
+def test_model_download_writes_the_name_then_the_basename_of_its_path(client: MLClient, tmp_path: Path):
+    model_dir = tmp_path / "src" / "model"
+    (model_dir / "sub").mkdir(parents=True)
+    (model_dir / "weights.pkl").write_bytes(b"w" * 3)
+    (model_dir / "sub" / "conf.json").write_text("{}")
+    folder = client.models.create_or_update({"name": "sdk-net", "path": str(model_dir)})
+    out = tmp_path / "out"
+    written = client.models.download("sdk-net", folder["version"], download_path=out)
+    assert sorted(p.relative_to(out).as_posix() for p in written) == ["sdk-net/model/sub/conf.json",
+                                                                      "sdk-net/model/weights.pkl"]
+    assert (out / "sdk-net" / "model" / "weights.pkl").read_bytes() == b"www"
+    single = client.models.create_or_update({"name": "sdk-net", "path": str(model_dir / "weights.pkl")})
+    client.models.archive("sdk-net", version=single["version"])
+    assert [m.version for m in client.models.list("sdk-net")] == [folder["version"]]
+    assert [m.version for m in client.models.list("sdk-net", list_view_type="All")] == [single["version"],
+                                                                                         folder["version"]]
+    latest = client.models.download("sdk-net", download_path=tmp_path / "latest")  # the newest not archived
+    assert sorted(p.name for p in latest) == ["conf.json", "weights.pkl"]
+    by_version = client.models.download("sdk-net", single["version"], tmp_path / "one")  # archived: by version
+    assert [p.relative_to(tmp_path / "one").as_posix() for p in by_version] == ["sdk-net/weights.pkl"]
+    client.models.restore("sdk-net", version=single["version"])
+    assert client.models.get("sdk-net", label="latest")["version"] == single["version"]
+
+
+def test_job_archive_update_and_validate_through_the_sdk(client: MLClient):
+    from cible.sdk.resources import ListViewType
+
+    name = client.jobs.create_or_update(command(command="echo archived", compute="local"))["name"]
+    _wait_terminal(client, name)
+    assert client.jobs.archive(name)["is_archived"] is True
+    assert name not in [j.name for j in client.jobs.list()]
+    assert name in [j.name for j in client.jobs.list(list_view_type=ListViewType.ARCHIVED_ONLY)]
+    client.jobs.restore(name)
+    assert name in [j.name for j in client.jobs.list()]
+    updated = client.jobs.update(name, display_name="shown", tags={"k": "v"})
+    assert (updated.display_name, updated.tags) == ("shown", {"k": "v"})
+    passed = client.jobs.validate(command(command="echo fine", compute="local"))
+    assert passed.passed is True and passed.target == "local"
+    failed = client.jobs.validate(command(command="echo x", compute="local", resources={"instance_count": 2}))
+    assert failed.passed is False and "resources.instance_count" in failed.error_messages

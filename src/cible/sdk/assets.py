@@ -7,7 +7,8 @@ from typing import Any
 
 from cible.client.http import WorkspaceClient
 from cible.core.errors import InvalidSpecError
-from cible.sdk.resources import Resource
+from cible.sdk.downloads import download_listed
+from cible.sdk.resources import ListViewType, Resource, view_params
 
 
 def inline_conda_file(env: dict[str, Any]) -> dict[str, Any]:
@@ -56,8 +57,47 @@ class AssetOperations:
         return Resource(self._client.json("PUT", f"/{self._kind}/{name}/versions/{version}", json=body))
 
     def get(self, name: str, version: str | None = None, label: str | None = None) -> Resource:
-        return Resource(self._client.json("GET", f"/{self._kind}/{name}/versions/{version or label or 'latest'}"))
+        """One version; `label="latest"` (or neither) is the newest version not archived."""
+        return Resource(self._client.json("GET", f"/{self._kind}/{name}/versions/{_ref(version, label)}"))
 
-    def list(self, name: str | None = None) -> list[Resource]:
+    def list(self, name: str | None = None, *,
+             list_view_type: ListViewType | str = ListViewType.ACTIVE_ONLY) -> list[Resource]:
+        """`name`'s versions, or the latest version of every asset; archived ones as `list_view_type` asks."""
         path = f"/{self._kind}/{name}/versions" if name else f"/{self._kind}"
-        return [Resource(a) for a in self._client.items(path)]
+        return [Resource(a) for a in self._client.items(path, view_params(list_view_type))]
+
+    def archive(self, name: str, version: str | None = None, label: str | None = None) -> Resource:
+        """Archive one version, or with neither version nor label the whole asset (every version, and
+        those registered later), as azure-ai-ml: hidden from `list` and from `latest`, still got by version."""
+        return self._archive_or_restore("archive", name, version, label)
+
+    def restore(self, name: str, version: str | None = None, label: str | None = None) -> Resource:
+        """Restore an archived version, or the whole asset. A version of an asset archived as a whole is
+        restored with the whole asset only (Azure's rule)."""
+        return self._archive_or_restore("restore", name, version, label)
+
+    def _archive_or_restore(self, verb: str, name: str, version: str | None, label: str | None) -> Resource:
+        if version is None and label is None:
+            return Resource(self._client.json("POST", f"/{self._kind}/{name}:{verb}"))
+        return Resource(self._client.json("POST", f"/{self._kind}/{name}/versions/{_ref(version, label)}:{verb}"))
+
+
+class ModelOperations(AssetOperations):
+    """client.models: AssetOperations and `download`."""
+
+    def __init__(self, client: WorkspaceClient) -> None:
+        super().__init__(client, "models", "model")
+
+    def download(self, name: str, version: str | None = None, download_path: str | Path = ".", *,
+                 label: str | None = None) -> list[Path]:
+        """Write the model's files under `download_path/<name>/` as `az ml model download` does: its
+        path's basename kept (`<download_path>/<name>/<basename>/...`). Returns the files written."""
+        version = self.get(name, version, label)["version"]  # one version for the listing and every file
+        return download_listed(self._client, f"/models/{name}/versions/{version}/files", download_path)
+
+
+def _ref(version: str | None, label: str | None) -> str:
+    if version is not None and label is not None:
+        raise InvalidSpecError("version and label cannot both be given; pass one (label 'latest': the newest "
+                               "version not archived)", details={"field": "label"})
+    return str(version) if version is not None else label or "latest"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cible.client.http import WorkspaceClient
-from cible.sdk.assets import AssetOperations
+from cible.sdk.assets import AssetOperations, ModelOperations
 from cible.sdk.jobs import JobOperations
 from cible.sdk.resources import Done, Resource
 from cible.workspace import WorkspacePaths, default_home
@@ -144,7 +144,7 @@ class MLClient:
         self.quotas = QuotaOperations(self._client)
         self.environments = AssetOperations(self._client, "environments", "environment")
         self.data = AssetOperations(self._client, "data", "data")
-        self.models = AssetOperations(self._client, "models", "model")
+        self.models = ModelOperations(self._client)
 
     @property
     def url(self) -> str:

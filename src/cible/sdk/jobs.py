@@ -5,20 +5,23 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from cible.client.http import WorkspaceClient
-from cible.core.errors import JobFailedError
+from cible.core.errors import CibleError, JobFailedError
 from cible.core.lifecycle.jobs import is_terminal
 from cible.core.names import job_name
-from cible.core.safepaths import under
-from cible.sdk.resources import Resource
+from cible.sdk.downloads import download_listed
+from cible.sdk.resources import ListViewType, Resource, view_params
 
 if TYPE_CHECKING:
     from cible.core.models import CommandJob
 
 STREAM_POLL_MIN_S = 0.05
 STREAM_POLL_MAX_S = 1.0
+QUEUE_REASON_POLL_S = 2.0  # how often a stream looks again at why a waiting job waits
+WAITING = frozenset({"NotStarted", "Queued", "Preparing", "Provisioning", "Starting"})
 
 
 class CancelPoller:
@@ -36,6 +39,26 @@ class JobOperations:
         self._client = client
 
     def create_or_update(self, job: CommandJob | dict[str, Any], *, name: str | None = None) -> Resource:
+        body = self._body(job, name)
+        return Resource(self._client.json("PUT", f"/jobs/{body['name']}", json=body))
+
+    def validate(self, job: CommandJob | dict[str, Any], *, raise_on_failure: bool = False,
+                 name: str | None = None) -> Resource:
+        """Check `job` as its submit would, creating no job (azure-ai-ml's `validate`, for command
+        jobs too). Local code and inputs are uploaded (content-addressed: the submit reuses them).
+        `passed` says the outcome; a failure's `error_messages` map each field to what is wrong, or
+        with `raise_on_failure` the submit's own error is raised."""
+        body = self._body(job, name)
+        try:
+            return Resource(self._client.json("POST", f"/jobs/{body['name']}:validate", json=body))
+        except CibleError as exc:
+            if raise_on_failure or exc.http_status not in (400, 404, 409, 422):  # not the job's fault: raised
+                raise
+            return Resource({"passed": False, "name": body["name"], "error_messages": _error_messages(exc),
+                             "warnings": []})
+
+    def _body(self, job: CommandJob | dict[str, Any], name: str | None) -> dict[str, Any]:
+        """The request body of a submit: local code and inputs uploaded, a conda file inlined."""
         # Imported here: show, list, stream and cancel need no models (CLI start-up time).
         from cible.core.models import CommandJob, JobInput
         from cible.core.naming import experiment_from_folder
@@ -57,7 +80,7 @@ class JobOperations:
         for key, value in (spec.inputs or {}).items():
             if isinstance(value, JobInput) and value.path and refs.classify_path(value.path) == "local":
                 body["inputs"][key]["path"] = self._upload(f"inputs.{key}.path", value.path)
-        return Resource(self._client.json("PUT", f"/jobs/{body['name']}", json=body))
+        return body
 
     def _upload(self, field: str, local: str) -> str:
         from cible.sdk.uploads import upload_path  # pathspec: only when something is uploaded
@@ -67,9 +90,24 @@ class JobOperations:
     def get(self, name: str) -> Resource:
         return Resource(self._client.json("GET", f"/jobs/{name}"))
 
-    def list(self, *, max_results: int | None = None, status: str | None = None, experiment_name: str | None = None) -> list[Resource]:
+    def list(self, *, max_results: int | None = None, status: str | None = None, experiment_name: str | None = None,
+             list_view_type: ListViewType | str = ListViewType.ACTIVE_ONLY) -> list[Resource]:
+        """Jobs, newest first; archived ones only as `list_view_type` asks (ArchivedOnly, All)."""
         params = {k: v for k, v in {"status": status, "experiment_name": experiment_name}.items() if v is not None}
+        params.update(view_params(list_view_type))
         return [Resource(j) for j in self._client.items("/jobs", params, limit=max_results)]
+
+    def archive(self, name: str) -> Resource:
+        """Hide an ended job from `list` (azure-ai-ml's `archive`); a job still running is refused."""
+        return Resource(self._client.json("POST", f"/jobs/{name}:archive"))
+
+    def restore(self, name: str) -> Resource:
+        return Resource(self._client.json("POST", f"/jobs/{name}:restore"))
+
+    def update(self, name: str, **changes: Any) -> Resource:
+        """Change `display_name`, `description` or `tags` (the whole tags: merge them first to add
+        one); None clears a field. Anything else is refused (`az ml job update --set ...`)."""
+        return Resource(self._client.json("PATCH", f"/jobs/{name}", json=changes))
 
     def begin_cancel(self, name: str) -> CancelPoller:
         self._client.json("POST", f"/jobs/{name}:cancel")
@@ -85,18 +123,32 @@ class JobOperations:
             time.sleep(delay)  # waiting on a remote job, with back-off
             delay = min(delay * 1.5, STREAM_POLL_MAX_S)
 
-    def stream(self, name: str, *, out: IO[bytes] | None = None, raise_on_failure: bool = True) -> Resource:
-        """Follow user_logs/std_log.txt until the job ends; raise JobFailedError if it failed."""
+    def stream(self, name: str, *, out: IO[bytes] | None = None, raise_on_failure: bool = True,
+               on_status: Callable[[Resource], None] | None = None) -> Resource:
+        """Follow user_logs/std_log.txt until the job ends; raise JobFailedError if it failed.
+
+        `on_status` gets the job each time its status or, while it waits, its queue reason changes.
+        """
         out = out or sys.stdout.buffer
         offset, delay = 0, STREAM_POLL_MIN_S
+        seen: tuple[str, str | None] | None = None
+        looked_at = 0.0
         while True:
             response = self._client.request("GET", f"/jobs/{name}/logs", params={"offset": offset})
+            status = response.headers["X-Cible-Job-Status"]
             if response.content:
                 out.write(response.content)
                 out.flush()
                 delay = STREAM_POLL_MIN_S
+            if on_status is not None and (seen is None or status != seen[0] or (
+                    status in WAITING and time.monotonic() - looked_at >= QUEUE_REASON_POLL_S)):
+                looked_at = time.monotonic()
+                job = self.get(name)
+                if (job["status"], job.get("queue_reason")) != seen:
+                    seen = (job["status"], job.get("queue_reason"))
+                    on_status(job)
             offset = int(response.headers["X-Cible-Next-Offset"])
-            if is_terminal(response.headers["X-Cible-Job-Status"]) and not response.content:
+            if is_terminal(status) and not response.content:
                 break
             if not response.content:
                 time.sleep(delay)  # no new output yet
@@ -114,14 +166,13 @@ class JobOperations:
         params: dict[str, Any] = {"all": all}
         if output_name:
             params["output_name"] = output_name
-        files = self._client.items(f"/jobs/{name}/files", params)
-        written = []
-        for entry in files:
-            target = under(Path(download_path), entry["path"], field="path")  # never outside download_path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".part")
-            with open(tmp, "wb") as fh:
-                self._client.stream_to(f"/jobs/{name}/files/{entry['path']}", fh)
-            tmp.replace(target)
-            written.append(target)
-        return written
+        return download_listed(self._client, f"/jobs/{name}/files", download_path, params)
+
+
+def _error_messages(exc: CibleError) -> dict[str, str]:
+    """A refusal as azure-ai-ml's ValidationResult.error_messages: field -> what is wrong."""
+    details = exc.details
+    if isinstance(details, list) and details and all(isinstance(d, dict) for d in details):
+        return {str(d.get("field") or "job"): str(d.get("message", exc.message)) for d in details}
+    field = details.get("field") if isinstance(details, dict) else None
+    return {str(field or "job"): exc.message}

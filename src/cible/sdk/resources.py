@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 
@@ -25,3 +26,23 @@ class Done:
 
     def done(self) -> bool:
         return True
+
+
+class ListViewType(str, Enum):
+    """Which items a list shows, as azure-ai-ml's `ListViewType` (`list(list_view_type=...)`)."""
+
+    ACTIVE_ONLY = "ActiveOnly"
+    ARCHIVED_ONLY = "ArchivedOnly"
+    ALL = "All"
+
+
+def view_params(list_view_type: ListViewType | str) -> dict[str, bool]:
+    """A list view type (azure-ai-ml's enum, or its value) as the API's query parameters."""
+    value = getattr(list_view_type, "value", list_view_type)
+    if value not in {v.value for v in ListViewType}:
+        from cible.core.errors import InvalidRequestError
+
+        raise InvalidRequestError(f"list_view_type: '{value}' is not a list view type; use one of "
+                                  f"{', '.join(v.value for v in ListViewType)}", details={"field": "list_view_type"})
+    return {"include_archived": value == ListViewType.ALL.value,
+            "archived_only": value == ListViewType.ARCHIVED_ONLY.value}

@@ -30,6 +30,17 @@ def put_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> di
     return _jobs(request).create_or_update(name, body, user=caller(request))
 
 
+@router.patch("/{name}", summary="Change a job's display_name, description or tags (`az ml job update`)")
+def update_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    return _jobs(request).update(name, body)
+
+
+@router.post("/{name}:validate", summary="Check a job as its submit would (compute, sizes, inputs, environment), "
+                                         "storing nothing; the same error as the submit, or where it would run")
+def validate_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    return _jobs(request).validate(name, body)
+
+
 @router.get("/{name}", summary="A job, with its status history and its MLflow run's latest metrics and params")
 def get_job(name: str, request: Request) -> dict[str, Any]:
     job = _jobs(request).get(name)
@@ -43,8 +54,11 @@ def list_jobs(
     top: Top = 50,
     status: str | None = None,
     experiment_name: str | None = None,
+    include_archived: bool = Query(False, description="list archived jobs with the others (`--include-archived`)"),
+    archived_only: bool = Query(False, description="list the archived jobs alone (`--archived-only`)"),
 ) -> dict[str, Any]:
-    return _jobs(request).list(skip=skip, top=top, status=status, experiment=experiment_name)
+    return _jobs(request).list(skip=skip, top=top, status=status, experiment=experiment_name,
+                               include_archived=include_archived, archived_only=archived_only)
 
 
 @router.delete("/{name}", status_code=204)
@@ -56,6 +70,16 @@ def delete_job(name: str, request: Request) -> Response:
 @router.post("/{name}:cancel")
 def cancel_job(name: str, request: Request) -> dict[str, Any]:
     return _jobs(request).cancel(name)
+
+
+@router.post("/{name}:archive", summary="Hide an ended job from `job list` (`az ml job archive`)")
+def archive_job(name: str, request: Request) -> dict[str, Any]:
+    return _jobs(request).set_archived(name, True)
+
+
+@router.post("/{name}:restore", summary="Show an archived job in `job list` again (`az ml job restore`)")
+def restore_job(name: str, request: Request) -> dict[str, Any]:
+    return _jobs(request).set_archived(name, False)
 
 
 @router.get("/{name}/logs", summary="Bytes of user_logs/std_log.txt from an offset")

@@ -7,25 +7,28 @@ uploader's disk; job outputs and datastore paths are referenced where they are.
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, delete, exists, func, not_, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from cible.core import naming
 from cible.core.clock import Clock
 from cible.core.environments import plan_environment
-from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
 from cible.core.safepaths import inside, under
 from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.launch.staging import materialise_snapshot
 from cible.server.services.job_plans import SNAPSHOT_SCHEME, parse_snapshot_uri
-from cible.server.services.paging import MAX_TOP, fetch, page
+from cible.server.services.paging import MAX_TOP, fetch, page, slice_page
+from cible.server.services.views import ACTIVE, ALL, ARCHIVED, list_view
 from cible.server.store.db import Store
-from cible.server.store.rows import AssetRow
+from cible.server.store.rows import ArchivedAssetRow, AssetRow
 from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths
 
 # URL segment -> (loader kind, what users call it)
@@ -73,7 +76,7 @@ class AssetService:
             existing = session.get(AssetRow, (kind, name, str(version)))
             if existing is not None:
                 if existing.spec == spec:  # idempotent re-registration
-                    return _resource(existing)
+                    return _resource(existing, bool(_archived_names(session, kind, [name])))
                 raise ConflictError(
                     f"{label} '{name}' version {version} already exists with different content; versions are "
                     "immutable: register a new version (omit version to get the next one)",
@@ -85,7 +88,8 @@ class AssetService:
                 row = AssetRow(kind=kind, name=name, version=str(version), spec=spec, created_at=self.clock.now(),
                                sequence=sequence)
                 session.add(row)
-                return _resource(row)
+                # Under an archived asset a new version is archived with it, as on Azure.
+                return _resource(row, bool(_archived_names(session, kind, [name])))
         except IntegrityError:
             raise ConflictError(f"{label} '{name}' version {version} was just registered by another request",
                                 details={"name": name, "version": str(version)}) from None
@@ -144,35 +148,142 @@ class AssetService:
 
     # -- reads ---------------------------------------------------------------
     def get(self, kind: str, name: str, version: str = LATEST) -> dict[str, Any]:
-        spec_kind, label = self._kind(kind)
+        """One version; `latest` is the newest version not archived (Azure's label), an explicit
+        version is answered archived or not."""
+        _, label = self._kind(kind)
         with self.store.session() as session:
-            query = select(AssetRow).where(AssetRow.kind == kind, AssetRow.name == name)
-            if version == LATEST:
-                row = session.scalars(query.order_by(AssetRow.sequence.desc()).limit(1)).first()
-            else:
-                row = session.scalars(query.where(AssetRow.version == str(version))).first()
-            if row is None:
-                known = session.scalars(select(AssetRow.version).where(AssetRow.kind == kind, AssetRow.name == name))
-                versions = ", ".join(known) or "none"
-                raise NotFoundError(f"{label} '{name}' version {version} does not exist (versions: {versions})",
-                                    details={"name": name, "version": version})
-            return _resource(row)
+            row = self._version_row(session, kind, label, name, version)
+            return _resource(row, bool(_archived_names(session, kind, [name])))
 
-    def list(self, kind: str, name: str | None = None, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
+    def _version_row(self, session: Session, kind: str, label: str, name: str, version: str) -> AssetRow:
+        query = select(AssetRow).where(AssetRow.kind == kind, AssetRow.name == name)
+        if version == LATEST:
+            query = query.where(not_(_archived(AssetRow))).order_by(AssetRow.sequence.desc()).limit(1)
+        else:
+            query = query.where(AssetRow.version == str(version))
+        row = session.scalars(query).first()
+        if row is not None:
+            return row
+        known = session.scalars(select(AssetRow.version).where(AssetRow.kind == kind, AssetRow.name == name)
+                                .order_by(AssetRow.sequence)).all()
+        details = {"name": name, "version": version}
+        if version == LATEST and known:
+            whole = bool(_archived_names(session, kind, [name]))
+            why = f"the whole {label} is archived" if whole else "every version of it is archived"
+            fix = (f"restore it (`cible {KINDS[kind][0]} restore -n {name}`)" if whole else
+                   f"restore one (`cible {KINDS[kind][0]} restore -n {name} --version <v>`)")
+            raise NotFoundError(f"{label} '{name}' has no version for 'latest': {why} (versions: {', '.join(known)}); "
+                                f"{fix}, or name a version explicitly", details=details)
+        raise NotFoundError(f"{label} '{name}' version {version} does not exist (versions: "
+                            f"{', '.join(known) or 'none'})", details=details)
+
+    def list(self, kind: str, name: str | None = None, *, skip: int = 0, top: int = MAX_TOP,
+             include_archived: bool = False, archived_only: bool = False) -> dict[str, Any]:
         """A page of `name`'s versions, newest first, or of the latest version of every asset of this
-        kind by name."""
+        kind by name. Archived versions are left out unless asked for (Azure's list view types)."""
         self._kind(kind)
+        view = list_view(include_archived, archived_only)
+        hidden = _archived(AssetRow)
         newest_first = (AssetRow.sequence.desc(), AssetRow.version.desc())
         if name:
-            query = select(AssetRow).where(AssetRow.kind == kind, AssetRow.name == name).order_by(*newest_first)
+            query = select(AssetRow).where(AssetRow.kind == kind, AssetRow.name == name)
+            if view != ALL:
+                query = query.where(hidden if view == ARCHIVED else not_(hidden))
+            query = query.order_by(*newest_first)
         else:  # each name's newest row, picked in SQL so only the page's rows are read
-            ranked = select(AssetRow, func.row_number().over(partition_by=AssetRow.name, order_by=newest_first)
-                            .label("rank")).where(AssetRow.kind == kind).subquery()
+            candidates = select(AssetRow, func.row_number().over(partition_by=AssetRow.name, order_by=newest_first)
+                                .label("rank")).where(AssetRow.kind == kind)
+            if view == ACTIVE:  # each name by its newest active version: a name with none is not listed
+                candidates = candidates.where(not_(hidden))
+            elif view == ARCHIVED:  # the names left out of the active view, by their newest version
+                other = aliased(AssetRow)
+                active = select(other.name).where(other.kind == kind, not_(_archived(other)))
+                candidates = candidates.where(AssetRow.name.not_in(active))
+            ranked = candidates.subquery()
             latest = aliased(AssetRow, ranked)
             query = select(latest).where(ranked.c.rank == 1).order_by(latest.name)
         with self.store.session() as session:
             rows, total = fetch(session, query, skip, top)
-            return page([_resource(r) for r in rows], total, skip)
+            whole = _archived_names(session, kind, {r.name for r in rows})
+            return page([_resource(r, r.name in whole) for r in rows], total, skip)
+
+    # -- archive / restore ---------------------------------------------------
+    def set_archived(self, kind: str, name: str, version: str | None, archived: bool) -> dict[str, Any]:
+        """Archive (or restore) one version, or with no version the whole asset, as `az ml <kind>
+        archive|restore`. Idempotent: archiving what is archived changes nothing."""
+        spec_kind, label = self._kind(kind)
+        naming.ASSET.check(name)
+        if version is not None and version != LATEST:
+            naming.ASSET_VERSION.check(version, field="version")
+        try:
+            with self.store.session() as session:
+                whole = session.get(ArchivedAssetRow, (kind, name))
+                if version is None:
+                    return self._set_whole(session, kind, label, name, whole, archived)
+                row = self._version_row(session, kind, label, name, version)
+                if not archived and whole is not None:
+                    raise ConflictError(
+                        f"{label} '{name}' is archived as a whole, so its versions cannot be restored one by one; "
+                        f"restore the whole {label}: `cible {spec_kind} restore -n {name}` (without --version)",
+                        details={"name": name, "version": row.version})
+                row.archived = archived
+                return _resource(row, whole is not None)
+        except IntegrityError:  # another request archived the whole asset at the same moment: as asked
+            with self.store.session() as session:
+                return self._set_whole(session, kind, label, name, session.get(ArchivedAssetRow, (kind, name)),
+                                       archived)
+
+    def _set_whole(self, session: Session, kind: str, label: str, name: str, whole: ArchivedAssetRow | None,
+                   archived: bool) -> dict[str, Any]:
+        count = session.scalar(select(func.count()).select_from(AssetRow)
+                               .where(AssetRow.kind == kind, AssetRow.name == name)) or 0
+        if not count:
+            raise NotFoundError(f"{label} '{name}' does not exist in this workspace", details={"name": name})
+        if archived and whole is None:
+            session.add(ArchivedAssetRow(kind=kind, name=name, archived_at=self.clock.now()))
+        elif not archived and whole is not None:
+            # A statement, not session.delete: a concurrent restore that deleted it first is no error.
+            session.execute(delete(ArchivedAssetRow).where(ArchivedAssetRow.kind == kind,
+                                                           ArchivedAssetRow.name == name))
+        return {"name": name, "is_archived": archived, "version_count": count}
+
+    # -- model files -----------------------------------------------------------
+    def model_files(self, name: str, version: str, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
+        """A page of a model version's files, as `az ml model download` lays them out:
+        `<name>/<basename of its path>[/...]`, in a stable order."""
+        prefix, root = self._model_root(name, version)
+        if root.is_file():
+            files = [(prefix, root)]
+        else:
+            files = [(f"{prefix}/{rel}", path) for path in sorted(root.rglob("*")) if path.is_file()
+                     for rel in [path.relative_to(root).as_posix()] if _stays_in(root, rel)]
+        listing = slice_page(files, skip, top)  # only the page's files are stat'ed
+        listing["value"] = [{"path": listed, "size": path.stat().st_size} for listed, path in listing["value"]]
+        return listing
+
+    def model_file(self, name: str, version: str, path: str) -> Path:
+        prefix, root = self._model_root(name, version)
+        candidate = None
+        if root.is_file():
+            candidate = root if path == prefix else None
+        elif path.startswith(prefix + "/"):  # a `..`, a NUL or a link out of the folder is a 400, never a file
+            candidate = under(root, path[len(prefix) + 1:], field="path")
+        if candidate is None or not candidate.is_file():
+            raise NotFoundError(f"model '{name}' version {version} has no file '{path}' (its files are under "
+                                f"'{prefix}')", details={"path": path})
+        return candidate
+
+    def _model_root(self, name: str, version: str) -> tuple[str, Path]:
+        """The download prefix of a model version's files and where they are."""
+        model = self.get("models", name, version)
+        _, rel = refs.parse_datastore_uri(model["path"])
+        root = self.local_path(model["path"])
+        if not root.exists():
+            raise NotFoundError(f"model '{name}' version {model['version']}: its files at {model['path']} are no "
+                                "longer in the datastore; register the model again from its source",
+                                details={"name": name, "version": model["version"]})
+        base = posixpath.basename(rel.rstrip("/"))
+        return (f"{name}/{base}" if base else name), root
 
     def _kind(self, kind: str) -> tuple[str, str]:
         if kind not in KINDS:
@@ -180,6 +291,30 @@ class AssetService:
         return KINDS[kind]
 
 
-def _resource(row: AssetRow) -> dict[str, Any]:
-    return {**row.spec, "name": row.name, "version": row.version,
+def _archived(row: type[AssetRow]) -> ColumnElement[bool]:
+    """Whether a version is archived: itself, or with its whole asset."""
+    whole = exists().where(ArchivedAssetRow.kind == row.kind, ArchivedAssetRow.name == row.name)
+    return or_(row.archived, whole)
+
+
+def _archived_names(session: Session, kind: str, names: Iterable[str]) -> set[str]:
+    """Which of `names` are archived as a whole."""
+    names = list(names)
+    if not names:
+        return set()
+    return set(session.scalars(select(ArchivedAssetRow.name).where(ArchivedAssetRow.kind == kind,
+                                                                   ArchivedAssetRow.name.in_(names))))
+
+
+def _stays_in(root: Path, rel: str) -> bool:
+    """False for a file reached through a link out of `root`: neither listed nor served."""
+    try:
+        under(root, rel)
+    except CibleError:
+        return False
+    return True
+
+
+def _resource(row: AssetRow, whole_archived: bool) -> dict[str, Any]:
+    return {**row.spec, "name": row.name, "version": row.version, "is_archived": bool(row.archived or whole_archived),
             "creation_context": {"created_at": row.created_at.isoformat()}}

@@ -22,6 +22,7 @@ from cible.server.services.computes import ComputeService
 from cible.server.services.costs import SERVERLESS_PREFIX, aware, job_cost
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.paging import fetch, page
+from cible.server.services.views import ALL, ARCHIVED, list_view
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
 
@@ -63,28 +64,14 @@ class JobService:
 
     # -- writes ------------------------------------------------------------
     def create_or_update(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
-        naming.JOB.check(name)  # before anything reads or stores it: it becomes the run's folder
-        if isinstance(body.get("experiment_name"), str):
-            naming.EXPERIMENT.check(body["experiment_name"], field="experiment_name")
-        if body.get("name") not in (None, name):
-            raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'", details={"field": "name"})
-        environment = body.get("environment")
-        reference = environment.lower() if isinstance(environment, str) else ""
-        if reference.startswith("file:") or reference.endswith((".yml", ".yaml")):
-            # Never read a file of the server's own disk on a client's behalf.
-            raise InvalidRequestError("environment: a YAML file reference names a file on the client; send the "
-                                      "environment itself (the CLI and SDK do)", details={"field": "environment"})
-        loaded = load_spec_dict({**body, "name": name}, "job", source="request body")
+        loaded = self._load(name, body)
         job: CommandJob = loaded.entity
         with self.store.session() as session:
             existing = session.get(JobRow, name)
             if existing is not None:
                 return self._update_mutable(session, existing, job)
-        target, notes, pool = self._resolve_compute(job, name)
+        target, notes, pool, plan, estimate = self._plan(job, name)
         experiment = job.experiment_name or "Default"
-        plan = self.plans.build(job, name=name, experiment_name=experiment, target=target)
-        estimate = self.computes.cost_estimate(pool or target, plan["instance_count"],
-                                               job.limits.timeout if job.limits else None)
         now = self.clock.now()
         spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
         try:
@@ -118,10 +105,48 @@ class JobService:
         self.on_change()
         return self.get(name)  # read once committed: its wait reason reads the compute (a new serverless pool)
 
+    def _load(self, name: str, body: dict[str, Any]):  # noqa: ANN202 (a LoadedSpec)
+        """The body as a command job, with every check that needs no lookup (submit and validate)."""
+        naming.JOB.check(name)  # before anything reads or stores it: it becomes the run's folder
+        if isinstance(body.get("experiment_name"), str):
+            naming.EXPERIMENT.check(body["experiment_name"], field="experiment_name")
+        if body.get("name") not in (None, name):
+            raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'", details={"field": "name"})
+        environment = body.get("environment")
+        reference = environment.lower() if isinstance(environment, str) else ""
+        if reference.startswith("file:") or reference.endswith((".yml", ".yaml")):
+            # Never read a file of the server's own disk on a client's behalf.
+            raise InvalidRequestError("environment: a YAML file reference names a file on the client; send the "
+                                      "environment itself (the CLI and SDK do)", details={"field": "environment"})
+        return load_spec_dict({**body, "name": name}, "job", source="request body")
+
+    def _plan(self, job: CommandJob, name: str) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
+        """Where a new job would run and its launch plan: the compute, sizes, inputs and environment
+        checked (a 4xx when one is wrong), nothing stored. Also (target, notes, pool, plan, estimate)."""
+        target, notes, pool = self._resolve_compute(job, name)
+        plan = self.plans.build(job, name=name, experiment_name=job.experiment_name or "Default", target=target)
+        estimate = self.computes.cost_estimate(pool or target, plan["instance_count"],
+                                               job.limits.timeout if job.limits else None)
+        return target, notes, pool, plan, estimate
+
     def _update_mutable(self, session: Session, row: JobRow, job: CommandJob) -> dict[str, Any]:
         """A PUT under an existing name: the same job (as normalised by the loader, the way it was
         stored) answers the stored job; one that differs only in display_name, description or tags
         updates them (Azure's `job update`); any other difference is a conflict, every time."""
+        incoming = self._same_submission(row, job)
+        spec = dict(row.spec)
+        for key in MUTABLE_FIELDS:
+            if key in incoming:
+                spec[key] = incoming[key]
+        if spec != row.spec:  # an identical PUT writes nothing
+            row.spec = spec
+            row.display_name = spec.get("display_name") or row.display_name
+            row.updated_at = self.clock.now()
+        return self._resource(session, row)
+
+    def _same_submission(self, row: JobRow, job: CommandJob) -> dict[str, Any]:
+        """`job` dumped as a spec is stored, when it differs from the stored job `row` only in what can
+        change (display_name, description, tags); else a conflict naming what differs."""
         incoming = job.model_dump(mode="json", exclude_none=True)
         fixed = (set(incoming) | set(row.spec)) - {*MUTABLE_FIELDS, "name", "type"}  # a field left out differs too
         changed = [k for k in fixed if row.spec.get(k) != incoming.get(k)]
@@ -132,15 +157,7 @@ class JobService:
                 "Submit it under a new name (omit name, or pass -n).",
                 details={"fields": sorted(changed)},
             )
-        spec = dict(row.spec)
-        for key in MUTABLE_FIELDS:
-            if key in incoming:
-                spec[key] = incoming[key]
-        if spec != row.spec:  # an identical PUT writes nothing
-            row.spec = spec
-            row.display_name = spec.get("display_name") or row.display_name
-            row.updated_at = self.clock.now()
-        return self._resource(session, row)
+        return incoming
 
     def _resolve_compute(self, job: CommandJob, name: str) -> tuple[str, list[str], dict[str, Any] | None]:
         """The target a job runs on, notes for its warnings, and its serverless pool's spec if any."""
@@ -156,9 +173,10 @@ class JobService:
             pool = self.computes.serverless_pool(name, job.resources.instance_type if job.resources else None,
                                                  instance_count,
                                                  job.queue_settings.job_tier if job.queue_settings else None)
+            notes += self.computes.size_notes(pool["cible"]["provider"], pool["size"])
             return f"{SERVERLESS_PREFIX}{name}", notes, pool
         environment = job.environment if isinstance(job.environment, str) else getattr(job.environment, "image", None)
-        self.computes.require_runnable(compute, instance_count=instance_count, environment=environment)
+        notes += self.computes.require_runnable(compute, instance_count=instance_count, environment=environment)
         if job.queue_settings and job.queue_settings.job_tier:
             notes.append(f"queue_settings.job_tier applies to serverless compute only; compute {compute} has its "
                          "own tier")
@@ -185,22 +203,82 @@ class JobService:
                 raise ConflictError(f"job '{name}' is {row.status}; cancel it before deleting it")
             session.delete(row)
 
+    def validate(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`az ml job validate`: every check a submit of `body` as job `name` makes (the same 4xx),
+        nothing stored. Passing, it says where the job would run and what the submit would warn of."""
+        loaded = self._load(name, body)
+        job: CommandJob = loaded.entity
+        with self.store.session() as session:
+            existing = session.get(JobRow, name)
+            if existing is not None:  # the submit would answer that job (or update its tags): no new run
+                self._same_submission(existing, job)
+                return {"passed": True, "name": name, "exists": True, "target": existing.target,
+                        "warnings": list(existing.warnings or [])}
+        target, notes, _, plan, estimate = self._plan(job, name)
+        return {"passed": True, "name": name, "exists": False, "target": target,
+                "instance_count": plan["instance_count"], "cost_estimate": estimate,
+                "warnings": [*loaded.warnings, *notes]}
+
+    def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """`az ml job update`: display_name, description and tags, nothing else. A field set to null
+        is cleared; `tags` replaces the tags (the CLI's `--set tags.k=v` sends them merged)."""
+        refused = sorted(set(changes) - set(MUTABLE_FIELDS))
+        if refused:
+            raise InvalidRequestError(
+                f"{refused[0]}: a submitted job's {', '.join(refused)} cannot change; only "
+                f"{', '.join(MUTABLE_FIELDS)} can. Submit a new job to change the rest.",
+                details={"field": refused[0], "fields": refused, "mutable": list(MUTABLE_FIELDS)})
+        with self.store.session() as session:
+            row = self._row(session, name)
+            # The stored job with the changes, through the loader: the same limits as at submit
+            # (sizes, tag values made text), the same 422 naming the field.
+            job = load_spec_dict({**row.spec, **changes, "name": name}, "job", source="request body").entity
+            values = job.model_dump(mode="json", include=set(changes))
+            spec = {k: v for k, v in {**row.spec, **values}.items() if v is not None}
+            if spec != row.spec:  # an identical update writes nothing
+                row.spec = spec
+                row.display_name = spec.get("display_name") or display_name_for(name)
+                row.updated_at = self.clock.now()
+            return self._resource(session, row)
+
+    def set_archived(self, name: str, archived: bool) -> dict[str, Any]:
+        """`az ml job archive|restore`: hide the job from `job list` (or show it again). Only a job that
+        has ended is archived, as on Azure; both are idempotent."""
+        with self.store.session() as session:
+            row = self._row(session, name)
+            if archived and not is_terminal(row.status):
+                raise ConflictError(
+                    f"job '{name}' is {row.status}; only a job that has ended (Completed, Failed or Canceled) can be "
+                    f"archived: wait for it to end, or cancel it first (`cible job cancel -n {name}`)",
+                    details={"name": name, "status": row.status})
+            if row.archived != archived:
+                row.archived = archived
+                row.updated_at = self.clock.now()
+            return self._resource(session, row)
+
     # -- reads ---------------------------------------------------------------
     def get(self, name: str, *, history: bool = True) -> dict[str, Any]:
         with self.store.session() as session:
             return self._resource(session, self._row(session, name), history=history)
 
-    def list(self, *, skip: int = 0, top: int = 50, status: str | None = None, experiment: str | None = None) -> dict[str, Any]:
-        if status and status not in {s.value for s in JobStatus}:
-            allowed = ", ".join(s.value for s in JobStatus)
-            raise InvalidRequestError(f"status: '{status}' is not a job status; use one of {allowed}",
-                                      details={"field": "status"})
+    def list(self, *, skip: int = 0, top: int = 50, status: str | None = None, experiment: str | None = None,
+             include_archived: bool = False, archived_only: bool = False) -> dict[str, Any]:
+        view = list_view(include_archived, archived_only)
+        if status:  # `--status running` as Azure's CLI takes it: any case, Azure's name stored
+            known = {s.value.lower(): s.value for s in JobStatus}
+            if status.lower() not in known:
+                allowed = ", ".join(s.value for s in JobStatus)
+                raise InvalidRequestError(f"status: '{status}' is not a job status; use one of {allowed} "
+                                          "(in any case)", details={"field": "status"})
+            status = known[status.lower()]
         with self.store.session() as session:
             query = select(JobRow)
             if status:
                 query = query.where(JobRow.status == status)
             if experiment:
                 query = query.where(JobRow.experiment_name == experiment)
+            if view != ALL:  # archived jobs are hidden unless asked for, as `az ml job list`
+                query = query.where(JobRow.archived.is_(view == ARCHIVED))
             rows, total = fetch(session, query.order_by(JobRow.created_at.desc(), JobRow.name), skip, top)
             return page([self._resource(session, r, history=False) for r in rows], total, skip)
 
@@ -256,6 +334,7 @@ class JobService:
             "error": row.error,
             "warnings": row.warnings,
             "target": row.target,
+            "is_archived": bool(row.archived),  # Azure's isArchived
         }
         if row.status == JobStatus.QUEUED.value:
             resource["queue_reason"] = (row.run or {}).get("queue_reason") or self._cluster_queue_reason(session, row)

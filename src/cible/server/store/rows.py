@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cible.server.store.columns import UTCDateTime
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+    # Every timestamp is stored in UTC and read back aware, on SQLite as on PostgreSQL (see columns.py).
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
 
 
 class JobRow(Base):
@@ -36,6 +39,8 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)  # who submitted it
+    # Hidden from `job list` (Azure's isArchived); only an ended job is archived.
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class JobStatusRow(Base):
@@ -79,6 +84,19 @@ class AssetRow(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     # Insertion order: `@latest` is the most recently created version, as on Azure.
     sequence: Mapped[int] = mapped_column(Integer, index=True)
+    # This version archived (Azure's isArchived): hidden from lists and from `latest`, still got by version.
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class ArchivedAssetRow(Base):
+    """A whole asset archived (Azure archives the container: every version, present and future), kept
+    apart from each version's own flag so that restoring the asset leaves archived versions archived."""
+
+    __tablename__ = "archived_assets"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    archived_at: Mapped[datetime]
 
 
 class NodeRow(Base):
