@@ -100,3 +100,35 @@ def test_stream_shows_why_a_job_waits_and_ctrl_c_leaves_it_running(workspace: Wo
     cible.cible("job", "cancel", "-n", "blocker")
     follow = cible.cible("job", "stream", "-n", "waiter")
     assert "finally ran" in follow.stdout and "Completed" in follow.stdout
+
+
+def test_az_ml_verbs_archive_restore_update_validate_download(workspace: Workspace) -> None:
+    cible = workspace
+    spec = write_yaml(cible.cwd, "model-job.yml", """
+        command: mkdir -p ${{outputs.model}} && echo weights > ${{outputs.model}}/weights.txt
+        environment: azureml:AzureML-sklearn-1.5@latest
+        compute: local
+        outputs: {model: {type: uri_folder}}
+        """)
+    assert "valid" in cible.cible("job", "validate", "-f", spec).stdout
+    refused = cible.cible("job", "validate", "-f", spec, "--set", "compute=azureml:nope", check=False)
+    assert refused.returncode == 1 and "nope" in refused.stderr
+    cible.cible("job", "create", "-f", spec, "-n", "verbs-1", "-o", "none")
+    cible.wait_status("verbs-1", "Completed")
+
+    cible.cible("job", "archive", "-n", "verbs-1", "-o", "none")
+    assert "verbs-1" not in cible.cible("job", "list", "--query", "[].name", "-o", "tsv").stdout.split()
+    assert "verbs-1" in cible.cible("job", "list", "--archived-only", "--query", "[].name", "-o", "tsv").stdout.split()
+    cible.cible("job", "restore", "-n", "verbs-1", "-o", "none")
+    updated = cible.json("job", "update", "-n", "verbs-1", "--set", "display_name=baseline", "--set", "tags.team=ml")
+    assert updated["display_name"] == "baseline" and updated["tags"]["team"] == "ml"
+    assert cible.cible("job", "update", "-n", "verbs-1", "--set", "command=ls", check=False).returncode == 1
+
+    cible.cible("model", "create", "-n", "verbs-model", "--type", "custom_model",
+                "--path", "azureml://jobs/verbs-1/outputs/model", "-o", "none")
+    cible.cible("model", "download", "-n", "verbs-model", "-p", cible.cwd / "dl")
+    assert (cible.cwd / "dl" / "verbs-model" / "model" / "weights.txt").read_text() == "weights\n"
+    cible.cible("model", "archive", "-n", "verbs-model", "-o", "none")
+    assert "verbs-model" not in cible.cible("model", "list", "--query", "[].name", "-o", "tsv").stdout.split()
+    cible.cible("model", "restore", "-n", "verbs-model", "-o", "none")
+    assert "verbs-model" in cible.cible("model", "list", "--query", "[].name", "-o", "tsv").stdout.split()

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli.output import emit, print_fields, print_table, warn
+from cible.cli.output import console, emit, print_fields, print_table, warn
 
 COLUMNS = {
     "environment": [("name", "name"), ("version", "version"), ("image", "image"), ("description", "description")],
@@ -61,9 +61,46 @@ def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
     @app.command("list")
     def list_(
         name: Annotated[Optional[str], typer.Option("--name", "-n", help="list this asset's versions")] = None,
+        include_archived: Annotated[bool, typer.Option("--include-archived", help="archived ones too")] = False,
+        archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived ones")] = False,
     ) -> None:
         """The latest version of each, or every version of one name."""
-        emit(operations().list(name=name), lambda items: print_table(items, COLUMNS[spec_kind]))
+        from cible.cli.jobs import view_type
+
+        items = operations().list(name=name, list_view_type=view_type(include_archived, archived_only))
+        emit(items, lambda shown: print_table(shown, COLUMNS[spec_kind]))
+
+    @app.command("archive")
+    def archive(
+        name: Annotated[str, typer.Option("--name", "-n")],
+        version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole asset")] = None,
+        label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
+    ) -> None:
+        """Archive a version, or the whole asset (every version, later ones too): hidden from `list`
+        and from `@latest`, still usable by explicit version."""
+        emit(operations().archive(name, version=version, label=label), _draw)
+
+    @app.command("restore")
+    def restore(
+        name: Annotated[str, typer.Option("--name", "-n")],
+        version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole asset")] = None,
+        label: Annotated[Optional[str], typer.Option("--label", "-l")] = None,
+    ) -> None:
+        """Restore an archived version, or the whole asset."""
+        emit(operations().restore(name, version=version, label=label), _draw)
+
+    if spec_kind == "model":
+        @app.command("download")
+        def download(
+            name: Annotated[str, typer.Option("--name", "-n")],
+            version: Annotated[Optional[str], typer.Option("--version", "-v", help="default: the latest")] = None,
+            label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
+            download_path: Annotated[Path, typer.Option("--download-path", "-p")] = Path("."),
+        ) -> None:
+            """Download a model's files to DOWNLOAD_PATH/<name>/, as `az ml model download`."""
+            files = operations().download(name, version, download_path, label=label)
+            emit([str(f) for f in files], lambda _: console.print(
+                f"downloaded {len(files)} file(s) to {download_path / name}", highlight=False))
 
     return app
 

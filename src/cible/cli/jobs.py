@@ -109,7 +109,14 @@ def follow(client: Any, name: str) -> None:
 
 def next_steps(name: str, home: Path) -> str:
     """What to try after a first job, printed at the end of the quickstart."""
-    return (f"\nnext:\n"
+    import shutil
+
+    where = ""
+    if shutil.which("cible") is None:  # installed in a venv that is not active
+        venv = Path(sys.prefix)
+        where = (f"(`cible` is not on your PATH: `source {venv / 'bin' / 'activate'}` first, or call "
+                 f"{venv / 'bin' / 'cible'})")
+    return (f"\nnext: {where}\n"
             f"  cible job show -n {name}                 # status, metrics, history\n"
             f"  cible job download -n {name} --all -p out/\n"
             f"  cible model list\n"
@@ -129,13 +136,24 @@ def show(name: NameOpt) -> None:
 def list_(
     max_results: Annotated[Optional[int], typer.Option("--max-results", "-r")] = 50,
     status: Annotated[Optional[str], typer.Option("--status", help="e.g. running, completed (any case)")] = None,
+    include_archived: Annotated[bool, typer.Option("--include-archived", help="archived jobs too")] = False,
+    archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived jobs")] = False,
 ) -> None:
     """List jobs, newest first."""
-    emit(_client().jobs.list(max_results=max_results, status=status), _draw_jobs)
+    emit(_client().jobs.list(max_results=max_results, status=status,
+                             list_view_type=view_type(include_archived, archived_only)), _draw_jobs)
+
+
+def view_type(include_archived: bool, archived_only: bool) -> str:
+    """azure-ai-ml's list_view_type for az's two flags."""
+    if include_archived and archived_only:
+        raise typer.BadParameter("give --include-archived or --archived-only, not both")
+    return "All" if include_archived else "ArchivedOnly" if archived_only else "ActiveOnly"
 
 
 def _draw_jobs(jobs: list[dict]) -> None:
-    rows = [{**job, "created": _local_time(job["creation_context"]["created_at"])} for job in jobs]
+    rows = [{**job, "created": _local_time(job["creation_context"]["created_at"]),
+             "compute": str(job.get("compute") or "").removeprefix("azureml:")} for job in jobs]
     print_table(rows, [("name", "name"), ("status", "status"), ("display name", "display_name"),
                        ("compute", "compute"), ("created", "created"), ("experiment", "experiment_name")])
 
@@ -178,3 +196,53 @@ def download(
     files = _client().jobs.download(name, download_path=download_path, output_name=output_name, all=all_)
     emit([str(f) for f in files],
          lambda _: console.print(f"downloaded {len(files)} file(s) to {download_path}", highlight=False))
+
+
+@app.command("archive")
+def archive(name: NameOpt) -> None:
+    """Hide an ended job from `job list` (`--include-archived` shows it again)."""
+    emit(_client().jobs.archive(name), _draw_job)
+
+
+@app.command("restore")
+def restore(name: NameOpt) -> None:
+    """Bring an archived job back into `job list`."""
+    emit(_client().jobs.restore(name), _draw_job)
+
+
+@app.command("update")
+def update(
+    name: NameOpt,
+    set_: Annotated[list[str], typer.Option(
+        "--set", help="display_name=…, description=… or tags.KEY=VALUE (repeat it)")],
+) -> None:
+    """Change a job's display name, description or tags, as `az ml job update --set`."""
+    client = _client()
+    changes: dict[str, Any] = {}
+    for item in set_:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set {item!r}: write FIELD=VALUE, e.g. --set display_name=baseline")
+        if field.startswith("tags."):
+            changes.setdefault("tags", dict(client.jobs.get(name).get("tags") or {}))[field[5:]] = value
+        else:
+            changes[field] = value  # the server names a field that cannot change
+    emit(client.jobs.update(name, **changes), _draw_job)
+
+
+@app.command("validate")
+def validate(
+    file: Annotated[Path, typer.Option("--file", "-f", help="job YAML (Azure ML CLI v2)")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: a.b.c=value")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="job name")] = None,
+) -> None:
+    """Check a job as its submit would (the YAML, its compute, environment and inputs), creating
+    nothing; non-zero exit when it would be refused."""
+    from cible.core.specs.azureml.loader import load_spec
+
+    loaded = load_spec(file, "job", set_overrides=set_ or (), name=name)
+    for line in loaded.warnings:
+        warn(line)
+    result = _client().jobs.validate(loaded.entity, raise_on_failure=True)
+    emit(result, lambda r: console.print(f"{file}: valid; it would run on {r.get('target') or 'its compute'}",
+                                         highlight=False))
