@@ -15,14 +15,8 @@ DEFAULT_SIZE = ("Standard_DS3_v2", 4, 14)  # Azure's default size for amlcompute
 CUDA_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 
 
-@pytest.fixture
-def ws(tmp_path):
-    workspace = Workspace(tmp_path / "ws")
-    yield workspace
-    workspace.stop()
-
-
-def test_azures_cluster_command_runs_a_cuda_named_job_on_this_machine(ws: Workspace) -> None:
+def test_azures_cluster_command_runs_a_cuda_named_job_on_this_machine(workspace: Workspace) -> None:
+    ws = workspace
     host = host_capacity()
     name, vcpus, memory_gb = DEFAULT_SIZE
     if host.memory_gb < memory_gb:

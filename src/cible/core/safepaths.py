@@ -57,6 +57,16 @@ def under(parent: Path, *parts: str, field: str = "path") -> Path:
     return path
 
 
+def stays_under(parent: Path, rel: str) -> bool:
+    """Whether `under(parent, rel)` holds: False for a file reached through a link out of `parent`
+    (a listing leaves such files out rather than failing)."""
+    try:
+        under(parent, rel)
+    except InvalidRequestError:
+        return False
+    return True
+
+
 def normalise(rel: str, *, field: str = "path", within: str = "its datastore") -> str:
     """A user's relative path, normalised (`a/./b/../c/` -> `a/c/`; `.` -> the empty string for
     the root itself), that must stay inside its root. A leading `/` is read as the root (a datastore's

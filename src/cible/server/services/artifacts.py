@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cible.core.errors import CibleError, NotFoundError
-from cible.core.safepaths import inside, under
+from cible.core.safepaths import inside, stays_under, under
 from cible.core.specs.azureml import refs
 from cible.launch.state import read_state
 from cible.server.services.jobs import JobService
@@ -84,7 +84,7 @@ class ArtifactService:
             candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
             for path in candidates:
                 rel = path.name if path == root else path.relative_to(root).as_posix()
-                if path != root and not _stays_in(root, rel):
+                if path != root and not stays_under(root, rel):
                     continue  # a link to a file elsewhere: neither listed nor served
                 files.append((f"{prefix}/{rel}", path))
         listing = slice_page(files, skip, top)  # only the page's files are stat'ed
@@ -103,10 +103,3 @@ class ArtifactService:
                     return candidate
         raise NotFoundError(f"job '{name}' has no file '{path}'", details={"path": path})
 
-
-def _stays_in(root: Path, rel: str) -> bool:
-    try:
-        under(root, rel)
-    except CibleError:
-        return False
-    return True

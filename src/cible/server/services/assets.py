@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, aliased
 from cible.core import naming
 from cible.core.clock import Clock
 from cible.core.environments import plan_environment
-from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
-from cible.core.safepaths import inside, under
+from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.safepaths import inside, stays_under, under
 from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.launch.staging import materialise_snapshot
@@ -256,7 +256,7 @@ class AssetService:
             files = [(prefix, root)]
         else:
             files = [(f"{prefix}/{rel}", path) for path in sorted(root.rglob("*")) if path.is_file()
-                     for rel in [path.relative_to(root).as_posix()] if _stays_in(root, rel)]
+                     for rel in [path.relative_to(root).as_posix()] if stays_under(root, rel)]
         listing = slice_page(files, skip, top)  # only the page's files are stat'ed
         listing["value"] = [{"path": listed, "size": path.stat().st_size} for listed, path in listing["value"]]
         return listing
@@ -305,14 +305,6 @@ def _archived_names(session: Session, kind: str, names: Iterable[str]) -> set[st
     return set(session.scalars(select(ArchivedAssetRow.name).where(ArchivedAssetRow.kind == kind,
                                                                    ArchivedAssetRow.name.in_(names))))
 
-
-def _stays_in(root: Path, rel: str) -> bool:
-    """False for a file reached through a link out of `root`: neither listed nor served."""
-    try:
-        under(root, rel)
-    except CibleError:
-        return False
-    return True
 
 
 def _resource(row: AssetRow, whole_archived: bool) -> dict[str, Any]:
