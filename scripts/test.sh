@@ -9,11 +9,12 @@ PY=${PYTHON:-python3}
 # Everything goes into the project's venv, never into the system Python: a stock Debian/Ubuntu
 # Python refuses system-wide pip installs (PEP 668), and uv comes from PyPI into the venv too.
 if [ ! -x .venv/bin/python ]; then
+  # A failed attempt leaves a .venv without pip behind: removed, so that the next run starts over.
   if ! "$PY" -m venv .venv; then
+    rm -rf .venv
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then  # Debian splits venv out of python3
-      rm -rf .venv
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null)
-      "$PY" -m venv .venv
+      "$PY" -m venv .venv || { rm -rf .venv; exit 1; }
     else
       echo "could not make a virtual environment with $PY; on Debian/Ubuntu: sudo apt-get install python3-venv" >&2
       exit 1

@@ -46,10 +46,25 @@ def test_output_formats_and_query_answer_as_az_does(workspace: Workspace) -> Non
     assert "Completed" in table and "Complet…" not in table
 
 
+def test_a_key_cible_does_not_act_on_is_warned_of_once_with_its_line(workspace: Workspace) -> None:
+    cible = workspace
+    spec = write_yaml(cible.cwd, "services.yml", """
+        command: echo hi
+        environment: azureml:AzureML-sklearn-1.5@latest
+        compute: local
+        services:
+          my_jupyter: {type: jupyter_lab}
+        """)
+    created = cible.cible("job", "create", "-f", spec, "-n", "warned-1")
+    warnings = [line for line in (created.stdout + created.stderr).splitlines() if "not acted on" in line]
+    assert len(warnings) == 1 and "services.yml:4:" in warnings[0], created.stdout + created.stderr
+    assert "not acted on" in " ".join(cible.job("warned-1")["warnings"])  # kept with the job for scripts
+
+
 def test_a_bad_query_or_format_is_a_usage_error(workspace: Workspace) -> None:
     cible = workspace
     bad = cible.cible("compute", "list", "--query", "[0", check=False)
-    assert bad.returncode == 2 and "JMESPath" in bad.stderr
+    assert bad.returncode == 2 and "JMESPath" in bad.stderr and "--query" in bad.stderr
     wrong = cible.cible("compute", "list", "-o", "xml", check=False)
     assert wrong.returncode == 2 and "tsv" in wrong.stderr
 

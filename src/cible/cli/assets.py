@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli.output import console, emit, print_fields, print_table, warn
+from cible.cli.output import console, emit, print_fields, print_table, warn_loaded
 
 COLUMNS = {
     "environment": [("name", "name"), ("version", "version"), ("image", "image"), ("description", "description")],
@@ -45,8 +45,7 @@ def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
             loaded = load_spec(file, spec_kind, set_overrides=overrides, name=name)
         else:
             loaded = load_spec_dict({"name": name, **flags}, spec_kind, base_dir=Path.cwd(), source="flags")
-        for line in loaded.warnings:
-            warn(line)
+        warn_loaded(loaded)
         emit(operations().create_or_update(loaded.entity), _draw)
 
     @app.command("show")

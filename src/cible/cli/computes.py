@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli.output import console, emit, print_fields, print_table, warn
+from cible.cli.output import console, emit, print_fields, print_table, warn, warn_answered, warn_loaded
 
 
 def _compute_ops():  # noqa: ANN202
@@ -66,13 +66,10 @@ def register(app: typer.Typer) -> None:
                 nested["create_on_behalf_of"] = {"user_object_id": user_object_id,
                                                  "user_tenant_id": user_tenant_id or "local"}
             loaded = load_spec_dict({"name": name, **nested}, "compute", source="flags")
-        for line in loaded.warnings:
-            warn(line)
+        warn_loaded(loaded)
         created = _compute_ops().begin_create_or_update(loaded.entity).result()
-        for line in created.get("warnings", []):  # the server's (e.g. vCPUs shared with the host), on stderr
-            if line not in loaded.warnings:
-                warn(line)
-        emit(created, _draw)
+        shown = warn_answered(created, loaded)  # e.g. vCPUs shared with the host, on stderr
+        emit(created, lambda _: _draw(shown))
 
     @app.command("update")
     def update(

@@ -19,7 +19,8 @@ from cible.cli.output import (
     err_console,
     print_fields,
     print_table,
-    warn,
+    warn_answered,
+    warn_loaded,
 )
 
 app = typer.Typer(help="Submit, follow, cancel and download jobs.", no_args_is_help=True)
@@ -61,23 +62,21 @@ def create(
     from cible.core.specs.azureml.loader import load_spec
 
     loaded = load_spec(file, "job", set_overrides=set_ or (), name=name)
-    for line in loaded.warnings:
-        warn(line)
+    warn_loaded(loaded)
     client = _client()
     job = client.jobs.create_or_update(loaded.entity)
-    for line in job.get("warnings", []):
-        if line not in loaded.warnings:
-            warn(line)
+    shown = warn_answered(job, loaded)
     if not stream:
-        emit(job, _draw_job)
+        emit(job, lambda _: _draw_job(shown))
         return
     follow(client, job["name"])
 
 
-def follow(client: Any, name: str) -> None:
+def follow(client: Any, name: str, *, emit_job: bool = True) -> dict:
     """Stream a job's log, with its status changes and, while it waits, why; Ctrl-C stops following
     (the job goes on). For people (-o table, none) the log goes to stdout; a script's formats
-    (json, yaml, tsv) get the job at the end on stdout and the log on stderr."""
+    (json, yaml, tsv) get the job at the end on stdout (unless `emit_job` is off: the caller
+    emits a result of its own) and the log on stderr."""
     from cible.core.errors import JobFailedError
 
     for_people = current.format in (OutputFormat.table, OutputFormat.none) and current.query is None
@@ -101,10 +100,11 @@ def follow(client: Any, name: str) -> None:
     except JobFailedError as exc:
         failed, job = exc, client.jobs.get(name)
     notes.print(f"\nExecution Summary\n=================\nRunId: {name}\nStatus: {job['status']}", highlight=False)
-    if not for_people:
-        emit(job)
+    if emit_job:
+        emit(job, lambda _: None)  # for people the summary has said it
     if failed is not None:
         raise failed
+    return job
 
 
 def next_steps(name: str, home: Path) -> str:
@@ -241,8 +241,8 @@ def validate(
     from cible.core.specs.azureml.loader import load_spec
 
     loaded = load_spec(file, "job", set_overrides=set_ or (), name=name)
-    for line in loaded.warnings:
-        warn(line)
+    warn_loaded(loaded)
     result = _client().jobs.validate(loaded.entity, raise_on_failure=True)
+    warn_answered(result, loaded)
     emit(result, lambda r: console.print(f"{file}: valid; it would run on {r.get('target') or 'its compute'}",
                                          highlight=False))

@@ -102,12 +102,13 @@ def quickstart() -> None:
     client = MLClient()
     err_console.print(f"workspace: {client.paths.home}  server: {client.url}", highlight=False)
     job = client.jobs.create_or_update(load_job(str(job_file)))
-    jobs.follow(client, job["name"])
+    job = jobs.follow(client, job["name"], emit_job=False)
     model = client.models.create_or_update(
         {"name": "iris-classifier", "type": "mlflow_model", "path": f"azureml://jobs/{job['name']}/outputs/model"}
     )
     err_console.print(f"registered model {model['name']}:{model['version']} from job {job['name']}", highlight=False)
     err_console.print(jobs.next_steps(job["name"], client.paths.home), highlight=False)
+    emit({"job": job, "model": model}, lambda _: None)  # for people, said above
 
 
 @app.command("agent", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -23,7 +23,14 @@ from rich.table import Table
 from rich.text import Text
 
 # Piped, a table keeps its width ($COLUMNS, else 160) rather than rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160))
+def _piped_width() -> int:
+    try:
+        return max(40, int(os.environ.get("COLUMNS") or 160))
+    except ValueError:  # COLUMNS=abc: not worth failing a command for
+        return 160
+
+
+console = Console(width=None if sys.stdout.isatty() else _piped_width())
 err_console = Console(stderr=True)
 
 
@@ -64,7 +71,8 @@ def _query(value: str | None) -> Any:
         return jmespath.compile(value) if value else None
     except JMESPathError as exc:
         raise typer.BadParameter(f"not a JMESPath expression ({exc}); e.g. --query name or --query "
-                                 "\"[].{name:name, status:status}\" (https://jmespath.org)") from None
+                                 "\"[].{name:name, status:status}\" (https://jmespath.org)",
+                                 param_hint="'--query'") from None
 
 
 GLOBAL_PARAMETERS = [
@@ -237,3 +245,19 @@ def _cell(value: Any) -> str:
 
 def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
+def warn_loaded(loaded: Any) -> None:
+    """A loaded spec's warnings, each with its place in the file."""
+    for line in loaded.warnings:
+        warn(loaded.located(line))
+
+
+def warn_answered(answer: dict[str, Any], loaded: Any = None) -> dict[str, Any]:
+    """Print the server's warnings that the spec's load did not print already; return the answer
+    without them, for a table (a script's -o json keeps them in the answer it gets)."""
+    said = set(loaded.warnings) if loaded is not None else set()
+    for line in answer.get("warnings") or []:
+        if line not in said:
+            warn(line)
+    return {k: v for k, v in answer.items() if k != "warnings"}

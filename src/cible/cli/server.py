@@ -87,7 +87,8 @@ def stop(home: HomeOpt = None) -> None:
     paths = _paths(home)
     info = read_server_info(paths)
     if not info or not _alive(info["pid"]):
-        console.print("no cible server is running for this workspace", highlight=False)
+        emit({"status": "stopped", "workspace": str(paths.home)},
+             lambda _: console.print("no cible server is running for this workspace", highlight=False))
         return
     os.kill(info["pid"], signal.SIGTERM)
     deadline = time.monotonic() + 15
@@ -95,7 +96,8 @@ def stop(home: HomeOpt = None) -> None:
         time.sleep(0.05)  # waiting for the server process to exit
     if _alive(info["pid"]):
         os.kill(info["pid"], signal.SIGKILL)
-    console.print(f"stopped the cible server (pid {info['pid']})", highlight=False)
+    emit({"status": "stopped", "pid": info["pid"], "workspace": str(paths.home)},
+         lambda _: console.print(f"stopped the cible server (pid {info['pid']})", highlight=False))
 
 
 def _alive(pid: int) -> bool:

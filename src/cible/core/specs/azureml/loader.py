@@ -39,6 +39,13 @@ class LoadedSpec:
     entity: BaseModel  # CommandJob | Environment | Model | Data | one compute model
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
+    # Where in the file each warning's key is (`file:line:col`): kept apart from the text, which is
+    # the server's text for the same key, so a client prints each warning once, with its place.
+    locations: dict[str, str] = field(default_factory=dict)
+
+    def located(self, warning: str) -> str:
+        where = self.locations.get(warning)
+        return f"{where}: {warning}" if where else warning
 
 
 def load_spec(path: str | Path, kind: SpecKind, *, set_overrides: Sequence[str] = (),
@@ -101,14 +108,15 @@ def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
 
     _PathResolver(where, base_dir).resolve(entity, data)
     # Before an environment file's warnings: the order the server lists them in, from the inlined body.
-    warnings[:0] = [_ignored_warning(text) for _, text in ignored_present(kind, data)]
-    return LoadedSpec(entity=entity, warnings=warnings)
+    ignored = ignored_present(kind, data)
+    warnings[:0] = [_ignored_warning(text) for _, text in ignored]
+    locations = {_ignored_warning(text): where.location(path) for path, text in ignored}
+    return LoadedSpec(entity=entity, warnings=warnings, locations=locations)
 
 
 def _ignored_warning(text: str) -> str:
-    # No file:line: the server loads the same spec from the request body and stores this warning with
-    # the job; the CLI prints the server's warnings it has not printed already, by equal text, so a
-    # location only the client knows would print every warning twice. The key path says where.
+    # The text alone (its place is in LoadedSpec.locations): the server loads the same spec from the
+    # request body and stores this text with the job, so a client can tell it has printed it already.
     return f"'{text}' is accepted but not acted on by cible yet"
 
 
