@@ -1,11 +1,15 @@
-"""The README's main command: `cible quickstart` trains, tracks and registers a model."""
+"""The README's main command (`cible quickstart` trains, tracks and registers a model), and its "Use" section."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from e2e_support import Workspace
+from e2e_support import REPO, Workspace
 
 
 def test_quickstart_trains_tracks_and_registers_a_model(tmp_path: Path):
@@ -24,5 +28,32 @@ def test_quickstart_trains_tracks_and_registers_a_model(tmp_path: Path):
         assert model["path"].endswith(f"azureml/{job_name}/model")
         ws.cible("job", "download", "-n", job_name, "--output-name", "model", "-p", tmp_path / "dl")
         assert (tmp_path / "dl" / "named-outputs" / "model" / "MLmodel").is_file()
+    finally:
+        ws.stop()
+
+
+def _readme_block(language: str) -> str:
+    """The first `language` code block of the README's "Use" section."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    use = text[text.index("\n## Use\n"):]
+    start = use.index(f"```{language}\n") + len(language) + 4
+    return use[start:use.index("```", start)]
+
+
+def test_the_readme_use_section_runs_as_written(tmp_path: Path):
+    """What a new user types after the first command, from the repository's root, unchanged."""
+    ws = Workspace(tmp_path / "ws", tracking=True)
+    root = tmp_path / "clone"  # only what the commands read: the examples and the quickstart's files
+    shutil.copytree(REPO / "examples", root / "examples")
+    shutil.copytree(REPO / "src" / "cible" / "quickstart", root / "src" / "cible" / "quickstart")
+    env = {**ws.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    try:
+        for language, command in (("bash", ["bash", "-euo", "pipefail", "-c"]), ("python", [sys.executable, "-c"])):
+            block = _readme_block(language)
+            proc = subprocess.run([*command, block], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, f"README's {language} block failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        assert (root / "models" / "clf" / "model" / "MLmodel").is_file()
+        assert (root / "out" / "named-outputs" / "model" / "MLmodel").is_file()
+        assert ws.job("my-run")["display_name"] == "baseline"
     finally:
         ws.stop()
