@@ -306,6 +306,21 @@ def test_model_download_writes_the_name_then_the_basename_of_its_path(client: ML
     assert client.models.get("sdk-net", label="latest")["version"] == single["version"]
 
 
+def test_model_download_of_files_whose_names_hold_url_characters(client: MLClient, tmp_path: Path):
+    # `#` and `?` would end the URL's path, and `%41` is a file name, not an escape for `A`: each is
+    # quoted by the SDK and decoded once by the server.
+    names = ["a#b.txt", "x?y.txt", "%41.txt", "100%.txt", "sp ace.txt"]
+    model_dir = tmp_path / "src" / "odd"
+    model_dir.mkdir(parents=True)
+    for name in names:
+        (model_dir / name).write_text(name)
+    model = client.models.create_or_update({"name": "sdk-odd", "path": str(model_dir)})
+    out = tmp_path / "out"
+    written = client.models.download("sdk-odd", model["version"], download_path=out)
+    assert {p.relative_to(out).as_posix(): p.read_text() for p in written} == {f"sdk-odd/odd/{n}": n for n in names}
+    assert not [p for p in out.rglob("*.part")]
+
+
 def test_job_archive_update_and_validate_through_the_sdk(client: MLClient):
     from cible.sdk.resources import ListViewType
 

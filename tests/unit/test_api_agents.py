@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from cible.core.clock import as_utc
 from cible.server.app import create_app
 from cible.server.settings import ServerSettings
 from cible.server.store.rows import JobRow, NodeRow
@@ -113,11 +114,6 @@ def assert_envelope(response, status: int | None = None, code: str | None = None
     if code is not None:
         assert error["code"] == code
     return error
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive UTC datetimes, PostgreSQL aware ones in its session's zone."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def timed(fn: Callable[[], object]) -> tuple[object, float]:

@@ -134,3 +134,28 @@ def test_model_files_are_laid_out_as_az_ml_model_download(api: TestClient):
         assert response.status_code == status, (path, response.text)
         error_of(response)
     assert api.get("/api/v1/models/ghost/versions/1/files").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["https://example.com/models/net.pkl", "runs:/0123abcd/model",
+                                  "wasbs://models@account.blob.core.windows.net/net"])
+def test_a_model_outside_the_datastore_is_not_downloaded_and_says_where_it_is(api: TestClient, path: str):
+    registered = api.put("/api/v1/models/far/versions/1", json={"path": path})
+    assert registered.status_code == 200, registered.text
+    for url in ("/api/v1/models/far/versions/1/files", "/api/v1/models/far/versions/1/files/far/net.pkl"):
+        response = api.get(url)
+        assert response.status_code == 400, response.text
+        message = error_of(response)["message"]
+        assert path in message and "outside the workspace's datastore" in message and "fetch" in message
+
+
+def test_restore_by_the_latest_label_is_refused_and_names_the_archived_versions(api: TestClient):
+    register(api, "data", "d", 3)
+    for version in ("2", "3"):
+        api.post(f"/api/v1/data/d/versions/{version}:archive")
+    refused = api.post("/api/v1/data/d/versions/latest:restore")
+    assert refused.status_code == 400, refused.text
+    message = error_of(refused)["message"]
+    assert "--version" in message and "archived versions: 3, 2" in message
+    assert versions(api, "data", "d", archived_only=True) == [("3", True), ("2", True)]  # nothing restored
+    assert api.post("/api/v1/data/d/versions/3:restore").json()["is_archived"] is False
+    assert api.post("/api/v1/data/ghost/versions/latest:restore").status_code == 404

@@ -115,3 +115,19 @@ def test_different_puts_racing_are_decided_by_the_one_stored(api: TestClient):
         for body, response in zip(bodies, responses):
             expected = 200 if body["command"] == stored["command"] else 409
             assert response.status_code == expected, (race, body, response.text)
+
+
+def test_put_changes_the_mutable_fields_by_the_rule_of_update(api: TestClient):
+    from cible.core.names import display_name_for
+
+    put(api, "ruled", {**HELLO, "description": "why", "display_name": "mine", "tags": {"team": "a"}})
+    again = put(api, "ruled", HELLO)  # the same job, its description, display name and tags left out: cleared
+    assert again.status_code == 200, again.text
+    job = again.json()
+    assert "description" not in job and job["tags"] == {} and job["display_name"] == display_name_for("ruled")
+    put(api, "ruled", {**HELLO, "display_name": "mine", "tags": {"n": 3}})
+    by_put = put(api, "ruled", {**HELLO, "display_name": "", "tags": {"n": 3}}).json()
+    put(api, "ruled", {**HELLO, "display_name": "mine", "tags": {"n": 3}})
+    by_patch = api.patch("/api/v1/jobs/ruled", json={"display_name": ""}).json()
+    assert by_put["display_name"] == by_patch["display_name"] == display_name_for("ruled")  # not the old one
+    assert by_put["tags"] == by_patch["tags"] == {"n": "3"}

@@ -228,6 +228,39 @@ def test_the_files_api_lists_and_serves_the_jobs_own_files_only(api: TestClient,
     assert api.get("/api/v1/jobs/j1/files/named-outputs/o/model.bin").text == "weights"
 
 
+# Each a file name, nothing more. (Not `%41`: Starlette's TestClient decodes a path twice, a real
+# server once; tests/integration/test_sdk.py has such a name.)
+ODD_NAMES = ["a#b.txt", "x?y.txt", "100%.txt", "sp ace.txt", "semi;colon.txt"]
+
+
+def sdk_client(api: TestClient):  # noqa: ANN201
+    """The SDK's HTTP client, talking to the in-process app."""
+    from cible.client.http import API, WorkspaceClient
+
+    client = WorkspaceClient("http://testserver", "t")
+    client._http.close()
+    client._http = TestClient(api.app, base_url=f"http://testserver{API}", headers=dict(api.headers))
+    return client
+
+
+def test_the_sdk_downloads_files_whose_names_hold_url_characters(api: TestClient, job_with_files: Path,
+                                                                  tmp_path: Path):
+    from cible.sdk.assets import ModelOperations
+    from cible.sdk.jobs import JobOperations
+
+    for name in ODD_NAMES:
+        (job_with_files / "outputs" / name).write_text(name)
+    written = JobOperations(sdk_client(api)).download("j1", download_path=tmp_path / "job", all=True)
+    got = {p.relative_to(tmp_path / "job").as_posix(): p.read_text() for p in written}
+    assert {f"artifacts/outputs/{n}": n for n in ODD_NAMES}.items() <= got.items()
+
+    uri = upload(api, {f"model/{n}": n.encode() for n in ODD_NAMES})
+    assert api.put("/api/v1/models/odd/versions/1", json={"path": f"{uri}/model"}).status_code == 200
+    written = ModelOperations(sdk_client(api)).download("odd", "1", tmp_path / "model")
+    got = {p.relative_to(tmp_path / "model").as_posix(): p.read_text() for p in written}
+    assert got == {f"odd/model/{n}": n for n in ODD_NAMES}
+
+
 def test_a_plan_stored_before_paths_were_checked_serves_nothing_outside(api: TestClient):
     """A job submitted before this check kept `paths/../../../../etc` as its output's folder."""
     assert api.put("/api/v1/jobs/old", json={**HELLO, "outputs": {"o": {}}}).status_code == 200

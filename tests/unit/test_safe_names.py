@@ -208,7 +208,11 @@ def test_every_example_keeps_valid_names():
     specs = sorted(EXAMPLES.glob("*/*.yml"))
     assert specs
     for spec in specs:
-        kind = "compute" if yaml.safe_load(spec.read_text()).get("type") in COMPUTE_TYPES else "job"
+        data = yaml.safe_load(spec.read_text())
+        if "dependencies" in data:
+            continue  # a conda file an environment names, not a spec
+        kind = ("environment" if spec.parent.name == "environments" else
+                "compute" if data.get("type") in COMPUTE_TYPES else "job")
         load_spec(spec, kind)  # raises on a name the rules refuse
 
 

@@ -83,10 +83,9 @@ def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
     def restore(
         name: Annotated[str, typer.Option("--name", "-n")],
         version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole asset")] = None,
-        label: Annotated[Optional[str], typer.Option("--label", "-l")] = None,
     ) -> None:
-        """Restore an archived version, or the whole asset."""
-        emit(operations().restore(name, version=version, label=label), _draw)
+        """Restore an archived version, or the whole asset. (No --label: `latest` is never an archived version.)"""
+        emit(operations().restore(name, version=version), _draw)
 
     if spec_kind == "model":
         @app.command("download")

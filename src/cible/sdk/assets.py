@@ -7,7 +7,7 @@ from typing import Any
 
 from cible.client.http import WorkspaceClient
 from cible.core.errors import InvalidSpecError
-from cible.sdk.downloads import download_listed
+from cible.sdk.downloads import download_listed, segment
 from cible.sdk.resources import ListViewType, Resource, view_params
 
 
@@ -73,7 +73,8 @@ class AssetOperations:
 
     def restore(self, name: str, version: str | None = None, label: str | None = None) -> Resource:
         """Restore an archived version, or the whole asset. A version of an asset archived as a whole is
-        restored with the whole asset only (Azure's rule)."""
+        restored with the whole asset only (Azure's rule). A label is refused by the server: 'latest' is
+        the newest version not archived, so it never names an archived one; give the version."""
         return self._archive_or_restore("restore", name, version, label)
 
     def _archive_or_restore(self, verb: str, name: str, version: str | None, label: str | None) -> Resource:
@@ -93,7 +94,8 @@ class ModelOperations(AssetOperations):
         """Write the model's files under `download_path/<name>/` as `az ml model download` does: its
         path's basename kept (`<download_path>/<name>/<basename>/...`). Returns the files written."""
         version = self.get(name, version, label)["version"]  # one version for the listing and every file
-        return download_listed(self._client, f"/models/{name}/versions/{version}/files", download_path)
+        return download_listed(self._client, f"/models/{segment(name)}/versions/{segment(version)}/files",
+                               download_path)
 
 
 def _ref(version: str | None, label: str | None) -> str:

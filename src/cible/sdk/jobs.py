@@ -12,7 +12,7 @@ from cible.client.http import WorkspaceClient
 from cible.core.errors import CibleError, JobFailedError
 from cible.core.lifecycle.jobs import is_terminal
 from cible.core.names import job_name
-from cible.sdk.downloads import download_listed
+from cible.sdk.downloads import download_listed, segment
 from cible.sdk.resources import ListViewType, Resource, view_params
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class JobOperations:
         params: dict[str, Any] = {"all": all}
         if output_name:
             params["output_name"] = output_name
-        return download_listed(self._client, f"/jobs/{name}/files", download_path, params)
+        return download_listed(self._client, f"/jobs/{segment(name)}/files", download_path, params)
 
 
 def _error_messages(exc: CibleError) -> dict[str, str]:

@@ -138,14 +138,6 @@ def test_no_idle_time_means_it_never_stops_for_idleness():
     assert "idle shutdown is off" in row.status["idleness"]["why_not"]
 
 
-def test_a_naive_idle_since_from_the_database_is_read_as_utc():
-    row = instance()
-    instance_pass(row, node(idle_since=(T0 + timedelta(minutes=1)).replace(tzinfo=None)), None,
-                  T0 + timedelta(minutes=1, seconds=10))
-    assert row.status["idleness"]["idle_since"] == (T0 + timedelta(minutes=1)).isoformat()
-    assert power(row) == "on"
-
-
 def test_the_ready_node_marks_the_instance_as_ever_ready():
     row = instance()
     instance_pass(row, node(state="preparing"), None, T0 + timedelta(seconds=5))

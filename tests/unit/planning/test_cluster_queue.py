@@ -103,12 +103,6 @@ def test_a_job_that_no_longer_fits_after_max_is_lowered_fails_and_stops_blocking
     assert plan.assign == [("small", ("n1",))]
 
 
-def test_a_gpu_job_on_a_cpu_cluster_fails():
-    clock = FrozenClock()
-    plan = decide_cluster(cfg(), [], [queued(clock, "train", needs_gpu=True)], [], clock.now())
-    assert [job for job, _ in plan.fail] == ["train"] and plan.launch == 0 and plan.waiting == {}
-
-
 def test_a_job_already_holding_nodes_is_not_placed_again():
     clock = FrozenClock()
     nodes = [node(clock, "n1"), node(clock, "n2", "running", job_name="j")]
@@ -117,13 +111,10 @@ def test_a_job_already_holding_nodes_is_not_placed_again():
 
 
 def test_admission_says_why_a_job_could_never_run():
-    assert admission_error(cfg(max_instances=2), 2, False) is None
-    assert "max_instances 2" in admission_error(cfg(max_instances=2), 3, False)
-    assert "at least 1" in admission_error(cfg(), 0, False)
-    gpu = admission_error(cfg(size="Standard_DS3_v2"), 1, True)
-    assert "GPUs" in gpu and "Standard_DS3_v2" in gpu
-    assert admission_error(cfg(gpus_per_node=1), 1, True) is None
-    assert "being deleted" in admission_error(cfg(deleting=True), 1, False)
+    assert admission_error(cfg(max_instances=2), 2) is None
+    assert "max_instances 2" in admission_error(cfg(max_instances=2), 3)
+    assert "at least 1" in admission_error(cfg(), 0)
+    assert "being deleted" in admission_error(cfg(deleting=True), 1)
 
 
 def test_waiting_text_counts_only_nodes_the_job_could_use():

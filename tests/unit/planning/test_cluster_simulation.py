@@ -92,7 +92,7 @@ class Sim:
     def world_events(self, chaos: bool) -> None:
         now, rng = self.clock.now(), self.rng
         if chaos and rng.random() < 0.2:
-            self.submit(rng.randint(1, self.config.max_instances + 1), needs_gpu=rng.random() < 0.05)
+            self.submit(rng.randint(1, self.config.max_instances + 1))
         if chaos and rng.random() < 0.02:
             new_max = rng.randint(1, 5)
             self.config = replace(self.config, max_instances=new_max, min_instances=rng.randint(0, min(2, new_max)))
@@ -112,10 +112,10 @@ class Sim:
                 del self.running[name]
                 self.done.add(name)
 
-    def submit(self, instance_count: int, needs_gpu: bool = False) -> None:
+    def submit(self, instance_count: int) -> None:
         self.seq += 1
         name = f"job-{self.seq}"
-        if admission_error(self.config, instance_count, needs_gpu):
+        if admission_error(self.config, instance_count):
             return  # rejected at submit; never queued
         policy = self.rng.choice(["requeue", "fail"])
         job = QueuedJob(name=name, submitted_at=self.clock.now(), instance_count=instance_count, on_node_failure=policy)

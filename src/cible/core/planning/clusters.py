@@ -50,7 +50,6 @@ class ClusterConfig:
     min_instances: int = 0
     max_instances: int = 1
     idle_time_before_scale_down: float = 120.0  # seconds
-    gpus_per_node: int = 0
     vcpus_per_node: int = 0
     memory_gb_per_node: float = 0.0
     tier: Literal["dedicated", "low_priority"] = "dedicated"
@@ -58,7 +57,6 @@ class ClusterConfig:
     stopped: str | None = None  # why it must have no nodes now (a compute instance that is off)
     heartbeat_timeout_s: float = 30.0
     prepare_timeout_s: float = 600.0  # preparing → unusable when no first heartbeat by then
-    size: str | None = None  # only for messages
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +78,6 @@ class QueuedJob:
     name: str
     submitted_at: datetime  # FIFO key; a requeued job keeps its original time
     instance_count: int = 1
-    needs_gpu: bool = False
     on_node_failure: OnNodeFailure = "requeue"
 
 

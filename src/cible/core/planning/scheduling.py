@@ -5,7 +5,7 @@ a job needing N nodes starts only when N idle nodes are free, all at once. A job
 that cannot start blocks every job behind it, even a smaller one that would fit
 now. That is Azure's FIFO and it keeps gang jobs from starving: without runtime
 estimates no backfill can promise not to delay the head. A job that could never
-start (more nodes than max_instances, GPUs on a CPU size) is failed instead of
+start (more nodes than max_instances) is failed instead of
 blocking the queue forever.
 """
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from cible.core.planning.clusters import ClusterConfig, QueuedJob
 
 
-def admission_error(config: ClusterConfig, instance_count: int, needs_gpu: bool) -> str | None:
+def admission_error(config: ClusterConfig, instance_count: int) -> str | None:
     """Why a job could never run on this cluster, or None. Checked at submit and on every decide
     (an update can lower max_instances under a queued job)."""
     if config.deleting:
@@ -30,12 +30,6 @@ def admission_error(config: ClusterConfig, instance_count: int, needs_gpu: bool)
         return (
             f"the job needs {_nodes(instance_count)} (resources.instance_count) but compute cluster "
             f"{config.name} has max_instances {config.max_instances}; it could never start"
-        )
-    if needs_gpu and config.gpus_per_node <= 0:
-        size = f" ({config.size})" if config.size else ""
-        return (
-            f"the job asks for GPUs but compute cluster {config.name}'s size{size} has none; "
-            "use a cluster with a GPU size"
         )
     return None
 
@@ -52,7 +46,7 @@ def place_fifo(config: ClusterConfig, queued: Sequence[QueuedJob], free_nodes: S
     placement = Placement()
     free = list(free_nodes)
     for job in sorted(queued, key=lambda j: j.submitted_at):  # stable: ties keep input order
-        reason = admission_error(config, job.instance_count, job.needs_gpu)
+        reason = admission_error(config, job.instance_count)
         if reason:
             placement.fail.append((job.name, reason))
         elif not placement.waiting and len(free) >= job.instance_count:

@@ -8,10 +8,11 @@ so `cible compute show` can tell whether it is idle, why not, and when it will s
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from cible.backends.base.contract import ProviderNode
+from cible.core.clock import as_utc
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.planning.instances import DEFAULT_WARNING_S, InstanceView, idle_time_seconds, idleness
 from cible.core.planning.schedules import due_action
@@ -68,9 +69,9 @@ def instance_view(row: ComputeRow, node: NodeRow | None, status: dict[str, Any] 
                                       spec.get("idle_time_before_shutdown")),
         warn_before_s=float(settings.get("idle_warning_minutes", DEFAULT_WARNING_S / 60)) * 60,
         node_state=state, job=node.job_name if state is not None else None,
-        free_since=_aware(node.idle_since) if state is not None else None,
+        free_since=node.idle_since if state is not None else None,
         sessions=tuple(info.get("sessions") or ()), last_activity_at=_parse(info.get("last_activity_at")),
-        powered_on_at=_parse(status.get("powered_on_at")) or _aware(row.created_at),
+        powered_on_at=_parse(status.get("powered_on_at")) or row.created_at,
         snoozed_until=_parse(status.get("snoozed_until")), warned_for=_parse(status.get("warned_for")),
     )
 
@@ -88,7 +89,7 @@ def _scheduled(spec: dict[str, Any], status: dict[str, Any], created_at: datetim
     schedules = ((spec.get("schedules") or {}).get("compute_start_stop")) or []
     if not schedules:
         return
-    checked = _parse(status.get("schedule_checked_at")) or _aware(created_at)
+    checked = _parse(status.get("schedule_checked_at")) or created_at
     status["schedule_checked_at"] = now.isoformat()
     firing = due_action(schedules, checked, now)
     if firing is None:
@@ -125,13 +126,8 @@ def _event(status: dict[str, Any], now: datetime, kind: str, message: str) -> No
 
 def _parse(value: str | None) -> datetime | None:
     # Python 3.10's fromisoformat does not read the "Z" pydantic writes for UTC.
-    return _aware(datetime.fromisoformat(value.replace("Z", "+00:00"))) if value else None
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
+    # The status JSON holds text, not a column: a time written without a zone is UTC.
+    return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00"))) if value else None
 
 
 def record_pass_failure(row: ComputeRow, message: str, now: datetime) -> None:

@@ -16,7 +16,7 @@ import random
 import shutil
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -192,7 +192,7 @@ class ClusterReconciler(ReconcilerLoop):
             # The queue is read on every pass: its columns only, never the jobs' JSON.
             queued = session.execute(select(JobRow.name, JobRow.created_at, JobRow.instance_count).where(
                 JobRow.target == name, JobRow.status == JobStatus.QUEUED.value)).all()
-            loaded.queued = [QueuedJob(name=job_name, submitted_at=_aware(created_at), instance_count=count,
+            loaded.queued = [QueuedJob(name=job_name, submitted_at=created_at, instance_count=count,
                                        on_node_failure=policy) for job_name, created_at, count in queued]
             placed = session.execute(select(JobRow.name, JobRow.run).where(
                 JobRow.target == name, JobRow.status.notin_(["Queued", "Completed", "Failed", "Canceled"]))).all()
@@ -238,15 +238,15 @@ class ClusterReconciler(ReconcilerLoop):
         present = seen is not None and row.node_id not in errors
         if row.node_id in errors:
             log.warning("node %s: %s", row.node_id, errors[row.node_id])
-        heartbeat = _aware(row.last_heartbeat)
+        heartbeat = row.last_heartbeat
         if heartbeat is not None:
             heartbeat = max(heartbeat, self.started_at)
-        created = _aware(row.created_at)
+        created = row.created_at
         if row.state == NodeState.PREPARING.value:
             created = max(created, self.started_at)
         return NodeView(
             node_id=row.node_id, state=NodeState(row.state), created_at=created, job_name=row.job_name,
-            idle_since=_aware(row.idle_since), last_heartbeat=heartbeat, present=present,
+            idle_since=row.idle_since, last_heartbeat=heartbeat, present=present,
             preempted=bool(seen and seen.preempted),
         )
 
@@ -454,8 +454,8 @@ def cluster_config(row: ComputeRow, size: catalog.VmSize, **timeouts: float) -> 
     """The cluster a compute row is to the scheduler: a cluster as it is; an instance a cluster of
     exactly one node, or none while it is off; a serverless pool the nodes of its one job."""
     spec = row.spec
-    common = dict(name=row.name, gpus_per_node=size.gpus, vcpus_per_node=size.vcpus, memory_gb_per_node=size.memory_gb,
-                  size=size.name, deleting=row.provisioning_state == DELETING, **timeouts)
+    common = dict(name=row.name, vcpus_per_node=size.vcpus, memory_gb_per_node=size.memory_gb,
+                  deleting=row.provisioning_state == DELETING, **timeouts)
     if row.compute_type == "computeinstance":
         status = row.status or {}
         power = status.get("power", "on")
@@ -470,11 +470,3 @@ def cluster_config(row: ComputeRow, size: catalog.VmSize, **timeouts: float) -> 
                          # Not float(): a stored 10**400 would raise there; the planner clamps it.
                          idle_time_before_scale_down=spec.get("idle_time_before_scale_down", 120),
                          tier=spec.get("tier", "dedicated"), **common)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-

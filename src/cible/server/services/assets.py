@@ -220,6 +220,8 @@ class AssetService:
                 whole = session.get(ArchivedAssetRow, (kind, name))
                 if version is None:
                     return self._set_whole(session, kind, label, name, whole, archived)
+                if version == LATEST and not archived:
+                    self._refuse_restore_by_label(session, kind, spec_kind, label, name)
                 row = self._version_row(session, kind, label, name, version)
                 if not archived and whole is not None:
                     raise ConflictError(
@@ -232,6 +234,20 @@ class AssetService:
             with self.store.session() as session:
                 return self._set_whole(session, kind, label, name, session.get(ArchivedAssetRow, (kind, name)),
                                        archived)
+
+    def _refuse_restore_by_label(self, session: Session, kind: str, spec_kind: str, label: str, name: str) -> None:
+        """`latest` is the newest version not archived (as azure-ai-ml resolves it), so it never names
+        an archived one: a restore by it would change nothing or find nothing. Ask for the version."""
+        known = session.execute(select(AssetRow.version, _archived(AssetRow)).where(
+            AssetRow.kind == kind, AssetRow.name == name).order_by(AssetRow.sequence.desc())).all()
+        if not known:
+            raise NotFoundError(f"{label} '{name}' does not exist in this workspace", details={"name": name})
+        archived = [version for version, hidden in known if hidden]
+        raise InvalidRequestError(
+            f"restore {label} '{name}' by its version, not by the label 'latest' (the newest version not "
+            f"archived, so never an archived one): `cible {spec_kind} restore -n {name} --version <v>` "
+            f"(archived versions: {', '.join(archived) or 'none'})",
+            details={"name": name, "field": "label", "archived_versions": archived})
 
     def _set_whole(self, session: Session, kind: str, label: str, name: str, whole: ArchivedAssetRow | None,
                    archived: bool) -> dict[str, Any]:
@@ -276,6 +292,11 @@ class AssetService:
     def _model_root(self, name: str, version: str) -> tuple[str, Path]:
         """The download prefix of a model version's files and where they are."""
         model = self.get("models", name, version)
+        if refs.classify_path(model["path"]) != "datastore":  # registered by reference (https, runs:/, wasbs)
+            raise InvalidRequestError(
+                f"model '{name}' version {model['version']} is at {model['path']}, outside the workspace's "
+                "datastore, so cible has no files of it to download; fetch it from there",
+                details={"name": name, "version": model["version"], "path": model["path"]})
         _, rel = refs.parse_datastore_uri(model["path"])
         root = self.local_path(model["path"])
         if not root.exists():

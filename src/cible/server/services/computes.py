@@ -355,10 +355,10 @@ class ComputeService:
             )
         size = catalog.get_size(compute["size"])
         max_instances = 1 if compute["type"] == "computeinstance" else compute.get("max_instances", 1)
-        config = ClusterConfig(name=name, max_instances=max_instances, gpus_per_node=size.gpus,
-                               deleting=compute["provisioning_state"] == DELETING, size=size.name)
-        # Azure runs a CUDA image on any size (on its CPUs where the VM has none): a name is no refusal.
-        reason = admission_error(config, instance_count, needs_gpu=False)
+        config = ClusterConfig(name=name, max_instances=max_instances,
+                               deleting=compute["provisioning_state"] == DELETING)
+        # No GPU check: Azure runs a CUDA image on any size (on its CPUs where the VM has none).
+        reason = admission_error(config, instance_count)
         if reason:
             field = "resources.instance_count" if "instance_count" in reason else "compute"
             raise InvalidRequestError(reason, details={"field": field})

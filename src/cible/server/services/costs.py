@@ -8,11 +8,12 @@ rewrite the past. Serverless nodes are made for one job: their whole life is tha
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
+from cible.core.clock import as_utc
 from cible.core.errors import InvalidRequestError
 from cible.core.planning.costs import NodeCost, StateChange, node_cost, report
 from cible.server.services.instances import owner_of
@@ -38,7 +39,7 @@ def node_costs(session, now: datetime, *, compute: str | None = None, node_ids: 
     history = session.execute(select(NodeStateRow.node_id, NodeStateRow.at, NodeStateRow.to_state, NodeStateRow.job_name)
                               .where(NodeStateRow.node_id.in_([n.node_id for n in nodes])).order_by(NodeStateRow.id))
     for node_id, at, state, job in history:
-        changes[node_id].append(StateChange(at=aware(at), state=state, job=job))
+        changes[node_id].append(StateChange(at=at, state=state, job=job))
     return [node_cost(n.node_id, n.compute, float((n.info or {}).get("price_per_hour", 0.0)), changes[n.node_id],
                       now, since) for n in nodes]
 
@@ -77,8 +78,9 @@ class CostService:
             raise InvalidRequestError(f"by: '{by}' is not a grouping; use one of {', '.join(GROUPINGS)}",
                                       details={"field": "by"})
         now = self.clock.now()
-        now = min(now, aware(until)) if until is not None else now
-        since = aware(since)
+        # From the query string: a time without a zone is UTC.
+        now = min(now, as_utc(until)) if until is not None else now
+        since = as_utc(since) if since is not None else None
         with self.store.session() as session:
             costs = node_costs(session, now, since=since)
             jobs = dict(session.execute(select(JobRow.name, JobRow.created_by)).all())
@@ -94,9 +96,3 @@ class CostService:
                            "idle": round(line.idle_cost, 6)} for line in shown["value"]]
         return {"by": by, "since": since.isoformat() if since else None, "until": now.isoformat(), "currency": "USD",
                 "total": round(total, 6), "note": "indicative catalog prices × node lifetimes", **shown}
-
-
-def aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value

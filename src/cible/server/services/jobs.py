@@ -19,7 +19,7 @@ from cible.core.names import display_name_for
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services.computes import ComputeService
-from cible.server.services.costs import SERVERLESS_PREFIX, aware, job_cost
+from cible.server.services.costs import SERVERLESS_PREFIX, job_cost
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.paging import fetch, page
 from cible.server.services.views import ALL, ARCHIVED, list_view
@@ -132,16 +132,10 @@ class JobService:
     def _update_mutable(self, session: Session, row: JobRow, job: CommandJob) -> dict[str, Any]:
         """A PUT under an existing name: the same job (as normalised by the loader, the way it was
         stored) answers the stored job; one that differs only in display_name, description or tags
-        updates them (Azure's `job update`); any other difference is a conflict, every time."""
+        updates them by `update`'s rule (a PUT is the whole job: a field it leaves out is cleared);
+        any other difference is a conflict, every time."""
         incoming = self._same_submission(row, job)
-        spec = dict(row.spec)
-        for key in MUTABLE_FIELDS:
-            if key in incoming:
-                spec[key] = incoming[key]
-        if spec != row.spec:  # an identical PUT writes nothing
-            row.spec = spec
-            row.display_name = spec.get("display_name") or row.display_name
-            row.updated_at = self.clock.now()
+        self._change_mutable(session, row, {key: incoming.get(key) for key in MUTABLE_FIELDS})
         return self._resource(session, row)
 
     def _same_submission(self, row: JobRow, job: CommandJob) -> dict[str, Any]:
@@ -230,16 +224,21 @@ class JobService:
                 details={"field": refused[0], "fields": refused, "mutable": list(MUTABLE_FIELDS)})
         with self.store.session() as session:
             row = self._row(session, name)
-            # The stored job with the changes, through the loader: the same limits as at submit
-            # (sizes, tag values made text), the same 422 naming the field.
-            job = load_spec_dict({**row.spec, **changes, "name": name}, "job", source="request body").entity
-            values = job.model_dump(mode="json", include=set(changes))
-            spec = {k: v for k, v in {**row.spec, **values}.items() if v is not None}
-            if spec != row.spec:  # an identical update writes nothing
-                row.spec = spec
-                row.display_name = spec.get("display_name") or display_name_for(name)
-                row.updated_at = self.clock.now()
+            self._change_mutable(session, row, changes)
             return self._resource(session, row)
+
+    def _change_mutable(self, session: Session, row: JobRow, changes: dict[str, Any]) -> None:
+        """The one rule for changing a stored job's display_name, description and tags (PATCH and a
+        PUT of the same job): null clears a field; no display name is the one made from the name."""
+        # The stored job with the changes, through the loader: the same limits as at submit
+        # (sizes, tag values made text), the same 422 naming the field.
+        job = load_spec_dict({**row.spec, **changes, "name": row.name}, "job", source="request body").entity
+        values = job.model_dump(mode="json", include=set(changes))
+        spec = {k: v for k, v in {**row.spec, **values}.items() if v is not None}
+        if spec != row.spec:  # an identical update writes nothing
+            row.spec = spec
+            row.display_name = spec.get("display_name") or display_name_for(row.name)
+            row.updated_at = self.clock.now()
 
     def set_archived(self, name: str, archived: bool) -> dict[str, Any]:
         """`az ml job archive|restore`: hide the job from `job list` (or show it again). Only a job that
@@ -297,7 +296,7 @@ class JobService:
             if ((row.run or {}).get("plan") or {}).get("token_salt", "") != salt:
                 return f"this token is of an earlier job named '{name}'"
             ended = row.ended_at if is_terminal(row.status) else None
-        if ended is not None and self.clock.now() - aware(ended) > RUN_TOKEN_GRACE:
+        if ended is not None and self.clock.now() - ended > RUN_TOKEN_GRACE:
             return f"job '{name}' ended at {ended.isoformat()}; its run token is spent"
         return None
 

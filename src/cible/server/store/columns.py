@@ -10,19 +10,14 @@ always hands back an aware UTC datetime, on both. The column is still
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-
-def as_utc(value: datetime) -> datetime:
-    """An aware UTC datetime; a naive one is taken as UTC (what cible has always written)."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+from cible.core.clock import as_utc
 
 
 class UTCDateTime(TypeDecorator):

@@ -96,14 +96,25 @@ def _cannot_write(exc: BaseException | None) -> bool:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
+    _alembic(engine, "upgrade", "head")
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to `revision` (an operator undoing an upgrade; the tests of the migrations)."""
+    _alembic(engine, "downgrade", revision)
+
+
+def _alembic(engine: Engine, action: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
+    # A connection outside any transaction: env.py turns SQLite's foreign keys off before the
+    # migrations begin theirs (SQLite ignores the pragma inside one) and commits what they do.
+    with engine.connect() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        getattr(command, action)(cfg, revision)
 
 
 def store_error(exc: BaseException) -> StoreUnavailableError | None:
