@@ -22,8 +22,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-# Piped, a table keeps its width ($COLUMNS, else 160) rather than rich's 80 columns.
+
+
 def _piped_width() -> int:
+    """Piped, a table keeps its width ($COLUMNS, else 160) rather than rich's 80 columns."""
     try:
         return max(40, int(os.environ.get("COLUMNS") or 160))
     except ValueError:  # COLUMNS=abc: not worth failing a command for
@@ -46,10 +48,9 @@ class OutputFormat(str, Enum):
 class Rendering:
     format: OutputFormat = OutputFormat.table
     query: Any = None  # a compiled JMESPath expression
-    query_text: str | None = None
 
 
-current = Rendering()  # one command runs per process: set by the options' callbacks
+current = Rendering()  # one command runs per process: set by `with_global_options`
 
 STATUS_STYLES = {
     "Completed": "green", "Succeeded": "green", "Running": "cyan", "JobRunning": "cyan", "Finalizing": "cyan",
@@ -91,7 +92,7 @@ def with_global_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, cible_output: OutputFormat | None = None, cible_query: str | None = None,
                 **kwargs: Any) -> Any:
         current.format = cible_output or OutputFormat.table
-        current.query, current.query_text = _query(cible_query), cible_query
+        current.query = _query(cible_query)
         return command(*args, **kwargs)
 
     signature = inspect.signature(command, eval_str=True)  # the modules use postponed annotations
