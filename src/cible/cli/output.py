@@ -23,7 +23,6 @@ from rich.table import Table
 from rich.text import Text
 
 
-
 def _piped_width() -> int:
     """Piped, a table keeps its width ($COLUMNS, else 160) rather than rich's 80 columns."""
     try:
