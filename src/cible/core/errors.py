@@ -87,6 +87,27 @@ class InternalError(CibleError):
     http_status = 500
 
 
+class StoreUnavailableError(CibleError):
+    """The workspace store cannot serve the request now (read-only, disk full, damaged, busy)."""
+
+    code = "StoreUnavailable"
+    http_status = 503
+
+
+class StoreDamagedError(CibleError):
+    """The server refuses to start on this database (damaged, or missing under existing runs)."""
+
+    code = "StoreDamaged"
+    http_status = 503
+
+
+class TrackingUnavailableError(CibleError):
+    """The workspace's MLflow tracking server is not running (yet) or does not answer."""
+
+    code = "TrackingUnavailable"
+    http_status = 503
+
+
 ERRORS_BY_CODE: dict[str, type[CibleError]] = {
     cls.code: cls
     for cls in (
@@ -101,6 +122,9 @@ ERRORS_BY_CODE: dict[str, type[CibleError]] = {
         ServerUnavailableError,
         JobFailedError,
         InternalError,
+        StoreUnavailableError,
+        StoreDamagedError,
+        TrackingUnavailableError,
     )
 }
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cible.core.errors import CibleError
+from cible.core.errors import TrackingUnavailableError
 from cible.workspace import restrict_mode
 
 if TYPE_CHECKING:  # imported on first use: the workspace server starts without it
@@ -51,13 +51,6 @@ LOG_ROTATE_BYTES = 10 * 1024 * 1024
 # The child answers only requests that carry the secret it was given on its stdin at start: any
 # other local process reaching its loopback port gets a 403 (the workspace's token guards the proxy).
 SECRET_HEADER = "x-cible-tracking-secret"
-
-
-class TrackingUnavailableError(CibleError):
-    """The workspace's MLflow tracking server is not running (yet) or does not answer."""
-
-    code = "TrackingUnavailable"
-    http_status = 503
 
 
 def _free_port() -> int:

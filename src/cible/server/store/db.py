@@ -19,7 +19,7 @@ from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError, SQLA
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cible.core.errors import CibleError
+from cible.core.errors import StoreDamagedError, StoreUnavailableError
 from cible.workspace import WorkspacePaths, restrict_mode
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -32,20 +32,6 @@ _CANNOT_WRITE = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTO
 # read-only database), insufficient resources (disk full), connection lost, shutting down.
 _PG_UNAVAILABLE = ("25006", "53", "08", "57P")
 _CANNOT_WRITE_TEXT = ("readonly database", "disk i/o error", "disk is full", "unable to open database")
-
-
-class StoreUnavailableError(CibleError):
-    """The workspace store cannot serve the request now (read-only, disk full, damaged, busy)."""
-
-    code = "StoreUnavailable"
-    http_status = 503
-
-
-class StoreDamagedError(CibleError):
-    """The server refuses to start on this database (damaged, or missing under existing runs)."""
-
-    code = "StoreDamaged"
-    http_status = 503
 
 
 def sqlite_file(url: str) -> Path | None:
