@@ -107,7 +107,7 @@ def quickstart() -> None:
         {"name": "iris-classifier", "type": "mlflow_model", "path": f"azureml://jobs/{job['name']}/outputs/model"}
     )
     err_console.print(f"registered model {model['name']}:{model['version']} from job {job['name']}", highlight=False)
-    err_console.print(jobs.next_steps(job["name"], client.paths.home), highlight=False)
+    err_console.print(jobs.next_steps(job["name"], client.paths.home), highlight=False, soft_wrap=True)
     emit({"job": job, "model": model}, lambda _: None)  # for people, said above
 
 
