@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +111,15 @@ def restrict_mode(path: Path, mode: int) -> None:
         os.chmod(path, mode)
     except (FileNotFoundError, PermissionError):
         pass
+
+
+def ensure_token(paths: WorkspacePaths) -> str:
+    """The workspace's token, created 0600 on first use (in a workspace folder that is 0700)."""
+    paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return paths.token_file.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32))
+    return paths.token_file.read_text().strip()

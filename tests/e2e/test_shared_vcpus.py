@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from e2e_support import Workspace, wait_until, write_yaml
 
-from cible.backends.local.limits import MECHANISMS, host_capacity
+from cible.node.limits import MECHANISMS, host_capacity
 
 DEFAULT_SIZE = ("Standard_DS3_v2", 4, 14)  # Azure's default size for amlcompute: name, vCPUs, GB
 # An Azure ML GPU base image: Azure runs it on any size, CPU-only ones included.

@@ -15,7 +15,7 @@ import textwrap
 import psutil
 import pytest
 
-from cible.backends.local.limits import (
+from cible.node.limits import (
     MECHANISMS,
     LimitError,
     NodeLimits,

@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from cible.core.errors import InvalidRequestError, InvalidSpecError
+from cible.core.models.computes import idle_time_seconds
 from cible.core.models.jobs import JobResources
-from cible.core.planning.instances import idle_time_seconds
 from cible.core.specs.azureml.refs import parse_asset_ref, parse_datastore_uri
 from cible.server import tracking_policy
 from cible.server.services.blobs import check_digest

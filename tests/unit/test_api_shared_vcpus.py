@@ -11,7 +11,7 @@ from api_support import api_client, error_of
 from fastapi.testclient import TestClient
 
 from cible.backends.local import provider as local_provider
-from cible.backends.local.limits import Shape
+from cible.node.limits import Shape
 
 SMALL_HOST = Shape(vcpus=2, memory_gb=23.5)
 SHARED = ("Standard_DS3_v2 has 4 vCPUs and this machine 2: each node shares the machine's 2 CPUs "

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cible.backends.base.contract import RunObservation
+from cible.core.models.runs import RunObservation
 from cible.core.errors import InvalidTransitionError
 from cible.core.lifecycle.jobs import TRANSITIONS, JobStatus, check_transition, is_terminal, observed_steps
 from cible.core.planning.jobs import decide_job

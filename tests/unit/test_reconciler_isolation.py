@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cible.backends.base.contract import RunObservation
+from cible.core.models.runs import RunObservation
 from cible.server.reconcilers.failures import MAX_MESSAGE
 from cible.server.reconcilers.jobs import FAIL_AFTER, JobReconciler
 from cible.server.store.db import Store

@@ -19,7 +19,8 @@ from cible.core.models import COMPUTE_TYPES
 from cible.core.safepaths import inside, normalise, under
 from cible.core.specs.azureml.loader import load_spec
 from cible.core.specs.azureml.refs import parse_datastore_uri, parse_job_output_uri
-from cible.launch.staging import blob_path, materialise_snapshot
+from cible.launch.staging import materialise_snapshot
+from cible.runfiles import blob_path
 from cible.server.clusters.runs import artifact_path
 from cible.workspace import WorkspacePaths
 

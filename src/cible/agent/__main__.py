@@ -1,6 +1,6 @@
 """`python -m cible.agent --node-id … --root … (--home … | --url …)`: run one node's agent.
 
-The node's token comes on stdin (see cible.agent.token), or from CIBLE_AGENT_TOKEN when started by
+The node's token comes on stdin (see cible.node.token), or from CIBLE_AGENT_TOKEN when started by
 hand: never from the command line, where any user could read it, and never the workspace's token
 (a node's token reaches only that node's agent routes).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from cible.agent.agent import Agent
 from cible.agent.presence import Presence
-from cible.agent.token import token_from_stdin
-from cible.backends.local.limits import LimitError, NodeLimits, Shape
+from cible.node.limits import LimitError, NodeLimits, Shape
+from cible.node.token import token_from_stdin
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

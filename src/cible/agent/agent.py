@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cible.agent.presence import SELF_STOP_FILE, Presence
-from cible.backends.base.contract import RunObservation
-from cible.backends.local.limits import NodeLimits, preexec_for
-from cible.backends.local.runner import LocalProcessRunner
+from cible.agent.presence import Presence
+from cible.core.models.runs import RunObservation
 from cible.client.http import httpx  # httpx without its command-line tool: a faster node start
-from cible.launch.state import ARTIFACT_DIRS
+from cible.node.files import SELF_STOP_FILE
+from cible.node.limits import NodeLimits, preexec_for
+from cible.node.runner import LocalProcessRunner
+from cible.runfiles import ARTIFACT_DIRS
 
 log = logging.getLogger("cible.agent")
 WATCH_INTERVAL_S = 0.05

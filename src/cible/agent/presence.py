@@ -17,8 +17,8 @@ from typing import Any
 
 import psutil
 
-SESSIONS_DIR = "sessions"
-SELF_STOP_FILE = "stopped-itself"  # written by an agent that stopped itself: why, in one line
+from cible.node.files import SESSIONS_DIR
+
 # Walking the disk is not free: measured at most every DISK_EVERY_S, and a walk that took t seconds
 # waits DISK_COST_FACTOR x t before the next (a home of many files is walked seldom, at <= 2 % CPU).
 DISK_EVERY_S = 5.0

@@ -12,8 +12,7 @@ from typing import Any
 
 from cible.client.http import API, httpx  # httpx as cible.client.http imports it (see there)
 from cible.core.errors import ServerUnavailableError
-from cible.server.process import ensure_token
-from cible.workspace import WorkspacePaths
+from cible.workspace import WorkspacePaths, ensure_token
 
 START_TIMEOUT_S = 60.0
 

@@ -29,8 +29,9 @@ from cible.core.specs.azureml.expressions import render_command
 from cible.launch import sandbox, staging
 from cible.launch.environments import EnvironmentBuildError, materialise
 from cible.launch.procs import end_group, kill_tree, wait_for_exit
-from cible.launch.state import CANCEL_FILE, PLAN_FILE, StateWriter
+from cible.launch.state import StateWriter
 from cible.launch.tracking import end_run, job_environment, start_run
+from cible.runfiles import CANCEL_FILE, PLAN_FILE
 
 LOG_TAIL_LINES = 20
 SERVER_ONLY_ENV = ("CIBLE_", "RAY_AUTH_", "RAY_ADDRESS", "MLFLOW_TRACKING_", "PGPASSWORD")

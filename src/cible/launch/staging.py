@@ -7,26 +7,16 @@ which is too): every path from a manifest, a URL or a listing stays under its fo
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
 
 from cible.core.safepaths import under
+from cible.runfiles import blob_path, read_manifest
 
 DOWNLOAD_TIMEOUT_S = 60
 AZURE_BLOB_SUFFIX = ".blob.core.windows.net"
-
-
-def blob_path(blob_root: Path, sha256: str) -> Path:
-    return blob_root / sha256[:2] / sha256
-
-
-def read_manifest(blob_root: Path, snapshot_id: str) -> dict[str, Any]:
-    with open(blob_path(blob_root, snapshot_id), encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def materialise_snapshot(blob_root: Path, snapshot_id: str, dest: Path, subpath: str = "") -> Path:

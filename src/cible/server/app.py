@@ -10,11 +10,11 @@ from fastapi import FastAPI
 
 from cible import __version__
 from cible.backends.local.provider import LocalNodeProvider
-from cible.backends.local.runner import LocalProcessRunner
 from cible.backends.ray import make_ray_provider
 from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError
 from cible.launch.tracking import experiment_id
+from cible.node.runner import LocalProcessRunner
 from cible.server.auth import TokenAuthMiddleware
 from cible.server.clusters.agents import AgentService
 from cible.server.clusters.hub import AgentHub

@@ -6,31 +6,18 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
 from pathlib import Path
 
 from cible.core.errors import ConflictError
-from cible.launch.state import write_json_atomic
+from cible.runfiles import write_json_atomic
 from cible.server.settings import ServerSettings
 from cible.server.store.db import refuse_missing_database
-from cible.workspace import WorkspacePaths
+from cible.workspace import WorkspacePaths, ensure_token
 
 PORT_FILE = "server.port"  # kept after a stop, unlike server.json
-
-
-def ensure_token(paths: WorkspacePaths) -> str:
-    """The workspace's token, created 0600 on first use (in a workspace folder that is 0700)."""
-    paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(paths.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return paths.token_file.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32))
-    return paths.token_file.read_text().strip()
 
 
 def _hold_lock(path: Path):  # noqa: ANN202

@@ -9,7 +9,7 @@ from typing import Any
 
 
 from cible.backends.base.contract import ProviderNode
-from cible.server.clusters.instances import instance_pass, request_power
+from cible.server.services.instance_state import instance_pass, request_power
 from cible.server.store.rows import ComputeRow, NodeRow
 
 UTC = timezone.utc

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cible.backends.local import cgroups
-from cible.backends.local.limits import LimitError, Shape, check_fits, cpus_for, remaining, shared_vcpus
+from cible.node import cgroups
+from cible.node.limits import LimitError, Shape, check_fits, cpus_for, remaining, shared_vcpus
 
 HOST = Shape(vcpus=2, memory_gb=23.4)
 

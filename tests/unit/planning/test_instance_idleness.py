@@ -9,12 +9,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cible.core.lifecycle.nodes import NodeState
+from cible.core.models.computes import idle_time_seconds
 from cible.core.planning.instances import (
     DEFAULT_WARNING_S,
     Idleness,
     InstanceView,
     display_state,
-    idle_time_seconds,
     idleness,
 )
 

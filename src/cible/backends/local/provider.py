@@ -21,16 +21,14 @@ from typing import Any
 
 import psutil
 
-from cible.agent.presence import SELF_STOP_FILE
-from cible.agent.token import hand_token
 from cible.backends.base.contract import NodeRequest, ProviderNode
-from cible.backends.local.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity, shared_vcpus
 from cible.core.safepaths import under
 from cible.launch.procs import signal_tree
-from cible.launch.state import write_json_atomic
+from cible.node.files import AGENT_FILE, PREEMPTED_FILE, SELF_STOP_FILE
+from cible.node.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity, shared_vcpus
+from cible.node.token import hand_token
+from cible.runfiles import write_json_atomic
 
-AGENT_FILE = "agent.json"
-PREEMPTED_FILE = "preempted"
 STOP_GRACE_S = 10.0
 LOOPBACK = "127.0.0.1"
 

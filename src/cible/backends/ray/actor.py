@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cible.agent.presence import SELF_STOP_FILE
-from cible.agent.token import hand_token
 from cible.launch.procs import signal_tree
+from cible.node.files import SELF_STOP_FILE
+from cible.node.token import hand_token
 
 STOP_GRACE_S = 10.0
 

@@ -7,15 +7,33 @@ themselves only accept the lowercase values.)
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from cible.core.naming import ComputeName
-from cible.core.planning.instances import idle_time_seconds
 
 from .common import LowerStr, OptStr, SpecModel, StrMap
 from .jobs import MAX_NODES
+
+_ISO_PARTS = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def idle_time_seconds(minutes: int | None, iso: str | None) -> float | None:
+    """The idle shutdown time: `idle_time_before_shutdown_minutes` wins over the deprecated ISO
+    form (PT30M), as on Azure; None when neither is set."""
+    if minutes is not None:
+        return minutes * 60.0
+    if not iso:
+        return None
+    match = _ISO_PARTS.fullmatch(iso.upper())
+    if not match or not any(match.groups()):
+        raise ValueError(f"{iso!r} is not an ISO-8601 duration such as 'PT30M' or 'PT90S' (days, hours, "
+                         "minutes, seconds)")
+    days, hours, minutes_, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes_ * 60 + seconds
+
 
 # ---- shared sub-objects -----------------------------------------------------
 

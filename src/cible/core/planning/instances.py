@@ -14,7 +14,6 @@ so every answer carries its reason.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,6 @@ from cible.core.planning.durations import span
 
 Power = Literal["on", "off", "restart"]
 DEFAULT_WARNING_S = 300.0  # a warning is recorded this long before an idle shutdown
-_ISO_PARTS = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,21 +94,6 @@ def display_state(*, power: Power, deleting: bool, node_state: NodeState | None,
             return "Failed"
         return "Starting" if ever_ready else "Creating"
     return "JobRunning" if job else "Running"
-
-
-def idle_time_seconds(minutes: int | None, iso: str | None) -> float | None:
-    """The idle shutdown time: `idle_time_before_shutdown_minutes` wins over the deprecated ISO
-    form (PT30M), as on Azure; None when neither is set."""
-    if minutes is not None:
-        return minutes * 60.0
-    if not iso:
-        return None
-    match = _ISO_PARTS.fullmatch(iso.upper())
-    if not match or not any(match.groups()):
-        raise ValueError(f"{iso!r} is not an ISO-8601 duration such as 'PT30M' or 'PT90S' (days, hours, "
-                         "minutes, seconds)")
-    days, hours, minutes_, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return days * 86400 + hours * 3600 + minutes_ * 60 + seconds
 
 
 def _count(n: int, noun: str) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cible.backends.base.contract import RunObservation
 from cible.core.lifecycle.jobs import JobStatus, is_terminal, observed_steps
+from cible.core.models.runs import RunObservation
 
 
 @dataclass

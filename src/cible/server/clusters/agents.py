@@ -9,10 +9,7 @@ lost reply or a restarted server only delays, never loses, an instruction.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
-
-from sqlalchemy import Select, select
 
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
@@ -128,32 +125,3 @@ class AgentService:
         if row is None or row.state == NodeState.REMOVED.value:
             raise NotFoundError(f"node '{node_id}' is not a node of this workspace", details={"node_id": node_id})
         return row
-
-
-def node_query(compute: str) -> Select:
-    """`az ml compute list-nodes`: the cluster's nodes that are not gone, oldest first."""
-    return (select(NodeRow).where(NodeRow.compute == compute, NodeRow.state != NodeState.REMOVED.value)
-            .order_by(NodeRow.created_at, NodeRow.node_id))
-
-
-def node_listing(session, compute: str) -> list[dict[str, Any]]:  # noqa: ANN001
-    return [node_item(r) for r in session.scalars(node_query(compute))]
-
-
-def node_item(r: NodeRow) -> dict[str, Any]:
-    return {
-        "node_id": r.node_id,
-        "node_state": r.state,
-        "current_job_name": r.job_name,
-        "private_ip_address": r.address,
-        "public_ip_address": None,
-        "port": None,
-        "run_id": r.job_name,
-        "created_at": _iso(r.created_at),
-        "last_heartbeat": _iso(r.last_heartbeat),
-        "usage": (r.info or {}).get("usage"),
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

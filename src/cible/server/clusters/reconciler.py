@@ -26,7 +26,7 @@ from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
-from cible.core.models.computes import provider_of
+from cible.core.models.computes import idle_time_seconds, provider_of
 from cible.core.planning.clusters import (
     ClusterConfig,
     ClusterPlan,
@@ -38,14 +38,13 @@ from cible.core.planning.clusters import (
 )
 from cible.core.planning.costs import effective_price
 from cible.core.planning.durations import span
-from cible.core.planning.instances import idle_time_seconds
 from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
-from cible.server.clusters.instances import instance_pass, record_pass_failure
 from cible.server.clusters.provider_calls import ProviderCalls
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles, describe
 from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.services.computes import DELETING, NODE_COMPUTE_TYPES
+from cible.server.services.instance_state import instance_pass, record_pass_failure
 from cible.server.services.jobs import set_status
 from cible.server.services.quotas import QuotaGate, QuotaService
 from cible.server.store.db import Store

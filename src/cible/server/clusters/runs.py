@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cible.backends.base.contract import RunObservation
 from cible.core.errors import CibleError
+from cible.core.models.runs import RunObservation
 from cible.core.safepaths import under
-from cible.launch.state import ARTIFACT_DIRS, write_json_atomic
 from cible.launch.tracking import with_run_token
+from cible.runfiles import ARTIFACT_DIRS, write_json_atomic
 from cible.workspace import WorkspacePaths
 
 TERMINAL = ("Completed", "Failed", "Canceled")

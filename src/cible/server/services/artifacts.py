@@ -8,7 +8,7 @@ from typing import Any
 from cible.core.errors import CibleError, NotFoundError
 from cible.core.safepaths import inside, stays_under, under
 from cible.core.specs.azureml import refs
-from cible.launch.state import read_state
+from cible.runfiles import read_state
 from cible.server.services.jobs import JobService
 from cible.server.services.paging import MAX_TOP, slice_page
 from cible.server.tracking import run_metrics

@@ -12,7 +12,7 @@ from typing import Any
 
 from cible.core.errors import InvalidRequestError
 from cible.core.safepaths import components
-from cible.launch.staging import blob_path
+from cible.runfiles import blob_path
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MANIFEST_VERSION = 1

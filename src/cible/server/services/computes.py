@@ -21,9 +21,9 @@ from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.schedules import check_schedules
 from cible.core.planning.scheduling import waiting_reason
 from cible.core.specs.azureml.loader import load_spec_dict
-from cible.server.clusters.agents import node_item, node_listing, node_query
 from cible.server.services.costs import compute_cost
 from cible.server.services.instances import describe_instance
+from cible.server.services.nodes import node_item, node_listing, node_query
 from cible.server.services.paging import MAX_TOP, fetch, page
 from cible.server.services.quotas import QuotaService
 from cible.server.store.db import Store

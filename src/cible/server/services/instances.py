@@ -1,7 +1,7 @@
 """Compute instances: start, stop, restart, snooze, a terminal on the node, and what
 `cible compute show` says of one (state, idleness, events, disk, owner).
 
-The user's commands only change the instance's power (see clusters/instances.py); the
+The user's commands only change the instance's power (see services/instance_state.py); the
 cluster reconciler brings its node up or down on its next pass, woken at once.
 """
 
@@ -18,7 +18,7 @@ from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.planning.instances import display_state, idleness
 from cible.core.planning.schedules import next_firing
-from cible.server.clusters.instances import instance_view, request_power
+from cible.server.services.instance_state import instance_view, request_power
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, NodeRow
 from cible.workspace import WorkspacePaths

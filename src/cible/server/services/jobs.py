@@ -9,12 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cible.core import naming
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
-from cible.core import naming
 from cible.core.names import display_name_for
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref

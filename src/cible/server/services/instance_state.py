@@ -14,7 +14,8 @@ from typing import Any
 from cible.backends.base.contract import ProviderNode
 from cible.core.clock import as_utc
 from cible.core.lifecycle.nodes import LIVE, NodeState
-from cible.core.planning.instances import DEFAULT_WARNING_S, InstanceView, idle_time_seconds, idleness
+from cible.core.models.computes import idle_time_seconds
+from cible.core.planning.instances import DEFAULT_WARNING_S, InstanceView, idleness
 from cible.core.planning.schedules import due_action
 from cible.server.store.rows import ComputeRow, NodeRow
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import psutil
 
-from cible.backends.local import cgroups
+from cible.node import cgroups
 
 log = logging.getLogger(__name__)
 

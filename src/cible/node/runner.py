@@ -21,12 +21,10 @@ from typing import Any
 
 import psutil
 
-from cible.backends.base.contract import RunObservation
+from cible.core.models.runs import RunObservation
 from cible.core.safepaths import under
-from cible.launch.state import CANCEL_FILE, PLAN_FILE, read_state, write_json_atomic
 from cible.launch.tracking import with_run_token
-
-HANDLE_FILE = "handle.json"
+from cible.runfiles import CANCEL_FILE, HANDLE_FILE, PLAN_FILE, read_state, write_json_atomic
 
 
 class LocalProcessRunner:

@@ -1,0 +1,20 @@
+"""What the server keeps and learns about a job's run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """What a runner saw of one run."""
+
+    history: list[str] = field(default_factory=list)  # statuses the launcher reported, oldest first
+    error: dict[str, Any] | None = None
+    exit_code: int | None = None
+    alive: bool = True  # False: the launcher is gone (it may have ended cleanly)
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.history) and self.history[-1] in ("Completed", "Failed", "Canceled")

@@ -1,0 +1,40 @@
+"""A cluster's nodes as `az ml compute list-nodes` shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select
+
+from cible.core.lifecycle.nodes import NodeState
+from cible.server.store.rows import NodeRow
+
+
+def node_query(compute: str) -> Select:
+    """`az ml compute list-nodes`: the cluster's nodes that are not gone, oldest first."""
+    return (select(NodeRow).where(NodeRow.compute == compute, NodeRow.state != NodeState.REMOVED.value)
+            .order_by(NodeRow.created_at, NodeRow.node_id))
+
+
+def node_listing(session, compute: str) -> list[dict[str, Any]]:  # noqa: ANN001
+    return [node_item(r) for r in session.scalars(node_query(compute))]
+
+
+def node_item(r: NodeRow) -> dict[str, Any]:
+    return {
+        "node_id": r.node_id,
+        "node_state": r.state,
+        "current_job_name": r.job_name,
+        "private_ip_address": r.address,
+        "public_ip_address": None,
+        "port": None,
+        "run_id": r.job_name,
+        "created_at": _iso(r.created_at),
+        "last_heartbeat": _iso(r.last_heartbeat),
+        "usage": (r.info or {}).get("usage"),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
