@@ -56,6 +56,13 @@ class InvalidTransitionError(ConflictError):
     code = "InvalidTransition"
 
 
+class ConcurrentUpdateError(ConflictError):
+    """A write that met another writer's change of the same row (optimistic concurrency): nothing
+    was changed, and the same request sent again is judged against the row as it is now."""
+
+    code = "ConcurrentUpdate"
+
+
 class UnauthorizedError(CibleError):
     code = "Unauthorized"
     http_status = 401
@@ -101,6 +108,14 @@ class StoreDamagedError(CibleError):
     http_status = 503
 
 
+class UnreadableRecordError(StoreDamagedError):
+    """One stored record (a job's run, a compute's status, a node's info) that this release cannot
+    read: written by a newer cible, or damaged. Only what needs that record fails; the rest of the
+    workspace is served (lists show the item as unreadable)."""
+
+    code = "UnreadableRecord"
+
+
 class TrackingUnavailableError(CibleError):
     """The workspace's MLflow tracking server is not running (yet) or does not answer."""
 
@@ -117,6 +132,7 @@ ERRORS_BY_CODE: dict[str, type[CibleError]] = {
         NotFoundError,
         ConflictError,
         InvalidTransitionError,
+        ConcurrentUpdateError,
         UnauthorizedError,
         ForbiddenError,
         ServerUnavailableError,
@@ -124,6 +140,7 @@ ERRORS_BY_CODE: dict[str, type[CibleError]] = {
         InternalError,
         StoreUnavailableError,
         StoreDamagedError,
+        UnreadableRecordError,
         TrackingUnavailableError,
     )
 }

@@ -15,10 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sqlalchemy.exc import DataError, StatementError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cible.core.errors import CibleError
-from cible.server.store.db import store_error
+from cible.server.store.db import concurrent_update_error, store_error
 
 log = logging.getLogger("cible.server")
 HTTP_CODES = {400: "InvalidRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
@@ -60,6 +61,9 @@ def error_response(exc: Exception, scope: dict[str, Any] | None = None) -> Respo
         return envelope(exc.http_status, exc.code, exc.message, exc.details)
     if isinstance(exc, StarletteHTTPException):
         return envelope(exc.status_code, HTTP_CODES.get(exc.status_code, "HttpError"), str(exc.detail))
+    if isinstance(exc, StaleDataError):  # a write outside Store.transact that lost the race: the client retries
+        error = concurrent_update_error(exc)
+        return envelope(error.http_status, error.code, error.message, error.details)
     if _out_of_range(exc):
         # A number of the request that Python holds but the database (or the OS) cannot: the client's.
         return envelope(400, "InvalidRequest", "a number in the request is out of range (integers are stored as "

@@ -9,17 +9,19 @@ without echoing SQL or its parameters.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
-from cible.core.errors import StoreDamagedError, StoreUnavailableError
+from cible.core.errors import ConcurrentUpdateError, StoreDamagedError, StoreUnavailableError
 from cible.workspace import WorkspacePaths, restrict_mode
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -32,6 +34,10 @@ _CANNOT_WRITE = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTO
 # read-only database), insufficient resources (disk full), connection lost, shutting down.
 _PG_UNAVAILABLE = ("25006", "53", "08", "57P")
 _CANNOT_WRITE_TEXT = ("readonly database", "disk i/o error", "disk is full", "unable to open database")
+# Each attempt re-reads the row: a later one fails only if yet another writer committed within its
+# short read-to-write window. Five leave a margin for bursts (several requests and a pass at once).
+TRANSACT_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -130,6 +136,14 @@ def store_error(exc: BaseException) -> StoreUnavailableError | None:
                                  "recovers by itself once the cause is gone)", details={"reason": reason})
 
 
+def concurrent_update_error(exc: StaleDataError) -> ConcurrentUpdateError:
+    """A write refused by the version check, as the API says it (409): never SQL, never values."""
+    return ConcurrentUpdateError(
+        "the resource changed while this request was handled (another request or the server's own "
+        "reconciler wrote it at the same time); nothing was changed: retry the request",
+        details={"reason": type(exc).__name__})
+
+
 def _sqlstate(exc: BaseException | None) -> str:
     """A PostgreSQL error's SQLSTATE ('' for others), of a driver error or of SQLAlchemy's wrapper."""
     return str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
@@ -226,6 +240,21 @@ class Store:
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+
+    def transact(self, fn: Callable[[Session], T], *, attempts: int = TRANSACT_ATTEMPTS) -> T:
+        """`fn(session)` in one transaction, run again from a fresh read when a row it updates was
+        changed by another writer since it read it (the version column: see rows.py). For a
+        read-modify-write that races the reconcilers: it then neither loses their write nor fails
+        for it. `fn` must do nothing outside the session (it may run more than once); act after.
+        Still stale after `attempts`: ConcurrentUpdateError (a 409 that says to retry)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._sessions.begin() as session:
+                    return fn(session)
+            except StaleDataError as exc:
+                if attempt == attempts:
+                    raise concurrent_update_error(exc) from None
+        raise AssertionError("attempts must be at least 1")
 
     def close(self) -> None:
         self.engine.dispose()

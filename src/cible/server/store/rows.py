@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cible.server.store.columns import UTCDateTime
+from cible.core.models.records import ComputeStatus, JobError, NodeInfo, RunRecord
+from cible.server.store.columns import RecordJSON, UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -31,9 +32,9 @@ class JobRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_version: Mapped[int] = mapped_column(Integer, default=1)
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    # Where and how the run happens (run dir, launcher pid): written by the reconciler.
-    run: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[JobError | None] = mapped_column(RecordJSON(JobError, optional=True), nullable=True)
+    # Where and how the run happens (plan, handle, attempts, wait reason): written by the server.
+    run: Mapped[RunRecord] = mapped_column(RecordJSON(RunRecord), nullable=True, default=RunRecord)
     created_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -41,6 +42,9 @@ class JobRow(Base):
     created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)  # who submitted it
     # Hidden from `job list` (Azure's isArchived); only an ended job is archived.
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Optimistic concurrency: every update checks and bumps it, so two writers never lose each other's write.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
 
 
 class JobStatusRow(Base):
@@ -66,9 +70,14 @@ class ComputeRow(Base):
     provisioning_state: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    # A compute instance's runtime state (power, restart, snooze, events); the spec stays the user's.
-    status: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # What the server observed and decided (target node count, start failures, an instance's power):
+    # the spec stays exactly as the user wrote it.
+    # (Named `observed` in the code: `status` is the word the lifecycle test reserves for state moves.)
+    observed: Mapped[ComputeStatus] = mapped_column("status", RecordJSON(ComputeStatus), nullable=True,
+                                                    default=ComputeStatus)
     created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
 
 
 class AssetRow(Base):
@@ -110,12 +119,14 @@ class NodeRow(Base):
     state: Mapped[str] = mapped_column(String(32), index=True)
     job_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     address: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    # What the provider and agent report: working root, pid, usage, preemption requests.
-    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the node is (size, tier, price) and what its agent last reported (usage, sessions, disk).
+    info: Mapped[NodeInfo] = mapped_column(RecordJSON(NodeInfo), default=NodeInfo)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     idle_since: Mapped[datetime | None] = mapped_column(nullable=True)
     last_heartbeat: Mapped[datetime | None] = mapped_column(nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
 
 
 class NodeStateRow(Base):
@@ -155,3 +166,19 @@ class QuotaRequestRow(Base):
     created_at: Mapped[datetime]
     decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class LifecycleRow(Base):
+    """Status history of the entities that are not jobs or nodes (a compute's provisioning state, an
+    instance's power, a quota request): one row per move, written by their transition function."""
+
+    __tablename__ = "lifecycle_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(32))  # compute, instance_power, quota_request
+    key: Mapped[str] = mapped_column(String(255))  # the compute's name, the request's id
+    from_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime]
+    __table_args__ = (Index("ix_lifecycle_history_entity_key", "entity", "key"),)
