@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from cible.backends.base.contract import NodeRequest, ProviderNode
+from cible.backends.base.contract import NodeRequest, ProviderNode, ProviderStatus
+from cible.backends.ray.nodes import RayNode
 from cible.backends.ray.provider import GB, RayNodeProvider, bundle_for, largest_fit, namespace_for, spread_selector
+from cible.core.lifecycle.ray_nodes import RayNodeState
 
 ADDRESS = "10.0.0.1:6379"
 
 
-def request(vcpus: int = 4, memory_gb: float = 14.0, gpus: int = 0) -> NodeRequest:
-    return NodeRequest(node_id="tvmps_0_d", compute="c", size="Standard_DS3_v2", vcpus=vcpus, memory_gb=memory_gb,
+def request(vcpus: int = 4, memory_gb: float = 14.0, gpus: int = 0, node_id: str = "tvmps_0_d",
+            compute: str = "c") -> NodeRequest:
+    return NodeRequest(node_id=node_id, compute=compute, size="Standard_DS3_v2", vcpus=vcpus, memory_gb=memory_gb,
                        gpus=gpus)
 
 
@@ -145,14 +148,17 @@ def test_once_seen_an_empty_listing_is_empty_not_unknown(provider: RayNodeProvid
 def test_the_listing_says_how_each_node_is(provider: RayNodeProvider):
     seen(provider, ray_node(4, 16))
     provider._seen_once = True
-    provider._pending = {"pending": request()}
-    provider._info = {
-        "up": {"exit_code": None, "ip": "10.0.0.2"},
-        "idle-stop": {"exit_code": 0, "stopped_itself": "idle for 60 min without a server"},
-        "crashed": {"exit_code": 3},  # reported to the reconciler through poll_errors, and terminated
-        "evicted": {"exit_code": None, "ip": "10.0.0.3"},
-    }
-    provider._preempted = {"evicted"}
+    s = RayNodeState
+    provider._nodes = {node.node_id: node for node in [
+        RayNode("pending", s.QUEUED, request=request(node_id="pending")),
+        RayNode("up", s.RUNNING, info={"exit_code": None, "ip": "10.0.0.2"}),
+        RayNode("idle-stop", s.EXITED, info={"exit_code": 0, "stopped_itself": "idle for 60 min without a server"}),
+        # reported to the reconciler through poll_errors, and terminated
+        RayNode("crashed", s.STOPPING, info={"exit_code": 3}),
+        RayNode("evicted", s.PREEMPTED, info={"exit_code": None, "ip": "10.0.0.3"}),
+        RayNode("stopped", s.GONE, info={"exit_code": None, "ip": "10.0.0.4"}),
+        RayNode("never-seen", s.STOPPING),  # terminated without ever being launched or seen here
+    ]}
     assert provider.list_nodes() == {
         "pending": ProviderNode("pending"),
         "up": ProviderNode("up", address="10.0.0.2"),
@@ -208,15 +214,18 @@ def test_overcommit_does_not_make_a_size_fit_a_ray_node(provider: RayNodeProvide
 
 
 def test_status_before_connecting(provider: RayNodeProvider, tmp_path: Path):
-    assert provider.status() == {"name": "ray", "available": True, "address": ADDRESS, "reachable": False,
-                                 "error": "not connected yet", "ray_nodes": 0, "autoscaling": False,
-                                 "namespace": namespace_for(tmp_path / "ws"), "waiting": {}}
+    status = provider.status()
+    assert isinstance(status, ProviderStatus)
+    # The API's keys, as the provider list and `compute show` have always given them.
+    assert status.model_dump(mode="json") == {
+        "name": "ray", "available": True, "address": ADDRESS, "reachable": False, "error": "not connected yet",
+        "ray_nodes": 0, "autoscaling": False, "namespace": namespace_for(tmp_path / "ws"), "waiting": {}}
 
 
 def test_status_once_ray_is_seen(provider: RayNodeProvider):
     seen(provider, ray_node(2, 8), ray_node(16, 64))
     status = provider.status()
-    assert (status["available"], status["reachable"], status["error"], status["ray_nodes"]) == (True, True, None, 2)
+    assert (status.available, status.reachable, status.error, status.ray_nodes) == (True, True, None, 2)
 
 
 def test_nothing_is_reported_failed_before_ray_is_seen(provider: RayNodeProvider):
@@ -224,14 +233,22 @@ def test_nothing_is_reported_failed_before_ray_is_seen(provider: RayNodeProvider
 
 
 def test_a_node_ray_has_no_room_for_says_so_with_the_nodes_behind_it(provider: RayNodeProvider):
-    from cible.backends.ray.provider import _no_room
+    from cible.backends.ray.shapes import no_room
 
     node = request(vcpus=1, memory_gb=3.5)
-    why = _no_room(node, {"a", "b"}, autoscaling=False)
+    why = no_room(node, {"a", "b"}, autoscaling=False)
     assert why == ("Ray has no room yet for a node of 1 CPU, 3.5 GB on a Ray machine other than the 2 already "
                    "holding its nodes; it starts once Ray has room")
-    assert _no_room(request(vcpus=4, memory_gb=28, gpus=1), set(), autoscaling=True) == (
+    assert no_room(request(vcpus=4, memory_gb=28, gpus=1), set(), autoscaling=True) == (
         "Ray has no room yet for a node of 4 CPU, 28 GB, 1 GPU on a Ray machine; Ray's autoscaler adds machines for it")
-    provider._unplaced["cpu"] = why
-    provider._queue["cpu"] = [node, node]
-    assert provider.status()["waiting"] == {"cpu": why + " (2 more of its nodes wait behind it)"}
+    s = RayNodeState
+    provider._nodes = {
+        "n0": RayNode("n0", s.PLACING, request=node, compute="cpu", waiting=why),
+        "n1": RayNode("n1", s.QUEUED, request=node, compute="cpu"),
+        "n2": RayNode("n2", s.QUEUED, request=node, compute="cpu"),
+        "n3": RayNode("n3", s.STOPPING, request=node, compute="cpu"),  # stopped before its turn: not waiting
+    }
+    provider._queue["cpu"] = ["n1", "n2", "n3"]
+    status = provider.status()
+    assert status.waiting == {"cpu": why + " (2 more of its nodes wait behind it)"}
+    assert status.waiting_for("cpu") == status.waiting["cpu"] and status.waiting_for("other") is None

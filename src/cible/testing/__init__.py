@@ -87,3 +87,13 @@ def serve_asgi(app, *, backlog: int = 128) -> Iterator[str]:  # noqa: ANN001
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    """`from cible.testing import FakeNodeProvider`: the fake node provider, from its own module
+    (imported when asked for; the conformance suite is `cible.testing.conformance`)."""
+    if name == "FakeNodeProvider":
+        from cible.testing.fake_provider import FakeNodeProvider
+
+        return FakeNodeProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,16 +1,23 @@
-"""The plugin contract for engines that run a job's launcher.
+"""The plugin contracts of the backends.
 
 A JobRunner takes a launch plan and makes `python -m cible.launch` run it
 somewhere; it reports what the launcher reported. Every call is idempotent,
 keyed by the job name, so a restarted server can call again safely.
+
+A NodeProvider makes the machines (nodes) a cluster's agents run on: four required verbs
+(launch, terminate, list_nodes, cannot_hold) and a typed status(); everything else is an
+optional capability it declares (`ProviderBase` has the defaults). Providers are found by
+entry point (`cible.backends.registry`); every one passes `cible.testing.conformance`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from cible.core.models.runs import RunObservation
 
@@ -83,22 +90,81 @@ class ProviderNode:
     stopped_itself: str | None = None  # why its agent ended itself (idle without a server)
 
 
-class NodeProvider(Protocol):
-    """Makes the machines a cluster's agents run on. Every call is idempotent, keyed by node id,
-    so a restarted server can repeat a launch or terminate it is not sure happened."""
+# -- what a provider says of itself ------------------------------------------------------------------
+
+
+class HostCapacity(BaseModel):
+    """The machine a provider's nodes share (`local`: this one)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vcpus: int
+    memory_gb: float
+    gpus: int
+
+
+class ProviderStatus(BaseModel):
+    """Whether a provider can be used and what it knows of its engine: for `compute show`
+    (`provider_status`), the provider list, and the reasons a queued job gives.
+
+    Serialized (`model_dump(mode="json")`) with the keys the API has always given: name, available,
+    reachable and error always (null or not), every other field only when the provider filled it
+    (`capacity` under its API name `host`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    on_node_gone: Callable[[], None]  # set by the server: called when a terminated node is gone
+    available: bool  # configured and installed: it can be used
+    reachable: bool  # its engine answers
+    error: str | None = None  # why it is unavailable or unreachable (with the fix, where one is known)
+    hint: str | None = None  # how to fix it, when that is not already in `error`
+    address: str | None = None  # where its engine is (ray: the cluster's address)
+    capacity: HostCapacity | None = None  # local: the machine its nodes share
+    ray_nodes: int | None = None  # ray: the Ray machines alive
+    autoscaling: bool | None = None  # ray: the engine adds machines itself, so no size is refused
+    namespace: str | None = None  # ray: the namespace of the workspace's node actors
+    waiting: dict[str, str] | None = None  # compute -> why its next node waits for room on the engine
 
-    def prepare(self) -> None:
-        """Start what it needs in the background (a connection to its engine); called by the server."""
+    def waiting_for(self, compute: str) -> str | None:
+        """Why the compute's next node waits on the engine, if it does."""
+        return (self.waiting or {}).get(compute)
 
-    def close(self) -> None:
-        """Let go of its engine; the nodes go on running, for a restarted server to find."""
+    @model_serializer(mode="wrap")
+    def _api_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        keys = ["name", "available", *(["address"] if self.address is not None else []), "reachable", "error"]
+        out = {key: data[key] for key in keys}
+        for key in ("hint", "capacity", "ray_nodes", "autoscaling", "namespace", "waiting"):
+            if data.get(key) is not None:
+                out["host" if key == "capacity" else key] = data[key]
+        return out
 
-    def status(self) -> dict[str, Any]:
-        """Whether it can be used (`available`), whether its engine answers (`reachable`), the error
-        when not, and what it knows of its capacity: for `compute show` and the provider list."""
+
+# -- the contract ---------------------------------------------------------------------------------
+
+# Optional capabilities: a provider declares those it has in `capabilities`; generic code asks
+# `supports(provider, ...)` before it calls one (capabilities are declared, not discovered by trying).
+PREPARE = "prepare"  # prepare(): connect to its engine in the background when the server starts
+CLOSE = "close"  # close(): let go of its engine when the server stops (nodes go on running)
+PREEMPT = "preempt"  # preempt(node_id): evict a node at once, as a low-priority VM is taken back
+POLL_ERRORS = "poll_errors"  # poll_errors(): nodes that failed to start or were lost, and why
+ON_NODE_GONE = "on_node_gone"  # it calls on_node_gone() when a node it stopped or lost is gone
+SIZE_NOTES = "size_notes"  # size_notes(...): what a node of a size gets there other than its size
+METHOD_CAPABILITIES = frozenset({PREPARE, CLOSE, PREEMPT, POLL_ERRORS, SIZE_NOTES})
+CAPABILITIES = METHOD_CAPABILITIES | {ON_NODE_GONE}
+
+
+class NodeProvider(Protocol):
+    """Makes the machines a cluster's agents run on. Every call is idempotent, keyed by node id,
+    so a restarted server can repeat a launch or terminate it is not sure happened. These are the
+    required members; the optional ones are named in `capabilities` (see `ProviderBase`)."""
+
+    name: str
+    capabilities: frozenset[str]
+
+    def status(self) -> ProviderStatus:
+        """Whether it can be used, whether its engine answers, the error when not, and what it knows
+        of its capacity: for `compute show` and the provider list."""
 
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
         """Why this provider could never start a node of this size (checked when a cluster is
@@ -110,12 +176,56 @@ class NodeProvider(Protocol):
     def terminate(self, node_ids: list[str]) -> None:
         """Stop those nodes and everything they run; returns at once, the nodes go in the background."""
 
-    def preempt(self, node_id: str) -> None:
-        """Evict a node at once, as a low-priority VM is taken back (for drills and tests)."""
-
     def list_nodes(self) -> dict[str, ProviderNode] | None:
         """Every node this provider holds for the workspace, by node id; None while it cannot
         tell (its engine not reached yet): the reconciler then leaves its clusters alone."""
 
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a provider factory (`cible.node_providers` entry point) is given by the server: where
+    its nodes' working roots go, the workspace, the server's URL for the agents, each node's token,
+    and its own settings (`options`, e.g. ray: address, token, autoscaling)."""
+
+    nodes_root: Path
+    home: Path
+    url: str | None
+    node_token: Callable[[str], str]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+ProviderFactory = Callable[[ProviderContext], NodeProvider]
+
+
+def supports(provider: object, capability: str) -> bool:
+    """Whether the provider declares this optional capability (one that declares none has none)."""
+    return capability in getattr(provider, "capabilities", frozenset())
+
+
+class ProviderBase:
+    """The optional members with their defaults, for providers to derive from: a provider overrides
+    those it has and names them in `capabilities` (the conformance suite checks the two agree)."""
+
+    name: str = ""
+    capabilities: frozenset[str] = frozenset()
+
+    def on_node_gone(self) -> None:
+        """Replaced by the server (with the cluster reconciler's wake) when ON_NODE_GONE is declared."""
+
+    def prepare(self) -> None:
+        """Start what it needs in the background (a connection to its engine)."""
+
+    def close(self) -> None:
+        """Let go of its engine; the nodes go on running, for a restarted server to find."""
+
+    def preempt(self, node_id: str) -> None:
+        """Evict a node at once, as a low-priority VM is taken back (for drills and tests)."""
+        raise NotImplementedError(f"the {self.name} node provider cannot preempt nodes")
+
     def poll_errors(self) -> dict[str, str]:
-        """Launch failures since the last call, by node id (the reason, for the node's history)."""
+        """Launch failures and lost nodes since the last call, by node id (the reason, for the node's history)."""
+        return {}
+
+    def size_notes(self, size: str, vcpus: int, memory_gb: float, gpus: int) -> list[str]:
+        """Warnings on nodes of this size from this provider (local: vCPUs shared beyond the host's)."""
+        return []

@@ -1,32 +1,24 @@
-"""A node provider cible knows but cannot use here (its engine not installed or not configured).
+"""A node provider cible knows but cannot use here (its engine not installed or not configured,
+or its plugin failed to load).
 
 It is listed with the reason and the fix; a compute that asks for it is refused at create with
 the same words; the nodes of an existing compute on it are left alone (neither lost nor
-started) until the provider is back.
+started: `list_nodes()` cannot tell) until the provider is back. It declares no capability.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from cible.backends.base.contract import NodeRequest, ProviderNode
+from cible.backends.base.contract import NodeRequest, ProviderBase, ProviderNode, ProviderStatus
 
 
-class UnavailableProvider:
-    def __init__(self, name: str, reason: str) -> None:
+class UnavailableProvider(ProviderBase):
+    def __init__(self, name: str, reason: str, hint: str | None = None) -> None:
         self.name = name
         self.reason = reason
-        self.on_node_gone: Callable[[], None] = lambda: None
+        self.hint = hint
 
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def status(self) -> dict[str, Any]:
-        return {"name": self.name, "available": False, "reachable": False, "error": self.reason}
+    def status(self) -> ProviderStatus:
+        return ProviderStatus(name=self.name, available=False, reachable=False, error=self.reason, hint=self.hint)
 
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
         return f"the {self.name} node provider is unavailable: {self.reason}"
@@ -37,11 +29,5 @@ class UnavailableProvider:
     def terminate(self, node_ids: list[str]) -> None:
         pass
 
-    def preempt(self, node_id: str) -> None:
-        pass
-
     def list_nodes(self) -> dict[str, ProviderNode] | None:
         return None
-
-    def poll_errors(self) -> dict[str, str]:
-        return {}

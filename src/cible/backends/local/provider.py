@@ -17,11 +17,12 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
 import psutil
 
-from cible.backends.base.contract import NodeRequest, ProviderNode
+from cible.backends.base.contract import (
+    ON_NODE_GONE, POLL_ERRORS, PREEMPT, SIZE_NOTES, HostCapacity, NodeRequest, ProviderBase, ProviderNode,
+    ProviderStatus,
+)
 from cible.core.safepaths import under
 from cible.launch.procs import signal_tree
 from cible.node.files import AGENT_FILE, PREEMPTED_FILE, SELF_STOP_FILE
@@ -33,8 +34,9 @@ STOP_GRACE_S = 10.0
 LOOPBACK = "127.0.0.1"
 
 
-class LocalNodeProvider:
+class LocalNodeProvider(ProviderBase):
     name = "local"
+    capabilities = frozenset({PREEMPT, POLL_ERRORS, ON_NODE_GONE, SIZE_NOTES})
 
     def __init__(self, nodes_root: Path, home: Path, url: str | None, node_token: Callable[[str], str],
                  python: str | None = None) -> None:
@@ -46,21 +48,16 @@ class LocalNodeProvider:
         self._errors: dict[str, str] = {}
         self._stopping: set[str] = set()  # nodes this provider ends: their exit is no failure
         self._lock = threading.Lock()
-        self.on_node_gone: Callable[[], None] = lambda: None  # the reconciler marks it removed at once
         self._capacity: Shape | None = None
+        # on_node_gone (ProviderBase): the server sets it, and the reconciler marks a gone node removed at once
 
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProviderStatus:
         if self._capacity is None:  # read once: it is asked for each queued job's reason
             self._capacity = host_capacity()
         capacity = self._capacity
-        return {"name": self.name, "available": True, "reachable": True, "error": None,
-                "host": {"vcpus": capacity.vcpus, "memory_gb": round(capacity.memory_gb, 1), "gpus": capacity.gpus}}
+        return ProviderStatus(name=self.name, available=True, reachable=True, error=None,
+                              capacity=HostCapacity(vcpus=capacity.vcpus, memory_gb=round(capacity.memory_gb, 1),
+                                                    gpus=capacity.gpus))
 
     # -- the contract --------------------------------------------------------
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:

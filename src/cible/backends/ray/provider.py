@@ -19,62 +19,50 @@ after the other. Once placed, the node's actor is pinned to its machine (hard no
 and the group removed, so each node can go on its own (a group's bundles stay reserved until
 the whole group goes).
 
+Each node is one record (`nodes.RayNode`) whose state follows the table of
+`core/lifecycle/ray_nodes.py` (queued, placing, starting, running, exited, stopping, preempted,
+gone): `_move` is the one place it changes, checking the move and appending it, with its reason
+and time, to the node's history (logged; `history(node_id)` reads it).
+
 The workspace's files are where the agents find job code and inputs, as with `local`: the
 Ray nodes must see the workspace folder (one machine, or a shared filesystem).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cible.backends.base.contract import NodeRequest, ProviderNode
+from cible.backends.base.contract import (
+    CLOSE, ON_NODE_GONE, POLL_ERRORS, PREEMPT, PREPARE, NodeRequest, ProviderBase, ProviderNode, ProviderStatus,
+)
 from cible.backends.ray.actor import STOP_GRACE_S, CibleNode
+from cible.backends.ray.nodes import RayNode
+from cible.backends.ray.shapes import GB, no_room, bundle_for, largest_fit, namespace_for, spread_selector
+from cible.core.clock import SYSTEM_CLOCK, Clock
+from cible.core.lifecycle.ray_nodes import LEAVING, RayNodeState, StateChange, check_transition
 from cible.core.safepaths import under
 
 log = logging.getLogger("cible.provider.ray")
 REFRESH_S = 0.5
 PING_TIMEOUT_S = 2.0
-GB = 2**30
+GONE_KEPT = 1000  # gone nodes whose records (and histories) are kept
+R = RayNodeState
 
 
-def namespace_for(home: Path) -> str:
-    """One Ray namespace per workspace: two workspaces on one Ray never see each other's nodes."""
-    return "cible-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
-
-
-def bundle_for(request: NodeRequest) -> dict[str, float]:
-    """The Ray resources one node of this size holds (Ray's `memory` is in bytes)."""
-    bundle = {"CPU": float(request.vcpus), "memory": float(int(request.memory_gb * GB))}
-    if request.gpus:
-        bundle["GPU"] = float(request.gpus)
-    return bundle
-
-
-def spread_selector(exclude: set[str], count: int) -> list[dict[str, str]] | None:
-    """Keep a launch's bundles off the Ray nodes that already hold a node of its cluster."""
-    if not exclude:
-        return None
-    return [{"ray.io/node-id": f"!in({','.join(sorted(exclude))})"}] * count
-
-
-def largest_fit(ray_nodes: list[dict[str, float]], vcpus: int, memory_gb: float, gpus: int) -> bool:
-    return any(n.get("CPU", 0) >= vcpus and n.get("memory", 0) >= memory_gb * GB and n.get("GPU", 0) >= gpus
-               for n in ray_nodes)
-
-
-class RayNodeProvider:
+class RayNodeProvider(ProviderBase):
     name = "ray"
+    capabilities = frozenset({PREPARE, CLOSE, PREEMPT, POLL_ERRORS, ON_NODE_GONE})
 
     def __init__(self, address: str, *, nodes_root: Path, home: Path, url: str | None,
                  node_token: Callable[[str], str],
-                 ray_token: str | None = None, autoscaling: bool = False) -> None:
+                 ray_token: str | None = None, autoscaling: bool = False, clock: Clock = SYSTEM_CLOCK) -> None:
         self.address = address
         # The Ray cluster adds machines on demand (its autoscaler, KubeRay): a size no Ray node holds
         # now may still come, so it is not refused at create. (Ray does not say whether it autoscales:
@@ -86,24 +74,20 @@ class RayNodeProvider:
         self.url = url
         self.node_token = node_token  # each node's agent gets a token for its own node only
         self.namespace = namespace_for(home)
-        self.on_node_gone: Callable[[], None] = lambda: None
+        self.clock = clock  # the time of each move in a node's history
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._closed = threading.Event()
         self._error: str | None = "not connected yet"
         self._seen_once = False
         self._ray_nodes: list[dict[str, float]] = []  # the alive Ray nodes' total resources
-        self._info: dict[str, dict[str, Any]] = {}  # node id → what its actor last said
-        self._pending: dict[str, NodeRequest] = {}  # launched, not placed (or not heard from) yet
-        self._stopping: set[str] = set()
-        self._preempted: set[str] = set()
-        self._errors: dict[str, str] = {}
         self._thread: threading.Thread | None = None
-        self._handles: dict[str, Any] = {}  # node id → its actor handle (a lookup saved per ping)
-        self._queue: dict[str, list[NodeRequest]] = {}  # compute → its nodes waiting to be placed, in order
+        self._nodes: dict[str, RayNode] = {}  # node id → its record (state, request, placement, last answer)
+        self._gone: deque[str] = deque()  # gone nodes, oldest first: their records are kept a while
+        self._errors: dict[str, str] = {}  # node id → why it failed, until poll_errors takes it
+        self._handles: dict[str, Any] = {}  # actor name → its handle (a lookup saved per ping)
+        self._queue: dict[str, list[str]] = {}  # compute → its node ids waiting to be placed, in order
         self._placers: set[str] = set()  # computes whose placing thread runs
-        self._unplaced: dict[str, str] = {}  # compute → why its next node is not placed yet
-        self._placed: dict[str, tuple[str, str]] = {}  # node id → (compute, Ray machine) until its actor answers
 
     # -- life -------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -122,15 +106,25 @@ class RayNodeProvider:
 
             ray.shutdown()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProviderStatus:
         """What `compute show` says of the Ray cluster behind a compute."""
         with self._lock:
-            waiting = {compute: why + (f" ({len(self._queue[compute])} more of its nodes wait behind it)"
-                                       if self._queue.get(compute) else "")
-                       for compute, why in self._unplaced.items()}
-            return {"name": self.name, "available": True, "address": self.address, "reachable": self._error is None,
-                    "error": self._error, "ray_nodes": len(self._ray_nodes), "autoscaling": self.autoscaling,
-                    "namespace": self.namespace, "waiting": waiting}
+            waiting = {}
+            for node in self._nodes.values():
+                if node.state is R.PLACING and node.waiting and node.compute:
+                    behind = sum(1 for n in self._queue.get(node.compute, [])
+                                 if (queued := self._nodes.get(n)) is not None and queued.state is R.QUEUED)
+                    waiting[node.compute] = node.waiting + (f" ({behind} more of its nodes wait behind it)"
+                                                            if behind else "")
+            return ProviderStatus(name=self.name, available=True, address=self.address,
+                                  reachable=self._error is None, error=self._error, ray_nodes=len(self._ray_nodes),
+                                  autoscaling=self.autoscaling, namespace=self.namespace, waiting=waiting)
+
+    def history(self, node_id: str) -> list[StateChange]:
+        """The node's moves so far (kept a while after it is gone)."""
+        with self._lock:
+            node = self._nodes.get(node_id)
+            return list(node.history) if node else []
 
     # -- the contract ------------------------------------------------------------------
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
@@ -150,10 +144,13 @@ class RayNodeProvider:
         start = []
         with self._lock:
             for request in requests:
-                if request.node_id in self._pending or request.node_id in self._info:
+                known = self._nodes.get(request.node_id)
+                if known is not None and known.state is not R.GONE:
                     continue  # launch is idempotent
-                self._pending[request.node_id] = request
-                self._queue.setdefault(request.compute, []).append(request)
+                node = self._new(request.node_id, R.QUEUED, "launched", request=request, compute=request.compute)
+                if known is not None:
+                    node.history[:0] = known.history  # launched again after it went: one history
+                self._queue.setdefault(request.compute, []).append(request.node_id)
                 if request.compute not in self._placers:
                     self._placers.add(request.compute)
                     start.append(request.compute)
@@ -161,37 +158,68 @@ class RayNodeProvider:
             threading.Thread(target=self._place_all, args=(compute,), name=f"ray-place-{compute}", daemon=True).start()
 
     def terminate(self, node_ids: list[str]) -> None:
+        stop = []
         with self._lock:
-            self._stopping.update(node_ids)
-        for node_id in node_ids:
+            for node_id in node_ids:
+                node = self._nodes.get(node_id)
+                if node is None:
+                    node = self._new(node_id, R.STOPPING, "terminate asked of a node not seen here")
+                elif node.state is R.STOPPING:
+                    continue  # already on its way out: terminate is idempotent
+                elif node.state not in (R.PREEMPTED, R.GONE):
+                    self._move(node, R.STOPPING, "terminate asked")
+                stop.append(node_id)  # a preempted or gone node: its actor and root are cleaned up again
+        for node_id in stop:
             threading.Thread(target=self._stop, args=(node_id, False), name=f"ray-stop-{node_id}", daemon=True).start()
 
     def preempt(self, node_id: str) -> None:
         with self._lock:
-            self._stopping.add(node_id)
-            self._preempted.add(node_id)
+            node = self._nodes.get(node_id)
+            if node is None or node.state in (R.PREEMPTED, R.GONE):
+                return
+            self._move(node, R.PREEMPTED, "preempted (evicted at once)")
         threading.Thread(target=self._stop, args=(node_id, True), name=f"ray-evict-{node_id}", daemon=True).start()
 
     def list_nodes(self) -> dict[str, ProviderNode] | None:
         with self._lock:
             if not self._seen_once:
                 return None  # not seen yet is not gone
-            nodes = {node_id: ProviderNode(node_id) for node_id in self._pending}
-            for node_id, info in self._info.items():
-                if node_id in self._preempted:
-                    continue
-                if info.get("exit_code") is None:
-                    nodes[node_id] = ProviderNode(node_id, address=info.get("ip"))
-                elif info.get("stopped_itself"):
-                    nodes[node_id] = ProviderNode(node_id, alive=False, stopped_itself=info["stopped_itself"])
-            for node_id in self._preempted:
-                nodes[node_id] = ProviderNode(node_id, alive=False, preempted=True)
-            return nodes
+            return {node_id: listed for node_id, node in self._nodes.items() if (listed := node.listed()) is not None}
 
     def poll_errors(self) -> dict[str, str]:
         with self._lock:
             errors, self._errors = self._errors, {}
         return errors
+
+    # -- the one way a node's state changes (callers hold the lock) ----------------------------------
+    def _new(self, node_id: str, state: RayNodeState, reason: str, **fields: Any) -> RayNode:
+        check_transition(None, state)
+        node = RayNode(node_id, state, **fields)
+        node.history.append(StateChange(self.clock.now(), None, state, reason))
+        log.info("ray node %s: %s (%s)", node_id, state.value, reason)
+        self._nodes[node_id] = node
+        return node
+
+    def _move(self, node: RayNode, target: RayNodeState, reason: str) -> None:
+        check_transition(node.state, target)
+        node.history.append(StateChange(self.clock.now(), node.state, target, reason))
+        log.info("ray node %s: %s -> %s (%s)", node.node_id, node.state.value, target.value, reason)
+        node.state = target
+        if target is R.GONE:
+            node.waiting = None
+            self._gone.append(node.node_id)
+            while len(self._gone) > GONE_KEPT:  # forget the oldest gone nodes
+                old = self._gone.popleft()
+                if old in self._nodes and self._nodes[old].state is R.GONE:
+                    del self._nodes[old]
+
+    def _end(self, node: RayNode, reason: str, error: str | None = None) -> None:
+        """Gone (once), with the error the reconciler is told, if any."""
+        if node.state is R.GONE:
+            return
+        self._move(node, R.GONE, error or reason)
+        if error:
+            self._errors[node.node_id] = error
 
     # -- connecting and watching ----------------------------------------------------------------
     def _connect(self) -> None:
@@ -240,6 +268,8 @@ class RayNodeProvider:
             del self._handles[name]
         if refs:
             ray.wait(list(refs.values()), num_returns=len(refs), timeout=PING_TIMEOUT_S)
+        with self._lock:
+            before = {node_id: node.info for node_id, node in self._nodes.items() if node.info is not None}
         infos: dict[str, dict[str, Any]] = {}
         dead: dict[str, str] = {}
         for name, ref in refs.items():
@@ -248,30 +278,53 @@ class RayNodeProvider:
             except RayActorError as exc:
                 dead[name] = str(exc).splitlines()[0][:300]
             except GetTimeoutError:  # busy or unreachable for now: keep what it said before
-                if name in self._info:
-                    infos[name] = self._info[name]
-        gone_quietly = []
+                if name in before:
+                    infos[name] = before[name]
         with self._lock:
             self._error = None
             self._ray_nodes = ray_nodes
-            for node_id in set(self._info) - set(infos):
-                if node_id not in self._stopping:
-                    why = dead.get(node_id, "its Ray actor is gone")
-                    self._errors[node_id] = f"its Ray node or actor was lost: {why}"
-            for node_id, why in dead.items():
-                if self._pending.pop(node_id, None) is not None and node_id not in self._stopping:
-                    self._errors[node_id] = f"its Ray actor died before it was ready: {why}"
-            for node_id, info in infos.items():
-                self._pending.pop(node_id, None)
-                self._placed.pop(node_id, None)
-                code = info.get("exit_code")
-                if code is not None and not info.get("stopped_itself") and node_id not in self._stopping:
-                    self._errors[node_id] = f"its agent exited with code {code}: {info.get('log_tail')}"
-                    gone_quietly.append(node_id)
-            self._info = infos
+            crashed = self._observe(infos, dead)
             self._seen_once = True
-        for node_id in gone_quietly:  # free its resources on Ray
+        for node_id in crashed:  # free its resources on Ray
             self.terminate([node_id])
+
+    def _observe(self, infos: dict[str, dict[str, Any]], dead: dict[str, str]) -> list[str]:
+        """Apply what the node actors said (under the lock); returns the nodes whose agent crashed."""
+        for node in self._nodes.values():
+            if node.node_id in infos or node.state is R.GONE:
+                continue
+            if node.node_id not in dead and node.info is None:
+                continue  # not made yet, or not listed by Ray yet
+            answered, node.info, node.seen = node.info is not None, None, True
+            if node.state in (R.STOPPING, R.PREEMPTED):
+                continue  # ending on purpose: its actor's going is no loss
+            why = dead.get(node.node_id, "its Ray actor is gone")
+            if answered:
+                self._end(node, "lost", error=f"its Ray node or actor was lost: {why}")
+            else:
+                self._end(node, "died", error=f"its Ray actor died before it was ready: {why}")
+        crashed = []
+        for node_id, info in infos.items():
+            node = self._nodes.get(node_id)
+            if node is None:
+                state = R.RUNNING if info.get("exit_code") is None else R.EXITED
+                node = self._new(node_id, state, "its actor was found on Ray", compute=info.get("compute"))
+            elif node.state is R.GONE:
+                continue  # an answer from before it was stopped
+            node.info, node.seen = info, True
+            node.compute = node.compute or info.get("compute")
+            ended = info.get("exit_code") is not None
+            if node.state in (R.QUEUED, R.PLACING, R.STARTING):
+                self._move(node, R.EXITED if ended else R.RUNNING, f"its actor answers on {info.get('ip')}")
+            elif node.state is R.RUNNING and ended:
+                self._move(node, R.EXITED, info.get("stopped_itself") or f"its agent exited with code "
+                                                                            f"{info.get('exit_code')}")
+            else:
+                continue
+            if node.state is R.EXITED and node.crashed():
+                self._errors[node_id] = f"its agent exited with code {info.get('exit_code')}: {info.get('log_tail')}"
+                crashed.append(node_id)
+        return crashed
 
     # -- placing and stopping ------------------------------------------------------------------
     def _place_all(self, compute: str) -> None:
@@ -285,33 +338,40 @@ class RayNodeProvider:
                     self._queue.pop(compute, None)
                     self._placers.discard(compute)
                     return
-                request = queue.pop(0)
+                node = self._nodes.get(queue.pop(0))
+                if node is None or node.state is not R.QUEUED:
+                    continue  # stopped, evicted or found answering before its turn
+                self._move(node, R.PLACING, "its turn to be placed")
             try:
-                self._place(compute, request)
+                self._place(compute, node)
             except Exception as exc:
                 with self._lock:
-                    if self._pending.pop(request.node_id, None) is not None:
-                        self._errors[request.node_id] = f"Ray could not place it: {exc}"
+                    if node.state is R.PLACING:
+                        self._end(node, "not placed", error=f"Ray could not place it: {exc}")
+                    elif node.state is R.STOPPING:
+                        self._end(node, "stopped before it was placed")
                 self.on_node_gone()
 
-    def _place(self, compute: str, request: NodeRequest) -> None:
+    def _place(self, compute: str, node: RayNode) -> None:
         """Reserve the node's resources in a placement group (a pending one is demand Ray's
         autoscaler sees), then start its actor pinned to the machine found and drop the group."""
         import ray
         from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        request = node.request
+        assert request is not None  # a queued node was launched
         while not self._connected.wait(1.0):
-            if self._closed.is_set() or request.node_id in self._stopping:
-                return self._drop(request)
+            if self._closed.is_set() or node.state in LEAVING:
+                return self._drop(node)
         exclude = self._machines_of(compute)
         group = placement_group([bundle_for(request)], bundle_label_selector=spread_selector(exclude, 1))
         try:
             while not ray.wait([group.ready()], timeout=1.0)[0]:
-                if self._closed.is_set() or request.node_id in self._stopping:
-                    return self._drop(request)
+                if self._closed.is_set() or node.state in LEAVING:
+                    return self._drop(node)
                 with self._lock:
-                    self._unplaced[compute] = _no_room(request, exclude, self.autoscaling)
+                    node.waiting = no_room(request, exclude, self.autoscaling)
                 if self._machines_of(compute) != exclude:  # a node of the compute left: its machine may do
                     remove_placement_group(group)
                     exclude = self._machines_of(compute)
@@ -319,10 +379,10 @@ class RayNodeProvider:
             machine = placement_group_table(group)["bundles_to_node_id"][0]
         finally:
             with self._lock:
-                self._unplaced.pop(compute, None)
+                node.waiting = None
             remove_placement_group(group)
-        if request.node_id in self._stopping:
-            return self._drop(request)
+        if node.state in LEAVING:
+            return self._drop(node)
         ray.remote(CibleNode).options(
             name=request.node_id, lifetime="detached", max_restarts=0,
             num_cpus=request.vcpus, memory=int(request.memory_gb * GB), num_gpus=request.gpus,
@@ -330,17 +390,28 @@ class RayNodeProvider:
         ).remote(request.node_id, compute, request.agent_args(self.home, self.url),
                  str(under(self.nodes_root, request.node_id, field="node_id")), self.node_token(request.node_id))
         with self._lock:
-            self._placed[request.node_id] = (compute, machine)
+            node.machine = machine
+            if node.state is R.PLACING:
+                self._move(node, R.STARTING, f"its actor was made on Ray machine {machine}")
+                return
+            evict = node.state is R.PREEMPTED
+        # Stopped or evicted while its actor was being made: a stop that ran before may have missed it.
+        threading.Thread(target=self._stop, args=(node.node_id, evict), name=f"ray-stop-{node.node_id}",
+                         daemon=True).start()
 
     def _machines_of(self, compute: str) -> set[str]:
         """The Ray machines holding the compute's nodes (placed or answering)."""
         with self._lock:
-            machines = {i["ray_node_id"] for i in self._info.values() if i.get("compute") == compute}
-            return machines | {machine for c, machine in self._placed.values() if c == compute}
+            return {machine for node in self._nodes.values()
+                    if node.compute == compute and (machine := node.holds_machine()) is not None}
 
-    def _drop(self, request: NodeRequest) -> None:
+    def _drop(self, node: RayNode) -> None:
+        """A node not placed after all: the provider closed, or it was stopped or evicted first."""
         with self._lock:
-            self._pending.pop(request.node_id, None)
+            if node.state in (R.QUEUED, R.PLACING):
+                self._end(node, "the provider closed before it was placed")
+            elif node.state is R.STOPPING:
+                self._end(node, "stopped before it was placed")
         self.on_node_gone()
 
     def _stop(self, node_id: str, evict: bool) -> None:
@@ -362,18 +433,14 @@ class RayNodeProvider:
         except Exception as exc:
             log.warning("stopping node %s on Ray: %s", node_id, exc)
         shutil.rmtree(under(self.nodes_root, node_id, field="node_id"), ignore_errors=True)
+        self._stopped(node_id, evict)
+
+    def _stopped(self, node_id: str, evict: bool) -> None:
+        """Its agent, actor and working root are gone: an evicted node stays listed as preempted."""
         with self._lock:
-            self._pending.pop(node_id, None)
-            self._placed.pop(node_id, None)
-            self._info.pop(node_id, None)
-            if not evict:
-                self._preempted.discard(node_id)
+            node = self._nodes.get(node_id)
+            if node is not None and evict:  # evicted: listed as preempted until terminated
+                node.info, node.machine, node.seen = None, None, True
+            elif node is not None:
+                self._end(node, "stopped: its agent, actor and working root are gone")
         self.on_node_gone()
-
-
-def _no_room(request: NodeRequest, exclude: set[str], autoscaling: bool) -> str:
-    """Why a node waits on Ray: the shape it cannot find room for, and what would help."""
-    shape = f"{request.vcpus} CPU, {request.memory_gb:g} GB{f', {request.gpus} GPU' if request.gpus else ''}"
-    where = "a Ray machine" + (f" other than the {len(exclude)} already holding its nodes" if exclude else "")
-    then = "Ray's autoscaler adds machines for it" if autoscaling else "it starts once Ray has room"
-    return f"Ray has no room yet for a node of {shape} on {where}; {then}"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from cible.backends.base.contract import NodeProvider, NodeRequest, ProviderNode
+from cible.backends.base.contract import POLL_ERRORS, PREEMPT, NodeProvider, NodeRequest, ProviderNode, supports
 from cible.server.reconcilers.failures import Troubles, describe
 
 
@@ -31,9 +31,17 @@ class ProviderCalls:
         return {name: self._ask(name, "list_nodes", p.list_nodes, None, now) for name, p in self.providers.items()}
 
     def errors(self, now: datetime) -> dict[str, dict[str, str]]:
-        """Launch failures since the last pass, by provider and node id: its own and our launches'."""
-        return {name: {**self._launch_errors.pop(name, {}), **self._ask(name, "poll_errors", p.poll_errors, {}, now)}
+        """Launch failures since the last pass, by provider and node id: our launches' and, from a
+        provider that reports them (POLL_ERRORS), its own."""
+        return {name: {**self._launch_errors.pop(name, {}),
+                       **(self._ask(name, "poll_errors", p.poll_errors, {}, now) if supports(p, POLL_ERRORS) else {})}
                 for name, p in self.providers.items()}
+
+    def engine_waits(self, now: datetime) -> dict[str, dict[str, str]]:
+        """By provider, why each compute's next node waits for room on its engine (Ray), from its
+        status: an observation of the pass, said in the queued jobs' reasons."""
+        statuses = {name: self._ask(name, "status", p.status, None, now) for name, p in self.providers.items()}
+        return {name: dict(status.waiting or {}) for name, status in statuses.items() if status is not None}
 
     def launch(self, provider: str, requests: list[NodeRequest]) -> None:
         try:
@@ -61,6 +69,10 @@ class ProviderCalls:
             return
         self.troubles.succeeded(key)
         pending.clear()
+
+    def can_preempt(self, provider: str) -> bool:
+        """Whether the provider can evict a node (PREEMPT): the preemption drill needs it."""
+        return provider in self.providers and supports(self.providers[provider], PREEMPT)
 
     def retry_terminations(self, now: datetime) -> None:
         for provider in [name for name, pending in self._unterminated.items() if pending]:
