@@ -11,8 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from cible.core.lifecycle.jobs import JobStatus
 from cible.server.errors import PayloadTooLargeError
+from cible.server.routers.responses import JSON, answers
+from cible.server.schemas.agents import FileChunk, HeartbeatReply, ReportAccepted
 
-router = APIRouter(prefix="/api/v1/agent", tags=["agents"])
+router = APIRouter(prefix="/api/v1/agent", tags=["agents"], default_response_class=JSON)
 
 
 class RunRef(BaseModel):
@@ -43,7 +45,8 @@ class Report(BaseModel):
     ended: bool = False
 
 
-@router.post("/nodes/{node_id}/heartbeat", summary="Heartbeat; the reply says what the node should run")
+@router.post("/nodes/{node_id}/heartbeat", summary="Heartbeat; the reply says what the node should run",
+             **answers(HeartbeatReply))
 async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str, Any]:
     agents = request.app.state.agents
     hub = request.app.state.hub
@@ -59,13 +62,15 @@ async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str
     return reply
 
 
-@router.post("/nodes/{node_id}/runs/{job_name}/report", summary="A run's statuses as its launcher reported them")
+@router.post("/nodes/{node_id}/runs/{job_name}/report", summary="A run's statuses as its launcher reported them",
+             **answers(ReportAccepted))
 def report(node_id: str, job_name: str, body: Report, request: Request) -> dict[str, Any]:
     request.app.state.agents.report(node_id, job_name, body.model_dump(mode="json"))
     return {"accepted": True}
 
 
-@router.put("/nodes/{node_id}/runs/{job_name}/files/{path:path}", summary="Part of a run's log or artifact file")
+@router.put("/nodes/{node_id}/runs/{job_name}/files/{path:path}", summary="Part of a run's log or artifact file",
+            **answers(FileChunk))
 async def put_file(node_id: str, job_name: str, path: str, request: Request,
                    attempt: int = Query(..., ge=1, le=2**31 - 1),
                    offset: int = Query(0, ge=0, le=2**40)) -> dict[str, Any]:

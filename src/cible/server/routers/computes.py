@@ -10,9 +10,21 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
+from cible.server.routers.responses import JSON, answers
+from cible.server.schemas.computes import (
+    Compute,
+    ComputePage,
+    NodePage,
+    PowerRequest,
+    Preempted,
+    ProviderList,
+    Snoozed,
+    Terminal,
+)
+from cible.server.schemas.quotas import CostReport, QuotaIncreaseRequest, Quotas, UsagePage
 from cible.server.services.quotas import MAX_REQUEST_ID, MAX_VCPUS
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", default_response_class=JSON)
 USER_HEADER = "x-cible-user"  # who the client says it acts for (recorded; enforced once users exist)
 
 
@@ -37,38 +49,45 @@ class QuotaRequest(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
 
-@router.get("/computes", tags=["computes"])
+@router.get("/computes", tags=["computes"], summary="A page of the computes: local first, then by name",
+            **answers(ComputePage))
 def list_computes(request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
     return request.app.state.computes.list(skip=skip, top=top)
 
 
-@router.get("/computes:usage", tags=["quotas"], summary="vCPU use against the quotas (`list-usage`, Azure's shape)")
+@router.get("/computes:usage", tags=["quotas"], summary="vCPU use against the quotas (`list-usage`, Azure's shape)",
+            **answers(UsagePage))
 def list_usage(request: Request) -> dict[str, Any]:
     return request.app.state.quotas.list_usage()
 
 
-@router.get("/computes:providers", tags=["computes"], summary="The node providers: usable or not, and why")
+@router.get("/computes:providers", tags=["computes"], summary="The node providers: usable or not, and why",
+            **answers(ProviderList))
 def list_providers(request: Request) -> dict[str, Any]:
     return request.app.state.computes.provider_list()
 
 
-@router.get("/computes/{name}", tags=["computes"])
+@router.get("/computes/{name}", tags=["computes"], summary="A compute, as `az ml compute show`", **answers(Compute))
 def get_compute(name: str, request: Request) -> dict[str, Any]:
     return request.app.state.computes.get(name)
 
 
-@router.put("/computes/{name}", tags=["computes"], summary="Create a compute (Azure ML compute YAML as JSON)")
+@router.put("/computes/{name}", tags=["computes"], summary="Create a compute (Azure ML compute YAML as JSON)",
+            **answers(Compute))
 def create_compute(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
     return request.app.state.computes.create(name, body, user=caller(request))
 
 
-@router.patch("/computes/{name}", tags=["computes"], summary="Change a cluster's scale settings")
+@router.patch("/computes/{name}", tags=["computes"], summary="Change a cluster's scale settings",
+              **answers(Compute))
 def update_compute(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
     return request.app.state.computes.update(name, body)
 
 
 @router.delete("/computes/{name}", tags=["computes"], status_code=204,
-               summary="Delete a compute; one with nodes drains first (202, provisioning_state Deleting)")
+               summary="Delete a compute; one with nodes drains first (202, provisioning_state Deleting)",
+               responses={202: {"model": Compute, "description": "a compute with nodes: it drains first "
+                                                                "(provisioning_state Deleting)"}})
 def delete_compute(name: str, request: Request) -> Response:
     draining = request.app.state.computes.delete(name)
     if draining is None:
@@ -76,68 +95,80 @@ def delete_compute(name: str, request: Request) -> Response:
     return JSONResponse(draining, status_code=202)
 
 
-@router.post("/computes/{name}:start", tags=["computes"], summary="Start a compute instance")
+@router.post("/computes/{name}:start", tags=["computes"], summary="Start a compute instance",
+             **answers(PowerRequest))
 def start_instance(name: str, request: Request) -> dict[str, Any]:
     return request.app.state.instances.start(name, caller(request))
 
 
-@router.post("/computes/{name}:stop", tags=["computes"], summary="Stop a compute instance (refused while a job runs)")
+@router.post("/computes/{name}:stop", tags=["computes"], summary="Stop a compute instance (refused while a job runs)",
+             **answers(PowerRequest))
 def stop_instance(name: str, request: Request) -> dict[str, Any]:
     return request.app.state.instances.stop(name, caller(request))
 
 
-@router.post("/computes/{name}:restart", tags=["computes"], summary="Restart a compute instance's node")
+@router.post("/computes/{name}:restart", tags=["computes"], summary="Restart a compute instance's node",
+             **answers(PowerRequest))
 def restart_instance(name: str, request: Request) -> dict[str, Any]:
     return request.app.state.instances.restart(name, caller(request))
 
 
-@router.post("/computes/{name}:snooze", tags=["computes"], summary="Postpone a compute instance's idle shutdown")
+@router.post("/computes/{name}:snooze", tags=["computes"], summary="Postpone a compute instance's idle shutdown",
+             **answers(Snoozed))
 def snooze_instance(name: str, body: Snooze, request: Request) -> dict[str, Any]:
     return request.app.state.instances.snooze(name, body.minutes)
 
 
-@router.post("/computes/{name}:terminal", tags=["computes"], summary="Where a shell on the instance's node runs")
+@router.post("/computes/{name}:terminal", tags=["computes"], summary="Where a shell on the instance's node runs",
+             **answers(Terminal))
 def instance_terminal(name: str, request: Request) -> dict[str, Any]:
     return request.app.state.instances.terminal(name, caller(request))
 
 
 @router.post("/computes/{name}/nodes/{node_id}:preempt", tags=["computes"],
-             summary="Evict a node of a low-priority cluster now (drills and tests)")
+             summary="Evict a node of a low-priority cluster now (drills and tests)", **answers(Preempted))
 def preempt_node(name: str, node_id: str, request: Request) -> dict[str, Any]:
     return request.app.state.computes.preempt(name, node_id)
 
 
-@router.get("/computes/{name}/nodes", tags=["computes"], summary="A compute's nodes (`list-nodes`)")
+@router.get("/computes/{name}/nodes", tags=["computes"], summary="A compute's nodes (`list-nodes`)",
+            **answers(NodePage))
 def list_nodes(name: str, request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
     return request.app.state.computes.nodes(name, skip=skip, top=top)
 
 
-@router.get("/quotas", tags=["quotas"], summary="The workspace's vCPU quotas and a page of the increase requests")
+@router.get("/quotas", tags=["quotas"], summary="The workspace's vCPU quotas and a page of the increase requests",
+            **answers(Quotas))
 def show_quotas(request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
     return request.app.state.quotas.show(skip=skip, top=top)
 
 
-@router.put("/quotas/{scope}", tags=["quotas"], summary="Set a quota: a VM family, 'total' or 'low_priority'")
+@router.put("/quotas/{scope}", tags=["quotas"], summary="Set a quota: a VM family, 'total' or 'low_priority'",
+            **answers(Quotas))
 def set_quota(scope: str, body: QuotaSet, request: Request) -> dict[str, Any]:
     return request.app.state.quotas.set(scope, body.vcpus)
 
 
-@router.post("/quotas/{scope}/requests", tags=["quotas"], summary="Ask for a quota increase")
+@router.post("/quotas/{scope}/requests", tags=["quotas"], summary="Ask for a quota increase",
+             **answers(QuotaIncreaseRequest))
 def request_quota(scope: str, body: QuotaRequest, request: Request) -> dict[str, Any]:
     return request.app.state.quotas.request(scope, body.vcpus, body.reason, caller(request))
 
 
-@router.post("/quota-requests/{request_id}:approve", tags=["quotas"], summary="Approve an increase (admin)")
+@router.post("/quota-requests/{request_id}:approve", tags=["quotas"], summary="Approve an increase (admin)",
+             **answers(QuotaIncreaseRequest))
 def approve_quota(request: Request, request_id: int = Path(..., ge=1, le=MAX_REQUEST_ID)) -> dict[str, Any]:
     return request.app.state.quotas.decide(request_id, True, caller(request))
 
 
-@router.post("/quota-requests/{request_id}:deny", tags=["quotas"], summary="Deny an increase (admin)")
+@router.post("/quota-requests/{request_id}:deny", tags=["quotas"], summary="Deny an increase (admin)",
+             **answers(QuotaIncreaseRequest))
 def deny_quota(request: Request, request_id: int = Path(..., ge=1, le=MAX_REQUEST_ID)) -> dict[str, Any]:
     return request.app.state.quotas.decide(request_id, False, caller(request))
 
 
-@router.get("/costs", tags=["cost"], summary="Cost of the nodes by compute, job or user (a page of its lines)")
+@router.get("/costs", tags=["cost"], summary="Cost of the nodes by compute, job or user (a page of its lines)",
+            **answers(CostReport))
 def cost_report(request: Request, by: str = Query("compute"), since: datetime | None = None,
                 until: Until = None, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
     return request.app.state.costs.report(by, since, until, skip=skip, top=top)

@@ -14,8 +14,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cible.server.errors import human_bytes
+from cible.server.routers.responses import JSON, answers
+from cible.server.schemas.misc import BlobStored, Health, MissingBlobs, Snapshot
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", default_response_class=JSON)
 
 
 class MissingBlobsRequest(BaseModel):
@@ -33,7 +35,9 @@ class SnapshotRequest(BaseModel):
 
 
 @router.get("/health", tags=["server"], summary="ok; or degraded (503) with the reasons: a store that cannot "
-            "write, a nearly full disk")
+            "write, a nearly full disk",
+            responses={200: {"model": Health, "description": "ok"},
+                       503: {"model": Health, "description": "degraded: with the reasons and the error envelope"}})
 def health(request: Request) -> JSONResponse:
     settings = request.app.state.settings
     reasons = []
@@ -56,12 +60,14 @@ def health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=503)
 
 
-@router.post("/blobs:missing", tags=["uploads"], summary="Which of these blobs the workspace lacks")
+@router.post("/blobs:missing", tags=["uploads"], summary="Which of these blobs the workspace lacks",
+             **answers(MissingBlobs))
 def missing_blobs(body: MissingBlobsRequest, request: Request) -> dict[str, Any]:
     return {"missing": request.app.state.blobs.missing(body.sha256)}
 
 
-@router.put("/blobs/{sha256}", tags=["uploads"], status_code=201)
+@router.put("/blobs/{sha256}", tags=["uploads"], status_code=201, summary="Upload a blob by its SHA-256",
+            **answers(BlobStored))
 async def put_blob(sha256: str, request: Request) -> dict[str, Any]:
     # The store writes (sync file I/O) in a worker thread, straight from the request: the body is
     # never whole in memory nor copied to a temporary folder first. RequestGuard caps its size.
@@ -85,7 +91,8 @@ def _body_chunks(request: Request) -> Iterator[bytes]:
             yield chunk
 
 
-@router.post("/snapshots", tags=["uploads"], summary="Record a tree of uploaded blobs; returns its content id")
+@router.post("/snapshots", tags=["uploads"], summary="Record a tree of uploaded blobs; returns its content id",
+             **answers(Snapshot))
 def put_snapshot(body: SnapshotRequest, request: Request) -> dict[str, Any]:
     files = {k: v.model_dump() for k, v in body.files.items()}
     snapshot = request.app.state.blobs.put_snapshot(files)
