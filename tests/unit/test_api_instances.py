@@ -9,6 +9,7 @@ import pytest
 from api_support import api_client, error_of
 from fastapi.testclient import TestClient
 
+from cible.core.models.records import NodeInfo
 from cible.server.store.rows import ComputeRow, NodeRow
 
 ALICE = {"X-Cible-User": "alice"}
@@ -38,8 +39,8 @@ def add_node(api: TestClient, compute: str = "ci", *, state: str = "idle", job: 
     node_id = f"{compute}-n1"
     with api.app.state.store.session() as session:
         session.add(NodeRow(node_id=node_id, compute=compute, provider="local", state=state, job_name=job,
-                            info={"size": "Standard_DS1_v2", "family": "standardDSv2Family", "vcpus": 1,
-                                  "low_priority": False, "price_per_hour": 0.057},
+                            info=NodeInfo(size="Standard_DS1_v2", family="standardDSv2Family", vcpus=1,
+                                          low_priority=False, price_per_hour=0.057),
                             created_at=now, updated_at=now, idle_since=now if state == "idle" else None))
     return node_id
 
@@ -168,7 +169,8 @@ def test_an_instance_that_was_ready_before_says_starting_when_started_again(api:
         node = session.get(NodeRow, "ci-n1")
         node.state = "removed"
         row = session.get(ComputeRow, "ci")
-        row.status = {**row.status, "ever_ready": True}
+        row.observed = row.observed.model_copy(
+            update={"instance": row.observed.instance.model_copy(update={"ever_ready": True})})
     assert state_of(api) == "Stopped"
     assert act(api, "ci", "start").status_code == 200
     assert state_of(api) == "Starting"

@@ -10,6 +10,7 @@ from api_support import api_client, error_of
 from fastapi.testclient import TestClient
 
 from cible.core import catalog
+from cible.core.models.records import NodeInfo
 from cible.core.planning.costs import LOW_PRIORITY_FACTOR
 from cible.server.store.rows import JobRow, NodeRow, NodeStateRow
 
@@ -112,11 +113,11 @@ def test_malformed_quota_values_are_422_naming_the_field(api: TestClient, body: 
 def test_usage_counts_the_vcpus_of_live_nodes_only(api: TestClient):
     api.put("/api/v1/computes/cpu", json=CLUSTER)
     now = api.app.state.clock.now()
-    info = {"size": "Standard_DS3_v2", "family": FAMILY, "vcpus": 4, "low_priority": False, "price_per_hour": 0.229}
+    info = NodeInfo(size="Standard_DS3_v2", family=FAMILY, vcpus=4, low_priority=False, price_per_hour=0.229)
     with api.app.state.store.session() as session:
         for node_id, state, low in (("n1", "idle", False), ("n2", "running", True), ("n3", "removed", False)):
             session.add(NodeRow(node_id=node_id, compute="cpu", provider="local", state=state,
-                                info={**info, "low_priority": low}, created_at=now, updated_at=now))
+                                info=info.model_copy(update={"low_priority": low}), created_at=now, updated_at=now))
     rows = usage_rows(api)
     assert rows[FAMILY]["currentValue"] == 4  # the low-priority node counts only against low_priority
     assert rows["Total Cluster Dedicated Regional vCPUs"]["currentValue"] == 4
@@ -349,8 +350,8 @@ def costed(api: TestClient) -> TestClient:
                ("running", "idle", 210, None), ("idle", "leaving", 220, None), ("leaving", "removed", 225, None)]
     with api.app.state.store.session() as session:
         session.add(NodeRow(node_id="n1", compute="cpu", provider="local", state="removed",
-                            info={"size": "Standard_DS1_v2", "family": FAMILY, "vcpus": 1, "low_priority": False,
-                                  "price_per_hour": 3.6}, created_at=t0, updated_at=t0 + timedelta(seconds=225)))
+                            info=NodeInfo(size="Standard_DS1_v2", family=FAMILY, vcpus=1, low_priority=False,
+                                          price_per_hour=3.6), created_at=t0, updated_at=t0 + timedelta(seconds=225)))
         session.add(JobRow(name="jobA", display_name="jobA", experiment_name="Default", status="Completed",
                            compute="azureml:cpu", target="cpu", instance_count=1,
                            spec={"type": "command", "command": "echo"}, warnings=[], created_by="alice",

@@ -1,21 +1,38 @@
 """A compute instance's pass: idle shutdown (warning, snooze, activity), schedules, the agent's
 own stop and restarts change its power, with an event that says why. Rows are built in memory
-(no database) and the clock is a fixed `now` moved by timedelta."""
+(no database) and the clock is a fixed `now` moved by timedelta; the power moves' history rows
+are collected in a list instead of a session."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-
 from cible.backends.base.contract import ProviderNode
-from cible.server.services.instance_state import instance_pass, request_power
-from cible.server.store.rows import ComputeRow, NodeRow
+from cible.core.models.records import ComputeStatus, InstanceState, NodeInfo
+from cible.server.services import instance_state
+from cible.server.services.lifecycle import move_power
+from cible.server.store.rows import ComputeRow, LifecycleRow, NodeRow
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 STOP_AT_18 = {"action": "stop", "trigger": {"type": "cron", "expression": "0 18 * * *", "time_zone": "UTC"}}
 START_AT_8 = {"action": "start", "trigger": {"type": "cron", "expression": "0 8 * * *", "time_zone": "UTC"}}
+
+
+class History(list):
+    """Stands for the session: what the power moves record."""
+
+    def add(self, row: LifecycleRow) -> None:
+        self.append(row)
+
+
+def instance_pass(row: ComputeRow, node: NodeRow | None, listed: ProviderNode | None, now: datetime) -> None:
+    instance_state.instance_pass(row, node, listed, now, session=History())
+
+
+def request_power(row: ComputeRow, power: str, why: str, now: datetime) -> None:
+    move_power(History(), row, power, why, now)
 
 
 def instance(*, idle_minutes: int | None = 1, warn_minutes: float | None = 0.5, schedules: list | None = None,
@@ -28,22 +45,38 @@ def instance(*, idle_minutes: int | None = 1, warn_minutes: float | None = 0.5, 
         spec["cible"] = {"idle_warning_minutes": warn_minutes}
     if schedules is not None:
         spec["schedules"] = {"compute_start_stop": schedules}
-    return ComputeRow(name="ci", compute_type="computeinstance", spec=spec, status=status,
+    return ComputeRow(name="ci", compute_type="computeinstance", spec=spec,
+                      observed=ComputeStatus(instance=InstanceState.model_validate(status or {})),
                       provisioning_state="Succeeded", created_at=created_at, updated_at=created_at)
 
 
 def node(*, state: str = "idle", job: str | None = None, info: dict[str, Any] | None = None,
          idle_since: datetime | None = T0) -> NodeRow:
-    return NodeRow(node_id="n1", compute="ci", provider="local", state=state, job_name=job, info=info or {},
-                   idle_since=idle_since, created_at=T0, updated_at=T0)
+    return NodeRow(node_id="n1", compute="ci", provider="local", state=state, job_name=job,
+                   info=NodeInfo.model_validate(info or {}), idle_since=idle_since, created_at=T0, updated_at=T0)
+
+
+def status(row: ComputeRow) -> dict[str, Any]:
+    """The instance's state as it was shown before it was typed: times as ISO text, unset fields absent."""
+    return _iso(row.observed.instance.model_dump(exclude_defaults=True) | {"power": power(row)})
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _iso(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_iso(v) for v in value]
+    return value
 
 
 def events(row: ComputeRow, kind: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in (row.status or {}).get("events", []) if kind is None or e["kind"] == kind]
+    return [e for e in status(row).get("events", []) if kind is None or e["kind"] == kind]
 
 
 def power(row: ComputeRow) -> str:
-    return (row.status or {}).get("power", "on")
+    return row.observed.instance.power
 
 
 # -- idle shutdown -------------------------------------------------------------------------------
@@ -54,7 +87,7 @@ def test_before_the_warning_window_nothing_happens_but_the_stop_time_is_shown():
     instance_pass(row, node(), None, T0 + timedelta(seconds=10))
     assert power(row) == "on"
     assert events(row) == []
-    assert row.status["idleness"] == {"idle": True, "why_not": None, "idle_since": T0.isoformat(),
+    assert status(row)["idleness"] == {"idle": True, "why_not": None, "idle_since": T0.isoformat(),
                                       "stops_at": (T0 + timedelta(seconds=60)).isoformat()}
 
 
@@ -66,7 +99,7 @@ def test_inside_the_warning_window_one_warning_is_recorded_however_many_passes()
     assert len(warnings) == 1
     assert warnings[0]["at"] == (T0 + timedelta(seconds=30)).isoformat()
     assert "snooze" in warnings[0]["message"]
-    assert row.status["warned_for"] == (T0 + timedelta(seconds=60)).isoformat()
+    assert status(row)["warned_for"] == (T0 + timedelta(seconds=60)).isoformat()
     assert power(row) == "on"
 
 
@@ -85,9 +118,9 @@ def test_at_the_deadline_idle_shutdown_turns_the_power_off_and_says_so():
     stopped = events(row, "Stopped")
     assert len(stopped) == 1
     assert "idle shutdown" in stopped[0]["message"]
-    assert "idle shutdown" in row.status["power_reason"]
-    assert row.status["idleness"]["idle"] is False
-    assert row.status["idleness"]["stops_at"] is None
+    assert "idle shutdown" in status(row)["power_reason"]
+    assert status(row)["idleness"]["idle"] is False
+    assert status(row)["idleness"]["stops_at"] is None
 
 
 def test_a_job_on_the_node_keeps_it_on_and_is_named():
@@ -95,8 +128,8 @@ def test_a_job_on_the_node_keeps_it_on_and_is_named():
     instance_pass(row, node(state="running", job="job-7"), None, T0 + timedelta(hours=2))
     assert power(row) == "on"
     assert events(row) == []
-    assert row.status["idleness"]["idle"] is False
-    assert "job-7" in row.status["idleness"]["why_not"]
+    assert status(row)["idleness"]["idle"] is False
+    assert "job-7" in status(row)["idleness"]["why_not"]
 
 
 def test_open_sessions_reported_by_the_agent_keep_it_on():
@@ -104,8 +137,8 @@ def test_open_sessions_reported_by_the_agent_keep_it_on():
     n = node(info={"sessions": ["terminal (pid 4)"], "last_activity_at": T0.isoformat()})
     instance_pass(row, n, None, T0 + timedelta(hours=2))
     assert power(row) == "on"
-    assert row.status["idleness"]["idle"] is False
-    assert row.status["idleness"]["why_not"] == "1 session open: terminal (pid 4)"
+    assert status(row)["idleness"]["idle"] is False
+    assert status(row)["idleness"]["why_not"] == "1 session open: terminal (pid 4)"
 
 
 def test_activity_after_the_node_became_free_moves_the_deadline():
@@ -114,8 +147,8 @@ def test_activity_after_the_node_became_free_moves_the_deadline():
     n = node(info={"sessions": [], "last_activity_at": seen.isoformat()})
     instance_pass(row, n, None, T0 + timedelta(seconds=90))
     assert power(row) == "on"
-    assert row.status["idleness"]["idle_since"] == seen.isoformat()
-    assert row.status["idleness"]["stops_at"] == (seen + timedelta(seconds=60)).isoformat()
+    assert status(row)["idleness"]["idle_since"] == seen.isoformat()
+    assert status(row)["idleness"]["stops_at"] == (seen + timedelta(seconds=60)).isoformat()
     instance_pass(row, n, None, seen + timedelta(seconds=60))
     assert power(row) == "off"
 
@@ -125,7 +158,7 @@ def test_a_snooze_keeps_it_running_past_the_deadline_until_the_snooze_ends():
     row = instance(status={"power": "on", "snoozed_until": snooze.isoformat()})
     instance_pass(row, node(), None, T0 + timedelta(minutes=5))
     assert power(row) == "on"
-    assert row.status["idleness"]["stops_at"] == snooze.isoformat()
+    assert status(row)["idleness"]["stops_at"] == snooze.isoformat()
     instance_pass(row, node(), None, snooze)
     assert power(row) == "off"
 
@@ -135,16 +168,16 @@ def test_no_idle_time_means_it_never_stops_for_idleness():
     instance_pass(row, node(), None, T0 + timedelta(days=3))
     assert power(row) == "on"
     assert events(row) == []
-    assert "idle shutdown is off" in row.status["idleness"]["why_not"]
+    assert "idle shutdown is off" in status(row)["idleness"]["why_not"]
 
 
 def test_the_ready_node_marks_the_instance_as_ever_ready():
     row = instance()
     instance_pass(row, node(state="preparing"), None, T0 + timedelta(seconds=5))
-    assert "ever_ready" not in row.status
-    assert "starting" in row.status["idleness"]["why_not"]
+    assert "ever_ready" not in status(row)
+    assert "starting" in status(row)["idleness"]["why_not"]
     instance_pass(row, node(), None, T0 + timedelta(seconds=6))
-    assert row.status["ever_ready"] is True
+    assert status(row)["ever_ready"] is True
 
 
 def test_an_agent_activity_time_written_with_z_is_understood():
@@ -152,7 +185,7 @@ def test_an_agent_activity_time_written_with_z_is_understood():
     seen = T0 + timedelta(seconds=50)
     n = node(info={"sessions": [], "last_activity_at": "2026-03-02T09:00:50Z"})
     instance_pass(row, n, None, T0 + timedelta(seconds=90))
-    assert row.status["idleness"]["idle_since"] == seen.isoformat()
+    assert status(row)["idleness"]["idle_since"] == seen.isoformat()
     assert power(row) == "on"
 
 
@@ -165,10 +198,10 @@ def test_a_stop_schedule_firing_since_the_last_check_turns_the_power_off():
     now = T0.replace(hour=18, minute=1)
     instance_pass(row, node(), None, now)
     assert power(row) == "off"
-    assert "schedule 0" in row.status["power_reason"]
-    assert "stop" in row.status["power_reason"]
+    assert "schedule 0" in status(row)["power_reason"]
+    assert "stop" in status(row)["power_reason"]
     assert [e["kind"] for e in events(row)] == ["Stopped"]
-    assert row.status["schedule_checked_at"] == now.isoformat()
+    assert status(row)["schedule_checked_at"] == now.isoformat()
 
 
 def test_a_stop_schedule_that_has_not_fired_yet_leaves_it_on():
@@ -178,7 +211,7 @@ def test_a_stop_schedule_that_has_not_fired_yet_leaves_it_on():
     instance_pass(row, node(), None, now)
     assert power(row) == "on"
     assert events(row) == []
-    assert row.status["schedule_checked_at"] == now.isoformat()
+    assert status(row)["schedule_checked_at"] == now.isoformat()
 
 
 def test_a_scheduled_stop_waits_for_the_running_job_then_happens_once_it_is_gone():
@@ -186,7 +219,7 @@ def test_a_scheduled_stop_waits_for_the_running_job_then_happens_once_it_is_gone
                    status={"schedule_checked_at": T0.replace(hour=17, minute=59).isoformat()})
     instance_pass(row, node(state="running", job="job-1"), None, T0.replace(hour=18, minute=1))
     assert power(row) == "on"
-    assert "schedule 0" in row.status["pending_stop"]
+    assert "schedule 0" in status(row)["pending_stop"]
     deferred = events(row, "ScheduledStopDeferred")
     assert len(deferred) == 1 and "job-1" in deferred[0]["message"]
 
@@ -196,8 +229,8 @@ def test_a_scheduled_stop_waits_for_the_running_job_then_happens_once_it_is_gone
 
     instance_pass(row, node(state="idle"), None, T0.replace(hour=18, minute=45))
     assert power(row) == "off"
-    assert "pending_stop" not in row.status
-    assert "schedule 0" in row.status["power_reason"] and "job-1" in row.status["power_reason"]
+    assert "pending_stop" not in status(row)
+    assert "schedule 0" in status(row)["power_reason"] and "job-1" in status(row)["power_reason"]
     assert len(events(row, "Stopped")) == 1
 
 
@@ -208,10 +241,10 @@ def test_a_start_schedule_turns_a_stopped_instance_on():
     now = next_day.replace(hour=8, minute=1)
     instance_pass(row, None, None, now)
     assert power(row) == "on"
-    assert row.status["powered_on_at"] == now.isoformat()
-    assert "schedule 0" in row.status["power_reason"]
+    assert status(row)["powered_on_at"] == now.isoformat()
+    assert "schedule 0" in status(row)["power_reason"]
     assert [e["kind"] for e in events(row)] == ["Started"]
-    assert "starting" in row.status["idleness"]["why_not"]
+    assert "starting" in status(row)["idleness"]["why_not"]
 
 
 def test_the_first_schedule_check_counts_from_the_creation_time():
@@ -228,7 +261,7 @@ def test_an_agent_that_stopped_itself_turns_the_power_off_with_its_reason():
     listed = ProviderNode("n1", alive=False, stopped_itself="idle for 3600 s without a server")
     instance_pass(row, node(), listed, T0 + timedelta(minutes=5))
     assert power(row) == "off"
-    assert row.status["power_reason"] == "idle for 3600 s without a server"
+    assert status(row)["power_reason"] == "idle for 3600 s without a server"
     assert events(row, "Stopped")[0]["message"] == "idle for 3600 s without a server"
 
 
@@ -244,7 +277,7 @@ def test_a_restart_returns_to_on_once_the_old_node_is_gone():
     now = T0 + timedelta(minutes=3)
     instance_pass(row, None, None, now)
     assert power(row) == "on"
-    assert row.status["powered_on_at"] == now.isoformat()
+    assert status(row)["powered_on_at"] == now.isoformat()
     assert events(row, "Started")[0]["message"] == "restarted"
 
 
@@ -252,16 +285,16 @@ def test_a_restart_waits_while_the_old_node_is_still_live():
     row = instance(status={"power": "restart"})
     instance_pass(row, node(), None, T0 + timedelta(minutes=3))
     assert power(row) == "restart"
-    assert row.status["idleness"]["idle"] is False
+    assert status(row)["idleness"]["idle"] is False
 
 
 def test_request_power_off_sets_the_power_and_clears_a_pending_stop():
     row = instance(status={"power": "on", "pending_stop": "stopped by schedule 0, after job job-1 ended"})
     now = T0 + timedelta(minutes=1)
     request_power(row, "off", "stopped by alice", now)
-    assert row.status["power"] == "off"
-    assert row.status["power_reason"] == "stopped by alice"
-    assert "pending_stop" not in row.status
+    assert status(row)["power"] == "off"
+    assert status(row)["power_reason"] == "stopped by alice"
+    assert "pending_stop" not in status(row)
     assert events(row) == [{"at": now.isoformat(), "kind": "Stopped", "message": "stopped by alice"}]
 
 
@@ -269,9 +302,9 @@ def test_request_power_on_resets_the_snooze_and_the_warning():
     row = instance(status={"power": "off", "snoozed_until": T0.isoformat(), "warned_for": T0.isoformat()})
     now = T0 + timedelta(hours=1)
     request_power(row, "on", "started by alice", now)
-    assert row.status["power"] == "on"
-    assert row.status["powered_on_at"] == now.isoformat()
-    assert "snoozed_until" not in row.status and "warned_for" not in row.status
+    assert status(row)["power"] == "on"
+    assert status(row)["powered_on_at"] == now.isoformat()
+    assert "snoozed_until" not in status(row) and "warned_for" not in status(row)
 
 
 def test_a_started_instance_counts_idle_time_from_the_power_on():
@@ -280,7 +313,7 @@ def test_a_started_instance_counts_idle_time_from_the_power_on():
     request_power(row, "on", "started by alice", started)
     instance_pass(row, node(idle_since=T0), None, started + timedelta(seconds=30))
     assert power(row) == "on"
-    assert row.status["idleness"]["stops_at"] == (started + timedelta(seconds=60)).isoformat()
+    assert status(row)["idleness"]["stops_at"] == (started + timedelta(seconds=60)).isoformat()
 
 
 # -- writes only on change -----------------------------------------------------------------------
@@ -290,18 +323,17 @@ def test_a_second_pass_at_the_same_time_leaves_the_status_unchanged():
     row, n = instance(schedules=[STOP_AT_18]), node()
     now = T0 + timedelta(seconds=40)  # in the warning window: the first pass records the warning
     instance_pass(row, n, None, now)
-    first = row.status
-    snapshot = dict(first)
+    first, snapshot = row.observed, status(row)
     instance_pass(row, n, None, now)
-    assert row.status == snapshot
-    assert row.status is first  # nothing changed, so the row's status is not even reassigned
+    assert status(row) == snapshot
+    assert row.observed is first  # nothing changed, so the row's status is not even reassigned
     assert len(events(row, "IdleShutdownWarning")) == 1
 
 
 def test_a_pass_that_changes_something_writes_a_new_status():
     row, n = instance(), node()
     instance_pass(row, n, None, T0 + timedelta(seconds=10))
-    first = row.status
+    first = row.observed
     instance_pass(row, n, None, T0 + timedelta(seconds=35))
-    assert row.status is not first
-    assert "warned_for" not in first and "warned_for" in row.status
+    assert row.observed is not first
+    assert first.instance.warned_for is None and "warned_for" in status(row)

@@ -92,11 +92,6 @@ class AmlComputeSshSettings(SpecModel):
         return self
 
 
-def provider_of(spec: dict[str, Any]) -> str:
-    """The node provider a stored compute's nodes come from (`local` for rows made before it was stored)."""
-    return (spec.get("cible") or {}).get("provider") or "local"
-
-
 class CibleClusterSettings(SpecModel):
     """cible's own settings for a cluster, under the key `cible:`. Azure's YAML has no such
     key, so files written for Azure simply lack it and get these defaults."""

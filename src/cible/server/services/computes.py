@@ -9,23 +9,28 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from cible.backends.base.contract import NodeProvider
+from cible.backends.base.contract import PREEMPT, SIZE_NOTES, NodeProvider, ProviderStatus, supports
 from cible.core import catalog, naming
 from cible.core.clock import Clock
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
+from cible.core.lifecycle.computes import ProvisioningState
 from cible.core.lifecycle.nodes import LIVE, NodeState
-from cible.core.models.computes import CibleClusterSettings, CibleInstanceSettings, provider_of
+from cible.core.models.computes import AmlCompute, CibleClusterSettings, CibleInstanceSettings
+from cible.core.models.records import ComputeStatus, InstanceState
 from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.schedules import check_schedules
-from cible.core.planning.scheduling import waiting_reason
 from cible.core.specs.azureml.loader import load_spec_dict
+from cible.server.services.compute_spec import cluster_spec, compute_spec, provider_name
 from cible.server.services.costs import compute_cost
 from cible.server.services.instances import describe_instance
+from cible.server.services.lifecycle import move_compute
 from cible.server.services.nodes import node_item, node_listing, node_query
-from cible.server.services.paging import MAX_TOP, fetch, page
+from cible.server.services.paging import MAX_TOP, page
 from cible.server.services.quotas import QuotaService
+from cible.server.services.unreadable import fetch_items
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, NodeRow
 from cible.workspace import WorkspacePaths
@@ -47,13 +52,13 @@ def local_compute(max_concurrent: int) -> dict[str, Any]:
         "name": LOCAL,
         "type": "local",
         "description": "this machine: jobs run as processes of the workspace server's host",
-        "provisioning_state": "Succeeded",
+        "provisioning_state": ProvisioningState.SUCCEEDED.value,
         "state": "Running",
         "max_concurrent_jobs": max_concurrent,
     }
 
 
-DELETING = "Deleting"  # a cluster draining before it goes
+DELETING = ProvisioningState.DELETING.value  # a cluster draining before it goes
 # Azure picks a CPU VM for a serverless job without instance_type; cible takes the first of
 # these that the node provider can hold (on `local`, whose vCPUs are shared, the first whose memory fits).
 DEFAULT_SERVERLESS_SIZES = ("Standard_DS3_v2", "Standard_DS2_v2", "Standard_DS1_v2")
@@ -108,9 +113,12 @@ class ComputeService:
                 raise ConflictError(
                     f"compute '{name}' already exists ({existing.compute_type}); change a cluster's scale settings "
                     "with `cible compute update`, or delete it first", details={"name": name})
-            status = {"power": "on", "powered_on_at": now.isoformat()} if entity.type == "computeinstance" else None
-            row = ComputeRow(name=name, compute_type=entity.type, spec=spec, provisioning_state="Succeeded",
-                             created_at=now, updated_at=now, created_by=user, status=status)
+            # Made at once (its nodes are the reconciler's to start); an instance is made powered on.
+            observed = ComputeStatus(instance=InstanceState(powered_on_at=now) if entity.type == "computeinstance"
+                                     else None)
+            row = ComputeRow(name=name, compute_type=entity.type, spec=spec,
+                             provisioning_state=ProvisioningState.SUCCEEDED.value,
+                             created_at=now, updated_at=now, created_by=user, observed=observed)
             session.add(row)
             result = _resource(session, row, self.clock.now())
         for note in notes:  # once, here: not at each node start (`show` repeats it to whoever asks)
@@ -127,7 +135,8 @@ class ComputeService:
         if unknown:
             raise InvalidRequestError(f"{', '.join(unknown)}: cannot be updated; a cluster can change "
                                       f"{', '.join(UPDATABLE)}", details={"fields": unknown})
-        with self.store.session() as session:
+
+        def change(session: Session) -> dict[str, Any]:  # run again from a fresh read if the reconciler wrote the row
             row = self._row(session, name)
             if row.compute_type != "amlcompute":
                 raise InvalidRequestError(f"compute '{name}' is of type {row.compute_type}; only amlcompute clusters "
@@ -143,7 +152,9 @@ class ComputeService:
                     field="min_instances")
             row.spec = entity.model_dump(mode="json", exclude_none=True)
             row.updated_at = self.clock.now()
-            result = _resource(session, row, self.clock.now())
+            return _resource(session, row, self.clock.now())
+
+        result = self.store.transact(change)
         self.on_change()
         return result
 
@@ -152,22 +163,26 @@ class ComputeService:
         jobs finish, its nodes leave, then it goes (returned: the cluster, Deleting)."""
         if name == LOCAL:
             raise ConflictError("'local' is this machine's built-in compute and cannot be deleted")
-        with self.store.session() as session:
+
+        def delete_or_drain(session: Session) -> tuple[str, dict[str, Any] | None]:
             row = self._row(session, name)
             if row.compute_type not in NODE_COMPUTE_TYPES or not _live_nodes(session, name):
                 session.delete(row)
-                self._forget(row)
-                return None
-            row.provisioning_state = DELETING
-            row.updated_at = self.clock.now()
-            result = _resource(session, row, self.clock.now())
-        self.on_change()
-        return result
+                return row.compute_type, None
+            move_compute(session, row, ProvisioningState.DELETING, "deleted: its nodes drain first", self.clock.now())
+            return row.compute_type, _resource(session, row, self.clock.now())
 
-    def _forget(self, row: ComputeRow) -> None:
+        kind, draining = self.store.transact(delete_or_drain)
+        if draining is None:
+            self._forget(name, kind)  # after commit: a delete that lost a race removes no files
+            return None
+        self.on_change()
+        return draining
+
+    def _forget(self, name: str, kind: str) -> None:
         """What a deleted compute leaves behind: an instance's home folder."""
-        if row.compute_type == "computeinstance" and self.paths is not None:
-            self.paths.remove_instance_home(row.name)
+        if kind == "computeinstance" and self.paths is not None:
+            self.paths.remove_instance_home(name)
 
     def _with_provider(self, entity):  # noqa: ANN001, ANN202
         """The entity with its node provider stored: the YAML's `cible.provider`, else the workspace's
@@ -180,9 +195,9 @@ class ComputeService:
             raise InvalidRequestError(f"cible.provider: '{settings.provider}' is not a node provider (providers: "
                                       f"{', '.join(sorted(self.providers))})", details={"field": "cible.provider"})
         status = provider.status()
-        if not status["available"]:
+        if not status.available:
             raise InvalidRequestError(f"cible.provider: the {settings.provider} node provider is unavailable: "
-                                      f"{status['error']}", details={"field": "cible.provider"})
+                                      f"{status.error}", details={"field": "cible.provider"})
         return entity.model_copy(update={"cible": settings})
 
     def _check_provider_can_hold(self, entity) -> None:  # noqa: ANN001
@@ -195,17 +210,17 @@ class ComputeService:
             raise InvalidRequestError(f"size: compute '{entity.name}': {why} ({hint})", details={"field": "size"})
 
     def size_notes(self, provider: str | None, size: str) -> list[str]:
-        """Warnings on nodes of `size` from that provider: `local` shares vCPUs beyond this machine's;
-        other providers have no `size_notes` (Ray places nodes by its own resources)."""
-        notes = getattr(self.providers.get(provider or ""), "size_notes", None)
-        if notes is None:
+        """Warnings on nodes of `size` from that provider, where it declares the capability: `local`
+        shares vCPUs beyond this machine's (Ray places nodes by its own resources)."""
+        node_provider = self.providers.get(provider or "")
+        if node_provider is None or not supports(node_provider, SIZE_NOTES):
             return []
         vm = catalog.get_size(size)
-        return notes(vm.name, vm.vcpus, vm.memory_gb, vm.gpus)
+        return node_provider.size_notes(vm.name, vm.vcpus, vm.memory_gb, vm.gpus)
 
     def provider_list(self) -> dict[str, Any]:
         """Every node provider the server knows, usable or not (with why not, and the fix)."""
-        items = [self.providers[name].status() for name in sorted(self.providers)]
+        items = [self.providers[name].status().model_dump(mode="json") for name in sorted(self.providers)]
         return {"value": items, "count": len(items), "default": self.default_provider}
 
     def serverless_pool(self, job_name: str, instance_type: str | None, instance_count: int,
@@ -217,9 +232,9 @@ class ComputeService:
         # The nodes come from the workspace's default provider (on Ray when that is `ray`).
         provider_name = self.default_provider if self.providers.get(self.default_provider) else "local"
         provider = self.providers[provider_name]
-        if not provider.status()["available"]:
+        if not (status := provider.status()).available:
             raise InvalidRequestError(f"compute: serverless nodes come from the {provider_name} node provider, which is "
-                                      f"unavailable: {provider.status()['error']}", details={"field": "compute"})
+                                      f"unavailable: {status.error}", details={"field": "compute"})
         if instance_type:
             try:
                 size = catalog.check_size(instance_type, "amlcompute", self.clock.now().date())
@@ -246,18 +261,26 @@ class ComputeService:
                 "cible": {"provider": provider_name}}
 
     def cost_estimate(self, target: str | dict[str, Any], nodes: int, timeout_s: float | None) -> dict[str, Any] | None:
-        """A job's cost estimate at submit, from its compute's (or serverless pool's) size; None on local."""
-        spec = target if isinstance(target, dict) else (None if target == LOCAL else self.get(target, with_cost=False))
-        if spec is None or "size" not in spec:
+        """A job's cost estimate at submit, from its compute's (or serverless pool's) size; None on local
+        and on computes without a size."""
+        if isinstance(target, dict):  # a serverless pool, as serverless_pool made it
+            size, low = target["size"], target["tier"] == "low_priority"
+        elif target == LOCAL:
             return None
-        price = effective_price(catalog.get_size(spec["size"]).price_per_hour, spec.get("tier") == "low_priority")
-        return estimate(price, nodes, timeout_s)
+        else:
+            with self.store.session() as session:
+                row = self._row(session, target)
+                if row.compute_type not in NODE_COMPUTE_TYPES:  # attached computes: no size of cible's
+                    return None
+                spec = compute_spec(row)
+            size, low = spec.size, isinstance(spec, AmlCompute) and spec.tier == "low_priority"
+        return estimate(effective_price(catalog.get_size(size).price_per_hour, low), nodes, timeout_s)
 
     def preempt(self, name: str, node_id: str) -> dict[str, Any]:
         """Take a node of a low-priority cluster away at once, as Azure evicts a low-priority VM."""
         with self.store.session() as session:
             row = self._row(session, name)
-            if row.compute_type != "amlcompute" or row.spec.get("tier") != "low_priority":
+            if row.compute_type != "amlcompute" or cluster_spec(row).tier != "low_priority":
                 raise InvalidRequestError(f"compute '{name}' is not a low-priority cluster (tier: low_priority); "
                                           "only its nodes can be preempted", details={"field": "tier"})
             node = session.get(NodeRow, node_id)
@@ -266,6 +289,9 @@ class ComputeService:
                 raise NotFoundError(f"node '{node_id}' is not a live node of compute '{name}' (live nodes: "
                                     f"{', '.join(nodes) or 'none'})", details={"node_id": node_id})
             provider = node.provider
+        if not supports(self.providers.get(provider), PREEMPT):
+            raise InvalidRequestError(f"compute '{name}': its node provider ({provider}) cannot preempt nodes",
+                                      details={"field": "provider"})
         self.providers[provider].preempt(node_id)
         self.on_change()
         return {"node_id": node_id, "compute": name, "preempted": True}
@@ -276,9 +302,11 @@ class ComputeService:
         first = [local_compute(self.max_concurrent_local)] if skip == 0 else []
         query = select(ComputeRow).where(ComputeRow.compute_type != "serverless").order_by(ComputeRow.name)
         with self.store.session() as session:
-            rows, total = fetch(session, query, max(skip - 1, 0), top - len(first))
             now = self.clock.now()
-            return page([*first, *(_resource(session, r, now) for r in rows)], total + 1, skip)
+            # A compute whose stored status cannot be read is listed as a stub with an `error` (unreadable.py).
+            items, total = fetch_items(session, query, max(skip - 1, 0), top - len(first),
+                                       lambda r: _resource(session, r, now))
+            return page([*first, *items], total + 1, skip)
 
     def get(self, name: str, *, with_cost: bool = True) -> dict[str, Any]:
         """A compute as `show` gives it; the service's own checks skip the cost (it reads every node's
@@ -286,13 +314,16 @@ class ComputeService:
         if name == LOCAL:
             return local_compute(self.max_concurrent_local)
         with self.store.session() as session:
-            resource = _resource(session, self._row(session, name), self.clock.now(), with_cost=with_cost)
-        if with_cost and resource["type"] in NODE_COMPUTE_TYPES:  # `show`: is its engine there?
-            provider = self.providers.get(provider_of(resource))
-            resource["provider_status"] = provider.status() if provider else {"name": provider_of(resource),
-                                                                         "available": False, "reachable": False,
-                                                                         "error": "unknown to this server"}
-            notes = self.size_notes(provider_of(resource), resource["size"]) if "size" in resource else []
+            row = self._row(session, name)
+            resource = _resource(session, row, self.clock.now(), with_cost=with_cost)
+            spec = compute_spec(row) if row.compute_type in NODE_COMPUTE_TYPES else None
+        if with_cost and spec is not None:  # `show`: is its engine there?
+            provider_key = provider_name(spec)
+            provider = self.providers.get(provider_key)
+            status = provider.status() if provider else ProviderStatus(
+                name=provider_key, available=False, reachable=False, error="unknown to this server")
+            resource["provider_status"] = status.model_dump(mode="json")
+            notes = self.size_notes(provider_key, spec.size)
             if notes:
                 resource["warnings"] = [*resource.get("warnings", []), *notes]
         return resource
@@ -303,60 +334,35 @@ class ComputeService:
         if compute["type"] not in NODE_COMPUTE_TYPES:
             raise InvalidRequestError(f"compute '{name}' is of type {compute['type']}; it has no nodes")
         with self.store.session() as session:
-            rows, total = fetch(session, node_query(name), skip, top)
-            return page([node_item(r) for r in rows], total, skip)
+            items, total = fetch_items(session, node_query(name), skip, top, node_item)  # unreadable: a stub
+            return page(items, total, skip)
 
     def cluster_names(self) -> set[str]:
         with self.store.session() as session:
             return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))))
 
-    def queue_reason(self, name: str, position: int, instance_count: int) -> str:
-        """The wait of the job at `position` in cluster `name`'s queue, from its nodes now."""
-        try:
-            compute = self.get(name, with_cost=False)
-        except NotFoundError:
-            return f"compute '{name}' no longer exists; the job will fail"
-        if compute["type"] == "computeinstance" and compute["state"] in ("Stopped", "Stopping"):
-            return (f"compute instance {name} is {compute['state']} ({compute.get('power_reason') or 'stopped'}); "
-                    f"the job starts once it runs again: `cible compute start {name}`")
-        counts = compute.get("node_state_counts") or {}
-        if compute["type"] == "serverless":  # its own nodes: no queue, no one ahead
-            reason = (f"waiting for its serverless nodes: {instance_count} x {compute['size']}, "
-                      f"{counts.get('preparing', 0)} starting, {counts.get('idle', 0)} ready")
-        else:
-            config = ClusterConfig(name=name, max_instances=compute.get("max_instances", 1))
-            reason = waiting_reason(config, position, instance_count, idle=counts.get("idle", 0),
-                                    starting=counts.get("preparing", 0), busy=counts.get("running", 0))
-        provider = self.providers.get(provider_of(compute))
-        waiting = ((provider.status().get("waiting") or {}).get(name)) if provider else None
-        if waiting:  # an engine with no room for the nodes yet (Ray) says so
-            reason += f"; {waiting}"
-        for error in compute.get("provisioning_errors") or []:
-            reason += f"; nodes fail to start: {error['message']}"
-        if compute.get("quota_wait"):
-            reason += f"; {compute['quota_wait']}"
-        return reason
-
     def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None) -> list[str]:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run
         jobs, and the job could ever fit (refused at submit, not left waiting forever). Returns
         warnings for the job."""
-        compute = self.get(name, with_cost=False)
-        if compute["type"] == "local":
+        if name == LOCAL:
             return []
-        if compute["type"] == "serverless":
+        with self.store.session() as session:
+            row = self._row(session, name)
+            kind, deleting = row.compute_type, row.provisioning_state == DELETING
+            spec = compute_spec(row) if kind in SIZED_TYPES else None
+        if kind == "serverless":
             raise InvalidRequestError(f"compute '{name}' holds the nodes of another serverless job; use "
                                       "compute: serverless for nodes of the job's own", details={"field": "compute"})
-        if compute["type"] not in NODE_COMPUTE_TYPES:
+        if spec is None:
             raise InvalidRequestError(
-                f"compute '{name}' is of type {compute['type']}, which cible cannot run jobs on yet; "
+                f"compute '{name}' is of type {kind}, which cible cannot run jobs on yet; "
                 "use compute: local, an amlcompute cluster or a compute instance",
                 details={"field": "compute"},
             )
-        size = catalog.get_size(compute["size"])
-        max_instances = 1 if compute["type"] == "computeinstance" else compute.get("max_instances", 1)
-        config = ClusterConfig(name=name, max_instances=max_instances,
-                               deleting=compute["provisioning_state"] == DELETING)
+        size = catalog.get_size(spec.size)
+        max_instances = spec.max_instances if isinstance(spec, AmlCompute) else 1
+        config = ClusterConfig(name=name, max_instances=max_instances, deleting=deleting)
         # No GPU check: Azure runs a CUDA image on any size (on its CPUs where the VM has none).
         reason = admission_error(config, instance_count)
         if reason:
@@ -383,21 +389,32 @@ def _live_nodes(session, name: str) -> int:  # noqa: ANN001
 
 
 def _resource(session, row: ComputeRow, now: datetime, with_cost: bool = True) -> dict[str, Any]:  # noqa: ANN001
-    resource = {**row.spec, "name": row.name, "type": row.compute_type, "provisioning_state": row.provisioning_state,
-                "created_on": row.created_at.isoformat(), "created_by": row.created_by}
+    observed = row.observed
+    resource = {**row.spec, **_observed_fields(observed), "name": row.name, "type": row.compute_type,
+                "provisioning_state": row.provisioning_state, "created_on": row.created_at.isoformat(),
+                "created_by": row.created_by}
     if row.compute_type in NODE_COMPUTE_TYPES:
         counts = dict.fromkeys(NODE_STATES, 0)
         for state in session.scalars(select(NodeRow.state).where(NodeRow.compute == row.name)):
             if state in counts:
                 counts[state] += 1
         current = sum(counts[s.value] for s in LIVE)
-        target = row.spec.get("target_node_count", current)
+        target = observed.target_node_count if observed.target_node_count is not None else current
         resource.update(allocation_state="Steady" if current == target else "Resizing", current_node_count=current,
                         target_node_count=target, node_state_counts=counts)
-        if (row.status or {}).get("quota_wait"):
-            resource["quota_wait"] = row.status["quota_wait"]
+        if observed.quota_wait:
+            resource["quota_wait"] = observed.quota_wait
         if with_cost:
             resource["cost"] = compute_cost(session, row.name, now)
     if row.compute_type == "computeinstance":
         describe_instance(session, row, resource, now)
     return resource
+
+
+def _observed_fields(observed: ComputeStatus) -> dict[str, Any]:
+    """Azure's read-only fields that the reconciler sets, as `show` has always given them: both
+    once a pass has sized the compute (provisioning_errors null while its nodes start fine)."""
+    if observed.target_node_count is None and observed.provisioning_errors is None:
+        return {}
+    errors = [e.model_dump() for e in observed.provisioning_errors] if observed.provisioning_errors else None
+    return {"target_node_count": observed.target_node_count, "provisioning_errors": errors}

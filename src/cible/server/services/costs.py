@@ -16,6 +16,7 @@ from sqlalchemy import select
 from cible.core.clock import as_utc
 from cible.core.errors import InvalidRequestError
 from cible.core.planning.costs import NodeCost, StateChange, node_cost, report
+from cible.server.services.compute_spec import instance_spec
 from cible.server.services.instances import owner_of
 from cible.server.services.paging import MAX_TOP, slice_page
 from cible.server.store.db import Store
@@ -40,8 +41,7 @@ def node_costs(session, now: datetime, *, compute: str | None = None, node_ids: 
                               .where(NodeStateRow.node_id.in_([n.node_id for n in nodes])).order_by(NodeStateRow.id))
     for node_id, at, state, job in history:
         changes[node_id].append(StateChange(at=at, state=state, job=job))
-    return [node_cost(n.node_id, n.compute, float((n.info or {}).get("price_per_hour", 0.0)), changes[n.node_id],
-                      now, since) for n in nodes]
+    return [node_cost(n.node_id, n.compute, n.info.price_per_hour, changes[n.node_id], now, since) for n in nodes]
 
 
 def compute_cost(session, name: str, now: datetime) -> dict[str, Any]:  # noqa: ANN001
@@ -84,8 +84,10 @@ class CostService:
         with self.store.session() as session:
             costs = node_costs(session, now, since=since)
             jobs = dict(session.execute(select(JobRow.name, JobRow.created_by)).all())
-            owners = {name: owner_of(spec, creator) for name, spec, creator in
-                      session.execute(select(ComputeRow.name, ComputeRow.spec, ComputeRow.created_by))}
+            # Who a compute's cost goes to: its creator; an instance's, the user it is assigned to.
+            owners = {row.name: owner_of(instance_spec(row), row.created_by)
+                      if row.compute_type == "computeinstance" else row.created_by
+                      for row in session.scalars(select(ComputeRow))}
         dedicated = {c.compute: c.compute[len(SERVERLESS_PREFIX):] for c in costs
                      if c.compute.startswith(SERVERLESS_PREFIX)}
         lines = report(costs, by=by, job_users={k: v for k, v in jobs.items() if v},

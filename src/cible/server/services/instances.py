@@ -12,13 +12,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.lifecycle.computes import ProvisioningState
+from cible.core.lifecycle.instance_power import VERBS, Power
 from cible.core.lifecycle.nodes import LIVE, NodeState
+from cible.core.models.computes import ComputeInstance
+from cible.core.models.records import NodeInfo
 from cible.core.planning.instances import display_state, idleness
 from cible.core.planning.schedules import next_firing
-from cible.server.services.instance_state import instance_view, request_power
+from cible.server.services.compute_spec import instance_spec
+from cible.server.services.instance_state import instance_of, instance_view, snooze
+from cible.server.services.lifecycle import move_power
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, NodeRow
 from cible.workspace import WorkspacePaths
@@ -34,33 +41,38 @@ class InstanceService:
         self.on_change = on_change  # wakes the cluster reconciler
 
     def start(self, name: str, user: str | None = None) -> dict[str, Any]:
-        return self._power(name, "on", "start", user)
+        return self._power(name, "start", user)
 
     def stop(self, name: str, user: str | None = None) -> dict[str, Any]:
-        return self._power(name, "off", "stop", user)
+        return self._power(name, "stop", user)
 
     def restart(self, name: str, user: str | None = None) -> dict[str, Any]:
-        return self._power(name, "restart", "restart", user)
+        return self._power(name, "restart", user)
 
-    def _power(self, name: str, power: str, verb: str, user: str | None) -> dict[str, Any]:
-        with self.store.session() as session:
+    def _power(self, name: str, verb: str, user: str | None) -> dict[str, Any]:
+        power = VERBS[verb]
+
+        def request(session: Session) -> None:  # run again from a fresh read if the reconciler wrote the row
             row = self._instance(session, name)
-            now_power = (row.status or {}).get("power", "on")
-            if power == "on" and now_power == "on":
+            now_power = Power(instance_of(row).power)
+            # The user's words for the moves the table refuses (or that are no move at all).
+            if power == Power.ON and now_power == Power.ON:
                 raise ConflictError(f"compute instance {name} is already on ({_state(session, row)})")
-            if power == "off" and now_power == "off":
+            if power == Power.OFF and now_power == Power.OFF:
                 raise ConflictError(f"compute instance {name} is already stopped or stopping")
-            if power == "restart" and now_power != "on":
+            if power == Power.RESTART and now_power != Power.ON:
                 raise ConflictError(f"compute instance {name} is not running; start it (`cible compute start {name}`)")
-            if power != "on":
+            if power != Power.ON:
                 node = _live_node(session, name)
                 if node is not None and node.job_name:
                     raise ConflictError(
                         f"job {node.job_name} is running on compute instance {name}; a {verb} would cut it short. "
                         f"Cancel it (`cible job cancel -n {node.job_name}`) or {verb} once it ends")
-            request_power(row, power, f"{verb} requested by {user or 'a user'}", self.clock.now())
+            move_power(session, row, power, f"{verb} requested by {user or 'a user'}", self.clock.now())
+
+        self.store.transact(request)
         self.on_change()
-        return {"name": name, "power": power, "requested": verb}
+        return {"name": name, "power": power.value, "requested": verb}
 
     def snooze(self, name: str, minutes: float) -> dict[str, Any]:
         """Postpone the idle shutdown by `minutes` from when it would have happened."""
@@ -68,38 +80,39 @@ class InstanceService:
             raise InvalidRequestError("minutes: snooze for more than 0 minutes and at most 24 hours",
                                       details={"field": "minutes"})
         now = self.clock.now()
-        with self.store.session() as session:
+
+        def postpone(session: Session) -> datetime:  # run again from a fresh read if the reconciler wrote the row
             row = self._instance(session, name)
-            status = dict(row.status or {})
-            if status.get("power", "on") != "on":
+            if instance_of(row).power != Power.ON.value:
                 raise ConflictError(f"compute instance {name} is not running; there is no shutdown to snooze")
             stops_at = idleness(instance_view(row, _live_node(session, name)), now).stops_at  # as show says
             base = max(now, stops_at) if stops_at else now
             until = base + timedelta(minutes=minutes)
-            status["snoozed_until"] = until.isoformat()
-            status["events"] = [*status.get("events", []), {
-                "at": now.isoformat(), "kind": "Snoozed",
-                "message": f"idle shutdown postponed by {minutes:g} min: not before {until:%H:%M:%S} UTC"}][-50:]
-            row.status = status
+            snooze(row, until, f"idle shutdown postponed by {minutes:g} min: not before {until:%H:%M:%S} UTC", now)
+            return until
+
+        until = self.store.transact(postpone)
         self.on_change()
         return {"name": name, "snoozed_until": until.isoformat()}
 
     def terminal(self, name: str, user: str | None = None) -> dict[str, Any]:
         """Where a shell on the instance's node runs: its node, working root and home folder."""
-        with self.store.session() as session:
+        def open_shell(session: Session) -> dict[str, Any]:  # again from a fresh read if a heartbeat wrote the node
             row = self._instance(session, name)
             node = _live_node(session, name)
             if node is None or node.state == NodeState.PREPARING.value:
                 raise ConflictError(f"compute instance {name} is {_state(session, row)}; start it first "
                                     f"(`cible compute start {name}`) and wait until it is Running")
-            owner = owner_of(row.spec, row.created_by)
+            owner = owner_of(instance_spec(row), row.created_by)
             # A shell opens now: that is activity, before the agent's next heartbeat reports the session.
-            node.info = {**(node.info or {}), "last_activity_at": self.clock.now().isoformat()}
+            node.info = node.info.model_copy(update={"last_activity_at": self.clock.now()})
             return {"name": name, "node_id": node.node_id, "provider": node.provider, "owner": owner,
                     "user": user, "root": str(self.paths.nodes / node.node_id),
                     "home": str(self.paths.instance_home(name)),
                     "note": None if not owner or owner == user else
                     f"this instance is assigned to {owner}; only they may use it once users are enforced"}
+
+        return self.store.transact(open_shell)
 
     def _instance(self, session, name: str) -> ComputeRow:  # noqa: ANN001
         if name == "local":
@@ -112,7 +125,7 @@ class InstanceService:
             raise InvalidRequestError(f"compute '{name}' is of type {row.compute_type}; start, stop, restart, snooze "
                                       "and connect-ssh are for compute instances (type computeinstance)",
                                       details={"field": "type"})
-        if row.provisioning_state == "Deleting":
+        if row.provisioning_state == ProvisioningState.DELETING.value:
             raise ConflictError(f"compute instance {name} is being deleted")
         return row
 
@@ -120,31 +133,32 @@ class InstanceService:
 def describe_instance(session, row: ComputeRow, resource: dict[str, Any], now: datetime) -> None:  # noqa: ANN001
     """Fill `compute show`'s instance fields: state, why it is (not) idle and when it stops, events,
     the disk and its warning, the owner, the next scheduled start or stop."""
-    status = row.status or {}
+    instance = instance_of(row)
+    spec = instance_spec(row)
     node = _live_node(session, row.name)
-    info = (node.info or {}) if node is not None else {}
+    info = node.info if node is not None else NodeInfo()
     resource["state"] = _state(session, row, node)
-    resource["power_reason"] = status.get("power_reason")
-    resource["owner"] = owner_of(row.spec, row.created_by)
+    resource["power_reason"] = instance.power_reason
+    resource["owner"] = owner_of(spec, row.created_by)
     resource["idleness"] = idleness(instance_view(row, node), now).as_dict()  # as of now, not the last pass
-    resource["snoozed_until"] = status.get("snoozed_until")
-    resource["events"] = status.get("events", [])
-    power_events = [e for e in resource["events"] if e["kind"] in ("Started", "Stopped", "Restarting")]
+    resource["snoozed_until"] = _iso(instance.snoozed_until)
+    resource["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message} for e in instance.events]
+    power_events = [e for e in instance.events if e.kind in ("Started", "Stopped", "Restarting")]
     if power_events:
         last = power_events[-1]
         resource["last_operation"] = {"operation_name": {"Started": "Start", "Stopped": "Stop"}.get(
-            last["kind"], "Restart"), "operation_time": last["at"], "operation_status": "Succeeded"}
+            last.kind, "Restart"), "operation_time": last.at.isoformat(), "operation_status": "Succeeded"}
     if node is not None:
         resource["node"] = {"node_id": node.node_id, "state": node.state, "job": node.job_name,
-                            "sessions": info.get("sessions", []), "last_activity_at": info.get("last_activity_at")}
-    disk = info.get("disk")
+                            "sessions": list(info.sessions), "last_activity_at": _iso(info.last_activity_at)}
+    disk = info.disk
     if disk:
         resource["disk"] = disk
         if disk.get("used_percent", 0) > DISK_WARNING_PERCENT:
             resource.setdefault("warnings", []).append(
                 f"the OS disk is {disk['used_percent']:.0f}% full ({disk['used_gb']:.2f} of {disk['size_gb']:g} GB): "
                 "free 1-2 GB before you stop or restart the instance, or it may not start again")
-    schedules = (row.spec.get("schedules") or {}).get("compute_start_stop") or []
+    schedules = spec.schedules.compute_start_stop if spec.schedules else []
     if schedules:
         firing = next_firing(schedules, now)
         if firing is not None:
@@ -153,11 +167,11 @@ def describe_instance(session, row: ComputeRow, resource: dict[str, Any], now: d
 
 def _state(session, row: ComputeRow, node: NodeRow | None = None) -> str:  # noqa: ANN001
     node = node if node is not None else _live_node(session, row.name)
-    status = row.status or {}
-    return display_state(power=status.get("power", "on"), deleting=row.provisioning_state == "Deleting",
+    instance = instance_of(row)
+    return display_state(power=instance.power, deleting=row.provisioning_state == ProvisioningState.DELETING.value,
                          node_state=NodeState(node.state) if node is not None else None,
-                         ever_ready=bool(status.get("ever_ready")), job=node.job_name if node is not None else None,
-                         start_failing=bool(row.spec.get("provisioning_errors")))
+                         ever_ready=instance.ever_ready, job=node.job_name if node is not None else None,
+                         start_failing=bool(row.observed.provisioning_errors))
 
 
 def _live_node(session, name: str) -> NodeRow | None:  # noqa: ANN001
@@ -165,7 +179,10 @@ def _live_node(session, name: str) -> NodeRow | None:  # noqa: ANN001
                                                  NodeRow.state.in_([s.value for s in LIVE]))).first()
 
 
-def owner_of(spec: dict[str, Any], created_by: str | None) -> str | None:
+def owner_of(spec: ComputeInstance, created_by: str | None) -> str | None:
     """The user a compute instance is assigned to: `create_on_behalf_of`, else its creator."""
-    behalf = spec.get("create_on_behalf_of")
-    return behalf["user_object_id"] if behalf else created_by
+    return spec.create_on_behalf_of.user_object_id if spec.create_on_behalf_of else created_by
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -32,7 +32,7 @@ def node_item(r: NodeRow) -> dict[str, Any]:
         "run_id": r.job_name,
         "created_at": _iso(r.created_at),
         "last_heartbeat": _iso(r.last_heartbeat),
-        "usage": (r.info or {}).get("usage"),
+        "usage": r.info.usage,
     }
 
 

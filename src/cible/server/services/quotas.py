@@ -10,34 +10,35 @@ from __future__ import annotations
 
 import difflib
 import logging
-from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from pydantic import ValidationError
+from sqlalchemy import JSON, select, type_coerce
 
 from cible.core import catalog
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
 from cible.core.lifecycle.nodes import LIVE
-from cible.core.planning.clusters import ClusterPlan
+from cible.core.lifecycle.quota_requests import QuotaRequestStatus
+from cible.core.models.records import NodeInfo
 from cible.core.planning.quotas import (
     LOW_PRIORITY_SCOPE,
     TOTAL_SCOPE,
     NodeUse,
+    QuotaHeadroom,
     QuotaLimits,
     Usage,
     list_usage,
     min_nodes_error,
-    nodes_that_fit,
     usage_of,
 )
+from cible.server.services.lifecycle import move_quota_request
 from cible.server.services.paging import MAX_TOP, fetch, page
 from cible.server.store.db import Store
 from cible.server.store.rows import NodeRow, QuotaRequestRow, QuotaRow
 
 log = logging.getLogger(__name__)
 
-PENDING, APPROVED, DENIED = "Pending", "Approved", "Denied"
 # Quotas and request ids are INTEGER columns (32-bit on PostgreSQL): larger numbers are refused
 # as the client's mistake, never met as the driver's overflow.
 MAX_VCPUS = 10_000_000
@@ -48,25 +49,6 @@ def families() -> list[str]:
     return sorted({size.family for size in catalog.all_sizes()})
 
 
-@dataclass
-class QuotaGate:
-    """One reconciler pass's view: the limits and the use, grown by every node it admits."""
-
-    limits: QuotaLimits
-    usage: Usage
-
-    def admit(self, plan: ClusterPlan, size: catalog.VmSize, *, low_priority: bool) -> str | None:
-        """Cut `plan.launch` to what the quotas hold; returns why it was cut (the jobs' wait)."""
-        if plan.launch <= 0:
-            return None
-        fit, why = nodes_that_fit(self.limits, self.usage, family=size.family, vcpus_per_node=size.vcpus,
-                                  low_priority=low_priority, wanted=plan.launch)
-        plan.launch = fit
-        added = [NodeUse(size.family, size.vcpus, low_priority)] * fit
-        self.usage = _plus(self.usage, added)
-        return why
-
-
 class QuotaService:
     def __init__(self, store: Store, clock: Clock) -> None:
         self.store = store
@@ -74,9 +56,10 @@ class QuotaService:
         self._unreadable: set[str] = set()  # live node rows whose info is unusable (logged once)
 
     # -- reads -------------------------------------------------------------------------
-    def snapshot(self) -> QuotaGate:
+    def snapshot(self) -> QuotaHeadroom:
+        """The quotas and what the live nodes use now: an input of the cluster reconciler's decide."""
         with self.store.session() as session:
-            return QuotaGate(self._limits(session), self._usage(session))
+            return QuotaHeadroom(self._limits(session), self._usage(session))
 
     def list_usage(self) -> dict[str, Any]:
         gate = self.snapshot()
@@ -128,7 +111,8 @@ class QuotaService:
                 raise InvalidRequestError(f"vcpus: the {scope} quota is already {current.vcpus}; ask for more",
                                           details={"field": "vcpus"})
             row = QuotaRequestRow(scope=scope, current_vcpus=current.vcpus if current else None,
-                                  requested_vcpus=vcpus, reason=reason, requested_by=user, status=PENDING,
+                                  requested_vcpus=vcpus, reason=reason, requested_by=user,
+                                  status=QuotaRequestStatus.PENDING.value,
                                   created_at=self.clock.now())
             session.add(row)
             session.flush()
@@ -142,9 +126,12 @@ class QuotaService:
             if row is None:
                 raise NotFoundError(f"quota request {request_id} does not exist (`cible quota show` lists them)",
                                     details={"id": request_id})
-            if row.status != PENDING:
+            if row.status != QuotaRequestStatus.PENDING.value:
                 raise ConflictError(f"quota request {request_id} was already {row.status.lower()}")
-            row.status, row.decided_at, row.decided_by = (APPROVED if approve else DENIED), self.clock.now(), user
+            verdict = QuotaRequestStatus.APPROVED if approve else QuotaRequestStatus.DENIED
+            move_quota_request(session, row, verdict, f"{verdict.value.lower()} by {user or 'an admin'}",
+                               self.clock.now())
+            row.decided_by = user
             if approve:
                 quota = session.get(QuotaRow, row.scope)
                 if quota is None:
@@ -159,37 +146,39 @@ class QuotaService:
         return QuotaLimits.from_scopes({r.scope: r.vcpus for r in session.scalars(select(QuotaRow))})
 
     def _usage(self, session) -> Usage:  # noqa: ANN001
-        rows = session.execute(select(NodeRow.node_id, NodeRow.info).where(NodeRow.state.in_([s.value for s in LIVE])))
-        return usage_of(use for node_id, info in rows if (use := self._node_use(node_id, info)) is not None)
+        # The stored JSON, parsed here row by row: one node's unreadable info must not fail the query.
+        raw_info = type_coerce(NodeRow.info, JSON)
+        rows = session.execute(select(NodeRow.node_id, raw_info).where(NodeRow.state.in_([s.value for s in LIVE])))
+        return usage_of(use for node_id, raw in rows if (use := self._node_use(node_id, raw)) is not None)
 
-    def _node_use(self, node_id: str, info: Any) -> NodeUse | None:
+    def _node_use(self, node_id: str, raw: Any) -> NodeUse | None:
         """A live node's share of the quotas, from the info the reconciler wrote when it asked for it.
         A row whose info is unusable counts as its size in the catalog, or as nothing; it is logged
         once and never raises: every reconciler pass starts with a snapshot, so one bad row would
         otherwise stop every cluster."""
-        info = info if isinstance(info, dict) else {}
-        family, vcpus = info.get("family"), info.get("vcpus")
-        if isinstance(family, str) and type(vcpus) is int and 0 <= vcpus <= MAX_VCPUS:
-            return NodeUse(family, vcpus, bool(info.get("low_priority")))
+        info = _node_info(raw)
+        if info.family is not None and info.vcpus is not None and 0 <= info.vcpus <= MAX_VCPUS:
+            return NodeUse(info.family, info.vcpus, info.low_priority)
+        # Unusable: what can still be read of it (its size) from the document as stored.
+        stored = raw if isinstance(raw, dict) else {}
         try:
-            size = catalog.get_size(info["size"]) if isinstance(info.get("size"), str) else None
+            size = catalog.get_size(stored["size"]) if isinstance(stored.get("size"), str) else None
         except InvalidSpecError:
             size = None
         if node_id not in self._unreadable:
             self._unreadable.add(node_id)
             counted = f"counted as its size {size.name} ({size.vcpus} vCPUs)" if size else "counted as 0 vCPUs"
             log.warning("node %r: its family and vCPUs (%.60r, %.60r) are unusable for the quotas; it is %s",
-                        node_id, family, vcpus, counted)
-        return NodeUse(size.family, size.vcpus, bool(info.get("low_priority"))) if size else None
+                        node_id, stored.get("family"), stored.get("vcpus"), counted)
+        return NodeUse(size.family, size.vcpus, bool(stored.get("low_priority"))) if size else None
 
 
-def _plus(usage: Usage, nodes: list[NodeUse]) -> Usage:
-    added = usage_of(nodes)
-    per_family = dict(usage.per_family)
-    for family, vcpus in added.per_family.items():
-        per_family[family] = per_family.get(family, 0) + vcpus
-    return replace(usage, per_family=per_family, total=usage.total + added.total,
-                   low_priority=usage.low_priority + added.low_priority)
+def _node_info(raw: Any) -> NodeInfo:
+    """A node's stored info; an empty one when it does not parse (the caller says so)."""
+    try:
+        return NodeInfo.model_validate(raw if raw is not None else {})
+    except ValidationError:
+        return NodeInfo()
 
 
 def _check_scope(scope: str) -> str:
