@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
+from cible.core.models.records import ClusterHandle, NodeInfo
 from cible.server.app import create_app
 from cible.server.services.artifacts import ARTIFACTS
 from cible.server.services.blobs import manifest_bytes
@@ -187,10 +188,11 @@ def seeded_app(home: Path) -> FastAPI:
               "nodes": [NODE], "node_addrs": ["127.0.0.1"], "master_port": 12345}
     with app.state.store.session() as session:
         session.add(NodeRow(node_id=NODE, compute="cpu-cluster", provider="local", state="running",
-                            job_name=CLUSTER_JOB, address="127.0.0.1", info={}, created_at=NOW, updated_at=NOW))
+                            job_name=CLUSTER_JOB, address="127.0.0.1", info=NodeInfo(), created_at=NOW,
+                            updated_at=NOW))
         row = session.get(JobRow, CLUSTER_JOB)
         row.status = "Running"
-        row.run = {**row.run, "handle": handle}
+        row.run = row.run.model_copy(update={"handle": ClusterHandle(**handle)})
     logs = app.state.settings.paths.run_dir(CLUSTER_JOB) / ARTIFACTS / "user_logs"
     logs.mkdir(parents=True, exist_ok=True)
     (logs / "std_log.txt").write_text("hello\n")

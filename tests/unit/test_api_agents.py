@@ -170,7 +170,7 @@ def test_a_heartbeat_of_a_preparing_node_records_it_and_asks_for_nothing(server:
     node = server.node("n1")
     assert node.last_heartbeat is not None
     assert as_utc(node.last_heartbeat) == server.clock.now()
-    assert node.info["usage"] == {"cpu_percent": 12.5}
+    assert node.info.usage == {"cpu_percent": 12.5}
 
 
 def test_the_node_listing_shows_the_heartbeat_and_usage(server: Server):
@@ -181,6 +181,37 @@ def test_the_node_listing_shows_the_heartbeat_and_usage(server: Server):
     assert listed["node_id"] == "n1" and listed["node_state"] == "idle"
     assert as_utc(datetime.fromisoformat(listed["last_heartbeat"])) == NOW
     assert listed["usage"] == {"memory_gb": 1.5}
+
+
+def test_a_heartbeat_leaves_the_nodes_version_alone(server: Server):
+    # Liveness is no decision: a heartbeat must not make the cluster pass's write of the node collide.
+    server.add_node("n1", state="idle")
+    version = server.node("n1").version
+    for cpu in (10.0, 20.0):
+        response = server.heartbeat("n1", usage={"cpu_percent": cpu}, address="10.0.0.7", sessions=["terminal"],
+                                    last_activity_at="2026-01-01T00:00:05+00:00")
+        assert response.status_code == 200, response.text
+    node = server.node("n1")
+    assert node.version == version
+    assert node.address == "10.0.0.7" and node.info.usage == {"cpu_percent": 20.0}
+    assert node.info.sessions == ["terminal"] and node.info.last_activity_at == NOW.replace(second=5)
+
+
+def test_a_heartbeat_keeps_what_it_does_not_report_and_a_write_that_came_in_between(server: Server):
+    server.add_node("n1", state="idle")
+    server.set_node("n1", info={"size": "Standard_DS1_v2", "vcpus": 1, "price_per_hour": 0.5})
+    assert server.heartbeat("n1", usage={"cpu_percent": 1.0}).status_code == 200
+    info = server.node("n1").info
+    assert (info.size, info.vcpus, info.price_per_hour, info.usage) == ("Standard_DS1_v2", 1, 0.5, {"cpu_percent": 1.0})
+
+    # A writer of the node that read it before the heartbeat and writes after it still succeeds
+    # (the heartbeat did not bump the version its write checks).
+    with server.app.state.store.session() as session:
+        row = session.get(NodeRow, "n1")
+        assert server.heartbeat("n1", usage={"cpu_percent": 2.0}).status_code == 200
+        row.info = row.info.model_copy(update={"price_per_hour": 0.75})
+    info = server.node("n1").info
+    assert info.price_per_hour == 0.75
 
 
 @pytest.mark.parametrize("state", ["leaving", "preempted", "unusable"])

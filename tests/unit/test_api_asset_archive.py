@@ -63,7 +63,7 @@ def test_latest_in_a_job_skips_archived_versions(api: TestClient):
            "inputs": {"d": {"type": "uri_file", "path": "azureml:iris@latest"}}}
     assert api.put("/api/v1/jobs/j", json=job).status_code == 200
     _, run = api.app.state.jobs.run_handle("j")
-    assert run["plan"]["inputs"]["d"]["uri"].endswith("/one.csv")
+    assert run.plan["inputs"]["d"]["uri"].endswith("/one.csv")
     pinned = {**job, "inputs": {"d": {"type": "uri_file", "path": "azureml:iris:2"}}}
     assert api.put("/api/v1/jobs/k", json=pinned).status_code == 200  # an archived version still by version
 

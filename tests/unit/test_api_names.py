@@ -148,7 +148,7 @@ def test_an_output_path_that_stays_inside_is_normalised(api: TestClient):
     path = "azureml://datastores/workspaceblobstore/paths/a/./b/../c/"
     job = api.put("/api/v1/jobs/j1", json={**HELLO, "outputs": {"o": {"path": path}}})
     assert job.status_code == 200, job.text
-    plan = api.app.state.jobs.run_handle("j1")[1]["plan"]
+    plan = api.app.state.jobs.run_handle("j1")[1].plan
     assert plan["outputs"]["o"]["local_path"] == str(paths(api).datastore() / "a" / "c")
 
 
@@ -202,7 +202,7 @@ def job_with_files(api: TestClient, tmp_path: Path) -> Path:
     (artifacts / "outputs" / "ok.txt").write_text("fine")
     (artifacts / "outputs" / "passwd").symlink_to("/etc/passwd")
     (artifacts / "outputs" / "etc").symlink_to("/etc")
-    output = Path(api.app.state.jobs.run_handle("j1")[1]["plan"]["outputs"]["o"]["local_path"])
+    output = Path(api.app.state.jobs.run_handle("j1")[1].plan["outputs"]["o"]["local_path"])
     output.mkdir(parents=True)
     (output / "model.bin").write_text("weights")
     return artifacts
@@ -266,9 +266,9 @@ def test_a_plan_stored_before_paths_were_checked_serves_nothing_outside(api: Tes
     assert api.put("/api/v1/jobs/old", json={**HELLO, "outputs": {"o": {}}}).status_code == 200
     with api.app.state.store.session() as session:
         row = session.get(JobRow, "old")
-        plan = dict(row.run["plan"])
-        plan["outputs"] = {"o": {"type": "uri_folder", "mode": "rw_mount", "uri": ESCAPE, "local_path": "/etc"}}
-        row.run = {**row.run, "plan": plan}
+        plan = {**row.run.plan, "outputs": {"o": {"type": "uri_folder", "mode": "rw_mount", "uri": ESCAPE,
+                                                  "local_path": "/etc"}}}
+        row.run = row.run.model_copy(update={"plan": plan})
     listed = api.get("/api/v1/jobs/old/files", params={"all": True}).json()["value"]
     assert not any(f["path"].startswith("named-outputs/") for f in listed)
     response = api.get("/api/v1/jobs/old/files/named-outputs/o/passwd")

@@ -64,12 +64,12 @@ def test_decide_fails_a_job_whose_launcher_vanished():
     obs = RunObservation(history=["Preparing", "Running"], alive=False)
     decision = decide_job(S.RUNNING, launched=True, observation=obs)
     assert decision.steps == [S.FAILED]
-    assert decision.error["code"] == "LauncherLost"
+    assert decision.error.code == "LauncherLost"
 
 
 def test_decide_takes_the_launchers_end_and_error():
     obs = RunObservation(history=["Preparing", "Running", "Finalizing", "Failed"], alive=False,
-                         error={"code": "UserError", "exit_code": 3})
+                         error={"code": "UserError", "message": "exit code 3", "exit_code": 3})
     decision = decide_job(S.RUNNING, launched=True, observation=obs)
     assert decision.steps == [S.FINALIZING, S.FAILED]
-    assert decision.error["exit_code"] == 3
+    assert decision.error.exit_code == 3  # the launcher's own fields kept

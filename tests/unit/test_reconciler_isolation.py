@@ -27,6 +27,11 @@ NUL_NAME = "bad\0job"
 LONG_NAME = "j" * 300
 
 
+def local_handle(root: Path, job_name: str) -> dict[str, Any]:
+    """A handle as the local runner makes it (the launcher's pid aside: nothing runs)."""
+    return {"runner": "local", "run_dir": str(root / job_name), "pid": 0}
+
+
 class FolderRunner:
     """Makes each job's run folder at submit, as LocalProcessRunner does, and starts nothing; the
     test says what each launcher reports. `broken_poll` names jobs whose poll raises."""
@@ -49,15 +54,16 @@ class FolderRunner:
     def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
         self.submits.append(job_name)
         (self.root / job_name / "artifacts").mkdir(parents=True, exist_ok=True)
-        return {"runner": "local", "job": job_name}
+        return local_handle(self.root, job_name)
 
     def poll(self, handle: dict[str, Any]) -> RunObservation:
-        if handle["job"] in self.broken_poll:
-            raise OSError(f"cannot read the state of {handle['job']}")
-        return RunObservation(history=self.reports.get(handle["job"], []))
+        job = Path(handle["run_dir"]).name
+        if job in self.broken_poll:
+            raise OSError(f"cannot read the state of {job}")
+        return RunObservation(history=self.reports.get(job, []))
 
     def cancel(self, handle: dict[str, Any]) -> None:
-        self.canceled.append(handle["job"])
+        self.canceled.append(Path(handle["run_dir"]).name)
 
     def log_path(self, handle: dict[str, Any]) -> Path | None:
         return None
@@ -76,10 +82,11 @@ def runner(tmp_path: Path) -> FolderRunner:
     return FolderRunner(tmp_path / "runs")
 
 
-def plant(store: Store, name: str, *, status: str = "Queued", age_s: int = 0, handle: bool = False) -> None:
-    """A job row written straight to the store, as if an older API had let it through."""
+def plant(store: Store, name: str, *, status: str = "Queued", age_s: int = 0, handle: Path | None = None) -> None:
+    """A job row written straight to the store, as if an older API had let it through; `handle`:
+    launched, its run folder under that root."""
     created = NOW - timedelta(seconds=age_s)
-    run = {"plan": {"job_name": name}, **({"handle": {"runner": "local", "job": name}} if handle else {})}
+    run = {"plan": {"job_name": name}, **({"handle": local_handle(handle, name)} if handle else {})}
     with store.session() as session:
         session.add(JobRow(name=name, display_name=name[:50], experiment_name="exp", status=status, target="local",
                            compute="local", spec={}, warnings=[], run=run, created_at=created, updated_at=created))
@@ -114,7 +121,7 @@ def test_jobs_whose_launch_raises_fail_alone_and_the_others_run(store: Store, ru
 
     reconciler.reconcile_once()
     assert runner.submits == [NUL_NAME, LONG_NAME, "good-1", "good-2"]
-    assert job(store, "good-1").run["handle"] and job(store, "good-2").run["handle"]
+    assert job(store, "good-1").run.handle and job(store, "good-2").run.handle
     for _ in range(5):  # passes come every 50 ms while jobs live: the bad ones wait out their backoff
         reconciler.reconcile_once()
     assert runner.submits.count(NUL_NAME) == 1 and runner.submits.count(LONG_NAME) == 1
@@ -129,10 +136,10 @@ def test_jobs_whose_launch_raises_fail_alone_and_the_others_run(store: Store, ru
     for name, needle in ((NUL_NAME, "embedded null byte"), (LONG_NAME, "File name too long")):
         row = job(store, name)
         assert row.status == "Failed", name
-        assert row.error["code"] == "ReconcileError"
-        assert needle in row.error["message"] and f"{FAIL_AFTER} tries" in row.error["message"]
-        assert "\0" not in row.error["message"] and len(row.error["message"]) < MAX_MESSAGE + 100
-        assert history(store, name)[-1] == ("Failed", row.error["message"])  # through set_status
+        assert row.error.code == "ReconcileError"
+        assert needle in row.error.message and f"{FAIL_AFTER} tries" in row.error.message
+        assert "\0" not in row.error.message and len(row.error.message) < MAX_MESSAGE + 100
+        assert history(store, name)[-1] == ("Failed", row.error.message)  # through set_status
         assert tracebacks(caplog, name) == 1  # once, however many tries
     reconciler.reconcile_once()  # Failed: out of the live set, never tried again
     assert runner.submits.count(NUL_NAME) == FAIL_AFTER
@@ -141,8 +148,8 @@ def test_jobs_whose_launch_raises_fail_alone_and_the_others_run(store: Store, ru
 def test_a_job_whose_run_cannot_be_followed_is_failed_and_its_launcher_told_to_stop(store: Store,
                                                                                    runner: FolderRunner):
     clock = FrozenClock(NOW)
-    plant(store, "unreadable", status="Running", handle=True, age_s=2)
-    plant(store, "fine", status="Running", handle=True, age_s=1)
+    plant(store, "unreadable", status="Running", handle=runner.root, age_s=2)
+    plant(store, "fine", status="Running", handle=runner.root, age_s=1)
     runner.broken_poll = {"unreadable"}
     reconciler = JobReconciler(store, {"local": runner}, clock, max_concurrent=4)
     for step_s in (0, 1, 2):
@@ -151,7 +158,7 @@ def test_a_job_whose_run_cannot_be_followed_is_failed_and_its_launcher_told_to_s
         reconciler.reconcile_once()
         assert job(store, "fine").status == ("Completed" if step_s == 2 else "Running")
     row = job(store, "unreadable")
-    assert row.status == "Failed" and "cannot read the state of unreadable" in row.error["message"]
+    assert row.status == "Failed" and "cannot read the state of unreadable" in row.error.message
     assert runner.canceled == ["unreadable"]
 
 
@@ -168,7 +175,7 @@ def test_a_job_whose_failure_cannot_be_recorded_is_left_alone_backing_off(store:
             reconciler.reconcile_once()
             clock.advance(0.1)
         tries.append(reconciler.troubles.get("corrupt").count)
-    assert job(store, "fine").run["handle"]
+    assert job(store, "fine").run.handle
     assert job(store, "corrupt").status == "NoSuchStatus"
     assert tries[-1] <= 7  # tried at 0, 1, 3, 7, 15, 31 s (backing off), not 400 times
     assert tracebacks(caplog, "corrupt") == 1
@@ -183,7 +190,7 @@ def test_a_launch_that_raised_holds_no_slot_and_keeps_its_count_while_it_waits_f
     reconciler = JobReconciler(store, {"local": runner}, clock, max_concurrent=1)
     reconciler.reconcile_once()
     assert runner.submits == [NUL_NAME, "good-1"]  # the one slot went to the next in line
-    assert "waiting for a free slot" in job(store, "good-2").run["queue_reason"]
+    assert "waiting for a free slot" in job(store, "good-2").run.queue_reason
     clock.advance(1)
     reconciler.reconcile_once()  # the slot is taken: the bad one waits, its failure not forgotten
     assert reconciler.troubles.get(NUL_NAME).count == 1
@@ -192,7 +199,7 @@ def test_a_launch_that_raised_holds_no_slot_and_keeps_its_count_while_it_waits_f
     for step_s in (0, 1):  # good-1 ends; the freed slot: the bad one tried (and failed) again, good-2 next
         clock.advance(step_s)
         reconciler.reconcile_once()
-    assert reconciler.troubles.get(NUL_NAME).count == 2 and job(store, "good-2").run["handle"]
+    assert reconciler.troubles.get(NUL_NAME).count == 2 and job(store, "good-2").run.handle
     runner.reports["good-2"] = done
     for step_s in (2, 0):
         clock.advance(step_s)
@@ -206,3 +213,17 @@ def test_a_pass_goes_on_without_the_jobs_in_backoff_and_says_it_is_idle(store: S
     reconciler = JobReconciler(store, {"local": runner}, clock, max_concurrent=1)
     assert reconciler.reconcile_once() is True  # tried it
     assert reconciler.reconcile_once() is False  # nothing to do until its backoff ends: the slow poll
+
+
+def test_a_report_that_decide_cannot_read_is_its_jobs_failure_not_the_passs(store: Store, runner: FolderRunner):
+    clock = FrozenClock(NOW)
+    plant(store, "garbled", status="Running", handle=runner.root, age_s=2)
+    plant(store, "fine", status="Running", handle=runner.root, age_s=1)
+    runner.reports = {"garbled": ["Preparing", "Exploded"], "fine": ["Preparing", "Running", "Finalizing", "Completed"]}
+    reconciler = JobReconciler(store, {"local": runner}, clock, max_concurrent=4)
+    for step_s in (0, 1, 2):
+        clock.advance(step_s)
+        reconciler.reconcile_once()
+        assert job(store, "fine").status == "Completed"
+    row = job(store, "garbled")
+    assert row.status == "Failed" and "'Exploded' is not a valid JobStatus" in row.error.message

@@ -29,7 +29,7 @@ def api(db_url: str, tmp_path, clock: FrozenClock) -> TestClient:  # noqa: ANN00
 
 
 def plan_of(api: TestClient, name: str) -> dict:
-    return api.app.state.jobs.run_handle(name)[1]["plan"]
+    return api.app.state.jobs.run_handle(name)[1].plan
 
 
 def end(api: TestClient, name: str, clock: FrozenClock) -> None:

@@ -61,6 +61,11 @@ class ServerGone(Exception):
     """The server did not answer (down, restarting, unreachable)."""
 
 
+class ServerBusy(ServerGone):
+    """The server answered but could not take the call now: a 5xx (its store busy or unavailable),
+    or a heartbeat's 409 (a write that met another). Sent again shortly; never a reason to stop."""
+
+
 class Agent:
     def __init__(self, *, node_id: str, root: Path, url: str, token: str, limits: NodeLimits,
                  home: Path | None = None, orphan_after_s: float = 600.0, presence: Presence | None = None,
@@ -90,7 +95,7 @@ class Agent:
             self._rediscover()
             raise ServerGone(str(exc)) from None
         if response.status_code >= 500:
-            raise ServerGone(f"{response.status_code}: {response.text[:200]}")
+            raise ServerBusy(f"{response.status_code}: {response.text[:200]}")
         return response
 
     def _rediscover(self) -> None:
@@ -110,39 +115,53 @@ class Agent:
         self.runner.prepare()
         threading.Thread(target=self._watch, name="watch", daemon=True).start()
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        try:
+            return self._heartbeats()
+        finally:
+            self.shutdown()
+
+    def _heartbeats(self) -> int:
+        """Heartbeat until the server says stop (0), no longer knows the node (0), or is gone for
+        `orphan_after_s` (1). A server that answers but cannot take a heartbeat now is asked again."""
         last_contact = time.monotonic()
         backoff = 0.05
         wait_s = 0.0  # the first heartbeat returns at once: it makes the node idle
-        try:
-            while not self.stopping.is_set():
-                try:
-                    reply = self._heartbeat(wait_s)
-                except ServerGone as exc:
-                    alone = self.presence.should_stop_alone(self._busy()) if self.presence else None
-                    if alone:
-                        log.warning("%s", alone)
-                        (self.root / SELF_STOP_FILE).write_text(alone + "\n")
-                        return 0
-                    if time.monotonic() - last_contact > self.orphan_after_s:
-                        log.error("no server for %.0f s (%s); the node stops", self.orphan_after_s, exc)
-                        return 1
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 1.0)
-                    continue
-                last_contact, backoff = time.monotonic(), 0.05
-                if reply is None:  # the server does not know this node (removed): nothing left to do
+        refused = None  # the last refusal logged, so that a long one is logged once
+        while not self.stopping.is_set():
+            try:
+                reply = self._heartbeat(wait_s)
+            except ServerBusy as exc:
+                if str(exc) != refused:
+                    log.warning("the server did not take a heartbeat (%s); sent again shortly", exc)
+                    refused = str(exc)
+                last_contact = time.monotonic()  # it answered: the node is not cut off
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            except ServerGone as exc:
+                alone = self.presence.should_stop_alone(self._busy()) if self.presence else None
+                if alone:
+                    log.warning("%s", alone)
+                    (self.root / SELF_STOP_FILE).write_text(alone + "\n")
                     return 0
-                self._apply(reply)
-                if self.presence:
-                    self.presence.told(reply)
-                if reply.get("stop"):
-                    return 0
-                wait_s = float(reply.get("wait_s", 10.0))
-                if self.presence:  # an instance's sessions count for idleness: report them within seconds
-                    wait_s = min(wait_s, PRESENCE_WAIT_S)
-            return 0
-        finally:
-            self.shutdown()
+                if time.monotonic() - last_contact > self.orphan_after_s:
+                    log.error("no server for %.0f s (%s); the node stops", self.orphan_after_s, exc)
+                    return 1
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            last_contact, backoff, refused = time.monotonic(), 0.05, None
+            if reply is None:  # the server does not know this node (removed): nothing left to do
+                return 0
+            self._apply(reply)
+            if self.presence:
+                self.presence.told(reply)
+            if reply.get("stop"):
+                return 0
+            wait_s = float(reply.get("wait_s", 10.0))
+            if self.presence:  # an instance's sessions count for idleness: report them within seconds
+                wait_s = min(wait_s, PRESENCE_WAIT_S)
+        return 0
 
     def _heartbeat(self, wait_s: float) -> dict[str, Any] | None:
         with self.lock:
@@ -156,6 +175,8 @@ class Agent:
         response = self._call("POST", "/heartbeat", json=body, timeout=wait_s + 30)
         if response.status_code == 404:
             return None
+        if response.status_code == 409:  # met another write of the node: nothing was lost, send it again
+            raise ServerBusy(f"409: {response.text[:200]}")
         response.raise_for_status()
         return response.json()
 

@@ -9,8 +9,8 @@ from functools import lru_cache
 from fastapi import FastAPI
 
 from cible import __version__
-from cible.backends.local.provider import LocalNodeProvider
-from cible.backends.ray import make_ray_provider
+from cible.backends.base.contract import CLOSE, ON_NODE_GONE, PREPARE, ProviderContext, supports
+from cible.backends.registry import build_providers
 from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError
 from cible.launch.tracking import experiment_id
@@ -56,18 +56,18 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     tokens = Tokens(token)  # jobs and nodes get tokens scoped to them, never the workspace's
     runner = LocalProcessRunner(paths.runs, run_token=tokens.run)
     hub = AgentHub()
-    providers = {
-        "local": LocalNodeProvider(paths.nodes, paths.home, url, tokens.node),
-        "ray": make_ray_provider(settings.ray_address, ray_token=settings.ray_token, nodes_root=paths.nodes,
-                                 home=paths.home, url=url, node_token=tokens.node,
-                                 autoscaling=settings.ray_autoscaling),
-    }
+    # Every installed node provider (entry points `cible.node_providers`); an unusable one says why.
+    providers = build_providers(
+        ProviderContext(nodes_root=paths.nodes, home=paths.home, url=url, node_token=tokens.node),
+        options={"ray": {"address": settings.ray_address, "token": settings.ray_token,
+                         "autoscaling": settings.ray_autoscaling}})
     quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,
                                  heartbeat_timeout_s=settings.node_heartbeat_timeout_s,
                                  prepare_timeout_s=settings.node_prepare_timeout_s, quotas=quotas)
     for provider in providers.values():
-        provider.on_node_gone = clusters.wake
+        if supports(provider, ON_NODE_GONE):
+            provider.on_node_gone = clusters.wake
     computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake,
                               quotas=quotas, paths=paths, default_provider=settings.default_provider)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,
@@ -79,7 +79,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     def plan_of(job_name: str):  # noqa: ANN202
         try:
-            return jobs.run_handle(job_name)[1].get("plan")
+            return jobs.run_handle(job_name)[1].plan
         except NotFoundError:  # the plan builder reports it, naming the field
             return None
 
@@ -117,7 +117,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             tracking.start()  # MLflow takes seconds to import: started now, in the background
         if reconcile:
             for provider in providers.values():
-                provider.prepare()  # engines reached over the network connect in the background
+                if supports(provider, PREPARE):
+                    provider.prepare()  # engines reached over the network connect in the background
             reconciler.start()
             clusters.start()
         try:
@@ -126,7 +127,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             clusters.stop()
             reconciler.stop()
             for provider in providers.values():
-                provider.close()
+                if supports(provider, CLOSE):
+                    provider.close()
             if tracking:
                 await tracking.aclose()
                 tracking.stop()

@@ -1,13 +1,15 @@
 """One bad compute, node or provider call does not stop the cluster reconciler: a compute whose pass
 raises (planted straight into the database) records why in its provisioning_errors and backs off
 alone; a node whose launch raises is removed through the node table, saying why; a provider whose
-listing raises holds back its own clusters only; an instance whose own pass raises says so and still
-gets its node; an absurd idle time (10^29 s) means "never" instead of an OverflowError. Real store,
+listing raises holds back its own clusters only; an instance whose own pass raises says so (keeping
+nothing of it) and still gets its node; an absurd idle time (10^29 s, planted past the spec's bound)
+is that compute's failure, said as such, and the longest the spec allows overflows nothing. Real store,
 fake providers, a frozen clock; passes made by hand. A live node row whose info the quotas cannot
 read counts as its size in the catalog (or as nothing) instead of stopping every cluster's pass."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from test_provider_unseen import FakeProvider
 
 from cible.backends.base.contract import NodeRequest, ProviderNode
+from cible.core.models.computes import MAX_IDLE_TIME_BEFORE_SCALE_DOWN_S
+from cible.core.models.records import ComputeStatus
+from cible.server.clusters import reconciler as reconciler_module
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.reconciler import MAX_POLL_S, ClusterReconciler
+from cible.server.services.lifecycle import move_power
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow, QuotaRow
 from cible.testing import FrozenClock
@@ -71,21 +77,25 @@ class Bench:
     local: RaisingProvider
     ray: RaisingProvider
 
-    def plant(self, name: str, *, kind: str = "amlcompute", status: dict[str, Any] | None = None,
-              **spec: Any) -> None:
+    def plant(self, name: str, *, kind: str = "amlcompute", **spec: Any) -> None:
         """A compute row written straight to the store, whatever its spec says."""
-        spec = {"name": name, "type": kind, "size": SIZE, "min_instances": 0, "max_instances": 2,
-                "idle_time_before_scale_down": 120, "cible": {"provider": "local"}, **spec}
+        scaling = {"min_instances": 0, "max_instances": 2, "idle_time_before_scale_down": 120}
+        spec = {"name": name, "type": kind, "size": SIZE, **(scaling if kind == "amlcompute" else {}),
+                "cible": {"provider": "local"}, **spec}
         with self.store.session() as session:
             session.add(ComputeRow(name=name, compute_type=kind, spec=spec, provisioning_state="Succeeded",
-                                   status=status, created_at=NOW, updated_at=NOW))
+                                   created_at=NOW, updated_at=NOW))
 
     def node(self, node_id: str, compute: str, state: str = "idle", info: Any = None) -> None:
+        """A node row; `info` is written as raw JSON, whatever it holds (the row type would refuse it)."""
         with self.store.session() as session:
             session.add(NodeRow(node_id=node_id, compute=compute, provider="local", state=state, address="127.0.0.1",
-                                info={"size": SIZE} if info is None else info, created_at=NOW, updated_at=NOW,
-                                idle_since=NOW,
+                                info={"size": SIZE}, created_at=NOW, updated_at=NOW, idle_since=NOW,
                                 last_heartbeat=NOW))
+        if info is not None:
+            with self.store.session() as session:
+                session.execute(text("UPDATE nodes SET info = :info WHERE node_id = :node_id"),
+                                {"info": json.dumps(info), "node_id": node_id})
         self.local.listing[node_id] = self.local.listing.get(node_id) or _listed(node_id)
 
     def queue(self, job: str, compute: str) -> None:
@@ -101,13 +111,15 @@ class Bench:
                 session.get(NodeRow, node_id).last_heartbeat = self.clock.now()
                 self.local.listing[node_id] = _listed(node_id)
 
-    def spec(self, name: str) -> dict[str, Any]:
+    def errors(self, name: str) -> list[dict[str, str]] | None:
+        """The compute's provisioning_errors, as `compute show` gives them."""
         with self.store.session() as session:
-            return dict(session.get(ComputeRow, name).spec)
+            errors = session.get(ComputeRow, name).observed.provisioning_errors
+        return None if errors is None else [e.model_dump() for e in errors]
 
-    def status(self, name: str) -> dict[str, Any]:
+    def observed(self, name: str) -> ComputeStatus:
         with self.store.session() as session:
-            return dict(session.get(ComputeRow, name).status or {})
+            return session.get(ComputeRow, name).observed
 
     def nodes(self, compute: str) -> dict[str, str]:
         with self.store.session() as session:
@@ -159,7 +171,7 @@ def test_a_compute_whose_pass_raises_says_why_backs_off_and_the_others_go_on(ben
     bench.reconciler.reconcile_once()
     [new] = bench.nodes("good")
     assert [r.compute for r in bench.local.launched] == ["good"]  # the good cluster's job got its node
-    [error] = bench.spec("broken")["provisioning_errors"]
+    [error] = bench.errors("broken")
     assert error["code"] == "ReconcileError" and "unknown VM size 'Standard_Nope'" in error["message"]
 
     for _ in range(5):  # passes come every second or sooner: the broken one waits out its backoff
@@ -175,23 +187,27 @@ def test_a_compute_whose_pass_raises_says_why_backs_off_and_the_others_go_on(ben
     bench.clock.advance(2)
     bench.heartbeat(new)
     bench.reconciler.reconcile_once()
-    assert bench.spec("broken").get("provisioning_errors") is None
+    assert bench.errors("broken") is None
     assert list(bench.nodes("broken").values()) == ["preparing"]
 
 
-def test_an_idle_time_of_ten_to_the_29_seconds_means_never_and_overflows_nothing(bench: Bench):
-    bench.plant("forever", idle_time_before_scale_down=10**29)
+def test_an_absurd_idle_time_fails_its_compute_alone_and_the_longest_allowed_overflows_nothing(bench: Bench):
+    bench.plant("forever", idle_time_before_scale_down=10**29)  # past the spec's bound: planted, never accepted
     bench.plant("huge", idle_time_before_scale_down=10**400)  # JSON keeps it exact: too big for a float
+    bench.plant("longest", idle_time_before_scale_down=MAX_IDLE_TIME_BEFORE_SCALE_DOWN_S)
     bench.plant("brief", idle_time_before_scale_down=120)
-    for node_id, compute in (("n1", "forever"), ("n2", "huge"), ("n3", "brief")):
+    for node_id, compute in (("n1", "forever"), ("n2", "huge"), ("n3", "brief"), ("n4", "longest")):
         bench.node(node_id, compute)
     for _ in range(3):
         bench.clock.advance(60)
-        bench.heartbeat("n1", "n2", "n3")
+        bench.heartbeat("n1", "n2", "n3", "n4")
         delay = bench.reconciler.reconcile_once()
     assert bench.nodes("brief") == {"n3": "leaving"}  # 180 s idle > 120 s
+    assert bench.nodes("longest") == {"n4": "idle"} and bench.errors("longest") is None
+    for absurd in ("forever", "huge"):  # left as they are, and said why
+        [error] = bench.errors(absurd)
+        assert error["code"] == "ReconcileError" and "idle_time_before_scale_down" in error["message"]
     assert bench.nodes("forever") == {"n1": "idle"} and bench.nodes("huge") == {"n2": "idle"}
-    assert [bench.spec(c).get("provisioning_errors") for c in ("forever", "huge")] == [None, None]
     assert 0 < delay <= MAX_POLL_S
 
 
@@ -207,7 +223,7 @@ def test_a_node_whose_launch_raises_is_removed_saying_why_and_the_others_start(b
     assert bench.nodes("pair")[refused] == "removed"
     assert bench.reasons(refused)[-1] == ("removed", f"it did not start: its launch failed: OSError: cannot start "
                                                      f"{refused}")
-    [error] = bench.spec("pair")["provisioning_errors"]
+    [error] = bench.errors("pair")
     assert error["code"] == "NodeStartFailed" and "its launch failed" in error["message"]
 
 
@@ -242,14 +258,21 @@ def test_nodes_whose_terminate_raised_are_asked_about_again(bench: Bench):
     assert bench.local.terminated == [drained]
 
 
-def test_an_instance_whose_own_pass_raises_says_so_and_still_gets_its_node(bench: Bench):
-    bench.plant("ci", kind="computeinstance", status={"power": "on", "snoozed_until": "not a date"},
-                idle_time_before_shutdown_minutes=30)
+def test_an_instance_whose_own_pass_raises_says_so_and_still_gets_its_node(bench: Bench,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    def broken_pass(row: ComputeRow, *args: Any, **kwargs: Any) -> None:
+        move_power(kwargs["session"], row, "off", "half done", NOW)  # a change the failure must not keep
+        raise ValueError("snoozed_until: 'not a date'")
+
+    monkeypatch.setattr(reconciler_module, "instance_pass", broken_pass)
+    bench.plant("ci", kind="computeinstance", idle_time_before_shutdown_minutes=30)
     bench.plant("good", min_instances=1)
     for _ in range(3):
         bench.reconciler.reconcile_once()
     assert list(bench.nodes("ci").values()) == ["preparing"] and list(bench.nodes("good").values()) == ["preparing"]
-    failed = [e for e in bench.status("ci")["events"] if e["kind"] == "PassFailed"]
+    instance = bench.observed("ci").instance
+    assert instance.power == "on"
+    failed = [e.model_dump() for e in instance.events if e.kind == "PassFailed"]
     assert len(failed) == 1  # once while the same failure repeats
     assert "idle shutdown and schedules are not applied" in failed[0]["message"]
     assert "not a date" in failed[0]["message"]
@@ -265,7 +288,7 @@ def test_a_node_row_no_table_knows_is_left_out_and_its_cluster_goes_on(bench: Be
         bench.clock.advance(0.5)
     nodes = bench.nodes("odd")
     assert nodes.pop("weird") == "sideways" and list(nodes.values()) == ["preparing"]
-    assert bench.spec("odd").get("provisioning_errors") is None
+    assert bench.errors("odd") is None
     assert tracebacks(caplog, "'weird'") == 1
 
 
@@ -287,7 +310,7 @@ def test_a_node_row_with_unusable_quota_info_stops_no_cluster(bench: Bench, capl
         bench.clock.advance(0.5)
     # 3 vCPUs less the 1 of the sized bad row: two of good's three jobs get a node, the third waits
     assert sorted(bench.nodes("good").values()) == ["preparing", "preparing"]
-    assert [bench.spec(c).get("provisioning_errors") for c in ("odd", "good")] == [None, None]
+    assert [bench.errors(c) for c in ("odd", "good")] == [None, None]
     warned = [r.getMessage() for r in caplog.records if "unusable for the quotas" in r.getMessage()]
     assert len(warned) == 4  # once per row, not once per pass
     assert any("'sized'" in m and "counted as its size Standard_DS1_v2 (1 vCPUs)" in m for m in warned)

@@ -10,12 +10,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from cible.backends.base.contract import NodeRequest, ProviderNode
+from cible.backends.base.contract import NodeRequest, ProviderNode, ProviderStatus
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.reconciler import MAX_POLL_S, ClusterReconciler
 from cible.server.store.db import Store
@@ -44,8 +43,8 @@ class FakeProvider:
     def close(self) -> None:
         pass
 
-    def status(self) -> dict[str, Any]:
-        return {"name": self.name, "available": True, "reachable": self.listing is not None, "error": None}
+    def status(self) -> ProviderStatus:
+        return ProviderStatus(name=self.name, available=True, reachable=self.listing is not None)
 
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
         return None
@@ -118,7 +117,7 @@ class World:
 
     def target_node_count(self, compute: str) -> int | None:
         with self.store.session() as session:
-            return session.get(ComputeRow, compute).spec.get("target_node_count")
+            return session.get(ComputeRow, compute).observed.target_node_count
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cible.agent.agent import shipped_name
+from cible.core.models.records import ClusterHandle
 from cible.server.clusters.agents import AgentService
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.runs import artifact_path, merge_reports, node_plan, write_chunk
@@ -175,8 +176,8 @@ def test_an_empty_chunk_at_zero_makes_an_empty_file(tmp_path: Path):
 
 def test_node_plan_adds_where_the_node_stands(paths: WorkspacePaths):
     plan = {"job_name": "job1", "command": "python train.py", "node_count": 2}
-    handle = {"runner": "cluster", "job_name": "job1", "compute": "gpu", "attempt": 3, "nodes": ["n0", "n1"],
-              "node_addrs": ["10.0.0.1", "10.0.0.2"], "master_port": 29500}
+    handle = ClusterHandle(job_name="job1", compute="gpu", attempt=3, nodes=["n0", "n1"],
+                           node_addrs=["10.0.0.1", "10.0.0.2"], master_port=29500)
     result = node_plan(plan, handle, 1, paths, "run-token")
     assert result == {**plan, "node_rank": 1, "node_addrs": ["10.0.0.1", "10.0.0.2"], "master_port": 29500,
                       "attempt": 3, "resume_dir": str(paths.run_dir("job1") / "checkpoint")}

@@ -1,9 +1,13 @@
-"""Seeded random runs of decide_cluster against a small simulated world, checking invariants.
+"""Seeded random runs of the pure planner (decide_cluster) against a small simulated world, checking
+invariants: thousands of passes a second, so it explores more (config updates, max lowered under
+running jobs) than the run of the real pass can.
 
 Each tick: the clock moves, jobs arrive and end, agents die, low-priority nodes are
-preempted, the config is updated; then decide runs and its plan is applied the way
-the reconciler would (every node move through the transition table). Afterwards the
-chaos stops and every job that fits must finish, and the cluster must settle at min.
+preempted, the config is updated; then decide runs and its plan is applied in memory
+(every node move through the transition table). Afterwards the chaos stops and every job
+that fits must finish, and the cluster must settle at min. The real pass (load, decide,
+apply through the store, act; with quotas, failing starts and restarts) has its own
+simulation: tests/unit/test_cluster_pass.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cible.core.lifecycle.jobs import TERMINAL
+
 
 @dataclass(frozen=True)
 class RunObservation:
@@ -17,4 +19,4 @@ class RunObservation:
 
     @property
     def ended(self) -> bool:
-        return bool(self.history) and self.history[-1] in ("Completed", "Failed", "Canceled")
+        return bool(self.history) and self.history[-1] in TERMINAL

@@ -1,9 +1,10 @@
 """Pure decisions for one compute cluster: node health, scaling and job placement.
 
 `decide_cluster` is a function of (config, recorded nodes plus what was observed of
-them, the queue, the jobs holding nodes, now). It reads no clock, database or
-process, and returns a `ClusterPlan` that the reconciler acts on and applies. It
-works in two halves, after Ray autoscaler v2:
+them, the queue, the jobs holding nodes, the compute's observed status, the quota
+headroom, now). It reads no clock, database or process, and returns a `ClusterPlan`
+that the reconciler applies as it is: nothing edits the plan after decide. It works
+in two halves, after Ray autoscaler v2:
 
 1. sync (passive), mirroring the world: a node the provider no longer lists is
    removed; one it reports preempted is preempted; one whose agent is silent past
@@ -15,21 +16,29 @@ works in two halves, after Ray autoscaler v2:
    place the queue FIFO (see scheduling.py); size the cluster to
    clamp(min_instances, busy + queued demand, max_instances), counting preparing
    nodes so nothing is launched twice; remove idle nodes only past
-   `idle_time_before_scale_down` and only down to that size.
+   `idle_time_before_scale_down` and only down to that size. What is launched is
+   then held back while nodes keep failing to start (1, 2, 4 … 60 s after the last
+   failure, kept in the status so it survives a restart) and cut to the quotas.
+
+`decide_compute` (compute_plan.py) turns a whole compute (cluster, instance, serverless
+pool) into this cluster's inputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
+from cible.core.models.records import ComputeStatus, ProvisioningError, StartFailures
 from cible.core.planning.durations import span
-from cible.core.planning.scheduling import admission_error, place_fifo, waiting_reasons
+from cible.core.planning.quotas import QuotaHeadroom
+from cible.core.planning.scheduling import admission_error, decided_queue, place_fifo, reason_at
 
 __all__ = [
+    "RECONCILE_ERROR",
     "ClusterConfig",
     "ClusterPlan",
     "NodeView",
@@ -39,6 +48,10 @@ __all__ = [
     "decide_cluster",
     "preemptions",
 ]
+
+RECONCILE_ERROR = "ReconcileError"  # a compute's provisioning_errors code when its own pass fails
+START_FAILED = "NodeStartFailed"  # … when its nodes die before they are ready
+MAX_START_BACKOFF_S = 60
 
 N = NodeState
 OnNodeFailure = Literal["requeue", "fail"]
@@ -52,6 +65,7 @@ class ClusterConfig:
     idle_time_before_scale_down: float = 120.0  # seconds
     vcpus_per_node: int = 0
     memory_gb_per_node: float = 0.0
+    family: str = ""  # the VM family its nodes count against in the quotas
     tier: Literal["dedicated", "low_priority"] = "dedicated"
     deleting: bool = False
     stopped: str | None = None  # why it must have no nodes now (a compute instance that is off)
@@ -71,6 +85,7 @@ class NodeView:
     last_heartbeat: datetime | None = None  # the agent's latest heartbeat
     present: bool = True  # False: the provider's listing no longer has it
     preempted: bool = False  # the provider reported it evicted (low priority)
+    start_error: str | None = None  # why the provider says it failed (its launch raised, its agent died)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +103,8 @@ class RunningJob:
     name: str
     node_ids: tuple[str, ...] = ()
     on_node_failure: OnNodeFailure = "requeue"
+    submitted_at: datetime | None = None  # its place in the queue, should it go back there
+    instance_count: int = 1
 
 
 @dataclass
@@ -98,12 +115,23 @@ class ClusterPlan:
     mark_unusable: list[str] = field(default_factory=list)
     requeue: list[tuple[str, str]] = field(default_factory=list)  # (job, reason)
     fail: list[tuple[str, str]] = field(default_factory=list)  # (job, reason)
-    waiting: dict[str, str] = field(default_factory=dict)  # job → "position 1 in the queue of …"
     # Every state change, in order, each valid by the node table. A node may move twice
     # in one pass (running → idle → leaving when its job ends on a draining cluster).
     node_transitions: list[tuple[str, NodeState, str]] = field(default_factory=list)
     target_nodes: int = 0  # ARM's target_node_count; current ≠ target means Resizing
     drained: bool = False  # deleting and every node removed: the cluster row can go
+    # The compute's observed status after this pass (target node count, start failures and the
+    # provisioning errors that say so, quota wait, the queue as decided): the apply stores it.
+    observed: ComputeStatus = field(default_factory=ComputeStatus)
+    waiting: dict[str, str] = field(default_factory=dict)  # job → `job show`'s reason, from `observed`
+    # The queue after this plan, head first: the jobs left waiting, and the requeued ones back in their place.
+    queue_jobs: list[QueuedJob] = field(default_factory=list)
+    idle: int = 0  # after this plan: idle nodes,
+    starting: int = 0  # preparing ones (those launched now included)
+    busy: int = 0  # and running ones
+    hold: bool = False  # the provider cannot tell which nodes it holds yet: change nothing
+    # A provisioning-state move of the compute (a serverless pool whose job ended → Deleting), with why.
+    provisioning: tuple[str, str] | None = None
 
 
 def decide_cluster(
@@ -112,17 +140,25 @@ def decide_cluster(
     queued: Sequence[QueuedJob],
     running: Sequence[RunningJob],
     now: datetime,
+    *,
+    observed: ComputeStatus | None = None,
+    quota: QuotaHeadroom | None = None,
+    engine_waiting: str | None = None,
 ) -> ClusterPlan:
     """Plan one pass for one cluster. `nodes` are its non-removed node rows with this pass's
     observations; `queued` its Queued jobs (any order: FIFO is by submitted_at); `running`
-    the jobs holding its nodes.
+    the jobs holding its nodes; `observed` its status as the last pass left it (start
+    failures); `quota` the workspace's quota headroom (None: no limits); `engine_waiting`
+    why the engine has no room for its next node (a note in the jobs' reasons).
 
     Applying the plan, in this order, is the reconciler's part: each node transition
     through `check_transition` (entering idle sets idle_since=now and clears job_name;
     the nodes in `assign` get job_name); `launch` new preparing rows; `terminate` and
     `launch` with request ids derived from node ids / the pass; for `requeue` and
-    `fail`, stop the job and release its nodes, so it no longer appears in `running`.
+    `fail`, stop the job and release its nodes, so it no longer appears in `running`;
+    store `observed`.
     """
+    observed = observed or ComputeStatus()
     plan = ClusterPlan()
     world = _World(plan, nodes)
     holding = {job.name for job in running}
@@ -148,14 +184,44 @@ def decide_cluster(
     demand = sum(job.instance_count for job in placement.waiting)
     floor = 0 if config.deleting or config.stopped else min(config.min_instances, config.max_instances)
     plan.target_nodes = min(cap, max(floor, busy + demand))
-    plan.launch = max(0, plan.target_nodes - live)
+    wanted = max(0, plan.target_nodes - live)
     _scale_down_idle(live - plan.target_nodes, config, now, world)
 
-    starting = len(world.in_state(N.PREPARING)) + plan.launch
-    idle = len(world.in_state(N.IDLE))
-    plan.waiting = waiting_reasons(config, placement.waiting, idle=idle, starting=starting, busy=busy)
+    failures, errors = _start_failures(nodes, world, observed, now)
+    held_back = failures is not None and failures.retry_at is not None and now < failures.retry_at
+    plan.launch, quota_wait = 0, None
+    if wanted and not held_back:
+        plan.launch, quota_wait = (quota or QuotaHeadroom()).fit(
+            family=config.family, vcpus_per_node=config.vcpus_per_node,
+            low_priority=config.tier == "low_priority", wanted=wanted)
+
+    plan.idle, plan.busy = len(world.in_state(N.IDLE)), busy
+    plan.starting = len(world.in_state(N.PREPARING)) + plan.launch
+    plan.queue_jobs = _queue_after(placement.waiting, running, plan)
+    queue = decided_queue(config, plan.queue_jobs, idle=plan.idle, starting=plan.starting, busy=busy,
+                          notes=[engine_waiting] if engine_waiting else [])
+    plan.observed = observed.model_copy(update={
+        "target_node_count": plan.target_nodes, "start_failures": failures, "provisioning_errors": errors,
+        "quota_wait": quota_wait, "queue": queue})
+    fill_waiting(plan, config.name)
     plan.drained = config.deleting and all(s == N.REMOVED for s in world.state.values())
     return plan
+
+
+def fill_waiting(plan: ClusterPlan, compute: str) -> None:
+    """Each waiting job's reason, as `job show` will read it from the stored status."""
+    plan.waiting = {job.name: reason_at(compute, plan.observed, position, job.instance_count)
+                    for position, job in enumerate(plan.queue_jobs, start=1)}
+
+
+def _queue_after(waiting: Sequence[QueuedJob], running: Sequence[RunningJob], plan: ClusterPlan) -> list[QueuedJob]:
+    """The queue as it stands once the plan is applied: a requeued job is queued again in its FIFO
+    place, so its reason is stored with the others'."""
+    requeued = {name for name, _ in plan.requeue}
+    back = [QueuedJob(name=job.name, submitted_at=job.submitted_at, instance_count=job.instance_count,
+                      on_node_failure=job.on_node_failure)
+            for job in running if job.name in requeued and job.submitted_at is not None]
+    return sorted([*waiting, *back], key=lambda job: job.submitted_at) if back else list(waiting)
 
 
 def preemptions(
@@ -203,7 +269,9 @@ def _sync_node(config: ClusterConfig, node: NodeView, holding: set[str], now: da
         return
     if not node.present:
         world.why_lost[node_id] = f"node {node_id} disappeared from the provider"
-        world.move(node_id, N.REMOVED, "the provider no longer lists it")
+        did_not_start = state == N.PREPARING
+        world.move(node_id, N.REMOVED, f"it did not start: {node.start_error or 'its agent is gone'}"
+                   if did_not_start else "the provider no longer lists it")
         return
     if state not in LIVE:
         return  # leaving, preempted or unusable: waiting for the provider to let go
@@ -234,6 +302,30 @@ def _silence(config: ClusterConfig, node: NodeView, now: datetime) -> str | None
             f"(timeout {config.heartbeat_timeout_s:g} s)"
         )
     return None
+
+
+def _start_failures(nodes: Sequence[NodeView], world: _World, observed: ComputeStatus,
+                    now: datetime) -> tuple[StartFailures | None, list[ProvisioningError] | None]:
+    """Nodes that died before they were ready, in a row, and when the next may start (1, 2, 4 …
+    60 s after the last), so a node that cannot start is not replaced in a tight loop; and
+    Azure's provisioning_errors that say so (cleared once a node gets ready)."""
+    died = {n.node_id: n.start_error or "its agent is gone"
+            for n in nodes if not n.present and n.state == N.PREPARING}
+    ready = any(n.state == N.PREPARING and world.state[n.node_id] in (N.IDLE, N.RUNNING) for n in nodes)
+    failures = None if ready else observed.start_failures
+    if not died:
+        if failures is None:
+            return None, None
+        # Still failing starts, and said so already; a failure of the pass itself is over.
+        kept = [e for e in observed.provisioning_errors or [] if e.code != RECONCILE_ERROR]
+        return failures, kept or None
+    count = (failures.count if failures else 0) + len(died)
+    wait_s = min(2 ** min(count - 1, 16), MAX_START_BACKOFF_S)
+    node_id, why = max(died.items())  # the last by node id, as said before
+    failures = StartFailures(count=count, retry_at=now + timedelta(seconds=wait_s), last_node=node_id, last_reason=why)
+    message = (f"{count} node(s) in a row failed to start; the last, {node_id}: {why}; "
+               f"trying again in {wait_s:.0f} s")
+    return failures, [ProvisioningError(code=START_FAILED, message=message)]
 
 
 def _jobs_on_lost_nodes(nodes: Sequence[NodeView], running: Sequence[RunningJob], world: _World) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "NodeUse",
+    "QuotaHeadroom",
     "QuotaLimits",
     "Usage",
     "list_usage",
@@ -81,6 +82,31 @@ def usage_of(nodes: Iterable[NodeUse]) -> Usage:
             per_family[node.family] = per_family.get(node.family, 0) + node.vcpus
             total += node.vcpus
     return Usage(per_family, total, low)
+
+
+@dataclass(frozen=True)
+class QuotaHeadroom:
+    """The workspace's quotas and what its live nodes use, as one pass sees them: an input of each
+    cluster's decide. The pass carries it from cluster to cluster, adding the nodes each applied
+    plan launched (`with_nodes`), so the next cluster's decide sees them."""
+
+    limits: QuotaLimits = field(default_factory=QuotaLimits)
+    usage: Usage = field(default_factory=lambda: Usage({}, 0, 0))
+
+    def fit(self, *, family: str, vcpus_per_node: int, low_priority: bool, wanted: int) -> tuple[int, str | None]:
+        return nodes_that_fit(self.limits, self.usage, family=family, vcpus_per_node=vcpus_per_node,
+                              low_priority=low_priority, wanted=wanted)
+
+    def with_nodes(self, node: NodeUse, count: int) -> QuotaHeadroom:
+        """The headroom once `count` more such nodes hold quota."""
+        if count <= 0:
+            return self
+        added = usage_of([node] * count)
+        per_family = dict(self.usage.per_family)
+        for family, vcpus in added.per_family.items():
+            per_family[family] = per_family.get(family, 0) + vcpus
+        usage = Usage(per_family, self.usage.total + added.total, self.usage.low_priority + added.low_priority)
+        return QuotaHeadroom(self.limits, usage)
 
 
 @dataclass(frozen=True)

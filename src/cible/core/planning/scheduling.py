@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cible.core.models.records import ComputeStatus, DecidedQueue
+
 if TYPE_CHECKING:
     from cible.core.planning.clusters import ClusterConfig, QueuedJob
 
@@ -57,29 +59,90 @@ def place_fifo(config: ClusterConfig, queued: Sequence[QueuedJob], free_nodes: S
     return placement
 
 
-def waiting_reasons(
-    config: ClusterConfig, waiting: Sequence[QueuedJob], idle: int, starting: int, busy: int
-) -> dict[str, str]:
-    """`cible job show` text for each waiting job: its queue position and the unmet condition."""
-    return {job.name: waiting_reason(config, position, job.instance_count, idle=idle, starting=starting, busy=busy)
-            for position, job in enumerate(waiting, start=1)}
-
-
-def waiting_reason(config: ClusterConfig, position: int, instance_count: int, *, idle: int, starting: int,
-                   busy: int) -> str:
-    """Why the job at `position` of the cluster's queue waits. The head waits for nodes
+def decided_queue(config: ClusterConfig, waiting: Sequence[QueuedJob], *, idle: int, starting: int, busy: int,
+                  notes: Sequence[str] = ()) -> DecidedQueue:
+    """The queue as stored after a pass: the waiting jobs head first and what the head waits for
     ("waiting for 2 nodes: 1 idle, 1 starting, max 2"); the others wait for the jobs ahead."""
-    if position == 1:
+    head = None
+    if waiting:
         counts = f"{idle} idle, {starting} starting" + (f", {busy} busy" if busy else "")
-        condition = f"waiting for {_nodes(instance_count)}: {counts}, max {config.max_instances}"
+        head = f"waiting for {_nodes(waiting[0].instance_count)}: {counts}, max {config.max_instances}"
+    return DecidedQueue(jobs=[job.name for job in waiting], head=head, notes=list(notes))
+
+
+def queued_reason(compute: str, status: ComputeStatus, job: str, instance_count: int, *,
+                  pool_size: str | None = None) -> str:
+    """`cible job show`'s queue_reason of a job queued on a compute with nodes, from what the
+    compute's last pass stored (`status.queue`, its start failures and quota wait): the job's
+    position and the unmet condition, then the notes ("; Ray has no room …", "; nodes fail to
+    start: …", "; quota: …"). A job queued since that pass is not in its queue yet: it is placed
+    on the next (a submit wakes the reconciler). `pool_size`: the job's own serverless nodes."""
+    queue = status.queue
+    position = queue.jobs.index(job) + 1 if queue is not None and job in queue.jobs else None
+    return reason_at(compute, status, position, instance_count, pool_size=pool_size)
+
+
+def reason_at(compute: str, status: ComputeStatus, position: int | None, instance_count: int, *,
+              pool_size: str | None = None) -> str:
+    """`queued_reason` of the job at `position` (1 = head) of the stored queue; None: not in it."""
+    queue = status.queue
+    if queue is not None and queue.reason_for_all:
+        reason = queue.reason_for_all
+    elif queue is not None and position is not None:
+        if position == 1:
+            condition = queue.head
+        else:
+            ahead = position - 1
+            condition = (f"waiting for the {ahead} job{'s' if ahead > 1 else ''} ahead of it (FIFO); "
+                         f"needs {_nodes(instance_count)}")
+        reason = f"position {position} in the queue of {compute}: {condition}"
+    elif pool_size is not None:  # not decided yet: its nodes are made with the job, none yet
+        reason = serverless_wait(instance_count, pool_size, starting=0, ready=0)
+    elif status.instance is not None and status.instance.power == "off":
+        reason = instance_stopped(compute, "Stopped", status.instance.power_reason)  # no pass: no node yet
     else:
-        ahead = position - 1
-        condition = (
-            f"waiting for the {ahead} job{'s' if ahead > 1 else ''} ahead of it (FIFO); "
-            f"needs {_nodes(instance_count)}"
-        )
-    return f"position {position} in the queue of {config.name}: {condition}"
+        reason = f"queued on {compute}: the scheduler places it on its next pass"
+    if status.instance is not None and queue is not None and queue.reason_for_all:
+        return reason  # a stopped instance: nothing else matters until it runs again
+    notes = list(queue.notes) if queue is not None else []
+    notes += [f"nodes fail to start: {error.message}" for error in status.provisioning_errors or []]
+    if status.quota_wait:
+        notes.append(status.quota_wait)
+    return "; ".join([reason, *notes])
+
+
+def instance_stopped(name: str, state: str, why: str | None) -> str:
+    """Every queued job's reason on a stopped (or stopping) compute instance."""
+    return (f"compute instance {name} is {state} ({why or 'stopped'}); "
+            f"the job starts once it runs again: `cible compute start {name}`")
+
+
+def serverless_wait(instance_count: int, size: str, *, starting: int, ready: int) -> str:
+    """A serverless job's reason: its own nodes, no queue and no one ahead."""
+    return f"waiting for its serverless nodes: {instance_count} x {size}, {starting} starting, {ready} ready"
 
 
 def _nodes(count: int) -> str:
     return f"{count} node{'s' if count != 1 else ''}"
+
+
+# -- a compute of slots (`local`) -------------------------------------------------------------
+# One machine that runs up to a fixed number of jobs at once (the server's max_concurrent): no
+# nodes to place or start, only slots. The same strict FIFO: the head takes the first free slot.
+
+
+@dataclass(frozen=True)
+class SlotQueue:
+    start: tuple[str, ...] = ()  # the jobs that take a free slot now, FIFO order
+    waiting: dict[str, str] = field(default_factory=dict)  # each job that waits -> why, FIFO order
+
+
+def queue_for_slots(compute: str, slots: int, running: int, queued: Sequence[str]) -> SlotQueue:
+    """Who of `queued` (FIFO order, head first) starts now on a compute of `slots` slots, `running`
+    of them taken, and the wait reason of each of the others (`cible job show`)."""
+    free = max(0, slots - running)
+    start = tuple(queued[:free])
+    taken = running + len(start)
+    return SlotQueue(start=start, waiting={
+        name: f"position {position} in the queue of {compute}: waiting for a free slot, {taken} of {slots} jobs running"
+        for position, name in enumerate(queued[free:], start=1)})

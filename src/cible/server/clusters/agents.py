@@ -8,19 +8,25 @@ lost reply or a restarted server only delays, never loses, an instruction.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import JSON, Update, select, type_coerce, update
+
 from cible.core.clock import Clock
-from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError, UnreadableRecordError
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState
+from cible.core.models.records import ClusterHandle, NodeInfo
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.runs import ChunkError, artifact_path, node_plan, save_report, write_chunk
+from cible.server.store.columns import read_record
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow
 from cible.workspace import WorkspacePaths
 
+log = logging.getLogger("cible.server")
 MAX_WAIT_S = 10.0
 
 
@@ -42,18 +48,53 @@ class AgentService:
     def beat(self, node_id: str, usage: dict[str, Any] | None, presence: dict[str, Any] | None = None,
              address: str | None = None) -> None:
         """Record that the node's agent is alive, what it uses, (an instance) what it hosts, and
-        where it is reached, when its agent says (before its first heartbeat makes it idle)."""
-        first = False
+        where it is reached, when its agent says (before its first heartbeat makes it idle).
+
+        Liveness is written by plain UPDATEs that leave the row's version alone: it is no decision
+        that a reconciler reads, modifies and writes back. The cluster pass reads the heartbeat
+        time (to judge a node lost) and the address (set by the first heartbeat, before the node
+        can be placed), but writes the node's state, never these columns; were every heartbeat to
+        bump the version, each would make the pass's write of a busy node collide (and, met by the
+        pass's own writes, the heartbeat would end in a 409). So a heartbeat never collides."""
+        now = self.clock.now()
         with self.store.session() as session:
-            row = self._node(session, node_id)
-            first = row.last_heartbeat is None
-            row.last_heartbeat = self.clock.now()
-            if address and row.address != address:
-                row.address = address
-            if usage or presence:
-                row.info = {**(row.info or {}), **({"usage": usage} if usage else {}), **(presence or {})}
+            node = session.execute(
+                select(NodeRow.state, NodeRow.last_heartbeat, NodeRow.address, NodeRow.version,
+                       type_coerce(NodeRow.info, JSON).label("info")).where(NodeRow.node_id == node_id)).one_or_none()
+            if node is None or node.state == NodeState.REMOVED.value:
+                raise NotFoundError(f"node '{node_id}' is not a node of this workspace", details={"node_id": node_id})
+            first = node.last_heartbeat is None
+            liveness: dict[str, Any] = {"last_heartbeat": now}
+            if address and node.address != address:
+                liveness["address"] = address
+            session.execute(_update_node(node_id).values(**liveness))
+            info = self._reported_info(node_id, node.info, {**({"usage": usage} if usage else {}), **(presence or {})})
+            if info is not None:
+                # Guarded by the version read above: a writer of the node's info (the pass that made it,
+                # a shell opened on the instance) that came in between keeps its write; this report is
+                # skipped, and the next heartbeat, seconds away, sends it again. Two heartbeats of the
+                # same node may overwrite each other's report (neither bumps the version): harmless, as
+                # each carries the agent's whole current report (usage, sessions, disk are readings, not
+                # increments), so the later one is as good as the earlier.
+                session.execute(_update_node(node_id).where(NodeRow.version == node.version).values(info=info))
         if first:
             self.on_first_heartbeat()
+
+    @staticmethod
+    def _reported_info(node_id: str, stored: Any, reported: dict[str, Any]) -> NodeInfo | None:
+        """The node's info with what its agent reported, validated as NodeInfo (the presence's times
+        arrive as ISO text); None when nothing changed, or when the stored info cannot be read (the
+        heartbeat still counts; list-nodes and the cluster pass say what is wrong with the node)."""
+        if not reported:
+            return None
+        try:
+            info = read_record(NodeInfo, stored or {}, "nodes.info")
+        except UnreadableRecordError as error:
+            log.debug("node %s: its report is not stored: %s", node_id, error.message)
+            return None
+        parsed = NodeInfo.model_validate(reported)
+        merged = info.model_copy(update={key: getattr(parsed, key) for key in reported})
+        return merged if merged != info else None
 
     def wanted(self, node_id: str, has: dict[tuple[str, int], bool]) -> dict[str, Any]:
         """The reply: the runs the node should have. `has` maps (job, attempt) → canceling."""
@@ -64,18 +105,19 @@ class AgentService:
             runs = []
             if node.state == NodeState.RUNNING.value and node.job_name:
                 job = session.get(JobRow, node.job_name)
-                handle = (job.run or {}).get("handle") if job else None
-                if job and handle and not is_terminal(job.status) and node_id in handle.get("nodes", []):
-                    rank = handle["nodes"].index(node_id)
-                    key = (job.name, handle["attempt"])
+                handle = job.run.handle if job else None
+                if isinstance(handle, ClusterHandle) and not is_terminal(job.status) and node_id in handle.nodes:
+                    rank = handle.nodes.index(node_id)
+                    key = (job.name, handle.attempt)
                     runs.append({
-                        "job": job.name, "attempt": handle["attempt"], "node_rank": rank,
+                        "job": job.name, "attempt": handle.attempt, "node_rank": rank,
                         "cancel": job.status == JobStatus.CANCEL_REQUESTED.value,
-                        "plan": None if key in has else node_plan(job.run["plan"], handle, rank, self.paths,
-                                                                         self.run_token(job.run["plan"])),
+                        "plan": None if key in has else node_plan(job.run.plan, handle, rank, self.paths,
+                                                                  self.run_token(job.run.plan)),
                     })
             instance = session.get(ComputeRow, node.compute)
-            stops_at = ((instance.status or {}).get("idleness") or {}).get("stops_at") if instance else None
+            idleness = instance.observed.instance.idleness if instance and instance.observed.instance else None
+            stops_at = idleness.get("stops_at") if idleness else None  # the planner's verdict, as shown
             return {"stop": False, "runs": runs, "state": node.state, "wait_s": self.wait_s,
                     "idle_shutdown_at": stops_at}
 
@@ -111,9 +153,9 @@ class AgentService:
             job = session.get(JobRow, job_name)
             if job is None:
                 raise NotFoundError(f"job '{job_name}' does not exist", details={"name": job_name})
-            handle = (job.run or {}).get("handle") or {}
-            nodes = handle.get("nodes", [])
-            if handle.get("attempt") != attempt or node_id not in nodes:
+            handle = job.run.handle
+            nodes = handle.nodes if isinstance(handle, ClusterHandle) else []
+            if not isinstance(handle, ClusterHandle) or handle.attempt != attempt or node_id not in nodes:
                 raise ConflictError(f"node {node_id} does not run attempt {attempt} of job '{job_name}' "
                                     "(it was requeued or ended); drop it")
             if node_rank is not None and nodes.index(node_id) != node_rank:
@@ -125,3 +167,8 @@ class AgentService:
         if row is None or row.state == NodeState.REMOVED.value:
             raise NotFoundError(f"node '{node_id}' is not a node of this workspace", details={"node_id": node_id})
         return row
+
+
+def _update_node(node_id: str) -> Update:
+    """An UPDATE of the node's row that leaves its version as it is (see `AgentService.beat`)."""
+    return update(NodeRow).where(NodeRow.node_id == node_id).execution_options(synchronize_session=False)

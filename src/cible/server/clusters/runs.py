@@ -2,10 +2,11 @@
 reports (files under the job's run dir, so they survive a restart), and the runner
 that turns those reports into the job's status.
 
-The handle of a job placed on a cluster (written by the cluster reconciler) is
-``{"runner": "cluster", "compute", "attempt", "nodes": [node ids by node rank],
-"node_addrs", "master_port"}``. Each attempt reports into files of its own, so a
-late report of an attempt that was requeued can never move the new one.
+The handle of a job placed on a cluster (written by the cluster reconciler) is a
+`ClusterHandle` (cible.core.models.records): its compute, attempt, nodes by node rank,
+their addresses and the rendezvous port; the runner below takes it as plain JSON, as
+every JobRunner does. Each attempt reports into files of its own, so a late report of
+an attempt that was requeued can never move the new one.
 """
 
 from __future__ import annotations
@@ -15,24 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from cible.core.errors import CibleError
+from cible.core.lifecycle.jobs import TERMINAL
+from cible.core.models.records import ClusterHandle
 from cible.core.models.runs import RunObservation
 from cible.core.safepaths import under
 from cible.launch.tracking import with_run_token
 from cible.runfiles import ARTIFACT_DIRS, write_json_atomic
 from cible.workspace import WorkspacePaths
 
-TERMINAL = ("Completed", "Failed", "Canceled")
 
-
-def node_plan(plan: dict[str, Any], handle: dict[str, Any], node_rank: int, paths: WorkspacePaths,
+def node_plan(plan: dict[str, Any], handle: ClusterHandle, node_rank: int, paths: WorkspacePaths,
               run_token: str) -> dict[str, Any]:
     """The launcher plan for one node of a job: the job's plan, its run token, and where this node stands."""
     return {
         **with_run_token(plan, run_token),
         "node_rank": node_rank,
-        "node_addrs": handle["node_addrs"],
-        "master_port": handle["master_port"],
-        "attempt": handle["attempt"],
+        "node_addrs": list(handle.node_addrs),
+        "master_port": handle.master_port,
+        "attempt": handle.attempt,
         # Survives a requeue: a preempted job resumes from what it saved here.
         "resume_dir": str(resume_dir(paths, plan["job_name"])),
     }

@@ -1,25 +1,46 @@
-"""The job reconciler: load → decide → act → apply, in a background thread.
+"""The job reconciler: a background thread that makes a pass over the live jobs, in the shape of
+shape.py, one transaction per job so that one job's failure stays that job's (failures.py):
 
-It launches queued jobs through the target's runner, relays what launchers
-report into status transitions, delivers cancels, and notices lost launchers.
-Act (spawning, signalling) happens outside any database transaction.
+    load     one read: each live job's name, status, target, run and version, parsed (a job that
+             does not parse is that job's failure), and how many jobs hold each compute's slots
+    observe  runner.poll of each launched job, outside any transaction
+    decide   cible.core.planning.jobs.decide_jobs (pure): each job's move, and the FIFO queue of
+             the `local` compute's slots with the wait reason of each job that stays queued
+    apply    per job that has something to write (status steps, its error, a changed wait
+             reason), refused when the job changed since the load: the next pass decides again
+    act      after commit: launches, cancels, and waking the cluster reconciler when a cluster
+             job ended (its nodes are free)
+
+A launch's handle exists only once its runner started it, so it is recorded after the launch. The
+local runner keys launches by job name (a second submit answers the first launch's handle): a
+launch whose handle could not be recorded is found again by the next pass, never started twice.
+A launch that raised holds no slot: the pass is made again without that job, so the slot goes to
+the next job in line at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from pydantic import TypeAdapter
+from sqlalchemy import JSON, select, type_coerce
+from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.exc import StaleDataError
 
 from cible.backends.base.contract import JobRunner
 from cible.core.clock import Clock
-from cible.core.lifecycle.jobs import TERMINAL, JobStatus, can_transition
-from cible.core.planning.jobs import decide_job
+from cible.core.errors import UnreadableRecordError
+from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
+from cible.core.models.records import ClusterHandle, JobError, RunHandle, RunRecord
+from cible.core.models.runs import RunObservation
+from cible.core.planning.jobs import PLACED, SLOTS, JobDecision, LiveJob, RunsOn, decide_jobs
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles, describe
 from cible.server.reconcilers.loop import ReconcilerLoop
+from cible.server.reconcilers.shape import check_unchanged
 from cible.server.services.jobs import set_status
+from cible.server.store.columns import read_record
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow
 
@@ -27,15 +48,14 @@ ACTIVE_POLL_S = 0.05  # while a job is live: how soon a launcher's report shows
 IDLE_POLL_S = 2.0
 FAIL_AFTER = 3  # failures in a row (1 s, then 2 s apart) before a job whose handling raises is failed
 RECONCILE_ERROR = "ReconcileError"
+HANDLE = TypeAdapter(RunHandle)  # a runner's handle (plain JSON, as the runners keep it) as the run stores it
 
 
 @dataclass
-class _Slots:
-    """The `local` concurrency limit as one pass uses it up."""
-
-    limit: int
-    running: int
-    waiting: int = 0
+class Snapshot:
+    jobs: list[LiveJob] = field(default_factory=list)  # FIFO order; a job backing off is left out
+    versions: dict[str, int] = field(default_factory=dict)  # each job's row version as loaded
+    running: dict[str, int] = field(default_factory=dict)  # compute of slots -> jobs holding one
 
 
 class JobReconciler(ReconcilerLoop):
@@ -45,7 +65,7 @@ class JobReconciler(ReconcilerLoop):
                  cluster_runner: JobRunner | None = None, cluster_names=lambda: set(),  # noqa: ANN001
                  on_job_ended=lambda: None) -> None:  # noqa: ANN001
         self.store = store
-        self.runners = runners  # by target name (local)
+        self.runners = runners  # by target name (local): each a compute of `max_concurrent` slots
         # Jobs on clusters: placed by the cluster reconciler, followed through this runner.
         self.cluster_runner = cluster_runner
         self.cluster_names = cluster_names
@@ -70,112 +90,201 @@ class JobReconciler(ReconcilerLoop):
 
     def reconcile_once(self) -> bool:
         """One pass over every live job; True while any job is live (and not backing off)."""
+        now = self.clock.now()
+        live, launch_failed = self._pass(now)
+        while launch_failed:  # the failed launch backs off (left out at `now`): its slot goes to the next job
+            _, launch_failed = self._pass(now)
+        return live
+
+    def _pass(self, now: datetime) -> tuple[bool, bool]:
+        """(any job handled, a launch raised)."""
+        snapshot = self._load(now)
+        if not snapshot.jobs:
+            return False, False
+        snapshot = self._observe(snapshot, now)
+        decisions = decide_jobs(snapshot.jobs, slots=self.max_concurrent, running=snapshot.running)
+        applied = [job for job in snapshot.jobs
+                   if self._apply(job, snapshot.versions[job.name], decisions[job.name], now)]
+        launch_failed = ended_on_cluster = False
+        for job in applied:  # after every job's write committed
+            decision = decisions[job.name]
+            try:
+                self._act(job, decision)
+            except DATABASE_DOWN:
+                raise
+            except Exception as error:  # noqa: BLE001
+                self._job_failed(job.name, job.run.handle, error, now)
+                launch_failed |= decision.launch
+                continue
+            if not decision.waits:  # a job waiting for a slot keeps its failures: its launch is still to be tried
+                self.troubles.succeeded(job.name)
+            ended_on_cluster |= decision.ends and job.runs_on == PLACED
+        if ended_on_cluster:
+            self.on_job_ended()
+        return True, launch_failed
+
+    # -- load and observe ----------------------------------------------------------------------
+    def _load(self, now: datetime) -> Snapshot:
         clusters = self.cluster_names()
         live = JobRow.status.notin_([s.value for s in TERMINAL])
         if clusters:  # a job queued on a cluster is the cluster reconciler's until it places it
             live = live & ~((JobRow.status == JobStatus.QUEUED.value) & JobRow.target.in_(clusters))
         with self.store.session() as session:
-            jobs = session.execute(
-                select(JobRow.name, JobRow.status, JobRow.target, JobRow.run).where(live).order_by(JobRow.created_at)
-            ).all()
-        slots = _Slots(limit=self.max_concurrent, running=sum(
-            1 for _, _, target, run in jobs if target in self.runners and isinstance(run, dict) and run.get("handle")))
-        now = self.clock.now()
-        handled = False
-        for name, status, target, run in jobs:
-            if self.troubles.backing_off(name, now):
+            # The run as plain JSON, parsed here job by job: one that does not parse is that job's failure.
+            rows = session.execute(
+                select(JobRow.name, JobRow.status, JobRow.target, type_coerce(JobRow.run, JSON), JobRow.version)
+                .where(live).order_by(JobRow.created_at, JobRow.name)).all()
+        snapshot = Snapshot()
+        for name, status, target, run, version in rows:
+            backing_off = self.troubles.backing_off(name, now)
+            try:
+                record = read_record(RunRecord, run or {}, "jobs.run")
+                job = LiveJob(name=name, status=JobStatus(status), target=target, run=record,
+                              runs_on=self._runs_on(target, record, clusters))
+            except (ValueError, UnreadableRecordError) as error:  # a status no table knows, a run that does not read
+                if not backing_off:
+                    self._job_failed(name, None, error, now)
                 continue
-            handled = True
-            try:  # one job's failure is that job's: the others go on (see failures.py)
-                if self._reconcile_job(name, status, target, dict(run or {}), clusters, slots):
-                    self.troubles.succeeded(name)
-            except DATABASE_DOWN:
-                raise
-            except Exception as error:  # noqa: BLE001
-                self._job_failed(name, run if isinstance(run, dict) else {}, error, now)
-        return handled
+            if job.runs_on == SLOTS and job.run.launched:  # it holds a slot, backing off or not
+                snapshot.running[target] = snapshot.running.get(target, 0) + 1
+            if not backing_off:
+                snapshot.jobs.append(job)
+                snapshot.versions[name] = version
+        return snapshot
 
-    def _reconcile_job(self, name: str, status: str, target: str, run: dict[str, Any], clusters: set[str],
-                       slots: _Slots) -> bool:
-        """Handle one job; False when it only waits (for a slot, or the cluster reconciler)."""
-        runner = self.runners.get(target) or (self.cluster_runner if target in clusters else None)
-        handle = run.get("handle")
-        if runner is None and handle and handle.get("runner") == "cluster":
-            runner = self.cluster_runner  # placed on nodes: its reports still count, whatever became of the row
-        if runner is None:  # its compute lost the means to run it (deleted, or its backend is gone)
-            self._apply(name, steps=[JobStatus.FAILED],
-                        error={"code": "ComputeUnavailable", "message": f"compute '{target}' no longer exists"})
+    def _runs_on(self, target: str, run: RunRecord, clusters: set[str]) -> RunsOn | None:
+        if target in self.runners:
+            return SLOTS
+        if self.cluster_runner is not None and (target in clusters or isinstance(run.handle, ClusterHandle)):
+            return PLACED  # placed on nodes: its reports still count, whatever became of its compute
+        return None  # its compute lost the means to run it (deleted, or its backend is gone)
+
+    def _runner(self, job: LiveJob) -> JobRunner:
+        return self.runners[job.target] if job.runs_on == SLOTS else self.cluster_runner
+
+    def _observe(self, snapshot: Snapshot, now: datetime) -> Snapshot:
+        """What each launched job's runner sees of it; a job whose poll raises is left out of this pass."""
+        jobs = []
+        for job in snapshot.jobs:
+            if job.run.handle is not None and job.runs_on is not None:
+                try:
+                    job = replace(job, observation=readable(self._runner(job).poll(as_json(job.run.handle))))
+                except Exception as error:  # noqa: BLE001
+                    self._job_failed(job.name, job.run.handle, error, now)
+                    continue
+            jobs.append(job)
+        return replace(snapshot, jobs=jobs)
+
+    # -- apply and act -------------------------------------------------------------------------
+    def _apply(self, job: LiveJob, version: int, decision: JobDecision, now: datetime) -> bool:
+        """Write what `decision` changes of the job; False when the job changed since the load (its
+        decision is dropped: the next pass decides again) or the write raised (the job's failure)."""
+        if not decision.steps and decision.queue_reason is None:
             return True
-        observation = runner.poll(handle) if handle else None
-        decision = decide_job(status, handle is not None, observation)
-        if decision.launch and getattr(runner, "places_jobs", False):
-            return False  # the cluster reconciler places it and says why it waits
-        if decision.launch:
-            if slots.running >= slots.limit:  # FIFO: stays Queued until a slot frees
-                slots.waiting += 1
-                reason = (f"position {slots.waiting} in the queue of {target}: waiting for a free slot, "
-                          f"{slots.running} of {slots.limit} jobs running")
-                if run.get("queue_reason") != reason:
-                    self._apply(name, queue_reason=reason)
-                return False  # a launch that failed before is still to be tried: its failures still count
-            handle = runner.submit(name, run["plan"])
-            slots.running += 1
-            self._apply(name, handle=handle)
-        if decision.signal_cancel and handle:
-            runner.cancel(handle)
-        if decision.steps:
-            self._apply(name, steps=decision.steps, error=decision.error, seen_handle=handle)
-            if decision.steps[-1] in TERMINAL and runner is self.cluster_runner:
-                self.on_job_ended()
+        try:
+            with self.store.session() as session:
+                self._write(session, job.name, version, decision, now)
+        except StaleDataError as error:
+            self._log.debug("job %r: %s; decided again next pass", job.name, error)
+            return False
+        except DATABASE_DOWN:
+            raise
+        except Exception as error:  # noqa: BLE001
+            self._job_failed(job.name, job.run.handle, error, now)
+            return False
         return True
 
-    def _job_failed(self, name: str, run: dict[str, Any], error: Exception, now: datetime) -> None:
-        """Handling this job raised: back off; after FAIL_AFTER failures in a row, fail the job
-        with the reason (a launch that cannot work, a run that cannot be followed)."""
+    @staticmethod
+    def _write(session: Session, name: str, version: int, decision: JobDecision, now: datetime) -> None:
+        row = session.get(JobRow, name)
+        check_unchanged(row, version, f"job {name!r}")
+        if decision.queue_reason is not None:
+            row.run = row.run.model_copy(update={"queue_reason": decision.queue_reason})
+        why_it_ended = decision.error.message if decision.error else None
+        for step in decision.steps:
+            set_status(session, row, step, now, reason=why_it_ended if step in TERMINAL else "reported by the launcher")
+        if decision.ends and decision.error is not None:
+            row.error = decision.error
+
+    def _act(self, job: LiveJob, decision: JobDecision) -> None:
+        if decision.launch:
+            runner = self._runner(job)
+            handle = HANDLE.validate_python(runner.submit(job.name, job.run.plan))
+            if not self._record_launch(job.name, handle):
+                runner.cancel(as_json(handle))  # it ended while being launched: its launcher is told to stop
+        elif decision.signal_cancel and job.run.handle is not None:
+            self._runner(job).cancel(as_json(job.run.handle))
+
+    def _record_launch(self, name: str, handle: RunHandle) -> bool:
+        """Keep the handle of the job's launch; False when the job ended meanwhile. Written whatever
+        else changed the job since the load (a cancel asked in between is delivered next pass)."""
+        def write(session: Session) -> bool:
+            row = session.get(JobRow, name)
+            if row is None or is_terminal(row.status):
+                return False
+            row.run = row.run.model_copy(update={"handle": handle, "queue_reason": None})
+            return True
+        return self.store.transact(write)
+
+    # -- a job whose handling raised -------------------------------------------------------------
+    def _job_failed(self, name: str, handle: RunHandle | None, error: Exception, now: datetime) -> None:
+        """Handling job `name` raised: back off; after FAIL_AFTER failures in a row, fail the job
+        with the reason (a launch that cannot work, a run that cannot be followed) and tell its
+        launcher (`handle`, when it has one) to stop."""
         trouble = self.troubles.failed(name, error, now, what=f"job {name!r}")
         if trouble.count < FAIL_AFTER:
             return
+        message = f"the server could not handle this job ({trouble.count} tries): {trouble.message}"
+
+        def fail(session: Session) -> None:
+            # Its run and error are not loaded: a run this release cannot read (a newer cible's, or
+            # damaged) is what may have failed it, and must not keep it from being failed.
+            row = session.get(JobRow, name, options=[defer(JobRow.run), defer(JobRow.error)])
+            if row is None or is_terminal(row.status):
+                return
+            failure = JobError(code=RECONCILE_ERROR, message=message)
+            stored = session.scalar(select(type_coerce(JobRow.run, JSON)).where(JobRow.name == name))
+            try:
+                read_record(RunRecord, stored or {}, "jobs.run")
+            except UnreadableRecordError as unreadable:
+                # Replaced by an empty run so that the job reads again (show, list, delete); the
+                # document is kept in the error, for the user (or a newer cible's reader) to see.
+                row.run = RunRecord()
+                failure = JobError(code=RECONCILE_ERROR, message=f"{message} (its stored run is kept in the "
+                                   "error's details)", details={**unreadable.details, "unreadable_run": stored})
+            set_status(session, row, JobStatus.FAILED, now, reason=message)
+            row.error = failure
         try:
-            self._apply(name, steps=[JobStatus.FAILED], error={"code": RECONCILE_ERROR, "message": (
-                f"the server could not handle this job ({trouble.count} tries): {trouble.message}")})
+            self.store.transact(fail)
         except DATABASE_DOWN:
             raise
         except Exception as again:  # noqa: BLE001  (kept backing off, up to a minute between tries)
             self._log.warning("job %r: its failure could not be recorded: %s", name, describe(again))
             return
         self.troubles.succeeded(name)  # it is Failed now: out of the live set
-        handle = run.get("handle")
-        if not isinstance(handle, dict):
+        if handle is None:
             return
-        cluster = handle.get("runner") == "cluster"
+        cluster = isinstance(handle, ClusterHandle)
         try:  # best effort: a launcher that may still run is told to stop
-            runner = self.cluster_runner if cluster else self.runners.get(handle.get("runner"))
+            runner = self.cluster_runner if cluster else self.runners.get(handle.runner)
             if runner is not None:
-                runner.cancel(handle)
+                runner.cancel(as_json(handle))
         except Exception as again:  # noqa: BLE001
             self._log.warning("job %r: its launcher could not be told to stop: %s", name, describe(again))
         if cluster:
             self.on_job_ended()  # its nodes are free
 
-    def _apply(self, name: str, *, handle: dict[str, Any] | None = None, queue_reason: str | None = None,
-               steps: list[JobStatus] = (), error: dict[str, Any] | None = None,
-               seen_handle: dict[str, Any] | None = None) -> None:
-        now = self.clock.now()
-        with self.store.session() as session:
-            row = session.get(JobRow, name, with_for_update=True)
-            if row is None:
-                return
-            if seen_handle is not None and (row.run or {}).get("handle") != seen_handle:
-                return  # decided on a run that was requeued since: its reports no longer count
-            if handle is not None:
-                row.run = {**(row.run or {}), "handle": handle, "queue_reason": None}
-            if queue_reason is not None:
-                row.run = {**(row.run or {}), "queue_reason": queue_reason}
-            for step in steps:
-                # Decided on an older read: a cancel may have moved the job since.
-                if row.status == step.value or not can_transition(row.status, step):
-                    continue
-                reason = (error or {}).get("message") if step in TERMINAL else "reported by the launcher"
-                set_status(session, row, step, now, reason=reason)
-            if error and steps and steps[-1] in TERMINAL:
-                row.error = error
+
+def readable(observation: RunObservation) -> RunObservation:
+    """`observation`, checked as decide reads it: a status no table knows, or an error that is not
+    Azure's {code, message}, raises here, the job's failure, rather than in decide, the pass's."""
+    for status in observation.history:
+        JobStatus(status)
+    if observation.error is not None:
+        JobError.model_validate(observation.error)
+    return observation
+
+
+def as_json(handle: RunHandle) -> dict[str, Any]:
+    """A run's handle as its runner takes it (the runners keep plain JSON handles)."""
+    return handle.model_dump(mode="json")

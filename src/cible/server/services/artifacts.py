@@ -52,7 +52,7 @@ class ArtifactService:
         """Download prefix -> where those files live."""
         _, run = self.jobs.run_handle(name)
         roots = {ARTIFACTS: self.paths.run_dir(name) / ARTIFACTS}
-        for output, spec in run.get("plan", {}).get("outputs", {}).items():
+        for output, spec in run.plan.get("outputs", {}).items():
             root = self._output_root(spec)
             if root is not None:
                 roots[f"{NAMED_OUTPUTS}/{output}"] = root

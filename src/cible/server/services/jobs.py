@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,13 +15,16 @@ from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
+from cible.core.models.records import ClusterHandle, RunRecord, ServerlessPool
 from cible.core.names import display_name_for
+from cible.core.planning.scheduling import queued_reason
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services.computes import ComputeService
 from cible.server.services.costs import SERVERLESS_PREFIX, job_cost
 from cible.server.services.job_plans import PlanBuilder
-from cible.server.services.paging import fetch, page
+from cible.server.services.paging import page
+from cible.server.services.unreadable import fetch_items
 from cible.server.services.views import ALL, ARCHIVED, list_view
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
@@ -66,10 +69,14 @@ class JobService:
     def create_or_update(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
         loaded = self._load(name, body)
         job: CommandJob = loaded.entity
-        with self.store.session() as session:
+
+        def update_existing(session: Session) -> dict[str, Any] | None:  # a PUT of a stored job: its tags
             existing = session.get(JobRow, name)
-            if existing is not None:
-                return self._update_mutable(session, existing, job)
+            return None if existing is None else self._update_mutable(session, existing, job)
+
+        updated = self.store.transact(update_existing)  # again from a fresh read if a reconciler wrote the job
+        if updated is not None:
+            return updated
         target, notes, pool, plan, estimate = self._plan(job, name)
         experiment = job.experiment_name or "Default"
         now = self.clock.now()
@@ -82,9 +89,10 @@ class JobService:
                     name=name, job_type="command", display_name=job.display_name or display_name_for(name),
                     experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
                     target=target, instance_count=plan["instance_count"], spec=spec,
-                    warnings=[*loaded.warnings, *notes], run={
-                        "plan": plan, "cost_estimate": estimate,
-                        **({"serverless": {k: pool[k] for k in ("size", "tier", "max_instances")}} if pool else {})},
+                    warnings=[*loaded.warnings, *notes], run=RunRecord(
+                        plan=plan, cost_estimate=estimate,
+                        serverless=ServerlessPool(size=pool["size"], tier=pool["tier"],
+                                                  max_instances=pool["max_instances"]) if pool else None),
                     created_at=now, updated_at=now, created_by=user,
                 )
                 session.add(row)
@@ -96,12 +104,11 @@ class JobService:
         except (IntegrityError, _LostRace):
             # A concurrent PUT of the same name won the insert. A retry's answer must not depend on
             # timing: judge this body against the stored job exactly as if it had come second.
-            with self.store.session() as session:
-                existing = session.get(JobRow, name, with_for_update=True)
-                if existing is None:  # not a same-name race after all
-                    raise ConflictError(f"job '{name}' could not be stored; try again",
-                                        details={"field": "name"}) from None
-                return self._update_mutable(session, existing, job)
+            updated = self.store.transact(update_existing)
+            if updated is None:  # not a same-name race after all
+                raise ConflictError(f"job '{name}' could not be stored; try again",
+                                    details={"field": "name"}) from None
+            return updated
         self.on_change()
         return self.get(name)  # read once committed: its wait reason reads the compute (a new serverless pool)
 
@@ -180,22 +187,26 @@ class JobService:
         return compute, notes, None
 
     def cancel(self, name: str) -> dict[str, Any]:
-        with self.store.session() as session:
+        def request_cancel(session: Session) -> dict[str, Any]:
             row = self._row(session, name)
             if is_terminal(row.status):
                 raise ConflictError(f"job '{name}' already ended {row.status}; there is nothing to cancel")
             if row.status != JobStatus.CANCEL_REQUESTED.value:
                 set_status(session, row, JobStatus.CANCEL_REQUESTED, self.clock.now(), reason="cancel requested by user")
-            result = self._resource(session, row)
+            return self._resource(session, row)
+        # Read again and retried when a reconciler moved the job meanwhile (a launcher's report).
+        result = self.store.transact(request_cancel)
         self.on_change()
         return result
 
     def delete(self, name: str) -> None:
-        with self.store.session() as session:
+        def forget(session: Session) -> None:
             row = self._row(session, name)
             if not is_terminal(row.status):
                 raise ConflictError(f"job '{name}' is {row.status}; cancel it before deleting it")
             session.delete(row)
+
+        self.store.transact(forget)
 
     def validate(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """`az ml job validate`: every check a submit of `body` as job `name` makes (the same 4xx),
@@ -222,10 +233,11 @@ class JobService:
                 f"{refused[0]}: a submitted job's {', '.join(refused)} cannot change; only "
                 f"{', '.join(MUTABLE_FIELDS)} can. Submit a new job to change the rest.",
                 details={"field": refused[0], "fields": refused, "mutable": list(MUTABLE_FIELDS)})
-        with self.store.session() as session:
+        def change(session: Session) -> dict[str, Any]:
             row = self._row(session, name)
             self._change_mutable(session, row, changes)
             return self._resource(session, row)
+        return self.store.transact(change)
 
     def _change_mutable(self, session: Session, row: JobRow, changes: dict[str, Any]) -> None:
         """The one rule for changing a stored job's display_name, description and tags (PATCH and a
@@ -243,7 +255,7 @@ class JobService:
     def set_archived(self, name: str, archived: bool) -> dict[str, Any]:
         """`az ml job archive|restore`: hide the job from `job list` (or show it again). Only a job that
         has ended is archived, as on Azure; both are idempotent."""
-        with self.store.session() as session:
+        def archive(session: Session) -> dict[str, Any]:
             row = self._row(session, name)
             if archived and not is_terminal(row.status):
                 raise ConflictError(
@@ -254,6 +266,7 @@ class JobService:
                 row.archived = archived
                 row.updated_at = self.clock.now()
             return self._resource(session, row)
+        return self.store.transact(archive)
 
     # -- reads ---------------------------------------------------------------
     def get(self, name: str, *, history: bool = True) -> dict[str, Any]:
@@ -278,13 +291,16 @@ class JobService:
                 query = query.where(JobRow.experiment_name == experiment)
             if view != ALL:  # archived jobs are hidden unless asked for, as `az ml job list`
                 query = query.where(JobRow.archived.is_(view == ARCHIVED))
-            rows, total = fetch(session, query.order_by(JobRow.created_at.desc(), JobRow.name), skip, top)
-            return page([self._resource(session, r, history=False) for r in rows], total, skip)
+            # A job whose stored run cannot be read is listed as a stub with an `error` (unreadable.py).
+            items, total = fetch_items(session, query.order_by(JobRow.created_at.desc(), JobRow.name), skip, top,
+                                       lambda r: self._resource(session, r, history=False))
+            return page(items, total, skip)
 
-    def run_handle(self, name: str) -> tuple[str, dict[str, Any]]:
+    def run_handle(self, name: str) -> tuple[str, RunRecord]:
+        """The job's status and run (NotFoundError when there is no such job)."""
         with self.store.session() as session:
             row = self._row(session, name)
-            return row.status, dict(row.run or {})
+            return row.status, row.run
 
     def run_token_refusal(self, name: str, salt: str) -> str | None:
         """Why a run token of job `name` with `salt` no longer counts, or None while it does: the
@@ -293,7 +309,7 @@ class JobService:
             row = session.get(JobRow, name)
             if row is None:
                 return f"job '{name}' no longer exists"
-            if ((row.run or {}).get("plan") or {}).get("token_salt", "") != salt:
+            if row.run.plan.get("token_salt", "") != salt:
                 return f"this token is of an earlier job named '{name}'"
             ended = row.ended_at if is_terminal(row.status) else None
         if ended is not None and self.clock.now() - ended > RUN_TOKEN_GRACE:
@@ -307,13 +323,16 @@ class JobService:
         return row
 
     def _cluster_queue_reason(self, session: Session, row: JobRow) -> str:
-        """Why a job queued on a cluster waits, worked out now: its FIFO position and the cluster's nodes."""
+        """Why a job queued on a compute with nodes waits, as the compute's last pass decided it
+        (stored in the compute's status: see `queued_reason`)."""
         if row.target == "local":
             return f"about to start on {row.target}"
-        ahead = session.scalar(select(func.count()).select_from(JobRow).where(
-            JobRow.target == row.target, JobRow.status == JobStatus.QUEUED.value,
-            (JobRow.created_at < row.created_at) | ((JobRow.created_at == row.created_at) & (JobRow.name < row.name))))
-        return self.computes.queue_reason(row.target, (ahead or 0) + 1, row.instance_count or 1)
+        compute = session.get(ComputeRow, row.target)
+        if compute is None:
+            return f"compute '{row.target}' no longer exists; the job will fail"
+        pool = row.run.serverless
+        return queued_reason(row.target, compute.observed, row.name, row.instance_count or 1,
+                             pool_size=pool.size if pool is not None else None)
 
     def _resource(self, session: Session, row: JobRow, history: bool = True) -> dict[str, Any]:
         """The job as `az ml job show` prints it, plus cible's own fields."""
@@ -330,27 +349,28 @@ class JobService:
             "creation_context": {"created_at": row.created_at.isoformat()},
             "start_time": row.started_at.isoformat() if row.started_at else None,
             "end_time": row.ended_at.isoformat() if row.ended_at else None,
-            "error": row.error,
+            "error": row.error.model_dump(mode="json") if row.error is not None else None,
             "warnings": row.warnings,
             "target": row.target,
             "is_archived": bool(row.archived),  # Azure's isArchived
         }
-        if row.status == JobStatus.QUEUED.value:
-            resource["queue_reason"] = (row.run or {}).get("queue_reason") or self._cluster_queue_reason(session, row)
-        handle = (row.run or {}).get("handle") or {}
-        if handle.get("runner") == "cluster":  # where it runs: the nodes, by node rank
-            resource["nodes"] = handle["nodes"]
-            resource["attempt"] = handle["attempt"]
-        if (row.run or {}).get("serverless"):  # the nodes made for it: size, tier, count, and whether they remain
+        run = row.run
+        if row.status == JobStatus.QUEUED.value:  # why it waits, as the pass that left it queued decided
+            resource["queue_reason"] = run.queue_reason or self._cluster_queue_reason(session, row)
+        if isinstance(run.handle, ClusterHandle):  # where it runs: the nodes, by node rank
+            resource["nodes"] = list(run.handle.nodes)
+            resource["attempt"] = run.handle.attempt
+        if run.serverless is not None:  # the nodes made for it: size, tier, count, and whether they remain
             nodes = session.scalars(select(NodeRow.state).where(NodeRow.compute == row.target)).all()
-            resource["serverless"] = {**row.run["serverless"], "live_nodes": sum(s in LIVE_STATES for s in nodes)}
-        if (row.run or {}).get("requeues"):  # attempts that lost their node (preempted, node lost)
-            resource["requeues"] = row.run["requeues"]
-        plan = (row.run or {}).get("plan", {})
-        if plan.get("outputs"):
-            resource["output_uris"] = {k: v["uri"] for k, v in plan["outputs"].items()}
+            resource["serverless"] = {**run.serverless.model_dump(mode="json"),
+                                      "live_nodes": sum(s in LIVE_STATES for s in nodes)}
+        if run.requeues:  # attempts that lost their node (preempted, node lost)
+            resource["requeues"] = [{"attempt": r.attempt, "reason": r.reason, "at": r.at.isoformat()}
+                                    for r in run.requeues]
+        if run.plan.get("outputs"):
+            resource["output_uris"] = {k: v["uri"] for k, v in run.plan["outputs"].items()}
         if history:  # the show view: cost and history (a listing stays one query per page)
-            cost = {"estimate": (row.run or {}).get("cost_estimate")}
+            cost = {"estimate": run.cost_estimate}
             cost["actual" if is_terminal(row.status) else "so_far"] = job_cost(session, row, self.clock.now())
             resource["cost"] = cost
             rows = session.scalars(select(JobStatusRow).where(JobStatusRow.job_name == row.name).order_by(JobStatusRow.id))

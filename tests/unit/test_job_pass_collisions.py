@@ -1,0 +1,159 @@
+"""The job reconciler's pass against writers that change a job between its load and its apply
+(the API, the cluster reconciler): a decision made on the older job is not written (the row's
+version says it changed) and the next pass decides again; a launch is recorded whatever changed,
+so it is never lost, and never made twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from cible.core.lifecycle.jobs import JobStatus
+from cible.core.models.records import LocalHandle
+from cible.core.models.runs import RunObservation
+from cible.server.reconcilers.jobs import JobReconciler
+from cible.server.services.jobs import set_status
+from cible.server.store.db import Store
+from cible.server.store.rows import JobRow, JobStatusRow
+from cible.testing import FrozenClock
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DONE = ["Preparing", "Running", "Finalizing", "Completed"]
+
+
+class KeyedRunner:
+    """Keys launches by job name as the local runner does (a second submit answers the first
+    launch's handle) and starts nothing; `during` runs inside a poll or a submit, as another writer."""
+
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.launched: dict[str, dict[str, Any]] = {}
+        self.starts: list[str] = []
+        self.reports: dict[str, list[str]] = {}
+        self.canceled: list[str] = []
+        self.during: Callable[[], None] = lambda: None
+
+    def prepare(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
+        self.during()
+        if job_name not in self.launched:
+            self.starts.append(job_name)
+            self.launched[job_name] = {"runner": "local", "run_dir": str(self.root / job_name), "pid": 0}
+        return self.launched[job_name]
+
+    def poll(self, handle: dict[str, Any]) -> RunObservation:
+        self.during()
+        return RunObservation(history=self.reports.get(Path(handle["run_dir"]).name, []))
+
+    def cancel(self, handle: dict[str, Any]) -> None:
+        self.canceled.append(Path(handle["run_dir"]).name)
+
+    def log_path(self, handle: dict[str, Any]) -> Path | None:
+        return None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'cible.db'}")
+    store.migrate()
+    yield store
+    store.close()
+
+
+def submit(store: Store, name: str) -> None:
+    with store.session() as session:
+        session.add(JobRow(name=name, display_name=name, experiment_name="exp", status="Queued", target="local",
+                           compute="local", spec={}, warnings=[], run={"plan": {"job_name": name}},
+                           created_at=NOW, updated_at=NOW))
+
+
+def change(store: Store, name: str, fn: Callable[[Any, JobRow], None]) -> None:
+    with store.session() as session:
+        fn(session, session.get(JobRow, name))
+
+
+def row(store: Store, name: str) -> JobRow:
+    with store.session() as session:
+        found = session.get(JobRow, name)
+        session.expunge(found)
+        return found
+
+
+def statuses(store: Store, name: str) -> list[str]:
+    with store.session() as session:
+        return list(session.scalars(select(JobStatusRow.to_status).where(JobStatusRow.job_name == name)
+                                    .order_by(JobStatusRow.id)))
+
+
+def test_a_report_decided_on_a_job_changed_since_its_load_is_written_by_the_next_pass(store: Store, tmp_path: Path):
+    runner = KeyedRunner(tmp_path / "runs")
+    reconciler = JobReconciler(store, {"local": runner}, FrozenClock(NOW), max_concurrent=2)
+    submit(store, "j")
+    reconciler.reconcile_once()
+    assert isinstance(row(store, "j").run.handle, LocalHandle)
+
+    runner.reports["j"] = DONE
+    tagged = []
+
+    def tag_once() -> None:  # `job update` lands while the pass polls: the job's version moves
+        if not tagged:
+            tagged.append(True)
+            change(store, "j", lambda session, job: setattr(job, "spec", {"tags": {"k": "v"}}))
+    runner.during = tag_once
+    reconciler.reconcile_once()
+    assert row(store, "j").status == "Queued"  # decided on the older job: nothing written
+    assert reconciler.troubles.get("j") is None  # not a failure of the job
+    reconciler.reconcile_once()
+    job = row(store, "j")
+    assert job.status == "Completed" and job.spec == {"tags": {"k": "v"}}  # neither write lost
+    assert statuses(store, "j") == DONE  # each step once
+
+
+def test_a_launch_is_recorded_when_a_cancel_lands_during_it_and_the_cancel_reaches_its_launcher(
+        store: Store, tmp_path: Path):
+    runner = KeyedRunner(tmp_path / "runs")
+    reconciler = JobReconciler(store, {"local": runner}, FrozenClock(NOW), max_concurrent=2)
+    submit(store, "j")
+    runner.during = lambda: change(store, "j", lambda session, job: set_status(
+        session, job, JobStatus.CANCEL_REQUESTED, NOW, reason="cancel requested by user"))
+    reconciler.reconcile_once()
+    runner.during = lambda: None
+    job = row(store, "j")
+    assert job.status == "CancelRequested" and isinstance(job.run.handle, LocalHandle)  # not lost
+    runner.reports["j"] = ["Preparing", "Running"]
+    reconciler.reconcile_once()
+    assert runner.canceled == ["j"] and runner.starts == ["j"]
+    runner.reports["j"] = ["Preparing", "Running", "Canceled"]
+    reconciler.reconcile_once()
+    assert row(store, "j").status == "Canceled" and runner.starts == ["j"]
+
+
+def test_a_launch_whose_handle_could_not_be_recorded_is_found_again_not_made_twice(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    runner = KeyedRunner(tmp_path / "runs")
+    reconciler = JobReconciler(store, {"local": runner}, FrozenClock(NOW), max_concurrent=2)
+    submit(store, "j")
+    transact = store.transact
+
+    def lose_every_race(fn, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        from cible.core.errors import ConcurrentUpdateError
+        raise ConcurrentUpdateError("the resource changed while this request was handled")
+    monkeypatch.setattr(store, "transact", lose_every_race)
+    reconciler.reconcile_once()
+    assert runner.starts == ["j"] and row(store, "j").run.handle is None
+    monkeypatch.setattr(store, "transact", transact)
+    reconciler.troubles.succeeded("j")  # its backoff over
+    reconciler.reconcile_once()
+    assert runner.starts == ["j"] and isinstance(row(store, "j").run.handle, LocalHandle)
