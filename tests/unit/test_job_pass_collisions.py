@@ -15,53 +15,14 @@ from sqlalchemy import select
 
 from cible.core.lifecycle.jobs import JobStatus
 from cible.core.models.records import LocalHandle
-from cible.core.models.runs import RunObservation
 from cible.server.reconcilers.jobs import JobReconciler
 from cible.server.services.jobs import set_status
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow, JobStatusRow
-from cible.testing import FrozenClock
+from cible.testing import FakeJobRunner, FrozenClock
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DONE = ["Preparing", "Running", "Finalizing", "Completed"]
-
-
-class KeyedRunner:
-    """Keys launches by job name as the local runner does (a second submit answers the first
-    launch's handle) and starts nothing; `during` runs inside a poll or a submit, as another writer."""
-
-    name = "local"
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.launched: dict[str, dict[str, Any]] = {}
-        self.starts: list[str] = []
-        self.reports: dict[str, list[str]] = {}
-        self.canceled: list[str] = []
-        self.during: Callable[[], None] = lambda: None
-
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
-        self.during()
-        if job_name not in self.launched:
-            self.starts.append(job_name)
-            self.launched[job_name] = {"runner": "local", "run_dir": str(self.root / job_name), "pid": 0}
-        return self.launched[job_name]
-
-    def poll(self, handle: dict[str, Any]) -> RunObservation:
-        self.during()
-        return RunObservation(history=self.reports.get(Path(handle["run_dir"]).name, []))
-
-    def cancel(self, handle: dict[str, Any]) -> None:
-        self.canceled.append(Path(handle["run_dir"]).name)
-
-    def log_path(self, handle: dict[str, Any]) -> Path | None:
-        return None
 
 
 @pytest.fixture
@@ -98,7 +59,7 @@ def statuses(store: Store, name: str) -> list[str]:
 
 
 def test_a_report_decided_on_a_job_changed_since_its_load_is_written_by_the_next_pass(store: Store, tmp_path: Path):
-    runner = KeyedRunner(tmp_path / "runs")
+    runner = FakeJobRunner(tmp_path / "runs")  # keyed by job name: a second submit, the first handle
     reconciler = JobReconciler(store, {"local": runner}, FrozenClock(NOW), max_concurrent=2)
     submit(store, "j")
     reconciler.reconcile_once()
@@ -123,7 +84,7 @@ def test_a_report_decided_on_a_job_changed_since_its_load_is_written_by_the_next
 
 def test_a_launch_is_recorded_when_a_cancel_lands_during_it_and_the_cancel_reaches_its_launcher(
         store: Store, tmp_path: Path):
-    runner = KeyedRunner(tmp_path / "runs")
+    runner = FakeJobRunner(tmp_path / "runs")
     reconciler = JobReconciler(store, {"local": runner}, FrozenClock(NOW), max_concurrent=2)
     submit(store, "j")
     runner.during = lambda: change(store, "j", lambda session, job: set_status(
@@ -142,7 +103,7 @@ def test_a_launch_is_recorded_when_a_cancel_lands_during_it_and_the_cancel_reach
 
 def test_a_launch_whose_handle_could_not_be_recorded_is_found_again_not_made_twice(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    runner = KeyedRunner(tmp_path / "runs")
+    runner = FakeJobRunner(tmp_path / "runs")
     reconciler = JobReconciler(store, {"local": runner}, FrozenClock(NOW), max_concurrent=2)
     submit(store, "j")
     transact = store.transact

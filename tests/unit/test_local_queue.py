@@ -18,7 +18,7 @@ from cible.core.models.records import ClusterHandle, LocalHandle, RunRecord
 from cible.core.models.runs import RunObservation
 from cible.core.planning.jobs import PLACED, SLOTS, LiveJob, decide_jobs
 from cible.core.planning.scheduling import queue_for_slots
-from cible.testing import FrozenClock, serve_asgi
+from cible.testing import FakeJobRunner, FrozenClock, serve_asgi
 
 HELLO = {"command": "echo hello", "compute": "local"}
 WAITING = "position {} in the queue of local: waiting for a free slot, {} of {} jobs running"
@@ -87,46 +87,17 @@ def test_a_cluster_job_that_ended_is_decided_from_its_nodes_reports():
 # -- stored by the pass, shown by `job show` ------------------------------------------------------
 
 
-class StartsNothing:
-    """The local runner's handles, and no process: each job stays where the test leaves it."""
-
-    name = "local"
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.submitted: list[str] = []
-
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
-        self.submitted.append(job_name)
-        return {"runner": "local", "run_dir": str(self.root / job_name), "pid": 0}
-
-    def poll(self, handle: dict[str, Any]) -> RunObservation:
-        return RunObservation(history=["Preparing", "Running"])
-
-    def cancel(self, handle: dict[str, Any]) -> None:
-        pass
-
-    def log_path(self, handle: dict[str, Any]) -> Path | None:
-        return None
-
-
 def test_job_show_prints_the_wait_reason_the_pass_stored_for_a_local_job_waiting_for_a_slot(tmp_path: Path):
     clock = FrozenClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
     with api_client(f"sqlite:///{tmp_path / 'cible.db'}", tmp_path, clock, max_concurrent_local=1) as api:
-        runner = StartsNothing(tmp_path / "runs")
+        runner = FakeJobRunner(tmp_path / "runs", default_history=["Preparing", "Running"])  # stays running
         reconciler = api.app.state.reconciler
         reconciler.runners = {"local": runner}
         for name in ("first", "second", "third"):
             assert api.put(f"/api/v1/jobs/{name}", json=HELLO).status_code == 200
             clock.advance(1)  # FIFO by submit time
         reconciler.reconcile_once()
-        assert runner.submitted == ["first"]
+        assert runner.submits == ["first"]
 
         stored = {name: api.app.state.jobs.run_handle(name)[1].queue_reason for name in ("second", "third")}
         assert stored == {"second": WAITING.format(1, 1, 1), "third": WAITING.format(2, 1, 1)}

@@ -10,63 +10,19 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from cible.core.models.runs import RunObservation
 from cible.server.reconcilers.failures import MAX_MESSAGE
 from cible.server.reconcilers.jobs import FAIL_AFTER, JobReconciler
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow, JobStatusRow
-from cible.testing import FrozenClock
+from cible.testing import FakeJobRunner, FrozenClock
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NUL_NAME = "bad\0job"
 LONG_NAME = "j" * 300
-
-
-def local_handle(root: Path, job_name: str) -> dict[str, Any]:
-    """A handle as the local runner makes it (the launcher's pid aside: nothing runs)."""
-    return {"runner": "local", "run_dir": str(root / job_name), "pid": 0}
-
-
-class FolderRunner:
-    """Makes each job's run folder at submit, as LocalProcessRunner does, and starts nothing; the
-    test says what each launcher reports. `broken_poll` names jobs whose poll raises."""
-
-    name = "local"
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.submits: list[str] = []
-        self.reports: dict[str, list[str]] = {}
-        self.broken_poll: set[str] = set()
-        self.canceled: list[str] = []
-
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
-        self.submits.append(job_name)
-        (self.root / job_name / "artifacts").mkdir(parents=True, exist_ok=True)
-        return local_handle(self.root, job_name)
-
-    def poll(self, handle: dict[str, Any]) -> RunObservation:
-        job = Path(handle["run_dir"]).name
-        if job in self.broken_poll:
-            raise OSError(f"cannot read the state of {job}")
-        return RunObservation(history=self.reports.get(job, []))
-
-    def cancel(self, handle: dict[str, Any]) -> None:
-        self.canceled.append(Path(handle["run_dir"]).name)
-
-    def log_path(self, handle: dict[str, Any]) -> Path | None:
-        return None
 
 
 @pytest.fixture
@@ -78,15 +34,18 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def runner(tmp_path: Path) -> FolderRunner:
-    return FolderRunner(tmp_path / "runs")
+def runner(tmp_path: Path) -> FakeJobRunner:
+    """Makes each job's run folder at submit, as LocalProcessRunner does (so a NUL byte or a
+    300-character name fails with the OS's own error), and starts nothing."""
+    return FakeJobRunner(tmp_path / "runs")
 
 
-def plant(store: Store, name: str, *, status: str = "Queued", age_s: int = 0, handle: Path | None = None) -> None:
-    """A job row written straight to the store, as if an older API had let it through; `handle`:
-    launched, its run folder under that root."""
+def plant(store: Store, name: str, *, status: str = "Queued", age_s: int = 0,
+          launched_by: FakeJobRunner | None = None) -> None:
+    """A job row written straight to the store, as if an older API had let it through; `launched_by`:
+    launched, with the handle that runner makes for it."""
     created = NOW - timedelta(seconds=age_s)
-    run = {"plan": {"job_name": name}, **({"handle": local_handle(handle, name)} if handle else {})}
+    run = {"plan": {"job_name": name}, **({"handle": launched_by.handle(name)} if launched_by else {})}
     with store.session() as session:
         session.add(JobRow(name=name, display_name=name[:50], experiment_name="exp", status=status, target="local",
                            compute="local", spec={}, warnings=[], run=run, created_at=created, updated_at=created))
@@ -109,7 +68,7 @@ def tracebacks(caplog: pytest.LogCaptureFixture, name: str) -> int:
     return sum(1 for r in caplog.records if r.exc_info and repr(name) in r.getMessage())
 
 
-def test_jobs_whose_launch_raises_fail_alone_and_the_others_run(store: Store, runner: FolderRunner,
+def test_jobs_whose_launch_raises_fail_alone_and_the_others_run(store: Store, runner: FakeJobRunner,
                                                                 caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.WARNING)
     clock = FrozenClock(NOW)
@@ -146,10 +105,10 @@ def test_jobs_whose_launch_raises_fail_alone_and_the_others_run(store: Store, ru
 
 
 def test_a_job_whose_run_cannot_be_followed_is_failed_and_its_launcher_told_to_stop(store: Store,
-                                                                                   runner: FolderRunner):
+                                                                                   runner: FakeJobRunner):
     clock = FrozenClock(NOW)
-    plant(store, "unreadable", status="Running", handle=runner.root, age_s=2)
-    plant(store, "fine", status="Running", handle=runner.root, age_s=1)
+    plant(store, "unreadable", status="Running", launched_by=runner, age_s=2)
+    plant(store, "fine", status="Running", launched_by=runner, age_s=1)
     runner.broken_poll = {"unreadable"}
     reconciler = JobReconciler(store, {"local": runner}, clock, max_concurrent=4)
     for step_s in (0, 1, 2):
@@ -162,7 +121,7 @@ def test_a_job_whose_run_cannot_be_followed_is_failed_and_its_launcher_told_to_s
     assert runner.canceled == ["unreadable"]
 
 
-def test_a_job_whose_failure_cannot_be_recorded_is_left_alone_backing_off(store: Store, runner: FolderRunner,
+def test_a_job_whose_failure_cannot_be_recorded_is_left_alone_backing_off(store: Store, runner: FakeJobRunner,
                                                                          caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.WARNING)
     clock = FrozenClock(NOW)
@@ -182,7 +141,7 @@ def test_a_job_whose_failure_cannot_be_recorded_is_left_alone_backing_off(store:
 
 
 def test_a_launch_that_raised_holds_no_slot_and_keeps_its_count_while_it_waits_for_one(store: Store,
-                                                                                        runner: FolderRunner):
+                                                                                        runner: FakeJobRunner):
     clock = FrozenClock(NOW)
     plant(store, NUL_NAME, age_s=3)
     plant(store, "good-1", age_s=2)
@@ -207,7 +166,7 @@ def test_a_launch_that_raised_holds_no_slot_and_keeps_its_count_while_it_waits_f
     assert job(store, "good-2").status == "Completed" and job(store, NUL_NAME).status == "Failed"
 
 
-def test_a_pass_goes_on_without_the_jobs_in_backoff_and_says_it_is_idle(store: Store, runner: FolderRunner):
+def test_a_pass_goes_on_without_the_jobs_in_backoff_and_says_it_is_idle(store: Store, runner: FakeJobRunner):
     clock = FrozenClock(NOW)
     plant(store, NUL_NAME)
     reconciler = JobReconciler(store, {"local": runner}, clock, max_concurrent=1)
@@ -215,10 +174,10 @@ def test_a_pass_goes_on_without_the_jobs_in_backoff_and_says_it_is_idle(store: S
     assert reconciler.reconcile_once() is False  # nothing to do until its backoff ends: the slow poll
 
 
-def test_a_report_that_decide_cannot_read_is_its_jobs_failure_not_the_passs(store: Store, runner: FolderRunner):
+def test_a_report_that_decide_cannot_read_is_its_jobs_failure_not_the_passs(store: Store, runner: FakeJobRunner):
     clock = FrozenClock(NOW)
-    plant(store, "garbled", status="Running", handle=runner.root, age_s=2)
-    plant(store, "fine", status="Running", handle=runner.root, age_s=1)
+    plant(store, "garbled", status="Running", launched_by=runner, age_s=2)
+    plant(store, "fine", status="Running", launched_by=runner, age_s=1)
     runner.reports = {"garbled": ["Preparing", "Exploded"], "fine": ["Preparing", "Running", "Finalizing", "Completed"]}
     reconciler = JobReconciler(store, {"local": runner}, clock, max_concurrent=4)
     for step_s in (0, 1, 2):

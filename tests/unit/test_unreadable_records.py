@@ -6,7 +6,6 @@ the unreadable document in the job's error, while the other jobs go on."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,11 +14,10 @@ from api_support import api_client, error_of
 
 from cible.core.errors import UnreadableRecordError
 from cible.core.models.records import RunRecord
-from cible.core.models.runs import RunObservation
 from cible.server.reconcilers.jobs import FAIL_AFTER, JobReconciler
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow, JobStatusRow, NodeRow
-from cible.testing import FrozenClock
+from cible.testing import FakeJobRunner, FrozenClock
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NEWER = {"schema_version": 2, "placement": {"pool": "gpu"}}  # what a later release could write
@@ -104,35 +102,6 @@ def test_a_compute_or_node_that_cannot_be_read_is_a_stub_in_its_list(db_url, tmp
         assert "damaged" in second["error"]["message"]  # not a newer release's: no schema_version above ours
 
 
-class _Runner:
-    """Starts nothing; every launched job reports Running."""
-
-    name = "local"
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.submits: list[str] = []
-
-    def prepare(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
-        self.submits.append(job_name)
-        return {"runner": "local", "run_dir": str(self.root / job_name), "pid": 0}
-
-    def poll(self, handle: dict[str, Any]) -> RunObservation:
-        return RunObservation(history=["Preparing", "Running"])
-
-    def cancel(self, handle: dict[str, Any]) -> None:
-        pass
-
-    def log_path(self, handle: dict[str, Any]) -> Path | None:
-        return None
-
-
 def test_the_job_reconciler_fails_a_job_whose_run_cannot_be_read_once_and_goes_on(db_url, tmp_path):
     clock = FrozenClock(NOW)
     with api_client(db_url, tmp_path, clock) as api:
@@ -140,7 +109,7 @@ def test_the_job_reconciler_fails_a_job_whose_run_cannot_be_read_once_and_goes_o
         plant_job(store, "newer", age_s=2)
         plant_job(store, "fine", age_s=1)
         overwrite(store, "jobs", "name", "newer", "run", NEWER)
-        runner = _Runner(tmp_path / "runs")
+        runner = FakeJobRunner(tmp_path / "runs", default_history=["Preparing", "Running"])  # starts nothing
         reconciler = JobReconciler(store, {"local": runner}, clock, max_concurrent=4)
         for step_s in (0, 1, 2):  # tried FAIL_AFTER times (backing off 1 s, then 2 s), then failed
             clock.advance(step_s)

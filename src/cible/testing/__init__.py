@@ -90,10 +90,15 @@ def serve_asgi(app, *, backlog: int = 128) -> Iterator[str]:  # noqa: ANN001
 
 
 def __getattr__(name: str):  # noqa: ANN202
-    """`from cible.testing import FakeNodeProvider`: the fake node provider, from its own module
-    (imported when asked for; the conformance suite is `cible.testing.conformance`)."""
+    """`from cible.testing import FakeNodeProvider, FakeJobRunner`: the fake node provider and job
+    runner, each from its own module (imported when asked for; the conformance suite is
+    `cible.testing.conformance`)."""
     if name == "FakeNodeProvider":
         from cible.testing.fake_provider import FakeNodeProvider
 
         return FakeNodeProvider
+    if name == "FakeJobRunner":
+        from cible.testing.fake_runner import FakeJobRunner
+
+        return FakeJobRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
