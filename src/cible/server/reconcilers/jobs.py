@@ -209,7 +209,12 @@ class JobReconciler(ReconcilerLoop):
     def _act(self, job: LiveJob, decision: JobDecision) -> None:
         if decision.launch:
             runner = self._runner(job)
-            handle = HANDLE.validate_python(runner.submit(job.name, job.run.plan))
+            raw = runner.submit(job.name, job.run.plan)
+            try:
+                handle = HANDLE.validate_python(raw)
+            except ValueError:  # a handle the record cannot keep: stop the launcher it names, then fail
+                runner.cancel(raw)
+                raise
             if not self._record_launch(job.name, handle):
                 runner.cancel(as_json(handle))  # it ended while being launched: its launcher is told to stop
         elif decision.signal_cancel and job.run.handle is not None:
