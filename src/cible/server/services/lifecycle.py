@@ -49,7 +49,7 @@ def move_power(session: Session, row: ComputeRow, power: Power | str, reason: st
     instance_power.check_transition(instance.power, target)
     _history(session, INSTANCE_POWER, row.name, Power(instance.power).value, target.value, reason, now)
     powered_on = {"powered_on_at": now, "snoozed_until": None, "warned_for": None} if target == Power.ON else {}
-    moved = instance.model_copy(update={"power": target.value, "power_reason": reason, "pending_stop": None,
+    moved = instance.model_copy(update={"power": target, "power_reason": reason, "pending_stop": None,
                                         "events": with_event(instance, now, EVENT_KIND[target], reason), **powered_on})
     row.observed = row.observed.model_copy(update={"instance": moved})
     return True
