@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from cible.core.models.runs import RunObservation
 from cible.core.errors import InvalidTransitionError
 from cible.core.lifecycle.jobs import TRANSITIONS, JobStatus, check_transition, is_terminal, observed_steps
+from cible.core.lifecycle.runs import RunObservation
 from cible.core.planning.jobs import decide_job
 
 S = JobStatus

@@ -14,8 +14,8 @@ from api_support import TOKEN, api_client
 from typer.testing import CliRunner
 
 from cible.core.lifecycle.jobs import JobStatus
+from cible.core.lifecycle.runs import RunObservation
 from cible.core.models.records import ClusterHandle, LocalHandle, RunRecord
-from cible.core.models.runs import RunObservation
 from cible.core.planning.jobs import PLACED, SLOTS, LiveJob, decide_jobs
 from cible.core.planning.scheduling import queue_for_slots
 from cible.testing import FakeJobRunner, FrozenClock, serve_asgi

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cible.agent.presence import Presence
-from cible.core.models.runs import RunObservation
 from cible.client.http import httpx  # httpx without its command-line tool: a faster node start
+from cible.core.lifecycle.runs import RunObservation
 from cible.node.files import SELF_STOP_FILE
 from cible.node.limits import NodeLimits, preexec_for
 from cible.node.runner import LocalProcessRunner

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from cible.core.models.runs import RunObservation
+from cible.core.lifecycle.runs import RunObservation
 from cible.core.safepaths import under
 from cible.launch.tracking import with_run_token
 from cible.runfiles import CANCEL_FILE, HANDLE_FILE, PLAN_FILE, read_state, write_json_atomic

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from cible.core.models.runs import RunObservation
+from cible.core.lifecycle.runs import RunObservation
 
 
 class FakeJobRunner:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-from cible.core.models.runs import RunObservation
+from cible.core.lifecycle.runs import RunObservation
 
 
 class JobRunner(Protocol):

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal, observed_steps
+from cible.core.lifecycle.runs import RunObservation
 from cible.core.models.records import JobError, RunRecord
-from cible.core.models.runs import RunObservation
 from cible.core.planning.scheduling import queue_for_slots
 
 # How a job gets started: by its runner here, taking one of its compute's slots; or placed on

@@ -17,8 +17,8 @@ from typing import Any
 
 from cible.core.errors import CibleError
 from cible.core.lifecycle.jobs import TERMINAL
+from cible.core.lifecycle.runs import RunObservation
 from cible.core.models.records import ClusterHandle
-from cible.core.models.runs import RunObservation
 from cible.core.safepaths import under
 from cible.launch.tracking import with_run_token
 from cible.runfiles import ARTIFACT_DIRS, write_json_atomic

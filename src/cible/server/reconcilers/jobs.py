@@ -33,8 +33,8 @@ from cible.backends.base.contract import JobRunner
 from cible.core.clock import Clock
 from cible.core.errors import UnreadableRecordError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
+from cible.core.lifecycle.runs import RunObservation
 from cible.core.models.records import ClusterHandle, JobError, RunHandle, RunRecord
-from cible.core.models.runs import RunObservation
 from cible.core.planning.jobs import PLACED, SLOTS, JobDecision, LiveJob, RunsOn, decide_jobs
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles, describe
 from cible.server.reconcilers.loop import ReconcilerLoop

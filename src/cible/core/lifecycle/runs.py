@@ -1,4 +1,5 @@
-"""What the server keeps and learns about a job's run."""
+"""What a runner saw of a job's run (kept apart from the models package so that the agent, which
+reads it on every node, does not import every pydantic model at start-up)."""
 
 from __future__ import annotations
 
