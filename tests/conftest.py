@@ -1,4 +1,5 @@
-"""Shared fixtures: store URLs for SQLite and, when CIBLE_TEST_POSTGRES_URL is set, PostgreSQL."""
+"""Shared fixtures: store URLs for SQLite and, when CIBLE_TEST_POSTGRES_URL is set, PostgreSQL; and a
+migrated SQLite store for the tests that drive the reconcilers on their own."""
 
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # noqa: 
             pytest.fail("CI must run the store tests on PostgreSQL: CIBLE_TEST_POSTGRES_URL is not set")
         pytest.skip("no PostgreSQL: set CIBLE_TEST_POSTGRES_URL (scripts/test.sh starts one)")
     yield from _postgres_database()
+
+
+@pytest.fixture
+def store(tmp_path):  # noqa: ANN001, ANN201 (a cible.server.store.db.Store)
+    """A migrated SQLite store in the test's folder (a module that needs PostgreSQL too defines its own)."""
+    from cible.server.store.db import Store  # imported here: the e2e tests never load the server in-process
+
+    store = Store(f"sqlite:///{tmp_path / 'cible.db'}")
+    store.migrate()
+    yield store
+    store.close()

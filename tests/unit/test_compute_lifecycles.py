@@ -4,9 +4,7 @@ writes a lifecycle_history row; an illegal move is refused and changes nothing."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -24,14 +22,6 @@ from cible.server.store.rows import ComputeRow, LifecycleRow, QuotaRequestRow
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 P, Q = ProvisioningState, QuotaRequestStatus
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'cible.db'}")
-    store.migrate()
-    yield store
-    store.close()
 
 
 def add_compute(store: Store, name: str = "ci", kind: str = "computeinstance",

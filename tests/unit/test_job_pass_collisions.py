@@ -5,7 +5,7 @@ so it is never lost, and never made twice."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,6 @@ from cible.testing import FakeJobRunner, FrozenClock
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DONE = ["Preparing", "Running", "Finalizing", "Completed"]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'cible.db'}")
-    store.migrate()
-    yield store
-    store.close()
 
 
 def submit(store: Store, name: str) -> None:

@@ -7,7 +7,6 @@ a real store with a runner that makes run folders as the local one does (so a NU
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,14 +22,6 @@ from cible.testing import FakeJobRunner, FrozenClock
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NUL_NAME = "bad\0job"
 LONG_NAME = "j" * 300
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'cible.db'}")
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture
