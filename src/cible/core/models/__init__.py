@@ -2,6 +2,7 @@
 
 from .assets import BuildContext, Data, Environment, Model
 from .common import SpecModel
+from .components import CommandComponent, ComponentInput, ComponentOutput
 from .computes import (
     COMPUTE_TYPES,
     AmlCompute,
@@ -39,6 +40,17 @@ from .jobs import (
     RayDistribution,
     TensorFlowDistribution,
 )
+from .pipelines import (
+    CommandStep,
+    PipelineComponent,
+    PipelineJob,
+    PipelineSettings,
+    PipelineStep,
+    PortOutput,
+    StepInput,
+    SweepStep,
+)
+from .sweeps import SweepJob
 
 __all__ = [
     "COMPUTE_TYPES",
@@ -46,7 +58,11 @@ __all__ = [
     "AmlComputeSshSettings",
     "AssignedUser",
     "BuildContext",
+    "CommandComponent",
     "CommandJob",
+    "CommandStep",
+    "ComponentInput",
+    "ComponentOutput",
     "Compute",
     "ComputeBase",
     "ComputeInstance",
@@ -66,6 +82,11 @@ __all__ = [
     "Model",
     "MpiDistribution",
     "NetworkSettings",
+    "PipelineComponent",
+    "PipelineJob",
+    "PipelineSettings",
+    "PipelineStep",
+    "PortOutput",
     "PyTorchDistribution",
     "QueueSettings",
     "RayDistribution",
@@ -74,6 +95,9 @@ __all__ = [
     "ScriptReference",
     "SetupScripts",
     "SpecModel",
+    "StepInput",
+    "SweepJob",
+    "SweepStep",
     "SynapseSparkCompute",
     "TensorFlowDistribution",
     "UserAssignedIdentity",

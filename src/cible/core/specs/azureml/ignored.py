@@ -41,12 +41,24 @@ IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
         "ssh_public_access_enabled", "setup_scripts", "custom_applications",
     ),
     "environment": _ENVIRONMENT,
+    # A command component: Azure's schema has no compute, yet its 6a example sets one (Azure warns).
+    "component": _keys(
+        "compute", ("distribution.type", "ray"), "resources.shm_size", "resources.docker_args",
+        "resources.locations", "resources.max_instance_count", "resources.properties",
+    ),
     "model": (),
     "data": (),
 }
 
-# Entities nested in another kind: an inline environment in a job gets the environment rules.
-NESTED_KINDS: dict[str, dict[str, str]] = {"job": {"environment": "environment"}}
+# Entities nested in another kind: an inline environment in a job gets the environment rules, and a
+# sweep's trial (a command) the job's.
+NESTED_KINDS: dict[str, dict[str, str]] = {"job": {"environment": "environment", "trial": "job"}}
+# A pipeline step is a job; its component (and a pipeline job's own) gets the component rules.
+NESTED_KINDS["job"]["component"] = "component"
+NESTED_KINDS["component"] = {"environment": "environment"}
+# `settings:` keys of a pipeline that cible knows; others are tolerated (Azure's 3a example has
+# `default_datestore`) and named.
+PIPELINE_SETTINGS = ("default_compute", "default_datastore", "continue_on_step_failure", "force_rerun")
 
 
 def ignored_present(kind: str, data: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
@@ -69,4 +81,22 @@ def ignored_present(kind: str, data: Any, prefix: tuple[str, ...] = ()) -> list[
         found.append((prefix + entry.path, text))
     for key, nested_kind in NESTED_KINDS.get(kind, {}).items():
         found += ignored_present(nested_kind, data.get(key), prefix + (key,))
+    if kind in ("job", "component") and str(data.get("type", "")).lower() == "pipeline":
+        found += _pipeline_ignored(data, prefix)
+    return found
+
+
+def _pipeline_ignored(data: dict, prefix: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
+    """A pipeline's unknown settings, then what each step (a job) carries."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    settings = data.get("settings")
+    if isinstance(settings, dict):
+        for key in settings:
+            if key not in PIPELINE_SETTINGS:
+                path = prefix + ("settings", str(key))
+                found.append((path, ".".join(path)))
+    jobs = data.get("jobs")
+    if isinstance(jobs, dict):
+        for name, step in jobs.items():
+            found += ignored_present("job", step, prefix + ("jobs", str(name)))
     return found

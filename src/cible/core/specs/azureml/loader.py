@@ -16,22 +16,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from cible.core.errors import InvalidSpecError
-from cible.core.models import COMPUTE_TYPES, CommandJob, Data, Environment, JobInput, Model
+from cible.core.models import COMPUTE_TYPES, CommandJob, Data, Environment, JobInput, Model, SweepJob
+from cible.core.models.components import CommandComponent
+from cible.core.models.pipelines import PipelineComponent, PipelineJob
 
+from .components import inline_local_files, resolve_local_paths
 from .diagnostics import SourceMap, raise_problems, validation_problems
 from .ignored import ignored_present
 from .overrides import parse_assignment, set_path
 from .refs import classify_path, strip_file_prefix
 from .yaml_source import ParsedYaml, Path_, parse_yaml
 
-SpecKind = Literal["job", "environment", "model", "data", "compute"]
+SpecKind = Literal["job", "environment", "model", "data", "compute", "component"]
 
 _ASSETS: dict[str, tuple[type[BaseModel], str]] = {
     "environment": (Environment, "environment"),
     "model": (Model, "model"),
     "data": (Data, "data asset"),
 }
-_UNSUPPORTED_JOB_TYPES = ("sweep", "pipeline", "automl", "parallel", "spark")
+_RUNNABLE_JOB_TYPES = ("command", "sweep", "pipeline")
+_UNSUPPORTED_JOB_TYPES = ("automl", "parallel", "spark")
 
 
 @dataclass
@@ -82,8 +86,9 @@ def load_spec_dict(data: dict, kind: SpecKind, *, base_dir: Path | None = None,
 
 def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
           set_overrides: Sequence[str], name: str | None) -> LoadedSpec:
-    if kind not in ("job", "compute", *_ASSETS):
-        raise InvalidSpecError(f"unknown spec kind {kind!r}; expected job, environment, model, data or compute")
+    if kind not in ("job", "compute", "component", *_ASSETS):
+        raise InvalidSpecError(f"unknown spec kind {kind!r}; expected job, component, environment, model, data or "
+                               "compute")
     if data is None:
         raise InvalidSpecError(f"{where.source}: the spec is empty")
     if not isinstance(data, dict):
@@ -101,6 +106,11 @@ def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
     model, label = _dispatch(kind, data, where)
     if model is CommandJob:
         _inline_file_environment(data, where, base_dir, warnings)
+    elif model is SweepJob and isinstance(data.get("trial"), dict):
+        data["trial"] = dict(data["trial"])  # the caller's mapping stays as it was
+        _inline_file_environment(data["trial"], where, base_dir, warnings, prefix=("trial",))
+    elif model in (PipelineJob, PipelineComponent, CommandComponent):
+        inline_local_files(data, where, base_dir)  # local component and environment files, read here
     try:
         entity = model.model_validate(data)
     except ValidationError as exc:
@@ -129,13 +139,26 @@ def _dispatch(kind: str, data: dict, where: SourceMap) -> tuple[type[BaseModel],
         spec_type = data["type"] = spec_type.lower()
     elif spec_type is not None:  # a list or a mapping cannot be looked up as a type
         raise_problems([where.problem(("type",), f"must be a string, not a {type(spec_type).__name__}")])
+    if kind == "component":
+        if spec_type is None or spec_type == "command":
+            return CommandComponent, "command component"
+        if spec_type == "pipeline":
+            return PipelineComponent, "pipeline component"
+        raise_problems([where.problem(("type",), f"{spec_type!r} is not a component type cible runs; command or "
+                                      "pipeline")])
     if kind == "job":
         if spec_type is None or spec_type == "command":
             return CommandJob, "command job"
+        if spec_type == "pipeline":
+            return PipelineJob, "pipeline job"
+        if spec_type == "sweep":
+            return SweepJob, "sweep job"
         if spec_type in _UNSUPPORTED_JOB_TYPES:
-            message = f"'{spec_type}' jobs are not supported by cible yet; only command jobs can run"
+            message = (f"'{spec_type}' jobs are not supported by cible yet; command, sweep and pipeline jobs "
+                       "can run")
         else:
-            message = f"{spec_type!r} is not a job type; Azure job types are command, {', '.join(_UNSUPPORTED_JOB_TYPES)}"
+            message = (f"{spec_type!r} is not a job type; Azure job types are "
+                       f"{', '.join(_RUNNABLE_JOB_TYPES + _UNSUPPORTED_JOB_TYPES)}")
         raise_problems([where.problem(("type",), message)])
     if spec_type is None:
         raise_problems([where.problem((), f"missing required key 'type' in compute; one of {', '.join(COMPUTE_TYPES)}",
@@ -152,8 +175,12 @@ def _is_file_reference(value: str) -> bool:
     return value.lower().endswith((".yml", ".yaml")) and not value.lower().startswith("azureml:")
 
 
-def _inline_file_environment(data: dict, where: SourceMap, base_dir: Path | None, warnings: list[str]) -> None:
-    """``environment: file:./env.yml`` -> that file's Environment, its paths resolved against its own directory."""
+def _inline_file_environment(data: dict, where: SourceMap, base_dir: Path | None, warnings: list[str],
+                             prefix: Path_ = ()) -> None:
+    """``environment: file:./env.yml`` -> that file's Environment, its paths resolved against its own directory.
+
+    ``data`` holds the ``environment`` key: the job, or (``prefix`` ``("trial",)``) a sweep's trial.
+    """
     value = data.get("environment")
     if not isinstance(value, str) or not _is_file_reference(value):
         return
@@ -161,12 +188,14 @@ def _inline_file_environment(data: dict, where: SourceMap, base_dir: Path | None
     if not target.is_absolute():
         target = (base_dir or Path.cwd()) / target
     if not target.is_file():
-        raise_problems([where.problem(("environment",), f"environment file {value!r} not found (looked for {target})")])
+        raise_problems([where.problem(prefix + ("environment",),
+                                      f"environment file {value!r} not found (looked for {target})")])
     loaded = load_spec(target, "environment")
     data["environment"] = loaded.entity
     # Named as in the job ('environment.os_type'), as the server names them from the inlined body.
     inlined = loaded.entity.model_dump(mode="json", exclude_none=True)
-    warnings.extend(_ignored_warning(text) for _, text in ignored_present("job", {"environment": inlined}))
+    warnings.extend(_ignored_warning(text)
+                    for _, text in ignored_present("environment", inlined, prefix + ("environment",)))
 
 
 class _PathResolver:
@@ -194,6 +223,10 @@ class _PathResolver:
     def resolve(self, entity: BaseModel, data: dict) -> None:
         if isinstance(entity, CommandJob):
             self.job(entity, data)
+        elif isinstance(entity, SweepJob):
+            self.sweep(entity, data)
+        elif isinstance(entity, (PipelineJob, PipelineComponent, CommandComponent)):
+            resolve_local_paths(entity, self)
         elif isinstance(entity, Environment):
             self.environment(entity, ())
         elif isinstance(entity, (Model, Data)):
@@ -208,6 +241,16 @@ class _PathResolver:
         # An environment from `file:` was already resolved against its own file.
         if isinstance(job.environment, Environment) and isinstance(data.get("environment"), dict):
             self.environment(job.environment, ("environment",))
+
+    def sweep(self, sweep: SweepJob, data: dict) -> None:
+        trial, trial_data = sweep.trial, data.get("trial") or {}
+        if trial.code is not None:
+            trial.code = self.local(trial.code, ("trial", "code"), "code folder")
+        for input_name, value in sweep.inputs.items():
+            if isinstance(value, JobInput) and value.path is not None:
+                value.path = self.local(value.path, ("inputs", input_name, "path"), f"input '{input_name}' path")
+        if isinstance(trial.environment, Environment) and isinstance(trial_data.get("environment"), dict):
+            self.environment(trial.environment, ("trial", "environment"))
 
     def environment(self, env: Environment, prefix: Path_) -> None:
         if isinstance(env.conda_file, str):
