@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli import computes, jobs, quotas, server
+from cible.cli import components, computes, jobs, quotas, server
 from cible.cli.assets import asset_app
 from cible.cli.output import add_global_options, emit, err_console, print_fields, print_table
 
@@ -49,6 +49,7 @@ app.add_typer(server.app, name="server")
 app.add_typer(asset_app("environment", "environments", "Versioned environments."), name="environment")
 app.add_typer(asset_app("data", "data", "Versioned data assets."), name="data")
 app.add_typer(asset_app("model", "models", "Versioned models."), name="model")
+app.add_typer(components.app, name="component")
 
 
 @compute_app.command("list")

@@ -9,6 +9,7 @@ from typing import Any
 
 from cible.client.http import WorkspaceClient
 from cible.sdk.assets import AssetOperations, ModelOperations
+from cible.sdk.components import ComponentOperations
 from cible.sdk.jobs import JobOperations
 from cible.sdk.resources import Done, Resource
 from cible.workspace import WorkspacePaths, default_home
@@ -145,6 +146,7 @@ class MLClient:
         self.environments = AssetOperations(self._client, "environments", "environment")
         self.data = AssetOperations(self._client, "data", "data")
         self.models = ModelOperations(self._client)
+        self.components = ComponentOperations(self._client)
 
     @property
     def url(self) -> str:

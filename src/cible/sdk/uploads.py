@@ -74,6 +74,12 @@ def upload_snapshot(client: WorkspaceClient, root: Path, keep_name: bool = False
     files = walk_snapshot(root)
     if keep_name and root.is_dir():
         files = {f"{root.name}/{rel}": path for rel, path in files.items()}
+    return upload_files(client, files)
+
+
+def upload_files(client: WorkspaceClient, files: dict[str, Path]) -> str:
+    """Upload a tree given as relative POSIX path -> local file (a code folder with a component's
+    additional_includes beside it); return the snapshot's cible:// URI."""
     entries = {}
     for rel, path in files.items():
         st = path.stat()

@@ -1,4 +1,4 @@
-"""/api/v1/{environments|data|models}: versioned assets, thin HTTP over the asset service."""
+"""/api/v1/{environments|data|models|components}: versioned assets, thin HTTP over the asset service."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cible.server.schemas.assets import Asset, AssetArchiveState, AssetPage
 from cible.server.schemas.common import FileList
 
 router = APIRouter(prefix="/api/v1", tags=["assets"], default_response_class=JSON)
-AssetKind = Literal["environments", "data", "models"]
+AssetKind = Literal["environments", "data", "models", "components"]
 IncludeArchived = Query(False, description="list archived items with the active ones (`--include-archived`)")
 ArchivedOnly = Query(False, description="list the archived items alone (`--archived-only`)")
 

@@ -1,8 +1,10 @@
-"""Registered assets (environments, data, models): versioned, immutable, `@latest` by creation order.
+"""Registered assets (environments, data, models, components): versioned, immutable, `@latest` by
+creation order.
 
 Local content arrives as an uploaded snapshot and is copied into the workspace
 datastore (`LocalUpload/<snapshot>/…`), so an asset never depends on the
 uploader's disk; job outputs and datastore paths are referenced where they are.
+A component's code stays the uploaded snapshot its `code` names (as a job's does).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from sqlalchemy.orm import Session, aliased
 
 from cible.core import naming
 from cible.core.clock import Clock
-from cible.core.environments import plan_environment
-from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.environments import plan_environment, resolve_curated
+from cible.core.errors import ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
 from cible.core.safepaths import inside, stays_under, under
 from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.loader import load_spec_dict
@@ -32,7 +34,8 @@ from cible.server.store.rows import ArchivedAssetRow, AssetRow
 from cible.workspace import DEFAULT_DATASTORE, WorkspacePaths
 
 # URL segment -> (loader kind, what users call it)
-KINDS = {"environments": ("environment", "environment"), "data": ("data", "data asset"), "models": ("model", "model")}
+KINDS = {"environments": ("environment", "environment"), "data": ("data", "data asset"), "models": ("model", "model"),
+         "components": ("component", "component")}
 LATEST = "latest"
 # Folder assets Azure checks for their descriptor file.
 REQUIRED_FILES = {("model", "mlflow_model"): "MLmodel", ("data", "mltable"): "MLTable"}
@@ -59,7 +62,9 @@ class AssetService:
         if body.get("name") not in (None, name):
             raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'",
                                       details={"field": "name"})
-        if version is not None and body.get("version") not in (None, version):
+        # Text, as Azure keeps it: YAML's `version: 1` is the URL's `1` (and `01` stays `01`).
+        body_version = None if body.get("version") is None else str(body["version"])
+        if version is not None and body_version not in (None, version):
             raise InvalidRequestError(f"version: the body says '{body['version']}' but the URL says '{version}'",
                                       details={"field": "version"})
         data = {k: v for k, v in body.items() if k not in ("version", "creation_context", "id")}
@@ -68,10 +73,12 @@ class AssetService:
         spec.pop("version", None)
         if spec_kind == "environment":
             plan_environment(spec)  # a conda file that cannot be built is refused now, not at a job's Preparing
+        elif spec_kind == "component":
+            self._check_component(spec, "")  # what a job using it will need, refused now
         else:
             spec["path"] = self._store_path(spec_kind, spec)
         with self.store.session() as session:
-            version = version or body.get("version") or self._next_version(session, kind, name)
+            version = version or body_version or self._next_version(session, kind, name)
             naming.ASSET_VERSION.check(str(version), field="version")  # the body's, when the URL has none
             existing = session.get(AssetRow, (kind, name, str(version)))
             if existing is not None:
@@ -139,6 +146,79 @@ class AssetService:
                                 f"{', '.join(outputs) or 'none'})", details={"field": "path"})
         base = outputs[output]["uri"].rstrip("/")
         return f"{base}/{rel}".rstrip("/") if rel else base
+
+    # -- components ------------------------------------------------------------
+    def component_spec(self, name: str, version: str = LATEST) -> dict[str, Any]:
+        """A registered component's spec, `name` and `version` in it, for pipelines that name it
+        (`azureml:<name>:<version>`, `azureml:<name>@latest`: pass the version or `latest`)."""
+        found = self.get("components", name, version)
+        return {k: v for k, v in found.items() if k not in ("is_archived", "creation_context")}
+
+    def _check_component(self, spec: dict[str, Any], field: str) -> None:
+        """A component (or a pipeline component's step, `field` its place: `jobs.train.`) as a job
+        using it needs it: code uploaded, environment buildable or registered, data inputs uploaded,
+        the components it names registered."""
+        if spec.get("code") is not None:
+            self._check_snapshot(f"{field}code", spec["code"])
+        if spec.get("environment") is not None:
+            self._check_environment(f"{field}environment", spec["environment"])
+        for key, value in (spec.get("inputs") or {}).items():
+            path = value.get("path") if isinstance(value, dict) else None
+            if isinstance(path, str) and "${{" not in path and refs.classify_path(path) in ("local", "snapshot"):
+                self._check_snapshot(f"{field}inputs.{key}.path", path)
+        for key in ("component", "trial"):
+            nested = spec.get(key)
+            if isinstance(nested, dict):
+                self._check_component(nested, f"{field}{key}.")
+            elif isinstance(nested, str):
+                self._check_component_ref(f"{field}{key}", nested)
+        for step, child in (spec.get("jobs") or {}).items():
+            if isinstance(child, dict):
+                self._check_component(child, f"{field}jobs.{step}.")
+
+    def _check_snapshot(self, field: str, uri: str) -> None:
+        if not uri.startswith(SNAPSHOT_SCHEME):
+            raise InvalidRequestError(f"{field}: '{uri}' is a local path; upload it first (the cible CLI and SDK do "
+                                      "this for you) and pass the cible://snapshots/... URI the upload returns",
+                                      details={"field": field})
+        snapshot, _ = parse_snapshot_uri(uri, field=field)
+        if not under(self.paths.blob_root, snapshot[:2], snapshot).is_file():
+            raise NotFoundError(f"{field}: snapshot {snapshot} was not uploaded to this workspace",
+                                details={"field": field})
+
+    def _check_environment(self, field: str, env: Any) -> None:
+        registered = None
+        if isinstance(env, str) and resolve_curated(env) is None:
+            ref = refs.parse_asset_ref(env)
+            if ref is not None and not ref.registry:
+                try:
+                    registered = self.get("environments", ref.name, ref.version or ref.label or LATEST)
+                except NotFoundError as exc:
+                    raise NotFoundError(f"{field}: {exc.message}", details={"field": field}) from None
+        try:
+            plan_environment(env, registered=registered)
+        except InvalidSpecError as exc:  # the planner names `environment`; say where in the component
+            message = exc.message.removeprefix("environment")
+            message = message if message.startswith((":", ".", " (")) else f": {message}"
+            raise InvalidSpecError(f"{field}{message}", details={"field": field}) from None
+
+    def _check_component_ref(self, field: str, value: str) -> None:
+        try:
+            ref = refs.parse_asset_ref(value)
+        except InvalidSpecError as exc:
+            raise InvalidSpecError(f"{field}: {exc.message}", details={"field": field}) from None
+        if ref is None:
+            raise InvalidRequestError(f"{field}: '{value}' is a local file; the cible CLI and SDK inline it (send "
+                                      "the component itself, or name a registered one: azureml:<name>:<version>)",
+                                      details={"field": field})
+        if ref.registry:
+            raise NotFoundError(f"{field}: '{value}' is in registry '{ref.registry}'; this workspace has no "
+                                "registries: register the component here (`cible component create`)",
+                                details={"field": field})
+        try:
+            self.get("components", ref.name, ref.version or ref.label or LATEST)
+        except NotFoundError as exc:
+            raise NotFoundError(f"{field}: {exc.message}", details={"field": field}) from None
 
     def local_path(self, uri: str) -> Path:
         datastore, rel = refs.parse_datastore_uri(uri)

@@ -1,0 +1,96 @@
+"""`cible component create|list|show|archive|restore`, as `az ml component …`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cible.cli.output import emit, print_fields, print_table, warn_answered, warn_loaded
+
+app = typer.Typer(help="Registered components (command and pipeline), versioned.", no_args_is_help=True)
+
+COLUMNS = [("name", "name"), ("version", "version"), ("type", "type"), ("display_name", "display_name"),
+           ("description", "description")]
+SHOW_KEYS = ["name", "version", "type", "display_name", "description", "is_deterministic", "code", "environment",
+             "command", "inputs", "outputs", "jobs", "tags", "is_archived", "creation_context"]
+
+
+def _operations():  # noqa: ANN202
+    from cible.sdk import MLClient
+
+    return MLClient().components
+
+
+def _draw(item: dict) -> None:
+    print_fields(item, [*SHOW_KEYS, *(k for k in item if k not in SHOW_KEYS)])
+
+
+@app.command("create")
+def create(
+    file: Annotated[Path, typer.Option("--file", "-f", help="component YAML (Azure ML CLI v2)")],
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="the component's name (wins over the file's)")] = None,
+    version: Annotated[Optional[str], typer.Option("--version", "-v", help="the version (wins over the file's); "
+                                                  "default: the file's, else the next one")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: a.b=value")] = None,
+) -> None:
+    """Register a component version from YAML; its code and additional_includes are uploaded.
+
+    Registering a version again is harmless with the same content and refused with other content."""
+    from cible.core.specs.azureml.loader import load_spec
+
+    overrides = []
+    for assignment in set_ or ():
+        key, sep, raw = assignment.partition("=")
+        if sep and key.strip() == "version":  # text as typed: `--set version=01` is not version 1
+            version = raw.strip()
+        else:
+            overrides.append(assignment)
+    loaded = load_spec(file, "component", set_overrides=overrides, name=name)
+    warn_loaded(loaded)
+    created = _operations().create_or_update(loaded.entity, version=version)
+    shown = warn_answered(created, loaded)
+    emit(created, lambda _: _draw(shown))
+
+
+@app.command("show")
+def show(
+    name: Annotated[str, typer.Option("--name", "-n")],
+    version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
+) -> None:
+    """Show one version (default: the latest)."""
+    emit(_operations().get(name, version=version, label=label), _draw)
+
+
+@app.command("list")
+def list_(
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="list this component's versions")] = None,
+    include_archived: Annotated[bool, typer.Option("--include-archived", help="archived ones too")] = False,
+    archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived ones")] = False,
+) -> None:
+    """The latest version of each component, or every version of one name."""
+    from cible.cli.jobs import view_type
+
+    items = _operations().list(name=name, list_view_type=view_type(include_archived, archived_only))
+    emit(items, lambda shown: print_table(shown, COLUMNS))
+
+
+@app.command("archive")
+def archive(
+    name: Annotated[str, typer.Option("--name", "-n")],
+    version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole component")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
+) -> None:
+    """Archive a version, or the whole component: hidden from `list` and `@latest`, still usable by version."""
+    emit(_operations().archive(name, version=version, label=label), _draw)
+
+
+@app.command("restore")
+def restore(
+    name: Annotated[str, typer.Option("--name", "-n")],
+    version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole component")] = None,
+) -> None:
+    """Restore an archived version, or the whole component."""
+    emit(_operations().restore(name, version=version), _draw)
