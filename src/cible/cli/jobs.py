@@ -26,8 +26,8 @@ from cible.cli.output import (
 app = typer.Typer(help="Submit, follow, cancel and download jobs.", no_args_is_help=True)
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="job name")]
-SHOW_KEYS = ["name", "display_name", "status", "queue_reason", "experiment_name", "compute", "command", "start_time",
-             "end_time", "output_uris", "mlflow_run_id", "metrics_unavailable", "warnings"]
+SHOW_KEYS = ["name", "type", "display_name", "status", "queue_reason", "parent_job_name", "experiment_name", "compute",
+             "command", "start_time", "end_time", "output_uris", "mlflow_run_id", "metrics_unavailable", "warnings"]
 
 
 def _client():  # noqa: ANN202
@@ -46,9 +46,29 @@ def _draw_job(job: dict) -> None:
         if job.get(key):
             print_table([{"name": k, "value": v} for k, v in sorted(job[key].items())],
                         [("name", "name"), ("value", "value")], title=key)
+    _draw_children(job)
     history = job.get("status_history")
     if history:
         print_table(history, [("status", "status"), ("at", "at"), ("reason", "reason")], title="status history")
+
+
+def _draw_children(job: dict) -> None:
+    """A sweep's trials and best trial, a pipeline's steps."""
+    if job.get("trials"):
+        metric = (job.get("objective") or {}).get("primary_metric", "metric")
+        rows = [{**t, "parameters": ", ".join(f"{k}={v}" for k, v in t["parameters"].items()),
+                 "why": t.get("terminated", "")} for t in job["trials"]]
+        print_table(rows, [("#", "index"), ("trial", "name"), ("status", "status"), (metric, "metric"),
+                           ("parameters", "parameters"), ("why", "why")], title="trials")
+    best = job.get("best_trial")
+    if best:
+        params = ", ".join(f"{k}={v}" for k, v in best["parameters"].items())
+        console.print(f"[bold]best trial[/bold]  {best['name']}  {best['metric']}  ({params})", highlight=False)
+    if job.get("steps"):
+        rows = [{**step, "job": step.get("job") or "", "compute": str(step.get("compute") or "").removeprefix("azureml:")}
+                for step in job["steps"]]
+        print_table(rows, [("step", "name"), ("status", "status"), ("job", "job"), ("compute", "compute")],
+                    title="steps")
 
 
 @app.command("create")
@@ -138,9 +158,11 @@ def list_(
     status: Annotated[Optional[str], typer.Option("--status", help="e.g. running, completed (any case)")] = None,
     include_archived: Annotated[bool, typer.Option("--include-archived", help="archived jobs too")] = False,
     archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived jobs")] = False,
+    parent_job_name: Annotated[Optional[str], typer.Option(
+        "--parent-job-name", "-p", help="list this sweep's trials or this pipeline's steps")] = None,
 ) -> None:
-    """List jobs, newest first."""
-    emit(_client().jobs.list(max_results=max_results, status=status,
+    """List jobs, newest first (a sweep's trials or a pipeline's steps with --parent-job-name)."""
+    emit(_client().jobs.list(max_results=max_results, status=status, parent_job_name=parent_job_name,
                              list_view_type=view_type(include_archived, archived_only)), _draw_jobs)
 
 

@@ -221,8 +221,11 @@ class Launcher:
         # rw_mount outputs are written in place, in the datastore. The run folder itself is not the
         # command's: the launcher keeps its state and logs there, and must find no link planted.
         outputs = [Path(o["local_path"]) for o in self.plan.get("outputs", {}).values() if o.get("mode") != "upload"]
+        # Inputs read in place (a mounted job output, a pipeline step's default artifacts) stay visible.
+        mounted = [Path(i["source"]["local_path"]) for i in self.plan.get("inputs", {}).values()
+                   if i.get("kind") == "data" and "local_path" in (i.get("source") or {})]
         box = sandbox.Sandbox.from_plan(self.plan, [self.wd, self.run_dir / "outputs", *resume, *outputs],
-                                        [self.run_dir / "inputs"], protect=sandbox.installation())
+                                        [self.run_dir / "inputs", *mounted], protect=sandbox.installation())
         if mode == "required" and "sandbox" not in self.plan:
             raise sandbox.SandboxError(0, "this job's plan was made before jobs were sandboxed; submit it again")
         if box is None or mode == "off":

@@ -11,17 +11,19 @@ from typing import IO, TYPE_CHECKING, Any
 from cible.client.http import WorkspaceClient
 from cible.core.errors import CibleError, JobFailedError
 from cible.core.lifecycle.jobs import is_terminal
-from cible.core.names import job_name
 from cible.sdk.downloads import download_listed, segment
 from cible.sdk.resources import ListViewType, Resource, view_params
 
 if TYPE_CHECKING:
     from cible.core.models import CommandJob
+    from cible.core.models.pipelines import PipelineJob
+    from cible.core.models.sweeps import SweepJob
 
 STREAM_POLL_MIN_S = 0.05
 STREAM_POLL_MAX_S = 1.0
 QUEUE_REASON_POLL_S = 2.0  # how often a stream looks again at why a waiting job waits
 WAITING = frozenset({"NotStarted", "Queued", "Preparing", "Provisioning", "Starting"})
+PARENT_TYPES = ("sweep", "pipeline")  # their work is child jobs: their stream is their children's statuses
 
 
 class CancelPoller:
@@ -38,11 +40,12 @@ class JobOperations:
     def __init__(self, client: WorkspaceClient) -> None:
         self._client = client
 
-    def create_or_update(self, job: CommandJob | dict[str, Any], *, name: str | None = None) -> Resource:
+    def create_or_update(self, job: CommandJob | SweepJob | PipelineJob | dict[str, Any], *,
+                         name: str | None = None) -> Resource:
         body = self._body(job, name)
         return Resource(self._client.json("PUT", f"/jobs/{body['name']}", json=body))
 
-    def validate(self, job: CommandJob | dict[str, Any], *, raise_on_failure: bool = False,
+    def validate(self, job: CommandJob | SweepJob | PipelineJob | dict[str, Any], *, raise_on_failure: bool = False,
                  name: str | None = None) -> Resource:
         """Check `job` as its submit would, creating no job (azure-ai-ml's `validate`, for command
         jobs too). Local code and inputs are uploaded (content-addressed: the submit reuses them).
@@ -57,43 +60,24 @@ class JobOperations:
             return Resource({"passed": False, "name": body["name"], "error_messages": _error_messages(exc),
                              "warnings": []})
 
-    def _body(self, job: CommandJob | dict[str, Any], name: str | None) -> dict[str, Any]:
-        """The request body of a submit: local code and inputs uploaded, a conda file inlined."""
+    def _body(self, job: Any, name: str | None) -> dict[str, Any]:
+        """The request body of a submit (command, sweep or pipeline job): every local path it holds
+        uploaded, every inline conda file inlined (sdk/job_bodies.py)."""
         # Imported here: show, list, stream and cancel need no models (CLI start-up time).
-        from cible.core.models import CommandJob, JobInput
-        from cible.core.naming import experiment_from_folder
-        from cible.core.specs.azureml import refs
+        from cible.sdk.job_bodies import submission_body
 
-        spec = job if isinstance(job, CommandJob) else CommandJob.model_validate(job)
-        body = spec.model_dump(mode="json", exclude_none=True)
-        body.pop("schema_", None)
-        body.pop("$schema", None)
-        body["name"] = name or body.get("name") or job_name()
-        # Azure's default experiment: the folder the submission was made from (made a valid name).
-        body.setdefault("experiment_name", experiment_from_folder(Path.cwd().name))
-        if isinstance(body.get("environment"), dict):
-            from cible.sdk.assets import inline_conda_file
-
-            body["environment"] = inline_conda_file(body["environment"])
-        if body.get("code"):
-            body["code"] = self._upload("code", body["code"])
-        for key, value in (spec.inputs or {}).items():
-            if isinstance(value, JobInput) and value.path and refs.classify_path(value.path) == "local":
-                body["inputs"][key]["path"] = self._upload(f"inputs.{key}.path", value.path)
-        return body
-
-    def _upload(self, field: str, local: str) -> str:
-        from cible.sdk.uploads import upload_path  # pathspec: only when something is uploaded
-
-        return upload_path(self._client, local, field)
+        return submission_body(self._client, job, name)
 
     def get(self, name: str) -> Resource:
         return Resource(self._client.json("GET", f"/jobs/{name}"))
 
     def list(self, *, max_results: int | None = None, status: str | None = None, experiment_name: str | None = None,
-             list_view_type: ListViewType | str = ListViewType.ACTIVE_ONLY) -> list[Resource]:
-        """Jobs, newest first; archived ones only as `list_view_type` asks (ArchivedOnly, All)."""
-        params = {k: v for k, v in {"status": status, "experiment_name": experiment_name}.items() if v is not None}
+             list_view_type: ListViewType | str = ListViewType.ACTIVE_ONLY,
+             parent_job_name: str | None = None) -> list[Resource]:
+        """Top-level jobs, newest first; archived ones only as `list_view_type` asks (ArchivedOnly, All).
+        With `parent_job_name`: that sweep's trials or pipeline's steps."""
+        params = {k: v for k, v in {"status": status, "experiment_name": experiment_name,
+                                    "parent_job_name": parent_job_name}.items() if v is not None}
         params.update(view_params(list_view_type))
         return [Resource(j) for j in self._client.items("/jobs", params, limit=max_results)]
 
@@ -130,6 +114,9 @@ class JobOperations:
         `on_status` gets the job each time its status or, while it waits, its queue reason changes.
         """
         out = out or sys.stdout.buffer
+        job = self.get(name)
+        if job.get("type") in PARENT_TYPES:
+            return self._stream_children(job, out, raise_on_failure, on_status)
         offset, delay = 0, STREAM_POLL_MIN_S
         seen: tuple[str, str | None] | None = None
         looked_at = 0.0
@@ -153,14 +140,48 @@ class JobOperations:
             if not response.content:
                 time.sleep(delay)  # no new output yet
                 delay = min(delay * 1.5, STREAM_POLL_MAX_S)
-        job = self.get(name)
+        return self._ended(self.get(name), raise_on_failure)
+
+    @staticmethod
+    def _ended(job: Resource, raise_on_failure: bool) -> Resource:
         if raise_on_failure and job["status"] != "Completed":
             error = job.get("error") or {}
             raise JobFailedError(
-                f"job '{name}' ended {job['status']}: {error.get('message', 'no error recorded')}",
-                details={"name": name, "status": job["status"], "error": error},
+                f"job '{job['name']}' ended {job['status']}: {error.get('message', 'no error recorded')}",
+                details={"name": job["name"], "status": job["status"], "error": error},
             )
         return job
+
+    def _stream_children(self, job: Resource, out: IO[bytes], raise_on_failure: bool,
+                         on_status: Callable[[Resource], None] | None) -> Resource:
+        """A sweep's or pipeline's stream: a line each time one of its trials or steps changes status
+        (Azure streams a pipeline's step statuses too), until it ends."""
+        seen: dict[str, str] = {}
+        status: str | None = None
+        delay = STREAM_POLL_MIN_S
+        while True:
+            if on_status is not None and job["status"] != status:
+                on_status(job)
+            status = job["status"]
+            lines = []
+            for child in job.get("steps") or job.get("trials") or []:
+                key = str(child.get("name"))
+                said = child["status"] + (f" ({child['job']})" if child.get("job") else "")
+                if "metric" in child and child["metric"] is not None:
+                    said += f" {child['metric']}"
+                if seen.get(key) != said:
+                    seen[key] = said
+                    what = "step" if "job" in child else "trial"
+                    lines.append(f"{what} {key}: {said}\n")
+            if lines:
+                out.write("".join(lines).encode())
+                out.flush()
+                delay = STREAM_POLL_MIN_S
+            if is_terminal(job["status"]):
+                return self._ended(job, raise_on_failure)
+            time.sleep(delay)  # waiting on remote jobs, with back-off
+            delay = min(delay * 1.5, STREAM_POLL_MAX_S)
+            job = self.get(job["name"])
 
     def download(self, name: str, *, download_path: str | Path = ".", output_name: str | None = None, all: bool = False) -> list[Path]:  # noqa: A002
         params: dict[str, Any] = {"all": all}

@@ -15,6 +15,7 @@ from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError
 from cible.launch.tracking import experiment_id
 from cible.node.runner import LocalProcessRunner
+from cible.runfiles import read_state
 from cible.server.auth import TokenAuthMiddleware
 from cible.server.clusters.agents import AgentService
 from cible.server.clusters.hub import AgentHub
@@ -23,6 +24,7 @@ from cible.server.clusters.runs import ClusterRunner
 from cible.server.errors import install_error_handlers
 from cible.server.guard import RequestGuard
 from cible.server.reconcilers.jobs import JobReconciler
+from cible.server.reconcilers.orchestrator import Orchestrator
 from cible.server.routers import agents as agents_router
 from cible.server.routers import assets as assets_router
 from cible.server.routers import computes as computes_router
@@ -41,7 +43,7 @@ from cible.server.services.quotas import QuotaService
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
 from cible.server.tokens import Tokens
-from cible.server.tracking import TrackingServer
+from cible.server.tracking import TrackingServer, metric_history
 from cible.server.tracking_proxy import tracking_router
 
 EXPERIMENT_IDS_KEPT = 1024  # MLflow experiment ids the server remembers, by name (the most recently used)
@@ -108,8 +110,20 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan,
                         experiment_lookup=experiment_of)
-    jobs = JobService(store, computes, plans, clock, on_submit=lambda: (reconciler.wake(), clusters.wake()),
-                      default_compute=settings.default_compute)
+    jobs = JobService(store, computes, plans, clock,
+                      on_submit=lambda: (reconciler.wake(), clusters.wake(), orchestrator.wake()),
+                      default_compute=settings.default_compute,
+                      component_lookup=lambda name, version: assets.get("components", name, version))
+
+    def trial_metric(job_name: str, metric: str) -> list[float] | None:
+        """A trial's primary metric as logged to its MLflow run; None while it has no run."""
+        run_id = (read_state(paths.run_dir(job_name)) or {}).get("mlflow_run_id")
+        if not run_id or tracking is None:
+            return None
+        return metric_history(tracking, run_id, metric)
+
+    orchestrator = Orchestrator(store, jobs, clock, trial_metric)
+    reconciler.on_any_end = orchestrator.wake
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -121,9 +135,11 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                     provider.prepare()  # engines reached over the network connect in the background
             reconciler.start()
             clusters.start()
+            orchestrator.start()
         try:
             yield
         finally:
+            orchestrator.stop()
             clusters.stop()
             reconciler.stop()
             for provider in providers.values():
@@ -145,6 +161,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.settings = settings
     app.state.store = store
     app.state.jobs = jobs
+    app.state.orchestrator = orchestrator
     app.state.computes = computes
     app.state.instances = InstanceService(store, clock, paths, on_change=clusters.wake)
     app.state.quotas = quotas

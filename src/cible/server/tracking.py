@@ -354,6 +354,31 @@ def run_metrics(tracking: TrackingServer, run_id: str, *, timeout: float = 10.0)
     }
 
 
+def metric_history(tracking: TrackingServer, run_id: str, key: str, *, timeout: float = 10.0) -> list[float]:
+    """Every value of metric `key` the run logged, in logged order (by step, then time); [] if none.
+
+    Raises TrackingUnavailableError when the child does not answer within `timeout`.
+    """
+    import httpx
+
+    if not tracking.ready(timeout):
+        raise TrackingUnavailableError(tracking.unavailable_message())
+    try:
+        response = httpx.get(f"{tracking.url}{API}/metrics/get-history", timeout=timeout, trust_env=False,
+                             params={"run_id": run_id, "metric_key": key, "max_results": 25000},
+                             headers=tracking.auth_headers)
+    except httpx.HTTPError as exc:
+        raise TrackingUnavailableError(f"the workspace's MLflow tracking server did not answer: {exc}") from None
+    if response.status_code in (400, 404) and "DOES_NOT_EXIST" in response.text:
+        return []
+    if response.status_code != 200:
+        raise TrackingUnavailableError(
+            f"the MLflow tracking server answered {response.status_code} for run {run_id}: {response.text[:500]}")
+    metrics = response.json().get("metrics", [])
+    metrics.sort(key=lambda m: (int(m.get("step", 0)), int(m.get("timestamp", 0))))
+    return [float(m["value"]) for m in metrics]
+
+
 # -- the child: MLflow's server in one process -------------------------------------------
 # Names that MLflow's CLI sets for its workers (mlflow.server.constants / handlers); verified
 # against the installed MLflow before use: an MLflow whose internals differ is not served, since

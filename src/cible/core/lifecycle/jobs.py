@@ -83,3 +83,18 @@ def observed_steps(current: JobStatus | str, reported: list[str]) -> list[JobSta
             steps.append(target)
             state = target
     return steps
+
+
+# How a job whose work is child jobs (a sweep, a pipeline) reaches an end from wherever it is: the
+# same table as any job, walked through the statuses a run passes on the way.
+_PATH_TO = {
+    JobStatus.RUNNING: ("Starting", "Running"),
+    JobStatus.COMPLETED: ("Starting", "Running", "Finalizing", "Completed"),
+    JobStatus.FAILED: ("Failed",),
+    JobStatus.CANCELED: ("CancelRequested", "Canceled"),
+}
+
+
+def path_to(current: JobStatus | str, target: JobStatus | str) -> list[JobStatus]:
+    """The moves from `current` to `target` (Running, Completed, Failed or Canceled); [] when it is there."""
+    return observed_steps(current, list(_PATH_TO[JobStatus(target)]))

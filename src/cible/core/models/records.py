@@ -176,6 +176,23 @@ class NodeInfo(Record):
     disk: dict[str, Any] | None = None  # an instance's disk use against its OS disk
 
 
+# -- a sweep's or pipeline's children ------------------------------------------------------
+
+
+class ChildrenRecord(Record):
+    """What the orchestrator keeps about a sweep's trials or a pipeline's steps beyond the child jobs
+    themselves (which are the source of truth: their rows carry parent_job_name and parent_step)."""
+
+    schema_version: Literal[1] = 1
+    best_trial: str | None = None  # a sweep's best trial so far
+    terminated: dict[str, str] = Field(default_factory=dict)  # trial -> why its policy stopped it
+    reused: dict[str, str] = Field(default_factory=dict)  # step -> the earlier job whose outputs it reuses
+    skipped: list[str] = Field(default_factory=list)  # steps that never run (an upstream step failed)
+    components: dict[str, dict[str, Any]] = Field(default_factory=dict)  # registered refs, resolved at submit
+    metrics: dict[str, list[float]] = Field(default_factory=dict)  # trial -> its primary metric, as logged
+    notes: list[str] = Field(default_factory=list)  # why the parent does what it does (shown)
+
+
 # -- a job's end -----------------------------------------------------------------------
 
 

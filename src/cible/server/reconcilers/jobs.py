@@ -39,7 +39,7 @@ from cible.core.planning.jobs import PLACED, SLOTS, JobDecision, LiveJob, RunsOn
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles, describe
 from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.reconcilers.shape import check_unchanged
-from cible.server.services.jobs import set_status
+from cible.server.services.jobs import PARENT_TYPES, set_status
 from cible.server.store.columns import read_record
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow
@@ -63,13 +63,14 @@ class JobReconciler(ReconcilerLoop):
 
     def __init__(self, store: Store, runners: dict[str, JobRunner], clock: Clock, max_concurrent: int,
                  cluster_runner: JobRunner | None = None, cluster_names=lambda: set(),  # noqa: ANN001
-                 on_job_ended=lambda: None) -> None:  # noqa: ANN001
+                 on_job_ended=lambda: None, on_any_end=lambda: None) -> None:  # noqa: ANN001
         self.store = store
         self.runners = runners  # by target name (local): each a compute of `max_concurrent` slots
         # Jobs on clusters: placed by the cluster reconciler, followed through this runner.
         self.cluster_runner = cluster_runner
         self.cluster_names = cluster_names
         self.on_job_ended = on_job_ended  # a cluster job ended: its nodes are free
+        self.on_any_end = on_any_end  # a job ended: its sweep or pipeline may go on
         self.clock = clock
         self.max_concurrent = max_concurrent
         super().__init__()
@@ -105,7 +106,7 @@ class JobReconciler(ReconcilerLoop):
         decisions = decide_jobs(snapshot.jobs, slots=self.max_concurrent, running=snapshot.running)
         applied = [job for job in snapshot.jobs
                    if self._apply(job, snapshot.versions[job.name], decisions[job.name], now)]
-        launch_failed = ended_on_cluster = False
+        launch_failed = ended_on_cluster = ended = False
         for job in applied:  # after every job's write committed
             decision = decisions[job.name]
             try:
@@ -119,14 +120,18 @@ class JobReconciler(ReconcilerLoop):
             if not decision.waits:  # a job waiting for a slot keeps its failures: its launch is still to be tried
                 self.troubles.succeeded(job.name)
             ended_on_cluster |= decision.ends and job.runs_on == PLACED
+            ended |= decision.ends
         if ended_on_cluster:
             self.on_job_ended()
+        if ended:
+            self.on_any_end()
         return True, launch_failed
 
     # -- load and observe ----------------------------------------------------------------------
     def _load(self, now: datetime) -> Snapshot:
         clusters = self.cluster_names()
-        live = JobRow.status.notin_([s.value for s in TERMINAL])
+        # Sweeps and pipelines run as their child jobs: the orchestrator's.
+        live = JobRow.status.notin_([s.value for s in TERMINAL]) & JobRow.job_type.notin_(PARENT_TYPES)
         if clusters:  # a job queued on a cluster is the cluster reconciler's until it places it
             live = live & ~((JobRow.status == JobStatus.QUEUED.value) & JobRow.target.in_(clusters))
         with self.store.session() as session:
@@ -203,7 +208,10 @@ class JobReconciler(ReconcilerLoop):
         why_it_ended = decision.error.message if decision.error else None
         for step in decision.steps:
             set_status(session, row, step, now, reason=why_it_ended if step in TERMINAL else "reported by the launcher")
-        if decision.ends and decision.error is not None:
+        # Why a canceled job was canceled, when its canceler said (a sweep's early termination policy),
+        # says more than its launcher's "canceled".
+        kept = row.error is not None and row.status == JobStatus.CANCELED.value
+        if decision.ends and decision.error is not None and not kept:
             row.error = decision.error
 
     def _act(self, job: LiveJob, decision: JobDecision) -> None:

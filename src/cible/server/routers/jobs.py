@@ -67,9 +67,12 @@ def list_jobs(
     experiment_name: str | None = None,
     include_archived: bool = Query(False, description="list archived jobs with the others (`--include-archived`)"),
     archived_only: bool = Query(False, description="list the archived jobs alone (`--archived-only`)"),
+    parent_job_name: str | None = Query(None, description="list this sweep's trials or pipeline's steps "
+                                                          "(`--parent-job-name`) instead of top-level jobs"),
 ) -> dict[str, Any]:
     return _jobs(request).list(skip=skip, top=top, status=status, experiment=experiment_name,
-                               include_archived=include_archived, archived_only=archived_only)
+                               include_archived=include_archived, archived_only=archived_only,
+                               parent_job_name=parent_job_name)
 
 
 @router.delete("/{name}", status_code=204)

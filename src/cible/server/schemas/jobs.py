@@ -61,7 +61,7 @@ class Job(Envelope):
     `mlflow_run_id`, `metrics` and `params` in the show view once the job has an MLflow run."""
 
     name: str = Field(description="the job's name (its id in the workspace)")
-    type: str = Field(description="the job type: command")
+    type: str = Field(description="the job type: command, sweep or pipeline")
     display_name: str = Field(description="its display name (one is made from the name when none is given)")
     experiment_name: str = Field(description="its experiment (Default when none is given)")
     status: str = Field(description="Azure's job status: NotStarted, Queued, Preparing, Running, Completed, ...")
@@ -89,6 +89,13 @@ class Job(Envelope):
     metrics: dict[str, Any] | None = Field(None, description="its MLflow run's latest metrics (show view)")
     params: dict[str, Any] | None = Field(None, description="its MLflow run's params (show view)")
     metrics_unavailable: str | None = Field(None, description="why the metrics could not be read (MLflow down)")
+    parent_job_name: str | None = Field(None, description="the sweep or pipeline this trial or step belongs to")
+    best_trial: dict[str, Any] | None = Field(None, description="a sweep's best trial so far: name, metric, parameters")
+    trial_counts: dict[str, int] | None = Field(None, description="a sweep's trials by status")
+    trials: list[dict[str, Any]] | None = Field(None, description="a sweep's trials: index, name, status, parameters, "
+                                                                "metric, why a policy stopped it (show view)")
+    steps: list[dict[str, Any]] | None = Field(None, description="a pipeline's steps: name, status (Reused for a "
+                                                               "step whose earlier result serves), job, compute")
 
 
 JobPage = Page[Job]

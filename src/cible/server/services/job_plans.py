@@ -23,6 +23,7 @@ SNAPSHOT_SCHEME = "cible://snapshots/"
 LITERAL_INPUT_TYPES = {"number", "integer", "boolean", "string"}
 MODEL_INPUT_TYPES = {"mlflow_model", "custom_model", "triton_model"}
 PLAN_VERSION = 1
+DEFAULT_ARTIFACTS = "artifacts"
 
 
 def parse_snapshot_uri(uri: str, *, field: str = "path") -> tuple[str, str]:
@@ -181,6 +182,11 @@ class PlanBuilder:
 
     def _output(self, name: str, spec: JobOutput | None, job_name: str) -> dict[str, Any]:
         field = f"outputs.{name}"
+        if name == DEFAULT_ARTIFACTS and (spec is None or spec.path is None):
+            # Azure's pipelines: an output named `artifacts` with no path is the job's default artifacts
+            # folder (where ./outputs and ./logs land); a later step reads it as an input.
+            return {"type": "uri_folder", "mode": "rw_mount", "uri": f"azureml://jobs/{job_name}/outputs/{name}",
+                    "local_path": str(self.paths.run_dir(job_name) / DEFAULT_ARTIFACTS)}
         spec = spec or JobOutput()
         path = spec.path or "azureml://datastores/${{default_datastore}}/paths/azureml/${{name}}/${{output_name}}/"
         uri = resolve_output_path(path, job_name=job_name, output_name=name, default_datastore=DEFAULT_DATASTORE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
-from cible.core.models.records import ClusterHandle, RunRecord, ServerlessPool
+from cible.core.models.records import ClusterHandle, JobError, RunRecord, ServerlessPool
 from cible.core.names import display_name_for
 from cible.core.planning.scheduling import queued_reason
 from cible.core.specs.azureml.loader import load_spec_dict
@@ -30,6 +31,8 @@ from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
+PARENT_TYPES = ("sweep", "pipeline")  # jobs whose work is child jobs, made by the orchestrator
+CHILD_KIND = {"sweep": "trial", "pipeline": "step"}
 RUN_TOKEN_GRACE = timedelta(minutes=10)  # a run token outlives its job this long (its last uploads)
 SERVERLESS_POOL_MAX = 255  # computes.name is String(255)
 SERVERLESS = "serverless"
@@ -49,13 +52,22 @@ def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datet
         row.ended_at = at
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """Where a child job belongs: its sweep or pipeline, its trial index or step, its reuse key."""
+
+    parent: str | None = None
+    step: str | None = None
+    reuse_key: str | None = None
+
+
 class _LostRace(Exception):
     """Another request stored a job of this name between our read and our insert."""
 
 
 class JobService:
     def __init__(self, store: Store, computes: ComputeService, plans: PlanBuilder, clock: Clock, on_submit=None,  # noqa: ANN001
-                 default_compute: str = SERVERLESS) -> None:
+                 default_compute: str = SERVERLESS, component_lookup=None) -> None:  # noqa: ANN001
         self.store = store
         # Where a job that names no compute runs: serverless (Azure's newer default) unless the
         # installation says otherwise (CIBLE_DEFAULT_COMPUTE=local).
@@ -64,11 +76,23 @@ class JobService:
         self.plans = plans
         self.clock = clock
         self.on_change = on_submit or (lambda: None)
+        from cible.server.services.parent_jobs import ParentJobs  # it submits through this service
+
+        # Sweeps and pipelines: checked at submit, shown with their trials or steps.
+        self.parents = ParentJobs(self, component_lookup)
 
     # -- writes ------------------------------------------------------------
     def create_or_update(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
+        return self._submit(name, body, user, None)
+
+    def create_child(self, name: str, body: dict[str, Any], lineage: Lineage, user: str | None = None) -> dict[str, Any]:
+        """A sweep's trial or a pipeline's step, submitted by the orchestrator: every check of a submit.
+        A second call with the same body answers the job made by the first (a pass made again)."""
+        return self._submit(name, body, user, lineage)
+
+    def _submit(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None) -> dict[str, Any]:
         loaded = self._load(name, body)
-        job: CommandJob = loaded.entity
+        job = loaded.entity
 
         def update_existing(session: Session) -> dict[str, Any] | None:  # a PUT of a stored job: its tags
             existing = session.get(JobRow, name)
@@ -77,30 +101,39 @@ class JobService:
         updated = self.store.transact(update_existing)  # again from a fresh read if a reconciler wrote the job
         if updated is not None:
             return updated
-        target, notes, pool, plan, estimate = self._plan(job, name)
+        children = None
+        if job.type in PARENT_TYPES:  # its trials or steps are planned as they start: checked here
+            notes, children = self.parents.check(job, name)
+            target, pool, plan, estimate = f"({job.type})", None, {"instance_count": 0}, None
+        else:
+            target, notes, pool, plan, estimate = self._plan(job, name)
         experiment = job.experiment_name or "Default"
         now = self.clock.now()
         spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
+        lineage = lineage or Lineage()
         try:
             with self.store.session() as session:
                 if session.get(JobRow, name) is not None:  # made since the read above
                     raise _LostRace
                 row = JobRow(
-                    name=name, job_type="command", display_name=job.display_name or display_name_for(name),
+                    name=name, job_type=job.type, display_name=job.display_name or display_name_for(name),
                     experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
                     target=target, instance_count=plan["instance_count"], spec=spec,
                     warnings=[*loaded.warnings, *notes], run=RunRecord(
                         plan=plan, cost_estimate=estimate,
                         serverless=ServerlessPool(size=pool["size"], tier=pool["tier"],
                                                   max_instances=pool["max_instances"]) if pool else None),
-                    created_at=now, updated_at=now, created_by=user,
+                    created_at=now, updated_at=now, created_by=user, parent_job_name=lineage.parent,
+                    parent_step=lineage.step, reuse_key=lineage.reuse_key, children=children,
                 )
                 session.add(row)
                 if pool is not None:  # the job's own serverless nodes: made for it, gone after it
                     session.add(ComputeRow(name=target, compute_type=SERVERLESS, spec=pool, created_by=user,
                                            provisioning_state="Succeeded", created_at=now, updated_at=now))
                 session.add(JobStatusRow(job_name=name, from_status=None, to_status=row.status, reason="submitted", at=now))
-                set_status(session, row, JobStatus.QUEUED, now, reason=f"queued on {target}")
+                set_status(session, row, JobStatus.QUEUED, now, reason=(
+                    f"queued: its {CHILD_KIND[job.type]}s start as it runs" if job.type in PARENT_TYPES
+                    else f"queued on {target}"))
         except (IntegrityError, _LostRace):
             # A concurrent PUT of the same name won the insert. A retry's answer must not depend on
             # timing: judge this body against the stored job exactly as if it had come second.
@@ -186,13 +219,17 @@ class JobService:
                          "own size")
         return compute, notes, None
 
-    def cancel(self, name: str) -> dict[str, Any]:
+    def cancel(self, name: str, *, reason: str = "cancel requested by user", error: JobError | None = None) -> dict[str, Any]:
+        """Ask for a job's cancel. `error`, when given, is why it ends Canceled (a sweep's early
+        termination policy): kept over what its launcher reports."""
         def request_cancel(session: Session) -> dict[str, Any]:
             row = self._row(session, name)
             if is_terminal(row.status):
                 raise ConflictError(f"job '{name}' already ended {row.status}; there is nothing to cancel")
             if row.status != JobStatus.CANCEL_REQUESTED.value:
-                set_status(session, row, JobStatus.CANCEL_REQUESTED, self.clock.now(), reason="cancel requested by user")
+                set_status(session, row, JobStatus.CANCEL_REQUESTED, self.clock.now(), reason=reason)
+                if error is not None:
+                    row.error = error
             return self._resource(session, row)
         # Read again and retried when a reconciler moved the job meanwhile (a launcher's report).
         result = self.store.transact(request_cancel)
@@ -204,6 +241,8 @@ class JobService:
             row = self._row(session, name)
             if not is_terminal(row.status):
                 raise ConflictError(f"job '{name}' is {row.status}; cancel it before deleting it")
+            for child in self._descendants(session, name):  # a sweep's trials, a pipeline's steps
+                session.delete(child)
             session.delete(row)
 
         self.store.transact(forget)
@@ -212,13 +251,17 @@ class JobService:
         """`az ml job validate`: every check a submit of `body` as job `name` makes (the same 4xx),
         nothing stored. Passing, it says where the job would run and what the submit would warn of."""
         loaded = self._load(name, body)
-        job: CommandJob = loaded.entity
+        job = loaded.entity
         with self.store.session() as session:
             existing = session.get(JobRow, name)
             if existing is not None:  # the submit would answer that job (or update its tags): no new run
                 self._same_submission(existing, job)
                 return {"passed": True, "name": name, "exists": True, "target": existing.target,
                         "warnings": list(existing.warnings or [])}
+        if job.type in PARENT_TYPES:
+            notes, _ = self.parents.check(job, name)
+            return {"passed": True, "name": name, "exists": False, "target": f"({job.type})",
+                    "warnings": [*loaded.warnings, *notes]}
         target, notes, _, plan, estimate = self._plan(job, name)
         return {"passed": True, "name": name, "exists": False, "target": target,
                 "instance_count": plan["instance_count"], "cost_estimate": estimate,
@@ -273,8 +316,19 @@ class JobService:
         with self.store.session() as session:
             return self._resource(session, self._row(session, name), history=history)
 
+    def _descendants(self, session: Session, name: str) -> list[JobRow]:
+        found, parents = [], [name]
+        while parents:
+            children = list(session.scalars(select(JobRow).where(JobRow.parent_job_name.in_(parents))))
+            found += children
+            parents = [c.name for c in children]
+        return found
+
     def list(self, *, skip: int = 0, top: int = 50, status: str | None = None, experiment: str | None = None,
-             include_archived: bool = False, archived_only: bool = False) -> dict[str, Any]:
+             include_archived: bool = False, archived_only: bool = False,
+             parent_job_name: str | None = None) -> dict[str, Any]:
+        """Top-level jobs, newest first; or, given `parent_job_name`, that sweep's trials or that pipeline's
+        steps (`az ml job list --parent-job-name`), oldest first."""
         view = list_view(include_archived, archived_only)
         if status:  # `--status running` as Azure's CLI takes it: any case, Azure's name stored
             known = {s.value.lower(): s.value for s in JobStatus}
@@ -291,8 +345,15 @@ class JobService:
                 query = query.where(JobRow.experiment_name == experiment)
             if view != ALL:  # archived jobs are hidden unless asked for, as `az ml job list`
                 query = query.where(JobRow.archived.is_(view == ARCHIVED))
+            if parent_job_name is None:  # children are listed under their parent, as on Azure
+                order = (JobRow.created_at.desc(), JobRow.name)
+                query = query.where(JobRow.parent_job_name.is_(None))
+            else:
+                self._row(session, parent_job_name)  # a 404 for a parent that does not exist
+                order = (JobRow.created_at, JobRow.name)
+                query = query.where(JobRow.parent_job_name == parent_job_name)
             # A job whose stored run cannot be read is listed as a stub with an `error` (unreadable.py).
-            items, total = fetch_items(session, query.order_by(JobRow.created_at.desc(), JobRow.name), skip, top,
+            items, total = fetch_items(session, query.order_by(*order), skip, top,
                                        lambda r: self._resource(session, r, history=False))
             return page(items, total, skip)
 
@@ -325,6 +386,8 @@ class JobService:
     def _cluster_queue_reason(self, session: Session, row: JobRow) -> str:
         """Why a job queued on a compute with nodes waits, as the compute's last pass decided it
         (stored in the compute's status: see `queued_reason`)."""
+        if row.job_type in PARENT_TYPES:
+            return f"about to start its {CHILD_KIND[row.job_type]}s"
         if row.target == "local":
             return f"about to start on {row.target}"
         compute = session.get(ComputeRow, row.target)
@@ -369,9 +432,16 @@ class JobService:
                                     for r in run.requeues]
         if run.plan.get("outputs"):
             resource["output_uris"] = {k: v["uri"] for k, v in run.plan["outputs"].items()}
+        if row.parent_job_name is not None:
+            resource["parent_job_name"] = row.parent_job_name
+        if row.job_type in PARENT_TYPES:
+            resource.update(self.parents.summary(session, row, detailed=history))
         if history:  # the show view: cost and history (a listing stays one query per page)
             cost = {"estimate": run.cost_estimate}
-            cost["actual" if is_terminal(row.status) else "so_far"] = job_cost(session, row, self.clock.now())
+            now = self.clock.now()
+            spent = (self.parents.cost(session, row, now, job_cost) if row.job_type in PARENT_TYPES
+                     else job_cost(session, row, now))
+            cost["actual" if is_terminal(row.status) else "so_far"] = spent
             resource["cost"] = cost
             rows = session.scalars(select(JobStatusRow).where(JobStatusRow.job_name == row.name).order_by(JobStatusRow.id))
             resource["status_history"] = [

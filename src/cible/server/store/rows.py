@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cible.core.models.records import ComputeStatus, JobError, NodeInfo, RunRecord
+from cible.core.models.records import ChildrenRecord, ComputeStatus, JobError, NodeInfo, RunRecord
 from cible.server.store.columns import RecordJSON, UTCDateTime
 
 
@@ -42,6 +42,13 @@ class JobRow(Base):
     created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)  # who submitted it
     # Hidden from `job list` (Azure's isArchived); only an ended job is archived.
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A sweep's trial or a pipeline's step: its parent job, and which trial (its index) or step it is.
+    parent_job_name: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    parent_step: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # A pipeline step's result identity: a later step with the same key reuses this job's outputs.
+    reuse_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # A sweep's or pipeline's own state beyond its children (ChildrenRecord); None for other jobs.
+    children: Mapped[ChildrenRecord | None] = mapped_column(RecordJSON(ChildrenRecord, optional=True), nullable=True)
     # Optimistic concurrency: every update checks and bumps it, so two writers never lose each other's write.
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     __mapper_args__ = {"version_id_col": version}

@@ -1,0 +1,222 @@
+"""Sweeps and pipelines at submit and in `job show`: their work is child jobs, made by the orchestrator.
+
+At submit a sweep's first trial and a pipeline's first steps are planned exactly as the orchestrator
+will submit them (compute, sizes, code, inputs, environment): a spec that cannot run is a 4xx now,
+not a Failed sweep later. A pipeline's registered components (`azureml:name:version`, `@latest`)
+are resolved once, at submit, and kept with the job: a component registered later does not change
+a pipeline that is running.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cible.core.errors import InvalidRequestError, NotFoundError
+from cible.core.models.records import ChildrenRecord
+from cible.core.specs.azureml import refs
+from cible.server.store.rows import JobRow
+
+if TYPE_CHECKING:
+    from cible.server.services.jobs import JobService
+
+MAX_CHILD_NAME = 200  # a child's name leaves room under 255 for a serverless pool's prefix
+REUSED, SKIPPED, NOT_STARTED = "Reused", "Skipped", "NotStarted"
+# Component fields that the registry adds and a pipeline does not need
+_REGISTRY_FIELDS = ("creation_context", "id", "is_archived", "archived", "latest")
+
+
+def child_name(parent: str, part: str) -> str:
+    """`<parent>_<trial index or step>`; a long one keeps its start, a hash of the whole, and its end."""
+    name = f"{parent}_{part}"
+    if len(name) <= MAX_CHILD_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{parent[:120]}_{digest}_{part[-60:]}"
+
+
+class ParentJobs:
+    def __init__(self, jobs: JobService, component_lookup: Callable[[str, str], dict[str, Any]] | None) -> None:
+        self.jobs = jobs
+        # component_lookup(name, version or label) -> the registered component's spec (NotFoundError)
+        self.component_lookup = component_lookup
+
+    # -- at submit -------------------------------------------------------------------------------
+    def check(self, job: Any, name: str) -> tuple[list[str], ChildrenRecord]:
+        """The submit's checks of a sweep or pipeline `job` named `name`: what it warns of, and the
+        record it starts with."""
+        if job.type == "sweep":
+            return self._check_sweep(job, name), ChildrenRecord()
+        components = self.resolve_components(job.model_dump(mode="json", exclude_none=True))
+        return self._check_pipeline(job, name, components), ChildrenRecord(components=components)
+
+    def _check_sweep(self, sweep: Any, name: str) -> list[str]:
+        from cible.core.planning.sweeps import trial_job_spec
+
+        if self.jobs.plans.tracking is None:  # its trials' metric would never be read: refused, not Failed later
+            raise InvalidRequestError(
+                "type: a sweep reads its trials' primary metric from their MLflow runs, and this workspace's "
+                "server runs without MLflow tracking (CIBLE_TRACKING=0); start the server with tracking on",
+                details={"field": "type"})
+
+        spec = trial_job_spec(sweep, example_params(sweep), index=0)
+        return self._check_child(child_name(name, "0"), spec, "trial")
+
+    def _check_pipeline(self, pipeline: Any, name: str, components: dict[str, dict[str, Any]]) -> list[str]:
+        from cible.core.planning.pipelines import decide_pipeline
+
+        model = self.with_components(pipeline.model_dump(mode="json", exclude_none=True), components)
+        decision = decide_pipeline(model, {}, cancel_requested=False, default_compute=None)
+        notes: list[str] = []
+        for launch in decision.launch:  # the steps that start first: planned as they will be
+            notes += self._check_child(child_name(name, launch.step), launch.spec, f"jobs.{launch.step}")
+        return notes
+
+    def _check_child(self, child: str, spec: dict[str, Any], where: str) -> list[str]:
+        from cible.core.errors import CibleError
+
+        try:
+            loaded = self.jobs._load(child, spec)
+            if loaded.entity.type != "command":  # a nested sweep or pipeline: its own checks
+                notes, _ = self.check(loaded.entity, child)
+                return [f"{where}: {n}" for n in notes]
+            _, notes, _, _, _ = self.jobs._plan(loaded.entity, child)
+        except CibleError as exc:
+            exc.message = f"{where}: {exc.message}"
+            raise
+        return [f"{where}: {n}" for n in notes]
+
+    def resolve_components(self, spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Every registered component the pipeline `spec` names (steps, sweep trials, nested pipeline
+        components, recursively) -> its registered spec."""
+        found: dict[str, dict[str, Any]] = {}
+        pending = [spec]
+        while pending:
+            for step_name, step in (pending.pop().get("jobs") or {}).items():
+                if not isinstance(step, dict):
+                    continue
+                for key in ("component", "trial"):
+                    value = step.get(key)
+                    if isinstance(value, str) and value not in found:
+                        found[value] = self._registered(value, f"jobs.{step_name}.{key}")
+                        pending.append(found[value])
+                    elif isinstance(value, dict):
+                        pending.append(value)
+        return found
+
+    def _registered(self, ref: str, field: str) -> dict[str, Any]:
+        parsed = refs.parse_asset_ref(ref)
+        if parsed is None or parsed.registry:
+            raise InvalidRequestError(
+                f"{field}: '{ref}' is not a component this workspace can resolve; use azureml:<name>:<version>, "
+                "azureml:<name>@latest, or a local component file (the CLI and SDK inline it)",
+                details={"field": field})
+        if self.component_lookup is None:
+            raise NotFoundError(f"{field}: this workspace has no component registry", details={"field": field})
+        try:
+            found = self.component_lookup(parsed.name, parsed.version or parsed.label or "latest")
+        except NotFoundError as exc:
+            raise NotFoundError(f"{field}: {exc.message}", details={"field": field}) from None
+        return {k: v for k, v in found.items() if k not in _REGISTRY_FIELDS}
+
+    @staticmethod
+    def with_components(spec: dict[str, Any], components: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """`spec` with each registered component reference replaced by its resolved spec (a copy)."""
+        spec = copy.deepcopy(spec)
+        pending = [spec]
+        while pending:
+            for step in (pending.pop().get("jobs") or {}).values():
+                if not isinstance(step, dict):
+                    continue
+                for key in ("component", "trial"):
+                    value = step.get(key)
+                    if isinstance(value, str) and value in components:
+                        step[key] = value = copy.deepcopy(components[value])
+                    if isinstance(value, dict):
+                        pending.append(value)
+        return spec
+
+    # -- in job show ------------------------------------------------------------------------------
+    def children_rows(self, session: Session, name: str) -> list[JobRow]:
+        return list(session.scalars(select(JobRow).where(JobRow.parent_job_name == name)
+                                    .order_by(JobRow.created_at, JobRow.name)))
+
+    def summary(self, session: Session, row: JobRow, *, detailed: bool) -> dict[str, Any]:
+        """A sweep's trials (parameters, metric, status) and best trial, or a pipeline's steps."""
+        record = row.children or ChildrenRecord()
+        children = self.children_rows(session, row.name)
+        if row.job_type == "sweep":
+            trials = [self._trial(child, record) for child in children]
+            trials.sort(key=lambda t: t["index"])
+            best = next((t for t in trials if t["name"] == record.best_trial), None)
+            counts: dict[str, int] = {}
+            for trial in trials:
+                counts[trial["status"]] = counts.get(trial["status"], 0) + 1
+            answer: dict[str, Any] = {"best_trial": best, "trial_counts": counts}
+            if detailed:
+                answer["trials"] = trials
+            if record.notes:
+                answer["notes"] = list(record.notes)
+            return answer
+        by_step = {child.parent_step: child for child in children}
+        steps = []
+        for step in (row.spec.get("jobs") or {}):
+            child = by_step.get(step)
+            if step in record.reused:
+                steps.append({"name": step, "job": record.reused[step], "status": REUSED})
+            elif child is not None:
+                steps.append({"name": step, "job": child.name, "status": child.status, "type": child.job_type,
+                              "compute": child.compute or child.target,
+                              **({"error": child.error.model_dump(mode="json")} if child.error else {})})
+            else:
+                steps.append({"name": step, "job": None, "status": SKIPPED if step in record.skipped else NOT_STARTED})
+        return {"steps": steps}
+
+    @staticmethod
+    def _trial(child: JobRow, record: ChildrenRecord) -> dict[str, Any]:
+        history = record.metrics.get(child.name) or []
+        trial = {"index": int(child.parent_step) if (child.parent_step or "").isdigit() else -1,
+                 "name": child.name, "status": child.status,
+                 "parameters": (child.spec.get("properties") or {}).get("hyperparameters", {}),
+                 "metric": history[-1] if history else None}
+        if child.name in record.terminated:
+            trial["terminated"] = record.terminated[child.name]
+        return trial
+
+    def cost(self, session: Session, row: JobRow, now: datetime, job_cost: Callable[..., float | None]) -> float | None:
+        """What a sweep's or pipeline's children cost (theirs, recursively); None when none has a cost."""
+        total, any_cost = 0.0, False
+        for child in self.children_rows(session, row.name):
+            spent = self.cost(session, child, now, job_cost) if child.job_type in ("sweep", "pipeline") \
+                else job_cost(session, child, now)
+            if spent is not None:
+                total, any_cost = total + spent, True
+        return round(total, 6) if any_cost else None
+
+
+def example_params(sweep: Any) -> dict[str, Any]:
+    """A value of each hyperparameter, to plan a sweep's first trial at submit (before any sampling)."""
+    space = sweep.model_dump(mode="json")["search_space"]
+    params: dict[str, Any] = {}
+    for name, dist in space.items():
+        kind = dist["type"]
+        if kind == "choice":
+            params[name] = dist["values"][0]
+        elif kind == "randint":
+            params[name] = 0
+        elif kind in ("uniform", "quniform"):
+            params[name] = dist["min_value"]
+        elif kind in ("loguniform", "qloguniform"):
+            params[name] = math.exp(dist["min_value"])
+        elif kind in ("normal", "qnormal"):
+            params[name] = dist["mu"]
+        else:  # lognormal, qlognormal
+            params[name] = math.exp(dist["mu"])
+    return params
