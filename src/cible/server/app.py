@@ -113,7 +113,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     jobs = JobService(store, computes, plans, clock,
                       on_submit=lambda: (reconciler.wake(), clusters.wake(), orchestrator.wake()),
                       default_compute=settings.default_compute,
-                      component_lookup=lambda name, version: assets.get("components", name, version))
+                      component_lookup=assets.component_spec)
 
     def trial_metric(job_name: str, metric: str) -> list[float] | None:
         """A trial's primary metric as logged to its MLflow run; None while it has no run."""

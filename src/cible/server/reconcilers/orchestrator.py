@@ -37,7 +37,7 @@ from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles
 from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.reconcilers.shape import check_unchanged, run_pass
 from cible.server.services.jobs import PARENT_TYPES, JobService, Lineage, set_status
-from cible.server.services.parent_jobs import REUSED, SKIPPED, ParentJobs, child_name
+from cible.server.services.parent_jobs import REUSED, SKIPPED, child_name
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow
 
@@ -169,13 +169,13 @@ class ParentPass:
         from cible.core.planning.pipelines import StepView, decide_pipeline
 
         record = snapshot.record
-        spec = ParentJobs.with_components(snapshot.spec, record.components)
-        pipeline = load_spec_dict(spec, "job", source=f"job {snapshot.name}").entity
+        pipeline = load_spec_dict(snapshot.spec, "job", source=f"job {snapshot.name}").entity
         steps = {c.step: StepView(name=c.step, job=c.name, status=c.status, error=c.error)
                  for c in snapshot.children if c.step is not None}
         steps.update({s: StepView(name=s, job=j, status=REUSED, error=None) for s, j in record.reused.items()})
         steps.update({s: StepView(name=s, job=None, status=SKIPPED, error=None) for s in record.skipped})
-        decision = decide_pipeline(pipeline, steps, cancel_requested=cancel_requested, default_compute=None)
+        decision = decide_pipeline(pipeline, steps, cancel_requested=cancel_requested, default_compute=None,
+                                   components=record.components)
         plan = Plan(cancel={job: "its pipeline is ending" for job in decision.cancel},
                     launch=[(launch.step, launch.spec, launch.reuse_key) for launch in decision.launch])
         if decision.skip:

@@ -9,7 +9,6 @@ a pipeline that is running.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 from collections.abc import Callable
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
 
 MAX_CHILD_NAME = 200  # a child's name leaves room under 255 for a serverless pool's prefix
 REUSED, SKIPPED, NOT_STARTED = "Reused", "Skipped", "NotStarted"
-# Component fields that the registry adds and a pipeline does not need
-_REGISTRY_FIELDS = ("creation_context", "id", "is_archived", "archived", "latest")
 
 
 def child_name(parent: str, part: str) -> str:
@@ -72,8 +69,7 @@ class ParentJobs:
     def _check_pipeline(self, pipeline: Any, name: str, components: dict[str, dict[str, Any]]) -> list[str]:
         from cible.core.planning.pipelines import decide_pipeline
 
-        model = self.with_components(pipeline.model_dump(mode="json", exclude_none=True), components)
-        decision = decide_pipeline(model, {}, cancel_requested=False, default_compute=None)
+        decision = decide_pipeline(pipeline, {}, cancel_requested=False, default_compute=None, components=components)
         notes: list[str] = []
         for launch in decision.launch:  # the steps that start first: planned as they will be
             notes += self._check_child(child_name(name, launch.step), launch.spec, f"jobs.{launch.step}")
@@ -94,21 +90,22 @@ class ParentJobs:
         return [f"{where}: {n}" for n in notes]
 
     def resolve_components(self, spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Every registered component the pipeline `spec` names (steps, sweep trials, nested pipeline
-        components, recursively) -> its registered spec."""
+        """Every registered component the pipeline `spec` names (its own `component`, its steps' and sweep
+        trials', nested pipeline components', recursively) -> its registered spec."""
         found: dict[str, dict[str, Any]] = {}
-        pending = [spec]
+        pending: list[tuple[dict[str, Any], str]] = [(spec, "")]
         while pending:
-            for step_name, step in (pending.pop().get("jobs") or {}).items():
-                if not isinstance(step, dict):
-                    continue
-                for key in ("component", "trial"):
-                    value = step.get(key)
-                    if isinstance(value, str) and value not in found:
-                        found[value] = self._registered(value, f"jobs.{step_name}.{key}")
-                        pending.append(found[value])
-                    elif isinstance(value, dict):
-                        pending.append(value)
+            node, where = pending.pop()
+            for key in ("component", "trial"):
+                value = node.get(key)
+                if isinstance(value, str) and value.lower().startswith("azureml:") and value not in found:
+                    found[value] = self._registered(value, f"{where}{key}")
+                    pending.append((found[value], f"{where}{key}."))
+                elif isinstance(value, dict):
+                    pending.append((value, f"{where}{key}."))
+            for step_name, step in (node.get("jobs") or {}).items():
+                if isinstance(step, dict):
+                    pending.append((step, f"{where}jobs.{step_name}."))
         return found
 
     def _registered(self, ref: str, field: str) -> dict[str, Any]:
@@ -121,27 +118,9 @@ class ParentJobs:
         if self.component_lookup is None:
             raise NotFoundError(f"{field}: this workspace has no component registry", details={"field": field})
         try:
-            found = self.component_lookup(parsed.name, parsed.version or parsed.label or "latest")
+            return self.component_lookup(parsed.name, parsed.version or parsed.label or "latest")
         except NotFoundError as exc:
             raise NotFoundError(f"{field}: {exc.message}", details={"field": field}) from None
-        return {k: v for k, v in found.items() if k not in _REGISTRY_FIELDS}
-
-    @staticmethod
-    def with_components(spec: dict[str, Any], components: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """`spec` with each registered component reference replaced by its resolved spec (a copy)."""
-        spec = copy.deepcopy(spec)
-        pending = [spec]
-        while pending:
-            for step in (pending.pop().get("jobs") or {}).values():
-                if not isinstance(step, dict):
-                    continue
-                for key in ("component", "trial"):
-                    value = step.get(key)
-                    if isinstance(value, str) and value in components:
-                        step[key] = value = copy.deepcopy(components[value])
-                    if isinstance(value, dict):
-                        pending.append(value)
-        return spec
 
     # -- in job show ------------------------------------------------------------------------------
     def children_rows(self, session: Session, name: str) -> list[JobRow]:
@@ -167,7 +146,7 @@ class ParentJobs:
             return answer
         by_step = {child.parent_step: child for child in children}
         steps = []
-        for step in (row.spec.get("jobs") or {}):
+        for step in pipeline_steps(row.spec, record.components):
             child = by_step.get(step)
             if step in record.reused:
                 steps.append({"name": step, "job": record.reused[step], "status": REUSED})
@@ -220,3 +199,11 @@ def example_params(sweep: Any) -> dict[str, Any]:
         else:  # lognormal, qlognormal
             params[name] = math.exp(dist["mu"])
     return params
+
+
+def pipeline_steps(spec: dict[str, Any], components: dict[str, dict[str, Any]]) -> list[str]:
+    """A pipeline's step names: its own `jobs`, or those of the pipeline component it instantiates."""
+    component = spec.get("component")
+    if isinstance(component, str):
+        component = components.get(component)
+    return list(spec.get("jobs") or (component or {}).get("jobs") or {})
