@@ -24,7 +24,7 @@ fi
 if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then  # a venv made by `uv venv` has no pip
   .venv/bin/python -m ensurepip -q 2>/dev/null || "$PY" -m uv pip install -q --python .venv/bin/python pip
 fi
-.venv/bin/python -m uv --version >/dev/null 2>&1 || .venv/bin/python -m pip install -q "uv>=0.4"
+.venv/bin/python -m uv --version >/dev/null 2>&1 || .venv/bin/python -m pip install -q "uv>=0.7"
 .venv/bin/python -m uv pip install -q --python .venv/bin/python -e '.[test,ray]'
 # torch for the torch.distributed test, through pip: it takes the CPU wheel where the machine keeps
 # one (pip's find-links, e.g. /opt/wheels), else the package index. (uv would not look on disk and

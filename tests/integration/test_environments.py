@@ -204,7 +204,7 @@ def test_container_kinds_raise_with_the_reason(engine, cache: Path, tmp_path: Pa
 
 
 def test_container_without_a_stub_uses_the_real_probe(cache: Path, tmp_path: Path):
-    plan = plan_environment({"image": "ubuntu:22.04"})
+    plan = plan_environment({"image": "myacr.azurecr.io/team/img:1"})  # a private registry: needs an engine
     with pytest.raises(EnvironmentBuildError) as info:
         materialise(plan, cache_root=cache, progress=Progress(), build_log=tmp_path / "b.log")
     assert "container engine" in info.value.message

@@ -2,13 +2,16 @@
 
 `materialise(env, ...)` returns the directory whose `python` runs the job:
 
-- ``host``: the launcher's own interpreter.
+- ``host``: the launcher's own interpreter (the plan's notes, e.g. on an image that is not run, go
+  to the job's log with the interpreter's version).
 - ``venv``: a uv virtual environment in ``cache_root/<key>``, shared by every job and target on the
   machine. A ready environment has a marker file, written last; with the marker it is reused
   without starting any process (the warm path). Otherwise the builder holds an exclusive flock on
   ``cache_root/<key>.lock``: a second job that needs the same environment waits for it and then
   reuses it; a directory without a marker (a build that died) is removed first; a failed build is
-  removed, never reused.
+  removed, never reused. A CUDA environment (the plan's ``cuda``) is built as its CUDA build where
+  this machine has a GPU and as its CPU build (``cpu_build``) where it has none; the job's log
+  says which.
 - ``container``: needs a container engine; fails with the plan's reason.
 
 Standard library only at import time: the launcher imports this module. uv is found when a build
@@ -32,6 +35,9 @@ from typing import Any
 
 READY_MARKER = ".cible-ready"
 REQUIREMENTS_FILE = "cible-requirements.txt"
+# A .pth line runs at every interpreter start: how an environment's variables (a Docker ENV in
+# Azure's image) reach the job, its subprocesses and `python -m pip` alike.
+VARIABLES_PTH = "cible-environment-variables.pth"
 UV_CACHE_DIRNAME = ".uv-cache"
 TAIL_LINES = 30
 MIN_FALLBACK_MINOR = 8  # oldest Python 3 that uv creates environments for
@@ -65,14 +71,46 @@ def materialise(
     cancel (optional): polled while an installer runs; when it returns True the installer is
     stopped and EnvironmentBuildError("... canceled") raised.
     """
-    kind = (env or {}).get("kind", "host")
+    env = env or {}
+    kind = env.get("kind", "host")
     if kind == "host":
+        for note in env.get("notes") or []:
+            progress(f"{_who(env)}: {note} (Python {_fmt(tuple(sys.version_info[:3]))}, {sys.executable})")
         return Path(sys.executable).parent
     if kind == "container":
         _container(env)
     if kind != "venv":
         raise EnvironmentBuildError(f"unknown environment kind '{kind}' in the launch plan")
-    return _venv(env, Path(cache_root), progress, Path(build_log), strict_python, cancel)
+    return _venv(_for_this_node(env, progress), Path(cache_root), progress, Path(build_log), strict_python, cancel)
+
+
+# -- GPUs ---------------------------------------------------------------------------------------------
+def visible_gpus(dev: str = "/dev") -> int:
+    """NVIDIA GPUs this process can use: the nvidiaN devices (as the node agent counts them), none
+    when CUDA_VISIBLE_DEVICES hides them all."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1", "none", "NoDevFiles"):
+        return 0
+    try:
+        return sum(1 for name in os.listdir(dev) if re.fullmatch(r"nvidia\d+", name))
+    except OSError:
+        return 0
+
+
+def _for_this_node(env: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """A CUDA environment's build for this node: as planned (its CUDA build) where there is a GPU, its
+    CPU build where there is none, as Azure runs a CUDA image on a VM without GPUs (on its CPUs)."""
+    cpu, cuda = env.get("cpu_build"), env.get("cuda")
+    if not cpu or not cuda:
+        return env
+    gpus = visible_gpus()
+    if gpus:
+        progress(f"{_who(env)} is a CUDA environment (CUDA {cuda}); this node has {gpus} GPU"
+                 f"{'s' if gpus != 1 else ''}: running its CUDA build")
+        return env
+    progress(f"{_who(env)} is a CUDA environment (CUDA {cuda}); this node has no GPU: running its CPU build")
+    chosen = {k: v for k, v in env.items() if k not in ("cpu_build", "torch_backend", "variables")}
+    return {**chosen, **cpu, "variant": "cpu"}
 
 
 def ready_environment(cache_root: Path, key: str) -> Path | None:
@@ -176,17 +214,26 @@ def _build(
         _run([uv, "venv", "--seed", "--python", interpreter, str(env_dir)],
              uv_env, cache_root, build_log, progress, label, cancel)
         env_python = env_dir / "bin" / "python"
+        torch_backend = env.get("torch_backend")
         if requirements:
             req_file = env_dir / REQUIREMENTS_FILE
             req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
-            _run([uv, "pip", "install", "--python", str(env_python), "-r", str(req_file)],
+            # --torch-backend: uv takes the PyTorch packages (only those) from PyTorch's index of that build.
+            backend = ["--torch-backend", str(torch_backend)] if torch_backend else []
+            _run([uv, "pip", "install", "--python", str(env_python), *backend, "-r", str(req_file)],
                  uv_env, cache_root, build_log, progress, label, cancel)
+        variables = env.get("variables") or {}
+        if variables:
+            _write_variables(env_dir, variables)
         packages = _freeze(uv, env_python, uv_env, cache_root)
         seconds = round(time.monotonic() - started, 3)
         facts = {
             "key": key, "label": label, "python": {"requested": requested, "version": version, "interpreter": interpreter},
             "requirements": requirements, "conda_only": conda_only, "packages": packages, "seconds": seconds,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"variant": env["variant"]} if env.get("variant") else {}),
+            **({"torch_backend": torch_backend} if torch_backend else {}),
+            **({"variables": variables} if variables else {}),
         }
         tmp = env_dir / (READY_MARKER + ".tmp")
         tmp.write_text(json.dumps(facts, indent=1), encoding="utf-8")
@@ -439,6 +486,15 @@ def _freeze(uv: str, python: Path, env: dict[str, str], cwd: Path) -> list[str]:
 
 
 # -- files ------------------------------------------------------------------------------------------------
+def _write_variables(env_dir: Path, variables: dict[str, Any]) -> None:
+    """The environment's variables, set at interpreter start unless the job sets them itself."""
+    site = sorted(env_dir.glob("lib/python*/site-packages"))
+    if not site:
+        raise EnvironmentBuildError(f"no site-packages in {env_dir} to set the environment's variables in")
+    sets = "; ".join(f"os.environ.setdefault({str(k)!r}, {str(v)!r})" for k, v in sorted(variables.items()))
+    (site[0] / VARIABLES_PTH).write_text(f"import os; {sets}\n", encoding="utf-8")
+
+
 def _remove(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink(missing_ok=True)

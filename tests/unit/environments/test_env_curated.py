@@ -43,7 +43,7 @@ def test_lightgbm_spellings(ref):
 
 @pytest.mark.parametrize(
     "ref",
-    ["my-env", "azureml:my-env:1", "azureml:my-env@latest", "AzureML-sklearn-1.0",
+    ["my-env", "azureml:my-env:1", "azureml:my-env@latest", "AzureML-sklearn-1.3",
      "azureml://registries/contoso/environments/sklearn-1.5/labels/latest", "", "azureml:", "a/b"],
 )
 def test_not_curated(ref):

@@ -4,6 +4,10 @@ The table is data (curated.yaml in this package). Every spelling Azure accepts f
 environment resolves to its entry: `AzureML-sklearn-1.5`, `sklearn-1.5`,
 `azureml:AzureML-sklearn-1.5@latest`, `azureml:AzureML-sklearn-1.5:1`,
 `azureml://registries/azureml/environments/sklearn-1.5/labels/latest` or `.../versions/<v>`.
+
+Two kinds of entries: `environments` have fixed names; `families` match a name pattern (a regular
+expression whose named groups, e.g. the PyTorch and CUDA versions of `acpt-pytorch-2.8-cuda12.6`,
+fill `{group}` placeholders in the entry), so one entry covers every version Azure publishes.
 """
 
 from __future__ import annotations
@@ -22,22 +26,43 @@ _REGISTRY = re.compile(
     re.IGNORECASE,
 )
 _ARM = re.compile(r"^azureml:/subscriptions/.+/environments/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?$", re.IGNORECASE)
+# Azure's workspace-level curated names carry this prefix; its registry names do not.
+_PREFIX = "azureml-"
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+# Keys of a family entry that are not copied into the entry a name resolves to.
+_FAMILY_ONLY = ("match", "defaults", "examples")
 
 
 @lru_cache(maxsize=1)
-def _table() -> tuple[dict[str, Any], ...]:
+def _data() -> dict[str, Any]:
     text = resources.files(__package__).joinpath("curated.yaml").read_text(encoding="utf-8")
-    return tuple(yaml.safe_load(text)["environments"])
+    return yaml.safe_load(text)
+
+
+def _table() -> tuple[dict[str, Any], ...]:
+    return tuple(_data()["environments"])
+
+
+@lru_cache(maxsize=1)
+def _families() -> tuple[tuple[re.Pattern[str], dict[str, Any]], ...]:
+    return tuple((re.compile(f["match"], re.IGNORECASE), f) for f in _data().get("families") or [])
 
 
 def curated_environments() -> list[dict[str, Any]]:
-    """Every curated entry (copies)."""
+    """Every fixed-name curated entry (copies)."""
     return copy.deepcopy(list(_table()))
 
 
+def curated_families() -> list[dict[str, Any]]:
+    """Every family entry as written in the table, placeholders and all (copies)."""
+    return copy.deepcopy([f for _, f in _families()])
+
+
 def curated_names() -> list[str]:
-    """Display names, for error messages: 'AzureML-sklearn-1.5 (sklearn-1.5)'."""
-    return [f"{e['name']} ({', '.join(e.get('aliases') or [])})" if e.get("aliases") else e["name"] for e in _table()]
+    """Display names, for error messages: 'AzureML-sklearn-1.5 (sklearn-1.5)',
+    'AzureML-acpt-pytorch-<torch>-cuda<cuda>'."""
+    names = [f"{e['name']} ({', '.join(e.get('aliases') or [])})" if e.get("aliases") else e["name"] for e in _table()]
+    return names + [_PLACEHOLDER.sub(r"<\1>", f["name"]) for _, f in _families()]
 
 
 def split_reference(ref: str) -> tuple[str, str | None, str | None] | None:
@@ -67,8 +92,29 @@ def split_reference(ref: str) -> tuple[str, str | None, str | None] | None:
     return name, version, None
 
 
+def _fill(value: Any, values: dict[str, str]) -> Any:
+    """`value` with every `{group}` placeholder replaced; an unknown one is a table error."""
+    if isinstance(value, str):
+        def one(m: re.Match[str]) -> str:
+            if m[1] not in values:
+                raise KeyError(f"curated.yaml: placeholder {{{m[1]}}} has no group or default")
+            return values[m[1]]
+        return _PLACEHOLDER.sub(one, value)
+    if isinstance(value, list):
+        return [_fill(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    return copy.deepcopy(value)
+
+
+def _from_family(family: dict[str, Any], match: re.Match[str]) -> dict[str, Any]:
+    values = {str(k): str(v) for k, v in (family.get("defaults") or {}).items()}
+    values.update({k: v for k, v in match.groupdict().items() if v is not None})
+    return {k: _fill(v, values) for k, v in family.items() if k not in _FAMILY_ONLY}
+
+
 def resolve_curated(ref: str) -> dict[str, Any] | None:
-    """The curated entry `ref` names (a copy), or None when it names no curated environment."""
+    """The curated entry `ref` names (a copy, placeholders filled), or None when it names none."""
     if not isinstance(ref, str):
         return None
     parts = split_reference(ref)
@@ -78,8 +124,13 @@ def resolve_curated(ref: str) -> dict[str, Any] | None:
     if registry is not None and registry.lower() != "azureml":
         return None
     wanted = name.lower()
+    bare = wanted.removeprefix(_PREFIX)
     for entry in _table():
-        names = [entry["name"], *(entry.get("aliases") or [])]
-        if any(n.lower() == wanted for n in names):
+        names = [n.lower() for n in (entry["name"], *(entry.get("aliases") or []))]
+        if wanted in names or bare in names:
             return copy.deepcopy(entry)
+    for pattern, family in _families():
+        m = pattern.fullmatch(bare)
+        if m:
+            return _from_family(family, m)
     return None
