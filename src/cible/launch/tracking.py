@@ -94,6 +94,14 @@ def experiment_id(tracking_uri: str, token: str | None, name: str, timeout_s: fl
     return _Api(tracking_uri, token, timeout_s, headers).experiment_id(name)
 
 
+def find_run(tracking_uri: str, token: str | None, experiment_name: str, run_name: str, timeout_s: float = 5,
+             headers: dict[str, str] | None = None) -> str | None:
+    """The id of the latest active run named `run_name` (a job's name) in experiment `experiment_name`."""
+    api = _Api(tracking_uri, token, timeout_s, headers)
+    experiment = api._experiment_by_name(experiment_name)
+    return api.find_run(experiment["experiment_id"], run_name) if experiment else None
+
+
 def end_run(tracking_uri: str, token: str | None, run_id: str, status: str, timeout_s: float = 60) -> None:
     """Set the run's final status: Completed/Failed/Canceled (or FINISHED/FAILED/KILLED)."""
     try:

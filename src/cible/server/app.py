@@ -12,8 +12,8 @@ from cible import __version__
 from cible.backends.base.contract import CLOSE, ON_NODE_GONE, PREPARE, ProviderContext, supports
 from cible.backends.registry import build_providers
 from cible.core.clock import SYSTEM_CLOCK, Clock
-from cible.core.errors import NotFoundError
-from cible.launch.tracking import experiment_id
+from cible.core.errors import NotFoundError, TrackingUnavailableError
+from cible.launch.tracking import TrackingError, experiment_id, find_run
 from cible.node.runner import LocalProcessRunner
 from cible.runfiles import read_state
 from cible.server.auth import TokenAuthMiddleware
@@ -115,12 +115,30 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                       default_compute=settings.default_compute,
                       component_lookup=assets.component_spec)
 
-    def trial_metric(job_name: str, metric: str) -> list[float] | None:
-        """A trial's primary metric as logged to its MLflow run; None while it has no run."""
+    run_ids: dict[str, str] = {}  # job -> its MLflow run, once found (the most recently used kept)
+
+    def run_of(job_name: str, experiment_name: str) -> str | None:
+        """A job's MLflow run: in its run folder's state (a job on `local`), else found by its name in
+        its experiment (a job on a cluster's nodes keeps its state on the node); None while it has none."""
+        if job_name in run_ids:
+            return run_ids[job_name]
         run_id = (read_state(paths.run_dir(job_name)) or {}).get("mlflow_run_id")
-        if not run_id or tracking is None:
-            return None
-        return metric_history(tracking, run_id, metric)
+        if run_id is None and tracking is not None and tracking.is_ready:
+            try:
+                run_id = find_run(f"{tracking.url}/mlflow", None, experiment_name, job_name, timeout_s=5,
+                                  headers=tracking.auth_headers)
+            except TrackingError as exc:
+                raise TrackingUnavailableError(f"the workspace's MLflow did not answer: {exc}") from None
+        if run_id is not None:
+            if len(run_ids) >= EXPERIMENT_IDS_KEPT:
+                run_ids.pop(next(iter(run_ids)))
+            run_ids[job_name] = run_id
+        return run_id
+
+    def trial_metric(job_name: str, experiment_name: str, metric: str) -> list[float] | None:
+        """A trial's primary metric as logged to its MLflow run; None while it has no run."""
+        run_id = run_of(job_name, experiment_name) if tracking is not None else None
+        return None if run_id is None else metric_history(tracking, run_id, metric)
 
     orchestrator = Orchestrator(store, jobs, clock, trial_metric)
     reconciler.on_any_end = orchestrator.wake
@@ -168,7 +186,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.costs = CostService(store, clock)
     app.state.assets = assets
     app.state.blobs = BlobService(paths.blob_root)
-    app.state.artifacts = ArtifactService(jobs, paths)
+    app.state.artifacts = ArtifactService(jobs, paths, run_of)
     app.state.reconciler = reconciler
     app.state.clusters = clusters
     app.state.agents = agents

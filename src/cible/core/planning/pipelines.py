@@ -21,6 +21,7 @@ from cible.core.errors import InvalidSpecError
 from cible.core.models.components import DATA_TYPES, LITERAL_TYPES, CommandComponent, input_value_problem
 from cible.core.models.jobs import JobInput
 from cible.core.models.pipelines import (
+    ARTIFACTS,
     AnyStep,
     CommandStep,
     PipelineComponent,
@@ -51,6 +52,9 @@ class StepView:
     job: str | None  # its child job, or the earlier job it reuses
     status: str | None  # a JobStatus value, "Reused", "Skipped"; None: not started
     error: dict[str, Any] | None = None
+    # A sweep or nested pipeline step's outputs once it ended: output -> the URI of the data (its
+    # best trial's, or the inner step's that made it), which is what a later step's reuse key names.
+    outputs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -220,6 +224,10 @@ class _Graph:
         for name, out in job.outputs.items():
             self.outputs[name] = {**self.outputs.get(name, {}), **out.model_dump(mode="json", exclude_none=True)}
         self.depends = {name: _depends(step) for name, step in self.jobs.items()}
+        # Command steps whose default artifacts folder a later step reads (`outputs.artifacts`,
+        # bindable undeclared, as Azure's hello-pipeline-default-artifacts does).
+        self.artifacts_read = {binding.step for step in self.jobs.values() for binding in _bindings(step)
+                               if binding.step is not None and binding.side == "outputs" and binding.name == ARTIFACTS}
 
     def topological(self) -> list[str]:
         """Steps after the steps they bind to (the model refuses cycles)."""
@@ -281,6 +289,11 @@ class _Graph:
             if binding is not None:
                 override = {**self.outputs.get(binding.name, {}), **{k: v for k, v in written.items() if k != "path"}}
             result[port] = {**result.get(port, {}), **override}
+        if name in self.artifacts_read and isinstance(step, CommandStep) and ARTIFACTS not in result:
+            # Declared for the child job, so that its plan has the output a consumer's
+            # azureml://jobs/<job>/outputs/artifacts names (the job's artifacts folder): left
+            # undeclared, the consumer's submit was refused ("has no output 'artifacts'").
+            result[ARTIFACTS] = {"type": "uri_folder"}
         for out in result.values():
             out.setdefault("type", "uri_folder")
         return result
@@ -334,7 +347,21 @@ class _Graph:
         spec = self._command(name, step, steps)
         component = step_component(step)
         deterministic = component.is_deterministic if isinstance(component, CommandComponent) else True
-        return StepLaunch(name, spec, reuse_key(spec) if deterministic and not self.force_rerun else None)
+        keyed = self._keyed(spec, steps)
+        return StepLaunch(name, spec, reuse_key(keyed) if deterministic and not self.force_rerun else None)
+
+    def _keyed(self, spec: dict[str, Any], steps: Mapping[str, StepView]) -> dict[str, Any]:
+        """``spec`` as its reuse key sees it: an input read from a sweep or nested pipeline step names
+        the data that step's output is (a job that a rerun reuses), not the step's own job, which is
+        new on each run (sweep and pipeline steps are never reused themselves): else a step after a
+        nested pipeline was never reused, however unchanged."""
+        data = {f"azureml://jobs/{view.job}/outputs/{out}": uri
+                for other, view in steps.items() if view.job and other in self.jobs
+                and isinstance(self.jobs[other], (SweepStep, PipelineStep)) for out, uri in view.outputs.items()}
+        inputs = {port: {**value, "path": data[value["path"]]}
+                  if isinstance(value, dict) and value.get("path") in data else value
+                  for port, value in (spec.get("inputs") or {}).items()}
+        return {**spec, "inputs": inputs}
 
     def _common(self, name: str, step: AnyStep, spec: dict[str, Any]) -> dict[str, Any]:
         spec["display_name"] = name
@@ -430,11 +457,16 @@ def _typed(port: Any, value: Any) -> Any:
     return {"type": port.type, "path": str(value)}
 
 
+def _bindings(step: AnyStep) -> list[Any]:
+    """The bindings of a step's inputs."""
+    found = [parse_binding(given.path if isinstance(given, StepInput) else given) for given in step.inputs.values()]
+    return [binding for binding in found if binding is not None]
+
+
 def _depends(step: AnyStep) -> list[str]:
     found: list[str] = []
-    for given in step.inputs.values():
-        binding = parse_binding(given.path if isinstance(given, StepInput) else given)
-        if binding is not None and binding.step is not None and binding.step not in found:
+    for binding in _bindings(step):
+        if binding.step is not None and binding.step not in found:
             found.append(binding.step)
     return found
 

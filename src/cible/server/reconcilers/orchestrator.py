@@ -46,7 +46,8 @@ IDLE_POLL_S = 5.0
 FAIL_AFTER = 3
 EARLY_TERMINATION = "early termination"  # how a policy's reason to cancel a trial starts (planning.sweeps)
 RUNNING = {s.value for s in JobStatus} - {s.value for s in TERMINAL} - {"NotStarted", "Queued"}
-MetricHistory = Callable[[str, str], "list[float] | None"]  # (job, metric) -> values as logged; None: no run yet
+# (job, experiment, metric) -> the values as logged; None: the job has no MLflow run yet
+MetricHistory = Callable[[str, str, str], "list[float] | None"]
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ class ParentPass:
             if cached is not None and is_terminal(child.status):
                 snapshot.metrics[child.name] = cached  # an ended trial logs nothing more
             elif child.status in RUNNING or is_terminal(child.status):
-                history = self.metric_history(child.name, metric)  # TrackingUnavailableError: next pass
+                # TrackingUnavailableError: the next pass asks again
+                history = self.metric_history(child.name, snapshot.experiment_name, metric)
                 snapshot.metrics[child.name] = list(history or [])
         return snapshot
 
@@ -170,7 +172,10 @@ class ParentPass:
 
         record = snapshot.record
         pipeline = load_spec_dict(snapshot.spec, "job", source=f"job {snapshot.name}").entity
-        steps = {c.step: StepView(name=c.step, job=c.name, status=c.status, error=c.error)
+        # A step's outputs' data (a sweep's or nested pipeline's: its reuse key for the steps after it).
+        steps = {c.step: StepView(name=c.step, job=c.name, status=c.status, error=c.error,
+                                  outputs={o: e["uri"] for o, e in c.outputs.items()
+                                           if isinstance(e, dict) and e.get("uri")})
                  for c in snapshot.children if c.step is not None}
         steps.update({s: StepView(name=s, job=j, status=REUSED, error=None) for s, j in record.reused.items()})
         steps.update({s: StepView(name=s, job=None, status=SKIPPED, error=None) for s in record.skipped})

@@ -55,7 +55,7 @@ def validate_job(name: str, request: Request, body: dict[str, Any] = Body(...)) 
             **answers(Job))
 def get_job(name: str, request: Request) -> dict[str, Any]:
     job = _jobs(request).get(name)
-    return {**job, **_artifacts(request).tracking_summary(name, request.app.state.tracking)}
+    return {**job, **_artifacts(request).tracking_summary(job, request.app.state.tracking)}
 
 
 @router.get("", summary="A page of the jobs, newest first", **answers(JobPage))

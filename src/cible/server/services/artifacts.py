@@ -19,9 +19,11 @@ NAMED_OUTPUTS = "named-outputs"
 
 
 class ArtifactService:
-    def __init__(self, jobs: JobService, paths: WorkspacePaths) -> None:
+    def __init__(self, jobs: JobService, paths: WorkspacePaths, run_of=None) -> None:  # noqa: ANN001
         self.jobs = jobs
         self.paths = paths
+        # run_of(job, experiment) -> the job's MLflow run id, or None (where the run folder does not say)
+        self.run_of = run_of or (lambda job, experiment: (read_state(paths.run_dir(job)) or {}).get("mlflow_run_id"))
 
     def read_log(self, name: str, offset: int, limit: int) -> tuple[str, bytes, int]:
         status, _ = self.jobs.run_handle(name)
@@ -34,16 +36,18 @@ class ArtifactService:
             data = b""
         return status, data, offset + len(data)
 
-    def tracking_summary(self, name: str, tracking) -> dict[str, Any]:  # noqa: ANN001
+    def tracking_summary(self, job: dict[str, Any], tracking) -> dict[str, Any]:  # noqa: ANN001
         """The job's MLflow run: latest metrics and params (empty when it has no run yet)."""
-        state = read_state(self.paths.run_dir(name)) or {}
-        run_id = state.get("mlflow_run_id")
-        if not run_id or tracking is None:
+        if tracking is None or job.get("type") in ("sweep", "pipeline"):  # their runs are their children's
             return {}
+        run_id = None
         try:
+            run_id = self.run_of(job["name"], job["experiment_name"])
+            if not run_id:
+                return {}
             run = run_metrics(tracking, run_id, timeout=5)
         except CibleError as exc:  # the job is still shown when MLflow is down
-            return {"mlflow_run_id": run_id, "metrics_unavailable": exc.message}
+            return {**({"mlflow_run_id": run_id} if run_id else {}), "metrics_unavailable": exc.message}
         if run is None:
             return {"mlflow_run_id": run_id}
         return {"mlflow_run_id": run_id, "metrics": run["metrics"], "params": run["params"]}
