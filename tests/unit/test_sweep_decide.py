@@ -194,3 +194,29 @@ def test_component_trial_takes_hyperparameters_as_inputs_and_its_defaults():
     assert job["outputs"] == {"model_output": {"type": "mlflow_model"}, "extra": {"type": "uri_folder"}}
     assert "--coef -0.25 " in job["command"] and "${{inputs.c_value}}" in job["command"]
     assert isinstance(load_spec_dict(job, "job").entity, CommandJob)
+
+
+def test_a_sweep_whose_first_trials_all_fail_stops_with_the_first_error():
+    from cible.core.planning.sweeps import FAILED_TRIALS_BEFORE_GIVING_UP, TrialView, decide_sweep
+    from cible.core.specs.azureml.loader import load_spec_dict
+
+    spec = load_spec_dict({"type": "sweep", "trial": {"command": "python t.py --x ${{search_space.x}}"},
+                           "sampling_algorithm": "random", "search_space": {"x": {"type": "uniform", "min_value": 0,
+                                                                                  "max_value": 1}},
+                           "objective": {"goal": "minimize", "primary_metric": "loss"},
+                           "limits": {"max_total_trials": 100, "max_concurrent_trials": 4}}, "job").entity
+    failed = [TrialView(i, f"s_{i}", "Failed", {"x": 0.5}, (), error=f"exit {i}")
+              for i in range(FAILED_TRIALS_BEFORE_GIVING_UP)]
+    running = TrialView(FAILED_TRIALS_BEFORE_GIVING_UP, "s_run", "Running", {"x": 0.1}, ())
+    decision = decide_sweep(spec, [*failed, running], seed_key="s", elapsed_s=1, cancel_requested=False)
+    assert decision.cancel == {"s_run": "its sweep failed"} and not decision.new_trials and decision.end is None
+    ended = TrialView(running.index, "s_run", "Canceled", {"x": 0.1}, ())
+    decision = decide_sweep(spec, [*failed, ended], seed_key="s", elapsed_s=1, cancel_requested=False)
+    assert decision.end == "Failed" and not decision.new_trials  # the trial it canceled does not revive it
+    completed = TrialView(running.index, "s_run", "Completed", {"x": 0.1}, (0.3,))
+    decision = decide_sweep(spec, [*failed, completed], seed_key="s", elapsed_s=1, cancel_requested=False)
+    assert decision.end is None and decision.new_trials  # one trial that works: the sweep goes on
+
+    decision = decide_sweep(spec, failed, seed_key="s", elapsed_s=1, cancel_requested=False)
+    assert decision.end == "Failed" and decision.error["code"] == "TrialsFailed"
+    assert "trial s_0 failed: exit 0" in decision.error["message"] and not decision.new_trials

@@ -35,6 +35,12 @@ class TrialView:
     status: str  # a JobStatus value
     params: dict[str, Any]
     metric_history: tuple[float, ...]  # the primary metric, in the order it was logged
+    error: str | None = None  # why it failed, when it did
+
+
+# A sweep whose first trials all fail stops there (a broken command would otherwise fail every one of
+# max_total_trials, 1000 by default): it fails with the first trial's error.
+FAILED_TRIALS_BEFORE_GIVING_UP = 3
 
 
 @dataclass
@@ -97,6 +103,17 @@ def decide_sweep(spec: SweepJob, trials: Sequence[TrialView], *, seed_key: str, 
         decision.cancel = {t.name: stop["message"] for t in cancelable}
         if not live:
             decision.end, decision.error = "Canceled", stop
+        return decision
+
+    first = sorted(trials, key=lambda t: t.index)[:FAILED_TRIALS_BEFORE_GIVING_UP]
+    if (len(first) == FAILED_TRIALS_BEFORE_GIVING_UP and all(t.status == JobStatus.FAILED.value for t in first)
+            and not any(t.status == JobStatus.COMPLETED.value for t in trials)):
+        decision.cancel = {t.name: "its sweep failed" for t in cancelable}
+        if not live:
+            decision.end = "Failed"
+            decision.error = {"code": "TrialsFailed", "message": (
+                f"the first {len(first)} trials failed, so the sweep stopped; trial {first[0].name} failed: "
+                f"{first[0].error or 'no error recorded'}")}
         return decision
 
     decision.cancel = terminations(spec.early_termination, spec.objective.goal,

@@ -145,7 +145,8 @@ class ParentPass:
 
         sweep = load_spec_dict(snapshot.spec, "job", source=f"job {snapshot.name}").entity
         trials = sorted((TrialView(index=int(c.step), name=c.name, status=c.status, params=c.params,
-                                   metric_history=tuple(snapshot.metrics.get(c.name, ())))
+                                   metric_history=tuple(snapshot.metrics.get(c.name, ())),
+                                   error=(c.error or {}).get("message"))
                          for c in snapshot.children if (c.step or "").isdigit()), key=lambda t: t.index)
         decision = decide_sweep(sweep, trials, seed_key=snapshot.name, cancel_requested=cancel_requested,
                                 elapsed_s=(now - snapshot.started_at).total_seconds())
