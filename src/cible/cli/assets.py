@@ -1,8 +1,9 @@
 """`cible environment|data|model create|list|show`, as `az ml <asset> …`."""
 
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -48,44 +49,7 @@ def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
         warn_loaded(loaded)
         emit(operations().create_or_update(loaded.entity), _draw)
 
-    @app.command("show")
-    def show(
-        name: Annotated[str, typer.Option("--name", "-n")],
-        version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
-        label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
-    ) -> None:
-        """Show one version (default: the latest)."""
-        emit(operations().get(name, version=version, label=label), _draw)
-
-    @app.command("list")
-    def list_(
-        name: Annotated[Optional[str], typer.Option("--name", "-n", help="list this asset's versions")] = None,
-        include_archived: Annotated[bool, typer.Option("--include-archived", help="archived ones too")] = False,
-        archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived ones")] = False,
-    ) -> None:
-        """The latest version of each, or every version of one name."""
-        from cible.cli.jobs import view_type
-
-        items = operations().list(name=name, list_view_type=view_type(include_archived, archived_only))
-        emit(items, lambda shown: print_table(shown, COLUMNS[spec_kind]))
-
-    @app.command("archive")
-    def archive(
-        name: Annotated[str, typer.Option("--name", "-n")],
-        version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole asset")] = None,
-        label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
-    ) -> None:
-        """Archive a version, or the whole asset (every version, later ones too): hidden from `list`
-        and from `@latest`, still usable by explicit version."""
-        emit(operations().archive(name, version=version, label=label), _draw)
-
-    @app.command("restore")
-    def restore(
-        name: Annotated[str, typer.Option("--name", "-n")],
-        version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole asset")] = None,
-    ) -> None:
-        """Restore an archived version, or the whole asset. (No --label: `latest` is never an archived version.)"""
-        emit(operations().restore(name, version=version), _draw)
+    add_version_commands(app, operations, _draw, COLUMNS[spec_kind], "asset")
 
     if spec_kind == "model":
         @app.command("download")
@@ -101,6 +65,52 @@ def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
                 f"downloaded {len(files)} file(s) to {download_path / name}", highlight=False))
 
     return app
+
+
+def add_version_commands(app: typer.Typer, operations: Callable[[], Any], draw: Callable[[dict], None],
+                         columns: list[tuple[str, str]], noun: str) -> None:
+    """`show`, `list`, `archive` and `restore` of a versioned registry (assets, components): the
+    same verbs over MLClient operations with get/list/archive/restore; `noun` names it in help."""
+
+    @app.command("show")
+    def show(
+        name: Annotated[str, typer.Option("--name", "-n")],
+        version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
+        label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
+    ) -> None:
+        """Show one version (default: the latest)."""
+        emit(operations().get(name, version=version, label=label), draw)
+
+    @app.command("list")
+    def list_(
+        name: Annotated[Optional[str], typer.Option("--name", "-n", help=f"list this {noun}'s versions")] = None,
+        include_archived: Annotated[bool, typer.Option("--include-archived", help="archived ones too")] = False,
+        archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived ones")] = False,
+    ) -> None:
+        """The latest version of each, or every version of one name."""
+        from cible.cli.jobs import view_type
+
+        items = operations().list(name=name, list_view_type=view_type(include_archived, archived_only))
+        emit(items, lambda shown: print_table(shown, columns))
+
+    whole = f"one version; else the whole {noun}"
+
+    @app.command("archive", help=f"Archive a version, or the whole {noun} (every version, later ones too): hidden "
+                 "from `list` and from `@latest`, still usable by explicit version.")
+    def archive(
+        name: Annotated[str, typer.Option("--name", "-n")],
+        version: Annotated[Optional[str], typer.Option("--version", "-v", help=whole)] = None,
+        label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
+    ) -> None:
+        emit(operations().archive(name, version=version, label=label), draw)
+
+    @app.command("restore", help=f"Restore an archived version, or the whole {noun}. (No --label: `latest` is "
+                 "never an archived version.)")
+    def restore(
+        name: Annotated[str, typer.Option("--name", "-n")],
+        version: Annotated[Optional[str], typer.Option("--version", "-v", help=whole)] = None,
+    ) -> None:
+        emit(operations().restore(name, version=version), draw)
 
 
 def _draw(item: dict) -> None:

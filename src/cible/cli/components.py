@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli.output import emit, print_fields, print_table, warn_answered, warn_loaded
+from cible.cli.assets import add_version_commands
+from cible.cli.output import emit, print_fields, warn_answered, warn_loaded
 
 app = typer.Typer(help="Registered components (command and pipeline), versioned.", no_args_is_help=True)
 
@@ -54,43 +55,4 @@ def create(
     emit(created, lambda _: _draw(shown))
 
 
-@app.command("show")
-def show(
-    name: Annotated[str, typer.Option("--name", "-n")],
-    version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
-    label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
-) -> None:
-    """Show one version (default: the latest)."""
-    emit(_operations().get(name, version=version, label=label), _draw)
-
-
-@app.command("list")
-def list_(
-    name: Annotated[Optional[str], typer.Option("--name", "-n", help="list this component's versions")] = None,
-    include_archived: Annotated[bool, typer.Option("--include-archived", help="archived ones too")] = False,
-    archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived ones")] = False,
-) -> None:
-    """The latest version of each component, or every version of one name."""
-    from cible.cli.jobs import view_type
-
-    items = _operations().list(name=name, list_view_type=view_type(include_archived, archived_only))
-    emit(items, lambda shown: print_table(shown, COLUMNS))
-
-
-@app.command("archive")
-def archive(
-    name: Annotated[str, typer.Option("--name", "-n")],
-    version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole component")] = None,
-    label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
-) -> None:
-    """Archive a version, or the whole component: hidden from `list` and `@latest`, still usable by version."""
-    emit(_operations().archive(name, version=version, label=label), _draw)
-
-
-@app.command("restore")
-def restore(
-    name: Annotated[str, typer.Option("--name", "-n")],
-    version: Annotated[Optional[str], typer.Option("--version", "-v", help="one version; else the whole component")] = None,
-) -> None:
-    """Restore an archived version, or the whole component."""
-    emit(_operations().restore(name, version=version), _draw)
+add_version_commands(app, _operations, _draw, COLUMNS, "component")

@@ -22,13 +22,12 @@ from cible.core.specs.azureml.expressions import check_command
 from .assets import Version
 from .common import LowerStr, SpecModel, StrMap
 from .jobs import (
-    MAX_COMMAND_BYTES,
     MAX_DESCRIPTION_CHARS,
     MAX_DISPLAY_NAME_CHARS,
-    MAX_ENV_VALUE_BYTES,
-    MAX_NAME_KEY_CHARS,
+    CommandText,
     Distribution,
     EnvironmentValue,
+    EnvironmentVariables,
     JobResources,
     OutputType,
 )
@@ -68,14 +67,6 @@ def _outputs_map(value: Any) -> Any:
         return {}
     if isinstance(value, dict):
         return {key: {} if item is None else item for key, item in value.items()}
-    return value
-
-
-def _env_vars(value: Any) -> Any:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, (list, dict)):
-                raise ValueError(f"environment variable {key!r} must be a scalar, not a {type(item).__name__}")
     return value
 
 
@@ -215,11 +206,11 @@ class CommandComponent(SpecModel):
     description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
     tags: StrMap = Field(default_factory=dict)
     is_deterministic: StrictBool = True
-    command: str
+    command: CommandText
     code: str | None = None
     # Azure requires one; cible, as for a command job, runs without one on the node's Python.
     environment: EnvironmentValue | None = None
-    environment_variables: Annotated[StrMap, BeforeValidator(_env_vars)] = Field(default_factory=dict)
+    environment_variables: EnvironmentVariables = Field(default_factory=dict)
     distribution: Distribution | None = None
     resources: JobResources | None = None
     inputs: Annotated[dict[str, ComponentInput], BeforeValidator(_empty_map)] = Field(default_factory=dict)
@@ -228,25 +219,6 @@ class CommandComponent(SpecModel):
     # Not a component field in Azure's schema, yet a shipped example (6a_tf_hello_world) sets it and
     # Azure only warns: accepted and ignored (the step's compute decides).
     compute: str | None = None
-
-    @field_validator("command")
-    @classmethod
-    def _command_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("'command' must not be empty")
-        if len(value.encode()) > MAX_COMMAND_BYTES:
-            raise ValueError(f"it is {len(value.encode())} bytes; at most {MAX_COMMAND_BYTES} are allowed; "
-                             "run a long script from a file under `code`")
-        return value
-
-    @field_validator("environment_variables")
-    @classmethod
-    def _env_sizes(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
-            if len(key) > MAX_NAME_KEY_CHARS or len(item.encode()) > MAX_ENV_VALUE_BYTES:
-                raise ValueError(f"environment variable {key[:40]!r} is too long (names up to "
-                                 f"{MAX_NAME_KEY_CHARS} characters, values up to {MAX_ENV_VALUE_BYTES} bytes)")
-        return value
 
     @model_validator(mode="after")
     def _ports_and_command(self) -> CommandComponent:
@@ -263,8 +235,13 @@ def command_problems(command: str, inputs: dict[str, ComponentInput], outputs: d
     optional input without a default is used only inside ``$[[ ]]``."""
     given = [name for name, port in inputs.items() if not port.optional or port.default is not None]
     optional = [name for name, port in inputs.items() if port.optional and port.default is None]
+    return check_command_problems(loc, command, inputs=given, outputs=outputs.keys(), optional_inputs=optional)
+
+
+def check_command_problems(loc: tuple[Any, ...], command: str, **names: Any) -> list[Problem]:
+    """What ``check_command(command, **names)`` finds in a command, as problems at ``loc``."""
     try:
-        check_command(command, inputs=given, outputs=outputs.keys(), optional_inputs=optional)
+        check_command(command, **names)
     except InvalidSpecError as exc:
         found = exc.details if isinstance(exc.details, list) else [exc.message]
         return [(loc, str(text), None) for text in found]

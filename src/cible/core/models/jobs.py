@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Discriminator,
     Field,
@@ -182,6 +183,20 @@ def _check_size(what: str, text: str, limit: int, unit: str = "characters", hint
         raise ValueError(f"{what} is {size} {unit}; at most {limit} are allowed{hint}")
 
 
+def _command_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("'command' must not be empty")
+    _check_size("it", value, MAX_COMMAND_BYTES, "bytes", "; run a long script from a file under `code`")
+    return value
+
+
+def _tag_sizes(value: dict[str, str]) -> dict[str, str]:
+    for key, item in value.items():
+        _check_size(f"tag name {key[:40]!r}", key, MAX_NAME_KEY_CHARS)
+        _check_size(f"tag {key[:40]!r}", item, MAX_TAG_VALUE_CHARS)
+    return value
+
+
 def _env_vars(value: Any) -> Any:
     """Environment variables are text; YAML scalars are stringified, anything else is an error."""
     if isinstance(value, dict):
@@ -189,6 +204,28 @@ def _env_vars(value: Any) -> Any:
             if isinstance(item, (list, dict)):
                 raise ValueError(f"environment variable {key!r} must be a scalar, not a {type(item).__name__}")
     return value
+
+
+def _env_sizes(value: dict[str, str]) -> dict[str, str]:
+    for key, item in value.items():
+        _check_size(f"environment variable name {key[:40]!r}", key, MAX_NAME_KEY_CHARS)
+        _check_size(f"environment variable {key[:40]!r}", item, MAX_ENV_VALUE_BYTES, "bytes")
+    return value
+
+
+def check_spec_size(spec: SpecModel) -> None:
+    """The whole spec, as stored, within MAX_SPEC_BYTES (a model validator's last check)."""
+    size = len(spec.model_dump_json(exclude_none=True).encode())
+    if size > MAX_SPEC_BYTES:
+        raise ValueError(f"the job spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} are allowed "
+                         "(keep long texts and data in files: `code`, inputs)")
+
+
+# One set of checks and messages for what a command job, a component and a sweep's trial share
+# (tags: a command job and a sweep).
+CommandText = Annotated[str, AfterValidator(_command_text)]
+Tags = Annotated[StrMap, AfterValidator(_tag_sizes)]
+EnvironmentVariables = Annotated[StrMap, BeforeValidator(_env_vars), AfterValidator(_env_sizes)]
 
 
 class CommandJob(SpecModel):
@@ -199,11 +236,11 @@ class CommandJob(SpecModel):
     display_name: str | None = None
     experiment_name: ExperimentName | None = None
     description: str | None = None
-    tags: StrMap = Field(default_factory=dict)
-    command: str
+    tags: Tags = Field(default_factory=dict)
+    command: CommandText
     code: str | None = None
     environment: EnvironmentValue | None = None
-    environment_variables: Annotated[StrMap, BeforeValidator(_env_vars)] = Field(default_factory=dict)
+    environment_variables: EnvironmentVariables = Field(default_factory=dict)
     compute: str | None = None
     resources: JobResources | None = None
     distribution: Distribution | None = None
@@ -219,19 +256,6 @@ class CommandJob(SpecModel):
     creation_context: dict[str, Any] | None = None
     properties: dict[str, Any] | None = None
 
-    @field_validator("command")
-    @classmethod
-    def _command_not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("'command' must not be empty")
-        return value
-
-    @field_validator("command")
-    @classmethod
-    def _command_size(cls, value: str) -> str:
-        _check_size("it", value, MAX_COMMAND_BYTES, "bytes", "; run a long script from a file under `code`")
-        return value
-
     @field_validator("display_name", "description")
     @classmethod
     def _text_size(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -240,28 +264,9 @@ class CommandJob(SpecModel):
             _check_size("it", value, limit)
         return value
 
-    @field_validator("tags")
-    @classmethod
-    def _tag_sizes(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
-            _check_size(f"tag name {key[:40]!r}", key, MAX_NAME_KEY_CHARS)
-            _check_size(f"tag {key[:40]!r}", item, MAX_TAG_VALUE_CHARS)
-        return value
-
-    @field_validator("environment_variables")
-    @classmethod
-    def _env_sizes(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
-            _check_size(f"environment variable name {key[:40]!r}", key, MAX_NAME_KEY_CHARS)
-            _check_size(f"environment variable {key[:40]!r}", item, MAX_ENV_VALUE_BYTES, "bytes")
-        return value
-
     @model_validator(mode="after")
     def _spec_size(self) -> CommandJob:
-        size = len(self.model_dump_json(exclude_none=True).encode())
-        if size > MAX_SPEC_BYTES:
-            raise ValueError(f"the job spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} are allowed "
-                             "(keep long texts and data in files: `code`, inputs)")
+        check_spec_size(self)
         return self
 
     @field_validator("inputs", "outputs", mode="before")

@@ -18,7 +18,7 @@ from cible.core.specs.azureml.refs import parse_asset_ref
 
 from .assets import Version
 from .common import LowerStr, SpecModel, StrMap
-from .components import CommandComponent, Problem, _empty_map, _env_vars, _outputs_map, raise_at
+from .components import CommandComponent, Problem, _empty_map, _outputs_map, raise_at
 from .jobs import (
     MAX_DESCRIPTION_CHARS,
     MAX_DISPLAY_NAME_CHARS,
@@ -31,6 +31,7 @@ from .jobs import (
     LiteralInput,
     OutputType,
     QueueSettings,
+    _env_vars,
 )
 from .sweeps import EarlyTermination, Objective, SamplingAlgorithm, SearchParameter, SweepJob, SweepLimits
 

@@ -20,35 +20,32 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from cible.core.errors import InvalidSpecError
 from cible.core.naming import ExperimentName, JobName
-from cible.core.specs.azureml.expressions import check_command
 
 from .common import LowerStr, OptStr, SpecModel, StrMap
+from .components import Problem, _empty_map, check_command_problems, raise_at
 from .jobs import (
-    MAX_COMMAND_BYTES,
     MAX_DESCRIPTION_CHARS,
     MAX_DISPLAY_NAME_CHARS,
-    MAX_ENV_VALUE_BYTES,
     MAX_NAME_KEY_CHARS,
-    MAX_SPEC_BYTES,
-    MAX_TAG_VALUE_CHARS,
     MAX_TIMEOUT_S,
+    CommandText,
     Distribution,
     EnvironmentValue,
+    EnvironmentVariables,
     InputValue,
     JobInput,
     JobLimits,
     JobOutput,
     JobResources,
     QueueSettings,
+    Tags,
+    check_spec_size,
 )
 
 # Bounds that keep a sweep's bookkeeping small: each trial is a job row, and a grid is listed
@@ -279,18 +276,6 @@ class SweepLimits(SpecModel):
 # ---- the trial ----------------------------------------------------------------------
 
 
-def _env_vars(value: Any) -> Any:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, (list, dict)):
-                raise ValueError(f"environment variable {key!r} must be a scalar, not a {type(item).__name__}")
-    return value
-
-
-def _empty_map(value: Any) -> Any:
-    return {} if value is None else value  # `inputs:` with nothing under it
-
-
 class SweepTrial(SpecModel):
     """``trial:`` — a command, or (in pipelines) a command component inlined by the client.
 
@@ -299,10 +284,10 @@ class SweepTrial(SpecModel):
     value, the others take the sweep's inputs or their defaults.
     """
 
-    command: str
+    command: CommandText
     code: str | None = None
     environment: EnvironmentValue | None = None  # as a command job: none runs on the host's Python
-    environment_variables: Annotated[StrMap, BeforeValidator(_env_vars)] = Field(default_factory=dict)
+    environment_variables: EnvironmentVariables = Field(default_factory=dict)
     distribution: Distribution | None = None
     resources: JobResources | None = None
     limits: JobLimits | None = None
@@ -318,37 +303,8 @@ class SweepTrial(SpecModel):
     outputs: Annotated[dict[str, JobOutput | None], BeforeValidator(_empty_map)] = Field(default_factory=dict)
     additional_includes: list[str] | None = None
 
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("'command' must not be empty")
-        if len(value.encode()) > MAX_COMMAND_BYTES:
-            raise ValueError(f"it is {len(value.encode())} bytes; at most {MAX_COMMAND_BYTES} are allowed; "
-                             "run a long script from a file under `code`")
-        return value
-
-    @field_validator("environment_variables")
-    @classmethod
-    def _env_sizes(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
-            if len(key) > MAX_NAME_KEY_CHARS or len(item.encode()) > MAX_ENV_VALUE_BYTES:
-                raise ValueError(f"environment variable {key[:40]!r} is too long (names up to "
-                                 f"{MAX_NAME_KEY_CHARS} characters, values up to {MAX_ENV_VALUE_BYTES} bytes)")
-        return value
-
 
 # ---- the sweep ----------------------------------------------------------------------
-
-
-def _raise_at(title: str, problems: list[tuple[tuple[Any, ...], str, Any]]) -> None:
-    """Raise pydantic errors located at keys below the model (the loader maps them to file:line)."""
-    if problems:
-        # The text goes in the context: a template would read the braces of `${{...}}` as fields.
-        raise ValidationError.from_exception_data(title, [
-            InitErrorDetails(type=PydanticCustomError("value_error", "{text}", {"text": text}), loc=loc, input=value)
-            for loc, text, value in problems
-        ])
 
 
 class SweepJob(SpecModel):
@@ -359,7 +315,7 @@ class SweepJob(SpecModel):
     display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
     experiment_name: ExperimentName | None = None
     description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
-    tags: StrMap = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=dict)
     compute: str | None = None
     # Validated before search_space, whose rules depend on it.
     sampling_algorithm: SamplingAlgorithm
@@ -384,15 +340,6 @@ class SweepJob(SpecModel):
     def _default_limits(cls, value: Any) -> Any:
         return {} if value is None else value
 
-    @field_validator("tags")
-    @classmethod
-    def _tag_sizes(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
-            if len(key) > MAX_NAME_KEY_CHARS or len(item) > MAX_TAG_VALUE_CHARS:
-                raise ValueError(f"tag {key[:40]!r} is too long (names up to {MAX_NAME_KEY_CHARS} characters, "
-                                 f"values up to {MAX_TAG_VALUE_CHARS})")
-        return value
-
     @field_validator("search_space", mode="before")
     @classmethod
     def _hyperparameter_names(cls, value: Any) -> Any:
@@ -409,7 +356,7 @@ class SweepJob(SpecModel):
 
     @model_validator(mode="after")
     def _azure_rules(self) -> SweepJob:
-        problems: list[tuple[tuple[Any, ...], str, Any]] = []
+        problems: list[Problem] = []
 
         def problem(loc: tuple[Any, ...], text: str, value: Any = None) -> None:
             problems.append((loc, text, value))
@@ -432,24 +379,16 @@ class SweepJob(SpecModel):
             if size > MAX_GRID_POINTS:
                 problem(("search_space",), f"the grid has {size} points; at most {MAX_GRID_POINTS} are allowed")
         problems += self._command_problems()
-        _raise_at("SweepJob", problems)
-        size = len(self.model_dump_json(exclude_none=True).encode())
-        if size > MAX_SPEC_BYTES:
-            raise ValueError(f"the job spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} are allowed "
-                             "(keep long texts and data in files: `code`, inputs)")
+        raise_at("SweepJob", problems)
+        check_spec_size(self)
         return self
 
-    def _command_problems(self) -> list[tuple[tuple[Any, ...], str, Any]]:
+    def _command_problems(self) -> list[Problem]:
         """``${{inputs|outputs|search_space.x}}`` in the trial command name something defined."""
         declared = self.trial.inputs  # the command-component form declares its inputs
         given = set(self.inputs)
         given |= {n for n, d in declared.items() if d.default is not None or n in self.search_space}
         optional = {n for n, d in declared.items() if d.optional}
         outputs = set(self.outputs) | set(self.trial.outputs)
-        try:
-            check_command(self.trial.command, inputs=given, outputs=outputs, optional_inputs=optional,
-                          search_space=self.search_space.keys())
-        except InvalidSpecError as exc:
-            found = exc.details if isinstance(exc.details, list) else [exc.message]
-            return [(("trial", "command"), str(text), None) for text in found]
-        return []
+        return check_command_problems(("trial", "command"), self.trial.command, inputs=given, outputs=outputs,
+                                      optional_inputs=optional, search_space=self.search_space.keys())
