@@ -34,6 +34,7 @@ from cible.launch.tracking import end_run, job_environment, start_run
 from cible.runfiles import CANCEL_FILE, PLAN_FILE
 
 LOG_TAIL_LINES = 20
+JOB_OUTPUT_SCHEME = "azureml://jobs/"  # an output that is a job's own folder (its default artifacts)
 SERVER_ONLY_ENV = ("CIBLE_", "RAY_AUTH_", "RAY_ADDRESS", "MLFLOW_TRACKING_", "PGPASSWORD")
 T = TypeVar("T")
 
@@ -220,7 +221,10 @@ class Launcher:
         resume = [Path(self.plan["resume_dir"])] if self.plan.get("resume_dir") else []
         # rw_mount outputs are written in place, in the datastore. The run folder itself is not the
         # command's: the launcher keeps its state and logs there, and must find no link planted.
-        outputs = [Path(o["local_path"]) for o in self.plan.get("outputs", {}).values() if o.get("mode") != "upload"]
+        # An output that is the job's default artifacts folder (`artifacts`, azureml://jobs/<job>/...) is in
+        # the run folder and filled by the launcher from ./outputs and ./logs: never the command's to write.
+        outputs = [Path(o["local_path"]) for o in self.plan.get("outputs", {}).values()
+                   if o.get("mode") != "upload" and not str(o.get("uri", "")).startswith(JOB_OUTPUT_SCHEME)]
         # Inputs read in place (a mounted job output, a pipeline step's default artifacts) stay visible.
         mounted = [Path(i["source"]["local_path"]) for i in self.plan.get("inputs", {}).values()
                    if i.get("kind") == "data" and "local_path" in (i.get("source") or {})]

@@ -40,6 +40,8 @@ COMPLETED, FAILED, CANCELED, CANCEL_REQUESTED = "Completed", "Failed", "Canceled
 REUSED, SKIPPED = "Reused", "Skipped"
 DONE = frozenset({COMPLETED, REUSED})  # a step whose outputs exist
 ENDED = frozenset({COMPLETED, REUSED, FAILED, CANCELED, SKIPPED})
+# Registered components within registered components, at most this deep (a chain, not a cycle, of them).
+MAX_COMPONENT_NESTING = 32
 REUSE_KEY_VERSION = 1  # bump when what decides a step's result changes: earlier runs stop matching
 _ABSENT = object()  # an optional input given no value (left out, so `$[[ ]]` drops)
 
@@ -167,17 +169,33 @@ def _resolved(spec: PipelineJob | Mapping[str, Any], components: Mapping[str, di
 
 
 def _replace_references(node: dict[str, Any], components: Mapping[str, dict[str, Any]], missing: list,
-                        where: str) -> bool:
+                        where: str, chain: tuple[str, ...] = ()) -> bool:
+    """Replace in ``node`` each registered reference by its component, recursively; ``chain``: the
+    references being replaced around ``node`` (a registered pipeline component that names itself,
+    through ``@latest`` or another component, is refused rather than replaced without end)."""
     replaced = False
-    value = node.get("component")
-    if isinstance(value, str) and where == "":  # a pipeline job's own `component:`
-        if value in components:
-            node["component"], replaced = dict(components[value]), True
-        else:
-            missing.append(("component", value))
+
+    def expand(holder: dict[str, Any], key: str, at: str) -> tuple[str, ...]:
+        """Put the component `holder[key]` names in its place; the chain its content is within."""
+        nonlocal replaced
+        value = holder[key]
+        if value not in components:
+            missing.append((at, value))
+            return chain
+        if value in chain:
+            raise InvalidSpecError(f"{at}: component '{value}' includes itself ({' -> '.join((*chain, value))})")
+        if len(chain) >= MAX_COMPONENT_NESTING:
+            raise InvalidSpecError(f"{at}: registered components nest more than {MAX_COMPONENT_NESTING} deep "
+                                   f"({' -> '.join((*chain, value))})")
+        holder[key], replaced = dict(components[value]), True
+        return (*chain, value)
+
+    inner = chain
+    if isinstance(node.get("component"), str) and where == "":  # a pipeline job's own `component:`
+        inner = expand(node, "component", "component")
     if isinstance(node.get("component"), dict):
         node["component"] = dict(node["component"])
-        replaced |= _replace_references(node["component"], components, missing, f"{where}component.")
+        replaced |= _replace_references(node["component"], components, missing, f"{where}component.", inner)
     if isinstance(node.get("jobs"), dict):
         node["jobs"] = dict(node["jobs"])
     for name, step in list((node.get("jobs") or {}).items()):
@@ -185,14 +203,11 @@ def _replace_references(node: dict[str, Any], components: Mapping[str, dict[str,
             continue
         node["jobs"][name] = step = dict(step)
         for key in ("component", "trial"):
-            value = step.get(key)
-            if isinstance(value, str):
-                if value in components:
-                    step[key], replaced = dict(components[value]), True
-                else:
-                    missing.append((f"{where}jobs.{name}.{key}", value))
+            inner = chain
+            if isinstance(step.get(key), str):
+                inner = expand(step, key, f"{where}jobs.{name}.{key}")
             if isinstance(step.get(key), dict):
-                replaced |= _replace_references(step[key], components, missing, f"{where}jobs.{name}.{key}.")
+                replaced |= _replace_references(step[key], components, missing, f"{where}jobs.{name}.{key}.", inner)
     return replaced
 
 

@@ -41,6 +41,10 @@ class TrialView:
 # A sweep whose first trials all fail stops there (a broken command would otherwise fail every one of
 # max_total_trials, 1000 by default): it fails with the first trial's error.
 FAILED_TRIALS_BEFORE_GIVING_UP = 3
+# New trials one pass starts at most: a sweep of 100 000 concurrent trials would otherwise hold the
+# orchestrator (and every other sweep and pipeline) for as long as 100 000 submits take. The next
+# pass, soon after, starts the following ones.
+MAX_NEW_TRIALS_PER_PASS = 50
 
 
 @dataclass
@@ -124,7 +128,7 @@ def decide_sweep(spec: SweepJob, trials: Sequence[TrialView], *, seed_key: str, 
     size = grid_size(spec)
     if size is not None:
         remaining = min(remaining, size - len(trials))
-    wanted = min(limits.concurrent_trials - len(live), remaining)
+    wanted = min(limits.concurrent_trials - len(live), remaining, MAX_NEW_TRIALS_PER_PASS)
     if wanted > 0:
         decision.new_trials = sample_trials(spec, _sampler_history(trials), wanted, seed_key=seed_key)
     if live or decision.new_trials:

@@ -19,7 +19,8 @@ parent whose pass keeps raising is failed after FAIL_AFTER tries, and its live c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from cible.core.clock import Clock, as_utc
 from cible.core.errors import CibleError, ConflictError, TrackingUnavailableError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal, path_to
 from cible.core.models.records import ChildrenRecord, JobError
+from cible.core.planning.early_termination import PREFIX as EARLY_TERMINATION  # how a policy's cancel reads
 from cible.core.specs.azureml import refs
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles
@@ -44,7 +46,6 @@ from cible.server.store.rows import JobRow
 ACTIVE_POLL_S = 0.5  # while a parent is live (a child's end wakes the orchestrator sooner)
 IDLE_POLL_S = 5.0
 FAIL_AFTER = 3
-EARLY_TERMINATION = "early termination"  # how a policy's reason to cancel a trial starts (planning.sweeps)
 RUNNING = {s.value for s in JobStatus} - {s.value for s in TERMINAL} - {"NotStarted", "Queued"}
 # (job, experiment, metric) -> the values as logged; None: the job has no MLflow run yet
 MetricHistory = Callable[[str, str, str], "list[float] | None"]
@@ -97,11 +98,15 @@ class ParentPass:
     """One pass over one sweep or pipeline (shape.Pass)."""
 
     def __init__(self, name: str, metric_history: MetricHistory, jobs: JobService,
-                 fail: Callable[[str, str, str], None]) -> None:
+                 fail: Callable[[str, str, str], None], final: Collection[str] = ()) -> None:
         self.name = name
         self.metric_history = metric_history
         self.jobs = jobs
         self.fail = fail  # fail(parent, message, code): end the parent Failed, cancel its children
+        # Trials whose stored metrics were read after they ended (and committed): read no more. A
+        # history read while a trial ran lacks what it logged last; after a restart: read once again.
+        self.final = final
+        self.read_ended: set[str] = set()  # trials this pass read after they ended
         self.snapshot: Snapshot | None = None
 
     def load(self, session: Session, now: datetime) -> Snapshot | None:
@@ -124,14 +129,23 @@ class ParentPass:
         if snapshot.job_type != "sweep":
             return snapshot
         metric = snapshot.spec["objective"]["primary_metric"]
+        canceling = snapshot.status == JobStatus.CANCEL_REQUESTED.value
         for child in snapshot.children:
             cached = snapshot.record.metrics.get(child.name)
-            if cached is not None and is_terminal(child.status):
+            if cached is not None and is_terminal(child.status) and child.name in self.final:
                 snapshot.metrics[child.name] = cached  # an ended trial logs nothing more
             elif child.status in RUNNING or is_terminal(child.status):
-                # TrackingUnavailableError: the next pass asks again
-                history = self.metric_history(child.name, snapshot.experiment_name, metric)
-                snapshot.metrics[child.name] = list(history or [])
+                try:
+                    history = self.metric_history(child.name, snapshot.experiment_name, metric)
+                except TrackingUnavailableError:
+                    if not canceling:
+                        raise  # the next pass asks again
+                    snapshot.metrics[child.name] = list(cached or [])  # a cancel does not wait for MLflow
+                    continue
+                # NaN and infinities compare as no value does, and JSON (the record, `job show`) has none.
+                snapshot.metrics[child.name] = [v for v in history or [] if math.isfinite(v)]
+                if is_terminal(child.status):
+                    self.read_ended.add(child.name)
         return snapshot
 
     def decide(self, snapshot: Snapshot, now: datetime) -> Plan:
@@ -276,6 +290,8 @@ class Orchestrator(ReconcilerLoop):
         self.jobs = jobs
         self.clock = clock
         self.metric_history = metric_history
+        # sweep -> its ended trials whose metrics were read and stored once ended (ParentPass.final)
+        self.final: dict[str, set[str]] = {}
         super().__init__()
         self.troubles = Troubles(self._log)
 
@@ -290,6 +306,7 @@ class Orchestrator(ReconcilerLoop):
                 select(JobRow.name).where(JobRow.job_type.in_(PARENT_TYPES),
                                           JobRow.status.notin_([s.value for s in TERMINAL]))
                 .order_by(JobRow.created_at, JobRow.name)))
+        self.final = {name: self.final[name] for name in names if name in self.final}  # ended sweeps: forgotten
         for name in names:
             if self.troubles.backing_off(name, now):
                 continue
@@ -309,7 +326,10 @@ class Orchestrator(ReconcilerLoop):
         def fail(parent: str, message: str, code: str) -> None:
             self._fail(parent, message, code=code, now=self.clock.now())
 
-        result = run_pass(self.store, ParentPass(name, self.metric_history, self.jobs, fail), now)
+        one = ParentPass(name, self.metric_history, self.jobs, fail, self.final.get(name, set()))
+        result = run_pass(self.store, one, now)
+        if result.actions is not None:  # committed: those trials' stored metrics are their last
+            self.final.setdefault(name, set()).update(one.read_ended)
         if result.actions is not None and result.plan.launch:
             self.wake()  # a pass soon: the next trials or steps may be due (a reused step's followers)
 

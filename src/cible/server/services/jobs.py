@@ -96,7 +96,17 @@ class JobService:
 
         def update_existing(session: Session) -> dict[str, Any] | None:  # a PUT of a stored job: its tags
             existing = session.get(JobRow, name)
-            return None if existing is None else self._update_mutable(session, existing, job)
+            if existing is None:
+                return None
+            if lineage is not None and (existing.parent_job_name, existing.parent_step) != (lineage.parent, lineage.step):
+                # Another job has this trial's or step's name (a user's, another parent's): answering it, or a
+                # conflict the orchestrator takes for its own earlier submit, would leave the parent waiting
+                # forever on a child that never comes.
+                raise InvalidRequestError(
+                    f"name: job '{name}' already exists and is not '{lineage.step}' of job '{lineage.parent}'; "
+                    f"delete that job, or submit '{lineage.parent}' again under another name",
+                    details={"field": "name"})
+            return self._update_mutable(session, existing, job)
 
         updated = self.store.transact(update_existing)  # again from a fresh read if a reconciler wrote the job
         if updated is not None:
@@ -152,12 +162,14 @@ class JobService:
             naming.EXPERIMENT.check(body["experiment_name"], field="experiment_name")
         if body.get("name") not in (None, name):
             raise InvalidRequestError(f"name: the body says '{body['name']}' but the URL says '{name}'", details={"field": "name"})
-        environment = body.get("environment")
-        reference = environment.lower() if isinstance(environment, str) else ""
-        if reference.startswith("file:") or reference.endswith((".yml", ".yaml")):
-            # Never read a file of the server's own disk on a client's behalf.
-            raise InvalidRequestError("environment: a YAML file reference names a file on the client; send the "
-                                      "environment itself (the CLI and SDK do)", details={"field": "environment"})
+        trial = body.get("trial")  # a sweep's trial: the loader inlines its environment file as a job's
+        for field, environment in (("environment", body.get("environment")),
+                                   ("trial.environment", trial.get("environment") if isinstance(trial, dict) else None)):
+            reference = environment.strip().lower() if isinstance(environment, str) else ""
+            if reference.startswith("file:") or reference.endswith((".yml", ".yaml")):
+                # Never read a file of the server's own disk on a client's behalf.
+                raise InvalidRequestError(f"{field}: a YAML file reference names a file on the client; send the "
+                                          "environment itself (the CLI and SDK do)", details={"field": field})
         return load_spec_dict({**body, "name": name}, "job", source="request body")
 
     def _plan(self, job: CommandJob, name: str) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
@@ -241,7 +253,16 @@ class JobService:
             row = self._row(session, name)
             if not is_terminal(row.status):
                 raise ConflictError(f"job '{name}' is {row.status}; cancel it before deleting it")
-            for child in self._descendants(session, name):  # a sweep's trials, a pipeline's steps
+            parent = session.get(JobRow, row.parent_job_name) if row.parent_job_name else None
+            if parent is not None and not is_terminal(parent.status):  # it would be made again, or miss
+                raise ConflictError(f"job '{name}' belongs to job '{parent.name}', which is {parent.status}; "
+                                    f"delete it once '{parent.name}' has ended")
+            descendants = self._descendants(session, name)  # a sweep's trials, a pipeline's steps
+            live = next((child for child in descendants if not is_terminal(child.status)), None)
+            if live is not None:  # a parent ends before its children: those canceled may still be stopping
+                raise ConflictError(f"job '{name}' has {CHILD_KIND.get(row.job_type, 'child')} '{live.name}', which "
+                                    f"is {live.status}; delete '{name}' once it has ended")
+            for child in descendants:
                 session.delete(child)
             session.delete(row)
 

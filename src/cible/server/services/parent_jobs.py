@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cible.core.errors import InvalidRequestError, NotFoundError
+from cible.core.errors import ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
 from cible.core.models.records import ChildrenRecord
 from cible.core.specs.azureml import refs
 from cible.server.store.rows import JobRow
@@ -70,6 +70,9 @@ class ParentJobs:
         from cible.core.planning.pipelines import decide_pipeline
 
         decision = decide_pipeline(pipeline, {}, cancel_requested=False, default_compute=None, components=components)
+        if decision.end == "Failed":  # its spec cannot run (a component not resolved, a required input unbound)
+            message = (decision.error or {}).get("message") or "the pipeline cannot start"
+            raise InvalidSpecError(message, details={"field": "jobs"})
         notes: list[str] = []
         for launch in decision.launch:  # the steps that start first: planned as they will be
             notes += self._check_child(child_name(name, launch.step), launch.spec, f"jobs.{launch.step}")
@@ -78,6 +81,11 @@ class ParentJobs:
     def _check_child(self, child: str, spec: dict[str, Any], where: str) -> list[str]:
         from cible.core.errors import CibleError
 
+        with self.jobs.store.session() as session:  # the parent is new: a job of this name is another's
+            taken = session.get(JobRow, child) is not None
+        if taken:
+            raise ConflictError(f"{where}: its job would be named '{child}', and a job of that name exists; "
+                                "submit this job under another name", details={"field": "name"})
         try:
             loaded = self.jobs._load(child, spec)
             if loaded.entity.type != "command":  # a nested sweep or pipeline: its own checks
