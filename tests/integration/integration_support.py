@@ -202,3 +202,60 @@ class LauncherRun:
         """Every user log (std_log.txt, std_log_process_<k>.txt) by file name."""
         user_logs = self.dir / "artifacts" / "user_logs"
         return {p.name: p.read_text(errors="replace") for p in sorted(user_logs.glob("*.txt"))}
+
+
+# -- a workspace for sweeps and pipelines --------------------------------------------------------
+@contextmanager
+def tracked_workspace(home: Path) -> Iterator[Path]:
+    """CIBLE_HOME=`home` for a server the SDK starts with MLflow tracking on (a sweep reads its trials'
+    metric there) and `local` as the default compute; the server is stopped at the end."""
+    import os
+
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("CIBLE_URL", "CIBLE_TOKEN", "CIBLE_DATABASE_URL"):
+            mp.delenv(var, raising=False)
+        mp.setenv("CIBLE_HOME", str(home))
+        mp.setenv("CIBLE_DEFAULT_COMPUTE", "local")
+        mp.setenv("CIBLE_TRACKING", "1")
+        yield home
+        info = home / "server.json"
+        pid = json.loads(info.read_text())["pid"] if info.exists() else None
+        subprocess.run([sys.executable, "-m", "cible", "server", "stop", "--home", str(home)],
+                       env={**os.environ, "CIBLE_HOME": str(home)}, capture_output=True, timeout=60)
+        if pid is not None and process_alive(pid):
+            os.kill(pid, 9)
+
+
+@contextmanager
+def client_with_cluster(home: Path) -> Iterator[Any]:
+    """An MLClient of the workspace at `home`, with a 2-node cluster `cpu-cluster` on the local provider."""
+    from cible import MLClient
+
+    ml = MLClient(home=home)
+    ml.compute.begin_create_or_update({"name": "cpu-cluster", "type": "amlcompute", "size": "Standard_DS1_v2",
+                                       "min_instances": 0, "max_instances": 2,
+                                       "idle_time_before_scale_down": 600}).result()
+    try:
+        yield ml
+    finally:
+        ml.close()
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Write each `relative path: text` (dedented) under `root`."""
+    import textwrap
+
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+def ended(client: Any, name: str, timeout: float) -> dict[str, Any]:
+    """Job `name` once it has ended (asserting it did within `timeout`)."""
+    job = client.jobs.wait(name, timeout=timeout)
+    assert job["status"] in ("Completed", "Failed", "Canceled"), f"job {name} still {job['status']}"
+    return job

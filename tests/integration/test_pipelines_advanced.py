@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_support import process_alive
+from integration_support import client_with_cluster, ended, tracked_workspace, write_files
 
 from cible import MLClient, load_job
 
@@ -76,52 +76,26 @@ WORD_COMPONENT = """
 """
 
 
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("adv_pipes_ws")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CIBLE_URL", "CIBLE_TOKEN", "CIBLE_DATABASE_URL"):
-            mp.delenv(var, raising=False)
-        mp.setenv("CIBLE_HOME", str(home))
-        mp.setenv("CIBLE_DEFAULT_COMPUTE", "local")
-        mp.setenv("CIBLE_TRACKING", "1")  # the sweep step reads its trials' metric from MLflow
+    with tracked_workspace(tmp_path_factory.mktemp("adv_pipes_ws")) as home:
         yield home
-        info = home / "server.json"
-        pid = json.loads(info.read_text())["pid"] if info.exists() else None
-        subprocess.run([sys.executable, "-m", "cible", "server", "stop", "--home", str(home)],
-                       env={**os.environ, "CIBLE_HOME": str(home)}, capture_output=True, timeout=60)
-        if pid is not None and process_alive(pid):
-            os.kill(pid, 9)
 
 
 @pytest.fixture(scope="module")
 def client(home: Path):
-    ml = MLClient(home=home)
-    ml.compute.begin_create_or_update({"name": "cpu-cluster", "type": "amlcompute", "size": "Standard_DS1_v2",
-                                       "min_instances": 0, "max_instances": 2,
-                                       "idle_time_before_scale_down": 600}).result()
-    yield ml
-    ml.close()
+    with client_with_cluster(home) as ml:
+        yield ml
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("adv_project")
-    return _write(root, {"src/train.py": TRAIN_PY, "steps/step.py": STEP_PY, "pipes/component.yml": WORD_COMPONENT})
+    return write_files(root, {"src/train.py": TRAIN_PY, "steps/step.py": STEP_PY, "pipes/component.yml": WORD_COMPONENT})
 
 
 def _ended(client: MLClient, name: str) -> dict[str, Any]:
-    job = client.jobs.wait(name, timeout=TIMEOUT_S)
-    assert job["status"] in ("Completed", "Failed", "Canceled"), f"job {name} still {job['status']}"
-    return job
+    return ended(client, name, TIMEOUT_S)
 
 
 def _run(client: MLClient, path: Path, *overrides: str) -> dict[str, Any]:
@@ -153,7 +127,7 @@ def _cli(home: Path, *args: str) -> str:
 def test_steps_run_registered_components_by_version_and_by_latest(client: MLClient, project: Path, home: Path):
     registered = client.components.create_or_update(project / "pipes" / "component.yml")
     assert (registered["name"], str(registered["version"])) == ("adv_word", "1")
-    _write(project, {"pipes/registered.yml": """
+    write_files(project, {"pipes/registered.yml": """
         type: pipeline
         settings: {default_compute: azureml:cpu-cluster}
         outputs:
@@ -191,7 +165,7 @@ def test_steps_run_registered_components_by_version_and_by_latest(client: MLClie
 
 
 def test_a_nested_pipeline_component_takes_data_in_and_gives_data_to_a_later_step(client: MLClient, project: Path):
-    _write(project, {
+    write_files(project, {
         "nest/pipeline.yml": """
             type: pipeline
             settings: {default_compute: azureml:cpu-cluster}
@@ -264,7 +238,7 @@ def test_a_nested_pipeline_component_takes_data_in_and_gives_data_to_a_later_ste
 
 
 def test_a_sweep_step_feeds_its_best_trials_model_to_a_later_step(client: MLClient, project: Path):
-    _write(project, {
+    write_files(project, {
         "sweep/train-component.yml": """
             type: command
             name: adv_train
@@ -308,7 +282,7 @@ def test_a_sweep_step_feeds_its_best_trials_model_to_a_later_step(client: MLClie
 
 
 def test_job_show_draws_a_sweeps_trials_and_best_trial(client: MLClient, project: Path, home: Path):
-    _write(project, {"show/sweep.yml": """
+    write_files(project, {"show/sweep.yml": """
         type: sweep
         compute: local
         trial:
@@ -336,7 +310,7 @@ def test_job_show_draws_a_sweeps_trials_and_best_trial(client: MLClient, project
 
 
 def test_serverless_default_compute_and_a_step_compute_bound_from_an_input(client: MLClient, project: Path):
-    _write(project, {"compute/pipeline.yml": """
+    write_files(project, {"compute/pipeline.yml": """
         type: pipeline
         settings: {default_compute: azureml:serverless}
         inputs:
@@ -363,7 +337,7 @@ def test_serverless_default_compute_and_a_step_compute_bound_from_an_input(clien
 
 def test_a_rerun_reuses_the_deterministic_step_and_runs_the_non_deterministic_one_again(
         client: MLClient, project: Path):
-    _write(project, {
+    write_files(project, {
         "nondet/pipeline.yml": """
             type: pipeline
             settings: {default_compute: azureml:cpu-cluster}
@@ -401,7 +375,7 @@ def test_a_rerun_reuses_the_deterministic_step_and_runs_the_non_deterministic_on
 
 def test_with_continue_on_step_failure_the_other_branch_completes_and_the_pipeline_fails(
         client: MLClient, project: Path):
-    _write(project, {"continue/pipeline.yml": """
+    write_files(project, {"continue/pipeline.yml": """
         type: pipeline
         settings: {default_compute: azureml:cpu-cluster, continue_on_step_failure: true}
         jobs:

@@ -6,16 +6,12 @@ One workspace and server for the module (with a 2-node cluster on the local prov
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_support import process_alive, wait_until
+from integration_support import client_with_cluster, ended, tracked_workspace, wait_until, write_files
 
 from cible import MLClient, load_job
 from cible.core.errors import CibleError
@@ -66,52 +62,26 @@ STEP_PY = textwrap.dedent(
 )
 
 
-def _write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("parents_ws")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CIBLE_URL", "CIBLE_TOKEN", "CIBLE_DATABASE_URL"):
-            mp.delenv(var, raising=False)
-        mp.setenv("CIBLE_HOME", str(home))
-        mp.setenv("CIBLE_DEFAULT_COMPUTE", "local")
-        mp.setenv("CIBLE_TRACKING", "1")  # a sweep reads its trials' metric from MLflow
+    with tracked_workspace(tmp_path_factory.mktemp("parents_ws")) as home:
         yield home
-        info = home / "server.json"
-        pid = json.loads(info.read_text())["pid"] if info.exists() else None
-        subprocess.run([sys.executable, "-m", "cible", "server", "stop", "--home", str(home)],
-                       env={**os.environ, "CIBLE_HOME": str(home)}, capture_output=True, timeout=60)
-        if pid is not None and process_alive(pid):
-            os.kill(pid, 9)
 
 
 @pytest.fixture(scope="module")
 def client(home: Path):
-    ml = MLClient(home=home)
-    ml.compute.begin_create_or_update({"name": "cpu-cluster", "type": "amlcompute", "size": "Standard_DS1_v2",
-                                       "min_instances": 0, "max_instances": 2,
-                                       "idle_time_before_scale_down": 600}).result()
-    yield ml
-    ml.close()
+    with client_with_cluster(home) as ml:
+        yield ml
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    return _write(root, {"src/train.py": TRAIN_PY, "steps/step.py": STEP_PY})
+    return write_files(root, {"src/train.py": TRAIN_PY, "steps/step.py": STEP_PY})
 
 
 def _ended(client: MLClient, name: str) -> dict[str, Any]:
-    job = client.jobs.wait(name, timeout=TIMEOUT_S)
-    assert job["status"] in ("Completed", "Failed", "Canceled"), f"job {name} still {job['status']}"
-    return job
+    return ended(client, name, TIMEOUT_S)
 
 
 def _submit(client: MLClient, path: Path, *overrides: str) -> dict[str, Any]:
@@ -122,7 +92,7 @@ def _submit(client: MLClient, path: Path, *overrides: str) -> dict[str, Any]:
 
 
 def test_a_random_sweep_runs_its_trials_and_names_the_best(client: MLClient, project: Path):
-    _write(project, {"sweep.yml": """
+    write_files(project, {"sweep.yml": """
         type: sweep
         compute: local
         trial:
@@ -157,7 +127,7 @@ def test_a_random_sweep_runs_its_trials_and_names_the_best(client: MLClient, pro
 
 
 def test_a_bandit_policy_stops_a_trial_that_lags_the_best(client: MLClient, project: Path):
-    _write(project, {"bandit.yml": """
+    write_files(project, {"bandit.yml": """
         type: sweep
         compute: local
         trial:
@@ -174,7 +144,7 @@ def test_a_bandit_policy_stops_a_trial_that_lags_the_best(client: MLClient, proj
     # One fast good trial first: its values at each interval are the best a later trial is held to.
     good = _ended(client, _submit(client, project / "bandit.yml")["name"])
     assert good["status"] == "Completed", good.get("error")
-    _write(project, {"bandit2.yml": """
+    write_files(project, {"bandit2.yml": """
         type: sweep
         compute: local
         trial:
@@ -199,7 +169,7 @@ def test_a_bandit_policy_stops_a_trial_that_lags_the_best(client: MLClient, proj
 
 
 def test_canceling_a_sweep_cancels_its_running_trials(client: MLClient, project: Path):
-    _write(project, {"slow-sweep.yml": """
+    write_files(project, {"slow-sweep.yml": """
         type: sweep
         compute: local
         trial:
@@ -222,7 +192,7 @@ def test_canceling_a_sweep_cancels_its_running_trials(client: MLClient, project:
 
 
 def test_a_sweep_whose_trial_cannot_run_is_refused_at_submit(client: MLClient, project: Path):
-    _write(project, {"bad-sweep.yml": """
+    write_files(project, {"bad-sweep.yml": """
         type: sweep
         compute: nowhere
         trial:
@@ -297,7 +267,7 @@ COMPONENT = """
 
 
 def test_a_pipeline_passes_data_from_step_to_step_and_reuses_unchanged_steps(client: MLClient, project: Path):
-    _write(project, {"pipe/pipeline.yml": PIPELINE, "pipe/component.yml": COMPONENT})
+    write_files(project, {"pipe/pipeline.yml": PIPELINE, "pipe/component.yml": COMPONENT})
     first = _ended(client, _submit(client, project / "pipe" / "pipeline.yml")["name"])
     assert first["status"] == "Completed", first.get("error")
     steps = {s["name"]: s for s in first["steps"]}
@@ -322,7 +292,7 @@ def test_a_pipeline_passes_data_from_step_to_step_and_reuses_unchanged_steps(cli
 
 
 def test_a_failed_step_fails_its_pipeline_and_cancels_the_running_one(client: MLClient, project: Path):
-    _write(project, {"fail/pipeline.yml": """
+    write_files(project, {"fail/pipeline.yml": """
         type: pipeline
         settings: {default_compute: azureml:cpu-cluster, continue_on_step_failure: false}
         jobs:
@@ -352,7 +322,7 @@ def test_a_failed_step_fails_its_pipeline_and_cancels_the_running_one(client: ML
 
 
 def test_canceling_a_pipeline_cancels_its_running_steps(client: MLClient, project: Path):
-    _write(project, {"cancel/pipeline.yml": """
+    write_files(project, {"cancel/pipeline.yml": """
         type: pipeline
         settings: {default_compute: azureml:cpu-cluster}
         jobs:
