@@ -317,8 +317,6 @@ class PipelineSettings(SpecModel):
         return value
 
 
-KNOWN_SETTINGS = tuple(PipelineSettings.model_fields)
-
 
 class PipelineJob(SpecModel):
     """A ``type: pipeline`` job: ``jobs`` written here, or the steps of a pipeline ``component``."""

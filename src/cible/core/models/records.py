@@ -190,7 +190,6 @@ class ChildrenRecord(Record):
     skipped: list[str] = Field(default_factory=list)  # steps that never run (an upstream step failed)
     components: dict[str, dict[str, Any]] = Field(default_factory=dict)  # registered refs, resolved at submit
     metrics: dict[str, list[float]] = Field(default_factory=dict)  # trial -> its primary metric, as logged
-    notes: list[str] = Field(default_factory=list)  # why the parent does what it does (shown)
 
 
 # -- a job's end -----------------------------------------------------------------------

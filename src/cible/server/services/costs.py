@@ -55,13 +55,24 @@ def compute_cost(session, name: str, now: datetime) -> dict[str, Any]:  # noqa: 
 
 def job_cost(session, job: JobRow, now: datetime) -> float | None:  # noqa: ANN001
     """What the job's nodes cost while they ran it (a serverless job: its nodes' whole lives)."""
-    if job.target.startswith(SERVERLESS_PREFIX):
-        costs = node_costs(session, now, compute=job.target)
-        return round(sum(c.cost for c in costs), 6)
-    node_ids = list(session.scalars(select(NodeStateRow.node_id).where(NodeStateRow.job_name == job.name)).unique())
-    if not node_ids:
-        return None
-    return round(sum(c.by_job.get(job.name, 0.0) for c in node_costs(session, now, node_ids=node_ids)), 6)
+    return jobs_cost(session, [job], now)
+
+
+def jobs_cost(session, jobs: list[JobRow], now: datetime) -> float | None:  # noqa: ANN001
+    """What the nodes of `jobs` cost while they ran them (a sweep's trials, a pipeline's steps), read in
+    one pass over the node histories; None when none of them ran on a node."""
+    total, ran = 0.0, False
+    for job in jobs:  # a serverless job's pool is its own
+        if job.target.startswith(SERVERLESS_PREFIX):
+            total, ran = total + sum(c.cost for c in node_costs(session, now, compute=job.target)), True
+    names = {job.name for job in jobs if not job.target.startswith(SERVERLESS_PREFIX)}
+    node_ids = list(session.scalars(select(NodeStateRow.node_id).where(NodeStateRow.job_name.in_(names))).unique()) \
+        if names else []
+    if node_ids:
+        ran = True
+        total += sum(cost for c in node_costs(session, now, node_ids=node_ids)
+                     for job, cost in c.by_job.items() if job in names)
+    return round(total, 6) if ran else None
 
 
 class CostService:

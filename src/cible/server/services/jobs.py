@@ -22,7 +22,7 @@ from cible.core.planning.scheduling import queued_reason
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services.computes import ComputeService
-from cible.server.services.costs import SERVERLESS_PREFIX, job_cost
+from cible.server.services.costs import SERVERLESS_PREFIX, job_cost, jobs_cost
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.paging import page
 from cible.server.services.unreadable import fetch_items
@@ -460,8 +460,10 @@ class JobService:
         if history:  # the show view: cost and history (a listing stays one query per page)
             cost = {"estimate": run.cost_estimate}
             now = self.clock.now()
-            spent = (self.parents.cost(session, row, now, job_cost) if row.job_type in PARENT_TYPES
-                     else job_cost(session, row, now))
+            # A sweep's or pipeline's cost is its children's (nested ones' too)
+            spent = (jobs_cost(session, [c for c in self._descendants(session, row.name)
+                                         if c.job_type not in PARENT_TYPES], now)
+                     if row.job_type in PARENT_TYPES else job_cost(session, row, now))
             cost["actual" if is_terminal(row.status) else "so_far"] = spent
             resource["cost"] = cost
             rows = session.scalars(select(JobStatusRow).where(JobStatusRow.job_name == row.name).order_by(JobStatusRow.id))

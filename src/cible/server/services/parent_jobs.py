@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cible.core.errors import ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
@@ -136,22 +135,20 @@ class ParentJobs:
                                     .order_by(JobRow.created_at, JobRow.name)))
 
     def summary(self, session: Session, row: JobRow, *, detailed: bool) -> dict[str, Any]:
-        """A sweep's trials (parameters, metric, status) and best trial, or a pipeline's steps."""
+        """A sweep's trials (parameters, metric, status) and best trial, or a pipeline's steps. A listing
+        (not `detailed`) of a sweep counts its trials in the database rather than loading them."""
         record = row.children or ChildrenRecord()
-        children = self.children_rows(session, row.name)
         if row.job_type == "sweep":
-            trials = [self._trial(child, record) for child in children]
-            trials.sort(key=lambda t: t["index"])
-            best = next((t for t in trials if t["name"] == record.best_trial), None)
-            counts: dict[str, int] = {}
-            for trial in trials:
-                counts[trial["status"]] = counts.get(trial["status"], 0) + 1
-            answer: dict[str, Any] = {"best_trial": best, "trial_counts": counts}
+            best = session.get(JobRow, record.best_trial) if record.best_trial else None
+            counts = dict(session.execute(select(JobRow.status, func.count()).where(
+                JobRow.parent_job_name == row.name).group_by(JobRow.status)).all())
+            answer: dict[str, Any] = {"best_trial": self._trial(best, record) if best is not None else None,
+                                      "trial_counts": counts}
             if detailed:
-                answer["trials"] = trials
-            if record.notes:
-                answer["notes"] = list(record.notes)
+                answer["trials"] = sorted((self._trial(c, record) for c in self.children_rows(session, row.name)),
+                                          key=lambda t: t["index"])
             return answer
+        children = self.children_rows(session, row.name)
         by_step = {child.parent_step: child for child in children}
         steps = []
         for step in pipeline_steps(row.spec, record.components):
@@ -173,19 +170,9 @@ class ParentJobs:
                  "name": child.name, "status": child.status,
                  "parameters": (child.spec.get("properties") or {}).get("hyperparameters", {}),
                  "metric": history[-1] if history else None}
-        if child.name in record.terminated:
+        if child.name in record.terminated and child.status != "Completed":  # it finished before the cancel
             trial["terminated"] = record.terminated[child.name]
         return trial
-
-    def cost(self, session: Session, row: JobRow, now: datetime, job_cost: Callable[..., float | None]) -> float | None:
-        """What a sweep's or pipeline's children cost (theirs, recursively); None when none has a cost."""
-        total, any_cost = 0.0, False
-        for child in self.children_rows(session, row.name):
-            spent = self.cost(session, child, now, job_cost) if child.job_type in ("sweep", "pipeline") \
-                else job_cost(session, child, now)
-            if spent is not None:
-                total, any_cost = total + spent, True
-        return round(total, 6) if any_cost else None
 
 
 def example_params(sweep: Any) -> dict[str, Any]:
