@@ -310,3 +310,24 @@ def test_a_sweep_of_many_concurrent_trials_starts_them_a_batch_per_pass():
     # The trials one pass that could start them all would have sampled (random sampling: by index).
     both = sample_trials(spec, [], 2 * MAX_NEW_TRIALS_PER_PASS, seed_key="sw")
     assert first.new_trials + second.new_trials == both
+
+
+# -- a trial that finishes before its early termination lands -----------------------------------------
+
+
+def test_a_trial_that_completes_after_its_cancel_was_asked_keeps_no_termination_error(world: World):
+    from cible.core.models.records import JobError
+    from cible.core.planning.jobs import JobDecision
+    from cible.server.reconcilers.jobs import JobReconciler
+
+    world.jobs.create_or_update("sw", SWEEP)
+    world.reconcile()
+    world.move("sw_0", "Running")
+    world.jobs.cancel("sw_0", reason="early termination: bandit", error=JobError(code="EarlyTerminated",
+                                                                                message="early termination: bandit"))
+    version = world.row("sw_0").version
+    with world.store.session() as session:  # the launcher reports it Completed before the cancel reached it
+        JobReconciler._write(session, "sw_0", version, JobDecision(steps=["Completed"]),
+                             world.clock.now())
+    trial = world.row("sw_0")
+    assert trial.status == "Completed" and trial.error is None

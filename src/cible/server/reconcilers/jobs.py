@@ -213,6 +213,8 @@ class JobReconciler(ReconcilerLoop):
         kept = row.error is not None and row.status == JobStatus.CANCELED.value
         if decision.ends and decision.error is not None and not kept:
             row.error = decision.error
+        elif row.status == JobStatus.COMPLETED.value:  # it finished before a cancel (and its reason) landed
+            row.error = None
 
     def _act(self, job: LiveJob, decision: JobDecision) -> None:
         if decision.launch:
