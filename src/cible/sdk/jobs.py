@@ -160,9 +160,6 @@ class JobOperations:
         status: str | None = None
         delay = STREAM_POLL_MIN_S
         while True:
-            if on_status is not None and job["status"] != status:
-                on_status(job)
-            status = job["status"]
             lines = []
             for child in job.get("steps") or job.get("trials") or []:
                 key = str(child.get("name"))
@@ -177,6 +174,9 @@ class JobOperations:
                 out.write("".join(lines).encode())
                 out.flush()
                 delay = STREAM_POLL_MIN_S
+            if on_status is not None and job["status"] != status:  # after its children's lines: they came first
+                on_status(job)
+            status = job["status"]
             if is_terminal(job["status"]):
                 return self._ended(job, raise_on_failure)
             time.sleep(delay)  # waiting on remote jobs, with back-off
