@@ -93,9 +93,12 @@ def test_stream_shows_why_a_job_waits_and_ctrl_c_leaves_it_running(workspace: Wo
         environment: azureml:AzureML-sklearn-1.5@latest
         compute: azureml:one
         """)
+    # Ctrl-C as a terminal delivers it, whatever the test runner inherited: a runner started in the
+    # background of a shell without job control ignores SIGINT, and so would the CLI it starts.
     streaming = subprocess.Popen([sys.executable, "-m", "cible", "job", "create", "-f", waiting, "-n", "waiter",
                                   "--stream"], cwd=cible.cwd, env=cible.env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+                                 stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(streaming.stdout.readline, "")), daemon=True)
     reader.start()
