@@ -12,7 +12,8 @@ and launchers. After every pass:
 
 Then the chaos stops: every job must end, and each cluster settle at its min_instances.
 The invariants are shown to bite: with the quota check, the carried headroom or the start-failure
-history stubbed out, the same runs fail.
+history stubbed out, the same runs fail. The runs are repeatable: the reconciler is seeded, and so
+are the node ids it makes.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ import logging
 import math
 import random
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -319,8 +318,9 @@ class ClusterPass:
 
     def _new_node(self, session: Session, loaded: Loaded, now: datetime) -> NodeRequest:
         low = _tier(loaded) == "low_priority"
-        # Azure's node ids look like tvmps_<hex>_d (dedicated) or _p (low priority).
-        node_id = f"tvmps_{uuid.uuid4().hex[:24]}_{'p' if low else 'd'}"
+        # Azure's node ids look like tvmps_<hex>_d (dedicated) or _p (low priority). They come from
+        # the pass's random source, so a seeded reconciler (the simulation tests) is repeatable.
+        node_id = f"tvmps_{self.tools.rng.getrandbits(96):024x}_{'p' if low else 'd'}"
         size = loaded.snapshot.size
         session.add(NodeRow(node_id=node_id, compute=self.name, provider=loaded.provider,
                             state=NodeState.PREPARING.value, address="127.0.0.1", created_at=now, updated_at=now,
