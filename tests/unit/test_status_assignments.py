@@ -22,7 +22,8 @@ STATE_FIELDS = ("provisioning_state", "status", "state", "power")
 # field -> the functions (module path under cible/ :: qualified name) allowed to set it.
 ALLOWED: dict[str, set[str]] = {
     # A compute's provisioning state (cible.core.lifecycle.computes).
-    "provisioning_state": {"server/services/lifecycle.py::move_compute"},
+    # An online endpoint's or deployment's (cible.core.lifecycle.endpoints).
+    "provisioning_state": {"server/services/lifecycle.py::move_compute", "server/services/lifecycle.py::move_endpoint"},
     # A job's status (cible.core.lifecycle.jobs) and a quota request's (cible.core.lifecycle.quota_requests).
     "status": {"server/services/jobs.py::set_status", "server/services/lifecycle.py::move_quota_request"},
     # A cluster node's state (cible.core.lifecycle.nodes): the cluster pass applies its plan's moves.

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli import components, computes, jobs, quotas, server
+from cible.cli import components, computes, deployments, endpoints, jobs, quotas, server
 from cible.cli.assets import asset_app
 from cible.cli.output import add_global_options, emit, err_console, print_fields, print_table
 
@@ -50,6 +50,8 @@ app.add_typer(asset_app("environment", "environments", "Versioned environments."
 app.add_typer(asset_app("data", "data", "Versioned data assets."), name="data")
 app.add_typer(asset_app("model", "models", "Versioned models."), name="model")
 app.add_typer(components.app, name="component")
+app.add_typer(endpoints.app, name="online-endpoint")
+app.add_typer(deployments.app, name="online-deployment")
 
 
 @compute_app.command("list")

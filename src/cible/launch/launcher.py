@@ -210,8 +210,24 @@ class Launcher:
             Path(plan["resume_dir"]).mkdir(parents=True, exist_ok=True)
             env["CIBLE_RESUME"] = plan["resume_dir"]
             env["CIBLE_ATTEMPT"] = str(plan.get("attempt", 1))
+        if plan.get("serving"):  # an online deployment's replica: cible's scoring server in the job's environment
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._cible_only_path()), env.get("PYTHONPATH")) if p)
+            node_addrs = plan.get("node_addrs") or []
+            env["CIBLE_NODE_ADDRESS"] = node_addrs[plan.get("node_rank", 0)] if node_addrs else "127.0.0.1"
         env.update(plan.get("environment_variables", {}))
         return env
+
+    def _cible_only_path(self) -> Path:
+        """A folder holding only the `cible` package: on a venv's path it adds cible.serving (which imports
+        nothing beyond the standard library and the server's own packages), not cible's dependencies."""
+        import cible
+
+        folder = self.run_dir / "inputs" / ".cible-path"
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / "cible"
+        if not link.is_symlink():
+            link.symlink_to(Path(cible.__file__).parent, target_is_directory=True)
+        return folder
 
     def _sandboxed(self, start: Callable[[Callable[[], None] | None], T]) -> T:
         """`start(preexec_fn)` with the preexec_fn that hides the workspace from the command

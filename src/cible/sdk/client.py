@@ -10,6 +10,7 @@ from typing import Any
 from cible.client.http import WorkspaceClient
 from cible.sdk.assets import AssetOperations, ModelOperations
 from cible.sdk.components import ComponentOperations
+from cible.sdk.endpoints import OnlineDeploymentOperations, OnlineEndpointOperations
 from cible.sdk.jobs import JobOperations
 from cible.sdk.resources import Done, Resource
 from cible.workspace import WorkspacePaths, default_home
@@ -147,6 +148,8 @@ class MLClient:
         self.data = AssetOperations(self._client, "data", "data")
         self.models = ModelOperations(self._client)
         self.components = ComponentOperations(self._client)
+        self.online_endpoints = OnlineEndpointOperations(self._client)
+        self.online_deployments = OnlineDeploymentOperations(self._client)
 
     @property
     def url(self) -> str:

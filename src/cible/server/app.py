@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -23,11 +25,15 @@ from cible.server.clusters.reconciler import ClusterReconciler
 from cible.server.clusters.runs import ClusterRunner
 from cible.server.errors import install_error_handlers
 from cible.server.guard import RequestGuard
+from cible.server.gateway import Gateway
+from cible.server.reconcilers.endpoints import EndpointReconciler
 from cible.server.reconcilers.jobs import JobReconciler
 from cible.server.reconcilers.orchestrator import Orchestrator
+from cible.server.reconcilers.routes import RoutePublisher
 from cible.server.routers import agents as agents_router
 from cible.server.routers import assets as assets_router
 from cible.server.routers import computes as computes_router
+from cible.server.routers import endpoints as endpoints_router
 from cible.server.routers import jobs as jobs_router
 from cible.server.routers import misc as misc_router
 from cible.server.routers import sizes as sizes_router
@@ -36,6 +42,8 @@ from cible.server.services.assets import AssetService
 from cible.server.services.blobs import BlobService
 from cible.server.services.computes import ComputeService
 from cible.server.services.costs import CostService
+from cible.server.services.deployments import DeploymentService
+from cible.server.services.endpoints import EndpointService
 from cible.server.services.instances import InstanceService
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import JobService
@@ -46,6 +54,8 @@ from cible.server.tokens import Tokens
 from cible.server.tracking import TrackingServer, metric_history
 from cible.server.tracking_proxy import tracking_router
 
+DEMAND_WINDOW_S = 5.0  # the gateway's figures an autoscaler decision reads
+GATEWAY_PORT_FILE = "gateway.port"  # kept across restarts: a scoring_uri stays what it was
 EXPERIMENT_IDS_KEPT = 1024  # MLflow experiment ids the server remembers, by name (the most recently used)
 
 
@@ -141,7 +151,34 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         return None if run_id is None else metric_history(tracking, run_id, metric)
 
     orchestrator = Orchestrator(store, jobs, clock, trial_metric)
-    reconciler.on_any_end = orchestrator.wake
+
+    # Online endpoints: replicas are jobs; the gateway serves every endpoint on one port.
+    publisher = RoutePublisher(tokens, publish=lambda table: gateway.publish(table))
+    wanted: dict[tuple[str, str], float] = {}  # deployments a request waits for (no replica): when it last asked
+
+    def on_demand(endpoint: str, deployment: str) -> None:
+        wanted[(endpoint, deployment)] = time.monotonic()
+        serving.wake()
+
+    def demand(endpoint: str, deployment: str) -> dict[str, Any]:
+        """What the gateway saw of a deployment, for its autoscaler."""
+        in_flight = gateway.in_flight(endpoint, deployment, window_s=DEMAND_WINDOW_S)
+        asked = wanted.get((endpoint, deployment))
+        return {"in_flight": in_flight, "waiting": asked is not None and time.monotonic() - asked < DEMAND_WINDOW_S,
+                "last_request_at": clock.now() if in_flight > 0 else None}
+
+    gateway = Gateway(check_credential=publisher.check_credential, on_demand=on_demand)
+    gateway_url: list[str] = []  # once it listens
+    serving = EndpointReconciler(store, jobs, clock, assets.get, publish=publisher, demand=demand)
+    endpoints = EndpointService(store, clock, tokens, gateway_url=lambda: gateway_url[0] if gateway_url else None,
+                                stats=gateway.stats, on_change=serving.wake)
+    deployments = DeploymentService(store, clock, jobs, endpoints, paths, assets.get, on_change=serving.wake)
+
+    def on_any_end() -> None:  # a job ended: its sweep or pipeline may go on; a replica may need replacing
+        orchestrator.wake()
+        serving.wake()
+
+    reconciler.on_any_end = on_any_end
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -154,9 +191,19 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             reconciler.start()
             clusters.start()
             orchestrator.start()
+            try:
+                port = gateway.start(settings.gateway_host, settings.gateway_port or previous_gateway_port(paths))
+            except OSError:  # the last port is taken by now: any free one
+                port = gateway.start(settings.gateway_host, 0)
+            save_gateway_port(paths, port)
+            host = settings.gateway_host if settings.gateway_host not in ("0.0.0.0", "::") else "127.0.0.1"
+            gateway_url.append(f"http://{host}:{port}")
+            serving.start()
         try:
             yield
         finally:
+            serving.stop()
+            gateway.stop()
             orchestrator.stop()
             clusters.stop()
             reconciler.stop()
@@ -188,6 +235,10 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.blobs = BlobService(paths.blob_root)
     app.state.artifacts = ArtifactService(jobs, paths, run_of)
     app.state.reconciler = reconciler
+    app.state.endpoints = endpoints
+    app.state.deployments = deployments
+    app.state.serving = serving
+    app.state.gateway = gateway
     app.state.clusters = clusters
     app.state.agents = agents
     app.state.hub = hub
@@ -198,6 +249,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.include_router(misc_router.router)
     app.include_router(computes_router.router)
     app.include_router(jobs_router.router)
+    app.include_router(endpoints_router.router)
     app.include_router(sizes_router.router)
     app.include_router(agents_router.router)
     if tracking:
@@ -206,3 +258,15 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.add_middleware(TokenAuthMiddleware, tokens=tokens)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: body limits; 500s that keep the connection
     return app
+
+
+def previous_gateway_port(paths) -> int:  # noqa: ANN001
+    """The port the workspace's gateway had: its endpoints' scoring URIs keep working after a restart."""
+    try:
+        return int((paths.home / GATEWAY_PORT_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def save_gateway_port(paths, port: int) -> None:  # noqa: ANN001
+    (paths.home / GATEWAY_PORT_FILE).write_text(str(port))

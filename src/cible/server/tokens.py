@@ -79,6 +79,25 @@ class Tokens:
             return None
         return Scope(kind, name, *salt)
 
+    def endpoint_key(self, endpoint: str, which: str, salt: str) -> str:
+        """An online endpoint's primary or secondary key (`auth_mode: key`), of the generation `salt`
+        names: regenerating a key draws a new salt. Not a scoped token of the API: the gateway
+        checks it, the API refuses it."""
+        mac = hmac.new(self._key, "\0".join(["endpoint-key", endpoint, which, salt]).encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+    def endpoint_token(self, endpoint: str, salt: str, expires: int) -> str:
+        """An `aml_token` for an endpoint, valid until `expires` (Unix seconds): its expiry and an HMAC."""
+        mac = hmac.new(self._key, "\0".join(["endpoint-token", endpoint, salt, str(expires)]).encode(), hashlib.sha256)
+        return f"{expires}.{base64.urlsafe_b64encode(mac.digest()).decode().rstrip('=')}"
+
+    def token_expiry(self, endpoint: str, salt: str, token: str) -> int | None:
+        """When an endpoint token made by `endpoint_token` expires, or None when this workspace did not make it."""
+        expires, _, _mac = token.partition(".")
+        if not expires.isdigit() or len(expires) > 12:
+            return None
+        return int(expires) if hmac.compare_digest(token, self.endpoint_token(endpoint, salt, int(expires))) else None
+
     def _make(self, kind: str, name: str, salt: str | None = None) -> str:
         encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
         parts = [encoded] if salt is None else [encoded, salt]

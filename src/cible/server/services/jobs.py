@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from cible.core import naming
 from cible.core.clock import Clock
+from cible.core.environments.serving import with_serving
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.lifecycle.nodes import LIVE
@@ -33,6 +34,7 @@ from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
 MUTABLE_FIELDS = ("display_name", "description", "tags")
 PARENT_TYPES = ("sweep", "pipeline")  # jobs whose work is child jobs, made by the orchestrator
 CHILD_KIND = {"sweep": "trial", "pipeline": "step"}
+REPLICA = "replica"  # a job that is an online deployment's replica (services/deployments.py)
 RUN_TOKEN_GRACE = timedelta(minutes=10)  # a run token outlives its job this long (its last uploads)
 SERVERLESS_POOL_MAX = 255  # computes.name is String(255)
 SERVERLESS = "serverless"
@@ -59,6 +61,9 @@ class Lineage:
     parent: str | None = None
     step: str | None = None
     reuse_key: str | None = None
+    # A replica of an online deployment ("<endpoint>/<deployment>"): a job of type `replica`, which runs
+    # the scoring server (its environment gets the server's packages) and is not listed among jobs.
+    replica_of: str | None = None
 
 
 class _LostRace(Exception):
@@ -117,6 +122,9 @@ class JobService:
             target, pool, plan, estimate = f"({job.type})", None, {"instance_count": 0}, None
         else:
             target, notes, pool, plan, estimate = self._plan(job, name)
+            if lineage is not None and lineage.replica_of:
+                # No MLflow run: a replica serves, it does not train.
+                plan = {**plan, "environment": with_serving(plan["environment"]), "serving": True, "tracking": None}
         experiment = job.experiment_name or "Default"
         now = self.clock.now()
         spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
@@ -126,7 +134,8 @@ class JobService:
                 if session.get(JobRow, name) is not None:  # made since the read above
                     raise _LostRace
                 row = JobRow(
-                    name=name, job_type=job.type, display_name=job.display_name or display_name_for(name),
+                    name=name, job_type=REPLICA if lineage.replica_of else job.type,
+                    display_name=job.display_name or display_name_for(name),
                     experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
                     target=target, instance_count=plan["instance_count"], spec=spec,
                     warnings=[*loaded.warnings, *notes], run=RunRecord(
@@ -368,7 +377,8 @@ class JobService:
                 query = query.where(JobRow.archived.is_(view == ARCHIVED))
             if parent_job_name is None:  # children are listed under their parent, as on Azure
                 order = (JobRow.created_at.desc(), JobRow.name)
-                query = query.where(JobRow.parent_job_name.is_(None))
+                # A deployment's replicas are shown by the deployment (`online-deployment show`).
+                query = query.where(JobRow.parent_job_name.is_(None), JobRow.job_type != REPLICA)
             else:
                 self._row(session, parent_job_name)  # a 404 for a parent that does not exist
                 order = (JobRow.created_at, JobRow.name)

@@ -15,14 +15,15 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from cible.core.lifecycle import computes, instance_power, quota_requests
+from cible.core.lifecycle import computes, endpoints, instance_power, quota_requests
 from cible.core.lifecycle.computes import ProvisioningState
 from cible.core.lifecycle.instance_power import EVENT_KIND, Power
 from cible.core.lifecycle.quota_requests import QuotaRequestStatus
 from cible.core.models.records import MAX_EVENTS, InstanceEvent, InstanceState
-from cible.server.store.rows import ComputeRow, LifecycleRow, QuotaRequestRow
+from cible.server.store.rows import ComputeRow, LifecycleRow, OnlineDeploymentRow, OnlineEndpointRow, QuotaRequestRow
 
 COMPUTE, INSTANCE_POWER, QUOTA_REQUEST = "compute", "instance_power", "quota_request"  # LifecycleRow.entity
+ENDPOINT, DEPLOYMENT = "online_endpoint", "online_deployment"
 
 
 def move_compute(session: Session, row: ComputeRow, state: ProvisioningState | str, reason: str | None,
@@ -33,6 +34,24 @@ def move_compute(session: Session, row: ComputeRow, state: ProvisioningState | s
         return False
     computes.check_transition(row.provisioning_state, target)
     _history(session, COMPUTE, row.name, row.provisioning_state, target.value, reason, now)
+    row.provisioning_state = target.value
+    row.updated_at = now
+    return True
+
+
+def move_endpoint(session: Session, row: OnlineEndpointRow | OnlineDeploymentRow,
+                  state: endpoints.ProvisioningState | str, reason: str | None, now: datetime) -> bool:
+    """Change an online endpoint's or deployment's provisioning state (Creating -> Succeeded as its
+    replicas get ready, -> Updating on a new spec, -> Deleting)."""
+    target = endpoints.ProvisioningState(state)
+    if row.provisioning_state == target.value:
+        return False
+    deployment = isinstance(row, OnlineDeploymentRow)
+    what = "deployment provisioning state" if deployment else "endpoint provisioning state"
+    endpoints.check_transition(row.provisioning_state, target, what)
+    key = f"{row.endpoint}/{row.name}" if deployment else row.name
+    _history(session, DEPLOYMENT if deployment else ENDPOINT, key + (" (local)" if row.local else ""),
+             row.provisioning_state, target.value, reason, now)
     row.provisioning_state = target.value
     row.updated_at = now
     return True

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cible.core.models.endpoint_records import DeploymentStatus, EndpointKeys
 from cible.core.models.records import ChildrenRecord, ComputeStatus, JobError, NodeInfo, RunRecord
 from cible.server.store.columns import RecordJSON, UTCDateTime
 
@@ -189,3 +190,44 @@ class LifecycleRow(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime]
     __table_args__ = (Index("ix_lifecycle_history_entity_key", "entity", "key"),)
+
+
+class OnlineEndpointRow(Base):
+    """An online endpoint. A local one (`--local`) is apart: the same name may exist both ways, as on Azure."""
+
+    __tablename__ = "online_endpoints"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    local: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # as the user wrote it, but traffic and mirror_traffic
+    traffic: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mirror_traffic: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provisioning_state: Mapped[str] = mapped_column(String(32))
+    keys: Mapped[EndpointKeys] = mapped_column(RecordJSON(EndpointKeys))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
+
+
+class OnlineDeploymentRow(Base):
+    """A deployment of an online endpoint: its spec (the user's) and its replicas (the server's)."""
+
+    __tablename__ = "online_deployments"
+
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    local: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Bumped by every change of what a replica runs (model, code, environment ...): replicas of an
+    # older generation are replaced one at a time.
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    provisioning_state: Mapped[str] = mapped_column(String(32))
+    observed: Mapped[DeploymentStatus] = mapped_column("status", RecordJSON(DeploymentStatus), nullable=True,
+                                                       default=DeploymentStatus)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}

@@ -48,6 +48,15 @@ IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
     ),
     "model": (),
     "data": (),
+    # Azure's network isolation, identities and monitoring: cible's gateway listens where the server
+    # says, replicas reach what the host reaches, and metrics are its own (`online-endpoint show`).
+    "online-endpoint": _keys("identity", ("public_network_access", "disabled")),
+    "online-deployment": _keys(
+        ("app_insights_enabled", "true"), ("egress_public_network_access", "disabled"), "private_network_connection",
+        "data_collector", "model_mount_path", "resources",
+        # cible scales on in-flight requests per replica (target_concurrency), not on CPU.
+        "scale_settings.target_utilization_percentage",
+    ),
 }
 
 # Entities nested in another kind: an inline environment in a job gets the environment rules, and a
@@ -56,6 +65,7 @@ NESTED_KINDS: dict[str, dict[str, str]] = {"job": {"environment": "environment",
 # A pipeline step is a job; its component (and a pipeline job's own) gets the component rules.
 NESTED_KINDS["job"]["component"] = "component"
 NESTED_KINDS["component"] = {"environment": "environment"}
+NESTED_KINDS["online-deployment"] = {"environment": "environment"}
 # `settings:` keys of a pipeline that cible knows; others are tolerated (Azure's 3a example has
 # `default_datestore`) and named.
 PIPELINE_SETTINGS = ("default_compute", "default_datastore", "continue_on_step_failure", "force_rerun")

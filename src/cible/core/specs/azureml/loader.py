@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from cible.core.errors import InvalidSpecError
 from cible.core.models import COMPUTE_TYPES, CommandJob, Data, Environment, JobInput, Model, SweepJob
 from cible.core.models.components import CommandComponent
+from cible.core.models.endpoints import DeploymentModel, OnlineDeployment, OnlineEndpoint
 from cible.core.models.pipelines import PipelineComponent, PipelineJob
 
 from .components import inline_local_files, resolve_local_paths
@@ -27,12 +28,18 @@ from .overrides import parse_assignment, set_path
 from .refs import classify_path, strip_file_prefix
 from .yaml_source import ParsedYaml, Path_, parse_yaml
 
-SpecKind = Literal["job", "environment", "model", "data", "compute", "component"]
+SpecKind = Literal["job", "environment", "model", "data", "compute", "component", "online-endpoint",
+                   "online-deployment"]
 
 _ASSETS: dict[str, tuple[type[BaseModel], str]] = {
     "environment": (Environment, "environment"),
     "model": (Model, "model"),
     "data": (Data, "data asset"),
+}
+# Kinds whose model does not depend on a `type:` key (a deployment's type is a plain field).
+_ENDPOINTS: dict[str, tuple[type[BaseModel], str]] = {
+    "online-endpoint": (OnlineEndpoint, "online endpoint"),
+    "online-deployment": (OnlineDeployment, "online deployment"),
 }
 _RUNNABLE_JOB_TYPES = ("command", "sweep", "pipeline")
 _UNSUPPORTED_JOB_TYPES = ("automl", "parallel", "spark")
@@ -40,7 +47,7 @@ _UNSUPPORTED_JOB_TYPES = ("automl", "parallel", "spark")
 
 @dataclass
 class LoadedSpec:
-    entity: BaseModel  # CommandJob | Environment | Model | Data | one compute model
+    entity: BaseModel  # CommandJob | Environment | Model | Data | one compute model | OnlineEndpoint | …
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
     # Where in the file each warning's key is (`file:line:col`): kept apart from the text, which is
@@ -86,9 +93,9 @@ def load_spec_dict(data: dict, kind: SpecKind, *, base_dir: Path | None = None,
 
 def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
           set_overrides: Sequence[str], name: str | None) -> LoadedSpec:
-    if kind not in ("job", "compute", "component", *_ASSETS):
-        raise InvalidSpecError(f"unknown spec kind {kind!r}; expected job, component, environment, model, data or "
-                               "compute")
+    if kind not in ("job", "compute", "component", *_ASSETS, *_ENDPOINTS):
+        raise InvalidSpecError(f"unknown spec kind {kind!r}; expected job, component, environment, model, data, "
+                               "compute, online-endpoint or online-deployment")
     if data is None:
         raise InvalidSpecError(f"{where.source}: the spec is empty")
     if not isinstance(data, dict):
@@ -104,7 +111,7 @@ def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
 
     warnings: list[str] = []
     model, label = _dispatch(kind, data, where)
-    if model is CommandJob:
+    if model in (CommandJob, OnlineDeployment):
         _inline_file_environment(data, where, base_dir, warnings)
     elif model is SweepJob and isinstance(data.get("trial"), dict):
         data["trial"] = dict(data["trial"])  # the caller's mapping stays as it was
@@ -134,6 +141,8 @@ def _dispatch(kind: str, data: dict, where: SourceMap) -> tuple[type[BaseModel],
     """Pick the model for ``kind`` and the spec's ``type`` (lowercased, as Azure matches it)."""
     if kind in _ASSETS:
         return _ASSETS[kind]
+    if kind in _ENDPOINTS:
+        return _ENDPOINTS[kind]
     spec_type = data.get("type")
     if isinstance(spec_type, str):
         spec_type = data["type"] = spec_type.lower()
@@ -231,6 +240,8 @@ class _PathResolver:
             self.environment(entity, ())
         elif isinstance(entity, (Model, Data)):
             entity.path = self.local(entity.path, ("path",), f"{type(entity).__name__.lower()} path")
+        elif isinstance(entity, OnlineDeployment):
+            self.deployment(entity, data)
 
     def job(self, job: CommandJob, data: dict) -> None:
         if job.code is not None:
@@ -257,3 +268,26 @@ class _PathResolver:
             env.conda_file = self.local(env.conda_file, prefix + ("conda_file",), "conda file")
         if env.build is not None:
             env.build.path = self.local(env.build.path, prefix + ("build", "path"), "build context")
+
+    def deployment(self, deployment: OnlineDeployment, data: dict) -> None:
+        if isinstance(deployment.model, DeploymentModel):
+            deployment.model.path = self.local(deployment.model.path, ("model", "path"), "model path")
+        code = deployment.code_configuration
+        if code is not None:
+            code.code = self.local(code.code, ("code_configuration", "code"), "code folder")
+            self.scoring_script(code.code, code.scoring_script)
+        # An environment from `file:` was already resolved against its own file.
+        if isinstance(deployment.environment, Environment) and isinstance(data.get("environment"), dict):
+            self.environment(deployment.environment, ("environment",))
+
+    def scoring_script(self, code: str, script: str) -> None:
+        """The scoring script is a file in the (local, resolved) code folder: said at load, not at deploy."""
+        if self.base_dir is None or not Path(code).is_absolute():
+            return  # kept as written, or not local (a registered code asset)
+        folder = Path(code)
+        if not folder.is_dir():
+            raise_problems([self.where.problem(("code_configuration", "code"),
+                                               f"{code} is a file; code is the folder that holds the scoring script")])
+        if not (folder / script).is_file():
+            raise_problems([self.where.problem(("code_configuration", "scoring_script"),
+                                               f"scoring script {script!r} not found in the code folder {folder}")])

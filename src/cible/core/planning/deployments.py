@@ -1,0 +1,143 @@
+"""One pass's decision for one online deployment, from its stored record and what was observed.
+
+The glue between the reconciler's records and the two pure decisions of replicas.py:
+`desired_count` (how many) and `decide_replicas` (which to start, stop and route to). Probe
+results are folded into each replica's counters first; the plan that comes back is turned into
+the records to store. Pure: no clock, no store, no process.
+
+Probing: a Starting replica is probed on every pass (it takes traffic as soon as it answers;
+its failures do not count, it has Azure's readiness window to get ready); a running one on its
+probes' period, and then its failures count for liveness and readiness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cible.core.lifecycle.endpoints import ProvisioningState, ReplicaState
+from cible.core.models.endpoint_records import CrashRecord, DeploymentStatus, ReplicaRecord, ScaleRecord
+from cible.core.models.endpoints import OnlineDeployment
+from cible.core.planning import replicas as rp
+from cible.core.planning.durations import span
+
+DELETING = "the deployment is being deleted"
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    ok: bool
+    init_failed: str | None = None  # init()'s error, when the replica says it raised
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicaObservation:
+    """A replica as recorded, with its job and this pass's probe."""
+
+    record: ReplicaRecord
+    job_status: str | None  # None: no such job (its submit was refused)
+    job_error: str | None
+    url: str | None
+    ended: bool
+    probe: ProbeOutcome | None = None
+
+
+@dataclass
+class DeploymentPlan:
+    start: int = 0  # new replicas of the current generation
+    stop: dict[str, str] = field(default_factory=dict)  # replica job -> why: cancel it
+    replicas: tuple[ReplicaRecord, ...] = ()  # the records to keep (Stopped ones are dropped)
+    status_changes: dict[str, Any] = field(default_factory=dict)  # DeploymentStatus fields to set
+    provisioning_state: str | None = None
+    remove: bool = False  # being deleted and nothing of it runs: the row goes
+    busy: bool = False  # something moves: the next pass comes soon
+
+
+def probe_due(observation: ReplicaObservation, spec: dict[str, Any], now: datetime) -> bool:
+    record = observation.record
+    if observation.ended or not observation.url or observation.job_status != "Running":
+        return False
+    if record.state == ReplicaState.STARTING.value:
+        return True
+    probes = rp.Probes.of(OnlineDeployment.model_validate(spec))
+    period = min(probes.liveness.period, probes.readiness.period)
+    return record.last_probe_at is None or now - record.last_probe_at >= span(period)
+
+
+def decide_deployment(*, spec: dict[str, Any], generation: int, provisioning_state: str, status: DeploymentStatus,
+                      replicas: list[ReplicaObservation], demand: dict[str, Any], now: datetime) -> DeploymentPlan:
+    records = {o.record.job: _probed(o, now) for o in replicas}
+    if provisioning_state == ProvisioningState.DELETING.value:
+        return _deleting(replicas, records)
+    deployment = OnlineDeployment.model_validate(spec)
+    last_request = demand.get("last_request_at") or status.last_request_at
+    load = rp.Load(in_flight=float(demand.get("in_flight") or 0.0), last_request_at=last_request,
+                   waiting=bool(demand.get("waiting")))
+    previous = rp.ScaleState(**status.scale.model_dump()) if status.scale else None
+    scale = rp.desired_count(rp.ScalePolicy.of(deployment), load, previous, now)
+    crash = rp.CrashLoop(**status.crash.model_dump()) if status.crash else None
+    views = [_view(o, records[o.record.job]) for o in replicas]
+    plan = rp.decide_replicas(generation, scale.count, views, rp.Probes.of(deployment), now, crash=crash)
+
+    for name, state, why in plan.transitions:
+        update: dict[str, Any] = {"state": state.value, "reason": why}
+        if state == ReplicaState.READY:
+            update.update(ready_since=now, liveness_failures=0, readiness_failures=0)
+        records[name] = records[name].model_copy(update=update)
+    kept = tuple(r for r in records.values() if r.state != ReplicaState.STOPPED.value)
+    move = rp.deployment_provisioning(provisioning_state, plan)
+    state = move[0].value if move else None
+    reason = plan.failure or (f"waiting for a back-off until {plan.retry_at.isoformat()}" if plan.retry_at else None)
+    if reason is None and not plan.settled:
+        reason = _progress(plan, scale.count)
+    return DeploymentPlan(
+        start=len(plan.start), stop=dict(plan.stop), replicas=kept, provisioning_state=state,
+        status_changes={"scale": ScaleRecord(**vars(scale)),
+                        "crash": CrashRecord(**vars(plan.crash)) if plan.crash else None,
+                        "last_request_at": last_request, "reason": reason},
+        busy=bool(plan.start or plan.stop or plan.transitions) or not plan.settled)
+
+
+def _probed(observation: ReplicaObservation, now: datetime) -> ReplicaRecord:
+    """The record with this pass's probe counted (and its URL, once known)."""
+    record, probe = observation.record, observation.probe
+    update: dict[str, Any] = {}
+    if observation.url and record.url != observation.url:
+        update["url"] = observation.url
+    if probe is not None:
+        update["last_probe_at"] = now
+        if probe.ok:
+            update.update(liveness_failures=0, readiness_failures=0,
+                          readiness_successes=record.readiness_successes + 1)
+        elif record.state != ReplicaState.STARTING.value:  # a starting replica has its readiness window
+            update.update(liveness_failures=record.liveness_failures + 1,
+                          readiness_failures=record.readiness_failures + 1, readiness_successes=0)
+    return record.model_copy(update=update) if update else record
+
+
+def _view(observation: ReplicaObservation, record: ReplicaRecord) -> rp.ReplicaView:
+    error = None
+    # A starting replica whose init() raised will not get ready by waiting. (A ready one that a --reload
+    # broke is only out of traffic until the script is fixed.)
+    if observation.probe is not None and observation.probe.init_failed and record.state == ReplicaState.STARTING.value:
+        error = f"its scoring script's init() raised: {observation.probe.init_failed}"
+    elif observation.ended:
+        error = observation.job_error or ("its job was not started" if observation.job_status is None else None)
+    return rp.ReplicaView(name=record.job, version=record.generation, state=record.state, started_at=record.started_at,
+                          liveness_failures=record.liveness_failures, readiness_failures=record.readiness_failures,
+                          readiness_successes=record.readiness_successes, ready_since=record.ready_since,
+                          ended=observation.ended, error=error)
+
+
+def _deleting(replicas: list[ReplicaObservation], records: dict[str, ReplicaRecord]) -> DeploymentPlan:
+    running = [o for o in replicas if not o.ended]
+    stopping = tuple(records[o.record.job].model_copy(update={"state": ReplicaState.STOPPING.value,
+                                                                 "reason": DELETING}) for o in running)
+    return DeploymentPlan(stop={o.record.job: DELETING for o in running}, replicas=stopping,
+                          remove=not running, busy=True, status_changes={"reason": DELETING})
+
+
+def _progress(plan: rp.ReplicaPlan, desired: int) -> str:
+    return f"{plan.ready} of {desired} replica(s) ready"

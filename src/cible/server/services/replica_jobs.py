@@ -1,0 +1,141 @@
+"""A deployment's replica as a job: the command job that runs cible's scoring server for it.
+
+A replica is an ordinary command job (type `replica`, not listed among jobs), so it gets what
+every job gets: its environment materialised on its node (with the scoring server's packages:
+core/environments/serving.py), its code snapshot, its model staged as an input, the node's size
+limits, and its log shipped to the workspace (`get-logs`). Its compute:
+
+- a workspace endpoint: `serverless` nodes of the deployment's `instance_type`, one per replica
+  (Azure's managed deployments: one VM per instance), or the cluster the endpoint names
+  (`compute: azureml:<cluster>`, as Kubernetes endpoints do);
+- a local endpoint (`--local`): `local`, with the code folder and the model read in place from
+  the user's disk (nothing uploaded), so the server reloads the script when it is edited.
+
+The port is chosen by the server, so it knows where the replica listens without asking it:
+http://<node address>:<port>.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cible.core.errors import CibleError, InvalidRequestError
+from cible.core.specs.azureml import refs
+
+STATE_FILE = ".cible-serving.json"
+MODEL_INPUT = "model"
+# Job fields in a submit's errors -> the deployment's fields they come from.
+_FIELDS = (("resources.instance_type", "instance_type"), ("resources.instance_count", "instance_count"),
+           (f"inputs.{MODEL_INPUT}.path", "model"), (f"inputs.{MODEL_INPUT}", "model"),
+           ("code", "code_configuration.code"))
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a deployment's model comes from and the name of its folder under AZUREML_MODEL_DIR."""
+
+    path: str  # an azureml: reference, a cible://snapshots/ URI, or (local) an absolute path
+    basename: str
+    mlflow: bool
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on this machine now (its replica binds it shortly; a clash fails that replica alone)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def model_source(spec: dict[str, Any], asset_lookup) -> ModelSource | None:  # noqa: ANN001
+    """The deployment's model: inline ({path, type}) or a registered `azureml:name:version`."""
+    model = spec.get("model")
+    if model is None:
+        return None
+    if isinstance(model, str):
+        ref = refs.parse_asset_ref(model)
+        if ref is None or ref.registry:
+            raise InvalidRequestError(f"model: '{model}' is not a model of this workspace (azureml:<name>:<version>)",
+                                      details={"field": "model"})
+        try:
+            asset = asset_lookup("models", ref.name, ref.version or ref.label or "latest")
+        except CibleError as exc:
+            raise type(exc)(f"model: {exc.message}", details={"field": "model"}) from None
+        return ModelSource(path=model, basename=_basename(asset["path"]),
+                           mlflow=str(asset.get("type", "")).lower() == "mlflow_model")
+    path = str(model.get("path") or "")
+    if not path:
+        raise InvalidRequestError("model.path: an inline model needs a path", details={"field": "model.path"})
+    return ModelSource(path=path, basename=_basename(path),
+                       mlflow=str(model.get("type", "")).lower() == "mlflow_model")
+
+
+def _basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/")) or "model"
+
+
+def replica_job(spec: dict[str, Any], *, endpoint: str, endpoint_compute: str | None, local: bool, port: int,
+                model: ModelSource | None, reload: bool = False) -> dict[str, Any]:
+    """The command job body of one replica of deployment `spec`."""
+    code_configuration = spec.get("code_configuration") or {}
+    args = ["python", "-m", "cible.serving", "--port", str(port), "--state-file", STATE_FILE]
+    inputs: dict[str, Any] = {}
+    if model is not None:
+        if local:
+            args += ["--model-path", model.path]
+        else:
+            kind = "mlflow_model" if model.mlflow else "custom_model"
+            inputs[MODEL_INPUT] = {"type": kind, "path": model.path, "mode": "ro_mount"}
+            args += ["--model-path", "${{inputs.%s}}" % MODEL_INPUT]
+        args += ["--model-name", model.basename]
+    code = None
+    if code_configuration:
+        script = str(code_configuration.get("scoring_script") or "")
+        folder, entry = posixpath.split(script)
+        if local:
+            app_root = str(Path(code_configuration["code"]) / folder)
+        else:
+            code, app_root = code_configuration["code"], folder or "."
+        args += ["--entry-script", entry, "--app-root", app_root]
+        if reload:
+            args.append("--reload")
+    else:  # an MLflow model without a scoring script: served from its flavour
+        args.append("--mlflow-model")
+    body: dict[str, Any] = {
+        "type": "command",
+        "command": " ".join(a if a.startswith("${{") else shlex.quote(a) for a in args),
+        "display_name": f"{endpoint}/{spec['name']} replica",
+        "experiment_name": f"online-endpoint-{endpoint}",
+        "environment_variables": dict(spec.get("environment_variables") or {}),
+        "inputs": inputs,
+    }
+    if code is not None:
+        body["code"] = code
+    if spec.get("environment") is not None:
+        body["environment"] = spec["environment"]
+    if local:
+        body["compute"] = "local"
+    elif endpoint_compute:
+        body["compute"] = endpoint_compute
+    else:
+        body["compute"] = "serverless"
+        if spec.get("instance_type"):
+            body["resources"] = {"instance_type": spec["instance_type"]}
+    return body
+
+
+def as_deployment_error(exc: CibleError) -> CibleError:
+    """A replica job's submit error, said in the deployment's fields."""
+    message = exc.message
+    for job_field, deployment_field in _FIELDS:
+        message = message.replace(job_field, deployment_field)
+    field = (exc.details or {}).get("field")
+    for job_field, deployment_field in _FIELDS:
+        if isinstance(field, str) and field.startswith(job_field):
+            field = deployment_field
+            break
+    return type(exc)(message, details={**(exc.details or {}), **({"field": field} if field else {})})
