@@ -111,8 +111,8 @@ class DeploymentService:
             ep = self._endpoint(session, endpoint, local)
             row = self._row(session, endpoint, name, local)
             if ep.traffic.get(name) and not local:
-                raise ConflictError(f"deployment '{name}' takes {ep.traffic[name]}% of endpoint '{endpoint}''s "
-                                    f"traffic; move it first (`cible online-endpoint update -n {endpoint} --traffic "
+                raise ConflictError(f"deployment '{name}' takes {ep.traffic[name]}% of the traffic of endpoint '{endpoint}'; "
+                                    f"move it first (`cible online-endpoint update -n {endpoint} --traffic "
                                     f"\"{name}=0 ...\"`)", details={"field": "traffic"})
             if ep.mirror_traffic.get(name):
                 ep.mirror_traffic = {k: v for k, v in ep.mirror_traffic.items() if k != name}
