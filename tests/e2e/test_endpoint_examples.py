@@ -87,3 +87,13 @@ def test_local_serves_the_same_files_without_credentials(workspace: Workspace, e
     assert invoke(workspace, example, "--local") == BLUE
     workspace.cible("online-endpoint", "delete", "-n", "my-endpoint", "--local", "--yes")
     assert invoke(workspace, example) in (BLUE, GREEN)  # the workspace endpoint of the same name is apart
+
+
+def test_a_server_restart_keeps_the_endpoint_its_keys_and_its_scoring_uri(workspace: Workspace, example: Path):
+    before = workspace.json("online-endpoint", "show", "-n", "my-endpoint")
+    key = workspace.json("online-endpoint", "get-credentials", "-n", "my-endpoint")["primaryKey"]
+    workspace.cible("server", "stop")  # the replicas' nodes go on without it
+    assert invoke(workspace, example, "--deployment-name", "blue") == BLUE  # the CLI starts it again
+    after = workspace.json("online-endpoint", "show", "-n", "my-endpoint")
+    assert after["scoring_uri"] == before["scoring_uri"] and after["traffic"] == before["traffic"]
+    assert workspace.json("online-endpoint", "get-credentials", "-n", "my-endpoint")["primaryKey"] == key

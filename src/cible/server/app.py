@@ -164,7 +164,13 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         """What the gateway saw of a deployment, for its autoscaler."""
         in_flight = gateway.in_flight(endpoint, deployment, window_s=DEMAND_WINDOW_S)
         asked = wanted.get((endpoint, deployment))
-        return {"in_flight": in_flight, "waiting": asked is not None and time.monotonic() - asked < DEMAND_WINDOW_S,
+        waiting = asked is not None and time.monotonic() - asked < DEMAND_WINDOW_S
+        if not waiting and in_flight <= 0:
+            # A request held for a first replica asks once (on_demand), then waits as long as that replica
+            # takes to start (an environment to build, a slow init()): it stays wanted while it is held,
+            # or the idle window would scale the starting replica away under it.
+            waiting = bool(gateway.stats(endpoint).get(deployment, {}).get("queued"))
+        return {"in_flight": in_flight, "waiting": waiting,
                 "last_request_at": clock.now() if in_flight > 0 else None}
 
     gateway = Gateway(check_credential=publisher.check_credential, on_demand=on_demand)
@@ -191,6 +197,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             reconciler.start()
             clusters.start()
             orchestrator.start()
+            with store.session() as session:  # the routes as stored: a restarted server serves at once
+                publisher(session)
             try:
                 port = gateway.start(settings.gateway_host, settings.gateway_port or previous_gateway_port(paths))
             except OSError:  # the last port is taken by now: any free one
