@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import socket
 import socketserver
 import subprocess
 import sys
@@ -454,6 +455,83 @@ def test_resending_and_replicas_that_misbehave(gateway, mode: str) -> None:
         raw.server_close()
 
 
+# ---- the HTTP side -----------------------------------------------------------------------------------
+
+
+def raw_exchange(port: int, data: bytes, until: bytes = b"", timeout: float = 10.0) -> bytes:
+    """Send `data` as is and read until the gateway closes or `until` has arrived."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        got = b""
+        while not (until and until in got):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_pipelined_requests_are_answered_in_order(gateway, replicas) -> None:
+    gateway.publish(table(blue_green(replicas, 100, 0)))
+    one = (b"POST /endpoints/ep/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nx-test-sleep: %s\r\n"
+           b"Content-Length: 2\r\n\r\n{}")
+    data = one % (KEY.encode(), b"0.3") + one % (KEY.encode(), b"0") + b"GET /endpoints/ep/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    got = raw_exchange(gateway.port, data, until=b"Healthy")
+    assert got.count(b"HTTP/1.1 200 OK") == 3
+    first, second = got.index(b'"replica"'), got.index(b'"replica"', got.index(b'"replica"') + 1)
+    assert first < second < got.index(b"Healthy")
+
+
+def test_expect_continue_connection_close_and_http_1_0(gateway, replicas) -> None:
+    gateway.publish(table(blue_green(replicas, 100, 0)))
+    port = gateway.port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /endpoints/ep/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                     + b"\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"abcd")
+        got = b""
+        while b'"bytes": 4' not in got:
+            got += sock.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200 OK")
+    # a refused request with Expect gets its answer at once, not a 100
+    got = raw_exchange(port, b"POST /endpoints/ep/score HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                             b"Content-Length: 4\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 401")
+    got = raw_exchange(port, b"GET /endpoints/ep/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200") and b"connection: close" in got.lower()  # and it closed: recv ended
+    got = raw_exchange(port, b"GET /endpoints/ep/ HTTP/1.0\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200") and b"Healthy" in got
+
+
+def test_malformed_requests_and_huge_headers_are_refused(gateway, replicas) -> None:
+    gateway.publish(table(blue_green(replicas, 100, 0)))
+    assert raw_exchange(gateway.port, b"THIS IS NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400")
+    huge = b"GET /endpoints/ep/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+    assert raw_exchange(gateway.port, huge).startswith(b"HTTP/1.1 431")
+    assert score(gateway.port)[0] == 200
+
+
+def test_a_big_upload_over_the_limit_gets_its_413_not_a_reset(gateway, replicas) -> None:
+    gateway.publish(table(blue_green(replicas, 100, 0)))
+    status, headers, _ = score(gateway.port, body=b"x" * (4 * 1024 * 1024))
+    assert status == 413 and headers.get("connection") == "close"
+
+
+def test_idle_client_connections_are_closed(creds, replicas) -> None:
+    gw = Gateway(creds.check, creds.on_demand, keep_alive_s=1)
+    port = gw.start("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /endpoints/ep/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 404")
+            started = time.monotonic()
+            assert sock.recv(65536) == b""  # blocks until the gateway closes the idle connection
+            assert time.monotonic() - started < 5
+    finally:
+        gw.stop()
+
+
 # ---- mirror ------------------------------------------------------------------------------------------
 
 
@@ -551,12 +629,18 @@ def test_stats_show_requests_latencies_errors_and_mean_in_flight(gateway, replic
     assert gateway.stats("nope") == {} and gateway.in_flight("ep", "nope") == 0.0
 
 
-def test_stop_is_clean_and_frees_the_port(creds) -> None:
+def test_stop_is_clean_frees_the_port_and_a_restart_serves_the_last_table(creds, replicas) -> None:
     gw = Gateway(creds.check, creds.on_demand)
+    gw.publish(table(blue_green(replicas, 100, 0)))  # before start: applied when it starts
     port = gw.start("127.0.0.1", 0)
-    assert request(port, "/endpoints/x/score")[0] == 404
+    assert score(port)[0] == 200
     threads = threading.active_count()
     gw.stop()
     assert threading.active_count() <= threads - 1
     with pytest.raises(OSError):
-        request(port, "/endpoints/x/score", timeout=2)
+        request(port, "/endpoints/ep/score", timeout=2)
+    port = gw.start("127.0.0.1", 0)
+    try:
+        assert answered_by(score(port)) == "blue-0"
+    finally:
+        gw.stop()

@@ -1,6 +1,9 @@
 """The endpoint gateway: one HTTP port in front of every online endpoint's replicas (auth, traffic
-weights, the deployment header, mirroring, queueing, timeouts, metrics). See app.py for the status codes
-and server.py for the threading."""
+weights, the deployment header, mirroring, queueing, timeouts, metrics).
+
+routes.py: the RouteTable the reconciler publishes and the pure routing decisions; app.py: what happens
+to a request, and the status codes; upstream.py: keep-alive connections to replicas; metrics.py: the
+rolling per-deployment window; server.py: the HTTP front, its thread and loop, and `Gateway`."""
 
 from cible.server.gateway.routes import (
     DeploymentRoute,
@@ -11,6 +14,7 @@ from cible.server.gateway.routes import (
     pick_deployment,
     pick_mirror,
 )
+from cible.server.gateway.server import Gateway
 
 __all__ = [
     "DeploymentRoute",
@@ -22,11 +26,3 @@ __all__ = [
     "pick_deployment",
     "pick_mirror",
 ]
-
-
-def __getattr__(name: str):  # the server (uvicorn, httptools) loads only when asked for
-    if name == "Gateway":
-        from cible.server.gateway.server import Gateway
-
-        return Gateway
-    raise AttributeError(name)

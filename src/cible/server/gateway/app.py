@@ -65,7 +65,6 @@ _RESPONSE_SKIP = frozenset({
 _JSON = b"content-type: application/json\r\n"
 
 _GRANTED, _EXPIRED, _GONE = 1, 2, 3
-import os; _HANDOFF = os.environ.get("GW_HANDOFF", "1") == "1"  # EXPERIMENT
 
 
 def message_body(text: str) -> bytes:
@@ -210,6 +209,7 @@ class GatewayApp:
         self._tasks: set[asyncio.Task] = set()
         self._mirrors = 0
         self._pending_table: RouteTable | None = None
+        self._table: RouteTable | None = None
 
     # ---- state changes (on the loop thread) ------------------------------------------------------
 
@@ -225,6 +225,7 @@ class GatewayApp:
         if self._loop is None:  # not started yet: the pools need the loop
             self._pending_table = table
             return
+        self._table = table
         now = self._clock()
         old_endpoints = self._endpoints
         live_urls: set[str] = set()
@@ -294,6 +295,11 @@ class GatewayApp:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for pool in self._pools.values():
             pool.close()
+        # Unbound from the loop that is ending: a later start() applies the last table afresh.
+        self._pools = {}
+        self._endpoints = {}
+        self._pending_table, self._table = self._table, None
+        self._loop = None
 
     # ---- the request path ------------------------------------------------------------------------
 
@@ -488,7 +494,7 @@ class GatewayApp:
             self._release(dep, replica)
             now = self._clock()
             metrics.finished(now, now - t0, not 200 <= status < 300)
-        if handed_on and _HANDOFF:
+        if handed_on:
             # The slot went to a queued request: let it reach the replica before this answer is written
             # back, so a replica held to max_concurrent_requests_per_instance idles as little as possible.
             await asyncio.sleep(0)

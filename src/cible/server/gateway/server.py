@@ -3,12 +3,13 @@
 Why its own thread and loop: the API server's work (database, reconcilers) must never sit between a
 scoring request and its replica.
 
-Why not uvicorn + ASGI, as first designed: measured on the 2-core machine, in front of perf-anchors'
-floor (FastAPI + orjson + predict), the same routing code behind uvicorn's ASGI layer reached 0.59× the
-floor's requests/s at concurrency 1 (+0.22 ms p50) and 0.72× at 32; a plain httptools protocol with no
-ASGI scope, message dicts, per-request Event, keep-alive timer or split head/body writes reached
-0.79× and 0.91× (+0.09 ms). The hop is the product here, so the front is this small protocol:
-httptools (llhttp) parses, `app.py` decides, the answer goes out in one write. TCP_NODELAY is set on
+Why not uvicorn + ASGI, as first designed: side by side on the 2-core machine (wrk -t1, in front of
+perf-anchors' floor: FastAPI + orjson + predict), the same routing code behind uvicorn's ASGI layer
+added +0.26 ms p50 at concurrency 1 and reached 0.67× the floor's requests/s at 32; this protocol adds
++0.14 ms and reaches 0.89× (in front of a constant-answer app: 0.27× against 0.61×). uvicorn's
+per-request scope and message dicts, Event, keep-alive timer and separate head/body writes cost more
+than the proxying itself. The hop is the product here, so the front is this small protocol: httptools
+(llhttp) parses, `app.py` decides, the answer goes out in one write. TCP_NODELAY is set on
 every socket explicitly (perf-anchors §4.3: the 40 ms Nagle stall). Nothing is logged per request.
 
 HTTP behaviour: keep-alive (HTTP/1.1 default, `Connection: close` and HTTP/1.0 honoured), pipelined
