@@ -193,3 +193,39 @@ def get_logs(
                                  "place, there is no storage-initializer)", param_hint="'--container'")
     text = _ops().get_logs(name, endpoint, lines=lines, local=local)
     emit(text, lambda _: print(text, end="" if text.endswith("\n") or not text else "\n"))
+
+
+def draw_recommendation(answer: dict[str, Any]) -> None:
+    shown = {"recommended_instance_type": answer.get("recommended_instance_type"),
+             "memory_gb": answer.get("memory_gb"), "vcpus": answer.get("vcpus"),
+             "price_per_hour": answer.get("price_per_hour"), "instance_count": answer.get("instance_count"),
+             "peak_memory_mb": answer.get("peak_memory_mb"), "needed_memory_mb": answer.get("needed_memory_mb"),
+             "rps": answer.get("rps"), "p50_ms": answer.get("p50_ms"), "p99_ms": answer.get("p99_ms"),
+             "requests": answer.get("requests"), "errors": answer.get("errors"),
+             "current_instance_type": answer.get("current_instance_type")}
+    print_fields({k: v for k, v in shown.items() if v is not None}, list(shown))
+    console.print(f"\n{answer.get('explanation', '')}", highlight=False, soft_wrap=True)
+
+
+@app.command("recommend-size")
+def recommend_size(
+    name: NameOpt,
+    endpoint: EndpointOpt,
+    request_file: Annotated[Path, typer.Option(
+        "--request-file", "-r", help="a scoring request (JSON), sent as it is, again and again")],
+    duration: Annotated[float, typer.Option("--duration", min=1, max=120, help="seconds of load")] = 10,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="requests in flight at once")] = 4,
+    target_rps: Annotated[Optional[float], typer.Option(
+        "--target-rps", help="requests/s the deployment must answer: gives instance_count")]
+        = None,
+    local: LocalOpt = False,
+) -> None:
+    """Load one ready replica with the request for a few seconds, measure its peak memory and requests/s,
+    and name the smallest VM size with 150 % of that memory (and the replicas for --target-rps)."""
+    if target_rps is not None and not target_rps > 0:
+        raise typer.BadParameter("a number of requests per second above 0", param_hint="'--target-rps'")
+    err_console.print(f"loading a replica of deployment '{name}' for {duration:g} s at concurrency {concurrency} …",
+                      highlight=False)
+    answer = _ops().recommend_size(name, endpoint, request_file=request_file, duration_s=duration,
+                                   concurrency=concurrency, target_rps=target_rps, local=local)
+    emit(answer, draw_recommendation)

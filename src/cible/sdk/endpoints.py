@@ -37,6 +37,7 @@ DEPLOYMENT_READ_ONLY = ("id", "provisioning_state", "generation", "desired_insta
                         "local", "created_at", "created_by", "updated_at")
 SCHEMA_KEYS = ("schema_", "$schema")
 INVOKE_TIMEOUT_S = 360.0  # above the longest request_timeout_ms (300 s) and a scale from zero
+RECOMMEND_SLACK_S = 360.0  # recommend-size: past its duration, the last requests' timeouts (300 s at most)
 
 
 class DeploymentFailedError(CibleError):
@@ -314,6 +315,37 @@ class OnlineDeploymentOperations:
         response = self._client.request("GET", f"{self._path(endpoint_name, name)}/logs",
                                         params={**_local(local), "lines": lines})
         return response.text
+
+    def recommend_size(self, name: str, endpoint_name: str, request_file: str | Path | None = None, *,
+                       request: Any = None, duration_s: float = 10, concurrency: int = 4,
+                       target_rps: float | None = None, local: bool = False) -> Resource:
+        """cible's sizing advice: the server loads one ready replica with the request (a file's content, or
+        `request`: a JSON object or string) at `concurrency` for `duration_s` seconds, measures its peak
+        memory and requests/s, and answers the smallest catalog size with 150 % of that memory
+        (`recommended_instance_type`, `memory_gb`) and, for `target_rps`, the replicas (`instance_count`),
+        with the numbers and an `explanation`."""
+        if request_file is not None:
+            path = Path(request_file).expanduser()
+            try:
+                request = path.read_text(encoding="utf-8")  # sent as it is: the replica gets the file's bytes
+            except (OSError, UnicodeDecodeError) as exc:
+                from cible.core.errors import InvalidRequestError
+
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise InvalidRequestError(f"request_file: cannot read '{request_file}' as text: {why}",
+                                          details={"field": "request_file"}) from None
+        if request is None:
+            from cible.core.errors import InvalidRequestError
+
+            raise InvalidRequestError("request_file: give the file whose content is the scoring request",
+                                      details={"field": "request_file"})
+        body: dict[str, Any] = {"request": request, "duration_s": duration_s, "concurrency": concurrency}
+        if target_rps is not None:
+            body["target_rps"] = target_rps
+        # The server answers after the load: its duration, the requests' own timeouts, then some.
+        timeout = float(duration_s) + RECOMMEND_SLACK_S
+        return Resource(self._client.json("POST", f"{self._path(endpoint_name, name)}:recommend-size",
+                                          params=_local(local), json=body, timeout=timeout))
 
     @staticmethod
     def _path(endpoint: str, name: str) -> str:

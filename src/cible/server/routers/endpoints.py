@@ -19,6 +19,7 @@ from cible.server.schemas.endpoints import (
     OnlineDeploymentPage,
     OnlineEndpoint,
     OnlineEndpointPage,
+    SizeRecommendation,
 )
 
 router = APIRouter(prefix="/api/v1/online-endpoints", tags=["online endpoints"], default_response_class=JSON)
@@ -113,3 +114,13 @@ def delete_deployment(endpoint: str, name: str, request: Request, local: Local =
 def get_logs(endpoint: str, name: str, request: Request, local: Local = False,
              lines: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 5000) -> PlainTextResponse:
     return PlainTextResponse(_deployments(request).logs(endpoint, name, local=local, lines=lines))
+
+
+@router.post("/{endpoint}/deployments/{name}:recommend-size", **answers(SizeRecommendation),
+             summary="Load a ready replica for a few seconds: its peak memory, requests/s, and the smallest size "
+                     "with 150 % of that memory (and the replicas for target_rps)")
+def recommend_size(endpoint: str, name: str, request: Request, body: dict[str, Any] = Body(...),
+                   local: Local = False) -> dict[str, Any]:
+    # A blocking call of up to duration_s (120 s at most) and the replica's request timeout: FastAPI runs a
+    # plain `def` route in its thread pool, so the server goes on meanwhile.
+    return _deployments(request).recommend_size(endpoint, name, body, local=local)

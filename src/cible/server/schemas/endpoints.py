@@ -58,5 +58,32 @@ class EndpointCredentials(Envelope):
     expiryTimeUtc: str | None = Field(None, description="when the token stops working")  # noqa: N815
 
 
+class SizeRecommendation(Envelope):
+    """`recommend-size`: one replica measured under load, and the size and replica count that follow."""
+
+    endpoint_name: str = Field(description="the endpoint")
+    deployment_name: str = Field(description="the deployment measured")
+    replica: str = Field(description="the replica that was loaded (its job's name)")
+    duration_s: Number = Field(description="how long it was loaded, seconds")
+    concurrency: int = Field(description="requests in flight at once")
+    requests: int = Field(description="requests sent")
+    errors: int = Field(description="requests that failed (non-2xx or no answer)")
+    rps: Number = Field(description="successful requests per second, this one replica")
+    p50_ms: Number | None = Field(None, description="median latency of the successful requests, ms")
+    p99_ms: Number | None = Field(None, description="99th percentile latency, ms")
+    start_memory_mb: Number = Field(description="the replica's process tree RSS before the load, MiB")
+    peak_memory_mb: Number = Field(description="the highest RSS sampled (every 0.1 s) during the load, MiB")
+    peak_memory_bytes: int = Field(description="the same peak, in bytes")
+    needed_memory_mb: Number = Field(description="150 % of the peak: the least memory a size may have, MiB")
+    recommended_instance_type: str = Field(description="the smallest current catalog size with that much memory")
+    memory_gb: Number = Field(description="its memory, GiB")
+    vcpus: int = Field(description="its vCPUs")
+    price_per_hour: Number = Field(description="its indicative price, USD per hour")
+    current_instance_type: str | None = Field(None, description="the deployment's instance_type now")
+    target_rps: Number | None = Field(None, description="the requests/s asked for (when given)")
+    instance_count: int | None = Field(None, description="replicas for target_rps: ceil(target_rps / rps)")
+    explanation: str = Field(description="the numbers that led to the recommendation, in words")
+
+
 OnlineEndpointPage = Page[OnlineEndpoint]
 OnlineDeploymentPage = Page[OnlineDeployment]

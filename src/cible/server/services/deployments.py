@@ -154,6 +154,12 @@ class DeploymentService:
                 return _tail(path, lines)
         return ""
 
+    def recommend_size(self, endpoint: str, name: str, body: dict[str, Any], *, local: bool = False) -> dict[str, Any]:
+        """Load a ready replica, measure its peak memory and requests/s, and size the deployment (sizing.py)."""
+        from cible.server.services.sizing import recommend_size  # psutil and the load client: only when asked
+
+        return recommend_size(self, endpoint, name, body, local=local)
+
     # -- checks --------------------------------------------------------------
     def _load(self, endpoint: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         spec = {**spec, "name": spec.get("name") or name, "endpoint_name": spec.get("endpoint_name") or endpoint}
