@@ -1,4 +1,4 @@
-"""The scoring script of model 1, in the shape of Azure's online endpoint samples (init() loads the
+"""The scoring script of both deployments, in the shape of Azure's online endpoint samples (init() loads the
 model from AZUREML_MODEL_DIR, run() takes the raw request body). The model is a linear model kept
 as JSON, so the example has no binary file."""
 
@@ -21,7 +21,7 @@ def init():
 
 
 def run(raw_data):
-    logging.info("model 1: request received")
+    logging.info("request received")
     data = numpy.array(json.loads(raw_data)["data"], dtype=float)
     result = data @ numpy.array(model["coefficients"]) + model["intercept"]
     logging.info("Request processed")
