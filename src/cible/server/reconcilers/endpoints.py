@@ -72,6 +72,7 @@ class Snapshot:
 class Actions:
     submit: list[tuple[ReplicaRecord, dict[str, Any]]] = field(default_factory=list)
     cancel: dict[str, str] = field(default_factory=dict)
+    forget: set[str] = field(default_factory=set)  # replicas no longer recorded: their submit errors go too
 
 
 class DeploymentPass:
@@ -112,7 +113,8 @@ class DeploymentPass:
     def apply(self, session: Session, snapshot: Snapshot, plan: DeploymentPlan, now: datetime) -> Actions:
         row = session.get(OnlineDeploymentRow, self.key)
         check_unchanged(row, snapshot.version, f"deployment {snapshot.endpoint}/{snapshot.name}")
-        actions = Actions(cancel=dict(plan.stop))
+        kept = {r.job for r in plan.replicas}
+        actions = Actions(cancel=dict(plan.stop), forget={o.record.job for o in snapshot.replicas} - kept)
         if plan.remove:
             session.delete(row)
             return actions
@@ -155,6 +157,8 @@ class DeploymentPass:
                 self.r.jobs.cancel(job, reason=why)
             except (NotFoundError, ConflictError):
                 pass  # gone or ended already
+        for job in actions.forget:
+            self.r.submit_errors.pop(job, None)
 
 
 class EndpointReconciler(ReconcilerLoop):
