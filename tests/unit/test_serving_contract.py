@@ -198,6 +198,15 @@ def test_run_raising_is_azures_500_with_the_traceback_logged(tmp_path: Path, cap
     assert call(app, "POST", "/score", '{"data": [1]}').json() == [3]  # the server carries on
 
 
+def test_malformed_json_that_made_run_raise_is_a_400_naming_the_problem(tmp_path: Path) -> None:
+    app = serve(tmp_path, RAW)
+    answer = call(app, "POST", "/score", '{"data": [1, 2', {"content-type": "application/json"})
+    assert answer.status == 400
+    assert answer.json()["message"].startswith("the request body is not valid JSON: ")
+    # Not JSON by its content type: the script's failure is Azure's 500, as before.
+    assert call(app, "POST", "/score", '{"data": [1, 2', {"content-type": "text/plain"}).status == 500
+
+
 def test_run_past_the_timeout_is_interrupted(tmp_path: Path) -> None:
     app = serve(tmp_path, """
         import time

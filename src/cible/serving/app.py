@@ -238,6 +238,10 @@ class ScoringApp:
                 await self._error(send, ids, 400, str(exc))
                 return
             logger.error("run() raised an exception (x-request-id %s)", _rid(ids), exc_info=True)
+            malformed = _malformed_json(body, content_type) if mode == "raw" and method == "POST" else None
+            if malformed:  # the caller's fault, said as such (Azure would answer its 500 here)
+                await self._error(send, ids, 400, malformed, failed=True)
+                return
             await self._error(send, ids, 500, RUN_FAILED, failed=True)
             return
         exec_ms = (b"x-ms-run-fn-exec-ms", b"%.3f" % elapsed_ms)
@@ -322,6 +326,18 @@ def _is_response(value: Any) -> bool:
 
 def _rid(ids: list) -> str:
     return next((value.decode("latin-1") for name, value in ids if name == b"x-request-id"), "")
+
+
+def _malformed_json(body: bytes, content_type: bytes | None) -> str | None:
+    """Why a JSON request body does not parse, or None (not JSON, or it parses). Asked only once run()
+    has raised, so a well-formed request pays nothing for it."""
+    if content_type is None or b"json" not in content_type.lower():
+        return None
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        return f"the request body is not valid JSON: {exc}"
+    return None
 
 
 def _text(body: bytes) -> str:
