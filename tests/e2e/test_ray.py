@@ -9,6 +9,7 @@ node-loss test kills a Ray node, so it runs last.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import secrets
 
@@ -179,6 +180,35 @@ def test_a_serverless_job_gets_its_node_on_ray_when_ray_is_the_default_provider(
     wait_until(lambda: not [a for a in cible_actors(ray_cluster) if a["name"] not in
                             {n["node_id"] for n in ws.nodes("cpu-cluster")}], 60,
                message="the serverless node's actor gone with its job")
+
+
+def test_an_online_deployment_replica_runs_on_a_ray_node_and_answers_through_the_gateway(ws: Workspace,
+                                                                                         ray_cluster) -> None:
+    code = ws.cwd / "serve-on-ray"
+    code.mkdir()
+    (code / "score.py").write_text("import os\ndef init():\n    pass\n\ndef run(raw):\n"
+                                   "    return {'node': os.environ.get('CIBLE_NODE_ADDRESS'), 'echo': raw}\n")
+    endpoint = write_yaml(ws.cwd, "ray-endpoint.yml", "name: on-ray\nauth_mode: key\n")
+    deployment = write_yaml(ws.cwd, "ray-deployment.yml", f"""
+        name: blue
+        endpoint_name: on-ray
+        code_configuration: {{code: {code}, scoring_script: score.py}}
+        environment: {{image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest}}
+        instance_type: Standard_DS1_v2
+        instance_count: 1
+        readiness_probe: {{initial_delay: 1, period: 1}}
+        """)
+    ws.cible("online-endpoint", "create", "-f", endpoint)
+    created = ws.json("online-deployment", "create", "-f", deployment, "--all-traffic")
+    assert created["provisioning_state"] == "Succeeded", created
+    (replica,) = created["replicas"]
+    assert replica["url"].split("//")[1].split(":")[0] in WORKERS  # served from a Ray worker, not 127.0.0.1
+    (ws.cwd / "ray-request.json").write_text('{"x": 1}')
+    answer = json.loads(ws.cible("online-endpoint", "invoke", "-n", "on-ray", "--request-file",
+                                 ws.cwd / "ray-request.json").stdout)
+    assert answer["node"] in WORKERS and answer["echo"] == '{"x": 1}'
+    ws.cible("online-endpoint", "delete", "-n", "on-ray", "--yes")  # its node goes with its replica
+    wait_until(lambda: ws.job(replica["name"])["status"] == "Canceled", 60, message="the replica stopped")
 
 
 def test_a_restarted_server_adopts_its_nodes_on_ray_and_the_running_job_completes(ws: Workspace) -> None:
