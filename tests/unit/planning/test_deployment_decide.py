@@ -90,3 +90,38 @@ def test_a_request_waiting_for_a_deployment_scaled_to_zero_starts_a_replica():
     idle = DeploymentStatus(scale=ScaleRecord(count=0, changed_at=T0))
     assert decide([], spec=spec, status=idle, state="Succeeded").start == 0
     assert decide([], spec=spec, status=idle, state="Succeeded", demand={"waiting": True}).start == 1
+
+
+def test_a_replica_slower_to_start_than_the_idle_window_is_not_scaled_to_zero_under_way():
+    """A cold start longer than idle_time_before_scale_to_zero: the replica is kept until it serves (its
+    deployment then succeeds, having run init()), and the idle window starts from then."""
+    from cible.core.models.endpoint_records import ScaleRecord
+
+    spec = {**SPEC, "scale_settings": {"type": "target_utilization", "min_instances": 0, "max_instances": 1,
+                                       "idle_time_before_scale_to_zero": 2}}
+    status = DeploymentStatus(scale=ScaleRecord(count=1, changed_at=T0))
+    starting = decide([observe(record())], spec=spec, status=status, at=3)  # past the idle window
+    assert starting.status_changes["scale"].count == 1 and not starting.stop
+    served = record(state="Ready", ready_since=T0 + timedelta(seconds=3.5))
+    assert decide([observe(served)], spec=spec, status=status, at=5).status_changes["scale"].count == 1
+    idle = decide([observe(served)], spec=spec, status=status, at=5.6)
+    assert idle.status_changes["scale"].count == 0
+    assert [(r.state, r.reason) for r in idle.replicas] == [("Stopping", "scaled down to 0 replica(s)")]
+
+
+def test_a_replica_leaving_traffic_drains_before_its_process_is_stopped():
+    """Out of the routes at once (Stopping), cancelled request_timeout_ms + DRAIN_MARGIN_S later: the
+    requests the gateway sent it, some queued in its scoring server, are answered, not cut."""
+    spec = {**SPEC, "instance_count": 1, "request_settings": {"request_timeout_ms": 3000}}
+    ready = [observe(record("r1", state="Ready", ready_since=T0)), observe(record("r2", state="Ready", ready_since=T0))]
+    scaled = decide(ready, spec=spec, state="Updating", at=10)
+    (stopping,) = [r for r in scaled.replicas if r.state == "Stopping"]
+    assert stopping.drain_until == T0 + timedelta(seconds=14) and not scaled.stop
+    draining = [observe(r) for r in scaled.replicas]
+    assert not decide(draining, spec=spec, state="Succeeded", at=13.9).stop
+    assert decide(draining, spec=spec, state="Succeeded", at=14).stop == {stopping.job: "scaled down to 1 replica(s)"}
+    cancelling = [observe(r, status="CancelRequested" if r.job == stopping.job else "Running") for r in scaled.replicas]
+    assert not decide(cancelling, spec=spec, state="Succeeded", at=15).stop  # asked once
+    # One that never served (still starting) has nothing to drain: cancelled at once.
+    starting = [observe(record("r1", state="Ready", ready_since=T0)), observe(record("r2"))]
+    assert decide(starting, spec=spec, state="Updating", at=2).stop == {"r2": "scaled down to 1 replica(s)"}

@@ -14,6 +14,7 @@ from cible.core.lifecycle.endpoints import ProvisioningState, ReplicaState, chec
 from cible.core.models import OnlineDeployment
 from cible.core.planning.replicas import (
     CRASH_RESET_S,
+    SCALE_TO_ZERO_IDLE_S,
     CrashLoop,
     Load,
     Probe,
@@ -213,6 +214,19 @@ def test_scale_to_zero_after_the_idle_window_and_back_on_demand(clock):
     assert state.count == 1
 
 
+def test_a_replica_still_starting_is_not_idle_and_the_window_starts_once_one_is_ready(clock):
+    policy = autoscale(min_instances=0, max_instances=3, idle_to_zero_s=10)
+    state = ScaleState(count=1, changed_at=clock.now())  # scaled up from zero, or a new deployment
+    clock.advance(60)  # a cold start far longer than the idle window
+    state = desired_count(policy, Load(warming=True), state, clock.now())
+    assert state.count == 1
+    ready_at = clock.now()
+    clock.advance(9)
+    assert desired_count(policy, Load(ready_since=ready_at), state, clock.now()).count == 1
+    clock.advance(1)
+    assert desired_count(policy, Load(ready_since=ready_at), state, clock.now()).count == 0
+
+
 def test_no_idle_window_without_min_zero(clock):
     policy = autoscale(min_instances=1)
     state = ScaleState(count=1, changed_at=clock.now())
@@ -240,6 +254,17 @@ def test_policy_and_probes_from_a_deployment_spec():
     assert (probes.liveness.initial_delay, probes.liveness.failure_threshold) == (3, 2)
     assert probes.readiness == Probe()
     assert ScalePolicy.of(deployment.model_copy(update={"scale_settings": {"type": "default"}})).type == "default"
+
+
+def test_the_idle_window_before_scaling_to_zero_is_a_scale_setting():
+    def policy(**settings) -> ScalePolicy:
+        return ScalePolicy.of(OnlineDeployment.model_validate({
+            "name": "blue", "endpoint_name": "my-endpoint", "model": {"path": "m", "type": "mlflow_model"},
+            "instance_type": "Standard_DS3_v2",
+            "scale_settings": {"type": "target_utilization", "min_instances": 0, **settings}}))
+
+    assert policy().idle_to_zero_s == SCALE_TO_ZERO_IDLE_S
+    assert policy(idle_time_before_scale_to_zero=5).idle_to_zero_s == 5.0
 
 
 def test_next_probe_follows_azures_schedule(clock):

@@ -383,6 +383,7 @@ request_settings:
     assert isinstance(settings, TargetUtilizationScaleSettings)
     assert (settings.min_instances, settings.max_instances, settings.polling_interval,
             settings.target_utilization_percentage, settings.target_concurrency) == (0, 5, 10, 70, None)
+    assert settings.idle_time_before_scale_to_zero is None  # cible's: 120 s when not set
     assert deployment.target_concurrency == 4.0  # max_concurrent_requests_per_instance, when not set
 
 
@@ -409,6 +410,8 @@ def deployment_target(load, settings: str) -> float:
      "max_instances or lower min_instances"),
     ("scale_settings: {type: target_utilization, polling_interval: 0}",
      "job.yml:7:62: scale_settings.polling_interval: Input should be greater than or equal to 1"),
+    ("scale_settings: {type: target_utilization, idle_time_before_scale_to_zero: 0}",
+     "job.yml:7:76: scale_settings.idle_time_before_scale_to_zero: Input should be greater than or equal to 1"),
     ("scale_settings: {type: manual}", "job.yml:7:24: scale_settings.type: 'manual' is not one of default, "
                                        "target_utilization"),
     ("scale_settings: {type: default, max_instances: 2}", "job.yml:7:33: unknown key 'max_instances' in "

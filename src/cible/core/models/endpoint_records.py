@@ -38,6 +38,9 @@ class ReplicaRecord(Record):
     readiness_successes: int = 0
     last_probe_at: datetime | None = None
     reason: str | None = None  # why it is unready, failed or stopping
+    # Stopping after it served: out of the gateway's routes at once, its process stopped only from then on,
+    # once the requests the gateway had sent it have answered or timed out (a drain).
+    drain_until: datetime | None = None
 
 
 class ScaleRecord(Record):

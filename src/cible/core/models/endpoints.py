@@ -7,7 +7,8 @@ different from it:
 - ``scale_settings: {type: target_utilization}`` is honoured for managed deployments too (Azure
   takes it for Kubernetes only), scaled on in-flight requests per replica: ``target_concurrency``
   (cible's key; default ``request_settings.max_concurrent_requests_per_instance``), not CPU;
-- ``min_instances: 0`` scales a deployment to zero, and the first request brings a replica back;
+- ``min_instances: 0`` scales a deployment to zero after ``idle_time_before_scale_to_zero`` seconds
+  without a request (cible's key; 120 by default), and the first request brings a replica back;
 - an endpoint's ``compute: azureml:<cluster>`` (Kubernetes endpoints on Azure) places its
   replicas on that cluster's nodes.
 
@@ -255,6 +256,9 @@ class TargetUtilizationScaleSettings(SpecModel):
     target_utilization_percentage: int = Field(70, ge=1, le=100)  # Azure's CPU target: not acted on
     # cible: in-flight requests per replica to aim for (None: max_concurrent_requests_per_instance).
     target_concurrency: float | None = Field(None, gt=0, le=MAX_CONCURRENT_REQUESTS)
+    # cible, with min_instances 0: seconds without a request before the last replica stops (None: 120 s,
+    # AmlCompute's idle_time_before_scale_down default, whose name and unit this follows).
+    idle_time_before_scale_to_zero: int | None = Field(None, ge=1, le=MAX_PROBE_SECONDS)
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> TargetUtilizationScaleSettings:

@@ -5,6 +5,11 @@ The glue between the reconciler's records and the two pure decisions of replicas
 results are folded into each replica's counters first; the plan that comes back is turned into
 the records to store. Pure: no clock, no store, no process.
 
+Draining: a replica that leaves traffic (scaled down, replaced by a rolling update, restarted) is
+Stopping at once, so the next route table leaves it out, but its job is cancelled only after
+`request_timeout_ms` (+ DRAIN_MARGIN_S): requests the gateway had already sent it, some still
+queued in its scoring server, are answered rather than cut (no request fails during an update).
+
 Probing: a Starting replica is probed on every pass (it takes traffic as soon as it answers;
 its failures do not count, it has Azure's readiness window to get ready); a running one on its
 probes' period, and then its failures count for liveness and readiness.
@@ -17,12 +22,16 @@ from datetime import datetime
 from typing import Any
 
 from cible.core.lifecycle.endpoints import ProvisioningState, ReplicaState
+from cible.core.lifecycle.jobs import JobStatus
 from cible.core.models.endpoint_records import CrashRecord, DeploymentStatus, ReplicaRecord, ScaleRecord
 from cible.core.models.endpoints import OnlineDeployment
 from cible.core.planning import replicas as rp
 from cible.core.planning.durations import span
 
 DELETING = "the deployment is being deleted"
+# A replica that leaves traffic keeps running request_timeout_ms + this: what the gateway sent it just
+# before the new route table reached it still gets its answer (the table is published after each pass).
+DRAIN_MARGIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ def probe_due(observation: ReplicaObservation, spec: dict[str, Any], now: dateti
     record = observation.record
     if observation.ended or not observation.url or observation.job_status != "Running":
         return False
+    if record.state == ReplicaState.STOPPING.value:  # draining: out of traffic, nothing to decide from a probe
+        return False
     if record.state == ReplicaState.STARTING.value:
         return True
     probes = rp.Probes.of(OnlineDeployment.model_validate(spec))
@@ -73,19 +84,32 @@ def decide_deployment(*, spec: dict[str, Any], generation: int, provisioning_sta
         return _deleting(replicas, records)
     deployment = OnlineDeployment.model_validate(spec)
     last_request = demand.get("last_request_at") or status.last_request_at
-    load = rp.Load(in_flight=float(demand.get("in_flight") or 0.0), last_request_at=last_request,
-                   waiting=bool(demand.get("waiting")))
     previous = rp.ScaleState(**status.scale.model_dump()) if status.scale else None
+    ready = [r for r in records.values() if r.state == ReplicaState.READY.value]
+    load = rp.Load(in_flight=float(demand.get("in_flight") or 0.0), last_request_at=last_request,
+                   waiting=bool(demand.get("waiting")), warming=not ready,
+                   ready_since=max((r.ready_since for r in ready if r.ready_since is not None), default=None))
     scale = rp.desired_count(rp.ScalePolicy.of(deployment), load, previous, now)
     crash = rp.CrashLoop(**status.crash.model_dump()) if status.crash else None
     views = [_view(o, records[o.record.job]) for o in replicas]
     plan = rp.decide_replicas(generation, scale.count, views, rp.Probes.of(deployment), now, crash=crash)
 
+    stop = dict(plan.stop)
+    drain = span(deployment.request_settings.request_timeout_ms / 1000 + DRAIN_MARGIN_S)
+    routed = {o.record.job for o in replicas if o.record.state == ReplicaState.READY.value and not o.ended}
     for name, state, why in plan.transitions:
         update: dict[str, Any] = {"state": state.value, "reason": why}
         if state == ReplicaState.READY:
             update.update(ready_since=now, liveness_failures=0, readiness_failures=0)
+        if state == ReplicaState.STOPPING and name in routed:  # the gateway may have requests at it: drain
+            update["drain_until"] = now + drain
+            stop.pop(name, None)
         records[name] = records[name].model_copy(update=update)
+    for o in replicas:  # drained: now its process is stopped
+        record = records[o.record.job]
+        if (record.state == ReplicaState.STOPPING.value and record.drain_until is not None and not o.ended
+                and now >= record.drain_until and o.job_status != JobStatus.CANCEL_REQUESTED.value):
+            stop.setdefault(record.job, record.reason or "stopped")
     kept = tuple(r for r in records.values() if r.state != ReplicaState.STOPPED.value)
     move = rp.deployment_provisioning(provisioning_state, plan)
     state = move[0].value if move else None
@@ -93,11 +117,11 @@ def decide_deployment(*, spec: dict[str, Any], generation: int, provisioning_sta
     if reason is None and not plan.settled:
         reason = _progress(plan, scale.count)
     return DeploymentPlan(
-        start=len(plan.start), stop=dict(plan.stop), replicas=kept, provisioning_state=state,
+        start=len(plan.start), stop=stop, replicas=kept, provisioning_state=state,
         status_changes={"scale": ScaleRecord(**vars(scale)),
                         "crash": CrashRecord(**vars(plan.crash)) if plan.crash else None,
                         "last_request_at": last_request, "reason": reason},
-        busy=bool(plan.start or plan.stop or plan.transitions) or not plan.settled)
+        busy=bool(plan.start or stop or plan.transitions) or not plan.settled)
 
 
 def _probed(observation: ReplicaObservation, now: datetime) -> ReplicaRecord:

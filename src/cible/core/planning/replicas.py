@@ -12,8 +12,12 @@ Two functions, both of (typed inputs, `now`); neither reads a clock, a store or 
   does not drop replicas that the next burst needs. A new deployment starts with max(min, 1)
   replicas, so its creation proves that `init()` works.
 - Scale to zero (cible; Azure's managed endpoints cannot): with `min_instances: 0`, one replica
-  stays warm until no request came, and the count did not change, for `idle_to_zero_s` (120 s,
-  AmlCompute's idle_time_before_scale_down default); then 0. A request that waits while there are
+  stays warm until no request came, the count did not change and no replica got ready, for
+  `idle_to_zero_s` (the scale settings' `idle_time_before_scale_to_zero`; 120 s, AmlCompute's
+  idle_time_before_scale_down default, when not set); then 0. A replica still starting
+  (`Load.warming`) is never scaled away: the window starts once it serves, so a cold start longer
+  than the window neither strands the request that asked for it nor lets a new deployment
+  succeed without its `init()` having run. A request that waits while there are
   no replicas (the gateway's `on_demand`, `Load.waiting`) brings one back at once, whatever the
   polling interval.
 - min/max changed by an update apply at once.
@@ -104,10 +108,12 @@ class ScalePolicy:
     def of(cls, deployment: OnlineDeployment) -> ScalePolicy:
         settings = deployment.scale_settings
         if isinstance(settings, TargetUtilizationScaleSettings):
+            idle = settings.idle_time_before_scale_to_zero
             return cls(type="target_utilization", instance_count=deployment.instance_count,
                        min_instances=settings.min_instances, max_instances=settings.max_instances,
                        polling_interval_s=float(settings.polling_interval),
-                       target_concurrency=deployment.target_concurrency)
+                       target_concurrency=deployment.target_concurrency,
+                       idle_to_zero_s=SCALE_TO_ZERO_IDLE_S if idle is None else float(idle))
         return cls(instance_count=deployment.instance_count, target_concurrency=deployment.target_concurrency)
 
 
@@ -118,6 +124,10 @@ class Load:
     in_flight: float = 0.0  # mean in-flight requests over the last polling interval
     last_request_at: datetime | None = None  # the latest request (None: none yet)
     waiting: bool = False  # a request waits for a replica (no replica is ready): wanted on demand
+    # No replica is ready: the one wanted is still starting (a cold start: an environment to build, a
+    # slow init()) or restarting. Nothing warm is idle, so nothing is scaled to zero under way.
+    warming: bool = False
+    ready_since: datetime | None = None  # when the newest ready replica got ready: the idle window starts there
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,7 +198,10 @@ def _need(policy: ScalePolicy, load: Load, previous: ScaleState, now: datetime) 
     if load.waiting:
         need = max(need, 1)
     if need == 0 and low == 0 and previous.count > 0:
-        quiet_since = max((t for t in (load.last_request_at, previous.changed_at) if t is not None), default=now)
+        if load.warming:
+            return min(high, 1)  # the idle window starts once a replica serves
+        quiet_since = max((t for t in (load.last_request_at, previous.changed_at, load.ready_since)
+                           if t is not None), default=now)
         if now - quiet_since < span(policy.idle_to_zero_s):
             need = 1  # stay warm: scale to zero only after the idle window
     return min(high, max(low, need))
