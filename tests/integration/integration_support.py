@@ -206,26 +206,39 @@ class LauncherRun:
 
 # -- a workspace for sweeps and pipelines --------------------------------------------------------
 @contextmanager
-def tracked_workspace(home: Path) -> Iterator[Path]:
-    """CIBLE_HOME=`home` for a server the SDK starts with MLflow tracking on (a sweep reads its trials'
-    metric there) and `local` as the default compute; the server is stopped at the end."""
+def served_workspace(home: Path, **env: str) -> Iterator[Path]:
+    """CIBLE_HOME=`home` (with `env` set) for a server the SDK starts; at the end the server is stopped
+    (killed if it will not stop) and the nodes it left are killed."""
     import os
 
     import pytest
+
+    from cible.testing import kill_nodes
 
     with pytest.MonkeyPatch.context() as mp:
         for var in ("CIBLE_URL", "CIBLE_TOKEN", "CIBLE_DATABASE_URL"):
             mp.delenv(var, raising=False)
         mp.setenv("CIBLE_HOME", str(home))
-        mp.setenv("CIBLE_DEFAULT_COMPUTE", "local")
-        mp.setenv("CIBLE_TRACKING", "1")
-        yield home
-        info = home / "server.json"
-        pid = json.loads(info.read_text())["pid"] if info.exists() else None
-        subprocess.run([sys.executable, "-m", "cible", "server", "stop", "--home", str(home)],
-                       env={**os.environ, "CIBLE_HOME": str(home)}, capture_output=True, timeout=60)
-        if pid is not None and process_alive(pid):
-            os.kill(pid, 9)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        try:
+            yield home
+        finally:
+            info = home / "server.json"
+            pid = json.loads(info.read_text())["pid"] if info.exists() else None
+            subprocess.run([sys.executable, "-m", "cible", "server", "stop", "--home", str(home)],
+                           env={**os.environ, "CIBLE_HOME": str(home)}, capture_output=True, timeout=60)
+            if pid is not None and process_alive(pid):
+                os.kill(pid, 9)
+            kill_nodes(home)
+
+
+@contextmanager
+def tracked_workspace(home: Path) -> Iterator[Path]:
+    """A served workspace with MLflow tracking on (a sweep reads its trials' metric there) and `local`
+    as the default compute."""
+    with served_workspace(home, CIBLE_DEFAULT_COMPUTE="local", CIBLE_TRACKING="1") as served:
+        yield served
 
 
 @contextmanager

@@ -25,10 +25,9 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_support import process_alive, wait_until
+from integration_support import served_workspace, wait_until
 
 from cible import MLClient
-from cible.testing import kill_nodes
 
 DEPLOY_TIMEOUT_S = 120
 IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest"  # an Azure ML base image: the host Python
@@ -77,19 +76,8 @@ SAVE_MLFLOW_MODEL = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    home = tmp_path_factory.mktemp("ws")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CIBLE_URL", "CIBLE_TOKEN", "CIBLE_DATABASE_URL"):
-            mp.delenv(var, raising=False)
-        mp.setenv("CIBLE_HOME", str(home))
+    with served_workspace(tmp_path_factory.mktemp("ws")) as home:
         yield home
-        info = home / "server.json"
-        pid = json.loads(info.read_text())["pid"] if info.exists() else None
-        subprocess.run([sys.executable, "-m", "cible", "server", "stop", "--home", str(home)],
-                       env={**os.environ, "CIBLE_HOME": str(home)}, capture_output=True, timeout=60)
-        if pid is not None and process_alive(pid):
-            os.kill(pid, 9)
-        kill_nodes(home)
 
 
 @pytest.fixture(scope="module")

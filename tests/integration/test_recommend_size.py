@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration_support import process_alive, wait_until
+from integration_support import served_workspace, wait_until
 
 from cible import MLClient
 from cible.core.catalog import get_size
@@ -48,18 +48,8 @@ SCORE_PY = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    home = tmp_path_factory.mktemp("ws")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CIBLE_URL", "CIBLE_TOKEN", "CIBLE_DATABASE_URL"):
-            mp.delenv(var, raising=False)
-        mp.setenv("CIBLE_HOME", str(home))
+    with served_workspace(tmp_path_factory.mktemp("ws")) as home:
         yield home
-        info = home / "server.json"
-        pid = json.loads(info.read_text())["pid"] if info.exists() else None
-        subprocess.run([sys.executable, "-m", "cible", "server", "stop", "--home", str(home)],
-                       env={**os.environ, "CIBLE_HOME": str(home)}, capture_output=True, timeout=60)
-        if pid is not None and process_alive(pid):
-            os.kill(pid, 9)
 
 
 @pytest.fixture(scope="module")
