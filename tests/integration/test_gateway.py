@@ -512,6 +512,25 @@ def test_malformed_requests_and_huge_headers_are_refused(gateway, replicas) -> N
     assert score(gateway.port)[0] == 200
 
 
+def test_a_header_line_that_never_ends_is_refused_before_it_grows_and_a_long_pipeline_is_answered(
+        gateway, replicas) -> None:
+    gateway.publish(table(blue_green(replicas, 100, 0)))
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"GET /endpoints/ep/ HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        got = b""
+        try:
+            for _ in range(64):  # 4 MiB of one header value, never ended: refused long before the end
+                sock.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        while chunk := sock.recv(65536):
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 431")
+    many = b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" * 3000 + b"GET /endpoints/ep/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    got = raw_exchange(gateway.port, many, until=b"Healthy", timeout=30)
+    assert got.count(b"HTTP/1.1 404") == 3000 and got.endswith(b"Healthy\"}")  # in order, no recursion
+
+
 def test_a_big_upload_over_the_limit_gets_its_413_not_a_reset(gateway, replicas) -> None:
     gateway.publish(table(blue_green(replicas, 100, 0)))
     status, headers, _ = score(gateway.port, body=b"x" * (4 * 1024 * 1024))

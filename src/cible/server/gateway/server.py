@@ -63,7 +63,7 @@ class _ClientConnection(asyncio.Protocol):
     """One client connection: parse requests, hand them to the app, write the answers in order."""
 
     __slots__ = ("app", "busy", "closing", "front", "head_bytes", "head_too_large", "idle", "linger", "parser",
-                 "queue", "req", "transport")
+                 "queue", "req", "transport", "in_head", "head_raw")
 
     def __init__(self, front: _Front) -> None:
         self.front = front
@@ -77,6 +77,8 @@ class _ClientConnection(asyncio.Protocol):
         self.idle = 0  # sweeps since the last byte or answer
         self.head_bytes = 0
         self.head_too_large = False
+        self.in_head = False  # between a request's first byte and the end of its headers
+        self.head_raw = 0  # bytes received meanwhile (httptools holds a header line whole until it ends)
         self.linger = False  # answered before the body was read: half-close, drain, then close
 
     # ---- asyncio.Protocol ------------------------------------------------------------------------
@@ -100,6 +102,12 @@ class _ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         self.idle = 0
+        if self.in_head:  # one endless header line must not grow the parser's buffer without bound
+            self.head_raw += len(data)
+            if self.head_raw > 2 * MAX_HEAD_BYTES:
+                self.head_too_large = True
+                self._refuse(431, f"Request headers larger than {MAX_HEAD_BYTES} bytes")
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -124,6 +132,7 @@ class _ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.req = Request()
         self.head_bytes = 0
+        self.in_head, self.head_raw = True, 0
 
     def on_url(self, url: bytes) -> None:
         self.req.url += url
@@ -151,6 +160,7 @@ class _ClientConnection(asyncio.Protocol):
         req.header_lines += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.head_too_large:
             return
         req = self.req
@@ -197,6 +207,12 @@ class _ClientConnection(asyncio.Protocol):
             self.app.reply_error(self, req, reject[0], reject[1], reject[2])
         else:
             self.app.dispatch(req, self)
+
+    def _start_queued(self, req: Request) -> None:
+        if self.closing or self.transport.is_closing():
+            self.busy = False
+            return
+        self._start(req)
 
     def _answer_early(self, req: Request) -> None:
         """Answer `req` before its body is read, then close: the rest of the body is never read."""
@@ -254,7 +270,10 @@ class _ClientConnection(asyncio.Protocol):
             nxt = queue.popleft()
             if not queue:
                 transport.resume_reading()
-            self._start(nxt)
+            # Next turn of the loop, not a nested call: a pipeline of requests answered at once (404, 401)
+            # would otherwise recurse once per request.
+            self.busy = True  # held until it starts: a request parsed meanwhile queues behind it
+            asyncio.get_running_loop().call_soon(self._start_queued, nxt)
         elif self.closing and not transport.is_closing():
             transport.close()
 
