@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -26,6 +24,7 @@ from cible.server.clusters.runs import ClusterRunner
 from cible.server.errors import install_error_handlers
 from cible.server.guard import RequestGuard
 from cible.server.gateway import Gateway
+from cible.server.reconcilers.demand import GatewayDemand
 from cible.server.reconcilers.endpoints import EndpointReconciler
 from cible.server.reconcilers.jobs import JobReconciler
 from cible.server.reconcilers.orchestrator import Orchestrator
@@ -54,7 +53,6 @@ from cible.server.tokens import Tokens
 from cible.server.tracking import TrackingServer, metric_history
 from cible.server.tracking_proxy import tracking_router
 
-DEMAND_WINDOW_S = 5.0  # the gateway's figures an autoscaler decision reads
 GATEWAY_PORT_FILE = "gateway.port"  # kept across restarts: a scoring_uri stays what it was
 EXPERIMENT_IDS_KEPT = 1024  # MLflow experiment ids the server remembers, by name (the most recently used)
 
@@ -154,26 +152,9 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     # Online endpoints: replicas are jobs; the gateway serves every endpoint on one port.
     publisher = RoutePublisher(tokens, publish=lambda table: gateway.publish(table))
-    wanted: dict[tuple[str, str], float] = {}  # deployments a request waits for (no replica): when it last asked
-
-    def on_demand(endpoint: str, deployment: str) -> None:
-        wanted[(endpoint, deployment)] = time.monotonic()
-        serving.wake()
-
-    def demand(endpoint: str, deployment: str) -> dict[str, Any]:
-        """What the gateway saw of a deployment, for its autoscaler."""
-        in_flight = gateway.in_flight(endpoint, deployment, window_s=DEMAND_WINDOW_S)
-        asked = wanted.get((endpoint, deployment))
-        waiting = asked is not None and time.monotonic() - asked < DEMAND_WINDOW_S
-        if not waiting and in_flight <= 0:
-            # A request held for a first replica asks once (on_demand), then waits as long as that replica
-            # takes to start (an environment to build, a slow init()): it stays wanted while it is held,
-            # or the idle window would scale the starting replica away under it.
-            waiting = bool(gateway.stats(endpoint).get(deployment, {}).get("queued"))
-        return {"in_flight": in_flight, "waiting": waiting,
-                "last_request_at": clock.now() if in_flight > 0 else None}
-
-    gateway = Gateway(check_credential=publisher.check_credential, on_demand=on_demand)
+    demand = GatewayDemand(clock, wake=lambda: serving.wake())
+    gateway = Gateway(check_credential=publisher.check_credential, on_demand=demand.on_demand)
+    demand.gateway = gateway
     gateway_url: list[str] = []  # once it listens
     serving = EndpointReconciler(store, jobs, clock, assets.get, publish=publisher, demand=demand)
     endpoints = EndpointService(store, clock, tokens, gateway_url=lambda: gateway_url[0] if gateway_url else None,
@@ -201,8 +182,10 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                 publisher(session)
             try:
                 port = gateway.start(settings.gateway_host, settings.gateway_port or previous_gateway_port(paths))
-            except OSError:  # the last port is taken by now: any free one
-                port = gateway.start(settings.gateway_host, 0)
+            except OSError:
+                if settings.gateway_port:  # the port asked for: say it is taken rather than serve elsewhere
+                    raise
+                port = gateway.start(settings.gateway_host, 0)  # the last port is taken by now: any free one
             save_gateway_port(paths, port)
             host = settings.gateway_host if settings.gateway_host not in ("0.0.0.0", "::") else "127.0.0.1"
             gateway_url.append(f"http://{host}:{port}")

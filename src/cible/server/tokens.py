@@ -94,7 +94,7 @@ class Tokens:
     def token_expiry(self, endpoint: str, salt: str, token: str) -> int | None:
         """When an endpoint token made by `endpoint_token` expires, or None when this workspace did not make it."""
         expires, _, _mac = token.partition(".")
-        if not expires.isdigit() or len(expires) > 12:
+        if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
             return None
         return int(expires) if hmac.compare_digest(token, self.endpoint_token(endpoint, salt, int(expires))) else None
 

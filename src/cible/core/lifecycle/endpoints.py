@@ -42,7 +42,8 @@ class ProvisioningState(str, Enum):
 P = ProvisioningState
 
 TRANSITIONS: dict[ProvisioningState, frozenset[ProvisioningState]] = {
-    P.CREATING: frozenset({P.SUCCEEDED, P.FAILED, P.CANCELED, P.DELETING}),
+    # Creating → Updating: a deployment whose first replicas are not ready yet is changed (fixed) by the user.
+    P.CREATING: frozenset({P.UPDATING, P.SUCCEEDED, P.FAILED, P.CANCELED, P.DELETING}),
     P.UPDATING: frozenset({P.SUCCEEDED, P.FAILED, P.CANCELED, P.DELETING}),
     P.SUCCEEDED: frozenset({P.UPDATING, P.FAILED, P.DELETING}),
     # Failed → Succeeded: replicas that crashed for a while (a node lost, a dependency down) and

@@ -51,6 +51,7 @@ class ReplicaObservation:
     url: str | None
     ended: bool
     probe: ProbeOutcome | None = None
+    running_since: datetime | None = None  # when its job first ran (None: not yet)
 
 
 @dataclass
@@ -78,7 +79,10 @@ def probe_due(observation: ReplicaObservation, spec: dict[str, Any], now: dateti
 
 
 def decide_deployment(*, spec: dict[str, Any], generation: int, provisioning_state: str, status: DeploymentStatus,
-                      replicas: list[ReplicaObservation], demand: dict[str, Any], now: datetime) -> DeploymentPlan:
+                      replicas: list[ReplicaObservation], demand: dict[str, Any], now: datetime,
+                      local: bool = False) -> DeploymentPlan:
+    """`local`: a --local deployment, which runs `instance_count` replicas (no gateway sees its demand,
+    and Azure's local endpoints ignore scale settings)."""
     records = {o.record.job: _probed(o, now) for o in replicas}
     if provisioning_state == ProvisioningState.DELETING.value:
         return _deleting(replicas, records)
@@ -89,9 +93,10 @@ def decide_deployment(*, spec: dict[str, Any], generation: int, provisioning_sta
     load = rp.Load(in_flight=float(demand.get("in_flight") or 0.0), last_request_at=last_request,
                    waiting=bool(demand.get("waiting")), warming=not ready,
                    ready_since=max((r.ready_since for r in ready if r.ready_since is not None), default=None))
-    scale = rp.desired_count(rp.ScalePolicy.of(deployment), load, previous, now)
+    policy = rp.ScalePolicy(instance_count=deployment.instance_count) if local else rp.ScalePolicy.of(deployment)
+    scale = rp.desired_count(policy, load, previous, now)
     crash = rp.CrashLoop(**status.crash.model_dump()) if status.crash else None
-    views = [_view(o, records[o.record.job]) for o in replicas]
+    views = [_view(o, records[o.record.job], now) for o in replicas]
     plan = rp.decide_replicas(generation, scale.count, views, rp.Probes.of(deployment), now, crash=crash)
 
     stop = dict(plan.stop)
@@ -105,11 +110,13 @@ def decide_deployment(*, spec: dict[str, Any], generation: int, provisioning_sta
             update["drain_until"] = now + drain
             stop.pop(name, None)
         records[name] = records[name].model_copy(update=update)
-    for o in replicas:  # drained: now its process is stopped
+    for o in replicas:  # drained (or never in traffic): its process is stopped, again if a stop was lost
         record = records[o.record.job]
-        if (record.state == ReplicaState.STOPPING.value and record.drain_until is not None and not o.ended
-                and now >= record.drain_until and o.job_status != JobStatus.CANCEL_REQUESTED.value):
+        if (record.state in (ReplicaState.STOPPING.value, ReplicaState.FAILED.value) and not o.ended
+                and (record.drain_until is None or now >= record.drain_until)):
             stop.setdefault(record.job, record.reason or "stopped")
+    cancelling = {o.record.job for o in replicas if o.job_status == JobStatus.CANCEL_REQUESTED.value or o.ended}
+    stop = {job: why for job, why in stop.items() if job not in cancelling}  # asked once is enough
     kept = tuple(r for r in records.values() if r.state != ReplicaState.STOPPED.value)
     move = rp.deployment_provisioning(provisioning_state, plan)
     state = move[0].value if move else None
@@ -128,7 +135,7 @@ def _probed(observation: ReplicaObservation, now: datetime) -> ReplicaRecord:
     """The record with this pass's probe counted (and its URL, once known)."""
     record, probe = observation.record, observation.probe
     update: dict[str, Any] = {}
-    if observation.url and record.url != observation.url:
+    if record.url != observation.url:  # where its job runs now (None while it is requeued)
         update["url"] = observation.url
     if probe is not None:
         update["last_probe_at"] = now
@@ -141,15 +148,22 @@ def _probed(observation: ReplicaObservation, now: datetime) -> ReplicaRecord:
     return record.model_copy(update=update) if update else record
 
 
-def _view(observation: ReplicaObservation, record: ReplicaRecord) -> rp.ReplicaView:
+def _view(observation: ReplicaObservation, record: ReplicaRecord, now: datetime) -> rp.ReplicaView:
     error = None
+    serving = record.state in (ReplicaState.READY.value, ReplicaState.UNREADY.value)
     # A starting replica whose init() raised will not get ready by waiting. (A ready one that a --reload
     # broke is only out of traffic until the script is fixed.)
-    if observation.probe is not None and observation.probe.init_failed and record.state == ReplicaState.STARTING.value:
+    if (observation.probe is not None and observation.probe.init_failed
+            and record.state == ReplicaState.STARTING.value):
         error = f"its scoring script's init() raised: {observation.probe.init_failed}"
     elif observation.ended:
         error = observation.job_error or ("its job was not started" if observation.job_status is None else None)
-    return rp.ReplicaView(name=record.job, version=record.generation, state=record.state, started_at=record.started_at,
+    elif serving and observation.job_status != JobStatus.RUNNING.value:  # requeued: its node was lost
+        error = f"its job went back to {observation.job_status} (its node was lost)"
+    # Its readiness window counts from when its job ran, not from its submit: a node to start or an
+    # environment to build is not the scoring script's slowness.
+    started = observation.running_since or now
+    return rp.ReplicaView(name=record.job, version=record.generation, state=record.state, started_at=started,
                           liveness_failures=record.liveness_failures, readiness_failures=record.readiness_failures,
                           readiness_successes=record.readiness_successes, ready_since=record.ready_since,
                           ended=observation.ended, error=error)

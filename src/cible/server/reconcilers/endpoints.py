@@ -49,6 +49,7 @@ from cible.server.store.db import Store
 from cible.server.store.rows import JobRow, OnlineDeploymentRow, OnlineEndpointRow
 
 log = logging.getLogger("cible.endpoints")
+STARTING_PROBE_TIMEOUT_S = 0.5
 ACTIVE_POLL_S = 0.25  # while a replica starts, stops or a probe is due soon
 IDLE_POLL_S = 1.0
 
@@ -98,7 +99,10 @@ class DeploymentPass:
 
     def observe(self, snapshot: Snapshot, now: datetime) -> Snapshot:
         timeout = float((snapshot.spec.get("readiness_probe") or {}).get("timeout") or 2)
-        due = {o.record.job: (o.url, timeout) for o in snapshot.replicas if probe_due(o, snapshot.spec, now)}
+        # A starting replica listens before its init() ends: a short probe, so that one slow init() does not
+        # hold up the pass (its readiness window is what limits it, not the probes' count).
+        due = {o.record.job: (o.url, min(timeout, STARTING_PROBE_TIMEOUT_S) if o.record.state == "Starting" else timeout)
+               for o in snapshot.replicas if probe_due(o, snapshot.spec, now)}
         results = probe_all(due)
         snapshot.replicas = [replace(o, probe=results.get(o.record.job)) for o in snapshot.replicas]
         if not snapshot.local:
@@ -106,7 +110,7 @@ class DeploymentPass:
         return snapshot
 
     def decide(self, snapshot: Snapshot, now: datetime) -> DeploymentPlan:
-        return decide_deployment(spec=snapshot.spec, generation=snapshot.generation,
+        return decide_deployment(spec=snapshot.spec, generation=snapshot.generation, local=snapshot.local,
                                  provisioning_state=snapshot.provisioning_state, status=snapshot.status,
                                  replicas=snapshot.replicas, demand=snapshot.demand, now=now)
 
@@ -192,6 +196,8 @@ class EndpointReconciler(ReconcilerLoop):
                 log.exception("deployment %s/%s: pass failed", key[0], key[2])
                 continue
             busy = busy or result.collided or bool(result.plan and result.plan.busy)
+            with self.store.session() as session:  # at once: a replica leaving traffic drains from now
+                self.publish(session)
         self._forget_deleted_endpoints()
         with self.store.session() as session:
             self.publish(session)
@@ -216,8 +222,11 @@ def _observation(record: ReplicaRecord, job: JobRow | None, submit_error: str | 
             address = handle.node_addrs[0]
         elif isinstance(handle, LocalHandle):
             address = "127.0.0.1"
-    url = record.url or (f"http://{address}:{record.port}" if address else None)
+    # Where it listens now: from its job's current placement (a requeued replica has none, or a new node).
+    host = f"[{address}]" if address and ":" in address else address
+    url = f"http://{host}:{record.port}" if host else None
     error = job.error.message if job is not None and job.error else submit_error
     return ReplicaObservation(record=record, job_status=None if job is None else job.status, job_error=error,
-                              url=url, ended=job is None or is_terminal(job.status))
+                              url=url, ended=job is None or is_terminal(job.status),
+                              running_since=job.started_at if job is not None else None)
 

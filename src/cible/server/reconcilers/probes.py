@@ -21,7 +21,7 @@ def probe(url: str, timeout_s: float) -> ProbeOutcome:
     try:
         with httpx.Client(timeout=timeout_s, trust_env=False) as client:
             response = client.get(f"{url}/")
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the replica did not answer
         return ProbeOutcome(ok=False, detail=f"GET / did not answer: {type(exc).__name__}")
     if response.status_code == 200:
         return ProbeOutcome(ok=True)

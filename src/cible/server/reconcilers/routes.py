@@ -57,7 +57,7 @@ class RoutePublisher:
     def check_credential(self, endpoint: str, auth_mode: str, bearer: str) -> bool:
         """Whether `bearer` opens `endpoint`: one of its keys, or an unexpired token of it."""
         known = self._credentials.get(endpoint)
-        if known is None or not bearer:
+        if known is None or not bearer or not bearer.isascii():  # keys and tokens are ASCII: anything else is not one
             return False
         mode, keys, salt = known
         if mode == "key":

@@ -89,6 +89,7 @@ class DeploymentService:
                 row.updated_at = now
             if all_traffic or (local and not ep.traffic):
                 ep.traffic = {**{k: 0 for k in ep.traffic}, name: 100}
+                ep.mirror_traffic = {k: v for k, v in ep.mirror_traffic.items() if k != name}  # live now: no shadow
                 ep.updated_at = now
 
         self.store.transact(write)
@@ -101,7 +102,11 @@ class DeploymentService:
             spec = body["spec"]
         else:
             spec = self.get(endpoint, name, local=local)["spec"]
-            for assignment in body.get("set") or []:
+            assignments = body.get("set") or []
+            if not isinstance(assignments, list) or not all(isinstance(a, str) for a in assignments):
+                raise InvalidRequestError("set: a list of assignments such as [\"instance_count=2\"]",
+                                          details={"field": "set"})
+            for assignment in assignments:
                 parts, value = parse_assignment(assignment)
                 set_path(spec, parts, value, assignment)
         return self.create(endpoint, name, {"spec": spec}, local=local, update=True)

@@ -117,7 +117,8 @@ class EndpointService:
         if row.provisioning_state == ProvisioningState.DELETING.value:
             raise ConflictError(f"online endpoint '{row.name}' is being deleted", details={"field": "name"})
         deployments = set(session.scalars(select(OnlineDeploymentRow.name).where(
-            OnlineDeploymentRow.endpoint == row.name, OnlineDeploymentRow.local.is_(row.local))))
+            OnlineDeploymentRow.endpoint == row.name, OnlineDeploymentRow.local.is_(row.local),
+            OnlineDeploymentRow.provisioning_state != ProvisioningState.DELETING.value)))
         traffic = {k: v for k, v in _percentages(traffic, "traffic").items() if v or k in deployments}
         validate_traffic(traffic, deployments)
         mirror = {k: v for k, v in _percentages(mirror, "mirror_traffic").items() if v}
@@ -238,7 +239,7 @@ def _percentages(value: Any, field: str) -> dict[str, int]:
     out = {}
     for name, percent in value.items():
         if isinstance(percent, bool) or not isinstance(percent, (int, float, str)) or \
-                not str(percent).strip().isdigit() or int(percent) > 100:
+                not (str(percent).strip().isascii() and str(percent).strip().isdigit()) or int(percent) > 100:
             raise InvalidRequestError(f"{field}.{name}: {percent!r} is not a percent (a whole number 0 to 100)",
                                       details={"field": f"{field}.{name}"})
         out[str(name)] = int(percent)

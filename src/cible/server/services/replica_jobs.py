@@ -75,7 +75,9 @@ def model_source(spec: dict[str, Any], asset_lookup) -> ModelSource | None:  # n
 
 
 def _basename(path: str) -> str:
-    return posixpath.basename(path.rstrip("/")) or "model"
+    """The model's folder name under AZUREML_MODEL_DIR: its path's last part, if that is a plain name."""
+    name = posixpath.basename(posixpath.normpath(path.rstrip("/")))
+    return name if name not in ("", ".", "..") and "\x00" not in name else "model"
 
 
 def replica_job(spec: dict[str, Any], *, endpoint: str, endpoint_compute: str | None, local: bool, port: int,
@@ -83,6 +85,10 @@ def replica_job(spec: dict[str, Any], *, endpoint: str, endpoint_compute: str | 
     """The command job body of one replica of deployment `spec`."""
     code_configuration = spec.get("code_configuration") or {}
     args = ["python", "-m", "cible.serving", "--port", str(port), "--state-file", STATE_FILE]
+    variables = spec.get("environment_variables") or {}
+    if "SCORING_TIMEOUT_MS" not in variables:  # run() interrupted when the gateway gives up (408), not an hour later
+        timeout_ms = (spec.get("request_settings") or {}).get("request_timeout_ms") or 5000
+        args += ["--request-timeout-ms", str(timeout_ms)]
     inputs: dict[str, Any] = {}
     if model is not None:
         if local:
