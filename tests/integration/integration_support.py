@@ -231,6 +231,14 @@ def served_workspace(home: Path, **env: str) -> Iterator[Path]:
             if pid is not None and process_alive(pid):
                 os.kill(pid, 9)
             kill_nodes(home)
+            # Launchers on `local` run detached from the server (a --local replica's scoring server among them).
+            root = str(home)
+            for proc in psutil.process_iter(["cmdline"]):
+                if any(part == root or f"{root}/" in part for part in proc.info["cmdline"] or ()):
+                    try:
+                        proc.kill()
+                    except psutil.Error:
+                        pass
 
 
 @contextmanager
