@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -79,6 +80,10 @@ def serve(settings: ServerSettings) -> None:
     # background, into server.log).
     print(f"cible server listening on {url} (workspace {paths.home}, database {info['database']}); "
           "SIGINT or SIGTERM stops it", file=sys.stderr, flush=True)
+    # What start-up made (imports, the app) lives as long as the server: moved out of the garbage
+    # collector's sight, a full collection takes ~2 ms instead of the ~130 ms the gateway would stall for.
+    gc.collect()
+    gc.freeze()
     try:
         server.run(sockets=[sock])
     finally:
