@@ -368,7 +368,7 @@ def mlflow_model(mlflow_model_saving: tuple[subprocess.Popen, Path]) -> Path:
     return path
 
 
-def test_an_mlflow_model_is_served_without_code_or_environment(ml: MLClient, mlflow_model: Path):
+def test_an_mlflow_model_is_served_without_code_in_its_own_environment(ml: MLClient, mlflow_model: Path):
     ml.online_endpoints.begin_create_or_update({"name": "tok", "auth_mode": "aml_token"}).result()
     spec = {"name": "nocode", "endpoint_name": "tok", "model": {"path": str(mlflow_model), "type": "mlflow_model"},
             "instance_type": "Standard_DS1_v2", "instance_count": 1,
@@ -381,6 +381,8 @@ def test_an_mlflow_model_is_served_without_code_or_environment(ml: MLClient, mlf
     predictions = answer.json()
     predictions = predictions.get("predictions", predictions) if isinstance(predictions, dict) else predictions
     assert predictions == [pytest.approx(12.0)]
+    # Served in the model's own environment (its conda.yaml), as Azure builds it: not the host's Python.
+    assert "[cible] inline environment: " in ml.online_deployments.get_logs("nocode", "tok", lines=200)
 
 
 def test_aml_token_credentials_open_the_endpoint_and_nothing_else_does(ml: MLClient):

@@ -156,7 +156,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     gateway = Gateway(check_credential=publisher.check_credential, on_demand=demand.on_demand)
     demand.gateway = gateway
     gateway_url: list[str] = []  # once it listens
-    serving = EndpointReconciler(store, jobs, clock, assets.get, publish=publisher, demand=demand)
+    serving = EndpointReconciler(store, jobs, clock, assets.get, publish=publisher, demand=demand,
+                                 blob_root=paths.blob_root)
     endpoints = EndpointService(store, clock, tokens, gateway_url=lambda: gateway_url[0] if gateway_url else None,
                                 stats=gateway.stats, on_change=serving.wake)
     deployments = DeploymentService(store, clock, jobs, endpoints, paths, assets.get, on_change=serving.wake)

@@ -22,6 +22,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -141,7 +142,7 @@ class DeploymentPass:
             model = model_source(snapshot.spec, self.r.asset_lookup)
             body = replica_job(snapshot.spec, endpoint=snapshot.endpoint,
                                endpoint_compute=snapshot.endpoint_spec.get("compute"), local=snapshot.local,
-                               port=port, model=model, reload=snapshot.local)
+                               port=port, model=model, reload=snapshot.local, blob_root=self.r.blob_root)
         except CibleError as exc:  # the model was deleted since: the replica fails at submit, saying why
             body = {"error": exc.message}
         return ReplicaRecord(job=job, generation=snapshot.generation, port=port, started_at=now), body
@@ -169,13 +170,14 @@ class EndpointReconciler(ReconcilerLoop):
     name = "endpoints"
 
     def __init__(self, store: Store, jobs: JobService, clock: Clock, asset_lookup,  # noqa: ANN001
-                 publish: Callable[[Session], None] | None = None,
+                 publish: Callable[[Session], None] | None = None, blob_root: Path | None = None,
                  demand: Callable[[str, str], dict[str, Any]] | None = None) -> None:
         super().__init__()
         self.store = store
         self.jobs = jobs
         self.clock = clock
         self.asset_lookup = asset_lookup
+        self.blob_root = blob_root  # where snapshots are: a no-code MLflow model's conda.yaml is read there
         self.publish = publish or (lambda session: None)  # the route table, from the store, to the gateway
         self.demand = demand or (lambda endpoint, deployment: {})
         self.submit_errors: dict[str, str] = {}  # replica job -> why its submit was refused

@@ -195,7 +195,8 @@ class DeploymentService:
                 "code_configuration: a deployment needs a scoring script (code_configuration: {code, scoring_script}) "
                 "unless its model is an MLflow model (type: mlflow_model), which is served without one",
                 details={"field": "code_configuration"})
-        body = replica_job(spec, endpoint=endpoint, endpoint_compute=compute, local=local, port=0, model=model)
+        body = replica_job(spec, endpoint=endpoint, endpoint_compute=compute, local=local, port=0, model=model,
+                           blob_root=self.paths.blob_root)
         try:
             self.jobs.validate(VALIDATION_NAME, body)
         except CibleError as exc:

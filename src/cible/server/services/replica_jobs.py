@@ -24,10 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from cible.core.environments.plan import HOST_IMAGE_EXAMPLE
 from cible.core.errors import CibleError, InvalidRequestError
 from cible.core.specs.azureml import refs
+from cible.runfiles import blob_path, read_manifest
+from cible.server.services.job_plans import SNAPSHOT_SCHEME, parse_snapshot_uri
 
 STATE_FILE = ".cible-serving.json"
+MLFLOW_CONDA_FILE = "conda.yaml"  # what mlflow's save_model writes beside MLmodel
 MODEL_INPUT = "model"
 # Job fields in a submit's errors -> the deployment's fields they come from.
 _FIELDS = (("resources.instance_type", "instance_type"), ("resources.instance_count", "instance_count"),
@@ -42,6 +48,7 @@ class ModelSource:
     path: str  # an azureml: reference, a cible://snapshots/ URI, or (local) an absolute path
     basename: str
     mlflow: bool
+    stored: str = ""  # where its files are: a cible://snapshots/ URI, or (local) an absolute path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -65,12 +72,12 @@ def model_source(spec: dict[str, Any], asset_lookup) -> ModelSource | None:  # n
             asset = asset_lookup("models", ref.name, ref.version or ref.label or "latest")
         except CibleError as exc:
             raise type(exc)(f"model: {exc.message}", details={"field": "model"}) from None
-        return ModelSource(path=model, basename=_basename(asset["path"]),
+        return ModelSource(path=model, basename=_basename(asset["path"]), stored=str(asset["path"]),
                            mlflow=str(asset.get("type", "")).lower() == "mlflow_model")
     path = str(model.get("path") or "")
     if not path:
         raise InvalidRequestError("model.path: an inline model needs a path", details={"field": "model.path"})
-    return ModelSource(path=path, basename=_basename(path),
+    return ModelSource(path=path, basename=_basename(path), stored=path,
                        mlflow=str(model.get("type", "")).lower() == "mlflow_model")
 
 
@@ -80,8 +87,32 @@ def _basename(path: str) -> str:
     return name if name not in ("", ".", "..") and "\x00" not in name else "model"
 
 
+def model_environment(model: ModelSource, blob_root: Path) -> dict[str, Any] | None:
+    """The environment an MLflow model declares (its conda.yaml), for a no-code deployment that names none:
+    Azure builds that one from the model's own files. None when the model has no readable conda.yaml."""
+    text = _model_file(model, MLFLOW_CONDA_FILE, blob_root)
+    try:
+        conda = yaml.safe_load(text) if text is not None else None
+    except yaml.YAMLError:
+        return None
+    return {"image": HOST_IMAGE_EXAMPLE, "conda_file": conda} if isinstance(conda, dict) else None
+
+
+def _model_file(model: ModelSource, rel: str, blob_root: Path) -> str | None:
+    stored = model.stored or model.path
+    try:
+        if stored.startswith(SNAPSHOT_SCHEME):
+            snapshot, subpath = parse_snapshot_uri(stored)
+            entry = read_manifest(blob_root, snapshot)["files"].get(f"{subpath}/{rel}" if subpath else rel)
+            return None if entry is None else blob_path(blob_root, entry["sha256"]).read_text(encoding="utf-8")
+        path = Path(stored) / rel
+        return path.read_text(encoding="utf-8") if path.is_absolute() and path.is_file() else None
+    except (OSError, ValueError, KeyError, CibleError):  # unreadable: the deployment runs on the host Python
+        return None
+
+
 def replica_job(spec: dict[str, Any], *, endpoint: str, endpoint_compute: str | None, local: bool, port: int,
-                model: ModelSource | None, reload: bool = False) -> dict[str, Any]:
+                model: ModelSource | None, reload: bool = False, blob_root: Path | None = None) -> dict[str, Any]:
     """The command job body of one replica of deployment `spec`."""
     code_configuration = spec.get("code_configuration") or {}
     args = ["python", "-m", "cible.serving", "--port", str(port), "--state-file", STATE_FILE]
@@ -123,6 +154,10 @@ def replica_job(spec: dict[str, Any], *, endpoint: str, endpoint_compute: str | 
         body["code"] = code
     if spec.get("environment") is not None:
         body["environment"] = spec["environment"]
+    elif model is not None and model.mlflow and not code_configuration and blob_root is not None:
+        declared = model_environment(model, blob_root)  # no-code MLflow: the model's own environment
+        if declared is not None:
+            body["environment"] = declared
     if local:
         body["compute"] = "local"
     elif endpoint_compute:
