@@ -209,14 +209,15 @@ def test_a_rolling_update_under_steady_load_fails_no_request(ml: MLClient, code:
     failures = [a for a in load.answers if a[0] != 200]
     assert not failures, f"{len(failures)} of {len(load.answers)} requests failed during the update: {failures[:5]}"
     versions = [a[1]["version"] for a in load.answers]
-    assert versions[0] == "v1" and versions[-1] == "v2"
-    # Once the update has settled only the new version answers (a request or two may have been under way).
-    assert set(versions[settled + 2:]) == {"v2"}, versions[settled:]
-    # Succeeded once the new replicas serve; the old ones may still be stopping (draining) a moment.
+    assert versions[0] == "v1" and "v2" in versions[settled:]
+    # Succeeded once the new replicas serve; the old ones drain a moment (out of the routes, answering what
+    # the gateway had already sent them, so a v1 answer may still come back just after), then go.
     now = wait_until(lambda: (lambda r: r if len(r) == 2 else None)(replicas(ml, "blue", "roll")), timeout=30,
                      message="the old replicas gone")
     assert all(r["ready"] and r["generation"] == 2 for r in now), now
     assert not set(old) & {r["name"] for r in now}
+    after = [caller.post({"n": i}) for i in range(10)]
+    assert [(a.status_code, a.json()["version"]) for a in after] == [(200, "v2")] * 10  # only the new version
 
 
 def test_instance_count_changes_are_applied_in_place(ml: MLClient):
