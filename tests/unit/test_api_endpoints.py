@@ -99,3 +99,32 @@ def test_requests_queued_at_the_gateway_count_as_demand() -> None:
     assert woken and demand("ep", "blue")["waiting"]
     clock.advance(10)
     assert not demand("ep", "blue")["waiting"]
+
+
+def test_a_deployment_whose_record_cannot_be_read_leaves_the_other_routes_published(api: TestClient) -> None:
+    from datetime import datetime, timezone
+
+    from sqlalchemy import text
+
+    from cible.core.models.endpoint_records import DeploymentStatus
+    from cible.server.store.rows import OnlineDeploymentRow
+
+    store = api.app.state.store
+    assert api.put("/api/v1/online-endpoints/other-ep", json={"spec": {}}).status_code == 200
+    now = datetime.now(timezone.utc)
+    with store.session() as session:
+        for endpoint in ("my-ep", "other-ep"):
+            session.add(OnlineDeploymentRow(endpoint=endpoint, local=False, name="blue", spec=DEPLOYMENT, generation=1,
+                                            provisioning_state="Succeeded", observed=DeploymentStatus(),
+                                            created_at=now, updated_at=now))
+    with store.session() as session:  # a record written by a newer cible, say
+        session.execute(text("UPDATE online_deployments SET status = '{\"schema_version\": 99, \"x\": 1}' "
+                             "WHERE endpoint = 'my-ep'"))
+    tables = []
+    publisher = RoutePublisher(Tokens("workspace-token"), publish=tables.append)
+    with store.session() as session:
+        publisher(session)
+    (table,) = tables
+    assert set(table.endpoints) == {"my-ep", "other-ep"}
+    assert set(table.endpoints["other-ep"].deployments) == {"blue"}
+    assert table.endpoints["my-ep"].deployments == {}  # its unreadable deployment alone is left out

@@ -9,6 +9,7 @@ without touching the database.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,12 +17,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cible.core.errors import UnreadableRecordError
 from cible.core.lifecycle.endpoints import ProvisioningState
 from cible.server.gateway.routes import DeploymentRoute, EndpointRoute, Replica, RouteTable
 from cible.server.store.rows import OnlineDeploymentRow, OnlineEndpointRow
 from cible.server.tokens import Tokens
 
 READY = "Ready"
+log = logging.getLogger("cible.endpoints")
 
 
 class RoutePublisher:
@@ -35,9 +38,9 @@ class RoutePublisher:
         endpoints: dict[str, EndpointRoute] = {}
         credentials: dict[str, tuple[str, tuple[str, str], str]] = {}
         deployments: dict[tuple[str, bool], list[OnlineDeploymentRow]] = {}
-        for dep in session.scalars(select(OnlineDeploymentRow)):
+        for dep in _readable(session, OnlineDeploymentRow):
             deployments.setdefault((dep.endpoint, dep.local), []).append(dep)
-        for ep in session.scalars(select(OnlineEndpointRow)):
+        for ep in _readable(session, OnlineEndpointRow):
             if ep.provisioning_state == ProvisioningState.DELETING.value:
                 continue
             deps = deployments.get((ep.name, ep.local), [])
@@ -64,6 +67,22 @@ class RoutePublisher:
             return any(hmac.compare_digest(bearer, key) for key in keys)
         expires = self.tokens.token_expiry(endpoint, salt, bearer)
         return expires is not None and expires > time.time()
+
+
+def _readable(session: Session, row_class: type) -> list[Any]:
+    """Every row of `row_class`; one whose record cannot be read is left out (and logged), so it cannot
+    keep the others' routes from being published. The common case is one query."""
+    try:
+        return list(session.scalars(select(row_class)))
+    except UnreadableRecordError:
+        pass  # read again row by row (the read failed in Python, the transaction is fine)
+    rows = []
+    for key in session.execute(select(*row_class.__table__.primary_key.columns)).all():
+        try:
+            rows.append(session.get(row_class, tuple(key)))
+        except UnreadableRecordError as exc:
+            log.error("%s %s left out of the gateway's routes: %s", row_class.__tablename__, tuple(key), exc)
+    return rows
 
 
 def _deployment_route(dep: OnlineDeploymentRow) -> DeploymentRoute:
