@@ -35,6 +35,7 @@ MUTABLE_FIELDS = ("display_name", "description", "tags")
 PARENT_TYPES = ("sweep", "pipeline")  # jobs whose work is child jobs, made by the orchestrator
 CHILD_KIND = {"sweep": "trial", "pipeline": "step"}
 REPLICA = "replica"  # a job that is an online deployment's replica (services/deployments.py)
+BATCH = "batch"  # a job made by `batch-endpoint invoke` (services/batch_endpoints.py), listed among jobs
 RUN_TOKEN_GRACE = timedelta(minutes=10)  # a run token outlives its job this long (its last uploads)
 SERVERLESS_POOL_MAX = 255  # computes.name is String(255)
 SERVERLESS = "serverless"
@@ -64,6 +65,10 @@ class Lineage:
     # A replica of an online deployment ("<endpoint>/<deployment>"): a job of type `replica`, which runs
     # the scoring server (its environment gets the server's packages) and is not listed among jobs.
     replica_of: str | None = None
+    # A job made by `batch-endpoint invoke`: "<endpoint>/<deployment>" and its plan's `batch` block (the
+    # deployment's settings the server hands the job's runners: core/models/batch_endpoints.py).
+    batch_of: str | None = None
+    batch: dict[str, Any] | None = None
 
 
 class _LostRace(Exception):
@@ -125,6 +130,8 @@ class JobService:
             if lineage is not None and lineage.replica_of:
                 # No MLflow run: a replica serves, it does not train.
                 plan = {**plan, "environment": with_serving(plan["environment"]), "serving": True, "tracking": None}
+            if lineage is not None and lineage.batch_of:
+                plan = {**plan, "batch": dict(lineage.batch or {})}
         experiment = job.experiment_name or "Default"
         now = self.clock.now()
         spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
@@ -134,7 +141,7 @@ class JobService:
                 if session.get(JobRow, name) is not None:  # made since the read above
                     raise _LostRace
                 row = JobRow(
-                    name=name, job_type=REPLICA if lineage.replica_of else job.type,
+                    name=name, job_type=REPLICA if lineage.replica_of else BATCH if lineage.batch_of else job.type,
                     display_name=job.display_name or display_name_for(name),
                     experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
                     target=target, instance_count=plan["instance_count"], spec=spec,
@@ -143,7 +150,7 @@ class JobService:
                         serverless=ServerlessPool(size=pool["size"], tier=pool["tier"],
                                                   max_instances=pool["max_instances"]) if pool else None),
                     created_at=now, updated_at=now, created_by=user, parent_job_name=lineage.parent,
-                    parent_step=lineage.step, reuse_key=lineage.reuse_key, children=children,
+                    parent_step=lineage.step, reuse_key=lineage.reuse_key, children=children, batch_of=lineage.batch_of,
                 )
                 session.add(row)
                 if pool is not None:  # the job's own serverless nodes: made for it, gone after it

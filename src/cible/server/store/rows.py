@@ -50,6 +50,8 @@ class JobRow(Base):
     reuse_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # A sweep's or pipeline's own state beyond its children (ChildrenRecord); None for other jobs.
     children: Mapped[ChildrenRecord | None] = mapped_column(RecordJSON(ChildrenRecord, optional=True), nullable=True)
+    # A job made by `batch-endpoint invoke`: "<endpoint>/<deployment>" (`batch-deployment list-jobs`).
+    batch_of: Mapped[str | None] = mapped_column(String(130), nullable=True, index=True)
     # Optimistic concurrency: every update checks and bumps it, so two writers never lose each other's write.
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     __mapper_args__ = {"version_id_col": version}
@@ -229,5 +231,75 @@ class OnlineDeploymentRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
+
+
+class BatchEndpointRow(Base):
+    """A batch endpoint: the user's spec (its `defaults.deployment_name` says which deployment `invoke` uses)."""
+
+    __tablename__ = "batch_endpoints"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    provisioning_state: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
+
+
+class BatchDeploymentRow(Base):
+    """A deployment of a batch endpoint: what each invocation's job runs, and with which settings."""
+
+    __tablename__ = "batch_deployments"
+
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    provisioning_state: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
+
+
+class BatchRunRow(Base):
+    """A batch job's split, recorded once (by its first runner to list the input), and its outcome."""
+
+    __tablename__ = "batch_runs"
+
+    job_name: Mapped[str] = mapped_column(ForeignKey("jobs.name", ondelete="CASCADE"), primary_key=True)
+    total: Mapped[int] = mapped_column(Integer)  # mini-batches
+    files: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None while running
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
+
+
+class MiniBatchRow(Base):
+    """One mini-batch of a batch job: its files (relative to the input), state, tries and result."""
+
+    __tablename__ = "mini_batches"
+    __table_args__ = (Index("ix_mini_batches_state", "job_name", "state"),)
+
+    job_name: Mapped[str] = mapped_column(ForeignKey("jobs.name", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    files: Mapped[list[Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))  # pending | running | done | failed
+    tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # failed tries so far
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failed_files: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    run_attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     __mapper_args__ = {"version_id_col": version}
