@@ -12,6 +12,12 @@
   removed, never reused. A CUDA environment (the plan's ``cuda``) is built as its CUDA build where
   this machine has a GPU and as its CPU build (``cpu_build``) where it has none; the job's log
   says which.
+  The interpreter is the requested X.Y where the machine has it or uv can download it
+  (`cible.launch.interpreters`); else, unless strict Python matching is on, the nearest one, and
+  then each exact pin with no wheel for it is moved to the nearest version with one
+  (`cible.launch.pins`): every move in the build log, the list once in the job's log. Such a build
+  is cached under a key of its own (the planned key, that Python and the relaxed pins), pointed to
+  by ``<key>.fallback.json``, so it never stands in for the exact build a strict job wants.
 - ``container``: needs a container engine; fails with the plan's reason.
 
 Standard library only at import time: the launcher imports this module. uv is found when a build
@@ -21,6 +27,7 @@ starts (the `uv` package's binary, else `uv` on PATH).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -33,6 +40,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cible.launch.interpreters import (  # noqa: F401 - find_interpreter and available_interpreters are this module's API
+    NoInterpreter,
+    available_interpreters,
+    choose_interpreter,
+    find_interpreter,
+)
+from cible.launch.pins import Relaxation
+from cible.launch.pins import relax as relax_pins
+
 READY_MARKER = ".cible-ready"
 REQUIREMENTS_FILE = "cible-requirements.txt"
 # A .pth line runs at every interpreter start: how an environment's variables (a Docker ENV in
@@ -40,7 +56,6 @@ REQUIREMENTS_FILE = "cible-requirements.txt"
 VARIABLES_PTH = "cible-environment-variables.pth"
 UV_CACHE_DIRNAME = ".uv-cache"
 TAIL_LINES = 30
-MIN_FALLBACK_MINOR = 8  # oldest Python 3 that uv creates environments for
 # uv lines worth showing in the job's stream while it installs
 _PROGRESS_LINE = re.compile(r"^(Using CPython |Resolved |Prepared |Installed |Uninstalled |Audited )")
 
@@ -75,7 +90,7 @@ def materialise(
     kind = env.get("kind", "host")
     if kind == "host":
         for note in env.get("notes") or []:
-            progress(f"{_who(env)}: {note} (Python {_fmt(tuple(sys.version_info[:3]))}, {sys.executable})")
+            progress(f"{_who(env)}: {note} (Python {'.'.join(map(str, sys.version_info[:3]))}, {sys.executable})")
         return Path(sys.executable).parent
     if kind == "container":
         _container(env)
@@ -157,6 +172,19 @@ def _who(env: dict[str, Any]) -> str:
 
 
 # -- venv -----------------------------------------------------------------------------------------------
+# An environment built on another Python than its plan's (the requested one is not here) lives under a
+# key of its own, which includes that Python and its relaxed pins, so that it never stands in for the
+# exact build; `<key>.fallback.json` points from the planned key to it.
+FALLBACK_POINTER = ".fallback.json"
+
+
+def fallback_key(key: str, python: str, requirements: list[str]) -> str:
+    """The cache key of environment `key` built on `python` ("3.11.7") with `requirements` (relaxed)."""
+    major_minor = ".".join(str(python).split(".")[:2])
+    inputs = {"of": key, "python": major_minor, "requirements": sorted(set(requirements))}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _venv(
     env: dict[str, Any], cache_root: Path, progress: Progress, build_log: Path,
     strict_python: bool, cancel: Callable[[], bool] | None,
@@ -166,6 +194,10 @@ def _venv(
     if ready is not None:  # warm path: no lock, no process
         progress(f"{label}: cached ({key[:12]}), reused")
         return ready
+    if not strict_python:
+        ready = _reuse_fallback(env, cache_root, progress, build_log)
+        if ready is not None:
+            return ready
     cache_root.mkdir(parents=True, exist_ok=True)
     lock_path = cache_root / f"{key}.lock"
     with open(lock_path, "a+b") as lock:
@@ -179,9 +211,41 @@ def _venv(
             if ready is not None:
                 progress(f"{label}: built by another job ({key[:12]}), reused")
                 return ready
+            if not strict_python:
+                ready = _reuse_fallback(env, cache_root, progress, build_log)
+                if ready is not None:
+                    return ready
             return _build(env, cache_root, progress, build_log, strict_python, cancel)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _reuse_fallback(env: dict[str, Any], cache_root: Path, progress: Progress, build_log: Path) -> Path | None:
+    """The ready build of `env` on another Python, unless the requested Python is here by now."""
+    key, label, requested = env["key"], _who(env), env.get("python")
+    try:
+        pointer = json.loads((cache_root / f"{key}{FALLBACK_POINTER}").read_text(encoding="utf-8"))
+        built_key, python = str(pointer["key"]), str(pointer["python"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    bin_dir = ready_environment(cache_root, built_key)
+    if bin_dir is None or (requested and find_interpreter(requested) is not None):
+        return None
+    relaxed = [tuple(pair) for pair in pointer.get("relaxed") or []]
+    progress(f"{label}: cached ({built_key[:12]}: python {requested} built on Python {python}), reused")
+    _log(build_log, f"== {label}: reusing {built_key}, python {requested} built on Python {python}")
+    for line in pointer.get("deviations") or []:
+        _log(build_log, line)
+    if relaxed:
+        progress(_relaxed_summary(label, python, relaxed))
+    return bin_dir
+
+
+def _relaxed_summary(label: str, python: str, relaxed: list) -> str:
+    pairs = ", ".join(f"{planned} -> {used}" for planned, used in relaxed)
+    minor = ".".join(str(python).split(".")[:2])
+    return (f"{label}: {len(relaxed)} pin(s) with no wheel for Python {minor} relaxed to the nearest version "
+            f"with one: {pairs} (see the environment build log)")
 
 
 def _build(
@@ -189,21 +253,47 @@ def _build(
     strict_python: bool, cancel: Callable[[], bool] | None,
 ) -> Path:
     key, label = env["key"], _who(env)
-    env_dir = cache_root / key
-    if env_dir.exists() or env_dir.is_symlink():  # a build that died half-way: never reused
-        _remove(env_dir)
     requirements = [str(r) for r in env.get("requirements") or []]
     requested = env.get("python")
     started = time.monotonic()
     build_log.parent.mkdir(parents=True, exist_ok=True)
     log_start = build_log.stat().st_size if build_log.exists() else 0
     _log(build_log, f"== building {label} (key {key}) at {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+
+    def say(line: str, stream: bool) -> None:
+        _log(build_log, line)
+        if stream:
+            progress(line)
+
+    env_dir: Path | None = None
     try:
         uv = find_uv()
-        interpreter, version = _choose_interpreter(requested, strict_python, progress, build_log, uv)
+        try:
+            chosen = choose_interpreter(requested, strict_python, uv, say)
+        except NoInterpreter as exc:
+            raise EnvironmentBuildError(exc.message) from None
+        interpreter, version = chosen.exe, chosen.version
+        build_key, relaxation = key, None
+        if not chosen.exact:
+            if requirements:
+                relaxation = relax_pins(requirements, chosen.exe)
+                for line in relaxation.notes + relaxation.deviations:
+                    _log(build_log, line)
+                if relaxation.relaxed:
+                    progress(_relaxed_summary(label, version, relaxation.relaxed))
+                requirements = relaxation.requirements
+            build_key = fallback_key(key, version, requirements)
+            ready = ready_environment(cache_root, build_key)
+            if ready is not None:  # the pointer was lost: the build is still good
+                _point(cache_root, key, build_key, version, relaxation)
+                progress(f"{label}: cached ({build_key[:12]}: python {requested} built on Python {version}), reused")
+                return ready
+        env_dir = cache_root / build_key
+        if env_dir.exists() or env_dir.is_symlink():  # a build that died half-way: never reused
+            _remove(env_dir)
         progress(
             f"{label}: building a Python {version} virtual environment with "
-            f"{len(requirements)} requirement(s) (key {key[:12]})"
+            f"{len(requirements)} requirement(s) (key {build_key[:12]})"
         )
         conda_only = env.get("conda_only") or []
         if conda_only:
@@ -220,7 +310,9 @@ def _build(
             req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
             # --torch-backend: uv takes the PyTorch packages (only those) from PyTorch's index of that build.
             backend = ["--torch-backend", str(torch_backend)] if torch_backend else []
-            _run([uv, "pip", "install", "--python", str(env_python), *backend, "-r", str(req_file)],
+            # A compiled package with no wheel for this Python at any version is not built from source unasked.
+            no_build = [a for name in (relaxation.no_build if relaxation else []) for a in ("--only-binary", name)]
+            _run([uv, "pip", "install", "--python", str(env_python), *backend, *no_build, "-r", str(req_file)],
                  uv_env, cache_root, build_log, progress, label, cancel)
         variables = env.get("variables") or {}
         if variables:
@@ -228,9 +320,13 @@ def _build(
         packages = _freeze(uv, env_python, uv_env, cache_root)
         seconds = round(time.monotonic() - started, 3)
         facts = {
-            "key": key, "label": label, "python": {"requested": requested, "version": version, "interpreter": interpreter},
+            "key": build_key, "label": label,
+            "python": {"requested": requested, "version": version, "interpreter": interpreter, "exact": chosen.exact},
             "requirements": requirements, "conda_only": conda_only, "packages": packages, "seconds": seconds,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"planned_key": key} if build_key != key else {}),
+            **({"relaxed": [list(pair) for pair in relaxation.relaxed],
+                "deviations": relaxation.deviations} if relaxation and relaxation.relaxed else {}),
             **({"variant": env["variant"]} if env.get("variant") else {}),
             **({"torch_backend": torch_backend} if torch_backend else {}),
             **({"variables": variables} if variables else {}),
@@ -238,8 +334,11 @@ def _build(
         tmp = env_dir / (READY_MARKER + ".tmp")
         tmp.write_text(json.dumps(facts, indent=1), encoding="utf-8")
         os.replace(tmp, env_dir / READY_MARKER)  # written last: its presence means the build completed
+        if build_key != key:
+            _point(cache_root, key, build_key, version, relaxation)
     except BaseException as exc:
-        _remove(env_dir)
+        if env_dir is not None:
+            _remove(env_dir)
         if isinstance(exc, EnvironmentBuildError):
             _log(build_log, f"== build failed: {exc.message.splitlines()[0]}")
             progress(f"{label}: build failed after {time.monotonic() - started:.1f}s")
@@ -251,142 +350,14 @@ def _build(
     return env_dir / "bin"
 
 
-# -- interpreters -----------------------------------------------------------------------------------
-def _version_of(exe: str) -> tuple[int, int, int] | None:
-    """The version of the interpreter at `exe`, by running it (pyenv shims on PATH may not work)."""
-    try:
-        out = subprocess.run(
-            [exe, "-c", "import sys; print(*sys.version_info[:3])"],
-            check=False, capture_output=True, text=True, timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    parts = out.stdout.split()
-    if out.returncode != 0 or len(parts) != 3:
-        return None
-    return int(parts[0]), int(parts[1]), int(parts[2])
-
-
-def _pyenv_interpreters() -> list[tuple[tuple[int, int, int], str]]:
-    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
-    found = []
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return []
-    for d in entries:
-        m = re.fullmatch(r"^(\d+)\.(\d+)\.(\d+)$", d.name)  # CPython builds only (not pypy, conda, virtualenvs)
-        exe = d / "bin" / "python"
-        if m and exe.exists():
-            found.append(((int(m[1]), int(m[2]), int(m[3])), str(exe)))
-    return found
-
-
-def _path_interpreter(major: int, minor: int) -> tuple[tuple[int, int, int], str] | None:
-    exe = shutil.which(f"python{major}.{minor}")
-    if not exe:
-        return None
-    version = _version_of(exe)
-    if version is None or version[:2] != (major, minor):
-        return None
-    return version, exe
-
-
-def _uv_find(uv: str, wanted: str) -> tuple[tuple[int, int, int], str] | None:
-    try:
-        out = subprocess.run(
-            [uv, "python", "find", wanted, "--no-python-downloads"],
-            check=False, capture_output=True, text=True, timeout=30, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    exe = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else ""
-    if not exe:
-        return None
-    version = _version_of(exe)
-    return (version, exe) if version else None
-
-
-def _fmt(version: tuple[int, ...]) -> str:
-    return ".".join(map(str, version))
-
-
-def find_interpreter(requested: str | None, uv: str | None = None) -> tuple[str, str] | None:
-    """(path, "X.Y.Z") of an interpreter for `requested` ("3.10"; None = the host's), or None.
-
-    Looks at the host interpreter, $PYENV_ROOT/versions/X.Y.*, pythonX.Y on PATH and
-    `uv python find X.Y --no-python-downloads`. Never downloads an interpreter.
-    """
-    host = tuple(sys.version_info[:3])
-    if requested is None:
-        return sys.executable, _fmt(host)
-    try:
-        major, minor = (int(p) for p in str(requested).split(".")[:2])
-    except ValueError:
-        return None
-    if host[:2] == (major, minor):
-        return sys.executable, _fmt(host)
-    pyenv = sorted((v, exe) for v, exe in _pyenv_interpreters() if v[:2] == (major, minor))
-    if pyenv:
-        return pyenv[-1][1], _fmt(pyenv[-1][0])
-    on_path = _path_interpreter(major, minor)
-    if on_path:
-        return on_path[1], _fmt(on_path[0])
-    if uv and (major, minor) >= (3, 7):
-        found = _uv_find(uv, f"{major}.{minor}")
-        if found and found[0][:2] == (major, minor):
-            return found[1], _fmt(found[0])
-    return None
-
-
-def available_interpreters() -> list[tuple[str, str]]:
-    """[(path, "X.Y.Z")] of the Python 3.8+ interpreters this machine has, one per minor version
-    (the host's own for its minor, else the newest patch)."""
-    host = tuple(sys.version_info[:3])
-    by_minor: dict[tuple[int, int], tuple[tuple[int, int, int], str]] = {}
-    for version, exe in sorted(_pyenv_interpreters()):
-        by_minor[version[:2]] = (version, exe)  # sorted: the newest patch wins
-    by_minor[host[:2]] = (host, sys.executable)
-    for minor in range(MIN_FALLBACK_MINOR, 20):
-        if (3, minor) not in by_minor:
-            found = _path_interpreter(3, minor)
-            if found:
-                by_minor[(3, minor)] = found
-    return [(exe, _fmt(v)) for (major, minor), (v, exe) in sorted(by_minor.items())
-            if major == 3 and minor >= MIN_FALLBACK_MINOR]
-
-
-def _choose_interpreter(
-    requested: str | None, strict: bool, progress: Progress, build_log: Path, uv: str,
-) -> tuple[str, str]:
-    found = find_interpreter(requested, uv)
-    if found:
-        _log(build_log, f"python {requested or 'of the host'}: {found[0]} ({found[1]})")
-        return found
-    available = available_interpreters()
-    listing = ", ".join(v for _, v in available) or "none"
-    if strict or not available:
-        raise EnvironmentBuildError(
-            f"python {requested} is not available on this machine (looked at PATH, $PYENV_ROOT/versions and "
-            f"uv's interpreters; cible never downloads one); available: {listing}. Install Python {requested} "
-            "or pin a version the machine has" + (" (strict Python matching is on)" if strict else "")
-        )
-    try:
-        want = int(str(requested).split(".")[1])
-    except (IndexError, ValueError):
-        want = sys.version_info[1]
-    host_minor = sys.version_info[1]
-    exe, version = min(
-        available,
-        key=lambda a: (abs(int(a[1].split(".")[1]) - want), int(a[1].split(".")[1]) != host_minor, -int(a[1].split(".")[1])),
-    )
-    message = (
-        f"python {requested} not available here; using {version} ({exe}) instead "
-        f"(available: {listing}; strict Python matching makes this an error)"
-    )
-    progress(message)
-    _log(build_log, message)
-    return exe, version
+def _point(cache_root: Path, key: str, build_key: str, python: str, relaxation: Relaxation | None) -> None:
+    """Record that environment `key` is built (on another Python) as `build_key`."""
+    pointer = {"key": build_key, "python": python,
+               "relaxed": [list(pair) for pair in relaxation.relaxed] if relaxation else [],
+               "deviations": list(relaxation.deviations) if relaxation else []}
+    tmp = cache_root / f"{key}{FALLBACK_POINTER}.tmp"
+    tmp.write_text(json.dumps(pointer, indent=1), encoding="utf-8")
+    os.replace(tmp, cache_root / f"{key}{FALLBACK_POINTER}")
 
 
 # -- processes ------------------------------------------------------------------------------------------
