@@ -522,7 +522,9 @@ def test_model_folder_falls_back_to_copies_and_links(tmp_path: Path, monkeypatch
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(serving_main.os, "link", no_hard_links)
-    monkeypatch.setattr(serving_main, "SMALL_FILE", 16)
+    import cible.serving.model_dir as model_dir
+
+    monkeypatch.setattr(model_dir, "SMALL_FILE", 16)
     shown = Path(model_folder(str(staged), "m", str(tmp_path / "state.json"))) / "m"
     assert not (shown / "MLmodel").is_symlink() and (shown / "MLmodel").read_text() == "small"
     assert os.readlink(shown / "weights.bin") == str(staged / "weights.bin")

@@ -47,6 +47,7 @@ def _draw_job(job: dict) -> None:
             print_table([{"name": k, "value": v} for k, v in sorted(job[key].items())],
                         [("name", "name"), ("value", "value")], title=key)
     _draw_children(job)
+    _draw_batch(job)
     history = job.get("status_history")
     if history:
         print_table(history, [("status", "status"), ("at", "at"), ("reason", "reason")], title="status history")
@@ -69,6 +70,90 @@ def _draw_children(job: dict) -> None:
                 for step in job["steps"]]
         print_table(rows, [("step", "name"), ("status", "status"), ("job", "job"), ("compute", "compute")],
                     title="steps")
+
+
+def batch_progress_line(batch: dict) -> str:
+    """A batch job's progress in one line: "mini-batches 7/10 done, 1 failed, 123,456 rows/s"."""
+    line = f"mini-batches {batch.get('done', 0)}/{batch.get('total', 0)} done"
+    if batch.get("failed"):
+        line += f", {batch['failed']} failed"
+    if batch.get("running"):
+        line += f", {batch['running']} running"
+    if batch.get("rows_per_second"):
+        line += f", {batch['rows_per_second']:,.0f} rows/s"
+    if batch.get("outcome") == "failed" and batch.get("reason"):
+        line += f" (failed: {batch['reason']})"
+    return line
+
+
+def _draw_batch(job: dict) -> None:
+    """A batch job's mini-batches: the progress line, rows, and the failed ones with their errors."""
+    batch = job.get("batch")
+    if not batch:
+        return
+    console.print(f"[bold]batch[/bold]  {batch_progress_line(batch)}, {batch.get('rows', 0):,} rows from "
+                  f"{batch.get('files', 0):,} files", highlight=False)
+    if batch.get("reason") and batch.get("outcome") != "failed":
+        console.print(f"[bold]batch note[/bold]  {batch['reason']}", highlight=False, markup=False)
+    failed = batch.get("failed_mini_batches") or []
+    if failed:
+        rows = [{**f, "files": ", ".join(f["files"][:3]) + (" …" if len(f["files"]) > 3 else ""),
+                 "error": str(f.get("error") or "")} for f in failed]
+        more = batch.get("failed_mini_batches_count", len(failed)) - len(failed)
+        print_table(rows, [("#", "index"), ("files", "files"), ("tries", "tries"), ("error", "error")],
+                    title="failed mini-batches" + (f" (and {more} more)" if more > 0 else ""))
+
+
+class _ProgressOut:
+    """The log's output with a batch job's progress line under it: on a terminal one line redrawn in place
+    (cleared before log bytes are written, drawn again after); elsewhere a new line per change."""
+
+    def __init__(self, out: Any, tty: bool) -> None:
+        import threading
+
+        self.out, self.tty, self.line, self.lock = out, tty, "", threading.Lock()
+
+    def write(self, data: bytes) -> int:
+        with self.lock:
+            if self.tty and self.line:
+                self.out.write(b"\r\x1b[K")
+            self.out.write(data)
+            if self.tty and self.line:
+                if not data.endswith(b"\n"):
+                    self.out.write(b"\n")
+                self.out.write(self.line.encode())
+            self.out.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        with self.lock:
+            self.out.flush()
+
+    def show(self, line: str) -> None:
+        with self.lock:
+            if line == self.line:
+                return
+            self.out.write((b"\r\x1b[K" + line.encode()) if self.tty else (line + "\n").encode())
+            self.out.flush()
+            self.line = line
+
+    def end(self) -> None:
+        with self.lock:
+            if self.tty and self.line:
+                self.out.write(b"\n")
+                self.out.flush()
+            self.line = ""
+
+
+def _watch_batch(client: Any, name: str, out: _ProgressOut, stop: Any) -> None:
+    """Poll a batch job's progress each second while its log is followed."""
+    while not stop.wait(1.0):
+        try:
+            batch = client.jobs.get(name).get("batch")
+        except Exception:  # noqa: BLE001 - a missed poll: the next one says it
+            continue
+        if batch:
+            out.show(batch_progress_line(batch))
 
 
 @app.command("create")
@@ -109,7 +194,14 @@ def follow(client: Any, name: str, *, emit_job: bool = True) -> dict:
         why = f": {job['queue_reason']}" if job.get("queue_reason") else ""
         notes.print(Text.assemble((at, "dim"), " ", (job["status"], STATUS_STYLES.get(job["status"], "")), why))
 
-    failed = None
+    failed, watcher = None, None
+    if client.jobs.get(name).get("type") == "batch":  # its mini-batches' progress under the log
+        import threading
+
+        log_out = _ProgressOut(log_out, tty=(sys.stdout if for_people else sys.stderr).isatty())
+        stop = threading.Event()
+        watcher = (threading.Thread(target=_watch_batch, args=(client, name, log_out, stop), daemon=True), stop)
+        watcher[0].start()
     try:
         job = client.jobs.stream(name, out=log_out, on_status=said)
     except KeyboardInterrupt:
@@ -119,6 +211,14 @@ def follow(client: Any, name: str, *, emit_job: bool = True) -> dict:
         raise typer.Exit(130) from None
     except JobFailedError as exc:
         failed, job = exc, client.jobs.get(name)
+    finally:
+        if watcher is not None:
+            watcher[1].set()
+            watcher[0].join(5)
+    if watcher is not None:
+        if job.get("batch"):
+            log_out.show(batch_progress_line(job["batch"]))
+        log_out.end()
     notes.print(f"\nExecution Summary\n=================\nRunId: {name}\nStatus: {job['status']}", highlight=False)
     if emit_job:
         emit(job, lambda _: None)  # for people the summary has said it

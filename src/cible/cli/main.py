@@ -8,7 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from cible.cli import components, computes, deployments, endpoints, jobs, quotas, server
+from cible.cli import (
+    batch_deployments,
+    batch_endpoints,
+    components,
+    computes,
+    deployments,
+    endpoints,
+    jobs,
+    quotas,
+    server,
+)
 from cible.cli.assets import asset_app
 from cible.cli.output import add_global_options, emit, err_console, print_fields, print_table
 
@@ -52,6 +62,8 @@ app.add_typer(asset_app("model", "models", "Versioned models."), name="model")
 app.add_typer(components.app, name="component")
 app.add_typer(endpoints.app, name="online-endpoint")
 app.add_typer(deployments.app, name="online-deployment")
+app.add_typer(batch_endpoints.app, name="batch-endpoint")
+app.add_typer(batch_deployments.app, name="batch-deployment")
 
 
 @compute_app.command("list")

@@ -214,6 +214,12 @@ class Launcher:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._cible_only_path()), env.get("PYTHONPATH")) if p)
             node_addrs = plan.get("node_addrs") or []
             env["CIBLE_NODE_ADDRESS"] = node_addrs[plan.get("node_rank", 0)] if node_addrs else "127.0.0.1"
+        if plan.get("batch"):  # a batch job: cible's batch runner in the job's environment, reporting to the server
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self._cible_only_path()), env.get("PYTHONPATH")) if p)
+            env["CIBLE_API_URL"] = plan.get("api_url") or ""
+            env["CIBLE_JOB_TOKEN"] = plan.get("api_token") or ""
+            env["CIBLE_NODE_RANK"] = str(plan.get("node_rank", 0))
+            env["CIBLE_JOB_ATTEMPT"] = str(plan.get("attempt", 1))
         env.update(plan.get("environment_variables", {}))
         return env
 

@@ -127,9 +127,13 @@ def job_environment(tracking_uri: str, token: str | None, run: dict[str, str], e
 
 def with_run_token(plan: dict[str, Any], token: str) -> dict[str, Any]:
     """The plan a launcher is handed: the job's run token added (the plan the server stores holds
-    no token; the run token is derived again whenever a launcher is started)."""
+    no token; the run token is derived again whenever a launcher is started): to its tracking block,
+    and as `api_token` for a batch job's runners."""
     tracking = plan.get("tracking")
-    return {**plan, "tracking": {**tracking, "token": token}} if tracking else plan
+    handed = {**plan, "tracking": {**tracking, "token": token}} if tracking else plan
+    if plan.get("batch"):  # a batch job's runners report to the server's API with it (cible.serving.batch)
+        handed = {**handed, "api_token": token}
+    return handed
 
 
 def _now_ms() -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 from cible.client.http import WorkspaceClient
 from cible.sdk.assets import AssetOperations, ModelOperations
+from cible.sdk.batch_endpoints import BatchDeploymentOperations, BatchEndpointOperations
 from cible.sdk.components import ComponentOperations
 from cible.sdk.endpoints import OnlineDeploymentOperations, OnlineEndpointOperations
 from cible.sdk.jobs import JobOperations
@@ -150,6 +151,8 @@ class MLClient:
         self.components = ComponentOperations(self._client)
         self.online_endpoints = OnlineEndpointOperations(self._client)
         self.online_deployments = OnlineDeploymentOperations(self._client)
+        self.batch_endpoints = BatchEndpointOperations(self._client)
+        self.batch_deployments = BatchDeploymentOperations(self._client)
 
     @property
     def url(self) -> str:

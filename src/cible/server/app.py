@@ -31,6 +31,8 @@ from cible.server.reconcilers.orchestrator import Orchestrator
 from cible.server.reconcilers.routes import RoutePublisher
 from cible.server.routers import agents as agents_router
 from cible.server.routers import assets as assets_router
+from cible.server.routers import batch_endpoints as batch_endpoints_router
+from cible.server.routers import batch_runs as batch_runs_router
 from cible.server.routers import computes as computes_router
 from cible.server.routers import endpoints as endpoints_router
 from cible.server.routers import jobs as jobs_router
@@ -38,6 +40,8 @@ from cible.server.routers import misc as misc_router
 from cible.server.routers import sizes as sizes_router
 from cible.server.services.artifacts import ArtifactService
 from cible.server.services.assets import AssetService
+from cible.server.services.batch_runs import BatchRunService, TokenCheck
+from cible.server.services.batch_endpoints import BatchEndpointService
 from cible.server.services.blobs import BlobService
 from cible.server.services.computes import ComputeService
 from cible.server.services.costs import CostService
@@ -117,11 +121,12 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             return None
 
     plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan,
-                        experiment_lookup=experiment_of)
+                        experiment_lookup=experiment_of, api_url=url)
     jobs = JobService(store, computes, plans, clock,
                       on_submit=lambda: (reconciler.wake(), clusters.wake(), orchestrator.wake()),
                       default_compute=settings.default_compute,
                       component_lookup=assets.component_spec)
+    batch_runs = BatchRunService(store, clock)
 
     run_ids: dict[str, str] = {}  # job -> its MLflow run, once found (the most recently used kept)
 
@@ -229,6 +234,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.reconciler = reconciler
     app.state.endpoints = endpoints
     app.state.deployments = deployments
+    # Batch endpoints: nothing runs until an invocation, whose job the job reconciler runs.
+    app.state.batch_endpoints = BatchEndpointService(store, clock, jobs, assets.get, blob_root=paths.blob_root, url=url)
     app.state.serving = serving
     app.state.gateway = gateway
     app.state.clusters = clusters
@@ -237,11 +244,15 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.tracking = tracking
     app.state.clock = clock
     app.state.tokens = tokens
+    app.state.batch_runs = batch_runs
+    app.state.batch_token_check = TokenCheck(jobs.run_token_refusal)
     install_error_handlers(app)
     app.include_router(misc_router.router)
     app.include_router(computes_router.router)
+    app.include_router(batch_runs_router.router)  # before the jobs' routes: /{name}/batch… is its own
     app.include_router(jobs_router.router)
     app.include_router(endpoints_router.router)
+    app.include_router(batch_endpoints_router.router)
     app.include_router(sizes_router.router)
     app.include_router(agents_router.router)
     if tracking:

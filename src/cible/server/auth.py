@@ -2,7 +2,8 @@
 
 Three kinds of token (see tokens.py): the workspace token may do everything; a node's token only
 its own node's agent routes; a job's run token only MLflow, where the proxy keeps it to its own
-run (tracking_policy). The scope is left in ``scope["state"]["token_scope"]`` for the routes.
+run (tracking_policy), and its own job's batch routes (`/api/v1/jobs/<name>/batch…`: a batch job's
+runners report there). The scope is left in ``scope["state"]["token_scope"]`` for the routes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from cible.server.errors import envelope_body
 from cible.server.tokens import Scope, Tokens
 
 AGENT_NODES = "/api/v1/agent/nodes/"
+JOBS = "/api/v1/jobs/"
 PROTECTED = ("/api/", "/mlflow")
 
 
@@ -46,8 +48,16 @@ def _refusal(granted: Scope, path: str) -> str | None:
         return f"this is the token of node '{granted.name}': it may only use that node's agent routes"
     if path == "/mlflow" or path.startswith("/mlflow/"):
         return None  # the tracking proxy keeps a job's token to its own run
+    if _own_batch_route(granted.name, path):
+        return None  # its batch runners' calls (routers/batch_runs.py checks the token's submission)
     return (f"this is the run token of job '{granted.name}': it may only log to that job's MLflow run; "
             "use the workspace token ($CIBLE_HOME/token) for the workspace's API")
+
+
+def _own_batch_route(job: str, path: str) -> bool:
+    """`/api/v1/jobs/<job>/batch`, or it followed by `:verb` or `/…`: the job's own batch routes."""
+    own = f"{JOBS}{job}/batch"
+    return path.startswith(own) and (len(path) == len(own) or path[len(own)] in ":/")
 
 
 async def _deny(send, status: int, code: str, message: str) -> None:  # noqa: ANN001

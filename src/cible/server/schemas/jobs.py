@@ -82,6 +82,9 @@ class Job(Envelope):
     attempt: int | None = Field(None, description="its attempt on the nodes (a cluster job)")
     serverless: ServerlessNodes | None = Field(None, description="its own nodes (a serverless job)")
     requeues: list[Requeue] | None = Field(None, description="attempts that lost their node")
+    batch: dict[str, Any] | None = Field(None, description="a batch job's mini-batches in the show view: total, done, "
+                                                           "failed, rows, rows_per_second, failed_mini_batches "
+                                                           "(schema BatchProgress); null until its runner starts")
     output_uris: dict[str, str] | None = Field(None, description="where each named output is written")
     cost: JobCost | None = Field(None, description="its cost (show view)")
     status_history: list[StatusChange] | None = Field(None, description="its statuses, oldest first (show view)")

@@ -39,8 +39,10 @@ def parse_snapshot_uri(uri: str, *, field: str = "path") -> tuple[str, str]:
 
 class PlanBuilder:
     def __init__(self, paths: WorkspacePaths, job_lookup, asset_lookup, strict_python: bool = False,  # noqa: ANN001
-                 tracking: dict[str, str] | None = None, experiment_lookup=None) -> None:  # noqa: ANN001
+                 tracking: dict[str, str] | None = None, experiment_lookup=None,  # noqa: ANN001
+                 api_url: str | None = None) -> None:
         self.paths = paths
+        self.api_url = api_url  # where a job's own processes reach this server's API (batch runners)
         self.tracking = tracking  # {"uri", "token"} of the workspace's MLflow, when it has one
         # experiment_lookup(name) -> MLflow experiment id, or None: saves the launcher a lookup per job
         self.experiment_lookup = experiment_lookup or (lambda name: None)

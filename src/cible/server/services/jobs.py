@@ -22,6 +22,7 @@ from cible.core.names import display_name_for
 from cible.core.planning.scheduling import queued_reason
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
+from cible.server.services.batch_runs import batch_view
 from cible.server.services.computes import ComputeService
 from cible.server.services.costs import SERVERLESS_PREFIX, job_cost, jobs_cost
 from cible.server.services.job_plans import PlanBuilder
@@ -131,7 +132,8 @@ class JobService:
                 # No MLflow run: a replica serves, it does not train.
                 plan = {**plan, "environment": with_serving(plan["environment"]), "serving": True, "tracking": None}
             if lineage is not None and lineage.batch_of:
-                plan = {**plan, "batch": dict(lineage.batch or {})}
+                # The runners report to the server's API (with the job's run token, added at launch).
+                plan = {**plan, "batch": dict(lineage.batch or {}), "api_url": getattr(self.plans, "api_url", None)}
         experiment = job.experiment_name or "Default"
         now = self.clock.now()
         spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
@@ -474,6 +476,8 @@ class JobService:
             resource["parent_job_name"] = row.parent_job_name
         if row.job_type in PARENT_TYPES:
             resource.update(self.parents.summary(session, row, detailed=history))
+        if row.job_type == BATCH and history:  # its mini-batches: done, failed, rows/s (services/batch_runs.py)
+            resource["batch"] = batch_view(session, row.name, self.clock.now())
         if history:  # the show view: cost and history (a listing stays one query per page)
             cost = {"estimate": run.cost_estimate}
             now = self.clock.now()

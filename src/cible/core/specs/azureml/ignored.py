@@ -57,6 +57,9 @@ IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
         # cible scales on in-flight requests per replica (target_concurrency), not on CPU.
         "scale_settings.target_utilization_percentage",
     ),
+    # Read-only fields of `show`'s output, written back in a spec: the server sets them.
+    "batch-endpoint": _keys("id", "scoring_uri", "provisioning_state"),
+    "batch-deployment": _keys("id", "provisioning_state"),
 }
 
 # Entities nested in another kind: an inline environment in a job gets the environment rules, and a
@@ -66,6 +69,7 @@ NESTED_KINDS: dict[str, dict[str, str]] = {"job": {"environment": "environment",
 NESTED_KINDS["job"]["component"] = "component"
 NESTED_KINDS["component"] = {"environment": "environment"}
 NESTED_KINDS["online-deployment"] = {"environment": "environment"}
+NESTED_KINDS["batch-deployment"] = {"environment": "environment"}
 # `settings:` keys of a pipeline that cible knows; others are tolerated (Azure's 3a example has
 # `default_datestore`) and named.
 PIPELINE_SETTINGS = ("default_compute", "default_datastore", "continue_on_step_failure", "force_rerun")

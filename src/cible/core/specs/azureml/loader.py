@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from cible.core.errors import InvalidSpecError
 from cible.core.models import COMPUTE_TYPES, CommandJob, Data, Environment, JobInput, Model, SweepJob
+from cible.core.models.batch_endpoints import BatchDeployment, BatchEndpoint
 from cible.core.models.components import CommandComponent
 from cible.core.models.endpoints import DeploymentModel, OnlineDeployment, OnlineEndpoint
 from cible.core.models.pipelines import PipelineComponent, PipelineJob
@@ -29,7 +30,7 @@ from .refs import classify_path, strip_file_prefix
 from .yaml_source import ParsedYaml, Path_, parse_yaml
 
 SpecKind = Literal["job", "environment", "model", "data", "compute", "component", "online-endpoint",
-                   "online-deployment"]
+                   "online-deployment", "batch-endpoint", "batch-deployment"]
 
 _ASSETS: dict[str, tuple[type[BaseModel], str]] = {
     "environment": (Environment, "environment"),
@@ -40,6 +41,8 @@ _ASSETS: dict[str, tuple[type[BaseModel], str]] = {
 _ENDPOINTS: dict[str, tuple[type[BaseModel], str]] = {
     "online-endpoint": (OnlineEndpoint, "online endpoint"),
     "online-deployment": (OnlineDeployment, "online deployment"),
+    "batch-endpoint": (BatchEndpoint, "batch endpoint"),
+    "batch-deployment": (BatchDeployment, "batch deployment"),
 }
 _RUNNABLE_JOB_TYPES = ("command", "sweep", "pipeline")
 _UNSUPPORTED_JOB_TYPES = ("automl", "parallel", "spark")
@@ -95,7 +98,7 @@ def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
           set_overrides: Sequence[str], name: str | None) -> LoadedSpec:
     if kind not in ("job", "compute", "component", *_ASSETS, *_ENDPOINTS):
         raise InvalidSpecError(f"unknown spec kind {kind!r}; expected job, component, environment, model, data, "
-                               "compute, online-endpoint or online-deployment")
+                               "compute, batch-endpoint, batch-deployment, online-endpoint or online-deployment")
     if data is None:
         raise InvalidSpecError(f"{where.source}: the spec is empty")
     if not isinstance(data, dict):
@@ -111,7 +114,7 @@ def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
 
     warnings: list[str] = []
     model, label = _dispatch(kind, data, where)
-    if model in (CommandJob, OnlineDeployment):
+    if model in (CommandJob, OnlineDeployment, BatchDeployment):
         _inline_file_environment(data, where, base_dir, warnings)
     elif model is SweepJob and isinstance(data.get("trial"), dict):
         data["trial"] = dict(data["trial"])  # the caller's mapping stays as it was
@@ -240,7 +243,7 @@ class _PathResolver:
             self.environment(entity, ())
         elif isinstance(entity, (Model, Data)):
             entity.path = self.local(entity.path, ("path",), f"{type(entity).__name__.lower()} path")
-        elif isinstance(entity, OnlineDeployment):
+        elif isinstance(entity, (OnlineDeployment, BatchDeployment)):
             self.deployment(entity, data)
 
     def job(self, job: CommandJob, data: dict) -> None:
@@ -269,7 +272,7 @@ class _PathResolver:
         if env.build is not None:
             env.build.path = self.local(env.build.path, prefix + ("build", "path"), "build context")
 
-    def deployment(self, deployment: OnlineDeployment, data: dict) -> None:
+    def deployment(self, deployment: OnlineDeployment | BatchDeployment, data: dict) -> None:
         if isinstance(deployment.model, DeploymentModel):
             deployment.model.path = self.local(deployment.model.path, ("model", "path"), "model path")
         code = deployment.code_configuration

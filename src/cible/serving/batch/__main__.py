@@ -1,0 +1,5 @@
+import sys
+
+from cible.serving.batch.node import main
+
+sys.exit(main())
