@@ -141,3 +141,19 @@ def test_progress_counts_rows_and_lists_failed_batches() -> None:
     view = progress(state, started_at=NOW, ended_at=None, now=NOW + timedelta(seconds=4), outcome=None, reason=None)
     assert (view.total, view.done, view.failed, view.running, view.pending, view.rows) == (4, 1, 1, 1, 1, 100)
     assert view.rows_per_second == 25.0 and view.failed_mini_batches[0].error == "boom"
+
+
+def test_a_claim_ahead_is_granted_only_while_more_batches_are_left_than_workers() -> None:
+    state = batches(6)
+    ahead = Claim(worker="w1", attempt=1, ahead=True)
+    changed, _, answer = decide_claim(state, tally_of(state), SETTINGS, ahead, 1, NOW, workers=2)
+    assert answer.kind == "assign" and answer.idx == 0
+    [taken] = changed  # held while its worker finishes its current one: the lease covers both
+    assert taken.lease_until == NOW + timedelta(seconds=2 * 10 + LEASE_MARGIN_S)
+    near_end = [b.model_copy(update={"state": "done", "rows": 2}) if b.idx < 4 else b for b in state]
+    changed, _, answer = decide_claim([b for b in near_end if not b.terminal], tally_of(near_end), SETTINGS, ahead, 1,
+                                      NOW, workers=2)
+    assert (changed, answer.kind) == ([], "wait")  # 2 left for 2 workers: each takes one when free
+    changed, _, answer = decide_claim([b for b in near_end if not b.terminal], tally_of(near_end), SETTINGS,
+                                      Claim(worker="w1", attempt=1), 1, NOW, workers=2)
+    assert answer.kind == "assign" and answer.idx == 4  # a worker that is free gets it

@@ -74,6 +74,10 @@ class Claim(_Frozen):
 
     worker: str = WORKER_NAME
     attempt: int = Field(1, ge=1, le=MAX_INT)  # the job attempt the runner belongs to
+    # A claim made while the worker still runs its current mini-batch (so no round trip lies between two
+    # run() calls): granted only while more mini-batches are left than the run has workers, so that
+    # holding one ahead never leaves another worker idle at the end.
+    ahead: bool = False
 
 
 class ResultReport(_Frozen):

@@ -60,11 +60,12 @@ def reclaim(running: Iterable[MiniBatch], settings: BatchSettings, attempt: int,
 
 
 def decide_claim(candidates: Sequence[MiniBatch], tally: Tally, settings: BatchSettings, claim: Claim, attempt: int,
-                 now: datetime, run_failure: str | None = None) -> tuple[list[MiniBatch], Tally, Answer]:
+                 now: datetime, run_failure: str | None = None, workers: int = 1) -> tuple[list[MiniBatch], Tally, Answer]:
     """What a worker asking for work gets, the mini-batches that changed on the way (reclaimed ones, the one
     assigned) and the tally after them. `candidates`: the running mini-batches that may be reclaimed and the
     lowest pending one (the rest cannot change the answer); `attempt` is the job's current attempt;
-    `run_failure` a failure already recorded on the run (a missing input, init() that cannot succeed)."""
+    `run_failure` a failure already recorded on the run (a missing input, init() that cannot succeed);
+    `workers`: how many the run has (nodes x max_concurrency_per_instance), for claims made ahead."""
     if claim.attempt < attempt:
         return [], tally, Finished(stale=True, reason=f"attempt {claim.attempt} was replaced by attempt {attempt}")
     if run_failure is not None:
@@ -80,7 +81,12 @@ def decide_claim(candidates: Sequence[MiniBatch], tally: Tally, settings: BatchS
     pending = [b for b in current.values() if b.state == PENDING]
     if pending:
         chosen = min(pending, key=lambda b: b.idx)
-        lease = now + timedelta(seconds=settings.timeout + LEASE_MARGIN_S)
+        if claim.ahead and tally.total - chosen.idx <= workers:
+            # Near the end, a mini-batch held ahead could wait behind its worker's current one while another
+            # worker idles: the worker asks again when it is free.
+            return changed, tally, Wait(ms=0)
+        # One held ahead starts only once its worker's current mini-batch ends: its lease covers both.
+        lease = now + timedelta(seconds=settings.timeout * (2 if claim.ahead else 1) + LEASE_MARGIN_S)
         taken = chosen.model_copy(update={"state": RUNNING, "worker": claim.worker, "run_attempt": attempt,
                                           "lease_until": lease, "started_at": now})
         changed = [b for b in changed if b.idx != chosen.idx] + [taken]
@@ -152,12 +158,19 @@ def verdict(tally: Tally, settings: BatchSettings, run_failure: str | None = Non
 
 def progress(batches: Sequence[MiniBatch], *, started_at: datetime | None, ended_at: datetime | None,
              now: datetime, outcome: str | None, reason: str | None) -> BatchProgress:
-    """The `batch` block of `job show`: counts, rows, rows/s since the run started, the failed mini-batches."""
+    """The `batch` block of `job show`: counts, rows, rows/s while scoring, the failed mini-batches."""
     count = {state: 0 for state in (PENDING, RUNNING, DONE, FAILED)}
     for b in batches:
         count[b.state] += 1
     rows = sum(b.rows or 0 for b in batches)
-    elapsed = ((ended_at or now) - started_at).total_seconds() if started_at else 0
+    # Rows/s over the scoring itself, from the first mini-batch's start to the last one's end (or now), as
+    # perf-anchors measures a floor: the workers' start and init() (imports, model load) are not in it.
+    starts = [b.started_at for b in batches if b.started_at is not None]
+    ends = [b.ended_at for b in batches if b.ended_at is not None]
+    first = min(starts, default=None) or started_at
+    scoring_over = ended_at is not None or (bool(batches) and count[PENDING] + count[RUNNING] == 0)
+    last = (max(ends, default=None) or ended_at or now) if scoring_over else now
+    elapsed = (last - first).total_seconds() if first else 0
     failed = sorted((b for b in batches if b.state == FAILED), key=lambda b: b.idx)
     return BatchProgress(
         total=len(batches), done=count[DONE], failed=count[FAILED], running=count[RUNNING], pending=count[PENDING],

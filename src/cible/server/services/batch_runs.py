@@ -96,7 +96,7 @@ class BatchRunService:
         Reads the reported row, the claims that may be reclaimed and the lowest pending row: a claim
         costs the same whatever the number of mini-batches (the counts are the run's kept tally)."""
         try:
-            claim = Claim(worker=body.get("worker"), attempt=body.get("attempt") or 1)
+            claim = Claim(worker=body.get("worker"), attempt=body.get("attempt") or 1, ahead=bool(body.get("ahead")))
             report = ResultReport(worker=claim.worker, **body["result"]) if body.get("result") else None
         except (ValidationError, TypeError) as exc:
             raise InvalidRequestError(f"a claim: {_first_error(exc)}", details={"field": "result"}) from None
@@ -122,7 +122,8 @@ class BatchRunService:
                     rows.setdefault(candidate.idx, candidate)
                 candidates = [changed.get(idx) or _record(r) for idx, r in rows.items()]
                 moved, tally, answer = decide_claim(candidates, tally, settings, claim, attempt, now,
-                                                    run_failure=run.reason if run.outcome == FAILED else None)
+                                                    run_failure=run.reason if run.outcome == FAILED else None,
+                                                    workers=settings.max_concurrency_per_instance * row.instance_count)
                 changed.update({b.idx: b for b in moved})
             joined = self._write(session, run, rows, changed, settings, tally, now)
             return answer.model_dump(mode="json"), tally, joined

@@ -170,7 +170,8 @@ class NodeRunner:
 
     def spawn(self, slot: Slot, config: str) -> None:
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, "CIBLE_BATCH_STATUS_FD": str(write_fd), "CIBLE_JOB_TOKEN": self.token}
+        env = {**os.environ, "CIBLE_BATCH_STATUS_FD": str(write_fd), "CIBLE_JOB_TOKEN": self.token,
+               **thread_limits(len(self.slots), os.environ)}
         slot.proc = subprocess.Popen([sys.executable, "-m", "cible.serving.batch.worker", config, slot.name],
                                      env=env, pass_fds=(write_fd,), start_new_session=True)
         os.close(write_fd)
@@ -281,3 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(f"cible batch runner: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_limits(workers: int, environ: dict[str, str] | os._Environ) -> dict[str, str]:
+    """Each worker's share of the node's CPUs for the thread pools of pyarrow, numpy's BLAS and OpenMP
+    (which all read OMP_NUM_THREADS or their own variable), as Ray does for its tasks: with several workers
+    each pool would otherwise size itself to the whole node and the workers would thrash. A variable the
+    user set (the deployment's environment_variables) is kept."""
+    if workers <= 1:
+        return {}
+    share = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    return {name: share for name in THREAD_VARIABLES if name not in environ}

@@ -11,8 +11,9 @@ the node runner what it does on the file descriptor CIBLE_BATCH_STATUS_FD, one J
     {"event": "init_failed", "error": "..."}          init() raised (the runner may try a new worker)
     {"event": "finished", "failed": bool, "reason": ..., "stale": bool}
 
-Each mini-batch's result is written to its part file before it is reported done (output.py), and its
-outcome reported in the same call that claims the next (one round trip per mini-batch). `run()` is
+Each mini-batch's result is written to its part file before it is reported done (output.py). Its outcome
+rides on the claim of the mini-batch after next, made by a thread while run() scores the next one (one
+round trip per mini-batch, none of it between two run() calls while enough mini-batches are left). `run()` is
 bounded by the mini-batch timeout with SIGALRM (this is the process's main thread); a run() that does not
 come back from C code is killed by the node runner after the timeout and a grace.
 """
@@ -25,6 +26,7 @@ import signal
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cible.serving.batch.api import ApiError, BatchApi
@@ -80,23 +82,40 @@ class Worker:
             return 4
         self.tell("ready")
         signal.signal(signal.SIGALRM, _on_alarm)
-        result: dict[str, Any] | None = None
-        while True:
-            try:
-                answer = self.api.claim({"worker": self.name, "attempt": self.config["attempt"], "result": result})
-            except ApiError as exc:
-                print(f"cible batch worker {self.name}: {exc}", file=sys.stderr, flush=True)
-                return 5
-            result = None
-            kind = answer.get("kind")
-            if kind == "finished":
-                self.tell("finished", failed=bool(answer.get("failed")), reason=answer.get("reason"),
-                          stale=bool(answer.get("stale")))
-                return 0
-            if kind == "wait":
-                time.sleep(max(int(answer.get("ms") or 200), 10) / 1000)
-                continue
-            result = self.score(scorer, answer["idx"], answer["files"])
+        # While run() scores a mini-batch, a thread reports the previous one and claims the next ("ahead"),
+        # so no round trip to the server lies between two run() calls. The server grants a claim ahead only
+        # while more mini-batches are left than workers; otherwise the worker claims when it is free.
+        report: dict[str, Any] | None = None
+        answer: dict[str, Any] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="claim-ahead") as claims:
+            while True:
+                try:
+                    if answer is None:
+                        answer = self.claim(report)
+                        report = None
+                    kind = answer.get("kind")
+                    if kind == "finished":
+                        self.tell("finished", failed=bool(answer.get("failed")), reason=answer.get("reason"),
+                                  stale=bool(answer.get("stale")))
+                        return 0
+                    if kind == "wait":
+                        time.sleep(max(int(answer.get("ms") or 200), 10) / 1000)
+                        answer = None
+                        continue
+                    next_claim = claims.submit(self.claim, report, ahead=True)
+                    report = self.score(scorer, answer["idx"], answer["files"])
+                    following = next_claim.result()
+                except ApiError as exc:
+                    print(f"cible batch worker {self.name}: {exc}", file=sys.stderr, flush=True)
+                    return 5
+                answer = following if following.get("kind") == "assign" else None
+
+    def claim(self, report: dict[str, Any] | None, ahead: bool = False) -> dict[str, Any]:
+        """Report the previous mini-batch's outcome (if any) and claim the next, in one round trip."""
+        body = {"worker": self.name, "attempt": self.config["attempt"], "result": report}
+        if ahead:
+            body["ahead"] = True
+        return self.api.claim(body)
 
     def score(self, scorer: Any, idx: int, files: list[str]) -> dict[str, Any]:
         """run() one mini-batch under the timeout, and write its part; the report for the server."""
