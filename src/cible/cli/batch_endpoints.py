@@ -45,8 +45,7 @@ def draw_job(job: dict[str, Any]) -> None:
 
 
 def draw_jobs(jobs: list[dict[str, Any]]) -> None:
-    # The job's display name is "<endpoint>/<deployment>" (what batch_of says) unless it was renamed.
-    rows = [{**j, "deployment": str(j.get("batch_of") or j.get("display_name") or "").partition("/")[2],
+    rows = [{**j, "deployment": str(j.get("batch_of") or "").partition("/")[2],
              "created": (j.get("creation_context") or {}).get("created_at", "")} for j in jobs]
     print_table(rows, JOB_TABLE)
 

@@ -93,6 +93,7 @@ class Job(Envelope):
     params: dict[str, Any] | None = Field(None, description="its MLflow run's params (show view)")
     metrics_unavailable: str | None = Field(None, description="why the metrics could not be read (MLflow down)")
     parent_job_name: str | None = Field(None, description="the sweep or pipeline this trial or step belongs to")
+    batch_of: str | None = Field(None, description="a job made by `batch-endpoint invoke`: <endpoint>/<deployment>")
     best_trial: dict[str, Any] | None = Field(None, description="a sweep's best trial so far: name, metric, parameters")
     trial_counts: dict[str, int] | None = Field(None, description="a sweep's trials by status")
     trials: list[dict[str, Any]] | None = Field(None, description="a sweep's trials: index, name, status, parameters, "

@@ -474,6 +474,8 @@ class JobService:
             resource["output_uris"] = {k: v["uri"] for k, v in run.plan["outputs"].items()}
         if row.parent_job_name is not None:
             resource["parent_job_name"] = row.parent_job_name
+        if row.batch_of is not None:  # made by `batch-endpoint invoke`
+            resource["batch_of"] = row.batch_of
         if row.job_type in PARENT_TYPES:
             resource.update(self.parents.summary(session, row, detailed=history))
         if row.job_type == BATCH and history:  # its mini-batches: done, failed, rows/s (services/batch_runs.py)
