@@ -211,6 +211,26 @@ def test_an_online_deployment_replica_runs_on_a_ray_node_and_answers_through_the
     wait_until(lambda: ws.job(replica["name"])["status"] == "Canceled", 60, message="the replica stopped")
 
 
+def test_a_batch_invocation_scores_on_two_ray_nodes(ws: Workspace, ray_cluster) -> None:
+    # The batch endpoint example's deployment, on the Ray cluster: its runner on each node reaches the
+    # server from a Ray worker, and the nodes' results are joined into one predictions.csv.
+    example = REPO / "examples" / "endpoints" / "batch"
+    ws.cible("batch-endpoint", "create", "-f", example / "endpoint.yml")
+    ws.cible("batch-deployment", "create", "-f", example / "deployment.yml", "--set", "compute=azureml:cpu-cluster",
+             "--set", "settings.max_concurrency_per_instance=1", "--set", "settings.mini_batch_size=1",
+             "--set-default")
+    job = ws.json("batch-endpoint", "invoke", "-n", "my-batch-endpoint", "--input", example / "data")
+    done = ws.wait_status(job["name"], timeout=170)
+    assert done["status"] == "Completed", done.get("error")
+    assert (done["batch"]["done"], done["batch"]["rows"]) == (5, 20)
+    [placed] = [h["reason"] for h in done["status_history"] if h["status"] == "Preparing"]
+    assert placed.startswith("assigned to nodes ") and len(placed.split(", ")) == 2  # both Ray workers
+    dest = ws.root / "ray-batch"
+    ws.cible("job", "download", "-n", job["name"], "--output-name", "score", "--download-path", dest)
+    lines = (dest / "named-outputs" / "score" / "predictions.csv").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == [f"sample-{k}.csv" for k in range(5) for _ in range(4)]
+
+
 def test_a_restarted_server_adopts_its_nodes_on_ray_and_the_running_job_completes(ws: Workspace) -> None:
     name = submit(ws, "across-restart", gated(ws, "across-restart"))
     ws.wait_status(name, "Running", timeout=120)

@@ -157,3 +157,9 @@ def test_a_claim_ahead_is_granted_only_while_more_batches_are_left_than_workers(
     changed, _, answer = decide_claim([b for b in near_end if not b.terminal], tally_of(near_end), SETTINGS,
                                       Claim(worker="w1", attempt=1), 1, NOW, workers=2)
     assert answer.kind == "assign" and answer.idx == 4  # a worker that is free gets it
+
+
+def test_a_lost_worker_of_an_older_attempt_puts_its_claims_back_without_a_try() -> None:
+    held = [MiniBatch(idx=0, files=("a",), state="running", worker="w1", run_attempt=1)]
+    [back] = worker_lost(held, "w1", "worker died: signal 15", SETTINGS, NOW, attempt=2)
+    assert (back.state, back.tries, back.worker) == ("pending", 0, None)

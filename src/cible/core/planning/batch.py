@@ -111,9 +111,13 @@ def decide_result(batch: MiniBatch, report: ResultReport, settings: BatchSetting
 
 
 def worker_lost(running: Iterable[MiniBatch], worker: str, error: str, settings: BatchSettings,
-                now: datetime) -> list[MiniBatch]:
-    """A worker process died (or was killed past its timeout) holding claims: each counts as a failed try."""
-    return [failed_try(b, error, settings, now) for b in running if b.state == RUNNING and b.worker == worker]
+                now: datetime, attempt: int = 1) -> list[MiniBatch]:
+    """A worker process died (or was killed past its timeout) holding claims: each counts as a failed try,
+    but for claims of an older job attempt (its node was lost and the job requeued), which go back to
+    pending as `reclaim` puts them."""
+    return [b.model_copy(update={"state": PENDING, "worker": None, "lease_until": None})
+            if b.run_attempt is not None and b.run_attempt < attempt else failed_try(b, error, settings, now)
+            for b in running if b.state == RUNNING and b.worker == worker]
 
 
 def tally_of(batches: Iterable[MiniBatch]) -> Tally:

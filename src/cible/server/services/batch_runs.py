@@ -137,12 +137,12 @@ class BatchRunService:
             raise InvalidRequestError("worker: the lost worker's name; error: why", details={"field": "worker"})
 
         def decide(session: Session) -> tuple[dict[str, Any], Tally, list[int] | None]:
-            _, settings, run = self._run(session, name)
+            row, settings, run = self._run(session, name)
             now, tally = self.clock.now(), self._tally(session, run)
             held = {r.idx: r for r in session.scalars(select(MiniBatchRow).where(
                 MiniBatchRow.job_name == name, MiniBatchRow.state == RUNNING, MiniBatchRow.worker == worker))}
             changed = {b.idx: b for b in worker_lost([_record(r) for r in held.values()], worker, _clip(error),
-                                                     settings, now)}
+                                                     settings, now, _attempt(row))}
             for idx, after in changed.items():
                 tally = tally_after(tally, _record(held[idx]), after)
             joined = self._write(session, run, held, changed, settings, tally, now)
