@@ -65,21 +65,14 @@ def make_inputs(work: Path, files: int, rows: int) -> tuple[Path, Path]:
 
 def floor(data: Path, model_dir: Path, out: Path) -> tuple[int, float]:
     """perf-anchors' floor: one process, pyarrow read -> predict -> Arrow CSV writer. (rows, seconds)"""
-    model = joblib.load(model_dir / "model_lr.joblib")
-    files = sorted(data.glob("*.csv"))
-    start, n = time.perf_counter(), 0
-    with open(out, "wb") as sink:
-        for path in files:
-            table = pv.read_csv(path)
-            pred = model.predict(np.column_stack([c.to_numpy() for c in table.columns]))
-            n += len(pred)
-            rows = pa.table({"file": pa.array([path.name] * len(pred)).dictionary_encode(),
-                             "row": pa.array(np.arange(len(pred))), "pred": pa.array(pred)})
-            pv.write_csv(rows, sink, write_options=pv.WriteOptions(include_header=False))
+    joblib.load(model_dir / "model_lr.joblib")  # the model file in the page cache, as the others have it
+    start = time.perf_counter()
+    n = _score_part((sorted(data.glob("*.csv")), model_dir, out))
     return n, time.perf_counter() - start
 
 
 def _score_part(args: tuple[list[Path], Path, Path]) -> int:
+    """Score `files` into `out`: pyarrow read -> predict -> Arrow CSV writer, one line per row."""
     files, model_dir, out = args
     model = joblib.load(model_dir / "model_lr.joblib")
     n = 0

@@ -33,13 +33,12 @@ from cible.core.specs.azureml.overrides import parse_assignment, set_path
 from cible.server.services.batch_jobs import (
     DEPLOYMENT_FIELDS,
     INVOKE_FIELDS,
-    as_batch_error,
     batch_block,
     batch_job,
 )
 from cible.server.services.jobs import JobService, Lineage
 from cible.server.services.paging import page
-from cible.server.services.replica_jobs import model_source
+from cible.server.services.replica_jobs import as_deployment_error, model_source
 from cible.server.services.unreadable import fetch_items
 from cible.server.store.db import Store
 from cible.server.store.rows import BatchDeploymentRow, BatchEndpointRow, JobRow
@@ -231,7 +230,7 @@ class BatchEndpointService:
             return self.jobs.create_child(name, job, Lineage(batch_of=f"{endpoint}/{deployment}", batch=block),
                                           user=user)
         except CibleError as exc:
-            raise as_batch_error(exc, INVOKE_FIELDS + DEPLOYMENT_FIELDS) from None
+            raise as_deployment_error(exc, INVOKE_FIELDS + DEPLOYMENT_FIELDS) from None
 
     def list_jobs(self, endpoint: str, deployment: str | None = None, *, skip: int = 0,
                   top: int = DEFAULT_TOP) -> dict[str, Any]:
@@ -300,7 +299,7 @@ class BatchEndpointService:
         try:
             self.jobs.validate(VALIDATION_NAME, body)
         except CibleError as exc:
-            raise as_batch_error(exc) from None
+            raise as_deployment_error(exc, DEPLOYMENT_FIELDS) from None
 
     def _input(self, body: dict[str, Any]) -> dict[str, Any]:
         """The invocation's input as the job's `input_data`: a type and a path the job can read."""

@@ -12,12 +12,10 @@ error threshold. The job is otherwise a job like any other (environment, code sn
 from __future__ import annotations
 
 import posixpath
-import re
 import shlex
 from pathlib import Path
 from typing import Any
 
-from cible.core.errors import CibleError
 from cible.server.services.replica_jobs import MODEL_INPUT, ModelSource, model_environment
 
 INPUT = "input_data"  # Azure's name for a batch job's input (pipeline deployments take it too)
@@ -98,16 +96,3 @@ def batch_job(spec: dict[str, Any], *, endpoint: str, model: ModelSource | None,
         if declared is not None:
             body["environment"] = declared
     return body
-
-
-def as_batch_error(exc: CibleError, fields: tuple[tuple[str, str], ...] = DEPLOYMENT_FIELDS) -> CibleError:
-    """A batch job's submit error, said in the deployment's (or the invocation's) fields."""
-    message = exc.message
-    for job_field, own_field in fields:  # a field named in the text: `inputs.model.path: ...`, `code.`
-        message = re.sub(rf"(?<![\w.]){re.escape(job_field)}(?=[:.])", own_field, message)
-    field = (exc.details or {}).get("field")
-    for job_field, own_field in fields:
-        if isinstance(field, str) and field.startswith(job_field):
-            field = own_field
-            break
-    return type(exc)(message, details={**(exc.details or {}), **({"field": field} if field else {})})

@@ -18,6 +18,7 @@ http://<node address>:<port>.
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 import socket
 from dataclasses import dataclass
@@ -169,14 +170,15 @@ def replica_job(spec: dict[str, Any], *, endpoint: str, endpoint_compute: str | 
     return body
 
 
-def as_deployment_error(exc: CibleError) -> CibleError:
-    """A replica job's submit error, said in the deployment's fields."""
+def as_deployment_error(exc: CibleError, fields: tuple[tuple[str, str], ...] = _FIELDS) -> CibleError:
+    """A job's submit error said in the fields of the deployment (or invocation) it was made from: a replica's
+    (services/deployments.py) or a batch invocation's (services/batch_jobs.py)."""
     message = exc.message
-    for job_field, deployment_field in _FIELDS:
-        message = message.replace(job_field, deployment_field)
+    for job_field, own_field in fields:  # a field named in the text: `inputs.model.path: ...`, `code.`
+        message = re.sub(rf"(?<![\w.]){re.escape(job_field)}(?=[:.])", own_field, message)
     field = (exc.details or {}).get("field")
-    for job_field, deployment_field in _FIELDS:
+    for job_field, own_field in fields:
         if isinstance(field, str) and field.startswith(job_field):
-            field = deployment_field
+            field = own_field
             break
     return type(exc)(message, details={**(exc.details or {}), **({"field": field} if field else {})})
