@@ -143,6 +143,21 @@ CRASHING = """
 """
 
 
+SUMMARY_ONLY = """
+    import os
+
+    def init():
+        pass
+
+    def run(mini_batch):  # writes its own files (Azure's parquet example) and returns what it did
+        for path in mini_batch:
+            out = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], os.path.basename(path) + ".done")
+            with open(out, "w") as fh:
+                fh.write("seen")
+        return mini_batch
+"""
+
+
 def mlflow_model(tmp: Path) -> Path:
     """A small MLflow model (y = 2x), saved the way a registered model's folder holds it."""
     import mlflow.sklearn
@@ -155,9 +170,10 @@ def mlflow_model(tmp: Path) -> Path:
 
 
 def test_batch_jobs(workspace: Any, tmp_path: Path) -> None:
-    """Six jobs at once (the cluster has two nodes): a no-code MLflow one; one that completes with a failing
+    """Seven jobs at once (the cluster has two nodes): a no-code MLflow one; one that completes with a failing
     mini-batch retried and recorded; one whose error_threshold is exceeded (partial results kept); one whose
-    worker dies and times out; one whose scoring script has no run(); one whose init() raises."""
+    worker dies and times out; one whose scoring script has no run(); one whose init() raises; a summary_only
+    one whose script writes its own files to AZUREML_BI_OUTPUT_PATH."""
     model = mlflow_model(tmp_path)
     submit(workspace, tmp_path, "batch-mlflow", {"one.csv": csv(3, 4), "two.csv": csv(5)}, model=model,
            mini_batch_size=1)
@@ -171,6 +187,8 @@ def test_batch_jobs(workspace: Any, tmp_path: Path) -> None:
     submit(workspace, tmp_path, "batch-init-fails", {"a.csv": ""}, max_retries=1,
            score="def init():\n    raise RuntimeError('no model here')\n\ndef run(mini_batch):\n    return mini_batch\n")
     submit(workspace, tmp_path, "batch-no-run", {"a.csv": csv(1)}, score="def init():\n    pass\n")
+    submit(workspace, tmp_path, "batch-summary", {"p.csv": csv(1), "q.csv": csv(2)}, score=SUMMARY_ONLY,
+           output_action="summary_only", mini_batch_size=1)
 
     ok = ended(workspace, "batch-ok")
     assert ok["status"] == "Completed", ok.get("error")
@@ -209,3 +227,9 @@ def test_batch_jobs(workspace: Any, tmp_path: Path) -> None:
     init_fails = ended(workspace, "batch-init-fails")  # a new worker is tried max_retries times, then the job fails
     assert init_fails["status"] == "Failed"
     assert init_fails["batch"]["reason"] == "init() failed: RuntimeError: no model here (after 2 tries)"
+
+    summary = ended(workspace, "batch-summary")
+    assert summary["status"] == "Completed", summary.get("error")
+    assert (summary["batch"]["done"], summary["batch"]["rows"]) == (2, 2)
+    folder = output_file(workspace, "batch-summary").parent  # the script's files only: nothing appended
+    assert sorted(p.name for p in folder.iterdir()) == ["p.csv.done", "q.csv.done"]

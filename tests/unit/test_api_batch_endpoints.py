@@ -103,6 +103,10 @@ def test_a_deployment_is_stored_with_azures_defaults_and_is_not_the_default_by_i
     changed = api.patch(f"{ROOT}/heart-batch/deployments/green", json={"set": ["settings.mini_batch_size=20"]})
     assert changed.status_code == 200 and changed.json()["settings"]["mini_batch_size"] == 20
     assert changed.json()["settings"]["max_concurrency_per_instance"] == 3
+    # a legacy deployment's root setting, as Azure's older examples update it
+    legacy = api.patch(f"{ROOT}/heart-batch/deployments/green", json={"set": ["mini_batch_size=30"]})
+    assert legacy.status_code == 200, legacy.text
+    assert legacy.json()["settings"]["mini_batch_size"] == 30
     # an endpoint spec that does not mention a default keeps it
     assert api.put(f"{ROOT}/heart-batch?update=true", json={"spec": {"description": "d"}}).json()[
         "defaults"]["deployment_name"] == "green"

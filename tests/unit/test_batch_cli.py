@@ -30,3 +30,14 @@ def test_a_terminal_redraws_the_line_under_the_log_and_a_pipe_gets_a_line_per_ch
     out.write(b"log\n")
     out.end()
     assert pipe.getvalue() == b"mini-batches 1/2 done\nmini-batches 2/2 done\nlog\n"
+
+
+def test_job_show_prints_a_reason_with_brackets_as_written(capsys) -> None:  # noqa: ANN001
+    from cible.cli.jobs import _draw_batch
+
+    reason = "KeyError: None of [Index(['x'])] are in the [columns] of [/tmp/x]"
+    _draw_batch({"batch": {"total": 2, "done": 1, "failed": 1, "outcome": "failed", "reason": reason, "rows": 3,
+                           "files": 2}})
+    _draw_batch({"batch": {"total": 2, "done": 2, "outcome": "completed", "reason": "note [bold]", "rows": 3}})
+    out = capsys.readouterr().out
+    assert reason in out.replace("\n", "") and "batch note  note [bold]" in out and "[/bold]" not in out

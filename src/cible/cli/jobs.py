@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.text import Text
 
 from cible.cli.output import (
@@ -91,10 +92,11 @@ def _draw_batch(job: dict) -> None:
     batch = job.get("batch")
     if not batch:
         return
-    console.print(f"[bold]batch[/bold]  {batch_progress_line(batch)}, {batch.get('rows', 0):,} rows from "
+    # The reason is the user's error text ("[columns]", "[/tmp/x]"): never read as markup.
+    console.print(f"[bold]batch[/bold]  {escape(batch_progress_line(batch))}, {batch.get('rows', 0):,} rows from "
                   f"{batch.get('files', 0):,} files", highlight=False)
     if batch.get("reason") and batch.get("outcome") != "failed":
-        console.print(f"[bold]batch note[/bold]  {batch['reason']}", highlight=False, markup=False)
+        console.print(f"[bold]batch note[/bold]  {escape(batch['reason'])}", highlight=False)
     failed = batch.get("failed_mini_batches") or []
     if failed:
         rows = [{**f, "files": ", ".join(f["files"][:3]) + (" …" if len(f["files"]) > 3 else ""),

@@ -176,6 +176,7 @@ def _who(env: dict[str, Any]) -> str:
 # key of its own, which includes that Python and its relaxed pins, so that it never stands in for the
 # exact build; `<key>.fallback.json` points from the planned key to it.
 FALLBACK_POINTER = ".fallback.json"
+DOWNLOAD_RETRY_S = 24 * 3600  # a build on another Python is reused this long before the download is tried again
 
 
 def fallback_key(key: str, python: str, requirements: list[str]) -> str:
@@ -229,7 +230,7 @@ def _reuse_fallback(env: dict[str, Any], cache_root: Path, progress: Progress, b
     except (OSError, ValueError, KeyError, TypeError):
         return None
     bin_dir = ready_environment(cache_root, built_key)
-    if bin_dir is None or (requested and find_interpreter(requested) is not None):
+    if bin_dir is None or (requested and _requested_python_reachable(requested, pointer)):
         return None
     relaxed = [tuple(pair) for pair in pointer.get("relaxed") or []]
     progress(f"{label}: cached ({built_key[:12]}: python {requested} built on Python {python}), reused")
@@ -239,6 +240,20 @@ def _reuse_fallback(env: dict[str, Any], cache_root: Path, progress: Progress, b
     if relaxed:
         progress(_relaxed_summary(label, python, relaxed))
     return bin_dir
+
+
+def _requested_python_reachable(requested: str, pointer: dict[str, Any]) -> bool:
+    """Whether an exact build should be tried instead of reusing the one on another Python: the requested
+    Python is here by now (on PATH, pyenv, or uv's own), or the download that failed for that build is
+    old enough to try again (a network blip must not pin the fallback for good)."""
+    try:
+        uv: str | None = find_uv()
+    except EnvironmentBuildError:
+        uv = None
+    if find_interpreter(requested, uv) is not None:
+        return True
+    retry_s = float(os.environ.get("CIBLE_PYTHON_DOWNLOAD_RETRY_S", DOWNLOAD_RETRY_S))
+    return time.time() - float(pointer.get("at") or 0) > retry_s
 
 
 def _relaxed_summary(label: str, python: str, relaxed: list) -> str:
@@ -352,7 +367,7 @@ def _build(
 
 def _point(cache_root: Path, key: str, build_key: str, python: str, relaxation: Relaxation | None) -> None:
     """Record that environment `key` is built (on another Python) as `build_key`."""
-    pointer = {"key": build_key, "python": python,
+    pointer = {"key": build_key, "python": python, "at": time.time(),
                "relaxed": [list(pair) for pair in relaxation.relaxed] if relaxation else [],
                "deviations": list(relaxation.deviations) if relaxation else []}
     tmp = cache_root / f"{key}{FALLBACK_POINTER}.tmp"

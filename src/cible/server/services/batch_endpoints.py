@@ -157,7 +157,8 @@ class BatchEndpointService:
         if isinstance(body.get("spec"), dict):
             spec = body["spec"]
         else:
-            spec = _assigned(self._public_spec(self.get_deployment(endpoint, name), "deployment"), body.get("set"))
+            spec = _assigned(self._public_spec(self.get_deployment(endpoint, name), "deployment"),
+                             _legacy_settings_under_settings(body.get("set")))
         return self.create_deployment(endpoint, name, {"spec": spec, "set_default": body.get("set_default")},
                                       update=True)
 
@@ -398,6 +399,19 @@ def _assigned(spec: dict[str, Any], assignments: Any) -> dict[str, Any]:
 
 def _default_of(spec: dict[str, Any]) -> str | None:
     return (spec.get("defaults") or {}).get("deployment_name") or None
+
+
+def _legacy_settings_under_settings(assignments: Any) -> Any:
+    """`--set mini_batch_size=20`, as a legacy deployment (settings at the root) is updated on Azure: the stored
+    spec keeps its settings under `settings`, so a root setting is assigned there."""
+    if not isinstance(assignments, list):
+        return assignments
+    moved = []
+    for assignment in assignments:
+        key = assignment.split("=", 1)[0].split(".", 1)[0].strip() if isinstance(assignment, str) else ""
+        legacy = key in BatchSettings.model_fields and key != "schema_"
+        moved.append(f"settings.{assignment.strip()}" if legacy else assignment)
+    return moved
 
 
 def _settings_with(settings: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
