@@ -84,12 +84,15 @@ def test_a_failed_try_is_retried_then_recorded_failed_with_its_error() -> None:
     assert (second.state, second.tries, second.failed_files) == ("failed", 2, 2)
 
 
-def test_fewer_rows_than_files_count_as_failed_files_for_append_row_only() -> None:
+def test_fewer_rows_than_files_count_as_failed_files_for_both_output_actions() -> None:
     running = MiniBatch(idx=0, files=("a", "b", "c"), state="running", worker="w1")
     done = decide_result(running, ResultReport(idx=0, worker="w1", ok=True, rows=1), SETTINGS, NOW)
     assert (done.state, done.rows, done.failed_files) == ("done", 1, 2)
-    summary = SETTINGS.model_copy(update={"output_action": "summary_only"})
-    assert decide_result(running, ResultReport(idx=0, worker="w1", ok=True, rows=0), summary, NOW).failed_files == 0
+    summary = SETTINGS.model_copy(update={"output_action": "summary_only"})  # azureml-spec §6.3: both count it
+    short = decide_result(running, ResultReport(idx=0, worker="w1", ok=True, rows=0), summary, NOW)
+    assert (short.state, short.failed_files) == ("done", 3) and "3 files counted as failed" in short.error
+    whole = decide_result(running, ResultReport(idx=0, worker="w1", ok=True, rows=3), summary, NOW)
+    assert (whole.failed_files, whole.error) == (0, None)
 
 
 def test_a_stale_report_changes_nothing() -> None:
@@ -97,11 +100,19 @@ def test_a_stale_report_changes_nothing() -> None:
     assert decide_result(taken, ResultReport(idx=0, worker="w1", ok=True, rows=1), SETTINGS, NOW) is None
 
 
-def test_a_lost_worker_fails_a_try_of_each_batch_it_held() -> None:
+def test_a_lost_worker_fails_a_try_of_the_batch_it_ran_only() -> None:
     state = [MiniBatch(idx=0, files=("a",), state="running", worker="w1"),
-             MiniBatch(idx=1, files=("b",), state="running", worker="w2")]
-    [lost] = worker_lost(state, "w1", "worker died: signal 9", SETTINGS, NOW)
-    assert (lost.idx, lost.state, lost.tries, lost.error) == (0, "pending", 1, "worker died: signal 9")
+             MiniBatch(idx=1, files=("b",), state="running", worker="w1"),  # claimed ahead, never started
+             MiniBatch(idx=2, files=("c",), state="running", worker="w2")]
+    no_retry = SETTINGS.model_copy(update={"max_retries": 0})
+    ran, ahead = worker_lost(state, "w1", "worker died: signal 9", no_retry, NOW, tried=(0,))
+    assert (ran.idx, ran.state, ran.tries, ran.error) == (0, "failed", 1, "worker died: signal 9")
+    assert (ahead.idx, ahead.state, ahead.tries, ahead.error, ahead.worker) == (1, "pending", 0, None, None)
+    # running none (died between two mini-batches): every claim it held is redone without a try
+    assert [(b.state, b.tries) for b in worker_lost(state, "w1", "died", no_retry, NOW, tried=())] == [
+        ("pending", 0), ("pending", 0)]
+    # a runner that does not say which it ran: each counts (a batch that kills its worker still ends)
+    assert [b.tries for b in worker_lost(state, "w1", "died", SETTINGS, NOW)] == [1, 1]
 
 
 def test_error_threshold_counts_failed_files_and_minus_one_ignores_all() -> None:
@@ -163,3 +174,47 @@ def test_a_lost_worker_of_an_older_attempt_puts_its_claims_back_without_a_try() 
     held = [MiniBatch(idx=0, files=("a",), state="running", worker="w1", run_attempt=1)]
     [back] = worker_lost(held, "w1", "worker died: signal 15", SETTINGS, NOW, attempt=2)
     assert (back.state, back.tries, back.worker) == ("pending", 0, None)
+
+
+def test_a_retried_claim_whose_answer_was_lost_gets_the_same_batch_again() -> None:
+    state = batches(4)
+    state[0] = state[0].model_copy(update={"state": "running", "worker": "w1", "run_attempt": 1,
+                                           "lease_until": NOW + timedelta(seconds=60)})
+    # a free worker (no ahead) that holds a running batch: the answer of its claim never reached it
+    changed, _, answer = decide_claim(state, tally_of(state), SETTINGS, Claim(worker="w1"), 1, NOW)
+    assert (changed, answer.kind, answer.idx, answer.files) == ([], "assign", 0, ("f0.csv", "f1.csv"))
+    # claiming ahead while scoring 0: a new one; once 1 is held too, a retry of that claim gets 1 again
+    ahead = Claim(worker="w1", ahead=True, running=0)
+    [taken], _, answer = decide_claim(state, tally_of(state), SETTINGS, ahead, 1, NOW, workers=1)
+    assert answer.idx == taken.idx == 1
+    state[1] = taken
+    changed, _, answer = decide_claim(state, tally_of(state), SETTINGS, ahead, 1, NOW, workers=1)
+    assert (changed, answer.idx) == ([], 1)
+    # the batch the claim reports is not a held one; an ahead claim without `running` cannot tell
+    changed, _, answer = decide_claim(state, tally_of(state), SETTINGS, Claim(worker="w1", ahead=True, running=1), 1,
+                                      NOW, workers=1, reported=0)
+    assert answer.idx == 2
+    changed, _, answer = decide_claim(state, tally_of(state), SETTINGS, Claim(worker="w1", ahead=True), 1, NOW,
+                                      workers=1)
+    assert answer.idx == 2
+    # another worker's running batches are not its own
+    assert decide_claim(state, tally_of(state), SETTINGS, Claim(worker="w2"), 1, NOW)[2].idx == 2
+
+
+def test_the_ahead_rule_counts_the_pending_batches_not_the_index() -> None:
+    """A retried low-numbered batch near the end: 1 pending and 2 running for 2 workers: no claim ahead."""
+    state = [b.model_copy(update={"state": "done", "rows": 2}) for b in batches(10)]
+    state[0] = state[0].model_copy(update={"state": "pending", "rows": None, "tries": 1})
+    for i in (8, 9):
+        state[i] = state[i].model_copy(update={"state": "running", "rows": None, "worker": f"w{i}", "run_attempt": 1,
+                                               "lease_until": NOW + timedelta(seconds=60)})
+    live = [b for b in state if not b.terminal]
+    ahead = Claim(worker="w8", ahead=True, running=8)
+    assert decide_claim(live, tally_of(state), SETTINGS, ahead, 1, NOW, workers=2)[2].kind == "wait"
+    assert decide_claim(live, tally_of(state), SETTINGS, ahead, 1, NOW, workers=2, pending=1)[2].kind == "wait"
+    # many pending (the service counts them): granted, the lowest first
+    assert decide_claim(live, tally_of(state), SETTINGS, ahead, 1, NOW, workers=2, pending=3)[2].idx == 0
+    # a claim that puts an expired one back to pending adds it to the count
+    expired = [b.model_copy(update={"lease_until": NOW - timedelta(seconds=1)}) if b.idx == 9 else b for b in live]
+    changed, _, answer = decide_claim(expired, tally_of(state), SETTINGS, ahead, 1, NOW, workers=2, pending=2)
+    assert answer.idx == 0 and {b.idx: b.state for b in changed} == {9: "pending", 0: "running"}

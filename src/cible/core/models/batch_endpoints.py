@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, StrictStr, ValidationInfo, field_va
 
 from cible.core.errors import InvalidSpecError
 from cible.core.naming import DeploymentName, EndpointName
+from cible.core.safepaths import MAX_COMPONENT_BYTES
 
 from .common import LowerStr, OptStr, SpecModel
 from .components import Problem, raise_at
@@ -82,10 +83,21 @@ class RetrySettings(SpecModel):
     timeout: int = Field(30, ge=1, le=MAX_TIMEOUT_S)  # seconds one mini-batch's run() may take
 
 
+# The runner's own folder in the output (serving/batch/output.py PARTS_DIR): the joined file cannot take its name.
+RESERVED_OUTPUT_PREFIX = ".cible-batch"
+
+
 def _output_file_name(value: str) -> str:
     if not value.strip() or "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
         raise ValueError(f"{value!r} is not a file name; output_file_name is the name of one file in the output "
                          "folder, e.g. 'predictions.csv'")
+    if value.startswith(RESERVED_OUTPUT_PREFIX):
+        raise ValueError(f"{value!r}: names starting with '{RESERVED_OUTPUT_PREFIX}' are the batch runner's own "
+                         "(its parts folder); choose another name, e.g. 'predictions.csv'")
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > MAX_COMPONENT_BYTES:
+        raise ValueError(f"output_file_name is {size} bytes long; a file name holds at most {MAX_COMPONENT_BYTES} "
+                         "bytes: shorten it")
     return value
 
 

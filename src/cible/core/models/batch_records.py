@@ -78,6 +78,10 @@ class Claim(_Frozen):
     # run() calls): granted only while more mini-batches are left than the run has workers, so that
     # holding one ahead never leaves another worker idle at the end.
     ahead: bool = False
+    # With `ahead`: the mini-batch the worker is scoring now. A worker holding a running mini-batch other
+    # than this one and the one it reports lost the answer of an earlier claim (its client retried the
+    # call): that held assignment is answered again rather than a new one.
+    running: int | None = Field(None, ge=0, le=MAX_INT)
 
 
 class ResultReport(_Frozen):
@@ -106,6 +110,10 @@ class Finished(_Frozen):
     failed: bool = False
     reason: str | None = None
     stale: bool = False  # the asking runner belongs to an older attempt of the job: it should stop
+    # The server took care of `<output>/<output_file_name>` before telling anyone finished (written, failed
+    # with its reason on the run, or nothing to join: summary_only). False only where the server does not
+    # reach the output (an upload-mode output on the node): the node runner joins its own parts then.
+    joined: bool = False
 
 
 Answer = Assign | Wait | Finished

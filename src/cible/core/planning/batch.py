@@ -3,7 +3,7 @@ does to a mini-batch, and the verdict over the whole run (issue 17, azureml-spec
 
 Azure's semantics: a mini-batch that raises, times out or loses its worker is retried up to `max_retries`
 times, then its files count as failed; `run()` returning fewer rows than it was given files counts the
-difference as failed files (append_row); `error_threshold` is the number of failed files tolerated over
+difference as failed files; `error_threshold` is the number of failed files tolerated over
 the whole input (-1: all), and once exceeded the job fails. Results of finished mini-batches are final.
 
 No clock reads and no I/O: `now` is an argument, the records are core/models/batch_records.py's.
@@ -11,11 +11,11 @@ No clock reads and no I/O: `now` is an argument, the records are core/models/bat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from datetime import datetime, timedelta
 
 from cible.core.models.batch_records import (
-    APPEND_ROW, DONE, FAILED, PENDING, RUNNING, Answer, Assign, BatchProgress, BatchSettings, Claim,
+    DONE, FAILED, PENDING, RUNNING, Answer, Assign, BatchProgress, BatchSettings, Claim,
     FailedMiniBatch, Finished, MiniBatch, ResultReport, Tally, Verdict, Wait,
 )
 
@@ -60,12 +60,16 @@ def reclaim(running: Iterable[MiniBatch], settings: BatchSettings, attempt: int,
 
 
 def decide_claim(candidates: Sequence[MiniBatch], tally: Tally, settings: BatchSettings, claim: Claim, attempt: int,
-                 now: datetime, run_failure: str | None = None, workers: int = 1) -> tuple[list[MiniBatch], Tally, Answer]:
+                 now: datetime, run_failure: str | None = None, workers: int = 1, pending: int | None = None,
+                 reported: int | None = None) -> tuple[list[MiniBatch], Tally, Answer]:
     """What a worker asking for work gets, the mini-batches that changed on the way (reclaimed ones, the one
-    assigned) and the tally after them. `candidates`: the running mini-batches that may be reclaimed and the
-    lowest pending one (the rest cannot change the answer); `attempt` is the job's current attempt;
-    `run_failure` a failure already recorded on the run (a missing input, init() that cannot succeed);
-    `workers`: how many the run has (nodes x max_concurrency_per_instance), for claims made ahead."""
+    assigned) and the tally after them. `candidates`: the running mini-batches that may be reclaimed, those
+    the claiming worker holds, and the lowest pending one (the rest cannot change the answer); `attempt` is
+    the job's current attempt; `run_failure` a failure already recorded on the run (a missing input, init()
+    that cannot succeed); `workers`: how many the run has (nodes x max_concurrency_per_instance), for claims
+    made ahead; `pending`: how many mini-batches are pending before this claim's reclaims (a count capped
+    above `workers` is enough; None: those among the candidates); `reported`: the mini-batch this claim's
+    report was about."""
     if claim.attempt < attempt:
         return [], tally, Finished(stale=True, reason=f"attempt {claim.attempt} was replaced by attempt {attempt}")
     if run_failure is not None:
@@ -77,11 +81,16 @@ def decide_claim(candidates: Sequence[MiniBatch], tally: Tally, settings: BatchS
     judged = verdict(tally, settings)
     if judged.outcome == FAILED:
         return changed, tally, Finished(failed=True, reason=judged.reason)
-    current = {b.idx: b for b in candidates} | {b.idx: b for b in changed}
-    pending = [b for b in current.values() if b.state == PENDING]
-    if pending:
-        chosen = min(pending, key=lambda b: b.idx)
-        if claim.ahead and tally.total - chosen.idx <= workers:
+    current = before | {b.idx: b for b in changed}
+    held = held_assignment(current.values(), claim, reported)
+    if held is not None:  # the answer of an earlier claim was lost and the call retried: the same again
+        return changed, tally, Assign(idx=held.idx, files=held.files)
+    waiting = [b for b in current.values() if b.state == PENDING]
+    if waiting:
+        chosen = min(waiting, key=lambda b: b.idx)
+        left = len(waiting) if pending is None else pending + sum(
+            1 for b in changed if b.state == PENDING and before[b.idx].state != PENDING)
+        if claim.ahead and left <= workers:
             # Near the end, a mini-batch held ahead could wait behind its worker's current one while another
             # worker idles: the worker asks again when it is free.
             return changed, tally, Wait(ms=0)
@@ -96,6 +105,18 @@ def decide_claim(candidates: Sequence[MiniBatch], tally: Tally, settings: BatchS
     return changed, tally, Finished(failed=judged.outcome == FAILED, reason=judged.reason)
 
 
+def held_assignment(batches: Iterable[MiniBatch], claim: Claim, reported: int | None) -> MiniBatch | None:
+    """A mini-batch the claiming worker already holds but is not scoring and not reporting: assigned by an
+    earlier claim whose answer never reached it (its client retried the call after the server committed).
+    Only when the worker says what it is scoring: a free worker (no `ahead`) scores nothing; one claiming
+    ahead names its current mini-batch in `running` (without it, nothing can be told apart)."""
+    if claim.ahead and claim.running is None:
+        return None
+    held = [b for b in batches if b.state == RUNNING and b.worker == claim.worker
+            and b.idx != reported and b.idx != claim.running]
+    return min(held, key=lambda b: b.idx, default=None)
+
+
 def decide_result(batch: MiniBatch, report: ResultReport, settings: BatchSettings, now: datetime) -> MiniBatch | None:
     """The mini-batch after its worker's report; None when the report is stale (the claim is no longer that
     worker's: its lease ran out and another took it, or the job moved to another attempt)."""
@@ -103,7 +124,9 @@ def decide_result(batch: MiniBatch, report: ResultReport, settings: BatchSetting
         return None
     if not report.ok:
         return failed_try(batch, report.error or "run() failed", settings, now)
-    short = max(0, len(batch.files) - report.rows) if settings.output_action == APPEND_ROW else 0
+    # Fewer rows than files count the difference as failed files, for append_row and summary_only alike
+    # (azureml-spec §6.3: that is why a summary_only script returns its mini_batch).
+    short = max(0, len(batch.files) - report.rows)
     error = (f"run() returned {report.rows} rows for {len(batch.files)} files: {short} files counted as failed"
              if short else None)
     return batch.model_copy(update={"state": DONE, "rows": report.rows, "failed_files": short, "error": error,
@@ -111,13 +134,22 @@ def decide_result(batch: MiniBatch, report: ResultReport, settings: BatchSetting
 
 
 def worker_lost(running: Iterable[MiniBatch], worker: str, error: str, settings: BatchSettings,
-                now: datetime, attempt: int = 1) -> list[MiniBatch]:
-    """A worker process died (or was killed past its timeout) holding claims: each counts as a failed try,
-    but for claims of an older job attempt (its node was lost and the job requeued), which go back to
-    pending as `reclaim` puts them."""
-    return [b.model_copy(update={"state": PENDING, "worker": None, "lease_until": None})
-            if b.run_attempt is not None and b.run_attempt < attempt else failed_try(b, error, settings, now)
-            for b in running if b.state == RUNNING and b.worker == worker]
+                now: datetime, attempt: int = 1, tried: Container[int] | None = None) -> list[MiniBatch]:
+    """A worker process died (or was killed past its timeout) holding claims. Only the mini-batch it was
+    running (`tried`: its index, empty when it ran none) counts a failed try; every other one it held (claimed
+    ahead and never started, or run and not yet reported) goes back to pending without a try, and is redone.
+    Claims of an older job attempt (its node was lost and the job requeued) go back to pending as `reclaim`
+    puts them. `tried` None: every held one counts (a runner that does not say which it was running)."""
+    changed = []
+    for b in running:
+        if b.state != RUNNING or b.worker != worker:
+            continue
+        older = b.run_attempt is not None and b.run_attempt < attempt
+        if older or (tried is not None and b.idx not in tried):
+            changed.append(b.model_copy(update={"state": PENDING, "worker": None, "lease_until": None}))
+        else:
+            changed.append(failed_try(b, error, settings, now))
+    return changed
 
 
 def tally_of(batches: Iterable[MiniBatch]) -> Tally:

@@ -30,10 +30,13 @@ class BatchClaimAnswer(Envelope):
     failed: bool | None = Field(None, description="the run failed (finished)")
     reason: str | None = Field(None, description="why (finished)")
     stale: bool | None = Field(None, description="the caller belongs to an older attempt of the job (finished)")
+    joined: bool | None = Field(None, description="the server joined the output file (or there is none to join) "
+                                                  "before answering finished; false: the node joins its parts")
 
 
 class BatchLostAnswer(Envelope):
-    failed_tries: list[int] = Field(description="the mini-batches the lost worker held: each a failed try")
+    failed_tries: list[int] = Field(description="the mini-batch the lost worker was running: a failed try")
+    requeued: list[int] | None = Field(None, description="the other mini-batches it held: pending again, no try")
 
 
 class BatchOutcome(Envelope):

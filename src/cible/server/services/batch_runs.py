@@ -7,12 +7,16 @@ of this process (one server per workspace) and written in one transaction throug
 columns, so two workers never get one mini-batch, and a write that lost a race is decided again.
 
     start  the first runner records the split of the files it lists (once; later callers get the same)
-    claim  the previous mini-batch's outcome and the next mini-batch, in one round trip
-    lost   a worker process died holding a claim: a failed try of that mini-batch
+    claim  the previous mini-batch's outcome and the next mini-batch, in one round trip (a retried claim
+           whose answer was lost gets the mini-batch it was given again)
+    lost   a worker process died: the mini-batch it was running counts a failed try, the others it held
+           go back to pending
     fail   the run cannot go on (the scoring script cannot start): the batch fails with that reason
 
-When the run becomes terminal the parts of its done mini-batches are joined into
-`<output>/<output_file_name>` (append_row; partial results too when it failed).
+The decision that makes the run terminal joins the parts of its done mini-batches into
+`<output>/<output_file_name>` (append_row; partial results too when it failed) under the job's lock,
+before any worker is told finished (`joined` in the answer); a join that fails fails the run. The join
+reads a folder the job wrote: serving/batch/output.py follows no link and opens no FIFO there.
 """
 
 from __future__ import annotations
@@ -20,17 +24,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from cible.core.clock import Clock
 from cible.core.errors import InvalidRequestError, NotFoundError
 from cible.core.models.batch_records import (
-    APPEND_ROW, DONE, FAILED, PENDING, RUNNING, BatchSettings, Claim, Finished, MiniBatch, ResultReport, Tally,
+    APPEND_ROW, DONE, FAILED, MAX_INT, PENDING, RUNNING, BatchSettings, Claim, Finished, MiniBatch, ResultReport,
+    Tally, Wait,
 )
 from cible.core.models.records import ClusterHandle
 from cible.core.planning.batch import (
@@ -53,6 +59,7 @@ class BatchRunService:
         self._locks: dict[str, threading.Lock] = {}
         self._tallies: dict[str, Tally] = {}  # each run's counts, kept as it changes (see _tally)
         self._started: dict[str, datetime] = {}
+        self._joining: set[str] = set()  # runs whose output is being joined (under their lock)
         self._locks_guard = threading.Lock()
 
     # -- the runners' calls --------------------------------------------------------------------
@@ -92,21 +99,27 @@ class BatchRunService:
 
     def claim(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Report the previous mini-batch's outcome (`result`, optional) and claim the next: an
-        assignment {idx, files}, a wait, or finished (failed, with the reason, when the run failed).
-        Reads the reported row, the claims that may be reclaimed and the lowest pending row: a claim
-        costs the same whatever the number of mini-batches (the counts are the run's kept tally)."""
+        assignment {idx, files}, a wait, or finished (failed, with the reason, when the run failed; `joined`:
+        the server took care of the joined output). Reads the reported row, the running claims that may be
+        reclaimed or that the worker holds, and the lowest pending row: a claim costs the same whatever the
+        number of mini-batches (the counts are the run's kept tally; a claim ahead counts pending rows up to
+        the number of workers). A retried claim whose first answer was lost gets the same mini-batch again."""
         try:
-            claim = Claim(worker=body.get("worker"), attempt=body.get("attempt") or 1, ahead=bool(body.get("ahead")))
+            claim = Claim(worker=body.get("worker"), attempt=body.get("attempt") or 1, ahead=bool(body.get("ahead")),
+                          running=body.get("running"))
             report = ResultReport(worker=claim.worker, **body["result"]) if body.get("result") else None
         except (ValidationError, TypeError) as exc:
             raise InvalidRequestError(f"a claim: {_first_error(exc)}", details={"field": "result"}) from None
+        if name in self._joining:  # the run ended and its output is being joined: finished once it is
+            return Wait(ms=WAIT_MS).model_dump(mode="json")
 
-        def decide(session: Session) -> tuple[dict[str, Any], Tally, list[int] | None]:
+        def decide(session: Session) -> tuple[dict[str, Any], Tally, _Ended | None]:
             row, settings, run = self._run(session, name)
             now, attempt = self.clock.now(), _attempt(row)
             tally = self._tally(session, run)
             rows: dict[int, MiniBatchRow] = {}
             changed: dict[int, MiniBatch] = {}
+            pending_change = 0
             if report is not None:
                 reported = session.get(MiniBatchRow, (name, report.idx))
                 if reported is not None:
@@ -116,37 +129,52 @@ class BatchRunService:
                     if after is not None:
                         changed[after.idx] = after
                         tally = tally_after(tally, before, after)
+                        pending_change = int(after.state == PENDING)
             answer: Any = Finished()
             if body.get("claim", True):
-                for candidate in self._candidates(session, name, attempt, now):
+                for candidate in self._candidates(session, name, claim.worker, attempt, now):
                     rows.setdefault(candidate.idx, candidate)
                 candidates = [changed.get(idx) or _record(r) for idx, r in rows.items()]
+                workers = settings.max_concurrency_per_instance * row.instance_count
+                pending = (self._pending(session, name, workers + 1) + pending_change) if claim.ahead else None
                 moved, tally, answer = decide_claim(candidates, tally, settings, claim, attempt, now,
                                                     run_failure=run.reason if run.outcome == FAILED else None,
-                                                    workers=settings.max_concurrency_per_instance * row.instance_count)
+                                                    workers=workers, pending=pending,
+                                                    reported=report.idx if report is not None else None)
                 changed.update({b.idx: b for b in moved})
-            joined = self._write(session, run, rows, changed, settings, tally, now)
-            return answer.model_dump(mode="json"), tally, joined
+            ended = self._write(session, run, rows, changed, settings, tally, now)
+            if isinstance(answer, Finished):
+                answer = answer.model_copy(update={"joined": _joined_by_server(row, settings)})
+            return answer.model_dump(mode="json"), tally, ended
 
         return self._decide(name, decide)
 
     def lost(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A worker died (or was killed past its timeout) holding claims: a failed try of each."""
+        """A worker died (or was killed past its timeout) holding claims: `idx`, the mini-batch it was running
+        (null: none), counts a failed try; the others it held go back to pending without one."""
         worker, error = body.get("worker"), body.get("error") or "worker died"
         if not isinstance(worker, str) or not worker or not isinstance(error, str):
             raise InvalidRequestError("worker: the lost worker's name; error: why", details={"field": "worker"})
+        idx = body.get("idx")
+        if idx is not None and (not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx <= MAX_INT):
+            raise InvalidRequestError("idx: the mini-batch the lost worker was running (null: none)",
+                                      details={"field": "idx"})
+        # A runner that does not send `idx` at all cannot tell which one it ran: each held claim counts a try
+        # (so a mini-batch that kills its worker every time still ends failed).
+        tried = None if "idx" not in body else (() if idx is None else (idx,))
 
-        def decide(session: Session) -> tuple[dict[str, Any], Tally, list[int] | None]:
+        def decide(session: Session) -> tuple[dict[str, Any], Tally, _Ended | None]:
             row, settings, run = self._run(session, name)
             now, tally = self.clock.now(), self._tally(session, run)
             held = {r.idx: r for r in session.scalars(select(MiniBatchRow).where(
                 MiniBatchRow.job_name == name, MiniBatchRow.state == RUNNING, MiniBatchRow.worker == worker))}
             changed = {b.idx: b for b in worker_lost([_record(r) for r in held.values()], worker, _clip(error),
-                                                     settings, now, _attempt(row))}
-            for idx, after in changed.items():
-                tally = tally_after(tally, _record(held[idx]), after)
-            joined = self._write(session, run, held, changed, settings, tally, now)
-            return {"failed_tries": sorted(changed)}, tally, joined
+                                                     settings, now, _attempt(row), tried=tried)}
+            for at, after in changed.items():
+                tally = tally_after(tally, _record(held[at]), after)
+            counted = sorted(i for i, b in changed.items() if b.tries > held[i].tries)
+            ended = self._write(session, run, held, changed, settings, tally, now)
+            return ({"failed_tries": counted, "requeued": sorted(set(changed) - set(counted))}, tally, ended)
 
         return self._decide(name, decide)
 
@@ -156,21 +184,33 @@ class BatchRunService:
         if not isinstance(reason, str) or not reason:
             raise InvalidRequestError("reason: why the batch run cannot go on", details={"field": "reason"})
 
-        def decide(session: Session) -> tuple[dict[str, Any], Tally, list[int] | None]:
-            _, settings, run = self._run(session, name)
+        def decide(session: Session) -> tuple[dict[str, Any], Tally, _Ended | None]:
+            row, settings, run = self._run(session, name)
             tally = self._tally(session, run)
-            joined = self._write(session, run, {}, {}, settings, tally, self.clock.now(), run_failure=_clip(reason))
-            return {"outcome": run.outcome, "reason": run.reason}, tally, joined
+            ended = self._write(session, run, {}, {}, settings, tally, self.clock.now(), run_failure=_clip(reason))
+            return {"outcome": run.outcome, "reason": run.reason, "joined": _joined_by_server(row, settings)}, \
+                tally, ended
 
         return self._decide(name, decide)
 
     def _decide(self, name: str, decide: Any) -> dict[str, Any]:
-        """One decision in one transaction under the job's lock; the tally kept once it committed, the
-        parts joined once the run ended."""
+        """One decision in one transaction under the job's lock; the tally kept once it committed. The
+        decision that ends the run joins the parts before it answers and before the lock is let go, so no
+        worker is told finished before `<output>/<output_file_name>` is whole; a join that fails fails the
+        run with its reason (and this answer says so). Claims that come meanwhile are told to wait."""
         with self._lock(name):
-            answer, tally, joined = self.store.transact(decide)
+            answer, tally, ended = self.store.transact(decide)
             self._tallies[name] = tally
-        self._join(name, joined)
+            if ended is not None:
+                with self._locks_guard:
+                    self._joining.add(name)
+                try:
+                    failure = self._join(name, ended)
+                    if failure is not None:
+                        answer = self._record_join_failure(name, failure, answer)
+                finally:
+                    with self._locks_guard:
+                        self._joining.discard(name)
         return answer
 
     # -- the view ----------------------------------------------------------------------------------
@@ -214,21 +254,28 @@ class BatchRunService:
         self._started[run.job_name] = run.started_at
         return tally_of(_record(r) for r in rows)
 
-    def _candidates(self, session: Session, name: str, attempt: int, now: datetime) -> list[MiniBatchRow]:
-        """The rows a claim can change: running ones of an older attempt or past their lease, and the lowest
-        pending one."""
-        stale = session.scalars(select(MiniBatchRow).where(
+    def _candidates(self, session: Session, name: str, worker: str, attempt: int, now: datetime) -> list[MiniBatchRow]:
+        """The rows a claim can change or answer: running ones of an older attempt, past their lease, or held
+        by the claiming worker (a lost answer), and the lowest pending one."""
+        running = session.scalars(select(MiniBatchRow).where(
             MiniBatchRow.job_name == name, MiniBatchRow.state == RUNNING,
-            or_(MiniBatchRow.run_attempt < attempt, MiniBatchRow.run_attempt.is_(None),
+            or_(MiniBatchRow.worker == worker, MiniBatchRow.run_attempt < attempt, MiniBatchRow.run_attempt.is_(None),
                 MiniBatchRow.lease_until <= now))).all()
         pending = session.scalars(select(MiniBatchRow).where(MiniBatchRow.job_name == name, MiniBatchRow.state == PENDING)
                                   .order_by(MiniBatchRow.idx).limit(1)).all()
-        return [*stale, *pending]
+        return [*running, *pending]
+
+    def _pending(self, session: Session, name: str, up_to: int) -> int:
+        """How many mini-batches are pending, counted up to `up_to` on the (job_name, state) index: a claim
+        ahead only needs to know whether more are left than the run has workers."""
+        first = select(MiniBatchRow.job_name).where(MiniBatchRow.job_name == name,
+                                                    MiniBatchRow.state == PENDING).limit(up_to).subquery()
+        return session.scalar(select(func.count()).select_from(first)) or 0
 
     def _write(self, session: Session, run: BatchRunRow, rows: dict[int, MiniBatchRow], changed: dict[int, MiniBatch],
-               settings: BatchSettings, tally: Tally, now: datetime, run_failure: str | None = None) -> list[int] | None:
-        """Write the changed mini-batches; end the run when the verdict says so. The done mini-batches whose
-        parts to join when the run ended in this transaction (append_row), else None."""
+               settings: BatchSettings, tally: Tally, now: datetime, run_failure: str | None = None) -> _Ended | None:
+        """Write the changed mini-batches; end the run when the verdict says so. What to join when the run
+        ended in this transaction (append_row, an output this server reaches), else None."""
         for idx, batch in changed.items():
             row = rows[idx]
             for field in FIELDS:
@@ -242,26 +289,40 @@ class BatchRunService:
         if judged.outcome is None:
             return None
         run.outcome, run.reason, run.ended_at = judged.outcome, _clip(judged.reason), now
-        if settings.output_action != APPEND_ROW:
+        job = session.get(JobRow, run.job_name)
+        target = _output_folder(job, settings) if job is not None else None
+        if settings.output_action != APPEND_ROW or target is None:
             return None
         session.flush()
-        return list(session.scalars(select(MiniBatchRow.idx).where(MiniBatchRow.job_name == run.job_name,
+        done = list(session.scalars(select(MiniBatchRow.idx).where(MiniBatchRow.job_name == run.job_name,
                                                                    MiniBatchRow.state == DONE)))
+        return _Ended(folder=target, file_name=settings.output_file_name, done=done)
 
-    def _join(self, name: str, done: list[int] | None) -> None:
-        """Join the parts into the output file, where this server reaches the output (a datastore path);
-        an upload-mode output lives on the node: its runner joins it there."""
-        if done is None:
-            return
+    def _join(self, name: str, ended: _Ended) -> str | None:
+        """Join the done parts into the output file; why it failed, else None."""
         try:
-            with self.store.session() as session:
-                row, settings = self._job(session, name)
-                output = row.run.plan.get("outputs", {}).get(settings.output) or {}
-            if output.get("mode") == "upload" or not output.get("local_path"):
-                return
-            join_parts(output["local_path"], settings.output_file_name, done)
-        except Exception:  # noqa: BLE001 - the runner joins again when it finds no output file
+            join_parts(ended.folder, ended.file_name, ended.done)
+        except Exception as exc:  # noqa: BLE001 - recorded on the run as its failure
             logger.exception("joining the results of batch job %s", name)
+            return f"joining the results into {ended.file_name} failed: {type(exc).__name__}: {exc}"
+        return None
+
+    def _record_join_failure(self, name: str, failure: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """The run ended but its results could not be joined: it failed, with that reason."""
+        def record(session: Session) -> str | None:
+            run = session.get(BatchRunRow, name)
+            if run is None:
+                return None
+            reason = _clip(failure if run.outcome != FAILED or not run.reason else f"{run.reason}; {failure}")
+            run.outcome, run.reason = FAILED, reason
+            return reason
+
+        reason = self.store.transact(record)
+        if answer.get("kind") == "finished":
+            return {**answer, "failed": True, "reason": reason}
+        if "outcome" in answer:
+            return {**answer, "outcome": FAILED, "reason": reason}
+        return answer
 
     def _lock(self, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -303,6 +364,31 @@ def batch_view(session: Session, name: str, now: datetime) -> dict[str, Any] | N
     view = progress([_record(r) for r in rows], started_at=_aware(run.started_at), ended_at=_aware(run.ended_at),
                     now=now, outcome=run.outcome, reason=run.reason)
     return view.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """A run that ended in a decision, and what to join: the done mini-batches' parts into the file."""
+
+    folder: str
+    file_name: str
+    done: list[int]
+
+
+def _output_folder(row: JobRow, settings: BatchSettings) -> str | None:
+    """The run's output folder where this server reaches it (a datastore path); None for an upload-mode
+    output, which lives on the node (its runner joins it there)."""
+    plan = row.run.plan if row.run is not None else {}
+    output = (plan.get("outputs") or {}).get(settings.output) or {}
+    if output.get("mode") == "upload" or not output.get("local_path"):
+        return None
+    return str(output["local_path"])
+
+
+def _joined_by_server(row: JobRow, settings: BatchSettings) -> bool:
+    """What a `finished` answer says in `joined`: nothing for the node to join (summary_only) or the
+    server joined it (or recorded why it could not) before anyone was told finished."""
+    return settings.output_action != APPEND_ROW or _output_folder(row, settings) is not None
 
 
 def _record(row: MiniBatchRow) -> MiniBatch:

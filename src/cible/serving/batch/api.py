@@ -37,8 +37,10 @@ class BatchApi:
     def claim(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.call(":claim", body)
 
-    def lost(self, worker: str, error: str) -> dict[str, Any]:
-        return self.call(":lost", {"worker": worker, "error": error})
+    def lost(self, worker: str, error: str, idx: int | None) -> dict[str, Any]:
+        """`idx`: the mini-batch the worker was running when it died (a failed try), None if none; any
+        other it held goes back to pending without a try."""
+        return self.call(":lost", {"worker": worker, "error": error, "idx": idx})
 
     def fail(self, reason: str) -> dict[str, Any]:
         return self.call(":fail", {"reason": reason})

@@ -4,13 +4,19 @@ Node rank 0 lists the input (its files, sorted; folders are not recursed, as on 
 the server, which records the split once; every node's runner then starts `max_concurrency_per_instance`
 worker processes (worker.py) and looks after them:
 
-- a worker that dies holding a claim is reported lost (a failed try of its mini-batch) and replaced;
+- a worker that dies is reported lost and replaced: the mini-batch it was running (`idx`) counts a failed
+  try, any other it held (claimed ahead, or one whose report had not reached the server) is redone;
 - a worker whose run() outlives the timeout by GRACE_S (stuck in C code, where SIGALRM cannot reach) is
-  killed, reported lost and replaced;
+  killed, reported lost and replaced; the clock stops when run() returns (`scored`): writing the part is
+  not part of Azure's timeout;
+- a worker still alive EXIT_GRACE_S after the server told it finished (a thread the script started in
+  init() that never ends) is killed: the node does not wait on it;
 - a worker whose init() raises is replaced up to max_retries times, then the run fails with that error; a
   script that cannot be loaded at all (no init/run, an import error) fails it at once.
 
 Exit 0 when the server says the batch finished; non-zero when it failed, the reason as the last line.
+The server joins the parts into the result file when the run ends; rank 0 joins them here only when the
+server says it could not (`"joined": false`: an upload-mode output it does not reach).
 Workers are separate interpreters (subprocess): the runner has threads of none and imports nothing of the
 user's, and a worker's crash (a segfault in a native library) leaves the runner standing.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -32,6 +39,8 @@ from cible.serving.batch.api import ApiError, BatchApi
 from cible.serving.batch.output import PARTS_DIR, join_parts
 
 GRACE_S = 10  # past the mini-batch timeout, how long a worker has before it is killed
+EXIT_GRACE_S = 5  # after the server said finished, how long a worker has to exit before it is killed
+DRAIN_S = 1  # how long a dead worker's last words are awaited (a child of it may hold the pipe open)
 TICK_S = 0.5
 
 
@@ -70,8 +79,9 @@ class Slot:
         self.reader: Any = None
         self.buffer = b""
         self.ready = False
-        self.current: int | None = None
-        self.started = 0.0
+        self.current: int | None = None  # the mini-batch it is running (from start to end)
+        self.kill_at: float | None = None  # while run() runs: when the worker is killed (monotonic)
+        self.finished_at = 0.0
         self.init_failures = 0
         self.last_error: str | None = None
         self.finished: dict[str, Any] | None = None
@@ -88,6 +98,8 @@ class NodeRunner:
         self.selector = selectors.DefaultSelector()
         self.slots: list[Slot] = []
         self.failure: str | None = None
+        self.timeout_s = 0.0
+        self.worker_command = [sys.executable, "-m", "cible.serving.batch.worker"]  # + config, worker name
 
     def run(self) -> int:
         root, files, error = list_input(self.args.input)
@@ -103,14 +115,16 @@ class NodeRunner:
         if answer.get("outcome") == "failed":
             return self.fail_with(answer.get("reason") or "the batch run failed")
         output = os.path.abspath(self.args.output)
-        os.makedirs(os.path.join(output, PARTS_DIR), exist_ok=True)
+        # summary_only writes no parts: its output folder holds only what the scoring script writes there
+        os.makedirs(os.path.join(output, PARTS_DIR) if settings["output_action"] == "append_row" else output,
+                    exist_ok=True)
         config = self.prepare(settings, root, output)
         print(f"cible batch runner: job {self.job}, node {self.rank}, {answer['files']} files in {answer['total']} "
               f"mini-batches of {settings['mini_batch_size']}, {settings['max_concurrency_per_instance']} workers "
               f"on this node, {settings['output_action']} to {output}", flush=True)
         code = self.supervise(config, settings)
-        if code == 0 and self.rank == 0 and settings["output_action"] == "append_row":
-            self.join_if_missing(output, settings["output_file_name"])
+        if code == 0 and self.rank == 0 and settings["output_action"] == "append_row" and self.server_did_not_join():
+            self.join_here(output, settings["output_file_name"])
         return code
 
     def prepare(self, settings: dict[str, Any], root: str, output: str) -> str:
@@ -141,6 +155,7 @@ class NodeRunner:
 
     def supervise(self, config: str, settings: dict[str, Any]) -> int:
         count = int(settings["max_concurrency_per_instance"])
+        self.timeout_s = float(settings["timeout"])
         host = os.uname().nodename
         # unique per node, worker and attempt; the host only to read (the column holds 64 characters)
         self.slots = [Slot(i, f"{self.rank}:{i}:{self.attempt}:{host}"[:64]) for i in range(count)]
@@ -155,13 +170,17 @@ class NodeRunner:
                     if slot.finished.get("failed") or slot.finished.get("stale"):
                         self.stop_all()
                         return self.fail_with(slot.finished.get("reason") or "the batch run failed", report=False)
+                    if slot.proc.poll() is None and time.monotonic() - slot.finished_at > EXIT_GRACE_S:
+                        print(f"cible batch runner: worker {slot.name} did not exit {EXIT_GRACE_S} s after the "
+                              "batch finished (a thread of the scoring script?): killed", file=sys.stderr, flush=True)
+                        self.kill(slot)
                     continue
                 if slot.proc is not None and slot.proc.poll() is not None:
-                    self.read(slot)  # what it said before it went
+                    self.drain(slot)  # all it said before it went (a finished worker is not replaced)
                     if slot.finished is None and not self.replace(slot, config, settings):
                         self.stop_all()
                         return self.fail_with(self.failure or "the batch run failed")
-                elif slot.current is not None and time.monotonic() - slot.started > settings["timeout"] + GRACE_S:
+                elif slot.kill_at is not None and time.monotonic() > slot.kill_at:
                     self.kill(slot)
                     slot.last_error = (f"worker killed: mini-batch {slot.current} ran past its timeout of "
                                        f"{settings['timeout']} s")
@@ -172,12 +191,12 @@ class NodeRunner:
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "CIBLE_BATCH_STATUS_FD": str(write_fd), "CIBLE_JOB_TOKEN": self.token,
                **thread_limits(len(self.slots), os.environ)}
-        slot.proc = subprocess.Popen([sys.executable, "-m", "cible.serving.batch.worker", config, slot.name],
+        slot.proc = subprocess.Popen([*self.worker_command, config, slot.name],
                                      env=env, pass_fds=(write_fd,), start_new_session=True)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         slot.reader, slot.buffer = os.fdopen(read_fd, "rb", buffering=0), b""
-        slot.ready, slot.current, slot.last_error = False, None, None
+        slot.ready, slot.current, slot.kill_at, slot.last_error = False, None, None, None
         self.selector.register(slot.reader, selectors.EVENT_READ, slot)
 
     def read(self, slot: Slot) -> None:
@@ -188,34 +207,57 @@ class NodeRunner:
         if chunk is None:
             return
         if not chunk:  # the worker closed its end (it exited): no more events
-            if slot.reader is not None:
-                self.selector.unregister(slot.reader)
-                slot.reader.close()
-                slot.reader = None
+            self.close_reader(slot)
             return
         slot.buffer += chunk
         *lines, slot.buffer = slot.buffer.split(b"\n")
         for line in lines:
-            event = json.loads(line)
-            kind = event["event"]
+            try:
+                event = json.loads(line)
+                kind = event["event"]
+            except (ValueError, KeyError, TypeError):
+                continue  # not the worker's (a child of it writing on the inherited descriptor)
             if kind == "ready":
                 slot.ready, slot.init_failures = True, 0
             elif kind == "start":
-                slot.current, slot.started = event["idx"], time.monotonic()
+                slot.current, slot.kill_at = event["idx"], time.monotonic() + self.timeout_s + GRACE_S
+            elif kind == "scored":  # run() returned: the timeout covers run() only, not the part's write
+                slot.kill_at = None
             elif kind == "end":
-                slot.current = None
+                slot.current, slot.kill_at = None, None
             elif kind in ("fatal", "init_failed"):
                 slot.last_error = event["error"]
                 if kind == "fatal":
                     self.failure = event["error"]
             elif kind == "finished":
-                slot.finished = event
+                slot.finished, slot.finished_at = event, time.monotonic()
+
+    def close_reader(self, slot: Slot) -> None:
+        if slot.reader is not None:
+            self.selector.unregister(slot.reader)
+            slot.reader.close()
+            slot.reader = None
+
+    def drain(self, slot: Slot) -> None:
+        """Read what a dead worker wrote before it went. What is left of its process group is killed first
+        (a child holding the pipe's write end would keep EOF from coming); one that left the group (its own
+        session) may still hold it: the pipe is given up after DRAIN_S."""
+        try:
+            os.killpg(slot.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + DRAIN_S
+        while slot.reader is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if select.select([slot.reader], [], [], left)[0]:
+                self.read(slot)
+        self.close_reader(slot)
 
     def replace(self, slot: Slot, config: str, settings: dict[str, Any]) -> bool:
-        """A worker that exited before the server said finished: report its claim lost and start another.
+        """A worker that exited (drained) before the server said finished: report it lost and start another.
         False when the run must fail (the script cannot be loaded, or init() keeps failing)."""
-        while slot.reader is not None:
-            self.read(slot)
         code = slot.proc.returncode
         if self.failure is not None:  # fatal: the script cannot be used
             return False
@@ -229,7 +271,7 @@ class NodeRunner:
         else:
             error = slot.last_error or f"worker died: {_exit(code)}"
             print(f"cible batch runner: worker {slot.name}: {error}", file=sys.stderr, flush=True)
-            self.api.lost(slot.name, error)
+            self.api.lost(slot.name, error, slot.current)
         failures = slot.init_failures
         self.spawn(slot, config)
         slot.init_failures = failures
@@ -256,13 +298,21 @@ class NodeRunner:
         print(f"cible batch runner: the batch run failed: {reason}", file=sys.stderr, flush=True)
         return 1
 
-    def join_if_missing(self, output: str, file_name: str) -> None:
-        """The server joins the parts where it reaches the output; where it does not (an upload-mode output
-        on this node), this node joins what its parts folder holds."""
-        if os.path.exists(os.path.join(output, file_name)):
-            return
-        parts = os.path.join(output, PARTS_DIR)
-        done = sorted(int(n[5:11]) for n in os.listdir(parts) if n.startswith("part-") and n.endswith(".csv"))
+    def server_did_not_join(self) -> bool:
+        """The server joins the parts under the job's lock before it tells anyone finished, and says so
+        (`joined`). Only when it says it could not (an upload-mode output it does not reach) does this node
+        join; joining otherwise would race the server's join and could rename a short file over its own."""
+        said = [slot.finished.get("joined") for slot in self.slots if slot.finished is not None]
+        return False in said and True not in said
+
+    def join_here(self, output: str, file_name: str) -> None:
+        """Join what this node's parts folder holds into the result file."""
+        try:
+            names = os.listdir(os.path.join(output, PARTS_DIR))
+        except FileNotFoundError:
+            names = []
+        done = sorted(int(n[5:11]) for n in names
+                      if n.startswith("part-") and n.endswith(".csv") and len(n) == 15 and n[5:11].isdigit())
         join_parts(output, file_name, done)
 
 
@@ -277,11 +327,24 @@ def _exit(code: int | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    runner: NodeRunner | None = None
+    # The workers are in sessions of their own (so a worker's group can be killed whole): the launcher's
+    # SIGTERM to this runner's group does not reach them, so a SIGTERM unwinds to the `finally` below.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        return NodeRunner(args).run()
+        runner = NodeRunner(args)
+        return runner.run()
     except ApiError as exc:
         print(f"cible batch runner: {exc}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        if runner is not None:
+            runner.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: Any) -> None:  # noqa: ARG001
+    raise SystemExit(128 + signum)
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

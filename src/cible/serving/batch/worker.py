@@ -6,16 +6,22 @@ the node runner what it does on the file descriptor CIBLE_BATCH_STATUS_FD, one J
 
     {"event": "ready"}                                init() returned; claiming
     {"event": "start", "idx": 7}                      run() of mini-batch 7 begins (the runner times it)
+    {"event": "scored", "idx": 7}                     run() returned (or raised): the runner stops timing it
     {"event": "end", "idx": 7}                        its outcome is written (part file) and about to be reported
     {"event": "fatal", "error": "..."}                the script cannot be used (import, no init/run): no retry helps
     {"event": "init_failed", "error": "..."}          init() raised (the runner may try a new worker)
-    {"event": "finished", "failed": bool, "reason": ..., "stale": bool}
+    {"event": "finished", "failed": bool, "reason": ..., "stale": bool, "joined": bool | None}
 
 Each mini-batch's result is written to its part file before it is reported done (output.py). Its outcome
 rides on the claim of the mini-batch after next, made by a thread while run() scores the next one (one
-round trip per mini-batch, none of it between two run() calls while enough mini-batches are left). `run()` is
-bounded by the mini-batch timeout with SIGALRM (this is the process's main thread); a run() that does not
-come back from C code is killed by the node runner after the timeout and a grace.
+round trip per mini-batch, none of it between two run() calls while enough mini-batches are left). Each
+claim says which mini-batch the worker is scoring now (`running`): a claim retried after its first answer
+was lost then gets back the assignment the server already made, not a second one. `run()` is bounded by
+the mini-batch timeout with SIGALRM (this is the process's main thread); a run() that does not come back
+from C code is killed by the node runner after the timeout and a grace.
+
+The process ends with os._exit once the server said finished: a non-daemon thread the scoring script
+started in init() would otherwise keep it alive for ever.
 """
 
 from __future__ import annotations
@@ -96,13 +102,13 @@ class Worker:
                     kind = answer.get("kind")
                     if kind == "finished":
                         self.tell("finished", failed=bool(answer.get("failed")), reason=answer.get("reason"),
-                                  stale=bool(answer.get("stale")))
+                                  stale=bool(answer.get("stale")), joined=answer.get("joined"))
                         return 0
                     if kind == "wait":
                         time.sleep(max(int(answer.get("ms") or 200), 10) / 1000)
                         answer = None
                         continue
-                    next_claim = claims.submit(self.claim, report, ahead=True)
+                    next_claim = claims.submit(self.claim, report, running=answer["idx"])
                     report = self.score(scorer, answer["idx"], answer["files"])
                     following = next_claim.result()
                 except ApiError as exc:
@@ -110,10 +116,12 @@ class Worker:
                     return 5
                 answer = following if following.get("kind") == "assign" else None
 
-    def claim(self, report: dict[str, Any] | None, ahead: bool = False) -> dict[str, Any]:
-        """Report the previous mini-batch's outcome (if any) and claim the next, in one round trip."""
-        body = {"worker": self.name, "attempt": self.config["attempt"], "result": report}
-        if ahead:
+    def claim(self, report: dict[str, Any] | None, running: int | None = None) -> dict[str, Any]:
+        """Report the previous mini-batch's outcome (if any) and claim the next, in one round trip. With
+        `running` (the mini-batch run() is scoring now) the claim is made ahead."""
+        body: dict[str, Any] = {"worker": self.name, "attempt": self.config["attempt"], "result": report,
+                                "running": running}
+        if running is not None:
             body["ahead"] = True
         return self.api.claim(body)
 
@@ -129,6 +137,7 @@ class Worker:
                 returned = scorer.run(paths)
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                self.tell("scored", idx=idx)
             if self.settings["output_action"] == "append_row":
                 rows = write_part(self.config["output"], idx, returned)
             else:
@@ -153,5 +162,25 @@ def main(argv: list[str] | None = None) -> int:
     return Worker(config, name, int(os.environ["CIBLE_BATCH_STATUS_FD"])).serve()
 
 
+def exit_now(code: int) -> None:
+    """End the process without waiting for threads the scoring script left running (a non-daemon thread
+    started in init() would keep a normal exit waiting for ever); what was written is flushed first."""
+    logging = sys.modules.get("logging")
+    for flush in (getattr(logging, "shutdown", None), sys.stdout.flush, sys.stderr.flush):
+        try:
+            if flush is not None:
+                flush()
+        except Exception:  # noqa: BLE001, S110 - a closed stream: nothing left to flush
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        exit_code = main()
+    except SystemExit as exc:
+        exit_code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - told on stderr, then the same hard exit
+        traceback.print_exc()
+        exit_code = 1
+    exit_now(exit_code)
