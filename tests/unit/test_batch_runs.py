@@ -275,6 +275,31 @@ def test_no_one_is_told_finished_before_the_join_is_done(service, tmp_path: Path
     assert again["kind"] == "finished" and again["joined"] and not again["failed"]
 
 
+def test_a_run_whose_join_a_killed_server_never_finished_is_joined_at_the_next_answer(
+        service, tmp_path: Path, monkeypatch) -> None:
+    """The run's end is committed, then the server dies before the join ends (here: the join never runs). The
+    parts are still there; the next claim, by a worker of the restarted server, joins them."""
+    import cible.server.services.batch_runs as batch_runs
+
+    runs, store, clock = service
+    output = tmp_path / "out"
+    add_job(store, "j", output, mini_batch_size=1)
+    runs.start("j", {"files": ["a", "b"]})
+    first, second = runs.claim("j", {"worker": "w1"}), runs.claim("j", {"worker": "w2"})
+    for claim in (first, second):
+        write_part(str(output), claim["idx"], [f"row{claim['idx']}"])
+    runs.claim("j", {"worker": "w1", "result": {"idx": first["idx"], "ok": True, "rows": 1}})
+    monkeypatch.setattr(batch_runs, "join_parts", lambda *args, **kwargs: None)  # killed before it joined
+    runs.claim("j", {"worker": "w2", "result": {"idx": second["idx"], "ok": True, "rows": 1}})
+    assert not (output / "predictions.csv").exists()
+    monkeypatch.undo()
+    restarted = BatchRunService(store, clock)
+    answer = restarted.claim("j", {"worker": "w1"})
+    assert answer["kind"] == "finished" and answer["joined"] and not answer["failed"]
+    assert (output / "predictions.csv").read_text() == "row0\nrow1\n"
+    assert sorted(p.name for p in output.iterdir()) == ["predictions.csv"]
+
+
 def test_an_upload_mode_output_is_joined_by_the_node(service, tmp_path: Path) -> None:
     runs, store, _ = service
     output = tmp_path / "out"

@@ -22,6 +22,7 @@ reads a folder the job wrote: serving/batch/output.py follows no link and opens 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from cible.core.models.records import ClusterHandle
 from cible.core.planning.batch import (
     WAIT_MS, decide_claim, decide_result, progress, split, tally_after, tally_of, verdict, worker_lost,
 )
-from cible.serving.batch.output import join_parts
+from cible.serving.batch.output import PARTS_DIR, join_parts
 from cible.server.store.db import Store
 from cible.server.store.rows import BatchRunRow, JobRow, MiniBatchRow
 
@@ -284,14 +285,24 @@ class BatchRunService:
                 if getattr(row, field) != value:
                     setattr(row, field, value)
         if run.outcome is not None:
-            return None
+            # Ended before: joined, unless the server was killed while it joined (the join removes the
+            # parts folder last, so a folder still there means it did not finish): joined again, as it is
+            # idempotent, so a restart loses no result.
+            return self._to_join(session, run, settings, only_if_unjoined=True)
         judged = verdict(tally, settings, run_failure)
         if judged.outcome is None:
             return None
         run.outcome, run.reason, run.ended_at = judged.outcome, _clip(judged.reason), now
+        return self._to_join(session, run, settings)
+
+    def _to_join(self, session: Session, run: BatchRunRow, settings: BatchSettings, *,
+                 only_if_unjoined: bool = False) -> _Ended | None:
+        """What to join for an ended run (append_row, an output this server reaches), else None."""
         job = session.get(JobRow, run.job_name)
         target = _output_folder(job, settings) if job is not None else None
         if settings.output_action != APPEND_ROW or target is None:
+            return None
+        if only_if_unjoined and not os.path.isdir(os.path.join(target, PARTS_DIR)):
             return None
         session.flush()
         done = list(session.scalars(select(MiniBatchRow.idx).where(MiniBatchRow.job_name == run.job_name,
