@@ -24,10 +24,12 @@ user's, and a worker's crash (a segfault in a native library) leaves the runner 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +102,7 @@ class NodeRunner:
         self.failure: str | None = None
         self.timeout_s = 0.0
         self.worker_command = [sys.executable, "-m", "cible.serving.batch.worker"]  # + config, worker name
+        self.scratch: list[str] = []  # the workers' config file and the model's folder of links: removed at the end
 
     def run(self) -> int:
         root, files, error = list_input(self.args.input)
@@ -138,6 +141,7 @@ class NodeRunner:
             os.environ["AZUREML_ENTRY_SCRIPT"] = entry_script_path(app_root, self.args.entry_script) or ""
         if self.args.model_path:
             state_dir = tempfile.mkdtemp(prefix="cible-batch-model-")
+            self.scratch.append(state_dir)
             os.environ["AZUREML_MODEL_DIR"] = model_folder(self.args.model_path, self.args.model_name,
                                                            os.path.join(state_dir, "state.json"))
         os.environ["AZUREML_BI_OUTPUT_PATH"] = output
@@ -147,9 +151,19 @@ class NodeRunner:
                   "entry_script": None if self.args.mlflow_model else self.args.entry_script,
                   "mlflow": bool(self.args.mlflow_model), "model_name": self.args.model_name}
         fd, path = tempfile.mkstemp(prefix="cible-batch-", suffix=".json")
+        self.scratch.append(path)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(config, handle)
         return path
+
+    def remove_scratch(self) -> None:
+        """The config file and the model folder (hard links or copies of the staged model's files)."""
+        for path in self.scratch:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
 
     # -- the workers ---------------------------------------------------------------------------------
 
@@ -340,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if runner is not None:
             runner.stop_all()
+            runner.remove_scratch()
         signal.signal(signal.SIGTERM, previous)
 
 
