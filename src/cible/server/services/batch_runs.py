@@ -339,9 +339,11 @@ class BatchRunService:
         with self._locks_guard:
             lock = self._locks.get(name)
             if lock is None:
-                if len(self._locks) > 1024:  # locks of ended runs: dropped when not held
+                if len(self._locks) > 1024:  # ended runs: their lock and kept counts dropped (counted again if asked)
                     for key in [k for k, v in self._locks.items() if not v.locked()][:512]:
                         del self._locks[key]
+                        self._tallies.pop(key, None)
+                        self._started.pop(key, None)
                 lock = self._locks[name] = threading.Lock()
             return lock
 
