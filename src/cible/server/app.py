@@ -53,6 +53,8 @@ from cible.server.services.jobs import JobService
 from cible.server.services.quotas import QuotaService
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
+from cible.server.studio import install_studio
+from cible.server.studio.sessions import StudioSessions
 from cible.server.tokens import Tokens
 from cible.server.tracking import TrackingServer, metric_history
 from cible.server.tracking_proxy import tracking_router
@@ -247,6 +249,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.batch_runs = batch_runs
     app.state.batch_token_check = TokenCheck(jobs.run_token_refusal)
     install_error_handlers(app)
+    install_studio(app, StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
+                                       code_ttl_s=settings.studio_code_ttl_s))
     app.include_router(misc_router.router)
     app.include_router(computes_router.router)
     app.include_router(batch_runs_router.router)  # before the jobs' routes: /{name}/batch… is its own

@@ -68,6 +68,11 @@ class ServerSettings:
     # /health says "degraded" when the workspace's disk has less free space than this.
     min_free_disk_bytes: int = field(default_factory=lambda: env_bytes("CIBLE_MIN_FREE_DISK", 100 << 20))
 
+    # The studio: a sign-in link's code works once within this; a browser's session lasts this long.
+    studio_code_ttl_s: float = field(default_factory=lambda: float(os.environ.get("CIBLE_STUDIO_CODE_TTL", 300)))
+    studio_session_ttl_s: float = field(
+        default_factory=lambda: float(os.environ.get("CIBLE_STUDIO_SESSION_TTL", 12 * 3600)))
+
     # The gateway: one port for every online endpoint (0: the last one this workspace had, else any).
     gateway_host: str = field(default_factory=lambda: os.environ.get("CIBLE_GATEWAY_HOST") or "127.0.0.1")
     gateway_port: int = field(default_factory=lambda: int(os.environ.get("CIBLE_GATEWAY_PORT") or 0))

@@ -303,3 +303,15 @@ class MiniBatchRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     __mapper_args__ = {"version_id_col": version}
+
+
+class StudioGrantRow(Base):
+    """A studio sign-in code (one use, minutes) or a browser session (hours), by the SHA-256 of its
+    secret: the secret itself lives only in the link printed or the browser's cookie."""
+
+    __tablename__ = "studio_grants"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # code | session
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

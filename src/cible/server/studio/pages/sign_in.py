@@ -1,0 +1,75 @@
+"""Sign-in (a printed link's code, or the workspace token typed in), sign-out, and the API route
+that makes a sign-in code for `cible studio`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from cible.server.studio.sessions import COOKIE
+from cible.server.tokens import WORKSPACE
+from cible.server.studio.web import (SECURITY_HEADERS, Checked, form_field, render, safe_next, sessions_of,
+                                     sign_in_redirect)
+
+router = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api/v1", tags=["studio"])
+
+
+@api.post("/studio:sign-in-code", summary="A one-use code that signs a browser in to the studio "
+                                           "(`cible studio` prints the link that carries it)")
+def sign_in_code(request: Request) -> dict[str, Any]:
+    sessions = sessions_of(request)
+    return {"code": sessions.mint_code(), "expires_in_s": int(sessions.code_ttl.total_seconds())}
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/jobs", status_code=303, headers=SECURITY_HEADERS)
+
+
+@router.get("/sign-in")
+def sign_in_page(request: Request, next: str = "/jobs", code: str | None = None) -> Response:  # noqa: A002
+    target = safe_next(next)
+    if code is not None:
+        secret = sessions_of(request).redeem(code)
+        if secret is None:
+            return render(request, None, "sign_in.html", status_code=401, next=target,
+                          problem="That sign-in link was used already or has expired. Run `cible studio` "
+                                  "for a new one.")
+        return _signed_in(request, secret, target)  # to a URL without the code
+    return render(request, None, "sign_in.html", next=target, problem=None)
+
+
+@router.post("/sign-in")
+async def sign_in_with_token(request: Request) -> Response:
+    body = await request.body()
+    target = safe_next(form_field(body, "next"))
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        return render(request, None, "sign_in.html", status_code=403, next=target,
+                      problem="This form can only be sent from this workspace's own page.")
+    token = form_field(body, "token") or ""
+    if request.app.state.tokens.scope_of(token.strip().encode()) != WORKSPACE:
+        return render(request, None, "sign_in.html", status_code=401, next=target,
+                      problem="That is not this workspace's token (it is in $CIBLE_HOME/token on the server).")
+    return _signed_in(request, sessions_of(request).start_session(), target)
+
+
+@router.post("/sign-out")
+def sign_out(request: Request, who: Checked) -> Response:
+    sessions_of(request).end(who.secret)
+    response = RedirectResponse("/sign-in", status_code=303, headers=SECURITY_HEADERS)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+def _signed_in(request: Request, secret: str, target: str) -> Response:
+    response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
+    response.set_cookie(COOKIE, secret, max_age=int(sessions_of(request).session_ttl.total_seconds()), path="/",
+                        httponly=True, samesite="lax", secure=request.url.scheme == "https")
+    return response
+
+
+__all__ = ["router", "api", "sign_in_redirect"]

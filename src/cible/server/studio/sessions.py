@@ -1,0 +1,96 @@
+"""Studio sign-in: one-use codes that become browser sessions, and the CSRF token of each session.
+
+`cible studio` asks the API (workspace token) for a code and prints a link carrying it; opening the
+link trades the code for a session cookie (HttpOnly, SameSite=Lax) and redirects to a URL without
+it. The store keeps only SHA-256 digests (studio_grants): a code stays one-use and a sign-out holds
+across a restart, and a leaked database holds no usable secret. The cookie opens the studio's pages
+and their data routes only: the REST API keeps its bearer token (auth.py never reads the cookie).
+
+Every action (POST) carries the session's CSRF token, an HMAC of the session secret under a key
+derived from the workspace token: a page can hold it, the cookie cannot be derived from it, and a new
+workspace token voids every session's token at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import delete
+
+from cible.core.clock import Clock
+from cible.server.store.db import Store
+from cible.server.store.rows import StudioGrantRow
+
+CODE = "code"
+SESSION = "session"
+COOKIE = "cible_studio"
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class StudioSessions:
+    def __init__(self, store: Store, clock: Clock, workspace_token: str, *, session_ttl_s: float,
+                 code_ttl_s: float) -> None:
+        self.store = store
+        self.clock = clock
+        self.session_ttl = timedelta(seconds=session_ttl_s)
+        self.code_ttl = timedelta(seconds=code_ttl_s)
+        self._csrf_key = hmac.new(workspace_token.encode(), b"cible studio csrf v1", hashlib.sha256).digest()
+
+    def mint_code(self) -> str:
+        """A new one-use sign-in code, good for code_ttl."""
+        return self._grant(CODE, self.code_ttl)
+
+    def start_session(self) -> str:
+        """A new session secret (the cookie's value), good for session_ttl."""
+        return self._grant(SESSION, self.session_ttl)
+
+    def redeem(self, code: str) -> str | None:
+        """The code traded for a new session's secret; None for an unknown, spent or expired code."""
+        now = self.clock.now()
+        new = secrets.token_urlsafe(32)
+
+        def trade(session) -> bool:  # noqa: ANN001
+            row = session.get(StudioGrantRow, digest(code))
+            if row is None or row.kind != CODE:
+                return False
+            session.delete(row)  # spent even when expired
+            if row.expires_at <= now:
+                return False
+            session.add(StudioGrantRow(digest=digest(new), kind=SESSION, created_at=now,
+                                       expires_at=now + self.session_ttl))
+            return True
+
+        return new if code and self.store.transact(trade) else None
+
+    def is_valid(self, secret: str | None) -> bool:
+        if not secret:
+            return False
+        with self.store.session() as session:
+            row = session.get(StudioGrantRow, digest(secret))
+            return row is not None and row.kind == SESSION and row.expires_at > self.clock.now()
+
+    def end(self, secret: str) -> None:
+        """Sign out: the session no longer opens anything, whatever the browser keeps."""
+        with self.store.session() as session:
+            session.execute(delete(StudioGrantRow).where(StudioGrantRow.digest == digest(secret)))
+
+    def csrf_token(self, secret: str) -> str:
+        return hmac.new(self._csrf_key, secret.encode(), hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, secret: str, given: str | None) -> bool:
+        return bool(given) and hmac.compare_digest(self.csrf_token(secret), given)
+
+    def _grant(self, kind: str, ttl: timedelta) -> str:
+        secret = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        with self.store.session() as session:
+            # Expired grants go as new ones are made: the table holds what is live, a few rows.
+            session.execute(delete(StudioGrantRow).where(StudioGrantRow.expires_at <= now))
+            session.add(StudioGrantRow(digest=digest(secret), kind=kind, created_at=now, expires_at=now + ttl))
+        return secret
