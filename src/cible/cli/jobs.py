@@ -37,8 +37,17 @@ def _client():  # noqa: ANN202
     return MLClient()
 
 
-def _draw_job(job: dict) -> None:
+def web_view(url: str, name: str) -> str:
+    """The job's page in the studio (a browser without a session signs in first: `cible studio`)."""
+    from urllib.parse import quote
+
+    return f"{url}/jobs/{quote(name, safe='')}"
+
+
+def _draw_job(job: dict, url: str | None = None) -> None:
     print_fields(job, SHOW_KEYS)
+    if url:
+        console.print(f"[bold]Web View[/bold]  {web_view(url, job['name'])}", highlight=False, soft_wrap=True)
     error = job.get("error")
     if error:  # as text: a traceback's lines stay lines
         console.print(f"[bold]error[/bold]  [red]{error.get('code', 'Error')}[/red]", highlight=False)
@@ -174,7 +183,7 @@ def create(
     job = client.jobs.create_or_update(loaded.entity)
     shown = warn_answered(job, loaded)
     if not stream:
-        emit(job, lambda _: _draw_job(shown))
+        emit(job, lambda _: _draw_job(shown, client.url))
         return
     follow(client, job["name"])
 
@@ -188,7 +197,7 @@ def follow(client: Any, name: str, *, emit_job: bool = True) -> dict:
 
     for_people = current.format in (OutputFormat.table, OutputFormat.none) and current.query is None
     log_out, notes = (sys.stdout.buffer, console) if for_people else (sys.stderr.buffer, err_console)
-    notes.print(f"RunId: {name}\nWeb View: {client.url}/api/v1/jobs/{name}\n", highlight=False)
+    notes.print(f"RunId: {name}\nWeb View: {web_view(client.url, name)}\n", highlight=False, soft_wrap=True)
 
     def said(job: dict) -> None:
         log_out.flush()
@@ -240,6 +249,7 @@ def next_steps(name: str, home: Path) -> str:
                  f"{venv / 'bin' / 'cible'})")
     return (f"\nnext: {where}\n"
             f"  cible job show -n {name}                 # status, metrics, history\n"
+            f"  cible studio --open                      # the workspace in a browser\n"
             f"  cible job download -n {name} --all -p out/\n"
             f"  cible model list\n"
             f"  cible job create -f examples/jobs/hello-code.yml --stream   # in a clone of the repository\n"
@@ -251,7 +261,8 @@ def next_steps(name: str, home: Path) -> str:
 @app.command("show")
 def show(name: NameOpt) -> None:
     """Show a job: status, why, history, error."""
-    emit(_client().jobs.get(name), _draw_job)
+    client = _client()
+    emit(client.jobs.get(name), lambda job: _draw_job(job, client.url))
 
 
 @app.command("list")

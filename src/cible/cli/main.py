@@ -20,6 +20,7 @@ from cible.cli import (
     server,
 )
 from cible.cli.assets import asset_app
+from cible.cli.studio import studio as studio_command
 from cible.cli.output import add_global_options, emit, err_console, print_fields, print_table
 
 
@@ -104,6 +105,9 @@ def compute_show_size(name: Annotated[str, typer.Argument(help="e.g. Standard_DS
     from cible.sdk import MLClient
 
     emit(MLClient().compute.show_size(name), lambda size: print_fields(size, list(size)))
+
+
+app.command("studio")(studio_command)
 
 
 @app.command("quickstart")

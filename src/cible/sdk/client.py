@@ -158,6 +158,15 @@ class MLClient:
     def url(self) -> str:
         return self._client.url
 
+    def studio_link(self, page: str = "/jobs") -> str:
+        """A sign-in link to the workspace's studio that opens `page`: it works once, within minutes
+        (the server makes its code; the browser trades it for a session cookie)."""
+        from urllib.parse import quote
+
+        code = self._client.json("POST", "/studio:sign-in-code")["code"]
+        page = page if page.startswith("/") else f"/{page}"
+        return f"{self.url}/sign-in?code={quote(code, safe='')}&next={quote(page, safe='/')}"
+
     def close(self) -> None:
         self._client.close()
 

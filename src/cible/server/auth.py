@@ -14,6 +14,7 @@ from cible.server.tokens import Scope, Tokens
 AGENT_NODES = "/api/v1/agent/nodes/"
 JOBS = "/api/v1/jobs/"
 PROTECTED = ("/api/", "/mlflow")
+MLFLOW_RUN_PAGE = "/static/mlflow-run.html"  # reads the run id from the link's fragment (studio/pages/runs.py)
 
 
 class TokenAuthMiddleware:
@@ -25,6 +26,9 @@ class TokenAuthMiddleware:
         if scope["type"] == "http" and scope["path"].startswith(PROTECTED):
             given = dict(scope["headers"]).get(b"authorization", b"")
             granted = self.tokens.scope_of(given[7:]) if given[:7].lower() == b"bearer " else None
+            if granted is None and not given and _browser_wants_mlflow_ui(scope):
+                await _redirect(send, MLFLOW_RUN_PAGE)  # a run link MLflow printed: to its job's page
+                return
             if granted is None:
                 await _deny(send, 401, "Unauthorized", "missing or wrong token: send 'Authorization: Bearer "
                             "<token>' (the local workspace keeps it in $CIBLE_HOME/token)")
@@ -58,6 +62,18 @@ def _own_batch_route(job: str, path: str) -> bool:
     """`/api/v1/jobs/<job>/batch`, or it followed by `:verb` or `/…`: the job's own batch routes."""
     own = f"{JOBS}{job}/batch"
     return path.startswith(own) and (len(path) == len(own) or path[len(own)] in ":/")
+
+
+def _browser_wants_mlflow_ui(scope) -> bool:  # noqa: ANN001
+    """A browser opening MLflow's UI (`/mlflow/#/experiments/…/runs/…`): it holds no bearer token."""
+    accept = dict(scope["headers"]).get(b"accept", b"")
+    return scope["method"] == "GET" and scope["path"] in ("/mlflow", "/mlflow/") and b"text/html" in accept
+
+
+async def _redirect(send, location: str) -> None:  # noqa: ANN001
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _deny(send, status: int, code: str, message: str) -> None:  # noqa: ANN001

@@ -15,7 +15,7 @@ from cible.server.studio.pages import sign_in
 from cible.server.studio.sessions import StudioSessions
 from cible.server.studio.web import HERE, CsrfRefused, SignInRequired, message_page, sign_in_redirect
 
-PAGE_MODULES = ("jobs", "computes", "assets", "parents", "endpoints")  # pages/<name>.py, each a `router`
+PAGE_MODULES = ("jobs", "computes", "assets", "parents", "endpoints", "runs")  # pages/<name>.py, each a `router`
 
 
 def install_studio(app: FastAPI, sessions: StudioSessions) -> None:

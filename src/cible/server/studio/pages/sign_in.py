@@ -39,6 +39,8 @@ def sign_in_page(request: Request, next: str = "/jobs", code: str | None = None)
                           problem="That sign-in link was used already or has expired. Run `cible studio` "
                                   "for a new one.")
         return _signed_in(request, secret, target)  # to a URL without the code
+    if sessions_of(request).is_valid(request.cookies.get(COOKIE)):  # signed in already
+        return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
     return render(request, None, "sign_in.html", next=target, problem=None)
 
 

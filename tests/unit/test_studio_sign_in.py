@@ -1,0 +1,139 @@
+"""Studio sign-in: one-use codes, sessions that expire, CSRF on actions, and a cookie that opens
+the studio only (the REST API keeps its bearer token)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cible.server.app import create_app
+from cible.server.settings import ServerSettings
+from cible.server.store.rows import StudioGrantRow
+from cible.server.studio.sessions import COOKIE, digest
+from cible.server.studio.web import safe_next
+from cible.testing import FrozenClock
+
+TOKEN = "workspace-token-that-must-never-show-in-a-page"
+SIGNED_PAGE = "/runs/some-run"  # a page that needs a session (a 404 page here: tracking is off)
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    clock = FrozenClock()
+    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=f"sqlite:///{tmp_path}/db.sqlite",
+                                    tracking=False), TOKEN, clock, reconcile=False)
+    api = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
+    browser = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
+    yield app, api, browser, clock
+    app.state.store.close()
+
+
+def code_of(api: TestClient) -> str:
+    answer = api.post("/api/v1/studio:sign-in-code")
+    assert answer.status_code == 200
+    return answer.json()["code"]
+
+
+def sign_in(api: TestClient, browser: TestClient, next_path: str = "/jobs"):  # noqa: ANN201
+    return browser.get("/sign-in", params={"code": code_of(api), "next": next_path})
+
+
+def test_a_page_without_a_session_redirects_to_sign_in_never_a_raw_401(setup) -> None:
+    _, _, browser, _ = setup
+    answer = browser.get("/runs/my-run?x=1")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/sign-in?next=%2Fruns%2Fmy-run%3Fx%3D1"
+    page = browser.get(answer.headers["location"])
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "cible studio /runs/my-run?x=1" in page.text  # how to get a link for that page
+    htmx = browser.get("/runs/my-run", headers={"HX-Request": "true"})  # a fragment's poll: the whole page moves
+    assert htmx.headers["HX-Redirect"].startswith("/sign-in?next=")
+
+
+def test_a_printed_link_signs_in_once_and_lands_on_a_url_without_its_code(setup) -> None:
+    app, api, browser, _ = setup
+    code = code_of(api)
+    answer = browser.get("/sign-in", params={"code": code, "next": "/jobs/a"})
+    assert answer.status_code == 303 and answer.headers["location"] == "/jobs/a"
+    cookie = answer.headers["set-cookie"]
+    assert f"{COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert browser.get(SIGNED_PAGE).status_code == 404  # in: the page itself answers
+    with app.state.store.session() as session:  # only digests are kept
+        kept = {row.digest for row in session.query(StudioGrantRow)}
+    assert code not in kept and browser.cookies[COOKIE] not in kept and digest(browser.cookies[COOKIE]) in kept
+    again = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
+    reused = again.get("/sign-in", params={"code": code})
+    assert reused.status_code == 401 and "used already or has expired" in reused.text
+    assert COOKIE not in again.cookies
+
+
+def test_codes_and_sessions_expire(setup) -> None:
+    app, api, browser, clock = setup
+    code = code_of(api)
+    clock.advance(app.state.settings.studio_code_ttl_s + 1)
+    assert browser.get("/sign-in", params={"code": code}).status_code == 401
+    assert sign_in(api, browser).status_code == 303
+    assert browser.get(SIGNED_PAGE).status_code == 404
+    clock.advance(app.state.settings.studio_session_ttl_s + 1)
+    assert browser.get(SIGNED_PAGE).status_code == 303
+
+
+def test_the_workspace_token_typed_in_signs_in_and_a_wrong_one_says_so(setup) -> None:
+    _, _, browser, _ = setup
+    wrong = browser.post("/sign-in", data={"token": "nope", "next": "/computes"})
+    assert wrong.status_code == 401 and "not this workspace" in wrong.text
+    other_site = browser.post("/sign-in", data={"token": TOKEN}, headers={"Origin": "http://evil.example"})
+    assert other_site.status_code == 403 and COOKIE not in browser.cookies
+    right = browser.post("/sign-in", data={"token": TOKEN, "next": "/computes"})
+    assert right.status_code == 303 and right.headers["location"] == "/computes"
+    assert browser.get(SIGNED_PAGE).status_code == 404
+
+
+def test_sign_out_needs_the_csrf_token_and_ends_the_session_for_good(setup) -> None:
+    app, api, browser, _ = setup
+    sign_in(api, browser)
+    secret = browser.cookies[COOKIE]
+    assert browser.post("/sign-out").status_code == 403  # no CSRF token
+    assert browser.post("/sign-out", headers={"X-CSRF-Token": "0" * 64}).status_code == 403
+    csrf = app.state.studio_sessions.csrf_token(secret)
+    assert browser.post("/sign-out", headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"}).status_code == 403
+    assert browser.post("/sign-out", data={"csrf_token": csrf}).status_code == 303
+    browser.cookies.set(COOKIE, secret)  # a copy of the cookie kept after sign-out opens nothing
+    assert browser.get(SIGNED_PAGE).status_code == 303
+
+
+def test_the_cookie_opens_the_studio_only_never_the_api(setup) -> None:
+    _, api, browser, _ = setup
+    sign_in(api, browser)
+    assert browser.get("/api/v1/jobs").status_code == 401
+    assert browser.post("/api/v1/studio:sign-in-code").status_code == 401
+
+
+def test_pages_carry_no_token_and_strict_headers(setup) -> None:
+    _, api, browser, _ = setup
+    signed = sign_in(api, browser, "/jobs")
+    page = browser.get(SIGNED_PAGE)
+    for answer in (page, browser.get("/sign-in")):
+        assert TOKEN not in answer.text and TOKEN not in str(answer.headers)
+    assert signed.headers["location"] == "/jobs"
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("/jobs/a?b=1", "/jobs/a?b=1"), ("//evil.example/x", "/jobs"), ("https://evil.example", "/jobs"),
+    ("/\\evil.example", "/jobs"), ("", "/jobs"), (None, "/jobs"), ("jobs", "/jobs")])
+def test_after_sign_in_only_a_path_of_this_server(given, expected) -> None:
+    assert safe_next(given) == expected
+
+
+def test_a_browser_opening_an_mlflow_run_link_is_led_to_the_studio(setup) -> None:
+    _, _, browser, _ = setup
+    answer = browser.get("/mlflow/", headers={"Accept": "text/html,application/xhtml+xml"})
+    assert answer.status_code == 303 and answer.headers["location"] == "/static/mlflow-run.html"
+    assert browser.get("/static/mlflow-run.html").status_code == 200
+    assert browser.get("/mlflow/", headers={"Accept": "application/json"}).status_code == 401  # a client: as before
+    assert browser.get("/mlflow/ajax-api/2.0/mlflow/runs/get", headers={"Accept": "text/html"}).status_code == 401
