@@ -37,6 +37,11 @@ def state_class(state: str) -> str:
     return NODE_CLASSES.get(state.lower(), status_class(state))
 
 
+def short(label: str, room: int = 19) -> str:
+    """A label that fits the timeline's label column (~20 characters): its start and end kept."""
+    return label if len(label) <= room else f"{label[:room - 7]}…{label[-6:]}"
+
+
 def timeline(rows: list[tuple[str, list[Span]]], *, label: str, element_id: str, width: int = 900,
              row_height: int = 22) -> str:
     """One bar per row, split into its states over time; a legend of the states drawn below."""
@@ -57,7 +62,7 @@ def timeline(rows: list[tuple[str, list[Span]]], *, label: str, element_id: str,
     for i, (name, row) in enumerate(rows):
         y = i * (row_height + 6)
         parts.append(f'<text x="0" y="{y + row_height * 0.7:.1f}" font-size="12" fill="#1f2328">'
-                     f"{escape(name[:22])}</text>")
+                     f"<title>{escape(name)}</title>{escape(short(name))}</text>")
         for span in row:
             x = left + plot * (span.start - t0).total_seconds() / total
             w = max(plot * (span.end - span.start).total_seconds() / total, 1.5)
