@@ -359,6 +359,16 @@ def metric_history(tracking: TrackingServer, run_id: str, key: str, *, timeout: 
 
     Raises TrackingUnavailableError when the child does not answer within `timeout`.
     """
+    return metric_points(tracking, run_id, key, timeout=timeout)[1]
+
+
+def metric_points(tracking: TrackingServer, run_id: str, key: str, *,
+                  timeout: float = 10.0) -> tuple[list[int], list[float]]:
+    """Metric `key` as the run logged it: (steps, values), in logged order (by step, then time);
+    ([], []) if none. The studio's charts draw it (x = step).
+
+    Raises TrackingUnavailableError when the child does not answer within `timeout`.
+    """
     import httpx
 
     if not tracking.ready(timeout):
@@ -370,13 +380,13 @@ def metric_history(tracking: TrackingServer, run_id: str, key: str, *, timeout: 
     except httpx.HTTPError as exc:
         raise TrackingUnavailableError(f"the workspace's MLflow tracking server did not answer: {exc}") from None
     if response.status_code in (400, 404) and "DOES_NOT_EXIST" in response.text:
-        return []
+        return [], []
     if response.status_code != 200:
         raise TrackingUnavailableError(
             f"the MLflow tracking server answered {response.status_code} for run {run_id}: {response.text[:500]}")
     metrics = response.json().get("metrics", [])
     metrics.sort(key=lambda m: (int(m.get("step", 0)), int(m.get("timestamp", 0))))
-    return [float(m["value"]) for m in metrics]
+    return [int(m.get("step", 0)) for m in metrics], [float(m["value"]) for m in metrics]
 
 
 # -- the child: MLflow's server in one process -------------------------------------------

@@ -69,10 +69,12 @@ def list_jobs(
     archived_only: bool = Query(False, description="list the archived jobs alone (`--archived-only`)"),
     parent_job_name: str | None = Query(None, description="list this sweep's trials or pipeline's steps "
                                                           "(`--parent-job-name`) instead of top-level jobs"),
+    compute: str | None = Query(None, description="only the jobs on this compute (`cpu-cluster` or "
+                                                  "`azureml:cpu-cluster`; `serverless`: jobs on serverless nodes)"),
 ) -> dict[str, Any]:
     return _jobs(request).list(skip=skip, top=top, status=status, experiment=experiment_name,
                                include_archived=include_archived, archived_only=archived_only,
-                               parent_job_name=parent_job_name)
+                               parent_job_name=parent_job_name, compute=compute)
 
 
 @router.delete("/{name}", status_code=204)

@@ -59,3 +59,8 @@ class VmSize(Envelope):
 class SizeList(Envelope):
     value: list[VmSize] = Field(description="the sizes")
     count: int = Field(description="how many")
+
+
+class StudioSignInCode(Envelope):
+    code: str = Field(description="one use: open <server>/sign-in?code=<code>&next=<page> in a browser")
+    expires_in_s: int = Field(description="seconds the code works for")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,6 +70,17 @@ class Lineage:
     # deployment's settings the server hands the job's runners: core/models/batch_endpoints.py).
     batch_of: str | None = None
     batch: dict[str, Any] | None = None
+
+
+def _on_compute(compute: str):  # noqa: ANN202 (a SQL condition)
+    """Jobs on `compute`, by the target they resolved to (indexed) or the compute they were given (a
+    sweep's or pipeline's, whose target is its type)."""
+    name = compute.strip()
+    name = name[len("azureml:"):] if name.lower().startswith("azureml:") else name
+    given = JobRow.compute.in_([name, f"azureml:{name}"])
+    if name == SERVERLESS:
+        return or_(JobRow.target.startswith(SERVERLESS_PREFIX, autoescape=True), given)
+    return or_(JobRow.target == name, given)
 
 
 class _LostRace(Exception):
@@ -365,9 +376,10 @@ class JobService:
 
     def list(self, *, skip: int = 0, top: int = 50, status: str | None = None, experiment: str | None = None,
              include_archived: bool = False, archived_only: bool = False,
-             parent_job_name: str | None = None) -> dict[str, Any]:
+             parent_job_name: str | None = None, compute: str | None = None) -> dict[str, Any]:
         """Top-level jobs, newest first; or, given `parent_job_name`, that sweep's trials or that pipeline's
-        steps (`az ml job list --parent-job-name`), oldest first."""
+        steps (`az ml job list --parent-job-name`), oldest first. `compute` keeps the jobs of one compute
+        (`cpu-cluster` or `azureml:cpu-cluster`; `serverless`: every job on serverless nodes)."""
         view = list_view(include_archived, archived_only)
         if status:  # `--status running` as Azure's CLI takes it: any case, Azure's name stored
             known = {s.value.lower(): s.value for s in JobStatus}
@@ -382,6 +394,8 @@ class JobService:
                 query = query.where(JobRow.status == status)
             if experiment:
                 query = query.where(JobRow.experiment_name == experiment)
+            if compute:
+                query = query.where(_on_compute(compute))
             if view != ALL:  # archived jobs are hidden unless asked for, as `az ml job list`
                 query = query.where(JobRow.archived.is_(view == ARCHIVED))
             if parent_job_name is None:  # children are listed under their parent, as on Azure
@@ -392,9 +406,13 @@ class JobService:
                 self._row(session, parent_job_name)  # a 404 for a parent that does not exist
                 order = (JobRow.created_at, JobRow.name)
                 query = query.where(JobRow.parent_job_name == parent_job_name)
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            # The page's names first, sorted without the rows' specs and runs (a database sorting every
+            # matching row whole is what a 10,000-job listing spent its time on), then those rows.
+            names = session.scalars(query.with_only_columns(JobRow.name).order_by(*order).offset(skip).limit(top)).all()
             # A job whose stored run cannot be read is listed as a stub with an `error` (unreadable.py).
-            items, total = fetch_items(session, query.order_by(*order), skip, top,
-                                       lambda r: self._resource(session, r, history=False))
+            items, _ = fetch_items(session, select(JobRow).where(JobRow.name.in_(names)).order_by(*order), 0, top,
+                                   lambda r: self._resource(session, r, history=False))
             return page(items, total, skip)
 
     def run_handle(self, name: str) -> tuple[str, RunRecord]:

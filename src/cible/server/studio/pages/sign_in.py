@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from cible.server.routers.responses import answers
+from cible.server.schemas.misc import StudioSignInCode
 from cible.server.studio.sessions import COOKIE
 from cible.server.tokens import WORKSPACE
 from cible.server.studio.web import (SECURITY_HEADERS, Checked, form_field, render, safe_next, sessions_of,
@@ -18,7 +20,8 @@ api = APIRouter(prefix="/api/v1", tags=["studio"])
 
 
 @api.post("/studio:sign-in-code", summary="A one-use code that signs a browser in to the studio "
-                                           "(`cible studio` prints the link that carries it)")
+                                           "(`cible studio` prints the link that carries it)",
+          **answers(StudioSignInCode))
 def sign_in_code(request: Request) -> dict[str, Any]:
     sessions = sessions_of(request)
     return {"code": sessions.mint_code(), "expires_in_s": int(sessions.code_ttl.total_seconds())}
