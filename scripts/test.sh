@@ -65,6 +65,17 @@ if [ -z "${CIBLE_TEST_POSTGRES_URL:-}" ] && [ "${CI:-}" = "true" ]; then
   exit 1
 fi
 
+# --- Chromium: the studio's browser tests (tests/browser) drive the distribution's package --------
+# Playwright (a test extra) never downloads a browser here: no `playwright install`.
+if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "chromium could not be installed: the browser tests will be skipped (or fail, under CI)" >&2
+  else
+    echo "no chromium: the browser tests will be skipped (or fail, under CI); on Debian: sudo apt-get install chromium" >&2
+  fi
+fi
+
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -119,7 +119,7 @@ def test_pages_carry_no_token_and_strict_headers(setup) -> None:
         assert TOKEN not in answer.text and TOKEN not in str(answer.headers)
     assert signed.headers["location"] == "/jobs"
     assert "script-src 'self'" in page.headers["content-security-policy"]
-    assert page.headers["x-frame-options"] == "DENY" and page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["referrer-policy"] == "same-origin"
     assert page.headers["cache-control"] == "no-store"
 
 

@@ -25,15 +25,15 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescaped
 
 # Every studio answer: scripts and styles from this server only (no inline script: the CSRF token
-# is in an attribute, never in a script), never framed, never cached, no referrer (a sign-in link's
-# code never leaves in a Referer header).
+# is in an attribute, never in a script), never framed, never cached, a Referer only to this server (a
+# sign-in link's code never leaves in one; Chromium sends `Origin: null` on forms under no-referrer).
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                                "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
                                "form-action 'self'; base-uri 'none'; object-src 'none'",
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 
