@@ -235,7 +235,9 @@ def _children_url(job: dict[str, Any]) -> tuple[str, str] | None:
 
 def _compute_url(job: dict[str, Any]) -> str | None:
     target = job.get("target") or ""
-    if not target or target.startswith(("(", SERVERLESS_PREFIX)):
+    if target.startswith("("):  # a sweep's or pipeline's: the compute its children default to
+        target = str(job.get("compute") or "").removeprefix("azureml:")
+    if not target or target.startswith(SERVERLESS_PREFIX) or target == "serverless":
         return None
     return f"/computes/{quote(target, safe='')}"
 
