@@ -89,6 +89,7 @@
     function describe(key, series) {
       const n = series.values.length;
       if (!n) return key + ": no values yet.";
+      if (n === 1) return format(series.values[0]) + " (logged once, at step " + series.steps[0] + ")";
       return "Latest " + format(series.values[n - 1]) + " at step " + series.steps[n - 1] + " (" + n +
         (n === 1 ? " value)" : " values)");
     }
@@ -119,6 +120,9 @@
       const chart = chartFor(key);
       chart.latest.textContent = describe(key, series);
       const data = [series.steps, series.values];
+      // One value is a number, not a curve: it is said above, and a chart comes with the second.
+      chart.wrap.classList.toggle("single", series.values.length < 2);
+      if (series.values.length < 2 && !chart.u) return;
       if (typeof window.uPlot !== "function") return; // the text stays
       if (chart.u) { chart.u.setData(data); return; }
       const width = Math.max(chart.plot.clientWidth || chart.wrap.clientWidth - 16 || 400, 240);
