@@ -47,7 +47,7 @@ def test_a_page_without_a_session_redirects_to_sign_in_never_a_raw_401(setup) ->
     assert answer.headers["location"] == "/sign-in?next=%2Fruns%2Fmy-run%3Fx%3D1"
     page = browser.get(answer.headers["location"])
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert "cible studio /runs/my-run?x=1" in page.text  # how to get a link for that page
+    assert "cible studio &#39;/runs/my-run?x=1&#39;" in page.text  # how to get a link for that page
     htmx = browser.get("/runs/my-run", headers={"HX-Request": "true"})  # a fragment's poll: the whole page moves
     assert htmx.headers["HX-Redirect"].startswith("/sign-in?next=")
 
@@ -137,3 +137,32 @@ def test_a_browser_opening_an_mlflow_run_link_is_led_to_the_studio(setup) -> Non
     assert browser.get("/static/mlflow-run.html").status_code == 200
     assert browser.get("/mlflow/", headers={"Accept": "application/json"}).status_code == 401  # a client: as before
     assert browser.get("/mlflow/ajax-api/2.0/mlflow/runs/get", headers={"Accept": "text/html"}).status_code == 401
+
+
+def test_a_poll_that_finds_the_session_gone_brings_the_browser_back_to_its_page(setup) -> None:
+    _, _, browser, _ = setup
+    polled = browser.get("/runs/r", headers={"HX-Request": "true",
+                                                     "HX-Current-URL": "http://testserver/jobs/j1?tab=log"})
+    assert polled.headers["HX-Redirect"] == "/sign-in?next=%2Fjobs%2Fj1%3Ftab%3Dlog"  # the page, not the fragment
+    fetched = browser.get("/runs/r", headers={"HX-Request": "true", "X-Studio-Page": "/jobs/j2"})
+    assert fetched.headers["HX-Redirect"] == "/sign-in?next=%2Fjobs%2Fj2"
+    elsewhere = browser.get("/runs/r", headers={"HX-Request": "true", "HX-Current-URL": "http://evil.example/x"})
+    assert elsewhere.headers["HX-Redirect"] == "/sign-in?next=%2Fjobs"
+
+
+def test_the_sign_in_page_quotes_the_command_for_a_shell(setup) -> None:
+    _, _, browser, _ = setup
+    page = browser.get("/sign-in", params={"next": "/jobs?status=Queued&compute=local"})
+    assert "cible studio &#39;/jobs?status=Queued&amp;compute=local&#39;" in page.text
+
+
+def test_a_code_is_spent_once_and_a_session_secret_is_no_code(setup) -> None:
+    app, api, _, _ = setup
+    code = code_of(api)
+    sessions = app.state.studio_sessions
+    assert sessions.redeem(code) is not None
+    assert sessions.redeem(code) is None
+    assert sessions.redeem("") is None and sessions.redeem("not-a-code") is None
+    session_secret = sessions.start_session()
+    assert sessions.redeem(session_secret) is None  # a session's secret is not a code
+    assert sessions.is_valid(session_secret)

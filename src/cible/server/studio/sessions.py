@@ -56,11 +56,12 @@ class StudioSessions:
         new = secrets.token_urlsafe(32)
 
         def trade(session) -> bool:  # noqa: ANN001
-            row = session.get(StudioGrantRow, digest(code))
-            if row is None or row.kind != CODE:
-                return False
-            session.delete(row)  # spent even when expired
-            if row.expires_at <= now:
+            # One DELETE decides who spends the code: of two browsers racing, one deletes the row, the
+            # other deletes nothing (a read, then a delete, would let both through on PostgreSQL).
+            spent = session.execute(delete(StudioGrantRow).where(
+                StudioGrantRow.digest == digest(code), StudioGrantRow.kind == CODE,
+                StudioGrantRow.expires_at > now))  # an expired code is left for _grant's sweep
+            if spent.rowcount != 1:
                 return False
             session.add(StudioGrantRow(digest=digest(new), kind=SESSION, created_at=now,
                                        expires_at=now + self.session_ttl))

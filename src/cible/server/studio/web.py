@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -69,9 +69,21 @@ def viewer(request: Request) -> Viewer:
     secret = request.cookies.get(COOKIE)
     sessions = sessions_of(request)
     if not sessions.is_valid(secret):
-        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise SignInRequired(here if request.method == "GET" else "/")
+        raise SignInRequired(page_of(request))
     return Viewer(secret, sessions.csrf_token(secret))
+
+
+def page_of(request: Request) -> str:
+    """The page to come back to after sign-in: the one a poll or an action came from (htmx's
+    HX-Current-URL, studio.js's X-Studio-Page), else the URL asked for; never a fragment."""
+    if request.headers.get("hx-request"):
+        came_from = urlsplit(request.headers.get("hx-current-url") or request.headers.get("x-studio-page") or "/")
+        if came_from.netloc and came_from.netloc != request.url.netloc:
+            return "/jobs"
+        return came_from.path + (f"?{came_from.query}" if came_from.query else "")
+    if request.method != "GET":
+        return "/jobs"
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
 
 async def checked(request: Request, who: Annotated[Viewer, Depends(viewer)]) -> Viewer:

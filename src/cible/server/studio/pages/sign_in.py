@@ -3,6 +3,8 @@ that makes a sign-in code for `cible studio`."""
 
 from __future__ import annotations
 
+import shlex
+
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -38,13 +40,13 @@ def sign_in_page(request: Request, next: str = "/jobs", code: str | None = None)
     if code is not None:
         secret = sessions_of(request).redeem(code)
         if secret is None:
-            return render(request, None, "sign_in.html", status_code=401, next=target,
-                          problem="That sign-in link was used already or has expired. Run `cible studio` "
+            return _sign_in_page(request, 401, target,
+                                 "That sign-in link was used already or has expired. Run `cible studio` "
                                   "for a new one.")
         return _signed_in(request, secret, target)  # to a URL without the code
     if sessions_of(request).is_valid(request.cookies.get(COOKIE)):  # signed in already
         return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
-    return render(request, None, "sign_in.html", next=target, problem=None)
+    return _sign_in_page(request, 200, target)
 
 
 @router.post("/sign-in")
@@ -53,12 +55,12 @@ async def sign_in_with_token(request: Request) -> Response:
     target = safe_next(form_field(body, "next"))
     origin = request.headers.get("origin")
     if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-        return render(request, None, "sign_in.html", status_code=403, next=target,
-                      problem="This form can only be sent from this workspace's own page.")
+        return _sign_in_page(request, 403, target,
+                             "This form can only be sent from this workspace's own page.")
     token = form_field(body, "token") or ""
     if request.app.state.tokens.scope_of(token.strip().encode()) != WORKSPACE:
-        return render(request, None, "sign_in.html", status_code=401, next=target,
-                      problem="That is not this workspace's token (it is in $CIBLE_HOME/token on the server).")
+        return _sign_in_page(request, 401, target,
+                             "That is not this workspace's token (it is in $CIBLE_HOME/token on the server).")
     return _signed_in(request, sessions_of(request).start_session(), target)
 
 
@@ -68,6 +70,13 @@ def sign_out(request: Request, who: Checked) -> Response:
     response = RedirectResponse("/sign-in", status_code=303, headers=SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path="/")
     return response
+
+
+def _sign_in_page(request: Request, status_code: int, target: str, problem: str | None = None) -> Response:
+    # The command that makes a link for this page, quoted for a shell (`?` and `&` are in filters' URLs).
+    command = "cible studio" if target == "/jobs" else f"cible studio {shlex.quote(target)}"
+    return render(request, None, "sign_in.html", status_code=status_code, next=target, command=command,
+                  problem=problem)
 
 
 def _signed_in(request: Request, secret: str, target: str) -> Response:
