@@ -37,9 +37,22 @@ def state_class(state: str) -> str:
     return NODE_CLASSES.get(state.lower(), status_class(state))
 
 
+def legend(entries: dict[str, str], x: float, y: float) -> str:
+    """A row of colour swatches, each with its name: {name: fill}."""
+    parts = []
+    for name, fill in entries.items():
+        parts.append(f'<rect x="{x}" y="{y}" width="12" height="12" fill="{fill}"/>'
+                     f'<text x="{x + 16}" y="{y + 11}" font-size="12" fill="#1f2328">{escape(name)}</text>')
+        x += 30 + 7 * len(name)
+    return "".join(parts)
+
+
 def short(label: str, room: int = 19) -> str:
-    """A label that fits the timeline's label column (~20 characters): its start and end kept."""
-    return label if len(label) <= room else f"{label[:room - 7]}…{label[-6:]}"
+    """A label cut to `room` characters, its start and end kept (names differ at both: trial_12, node …a4c_d)."""
+    if len(label) <= room:
+        return label
+    tail = min(6, (room - 1) // 3)
+    return f"{label[:room - 1 - tail]}…{label[-tail:] if tail else ''}"
 
 
 def timeline(rows: list[tuple[str, list[Span]]], *, label: str, element_id: str, width: int = 900,
@@ -71,11 +84,7 @@ def timeline(rows: list[tuple[str, list[Span]]], *, label: str, element_id: str,
             secs = (span.end - span.start).total_seconds()
             parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row_height}" fill="{fill}">'
                          f"<title>{escape(span.state)}: {secs:.1f} s from {span.start:%H:%M:%S}</title></rect>")
-    x = left
-    for state, fill in seen.items():
-        parts.append(f'<rect x="{x}" y="{legend_y}" width="12" height="12" fill="{fill}"/>'
-                     f'<text x="{x + 16}" y="{legend_y + 11}" font-size="12" fill="#1f2328">{escape(state)}</text>')
-        x += 30 + 7 * len(state)
+    parts.append(legend(seen, left, legend_y))
     parts.append(f'<text x="0" y="{legend_y + 11}" font-size="11" fill="#57606a">{t0:%H:%M:%S} → {t1:%H:%M:%S}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from cible.server.studio import charts
 from cible.server.studio.charts import FILLS, state_class
 
 INK, MUTED, LINE, ACCENT = "#1f2328", "#57606a", "#d0d7de", "#0550ae"
@@ -46,10 +47,6 @@ def number(value: Any) -> str:
 
 def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 @dataclass
@@ -118,12 +115,12 @@ def scatter(points: Sequence[tuple[str, Any, Any]], *, x_label: str, y_label: st
         x = left + pw * pos
         parts.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 5}" stroke="{MUTED}"/>'
                      f'<text x="{x:.1f}" y="{top + ph + 18}" font-size="11" fill="{MUTED}" text-anchor="middle">'
-                     f"{escape(_short(text, 14))}</text>")
+                     f"{escape(charts.short(text, 14))}</text>")
     for pos, text in ya.ticks():
         y = top + ph * (1 - pos)
         parts.append(f'<line x1="{left - 5}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="{MUTED}"/>'
                      f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="11" fill="{MUTED}" text-anchor="end">'
-                     f"{escape(_short(text, 10))}</text>")
+                     f"{escape(charts.short(text, 10))}</text>")
     parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" font-size="12" fill="{INK}" text-anchor="middle">'
                  f"{escape(x_label)}</text>")
     parts.append(f'<text x="14" y="{top + ph / 2:.1f}" font-size="12" fill="{INK}" text-anchor="middle" '
@@ -142,7 +139,7 @@ def scatter(points: Sequence[tuple[str, Any, Any]], *, x_label: str, y_label: st
                      f"<title>{escape(tip)}</title></circle>")
         if is_best:
             parts.append(f'<text x="{x + 10:.1f}" y="{y - 8:.1f}" font-size="12" font-weight="600" fill="{BEST}">'
-                         f"best: {escape(_short(name, 30))}</text>")
+                         f"best: {escape(charts.short(name, 30))}</text>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -166,11 +163,11 @@ def parallel_coordinates(axes: Sequence[str], rows: Sequence[tuple[str, Mapping[
     for x, scale in zip(xs, scales):
         parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" stroke="{MUTED}" stroke-width="1"/>')
         parts.append(f'<text x="{x:.1f}" y="{top - 12}" font-size="12" font-weight="600" fill="{INK}" '
-                     f'text-anchor="middle">{escape(_short(scale.name, 24))}</text>')
+                     f'text-anchor="middle">{escape(charts.short(scale.name, 24))}</text>')
         for pos, text in scale.ticks():
             y = top + ph * (1 - pos)
             parts.append(f'<text x="{x + 5:.1f}" y="{y + 4:.1f}" font-size="11" fill="{MUTED}">'
-                         f"{escape(_short(text, 12))}</text>")
+                         f"{escape(charts.short(text, 12))}</text>")
     for name, values in sorted(rows, key=lambda r: r[0] == best):
         is_best = name == best
         segments: list[list[str]] = [[]]
@@ -197,7 +194,7 @@ def parallel_coordinates(axes: Sequence[str], rows: Sequence[tuple[str, Mapping[
                      "other trials</text>")
         parts.append(f'<line x1="{left + 130}" y1="{height - 14}" x2="{left + 154}" y2="{height - 14}" '
                      f'stroke="{BEST}" stroke-width="3.5"/><text x="{left + 160}" y="{height - 10}" font-size="12" '
-                     f'fill="{INK}">best trial: {escape(_short(best, 60))}</text>')
+                     f'fill="{INK}">best trial: {escape(charts.short(best, 60))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -288,13 +285,9 @@ def dag(nodes: Sequence[tuple[str, str]], edges: Sequence[tuple[str, str]], *, l
                      f'stroke="{fill}" stroke-width="2"/>'
                      f'<rect x="{x:.1f}" y="{y:.1f}" width="8" height="{box_height}" rx="3" fill="{fill}"/>'
                      f'<text x="{x + 16:.1f}" y="{y + 20:.1f}" font-size="13" font-weight="600" fill="{INK}">'
-                     f"{escape(_short(name, 20))}</text>"
+                     f"{escape(charts.short(name, 20))}</text>"
                      f'<text x="{x + 16:.1f}" y="{y + 38:.1f}" font-size="12" fill="{MUTED}">'
                      f"{escape(status or 'NotStarted')}</text></g>")
-    x = pad
-    for status, fill in legend.items():
-        parts.append(f'<rect x="{x}" y="{legend_y}" width="12" height="12" fill="{fill}"/>'
-                     f'<text x="{x + 16}" y="{legend_y + 11}" font-size="12" fill="{INK}">{escape(status)}</text>')
-        x += 30 + 7 * len(status)
+    parts.append(charts.legend(legend, pad, legend_y))
     parts.append("</svg>")
     return "".join(parts)
