@@ -236,6 +236,18 @@ def test_bad_snooze_durations_are_422(api: TestClient, body: dict):
     assert api.get("/api/v1/computes/ci").json()["snoozed_until"] is None
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", '"nan"', '"inf"'])
+def test_non_finite_snooze_durations_are_422(api: TestClient, literal: str):
+    """Python's JSON reader takes NaN and Infinity: the body model must still refuse them (not a 500)."""
+    create(api)
+    add_node(api)
+    response = api.post("/api/v1/computes/ci:snooze", content=f'{{"minutes": {literal}}}',
+                        headers={**ALICE, "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "minutes" in [problem["field"] for problem in error_of(response)["details"]]
+    assert api.get("/api/v1/computes/ci").json()["snoozed_until"] is None
+
+
 def test_snoozing_a_stopped_instance_is_a_conflict(api: TestClient):
     create(api)
     act(api, "ci", "stop")

@@ -120,6 +120,74 @@ def test_models_list_versions_and_a_version_with_its_mlmodel_and_files(api: Test
     assert "no MLmodel file" in element(two, "mlmodel") and "clf/weights/w.bin" in element(two, "model-files")
 
 
+@pytest.mark.parametrize("name", ["page.html", "app.js", "figure.svg"])
+def test_a_model_file_is_always_a_download_of_no_type(api: TestClient, name: str) -> None:
+    """An uploaded .html or .js served with its own type would run as a page of the studio's origin."""
+    snapshot = upload(api, {f"model/{name}": b"<script>alert(document.cookie)</script>"})
+    assert api.post("/api/v1/models/web/versions", json={"path": f"{snapshot}/model"}).status_code == 200
+    download = api.get(f"/models/web/1/files/web/model/{name}")
+    assert download.status_code == 200, download.text
+    assert download.headers["content-type"] == "application/octet-stream"
+    assert download.headers["content-disposition"].startswith("attachment")
+    assert download.headers["x-content-type-options"] == "nosniff"
+
+
+def _statements(api: TestClient, url: str) -> int:
+    """How many SQL statements answering `url` runs."""
+    from sqlalchemy import event
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:  # noqa: ARG001
+        seen.append(statement)
+
+    engine = api.app.state.store.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        page(api, url)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_an_asset_list_runs_as_many_queries_for_20_rows_as_for_2(api: TestClient) -> None:
+    def register(names: range) -> None:
+        for i in names:
+            for version in ("1", "2"):
+                env = {"image": f"mcr.microsoft.com/azureml/img{i}:{version}"}
+                answer = api.put(f"/api/v1/environments/env{i:02d}/versions/{version}", json=env)
+                assert answer.status_code == 200, answer.text
+
+    register(range(2))
+    few = _statements(api, "/environments")
+    register(range(2, 20))
+    many = _statements(api, "/environments")
+    assert many == few, (few, many)
+    table = element(page(api, "/environments"), "environments-table")
+    assert len(re.findall(r'data-testid="asset-row"', table)) == 20
+    assert len(re.findall(r'<td class="num">2</td>', table)) == 20  # each one's two versions, counted still
+
+
+def test_the_version_counts_follow_the_archived_rules_of_the_list(api: TestClient) -> None:
+    for name, count in (("a", 3), ("b", 2), ("c", 1)):
+        for version in range(1, count + 1):
+            answer = api.put(f"/api/v1/environments/{name}/versions/{version}", json={"image": f"img:{version}"})
+            assert answer.status_code == 200, answer.text
+    assert api.post("/api/v1/environments/a/versions/3:archive").status_code == 200
+    assert api.post("/api/v1/environments/b:archive").status_code == 200  # the whole asset
+    assets = api.app.state.assets
+    for flags in ({}, {"include_archived": True}, {"archived_only": True}):
+        counts = assets.version_counts("environments", ["a", "b", "c", "nope"], **flags)
+        expected = {n: assets.list("environments", n, **flags)["count"] for n in ("a", "b", "c", "nope")}
+        assert counts == expected, flags
+    assert assets.version_counts("environments", ["a", "b", "c"]) == {"a": 2, "b": 0, "c": 1}
+    assert assets.version_counts("environments", []) == {}
+    shown = element(page(api, "/environments"), "environments-table")
+    assert re.search(r'data-name="a">.*?<td class="num">2</td>', shown, re.S)
+    everything = element(page(api, "/environments?archived=true"), "environments-table")
+    assert re.search(r'data-name="a">.*?<td class="num">3</td>', everything, re.S)
+    assert re.search(r'data-name="b">.*?<td class="num">2</td>', everything, re.S)
+
+
 def test_a_model_registered_by_reference_says_it_has_no_files_here(api: TestClient) -> None:
     assert api.post("/api/v1/models/remote/versions",
                     json={"path": "https://example.com/model.pkl"}).status_code == 200
@@ -313,8 +381,14 @@ def test_unknown_endpoints_are_404_pages(api: TestClient, url: str) -> None:
 
 
 def test_the_rate_fragment_of_an_unknown_endpoint_is_an_alert_not_a_page(api: TestClient) -> None:
+    # htmx 2 swaps only 2xx answers: the polled panel must get a 200 whose fragment shows the alert and has
+    # no hx-trigger (the swap replaces the polling element, so the every-5s poll ends).
     answer = api.get("/endpoints/nope/request-rate", headers={"HX-Request": "true"})
-    assert answer.status_code == 404 and 'role="alert"' in answer.text and "<h1" not in answer.text
+    assert answer.status_code == 200 and 'role="alert"' in answer.text and "<h1" not in answer.text
+    assert 'id="request-rate"' in answer.text and "does not exist" in answer.text
+    assert "hx-trigger" not in answer.text and "hx-get" not in answer.text
+    # Not htmx (a script, curl): the real status.
+    assert api.get("/endpoints/nope/request-rate").status_code == 404
 
 
 # ---- graphs.py: pure SVG ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from api_support import api_client
 from fastapi.testclient import TestClient
 
+from cible.core.errors import InvalidRequestError
 from cible.core.models.records import NodeInfo
 from cible.server.store.rows import NodeRow, NodeStateRow
 from cible.server.studio.node_charts import idle_explanation, instance_actions, node_timeline_rows, quota_rows
@@ -195,6 +196,28 @@ def test_snooze_postpones_the_idle_shutdown(api: TestClient):
     assert response.status_code == 200, response.text
     assert "not before 2026-01-01 01:30:00 UTC" in response.text
     assert api.get("/api/v1/computes/ci").json()["snoozed_until"] == "2026-01-01T01:30:00+00:00"
+
+
+@pytest.mark.parametrize("minutes", ["nan", "NaN", "inf", "-inf", "infinity"])
+def test_a_non_finite_snooze_is_refused_in_the_alert_not_a_500(api: TestClient, minutes: str):
+    create(api, "ci", INSTANCE)
+    add_node(api, "ci", "ci-n1", [("preparing", 5), ("idle", 4)])
+    csrf = sign_in(api)
+    response = api.post("/computes/ci/snooze", data={"minutes": minutes}, headers={**HTMX, "X-CSRF-Token": csrf})
+    assert response.status_code == 200, response.text
+    alert = re.search(r'role="alert"[^>]*>(.*?)</', response.text, re.S)
+    assert alert and "minutes" in alert.group(1) and "24 hours" in alert.group(1)
+    plain = api.post("/computes/ci/snooze", data={"minutes": minutes, "csrf_token": csrf})
+    assert plain.status_code == 400 and "<h1>" in plain.text
+    assert api.get("/api/v1/computes/ci").json()["snoozed_until"] is None
+
+
+@pytest.mark.parametrize("minutes", [float("nan"), float("inf"), float("-inf"), 0.0, 1441.0])
+def test_the_instance_service_refuses_a_snooze_outside_0_to_24_hours(api: TestClient, minutes: float):
+    create(api, "ci", INSTANCE)
+    add_node(api, "ci", "ci-n1", [("preparing", 5), ("idle", 4)])
+    with pytest.raises(InvalidRequestError, match="at most 24 hours"):
+        api.app.state.instances.snooze("ci", minutes)
 
 
 def test_unknown_computes_are_404_pages(api: TestClient):

@@ -3,8 +3,12 @@ log and metrics data routes, file downloads and Cancel (CSRF), and the REST rout
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
@@ -119,8 +123,41 @@ def test_the_list_pages_by_fifty_newest_first_and_keeps_the_filters(api: TestCli
     second = api.get("/jobs?experiment=many&page=2").text
     assert rows(second) == [f"job-{i:02d}" for i in range(4, -1, -1)]
     assert 'href="/jobs?experiment=many"' in second and 'id="pager-next"' not in second
-    assert rows(api.get("/jobs?experiment=many&page=9").text) == []
+    assert rows(api.get("/jobs?experiment=many&page=9").text) == rows(second)  # past the end: the last page
     assert len(rows(api.get("/jobs?page=nonsense").text)) == 50  # the first page
+
+
+def test_a_page_past_the_end_is_the_last_page_with_a_pager_that_agrees(api: TestClient):
+    for i in range(3):
+        api.put(f"/api/v1/jobs/j{i}", json=HELLO)
+        api.app.state.clock.advance(1)
+    sign_in(api)
+    for url in ("/jobs?page=1000", f"/jobs?page={10**12}", "/jobs?page=2"):
+        html = api.get(url).text
+        assert rows(html) == ["j2", "j1", "j0"], url
+        pager = re.search(r'<span id="pager-status">(.*?)</span>', html).group(1)
+        assert pager == "1–3 of 3 jobs · page 1 of 1", (url, pager)
+        assert 'id="pager-prev"' not in html and 'id="pager-next"' not in html and 'id="no-jobs"' not in html
+        assert '"/jobs?page=' not in html  # its own poll and links: page 1 (no page in the URL)
+    for i in range(3, 60):
+        api.put(f"/api/v1/jobs/j{i}", json=HELLO)
+        api.app.state.clock.advance(1)
+    last = api.get("/jobs?page=7&status=queued").text  # 60 queued jobs: two pages
+    assert "51–60 of 60 jobs · page 2 of 2" in last and len(rows(last)) == 10
+    assert 'href="/jobs?status=Queued"' in last and 'id="pager-next"' not in last
+    assert 'hx-get="/jobs?status=Queued&amp;page=2"' in last
+
+
+def test_a_status_filter_in_any_case_is_selected_in_the_filter_form(api: TestClient):
+    api.put("/api/v1/jobs/j1", json=HELLO)
+    sign_in(api)
+    for typed in ("queued", "QUEUED", "Queued"):
+        html = api.get(f"/jobs?status={typed}").text
+        assert rows(html) == ["j1"], typed
+        assert '<option value="Queued" selected>' in html and '<option value="" selected' not in html, typed
+        assert html.count(" selected>") == 1, typed
+    assert rows(api.get("/jobs?status=running").text) == []
+    assert '<option value="Running" selected>' in api.get("/jobs?status=running").text
 
 
 def test_an_htmx_poll_gets_the_results_alone_and_nothing_when_unchanged(api: TestClient):
@@ -358,3 +395,86 @@ def rest_compute_filter(api: TestClient) -> None:
     assert listed("gpu-cluster") == []
     assert api.get("/api/v1/jobs", params={"compute": "cpu-cluster"}).json()["count"] == 1
     assert sorted(j["name"] for j in api.get("/api/v1/jobs").json()["value"]) == ["c", "l", "s"]
+
+
+# -- job.js: the live log and metrics, when their routes refuse or the server does not answer ----------
+
+JOB_JS_HARNESS = r"""
+// Runs static/job.js against stub DOM nodes and a fetch that answers from a script (argv[3], JSON:
+// {"log": [answer...], "metrics": [answer...]}, an answer {status, body, headers} or {throw: message};
+// the last one repeats), fires its timers for a few rounds, then prints what the page shows.
+const script = JSON.parse(process.argv[3]);
+function node(ds) { return { dataset: ds || {}, textContent: "", hidden: false, children: [], scrollHeight: 0,
+  scrollTop: 0, clientHeight: 0, appendChild(n) { this.textContent += n.text; }, insertBefore() {}, append() {} }; }
+const pre = node({ logUrl: "/jobs/j/log", status: "Running" }), box = node({ metricsUrl: "/jobs/j/metrics" });
+const notes = { log: node(), metrics: node() };
+const byId = { "job-log": pre, "metric-charts": box, "log-note": notes.log, "metrics-note": notes.metrics };
+global.document = { readyState: "complete", getElementById: (id) => byId[id] || null,
+  createTextNode: (text) => ({ text }), createElement: () => node(), addEventListener() {} };
+global.window = { location: { pathname: "/jobs/j", search: "", assign() {} }, addEventListener() {} };
+const calls = { log: 0, metrics: 0 }, timers = [];
+global.setTimeout = (fn, ms) => { timers.push({ fn, ms }); };
+global.fetch = async (url) => {
+  const kind = url.indexOf("/log") >= 0 ? "log" : "metrics", answers = script[kind];
+  const a = answers[Math.min(calls[kind]++, answers.length - 1)];
+  if (a.throw) throw new TypeError(a.throw);
+  const h = {}; Object.keys(a.headers || {}).forEach((k) => { h[k.toLowerCase()] = a.headers[k]; });
+  return { ok: a.status >= 200 && a.status < 300, status: a.status, headers: { get: (k) => h[k.toLowerCase()] ?? null },
+    text: async () => a.body, json: async () => JSON.parse(a.body),
+    arrayBuffer: async () => new TextEncoder().encode(a.body).buffer };
+};
+const settle = async () => { for (let i = 0; i < 6; i++) await new Promise((r) => setImmediate(r)); };
+(async () => {
+  eval(require("fs").readFileSync(process.argv[2], "utf8"));
+  for (let round = 0; round < 3; round++) { await settle(); timers.splice(0).forEach((t) => t.fn()); }
+  await settle();
+  console.log(JSON.stringify({ calls, pending: timers.map((t) => t.ms), log_note: notes.log.textContent,
+    metrics_note: notes.metrics.textContent, log_stopped: pre.dataset.stopped || null,
+    metrics_stopped: box.dataset.stopped || null, log_error: pre.dataset.error || null }));
+})();
+"""
+
+
+def run_job_js(tmp_path, script: dict) -> dict:  # noqa: ANN001
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node to run static/job.js")
+    job_js = Path(jobs_page.__file__).parent.parent / "static" / "job.js"
+    harness = tmp_path / "harness.js"
+    harness.write_text(JOB_JS_HARNESS)
+    done = subprocess.run([node, str(harness), str(job_js), json.dumps(script)], capture_output=True, text=True,
+                          timeout=30, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def answer_of(response) -> dict:  # noqa: ANN001
+    return {"status": response.status_code, "body": response.text, "headers": dict(response.headers)}
+
+
+def test_job_js_stops_following_a_deleted_job_and_says_why(api: TestClient, tmp_path):  # noqa: ANN001
+    sign_in(api)
+    log, metrics = api.get("/jobs/gone/log?offset=0"), api.get("/jobs/gone/metrics")
+    assert log.status_code == metrics.status_code == 404
+    shown = run_job_js(tmp_path, {"log": [answer_of(log)], "metrics": [answer_of(metrics)]})
+    assert shown["calls"] == {"log": 1, "metrics": 1} and shown["pending"] == []  # asked once, not every 5 s
+    assert shown["log_stopped"] == shown["metrics_stopped"] == "true"
+    assert shown["log_note"].startswith("Stopped following the log: ") and "404" in shown["log_note"]
+    assert "gone" in shown["log_note"] and "Following the log" not in shown["log_note"]
+    assert shown["metrics_note"].startswith("Stopped following the metrics: ") and "gone" in shown["metrics_note"]
+
+
+def test_job_js_retries_a_server_that_does_not_answer_and_says_so(api: TestClient, tmp_path):  # noqa: ANN001
+    down = {"throw": "Failed to fetch"}
+    failing = {"status": 503, "body": "<html>busy</html>", "headers": {"Content-Type": "text/html"}}
+    shown = run_job_js(tmp_path, {"log": [down], "metrics": [failing]})
+    assert shown["calls"] == {"log": 4, "metrics": 4} and shown["pending"] == [5000, 5000]  # still retrying
+    assert shown["log_stopped"] is None and shown["metrics_stopped"] is None
+    assert shown["log_note"] == "Could not read the log: the server did not answer (Failed to fetch); retrying every 5 s."
+    assert shown["metrics_note"] == "Could not read the metrics: the server answered 503; retrying every 5 s."
+    # Once it answers again, the notes say what the page shows.
+    job = {"status": 200, "body": "hello\n", "headers": {"X-Cible-Next-Offset": "6", "X-Cible-Job-Status": "Running"}}
+    empty = {"status": 200, "body": '{"status": "Running", "terminal": false, "metrics": {}}',
+             "headers": {"Content-Type": "application/json"}}
+    shown = run_job_js(tmp_path, {"log": [down, job], "metrics": [failing, empty]})
+    assert shown["log_note"] == "Following the log as the job writes it…" and shown["log_error"] is None
+    assert shown["metrics_note"] == "No metrics logged yet."

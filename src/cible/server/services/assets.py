@@ -287,6 +287,24 @@ class AssetService:
             whole = _archived_names(session, kind, {r.name for r in rows})
             return page([_resource(r, r.name in whole) for r in rows], total, skip)
 
+    def version_counts(self, kind: str, names: Iterable[str], *, include_archived: bool = False,
+                       archived_only: bool = False) -> dict[str, int]:
+        """How many versions each of `names` has, in one grouped query: for each name, the `count` that
+        `list(kind, name, ...)` with the same archive flags answers (a name with none is 0)."""
+        self._kind(kind)
+        names = sorted(set(names))
+        if not names:
+            return {}
+        view = list_view(include_archived, archived_only)
+        hidden = _archived(AssetRow)
+        query = (select(AssetRow.name, func.count()).where(AssetRow.kind == kind, AssetRow.name.in_(names))
+                 .group_by(AssetRow.name))
+        if view != ALL:
+            query = query.where(hidden if view == ARCHIVED else not_(hidden))
+        with self.store.session() as session:
+            counted = {name: int(count) for name, count in session.execute(query)}
+        return {name: counted.get(name, 0) for name in names}
+
     # -- archive / restore ---------------------------------------------------
     def set_archived(self, kind: str, name: str, version: str | None, archived: bool) -> dict[str, Any]:
         """Archive (or restore) one version, or with no version the whole asset, as `az ml <kind>

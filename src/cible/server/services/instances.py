@@ -76,7 +76,7 @@ class InstanceService:
 
     def snooze(self, name: str, minutes: float) -> dict[str, Any]:
         """Postpone the idle shutdown by `minutes` from when it would have happened."""
-        if minutes <= 0 or minutes > 24 * 60:
+        if not 0 < minutes <= 24 * 60:  # written so that NaN (every comparison false) is refused too
             raise InvalidRequestError("minutes: snooze for more than 0 minutes and at most 24 hours",
                                       details={"field": "minutes"})
         now = self.clock.now()

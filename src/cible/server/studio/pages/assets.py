@@ -12,11 +12,12 @@ from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 from cible.core.errors import CibleError
 from cible.server.services.paging import MAX_SKIP, MAX_TOP
-from cible.server.studio.web import SECURITY_HEADERS, Signed, message_page, render
+from cible.server.studio.downloads import download
+from cible.server.studio.web import Signed, message_page, render
 
 router = APIRouter(include_in_schema=False)
 PAGE = 50
@@ -48,10 +49,10 @@ def _list_page(kind: str, request: Request, who: Signed, page: int, archived: bo
     assets = request.app.state.assets
     try:
         listing = assets.list(kind, skip=(page - 1) * PAGE, top=PAGE, include_archived=archived)
-        rows = []
-        for asset in listing["value"]:
-            versions = assets.list(kind, asset["name"], top=1, include_archived=archived)["count"]
-            rows.append({**asset, "versions": versions, "created": _created(asset), "tag_list": _tags(asset)})
+        # One grouped count for the page's names (not a listing per row): the page's queries do not grow with rows.
+        counts = assets.version_counts(kind, [a["name"] for a in listing["value"]], include_archived=archived)
+        rows = [{**asset, "versions": counts.get(asset["name"], 0), "created": _created(asset), "tag_list": _tags(asset)}
+                for asset in listing["value"]]
     except CibleError as exc:
         return message_page(request, who, exc.http_status, f"{KINDS[kind][1]} unavailable", exc.message)
     total = listing["count"]
@@ -154,5 +155,4 @@ def model_file(name: str, version: str, path: str, request: Request, who: Signed
         found = request.app.state.assets.model_file(name, version, path)
     except CibleError as exc:
         return message_page(request, who, exc.http_status, "No such file", exc.message)
-    return FileResponse(found, filename=found.name, content_disposition_type="attachment",
-                        headers=SECURITY_HEADERS)
+    return download(found)  # never shown inline: an uploaded .html or .js must not run as a studio page

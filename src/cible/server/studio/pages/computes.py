@@ -9,6 +9,7 @@ store here (bounded: the most recent nodes of the last day).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -302,6 +303,8 @@ def snooze_instance(name: str, request: Request, who: Checked, minutes: Minutes)
             value = float(minutes or "")
         except ValueError:
             raise InvalidRequestError("minutes: choose how long to snooze the idle shutdown") from None
+        if not math.isfinite(value):  # float() reads "nan" and "inf": neither is a duration
+            raise InvalidRequestError("minutes: give a number of minutes (more than 0, at most 24 hours)")
         until = request.app.state.instances.snooze(name, value)["snoozed_until"]
         return f"Idle shutdown snoozed: not before {when(until)} UTC."
 

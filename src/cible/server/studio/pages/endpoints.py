@@ -123,7 +123,13 @@ def request_rate_fragment(name: str, request: Request, who: Signed) -> Response:
     try:
         context = _online(request, name)
     except CibleError as exc:
-        return render(request, who, "endpoints/rate_gone.html", status_code=exc.http_status, message=exc.message)
+        # htmx 2 swaps no 4xx answer: a 404 would leave the old panel polling every 5 s for ever and never show
+        # why. So htmx gets a 200 whose fragment (same id, outerHTML swap) has no hx-trigger: the swap removes
+        # the polling element, which ends the poll, and shows the alert. 200 rather than htmx's 286 ("stop
+        # polling") as the computes pages do: the swap alone ends the poll, with no htmx-only status code.
+        # Anything else (a script, curl) still gets the real status.
+        status = 200 if request.headers.get("HX-Request") == "true" else exc.http_status
+        return render(request, who, "endpoints/rate_gone.html", status_code=status, message=exc.message)
     return render(request, who, "endpoints/rate.html", **context)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from cible.core.errors import CibleError, NotFoundError
@@ -26,6 +26,7 @@ from cible.server.services.costs import SERVERLESS_PREFIX, node_costs
 from cible.server.services.jobs import PARENT_TYPES
 from cible.server.store.rows import NodeRow, NodeStateRow
 from cible.server.studio.charts import spans, timeline
+from cible.server.studio.downloads import download
 from cible.server.studio.web import (SECURITY_HEADERS, Checked, Signed, Viewer, as_datetime, between, message_page,
                                      render, templates)
 from cible.server.tracking import metric_points, run_metrics
@@ -39,6 +40,7 @@ METRIC_KEYS_SHOWN = 24  # charts drawn per job (each is one MLflow request per r
 TRACKING_TIMEOUT_S = 3.0  # how long a metrics or params read waits for MLflow
 TERMINAL_NAMES = sorted(s.value for s in TERMINAL)
 STATUSES = [s.value for s in JobStatus]
+CANONICAL_STATUS = {s.lower(): s for s in STATUSES}  # `running` -> `Running`, as JobService.list reads it
 LOG_FILE = "artifacts/user_logs/std_log.txt"
 STOP_POLLING = 286  # htmx stops polling an element answered with this status
 
@@ -59,10 +61,17 @@ def jobs_list(request: Request, who: Signed, status: str = "", compute: str = ""
         number = 1
     filters = {k: v.strip() for k, v in (("status", status), ("compute", compute), ("experiment", experiment))
                if v.strip()}
+    if "status" in filters:  # `running` filters as the service takes it (any case): the select shows `Running`
+        filters["status"] = CANONICAL_STATUS.get(filters["status"].lower(), filters["status"])
     problem, listing = None, {"value": [], "count": 0}
     try:
         listing = request.app.state.jobs.list(skip=(number - 1) * PER_PAGE, top=PER_PAGE,
                                               **_service_filters(filters))
+        last = max(1, math.ceil(listing["count"] / PER_PAGE))
+        if number > last:  # past the end (an old link, a hand-typed page): the last page, pager and all
+            number = last
+            listing = request.app.state.jobs.list(skip=(number - 1) * PER_PAGE, top=PER_PAGE,
+                                                  **_service_filters(filters))
     except CibleError as exc:  # a status typed into the URL that is no status
         problem = exc.message
     jobs = listing["value"]
@@ -70,6 +79,7 @@ def jobs_list(request: Request, who: Signed, status: str = "", compute: str = ""
     costs = page_costs(request.app.state.store, jobs, now)
     total = listing["count"]
     pages = max(1, math.ceil(total / PER_PAGE))
+    number = min(number, pages)  # jobs deleted between the two reads: still never a page past the last
     context = {
         "jobs": jobs, "costs": costs, "now": now, "total": total, "page_number": number, "pages": pages,
         "problem": problem, "filters": filters,
@@ -361,8 +371,7 @@ def job_file(name: str, path: str, request: Request, who: Signed) -> Response:
         found = request.app.state.artifacts.file_path(name, path)
     except CibleError as exc:
         return message_page(request, who, exc.http_status, "File not found", exc.message)
-    return FileResponse(found, filename=found.name, media_type="application/octet-stream",
-                        content_disposition_type="attachment", headers=SECURITY_HEADERS)
+    return download(found)
 
 
 __all__ = ["router", "page_costs"]

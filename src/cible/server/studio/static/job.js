@@ -1,6 +1,8 @@
 // cible studio, a job's page: the live log (pre#job-log, polled from an offset) and the metric charts
 // (div#metric-charts, one uPlot line chart per metric, x = step). Both stop once the job has ended and
-// there is nothing more to read. Data comes from the page's data-* attributes (no inline script).
+// there is nothing more to read, or when their route refuses (a 4xx: the job was deleted), saying why in
+// #log-note / #metrics-note; no answer or a 5xx is retried every 5 s, and the note says so. Data comes from
+// the page's data-* attributes (no inline script).
 (function () {
   "use strict";
   const LOG_EVERY_MS = 1000;
@@ -8,6 +10,40 @@
   const RETRY_MS = 5000;
   const CHUNK = 1 << 20; // the server's read size: a full chunk means more is waiting
   const KEEP_CHARS = 2000000; // the log kept on the page (the rest: "Download the log")
+
+  // A GET of one of the job's data routes, made as window.studio.getJSON makes it (a lost session sends
+  // the browser to the sign-in page) but answered whatever its status, so that a refusal's own text can
+  // say why the page stopped following. A fetch that throws is a network error: the server did not answer.
+  function SignedOut() {}
+  async function load(url) {
+    const response = await fetch(url, { credentials: "same-origin", headers: {
+      "Accept": "application/json", "HX-Request": "true",
+      "X-Studio-Page": window.location.pathname + window.location.search } });
+    const to = response.headers.get("HX-Redirect");
+    if (to) { window.location.assign(to); throw new SignedOut(); }
+    return response;
+  }
+
+  // A 4xx is an answer that asking again will not change (404: the job was deleted): stop. 408 and 429
+  // say "later", and a 5xx or no answer may pass: those are retried.
+  function final(status) { return status >= 400 && status < 500 && status !== 408 && status !== 429; }
+
+  // What a refusal says: the route's text, or the "error" (or error.message) of its JSON, kept short.
+  async function reason(response) {
+    let text = "";
+    try { text = (await response.text()).trim(); } catch (error) { text = ""; }
+    if ((response.headers.get("Content-Type") || "").indexOf("json") >= 0) {
+      try {
+        const body = JSON.parse(text);
+        const error = body && body.error;
+        text = typeof error === "string" ? error : (error && error.message) || (body && body.message) || text;
+      } catch (error) { /* not JSON after all: its text */ }
+    }
+    text = String(text || "").replace(/\s+/g, " ");
+    return text.length > 300 ? text.slice(0, 300) + "…" : text;
+  }
+
+  function failure(error) { return String(error && error.message || error); }
 
   function terminalSet(el) {
     // The statuses after which a job changes no more (cible.core.lifecycle.jobs.TERMINAL), from the page.
@@ -40,10 +76,30 @@
       if (atBottom) pre.scrollTop = pre.scrollHeight;
     }
 
+    function retry(why) {
+      pre.dataset.error = why;
+      say("Could not read the log: " + why + "; retrying every " + RETRY_MS / 1000 + " s.");
+      setTimeout(tick, RETRY_MS);
+    }
+
     async function tick() {
       let got = 0;
+      let response;
       try {
-        const response = await window.studio.getJSON(url + "?offset=" + offset);
+        response = await load(url + "?offset=" + offset);
+      } catch (error) {
+        if (!(error instanceof SignedOut)) retry("the server did not answer (" + failure(error) + ")");
+        return;
+      }
+      if (!response.ok) {
+        if (!final(response.status)) { retry("the server answered " + response.status); return; }
+        const why = await reason(response);
+        pre.dataset.error = why || "answered " + response.status;
+        pre.dataset.stopped = "true";
+        say("Stopped following the log: " + (why ? why + " " : "") + "(the server answered " + response.status + ").");
+        return;
+      }
+      try {
         const bytes = new Uint8Array(await response.arrayBuffer());
         got = bytes.byteLength;
         const next = Number(response.headers.get("X-Cible-Next-Offset"));
@@ -51,9 +107,8 @@
         status = response.headers.get("X-Cible-Job-Status") || status;
         append(decoder.decode(bytes, { stream: true }));
         delete pre.dataset.error;
-      } catch (error) {
-        pre.dataset.error = String(error && error.message || error);
-        setTimeout(tick, RETRY_MS);
+      } catch (error) { // the answer broke off while it was read
+        retry("the server's answer broke off (" + failure(error) + ")");
         return;
       }
       pre.dataset.offset = String(offset);
@@ -141,14 +196,35 @@
       });
     });
 
+    function retry(why) {
+      box.dataset.error = why;
+      say("Could not read the metrics: " + why + "; retrying every " + RETRY_MS / 1000 + " s.");
+      setTimeout(tick, RETRY_MS);
+    }
+
     async function tick() {
       let body;
+      let response;
       try {
-        body = await (await window.studio.getJSON(url)).json();
-        delete box.dataset.error;
+        response = await load(url);
       } catch (error) {
-        box.dataset.error = String(error && error.message || error);
-        setTimeout(tick, RETRY_MS);
+        if (!(error instanceof SignedOut)) retry("the server did not answer (" + failure(error) + ")");
+        return;
+      }
+      if (!response.ok) {
+        if (!final(response.status)) { retry("the server answered " + response.status); return; }
+        const why = await reason(response);
+        box.dataset.error = why || "answered " + response.status;
+        box.dataset.stopped = "true";
+        say("Stopped following the metrics: " + (why ? why + " " : "") + "(the server answered " +
+            response.status + ").");
+        return;
+      }
+      try {
+        body = await response.json();
+        delete box.dataset.error;
+      } catch (error) { // cut short, or not JSON
+        retry("the server's answer could not be read (" + failure(error) + ")");
         return;
       }
       const keys = Object.keys(body.metrics || {}).sort();
