@@ -11,27 +11,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from cible.server.studio.pages import sign_in
+from cible.server.studio.pages import assets, computes, endpoints, jobs, parents, runs, sign_in
 from cible.server.studio.sessions import StudioSessions
 from cible.server.studio.web import HERE, CsrfRefused, SignInRequired, message_page, sign_in_redirect
 
-PAGE_MODULES = ("jobs", "computes", "assets", "parents", "endpoints", "runs")  # pages/<name>.py, each a `router`
-
 
 def install_studio(app: FastAPI, sessions: StudioSessions) -> None:
-    import importlib
-
     app.state.studio_sessions = sessions
     app.include_router(sign_in.api)
-    app.include_router(sign_in.router)
-    for name in PAGE_MODULES:
-        try:
-            module = importlib.import_module(f"cible.server.studio.pages.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cible.server.studio.pages.{name}":
-                raise
-            continue
-        app.include_router(module.router)
+    for pages in (sign_in, jobs, computes, assets, parents, endpoints, runs):
+        app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="studio-static")
 
     @app.exception_handler(SignInRequired)
