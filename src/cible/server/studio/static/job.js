@@ -45,6 +45,34 @@
 
   function failure(error) { return String(error && error.message || error); }
 
+  // One read of a data route for `el` (the log or the charts): its answer when it is a 2xx; otherwise
+  // null, once the failure is dealt with: a 4xx stops following `what`, saying why; the rest is retried.
+  async function answered(el, url, what, say, retry) {
+    let response;
+    try {
+      response = await load(url);
+    } catch (error) {
+      if (!(error instanceof SignedOut)) retry("the server did not answer (" + failure(error) + ")");
+      return null;
+    }
+    if (response.ok) return response;
+    if (!final(response.status)) { retry("the server answered " + response.status); return null; }
+    const why = await reason(response);
+    el.dataset.error = why || "answered " + response.status;
+    el.dataset.stopped = "true";
+    say("Stopped following " + what + ": " + (why ? why + " " : "") + "(the server answered " + response.status + ").");
+    return null;
+  }
+
+  // What to do when a read failed in a way that may pass: say so on `el` and read again in RETRY_MS.
+  function retrier(el, what, say, again) {
+    return function (why) {
+      el.dataset.error = why;
+      say("Could not read " + what + ": " + why + "; retrying every " + RETRY_MS / 1000 + " s.");
+      setTimeout(again, RETRY_MS);
+    };
+  }
+
   function terminalSet(el) {
     // The statuses after which a job changes no more (cible.core.lifecycle.jobs.TERMINAL), from the page.
     return new Set((el.dataset.terminal || "Completed Failed Canceled").split(/\s+/).filter(Boolean));
@@ -76,29 +104,12 @@
       if (atBottom) pre.scrollTop = pre.scrollHeight;
     }
 
-    function retry(why) {
-      pre.dataset.error = why;
-      say("Could not read the log: " + why + "; retrying every " + RETRY_MS / 1000 + " s.");
-      setTimeout(tick, RETRY_MS);
-    }
+    const retry = retrier(pre, "the log", say, () => tick());
 
     async function tick() {
       let got = 0;
-      let response;
-      try {
-        response = await load(url + "?offset=" + offset);
-      } catch (error) {
-        if (!(error instanceof SignedOut)) retry("the server did not answer (" + failure(error) + ")");
-        return;
-      }
-      if (!response.ok) {
-        if (!final(response.status)) { retry("the server answered " + response.status); return; }
-        const why = await reason(response);
-        pre.dataset.error = why || "answered " + response.status;
-        pre.dataset.stopped = "true";
-        say("Stopped following the log: " + (why ? why + " " : "") + "(the server answered " + response.status + ").");
-        return;
-      }
+      const response = await answered(pre, url + "?offset=" + offset, "the log", say, retry);
+      if (!response) return;
       try {
         const bytes = new Uint8Array(await response.arrayBuffer());
         got = bytes.byteLength;
@@ -196,30 +207,12 @@
       });
     });
 
-    function retry(why) {
-      box.dataset.error = why;
-      say("Could not read the metrics: " + why + "; retrying every " + RETRY_MS / 1000 + " s.");
-      setTimeout(tick, RETRY_MS);
-    }
+    const retry = retrier(box, "the metrics", say, () => tick());
 
     async function tick() {
       let body;
-      let response;
-      try {
-        response = await load(url);
-      } catch (error) {
-        if (!(error instanceof SignedOut)) retry("the server did not answer (" + failure(error) + ")");
-        return;
-      }
-      if (!response.ok) {
-        if (!final(response.status)) { retry("the server answered " + response.status); return; }
-        const why = await reason(response);
-        box.dataset.error = why || "answered " + response.status;
-        box.dataset.stopped = "true";
-        say("Stopped following the metrics: " + (why ? why + " " : "") + "(the server answered " +
-            response.status + ").");
-        return;
-      }
+      const response = await answered(box, url, "the metrics", say, retry);
+      if (!response) return;
       try {
         body = await response.json();
         delete box.dataset.error;
