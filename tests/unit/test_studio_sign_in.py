@@ -166,3 +166,18 @@ def test_a_code_is_spent_once_and_a_session_secret_is_no_code(setup) -> None:
     session_secret = sessions.start_session()
     assert sessions.redeem(session_secret) is None  # a session's secret is not a code
     assert sessions.is_valid(session_secret)
+
+
+def test_a_bad_address_in_a_browser_is_a_page_while_the_api_keeps_its_json(setup) -> None:
+    _, api, browser, _ = setup
+    sign_in(api, browser)
+    unknown = browser.get("/no-such-page")
+    assert unknown.status_code == 404 and "text/html" in unknown.headers["content-type"]
+    assert "There is no page at this address" in unknown.text
+    invalid = browser.get("/jobs/x/log", params={"offset": "-1"})
+    assert invalid.status_code == 400 and "text/html" in invalid.headers["content-type"]
+    assert "offset" in invalid.text
+    assert api.get("/api/v1/no-such-route").headers["content-type"] == "application/json"
+    refused = api.get("/api/v1/jobs", params={"top": "-1"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "InvalidRequest"
+    assert browser.get("/static/no-such-file.js").status_code == 404

@@ -87,6 +87,15 @@ def _out_of_range(exc: BaseException) -> bool:
     return isinstance(exc, OverflowError)
 
 
+def validation_problems(exc: RequestValidationError) -> tuple[str, list[dict[str, str]]]:
+    """What a refused request got wrong, field by field, and as one line."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        problems.append({"field": where, "message": err.get("msg", "invalid")})
+    return "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems), problems
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CibleError)
     async def _cible(_: Request, exc: CibleError) -> Response:
@@ -94,11 +103,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append({"field": where, "message": err.get("msg", "invalid")})
-        message = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
+        message, problems = validation_problems(exc)
         return envelope(422, "InvalidRequest", message, problems)
 
     @app.exception_handler(StarletteHTTPException)
