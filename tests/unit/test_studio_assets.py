@@ -436,6 +436,113 @@ def test_dag_lays_out_steps_by_dependency_and_colours_them_by_status() -> None:
     assert graphs.dag([], [], label="g", element_id="x").startswith('<p id="x"')
 
 
+def _boxes(svg: str) -> dict[str, tuple[float, float, float, float]]:
+    """Each step's box as (left, top, right, bottom), read back from the SVG."""
+    found = re.findall(r'data-step="([^"]*)"[^>]*><title>.*?</title><rect x="([\d.]+)" y="([\d.]+)" '
+                       r'width="([\d.]+)" height="([\d.]+)"', svg)
+    return {unescape(n): (float(x), float(y), float(x) + float(w), float(y) + float(h)) for n, x, y, w, h in found}
+
+
+def _edges(svg: str) -> dict[str, str]:
+    """Each arrow's path data by its title ("a → b")."""
+    return {unescape(t): d for d, t in re.findall(r'<path d="([^"]+)"[^>]*marker-end[^>]*><title>([^<]*)</title>', svg)}
+
+
+def _segments(d: str) -> list[list[tuple[float, float]]]:
+    """A path of M, L and C commands as its segments, each a list of points: [p0, p1] or [p0, c1, c2, p3]."""
+    tokens = re.findall(r"[MLC]|-?[\d.]+,-?[\d.]+", d)
+    out: list[list[tuple[float, float]]] = []
+    at: tuple[float, float] | None = None
+    command = ""
+    points: list[tuple[float, float]] = []
+    for token in tokens:
+        if token in "MLC":
+            command, points = token, []
+            continue
+        x, y = (float(v) for v in token.split(","))
+        points.append((x, y))
+        if command == "M":
+            at = (x, y)
+        elif command == "L" or (command == "C" and len(points) == 3):
+            assert at is not None
+            out.append([at, *points])
+            at, points = points[-1], []
+    return out
+
+
+def _along(segment: list[tuple[float, float]], steps: int = 64) -> list[tuple[float, float]]:
+    if len(segment) == 2:
+        (x0, y0), (x1, y1) = segment
+        return [(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps) for i in range(steps + 1)]
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = segment
+
+    def at(t: float, a: float, b: float, c: float, e: float) -> float:
+        return (1 - t) ** 3 * a + 3 * (1 - t) ** 2 * t * b + 3 * (1 - t) * t ** 2 * c + t ** 3 * e
+
+    return [(at(t, x0, x1, x2, x3), at(t, y0, y1, y2, y3)) for t in (i / steps for i in range(steps + 1))]
+
+
+def _inside(point: tuple[float, float], box: tuple[float, float, float, float]) -> bool:
+    return box[0] < point[0] < box[2] and box[1] < point[1] < box[3]
+
+
+def _view(svg: str) -> tuple[float, float]:
+    found = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg)
+    assert found
+    return float(found[1]), float(found[2])
+
+
+def test_an_arrow_that_skips_a_column_arcs_over_the_boxes_between() -> None:
+    svg = graphs.dag([("prep", "Completed"), ("train", "Running"), ("score", None)],
+                     [("prep", "train"), ("train", "score"), ("prep", "score")], label="g", element_id="pipeline-graph")
+    boxes, edges = _boxes(svg), _edges(svg)
+    assert set(edges) == {"prep → train", "train → score", "prep → score"} and svg.count("marker-end") == 3
+    assert len({round(b[1]) for b in boxes.values()}) == 1  # all three in one row
+    middle = boxes["train"]
+    skip = _segments(edges["prep → score"])
+    assert any(len(s) == 4 for s in skip)  # a cubic Bézier
+    controls = [p for s in skip if len(s) == 4 for p in s[1:3]]
+    assert controls and not any(_inside(p, middle) for p in controls)
+    points = [p for s in skip for p in _along(s)]
+    assert not any(_inside(p, middle) for p in points)  # the curve itself, not only its control points
+    assert min(y for _, y in points) < middle[1] or max(y for _, y in points) > middle[3]  # it leaves the row
+    width, height = _view(svg)
+    assert all(0 <= x <= width and 0 <= y <= height for x, y in points)
+    assert f'height="{int(height)}"' in svg and height > 102  # grown from a chain's 102 to hold the lane
+    # It starts where the source's arrows start and ends, pointing right, 2 before the target's left side.
+    (start, *_), end_segment = skip[0], skip[-1]
+    assert start == (boxes["prep"][2], (boxes["prep"][1] + boxes["prep"][3]) / 2)
+    assert end_segment[-1] == (boxes["score"][0] - 2, (boxes["score"][1] + boxes["score"][3]) / 2)
+    assert end_segment[-2][0] < end_segment[-1][0] and end_segment[-2][1] == end_segment[-1][1]
+    # The neighbouring arrows stay one curve across their gap.
+    for a, b in (("prep", "train"), ("train", "score")):
+        x1, y1, x2, y2 = boxes[a][2], (boxes[a][1] + boxes[a][3]) / 2, boxes[b][0], (boxes[b][1] + boxes[b][3]) / 2
+        mid = (x1 + x2) / 2
+        assert edges[f"{a} → {b}"] == f"M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2 - 2:.1f},{y2:.1f}"
+
+
+def test_a_graph_without_skips_is_drawn_as_before_and_every_arrow_misses_every_box() -> None:
+    chain = graphs.dag([("a", "Completed"), ("b", None)], [("a", "b")], label="g", element_id="x")
+    assert _edges(chain) == {"a → b": "M192.0,36.0 C222.0,36.0 222.0,36.0 250.0,36.0"}
+    assert 'viewBox="0 0 444 102"' in chain
+    wide = ([("prep", None), ("a", None), ("b", None), ("c", None), ("d", None), ("e", None)],
+            [("prep", "a"), ("prep", "b"), ("a", "c"), ("b", "c"), ("c", "d"), ("prep", "d"), ("a", "d"),
+             ("b", "e"), ("prep", "e"), ("d", "e")])
+    cycle = ([(NASTY, None), ("b", None), ("c", None)], [(NASTY, "b"), ("b", "c"), ("c", NASTY)])
+    for nodes, links in (wide, cycle):
+        svg = graphs.dag(nodes, links, label="g", element_id="g")
+        assert svg == graphs.dag(nodes, links, label="g", element_id="g")  # deterministic
+        assert "<line" not in svg and 'role="img"' in svg and "<title>g</title>" in svg
+        boxes, edges = _boxes(svg), _edges(svg)
+        assert len(edges) == len(links) and len(boxes) == len(nodes)
+        width, height = _view(svg)
+        for title, d in edges.items():
+            points = [p for s in _segments(d) for p in _along(s)]
+            assert all(0 <= x <= width and 0 <= y <= height for x, y in points), title
+            assert not any(_inside(p, box) for p in points for box in boxes.values()), title
+    _well_escaped(graphs.dag(*cycle, label="g", element_id="g"))
+
+
 def test_numbers_are_short() -> None:
     assert [graphs.number(v) for v in (0.000012345, 0.123456, 3, 1234567.0, "x", True)] == \
         ["1.23e-05", "0.1235", "3", "1.23e+06", "x", "True"]

@@ -229,11 +229,34 @@ def layers(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, 
     return depth
 
 
+def _lanes(spans: Sequence[tuple[int, int]]) -> list[int]:
+    """A lane for each closed interval of gaps, the lowest one (0 nearest the boxes) that no interval
+    already in it meets; the short intervals are placed first, so that the long ones arc around them."""
+    taken: list[list[tuple[int, int]]] = []
+    lane = [0] * len(spans)
+    for i in sorted(range(len(spans)), key=lambda i: (spans[i][1] - spans[i][0], i)):
+        lo, hi = spans[i]
+        k = 0
+        while k < len(taken) and any(lo <= b and a <= hi for a, b in taken[k]):
+            k += 1
+        if k == len(taken):
+            taken.append([])
+        taken[k].append((lo, hi))
+        lane[i] = k
+    return lane
+
+
 def dag(nodes: Sequence[tuple[str, str]], edges: Sequence[tuple[str, str]], *, label: str, element_id: str,
-        box_width: int = 180, box_height: int = 48, gap_x: int = 60, gap_y: int = 22) -> str:
+        box_width: int = 180, box_height: int = 48, gap_x: int = 60, gap_y: int = 22, lane: int = 16) -> str:
     """Boxes (name, status) left to right by dependency, an arrow from each step to those that bind to
     its outputs. Each box has a band in its status colour (charts.FILLS) and its status written in it:
-    colour is never the only sign."""
+    colour is never the only sign.
+
+    An arrow between neighbouring columns is one curve in the gap between them. Any other arrow (one
+    that skips a column, or goes back in a cycle the model would refuse) would run behind the boxes in
+    between, so it climbs in the gap after its source to a lane above the boxes (or below, for steps in
+    the lower half), runs along it and comes down in the gap before its target, entering from the
+    left; the figure grows by a `lane` for each lane used."""
     if not nodes:
         return _empty(element_id, "This pipeline has no steps.")
     names = [n for n, _ in nodes]
@@ -244,35 +267,62 @@ def dag(nodes: Sequence[tuple[str, str]], edges: Sequence[tuple[str, str]], *, l
     rows = max(len(v) for v in by_column.values())
     columns = max(by_column) + 1
     pad = 12
-    width = pad * 2 + columns * box_width + (columns - 1) * gap_x
-    legend_y = pad + rows * box_height + (rows - 1) * gap_y + 16
-    height = legend_y + 26
-    where: dict[str, tuple[float, float]] = {}
-    for col, members in by_column.items():
-        offset = (rows - len(members)) * (box_height + gap_y) / 2  # a short column centred
+    row_of: dict[str, float] = {}
+    for members in by_column.values():
         for i, name in enumerate(members):
-            where[name] = (pad + col * (box_width + gap_x), pad + offset + i * (box_height + gap_y))
+            row_of[name] = (rows - len(members)) / 2 + i  # a short column centred
+    drawn: list[tuple[str, str]] = []
+    for a, b in edges:
+        if a in column and b in column and a != b and (a, b) not in drawn:
+            drawn.append((a, b))
+    # The arrows that leave the gap next to them: each takes the gaps it turns in (gap i lies between
+    # columns i and i + 1), a side by where its ends are, and a lane on that side.
+    routed = [(a, b) for a, b in drawn if column[b] != column[a] + 1]
+    spans = [(column[a], column[b] - 1) if column[b] > column[a] else (column[b] - 1, column[a]) for a, b in routed]
+    middle = (rows - 1) / 2
+    above = [row_of[a] + row_of[b] <= 2 * middle for a, b in routed]
+    lane_of: dict[tuple[str, str], tuple[bool, int]] = {}
+    for side in (True, False):
+        picked = [i for i in range(len(routed)) if above[i] == side]
+        for i, k in zip(picked, _lanes([spans[i] for i in picked])):
+            lane_of[routed[i]] = (side, k)
+    n_above = 1 + max((k for side, k in lane_of.values() if side), default=-1)
+    n_below = 1 + max((k for side, k in lane_of.values() if not side), default=-1)
+    backwards = any(column[b] <= column[a] for a, b in routed)
+    left = pad + (gap_x // 2 if backwards else 0)  # room for a backward arrow to turn before column 0
+    top = pad + n_above * lane
+    bottom = top + rows * box_height + (rows - 1) * gap_y
+    width = 2 * left + columns * box_width + (columns - 1) * gap_x
+    legend_y = bottom + n_below * lane + 16
+    height = legend_y + 26
+    where = {name: (left + column[name] * (box_width + gap_x), top + row_of[name] * (box_height + gap_y))
+             for name in names}
     parts = _open(element_id, label, width, height)
     marker = f"{escape(element_id)}-arrow"
     parts.append(f'<defs><marker id="{marker}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
                  f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{MUTED}"/>'
                  "</marker></defs>")
-    seen_edges = set()
-    for a, b in edges:
-        if a not in where or b not in where or a == b or (a, b) in seen_edges:
-            continue
-        seen_edges.add((a, b))
+    half = gap_x / 2
+    for a, b in drawn:
         ax, ay = where[a]
         bx, by = where[b]
         x1, y1 = ax + box_width, ay + box_height / 2
         x2, y2 = bx, by + box_height / 2
-        if x2 <= x1:  # not left to right (a cycle the model would refuse): a plain line
-            parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{MUTED}" '
-                         f'stroke-width="1.5" marker-end="url(#{marker})"/>')
-            continue
-        mid = (x1 + x2) / 2
-        parts.append(f'<path d="M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2 - 2:.1f},{y2:.1f}" '
-                     f'fill="none" stroke="{MUTED}" stroke-width="1.5" marker-end="url(#{marker})">'
+        if (a, b) not in lane_of:  # neighbouring columns: one curve in the gap between them
+            mid = (x1 + x2) / 2
+            d = f"M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2 - 2:.1f},{y2:.1f}"
+        else:
+            side, k = lane_of[(a, b)]
+            ly = top - lane * (k + 0.5) if side else bottom + lane * (k + 0.5)
+            if x2 > x1:  # forward, over the columns in between
+                d = (f"M{x1:.1f},{y1:.1f} C{x1 + half:.1f},{y1:.1f} {x1 + half:.1f},{ly:.1f} {x1 + gap_x:.1f},{ly:.1f} "
+                     f"L{x2 - gap_x:.1f},{ly:.1f} "
+                     f"C{x2 - half:.1f},{ly:.1f} {x2 - half:.1f},{y2:.1f} {x2 - 2:.1f},{y2:.1f}")
+            else:  # backward: a turn after the source, a turn before the target
+                d = (f"M{x1:.1f},{y1:.1f} C{x1 + half:.1f},{y1:.1f} {x1 + half:.1f},{ly:.1f} {x1:.1f},{ly:.1f} "
+                     f"L{x2:.1f},{ly:.1f} "
+                     f"C{x2 - half:.1f},{ly:.1f} {x2 - half:.1f},{y2:.1f} {x2 - 2:.1f},{y2:.1f}")
+        parts.append(f'<path d="{d}" fill="none" stroke="{MUTED}" stroke-width="1.5" marker-end="url(#{marker})">'
                      f"<title>{escape(a)} → {escape(b)}</title></path>")
     legend: dict[str, str] = {}
     for name, status in nodes:
