@@ -148,3 +148,33 @@ def test_listing_by_an_unknown_status_says_which_exist(api: TestClient):
     response = api.get("/api/v1/jobs", params={"status": "Done"})
     assert response.status_code == 400
     assert "Completed" in error_of(response)["message"]
+
+
+def test_a_listing_counts_each_serverless_jobs_live_nodes_in_one_query_for_the_page(tmp_path):
+    from sqlalchemy import event, update
+
+    from cible.server.store.rows import JobRow, NodeRow
+
+    with api_client(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path, default_compute="serverless") as api:
+        body = {"command": "echo hi", "resources": {"instance_type": "Standard_DS1_v2"}}
+        for i in range(12):
+            api.put(f"/api/v1/jobs/s{i}", json=body)
+        now = api.app.state.clock.now()
+        with api.app.state.store.session() as session:  # s0: one running and one removed node; s1: one idle
+            session.execute(update(JobRow).values(status="Running"))  # (a queued one's reason reads its pool)
+            for node, target, state in (("a", "serverless:s0", "running"), ("b", "serverless:s0", "removed"),
+                                        ("c", "serverless:s1", "idle")):
+                session.add(NodeRow(node_id=node, compute=target, provider="local", state=state, info={},
+                                    created_at=now, updated_at=now))
+        statements = []
+        event.listen(api.app.state.store.engine, "before_cursor_execute",
+                     lambda *args: statements.append(args[2]))
+        few = api.get("/api/v1/jobs", params={"top": 2})
+        count_for_two = len(statements)
+        statements.clear()
+        many = api.get("/api/v1/jobs", params={"top": 12}).json()["value"]
+        assert len(statements) == count_for_two  # the same queries for 12 serverless jobs as for 2
+        live = {job["name"]: job["serverless"]["live_nodes"] for job in many}
+        assert live["s0"] == 1 and live["s1"] == 1 and live["s5"] == 0
+        assert few.status_code == 200
+        assert api.get("/api/v1/jobs/s0").json()["serverless"]["live_nodes"] == 1  # show counts it too

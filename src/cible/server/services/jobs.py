@@ -410,9 +410,10 @@ class JobService:
             # The page's names first, sorted without the rows' specs and runs (a database sorting every
             # matching row whole is what a 10,000-job listing spent its time on), then those rows.
             names = session.scalars(query.with_only_columns(JobRow.name).order_by(*order).offset(skip).limit(top)).all()
+            live = self._live_serverless_nodes(session, names)  # one query for the page, not one per job
             # A job whose stored run cannot be read is listed as a stub with an `error` (unreadable.py).
             items, _ = fetch_items(session, select(JobRow).where(JobRow.name.in_(names)).order_by(*order), 0, top,
-                                   lambda r: self._resource(session, r, history=False))
+                                   lambda r: self._resource(session, r, history=False, live_nodes=live))
             return page(items, total, skip)
 
     def run_handle(self, name: str) -> tuple[str, RunRecord]:
@@ -455,7 +456,16 @@ class JobService:
         return queued_reason(row.target, compute.observed, row.name, row.instance_count or 1,
                              pool_size=pool.size if pool is not None else None)
 
-    def _resource(self, session: Session, row: JobRow, history: bool = True) -> dict[str, Any]:
+    def _live_serverless_nodes(self, session: Session, names: list[str]) -> dict[str, int]:
+        """Live nodes per serverless pool among these jobs' targets."""
+        pools = select(JobRow.target).where(JobRow.name.in_(names),
+                                            JobRow.target.startswith(SERVERLESS_PREFIX, autoescape=True))
+        counted = session.execute(select(NodeRow.compute, func.count()).where(
+            NodeRow.compute.in_(pools), NodeRow.state.in_(LIVE_STATES)).group_by(NodeRow.compute))
+        return {compute: count for compute, count in counted}
+
+    def _resource(self, session: Session, row: JobRow, history: bool = True,
+                  live_nodes: dict[str, int] | None = None) -> dict[str, Any]:
         """The job as `az ml job show` prints it, plus cible's own fields."""
         resource = {
             **row.spec,
@@ -482,9 +492,10 @@ class JobService:
             resource["nodes"] = list(run.handle.nodes)
             resource["attempt"] = run.handle.attempt
         if run.serverless is not None:  # the nodes made for it: size, tier, count, and whether they remain
-            nodes = session.scalars(select(NodeRow.state).where(NodeRow.compute == row.target)).all()
+            if live_nodes is None:
+                live_nodes = self._live_serverless_nodes(session, [row.name])
             resource["serverless"] = {**run.serverless.model_dump(mode="json"),
-                                      "live_nodes": sum(s in LIVE_STATES for s in nodes)}
+                                      "live_nodes": live_nodes.get(row.target, 0)}
         if run.requeues:  # attempts that lost their node (preempted, node lost)
             resource["requeues"] = [{"attempt": r.attempt, "reason": r.reason, "at": r.at.isoformat()}
                                     for r in run.requeues]
