@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from cible.server.app import create_app
 from cible.server.settings import ServerSettings
 from cible.server.store.rows import StudioGrantRow
-from cible.server.studio.sessions import COOKIE, digest
+from cible.server.studio.sessions import COOKIE, StudioSessions
 from cible.server.studio.web import safe_next
 from cible.testing import FrozenClock
 
@@ -62,7 +62,8 @@ def test_a_printed_link_signs_in_once_and_lands_on_a_url_without_its_code(setup)
     assert browser.get(SIGNED_PAGE).status_code == 404  # in: the page itself answers
     with app.state.store.session() as session:  # only digests are kept
         kept = {row.digest for row in session.query(StudioGrantRow)}
-    assert code not in kept and browser.cookies[COOKIE] not in kept and digest(browser.cookies[COOKIE]) in kept
+    assert code not in kept and browser.cookies[COOKIE] not in kept
+    assert app.state.studio_sessions.digest(browser.cookies[COOKIE]) in kept
     again = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
     reused = again.get("/sign-in", params={"code": code})
     assert reused.status_code == 401 and "used already or has expired" in reused.text
@@ -181,3 +182,23 @@ def test_a_bad_address_in_a_browser_is_a_page_while_the_api_keeps_its_json(setup
     refused = api.get("/api/v1/jobs", params={"top": "-1"})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "InvalidRequest"
     assert browser.get("/static/no-such-file.js").status_code == 404
+
+
+def test_a_new_workspace_token_signs_every_browser_out(setup) -> None:
+    app, api, browser, clock = setup
+    sign_in(api, browser)
+    secret = browser.cookies[COOKIE]
+    code = code_of(api)
+    assert app.state.studio_sessions.is_valid(secret)
+    rotated = StudioSessions(app.state.store, clock, TOKEN + "-rotated", session_ttl_s=3600, code_ttl_s=300)
+    assert not rotated.is_valid(secret)  # the same rows, read under the new token's key
+    assert rotated.redeem(code) is None
+
+
+def test_static_files_carry_the_studio_headers_and_are_revalidated(setup) -> None:
+    _, _, browser, _ = setup
+    script = browser.get("/static/studio.js")
+    assert script.status_code == 200
+    assert "script-src 'self'" in script.headers["content-security-policy"]
+    assert script.headers["x-content-type-options"] == "nosniff"
+    assert script.headers["cache-control"] == "no-cache"  # an upgraded server's scripts are fetched again

@@ -17,7 +17,16 @@ from cible.server.errors import validation_problems
 
 from cible.server.studio.pages import assets, computes, endpoints, jobs, parents, runs, sign_in
 from cible.server.studio.sessions import StudioSessions
-from cible.server.studio.web import HERE, CsrfRefused, SignInRequired, message_page, sign_in_redirect
+from cible.server.studio.web import HERE, SECURITY_HEADERS, CsrfRefused, SignInRequired, message_page, sign_in_redirect
+
+
+class StudioStatic(StaticFiles):
+    """The studio's scripts and styles, with its headers; cached, but revalidated (ETag) on each use."""
+
+    async def get_response(self, path: str, scope) -> Response:  # noqa: ANN001
+        response = await super().get_response(path, scope)
+        response.headers.update({**SECURITY_HEADERS, "cache-control": "no-cache"})
+        return response
 
 
 def is_page(path: str) -> bool:
@@ -30,7 +39,7 @@ def install_studio(app: FastAPI, sessions: StudioSessions) -> None:
     app.include_router(sign_in.api)
     for pages in (sign_in, jobs, computes, assets, parents, endpoints, runs):
         app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="studio-static")
+    app.mount("/static", StudioStatic(directory=str(HERE / "static")), name="studio-static")
 
     # A browser's bad URL (an unknown page, `?offset=-1`) gets a page saying so, not the API's JSON.
     api_validation = app.exception_handlers[RequestValidationError]

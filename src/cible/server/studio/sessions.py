@@ -2,8 +2,9 @@
 
 `cible studio` asks the API (workspace token) for a code and prints a link carrying it; opening the
 link trades the code for a session cookie (HttpOnly, SameSite=Lax) and redirects to a URL without
-it. The store keeps only SHA-256 digests (studio_grants): a code stays one-use and a sign-out holds
-across a restart, and a leaked database holds no usable secret. The cookie opens the studio's pages
+it. The store keeps only keyed digests (studio_grants: HMAC-SHA-256 under a key derived from the
+workspace token): a code stays one-use and a sign-out holds across a restart, a leaked database holds
+no usable secret, and a new workspace token signs every browser out. The cookie opens the studio's pages
 and their data routes only: the REST API keeps its bearer token (auth.py never reads the cookie).
 
 Every action (POST) carries the session's CSRF token, an HMAC of the session secret under a key
@@ -29,10 +30,6 @@ SESSION = "session"
 COOKIE = "cible_studio"
 
 
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 class StudioSessions:
     def __init__(self, store: Store, clock: Clock, workspace_token: str, *, session_ttl_s: float,
                  code_ttl_s: float) -> None:
@@ -41,6 +38,7 @@ class StudioSessions:
         self.session_ttl = timedelta(seconds=session_ttl_s)
         self.code_ttl = timedelta(seconds=code_ttl_s)
         self._csrf_key = hmac.new(workspace_token.encode(), b"cible studio csrf v1", hashlib.sha256).digest()
+        self._grant_key = hmac.new(workspace_token.encode(), b"cible studio grants v1", hashlib.sha256).digest()
 
     def mint_code(self) -> str:
         """A new one-use sign-in code, good for code_ttl."""
@@ -59,11 +57,11 @@ class StudioSessions:
             # One DELETE decides who spends the code: of two browsers racing, one deletes the row, the
             # other deletes nothing (a read, then a delete, would let both through on PostgreSQL).
             spent = session.execute(delete(StudioGrantRow).where(
-                StudioGrantRow.digest == digest(code), StudioGrantRow.kind == CODE,
+                StudioGrantRow.digest == self.digest(code), StudioGrantRow.kind == CODE,
                 StudioGrantRow.expires_at > now))  # an expired code is left for _grant's sweep
             if spent.rowcount != 1:
                 return False
-            session.add(StudioGrantRow(digest=digest(new), kind=SESSION, created_at=now,
+            session.add(StudioGrantRow(digest=self.digest(new), kind=SESSION, created_at=now,
                                        expires_at=now + self.session_ttl))
             return True
 
@@ -73,13 +71,17 @@ class StudioSessions:
         if not secret:
             return False
         with self.store.session() as session:
-            row = session.get(StudioGrantRow, digest(secret))
+            row = session.get(StudioGrantRow, self.digest(secret))
             return row is not None and row.kind == SESSION and row.expires_at > self.clock.now()
 
     def end(self, secret: str) -> None:
         """Sign out: the session no longer opens anything, whatever the browser keeps."""
         with self.store.session() as session:
-            session.execute(delete(StudioGrantRow).where(StudioGrantRow.digest == digest(secret)))
+            session.execute(delete(StudioGrantRow).where(StudioGrantRow.digest == self.digest(secret)))
+
+    def digest(self, secret: str) -> str:
+        """What the store keeps of a code or a session."""
+        return hmac.new(self._grant_key, secret.encode(), hashlib.sha256).hexdigest()
 
     def csrf_token(self, secret: str) -> str:
         return hmac.new(self._csrf_key, secret.encode(), hashlib.sha256).hexdigest()
@@ -93,5 +95,5 @@ class StudioSessions:
         with self.store.session() as session:
             # Expired grants go as new ones are made: the table holds what is live, a few rows.
             session.execute(delete(StudioGrantRow).where(StudioGrantRow.expires_at <= now))
-            session.add(StudioGrantRow(digest=digest(secret), kind=kind, created_at=now, expires_at=now + ttl))
+            session.add(StudioGrantRow(digest=self.digest(secret), kind=kind, created_at=now, expires_at=now + ttl))
         return secret
