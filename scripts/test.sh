@@ -76,6 +76,16 @@ if ! command -v chromium >/dev/null && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+# --- sshd: the attached-machine tests log in over SSH to 127.0.0.x (OpenSSH's server, started by them) ---
+if [ ! -x /usr/sbin/sshd ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null) \
+      || echo "openssh-server could not be installed: the attach tests will be skipped (or fail, under CI)" >&2
+  else
+    echo "no /usr/sbin/sshd: the attach tests will be skipped (or fail, under CI); on Debian: sudo apt-get install openssh-server" >&2
+  fi
+fi
+
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from cible.cli import (
+    attach,
     batch_deployments,
     batch_endpoints,
     components,
@@ -51,6 +52,7 @@ compute_app = typer.Typer(help="Compute targets.", no_args_is_help=True)
 app.add_typer(jobs.app, name="job")
 app.add_typer(compute_app, name="compute")
 computes.register(compute_app)
+attach.register(compute_app)
 quota_app = typer.Typer(help="Workspace vCPU quotas and increase requests.", no_args_is_help=True)
 cost_app = typer.Typer(help="What compute costs (indicative catalog prices).", no_args_is_help=True)
 app.add_typer(quota_app, name="quota")

@@ -42,6 +42,12 @@ class ComputeOperations:
         response = self._client.request("DELETE", f"/computes/{name}")
         return Done(Resource(response.json()) if response.status_code == 202 else None)
 
+    def replace_host_key(self, name: str, expected_fingerprint: str | None = None) -> Resource:
+        """Pin the host key an attached machine offers now in place of the pinned one (cible's own;
+        after a reinstall): checked against `expected_fingerprint` when given, else trusted as offered."""
+        body = {"expected_host_key_fingerprint": expected_fingerprint} if expected_fingerprint else {}
+        return Resource(self._client.json("POST", f"/computes/{name}:replace-host-key", json=body))
+
     def preempt_node(self, name: str, node_id: str) -> Resource:
         """Evict a node of a low-priority cluster now, as Azure takes back a low-priority VM (drills, tests)."""
         return Resource(self._client.json("POST", f"/computes/{name}/nodes/{node_id}:preempt"))

@@ -168,7 +168,7 @@ def test_virtual_machine_attach(load):
         """
         name: vm-attach
         type: virtualmachine
-        resource_id: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm
+        resource_id: 10.0.0.4
         ssh_settings:
           admin_username: azureuser
           ssh_port: 22
@@ -178,11 +178,49 @@ def test_virtual_machine_attach(load):
     ).entity
     assert isinstance(compute, VirtualMachineCompute)
     assert compute.ssh_settings.ssh_port == 22
+    assert (compute.host, compute.ssh_port) == ("10.0.0.4", 22)
 
 
 def test_virtual_machine_needs_resource_id(load_error):
     error = load_error("name: vm\ntype: virtualmachine\n", "compute")
-    assert error.message == "job.yml:1:1: missing required key 'resource_id' in virtualmachine compute"
+    assert error.message == ("job.yml:1:1: missing required key 'resource_id' in virtualmachine compute\n"
+                             "job.yml:1:1: missing required key 'ssh_settings' in virtualmachine compute")
+
+
+VM = "name: vm\ntype: virtualmachine\nresource_id: {rid}\nssh_settings:\n  admin_username: u\n{extra}"
+
+
+@pytest.mark.parametrize("rid, host, port", [
+    ("box.example.com", "box.example.com", 22), ("ssh://box:2222", "box", 2222), ("'[fd00::4]'", "fd00::4", 22),
+    ("127.0.0.3", "127.0.0.3", 22)])
+def test_virtual_machine_address(load, rid, host, port):
+    vm = load(VM.format(rid=rid, extra="  ssh_private_key_file: /k\n"), "compute").entity
+    assert (vm.host, vm.ssh_port) == (host, port)
+
+
+@pytest.mark.parametrize("rid, words", [
+    ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm", "is an Azure resource id"),
+    ("'http://box'", "is not a host"), ("'box/x'", "is not a host"), ("'u@box'", "is not a host"),
+    ("'ssh://box:99999'", "is not a host")])
+def test_virtual_machine_bad_address(load_error, rid, words):
+    error = load_error(VM.format(rid=rid, extra="  ssh_private_key_file: /k\n"), "compute")
+    assert error.message.startswith("job.yml:3:14: resource_id: ") and words in error.message
+
+
+def test_virtual_machine_password_refused_where_written(load_error):
+    error = load_error(VM.format(rid="box", extra="  admin_password: hunter2\n"), "compute")
+    assert error.message.startswith("job.yml:6:19: ssh_settings.admin_password: cible logs in to attached machines "
+                                    "with SSH keys only")
+    assert "hunter2" not in error.message  # the secret is not echoed back
+
+
+def test_virtual_machine_needs_a_key_or_the_agent(load, load_error):
+    error = load_error(VM.format(rid="box", extra=""), "compute")
+    assert "ssh_settings.ssh_private_key_file is required" in error.message
+    vm = load(VM.format(rid="box", extra="cible:\n  use_ssh_agent: true\n"), "compute").entity
+    assert vm.cible.use_ssh_agent and vm.ssh_settings.ssh_private_key_file is None
+    error = load_error(VM.format(rid="box", extra="cible:\n  expected_host_key_fingerprint: MD5:aa\n"), "compute")
+    assert "cible.expected_host_key_fingerprint" in error.message
 
 
 def test_synapse_spark_attach(load):

@@ -278,18 +278,108 @@ class KubernetesCompute(ComputeBase):
 
 class VirtualMachineSshSettings(SpecModel):
     admin_username: str | None = None
+    # Refused: cible logs in with keys only, so that no password is ever stored (Azure keeps it in
+    # its own secret store; a self-hosted workspace has none).
     admin_password: str | None = None
-    ssh_port: int | None = Field(None, ge=1, le=65535)
+    ssh_port: int = Field(22, ge=1, le=65535)
+    # A private key on the workspace server's machine, stored as its path and read at each login.
     ssh_private_key_file: str | None = None
+
+    @field_validator("admin_password")
+    @classmethod
+    def _no_password(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("cible logs in to attached machines with SSH keys only and never stores a password: "
+                             "remove admin_password and give ssh_private_key_file (a private key on the workspace "
+                             "server's machine whose public key is in the host's authorized_keys)")
+        return None
+
+
+class HostFacts(SpecModel):
+    """An attached host as probed at attach (read-only)."""
+
+    python: str
+    python_version: str
+    machine: str
+    system: str
+    cpus: int
+    memory_gb: float
+    gpus: int = 0
+    home: str | None = None
+
+
+class CibleVirtualMachineSettings(SpecModel):
+    """cible's own settings for an attached machine, under the key `cible:`."""
+
+    # Log in with the keys of the server's ssh-agent (SSH_AUTH_SOCK) instead of a key file: for a
+    # key with a passphrase, which cible never stores.
+    use_ssh_agent: bool = False
+    python: str = "python3"  # the host's interpreter (≥ 3.10, stdlib only): the agent runs on it
+    # Check the host key offered at attach against this (`ssh-keygen -lf` on the host prints it)
+    # instead of trusting it on first use.
+    expected_host_key_fingerprint: str | None = Field(None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+
+
+def ssh_address(resource_id: str) -> tuple[str, int | None]:
+    """The host (and port, when given) an attached machine's `resource_id` names: `box.example.com`,
+    `10.0.0.4`, `[fd00::4]` or `ssh://box.example.com:2222`. An Azure resource id names a VM
+    cible cannot reach, so it is refused with what to write instead."""
+    from urllib.parse import urlsplit
+
+    value = resource_id.strip()
+    if value.lower().startswith(("/subscriptions/", "subscriptions/")):
+        raise ValueError(f"'{value}' is an Azure resource id; cible reaches the machine over SSH: give its host "
+                         "name or address instead (box.example.com, 10.0.0.4, or ssh://box.example.com:2222)")
+    try:
+        parts = urlsplit(value if value.startswith("ssh://") else f"ssh://{value}")
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (parts is None or parts.scheme != "ssh" or not parts.hostname or parts.path or parts.query
+            or parts.username or any(c.isspace() for c in value)):
+        raise ValueError(f"'{value}' is not a host: give a host name or address (box.example.com, 10.0.0.4, "
+                         "[fd00::4]) or ssh://host:port")
+    return parts.hostname, port
 
 
 class VirtualMachineCompute(ComputeBase):
-    """An existing VM attached over SSH."""
+    """An existing machine attached over SSH; `resource_id` is its address (Azure's is an ARM id)."""
 
     type: Literal["virtualmachine"] = "virtualmachine"
     resource_id: str
-    ssh_settings: VirtualMachineSshSettings | None = None
+    ssh_settings: VirtualMachineSshSettings
     compute_location: str | None = None  # RO
+    cible: CibleVirtualMachineSettings | None = None
+    # Read-only, set at attach: the pinned host key and what the host is.
+    host_key: str | None = None
+    host_key_fingerprint: str | None = None
+    host_facts: HostFacts | None = None
+
+    @field_validator("resource_id")
+    @classmethod
+    def _an_address(cls, value: str) -> str:
+        ssh_address(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _login(self) -> VirtualMachineCompute:
+        settings = self.ssh_settings
+        if not settings.admin_username:
+            raise ValueError("ssh_settings.admin_username: the user cible logs in as on the host is required")
+        agent = self.cible is not None and self.cible.use_ssh_agent
+        if not settings.ssh_private_key_file and not agent:
+            raise ValueError("ssh_settings.ssh_private_key_file is required (a private key on the workspace server's "
+                             "machine), or cible.use_ssh_agent: true to log in with the server's ssh-agent")
+        return self
+
+    @property
+    def ssh_port(self) -> int:
+        """`ssh://host:port` in resource_id wins over ssh_settings.ssh_port (22 by default)."""
+        return ssh_address(self.resource_id)[1] or self.ssh_settings.ssh_port
+
+    @property
+    def host(self) -> str:
+        return ssh_address(self.resource_id)[0]
 
 
 class SynapseSparkCompute(ComputeBase):

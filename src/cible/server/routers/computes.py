@@ -95,6 +95,20 @@ def delete_compute(name: str, request: Request) -> Response:
     return JSONResponse(draining, status_code=202)
 
 
+class HostKeyReplacement(BaseModel):
+    expected_host_key_fingerprint: str | None = Field(
+        None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$",
+        description="pin the key only if it has this fingerprint (`ssh-keygen -lf` on the host); else trust it "
+                    "as offered")
+
+
+@router.post("/computes/{name}:replace-host-key", tags=["computes"],
+             summary="Pin the host key an attached machine offers now (after a reinstall), in place of the pinned one",
+             **answers(Compute))
+def replace_host_key(name: str, request: Request, body: HostKeyReplacement | None = None) -> dict[str, Any]:
+    return request.app.state.computes.replace_host_key(name, body.expected_host_key_fingerprint if body else None)
+
+
 @router.post("/computes/{name}:start", tags=["computes"], summary="Start a compute instance",
              **answers(PowerRequest))
 def start_instance(name: str, request: Request) -> dict[str, Any]:

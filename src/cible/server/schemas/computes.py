@@ -119,6 +119,11 @@ class Compute(Envelope):
     node: InstanceNode | None = Field(None, description="instance: the node it runs on")
     disk: dict[str, Any] | None = Field(None, description="instance: its OS disk's use")
     next_scheduled: NextScheduled | None = Field(None, description="instance: its next scheduled start or stop")
+    resource_id: str | None = Field(None, description="attached machine: its address (host, or ssh://host:port)")
+    host_key: str | None = Field(None, description="attached machine: the host key pinned at attach (public)")
+    host_key_fingerprint: str | None = Field(None, description="attached machine: the pinned key's SHA256 fingerprint")
+    host_facts: dict[str, Any] | None = Field(None, description="attached machine: its Python, CPUs, memory, GPUs")
+    previous_host_key_fingerprint: str | None = Field(None, description="replace-host-key: the key pinned before")
 
 
 ComputePage = Page[Compute]

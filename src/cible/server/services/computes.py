@@ -17,12 +17,13 @@ from cible.core.clock import Clock
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.computes import ProvisioningState
 from cible.core.lifecycle.nodes import LIVE, NodeState
-from cible.core.models.computes import AmlCompute, CibleClusterSettings, CibleInstanceSettings
+from cible.core.models.computes import AmlCompute, CibleClusterSettings, CibleInstanceSettings, VirtualMachineCompute
 from cible.core.models.records import ComputeStatus, InstanceState
 from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.schedules import check_schedules
 from cible.core.specs.azureml.loader import load_spec_dict
+from cible.server.services.attach import attach_machine
 from cible.server.services.compute_spec import cluster_spec, compute_spec, provider_name
 from cible.server.services.costs import compute_cost
 from cible.server.services.instances import describe_instance
@@ -44,7 +45,8 @@ NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless")
 # What `cible compute update` may change on a cluster, applied live (as `az ml compute update`).
 UPDATABLE = ("min_instances", "max_instances", "idle_time_before_scale_down", "description", "tags")
 READ_ONLY = ("provisioning_state", "provisioning_errors", "created_on", "id", "allocation_state",
-             "current_node_count", "target_node_count", "node_state_counts", "state", "provider_status", "warnings")
+             "current_node_count", "target_node_count", "node_state_counts", "state", "provider_status", "warnings",
+             "host_key", "host_key_fingerprint", "host_facts")  # an attached machine's: pinned by the server
 
 
 def local_compute(max_concurrent: int) -> dict[str, Any]:
@@ -101,6 +103,10 @@ class ComputeService:
                            if entity.type == "amlcompute" else (1, f"compute instance {name}"))
             self.quotas.refuse_if_never_fits(size, low_priority=low, count=count, what=what,
                                              field="min_instances" if entity.type == "amlcompute" else "size")
+        if isinstance(entity, VirtualMachineCompute):
+            with self.store.session() as session:  # said before any connection is made
+                self._refuse_existing(session, name)
+            entity = attach_machine(entity)  # pins the host key, logs in, probes; raises before anything is stored
         if entity.type == "computeinstance":
             problems = check_schedules(entity.schedules.compute_start_stop if entity.schedules else [])
             if problems:
@@ -108,11 +114,7 @@ class ComputeService:
         spec = entity.model_dump(mode="json", exclude_none=True)
         now = self.clock.now()
         with self.store.session() as session:
-            existing = session.get(ComputeRow, name)
-            if existing is not None:
-                raise ConflictError(
-                    f"compute '{name}' already exists ({existing.compute_type}); change a cluster's scale settings "
-                    "with `cible compute update`, or delete it first", details={"name": name})
+            self._refuse_existing(session, name)
             # Made at once (its nodes are the reconciler's to start); an instance is made powered on.
             observed = ComputeStatus(instance=InstanceState(powered_on_at=now) if entity.type == "computeinstance"
                                      else None)
@@ -127,6 +129,38 @@ class ComputeService:
             result["warnings"] = [*result.get("warnings", []), *notes]
         self.on_change()
         return result
+
+    @staticmethod
+    def _refuse_existing(session: Session, name: str) -> None:
+        existing = session.get(ComputeRow, name)
+        if existing is not None:
+            again = ("; a new host key is pinned with `cible compute attach --replace-host-key`"
+                     if existing.compute_type == "virtualmachine" else "")
+            raise ConflictError(
+                f"compute '{name}' already exists ({existing.compute_type}); change a cluster's scale settings "
+                f"with `cible compute update`, or delete it first{again}", details={"name": name})
+
+    def replace_host_key(self, name: str, expected_fingerprint: str | None = None) -> dict[str, Any]:
+        """Pin the key an attached machine offers now, in place of the one pinned before: the one
+        way to accept a host's new key (after a reinstall), asked for on purpose, never automatic."""
+        with self.store.session() as session:
+            row = self._row(session, name)
+            if row.compute_type != "virtualmachine":
+                raise InvalidRequestError(f"compute '{name}' is of type {row.compute_type}; only an attached machine "
+                                          "(virtualmachine) has a host key", details={"field": "type"})
+            vm = compute_spec(row)
+        previous = vm.host_key_fingerprint
+        vm = attach_machine(vm, expected_fingerprint=expected_fingerprint)
+
+        def store(session: Session) -> dict[str, Any]:
+            row = self._row(session, name)
+            row.spec = vm.model_dump(mode="json", exclude_none=True)
+            row.updated_at = self.clock.now()
+            return _resource(session, row, self.clock.now())
+
+        result = self.store.transact(store)
+        log.warning("compute %s: host key replaced: %s -> %s", name, previous, vm.host_key_fingerprint)
+        return {**result, "previous_host_key_fingerprint": previous}
 
     def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
         if name == LOCAL:
