@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from cible.agent.agent import Agent
+from cible.agent.http import Response, TransportError
 
 
 class _Limits:
@@ -19,47 +19,70 @@ class _Limits:
         return {"cpu_percent": 1.0}
 
 
-def _agent(tmp_path: Path, answers: list[httpx.Response]) -> tuple[Agent, list[dict]]:
-    """An agent whose server answers `answers` in turn; the bodies it sent."""
-    sent: list[dict] = []
+class _Server:
+    """The agent's HTTP client, answering `answers` in turn; what it was sent is kept in `sent`.
+    An exception among the answers is raised instead (a server that cannot be reached)."""
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/api/v1/agent/nodes/n1/heartbeat"
-        sent.append(json.loads(request.content))
-        return answers.pop(0)
+    def __init__(self, answers: list[Response | Exception]) -> None:
+        self.answers = answers
+        self.sent: list[dict] = []
 
+    def request(self, method: str, url: str, *, json: Any = None, **_: Any) -> Response:
+        assert (method, url) == ("POST", "http://server/api/v1/agent/nodes/n1/heartbeat")
+        self.sent.append(json)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        pass
+
+
+def _answer(status: int, body: Any) -> Response:
+    return Response(status, body.encode() if isinstance(body, str) else json.dumps(body).encode())
+
+
+def _agent(tmp_path: Path, answers: list[Response | Exception]) -> tuple[Agent, _Server]:
     # Any silence at all would end it (orphan_after_s=0): a refusal is no silence.
     agent = Agent(node_id="n1", root=tmp_path, url="http://server", token="t", limits=_Limits(), orphan_after_s=0.0)
     agent.http.close()
-    agent.http = httpx.Client(transport=httpx.MockTransport(handle))
-    return agent, sent
+    agent.http = server = _Server(answers)
+    return agent, server
 
 
-def _conflict() -> httpx.Response:
-    return httpx.Response(409, json={"error": {"code": "ConcurrentUpdate", "message": "retry", "details": None}})
+def _conflict() -> Response:
+    return _answer(409, {"error": {"code": "ConcurrentUpdate", "message": "retry", "details": None}})
 
 
 def test_a_refused_heartbeat_is_sent_again_and_the_agent_goes_on(tmp_path: Path, caplog):
     answers = [_conflict(), _conflict(),
-               httpx.Response(503, json={"error": {"code": "StoreUnavailable", "message": "busy", "details": None}}),
-               httpx.Response(500, text="internal error"),
-               httpx.Response(200, json={"stop": True, "runs": [], "state": "leaving"})]
-    agent, sent = _agent(tmp_path, answers)
+               _answer(503, {"error": {"code": "StoreUnavailable", "message": "busy", "details": None}}),
+               _answer(500, "internal error"),
+               _answer(200, {"stop": True, "runs": [], "state": "leaving"})]
+    agent, server = _agent(tmp_path, answers)
     with caplog.at_level(logging.WARNING, logger="cible.agent"):
         assert agent._heartbeats() == 0  # ended by the server's `stop`, not by the refusals
-    assert len(sent) == 5 and not answers
+    assert len(server.sent) == 5 and not answers
+    assert server.sent[0]["runs"] == [] and server.sent[0]["usage"] == {"cpu_percent": 1.0}
     refusals = [r.getMessage() for r in caplog.records if "did not take a heartbeat" in r.getMessage()]
     assert len(refusals) == 3  # the two same 409s are logged once, then the 503 and the 500
     assert "409" in refusals[0] and "503" in refusals[1] and "500" in refusals[2]
-    agent.http.close()
 
 
 def test_a_server_that_is_gone_still_orphans_the_node(tmp_path: Path):
-    def unreachable(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    agent = Agent(node_id="n1", root=tmp_path, url="http://server", token="t", limits=_Limits(), orphan_after_s=0.0)
-    agent.http.close()
-    agent.http = httpx.Client(transport=httpx.MockTransport(unreachable))
+    agent, _ = _agent(tmp_path, [TransportError("connection refused")])
     assert agent._heartbeats() == 1
-    agent.http.close()
+
+
+def test_a_gone_server_is_looked_for_again_at_the_url_in_its_url_file(tmp_path: Path):
+    """An SSH tunnel that moved after a server restart: the provider rewrote the URL file."""
+    url_file = tmp_path / "server_url"
+    url_file.write_text("http://127.0.0.1:4242/\n")
+    agent, _ = _agent(tmp_path, [TransportError("connection refused")])
+    agent.url_file = url_file
+    assert agent._heartbeats() == 1
+    assert agent.url == "http://127.0.0.1:4242"
+    url_file.write_text("")  # being rewritten: the URL known so far is kept
+    agent._rediscover()
+    assert agent.url == "http://127.0.0.1:4242"

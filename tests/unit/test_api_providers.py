@@ -61,8 +61,9 @@ def providers(api: TestClient) -> dict[str, dict]:
 
 def test_local_is_usable_and_ray_says_it_is_not_configured(client: TestClient):
     listed = providers(client)
-    assert sorted(listed) == ["local", "ray"]
+    assert sorted(listed) == ["local", "ray", "ssh"]
     assert listed["local"]["available"] is True and listed["local"]["error"] is None
+    assert listed["ssh"]["available"] is True and "cible compute attach" in listed["ssh"]["hint"]
     assert listed["ray"] == {"name": "ray", "available": False, "reachable": False, "error": CONFIGURE_HINT}
     assert client.get("/api/v1/computes:providers").json()["default"] == "local"
 

@@ -93,3 +93,46 @@ def test_shared_formats_import_only_the_standard_library(module: str) -> None:
     outside = [f"{path.relative_to(SRC)}:{line} imports {imported}" for line, imported in _imports(path)
                if imported.split(".")[0] not in sys.stdlib_module_names and imported != "__future__"]
     assert not outside, "\n".join(outside)
+
+
+# -- the node side's bundle: what an attached host with nothing but Python 3 runs ------------------
+def test_the_node_side_imports_only_the_standard_library_and_itself() -> None:
+    """Every module copied to an attached host (cible.backends.ssh.bundle: the agent, the launcher and
+    all they import, lazily too) imports only the standard library and modules of the bundle. A
+    third-party import there (psutil, httpx, yaml…) fails on a host at run time, so it fails here."""
+    from cible.backends.ssh.bundle import OPTIONAL_IMPORTS, node_side
+
+    side = node_side(PACKAGE)
+    assert not side.problems, "\n".join(side.problems)
+    assert not side.outside, (
+        "the node side runs on attached hosts with nothing but Python 3; use the standard library "
+        "(cible.node.proc for processes, cible.agent.http for HTTP) or list a guarded import in "
+        "cible.backends.ssh.bundle.OPTIONAL_IMPORTS:\n" + "\n".join(side.outside))
+    bundled = set(side.sources) | set(side.stand_ins)
+    for module, path in side.sources.items():  # the same, read by this module's own walk
+        for line, imported in _imports(path):
+            top = imported.split(".")[0]
+            if top == "cible":
+                assert imported in bundled or imported.rpartition(".")[0] in bundled, \
+                    f"{path.relative_to(SRC)}:{line} imports {imported}, which is not in the bundle"
+            else:
+                assert top in sys.stdlib_module_names or top == "__future__" or (module, top) in OPTIONAL_IMPORTS, \
+                    f"{path.relative_to(SRC)}:{line} imports {imported}"
+        ast.parse(path.read_text(encoding="utf-8"), feature_version=(3, 10))  # requires-python >= 3.10
+
+
+def test_the_node_side_walk_sees_what_it_judges(tmp_path: Path) -> None:
+    """The rule above can fail: a lazy third-party import deep in the node side is found and named."""
+    from cible.backends.ssh.bundle import node_side
+
+    side = node_side(PACKAGE)
+    expected = {"cible.agent.http", "cible.node.proc", "cible.launch.ranks", "cible.core.environments.pins"}
+    assert expected <= set(side.sources)
+    assert set(side.stand_ins) == {"cible", "cible.core.environments"}  # they import the SDK and PyYAML
+    fake = tmp_path / "cible"
+    for rel, text in {"__init__.py": "", "agent/__init__.py": "", "agent/main.py": "from . import helper\n",
+                      "agent/helper.py": "def later():\n    import psutil\n"}.items():
+        (fake / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fake / rel).write_text(text)
+    found = node_side(fake, entry_points=("cible.agent.main",))
+    assert found.outside == ["cible/agent/helper.py:2 imports psutil"]

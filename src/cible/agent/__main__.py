@@ -1,4 +1,4 @@
-"""`python -m cible.agent --node-id … --root … (--home … | --url …)`: run one node's agent.
+"""`python -m cible.agent --node-id … --root … (--home … | --url … | --url-file …)`: run one node's agent.
 
 The node's token comes on stdin (see cible.node.token), or from CIBLE_AGENT_TOKEN when started by
 hand: never from the command line, where any user could read it, and never the workspace's token
@@ -14,19 +14,26 @@ import os
 import sys
 from pathlib import Path
 
-from cible.agent.agent import Agent
+from cible.agent.agent import Agent, read_url_file
 from cible.agent.presence import Presence
 from cible.node.limits import LimitError, NodeLimits, Shape
 from cible.node.token import token_from_stdin
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()  # `~/.cible-agent/…` as a provider may pass it, unexpanded by a shell
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="cible agent", description="run a compute node's agent")
     p.add_argument("--node-id", required=True)
     p.add_argument("--compute", required=True)
-    p.add_argument("--root", required=True, type=Path, help="the node's working root")
+    p.add_argument("--root", required=True, type=_path, help="the node's working root")
     p.add_argument("--home", type=Path, help="the workspace directory (server.json, token)")
-    p.add_argument("--url", help="the workspace server's URL (default: from --home's server.json)")
+    p.add_argument("--url", help="the workspace server's URL (default: from --url-file, else --home's server.json)")
+    p.add_argument("--url-file", type=_path,
+                   help="a file whose first line is the server's URL, read at start and again whenever the "
+                        "server cannot be reached (its provider rewrites it when the server moves)")
     p.add_argument("--size", default="this size")
     p.add_argument("--vcpus", type=int, required=True)
     p.add_argument("--memory-gb", type=float, required=True)
@@ -48,12 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = args.url
-    if url is None and args.home is not None:
-        url = json.loads((args.home / "server.json").read_text())["url"]
+    try:
+        if url is None and args.url_file is not None:
+            url = read_url_file(args.url_file)
+        elif url is None and args.home is not None:
+            url = json.loads((args.home / "server.json").read_text())["url"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"cible agent: cannot read the server's URL: {exc}", file=sys.stderr)
+        return 2
     token = os.environ.pop("CIBLE_AGENT_TOKEN", None) or token_from_stdin()
     if not url or not token:
-        print("cible agent: give the node's token (on stdin, or CIBLE_AGENT_TOKEN) and --home (a workspace) "
-              "or --url", file=sys.stderr)
+        print("cible agent: give the node's token (on stdin, or CIBLE_AGENT_TOKEN) and --url, --url-file "
+              "or --home (a workspace)", file=sys.stderr)
         return 2
     shape = Shape(vcpus=args.vcpus, memory_gb=args.memory_gb, gpus=args.gpus)
     try:
@@ -65,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             presence = Presence(args.root, args.persistent_dir, args.disk_gb, args.idle_shutdown)
         agent = Agent(node_id=args.node_id, root=args.root, url=url, token=token, limits=limits,
                       home=args.home, orphan_after_s=args.orphan_after, presence=presence,
-                      address=args.advertise_address)
+                      address=args.advertise_address, url_file=args.url_file)
         return agent.serve()
     except LimitError as exc:
         print(f"cible agent: {exc.message}", file=sys.stderr)

@@ -10,7 +10,7 @@ files to the server as they grow and reports each status change; the final repor
 goes only after every file is shipped, so a job the server sees ended is complete.
 
 Losing the server is survivable: runs go on, heartbeats retry (re-reading the
-server's URL from the workspace), and reports are sent again once it answers. An
+server's URL from its URL file or the workspace), and reports are sent again once it answers. An
 agent that cannot reach its server for `orphan_after_s` ends its runs and exits.
 """
 
@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cible.agent.http import AgentHttp, Response, TransportError
 from cible.agent.presence import Presence
-from cible.client.http import httpx  # httpx without its command-line tool: a faster node start
+from cible.agent.staged import StagedFiles, needs_transfer
+from cible.agent.transfer import TransferError
 from cible.core.lifecycle.runs import RunObservation
 from cible.node.files import SELF_STOP_FILE
 from cible.node.limits import NodeLimits, preexec_for
@@ -45,8 +47,11 @@ class Run:
     job: str
     attempt: int
     node_rank: int
-    handle: dict[str, Any]
+    handle: dict[str, Any] | None  # None while its files are fetched (a node without the workspace)
     oom_before: int
+    staged: StagedFiles | None = None  # a node without the workspace: the run's files move over HTTP
+    failed: dict[str, Any] | None = None  # an error of the agent's own (fetching or publishing files)
+    published: bool = False  # its outputs were sent (or failed to be, saying so) after its end
     canceling: bool = False
     aborted: bool = False  # the server no longer wants it: stop it and report nothing
     shipped: dict[str, int] = field(default_factory=dict)  # artifact path → bytes sent
@@ -69,12 +74,13 @@ class ServerBusy(ServerGone):
 class Agent:
     def __init__(self, *, node_id: str, root: Path, url: str, token: str, limits: NodeLimits,
                  home: Path | None = None, orphan_after_s: float = 600.0, presence: Presence | None = None,
-                 address: str | None = None) -> None:
+                 address: str | None = None, url_file: Path | None = None) -> None:
         self.node_id = node_id
         self.root = root
         self.url = url
         self.token = token
         self.home = home
+        self.url_file = url_file  # where the server's URL is kept when it may move (an SSH tunnel's port)
         self.limits = limits
         self.orphan_after_s = orphan_after_s
         self.presence = presence  # compute instances: sessions, disk, idle shutdown on its own
@@ -84,14 +90,14 @@ class Agent:
         self.done: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.http = httpx.Client(timeout=30.0)
+        self.http = AgentHttp(timeout=30.0)
 
     # -- the server ------------------------------------------------------------
-    def _call(self, method: str, path: str, *, timeout: float = 30.0, **kwargs: Any) -> httpx.Response:
+    def _call(self, method: str, path: str, *, timeout: float = 30.0, **kwargs: Any) -> Response:
         try:
             response = self.http.request(method, f"{self.url}/api/v1/agent/nodes/{self.node_id}{path}",
                                          headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout, **kwargs)
-        except httpx.TransportError as exc:
+        except TransportError as exc:
             self._rediscover()
             raise ServerGone(str(exc)) from None
         if response.status_code >= 500:
@@ -99,13 +105,15 @@ class Agent:
         return response
 
     def _rediscover(self) -> None:
-        """A restarted server may listen elsewhere: its server.json says where."""
-        if self.home is None:
-            return
+        """A restarted server may listen elsewhere: the URL file says where (its provider rewrites it,
+        as when an SSH tunnel moves to another port), else the workspace's server.json."""
         try:
-            self.url = json.loads((self.home / "server.json").read_text())["url"]
-        except (OSError, ValueError, KeyError):
-            pass
+            if self.url_file is not None:
+                self.url = read_url_file(self.url_file)
+            elif self.home is not None:
+                self.url = json.loads((self.home / "server.json").read_text())["url"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # being rewritten, or gone: the next failure reads it again
 
     # -- the main loop -----------------------------------------------------------
     def serve(self) -> int:
@@ -190,7 +198,7 @@ class Agent:
             for key, run in list(self.runs.items()):
                 if key not in wanted and not run.aborted:
                     run.aborted = True  # requeued elsewhere, failed on another node, or stop
-                    self.runner.cancel(run.handle)
+                    self._cancel(run)
         for key, item in wanted.items():
             with self.lock:
                 run = self.runs.get(key)
@@ -198,15 +206,51 @@ class Agent:
                 run = self._start(item)
             if run is not None and item.get("cancel") and not run.canceling:
                 run.canceling = True
-                self.runner.cancel(run.handle)
+                self._cancel(run)
+
+    def _cancel(self, run: Run) -> None:
+        if run.handle is not None:  # else still fetching its files: it is not started (see _prepare)
+            self.runner.cancel(run.handle)
 
     def _start(self, item: dict[str, Any]) -> Run:
         oom_before = self.limits.oom_count()
-        handle = self.runner.submit(f"{item['job']}.{item['attempt']}", item["plan"])
-        run = Run(item["job"], item["attempt"], item["node_rank"], handle, oom_before)
+        key = f"{item['job']}.{item['attempt']}"
+        if not needs_transfer(item["plan"]):
+            handle = self.runner.submit(key, item["plan"])
+            run = Run(item["job"], item["attempt"], item["node_rank"], handle, oom_before)
+            with self.lock:
+                self.runs[run.key] = run
+            return run
+        staged = StagedFiles(item["plan"], node_root=self.root, run_dir=self.root / "runs" / key, node_id=self.node_id,
+                             url=lambda: self.url, token=self.token)
+        run = Run(item["job"], item["attempt"], item["node_rank"], None, oom_before, staged=staged)
         with self.lock:
             self.runs[run.key] = run
+        threading.Thread(target=self._prepare, args=(run, key), name=f"fetch-{run.job}", daemon=True).start()
         return run
+
+    def _prepare(self, run: Run, key: str) -> None:
+        """Fetch a run's files, then start its launcher on the plan made this node's."""
+        assert run.staged is not None
+        try:
+            self._send_report(run, {"attempt": run.attempt, "node_rank": run.node_rank, "history": ["Preparing"],
+                                    "error": None, "exit_code": None, "ended": False})
+        except ServerGone:
+            pass  # informative only: the launcher's own reports follow
+        try:
+            run.staged.fetch()
+        except TransferError as exc:
+            if exc.gone:
+                run.aborted = True
+            else:
+                run.failed = {"code": "FilesNotFetched", "message": f"node {self.node_id} could not fetch the job's "
+                                                                    f"files from the server: {exc.message}"}
+            return
+        with self.lock:
+            if run.aborted or run.canceling:
+                run.failed = None if run.aborted else {"code": "Canceled", "message": "canceled before it started"}
+                return
+            run.handle = self.runner.submit(key, run.staged.plan)
 
     # -- watching runs -------------------------------------------------------------
     def _watch(self) -> None:
@@ -223,6 +267,11 @@ class Agent:
             self.stopping.wait(WATCH_INTERVAL_S)
 
     def _watch_run(self, run: Run) -> None:
+        if run.handle is None:  # its files are being fetched, or could not be
+            self._watch_unstarted(run)
+            return
+        if run.staged is not None:
+            run.staged.sync_if_due()
         observation = self.runner.poll(run.handle)
         ended = observation.ended or not observation.alive
         if run.aborted:
@@ -231,22 +280,64 @@ class Agent:
                     self.runs.pop(run.key, None)
                     self.done.add(run.key)
             return
+        if ended and run.staged is not None and not run.published and not run.aborted:
+            self._publish(run)
         self._ship(run, everything=ended)
         report = self._report_of(run, observation, ended)
-        if report != run.last_report:
-            response = self._call("POST", f"/runs/{run.job}/report", json=report)
-            if response.status_code in (404, 409):  # the server moved on from this attempt
-                run.aborted = True
-                self.runner.cancel(run.handle)
-                return
-            response.raise_for_status()
-            run.last_report = report
+        if not self._send_report(run, report):
+            return
         if ended:
             with self.lock:
                 self.runs.pop(run.key, None)
                 self.done.add(run.key)
             # Everything it made is on the server now; a long-lived node keeps no run folders.
             shutil.rmtree(run.handle["run_dir"], ignore_errors=True)
+
+    def _send_report(self, run: Run, report: dict[str, Any]) -> bool:
+        """Send the report unless it was sent already; False when the server moved on from this attempt."""
+        if report == run.last_report:
+            return True
+        response = self._call("POST", f"/runs/{run.job}/report", json=report)
+        if response.status_code in (404, 409):  # the server moved on from this attempt
+            run.aborted = True
+            self._cancel(run)
+            return False
+        response.raise_for_status()
+        run.last_report = report
+        return True
+
+    def _watch_unstarted(self, run: Run) -> None:
+        """A run not started: fetching its files still, or it ends here (they could not be fetched,
+        or it was canceled or dropped meanwhile)."""
+        if run.failed is None and not run.aborted:
+            return
+        if run.failed is not None and not run.aborted:
+            canceled = run.failed["code"] == "Canceled"
+            report = {"attempt": run.attempt, "node_rank": run.node_rank,
+                      "history": ["Preparing", "Canceled" if canceled else "Failed"],
+                      "error": run.failed, "exit_code": None, "ended": True}
+            if not self._send_report(run, report):
+                return
+        with self.lock:
+            self.runs.pop(run.key, None)
+            self.done.add(run.key)
+        shutil.rmtree(self.root / "runs" / f"{run.job}.{run.attempt}", ignore_errors=True)
+
+    def _publish(self, run: Run) -> None:
+        """Send and commit the run's outputs before its final report (a failed job's too: Azure keeps
+        what a failed job wrote). A failure to publish fails the job, saying why."""
+        assert run.staged is not None
+        try:
+            run.staged.publish()
+            run.published = True
+        except TransferError as exc:
+            run.published = True  # said in the final report; not sent again
+            if exc.gone:
+                run.aborted = True
+                return
+            run.failed = {"code": "OutputsNotPublished",
+                          "message": f"node {self.node_id} could not send the job's outputs to the server: "
+                                     f"{exc.message}"}
 
     def _report_of(self, run: Run, observation: RunObservation, ended: bool) -> dict[str, Any]:
         history, error = list(observation.history), observation.error
@@ -259,6 +350,8 @@ class Agent:
                 f"the job ran out of memory: node {self.node_id} is held to its size's "
                 f"{self.limits.shape.memory_gb:g} GB ({self.limits.size}), and a process was killed "
                 "for going over it; use a size with more memory or make the job use less")}
+        if ended and run.failed is not None and history[-1:] == ["Completed"]:
+            history[-1], error = "Failed", run.failed  # its outputs did not reach the server
         return {"attempt": run.attempt, "node_rank": run.node_rank, "history": history, "error": error,
                 "exit_code": observation.exit_code, "ended": ended}
 
@@ -305,13 +398,22 @@ class Agent:
             runs = list(self.runs.values())
         if self.runner is not None:
             for run in runs:
-                self.runner.cancel(run.handle)
+                self._cancel(run)
             self.runner.close()
         try:
             self.limits.destroy()
         except Exception:
             log.exception("removing the node's limits failed")
         self.http.close()
+
+
+def read_url_file(path: Path) -> str:
+    """The server's URL kept in `path`: its first line. ValueError when there is none."""
+    words = path.read_text(encoding="utf-8").split()
+    url = words[0] if words else ""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{path} holds no http(s) URL")
+    return url.rstrip("/")
 
 
 def shipped_name(rel: str, node_rank: int) -> str:

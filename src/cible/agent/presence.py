@@ -15,9 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from cible.node.files import SESSIONS_DIR
+from cible.node.proc import alive
 
 # Walking the disk is not free: measured at most every DISK_EVERY_S, and a walk that took t seconds
 # waits DISK_COST_FACTOR x t before the next (a home of many files is walked seldom, at <= 2 % CPU).
@@ -37,18 +36,11 @@ def open_sessions(root: Path) -> list[str]:
         return found
     for path in sorted(folder.iterdir()):
         kind, _, pid = path.name.rpartition("-")
-        if pid.isdigit() and psutil.pid_exists(int(pid)) and _not_zombie(int(pid)):
+        if pid.isdigit() and alive(int(pid)):
             found.append(f"{kind} (pid {pid})")
         else:
             path.unlink(missing_ok=True)
     return found
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def used_bytes(*folders: Path) -> int:

@@ -31,6 +31,7 @@ GROUP = "cible.node_providers"
 BUILTIN: dict[str, str] = {
     "local": "cible.backends.local:make_provider",
     "ray": "cible.backends.ray:make_provider",
+    "ssh": "cible.backends.ssh:make_provider",
 }
 
 

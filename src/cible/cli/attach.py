@@ -55,12 +55,17 @@ def register(app: typer.Typer) -> None:
         replace_host_key: Annotated[bool, typer.Option(
             "--replace-host-key", help="an attached machine whose host key changed on purpose (a reinstall): pin "
                                        "the key it offers now")] = False,
-        set_: Annotated[Optional[list[str]], typer.Option("--set")] = None,
+        tunnel: Annotated[Optional[str], typer.Option(
+            "--tunnel", help="how its agent reaches the server: auto (directly if it can, else over SSH), always, "
+                             "never")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE: set a field of the spec")] = None,
     ) -> None:
         """Attach a machine you run yourself: cible logs in over SSH with your key, pins the host's key and
         probes it (Python 3 is all it needs there)."""
         from cible.cli.computes import _compute_ops
-        from cible.core.specs.azureml.loader import load_spec, load_spec_dict
+        import yaml
+
+        from cible.core.specs.azureml.loader import load_spec, load_spec_text
 
         if admin_password is not None:
             raise typer.BadParameter("cible logs in with SSH keys only and never stores a password; give "
@@ -82,7 +87,7 @@ def register(app: typer.Typer) -> None:
         flags = {"type": type_.lower() if type_ else None, "resource_id": resource_id,
                  **{f"ssh_settings.{k}": v for k, v in ssh.items() if v is not None}}
         cible = {"use_ssh_agent": True if use_ssh_agent else None, "python": python,
-                 "expected_host_key_fingerprint": fingerprint}
+                 "expected_host_key_fingerprint": fingerprint, "tunnel": tunnel}
         flags.update({f"cible.{k}": v for k, v in cible.items() if v is not None})
         flags = {k: v for k, v in flags.items() if v is not None}
         if file is not None:
@@ -101,7 +106,8 @@ def register(app: typer.Typer) -> None:
                 else:
                     nested[key] = value
             nested.setdefault("ssh_settings", {})
-            loaded = load_spec_dict({"name": name, **nested}, "compute", source="flags")
+            loaded = load_spec_text(yaml.safe_dump({"name": name, **nested}), "compute", source="flags",
+                                    set_overrides=set_ or ())
             entity = loaded.entity
         if entity.type not in ATTACHABLE:
             raise typer.BadParameter(f"the file describes a {entity.type} compute; `cible compute create` makes it",

@@ -6,62 +6,72 @@ import os
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cible.node.proc import Process
 
 PR_SET_CHILD_SUBREAPER = 36
 
 
 def kill_tree(pid: int, grace_s: float = 5.0) -> None:
     """SIGTERM the process group led by `pid` and every descendant, SIGKILL what remains."""
-    import psutil  # only on this path: keeps the launcher's start fast
+    from cible.node.proc import Error as ProcessError  # only on this path: keeps the launcher's start fast
+    from cible.node.proc import wait_procs
 
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
+    procs = _tree(pid)
     _signal_group(pid, signal.SIGTERM)
     for proc in procs:
         try:
             proc.terminate()
-        except psutil.NoSuchProcess:
+        except ProcessError:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    _, alive = wait_procs(procs, timeout=grace_s)
     _signal_group(pid, signal.SIGKILL)
     for proc in alive:
         try:
             proc.kill()
-        except psutil.NoSuchProcess:
+        except ProcessError:
             pass
-    psutil.wait_procs(alive, timeout=grace_s)
+    wait_procs(alive, timeout=grace_s)
 
 
 def signal_tree(pid: int, sig: int = signal.SIGKILL, *, session: bool = False, wait_s: float = 5.0) -> None:
     """Send `sig` at once to `pid` and every descendant (with `session`, also to whatever shares
     its session: children orphaned on the way), then wait up to `wait_s` for them to go."""
-    import psutil
+    from cible.node.proc import Error as ProcessError
+    from cible.node.proc import process_iter, wait_procs
 
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
+    procs = _tree(pid)
     if session:
         try:
             sid = os.getsid(pid)
         except OSError:
             sid = None
-        for proc in psutil.process_iter():
+        for proc in process_iter():
             try:
                 if sid is not None and os.getsid(proc.pid) == sid and proc not in procs:
                     procs.append(proc)
-            except (OSError, psutil.Error):
+            except (OSError, ProcessError):
                 pass
     for proc in procs:
         try:
             proc.send_signal(sig)
-        except psutil.NoSuchProcess:
+        except ProcessError:
             pass
-    psutil.wait_procs(procs, timeout=wait_s)
+    wait_procs(procs, timeout=wait_s)
+
+
+def _tree(pid: int) -> list[Process]:
+    """`pid` and its descendants (none when it is gone)."""
+    from cible.node.proc import Error as ProcessError
+    from cible.node.proc import Process
+
+    try:
+        root = Process(pid)
+        return [root, *root.children(recursive=True)]
+    except ProcessError:
+        return []
 
 
 def end_group(pgid: int, grace_s: float = 5.0) -> None:

@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from cible.node import cgroups
+from cible.node.proc import STATUS_ZOMBIE, Process, cpu_count, total_memory
+from cible.node.proc import Error as ProcessError
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ def host_capacity() -> Shape:
     try:
         vcpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        vcpus = psutil.cpu_count() or 1
-    memory = psutil.virtual_memory().total
+        vcpus = cpu_count() or 1
+    memory = total_memory()
     own = _own_cgroup_limits()
     if own.get("memory"):
         memory = min(memory, own["memory"])
@@ -218,7 +218,7 @@ class _Watchdog:
         self.kills = 0
         self.killed_pids: list[int] = []
         self.peak = 0
-        self._known: dict[int, psutil.Process] = {}
+        self._known: dict[int, Process] = {}
         self._cpu_seen: dict[int, float] = {}
         self._cpu_gone = 0.0
         self._lock = threading.RLock()
@@ -234,7 +234,7 @@ class _Watchdog:
 
     def add(self, pid: int) -> None:
         self.pin(pid)
-        proc = psutil.Process(pid)
+        proc = Process(pid)
         with self._lock:
             self._known[pid] = proc
         if self._thread is None:
@@ -243,7 +243,7 @@ class _Watchdog:
             self._thread.start()
         self.sample()  # at once, so a tree already over its limit does not get a head start
 
-    def _tree(self) -> list[psutil.Process]:
+    def _tree(self) -> list[Process]:
         """The live processes of the tree; those seen once stay watched even if re-parented."""
         with self._lock:
             for pid, proc in list(self._known.items()):
@@ -254,7 +254,7 @@ class _Watchdog:
                 try:
                     for child in proc.children(recursive=True):
                         self._known.setdefault(child.pid, child)
-                except psutil.Error:
+                except ProcessError:
                     pass
             return [p for p in self._known.values() if _alive(p)]
 
@@ -266,7 +266,7 @@ class _Watchdog:
                 rss += p.memory_info().rss
                 t = p.cpu_times()
                 self._cpu_seen[p.pid] = t.user + t.system
-            except psutil.Error:
+            except ProcessError:
                 pass
         self.peak = max(self.peak, rss)
         if rss > self.limit and procs:
@@ -279,11 +279,11 @@ class _Watchdog:
                     self._known.pop(p.pid, None)
         return rss
 
-    def kill(self, procs: list[psutil.Process] | None = None) -> None:
+    def kill(self, procs: list[Process] | None = None) -> None:
         for p in procs if procs is not None else self._tree():
             try:
                 p.send_signal(signal.SIGKILL)
-            except psutil.Error:
+            except ProcessError:
                 pass
 
     def _run(self) -> None:
@@ -316,10 +316,10 @@ class _Watchdog:
         self._thread = None
 
 
-def _alive(proc: psutil.Process) -> bool:
+def _alive(proc: Process) -> bool:
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+        return proc.is_running() and proc.status() != STATUS_ZOMBIE
+    except ProcessError:
         return False
 
 
@@ -364,7 +364,7 @@ class NodeLimits:
             try:
                 available = sorted(os.sched_getaffinity(0))
             except AttributeError:
-                available = list(range(psutil.cpu_count() or 1))
+                available = list(range(cpu_count() or 1))
             self._watchdog = _Watchdog(node_id, self.memory_limit, cpus_for(node_id, shape.vcpus, available))
         else:
             try:

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from cible.core.lifecycle.runs import RunObservation
 from cible.core.safepaths import under
 from cible.launch.tracking import with_run_token
+from cible.node import proc as processes
 from cible.runfiles import CANCEL_FILE, HANDLE_FILE, PLAN_FILE, read_state, write_json_atomic
 
 
@@ -82,7 +81,7 @@ class LocalProcessRunner:
             self._children[proc.pid] = proc
             pid = proc.pid
             self.prepare()  # a fork server that died is replaced for the next job
-        handle = {"runner": self.name, "run_dir": str(run_dir), "pid": pid, "create_time": _create_time(pid)}
+        handle = {"runner": self.name, "run_dir": str(run_dir), "pid": pid, "create_time": processes.create_time(pid)}
         write_json_atomic(run_dir / HANDLE_FILE, handle)
         return handle
 
@@ -138,19 +137,6 @@ class LocalProcessRunner:
         return Path(handle["run_dir"]) / "artifacts" / "user_logs" / "std_log.txt"
 
 
-def _create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return None
-
-
 def _is_alive(handle: dict[str, Any]) -> bool:
     """True when the handle's process still runs (and is not a reused pid)."""
-    try:
-        proc = psutil.Process(handle["pid"])
-        if handle.get("create_time") and abs(proc.create_time() - handle["create_time"]) > 1:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return processes.alive(handle["pid"], handle.get("create_time") or None)

@@ -9,7 +9,7 @@ from functools import lru_cache
 from fastapi import FastAPI
 
 from cible import __version__
-from cible.backends.base.contract import CLOSE, ON_NODE_GONE, PREPARE, ProviderContext, supports
+from cible.backends.base.contract import CLOSE, ON_NODE_GONE, PREPARE, SHARES_WORKSPACE, ProviderContext, supports
 from cible.backends.registry import build_providers
 from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError, TrackingUnavailableError
@@ -40,6 +40,7 @@ from cible.server.routers import misc as misc_router
 from cible.server.routers import sizes as sizes_router
 from cible.server.services.artifacts import ArtifactService
 from cible.server.services.assets import AssetService
+from cible.server.services.attach import AttachedMachines
 from cible.server.services.batch_runs import BatchRunService, TokenCheck
 from cible.server.services.batch_endpoints import BatchEndpointService
 from cible.server.services.blobs import BlobService
@@ -50,6 +51,7 @@ from cible.server.services.endpoints import EndpointService
 from cible.server.services.instances import InstanceService
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import JobService
+from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
@@ -70,13 +72,15 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     store = Store(settings.db_url)
     store.migrate()
     tokens = Tokens(token)  # jobs and nodes get tokens scoped to them, never the workspace's
+    attached = AttachedMachines(store)  # what the ssh node provider knows of the attached machines
     runner = LocalProcessRunner(paths.runs, run_token=tokens.run)
     hub = AgentHub()
     # Every installed node provider (entry points `cible.node_providers`); an unusable one says why.
     providers = build_providers(
         ProviderContext(nodes_root=paths.nodes, home=paths.home, url=url, node_token=tokens.node),
         options={"ray": {"address": settings.ray_address, "token": settings.ray_token,
-                         "autoscaling": settings.ray_autoscaling}})
+                         "autoscaling": settings.ray_autoscaling},
+                 "ssh": {"attached": attached.machines, "hosts_of": attached.hosts_of}})
     quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,
                                  heartbeat_timeout_s=settings.node_heartbeat_timeout_s,
@@ -91,7 +95,9 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                                on_job_ended=clusters.wake)
     clusters.on_jobs_changed = reconciler.wake
     agents = AgentService(store, paths, hub, clock, settings.node_heartbeat_timeout_s,
-                          on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.run)
+                          on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.run,
+                          shares_workspace=lambda name: name not in providers
+                          or supports(providers[name], SHARES_WORKSPACE))
 
     def plan_of(job_name: str):  # noqa: ANN202
         try:
@@ -242,6 +248,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.gateway = gateway
     app.state.clusters = clusters
     app.state.agents = agents
+    app.state.node_files = NodeFileService(paths, agents.placed_plan)  # nodes that do not share the workspace
     app.state.hub = hub
     app.state.tracking = tracking
     app.state.clock = clock

@@ -26,6 +26,12 @@ _UPLOADS = "max_upload_bytes"
 _ROUTE_LIMITS = (
     ("PUT", re.compile(r"/api/v1/blobs/[^/]+"), _UPLOADS),
     ("PUT", re.compile(r"/api/v1/agent/nodes/[^/]+/runs/[^/]+/files/.+"), "max_agent_chunk_bytes"),
+    # A node that does not share the workspace: chunks of its resume folder and outputs, and their commits
+    # (path -> sha256 of every file: larger than a plain request for a folder of many files).
+    ("PUT", re.compile(r"/api/v1/agent/nodes/[^/]+/runs/[^/]+/(resume|outputs/[^/]+)/files/.+"),
+     "max_agent_chunk_bytes"),
+    ("POST", re.compile(r"/api/v1/agent/nodes/[^/]+/runs/[^/]+/(resume|outputs/[^/]+)/commit"),
+     "max_agent_chunk_bytes"),
     (None, re.compile(r"^/mlflow/(ajax-)?api/2\.0/mlflow-artifacts/.*"), _UPLOADS),  # artifacts logged via the proxy
 )
 _ENV = {"max_request_bytes": "CIBLE_MAX_REQUEST_BYTES", "max_upload_bytes": "CIBLE_MAX_UPLOAD_BYTES",

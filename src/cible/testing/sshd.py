@@ -40,6 +40,37 @@ def fingerprint_of(public_key_file: Path) -> str:
     return out.stdout.split()[1]
 
 
+def ensure_user(name: str) -> Path:
+    """A Unix user for an attached machine's logins (made once; its home returned): not root, so a
+    test sees what such a user cannot read (the workspace). Unlocked without a password (`*`), as
+    OpenSSH without PAM refuses key logins to a locked (`!`) account."""
+    import pwd
+
+    try:
+        return Path(pwd.getpwnam(name).pw_dir)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        subprocess.run(["usermod", "-p", "*", name], check=True)
+        return Path(pwd.getpwnam(name).pw_dir)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc."""
+    from cible.node import proc
+
+    try:
+        return [pid, *(p.pid for p in proc.Process(pid).children(recursive=True))]
+    except proc.Error:
+        return []
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,18 +140,23 @@ Subsystem sftp internal-sftp
         keygen(self.host_key, "host-reinstalled")
         self.start()
 
-    def freeze(self) -> None:
-        """The listener stops answering (a hung VM): connections are accepted by the kernel, no banner comes."""
+    def freeze(self, *also: int) -> None:
+        """The machine hangs: sshd (the listener, and the sessions it serves: connections already open
+        go silent too) and the processes `also` (with their descendants) are stopped with SIGSTOP.
+        New connections are accepted by the kernel; no banner comes."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
+        self._frozen = [*_tree(self.proc.pid), *(p for pid in also for p in _tree(pid))]
+        for pid in self._frozen:
+            _signal(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
+        for pid in getattr(self, "_frozen", []):
+            _signal(pid, signal.SIGCONT)
+        self._frozen = []
 
     def stop(self) -> None:
+        self.thaw()
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             try:
                 self.proc.wait(10)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
@@ -150,8 +150,13 @@ PREEMPT = "preempt"  # preempt(node_id): evict a node at once, as a low-priority
 POLL_ERRORS = "poll_errors"  # poll_errors(): nodes that failed to start or were lost, and why
 ON_NODE_GONE = "on_node_gone"  # it calls on_node_gone() when a node it stopped or lost is gone
 SIZE_NOTES = "size_notes"  # size_notes(...): what a node of a size gets there other than its size
+# Its nodes see the server's workspace folder at the same path (this machine, or a shared filesystem):
+# their launchers read code, inputs and the resume folder in place and write outputs there. A provider
+# without it (an SSH host) gets plans marked `"transfer": "http"`: its agent fetches and sends those
+# files through the agent routes (cible.agent.localize, cible.agent.transfer).
+SHARES_WORKSPACE = "shares_workspace"
 METHOD_CAPABILITIES = frozenset({PREPARE, CLOSE, PREEMPT, POLL_ERRORS, SIZE_NOTES})
-CAPABILITIES = METHOD_CAPABILITIES | {ON_NODE_GONE}
+CAPABILITIES = METHOD_CAPABILITIES | {ON_NODE_GONE, SHARES_WORKSPACE}
 
 
 class NodeProvider(Protocol):
@@ -195,11 +200,24 @@ class ProviderContext:
 
 
 ProviderFactory = Callable[[ProviderContext], NodeProvider]
+P = TypeVar("P")
 
 
 def supports(provider: object, capability: str) -> bool:
     """Whether the provider declares this optional capability (one that declares none has none)."""
     return capability in getattr(provider, "capabilities", frozenset())
+
+
+def sharing_workspace(provider: P, options: Mapping[str, Any]) -> P:
+    """`provider`, declaring SHARES_WORKSPACE unless its `shared_workspace` option is false (default
+    true: the nodes of `local` and `ray` see the workspace). False makes its nodes move their files
+    over HTTP as an SSH host's do: a test of that path, or a Ray cluster without a shared filesystem."""
+    shared = options.get("shared_workspace", True)
+    if isinstance(shared, str):
+        shared = shared.strip().lower() not in ("0", "false", "no", "off")
+    declared = frozenset(getattr(provider, "capabilities", frozenset()))
+    provider.capabilities = declared | {SHARES_WORKSPACE} if shared else declared - {SHARES_WORKSPACE}
+    return provider
 
 
 class ProviderBase:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from cible.backends.base.contract import NodeProvider, ProviderContext
+from cible.backends.base.contract import NodeProvider, ProviderContext, sharing_workspace
 
 
 def make_provider(context: ProviderContext) -> NodeProvider:
-    """The registry's factory (entry point `local = "cible.backends.local:make_provider"`)."""
+    """The registry's factory (entry point `local = "cible.backends.local:make_provider"`). Its nodes
+    share the workspace (they run on this machine) unless the option `shared_workspace` is false:
+    a test of the path an SSH host's files take."""
     from cible.backends.local.provider import LocalNodeProvider
 
-    return LocalNodeProvider(context.nodes_root, context.home, context.url, context.node_token)
+    return sharing_workspace(LocalNodeProvider(context.nodes_root, context.home, context.url, context.node_token),
+                             context.options)

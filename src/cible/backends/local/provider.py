@@ -17,7 +17,6 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-import psutil
 
 from cible.backends.base.contract import (
     ON_NODE_GONE, POLL_ERRORS, PREEMPT, SIZE_NOTES, HostCapacity, NodeRequest, ProviderBase, ProviderNode,
@@ -27,6 +26,9 @@ from cible.core.safepaths import under
 from cible.launch.procs import signal_tree
 from cible.node.files import AGENT_FILE, PREEMPTED_FILE, SELF_STOP_FILE
 from cible.node.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity, shared_vcpus
+from cible.node.proc import STATUS_ZOMBIE, Process, TimeoutExpired
+from cible.node.proc import Error as ProcessError
+from cible.node.proc import create_time as process_create_time
 from cible.node.token import hand_token
 from cible.runfiles import write_json_atomic
 
@@ -132,7 +134,7 @@ class LocalNodeProvider(ProviderBase):
             proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True, cwd=root)
         hand_token(proc, self.node_token(request.node_id))
-        write_json_atomic(root / AGENT_FILE, {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(),
+        write_json_atomic(root / AGENT_FILE, {"pid": proc.pid, "create_time": process_create_time(proc.pid),
                                               "size": request.size, "vcpus": request.vcpus,
                                               "memory_gb": request.memory_gb, "gpus": request.gpus})
         threading.Thread(target=self._reap, args=(request.node_id, proc, root), name=f"reap-{request.node_id}",
@@ -158,9 +160,9 @@ class LocalNodeProvider(ProviderBase):
             try:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=STOP_GRACE_S)
-            except psutil.TimeoutExpired:
+            except TimeoutExpired:
                 signal_tree(proc.pid, signal.SIGKILL)
-            except psutil.NoSuchProcess:
+            except ProcessError:
                 pass
         _remove_limits(root, node_id)
         (root / AGENT_FILE).unlink(missing_ok=True)  # first: from here on the node is not listed
@@ -183,15 +185,15 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "agent.log is empty"
 
 
-def _agent(root: Path) -> psutil.Process | None:
+def _agent(root: Path) -> Process | None:
     """The node's agent process when it still runs (a reused pid does not count)."""
     try:
         facts = json.loads((root / AGENT_FILE).read_text())
-        proc = psutil.Process(facts["pid"])
-        if abs(proc.create_time() - facts["create_time"]) > 1 or proc.status() == psutil.STATUS_ZOMBIE:
+        proc = Process(facts["pid"])
+        if abs(proc.create_time() - facts["create_time"]) > 1 or proc.status() == STATUS_ZOMBIE:
             return None
         return proc
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, psutil.NoSuchProcess):
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ProcessError):
         return None
 
 

@@ -9,7 +9,7 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
-from cible.backends.base.contract import NodeProvider, ProviderContext
+from cible.backends.base.contract import NodeProvider, ProviderContext, sharing_workspace
 from cible.backends.base.unavailable import UnavailableProvider
 
 INSTALL_HINT = "Ray is not installed on the server: pip install 'cible[ray]'"
@@ -18,11 +18,14 @@ CONFIGURE_HINT = ("no Ray cluster is configured: start the server with CIBLE_RAY
 
 
 def make_provider(context: ProviderContext) -> NodeProvider:
-    """The registry's factory: `context.options` holds `address`, `token` and `autoscaling`."""
+    """The registry's factory: `context.options` holds `address`, `token`, `autoscaling` and
+    `shared_workspace`."""
     options = context.options
-    return make_ray_provider(options.get("address"), ray_token=options.get("token"), nodes_root=context.nodes_root,
-                             home=context.home, url=context.url, node_token=context.node_token,
-                             autoscaling=bool(options.get("autoscaling", False)))
+    provider = make_ray_provider(options.get("address"), ray_token=options.get("token"), nodes_root=context.nodes_root,
+                                 home=context.home, url=context.url, node_token=context.node_token,
+                                 autoscaling=bool(options.get("autoscaling", False)))
+    # Its nodes see the workspace (one machine, or a shared filesystem) unless `shared_workspace` is false.
+    return provider if isinstance(provider, UnavailableProvider) else sharing_workspace(provider, options)
 
 
 def make_ray_provider(address: str | None, *, ray_token: str | None, nodes_root: Path, home: Path,

@@ -98,7 +98,9 @@ class CibleClusterSettings(SpecModel):
 
     # Which node provider makes the nodes: `local` (this machine) or `ray` (a Ray cluster the
     # server is configured for); none: the workspace's default, stored at create.
-    provider: Literal["local", "ray"] | None = None
+    provider: Literal["local", "ray", "ssh"] | None = None
+    # provider ssh: the attached machines (virtualmachine computes) its nodes run on, one node each.
+    hosts: list[ComputeName] | None = None
     overcommit: bool = False  # start nodes of a size this host cannot hold
     # Drills on low-priority clusters: evictions per node-hour, drawn at random.
     preemptions_per_node_hour: float = Field(0.0, ge=0)
@@ -147,6 +149,13 @@ class AmlCompute(ComputeBase):
             raise ValueError(
                 f"min_instances ({self.min_instances}) must not exceed max_instances ({self.max_instances})"
             )
+        settings = self.cible
+        if settings is not None and (settings.provider == "ssh") != bool(settings.hosts):
+            raise ValueError("cible.hosts names the attached machines of a cluster of cible.provider: ssh, and only "
+                             "of one: give both or neither")
+        if settings is not None and settings.hosts and self.max_instances > len(settings.hosts):
+            raise ValueError(f"max_instances ({self.max_instances}) is more than its attached machines "
+                             f"({len(settings.hosts)} in cible.hosts): each node is one machine")
         return self
 
 
@@ -318,6 +327,9 @@ class CibleVirtualMachineSettings(SpecModel):
     # Check the host key offered at attach against this (`ssh-keygen -lf` on the host prints it)
     # instead of trusting it on first use.
     expected_host_key_fingerprint: str | None = Field(None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+    # How the machine's agent reaches the server: auto (directly when it can, else through a port
+    # forwarded back over SSH), always (the SSH tunnel), never (directly only).
+    tunnel: Literal["auto", "always", "never"] = "auto"
 
 
 def ssh_address(resource_id: str) -> tuple[str, int | None]:

@@ -33,7 +33,7 @@ from cible.core.planning.quotas import QuotaHeadroom
 from cible.core.planning.scheduling import instance_stopped, serverless_wait
 
 NEVER_S = 1e9  # an instance's node is never scaled down for idleness (idle shutdown is its own)
-ComputeKind = Literal["amlcompute", "computeinstance", "serverless"]
+ComputeKind = Literal["amlcompute", "computeinstance", "serverless", "virtualmachine"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -57,6 +57,11 @@ class QuotaLimits:
         return cls(scopes.get(TOTAL_SCOPE), scopes.get(LOW_PRIORITY_SCOPE), families)
 
 
+# The nodes of attached machines: the user's own, so no quota counts them (Azure counts none of
+# its attached computes either).
+UNMETERED_FAMILY = "attached"
+
+
 @dataclass(frozen=True)
 class NodeUse:
     family: str
@@ -76,6 +81,8 @@ def usage_of(nodes: Iterable[NodeUse]) -> Usage:
     per_family: dict[str, int] = {}
     total = low = 0
     for node in nodes:
+        if node.family == UNMETERED_FAMILY:
+            continue
         if node.low_priority:
             low += node.vcpus
         else:
@@ -136,7 +143,7 @@ def nodes_that_fit(
     """How many of `wanted` new nodes fit in the quotas (0..wanted), and, when fewer than
     wanted, why: the binding quota with its use, limit and what the rest would need."""
     wanted = max(0, wanted)
-    if vcpus_per_node <= 0:  # a size without vCPUs holds no quota
+    if vcpus_per_node <= 0 or family == UNMETERED_FAMILY:  # holds no quota
         return wanted, None
     best, binding = wanted, None
     for check in _checks(limits, usage, family, low_priority):

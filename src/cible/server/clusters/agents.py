@@ -33,9 +33,13 @@ MAX_WAIT_S = 10.0
 class AgentService:
     def __init__(self, store: Store, paths: WorkspacePaths, hub: AgentHub, clock: Clock,
                  heartbeat_timeout_s: float, on_first_heartbeat: Callable[[], None],
-                 on_report: Callable[[], None], run_token: Callable[[dict[str, Any]], str]) -> None:
+                 on_report: Callable[[], None], run_token: Callable[[dict[str, Any]], str],
+                 shares_workspace: Callable[[str], bool] = lambda provider: True) -> None:
         self.store = store
         self.run_token = run_token  # a job's run token, handed to its nodes with its plan
+        # shares_workspace(provider name): whether its nodes see the workspace folder; a node whose
+        # provider does not gets plans whose files go over HTTP (node_plan's `transfer`).
+        self.shares_workspace = shares_workspace
         self.paths = paths
         self.hub = hub
         self.clock = clock
@@ -113,7 +117,8 @@ class AgentService:
                         "job": job.name, "attempt": handle.attempt, "node_rank": rank,
                         "cancel": job.status == JobStatus.CANCEL_REQUESTED.value,
                         "plan": None if key in has else node_plan(job.run.plan, handle, rank, self.paths,
-                                                                  self.run_token(job.run.plan)),
+                                                                  self.run_token(job.run.plan),
+                                                                  self.shares_workspace(node.provider)),
                     })
             instance = session.get(ComputeRow, node.compute)
             idleness = instance.observed.instance.idleness if instance and instance.observed.instance else None
@@ -148,7 +153,13 @@ class AgentService:
         except ChunkError as exc:
             raise ConflictError(f"{rel}: {exc}", details={"field": "path"}) from None
 
-    def _check_attempt(self, node_id: str, job_name: str, attempt: int, node_rank: int | None = None) -> None:
+    def placed_plan(self, node_id: str, job_name: str, attempt: int) -> dict[str, Any]:
+        """The stored plan of `job_name`, when its current attempt `attempt` is placed on the node;
+        NotFoundError or ConflictError (the agent drops the run) otherwise. The file routes' check."""
+        return self._check_attempt(node_id, job_name, attempt)
+
+    def _check_attempt(self, node_id: str, job_name: str, attempt: int,
+                       node_rank: int | None = None) -> dict[str, Any]:
         with self.store.session() as session:
             job = session.get(JobRow, job_name)
             if job is None:
@@ -161,6 +172,7 @@ class AgentService:
             if node_rank is not None and nodes.index(node_id) != node_rank:
                 raise ConflictError(f"node {node_id} is node rank {nodes.index(node_id)} of job '{job_name}', "
                                     f"not {node_rank}")
+            return dict(job.run.plan)
 
     def _node(self, session, node_id: str) -> NodeRow:  # noqa: ANN001
         row = session.get(NodeRow, node_id)

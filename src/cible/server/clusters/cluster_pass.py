@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from cible.backends.base.contract import NodeRequest, ProviderNode
-from cible.core import catalog
 from cible.core.lifecycle.computes import ProvisioningState
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
@@ -47,7 +46,7 @@ from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.provider_calls import ProviderCalls
 from cible.server.reconcilers.shape import check_unchanged
-from cible.server.services.compute_spec import cible_settings, compute_spec, provider_name
+from cible.server.services.compute_spec import cible_settings, node_spec, provider_name
 from cible.server.services.jobs import set_status
 from cible.server.services.lifecycle import move_compute
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
@@ -141,8 +140,7 @@ class ClusterPass:
         row = session.get(ComputeRow, self.name)
         if row is None:
             return None
-        spec = compute_spec(row)
-        size = catalog.get_size(spec.size)
+        spec, size = node_spec(row)
         settings = cible_settings(spec)
         on_node_failure = getattr(settings, "on_node_failure", "requeue")  # instances: requeue
         nodes = tuple(StoredNode(*r) for r in session.execute(select(

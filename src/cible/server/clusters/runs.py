@@ -22,13 +22,20 @@ from cible.core.models.records import ClusterHandle
 from cible.core.safepaths import under
 from cible.launch.tracking import with_run_token
 from cible.runfiles import ARTIFACT_DIRS, write_json_atomic
+from cible.server.services.node_files import ChunkError, resume_dir, write_chunk  # noqa: F401 (the agents' files)
 from cible.workspace import WorkspacePaths
+
+TRANSFER_HTTP = "http"  # a node plan's `transfer`: its files go through the agent routes (routers/agents.py)
 
 
 def node_plan(plan: dict[str, Any], handle: ClusterHandle, node_rank: int, paths: WorkspacePaths,
-              run_token: str) -> dict[str, Any]:
-    """The launcher plan for one node of a job: the job's plan, its run token, and where this node stands."""
-    return {
+              run_token: str, shares_workspace: bool = True) -> dict[str, Any]:
+    """The launcher plan for one node of a job: the job's plan, its run token, and where this node stands.
+
+    Its paths are the server's (blob root, datastore paths, the resume folder). A node whose provider
+    does not share the workspace (SHARES_WORKSPACE) gets `"transfer": "http"`: its agent rewrites them
+    to folders of its own (cible.agent.localize) and moves the files over HTTP."""
+    node = {
         **with_run_token(plan, run_token),
         "node_rank": node_rank,
         "node_addrs": list(handle.node_addrs),
@@ -37,10 +44,9 @@ def node_plan(plan: dict[str, Any], handle: ClusterHandle, node_rank: int, paths
         # Survives a requeue: a preempted job resumes from what it saved here.
         "resume_dir": str(resume_dir(paths, plan["job_name"])),
     }
-
-
-def resume_dir(paths: WorkspacePaths, job_name: str) -> Path:
-    return paths.run_dir(job_name) / "checkpoint"
+    if not shares_workspace:
+        node["transfer"] = TRANSFER_HTTP
+    return node
 
 
 def report_path(paths: WorkspacePaths, job_name: str, attempt: int, node_rank: int) -> Path:
@@ -65,28 +71,6 @@ def artifact_path(paths: WorkspacePaths, job_name: str, rel: str) -> Path | None
     if "\\" in rel or "/".join(parts) != rel or len(parts) < 2 or parts[0] not in ARTIFACT_DIRS:
         return None
     return path
-
-
-class ChunkError(ValueError):
-    """A chunk that cannot be stored where it says (a gap before it, a folder in the way)."""
-
-
-def write_chunk(path: Path, offset: int, data: bytes) -> None:
-    """Write `data` at `offset` (a resent chunk lands where it did before); offset 0 starts the file over.
-    A chunk may not start past the end of what the file has, so a file never has holes."""
-    size = path.stat().st_size if path.is_file() else 0
-    if offset > size:
-        raise ChunkError(f"offset {offset} is past the end of the file ({size} bytes); send the bytes before it first")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ChunkError("a file of that run is in the way of the folder") from None
-    if path.is_dir():
-        raise ChunkError("that path is a folder of the run, not a file")
-    mode = "r+b" if path.exists() and offset > 0 else "wb"
-    with open(path, mode) as fh:
-        fh.seek(offset)
-        fh.write(data)
 
 
 def merge_reports(reports: list[dict[str, Any] | None]) -> RunObservation:

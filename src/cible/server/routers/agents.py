@@ -1,18 +1,23 @@
-"""/api/v1/agent: the node agents' side of the API (heartbeat long-poll, reports, files)."""
+"""/api/v1/agent: the node agents' side of the API (heartbeat long-poll, reports, files; and, for a node
+that does not share the workspace folder, its job's blobs, inputs, resume folder and outputs)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cible.core.lifecycle.jobs import JobStatus
 from cible.server.errors import PayloadTooLargeError
-from cible.server.routers.responses import JSON, answers
-from cible.server.schemas.agents import FileChunk, HeartbeatReply, ReportAccepted
+from cible.server.routers.responses import BYTES, JSON, answers
+from cible.server.schemas.agents import (
+    Committed, FileChunk, FileManifest, HeartbeatReply, ReportAccepted, StagedChunk, StagedFiles,
+)
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agents"], default_response_class=JSON)
 
@@ -77,12 +82,120 @@ async def put_file(node_id: str, job_name: str, path: str, request: Request,
     # A body for a job that does not exist is not read at all; one over the cap is refused as it
     # streams in (RequestGuard caps this route too; the bytes are one chunk of a file, agents send 1 MiB).
     await run_in_threadpool(request.app.state.jobs.run_handle, job_name)
+    data = await _chunk(request)
+    await run_in_threadpool(request.app.state.agents.put_file, node_id, job_name, attempt, path, offset, data)
+    return {"path": path, "offset": offset, "size": len(data)}
+
+
+# -- the files of a node that does not share the workspace folder (services/node_files.py) -----------
+# Each is for the job's current attempt placed on the node: 404 for a job that is not there, 409 for
+# an attempt that is not (or no longer) on this node (the agent then drops the run), as for reports.
+
+RUN = "/nodes/{node_id}/runs/{job_name}"
+Attempt = Annotated[int, Query(..., ge=1, le=2**31 - 1, description="the job's attempt on this node")]
+CHECKSUM_HEADER = "X-Content-SHA256"
+
+
+class Commit(BaseModel):
+    files: dict[str, str] = Field(..., description="every file of the destination to commit: path -> sha256")
+
+
+def _file_response(path: Path, digest: str | None = None) -> FileResponse:
+    """The file, with Range support (206 and Content-Range: a fetch cut short goes on where it stopped)."""
+    headers = {CHECKSUM_HEADER: digest} if digest else None
+    return FileResponse(path, media_type="application/octet-stream", headers=headers)
+
+
+async def _chunk(request: Request) -> bytes:
+    """The request's body, refused as it streams in once over the agents' chunk cap (RequestGuard caps
+    these routes too)."""
     limit = request.app.state.settings.max_agent_chunk_bytes
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
             raise PayloadTooLargeError(limit, "CIBLE_MAX_AGENT_CHUNK_BYTES")
-    data = bytes(body)
-    await run_in_threadpool(request.app.state.agents.put_file, node_id, job_name, attempt, path, offset, data)
-    return {"path": path, "offset": offset, "size": len(data)}
+    return bytes(body)
+
+
+@router.get(RUN + "/blobs/{sha256}", summary="A blob of the job's code or snapshot inputs (Range: resumable)",
+            response_class=FileResponse, responses=BYTES)
+def get_blob(node_id: str, job_name: str, sha256: str, request: Request, attempt: Attempt) -> FileResponse:
+    return _file_response(request.app.state.node_files.blob(node_id, job_name, attempt, sha256), sha256)
+
+
+@router.get(RUN + "/inputs/{name}/manifest", summary="The files of a workspace input, with their sha256",
+            **answers(FileManifest))
+def input_manifest(node_id: str, job_name: str, name: str, request: Request, attempt: Attempt) -> dict[str, Any]:
+    return request.app.state.node_files.input_manifest(node_id, job_name, attempt, name)
+
+
+@router.get(RUN + "/inputs/{name}/files/{path:path}", summary="A file of a workspace input (Range: resumable)",
+            response_class=FileResponse, responses=BYTES)
+def input_file(node_id: str, job_name: str, name: str, path: str, request: Request,
+               attempt: Attempt) -> FileResponse:
+    return _file_response(*request.app.state.node_files.input_file(node_id, job_name, attempt, name, path))
+
+
+@router.get(RUN + "/resume/manifest", summary="The files of the job's resume folder, with their sha256",
+            **answers(FileManifest))
+def resume_manifest(node_id: str, job_name: str, request: Request, attempt: Attempt) -> dict[str, Any]:
+    return request.app.state.node_files.resume_manifest(node_id, job_name, attempt)
+
+
+@router.get(RUN + "/resume/files/{path:path}", summary="A file of the job's resume folder (Range: resumable)",
+            response_class=FileResponse, responses=BYTES)
+def resume_file(node_id: str, job_name: str, path: str, request: Request, attempt: Attempt) -> FileResponse:
+    return _file_response(*request.app.state.node_files.resume_file(node_id, job_name, attempt, path))
+
+
+async def _put_chunk(request: Request, node_id: str, job_name: str, attempt: int, output: str | None, path: str,
+                     offset: int) -> dict[str, Any]:
+    files = request.app.state.node_files
+    # A body for a run that is not this node's is not read at all.
+    upload = await run_in_threadpool(files.upload, node_id, job_name, attempt, output)
+    data = await _chunk(request)
+    return await run_in_threadpool(files.put_chunk, upload, path, offset, data)
+
+
+@router.put(RUN + "/resume/files/{path:path}", summary="Part of a file of the resume folder, staged until a commit",
+            **answers(StagedChunk))
+async def put_resume_file(node_id: str, job_name: str, path: str, request: Request, attempt: Attempt,
+                          offset: int = Query(0, ge=0, le=2**40)) -> dict[str, Any]:
+    return await _put_chunk(request, node_id, job_name, attempt, None, path, offset)
+
+
+@router.get(RUN + "/resume/staged", summary="The resume folder's files sent and not committed yet",
+            **answers(StagedFiles))
+def resume_staged(node_id: str, job_name: str, request: Request, attempt: Attempt) -> dict[str, Any]:
+    files = request.app.state.node_files
+    return files.staged(files.upload(node_id, job_name, attempt, None))
+
+
+@router.post(RUN + "/resume/commit", summary="Make the files named the resume folder's content",
+             **answers(Committed))
+def commit_resume(node_id: str, job_name: str, body: Commit, request: Request, attempt: Attempt) -> dict[str, Any]:
+    files = request.app.state.node_files
+    return files.commit(files.upload(node_id, job_name, attempt, None), body.files)
+
+
+@router.put(RUN + "/outputs/{name}/files/{path:path}", summary="Part of a file of an output, staged until a commit",
+            **answers(StagedChunk))
+async def put_output_file(node_id: str, job_name: str, name: str, path: str, request: Request, attempt: Attempt,
+                          offset: int = Query(0, ge=0, le=2**40)) -> dict[str, Any]:
+    return await _put_chunk(request, node_id, job_name, attempt, name, path, offset)
+
+
+@router.get(RUN + "/outputs/{name}/staged", summary="An output's files sent and not committed yet",
+            **answers(StagedFiles))
+def output_staged(node_id: str, job_name: str, name: str, request: Request, attempt: Attempt) -> dict[str, Any]:
+    files = request.app.state.node_files
+    return files.staged(files.upload(node_id, job_name, attempt, name))
+
+
+@router.post(RUN + "/outputs/{name}/commit", summary="Check the files sent and put them at the output's path",
+             **answers(Committed))
+def commit_output(node_id: str, job_name: str, name: str, body: Commit, request: Request,
+                  attempt: Attempt) -> dict[str, Any]:
+    files = request.app.state.node_files
+    return files.commit(files.upload(node_id, job_name, attempt, name), body.files)

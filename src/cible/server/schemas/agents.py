@@ -39,3 +39,46 @@ class FileChunk(Envelope):
     path: str = Field(description="the file, under the run's artifacts")
     offset: int = Field(description="where the chunk was written")
     size: int = Field(description="the chunk's bytes")
+
+
+# -- the files of a node that does not share the workspace (services/node_files.py) -----------------
+
+
+class ManifestFile(Envelope):
+    path: str = Field(description="the file, relative to the folder (posix); a file input: its name")
+    size: int = Field(description="its bytes")
+    sha256: str = Field(description="its sha256 (what GET …/files/{path} sends as X-Content-SHA256)")
+
+
+class FileManifest(Envelope):
+    """The regular files of an input or the resume folder (links, FIFOs and devices are left out)."""
+
+    kind: str = Field(description="folder, or file (an input that is one file)")
+    files: list[ManifestFile] = Field(description="its files, sorted by path")
+
+
+class StagedFile(Envelope):
+    path: str = Field(description="the file, relative to the destination")
+    size: int = Field(description="its bytes received so far")
+
+
+class StagedFiles(Envelope):
+    """The files this node's attempt sent and did not commit yet: where an interrupted send goes on."""
+
+    files: list[StagedFile] = Field(description="sorted by path")
+
+
+class StagedChunk(FileChunk):
+    """A chunk of a file being sent, written to the staging folder."""
+
+    path: str = Field(description="the file, relative to the destination")
+    staged: int = Field(description="the file's bytes on the server after this chunk")
+
+
+class Committed(Envelope):
+    """A commit: its files are now the destination's."""
+
+    files: int = Field(description="the files named")
+    sent: int = Field(description="those moved from what was sent")
+    unchanged: int = Field(description="those the destination already had with that sha256")
+    removed: int = Field(description="files of the resume folder that were not named, now gone (outputs: 0)")

@@ -7,6 +7,8 @@ settings, schedules) is written once, in the models, never again as `.get(key, d
 
 from __future__ import annotations
 
+from cible.core import catalog
+from cible.core.catalog.queries import VmSize
 from cible.core.models.computes import (
     COMPUTE_TYPES,
     AmlCompute,
@@ -14,11 +16,15 @@ from cible.core.models.computes import (
     CibleInstanceSettings,
     ComputeBase,
     ComputeInstance,
+    VirtualMachineCompute,
 )
+from cible.core.planning.quotas import UNMETERED_FAMILY
 from cible.server.store.rows import ComputeRow
 
 SERVERLESS_NAME = "serverless"  # a pool's row is named serverless:<job>, which is no compute name
 LEGACY_PROVIDER = "local"  # computes made before the provider was stored
+ATTACHED_PROVIDER = "ssh"  # the node provider of attached machines
+ATTACHED_IDLE_S = 600  # an attached machine's agent stays this long after its last job
 
 
 def compute_spec(row: ComputeRow) -> ComputeBase:
@@ -53,6 +59,36 @@ def cible_settings(spec: AmlCompute | ComputeInstance) -> CibleClusterSettings |
     return CibleClusterSettings() if isinstance(spec, AmlCompute) else CibleInstanceSettings()
 
 
-def provider_name(spec: AmlCompute | ComputeInstance) -> str:
-    """The node provider the compute's nodes come from (stored at create)."""
+def provider_name(spec: AmlCompute | ComputeInstance | VirtualMachineCompute) -> str:
+    """The node provider the compute's nodes come from (stored at create; ssh for an attached machine)."""
+    if isinstance(spec, VirtualMachineCompute):
+        return ATTACHED_PROVIDER
     return cible_settings(spec).provider or LEGACY_PROVIDER
+
+
+def attached_size(vm: VirtualMachineCompute) -> VmSize:
+    """The "size" of an attached machine's node: the machine itself, as probed at attach. It costs
+    nothing (the machine is the user's) and counts against no quota (as on Azure)."""
+    facts = vm.host_facts
+    return VmSize(name=f"attached {vm.host}", series="Attached", family=UNMETERED_FAMILY,
+                  vcpus=facts.cpus if facts else 1, memory_gb=facts.memory_gb if facts else 1.0,
+                  gpus=facts.gpus if facts else 0, gpu_model=None, gpu_architecture=None, min_cuda=None,
+                  category="attached", compute_types=("virtualmachine",), isolated=False, low_priority_capable=False,
+                  price_per_hour=0.0, retired_on=None, os_disk_gb=0, confidence="probed")
+
+
+def attached_cluster(vm: VirtualMachineCompute) -> AmlCompute:
+    """An attached machine as the cluster reconciler plans it: a cluster of at most one node, that
+    node the machine's agent. The agent stays ATTACHED_IDLE_S after a job (the next job starts at
+    once), then goes: a machine also named in a cluster's cible.hosts is then free for it."""
+    return AmlCompute(name=vm.name, size=attached_size(vm).name, min_instances=0, max_instances=1,
+                      idle_time_before_scale_down=ATTACHED_IDLE_S, cible=CibleClusterSettings(provider=ATTACHED_PROVIDER,
+                                                                                hosts=[vm.name], overcommit=True))
+
+
+def node_spec(row: ComputeRow) -> tuple[AmlCompute | ComputeInstance, VmSize]:
+    """What the cluster reconciler plans a compute as, and the size of its nodes."""
+    spec = compute_spec(row)
+    if isinstance(spec, VirtualMachineCompute):
+        return attached_cluster(spec), attached_size(spec)
+    return spec, catalog.get_size(spec.size)

@@ -24,7 +24,7 @@ from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.schedules import check_schedules
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.services.attach import attach_machine
-from cible.server.services.compute_spec import cluster_spec, compute_spec, provider_name
+from cible.server.services.compute_spec import attached_size, cluster_spec, compute_spec, provider_name
 from cible.server.services.costs import compute_cost
 from cible.server.services.instances import describe_instance
 from cible.server.services.lifecycle import move_compute
@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 LOCAL = "local"
 SIZED_TYPES = ("amlcompute", "computeinstance")
 # Computes whose jobs run on nodes the cluster reconciler keeps: clusters, instances (one node),
-# and serverless pools (the nodes of one job, made at submit and gone after it; never listed).
-NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless")
+# serverless pools (the nodes of one job, made at submit and gone after it; never listed), and
+# attached machines (one node: the machine's agent, started over SSH by the ssh provider).
+NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless", "virtualmachine")
 # What `cible compute update` may change on a cluster, applied live (as `az ml compute update`).
 UPDATABLE = ("min_instances", "max_instances", "idle_time_before_scale_down", "description", "tags")
 READ_ONLY = ("provisioning_state", "provisioning_errors", "created_on", "id", "allocation_state",
@@ -96,6 +97,7 @@ class ComputeService:
         if entity.type in SIZED_TYPES:
             size = catalog.check_size(entity.size, entity.type, self.clock.now().date())
             entity = self._with_provider(entity)
+            self._check_hosts(entity)
             self._check_provider_can_hold(entity)
             notes = self.size_notes(entity.cible.provider, size.name)
             low = getattr(entity, "tier", "dedicated") == "low_priority"
@@ -234,6 +236,18 @@ class ComputeService:
                                       f"{status.error}", details={"field": "cible.provider"})
         return entity.model_copy(update={"cible": settings})
 
+    def _check_hosts(self, entity) -> None:  # noqa: ANN001
+        """A cluster of attached machines names machines attached to this workspace."""
+        hosts = getattr(entity.cible, "hosts", None) or []
+        with self.store.session() as session:
+            kinds = dict(session.execute(select(ComputeRow.name, ComputeRow.compute_type).where(
+                ComputeRow.name.in_(hosts))).all())
+        wrong = [f"'{h}' ({'is a ' + kinds[h] if h in kinds else 'does not exist'})" for h in hosts
+                 if kinds.get(h) != "virtualmachine"]
+        if wrong:
+            raise InvalidRequestError(f"cible.hosts: {', '.join(wrong)}; name machines attached with `cible compute "
+                                      "attach --type virtualmachine`", details={"field": "cible.hosts"})
+
     def _check_provider_can_hold(self, entity) -> None:  # noqa: ANN001
         size = catalog.get_size(entity.size)
         settings = entity.cible
@@ -304,8 +318,8 @@ class ComputeService:
         else:
             with self.store.session() as session:
                 row = self._row(session, target)
-                if row.compute_type not in NODE_COMPUTE_TYPES:  # attached computes: no size of cible's
-                    return None
+                if row.compute_type not in SIZED_TYPES and row.compute_type != "serverless":
+                    return None  # attached computes: the user's own machines, no price of cible's
                 spec = compute_spec(row)
             size, low = spec.size, isinstance(spec, AmlCompute) and spec.tier == "low_priority"
         return estimate(effective_price(catalog.get_size(size).price_per_hour, low), nodes, timeout_s)
@@ -357,7 +371,7 @@ class ComputeService:
             status = provider.status() if provider else ProviderStatus(
                 name=provider_key, available=False, reachable=False, error="unknown to this server")
             resource["provider_status"] = status.model_dump(mode="json")
-            notes = self.size_notes(provider_key, spec.size)
+            notes = self.size_notes(provider_key, spec.size) if row.compute_type in SIZED_TYPES else []
             if notes:
                 resource["warnings"] = [*resource.get("warnings", []), *notes]
         return resource
@@ -384,17 +398,22 @@ class ComputeService:
         with self.store.session() as session:
             row = self._row(session, name)
             kind, deleting = row.compute_type, row.provisioning_state == DELETING
-            spec = compute_spec(row) if kind in SIZED_TYPES else None
+            spec = compute_spec(row) if kind in (*SIZED_TYPES, "virtualmachine") else None
         if kind == "serverless":
             raise InvalidRequestError(f"compute '{name}' holds the nodes of another serverless job; use "
                                       "compute: serverless for nodes of the job's own", details={"field": "compute"})
         if spec is None:
             raise InvalidRequestError(
                 f"compute '{name}' is of type {kind}, which cible cannot run jobs on yet; "
-                "use compute: local, an amlcompute cluster or a compute instance",
+                "use compute: local, an amlcompute cluster, a compute instance or an attached machine",
                 details={"field": "compute"},
             )
-        size = catalog.get_size(spec.size)
+        if isinstance(spec, VirtualMachineCompute) and instance_count > 1:
+            raise InvalidRequestError(
+                f"compute '{name}' is one attached machine but the job needs {instance_count} nodes "
+                "(resources.instance_count); run it on a cluster of attached machines (type: amlcompute with "
+                "cible: {provider: ssh, hosts: [...]})", details={"field": "resources.instance_count"})
+        size = attached_size(spec) if isinstance(spec, VirtualMachineCompute) else catalog.get_size(spec.size)
         max_instances = spec.max_instances if isinstance(spec, AmlCompute) else 1
         config = ClusterConfig(name=name, max_instances=max_instances, deleting=deleting)
         # No GPU check: Azure runs a CUDA image on any size (on its CPUs where the VM has none).

@@ -62,6 +62,10 @@ IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
     "batch-deployment": _keys("id", "provisioning_state"),
 }
 
+# Keys of IGNORED_KEYS that some `type:` of the kind does act on: an attached machine logs in
+# with its ssh_settings.
+ACTED_ON: dict[tuple[str, str], tuple[str, ...]] = {("compute", "virtualmachine"): ("ssh_settings",)}
+
 # Entities nested in another kind: an inline environment in a job gets the environment rules, and a
 # sweep's trial (a command) the job's.
 NESTED_KINDS: dict[str, dict[str, str]] = {"job": {"environment": "environment", "trial": "job"}}
@@ -80,7 +84,10 @@ def ignored_present(kind: str, data: Any, prefix: tuple[str, ...] = ()) -> list[
     found: list[tuple[tuple[str, ...], str]] = []
     if not isinstance(data, dict):
         return found
+    acted_on = ACTED_ON.get((kind, str(data.get("type", "")).lower()), ())
     for entry in IGNORED_KEYS.get(kind, ()):
+        if entry.path[0] in acted_on:
+            continue
         node: Any = data
         for part in entry.path:
             node = node.get(part, _ANY) if isinstance(node, dict) else _ANY

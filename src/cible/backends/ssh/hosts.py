@@ -1,0 +1,149 @@
+"""One attached host as the `ssh` node provider holds it: a pinned SSH connection kept open (with
+keepalives), the node-side bundle installed in a folder cible owns there, and the way its agents
+reach the server (directly, or through a port forwarded back over that connection)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import asyncssh
+
+from cible.backends.ssh.bundle import Bundle
+from cible.backends.ssh.connect import CONNECT_TIMEOUT_S, RemoteHostError, SshTarget, connect
+
+log = logging.getLogger(__name__)
+COMMAND_TIMEOUT_S = 60.0  # a remote step (unpacking the bundle, starting an agent) that takes longer failed
+Tunnel = Literal["auto", "always", "never"]
+
+
+@dataclass(frozen=True)
+class AttachedHost:
+    """An attached machine, as the server's store describes it (the provider imports no server code)."""
+
+    name: str  # the virtualmachine compute's name
+    target: SshTarget
+    python: str = "python3"
+    agent_dir: str = "~/.cible-agent"  # the one folder cible writes on the host
+    tunnel: Tunnel = "auto"
+    address: str | None = None  # where other nodes reach it (MASTER_ADDR); default: the SSH host
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def remote_root(self, node_id: str) -> str:
+        return f"{self.agent_dir}/nodes/{node_id}"
+
+
+def _quote_path(path: str) -> str:
+    """A remote path for the shell, `~/` kept outside the quotes so that it still expands."""
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+class HostSession:
+    """The provider's connection to one host. Every method raises RemoteHostError with the reason."""
+
+    def __init__(self, host: AttachedHost) -> None:
+        self.host = host
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.listener: asyncssh.SSHListener | None = None
+        self.forwarded_port: int | None = None  # asked for again after a reconnect, so agents' URL holds
+        self.bundle_sha: str | None = None
+        self.lock = asyncio.Lock()
+
+    @property
+    def where(self) -> str:
+        return self.host.target.where
+
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        """The open connection, made again when it was lost."""
+        if self.conn is not None and not self.conn.is_closed():
+            return self.conn
+        self.close()
+        self.conn = await connect(self.host.target)
+        return self.conn
+
+    async def run(self, command: str, *, stdin: bytes | str | None = None, timeout: float = COMMAND_TIMEOUT_S,
+                  what: str = "a command") -> asyncssh.SSHCompletedProcess:
+        conn = await self.connection()
+        try:
+            return await asyncio.wait_for(conn.run(command, input=stdin, check=False,
+                                                   encoding=None if isinstance(stdin, bytes) else "utf-8"),
+                                          timeout)
+        except asyncio.TimeoutError:
+            self.close()  # a host that stopped answering mid-command: the next call reconnects
+            raise RemoteHostError(f"{self.where}: {what} got no answer within {timeout:g} s",
+                                  details={"host": self.host.target.host, "reason": "timeout"}) from None
+        except (asyncssh.Error, OSError) as exc:
+            self.close()
+            raise RemoteHostError(f"{self.where}: the SSH connection broke during {what}: {exc}",
+                                  details={"host": self.host.target.host, "reason": "ssh"}) from None
+
+    async def check(self, command: str, *, what: str, stdin: bytes | str | None = None,
+                    timeout: float = COMMAND_TIMEOUT_S) -> str:
+        """stdout of `command`, or a RemoteHostError with its stderr when it exits non-zero."""
+        result = await self.run(command, stdin=stdin, timeout=timeout, what=what)
+        out, err = result.stdout or "", result.stderr or ""
+        if isinstance(out, bytes):
+            out, err = out.decode(errors="replace"), err.decode(errors="replace")
+        if result.exit_status != 0:
+            raise RemoteHostError(f"{self.where}: {what} failed (exit {result.exit_status}): "
+                                  f"{err.strip()[-500:] or out.strip()[-500:]}",
+                                  details={"host": self.host.target.host, "reason": "remote_command"})
+        return out
+
+    async def ensure_bundle(self, bundle: Bundle) -> str:
+        """The folder on the host holding this bundle's `cible` package: unpacked once per content
+        hash (into a temporary folder, then renamed, so a half-unpacked bundle is never used)."""
+        folder = f"{self.host.agent_dir}/bundles/{bundle.sha}"
+        if self.bundle_sha == bundle.sha:
+            return folder
+        quoted, temporary = _quote_path(folder), _quote_path(f"{folder}.part-{secrets.token_hex(4)}")
+        script = (f"set -e; if [ ! -d {quoted}/cible ]; then mkdir -p {temporary}; tar -xzf - -C {temporary}; "
+                  f"mv -T {temporary} {quoted} 2>/dev/null || rm -rf {temporary}; fi")
+        await self.check(f"sh -c {shlex.quote(script)}", stdin=bundle.tar_bytes(), what="unpacking cible's node code")
+        self.bundle_sha = bundle.sha
+        return folder
+
+    async def agent_url(self, server_url: str) -> str:
+        """The server's URL as this host's agents reach it: the server's own when the host can connect
+        to it (tunnel auto/never), else a port forwarded back over the SSH connection."""
+        parts = urlsplit(server_url)
+        server_host, server_port = parts.hostname or "127.0.0.1", parts.port or 80
+        if self.host.tunnel != "always" and await self._reaches(server_host, server_port):
+            return server_url
+        if self.host.tunnel == "never":
+            raise RemoteHostError(f"{self.where} cannot connect to the server at {server_url} and its tunnel is "
+                                  "off (cible.tunnel: never); allow the connection or set cible.tunnel: auto",
+                                  details={"host": self.host.target.host, "reason": "unreachable_server"})
+        conn = await self.connection()
+        if self.listener is None:
+            try:
+                self.listener = await conn.forward_remote_port("127.0.0.1", self.forwarded_port or 0,
+                                                               server_host, server_port)
+            except asyncssh.Error:  # the port asked for again is taken: any other one
+                self.listener = await conn.forward_remote_port("127.0.0.1", 0, server_host, server_port)
+            self.forwarded_port = self.listener.get_port()
+        return f"{parts.scheme}://127.0.0.1:{self.forwarded_port}"
+
+    async def _reaches(self, host: str, port: int) -> bool:
+        if host in ("127.0.0.1", "localhost", "::1"):
+            return False  # the server listens on its own loopback: another machine cannot reach it
+        probe = f"import socket; socket.create_connection(({host!r}, {port}), 3).close()"
+        result = await self.run(f"{shlex.quote(self.host.python)} -c {shlex.quote(probe)}",
+                                what="testing the way to the server", timeout=CONNECT_TIMEOUT_S)
+        return result.exit_status == 0
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.bundle_sha = None  # checked again on the next connection (the host may have been cleaned)

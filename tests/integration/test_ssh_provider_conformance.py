@@ -1,0 +1,99 @@
+"""The node-provider conformance suite (cible.testing.conformance) on the `ssh` provider, against
+a real sshd serving four loopback "machines" (127.0.0.21-24): each node's agent is shipped as the
+bundle, started over SSH with the token on stdin, and reaches its server through a port forwarded
+back over the connection. The agents are told of a server that is not there: they wait for it,
+which is all the suite needs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cible.backends.ssh.connect import SshTarget
+from cible.backends.ssh.hosts import AttachedHost
+from cible.backends.ssh.probe import attach, run_sync
+from cible.backends.ssh.provider import SshNodeProvider
+from cible.testing import wait_until
+from cible.testing.conformance import NodeProviderConformance
+from cible.testing.sshd import LoopbackSshd, keygen, sshd_missing
+
+NO_SERVER = "http://127.0.0.1:9"
+ADDRESSES = ("127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_sshd() -> None:
+    if why := sshd_missing():  # CI installs openssh-server (scripts/test.sh): there, a missing sshd fails
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(why)
+
+
+@pytest.fixture(scope="module")
+def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, AttachedHost]]:
+    root = tmp_path_factory.mktemp("ssh-conformance")
+    key = keygen(root / "key")
+    sshd = LoopbackSshd(root / "sshd", ADDRESSES)
+    sshd.authorize("root", key.with_suffix(".pub"))
+    sshd.start()
+    hosts = {}
+    for i, address in enumerate(ADDRESSES):
+        target = SshTarget(address, sshd.port, "root", str(key))
+        found = run_sync(attach(target, python="python3", expected_fingerprint=None))
+        pinned = SshTarget(address, sshd.port, "root", str(key), found.host_key)
+        hosts[f"m{i}"] = AttachedHost(f"m{i}", pinned, agent_dir=str(root / f"agent-m{i}"), tunnel="always",
+                                      facts=found.facts)
+    try:
+        yield hosts
+    finally:
+        sshd.stop()
+
+
+@pytest.fixture(scope="module")
+def ssh_provider(machines: dict[str, AttachedHost], tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[SshNodeProvider]:
+    home: Path = tmp_path_factory.mktemp("ssh-provider") / "ws"
+    provider = SshNodeProvider(home / "nodes", NO_SERVER, lambda node_id: "token", attached=lambda: machines,
+                               hosts_of=lambda compute: tuple(machines), bundle_cache=home / "cache")
+    provider.prepare()
+    try:
+        wait_until(lambda: provider.list_nodes() is not None, 30, interval=0.1, message="the ssh provider to list")
+        yield provider
+    finally:
+        provider.terminate(list(provider.list_nodes() or {}))
+        wait_until(lambda: not provider.list_nodes(), 60, interval=0.2, message="every node to go")
+        provider.close()
+
+
+class TestSshProvider(NodeProviderConformance):
+    timeout_s = 60.0
+
+    @pytest.fixture
+    def provider(self, ssh_provider: SshNodeProvider) -> Iterator[SshNodeProvider]:
+        yield ssh_provider
+
+    def test_a_node_runs_from_the_bundle_in_the_folder_cible_owns(self, provider: SshNodeProvider,
+                                                                   machines: dict[str, AttachedHost]) -> None:
+        request = self.request()
+        self.launch(provider, request)
+        node = self.up(provider, request.node_id)
+        host = next(h for h in machines.values() if h.target.host == node.address)
+        remote = Path(host.remote_root(request.node_id))
+        assert (remote / "agent.json").is_file() and (remote / "server_url").read_text().startswith(
+            "http://127.0.0.1:")  # the tunnel's end on the host, not the server's own port
+        assert (remote / "server_url").read_text() != NO_SERVER
+        assert list((Path(host.agent_dir) / "bundles").glob("*/cible/agent/agent.py"))
+        provider.terminate([request.node_id])
+        self.gone(provider, request.node_id)
+        wait_until(lambda: not remote.exists(), 30, interval=0.1, message="the node's folder to be removed")
+
+    def test_a_busy_machine_is_not_given_a_second_node(self, provider: SshNodeProvider,
+                                                       machines: dict[str, AttachedHost]) -> None:
+        requests = [self.request() for _ in range(len(machines) + 1)]
+        self.launch(provider, *requests)
+        listed = self.listing(provider)
+        assert sum(r.node_id in listed for r in requests) == len(machines)
+        errors = provider.poll_errors()
+        [extra] = [r.node_id for r in requests if r.node_id not in listed]
+        assert "no free attached machine" in errors[extra]
