@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from e2e_support import Workspace, wait_until, write_yaml
 
-from cible.testing.sshd import LoopbackSshd, ensure_user, keygen, sshd_missing
+from cible.testing.sshd import LoopbackSshd, ensure_user, keygen, package_access, sshd_missing
 
 USER = "cible-attached"
 HOSTS = {"m1": "127.0.0.51", "m2": "127.0.0.52", "m3": "127.0.0.53"}
@@ -37,7 +37,7 @@ def machines() -> Iterator[tuple[dict[str, LoopbackSshd], Path, Path]]:
     servers = {}
     try:
         for name, address in HOSTS.items():
-            servers[name] = LoopbackSshd(root / name, (address,))
+            servers[name] = LoopbackSshd(root / name, (address,), package_access())
             servers[name].authorize(USER, key.with_suffix(".pub"))
             servers[name].start()
         yield servers, key, home
@@ -113,6 +113,44 @@ def test_a_job_runs_on_an_attached_machine_without_the_workspace(ws: Workspace, 
         resources: {instance_count: 2}
         """), check=False)
     assert refused.returncode != 0 and "one attached machine" in refused.stderr
+
+
+# Logs a metric with MLflow's REST API (the host's Python has no mlflow): the tracking URI the job
+# is given reaches the server through the SSH tunnel, with the job's own token.
+LOG_METRIC = """
+import json, os, time, urllib.request
+body = json.dumps({"run_id": os.environ["MLFLOW_RUN_ID"], "key": "loss", "value": 0.25,
+                   "timestamp": int(time.time() * 1000), "step": 1}).encode()
+request = urllib.request.Request(os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-metric", body,
+                                 {"Content-Type": "application/json",
+                                  "Authorization": "Bearer " + os.environ["MLFLOW_TRACKING_TOKEN"]})
+print("logged", urllib.request.urlopen(request, timeout=30).status, os.environ["MLFLOW_TRACKING_URI"])
+"""
+
+
+def test_environments_and_mlflow_work_on_an_attached_machine(tmp_path: Path, machines) -> None:  # noqa: ANN001
+    ws = Workspace(tmp_path / "ws", tracking=True)
+    try:
+        attach(ws, machines, "m1")
+        (ws.cwd / "conda.yml").write_text("name: tiny\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n      - six\n")
+        (ws.cwd / "log_metric.py").write_text(LOG_METRIC)
+        spec = write_yaml(ws.cwd, "env.yml", """
+            code: .
+            command: python -c "import six, sys; print('six', six.__version__, sys.prefix)" && python log_metric.py
+            environment:
+              image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04
+              conda_file: conda.yml
+            compute: azureml:m1
+            """)
+        name = ws.json("job", "create", "-f", spec, "-n", "conda-mlflow")["name"]
+        done = ws.wait_status(name, timeout=300)
+        log = ws.run_log(name)
+        assert done["status"] == "Completed", (done, log)
+        assert "six 1." in log and "/.cible-agent/nodes/" in log  # built on the machine, in cible's folder there
+        assert "logged 200 http://127.0.0.1:" in log  # the tunnel's end on the machine
+        assert ws.json("job", "show", "-n", name)["metrics"] == {"loss": 0.25}
+    finally:
+        ws.stop()
 
 
 def test_a_distributed_job_spans_two_machines_of_a_cluster_that_scales_to_zero(ws: Workspace, machines) -> None:  # noqa: ANN001

@@ -79,7 +79,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     providers = build_providers(
         ProviderContext(nodes_root=paths.nodes, home=paths.home, url=url, node_token=tokens.node),
         options={"ray": {"address": settings.ray_address, "token": settings.ray_token,
-                         "autoscaling": settings.ray_autoscaling},
+                         "autoscaling": settings.ray_autoscaling, "shared_workspace": settings.ray_shared_workspace},
                  "ssh": {"attached": attached.machines, "hosts_of": attached.hosts_of}})
     quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,

@@ -58,6 +58,10 @@ class ServerSettings:
     ray_token: str | None = field(default_factory=lambda: os.environ.get("CIBLE_RAY_TOKEN") or None)
     # The Ray cluster adds machines on demand (its autoscaler): sizes no Ray node holds yet are not refused.
     ray_autoscaling: bool = field(default_factory=lambda: os.environ.get("CIBLE_RAY_AUTOSCALING") == "1")
+    # The Ray machines see the workspace folder (a shared filesystem); 0: their nodes' files travel
+    # over the agents' HTTP, as an attached machine's do.
+    ray_shared_workspace: bool = field(
+        default_factory=lambda: os.environ.get("CIBLE_RAY_SHARED_WORKSPACE", "1") not in ("0", "false", "no"))
 
     # Request bodies (pure ASGI guard, before anything is buffered): JSON and everything else;
     # uploads that stream to disk (blobs: code snapshots and local inputs; MLflow artifacts);

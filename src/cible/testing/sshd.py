@@ -54,6 +54,20 @@ def ensure_user(name: str) -> Path:
         return Path(pwd.getpwnam(name).pw_dir)
 
 
+# What lets this machine reach the package indexes (a proxy's CA, a mirror): a loopback "machine"
+# is given the same, as an administrator would configure a real one.
+PACKAGE_ACCESS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT", "UV_INDEX_URL",
+                  "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_NATIVE_TLS", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+                  "http_proxy", "https_proxy", "no_proxy")
+
+
+def package_access() -> str:
+    """An sshd_config `SetEnv` line giving logins this machine's package-index settings (or "")."""
+    pairs = [f"{name}={os.environ[name]}" for name in PACKAGE_ACCESS
+             if os.environ.get(name) and not any(c.isspace() or c == '"' for c in os.environ[name])]
+    return f"SetEnv {' '.join(pairs)}" if pairs else ""
+
+
 def _tree(pid: int) -> list[int]:
     """`pid` and its descendants, from /proc."""
     from cible.node import proc

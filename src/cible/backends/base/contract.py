@@ -62,10 +62,11 @@ class NodeRequest:
     idle_shutdown_s: float | None = None
     persistent_dir: str | None = None
 
-    def agent_args(self, home: Path, url: str | None) -> list[str]:
+    def agent_args(self, home: Path | None, url: str | None) -> list[str]:
         """The `python -m cible.agent` arguments that make this node (its root aside: the provider
-        says where the node's working root is)."""
-        args = ["--node-id", self.node_id, "--compute", self.compute, "--home", str(home), "--size", self.size,
+        says where the node's working root is). No `home` for a node on another machine."""
+        args = ["--node-id", self.node_id, "--compute", self.compute, *(["--home", str(home)] if home else []),
+                "--size", self.size,
                 *(["--url", url] if url else []),
                 "--vcpus", str(self.vcpus), "--memory-gb", str(self.memory_gb), "--gpus", str(self.gpus)]
         if self.overcommit:

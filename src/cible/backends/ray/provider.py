@@ -24,8 +24,10 @@ Each node is one record (`nodes.RayNode`) whose state follows the table of
 gone): `_move` is the one place it changes, checking the move and appending it, with its reason
 and time, to the node's history (logged; `history(node_id)` reads it).
 
-The workspace's files are where the agents find job code and inputs, as with `local`: the
-Ray nodes must see the workspace folder (one machine, or a shared filesystem).
+The workspace's files are where the agents find job code and inputs, as with `local`, when the
+Ray machines see the workspace folder (one machine, or a shared filesystem); with
+CIBLE_RAY_SHARED_WORKSPACE=0 they need not: their runs' files travel over the agents' HTTP, as an
+attached machine's do (cible.agent.localize).
 """
 
 from __future__ import annotations

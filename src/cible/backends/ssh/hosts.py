@@ -23,6 +23,35 @@ Tunnel = Literal["auto", "always", "never"]
 
 
 @dataclass(frozen=True)
+class ServerTool:
+    """A binary of the server's to send to hosts of the same OS and architecture (uv)."""
+
+    path: str
+    sha: str
+    system: str
+    machine: str
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as fh:
+            return fh.read()
+
+
+def server_uv() -> ServerTool | None:
+    """The server's own uv (the `uv` package's binary), or None when it has none."""
+    import hashlib
+    import platform
+
+    try:
+        import uv
+        path = uv.find_uv_bin()
+        with open(path, "rb") as fh:
+            sha = hashlib.sha256(fh.read()).hexdigest()[:16]
+    except (ImportError, OSError, FileNotFoundError):
+        return None
+    return ServerTool(path=str(path), sha=sha, system=platform.system(), machine=platform.machine())
+
+
+@dataclass(frozen=True)
 class AttachedHost:
     """An attached machine, as the server's store describes it (the provider imports no server code)."""
 
@@ -36,6 +65,18 @@ class AttachedHost:
 
     def remote_root(self, node_id: str) -> str:
         return f"{self.agent_dir}/nodes/{node_id}"
+
+
+def _loopback(host: str) -> bool:
+    """A loopback address or name: a machine attached at one is this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _quote_path(path: str) -> str:
@@ -110,6 +151,23 @@ class HostSession:
         self.bundle_sha = bundle.sha
         return folder
 
+    async def ensure_uv(self, uv: ServerTool | None) -> str | None:
+        """A folder on the host holding the server's `uv` (environments are built with it), sent once
+        per content hash, when the host's OS and architecture are the server's; None otherwise (a
+        `uv` on the host's PATH is then used, if any)."""
+        facts = self.host.facts
+        if uv is None or (facts.get("system"), facts.get("machine")) != (uv.system, uv.machine):
+            return None
+        folder = f"{self.host.agent_dir}/tools/uv-{uv.sha}"
+        quoted, temporary = _quote_path(folder), _quote_path(f"{folder}.part-{secrets.token_hex(4)}")
+        script = (f"set -e; if [ ! -x {quoted}/uv ]; then mkdir -p {temporary}; cat > {temporary}/uv; "
+                  f"chmod 755 {temporary}/uv; mv -T {temporary} {quoted} 2>/dev/null || rm -rf {temporary}; fi")
+        probe = await self.run(f"test -x {quoted}/uv", what="looking for uv")
+        if probe.exit_status != 0:
+            await self.check(f"sh -c {shlex.quote(script)}", stdin=uv.read(), what="sending uv",
+                             timeout=COMMAND_TIMEOUT_S * 2)
+        return folder
+
     async def agent_url(self, server_url: str) -> str:
         """The server's URL as this host's agents reach it: the server's own when the host can connect
         to it (tunnel auto/never), else a port forwarded back over the SSH connection."""
@@ -132,7 +190,7 @@ class HostSession:
         return f"{parts.scheme}://127.0.0.1:{self.forwarded_port}"
 
     async def _reaches(self, host: str, port: int) -> bool:
-        if host in ("127.0.0.1", "localhost", "::1"):
+        if _loopback(host) and not _loopback(self.host.target.host):
             return False  # the server listens on its own loopback: another machine cannot reach it
         probe = f"import socket; socket.create_connection(({host!r}, {port}), 3).close()"
         result = await self.run(f"{shlex.quote(self.host.python)} -c {shlex.quote(probe)}",

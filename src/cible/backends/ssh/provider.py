@@ -32,7 +32,7 @@ from cible.backends.base.contract import (
 )
 from cible.backends.ssh.bundle import Bundle, build_bundle
 from cible.backends.ssh.connect import RemoteHostError
-from cible.backends.ssh.hosts import AttachedHost, HostSession, _quote_path
+from cible.backends.ssh.hosts import AttachedHost, HostSession, ServerTool, _quote_path, server_uv
 from cible.core.safepaths import under
 from cible.runfiles import write_json_atomic
 
@@ -55,6 +55,7 @@ class SshNodeProvider(ProviderBase):
         self.hosts_of = hosts_of  # compute -> the attached machines its nodes may use
         self.bundle_cache = bundle_cache
         self._bundle: Bundle | None = None
+        self._uv: ServerTool | None | bool = False  # False: not looked for yet
         self._sessions: dict[str, HostSession] = {}
         self._seen: dict[str, dict[str, Any]] = {}  # node id -> what its host last said of its agent
         self._asked: set[str] = set()  # hosts asked at least once since this server started
@@ -205,6 +206,11 @@ class SshNodeProvider(ProviderBase):
             session = self._sessions[host.name] = HostSession(host)
         return session
 
+    def _uv_now(self) -> ServerTool | None:
+        if self._uv is False:
+            self._uv = server_uv()
+        return self._uv  # type: ignore[return-value]
+
     def _bundle_now(self) -> Bundle:
         if self._bundle is None:
             self._bundle = build_bundle(self.bundle_cache)
@@ -223,13 +229,15 @@ class SshNodeProvider(ProviderBase):
         try:
             async with session.lock:
                 bundle_dir = await session.ensure_bundle(self._bundle_now())
+                tools = await session.ensure_uv(self._uv_now())
                 url = await session.agent_url(self.url or "")
                 url_file = f"{remote}/server_url"
                 await session.check(f"mkdir -p {_quote_path(remote)} && cat > {_quote_path(url_file)}", stdin=url,
                                     what="writing the server's URL")
                 args = ["--root", remote, "--url-file", url_file, "--advertise-address", host.address or host.target.host,
                         *request.agent_args(None, None)]
-                command = (f"cd {_quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m cible.agent.detach "
+                path = f'PATH={_quote_path(tools)}:"$PATH" ' if tools else ""  # its jobs' environments are built with uv
+                command = (f"cd {_quote_path(bundle_dir)} && {path}exec {shlex.quote(host.python)} -m cible.agent.detach "
                            + " ".join(_quote_arg(a) for a in args))
                 await session.check(command, stdin=self.node_token(request.node_id) + "\n", what="starting the agent")
             self._seen[request.node_id] = {"known": True, "alive": True, "preempted": False}

@@ -1,0 +1,130 @@
+"""Attached machines: warm dispatch to an attached loopback machine, and staging a big input to it.
+
+A real sshd on 127.0.0.61 (started here; needs root and /usr/sbin/sshd) is attached as a
+virtualmachine compute whose agent logs in as a user of its own and reaches the server through the
+SSH tunnel, as on a machine that cannot reach the server.
+
+- Dispatch: from `create_or_update` to the first line of `python3 -c` on the machine (its node warm),
+  against the floor measured in the same run: `ssh host python3 -c` of the same line (a login).
+- Staging: a job whose input is a file of --mb MB in the datastore (fetched by the agent, checksummed)
+  runs a command that prints when it starts; its time to the first line minus a warm dispatch is
+  the staging time, against `scp` of the same file to the same machine.
+
+    .venv/bin/python bench/attached.py [--runs 15] [--mb 200] [--stage-runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cible.testing.sshd import LoopbackSshd, ensure_user, keygen, package_access, sshd_missing
+
+FIRST_LINE = "import time; print(time.time_ns(), flush=True)"
+HOST = "127.0.0.61"
+USER = "cible-bench"
+
+
+def ssh_floor(sshd: LoopbackSshd, key: Path) -> float:
+    t0 = time.time_ns()
+    out = subprocess.run(["ssh", "-i", str(key), "-p", str(sshd.port), "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"{USER}@{HOST}",
+                          f"python3 -c '{FIRST_LINE}'"], capture_output=True, text=True, check=True).stdout
+    return (int(out.split()[0]) - t0) / 1e6
+
+
+def scp_once(sshd: LoopbackSshd, key: Path, source: Path) -> float:
+    t0 = time.monotonic()
+    subprocess.run(["scp", "-q", "-i", str(key), "-P", str(sshd.port), "-o", "StrictHostKeyChecking=no",
+                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", str(source),
+                    f"{USER}@{HOST}:/tmp/cible-bench-scp.bin"], check=True)
+    return (time.monotonic() - t0) * 1e3
+
+
+def first_line_ms(client, job) -> float:  # noqa: ANN001
+    t0 = time.time_ns()
+    name = client.jobs.create_or_update(job)["name"]
+    done = client.jobs.wait(name, timeout=300)
+    assert done["status"] == "Completed", done
+    log = client._client.request("GET", f"/jobs/{name}/logs").content.decode()
+    user_lines = [line for line in log.splitlines() if not line.startswith(("[cible]", "cible:"))]
+    return (int(user_lines[0]) - t0) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--mb", type=int, default=200)
+    parser.add_argument("--stage-runs", type=int, default=3)
+    parser.add_argument("--tunnel", choices=("auto", "always"), default="always",
+                        help="always: through the SSH tunnel, as a machine that cannot reach the server; auto: "
+                             "directly (a loopback machine reaches the server's loopback)")
+    args = parser.parse_args()
+    if why := sshd_missing():
+        sys.exit(f"bench/attached.py needs a loopback sshd: {why}")
+
+    ensure_user(USER)
+    root = Path(tempfile.mkdtemp(prefix="cible-bench-attached-"))
+    root.chmod(0o755)
+    key = keygen(root / "keys" / "id_ed25519")
+    sshd = LoopbackSshd(root / "sshd", (HOST,), package_access())
+    sshd.authorize(USER, key.with_suffix(".pub"))
+    sshd.start()
+    home = root / "ws"
+    os.environ["CIBLE_HOME"] = str(home)
+    os.environ.setdefault("CIBLE_TRACKING", "0")
+    from cible import MLClient, command
+
+    client = MLClient(home=home)
+    try:
+        client.compute.begin_create_or_update({
+            "name": "box", "type": "virtualmachine", "resource_id": HOST,
+            "ssh_settings": {"admin_username": USER, "ssh_port": sshd.port, "ssh_private_key_file": str(key)},
+            "cible": {"tunnel": args.tunnel}}).result()
+        job = command(command=f"python3 -c '{FIRST_LINE}'", compute="box", environment={"image": "python:3.11"},
+                      experiment_name="bench")
+        big = home / "datastores" / "workspaceblobstore" / "bench" / "big.bin"
+        big.parent.mkdir(parents=True, exist_ok=True)
+        with open(big, "wb") as fh:
+            for _ in range(args.mb):
+                fh.write(os.urandom(1 << 20))
+        staged = command(command=f"python3 -c '{FIRST_LINE}' ${{{{inputs.big}}}}", compute="box",
+                         environment={"image": "python:3.11"}, experiment_name="bench",
+                         inputs={"big": {"type": "uri_file",
+                                         "path": "azureml://datastores/workspaceblobstore/paths/bench/big.bin"}})
+        first_line_ms(client, job)  # the node starts (bundle and uv sent, tunnel made)
+        first_line_ms(client, staged)  # the server hashes the file once
+        for _ in range(3):  # warm-up
+            ssh_floor(sshd, key), first_line_ms(client, job)
+        floor, cible = [], []
+        for _ in range(args.runs):  # interleaved, so machine noise hits both alike
+            floor.append(ssh_floor(sshd, key))
+            cible.append(first_line_ms(client, job))
+        scp, stage = [], []
+        for _ in range(args.stage_runs):
+            scp.append(scp_once(sshd, key, big))
+            stage.append(first_line_ms(client, staged) - statistics.median(cible))
+    finally:
+        subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=os.environ, capture_output=True)
+        sshd.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    f, c = statistics.median(floor), statistics.median(cible)
+    s, t = statistics.median(scp), statistics.median(stage)
+    print(f"runs: {args.runs} dispatches, {args.stage_runs} stagings of {args.mb} MB; tunnel {args.tunnel}; medians")
+    print(f"floor  ssh host python3 -c           {f:8.1f} ms")
+    print(f"cible  warm dispatch -> first line   {c:8.1f} ms   ratio {c / f:5.2f}x (target <= 2x)")
+    print(f"floor  scp {args.mb} MB                    {s:8.1f} ms   {args.mb / s * 1e3:7.1f} MB/s")
+    print(f"cible  staging {args.mb} MB (job input)    {t:8.1f} ms   {args.mb / t * 1e3:7.1f} MB/s   "
+          f"throughput {s / t:5.2f}x of scp (target >= 0.8x)")
+
+
+if __name__ == "__main__":
+    main()

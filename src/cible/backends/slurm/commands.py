@@ -1,0 +1,308 @@
+"""The Slurm commands cible runs, and what it reads from their output (pure: no process here).
+
+Job state comes from `squeue -t all` while slurmctld remembers the job (MinJobAge after its end),
+from `scontrol show job -o` likewise, and from `sacct` only where accounting is on: a cluster
+without slurmdbd answers "Slurm accounting storage is disabled" (`accounting_disabled`), and a job
+slurmctld has forgotten is then simply unknown (no row), never guessed.
+
+Each reader takes what the command printed and returns `SlurmJob`s; `verdict` maps one onto
+cible's job statuses (`JobStatus`), with Slurm's reason as the text a user reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cible.core.lifecycle.jobs import JobStatus
+
+# squeue's columns: job id, state (long form), reason, user, time limit. `-t all`: a job that ended
+# a moment ago is still listed (squeue shows only pending and running ones by default).
+SQUEUE_FORMAT = "%i|%T|%r|%u|%l"
+SACCT_FIELDS = "JobID,State,ExitCode,Reason"
+
+
+class SlurmOutputError(ValueError):
+    """A Slurm command printed something these readers do not understand (the text is quoted)."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    cluster: str | None = None  # sbatch --parsable prints `id;cluster` on a multi-cluster setup
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """One job as a Slurm command showed it. `state` is the base state (`CANCELLED`, not
+    `CANCELLED by 0`); `reason` None when Slurm says None."""
+
+    job_id: str
+    state: str
+    reason: str | None = None
+    user: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    time_limit: str | None = None  # as Slurm writes it: `1:00`, `00:03:00`, `1-00:00:00`, `UNLIMITED`
+    cancelled_by: str | None = None  # sacct's `CANCELLED by <uid>`
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What cible makes of a Slurm state: a status, and for an end not asked for by cible, the
+    error (`code` SlurmEnded) with Slurm's words."""
+
+    status: JobStatus
+    queued_reason: str | None = None  # Queued: why Slurm holds the job back
+    ended: bool = False
+    code: str | None = None
+    message: str | None = None
+
+
+# --- commands (argv; run by the caller, locally or over SSH) -----------------------------------
+
+def submit_argv(script_path: str) -> list[str]:
+    return ["sbatch", "--parsable", script_path]
+
+
+def squeue_argv(job_ids: Iterable[str]) -> list[str]:
+    return ["squeue", "-h", "-t", "all", "-o", SQUEUE_FORMAT, "-j", ",".join(job_ids)]
+
+
+def sacct_argv(job_ids: Iterable[str]) -> list[str]:
+    return ["sacct", "-X", "-n", "-P", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)]
+
+
+def scontrol_argv(job_id: str) -> list[str]:
+    return ["scontrol", "show", "job", "-o", job_id]
+
+
+def scancel_argv(job_ids: Iterable[str]) -> list[str]:
+    return ["scancel", *job_ids]
+
+
+# --- sbatch ---------------------------------------------------------------------------------------
+
+_SUBMITTED = re.compile(r"(\d+(?:_\d+)?)(?:;(\S+))?")
+
+
+def parse_sbatch(stdout: str) -> Submitted:
+    """The job id (and cluster) `sbatch --parsable` printed on success."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    match = _SUBMITTED.fullmatch(lines[-1]) if lines else None
+    if not match:
+        raise SlurmOutputError(f"sbatch --parsable printed no job id: {stdout.strip()[:200]!r}")
+    return Submitted(match.group(1), match.group(2))
+
+
+_SBATCH_ERROR = re.compile(r"^\s*sbatch: error:\s*(.+?)\s*$", re.MULTILINE)
+_SUBMISSION_FAILED = "Batch job submission failed:"
+
+
+def submit_refusal(stderr: str) -> str | None:
+    """Why sbatch refused a job, in Slurm's words: the sentence after "Batch job submission
+    failed:", followed by sbatch's other error lines in parentheses where it printed some ("Requested
+    node configuration is not available (Memory specification can not be satisfied)"). None when
+    stderr has no sbatch error line."""
+    errors = _SBATCH_ERROR.findall(stderr)
+    if not errors:
+        return None
+    failed = [e.split(_SUBMISSION_FAILED, 1)[1].strip() for e in errors if _SUBMISSION_FAILED in e]
+    others = [e for e in errors if _SUBMISSION_FAILED not in e]
+    if not failed:
+        return "; ".join(others)
+    sentence = failed[-1]
+    return f"{sentence} ({'; '.join(others)})" if others else sentence
+
+
+# --- squeue -----------------------------------------------------------------------------------------
+
+def parse_squeue(stdout: str) -> dict[str, SlurmJob]:
+    """Rows of `squeue -h -o '%i|%T|%r|%u'` (a fifth column, `%l`, is read too), by job id. A job
+    squeue no longer knows has no row."""
+    jobs = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.strip().split("|")
+        if len(fields) not in (4, 5) or not fields[0]:
+            raise SlurmOutputError(f"squeue printed a row of {len(fields)} fields: {line[:200]!r}")
+        job_id, state, reason, user, *limit = fields
+        jobs[job_id] = SlurmJob(job_id, _base_state(state), _reason(reason), user or None,
+                                time_limit=limit[0] if limit else None)
+    return jobs
+
+
+# --- sacct ------------------------------------------------------------------------------------------
+
+def accounting_disabled(stderr: str) -> bool:
+    """sacct's answer on a cluster without slurmdbd (and with no job completion file to read)."""
+    return "accounting storage is disabled" in stderr.lower()
+
+
+def parse_sacct(stdout: str) -> dict[str, SlurmJob]:
+    """Rows of `sacct -X -n -P -o JobID,State,ExitCode,Reason` (or `sacct -c`'s, whose Reason is
+    empty), by job id. Steps (`123.batch`) are skipped should -X be missing."""
+    jobs = {}
+    for line in stdout.splitlines():
+        if not line.strip():
+            continue
+        fields = line.strip().split("|")
+        if len(fields) < 3:
+            raise SlurmOutputError(f"sacct printed a row of {len(fields)} fields: {line[:200]!r}")
+        job_id, state_text, exit_text, *rest = fields
+        if "." in job_id:
+            continue
+        state, _, by = state_text.partition(" by ")
+        code, signal = _exit_code(exit_text)
+        jobs[job_id] = SlurmJob(job_id, _base_state(state), _reason(rest[0] if rest else ""),
+                                exit_code=code, signal=signal, cancelled_by=by.strip() or None)
+    return jobs
+
+
+# --- scontrol ---------------------------------------------------------------------------------------
+
+# Each field starts at a blank followed by `Key=`; keys hold `:` and `/` (`AllocNode:Sid`,
+# `CPUs/Task`), values may hold blanks (a path, a comment).
+_FIELD_START = re.compile(r"(?:^|\s)(?=[A-Za-z][A-Za-z0-9_:/]*=)")
+
+
+def parse_scontrol_job(stdout: str) -> dict[str, str]:
+    """`scontrol show job -o <id>`'s one line as a dict (`JobState`, `Reason`, `ExitCode`, …)."""
+    line = next((line for line in stdout.splitlines() if line.strip()), "")
+    fields = {}
+    for part in _FIELD_START.split(line.strip()):
+        key, sep, value = part.partition("=")
+        if sep and key:
+            fields[key] = value.strip()
+    if "JobId" not in fields or "JobState" not in fields:
+        raise SlurmOutputError(f"scontrol show job printed no job: {stdout.strip()[:200]!r}")
+    return fields
+
+
+def job_from_scontrol(fields: dict[str, str]) -> SlurmJob:
+    code, signal = _exit_code(fields.get("ExitCode", ""))
+    user = fields.get("UserId", "").split("(", 1)[0] or None
+    return SlurmJob(fields["JobId"], _base_state(fields["JobState"]), _reason(fields.get("Reason", "")), user,
+                    code, signal, fields.get("TimeLimit"))
+
+
+# --- states -----------------------------------------------------------------------------------------
+
+QUEUED_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
+PREPARING_STATES = frozenset({"CONFIGURING"})
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING",
+                            "STAGE_OUT"})
+# Ends and what each means, where Slurm's state name alone is terse.
+ENDED_STATES = {
+    "COMPLETED": "",
+    "FAILED": "",
+    "CANCELLED": "",
+    "TIMEOUT": "time limit",
+    "NODE_FAIL": "a node of the job failed",
+    "OUT_OF_MEMORY": "out of memory",
+    "PREEMPTED": "preempted by a job of higher priority",
+    "BOOT_FAIL": "a node of the job failed to boot",
+    "DEADLINE": "its deadline passed",
+    "REVOKED": "revoked by another cluster",
+    "SPECIAL_EXIT": "",
+}
+# Why a job waits, in words, for the reasons a user meets most; others are shown as Slurm names them.
+PENDING_REASONS = {
+    "Resources": "waiting for free nodes",
+    "Priority": "jobs of higher priority go first",
+    "None": "waiting to be scheduled",
+    "BeginTime": "its start time has not come",
+    "Dependency": "waiting for the jobs it depends on",
+    "JobHeldUser": "held by its user",
+    "JobHeldAdmin": "held by an administrator",
+    "ReqNodeNotAvail": "the nodes it needs are not available",
+    "PartitionDown": "its partition is down",
+    "PartitionInactive": "its partition is inactive",
+    "PartitionNodeLimit": "it asks for more nodes than its partition allows",
+    "PartitionTimeLimit": "its time limit is above its partition's",
+    "QOSMaxJobsPerUserLimit": "its user runs as many jobs as the QOS allows",
+    "AssocGrpCpuLimit": "its account uses all the CPUs it may",
+}
+
+
+def verdict(job: SlurmJob, *, cancel_requested: bool = False) -> Verdict | None:
+    """cible's reading of `job`; None for a state this code does not know (the caller keeps what it
+    last saw). A job cancelled by cible (`cancel_requested`) is Canceled; one Slurm or an
+    administrator cancelled, like every other end but COMPLETED, is Failed with code SlurmEnded
+    and a message such as "Slurm ended job 123: TIMEOUT (time limit 3 min)"."""
+    state = job.state
+    if state in QUEUED_STATES:
+        reason = job.reason or "None"
+        words = PENDING_REASONS.get(reason.split(",", 1)[0], reason)
+        text = f"Slurm job {job.job_id} is {state.lower()}: {words}"
+        return Verdict(JobStatus.QUEUED, queued_reason=text if words == reason else f"{text} ({reason})")
+    if state in PREPARING_STATES:
+        return Verdict(JobStatus.PREPARING)
+    if state in RUNNING_STATES:
+        return Verdict(JobStatus.RUNNING)
+    if state not in ENDED_STATES:
+        return None
+    if state == "COMPLETED":
+        return Verdict(JobStatus.COMPLETED, ended=True)
+    if state == "CANCELLED" and cancel_requested:
+        return Verdict(JobStatus.CANCELED, ended=True)
+    return Verdict(JobStatus.FAILED, ended=True, code="SlurmEnded", message=ended_message(job))
+
+
+def ended_message(job: SlurmJob) -> str:
+    """"Slurm ended job 123: STATE (details)": what Slurm said, in words."""
+    details = []
+    if job.state == "TIMEOUT":
+        limit = limit_text(job.time_limit)
+        details.append(f"time limit {limit}" if limit else "time limit")
+    elif meaning := ENDED_STATES.get(job.state):
+        details.append(meaning)
+    if job.state == "FAILED" and job.exit_code:
+        details.append(f"exit code {job.exit_code}")
+    if job.signal:
+        details.append(f"signal {job.signal}")
+    if job.cancelled_by:
+        details.append(f"by uid {job.cancelled_by}")
+    if job.reason and job.reason not in ("NonZeroExitCode", "TimeLimit") and job.reason not in details:
+        details.append(f"reason {job.reason}")
+    return f"Slurm ended job {job.job_id}: {job.state}" + (f" ({', '.join(details)})" if details else "")
+
+
+def limit_text(limit: str | None) -> str | None:
+    """Slurm's `[days-]hours:minutes:seconds` (or `minutes:seconds`) as "3 min", "2 h", "1 d 4 h";
+    None for no limit or a text not in that form."""
+    if not limit or limit in ("UNLIMITED", "INFINITE", "NOT_SET", "Partition_Limit"):
+        return None
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", limit)
+    if not match:
+        return None
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total_min = days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    if total_min % 1440 == 0 and total_min >= 1440:
+        return f"{total_min // 1440} d"
+    if total_min >= 1440:
+        return f"{total_min // 1440} d {(total_min % 1440) // 60} h"
+    if total_min % 60 == 0 and total_min >= 60:
+        return f"{total_min // 60} h"
+    return f"{total_min} min"
+
+
+def _base_state(state: str) -> str:
+    """`CANCELLED+` (squeue's mark for a cancelled array task) and `CANCELLED by 0` → `CANCELLED`."""
+    return state.strip().split(" ", 1)[0].rstrip("+").upper()
+
+
+def _reason(text: str) -> str | None:
+    text = text.strip()
+    return None if text in ("", "None", "(null)") else text
+
+
+def _exit_code(text: str) -> tuple[int | None, int | None]:
+    """`3:0` → (3, None); `0:9` → (0, 9): exit code, then the signal that ended it (0: none)."""
+    code, _, signal = text.strip().partition(":")
+    try:
+        return int(code), (int(signal) or None) if signal else None
+    except ValueError:
+        return None, None
