@@ -97,3 +97,39 @@ class TestSshProvider(NodeProviderConformance):
         errors = provider.poll_errors()
         [extra] = [r.node_id for r in requests if r.node_id not in listed]
         assert "no free attached machine" in errors[extra]
+
+
+def test_a_restarted_server_finds_its_nodes_and_tells_their_agents_where_it_is(
+        machines: dict[str, AttachedHost], tmp_path: Path) -> None:
+    """The provider of a restarted server adopts the nodes recorded by the last one, makes the tunnel
+    again and rewrites each node's server_url (the agents read it again when a call fails)."""
+    home = tmp_path / "ws"
+
+    def provider(url: str) -> SshNodeProvider:
+        made = SshNodeProvider(home / "nodes", url, lambda node_id: "token", attached=lambda: machines,
+                               hosts_of=lambda compute: tuple(machines), bundle_cache=home / "cache")
+        made.prepare()
+        return made
+
+    first = provider(NO_SERVER)
+    suite = NodeProviderConformance()
+    request = suite.request()
+    first.launch([request])
+    node = wait_until(lambda: (n := (first.list_nodes() or {}).get(request.node_id)) and n.address and n, 60,
+                      interval=0.1, message="the node up")
+    host = next(h for h in machines.values() if h.target.host == node.address)
+    url_file = Path(host.remote_root(request.node_id)) / "server_url"
+    before = url_file.read_text().strip()
+    first.close()  # the server stops; the node goes on running
+    second = provider("http://127.0.0.1:8")
+    try:
+        wait_until(lambda: url_file.read_text().strip() != before, 30, interval=0.1,
+                   message="the node's server_url to be rewritten")
+        assert url_file.read_text().startswith("http://127.0.0.1:")
+        wait_until(lambda: (n := (second.list_nodes() or {}).get(request.node_id)) and n.alive, 30, interval=0.1,
+                   message="the node adopted, alive")
+    finally:
+        second.terminate([request.node_id])
+        wait_until(lambda: (nodes := second.list_nodes()) is not None and request.node_id not in nodes, 60,
+                   interval=0.2, message="the node to go")
+        second.close()

@@ -95,6 +95,8 @@ class HostSession:
         self.listener: asyncssh.SSHListener | None = None
         self.forwarded_port: int | None = None  # asked for again after a reconnect, so agents' URL holds
         self.bundle_sha: str | None = None
+        self.url: str | None = None  # the server's URL as this host's agents reach it, on this connection
+        self.told: dict[str, str] = {}  # node root -> the URL its server_url file holds (on this connection)
         self.lock = asyncio.Lock()
 
     @property
@@ -171,6 +173,26 @@ class HostSession:
     async def agent_url(self, server_url: str) -> str:
         """The server's URL as this host's agents reach it: the server's own when the host can connect
         to it (tunnel auto/never), else a port forwarded back over the SSH connection."""
+        if self.url is not None and self.conn is not None and not self.conn.is_closed():
+            return self.url
+        self.url = await self._agent_url(server_url)
+        return self.url
+
+    async def tell(self, roots: list[str], server_url: str) -> None:
+        """Make each node root's `server_url` file say where its agent reaches the server now: after a
+        reconnect the tunnel's port (or the server's, after a restart) may have changed, and the
+        agents read the file again when a call fails."""
+        url = await self.agent_url(server_url)
+        stale = [root for root in roots if self.told.get(root) != url]
+        if not stale:
+            return
+        script = "; ".join(f"printf '%s\\n' {shlex.quote(url)} > {_quote_path(root + '/server_url')}.tmp && "
+                           f"mv {_quote_path(root + '/server_url')}.tmp {_quote_path(root + '/server_url')}"
+                           for root in stale)
+        await self.check(f"sh -c {shlex.quote(script)}", what="telling its agents where the server is")
+        self.told.update(dict.fromkeys(stale, url))
+
+    async def _agent_url(self, server_url: str) -> str:
         parts = urlsplit(server_url)
         server_host, server_port = parts.hostname or "127.0.0.1", parts.port or 80
         if self.host.tunnel != "always" and await self._reaches(server_host, server_port):
@@ -204,4 +226,6 @@ class HostSession:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        self.url = None
+        self.told = {}
         self.bundle_sha = None  # checked again on the next connection (the host may have been cleaned)

@@ -230,10 +230,9 @@ class SshNodeProvider(ProviderBase):
             async with session.lock:
                 bundle_dir = await session.ensure_bundle(self._bundle_now())
                 tools = await session.ensure_uv(self._uv_now())
-                url = await session.agent_url(self.url or "")
                 url_file = f"{remote}/server_url"
-                await session.check(f"mkdir -p {_quote_path(remote)} && cat > {_quote_path(url_file)}", stdin=url,
-                                    what="writing the server's URL")
+                await session.check(f"mkdir -p {_quote_path(remote)}", what="making the node's folder")
+                await session.tell([remote], self.url or "")
                 args = ["--root", remote, "--url-file", url_file, "--advertise-address", host.address or host.target.host,
                         *request.agent_args(None, None)]
                 path = f'PATH={_quote_path(tools)}:"$PATH" ' if tools else ""  # its jobs' environments are built with uv
@@ -294,6 +293,8 @@ class SshNodeProvider(ProviderBase):
         session = self._session(host)
         try:
             bundle_dir = await session.ensure_bundle(self._bundle_now())
+            # After a reconnect (or a server restart) the tunnel is made again and the agents told.
+            await session.tell([r for n, r in nodes.items() if n not in self._starting], self.url or "")
             roots = " ".join(_quote_arg(r) for r in nodes.values())
             out = await session.check(f"cd {_quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m "
                                       f"cible.agent.remote status {roots}", what="asking for its agents", timeout=15)
