@@ -86,6 +86,17 @@ if [ ! -x /usr/sbin/sshd ]; then
   fi
 fi
 
+# --- Slurm: the Slurm tests start a slurmctld, three slurmd nodes and a munged of their own -----------
+# (cible.testing.slurm, in a private folder with its own munge key: nothing of the machine's Slurm is used)
+if ! command -v slurmctld >/dev/null && [ ! -x /usr/sbin/slurmctld ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null) \
+      || echo "slurm-wlm could not be installed: the Slurm tests will be skipped (or fail, under CI)" >&2
+  else
+    echo "no slurmctld: the Slurm tests will be skipped (or fail, under CI); on Debian: sudo apt-get install slurm-wlm munge" >&2
+  fi
+fi
+
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

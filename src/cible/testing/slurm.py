@@ -16,6 +16,7 @@ reads the job completion file. Measured here (Slurm 22.05): every node idle abou
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import shutil
@@ -133,13 +134,13 @@ class SlurmTestCluster:
         caller reads `returncode` and `stderr`."""
         prefix = ["runuser", "-u", user, "--"] if user else []
         return subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=timeout,
-                              env=self.env(env), cwd=self.root)
+                              env=self.env(env), cwd=self.root, check=False)
 
     # --- start --------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> SlurmTestCluster:
         started = time.monotonic()
-        for folder, mode in (("", 0o755), ("etc", 0o755), ("state", 0o700), ("spool", 0o700), ("log", 0o755),
+        for folder, mode in (("", 0o755), ("etc", 0o755), ("state", 0o700), ("spool", 0o755), ("log", 0o755),
                              ("run", 0o755), ("users", 0o755)):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
             (self.root / folder).chmod(mode)  # users' commands read etc/ and reach munge-run/
@@ -213,6 +214,7 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc={self.completions_file}
 SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SlurmdParameters=config_overrides
@@ -233,11 +235,14 @@ PartitionName=short Nodes={node_list} MaxTime=1 MaxNodes=1 State=UP
             (self.conf_dir / name).chmod(0o644)
 
     def _spawn(self, name: str, argv: list[str], as_user: str | None = None) -> None:
-        """A daemon in the foreground, our child (so stop() holds it), in a session of its own."""
+        """A daemon in the foreground, our child (so stop() holds it), in a session of its own, and
+        ended by the kernel if the test process dies without stop() (killed by a CI timeout, say)."""
         who = {"user": as_user, "group": as_user, "extra_groups": []} if as_user else {}
         with open(self.log_dir / f"{name}.out", "ab") as out:
             self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                env=self.env(), start_new_session=True, **who)
+                                                env=self.env(), start_new_session=True,
+                                                preexec_fn=_die_with_parent,  # noqa: PLW1509 (prctl only: no lock)
+                                                **who)
 
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
@@ -249,7 +254,7 @@ PartitionName=short Nodes={node_list} MaxTime=1 MaxNodes=1 State=UP
         """Each node's state as sinfo shows it (`idle`, `alloc`, `down*`, …); empty while slurmctld
         does not answer."""
         out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=10,
-                             env=self.env())
+                             env=self.env(), check=False)
         if out.returncode != 0:
             return {}
         return dict(line.split(None, 1) for line in out.stdout.splitlines() if " " in line)
@@ -299,14 +304,15 @@ PartitionName=short Nodes={node_list} MaxTime=1 MaxNodes=1 State=UP
     def _cancel_all(self) -> None:
         try:
             listed = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=10,
-                                    env=self.env())
+                                    env=self.env(), check=False)
             if listed.returncode != 0 or not listed.stdout.split():
                 return
-            subprocess.run(["scancel", *listed.stdout.split()], capture_output=True, timeout=10, env=self.env())
+            subprocess.run(["scancel", *listed.stdout.split()], capture_output=True, timeout=10, env=self.env(),
+                           check=False)
             deadline = time.monotonic() + 15  # KillWait=5: TERM, then KILL 5 s later
             while time.monotonic() < deadline:
                 left = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=10,
-                                      env=self.env())
+                                      env=self.env(), check=False)
                 if left.returncode != 0 or not left.stdout.strip():
                     return
                 time.sleep(0.1)
@@ -332,6 +338,13 @@ PartitionName=short Nodes={node_list} MaxTime=1 MaxNodes=1 State=UP
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (after its user switch, which would clear it): SIGTERM when the
+    thread that started it ends (PR_SET_PDEATHSIG; Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def _kill_group(pid: int) -> None:

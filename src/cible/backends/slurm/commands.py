@@ -70,8 +70,11 @@ def squeue_argv(job_ids: Iterable[str]) -> list[str]:
     return ["squeue", "-h", "-t", "all", "-o", SQUEUE_FORMAT, "-j", ",".join(job_ids)]
 
 
-def sacct_argv(job_ids: Iterable[str]) -> list[str]:
-    return ["sacct", "-X", "-n", "-P", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)]
+def sacct_argv(job_ids: Iterable[str], *, from_completions: bool = False) -> list[str]:
+    """`from_completions`: read the job completion file (`sacct -c`, JobCompType=jobcomp/filetxt, on
+    the controller's machine) where there is no accounting database."""
+    return ["sacct", *(["-c"] if from_completions else []), "-X", "-n", "-P", "-o", SACCT_FIELDS,
+            "-j", ",".join(job_ids)]
 
 
 def scontrol_argv(job_id: str) -> list[str]:
@@ -168,14 +171,20 @@ def parse_sacct(stdout: str) -> dict[str, SlurmJob]:
 _FIELD_START = re.compile(r"(?:^|\s)(?=[A-Za-z][A-Za-z0-9_:/]*=)")
 
 
-def parse_scontrol_job(stdout: str) -> dict[str, str]:
-    """`scontrol show job -o <id>`'s one line as a dict (`JobState`, `Reason`, `ExitCode`, …)."""
+def parse_scontrol(stdout: str) -> dict[str, str]:
+    """The first record `scontrol show <job|node|partition> -o` printed, as a dict."""
     line = next((line for line in stdout.splitlines() if line.strip()), "")
     fields = {}
     for part in _FIELD_START.split(line.strip()):
         key, sep, value = part.partition("=")
         if sep and key:
             fields[key] = value.strip()
+    return fields
+
+
+def parse_scontrol_job(stdout: str) -> dict[str, str]:
+    """`scontrol show job -o <id>`'s one line as a dict (`JobState`, `Reason`, `ExitCode`, …)."""
+    fields = parse_scontrol(stdout)
     if "JobId" not in fields or "JobState" not in fields:
         raise SlurmOutputError(f"scontrol show job printed no job: {stdout.strip()[:200]!r}")
     return fields
@@ -235,9 +244,11 @@ def verdict(job: SlurmJob, *, cancel_requested: bool = False) -> Verdict | None:
     state = job.state
     if state in QUEUED_STATES:
         reason = job.reason or "None"
+        # `ReqNodeNotAvail,_UnavailableNodes:node3`: the reason's name, then its details
         words = PENDING_REASONS.get(reason.split(",", 1)[0], reason)
         text = f"Slurm job {job.job_id} is {state.lower()}: {words}"
-        return Verdict(JobStatus.QUEUED, queued_reason=text if words == reason else f"{text} ({reason})")
+        named = words != reason and job.reason is not None
+        return Verdict(JobStatus.QUEUED, queued_reason=f"{text} ({reason})" if named else text)
     if state in PREPARING_STATES:
         return Verdict(JobStatus.PREPARING)
     if state in RUNNING_STATES:
