@@ -251,3 +251,17 @@ def test_compute_union_discriminates_on_type():
     adapter = TypeAdapter(Compute)
     assert isinstance(adapter.validate_python({"type": "kubernetes", "name": "k"}), KubernetesCompute)
     assert isinstance(adapter.validate_python({"type": "amlcompute", "name": "c"}), AmlCompute)
+
+
+@pytest.mark.parametrize("example", ["vm-attach.yml", "attached-cluster.yml"])
+def test_the_attached_examples_load(example):
+    from pathlib import Path
+
+    from cible.core.specs.azureml.loader import load_spec
+
+    loaded = load_spec(Path(__file__).resolve().parents[3] / "examples" / "attached" / example, "compute")
+    assert loaded.warnings == []  # every key of them is acted on
+    if loaded.entity.type == "virtualmachine":
+        assert (loaded.entity.host, loaded.entity.ssh_port) == ("box.example.com", 22)
+    else:
+        assert loaded.entity.cible.hosts == ["gpu-box-a", "gpu-box-b"]
