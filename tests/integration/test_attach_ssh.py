@@ -186,3 +186,19 @@ def test_no_key_material_is_stored_or_answered(api: TestClient, sshd: LoopbackSs
     assert secret not in response.text
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("cible.db*"))  # the database and its WAL
     assert secret.encode() not in stored and str(keys["good"]).encode() in stored  # the path only
+
+
+def test_a_machine_of_a_cluster_is_not_detached_under_it(api: TestClient, sshd: LoopbackSshd,
+                                                         keys: dict[str, Path]):
+    assert api.put("/api/v1/computes/box", json=vm(sshd, keys["good"])).status_code == 200
+    cluster = {"type": "amlcompute", "size": "Standard_DS1_v2", "max_instances": 1,
+               "cible": {"provider": "ssh", "hosts": ["box"]}}
+    wrong = api.put("/api/v1/computes/pair", json={**cluster, "cible": {"provider": "ssh", "hosts": ["nobox"]}})
+    assert wrong.status_code == 400 and "'nobox' (does not exist)" in wrong.json()["error"]["message"]
+    too_many = api.put("/api/v1/computes/pair", json={**cluster, "max_instances": 2})
+    assert too_many.status_code == 422 and "each node is one machine" in too_many.json()["error"]["message"]
+    assert api.put("/api/v1/computes/pair", json=cluster).status_code == 200
+    refused = api.delete("/api/v1/computes/box")
+    assert refused.status_code == 409 and "cluster(s) pair" in refused.json()["error"]["message"]
+    assert api.delete("/api/v1/computes/pair").status_code == 204
+    assert api.delete("/api/v1/computes/box").status_code == 204

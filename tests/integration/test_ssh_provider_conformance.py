@@ -6,7 +6,9 @@ which is all the suite needs."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,12 +122,14 @@ def test_a_restarted_server_finds_its_nodes_and_tells_their_agents_where_it_is(
     host = next(h for h in machines.values() if h.target.host == node.address)
     url_file = Path(host.remote_root(request.node_id)) / "server_url"
     before = url_file.read_text().strip()
-    first.close()  # the server stops; the node goes on running
+    port = int(before.rsplit(":", 1)[1])
+    first.close()  # the server stops (its tunnel with it); the node goes on running
+    wait_until(lambda: not _listening(port), 30, interval=0.1, message="the old tunnel to close")
     second = provider("http://127.0.0.1:8")
     try:
-        wait_until(lambda: url_file.read_text().strip() != before, 30, interval=0.1,
-                   message="the node's server_url to be rewritten")
-        assert url_file.read_text().startswith("http://127.0.0.1:")
+        # The same port is asked for again, so the URL a running job was given still reaches the server.
+        wait_until(lambda: _listening(port), 30, interval=0.1, message="the tunnel made again on the same port")
+        assert url_file.read_text().strip() == before
         wait_until(lambda: (n := (second.list_nodes() or {}).get(request.node_id)) and n.alive, 30, interval=0.1,
                    message="the node adopted, alive")
     finally:
@@ -133,3 +137,81 @@ def test_a_restarted_server_finds_its_nodes_and_tells_their_agents_where_it_is(
         wait_until(lambda: (nodes := second.list_nodes()) is not None and request.node_id not in nodes, 60,
                    interval=0.2, message="the node to go")
         second.close()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def lone_machine(tmp_path: Path) -> Iterator[tuple[LoopbackSshd, AttachedHost]]:
+    """A machine with an sshd of its own, so that it can hang alone."""
+    key = keygen(tmp_path / "key")
+    sshd = LoopbackSshd(tmp_path / "sshd", ("127.0.0.26",))
+    sshd.authorize("root", key.with_suffix(".pub"))
+    sshd.start()
+    target = SshTarget("127.0.0.26", sshd.port, "root", str(key))
+    found = run_sync(attach(target, python="python3", expected_fingerprint=None))
+    pinned = SshTarget("127.0.0.26", sshd.port, "root", str(key), found.host_key)
+    try:
+        yield sshd, AttachedHost("lone", pinned, agent_dir=str(tmp_path / "agent"), tunnel="always",
+                                 facts=found.facts)
+    finally:
+        sshd.stop()
+
+
+def test_a_machine_is_free_again_once_its_stopped_or_dead_agent_is_gone(
+        lone_machine: tuple[LoopbackSshd, AttachedHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose machine hung while it was terminated is stopped once the machine answers again,
+    and a node whose agent died is cleaned up: either way the machine takes a new node."""
+    from cible.backends.ssh import connect as ssh_connect
+    from cible.backends.ssh import provider as ssh_provider
+
+    monkeypatch.setattr(ssh_provider, "STOP_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(ssh_connect, "CONNECT_TIMEOUT_S", 2.0)
+    sshd, machine = lone_machine
+    home = tmp_path / "ws"
+    provider = SshNodeProvider(home / "nodes", NO_SERVER, lambda node_id: "token", attached=lambda: {"lone": machine},
+                               hosts_of=lambda compute: ("lone",), bundle_cache=home / "cache")
+    provider.prepare()
+    suite = NodeProviderConformance()
+    try:
+        hung = suite.request()
+        provider.launch([hung])
+        wait_until(lambda: (n := (provider.list_nodes() or {}).get(hung.node_id)) and n.address, 60, interval=0.1,
+                   message="the node up")
+        agent = json.loads((Path(machine.remote_root(hung.node_id)) / "agent.json").read_text())["pid"]
+        sshd.freeze(agent)
+        provider.terminate([hung.node_id])
+        blocked = suite.request()
+        wait_until(lambda: "no free attached machine" in provider.poll_errors().get(blocked.node_id, "")
+                   or provider.launch([blocked]), 30, interval=0.5, message="a new node refused while it hangs")
+        sshd.thaw()
+        wait_until(lambda: (nodes := provider.list_nodes()) is not None and hung.node_id not in nodes, 60,
+                   interval=0.2, message="the hung node stopped once its machine answers")
+        dead = suite.request()
+        provider.launch([dead])
+        wait_until(lambda: (n := (provider.list_nodes() or {}).get(dead.node_id)) and n.address, 60, interval=0.1,
+                   message="a new node on the machine")
+        agent = json.loads((Path(machine.remote_root(dead.node_id)) / "agent.json").read_text())["pid"]
+        os.kill(agent, signal.SIGKILL)
+        wait_until(lambda: (nodes := provider.list_nodes()) is not None and dead.node_id not in nodes, 30,
+                   interval=0.2, message="the dead agent's node gone")
+        wait_until(lambda: not Path(machine.remote_root(dead.node_id)).exists(), 30, interval=0.2,
+                   message="its folder removed from the machine")
+        again = suite.request()
+        provider.launch([again])
+        wait_until(lambda: (n := (provider.list_nodes() or {}).get(again.node_id)) and n.address, 60, interval=0.1,
+                   message="the machine takes a new node")
+        provider.terminate([again.node_id])
+        wait_until(lambda: (nodes := provider.list_nodes()) is not None and again.node_id not in nodes, 60,
+                   interval=0.2, message="the last node to go")
+    finally:
+        sshd.thaw()
+        provider.close()

@@ -9,6 +9,7 @@ import logging
 import secrets
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -67,6 +68,13 @@ class AttachedHost:
         return f"{self.agent_dir}/nodes/{node_id}"
 
 
+def _read_port(path: Path | None) -> int | None:
+    try:
+        return int(path.read_text().strip()) if path is not None else None
+    except (OSError, ValueError):
+        return None
+
+
 def _loopback(host: str) -> bool:
     """A loopback address or name: a machine attached at one is this machine."""
     import ipaddress
@@ -89,11 +97,14 @@ def _quote_path(path: str) -> str:
 class HostSession:
     """The provider's connection to one host. Every method raises RemoteHostError with the reason."""
 
-    def __init__(self, host: AttachedHost) -> None:
+    def __init__(self, host: AttachedHost, port_file: Path | None = None) -> None:
         self.host = host
         self.conn: asyncssh.SSHClientConnection | None = None
         self.listener: asyncssh.SSHListener | None = None
-        self.forwarded_port: int | None = None  # asked for again after a reconnect, so agents' URL holds
+        # The tunnel's port on the host, asked for again after a reconnect or a server restart: the
+        # URL a running job was given (MLflow's) then still reaches the server.
+        self.port_file = port_file
+        self.forwarded_port: int | None = _read_port(port_file)
         self.bundle_sha: str | None = None
         self.url: str | None = None  # the server's URL as this host's agents reach it, on this connection
         self.told: dict[str, str] = {}  # node root -> the URL its server_url file holds (on this connection)
@@ -147,7 +158,7 @@ class HostSession:
         if self.bundle_sha == bundle.sha:
             return folder
         quoted, temporary = _quote_path(folder), _quote_path(f"{folder}.part-{secrets.token_hex(4)}")
-        script = (f"set -e; if [ ! -d {quoted}/cible ]; then mkdir -p {temporary}; tar -xzf - -C {temporary}; "
+        script = (f"set -e; umask 077; if [ ! -d {quoted}/cible ]; then mkdir -p {temporary}; tar -xzf - -C {temporary}; "
                   f"mv -T {temporary} {quoted} 2>/dev/null || rm -rf {temporary}; fi")
         await self.check(f"sh -c {shlex.quote(script)}", stdin=bundle.tar_bytes(), what="unpacking cible's node code")
         self.bundle_sha = bundle.sha
@@ -162,7 +173,7 @@ class HostSession:
             return None
         folder = f"{self.host.agent_dir}/tools/uv-{uv.sha}"
         quoted, temporary = _quote_path(folder), _quote_path(f"{folder}.part-{secrets.token_hex(4)}")
-        script = (f"set -e; if [ ! -x {quoted}/uv ]; then mkdir -p {temporary}; cat > {temporary}/uv; "
+        script = (f"set -e; umask 077; if [ ! -x {quoted}/uv ]; then mkdir -p {temporary}; cat > {temporary}/uv; "
                   f"chmod 755 {temporary}/uv; mv -T {temporary} {quoted} 2>/dev/null || rm -rf {temporary}; fi")
         probe = await self.run(f"test -x {quoted}/uv", what="looking for uv")
         if probe.exit_status != 0:
@@ -186,7 +197,7 @@ class HostSession:
         stale = [root for root in roots if self.told.get(root) != url]
         if not stale:
             return
-        script = "; ".join(f"printf '%s\\n' {shlex.quote(url)} > {_quote_path(root + '/server_url')}.tmp && "
+        script = "umask 077; " + "; ".join(f"printf '%s\\n' {shlex.quote(url)} > {_quote_path(root + '/server_url')}.tmp && "
                            f"mv {_quote_path(root + '/server_url')}.tmp {_quote_path(root + '/server_url')}"
                            for root in stale)
         await self.check(f"sh -c {shlex.quote(script)}", what="telling its agents where the server is")
@@ -195,25 +206,41 @@ class HostSession:
     async def _agent_url(self, server_url: str) -> str:
         parts = urlsplit(server_url)
         server_host, server_port = parts.hostname or "127.0.0.1", parts.port or 80
-        if self.host.tunnel != "always" and await self._reaches(server_host, server_port):
+        if self.host.tunnel == "auto" and await self._reaches(server_host, server_port, parts.scheme):
             return server_url
         if self.host.tunnel == "never":
+            if await self._can_connect(server_host, server_port):
+                return server_url
             raise RemoteHostError(f"{self.where} cannot connect to the server at {server_url} and its tunnel is "
                                   "off (cible.tunnel: never); allow the connection or set cible.tunnel: auto",
                                   details={"host": self.host.target.host, "reason": "unreachable_server"})
         conn = await self.connection()
         if self.listener is None:
             try:
-                self.listener = await conn.forward_remote_port("127.0.0.1", self.forwarded_port or 0,
-                                                               server_host, server_port)
-            except asyncssh.Error:  # the port asked for again is taken: any other one
-                self.listener = await conn.forward_remote_port("127.0.0.1", 0, server_host, server_port)
+                self.listener = await asyncio.wait_for(conn.forward_remote_port(
+                    "127.0.0.1", self.forwarded_port or 0, server_host, server_port), CONNECT_TIMEOUT_S)
+            except asyncssh.ChannelListenError:  # the port asked for again is taken: any other one
+                self.listener = await asyncio.wait_for(conn.forward_remote_port(
+                    "127.0.0.1", 0, server_host, server_port), CONNECT_TIMEOUT_S)
+            except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+                self.close()
+                raise RemoteHostError(f"{self.where}: the tunnel to the server could not be made: {exc}",
+                                      details={"host": self.host.target.host, "reason": "ssh"}) from None
             self.forwarded_port = self.listener.get_port()
+            if self.port_file is not None:
+                self.port_file.parent.mkdir(parents=True, exist_ok=True)
+                self.port_file.write_text(f"{self.forwarded_port}\n")
         return f"{parts.scheme}://127.0.0.1:{self.forwarded_port}"
 
-    async def _reaches(self, host: str, port: int) -> bool:
-        if _loopback(host) and not _loopback(self.host.target.host):
+    async def _reaches(self, host: str, port: int, scheme: str = "http") -> bool:
+        same_machine = _loopback(self.host.target.host)  # attached at a loopback address: this machine
+        if _loopback(host) and not same_machine:
             return False  # the server listens on its own loopback: another machine cannot reach it
+        if scheme != "https" and not same_machine:
+            return False  # never tokens and job files in clear over a network: the SSH tunnel carries them
+        return await self._can_connect(host, port)
+
+    async def _can_connect(self, host: str, port: int) -> bool:
         probe = f"import socket; socket.create_connection(({host!r}, {port}), 3).close()"
         result = await self.run(f"{shlex.quote(self.host.python)} -c {shlex.quote(probe)}",
                                 what="testing the way to the server", timeout=CONNECT_TIMEOUT_S)

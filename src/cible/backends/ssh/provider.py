@@ -23,6 +23,7 @@ import logging
 import shlex
 import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from cible.runfiles import write_json_atomic
 log = logging.getLogger(__name__)
 HOST_FILE = "host.json"
 POLL_S = 1.0
+STOP_TIMEOUT_S = 30.0  # stopping an agent (TERM, 10 s, KILL) that takes longer failed: tried again next pass
 
 
 class SshNodeProvider(ProviderBase):
@@ -62,6 +64,8 @@ class SshNodeProvider(ProviderBase):
         self._unreachable: dict[str, str] = {}  # host -> why it does not answer
         self._errors: dict[str, str] = {}
         self._starting: set[str] = set()
+        self._started_at: dict[str, float] = {}  # node id -> when its start ended (an older answer is stale)
+        self._to_stop: dict[str, bool] = {}  # node id -> kill: stops that failed (host down), tried each pass
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -106,7 +110,7 @@ class SshNodeProvider(ProviderBase):
         if not hosts:
             return ProviderStatus(name=self.name, available=True, reachable=True, error=None,
                                   hint="no machine is attached yet: cible compute attach --type virtualmachine …")
-        down = {name: why for name, why in self._unreachable.items() if name in hosts}
+        down = {name: why for name, why in dict(self._unreachable).items() if name in hosts}
         error = "; ".join(f"{name}: {why}" for name, why in sorted(down.items())) or None
         return ProviderStatus(name=self.name, available=True, reachable=not down, error=error,
                               address=f"{len(hosts) - len(down)} of {len(hosts)} attached machines answer")
@@ -185,11 +189,11 @@ class SshNodeProvider(ProviderBase):
         hosts = self.attached()
         allowed = [n for n in self.hosts_of(request.compute) if n in hosts]
         busy = {host: node for node, (host, _) in self._records().items()}
-        free = [n for n in allowed if n not in busy and n not in self._unreachable]
+        # Machines that answered last first; one that did not is still tried (its start says why it fails).
+        free = sorted((n for n in allowed if n not in busy), key=lambda n: n in self._unreachable)
         if free:
             return hosts[free[0]]
-        why = ", ".join(f"{n} ({'runs node ' + busy[n] if n in busy else self._unreachable.get(n, 'unknown')})"
-                        for n in allowed) or "none attached"
+        why = ", ".join(f"{n} (runs node {busy[n]})" for n in allowed) or "none attached"
         self._error(request.node_id, f"no free attached machine for compute {request.compute}: {why}")
         return None
 
@@ -203,7 +207,8 @@ class SshNodeProvider(ProviderBase):
         if session is None or session.host != host:  # a new pinned key or address: a new connection
             if session is not None:
                 session.close()
-            session = self._sessions[host.name] = HostSession(host)
+            tunnels = self.bundle_cache.parent / "ssh-tunnels"  # each machine's forwarded port, kept across restarts
+            session = self._sessions[host.name] = HostSession(host, port_file=tunnels / f"{host.name}.port")
         return session
 
     def _uv_now(self) -> ServerTool | None:
@@ -231,15 +236,19 @@ class SshNodeProvider(ProviderBase):
                 bundle_dir = await session.ensure_bundle(self._bundle_now())
                 tools = await session.ensure_uv(self._uv_now())
                 url_file = f"{remote}/server_url"
-                await session.check(f"mkdir -p {_quote_path(remote)}", what="making the node's folder")
+                # Everything cible writes there is the login user's alone: other users of the machine
+                # see neither the job's files nor the agent's.
+                await session.check(f"umask 077; mkdir -p {_quote_path(remote)}", what="making the node's folder")
                 await session.tell([remote], self.url or "")
                 args = ["--root", remote, "--url-file", url_file, "--advertise-address", host.address or host.target.host,
                         *request.agent_args(None, None)]
                 path = f'PATH={_quote_path(tools)}:"$PATH" ' if tools else ""  # its jobs' environments are built with uv
-                command = (f"cd {_quote_path(bundle_dir)} && {path}exec {shlex.quote(host.python)} -m cible.agent.detach "
+                command = (f"umask 077; cd {_quote_path(bundle_dir)} && {path}exec {shlex.quote(host.python)} -m cible.agent.detach "
                            + " ".join(_quote_arg(a) for a in args))
                 await session.check(command, stdin=self.node_token(request.node_id) + "\n", what="starting the agent")
             self._seen[request.node_id] = {"known": True, "alive": True, "preempted": False}
+            self._started_at[request.node_id] = time.monotonic()
+            self._unreachable.pop(host.name, None)
         except RemoteHostError as exc:
             self._error(request.node_id, f"could not start the node's agent on {host.name}: {exc.message}")
             shutil.rmtree(root, ignore_errors=True)  # frees the host; the reconciler backs off and retries
@@ -253,6 +262,7 @@ class SshNodeProvider(ProviderBase):
     async def _stop(self, node_id: str, kill: bool) -> None:
         record = self._records().get(node_id)
         if record is None:
+            self._to_stop.pop(node_id, None)
             return
         host_name, remote = record
         host = self.attached().get(host_name)
@@ -263,42 +273,67 @@ class SshNodeProvider(ProviderBase):
             return
         session = self._session(host)
         try:
-            bundle_dir = await session.ensure_bundle(self._bundle_now())
-            verb = f"stop {_quote_arg(remote)}" + (" --kill" if kill else "")
-            await session.check(f"cd {_quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m cible.agent.remote "
-                                f"{verb}", what="stopping the agent", timeout=30)
+            async with session.lock:  # after a start in flight: the agent it starts is the one stopped
+                bundle_dir = await session.ensure_bundle(self._bundle_now())
+                verb = f"stop {_quote_arg(remote)}" + (" --kill" if kill else "")
+                await session.check(f"cd {_quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m "
+                                    f"cible.agent.remote {verb}", what="stopping the agent", timeout=STOP_TIMEOUT_S)
         except RemoteHostError as exc:
-            self._error(node_id, f"could not stop the node's agent on {host_name}: {exc.message}")
-            return  # tried again on the reconciler's next terminate
+            # Kept and tried again each pass: until then the machine stays taken by this node.
+            if node_id not in self._to_stop:
+                log.warning("ssh node %s: could not stop its agent on %s (tried again): %s", node_id, host_name,
+                            exc.message)
+            self._to_stop[node_id] = kill
+            return
+        self._to_stop.pop(node_id, None)
         if kill:
             self._seen[node_id] = {**self._seen.get(node_id, {}), "alive": False, "preempted": True}
         else:
             self._seen.pop(node_id, None)
+            self._started_at.pop(node_id, None)
             shutil.rmtree(root, ignore_errors=True)
         self.on_node_gone()
 
     async def _watch(self) -> None:
         """Ask each host with nodes what its agents do, every POLL_S, all hosts at once."""
         while True:
-            by_host: dict[str, dict[str, str]] = {}
-            for node_id, (host, remote) in self._records().items():
-                by_host.setdefault(host, {})[node_id] = remote
-            hosts = self.attached()
-            await asyncio.gather(*(self._ask(hosts[name], nodes) for name, nodes in by_host.items() if name in hosts),
-                                 return_exceptions=True)
-            self._asked.update(name for name in by_host if name not in hosts)  # detached: nothing to ask
+            try:
+                await self._pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad pass (the store busy, a record unreadable) never ends the watch
+                log.exception("the ssh provider's pass failed; tried again")
             await asyncio.sleep(POLL_S)
+
+    async def _pass(self) -> None:
+        for node_id, kill in list(self._to_stop.items()):
+            await self._stop(node_id, kill)
+        by_host: dict[str, dict[str, str]] = {}
+        for node_id, (host, remote) in self._records().items():
+            by_host.setdefault(host, {})[node_id] = remote
+        hosts = self.attached()
+        await asyncio.gather(*(self._ask(hosts[name], nodes) for name, nodes in by_host.items() if name in hosts),
+                             return_exceptions=True)
+        self._asked.update(name for name in by_host if name not in hosts)  # detached: nothing to ask
+        for node_id, seen in list(self._seen.items()):
+            # An agent that is gone (not preempted, not stopped by itself: those wait for terminate) frees
+            # its machine: its folder there and its record here are removed.
+            dead = not (seen.get("alive") or seen.get("preempted") or seen.get("stopped_itself"))
+            if dead and node_id not in self._starting and node_id not in self._to_stop:
+                self._to_stop[node_id] = False
 
     async def _ask(self, host: AttachedHost, nodes: dict[str, str]) -> None:
         session = self._session(host)
+        began = time.monotonic()
         try:
             bundle_dir = await session.ensure_bundle(self._bundle_now())
-            # After a reconnect (or a server restart) the tunnel is made again and the agents told.
-            await session.tell([r for n, r in nodes.items() if n not in self._starting], self.url or "")
             roots = " ".join(_quote_arg(r) for r in nodes.values())
             out = await session.check(f"cd {_quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m "
                                       f"cible.agent.remote status {roots}", what="asking for its agents", timeout=15)
             said = json.loads(out.strip().splitlines()[-1])
+            # After a reconnect (or a server restart) the tunnel is made again and the agents told.
+            await session.tell([r for n, r in nodes.items() if n not in self._starting
+                                and (_by_root(said, r) or {}).get("known")], self.url or "")
         except (RemoteHostError, ValueError, IndexError) as exc:
             why = exc.message if isinstance(exc, RemoteHostError) else f"an answer that is not JSON: {exc}"
             # Said in status(), not as the nodes' errors (an error removes a node at once): its nodes stay
@@ -306,14 +341,15 @@ class SshNodeProvider(ProviderBase):
             if self._unreachable.get(host.name) != why:
                 log.warning("attached machine %s: %s", host.name, why)
             self._unreachable[host.name] = why
-            self._asked.add(host.name)
             return
+        finally:
+            self._asked.add(host.name)
         self._unreachable.pop(host.name, None)
         for node_id, remote in nodes.items():
             state = _by_root(said, remote)
-            if state is not None and node_id not in self._starting:  # a start in flight has no agent.json yet
+            fresh = self._started_at.get(node_id, 0.0) < began  # asked before its start ended: stale
+            if state is not None and node_id not in self._starting and fresh:
                 self._seen[node_id] = state
-        self._asked.add(host.name)
 
 
 def _by_root(said: dict[str, Any], remote: str) -> dict[str, Any] | None:

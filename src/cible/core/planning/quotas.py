@@ -170,7 +170,7 @@ def min_nodes_error(
     count × vCPUs. For refusing at create, since waiting would not help. `usage` is unused
     (it is taken for symmetry with nodes_that_fit) because others' nodes come and go."""
     need = count * vcpus_per_node
-    if need <= 0:
+    if need <= 0 or family == UNMETERED_FAMILY:
         return None
     for check in _checks(limits, usage, family, low_priority):
         if check.limit is not None and need > check.limit:

@@ -7,6 +7,8 @@ settings, schedules) is written once, in the models, never again as `.get(key, d
 
 from __future__ import annotations
 
+import dataclasses
+
 from cible.core import catalog
 from cible.core.catalog.queries import VmSize
 from cible.core.models.computes import (
@@ -91,4 +93,7 @@ def node_spec(row: ComputeRow) -> tuple[AmlCompute | ComputeInstance, VmSize]:
     spec = compute_spec(row)
     if isinstance(spec, VirtualMachineCompute):
         return attached_cluster(spec), attached_size(spec)
-    return spec, catalog.get_size(spec.size)
+    size = catalog.get_size(spec.size)
+    if provider_name(spec) == ATTACHED_PROVIDER:  # a cluster of attached machines: the user's own, free
+        size = dataclasses.replace(size, family=UNMETERED_FAMILY, price_per_hour=0.0)
+    return spec, size

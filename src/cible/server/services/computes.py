@@ -4,6 +4,7 @@ their backends exist."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 from typing import Any
@@ -21,10 +22,17 @@ from cible.core.models.computes import AmlCompute, CibleClusterSettings, CibleIn
 from cible.core.models.records import ComputeStatus, InstanceState
 from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
+from cible.core.planning.quotas import UNMETERED_FAMILY
 from cible.core.planning.schedules import check_schedules
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.services.attach import attach_machine
-from cible.server.services.compute_spec import attached_size, cluster_spec, compute_spec, provider_name
+from cible.server.services.compute_spec import (
+    ATTACHED_PROVIDER,
+    attached_size,
+    cluster_spec,
+    compute_spec,
+    provider_name,
+)
 from cible.server.services.costs import compute_cost
 from cible.server.services.instances import describe_instance
 from cible.server.services.lifecycle import move_compute
@@ -101,6 +109,8 @@ class ComputeService:
             self._check_provider_can_hold(entity)
             notes = self.size_notes(entity.cible.provider, size.name)
             low = getattr(entity, "tier", "dedicated") == "low_priority"
+            if entity.cible.provider == ATTACHED_PROVIDER:  # the user's own machines: no quota counts them
+                size = dataclasses.replace(size, family=UNMETERED_FAMILY)
             count, what = ((entity.min_instances, f"compute cluster {name}: min_instances {entity.min_instances}")
                            if entity.type == "amlcompute" else (1, f"compute instance {name}"))
             self.quotas.refuse_if_never_fits(size, low_priority=low, count=count, what=what,
@@ -202,6 +212,8 @@ class ComputeService:
 
         def delete_or_drain(session: Session) -> tuple[str, dict[str, Any] | None]:
             row = self._row(session, name)
+            if row.compute_type == "virtualmachine":
+                _refuse_if_a_cluster_uses(session, name)
             if row.compute_type not in NODE_COMPUTE_TYPES or not _live_nodes(session, name):
                 session.delete(row)
                 return row.compute_type, None
@@ -434,6 +446,16 @@ class ComputeService:
                 f"compute '{name}' does not exist in this workspace (computes: {', '.join(names)}); "
                 "create it first, as on Azure, or set compute: local", details={"name": name})
         return row
+
+
+def _refuse_if_a_cluster_uses(session: Session, machine: str) -> None:
+    """An attached machine named in a cluster's cible.hosts stays while that cluster names it: the
+    cluster's node on it may be running a job."""
+    users = [name for name, spec in session.execute(select(ComputeRow.name, ComputeRow.spec).where(
+        ComputeRow.compute_type == "amlcompute")).all() if machine in ((spec or {}).get("cible") or {}).get("hosts", [])]
+    if users:
+        raise ConflictError(f"compute '{machine}' is a machine of cluster(s) {', '.join(sorted(users))} "
+                            "(cible.hosts); delete those clusters first", details={"clusters": sorted(users)})
 
 
 def _live_nodes(session, name: str) -> int:  # noqa: ANN001
