@@ -84,7 +84,10 @@ class SshNodeProvider(ProviderBase):
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        asyncio.run_coroutine_threadsafe(self._close_sessions(), loop).result(timeout=10)
+        try:
+            asyncio.run_coroutine_threadsafe(self._close_sessions(), loop).result(timeout=10)
+        except Exception:  # noqa: BLE001 (the server stops whatever happens here; nodes go on running)
+            log.warning("the ssh provider's connections did not close cleanly", exc_info=True)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         with self._lock:
@@ -265,7 +268,7 @@ class SshNodeProvider(ProviderBase):
             self._to_stop.pop(node_id, None)
             return
         host_name, remote = record
-        host = self.attached().get(host_name)
+        host = (await asyncio.to_thread(self.attached)).get(host_name)  # a store read: off the SSH loop
         root = under(self.nodes_root, node_id, field="node_id")
         if host is None:  # detached meanwhile: nothing left to reach
             shutil.rmtree(root, ignore_errors=True)
@@ -311,7 +314,7 @@ class SshNodeProvider(ProviderBase):
         by_host: dict[str, dict[str, str]] = {}
         for node_id, (host, remote) in self._records().items():
             by_host.setdefault(host, {})[node_id] = remote
-        hosts = self.attached()
+        hosts = await asyncio.to_thread(self.attached)  # a store read: off the SSH loop
         await asyncio.gather(*(self._ask(hosts[name], nodes) for name, nodes in by_host.items() if name in hosts),
                              return_exceptions=True)
         self._asked.update(name for name in by_host if name not in hosts)  # detached: nothing to ask
