@@ -132,17 +132,21 @@ async def connect(target: SshTarget, *, timeout: float | None = None) -> asyncss
                                      f"in ~{target.username}/.ssh/authorized_keys on {target.host}?") from None
     except asyncssh.DisconnectError as exc:
         raise _error(target, "ssh", f"{target.where} closed the SSH connection: {exc.reason}") from None
-    except (TimeoutError, asyncio.TimeoutError):
-        raise _error(target, "timeout", f"{target.where}: no SSH answer within {timeout:g} s (the host is down, "
-                                        "frozen, or a firewall drops the packets)") from None
-    except ConnectionRefusedError:
-        raise _error(target, "refused", f"{target.where}: connection refused (no SSH server listens on port "
-                                        f"{target.port}; check ssh_settings.ssh_port)") from None
-    except socket.gaierror as exc:
-        raise _error(target, "dns", f"{target.host}: not a host name this server can resolve "
-                                    f"({exc.strerror})") from None
-    except OSError as exc:
-        raise _error(target, "refused", f"{target.where}: cannot connect: {exc.strerror or exc}") from None
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise _unreachable(target, target.where, exc, timeout) from None
+
+
+def _unreachable(target: SshTarget, where: str, exc: BaseException, timeout: float) -> RemoteHostError:
+    """Why `where` could not be reached, from the socket's (or the timeout's) error."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return _error(target, "timeout", f"{where}: no SSH answer within {timeout:g} s (the host is down, frozen, "
+                                         "or a firewall drops the packets)")
+    if isinstance(exc, ConnectionRefusedError):
+        return _error(target, "refused", f"{where}: connection refused (no SSH server listens on port "
+                                         f"{target.port}; check ssh_settings.ssh_port)")
+    if isinstance(exc, socket.gaierror):
+        return _error(target, "dns", f"{target.host}: not a host name this server can resolve ({exc.strerror})")
+    return _error(target, "refused", f"{where}: cannot connect: {getattr(exc, 'strerror', None) or exc}")
 
 
 async def _changed_key(target: SshTarget, timeout: float) -> RemoteHostError:
@@ -167,15 +171,8 @@ async def first_host_key(target: SshTarget, *, expected: str | None, timeout: fl
     timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     try:
         key = await asyncio.wait_for(asyncssh.get_server_host_key(target.host, target.port, config=[]), timeout)
-    except (TimeoutError, asyncio.TimeoutError):
-        raise _error(target, "timeout", f"{target.host}:{target.port}: no SSH answer within {timeout:g} s (the host "
-                                        "is down, frozen, or a firewall drops the packets)") from None
-    except ConnectionRefusedError:
-        raise _error(target, "refused", f"{target.host}:{target.port}: connection refused (no SSH server listens "
-                                        f"on port {target.port}; check ssh_settings.ssh_port)") from None
-    except socket.gaierror as exc:
-        raise _error(target, "dns", f"{target.host}: not a host name this server can resolve "
-                                    f"({exc.strerror})") from None
+    except (TimeoutError, asyncio.TimeoutError, ConnectionRefusedError, socket.gaierror) as exc:
+        raise _unreachable(target, f"{target.host}:{target.port}", exc, timeout) from None
     except (OSError, asyncssh.Error) as exc:
         raise _error(target, "ssh", f"{target.host}:{target.port}: cannot read its SSH host key: {exc}") from None
     if key is None:
