@@ -8,8 +8,10 @@ while it was down. Stdlib only, so every side can import it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,29 @@ def blob_path(blob_root: Path, sha256: str) -> Path:
 def read_manifest(blob_root: Path, snapshot_id: str) -> dict[str, Any]:
     with open(blob_path(blob_root, snapshot_id), encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def sha256_of(path: Path, block_bytes: int = 1 << 20) -> str:
+    """The file's sha256, read in blocks (a file moved between a node and its server is checked by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(block_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def regular_files(root: Path) -> list[tuple[str, Path]]:
+    """(posix relative path, path) of every regular file under `root`, sorted. Links are neither
+    followed nor listed (a link a job left may point at what the job could not read), nor are FIFOs
+    or devices: what a node and its server move between them."""
+    found = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in names:
+            path = Path(folder) / name
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    found.append((path.relative_to(root).as_posix(), path))
+            except OSError:
+                continue  # removed while listed
+    return sorted(found)

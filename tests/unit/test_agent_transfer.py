@@ -18,7 +18,8 @@ from node_files_support import CODE, DATA, SNAPSHOT_INPUT, World, node_files_wor
 
 import cible.agent.transfer as transfer_module
 from cible.agent.localize import AFTER, BEFORE, localize
-from cible.agent.transfer import RunTransfer, Transfer, TransferError
+from cible.agent.staged import RunTransfer
+from cible.agent.transfer import Transfer, TransferError
 from cible.launch.staging import materialise_snapshot
 from cible.testing import serve_asgi
 
@@ -128,12 +129,12 @@ def test_an_input_that_does_not_exist_is_no_reason_to_drop_the_run(served):
     assert "input 'one'" in raised.value.message and "single.csv does not exist" in raised.value.message
 
 
-def test_no_server_is_a_clear_error_after_the_retries():
+def test_no_server_is_a_clear_error_once_the_time_to_try_again_is_spent():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(TransferError, match=r"GET /x: no answer after 2 tries: ConnectionRefusedError"):
-        Transfer(f"http://127.0.0.1:{port}", "t", retries=1).get_json("/x")
+    with pytest.raises(TransferError, match=r"GET /x: gave up after 1 try in 0\.0 s: ConnectionRefusedError"):
+        Transfer(f"http://127.0.0.1:{port}", "t", retry_for_s=0).get_json("/x")
 
 
 # -- downloads cut short ----------------------------------------------------------------------------
@@ -264,5 +265,5 @@ def test_transfer_imports_only_the_standard_library_and_stdlib_only_cible_module
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     own = {name for name in imported if name.split(".")[0] == "cible"}
-    assert own == {"cible.agent.localize", "cible.core.safepaths", "cible.runfiles"}
+    assert own == {"cible.core.safepaths", "cible.runfiles"}
     assert {name.split(".")[0] for name in imported - own} <= set(sys.stdlib_module_names) | {"__future__"}

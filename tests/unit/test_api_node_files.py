@@ -13,8 +13,9 @@ from node_files_support import CODE, DATA, SNAPSHOT_INPUT, World, assert_envelop
 
 from cible.runfiles import blob_path
 from cible.server.guard import RequestGuard
-from cible.server.services import file_hashes
+from cible.server.services import file_hashes, node_files
 from cible.server.settings import ServerSettings
+from cible.server.store.rows import JobRow
 
 
 @pytest.fixture
@@ -57,6 +58,26 @@ def test_uploads_of_a_job_not_placed_on_the_node_are_refused_and_nothing_is_writ
     assert_envelope(world.post("outputs/model/commit", {"files": {}}, job="j2"), 409, "Conflict")
     assert not (world.paths.run_dir("j2") / ".incoming").exists()
     assert not (world.paths.run_dir("j1") / ".incoming").exists()
+
+
+@pytest.mark.parametrize("status", ["Completed", "Failed", "Canceled"])
+def test_a_job_that_ended_takes_no_more_files_from_its_nodes(world: World, status: str):
+    """A node token may not change a finished job's outputs, resume folder or artifacts (its nodes send
+    everything before their final report); what it fetches is still served."""
+    assert world.put("outputs/model/files/a.txt", b"a").status_code == 200  # staged while it ran
+    with world.api.app.state.store.session() as session:
+        session.get(JobRow, "j1").status = status
+    for response in (world.put("outputs/model/files/a.txt", b"b", offset=1), world.put("resume/files/c.txt", b"c"),
+                     world.post("outputs/model/commit", {"files": {"a.txt": sha(b"a")}}),
+                     world.post("resume/commit", {"files": {}}),
+                     world.api.put("/api/v1/agent/nodes/n1/runs/j1/files/outputs/model/a.txt",
+                                   params={"attempt": 1, "offset": 0}, content=b"x", headers=world.as_node("n1"))):
+        error = assert_envelope(response, 409, "Conflict")
+        assert f"has ended ({status})" in error["message"] and "drop it" in error["message"]
+    assert world.post("resume/commit", {"files": {}}).json()["error"]["details"] == {"placed": False}
+    assert not output_root(world, "model").exists() and not (world.paths.run_dir("j1") / "checkpoint").exists()
+    assert not (world.paths.run_dir("j1") / "artifacts" / "outputs" / "model").exists()
+    assert world.get("inputs/data/manifest").status_code == 200 and world.get("resume/manifest").status_code == 200
 
 
 # -- blobs -------------------------------------------------------------------------------------------
@@ -234,6 +255,33 @@ def test_an_output_is_sent_in_chunks_and_committed_to_its_datastore_path(world: 
     assert (dest / "weights.bin").read_bytes() == data and (dest / "sub" / "x.txt").read_bytes() == b"x"
     assert (dest / "keep.txt").read_text() == "written by another node"  # only the files named are replaced
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_a_staged_file_sent_in_order_is_not_read_again_at_its_commit(world: World, monkeypatch):
+    """Its sha256 is carried along as its chunks arrive: a big output's commit does not hash it all
+    again (nor time out doing so). A chunk sent again over bytes already there, or a file changed
+    behind the server's back, is read whole."""
+    hashed: list[str] = []
+    real = node_files.sha256_of
+    monkeypatch.setattr(node_files, "sha256_of", lambda path: hashed.append(Path(path).name) or real(path))
+    data, resent, other = os.urandom(3000), os.urandom(2000), os.urandom(500)
+    for offset in range(0, 3000, 1000):
+        assert world.put("outputs/model/files/in_order.bin", data[offset:offset + 1000], offset=offset).status_code == 200
+    assert world.put("outputs/model/files/resent.bin", resent[:1500]).status_code == 200
+    assert world.put("outputs/model/files/resent.bin", resent[1000:], offset=1000).status_code == 200  # overlaps
+    assert world.put("outputs/model/files/changed.bin", other).status_code == 200
+    changed = world.paths.run_dir("j1") / ".incoming" / "n1.1" / "outputs" / "model" / "changed.bin"
+    changed.write_bytes(b"not what was sent")
+    named = {"in_order.bin": sha(data), "resent.bin": sha(resent), "changed.bin": sha(other)}
+    error = assert_envelope(world.post("outputs/model/commit", {"files": named}), 400, "InvalidRequest")
+    assert error["details"]["mismatched"] == ["changed.bin"]  # read again, and found changed
+    assert sorted(hashed) == ["changed.bin", "resent.bin"]
+    assert world.put("outputs/model/files/changed.bin", other).status_code == 200  # started over: carried again
+    hashed.clear()
+    assert world.post("outputs/model/commit", {"files": named}).status_code == 200
+    assert hashed == ["resent.bin"]
+    dest = output_root(world, "model")
+    assert [(dest / name).read_bytes() for name in named] == [data, resent, other]
 
 
 def test_an_output_that_did_not_exist_appears_whole(world: World):

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cible.agent.http import AgentHttp, Response, TransportError
+from cible.agent.http import AgentHttp, HTTPStatusError, Response, TransportError
 from cible.agent.presence import Presence
 from cible.agent.staged import StagedFiles, needs_transfer
-from cible.agent.transfer import TransferError
+from cible.agent.transfer import TransferError, describe_error
 from cible.core.lifecycle.runs import RunObservation
 from cible.node.files import SELF_STOP_FILE
 from cible.node.limits import NodeLimits, preexec_for
@@ -54,6 +54,7 @@ class Run:
     published: bool = False  # its outputs were sent (or failed to be, saying so) after its end
     canceling: bool = False
     aborted: bool = False  # the server no longer wants it: stop it and report nothing
+    preparing: bool = False  # its files are being fetched (its run folder is cleaned up once that ended)
     shipped: dict[str, int] = field(default_factory=dict)  # artifact path → bytes sent
     last_report: dict[str, Any] | None = None
 
@@ -69,6 +70,10 @@ class ServerGone(Exception):
 class ServerBusy(ServerGone):
     """The server answered but could not take the call now: a 5xx (its store busy or unavailable),
     or a heartbeat's 409 (a write that met another). Sent again shortly; never a reason to stop."""
+
+
+class RunStopped(Exception):
+    """Raised into a run's fetch when the run was canceled or dropped meanwhile: it stops there."""
 
 
 class Agent:
@@ -193,24 +198,43 @@ class Agent:
             return any(not r.aborted for r in self.runs.values())
 
     def _apply(self, reply: dict[str, Any]) -> None:
+        """Start, cancel and drop runs as the reply says. A run's flags are set, and its handle read,
+        under the lock: a run whose files are fetched either is started already (its handle is read
+        here and canceled) or sees the flag before it starts (_launch). The launchers are told
+        outside the lock."""
         wanted = {(r["job"], r["attempt"]): r for r in reply.get("runs", [])}
+        to_cancel: list[dict[str, Any] | None] = []
         with self.lock:
             for key, run in list(self.runs.items()):
                 if key not in wanted and not run.aborted:
                     run.aborted = True  # requeued elsewhere, failed on another node, or stop
-                    self._cancel(run)
+                    to_cancel.append(run.handle)
         for key, item in wanted.items():
             with self.lock:
                 run = self.runs.get(key)
             if run is None and key not in self.done and item.get("plan"):
                 run = self._start(item)
-            if run is not None and item.get("cancel") and not run.canceling:
-                run.canceling = True
-                self._cancel(run)
+            if run is not None and item.get("cancel"):
+                with self.lock:
+                    if not run.canceling:
+                        run.canceling = True
+                        to_cancel.append(run.handle)
+        for handle in to_cancel:
+            if handle is not None:  # else still fetching its files: it will not start (see _launch)
+                self.runner.cancel(handle)
 
     def _cancel(self, run: Run) -> None:
-        if run.handle is not None:  # else still fetching its files: it is not started (see _prepare)
-            self.runner.cancel(run.handle)
+        """Stop the run's launcher, if it started (never called holding the lock)."""
+        with self.lock:
+            handle = run.handle
+        if handle is not None:
+            self.runner.cancel(handle)
+
+    def _drop(self, run: Run) -> None:
+        """The server moved on from the run: stop it, report nothing more."""
+        with self.lock:
+            run.aborted = True
+        self._cancel(run)
 
     def _start(self, item: dict[str, Any]) -> Run:
         oom_before = self.limits.oom_count()
@@ -221,36 +245,81 @@ class Agent:
             with self.lock:
                 self.runs[run.key] = run
             return run
-        staged = StagedFiles(item["plan"], node_root=self.root, run_dir=self.root / "runs" / key, node_id=self.node_id,
-                             url=lambda: self.url, token=self.token)
-        run = Run(item["job"], item["attempt"], item["node_rank"], None, oom_before, staged=staged)
+        run = Run(item["job"], item["attempt"], item["node_rank"], None, oom_before, preparing=True)
         with self.lock:
             self.runs[run.key] = run
-        threading.Thread(target=self._prepare, args=(run, key), name=f"fetch-{run.job}", daemon=True).start()
+        threading.Thread(target=self._prepare, args=(run, key, item["plan"]), name=f"fetch-{run.job}",
+                         daemon=True).start()
         return run
 
-    def _prepare(self, run: Run, key: str) -> None:
-        """Fetch a run's files, then start its launcher on the plan made this node's."""
-        assert run.staged is not None
+    def _prepare(self, run: Run, key: str, plan: dict[str, Any]) -> None:
+        """Fetch a run's files, then start its launcher on the plan made this node's. Whatever goes
+        wrong ends the run, saying why: it never stays Preparing, holding the node."""
         try:
-            self._send_report(run, {"attempt": run.attempt, "node_rank": run.node_rank, "history": ["Preparing"],
-                                    "error": None, "exit_code": None, "ended": False})
-        except ServerGone:
-            pass  # informative only: the launcher's own reports follow
+            if self._fetch(run, key, plan):
+                self._launch(run, key)
+        finally:
+            run.preparing = False  # last: the watcher ends the run (and removes its folder) once it reads this
+
+    def _fetch(self, run: Run, key: str, plan: dict[str, Any]) -> bool:
+        """The run's files fetched; False when it ends here (failed, canceled or dropped, as it says)."""
         try:
-            run.staged.fetch()
+            if not self._report_preparing(run):
+                return False
+            run.staged = StagedFiles(plan, node_root=self.root, run_dir=self.root / "runs" / key,
+                                     node_id=self.node_id, url=lambda: self.url, token=self.token,
+                                     retry_for_s=self.orphan_after_s)
+            run.staged.fetch(on_progress=lambda route, done: self._stop_if_unwanted(run))
+            return True
+        except RunStopped:
+            return True  # _launch sees why, under the lock
         except TransferError as exc:
             if exc.gone:
-                run.aborted = True
+                self._drop(run)
             else:
-                run.failed = {"code": "FilesNotFetched", "message": f"node {self.node_id} could not fetch the job's "
-                                                                    f"files from the server: {exc.message}"}
-            return
-        with self.lock:
-            if run.aborted or run.canceling:
-                run.failed = None if run.aborted else {"code": "Canceled", "message": "canceled before it started"}
-                return
-            run.handle = self.runner.submit(key, run.staged.plan)
+                self._fail(run, "FilesNotFetched", f"could not fetch the job's files from the server: "
+                                                             f"{exc.message}")
+        except Exception as exc:  # a folder that cannot be made, a plan it cannot read…
+            log.exception("preparing %s failed", run.job)
+            self._fail(run, "FilesNotFetched", f"could not prepare the job's files: {describe_error(exc)}")
+        return False
+
+    def _launch(self, run: Run, key: str) -> None:
+        """Start the run's launcher, unless it was canceled or dropped meanwhile: checked under the lock,
+        where _apply sets those flags, so a cancel is never lost between the check and the start."""
+        try:
+            with self.lock:
+                if run.aborted:
+                    return
+                if run.canceling:
+                    run.failed = {"code": "Canceled", "message": "canceled before it started"}
+                    return
+                run.handle = self.runner.submit(key, run.staged.plan)
+        except Exception as exc:
+            log.exception("starting %s failed", run.job)
+            self._fail(run, "LauncherNotStarted", f"could not start the job's launcher: {describe_error(exc)}")
+
+    def _report_preparing(self, run: Run) -> bool:
+        """Say the run is Preparing (informative only: the launcher's own reports follow); False when
+        the server moved on from it."""
+        try:
+            return self._send_report(run, {"attempt": run.attempt, "node_rank": run.node_rank,
+                                           "history": ["Preparing"], "error": None, "exit_code": None,
+                                           "ended": False})
+        except ServerGone:
+            return True
+        except HTTPStatusError as exc:
+            log.warning("run %s: the server refused its Preparing report: %s", run.job, exc)
+            return True
+
+    def _stop_if_unwanted(self, run: Run) -> None:
+        """Called as a run's files come: a run canceled or dropped meanwhile stops fetching them."""
+        if run.aborted or run.canceling:
+            raise RunStopped(run.job)
+
+    def _fail(self, run: Run, code: str, what: str) -> None:
+        """The run fails for an error of the agent's own (said in its final report)."""
+        run.failed = {"code": code, "message": f"node {self.node_id} {what}"}
 
     # -- watching runs -------------------------------------------------------------
     def _watch(self) -> None:
@@ -270,8 +339,6 @@ class Agent:
         if run.handle is None:  # its files are being fetched, or could not be
             self._watch_unstarted(run)
             return
-        if run.staged is not None:
-            run.staged.sync_if_due()
         observation = self.runner.poll(run.handle)
         ended = observation.ended or not observation.alive
         if run.aborted:
@@ -279,9 +346,15 @@ class Agent:
                 with self.lock:
                     self.runs.pop(run.key, None)
                     self.done.add(run.key)
+                # Nothing of it is wanted any more: a long-lived node keeps no run folders (staged inputs).
+                shutil.rmtree(run.handle["run_dir"], ignore_errors=True)
             return
-        if ended and run.staged is not None and not run.published and not run.aborted:
+        if run.staged is not None and not ended:
+            run.staged.sync_if_due()  # none once it ended: the publish sends the resume folder last
+        if ended and run.staged is not None and not run.published:
             self._publish(run)
+            if run.aborted:  # the server moved on from it meanwhile: ended on the next pass
+                return
         self._ship(run, everything=ended)
         report = self._report_of(run, observation, ended)
         if not self._send_report(run, report):
@@ -299,8 +372,7 @@ class Agent:
             return True
         response = self._call("POST", f"/runs/{run.job}/report", json=report)
         if response.status_code in (404, 409):  # the server moved on from this attempt
-            run.aborted = True
-            self._cancel(run)
+            self._drop(run)
             return False
         response.raise_for_status()
         run.last_report = report
@@ -308,8 +380,9 @@ class Agent:
 
     def _watch_unstarted(self, run: Run) -> None:
         """A run not started: fetching its files still, or it ends here (they could not be fetched,
-        or it was canceled or dropped meanwhile)."""
-        if run.failed is None and not run.aborted:
+        or it was canceled or dropped meanwhile) once its fetch thread is done: that thread writes
+        in the run folder, which is removed here."""
+        if run.preparing or (run.failed is None and not run.aborted):
             return
         if run.failed is not None and not run.aborted:
             canceled = run.failed["code"] == "Canceled"
@@ -329,15 +402,17 @@ class Agent:
         assert run.staged is not None
         try:
             run.staged.publish()
-            run.published = True
         except TransferError as exc:
-            run.published = True  # said in the final report; not sent again
             if exc.gone:
                 run.aborted = True
-                return
-            run.failed = {"code": "OutputsNotPublished",
-                          "message": f"node {self.node_id} could not send the job's outputs to the server: "
-                                     f"{exc.message}"}
+            else:
+                self._fail(run, "OutputsNotPublished", f"could not send the job's outputs to the server: {exc.message}")
+        except Exception as exc:  # a file it cannot read, a full disk: said once, never tried every pass
+            log.exception("publishing the outputs of %s failed", run.job)
+            self._fail(run, "OutputsNotPublished", f"could not send the job's outputs to the server: "
+                                                   f"{describe_error(exc)}")
+        finally:
+            run.published = True  # sent, or its failure said in the final report: not tried again
 
     def _report_of(self, run: Run, observation: RunObservation, ended: bool) -> dict[str, Any]:
         history, error = list(observation.history), observation.error

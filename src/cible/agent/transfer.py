@@ -2,6 +2,8 @@
 
 Standard library only (http.client): it runs on hosts that have nothing but Python 3.
 
+`Transfer`'s moves (cible.agent.staged.RunTransfer carries a run's steps out with them):
+
 - `download`: GET a file into `dest`, through `dest.part`; a `.part` left by a fetch cut short (a
   lost connection, a killed agent) is continued with a Range request. The bytes are checked against
   the sha256 the caller knows (a blob's name) or the one the server sends (`X-Content-SHA256`), then
@@ -12,32 +14,35 @@ Standard library only (http.client): it runs on hosts that have nothing but Pyth
   sent again lands where it did; after an interruption, the send goes on from what the server says
   it has), then a commit naming every file's sha256, which the server checks before it moves anything.
 
-Failures to reach the server are retried with a back-off (`retries`); what still fails, and every
-refusal, raises `TransferError` naming the route, the status and the server's message.
-`TransferError.gone` says the server no longer wants this run (not this node's attempt): the agent
-drops it. Routes are URL paths, already quoted (`RunTransfer.route` makes them), with their query.
+A server that does not answer (down, restarting, a tunnel that blipped: refused, reset, timed out)
+or answers a 5xx is tried again, with pauses growing to MAX_PAUSE_S, for `retry_for_s` from the
+first failure in a row (by default the agent's orphan time: a server gone longer ends the node
+anyway); what still fails then, and every refusal (a 4xx, at once), raises `TransferError` naming
+the route, the status and the server's message. `TransferError.gone` says the server no longer
+wants this run (not this node's attempt): the agent drops it. Routes are URL paths, already quoted
+(`RunTransfer.route` makes them), with their query.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
 import ssl
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from cible.agent.localize import DOWNLOAD, SNAPSHOT, UPLOAD, Step
 from cible.core.safepaths import under
-from cible.runfiles import blob_path
+from cible.runfiles import blob_path, regular_files, sha256_of
 
 CHUNK_BYTES = 8 << 20  # per PUT (the server's cap, CIBLE_MAX_AGENT_CHUNK_BYTES, is 32 MiB by default)
 READ_BYTES = 1 << 20
+RETRY_FOR_S = 600.0  # how long a server that does not answer is tried again (the agent's orphan_after_s)
+MAX_PAUSE_S = 5.0  # the longest pause between two tries
+SEND_TRIES = 3  # sends of a file that keeps shrinking (or whose staging the server keeps clearing) before giving up
 CHECKSUM_HEADER = "X-Content-SHA256"
 USER_AGENT = "cible-agent-transfer"
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -45,7 +50,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TRANSPORT = (OSError, http.client.HTTPException)  # refused, reset, timed out, TLS, a broken reply
 
 Server = str | Callable[[], str]  # the server's base URL, or a function that says where it is now
-Progress = Callable[[str, int], None]  # (route, bytes moved so far for it): may raise to stop
+# (route, bytes moved so far for it, or -1 before a pause to try again): may raise to stop the move
+Progress = Callable[[str, int], None]
 
 
 class TransferError(Exception):
@@ -69,17 +75,50 @@ class _Retry(Exception):
     """A failure worth trying again (no answer, a cut-off answer, a 5xx)."""
 
 
+class _Shrunk(Exception):
+    """The file being sent got shorter than it was when the send began (rewritten meanwhile)."""
+
+
+class _Patience:
+    """How long one call is tried again: `retry_for_s` from its first failure in a row (`reset` when
+    it made progress), pausing 0.2 s, 0.4 s, … up to MAX_PAUSE_S between tries."""
+
+    def __init__(self, retry_for_s: float) -> None:
+        self.retry_for_s = retry_for_s
+        self.since: float | None = None
+        self.tries = 0
+
+    def reset(self) -> None:
+        self.since, self.tries = None, 0
+
+    def next_pause(self) -> float | None:
+        """The pause before the next try; None when the time to try again is spent."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        self.tries += 1
+        left = self.since + self.retry_for_s - now
+        if left <= 0:
+            return None
+        return min(0.2 * 2 ** min(self.tries - 1, 16), MAX_PAUSE_S, left)
+
+    def spent(self) -> str:
+        elapsed = time.monotonic() - (self.since or time.monotonic())
+        return f"gave up after {self.tries} {'try' if self.tries == 1 else 'tries'} in {elapsed:.1f} s"
+
+
 class Transfer:
     """File moves for one caller (not shared between threads): one kept-alive connection, retries."""
 
     def __init__(self, server: Server, token: str, *, timeout: float = 60.0, manifest_timeout: float = 600.0,
-                 retries: int = 5, chunk_bytes: int = CHUNK_BYTES, on_progress: Progress | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 retry_for_s: float = RETRY_FOR_S, chunk_bytes: int = CHUNK_BYTES,
+                 on_progress: Progress | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self.server = server
         self.token = token
         self.timeout = timeout  # the connect and each read
-        self.manifest_timeout = manifest_timeout  # a big input's first manifest hashes its files
-        self.retries = retries
+        # A big input's first manifest, and a commit, wait while the server hashes the files.
+        self.manifest_timeout = manifest_timeout
+        self.retry_for_s = retry_for_s
         self.chunk_bytes = chunk_bytes
         self.on_progress = on_progress
         self._ssl_context = ssl_context
@@ -104,21 +143,22 @@ class Transfer:
         hashing to `expected_sha256` is kept as it is."""
         dest = Path(dest)
         if expected_sha256 and dest.is_file() and (size is None or dest.stat().st_size == size) \
-                and _sha256_of(dest) == expected_sha256:
+                and sha256_of(dest) == expected_sha256:
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         restarted = False
-        for attempt in range(self.retries + 1):
+        patience = _Patience(self.retry_for_s)
+        while True:
+            had = part.stat().st_size if part.is_file() else 0
             try:
                 digest = self._fetch(route, part, expected_sha256, size)
             except _Retry as exc:
-                if attempt == self.retries:
-                    raise TransferError(f"GET {route}: gave up after {self.retries + 1} tries: {exc}",
-                                        route=route) from None
-                self._pause(attempt)
+                if part.is_file() and part.stat().st_size > had:
+                    patience.reset()  # bytes came: a slow, cut-off connection is not a server gone
+                self._pause(patience, "GET", route, str(exc))
                 continue
-            actual = _sha256_of(part)
+            actual = sha256_of(part)
             if digest and actual != digest:
                 part.unlink(missing_ok=True)
                 if not restarted:  # a .part from another version of the file: once more, from the start
@@ -128,7 +168,6 @@ class Transfer:
                                     "(the file changed on the server while it was fetched?)", route=route)
             os.replace(part, dest)
             return dest
-        raise TransferError(f"GET {route}: the file kept changing while it was fetched", route=route)
 
     def download_tree(self, manifest_route: str, files_route: str, dest: Path) -> list[Path]:
         """The files a manifest lists, into the folder `dest` (for a manifest of kind `file`, `dest` is
@@ -178,7 +217,7 @@ class Transfer:
         `staged_route`: what the server already holds of an interrupted send (continued from there);
         `manifest_route`: what the destination already has (files with the same sha256 are not sent)."""
         src_dir = Path(src_dir)
-        files = {rel: path for rel, path in _regular_files(src_dir)} if src_dir.is_dir() else {}
+        files = {rel: path for rel, path in regular_files(src_dir)} if src_dir.is_dir() else {}
         digests = {rel: self._digest(path) for rel, path in files.items()}
         have = {}
         if manifest_route:
@@ -189,9 +228,9 @@ class Transfer:
             staged = {e["path"]: e["size"] for e in self.get_json(staged_route).get("files") or []}
         for rel, path in files.items():
             if have.get(rel) != digests[rel]:
-                self._send(path, _join(files_route, rel), staged.get(rel, 0))
+                digests[rel] = self._send_file(path, _join(files_route, rel), staged.get(rel, 0), digests[rel])
         try:
-            return self.post_json(commit_route, {"files": digests})
+            return self.post_json(commit_route, {"files": digests}, timeout=self.manifest_timeout)
         except TransferError as exc:
             details = exc.details if isinstance(exc.details, dict) else {}
             again = list(details.get("mismatched") or []) + list(details.get("missing") or [])
@@ -199,50 +238,73 @@ class Transfer:
                 raise
         for rel in again:  # changed while it was sent, or dropped by the server: once more, whole
             self._digests.pop(_key(files[rel]), None)
-            digests[rel] = self._digest(files[rel])
-            self._send(files[rel], _join(files_route, rel), 0)
-        return self.post_json(commit_route, {"files": digests})
+            digests[rel] = self._send_file(files[rel], _join(files_route, rel), 0, self._digest(files[rel]))
+        return self.post_json(commit_route, {"files": digests}, timeout=self.manifest_timeout)
+
+    def _send_file(self, path: Path, route: str, staged: int, digest: str) -> str:
+        """Send `path` (going on from the `staged` bytes the server holds); returns the sha256 to commit
+        it with. A file that shrank while it was sent (a checkpoint rewritten shorter during a resume
+        sync) is hashed again and sent again from its start."""
+        for _ in range(SEND_TRIES):
+            try:
+                self._send(path, route, staged)
+                return digest
+            except _Shrunk:
+                digest, staged = self._digest(path), 0  # its size and mtime changed: hashed anew
+        raise TransferError(f"PUT {route}: {path} kept getting shorter while it was sent "
+                            f"({SEND_TRIES} tries)", route=route)
 
     def _send(self, path: Path, route: str, staged: int) -> None:
         size = path.stat().st_size
         offset = staged if 0 < staged <= size else 0  # what an interrupted send left there
         if offset == size and size > 0:
             return
+        setbacks = 0
         with open(path, "rb") as fh:
             while True:
                 fh.seek(offset)
-                data = fh.read(min(self.chunk_bytes, size - offset))
+                want = min(self.chunk_bytes, size - offset)
+                data = fh.read(want)
+                if len(data) < want:  # the end came early: the file shrank since it was measured
+                    raise _Shrunk(route)
                 try:
                     answer = self._json_call("PUT", route, body=data, query={"offset": offset})
                 except TransferError as exc:
                     held = exc.details.get("staged") if isinstance(exc.details, dict) else None
-                    if exc.status == 409 and isinstance(held, int) and 0 <= held < offset:
+                    if exc.status == 409 and isinstance(held, int) and 0 <= held < offset and setbacks < SEND_TRIES:
+                        setbacks += 1
                         offset = held  # the server has less than was sent (its staging was cleared): from there
                         continue
                     raise
-                offset = answer.get("staged", offset + len(data))
+                held = answer.get("staged", offset + len(data))
                 if self.on_progress:
-                    self.on_progress(route, offset)
-                if offset >= size:
+                    self.on_progress(route, held)
+                if held >= size:
                     return
+                if held <= offset:  # never a loop that sends and gets nowhere
+                    raise TransferError(f"PUT {route}: the server holds {held} bytes after a chunk of {len(data)} "
+                                        f"sent at offset {offset}: the send makes no progress", route=route)
+                offset = held
 
     def _digest(self, path: Path) -> str:
         key = _key(path)
         if key not in self._digests:
-            self._digests[key] = _sha256_of(path)
+            self._digests[key] = sha256_of(path)
         return self._digests[key]
 
     # -- steps ----------------------------------------------------------------------------------------
     def get_json(self, route: str, *, timeout: float | None = None) -> Any:
         return self._json_call("GET", route, timeout=timeout)
 
-    def post_json(self, route: str, body: Any) -> Any:
-        return self._json_call("POST", route, body=json.dumps(body).encode(), content_type="application/json")
+    def post_json(self, route: str, body: Any, *, timeout: float | None = None) -> Any:
+        return self._json_call("POST", route, body=json.dumps(body).encode(), content_type="application/json",
+                               timeout=timeout)
 
     # -- HTTP -----------------------------------------------------------------------------------------
     def _json_call(self, method: str, route: str, *, body: bytes | None = None, query: dict[str, Any] | None = None,
                    content_type: str = "application/octet-stream", timeout: float | None = None) -> Any:
-        for attempt in range(self.retries + 1):
+        patience = _Patience(self.retry_for_s)
+        while True:
             try:
                 answer = self._open(method, route, body=body, query=query, timeout=timeout,
                                     headers={"Content-Type": content_type} if body is not None else {})
@@ -251,18 +313,16 @@ class Transfer:
                     self.close()
             except _TRANSPORT as exc:
                 self.close()
-                if attempt == self.retries:
-                    raise TransferError(f"{method} {route}: no answer after {self.retries + 1} tries: "
-                                        f"{_describe(exc)}", route=route) from None
-                self._pause(attempt)
+                self._pause(patience, method, route, describe_error(exc))
                 continue
-            if answer.status >= 500 and attempt < self.retries:
-                self._pause(attempt)
+            if answer.status >= 500:  # the server (or a proxy before it) is restarting or busy
+                failure = _refusal(method, route, answer.status, data)
+                self._pause(patience, method, route, failure.message.removeprefix(f"{method} {route}: "),
+                            status=answer.status, code=failure.code)
                 continue
             if answer.status >= 400:
                 raise _refusal(method, route, answer.status, data)
             return json.loads(data) if data else None
-        raise AssertionError("unreachable")
 
     def _fetch(self, route: str, part: Path, expected: str | None, size: int | None) -> str | None:
         """One GET of what `part` lacks; returns the digest the whole file must have. Raises _Retry for a
@@ -277,7 +337,7 @@ class Transfer:
             answer = self._open("GET", route, headers={"Range": f"bytes={have}-"} if have else {})
         except _TRANSPORT as exc:
             self.close()
-            raise _Retry(_describe(exc)) from None
+            raise _Retry(describe_error(exc)) from None
         try:
             if answer.status == 416:  # the .part is not shorter than the file: start over
                 answer.read()
@@ -310,7 +370,7 @@ class Transfer:
                 raise _Retry(f"the answer was cut off after {done} bytes")  # the .part stays: a Range goes on
         except _TRANSPORT as exc:
             self.close()
-            raise _Retry(_describe(exc)) from None
+            raise _Retry(describe_error(exc)) from None
         except BaseException:
             self.close()  # a half-read answer: the connection cannot carry another request
             raise
@@ -361,79 +421,28 @@ class Transfer:
             self._conn.sock.settimeout(timeout)
         return self._conn
 
-    @staticmethod
-    def _pause(attempt: int) -> None:
-        time.sleep(min(0.2 * 2 ** attempt, 5.0))
+    def _pause(self, patience: _Patience, method: str, route: str, reason: str, *, status: int | None = None,
+               code: str = "") -> None:
+        """Wait before trying `route` again, or raise TransferError when the time to try is spent. A
+        caller's on_progress hears of each wait: a run canceled meanwhile stops here, not after it."""
+        pause = patience.next_pause()
+        if pause is None:
+            raise TransferError(f"{method} {route}: {patience.spent()}: {reason}", route=route, status=status,
+                                code=code)
+        if self.on_progress:
+            self.on_progress(route, -1)
+        time.sleep(pause)
 
 
-class RunTransfer:
-    """A run's steps (cible.agent.localize) against its routes: /api/v1/agent/nodes/<node>/runs/<job>/…,
-    each call for its attempt."""
-
-    def __init__(self, transfer: Transfer, node_id: str, job: str, attempt: int) -> None:
-        self.transfer = transfer
-        self.base = f"/api/v1/agent/nodes/{quote(node_id, safe='')}/runs/{quote(job, safe='')}"
-        self.attempt = attempt
-
-    def route(self, rel: str) -> str:
-        """The run's route `rel` (`inputs/<name>/manifest`…), quoted, for this attempt."""
-        return f"{self.base}/{quote(rel, safe=_PATH_SAFE)}?attempt={self.attempt}"
-
-    def do(self, step: Step) -> None:
-        """Carry out one step; TransferError says which and why when it fails."""
-        try:
-            if step.action == SNAPSHOT:
-                self.transfer.download_snapshot(self.route("blobs"), step.snapshot, step.path, step.subpath)
-            elif step.action == DOWNLOAD:
-                self.transfer.download_tree(self.route(f"{step.route}/manifest"), self.route(f"{step.route}/files"),
-                                            step.path)
-            elif step.action == UPLOAD:
-                step.path.mkdir(parents=True, exist_ok=True)  # a job that wrote nothing commits an empty output
-                self.transfer.upload_tree(step.path, self.route(f"{step.route}/files"),
-                                          self.route(f"{step.route}/commit"),
-                                          staged_route=self.route(f"{step.route}/staged"),
-                                          manifest_route=self.route("resume/manifest") if step.route == "resume"
-                                          else None)
-            else:
-                raise TransferError(f"{step.label}: unknown transfer step {step.action!r}")
-        except TransferError as exc:
-            exc.message = f"{step.label}: {exc.message}"
-            exc.args = (exc.message,)
-            raise
-
-    def do_all(self, steps: list[Step], phase: str) -> None:
-        for step in steps:
-            if step.phase == phase:
-                self.do(step)
-
-
-def download(server: Server, token: str, route: str, dest: Path, expected_sha256: str | None = None,
-             size: int | None = None, **options: Any) -> Path:
-    """One file (see Transfer.download), on a connection of its own."""
-    with Transfer(server, token, **options) as transfer:
-        return transfer.download(route, dest, expected_sha256, size)
-
-
-def download_tree(server: Server, token: str, manifest_route: str, files_route: str, dest: Path,
-                  **options: Any) -> list[Path]:
-    with Transfer(server, token, **options) as transfer:
-        return transfer.download_tree(manifest_route, files_route, dest)
-
-
-def upload_tree(server: Server, token: str, src_dir: Path, files_route: str, commit_route: str,
-                **options: Any) -> dict[str, Any]:
-    staged_route = options.pop("staged_route", None)
-    manifest_route = options.pop("manifest_route", None)
-    with Transfer(server, token, **options) as transfer:
-        return transfer.upload_tree(src_dir, files_route, commit_route, staged_route=staged_route,
-                                    manifest_route=manifest_route)
+def quote_path(rel: str) -> str:
+    """A file path (or a route's path) quoted for a URL: a name may hold `?`, `#`, `%` or spaces."""
+    return quote(rel, safe=_PATH_SAFE)
 
 
 def _join(route: str, rel: str) -> str:
-    """`route` (which may carry a query) with the file path `rel` added to its path, quoted: a name may
-    hold `?`, `#`, `%` or spaces."""
+    """`route` (which may carry a query) with the file path `rel` added to its path, quoted."""
     path, sep, query = route.partition("?")
-    return f"{path}/{quote(rel, safe=_PATH_SAFE)}{sep}{query}"
+    return f"{path}/{quote_path(rel)}{sep}{query}"
 
 
 def _refusal(method: str, route: str, status: int, data: bytes) -> TransferError:
@@ -455,35 +464,13 @@ def _range_start(content_range: str | None) -> int:
         return -1
 
 
-def _regular_files(root: Path) -> list[tuple[str, Path]]:
-    """(posix relative path, path) of every regular file under `root`, sorted; links are not followed
-    nor sent (one a job left may point at what it could not read), nor FIFOs or devices."""
-    found = []
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs.sort()
-        for name in names:
-            path = Path(folder) / name
-            try:
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    found.append((path.relative_to(root).as_posix(), path))
-            except OSError:
-                continue
-    return sorted(found)
-
 
 def _key(path: Path) -> tuple[str, int, int]:
     st = os.stat(path)
     return (str(path), st.st_size, st.st_mtime_ns)
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(READ_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
-
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -147,19 +147,23 @@ class AgentService:
                                       "outputs/ or logs/ and no '..')", details={"field": "path"})
         if offset < 0:
             raise InvalidRequestError("offset: must be 0 or more", details={"field": "offset"})
-        self._check_attempt(node_id, job_name, attempt)
+        self._check_attempt(node_id, job_name, attempt, writing=True)
         try:
             write_chunk(path, offset, data)
         except ChunkError as exc:
             raise ConflictError(f"{rel}: {exc}", details={"field": "path"}) from None
 
-    def placed_plan(self, node_id: str, job_name: str, attempt: int) -> dict[str, Any]:
-        """The stored plan of `job_name`, when its current attempt `attempt` is placed on the node;
-        NotFoundError or ConflictError (the agent drops the run) otherwise. The file routes' check."""
-        return self._check_attempt(node_id, job_name, attempt)
+    def placed_plan(self, node_id: str, job_name: str, attempt: int, *, writing: bool = False) -> dict[str, Any]:
+        """The stored plan of `job_name`, when its current attempt `attempt` is placed on the node (and,
+        `writing`, the job has not ended); NotFoundError or ConflictError (the agent drops the run)
+        otherwise. The file routes' check."""
+        return self._check_attempt(node_id, job_name, attempt, writing=writing)
 
     def _check_attempt(self, node_id: str, job_name: str, attempt: int,
-                       node_rank: int | None = None) -> dict[str, Any]:
+                       node_rank: int | None = None, writing: bool = False) -> dict[str, Any]:
+        """`writing`: the node sends files into the job's artifacts, outputs or resume folder. A job that
+        ended takes none: its nodes send everything before their final report, so what comes after is
+        from a node the job no longer has (a node token must not change a finished job's files)."""
         with self.store.session() as session:
             job = session.get(JobRow, job_name)
             if job is None:
@@ -172,6 +176,9 @@ class AgentService:
             if node_rank is not None and nodes.index(node_id) != node_rank:
                 raise ConflictError(f"node {node_id} is node rank {nodes.index(node_id)} of job '{job_name}', "
                                     f"not {node_rank}")
+            if writing and is_terminal(job.status):
+                raise ConflictError(f"job '{job_name}' has ended ({job.status}): node {node_id} may not send "
+                                    "its files any more; drop it")
             return dict(job.run.plan)
 
     def _node(self, session, node_id: str) -> NodeRow:  # noqa: ANN001

@@ -13,7 +13,6 @@ still matches. Should the cache be unusable (a read-only or full disk), files ar
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sqlite3
@@ -21,18 +20,11 @@ import threading
 import time
 from pathlib import Path
 
+from cible.runfiles import sha256_of
+
 log = logging.getLogger("cible.server")
-READ_BYTES = 1 << 20
 RACY_S = 2.0
 
-
-def sha256_of(path: Path) -> str:
-    """The file's sha256, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(READ_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FileHashes:

@@ -11,15 +11,17 @@ A node of a provider without SHARES_WORKSPACE (an SSH host) gets its plan marked
   it runs and at its end; a commit makes exactly the files it names the folder's content;
 - an output: its files sent in chunks into a staging folder of the node's attempt, then committed,
   which checks every file's sha256 and moves them to the output's path (only the files named are
-  replaced there: the nodes of a job each commit their own).
+  replaced there: the nodes of a job each commit their own). A staged file's sha256 is carried along
+  as its chunks arrive in order, so a commit of a big output need not read it all again.
 
 Every call is for the job's current attempt placed on the calling node (`placed_plan`, the same check
-as the agent's reports and files); every path from a request goes through cible.core.safepaths.under,
+as the agent's reports and files; sends and commits also for a job that has not ended); every path from a request goes through cible.core.safepaths.under,
 and every path from a stored plan must lie in the workspace's datastores or a job's artifacts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -33,13 +35,15 @@ from typing import Any
 
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
 from cible.core.safepaths import components, under
-from cible.runfiles import blob_path, read_manifest
+from cible.runfiles import blob_path, read_manifest, regular_files, sha256_of
 from cible.server.services.blobs import SHA256, check_digest
-from cible.server.services.file_hashes import FileHashes, sha256_of
+from cible.server.services.file_hashes import FileHashes
 from cible.workspace import WorkspacePaths
 
 RESUME_FOLDER = "checkpoint"  # runs/<job>/checkpoint: what a requeued job resumes from
 INCOMING = ".incoming"  # runs/<job>/.incoming/<node>.<attempt>/: files sent, not committed yet
+RUNNING_HASHES = 4096  # staged files whose sha256 is carried along as they arrive (the oldest dropped past it)
+LOCK_STRIPES = 64
 ARTIFACTS = "artifacts"
 
 
@@ -80,14 +84,19 @@ class Upload:
 
 
 class NodeFileService:
-    def __init__(self, paths: WorkspacePaths, placed_plan: Callable[[str, str, int], dict[str, Any]]) -> None:
+    def __init__(self, paths: WorkspacePaths, placed_plan: Callable[..., dict[str, Any]]) -> None:
         self.paths = paths
-        # placed_plan(node, job, attempt): the job's stored plan, or NotFound/Conflict when the job's
-        # current attempt is not on that node (AgentService.placed_plan).
+        # placed_plan(node, job, attempt, writing=…): the job's stored plan, or NotFound/Conflict when the
+        # job's current attempt is not on that node, or (writing) the job ended (AgentService.placed_plan).
         self.placed_plan = placed_plan
         self.hashes = FileHashes(paths.home / "cache" / "file-sha256.sqlite")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        # A staged file's path -> (size, mtime_ns, sha256 of its bytes): kept while its chunks come in
+        # order; a chunk and the digest's update happen under one of the stripes' locks (by path).
+        self._running: dict[str, tuple[int, int, Any]] = {}
+        self._running_lock = threading.Lock()  # the dict's own (a stripe holds a file's chunk and digest)
+        self._stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
 
     # -- fetching ----------------------------------------------------------------------------------
     def blob(self, node_id: str, job_name: str, attempt: int, digest: str) -> Path:
@@ -125,7 +134,7 @@ class NodeFileService:
     def upload(self, node_id: str, job_name: str, attempt: int, output: str | None) -> Upload:
         """Where the node's files for an output (`output`) or the resume folder (None) go; raises when
         the job's attempt is not on that node or the output is not the job's."""
-        plan = self._placed(node_id, job_name, attempt)
+        plan = self._placed(node_id, job_name, attempt, writing=True)
         incoming = under(self.paths.run_dir(job_name), INCOMING, f"{node_id}.{attempt}", field="node_id")
         if output is None:
             return Upload("the resume folder", incoming / "resume", resume_dir(self.paths, job_name), True)
@@ -142,18 +151,37 @@ class NodeFileService:
         """Write a chunk of a file being sent; `staged` is the file's size on the server after it."""
         rel = _plain(rel)
         target = under(upload.stage, rel, field="path")
-        try:
-            write_chunk(target, offset, data)
-        except ChunkError as exc:
-            staged = target.stat().st_size if target.is_file() else 0
-            raise ConflictError(f"{rel}: {exc}", details={"field": "offset", "staged": staged}) from None
-        return {"path": rel, "offset": offset, "size": len(data), "staged": target.stat().st_size}
+        key = str(target)
+        with self._stripe(key):
+            known = self._forget(key)
+            before = _stat(target)
+            try:
+                write_chunk(target, offset, data)
+            except ChunkError as exc:
+                staged = target.stat().st_size if target.is_file() else 0
+                raise ConflictError(f"{rel}: {exc}", details={"field": "offset", "staged": staged}) from None
+            after = target.stat()
+            # The next bytes of a file whose digest is known, or a file started over: its digest goes on.
+            # A chunk sent again over bytes already there leaves the file to be hashed at the commit.
+            if offset == 0:
+                digest = hashlib.sha256()
+            elif known is not None and before is not None and known[:2] == before and offset == before[0]:
+                digest = known[2]
+            else:
+                digest = None
+            if digest is not None:
+                digest.update(data)
+                with self._running_lock:
+                    self._running[key] = (after.st_size, after.st_mtime_ns, digest)
+                    while len(self._running) > RUNNING_HASHES:
+                        self._running.pop(next(iter(self._running)))  # an upload left unfinished long ago
+        return {"path": rel, "offset": offset, "size": len(data), "staged": after.st_size}
 
     def staged(self, upload: Upload) -> dict[str, Any]:
         """The files sent and not committed yet, with their sizes: where an interrupted send goes on."""
         files = []
         if upload.stage.is_dir():
-            for rel, path in _regular_files(upload.stage):
+            for rel, path in regular_files(upload.stage):
                 files.append({"path": rel, "size": path.stat().st_size})
         return {"files": files}
 
@@ -171,14 +199,17 @@ class NodeFileService:
                 removed = 0
                 self._merge(upload, moves)
             shutil.rmtree(upload.stage, ignore_errors=True)
+        for rel in named:
+            self._forget(str(under(upload.stage, rel, field="files")))
         return {"files": len(named), "sent": len(moves), "unchanged": len(kept), "removed": removed}
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _placed(self, node_id: str, job_name: str, attempt: int) -> dict[str, Any]:
+    def _placed(self, node_id: str, job_name: str, attempt: int, writing: bool = False) -> dict[str, Any]:
         """The job's plan, or the placement's refusal marked `"placed": false` in its details: the agent
-        drops the run then, where a 404 of a file (an input that does not exist) fails the job."""
+        drops the run then, where a 404 of a file (an input that does not exist) fails the job.
+        `writing`: files are sent, which a job that ended takes no more."""
         try:
-            return self.placed_plan(node_id, job_name, attempt)
+            return self.placed_plan(node_id, job_name, attempt, writing=writing)
         except (NotFoundError, ConflictError) as exc:
             details = exc.details if isinstance(exc.details, dict) else {}
             raise type(exc)(exc.message, details={**details, "placed": False}) from None
@@ -230,7 +261,7 @@ class NodeFileService:
             return {"kind": "file", "files": [self._entry(root.name, root)]}
         if not root.is_dir():
             raise NotFoundError(f"{label} is neither a file nor a folder on the server")
-        return {"kind": "folder", "files": [self._entry(rel, path) for rel, path in _regular_files(root)]}
+        return {"kind": "folder", "files": [self._entry(rel, path) for rel, path in regular_files(root)]}
 
     def _entry(self, rel: str, path: Path) -> dict[str, Any]:
         return {"path": rel, "size": path.stat().st_size, "sha256": self.hashes.sha256(path)}
@@ -258,7 +289,7 @@ class NodeFileService:
             staged = under(upload.stage, rel, field="files")
             existing = _existing_file(upload.dest, rel)
             if _is_regular(staged):
-                got = sha256_of(staged)  # never cached: a staged file changes with every chunk
+                got = self._staged_sha256(staged)
                 if got != digest:
                     mismatched.append(rel)
                     shown.append(f"{rel} (the bytes sent hash to {got}, not {digest})")
@@ -317,7 +348,7 @@ class NodeFileService:
                     shutil.copy2(source, target)
             removed = 0
             if upload.dest.exists():
-                removed = sum(1 for rel, _ in _regular_files(upload.dest) if rel not in named)
+                removed = sum(1 for rel, _ in regular_files(upload.dest) if rel not in named)
                 old = _beside(upload.dest, "old", make=False)
                 os.rename(upload.dest, old)
             os.rename(tmp, upload.dest)
@@ -326,6 +357,23 @@ class NodeFileService:
             shutil.rmtree(tmp, ignore_errors=True)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def _staged_sha256(self, path: Path) -> str:
+        """A staged file's sha256: the one carried along as its chunks came when the file is as they
+        left it, else read (never from FileHashes: a staged file changes with every chunk)."""
+        key = str(path)
+        with self._stripe(key), self._running_lock:
+            known = self._running.get(key)
+            if known is not None and known[:2] == _stat(path):
+                return known[2].hexdigest()
+        return sha256_of(path)
+
+    def _forget(self, key: str) -> tuple[int, int, Any] | None:
+        with self._running_lock:
+            return self._running.pop(key, None)
+
+    def _stripe(self, key: str) -> threading.Lock:
+        return self._stripes[hash(key) % LOCK_STRIPES]
 
     def _lock(self, dest: Path) -> threading.Lock:
         with self._locks_lock:
@@ -351,6 +399,15 @@ def _plain(rel: str) -> str:
     return rel
 
 
+def _stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file; None when there is none."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def _is_regular(path: Path) -> bool:
     """A regular file (a link to one inside its folder counts; never a FIFO, a device or a folder)."""
     try:
@@ -358,21 +415,6 @@ def _is_regular(path: Path) -> bool:
     except (OSError, ValueError):
         return False
 
-
-def _regular_files(root: Path) -> list[tuple[str, Path]]:
-    """(posix relative path, path) of every regular file under `root`, sorted. Links are left out
-    (a link a job left may point at what the job could not read), as are FIFOs and devices."""
-    found = []
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs.sort()
-        for name in names:
-            path = Path(folder) / name
-            try:
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    found.append((path.relative_to(root).as_posix(), path))
-            except OSError:
-                continue  # removed while listed
-    return sorted(found)
 
 
 def _existing_file(dest: Path, rel: str) -> Path | None:
