@@ -41,3 +41,21 @@ def test_a_changed_file_makes_another_bundle(tmp_path: Path):
     second = build_bundle(tmp_path / "cache", package=source)
     assert second.sha != first.sha and second.path.is_dir() and first.path.is_dir()
     assert (second.path / "cible" / "node" / "files.py").read_text().endswith("EXTRA = 1\n")
+
+
+def test_the_bundle_is_python_3_10(tmp_path: Path):
+    """An attached machine needs Python 3.10 (pyproject's requires-python), whatever the server runs:
+    no syntax and no standard-library module newer than 3.10 in the node side."""
+    import ast
+
+    newer_modules = {"tomllib", "wsgiref.types"}  # the standard library's additions in 3.11 and 3.12
+    bundle = build_bundle(tmp_path)
+    for rel in bundle.files:
+        if not rel.endswith(".py"):
+            continue
+        source = (bundle.path / rel).read_text()
+        tree = ast.parse(source, filename=rel, feature_version=(3, 10))  # SyntaxError for 3.11+ syntax
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not newer_modules & set(names), f"{rel}:{node.lineno} imports {names}: not in Python 3.10"
