@@ -21,6 +21,7 @@ import pytest
 
 from cible.agent.agent import Agent, ServerBusy, ServerGone
 from cible.agent.http import AgentHttp, TransportError
+from cible.testing import wait_until
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -112,7 +113,8 @@ def test_a_connection_the_server_closed_while_kept_is_replaced(seen_before_use: 
     http = AgentHttp()
     with _serving() as (url, seen):
         http.request("GET", f"{url}/one")
-        time.sleep(0.8)  # past the server's idle timeout: it closed the kept connection
+        wait_until(lambda: _closed_by_server(http), 10, interval=0.02,
+                   message="the server to close the kept connection (its idle timeout)")
         answer = http.request("POST", f"{url}/two", json={"n": 2})
     http.close()
     assert answer.json() == {"echo": {"n": 2}}
@@ -187,3 +189,13 @@ def test_the_agent_calls_a_5xx_busy_and_no_answer_gone_after_reading_its_url_fil
         with pytest.raises(ServerBusy, match="502"):
             agent._call("POST", "/heartbeat", json={})
         agent.http.close()
+
+
+def _closed_by_server(http: AgentHttp) -> bool:
+    """Whether the one connection `http` keeps has been closed by the server (EOF waiting on it)."""
+    import select
+    import socket
+
+    [conn] = [c for kept in http._idle.values() for c in kept]
+    readable, _, _ = select.select([conn.sock], [], [], 0)
+    return bool(readable) and conn.sock.recv(1, socket.MSG_PEEK) == b""
