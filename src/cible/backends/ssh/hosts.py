@@ -87,7 +87,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _quote_path(path: str) -> str:
+def quote_path(path: str) -> str:
     """A remote path for the shell, `~/` kept outside the quotes so that it still expands."""
     if path.startswith("~/"):
         return '"$HOME"/' + shlex.quote(path[2:])
@@ -157,7 +157,7 @@ class HostSession:
         folder = f"{self.host.agent_dir}/bundles/{bundle.sha}"
         if self.bundle_sha == bundle.sha:
             return folder
-        quoted, temporary = _quote_path(folder), _quote_path(f"{folder}.part-{secrets.token_hex(4)}")
+        quoted, temporary = quote_path(folder), quote_path(f"{folder}.part-{secrets.token_hex(4)}")
         script = (f"set -e; umask 077; if [ ! -d {quoted}/cible ]; then mkdir -p {temporary}; tar -xzf - -C {temporary}; "
                   f"mv -T {temporary} {quoted} 2>/dev/null || rm -rf {temporary}; fi")
         await self.check(f"sh -c {shlex.quote(script)}", stdin=bundle.tar_bytes(), what="unpacking cible's node code")
@@ -172,7 +172,7 @@ class HostSession:
         if uv is None or (facts.get("system"), facts.get("machine")) != (uv.system, uv.machine):
             return None
         folder = f"{self.host.agent_dir}/tools/uv-{uv.sha}"
-        quoted, temporary = _quote_path(folder), _quote_path(f"{folder}.part-{secrets.token_hex(4)}")
+        quoted, temporary = quote_path(folder), quote_path(f"{folder}.part-{secrets.token_hex(4)}")
         script = (f"set -e; umask 077; if [ ! -x {quoted}/uv ]; then mkdir -p {temporary}; cat > {temporary}/uv; "
                   f"chmod 755 {temporary}/uv; mv -T {temporary} {quoted} 2>/dev/null || rm -rf {temporary}; fi")
         probe = await self.run(f"test -x {quoted}/uv", what="looking for uv")
@@ -197,8 +197,8 @@ class HostSession:
         stale = [root for root in roots if self.told.get(root) != url]
         if not stale:
             return
-        script = "umask 077; " + "; ".join(f"printf '%s\\n' {shlex.quote(url)} > {_quote_path(root + '/server_url')}.tmp && "
-                           f"mv {_quote_path(root + '/server_url')}.tmp {_quote_path(root + '/server_url')}"
+        script = "umask 077; " + "; ".join(f"printf '%s\\n' {shlex.quote(url)} > {quote_path(root + '/server_url')}.tmp && "
+                           f"mv {quote_path(root + '/server_url')}.tmp {quote_path(root + '/server_url')}"
                            for root in stale)
         await self.check(f"sh -c {shlex.quote(script)}", what="telling its agents where the server is")
         self.told.update(dict.fromkeys(stale, url))

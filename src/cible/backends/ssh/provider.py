@@ -33,7 +33,7 @@ from cible.backends.base.contract import (
 )
 from cible.backends.ssh.bundle import Bundle, build_bundle
 from cible.backends.ssh.connect import RemoteHostError
-from cible.backends.ssh.hosts import AttachedHost, HostSession, ServerTool, _quote_path, server_uv
+from cible.backends.ssh.hosts import AttachedHost, HostSession, ServerTool, quote_path, server_uv
 from cible.core.safepaths import under
 from cible.runfiles import write_json_atomic
 
@@ -241,12 +241,12 @@ class SshNodeProvider(ProviderBase):
                 url_file = f"{remote}/server_url"
                 # Everything cible writes there is the login user's alone: other users of the machine
                 # see neither the job's files nor the agent's.
-                await session.check(f"umask 077; mkdir -p {_quote_path(remote)}", what="making the node's folder")
+                await session.check(f"umask 077; mkdir -p {quote_path(remote)}", what="making the node's folder")
                 await session.tell([remote], self.url or "")
                 args = ["--root", remote, "--url-file", url_file, "--advertise-address", host.address or host.target.host,
                         *request.agent_args(None, None)]
-                path = f'PATH={_quote_path(tools)}:"$PATH" ' if tools else ""  # its jobs' environments are built with uv
-                command = (f"umask 077; cd {_quote_path(bundle_dir)} && {path}exec {shlex.quote(host.python)} -m cible.agent.detach "
+                path = f'PATH={quote_path(tools)}:"$PATH" ' if tools else ""  # its jobs' environments are built with uv
+                command = (f"umask 077; cd {quote_path(bundle_dir)} && {path}exec {shlex.quote(host.python)} -m cible.agent.detach "
                            + " ".join(_quote_arg(a) for a in args))
                 await session.check(command, stdin=self.node_token(request.node_id) + "\n", what="starting the agent")
             self._seen[request.node_id] = {"known": True, "alive": True, "preempted": False}
@@ -279,7 +279,7 @@ class SshNodeProvider(ProviderBase):
             async with session.lock:  # after a start in flight: the agent it starts is the one stopped
                 bundle_dir = await session.ensure_bundle(self._bundle_now())
                 verb = f"stop {_quote_arg(remote)}" + (" --kill" if kill else "")
-                await session.check(f"cd {_quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m "
+                await session.check(f"cd {quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m "
                                     f"cible.agent.remote {verb}", what="stopping the agent", timeout=STOP_TIMEOUT_S)
         except RemoteHostError as exc:
             # Kept and tried again each pass: until then the machine stays taken by this node.
@@ -331,7 +331,7 @@ class SshNodeProvider(ProviderBase):
         try:
             bundle_dir = await session.ensure_bundle(self._bundle_now())
             roots = " ".join(_quote_arg(r) for r in nodes.values())
-            out = await session.check(f"cd {_quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m "
+            out = await session.check(f"cd {quote_path(bundle_dir)} && exec {shlex.quote(host.python)} -m "
                                       f"cible.agent.remote status {roots}", what="asking for its agents", timeout=15)
             said = json.loads(out.strip().splitlines()[-1])
             # After a reconnect (or a server restart) the tunnel is made again and the agents told.
@@ -364,7 +364,7 @@ def _by_root(said: dict[str, Any], remote: str) -> dict[str, Any] | None:
 
 
 def _quote_arg(arg: str) -> str:
-    return _quote_path(arg) if arg.startswith("~/") else shlex.quote(arg)
+    return quote_path(arg) if arg.startswith("~/") else shlex.quote(arg)
 
 
 def _fits(host: AttachedHost, memory_gb: float, gpus: int) -> bool:
