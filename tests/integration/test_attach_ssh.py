@@ -111,6 +111,8 @@ def test_key_files_are_checked_as_ssh_checks_them(api: TestClient, sshd: Loopbac
     assert "chmod 600" in refused(api, "open", vm(sshd, shared), "key_file")
     assert "not an absolute path" in refused(api, "rel", vm(sshd, Path("id_ed25519")), "key_file")
     assert "No such file" in refused(api, "gone", vm(sshd, tmp_path / "nope"), "key_file")
+    nowhere = {**vm(sshd, tmp_path / "nope"), "resource_id": "ssh://127.0.0.2:1"}  # said before any connection
+    assert "No such file" in refused(api, "gone-too", nowhere, "key_file")
     locked = keygen(tmp_path / "locked")
     subprocess.run(["ssh-keygen", "-q", "-p", "-N", "s3cret", "-f", str(locked)], check=True)
     assert "ssh-agent" in refused(api, "locked", vm(sshd, locked), "key_file")

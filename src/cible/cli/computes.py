@@ -178,7 +178,7 @@ def register(app: typer.Typer) -> None:
         shown = [{"name": r["name"], "available": "yes" if r["available"] else "no",
                   "reachable": "yes" if r.get("reachable") else "no",
                   "where": r.get("address") or ("this machine" if r["name"] == "local" else ""),
-                  "note": r.get("error") or ""} for r in rows]
+                  "note": r.get("error") or r.get("hint") or ""} for r in rows]
         print_table(shown, [("provider", "name"), ("available", "available"), ("reachable", "reachable"),
                             ("where", "where"), ("note", "note")])
 

@@ -19,6 +19,7 @@ from cible.backends.ssh.connect import (
     connect,
     fingerprint,
     first_host_key,
+    read_client_key,
 )
 
 MIN_PYTHON = (3, 10)  # pyproject's requires-python: the agent and the launcher run on it
@@ -103,6 +104,8 @@ async def host_facts(conn: asyncssh.SSHClientConnection, target: SshTarget, pyth
 async def attach(target: SshTarget, *, python: str, expected_fingerprint: str | None) -> Attached:
     """Pin the host's key (trust on first use, or check it against `expected_fingerprint`), then log in
     over the pinned key and probe the host: any failure raises before anything is stored."""
+    if target.key_file is not None:
+        read_client_key(target)  # a missing or open key is said before any connection is made
     host_key = await first_host_key(target, expected=expected_fingerprint)
     pinned = SshTarget(target.host, target.port, target.username, target.key_file, host_key)
     conn = await connect(pinned)
