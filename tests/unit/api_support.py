@@ -44,3 +44,16 @@ def upload(api: TestClient, files: dict[str, bytes]) -> str:
         api.put(f"/api/v1/blobs/{digest}", content=data)
         entries[rel] = {"sha256": digest, "size": len(data)}
     return api.post("/api/v1/snapshots", json={"files": entries}).json()["uri"]
+
+
+def assert_envelope(response, status: int | None = None, code: str | None = None) -> dict:  # noqa: ANN001
+    """The refusal's error envelope, checked for its status, code and a message."""
+    if status is None:
+        assert 400 <= response.status_code < 500, response.text
+    else:
+        assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "details"} and error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api_support import api_client, upload
+from api_support import api_client, assert_envelope, upload  # noqa: F401 (assert_envelope: for the tests)
 from fastapi.testclient import TestClient
 
 from cible.core.models.records import ClusterHandle
 from cible.server.clusters.runs import node_plan
 from cible.server.store.rows import JobRow
+from cible.testing import serve_asgi
 from cible.workspace import WorkspacePaths
 
 CLUSTER = {"type": "amlcompute", "size": "Standard_DS1_v2", "min_instances": 0, "max_instances": 2,
@@ -30,18 +31,6 @@ DATA = {"a.txt": b"alpha\n", "sub/b.bin": bytes(range(256)) * 40}
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
-
-def assert_envelope(response, status: int | None = None, code: str | None = None) -> dict:  # noqa: ANN001
-    """The refusal's error envelope, checked for its status, code and a message."""
-    if status is None:
-        assert 400 <= response.status_code < 500, response.text
-    else:
-        assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"code", "message", "details"} and error["message"]
-    if code is not None:
-        assert error["code"] == code, error
-    return error
 
 
 @dataclass
@@ -130,3 +119,10 @@ def node_files_world(db_url: str, tmp_path: Path, **settings: Any) -> Iterator[W
         world.submit("j2", job_body(code, snapshot))
         world.place("j2", ["n2"])
         yield world
+
+
+@contextmanager
+def served_world(tmp_path: Path) -> Iterator[tuple[World, str]]:
+    """A node-files world served by a real HTTP server on 127.0.0.1 (for the agent's transfer code)."""
+    with node_files_world(f"sqlite:///{tmp_path / 'cible.db'}", tmp_path) as world, serve_asgi(world.api.app) as url:
+        yield world, url

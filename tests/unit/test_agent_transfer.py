@@ -14,14 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from node_files_support import CODE, DATA, SNAPSHOT_INPUT, World, node_files_world, sha
+from node_files_support import CODE, DATA, SNAPSHOT_INPUT, World, served_world, sha
 
 import cible.agent.transfer as transfer_module
 from cible.agent.localize import AFTER, BEFORE, localize
 from cible.agent.staged import RunTransfer
 from cible.agent.transfer import Transfer, TransferError
 from cible.launch.staging import materialise_snapshot
-from cible.testing import serve_asgi
 
 BIG = 20 << 20
 MB = 1 << 20
@@ -31,11 +30,6 @@ class Abort(Exception):
     """Stands for the agent killed mid-transfer."""
 
 
-@pytest.fixture
-def served(tmp_path) -> Iterator[tuple[World, str]]:  # noqa: ANN001
-    with node_files_world(f"sqlite:///{tmp_path / 'cible.db'}", tmp_path) as world, \
-            serve_asgi(world.api.app) as url:
-        yield world, url
 
 
 def run_transfer(world: World, url: str, attempt: int = 1, **options) -> RunTransfer:  # noqa: ANN003
@@ -58,6 +52,12 @@ def big_input(world: World) -> bytes:
 
 
 # -- a run's steps --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[World, str]]:
+    with served_world(tmp_path) as world_and_url:
+        yield world_and_url
 
 
 def test_a_runs_files_come_before_and_go_after_through_its_steps(served, tmp_path: Path):

@@ -13,22 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_files_support import World, node_files_world
+from node_files_support import World, served_world
 
 import cible.agent.transfer as transfer_module
 from cible.agent.transfer import Transfer, TransferError
-from cible.testing import serve_asgi
 
 
 class Looping(Exception):
     """A send that goes round without end (what the tests stop, instead of hanging)."""
 
 
-@pytest.fixture
-def served(tmp_path) -> Iterator[tuple[World, str]]:  # noqa: ANN001
-    with node_files_world(f"sqlite:///{tmp_path / 'cible.db'}", tmp_path) as world, \
-            serve_asgi(world.api.app) as url:
-        yield world, url
 
 
 def route(rel: str) -> str:
@@ -105,6 +99,12 @@ def stop_after(calls: int, seen: list[int]):  # noqa: ANN201
 
 
 # -- a file that shrinks while it is sent ----------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[World, str]]:
+    with served_world(tmp_path) as world_and_url:
+        yield world_and_url
 
 
 def test_a_file_that_shrinks_while_it_is_sent_is_hashed_and_sent_again(served, tmp_path: Path):

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from api_support import assert_envelope
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -103,17 +104,6 @@ def server(db_url, tmp_path) -> Iterator[Server]:
     yield Server(app, client, clock, home)
     app.state.store.close()
 
-
-def assert_envelope(response, status: int | None = None, code: str | None = None) -> dict:
-    if status is None:
-        assert 400 <= response.status_code < 500, response.text
-    else:
-        assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"code", "message", "details"} and error["message"]
-    if code is not None:
-        assert error["code"] == code
-    return error
 
 
 def timed(fn: Callable[[], object]) -> tuple[object, float]:
