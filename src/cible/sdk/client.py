@@ -48,6 +48,22 @@ class ComputeOperations:
         body = {"expected_host_key_fingerprint": expected_fingerprint} if expected_fingerprint else {}
         return Resource(self._client.json("POST", f"/computes/{name}:replace-host-key", json=body))
 
+    def set_credential(self, name: str, username: str, ssh_private_key_file: str | None = None, *,
+                       use_ssh_agent: bool = False) -> Resource:
+        """Your own login to Slurm compute `name`'s login host (cible's own): the jobs you submit there
+        run as `username`. The key is a file on the workspace server's machine: its path is stored,
+        never the key; or `use_ssh_agent` logs in with the server's ssh-agent. Checked by logging in."""
+        body = {"username": username, "ssh_private_key_file": ssh_private_key_file, "use_ssh_agent": use_ssh_agent}
+        return Resource(self._client.json("PUT", f"/computes/{name}/credentials/me", json=body))
+
+    def remove_credential(self, name: str) -> None:
+        """Forget your own login to Slurm compute `name` (your jobs there are then refused at submit)."""
+        self._client.request("DELETE", f"/computes/{name}/credentials/me")
+
+    def list_credentials(self, name: str) -> list[Resource]:
+        """Who has a login to Slurm compute `name`, and as which user (never a key)."""
+        return [Resource(c) for c in self._client.items(f"/computes/{name}/credentials")]
+
     def preempt_node(self, name: str, node_id: str) -> Resource:
         """Evict a node of a low-priority cluster now, as Azure takes back a low-priority VM (drills, tests)."""
         return Resource(self._client.json("POST", f"/computes/{name}/nodes/{node_id}:preempt"))

@@ -12,6 +12,7 @@ from cible.core.models import (
     CronTrigger,
     KubernetesCompute,
     RecurrenceTrigger,
+    SlurmCompute,
     SynapseSparkCompute,
     VirtualMachineCompute,
 )
@@ -223,6 +224,45 @@ def test_virtual_machine_needs_a_key_or_the_agent(load, load_error):
     assert "cible.expected_host_key_fingerprint" in error.message
 
 
+SLURM = "name: hpc\ntype: slurm\n{extra}"
+LOGIN = "login: ssh://login.example.com:2222\nssh_settings:\n  admin_username: alice\n"
+
+
+def test_slurm_with_the_local_commands_and_its_defaults(load):
+    hpc = load(SLURM.format(extra="partition: debug\nqos: normal\naccount: ml\ncible:\n  environment: "
+                                  "{SLURM_CONF: /opt/slurm/etc/slurm.conf}\n"), "compute").entity
+    assert isinstance(hpc, SlurmCompute)
+    assert (hpc.login, hpc.host, hpc.ssh_settings, hpc.partition, hpc.qos, hpc.account) == (
+        None, None, None, "debug", "normal", "ml")
+    assert hpc.cible.environment == {"SLURM_CONF": "/opt/slurm/etc/slurm.conf"}
+
+
+def test_slurm_through_a_login_host(load):
+    hpc = load(SLURM.format(extra=LOGIN + "  ssh_private_key_file: /keys/alice\n"), "compute").entity
+    assert (hpc.host, hpc.ssh_port, hpc.ssh_settings.admin_username) == ("login.example.com", 2222, "alice")
+    agent = load(SLURM.format(extra="login: login.example.com\nssh_settings: {admin_username: alice, ssh_port: 2200}"
+                                    "\ncible: {use_ssh_agent: true}\n"), "compute").entity
+    assert (agent.ssh_port, agent.ssh_settings.ssh_private_key_file) == (2200, None)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ("login: login.example.com\n", "ssh_settings.admin_username: the user cible logs in as on the login host"),
+    (LOGIN, "ssh_settings.ssh_private_key_file is required"),
+    ("ssh_settings: {admin_username: alice, ssh_private_key_file: /k}\n", "ssh_settings: give login"),
+    ("login: /subscriptions/s/x\nssh_settings: {admin_username: a, ssh_private_key_file: /k}\n",
+     "is an Azure resource id"),
+    (LOGIN + "  admin_password: hunter2\n", "SSH keys only"),
+    ("partition: 'a b'\n", "partition"),
+    ("cible: {environment: {'1BAD': x}}\n", "'1BAD' is not a variable name"),
+    ("cible: {server_url: 'ftp://x'}\n", "cible.server_url"),
+    ("cible: {agent_dir: 'relative/dir'}\n", "cible.agent_dir"),
+    ("cible: {tunnel: always}\n", "tunnel"),
+])
+def test_slurm_errors_say_what_to_write(load_error, extra, words):
+    error = load_error(SLURM.format(extra=extra), "compute")
+    assert words in error.message and "hunter2" not in error.message, error.message
+
+
 def test_synapse_spark_attach(load):
     compute = load(
         """
@@ -244,7 +284,7 @@ def test_compute_type_required_and_known(load_error):
     assert "missing required key 'type' in compute" in load_error("name: c\n", "compute").message
     error = load_error("name: c\ntype: databricks\n", "compute")
     assert error.message == ("job.yml:2:7: type: 'databricks' is not one of amlcompute, computeinstance, "
-                             "kubernetes, virtualmachine, synapsespark")
+                             "kubernetes, virtualmachine, slurm, synapsespark")
 
 
 def test_compute_union_discriminates_on_type():
@@ -253,7 +293,7 @@ def test_compute_union_discriminates_on_type():
     assert isinstance(adapter.validate_python({"type": "amlcompute", "name": "c"}), AmlCompute)
 
 
-@pytest.mark.parametrize("example", ["vm-attach.yml", "attached-cluster.yml"])
+@pytest.mark.parametrize("example", ["vm-attach.yml", "attached-cluster.yml", "slurm.yml", "slurm-login.yml"])
 def test_the_attached_examples_load(example):
     from pathlib import Path
 
@@ -263,5 +303,8 @@ def test_the_attached_examples_load(example):
     assert loaded.warnings == []  # every key of them is acted on
     if loaded.entity.type == "virtualmachine":
         assert (loaded.entity.host, loaded.entity.ssh_port) == ("box.example.com", 22)
+    elif loaded.entity.type == "slurm":
+        assert loaded.entity.partition == "debug"
+        assert loaded.entity.host == (None if example == "slurm.yml" else "login.example.com")
     else:
         assert loaded.entity.cible.hosts == ["gpu-box-a", "gpu-box-b"]

@@ -24,6 +24,7 @@ from .computes import (
     SetupScripts,
     SynapseSparkCompute,
     UserAssignedIdentity,
+    SlurmCompute,
     VirtualMachineCompute,
     VirtualMachineSshSettings,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "TargetUtilizationScaleSettings",
     "TensorFlowDistribution",
     "UserAssignedIdentity",
+    "SlurmCompute",
     "VirtualMachineCompute",
     "VirtualMachineSshSettings",
 ]

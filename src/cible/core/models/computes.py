@@ -332,6 +332,33 @@ class CibleVirtualMachineSettings(SpecModel):
     tunnel: Literal["auto", "always", "never"] = "auto"
 
 
+class CibleSlurmSettings(SpecModel):
+    """cible's own settings for a Slurm cluster, under the key `cible:`."""
+
+    use_ssh_agent: bool = False  # log in to the login host with the server's ssh-agent keys
+    python: str = "python3"  # the interpreter on the Slurm nodes (≥ 3.10, stdlib only): the pilot runs on it
+    expected_host_key_fingerprint: str | None = Field(None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+    # Where the Slurm nodes reach the workspace server (default: the server's own URL). Its nodes,
+    # not the login host, run the jobs, so an SSH tunnel to the login host would not reach them.
+    server_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    # A folder of the submitting user's on the filesystem the login host and the nodes share (their
+    # home, on most clusters); default ~/.cible-agent.
+    agent_dir: str | None = Field(None, pattern=r"^(~/|/)[A-Za-z0-9_./@+=,-]*$")
+    # Variables set for cible's Slurm commands and the jobs' pilots (SLURM_CONF of a cluster whose
+    # configuration is not in /etc/slurm, PATH to its commands…).
+    environment: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("environment")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"environment: '{name}' is not a variable name (letters, digits and _)")
+            if "\n" in text or "\0" in text:
+                raise ValueError(f"environment.{name}: a value on one line")
+        return value
+
+
 def ssh_address(resource_id: str) -> tuple[str, int | None]:
     """The host (and port, when given) an attached machine's `resource_id` names: `box.example.com`,
     `10.0.0.4`, `[fd00::4]` or `ssh://box.example.com:2222`. An Azure resource id names a VM
@@ -394,6 +421,60 @@ class VirtualMachineCompute(ComputeBase):
         return ssh_address(self.resource_id)[0]
 
 
+class SlurmCompute(ComputeBase):
+    """A Slurm cluster (cible's own type: Azure has none). cible submits through its login host over
+    SSH (`login`), or through this machine's Slurm commands when the server runs on a login node
+    (`login` left out). Each job is one Slurm job submitted as its user's own Slurm identity (their
+    credential, `cible compute set-credential`); the compute's `ssh_settings` are the attaching
+    user's. `partition`, `qos` and `account` are the defaults a job's
+    `resources.properties.slurm` overrides."""
+
+    type: Literal["slurm"] = "slurm"
+    login: str | None = None  # host, [v6] or ssh://host:port; None: the Slurm commands of the server's machine
+    ssh_settings: VirtualMachineSshSettings | None = None
+    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+:@,-]+$")
+    qos: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+:@,-]+$")
+    account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+:@,-]+$")
+    cible: CibleSlurmSettings | None = None
+    # Read-only, set at attach: the login host's pinned key, and the cluster's partitions.
+    host_key: str | None = None
+    host_key_fingerprint: str | None = None
+    partitions: list[str] | None = None
+
+    @field_validator("login")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        ssh_address(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _login_settings(self) -> SlurmCompute:
+        if self.login is None:
+            if self.ssh_settings is not None:
+                raise ValueError("ssh_settings: give login (the login host's address) too, or leave both out to "
+                                 "use the Slurm commands of the server's machine")
+            return self
+        settings = self.ssh_settings
+        if settings is None or not settings.admin_username:
+            raise ValueError("ssh_settings.admin_username: the user cible logs in as on the login host is required")
+        agent = self.cible is not None and self.cible.use_ssh_agent
+        if not settings.ssh_private_key_file and not agent:
+            raise ValueError("ssh_settings.ssh_private_key_file is required (a private key on the workspace server's "
+                             "machine), or cible.use_ssh_agent: true to log in with the server's ssh-agent")
+        return self
+
+    @property
+    def ssh_port(self) -> int:
+        port = ssh_address(self.login)[1] if self.login else None
+        return port or (self.ssh_settings.ssh_port if self.ssh_settings else 22)
+
+    @property
+    def host(self) -> str | None:
+        return ssh_address(self.login)[0] if self.login else None
+
+
 class SynapseSparkCompute(ComputeBase):
     """An attached Synapse Spark pool."""
 
@@ -410,7 +491,7 @@ class SynapseSparkCompute(ComputeBase):
 
 
 Compute = Annotated[
-    Union[AmlCompute, ComputeInstance, KubernetesCompute, VirtualMachineCompute, SynapseSparkCompute],
+    Union[AmlCompute, ComputeInstance, KubernetesCompute, VirtualMachineCompute, SlurmCompute, SynapseSparkCompute],
     Field(discriminator="type"),
 ]
 
@@ -419,5 +500,6 @@ COMPUTE_TYPES: dict[str, type[ComputeBase]] = {
     "computeinstance": ComputeInstance,
     "kubernetes": KubernetesCompute,
     "virtualmachine": VirtualMachineCompute,
+    "slurm": SlurmCompute,
     "synapsespark": SynapseSparkCompute,
 }

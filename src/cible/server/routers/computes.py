@@ -14,6 +14,8 @@ from cible.server.routers.responses import JSON, answers
 from cible.server.schemas.computes import (
     Compute,
     ComputePage,
+    Credential,
+    CredentialPage,
     NodePage,
     PowerRequest,
     Preempted,
@@ -107,6 +109,37 @@ class HostKeyReplacement(BaseModel):
              **answers(Compute))
 def replace_host_key(name: str, request: Request, body: HostKeyReplacement | None = None) -> dict[str, Any]:
     return request.app.state.computes.replace_host_key(name, body.expected_host_key_fingerprint if body else None)
+
+
+class CredentialSetting(BaseModel):
+    username: str = Field(..., min_length=1, max_length=64, description="your user on the Slurm cluster's login "
+                                                                        "host: the Slurm identity your jobs run as")
+    ssh_private_key_file: str | None = Field(
+        None, max_length=4096, description="a private key on the workspace server's machine (its path is stored, "
+                                           "never the key) whose public key is in your authorized_keys there")
+    use_ssh_agent: bool = Field(False, description="log in with the server's ssh-agent instead of a key file")
+
+
+@router.put("/computes/{name}/credentials/me", tags=["computes"],
+            summary="Set your own login to a Slurm cluster: your jobs there run as that Slurm user",
+            **answers(Credential))
+def set_credential(name: str, body: CredentialSetting, request: Request) -> dict[str, Any]:
+    return request.app.state.computes.credentials.set(
+        name, caller(request), username=body.username, ssh_private_key_file=body.ssh_private_key_file,
+        use_ssh_agent=body.use_ssh_agent)
+
+
+@router.delete("/computes/{name}/credentials/me", tags=["computes"], status_code=204,
+               summary="Remove your own login to a Slurm cluster")
+def remove_credential(name: str, request: Request) -> Response:
+    request.app.state.computes.credentials.delete(name, caller(request))
+    return Response(status_code=204)
+
+
+@router.get("/computes/{name}/credentials", tags=["computes"],
+            summary="Who has a login to a Slurm cluster, and as which user (never a key)", **answers(CredentialPage))
+def list_credentials(name: str, request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict[str, Any]:
+    return request.app.state.computes.credentials.list(name, skip=skip, top=top)
 
 
 @router.post("/computes/{name}:start", tags=["computes"], summary="Start a compute instance",

@@ -48,7 +48,7 @@ def update_job(name: str, request: Request, body: dict[str, Any] = Body(...)) ->
                                          "storing nothing; the same error as the submit, or where it would run",
              **answers(JobValidation))
 def validate_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    return _jobs(request).validate(name, body)
+    return _jobs(request).validate(name, body, user=caller(request))
 
 
 @router.get("/{name}", summary="A job, with its status history and its MLflow run's latest metrics and params",

@@ -124,9 +124,28 @@ class Compute(Envelope):
     host_key_fingerprint: str | None = Field(None, description="attached machine: the pinned key's SHA256 fingerprint")
     host_facts: dict[str, Any] | None = Field(None, description="attached machine: its Python, CPUs, memory, GPUs")
     previous_host_key_fingerprint: str | None = Field(None, description="replace-host-key: the key pinned before")
+    login: str | None = Field(None, description="slurm: its login host (host, or ssh://host:port); absent: the "
+                                                "server machine's own Slurm commands")
+    partition: str | None = Field(None, description="slurm: the default partition of its jobs")
+    qos: str | None = Field(None, description="slurm: the default QOS of its jobs")
+    account: str | None = Field(None, description="slurm: the default account of its jobs")
+    partitions: list[str] | None = Field(None, description="slurm: its partitions, as sinfo listed them at attach")
 
 
 ComputePage = Page[Compute]
+
+
+class Credential(Envelope):
+    """Who a user's jobs run as on a Slurm cluster (`set-credential`): never a key, nor its path."""
+
+    user: str = Field(description="the workspace user (the X-Cible-User the client sent; \"\" without one)")
+    username: str = Field(description="their user on the login host: the Slurm identity their jobs run as")
+    compute: str | None = Field(None, description="the Slurm compute")
+    use_ssh_agent: bool | None = Field(None, description="it logs in with the server's ssh-agent")
+    created_at: IsoTime | None = Field(None, description="when it was set (ISO 8601)")
+
+
+CredentialPage = Page[Credential]
 
 
 class Node(Envelope):

@@ -17,8 +17,15 @@ from cible.core import catalog, naming
 from cible.core.clock import Clock
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.computes import ProvisioningState
+from cible.core.lifecycle.jobs import TERMINAL
 from cible.core.lifecycle.nodes import LIVE, NodeState
-from cible.core.models.computes import AmlCompute, CibleClusterSettings, CibleInstanceSettings, VirtualMachineCompute
+from cible.core.models.computes import (
+    AmlCompute,
+    CibleClusterSettings,
+    CibleInstanceSettings,
+    SlurmCompute,
+    VirtualMachineCompute,
+)
 from cible.core.models.records import ComputeStatus, InstanceState
 from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
@@ -34,14 +41,22 @@ from cible.server.services.compute_spec import (
     provider_name,
 )
 from cible.server.services.costs import compute_cost
+from cible.server.services.credentials import (
+    CredentialService,
+    attaching_credential,
+    credential_row,
+    no_credential_message,
+    stored_credential,
+)
 from cible.server.services.instances import describe_instance
 from cible.server.services.lifecycle import move_compute
 from cible.server.services.nodes import node_item, node_listing, node_query
 from cible.server.services.paging import MAX_TOP, page
 from cible.server.services.quotas import QuotaService
+from cible.server.services.slurm_attach import attach_slurm
 from cible.server.services.unreadable import fetch_items
 from cible.server.store.db import Store
-from cible.server.store.rows import ComputeRow, NodeRow
+from cible.server.store.rows import ComputeRow, CredentialRow, JobRow, NodeRow
 from cible.workspace import WorkspacePaths
 
 log = logging.getLogger(__name__)
@@ -50,12 +65,16 @@ SIZED_TYPES = ("amlcompute", "computeinstance")
 # Computes whose jobs run on nodes the cluster reconciler keeps: clusters, instances (one node),
 # serverless pools (the nodes of one job, made at submit and gone after it; never listed), and
 # attached machines (one node: the machine's agent, started over SSH by the ssh provider).
+# Not Slurm clusters: Slurm queues and places their jobs itself (no node of cible's).
 NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless", "virtualmachine")
 # What `cible compute update` may change on a cluster, applied live (as `az ml compute update`).
 UPDATABLE = ("min_instances", "max_instances", "idle_time_before_scale_down", "description", "tags")
 READ_ONLY = ("provisioning_state", "provisioning_errors", "created_on", "id", "allocation_state",
              "current_node_count", "target_node_count", "node_state_counts", "state", "provider_status", "warnings",
-             "host_key", "host_key_fingerprint", "host_facts")  # an attached machine's: pinned by the server
+             "host_key", "host_key_fingerprint", "host_facts",  # an attached machine's: pinned by the server
+             "partitions")  # a Slurm cluster's: as its sinfo lists them at attach
+# Attached computes whose host key cible pins (replace-host-key); a slurm compute has one with a login host.
+HOST_KEY_TYPES = ("virtualmachine", "slurm")
 
 
 def local_compute(max_concurrent: int) -> dict[str, Any]:
@@ -90,6 +109,7 @@ class ComputeService:
         self.providers = providers or {}
         self.on_change = on_change  # wakes the cluster reconciler: settings apply at once
         self.default_provider = default_provider  # for computes whose YAML names none
+        self.credentials = CredentialService(store, clock)  # Slurm clusters' per-user logins
 
     # -- writes ------------------------------------------------------------
     def create(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
@@ -119,6 +139,10 @@ class ComputeService:
             with self.store.session() as session:  # said before any connection is made
                 self._refuse_existing(session, name)
             entity = attach_machine(entity)  # pins the host key, logs in, probes; raises before anything is stored
+        if isinstance(entity, SlurmCompute):
+            with self.store.session() as session:
+                self._refuse_existing(session, name)
+            entity = attach_slurm(entity)  # login host pinned, sinfo answers; raises before anything is stored
         if entity.type == "computeinstance":
             problems = check_schedules(entity.schedules.compute_start_stop if entity.schedules else [])
             if problems:
@@ -134,6 +158,10 @@ class ComputeService:
                              provisioning_state=ProvisioningState.SUCCEEDED.value,
                              created_at=now, updated_at=now, created_by=user, observed=observed)
             session.add(row)
+            credential = attaching_credential(entity) if isinstance(entity, SlurmCompute) else None
+            if credential is not None:  # the attaching user's jobs run as the login attach used
+                session.flush()  # the compute before its credential (its foreign key)
+                session.add(credential_row(name, user, credential, now))
             result = _resource(session, row, self.clock.now())
         for note in notes:  # once, here: not at each node start (`show` repeats it to whoever asks)
             log.warning("compute %s: %s", name, note)
@@ -147,7 +175,7 @@ class ComputeService:
         existing = session.get(ComputeRow, name)
         if existing is not None:
             again = ("; a new host key is pinned with `cible compute attach --replace-host-key`"
-                     if existing.compute_type == "virtualmachine" else "")
+                     if existing.compute_type in HOST_KEY_TYPES else "")
             raise ConflictError(
                 f"compute '{name}' already exists ({existing.compute_type}); change a cluster's scale settings "
                 f"with `cible compute update`, or delete it first{again}", details={"name": name})
@@ -157,12 +185,17 @@ class ComputeService:
         way to accept a host's new key (after a reinstall), asked for on purpose, never automatic."""
         with self.store.session() as session:
             row = self._row(session, name)
-            if row.compute_type != "virtualmachine":
+            if row.compute_type not in HOST_KEY_TYPES:
                 raise InvalidRequestError(f"compute '{name}' is of type {row.compute_type}; only an attached machine "
-                                          "(virtualmachine) has a host key", details={"field": "type"})
+                                          "(virtualmachine) or a Slurm cluster's login host has a host key",
+                                          details={"field": "type"})
             vm = compute_spec(row)
+        if isinstance(vm, SlurmCompute) and vm.login is None:
+            raise InvalidRequestError(f"compute '{name}' uses this machine's Slurm commands: it has no login host, "
+                                      "hence no host key", details={"field": "login"})
         previous = vm.host_key_fingerprint
-        vm = attach_machine(vm, expected_fingerprint=expected_fingerprint)
+        vm = (attach_slurm(vm, expected_fingerprint=expected_fingerprint) if isinstance(vm, SlurmCompute)
+              else attach_machine(vm, expected_fingerprint=expected_fingerprint))
 
         def store(session: Session) -> dict[str, Any]:
             row = self._row(session, name)
@@ -214,6 +247,9 @@ class ComputeService:
             row = self._row(session, name)
             if row.compute_type == "virtualmachine":
                 _refuse_if_a_cluster_uses(session, name)
+            if row.compute_type == "slurm":
+                _refuse_if_jobs_run_on(session, name)
+                session.execute(CredentialRow.__table__.delete().where(CredentialRow.compute == name))
             if row.compute_type not in NODE_COMPUTE_TYPES or not _live_nodes(session, name):
                 session.delete(row)
                 return row.compute_type, None
@@ -401,16 +437,22 @@ class ComputeService:
         with self.store.session() as session:
             return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))))
 
-    def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None) -> list[str]:
+    def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None,
+                         user: str | None = None) -> list[str]:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run
         jobs, and the job could ever fit (refused at submit, not left waiting forever). Returns
-        warnings for the job."""
+        warnings for the job. `user` submits it: on a Slurm cluster with a login host the job runs
+        as their own Slurm identity, so they need a credential there."""
         if name == LOCAL:
             return []
         with self.store.session() as session:
             row = self._row(session, name)
             kind, deleting = row.compute_type, row.provisioning_state == DELETING
-            spec = compute_spec(row) if kind in (*SIZED_TYPES, "virtualmachine") else None
+            spec = compute_spec(row) if kind in (*SIZED_TYPES, "virtualmachine", "slurm") else None
+            if isinstance(spec, SlurmCompute):  # Slurm sizes and queues the job; any node count is its to judge
+                if spec.login is not None and stored_credential(session, name, user) is None:
+                    raise InvalidRequestError(no_credential_message(name, user), details={"field": "compute"})
+                return []
         if kind == "serverless":
             raise InvalidRequestError(f"compute '{name}' holds the nodes of another serverless job; use "
                                       "compute: serverless for nodes of the job's own", details={"field": "compute"})
@@ -456,6 +498,17 @@ def _refuse_if_a_cluster_uses(session: Session, machine: str) -> None:
     if users:
         raise ConflictError(f"compute '{machine}' is a machine of cluster(s) {', '.join(sorted(users))} "
                             "(cible.hosts); delete those clusters first", details={"clusters": sorted(users)})
+
+
+def _refuse_if_jobs_run_on(session: Session, compute: str) -> None:
+    """A Slurm cluster stays while jobs on it have not ended: they are Slurm jobs that only its
+    record lets cible follow and cancel."""
+    live = session.scalars(select(JobRow.name).where(
+        JobRow.target == compute, JobRow.status.notin_([s.value for s in TERMINAL])).limit(6)).all()
+    if live:
+        shown = ", ".join(live[:5]) + (", …" if len(live) > 5 else "")
+        raise ConflictError(f"compute '{compute}' has jobs that have not ended ({shown}); cancel them (or wait for "
+                            "their end) before detaching it", details={"jobs": list(live[:5])})
 
 
 def _live_nodes(session, name: str) -> int:  # noqa: ANN001

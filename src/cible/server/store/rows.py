@@ -90,6 +90,21 @@ class ComputeRow(Base):
     __mapper_args__ = {"version_id_col": version}
 
 
+class CredentialRow(Base):
+    """A user's own login to a Slurm cluster's login host (`cible compute set-credential`): jobs they
+    submit there run as that Slurm identity. The key stays a file on the server's machine: its
+    path is stored, never its content. `user` is the X-Cible-User the client sent ("" without one)."""
+
+    __tablename__ = "compute_credentials"
+
+    compute: Mapped[str] = mapped_column(ForeignKey("computes.name", ondelete="CASCADE"), primary_key=True)
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    username: Mapped[str] = mapped_column(String(255))  # the Unix (and Slurm) user on the login host
+    ssh_private_key_file: Mapped[str | None] = mapped_column(Text, nullable=True)  # None: the server's ssh-agent
+    use_ssh_agent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime]
+
+
 class AssetRow(Base):
     """A version of a registered asset: environment, data or model (Azure's versioned assets)."""
 

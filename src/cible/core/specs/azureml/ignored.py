@@ -63,8 +63,9 @@ IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
 }
 
 # Keys of IGNORED_KEYS that some `type:` of the kind does act on: an attached machine logs in
-# with its ssh_settings.
-ACTED_ON: dict[tuple[str, str], tuple[str, ...]] = {("compute", "virtualmachine"): ("ssh_settings",)}
+# with its ssh_settings, and so does cible to a Slurm cluster's login host.
+ACTED_ON: dict[tuple[str, str], tuple[str, ...]] = {("compute", "virtualmachine"): ("ssh_settings",),
+                                                    ("compute", "slurm"): ("ssh_settings",)}
 
 # Entities nested in another kind: an inline environment in a job gets the environment rules, and a
 # sweep's trial (a command) the job's.
