@@ -10,7 +10,13 @@ SSH tunnel, as on a machine that cannot reach the server.
   runs a command that prints when it starts; its time to the first line minus a warm dispatch is
   the staging time, against `scp` of the same file to the same machine.
 
+- Slurm (`--slurm`): a Slurm cluster started here (cible.testing.slurm: slurmctld and three slurmd
+  on loopback addresses) attached with this machine's Slurm commands; from `create_or_update` to
+  the first line of the same `python3 -c` run as a Slurm job (sbatch, the pilot, the launcher),
+  against the floor measured in the same run: `srun python3 -c` of that line.
+
     .venv/bin/python bench/attached.py [--runs 15] [--mb 200] [--stage-runs 3]
+    .venv/bin/python bench/attached.py --slurm [--runs 15]
 """
 
 from __future__ import annotations
@@ -58,6 +64,46 @@ def first_line_ms(client, job) -> float:  # noqa: ANN001
     return (int(user_lines[0]) - t0) / 1e6
 
 
+def srun_floor(cluster) -> float:  # noqa: ANN001
+    t0 = time.time_ns()
+    done = cluster.run(["srun", "-N1", "python3", "-c", FIRST_LINE])
+    assert done.returncode == 0, done.stderr
+    return (int(done.stdout.split()[0]) - t0) / 1e6
+
+
+def slurm_bench(runs: int) -> None:
+    from cible.testing.slurm import SlurmTestCluster, slurm_missing
+
+    if why := slurm_missing():
+        sys.exit(f"bench/attached.py --slurm needs Slurm: {why}")
+    cluster = SlurmTestCluster().start()
+    home = Path(tempfile.mkdtemp(prefix="cible-bench-slurm-"))
+    os.environ["CIBLE_HOME"] = str(home)
+    os.environ.setdefault("CIBLE_TRACKING", "0")
+    from cible import MLClient, command
+
+    client = MLClient(home=home)
+    try:
+        client.compute.begin_create_or_update({"name": "hpc", "type": "slurm", "cible": {
+            "environment": {"SLURM_CONF": str(cluster.slurm_conf)}}}).result()
+        job = command(command=f"python3 -c '{FIRST_LINE}'", compute="hpc", environment={"image": "python:3.11"},
+                      experiment_name="bench")
+        for _ in range(3):  # warm-up: the node code unpacked, the login session made
+            srun_floor(cluster), first_line_ms(client, job)
+        floor, cible = [], []
+        for _ in range(runs):  # interleaved, so machine noise hits both alike
+            floor.append(srun_floor(cluster))
+            cible.append(first_line_ms(client, job))
+    finally:
+        subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=os.environ, capture_output=True)
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    f, c = statistics.median(floor), statistics.median(cible)
+    print(f"runs: {runs} Slurm jobs; medians")
+    print(f"floor  srun python3 -c                {f:8.1f} ms")
+    print(f"cible  Slurm job -> first line        {c:8.1f} ms   ratio {c / f:5.2f}x (target <= 2x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
@@ -66,7 +112,11 @@ def main() -> None:
     parser.add_argument("--tunnel", choices=("auto", "always"), default="always",
                         help="always: through the SSH tunnel, as a machine that cannot reach the server; auto: "
                              "directly (a loopback machine reaches the server's loopback)")
+    parser.add_argument("--slurm", action="store_true", help="the Slurm part instead of the SSH one")
     args = parser.parse_args()
+    if args.slurm:
+        slurm_bench(args.runs)
+        return
     if why := sshd_missing():
         sys.exit(f"bench/attached.py needs a loopback sshd: {why}")
 

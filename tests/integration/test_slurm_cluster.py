@@ -49,7 +49,9 @@ def submit(cluster: SlurmTestCluster, workdir: Path, name: str, script: str, **e
     path.write_text(script)
     user = pwd.getpwnam(JOB_USER)
     os.chown(path, user.pw_uid, user.pw_gid)
-    done = cluster.run(commands.submit_argv(str(path)), user=JOB_USER, env={**os.environ, **env})
+    # From a clean environment, as cible submits (commands.submit_command): the job gets only that.
+    done = cluster.run(["sh", "-c", commands.submit_command(str(path), cluster.env({}))], user=JOB_USER,
+                       env={**os.environ, **env})
     assert done.returncode == 0, done.stderr
     return commands.parse_sbatch(done.stdout).job_id
 
@@ -105,7 +107,7 @@ def test_a_two_node_script_runs_as_its_user_one_task_per_node(cluster: SlurmTest
     assert (job.state, job.user) == ("COMPLETED", JOB_USER)
     assert commands.verdict(job).status is JobStatus.COMPLETED
     lines = (workdir / f"slurm-{job_id}.out").read_text().splitlines()
-    assert lines[0] == "batch unset"  # the submitter's environment stays with the submitter (--export=NONE)
+    assert lines[0] == "batch unset"  # the submitter's environment stays with the submitter (env -i)
     ranks = sorted(line.split()[1:4:2] for line in lines[1:])
     assert ranks == [["0", "node1"], ["1", "node2"]], lines
     assert all(line.endswith(f"as {JOB_USER} in {workdir}") for line in lines[1:]), lines

@@ -127,11 +127,14 @@ class Agent:
                                          on_spawn=self.limits.add)
         self.runner.prepare()
         threading.Thread(target=self._watch, name="watch", daemon=True).start()
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGTERM, self.on_sigterm)
         try:
             return self._heartbeats()
         finally:
             self.shutdown()
+
+    def on_sigterm(self, *_: object) -> None:
+        self.stopping.set()
 
     def _heartbeats(self) -> int:
         """Heartbeat until the server says stop (0), no longer knows the node (0), or is gone for

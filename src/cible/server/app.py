@@ -57,6 +57,7 @@ from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
 from cible.server.studio import install_studio
 from cible.server.studio.sessions import StudioSessions
+from cible.server.clusters.slurm import slurm_compute_names, slurm_runner
 from cible.server.tokens import Tokens
 from cible.server.tracking import TrackingServer, metric_history
 from cible.server.tracking_proxy import tracking_router
@@ -92,7 +93,9 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                               quotas=quotas, paths=paths, default_provider=settings.default_provider)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,
                                cluster_runner=ClusterRunner(paths, hub.notify), cluster_names=computes.cluster_names,
-                               on_job_ended=clusters.wake)
+                               on_job_ended=clusters.wake,
+                               engine_runner=slurm_runner(store, paths, tokens, hub, url),
+                               engine_names=lambda: slurm_compute_names(store))
     clusters.on_jobs_changed = reconciler.wake
     agents = AgentService(store, paths, hub, clock, settings.node_heartbeat_timeout_s,
                           on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.run,

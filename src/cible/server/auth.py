@@ -1,13 +1,14 @@
 """Bearer-token check for every /api and /mlflow request (pure ASGI: a compare and a prefix test).
 
-Three kinds of token (see tokens.py): the workspace token may do everything; a node's token only
-its own node's agent routes; a job's run token only MLflow, where the proxy keeps it to its own
+Four kinds of token (see tokens.py): the workspace token may do everything; a node's token only
+its own node's agent routes; a Slurm job's pilot token only its pilot nodes' agent routes for that job; a job's run token only MLflow, where the proxy keeps it to its own
 run (tracking_policy), and its own job's batch routes (`/api/v1/jobs/<name>/batch…`: a batch job's
 runners report there). The scope is left in ``scope["state"]["token_scope"]`` for the routes.
 """
 
 from __future__ import annotations
 
+from cible.core.models.records import PILOT_NODE_PREFIX
 from cible.server.errors import envelope_body
 from cible.server.tokens import Scope, Tokens
 
@@ -50,12 +51,24 @@ def _refusal(granted: Scope, path: str) -> str | None:
         if rest.split("/", 1)[0] == granted.name and "/" in rest:
             return None
         return f"this is the token of node '{granted.name}': it may only use that node's agent routes"
+    if granted.kind == "pilot":
+        return None if _pilot_route(granted.name, path) else (
+            f"this is the token of the Slurm pilots of job '{granted.name}': it may only use their agent routes")
     if path == "/mlflow" or path.startswith("/mlflow/"):
         return None  # the tracking proxy keeps a job's token to its own run
     if _own_batch_route(granted.name, path):
         return None  # its batch runners' calls (routers/batch_runs.py checks the token's submission)
     return (f"this is the run token of job '{granted.name}': it may only log to that job's MLflow run; "
             "use the workspace token ($CIBLE_HOME/token) for the workspace's API")
+
+
+def _pilot_route(job: str, path: str) -> bool:
+    """A pilot node's heartbeat (the route checks the node is the job's), or its job's run routes."""
+    rest = path[len(AGENT_NODES):] if path.startswith(AGENT_NODES) else ""
+    node, _, route = rest.partition("/")
+    if not node.startswith(PILOT_NODE_PREFIX):
+        return False
+    return route == "heartbeat" or route.startswith(f"runs/{job}/")
 
 
 def _own_batch_route(job: str, path: str) -> bool:

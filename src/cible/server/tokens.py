@@ -26,6 +26,7 @@ from typing import Literal
 
 JOB = "job"
 NODE = "node"
+PILOT = "pilot"
 _PREFIX = "cible-"
 
 
@@ -33,9 +34,9 @@ _PREFIX = "cible-"
 class Scope:
     """Who a request acts as: the workspace (everything), one job's run, or one node's agent."""
 
-    kind: Literal["workspace", "job", "node"]
+    kind: Literal["workspace", "job", "node", "pilot"]
     name: str = ""
-    salt: str = ""  # a job's: which submission of that name
+    salt: str = ""  # a job's: which submission of that name; a pilot's: which attempt
 
     @property
     def is_workspace(self) -> bool:
@@ -62,6 +63,11 @@ class Tokens:
         """The token of node `node_id`'s agent."""
         return self._make(NODE, node_id)
 
+    def pilot(self, job_name: str, attempt: int) -> str:
+        """The token of the pilots of attempt `attempt` of job `job_name` on a Slurm cluster: the agent
+        routes of that job's pilot nodes only (their ids are Slurm's, known once it started)."""
+        return self._make(PILOT, job_name, str(attempt))
+
     def scope_of(self, bearer: bytes) -> Scope | None:
         """The scope a bearer token grants, or None for a token this workspace did not issue."""
         if hmac.compare_digest(bearer, self._workspace):
@@ -73,7 +79,7 @@ class Tokens:
             name = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
         except (UnicodeDecodeError, ValueError, binascii.Error):
             return None
-        if (kind, len(salt)) not in ((JOB, 1), (NODE, 0)):
+        if (kind, len(salt)) not in ((JOB, 1), (NODE, 0), (PILOT, 1)):
             return None
         if not hmac.compare_digest(text, self._make(kind, name, *salt)):
             return None

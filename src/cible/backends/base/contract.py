@@ -22,6 +22,12 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 from cible.core.lifecycle.runs import RunObservation
 
 
+class EngineUnavailable(Exception):  # noqa: N818  (a state of the engine, not a bug)
+    """A runner's engine cannot be reached now (a Slurm login host that does not answer): the job is
+    neither failed nor lost; it waits (a submit) or keeps its status (a poll), and is tried again
+    with a growing back-off. The message says why, for the job's queue reason."""
+
+
 class JobRunner(Protocol):
     name: str
 

@@ -3,8 +3,9 @@
 Submitted with `sbatch --parsable <file>` (`commands.submit_argv`), so sbatch prints only the
 job id. slurmctld keeps every script it is given (`scontrol write batch_script`, its state
 folder), so no secret may ever be in one: `render` refuses text shaped like a cible token, and
-whatever the caller names in `secrets`. The job starts with none of the submitter's environment
-(`--export=NONE`): what the server or a login shell holds (tokens, cloud keys) stays there.
+whatever the caller names in `secrets`. The job gets the environment sbatch runs in
+(`--export=ALL`), which `commands.submit_command` makes clean (`env -i`): what the server or a
+login shell holds (tokens, cloud keys) stays there.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def render(job_name: str, attempt: int, command_lines: list[str], *, nodes: int 
             options.append(f"--{option}={_checked(option, value, _PLAIN)}")
     if constraint:
         options.append(f"--constraint={_checked('constraint', constraint, _CONSTRAINT)}")
-    options += [f"--output={output_dir}/slurm-%j.out", f"--chdir={output_dir}", "--export=NONE"]
+    options += [f"--output={output_dir}/slurm-%j.out", f"--chdir={output_dir}", "--export=ALL"]
 
     for line in command_lines:
         if "\n" in line or "\r" in line:
@@ -84,8 +85,7 @@ def render(job_name: str, attempt: int, command_lines: list[str], *, nodes: int 
         "#!/bin/bash",
         f"# cible job {job_name}, attempt {attempt}: written by cible. Slurm keeps this script; it holds no secret.",
         *(f"#SBATCH {option}" for option in options),
-        # With --export=NONE on sbatch, every srun in the job would start its tasks with no
-        # environment at all (it inherits SLURM_EXPORT_ENV=NONE): they get the job's instead.
+        # srun passes the job's environment to its tasks, whatever a site's defaults say.
         "export SLURM_EXPORT_ENV=ALL",
         *command_lines,
         "",

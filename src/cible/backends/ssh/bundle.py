@@ -38,6 +38,7 @@ PACKAGE = "cible"
 # The node side's entry points: the agent (`python -m cible.agent`, started by `cible.agent.detach`)
 # and the launcher (`python -m cible.launch`), which the agent starts for each job.
 ENTRY_POINTS = ("cible.agent.__main__", "cible.agent.agent", "cible.agent.detach", "cible.agent.remote",
+                "cible.agent.pilot",
                 "cible.launch.__main__", "cible.launch.launcher")
 # Third-party imports the node side may make because it copes without them: (module, import) → why.
 OPTIONAL_IMPORTS = {

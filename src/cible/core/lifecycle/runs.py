@@ -17,6 +17,7 @@ class RunObservation:
     error: dict[str, Any] | None = None
     exit_code: int | None = None
     alive: bool = True  # False: the launcher is gone (it may have ended cleanly)
+    queue_reason: str | None = None  # launched, but its engine (Slurm) holds it back: why
 
     @property
     def ended(self) -> bool:

@@ -53,7 +53,32 @@ class ClusterHandle(Record):
     master_port: int
 
 
-RunHandle = Annotated[Union[LocalHandle, ClusterHandle], Field(discriminator="runner")]
+PILOT_NODE_PREFIX = "slurm-job-"
+
+
+def pilot_node_id(slurm_job_id: str, rank: int) -> str:
+    """The node id of the pilot of node rank `rank` of Slurm job `slurm_job_id` (both sides derive it)."""
+    return f"{PILOT_NODE_PREFIX}{slurm_job_id}-{rank}"
+
+
+class SlurmHandle(Record):
+    """A job submitted to a Slurm cluster: one Slurm job, whose tasks (one per node) each run a
+    pilot (cible.agent.pilot) that runs the job's launcher there. `nodes` are the pilots' ids,
+    by node rank (`pilot_node_id`), as their agent routes name them."""
+
+    runner: Literal["slurm"] = "slurm"
+    job_name: str
+    compute: str
+    attempt: int
+    user: str  # the Unix user the Slurm job runs as
+    run_dir: str  # the attempt's folder on the cluster's shared filesystem (script, token, Slurm's output)
+    master_port: int
+    slurm_job_id: str | None = None  # None: sbatch refused it (`refused` says why)
+    nodes: list[str] = Field(default_factory=list)
+    refused: str | None = None
+
+
+RunHandle = Annotated[Union[LocalHandle, ClusterHandle, SlurmHandle], Field(discriminator="runner")]
 
 
 class Requeue(Record):

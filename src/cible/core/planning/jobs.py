@@ -16,11 +16,13 @@ from cible.core.lifecycle.runs import RunObservation
 from cible.core.models.records import JobError, RunRecord
 from cible.core.planning.scheduling import queue_for_slots
 
-# How a job gets started: by its runner here, taking one of its compute's slots; or placed on
-# nodes by the cluster reconciler (which also says why it waits).
-RunsOn = Literal["slots", "placed"]
+# How a job gets started: by its runner here, taking one of its compute's slots; placed on nodes
+# by the cluster reconciler (which also says why it waits); or handed at once to an engine that
+# queues it itself (Slurm: its runner's observation says why it waits).
+RunsOn = Literal["slots", "placed", "engine"]
 SLOTS: RunsOn = "slots"
 PLACED: RunsOn = "placed"
+ENGINE: RunsOn = "engine"
 
 
 @dataclass
@@ -87,7 +89,12 @@ def decide_jobs(jobs: Sequence[LiveJob], *, slots: int, running: Mapping[str, in
                 code="ComputeUnavailable", message=f"compute '{job.target}' no longer exists"))
             continue
         decision = decide_job(job.status, job.run.launched, job.observation)
-        if decision.launch and job.runs_on == PLACED:
+        waits_in_engine = job.observation.queue_reason if job.observation else None
+        if job.run.launched and (waits_in_engine or job.run.queue_reason) and waits_in_engine != job.run.queue_reason:
+            decision.queue_reason = waits_in_engine or ""  # "": it no longer waits
+        if decision.launch and job.runs_on == ENGINE:
+            pass  # its engine queues it
+        elif decision.launch and job.runs_on == PLACED:
             decision = JobDecision(waits=True)  # the cluster reconciler places it
         elif decision.launch:
             wanting.setdefault(job.target, []).append(job)

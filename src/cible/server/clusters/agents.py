@@ -18,7 +18,7 @@ from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError, UnreadableRecordError
 from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState
-from cible.core.models.records import ClusterHandle, NodeInfo
+from cible.core.models.records import ClusterHandle, NodeInfo, SlurmHandle
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.runs import ChunkError, artifact_path, node_plan, save_report, write_chunk
 from cible.server.store.columns import read_record
@@ -126,6 +126,24 @@ class AgentService:
             return {"stop": False, "runs": runs, "state": node.state, "wait_s": self.wait_s,
                     "idle_shutdown_at": stops_at}
 
+    def pilot_wanted(self, node_id: str, job_name: str, has: dict[tuple[str, int], bool]) -> dict[str, Any] | None:
+        """The reply to a Slurm pilot (cible.agent.pilot): its one run, while the job's attempt placed
+        it; `stop` once the job ended; None (404: the pilot ends) when the job no longer runs there."""
+        with self.store.session() as session:
+            job = session.get(JobRow, job_name)
+            handle = job.run.handle if job else None
+            if not isinstance(handle, SlurmHandle) or node_id not in handle.nodes:
+                return None
+            if is_terminal(job.status):
+                return {"stop": True, "runs": [], "state": job.status}
+            rank = handle.nodes.index(node_id)
+            key = (job.name, handle.attempt)
+            run = {"job": job.name, "attempt": handle.attempt, "node_rank": rank,
+                   "cancel": job.status == JobStatus.CANCEL_REQUESTED.value,
+                   "plan": None if key in has else node_plan(job.run.plan, handle, rank, self.paths,
+                                                             self.run_token(job.run.plan), shares_workspace=False)}
+            return {"stop": False, "runs": [run], "state": job.status, "wait_s": self.wait_s}
+
     @staticmethod
     def settled(reply: dict[str, Any], has: dict[tuple[str, int], bool]) -> bool:
         """True when the agent already does what the reply asks: nothing to say yet."""
@@ -169,8 +187,9 @@ class AgentService:
             if job is None:
                 raise NotFoundError(f"job '{job_name}' does not exist", details={"name": job_name})
             handle = job.run.handle
-            nodes = handle.nodes if isinstance(handle, ClusterHandle) else []
-            if not isinstance(handle, ClusterHandle) or handle.attempt != attempt or node_id not in nodes:
+            placed = isinstance(handle, (ClusterHandle, SlurmHandle))
+            nodes = handle.nodes if placed else []
+            if not placed or handle.attempt != attempt or node_id not in nodes:
                 raise ConflictError(f"node {node_id} does not run attempt {attempt} of job '{job_name}' "
                                     "(it was requeued or ended); drop it")
             if node_rank is not None and nodes.index(node_id) != node_rank:

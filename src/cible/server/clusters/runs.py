@@ -18,7 +18,7 @@ from typing import Any
 from cible.core.errors import CibleError
 from cible.core.lifecycle.jobs import TERMINAL
 from cible.core.lifecycle.runs import RunObservation
-from cible.core.models.records import ClusterHandle
+from cible.core.models.records import ClusterHandle, SlurmHandle
 from cible.core.safepaths import under
 from cible.launch.tracking import with_run_token
 from cible.runfiles import ARTIFACT_DIRS, write_json_atomic
@@ -28,7 +28,7 @@ from cible.workspace import WorkspacePaths
 TRANSFER_HTTP = "http"  # a node plan's `transfer`: its files go through the agent routes (routers/agents.py)
 
 
-def node_plan(plan: dict[str, Any], handle: ClusterHandle, node_rank: int, paths: WorkspacePaths,
+def node_plan(plan: dict[str, Any], handle: ClusterHandle | SlurmHandle, node_rank: int, paths: WorkspacePaths,
               run_token: str, shares_workspace: bool = True) -> dict[str, Any]:
     """The launcher plan for one node of a job: the job's plan, its run token, and where this node stands.
 
@@ -38,7 +38,8 @@ def node_plan(plan: dict[str, Any], handle: ClusterHandle, node_rank: int, paths
     node = {
         **with_run_token(plan, run_token),
         "node_rank": node_rank,
-        "node_addrs": list(handle.node_addrs),
+        # A Slurm job's pilots learn the addresses from Slurm (cible.agent.pilot).
+        "node_addrs": list(getattr(handle, "node_addrs", [])),
         "master_port": handle.master_port,
         "attempt": handle.attempt,
         # Survives a requeue: a preempted job resumes from what it saved here.
@@ -80,6 +81,8 @@ def merge_reports(reports: list[dict[str, Any] | None]) -> RunObservation:
     other nodes are then told to drop it), completes only when every node completed,
     and is canceled when every node ended and one was canceled.
     """
+    if not reports:  # no node: nothing reported
+        return RunObservation()
     known = [r for r in reports if r is not None]
     for rank, report in enumerate(reports):
         if report and report["history"][-1:] == ["Failed"]:
@@ -122,15 +125,18 @@ class ClusterRunner:
         raise RuntimeError("jobs on a cluster are placed by the cluster reconciler, not submitted")
 
     def poll(self, handle: dict[str, Any]) -> RunObservation:
-        job = handle["job_name"]
-        reports = [_read(report_path(self.paths, job, handle["attempt"], rank)) for rank in range(len(handle["nodes"]))]
-        return merge_reports(reports)
+        return merge_reports(read_reports(self.paths, handle["job_name"], handle["attempt"], len(handle["nodes"])))
 
     def cancel(self, handle: dict[str, Any]) -> None:
         self.notify_nodes(*handle["nodes"])  # their next heartbeat reply carries the cancel
 
     def log_path(self, handle: dict[str, Any]) -> Path | None:
         return self.paths.run_dir(handle["job_name"]) / "artifacts" / "user_logs" / "std_log.txt"
+
+
+def read_reports(paths: WorkspacePaths, job_name: str, attempt: int, nodes: int) -> list[dict[str, Any] | None]:
+    """Each node rank's last report of the attempt (None: none yet)."""
+    return [_read(report_path(paths, job_name, attempt, rank)) for rank in range(nodes)]
 
 
 def _read(path: Path) -> dict[str, Any] | None:

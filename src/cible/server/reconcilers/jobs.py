@@ -29,13 +29,13 @@ from sqlalchemy import JSON, select, type_coerce
 from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.exc import StaleDataError
 
-from cible.backends.base.contract import JobRunner
+from cible.backends.base.contract import EngineUnavailable, JobRunner
 from cible.core.clock import Clock
 from cible.core.errors import UnreadableRecordError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
 from cible.core.lifecycle.runs import RunObservation
-from cible.core.models.records import ClusterHandle, JobError, RunHandle, RunRecord
-from cible.core.planning.jobs import PLACED, SLOTS, JobDecision, LiveJob, RunsOn, decide_jobs
+from cible.core.models.records import ClusterHandle, JobError, RunHandle, RunRecord, SlurmHandle
+from cible.core.planning.jobs import ENGINE, PLACED, SLOTS, JobDecision, LiveJob, RunsOn, decide_jobs
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles, describe
 from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.reconcilers.shape import check_unchanged
@@ -63,12 +63,16 @@ class JobReconciler(ReconcilerLoop):
 
     def __init__(self, store: Store, runners: dict[str, JobRunner], clock: Clock, max_concurrent: int,
                  cluster_runner: JobRunner | None = None, cluster_names=lambda: set(),  # noqa: ANN001
-                 on_job_ended=lambda: None, on_any_end=lambda: None) -> None:  # noqa: ANN001
+                 on_job_ended=lambda: None, on_any_end=lambda: None,  # noqa: ANN001
+                 engine_runner: JobRunner | None = None, engine_names=lambda: set()) -> None:  # noqa: ANN001
         self.store = store
         self.runners = runners  # by target name (local): each a compute of `max_concurrent` slots
         # Jobs on clusters: placed by the cluster reconciler, followed through this runner.
         self.cluster_runner = cluster_runner
         self.cluster_names = cluster_names
+        # Jobs on computes whose engine queues them itself (Slurm): submitted at once, no slot counted.
+        self.engine_runner = engine_runner
+        self.engine_names = engine_names
         self.on_job_ended = on_job_ended  # a cluster job ended: its nodes are free
         self.on_any_end = on_any_end  # a job ended: its sweep or pipeline may go on
         self.clock = clock
@@ -76,14 +80,17 @@ class JobReconciler(ReconcilerLoop):
         super().__init__()
         self.troubles = Troubles(self._log)
 
+    def _all_runners(self) -> list[JobRunner]:
+        return [*self.runners.values(), *([self.engine_runner] if self.engine_runner else [])]
+
     def start(self) -> None:
-        for runner in self.runners.values():
+        for runner in self._all_runners():
             runner.prepare()
         super().start()
 
     def stop(self) -> None:
         super().stop()
-        for runner in self.runners.values():
+        for runner in self._all_runners():
             runner.close()
 
     def step(self) -> float:
@@ -113,6 +120,9 @@ class JobReconciler(ReconcilerLoop):
                 self._act(job, decision)
             except DATABASE_DOWN:
                 raise
+            except EngineUnavailable as error:
+                self._engine_unavailable(job.name, error, now, launching=decision.launch)
+                continue
             except Exception as error:  # noqa: BLE001
                 self._job_failed(job.name, job.run.handle, error, now)
                 launch_failed |= decision.launch
@@ -130,6 +140,7 @@ class JobReconciler(ReconcilerLoop):
     # -- load and observe ----------------------------------------------------------------------
     def _load(self, now: datetime) -> Snapshot:
         clusters = self.cluster_names()
+        engines = self.engine_names() if self.engine_runner is not None else set()
         # Sweeps and pipelines run as their child jobs: the orchestrator's.
         live = JobRow.status.notin_([s.value for s in TERMINAL]) & JobRow.job_type.notin_(PARENT_TYPES)
         if clusters:  # a job queued on a cluster is the cluster reconciler's until it places it
@@ -145,7 +156,7 @@ class JobReconciler(ReconcilerLoop):
             try:
                 record = read_record(RunRecord, run or {}, "jobs.run")
                 job = LiveJob(name=name, status=JobStatus(status), target=target, run=record,
-                              runs_on=self._runs_on(target, record, clusters))
+                              runs_on=self._runs_on(target, record, clusters, engines))
             except (ValueError, UnreadableRecordError) as error:  # a status no table knows, a run that does not read
                 if not backing_off:
                     self._job_failed(name, None, error, now)
@@ -157,14 +168,18 @@ class JobReconciler(ReconcilerLoop):
                 snapshot.versions[name] = version
         return snapshot
 
-    def _runs_on(self, target: str, run: RunRecord, clusters: set[str]) -> RunsOn | None:
+    def _runs_on(self, target: str, run: RunRecord, clusters: set[str], engines: set[str]) -> RunsOn | None:
         if target in self.runners:
             return SLOTS
+        if self.engine_runner is not None and (target in engines or isinstance(run.handle, SlurmHandle)):
+            return ENGINE  # its engine's reports count, whatever became of its compute
         if self.cluster_runner is not None and (target in clusters or isinstance(run.handle, ClusterHandle)):
             return PLACED  # placed on nodes: its reports still count, whatever became of its compute
         return None  # its compute lost the means to run it (deleted, or its backend is gone)
 
     def _runner(self, job: LiveJob) -> JobRunner:
+        if job.runs_on == ENGINE:
+            return self.engine_runner
         return self.runners[job.target] if job.runs_on == SLOTS else self.cluster_runner
 
     def _observe(self, snapshot: Snapshot, now: datetime) -> Snapshot:
@@ -174,6 +189,9 @@ class JobReconciler(ReconcilerLoop):
             if job.run.handle is not None and job.runs_on is not None:
                 try:
                     job = replace(job, observation=readable(self._runner(job).poll(as_json(job.run.handle))))
+                except EngineUnavailable as error:
+                    self._engine_unavailable(job.name, error, now, launching=False)
+                    continue
                 except Exception as error:  # noqa: BLE001
                     self._job_failed(job.name, job.run.handle, error, now)
                     continue
@@ -204,7 +222,7 @@ class JobReconciler(ReconcilerLoop):
         row = session.get(JobRow, name)
         check_unchanged(row, version, f"job {name!r}")
         if decision.queue_reason is not None:
-            row.run = row.run.model_copy(update={"queue_reason": decision.queue_reason})
+            row.run = row.run.model_copy(update={"queue_reason": decision.queue_reason or None})
         why_it_ended = decision.error.message if decision.error else None
         for step in decision.steps:
             set_status(session, row, step, now, reason=why_it_ended if step in TERMINAL else "reported by the launcher")
@@ -242,6 +260,24 @@ class JobReconciler(ReconcilerLoop):
         return self.store.transact(write)
 
     # -- a job whose handling raised -------------------------------------------------------------
+    def _engine_unavailable(self, name: str, error: EngineUnavailable, now: datetime, *, launching: bool) -> None:
+        """Its engine cannot be reached now: tried again later (backing off, up to a minute apart),
+        never failed for it. A job waiting to be submitted says why in its queue reason."""
+        self.troubles.failed(name, error, now, what=f"job {name!r}")
+        if not launching:
+            return
+
+        def note(session: Session) -> None:
+            row = session.get(JobRow, name)
+            if row is not None and not is_terminal(row.status) and row.run.handle is None:
+                row.run = row.run.model_copy(update={"queue_reason": str(error)})
+        try:
+            self.store.transact(note)
+        except DATABASE_DOWN:
+            raise
+        except Exception as again:  # noqa: BLE001  (the reason is informative: the next try writes it again)
+            self._log.warning("job %r: its queue reason could not be written: %s", name, describe(again))
+
     def _job_failed(self, name: str, handle: RunHandle | None, error: Exception, now: datetime) -> None:
         """Handling job `name` raised: back off; after FAIL_AFTER failures in a row, fail the job
         with the reason (a launch that cannot work, a run that cannot be followed) and tell its
@@ -281,7 +317,8 @@ class JobReconciler(ReconcilerLoop):
             return
         cluster = isinstance(handle, ClusterHandle)
         try:  # best effort: a launcher that may still run is told to stop
-            runner = self.cluster_runner if cluster else self.runners.get(handle.runner)
+            runner = (self.cluster_runner if cluster else self.engine_runner if isinstance(handle, SlurmHandle)
+                      else self.runners.get(handle.runner))
             if runner is not None:
                 runner.cancel(as_json(handle))
         except Exception as again:  # noqa: BLE001

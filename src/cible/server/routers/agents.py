@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cible.core.lifecycle.jobs import JobStatus
+from cible.core.errors import NotFoundError
 from cible.server.errors import PayloadTooLargeError
 from cible.server.routers.responses import BYTES, JSON, answers
 from cible.server.schemas.agents import (
@@ -55,6 +56,9 @@ class Report(BaseModel):
 async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str, Any]:
     agents = request.app.state.agents
     hub = request.app.state.hub
+    scope = getattr(request.state, "token_scope", None)
+    if scope is not None and scope.kind == "pilot":  # a Slurm job's pilot: its one run, no node row
+        return await _pilot_heartbeat(node_id, scope.name, body, request)
     presence = body.model_dump(mode="json", include={"sessions", "last_activity_at", "disk"}, exclude_none=True)
     await run_in_threadpool(agents.beat, node_id, body.usage, presence,
                             body.address)
@@ -64,6 +68,19 @@ async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str
     if body.wait_s > 0 and agents.settled(reply, has):
         await hub.wait(node_id, min(body.wait_s, agents.wait_s))
         reply = await run_in_threadpool(agents.wanted, node_id, has)
+    return reply
+
+
+async def _pilot_heartbeat(node_id: str, job_name: str, body: Heartbeat, request: Request) -> dict[str, Any]:
+    agents, hub = request.app.state.agents, request.app.state.hub
+    has = {(r.job, r.attempt): r.canceling for r in body.runs}
+    hub.clear(node_id)
+    reply = await run_in_threadpool(agents.pilot_wanted, node_id, job_name, has)
+    if reply is not None and body.wait_s > 0 and agents.settled(reply, has):
+        await hub.wait(node_id, min(body.wait_s, agents.wait_s))
+        reply = await run_in_threadpool(agents.pilot_wanted, node_id, job_name, has)
+    if reply is None:
+        raise NotFoundError(f"node '{node_id}' runs no attempt of job '{job_name}'", details={"node_id": node_id})
     return reply
 
 

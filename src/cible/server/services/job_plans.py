@@ -88,6 +88,9 @@ class PlanBuilder:
             "timeout": job.limits.timeout if job.limits else None,
             "distribution": job.distribution.model_dump(mode="json") if job.distribution else None,
             "instance_count": instance_count,
+            # What a Slurm compute maps to sbatch options (its size, `properties.slurm`: partition, qos…).
+            "resources": ({"instance_type": job.resources.instance_type,
+                           "properties": dict(job.resources.properties or {})} if job.resources else None),
             "blob_root": str(self.paths.blob_root),
             "environment": environment,
             "env_cache": str(env_cache_root()),

@@ -17,7 +17,7 @@ from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
-from cible.core.models.records import ClusterHandle, JobError, RunRecord, ServerlessPool
+from cible.core.models.records import ClusterHandle, JobError, RunRecord, ServerlessPool, SlurmHandle
 from cible.core.names import display_name_for
 from cible.core.planning.scheduling import queued_reason
 from cible.core.specs.azureml.loader import load_spec_dict
@@ -138,7 +138,7 @@ class JobService:
             notes, children = self.parents.check(job, name)
             target, pool, plan, estimate = f"({job.type})", None, {"instance_count": 0}, None
         else:
-            target, notes, pool, plan, estimate = self._plan(job, name)
+            target, notes, pool, plan, estimate = self._plan(job, name, user)
             if lineage is not None and lineage.replica_of:
                 # No MLflow run: a replica serves, it does not train.
                 plan = {**plan, "environment": with_serving(plan["environment"]), "serving": True, "tracking": None}
@@ -201,10 +201,12 @@ class JobService:
                                           "environment itself (the CLI and SDK do)", details={"field": field})
         return load_spec_dict({**body, "name": name}, "job", source="request body")
 
-    def _plan(self, job: CommandJob, name: str) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
+    def _plan(self, job: CommandJob, name: str,
+              user: str | None = None) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
         """Where a new job would run and its launch plan: the compute, sizes, inputs and environment
-        checked (a 4xx when one is wrong), nothing stored. Also (target, notes, pool, plan, estimate)."""
-        target, notes, pool = self._resolve_compute(job, name)
+        checked (a 4xx when one is wrong), nothing stored. Also (target, notes, pool, plan, estimate).
+        `user` submits it (a Slurm cluster runs it as their own Slurm identity)."""
+        target, notes, pool = self._resolve_compute(job, name, user)
         plan = self.plans.build(job, name=name, experiment_name=job.experiment_name or "Default", target=target)
         estimate = self.computes.cost_estimate(pool or target, plan["instance_count"],
                                                job.limits.timeout if job.limits else None)
@@ -234,7 +236,8 @@ class JobService:
             )
         return incoming
 
-    def _resolve_compute(self, job: CommandJob, name: str) -> tuple[str, list[str], dict[str, Any] | None]:
+    def _resolve_compute(self, job: CommandJob, name: str,
+                         user: str | None = None) -> tuple[str, list[str], dict[str, Any] | None]:
         """The target a job runs on, notes for its warnings, and its serverless pool's spec if any."""
         compute = parse_compute_ref(job.compute) if job.compute is not None else self.default_compute
         notes = [] if job.compute is not None else [f"no compute was given: the job runs on {compute} compute"]
@@ -251,7 +254,8 @@ class JobService:
             notes += self.computes.size_notes(pool["cible"]["provider"], pool["size"])
             return f"{SERVERLESS_PREFIX}{name}", notes, pool
         environment = job.environment if isinstance(job.environment, str) else getattr(job.environment, "image", None)
-        notes += self.computes.require_runnable(compute, instance_count=instance_count, environment=environment)
+        notes += self.computes.require_runnable(compute, instance_count=instance_count, environment=environment,
+                                                user=user)
         if job.queue_settings and job.queue_settings.job_tier:
             notes.append(f"queue_settings.job_tier applies to serverless compute only; compute {compute} has its "
                          "own tier")
@@ -297,7 +301,7 @@ class JobService:
 
         self.store.transact(forget)
 
-    def validate(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    def validate(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
         """`az ml job validate`: every check a submit of `body` as job `name` makes (the same 4xx),
         nothing stored. Passing, it says where the job would run and what the submit would warn of."""
         loaded = self._load(name, body)
@@ -312,7 +316,7 @@ class JobService:
             notes, _ = self.parents.check(job, name)
             return {"passed": True, "name": name, "exists": False, "target": f"({job.type})",
                     "warnings": [*loaded.warnings, *notes]}
-        target, notes, _, plan, estimate = self._plan(job, name)
+        target, notes, _, plan, estimate = self._plan(job, name, user)
         return {"passed": True, "name": name, "exists": False, "target": target,
                 "instance_count": plan["instance_count"], "cost_estimate": estimate,
                 "warnings": [*loaded.warnings, *notes]}
@@ -452,6 +456,8 @@ class JobService:
         compute = session.get(ComputeRow, row.target)
         if compute is None:
             return f"compute '{row.target}' no longer exists; the job will fail"
+        if compute.compute_type == "slurm":
+            return f"about to be submitted to Slurm ({row.target})"
         pool = row.run.serverless
         return queued_reason(row.target, compute.observed, row.name, row.instance_count or 1,
                              pool_size=pool.size if pool is not None else None)
@@ -490,6 +496,10 @@ class JobService:
             resource["queue_reason"] = run.queue_reason or self._cluster_queue_reason(session, row)
         if isinstance(run.handle, ClusterHandle):  # where it runs: the nodes, by node rank
             resource["nodes"] = list(run.handle.nodes)
+            resource["attempt"] = run.handle.attempt
+        if isinstance(run.handle, SlurmHandle):  # the Slurm job that runs it, and as whom
+            resource["slurm"] = {"job_id": run.handle.slurm_job_id, "user": run.handle.user,
+                                 "run_dir": run.handle.run_dir}
             resource["attempt"] = run.handle.attempt
         if run.serverless is not None:  # the nodes made for it: size, tier, count, and whether they remain
             if live_nodes is None:

@@ -1,0 +1,120 @@
+"""`python -m cible.agent.pilot --node-id … --job … --attempt … --token-file … --url … --root …`:
+one task of a cible job's Slurm job (the sbatch script's `srun` starts one per node).
+
+A pilot is the node agent for one run: it asks the server for its run over the same long-polled
+heartbeat (its token is the job's pilot token, so the server answers from the job's record, not a
+node's), fetches the run's files over HTTP, starts the launcher, ships logs and outputs and reports
+as any agent does, then ends, and so does the Slurm job. Its node id names Slurm's job id and
+node rank (`slurm-job-<id>-<rank>`), so the server knows which rank asks. The addresses of the
+job's nodes come from Slurm (CIBLE_NODE_ADDRS, written by the sbatch script from `scontrol`):
+node rank 0's is MASTER_ADDR.
+
+Slurm's own signals: `scancel` or the time limit send SIGTERM to every task; the pilot then
+cancels its launcher and reports how it ended before Slurm's KillWait runs out. The server
+reads Slurm's state beside the reports, so a run Slurm ended says Slurm's reason.
+
+The token is read from a file the server wrote (0600, the submitting user's): never in the
+script, which slurmctld keeps, nor on a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cible.agent.agent import Agent
+from cible.node.limits import LimitError, NodeLimits, Shape, host_capacity
+
+log = logging.getLogger("cible.agent")
+
+
+class Pilot(Agent):
+    """An agent with one run to do: it stops once that run ended and was reported."""
+
+    def __init__(self, *, job: str, node_addrs: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job = job
+        self.node_addrs = node_addrs
+
+    def serve(self) -> int:
+        status = super().serve()
+        with self.lock:
+            ended = bool(self.done) and not self.runs
+        return status if ended or status else 1
+
+    def _heartbeat(self, wait_s: float) -> dict[str, Any] | None:
+        with self.lock:
+            finished = bool(self.done) and not self.runs
+        if finished:
+            return {"stop": True, "runs": []}
+        reply = super()._heartbeat(wait_s)
+        for run in (reply or {}).get("runs", []):
+            if run.get("plan") and self.node_addrs:
+                run["plan"] = {**run["plan"], "node_addrs": self.node_addrs}
+        return reply
+
+    def on_sigterm(self, *_: object) -> None:
+        """Slurm ends the job (scancel, its time limit): the launcher is told to stop, and the pilot
+        goes on until its end is shipped and reported."""
+        with self.lock:
+            runs = [run for run in self.runs.values() if not run.canceling]
+            for run in runs:
+                run.canceling = True
+        for run in runs:
+            threading.Thread(target=self._cancel, args=(run,), daemon=True).start()
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cible.agent.pilot", description="one node of a cible job on Slurm")
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--job", required=True)
+    p.add_argument("--token-file", required=True, type=Path)
+    p.add_argument("--url", required=True, help="the workspace server's URL as the Slurm nodes reach it")
+    p.add_argument("--root", required=True, type=Path, help="a folder of this node's own for the run")
+    p.add_argument("--orphan-after", type=float, default=600.0)
+    return p.parse_args(argv)
+
+
+def slurm_shape() -> Shape:
+    """This task's share of the node, as Slurm gave it (SLURM_CPUS_PER_TASK, SLURM_MEM_PER_NODE in MB)."""
+    cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or 1)
+    memory_mb = os.environ.get("SLURM_MEM_PER_NODE")
+    gpus = len([g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()])
+    if memory_mb and memory_mb.isdigit() and int(memory_mb) > 0:
+        return Shape(vcpus=cpus, memory_gb=int(memory_mb) / 1024, gpus=gpus)
+    return Shape(vcpus=cpus, memory_gb=host_capacity().memory_gb, gpus=gpus)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        token = args.token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        print(f"cible pilot: cannot read its token: {exc}", file=sys.stderr)
+        return 2
+    # Slurm holds the job to its allocation (its cgroups, where the site enforces them, and its
+    # OUT_OF_MEMORY end, which the server reports): the pilot polices nothing again. A site's default
+    # memory per CPU is often an accounting figure no job is killed for.
+    os.environ.setdefault("CIBLE_LIMITS_MECHANISM", "watchdog")
+    addrs = [a for a in os.environ.get("CIBLE_NODE_ADDRS", "").split(",") if a]
+    args.root.mkdir(parents=True, exist_ok=True)
+    try:
+        share = slurm_shape()
+        unpoliced = Shape(vcpus=share.vcpus, memory_gb=max(share.memory_gb, host_capacity().memory_gb), gpus=share.gpus)
+        limits = NodeLimits(args.node_id, unpoliced, overcommit=True, size="its Slurm allocation")
+        pilot = Pilot(job=args.job, node_addrs=addrs, node_id=args.node_id, root=args.root, url=args.url.rstrip("/"),
+                      token=token, limits=limits, orphan_after_s=args.orphan_after)
+    except LimitError as exc:
+        print(f"cible pilot: {exc.message}", file=sys.stderr)
+        return 1
+    return pilot.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The job runner of Slurm computes: each attempt of a job is one Slurm job, submitted with `sbatch`
+as the job's user (their credential, on the login host; or the server's user, with this machine's
+Slurm commands), whose tasks run cible's pilot (cible.agent.pilot) on each node.
+
+Slurm queues and places; cible does not count slots for it. What the job reconciler sees of a
+run is the pilots' reports (the files the agent routes write, as for a cluster's nodes) read beside
+Slurm's state (`squeue -t all`, else `scontrol`): a job Slurm holds back is Queued with Slurm's
+reason; a job Slurm ended without the pilots' end (time limit, preemption, a node that failed)
+fails with Slurm's words. sbatch's refusal (a bad partition, a job over its limits) fails the job
+at once, saying what sbatch said; a login host that does not answer is the reconciler's to retry.
+
+Nothing secret reaches Slurm: the pilots' token is written to a 0600 file of the run's folder on
+the cluster, never into the script slurmctld keeps, and removed when the run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cible.backends.base.contract import EngineUnavailable
+from cible.backends.slurm import commands
+from cible.backends.slurm.commands import SlurmJob
+from cible.backends.slurm.exec import COMMAND_TIMEOUT_S, Done, LocalExec, SlurmExec, SshExec
+from cible.backends.slurm.observe import needs_slurm, observe
+from cible.backends.slurm.script import ScriptError, render
+from cible.backends.ssh.bundle import Bundle
+from cible.backends.ssh.connect import RemoteHostError, SshTarget
+from cible.backends.ssh.hosts import quote_path
+from cible.core.lifecycle.runs import RunObservation
+from cible.core.models.computes import SlurmCompute
+from cible.core.models.records import SlurmHandle, pilot_node_id
+
+log = logging.getLogger("cible.server")
+STATE_TTL_S = 1.0  # Slurm is asked about a job at most once a second
+AGENT_DIR = "~/.cible-agent"
+SLURM_PROPERTIES = ("partition", "qos", "account", "constraint")
+
+
+@dataclass(frozen=True)
+class SlurmAccess:
+    """How to reach a Slurm compute as one of its users: its spec, the SSH login (None: this
+    machine's commands) and the cible user it is for."""
+
+    compute: SlurmCompute
+    target: SshTarget | None
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class SlurmSize:
+    cpus: int = 1
+    memory_mb: int | None = None
+    gpus: int = 0
+
+
+class SlurmRunner:
+    name = "slurm"
+    places_jobs = False
+
+    def __init__(self, *, reports: Callable[[str, int, int], list[dict[str, Any] | None]],
+                 merge: Callable[[list[dict[str, Any] | None]], RunObservation],
+                 access: Callable[[str, str], SlurmAccess], owner_of: Callable[[str], str],
+                 canceling: Callable[[str], bool], pilot_token: Callable[[str, int], str],
+                 size_of: Callable[[str], SlurmSize], bundle: Callable[[], Bundle], server_url: str | None,
+                 notify_nodes: Callable[..., None], log_dir: Callable[[str], Path]) -> None:
+        self.reports = reports  # (job, attempt, nodes) -> each node rank's report (None: not yet)
+        self.merge = merge
+        self.access = access  # (compute, owner) -> SlurmAccess; raises when the owner has no credential
+        self.owner_of = owner_of  # job -> the cible user who submitted it
+        self.canceling = canceling  # job -> whether cible was asked to cancel it
+        self.pilot_token = pilot_token
+        self.size_of = size_of  # an instance_type -> the Slurm resources it stands for
+        self.bundle = bundle
+        self.server_url = server_url
+        self.notify_nodes = notify_nodes
+        self.log_dir = log_dir
+        self._execs: dict[tuple[str, str], tuple[SlurmAccess, SlurmExec]] = {}
+        self._states: dict[str, tuple[float, SlurmJob | None]] = {}
+        self._cleaned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with self._lock:
+            execs, self._execs = list(self._execs.values()), {}
+        for _, runner in execs:
+            runner.close()
+
+    # -- where commands run --------------------------------------------------------------------
+    def _exec(self, compute: str, owner: str) -> tuple[SlurmAccess, SlurmExec]:
+        access = self.access(compute, owner)
+        key = (compute, owner)
+        with self._lock:
+            known = self._execs.get(key)
+            if known is not None and known[0] == access:
+                return known
+        env = access.compute.cible.environment if access.compute.cible else {}
+        runner: SlurmExec = Reachable(LocalExec(env) if access.target is None else SshExec(compute, access.target, env))
+        with self._lock:
+            old = self._execs.get(key)
+            self._execs[key] = (access, runner)
+        if old is not None:
+            old[1].close()
+        return access, runner
+
+    # -- submit --------------------------------------------------------------------------------
+    def submit(self, job_name: str, plan: dict[str, Any]) -> dict[str, Any]:
+        compute = plan["compute"]
+        owner = self.owner_of(job_name)
+        access, runner = self._exec(compute, owner)
+        spec = access.compute
+        settings = spec.cible
+        attempt = int(plan.get("attempt", 1)) or 1
+        user, _, home = runner.run("printf '%s\\n%s' \"$(id -un)\" \"$HOME\"").stdout.partition("\n")
+        agent_dir = (settings.agent_dir if settings and settings.agent_dir else AGENT_DIR).rstrip("/")
+        if agent_dir.startswith("~/"):
+            agent_dir = f"{home}/{agent_dir[2:]}"
+        run_dir = f"{agent_dir}/runs/{job_name}.{attempt}.{secrets.token_hex(3)}"
+        port = 20000 + secrets.randbelow(20000)  # rank 0's rendezvous port (MASTER_PORT)
+        handle = SlurmHandle(job_name=job_name, compute=compute, attempt=attempt, user=user, run_dir=run_dir,
+                             master_port=port)
+        folder = runner.ensure_bundle(self.bundle(), agent_dir)
+        try:
+            script = self._script(plan, spec, handle, folder)
+        except ScriptError as exc:
+            return _refused(handle, f"cible cannot submit this job to Slurm: {exc}")
+        token = self.pilot_token(job_name, attempt)
+        env = settings.environment if settings else {}
+        # One round trip: the token (first line of stdin) and the script go to files only the user
+        # reads, then sbatch. Neither is ever on a command line.
+        command = (f"umask 077 && mkdir -p {quote_path(run_dir)} && cd {quote_path(run_dir)} && "
+                   "IFS= read -r token && printf '%s\\n' \"$token\" > token && unset token && "
+                   "cat > job.sbatch && " + commands.submit_command("job.sbatch", env))
+        done = runner.run(command, stdin=f"{token}\n{script}".encode())
+        if done.status != 0:
+            runner.run(f"rm -rf {quote_path(run_dir)}")  # its token first of all: tried again, it gets a new one
+            unreachable(done, runner.where)
+            refusal = commands.submit_refusal(done.stderr) or done.stderr.strip()[-500:] or f"exit {done.status}"
+            return _refused(handle, f"sbatch refused the job on {runner.where}: {refusal}")
+        submitted = commands.parse_sbatch(done.stdout)
+        nodes = [pilot_node_id(submitted.job_id, rank) for rank in range(int(plan.get("instance_count") or 1))]
+        log.info("job %s: Slurm job %s on %s as %s", job_name, submitted.job_id, compute, user)
+        return handle.model_copy(update={"slurm_job_id": submitted.job_id, "nodes": nodes}).model_dump(mode="json")
+
+    def _script(self, plan: dict[str, Any], spec: SlurmCompute, handle: SlurmHandle, bundle_dir: str) -> str:
+        settings = spec.cible
+        resources = plan.get("resources") or {}
+        asked = dict((resources.get("properties") or {}).get("slurm") or {})
+        unknown = sorted(set(asked) - set(SLURM_PROPERTIES))
+        if unknown:
+            raise ScriptError(f"resources.properties.slurm: unknown key(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(SLURM_PROPERTIES)})")
+        size = self.size_of(resources.get("instance_type")) if resources.get("instance_type") else SlurmSize()
+        url = (settings.server_url if settings and settings.server_url else self.server_url) or ""
+        if not url:
+            raise ScriptError("the server's URL is not known: set the compute's cible.server_url")
+        python = settings.python if settings else "python3"
+        env = settings.environment if settings else {}
+        pilot = [python, "-m", "cible.agent.pilot", "--job", handle.job_name, "--token-file",
+                 f"{handle.run_dir}/token", "--url", url.rstrip("/")]
+        node_id = pilot_node_id("${SLURM_JOB_ID}", "${SLURM_NODEID}")
+        task = (f"exec {shlex.join(pilot)} --node-id \"{node_id}\" "
+                f"--root {shlex.quote(handle.run_dir)}/node-\"${{SLURM_NODEID}}\"")
+        nodes = int(plan.get("instance_count") or 1)
+        if nodes > 1:  # one task per node, started by srun; the nodes' addresses (MASTER_ADDR first): NodeAddr
+            start = [('addrs=""; for n in $(scontrol show hostnames "$SLURM_JOB_NODELIST"); do '
+                      'a=$(scontrol show node -o "$n" | tr " " "\\n" | sed -n "s/^NodeAddr=//p"); '
+                      'addrs="${addrs:+$addrs,}${a:-$n}"; done; export CIBLE_NODE_ADDRS="$addrs"'),
+                     f"srun --ntasks-per-node=1 --kill-on-bad-exit=0 bash -c {shlex.quote(task)}"]
+        else:  # the batch script runs on the one node already: no job step to launch (about a second less)
+            start = [f"SLURM_NODEID=0 CIBLE_NODE_ADDRS=127.0.0.1 bash -c {shlex.quote(task)}"]
+        lines = [
+            *(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())),
+            f"export PYTHONPATH={shlex.quote(bundle_dir)}",
+            *start,
+            "status=$?",
+            f"rm -f {shlex.quote(handle.run_dir)}/token",
+            "exit $status",
+        ]
+        pick = {key: asked.get(key) or getattr(spec, key, None) for key in ("partition", "qos", "account")}
+        return render(handle.job_name, handle.attempt, lines, nodes=nodes,
+                      cpus_per_task=size.cpus, memory_mb=size.memory_mb, gpus=size.gpus,
+                      time_limit_s=plan.get("timeout"), constraint=asked.get("constraint"),
+                      output_dir=handle.run_dir, **pick)
+
+    # -- poll ----------------------------------------------------------------------------------
+    def poll(self, raw: dict[str, Any]) -> RunObservation:
+        handle = SlurmHandle.model_validate(raw)
+        if handle.refused is not None:  # never submitted: no pilot, no Slurm job
+            return observe(handle, RunObservation(), False, None, asked=False)
+        merged = self.merge(self.reports(handle.job_name, handle.attempt, len(handle.nodes)))
+        canceling = self.canceling(handle.job_name)
+        asks = needs_slurm(merged, canceling)
+        observation = observe(handle, merged, canceling, self._state(handle) if asks else None, asked=asks)
+        if observation.ended or not observation.alive:
+            self._clean_up(handle)
+        return observation
+
+    def _state(self, handle: SlurmHandle) -> SlurmJob | None:
+        """The Slurm job as squeue (else scontrol) shows it, asked at most every STATE_TTL_S; None once
+        Slurm has forgotten it. Raises (the reconciler backs off) when Slurm cannot be asked."""
+        key = handle.slurm_job_id
+        seen = self._states.get(key)
+        if seen is not None and time.monotonic() - seen[0] < STATE_TTL_S:
+            return seen[1]
+        _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
+        done = runner.run(shlex.join(commands.squeue_argv([key])))
+        if done.status != 0 and "Invalid job id" not in done.stderr:
+            unreachable(done, runner.where)
+            raise RuntimeError(f"squeue on {runner.where} failed (exit {done.status}): {done.stderr.strip()[-300:]}")
+        job = commands.parse_squeue(done.stdout).get(key) if done.status == 0 else None
+        if job is None:
+            shown = runner.run(shlex.join(commands.scontrol_argv(key)))
+            if shown.status == 0 and shown.stdout.strip():
+                job = commands.job_from_scontrol(commands.parse_scontrol_job(shown.stdout))
+        self._states[key] = (time.monotonic(), job)
+        return job
+
+    def _clean_up(self, handle: SlurmHandle) -> None:
+        """The run's token is removed on the cluster once it ended (best effort, once)."""
+        key = handle.slurm_job_id or handle.run_dir
+        if handle.refused is not None or key in self._cleaned:
+            return  # a refused submit left nothing there
+        self._cleaned.add(key)
+        self._states.pop(key, None)
+        try:
+            _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
+            runner.run(f"rm -f {quote_path(handle.run_dir + '/token')}")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("job %s: its token file on the cluster could not be removed: %s", handle.job_name, exc)
+
+    # -- cancel and logs -----------------------------------------------------------------------
+    def cancel(self, raw: dict[str, Any]) -> None:
+        handle = SlurmHandle.model_validate(raw)
+        if handle.slurm_job_id is None:
+            return
+        self.notify_nodes(*handle.nodes)  # a pilot's next heartbeat reply carries the cancel
+        _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
+        done = runner.run(shlex.join(commands.scancel_argv([handle.slurm_job_id])))
+        if done.status != 0 and "Invalid job id" not in done.stderr and "already completing" not in done.stderr:
+            raise RuntimeError(f"scancel {handle.slurm_job_id} on {runner.where} failed: {done.stderr.strip()[-300:]}")
+
+    def log_path(self, raw: dict[str, Any]) -> Path | None:
+        return self.log_dir(raw["job_name"]) / "artifacts" / "user_logs" / "std_log.txt"
+
+
+# What Slurm's commands print when its controller cannot be reached (a restart, a failover): not a
+# refusal of the job, a wait.
+CONTROLLER_DOWN = ("Unable to contact slurm controller", "Socket timed out", "Slurm backup controller in standby mode")
+
+
+def unreachable(done: Done, where: str) -> None:
+    """Raise EngineUnavailable when a failed command says Slurm's controller cannot be reached."""
+    if any(text in done.stderr for text in CONTROLLER_DOWN):
+        raise EngineUnavailable(f"Slurm's controller does not answer {where}: {done.stderr.strip()[-300:]}")
+
+
+class Reachable:
+    """A SlurmExec whose connection failures (a login host that does not answer, refuses the key or
+    offers another host key) are EngineUnavailable: the job waits, saying why, and is tried again."""
+
+    def __init__(self, inner: SlurmExec) -> None:
+        self.inner = inner
+        self.where = inner.where
+
+    def run(self, command: str, *, stdin: bytes | None = None, timeout: float = COMMAND_TIMEOUT_S) -> Done:
+        try:
+            return self.inner.run(command, stdin=stdin, timeout=timeout)
+        except RemoteHostError as exc:
+            raise EngineUnavailable(f"cannot reach Slurm: {exc.message}") from None
+
+    def ensure_bundle(self, bundle: Bundle, agent_dir: str) -> str:
+        try:
+            return self.inner.ensure_bundle(bundle, agent_dir)
+        except RemoteHostError as exc:
+            raise EngineUnavailable(f"cannot reach Slurm: {exc.message}") from None
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _refused(handle: SlurmHandle, why: str) -> dict[str, Any]:
+    return handle.model_copy(update={"refused": why}).model_dump(mode="json")
+
+
+def memory_mb(memory_gb: float) -> int:
+    return max(1, math.floor(memory_gb * 1024))

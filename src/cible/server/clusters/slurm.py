@@ -1,0 +1,69 @@
+"""The Slurm runner as the server builds it: what it reads of the store (a compute's spec, a job's
+submitter and their credential), the pilots' reports and token, the node code it ships."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import select
+
+from cible.backends.slurm.runner import SlurmAccess, SlurmRunner, SlurmSize, memory_mb
+from cible.backends.ssh.bundle import Bundle, build_bundle
+from cible.core import catalog
+from cible.core.errors import InvalidRequestError, NotFoundError
+from cible.core.lifecycle.jobs import JobStatus
+from cible.core.models.computes import SlurmCompute
+from cible.server.clusters.hub import AgentHub
+from cible.server.clusters.runs import merge_reports, read_reports
+from cible.server.services.compute_spec import compute_spec
+from cible.server.services.credentials import no_credential_message, stored_credential
+from cible.server.store.db import Store
+from cible.server.store.rows import ComputeRow, JobRow
+from cible.server.tokens import Tokens
+from cible.workspace import WorkspacePaths
+
+SLURM = "slurm"
+
+
+def slurm_compute_names(store: Store) -> set[str]:
+    with store.session() as session:
+        return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type == SLURM)))
+
+
+def slurm_runner(store: Store, paths: WorkspacePaths, tokens: Tokens, hub: AgentHub, url: str | None) -> SlurmRunner:
+    def access(compute: str, owner: str) -> SlurmAccess:
+        with store.session() as session:
+            row = session.get(ComputeRow, compute)
+            if row is None or row.compute_type != SLURM:
+                raise NotFoundError(f"Slurm compute '{compute}' does not exist any more", details={"name": compute})
+            spec = compute_spec(row)
+            assert isinstance(spec, SlurmCompute)
+            if spec.login is None:
+                return SlurmAccess(spec, None, owner)
+            credential = stored_credential(session, compute, owner or None)
+        if credential is None:
+            raise InvalidRequestError(no_credential_message(compute, owner or None), details={"field": "compute"})
+        return SlurmAccess(spec, credential.target(spec), owner)
+
+    def owner_of(job_name: str) -> str:
+        with store.session() as session:
+            return session.scalar(select(JobRow.created_by).where(JobRow.name == job_name)) or ""
+
+    def canceling(job_name: str) -> bool:
+        with store.session() as session:
+            status = session.scalar(select(JobRow.status).where(JobRow.name == job_name))
+        return status in (JobStatus.CANCEL_REQUESTED.value, JobStatus.CANCELED.value)
+
+    def size_of(instance_type: str) -> SlurmSize:
+        size = catalog.get_size(instance_type)
+        return SlurmSize(cpus=size.vcpus, memory_mb=memory_mb(size.memory_gb), gpus=size.gpus)
+
+    @lru_cache(maxsize=1)
+    def bundle() -> Bundle:  # the node code, built once per server start
+        return build_bundle(paths.home / "cache" / "bundles")
+
+    return SlurmRunner(reports=lambda job, attempt, nodes: read_reports(paths, job, attempt, nodes),
+                       merge=merge_reports, access=access, owner_of=owner_of, canceling=canceling,
+                       pilot_token=tokens.pilot, size_of=size_of, bundle=bundle, server_url=url,
+                       notify_nodes=hub.notify, log_dir=lambda job: Path(paths.run_dir(job)))
