@@ -179,6 +179,13 @@ def test_a_job_slurm_holds_back_says_why_and_cancel_ends_the_slurm_job(ws: Works
 
     shown = wait_until(held, 30, interval=0.2, message="the job to show Slurm's pending reason")
     assert shown["status"] == "Queued" and "(Resources)" in shown["queue_reason"], shown
+    assert shown["slurm"]["job_id"] and shown["slurm"]["user"] == "root", shown
+    # A job canceled while Slurm holds it: scancel, and it never runs.
+    ws.cible("job", "cancel", "-n", waiting)
+    assert ws.wait_status(waiting, timeout=30)["status"] == "Canceled"
+    wait_until(lambda: [j for j in slurm_jobs(cluster, waiting) if j.state == "CANCELLED"] or None, 30,
+               interval=0.2, message="Slurm to show the pending job cancelled")
+    waiting = job(ws, "waiting-2", "command: echo my turn")
     ws.cible("job", "cancel", "-n", wide)
     done = ws.wait_status(wide, timeout=30)
     assert done["status"] == "Canceled", done
@@ -194,10 +201,12 @@ def test_a_job_slurm_ends_at_its_time_limit_fails_with_slurms_reason(ws: Workspa
         command: echo started && sleep 600
         resources: {properties: {slurm: {partition: short}}}
         """)
+    # Its log streams while it runs (the pilot ships it as it grows), long before Slurm ends it.
+    wait_until(lambda: "started" in ws.run_log(name) or None, 60, interval=0.2, message="the log to stream")
+    assert ws.job(name)["status"] == "Running"
     done = ws.wait_status(name, timeout=150)
     assert done["status"] == "Failed" and done["error"]["code"] == "SlurmEnded", done
     assert "TIMEOUT" in done["error"]["message"] and "1 min" in done["error"]["message"], done["error"]
-    assert "started" in ws.run_log(name)  # its log was shipped before Slurm's KillWait ran out
 
 
 @pytest.fixture(scope="module")
