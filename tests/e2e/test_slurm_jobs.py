@@ -21,7 +21,7 @@ import pytest
 from e2e_support import Workspace, wait_until, write_yaml
 
 from cible.backends.slurm import commands
-from cible.testing.slurm import JOB_USER, SlurmTestCluster, ensure_job_user, slurm_missing
+from cible.testing.slurm import JOB_USER, SlurmTestCluster, needs_slurm, running_cluster
 from cible.testing.sshd import LoopbackSshd, keygen, sshd_missing
 
 LOGIN_HOST = "127.0.0.61"  # the login host's sshd (the Slurm nodes are 127.0.0.2-4)
@@ -29,16 +29,13 @@ LOGIN_HOST = "127.0.0.61"  # the login host's sshd (the Slurm nodes are 127.0.0.
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_slurm() -> None:
-    if why := slurm_missing() or sshd_missing():  # CI installs both (scripts/test.sh): there, missing fails
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(why)
+    needs_slurm(sshd_missing)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmTestCluster]:
-    ensure_job_user()
-    slurm = SlurmTestCluster().start()
-    yield slurm
-    slurm.stop()
+    with running_cluster() as slurm:
+        yield slurm
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ and nothing is stored when attach is refused."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session
 from cible.server.app import create_app
 from cible.server.settings import ServerSettings
 from cible.testing import FrozenClock
-from cible.testing.slurm import JOB_USER, SlurmTestCluster, ensure_job_user, slurm_missing
+from cible.testing.slurm import JOB_USER, SlurmTestCluster, needs_slurm, running_cluster
 from cible.testing.sshd import LoopbackSshd, keygen, sshd_missing
 
 LOGIN = "127.0.0.71"  # the login host's address: not a Slurm node's (127.0.0.2-4), nor another module's
@@ -32,17 +31,13 @@ PARTITIONS = ["debug", "short"]
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_slurm_and_sshd() -> None:
-    # CI installs slurm-wlm and openssh-server (scripts/test.sh): there, a missing one fails.
-    if why := slurm_missing() or sshd_missing():
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(why)
+    needs_slurm(sshd_missing)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmTestCluster]:
-    ensure_job_user()
-    slurm = SlurmTestCluster().start()
-    yield slurm
-    slurm.stop()
+    with running_cluster() as slurm:
+        yield slurm
 
 
 @pytest.fixture(scope="module")

@@ -21,21 +21,18 @@ from cible.backends.slurm import commands
 from cible.backends.slurm.commands import SlurmJob
 from cible.backends.slurm.script import render
 from cible.core.lifecycle.jobs import JobStatus
-from cible.testing.slurm import JOB_USER, SlurmTestCluster, ensure_job_user, slurm_missing
+from cible.testing.slurm import JOB_USER, SlurmTestCluster, needs_slurm, running_cluster
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_slurm() -> None:
-    if why := slurm_missing():  # CI installs slurm-wlm (scripts/test.sh): there, a missing Slurm fails
-        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(why)
+    needs_slurm()
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[SlurmTestCluster]:
-    ensure_job_user()
-    slurm = SlurmTestCluster().start()
-    yield slurm
-    slurm.stop()
+    with running_cluster() as slurm:
+        yield slurm
 
 
 @pytest.fixture

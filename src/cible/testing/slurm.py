@@ -25,7 +25,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,27 @@ def slurm_missing() -> str | None:
     except KeyError:
         return "no munge user (apt-get install munge)"
     return None
+
+
+def needs_slurm(*more: Callable[[], str | None]) -> None:
+    """In a test: skip it when a test Slurm cluster (or what `more` check) cannot run here; under
+    CI=true fail instead (scripts/test.sh installs Slurm there, so a missing one is a defect)."""
+    import pytest
+
+    for check in (slurm_missing, *more):
+        if why := check():
+            (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(why)
+
+
+@contextmanager
+def running_cluster() -> Iterator[SlurmTestCluster]:
+    """A started test cluster (JOB_USER made first), stopped at the end: a module fixture's body."""
+    ensure_job_user()
+    cluster = SlurmTestCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def ensure_job_user(name: str = JOB_USER) -> str:

@@ -359,6 +359,15 @@ class CibleSlurmSettings(SpecModel):
         return value
 
 
+def check_login(settings: VirtualMachineSshSettings | None, use_ssh_agent: bool, where: str) -> None:
+    """ValueError unless `settings` say who cible logs in as on `where`, and with which key."""
+    if settings is None or not settings.admin_username:
+        raise ValueError(f"ssh_settings.admin_username: the user cible logs in as on {where} is required")
+    if not settings.ssh_private_key_file and not use_ssh_agent:
+        raise ValueError("ssh_settings.ssh_private_key_file is required (a private key on the workspace server's "
+                         "machine), or cible.use_ssh_agent: true to log in with the server's ssh-agent")
+
+
 def ssh_address(resource_id: str) -> tuple[str, int | None]:
     """The host (and port, when given) an attached machine's `resource_id` names: `box.example.com`,
     `10.0.0.4`, `[fd00::4]` or `ssh://box.example.com:2222`. An Azure resource id names a VM
@@ -402,13 +411,7 @@ class VirtualMachineCompute(ComputeBase):
 
     @model_validator(mode="after")
     def _login(self) -> VirtualMachineCompute:
-        settings = self.ssh_settings
-        if not settings.admin_username:
-            raise ValueError("ssh_settings.admin_username: the user cible logs in as on the host is required")
-        agent = self.cible is not None and self.cible.use_ssh_agent
-        if not settings.ssh_private_key_file and not agent:
-            raise ValueError("ssh_settings.ssh_private_key_file is required (a private key on the workspace server's "
-                             "machine), or cible.use_ssh_agent: true to log in with the server's ssh-agent")
+        check_login(self.ssh_settings, self.cible is not None and self.cible.use_ssh_agent, "the host")
         return self
 
     @property
@@ -456,13 +459,7 @@ class SlurmCompute(ComputeBase):
                 raise ValueError("ssh_settings: give login (the login host's address) too, or leave both out to "
                                  "use the Slurm commands of the server's machine")
             return self
-        settings = self.ssh_settings
-        if settings is None or not settings.admin_username:
-            raise ValueError("ssh_settings.admin_username: the user cible logs in as on the login host is required")
-        agent = self.cible is not None and self.cible.use_ssh_agent
-        if not settings.ssh_private_key_file and not agent:
-            raise ValueError("ssh_settings.ssh_private_key_file is required (a private key on the workspace server's "
-                             "machine), or cible.use_ssh_agent: true to log in with the server's ssh-agent")
+        check_login(self.ssh_settings, self.cible is not None and self.cible.use_ssh_agent, "the login host")
         return self
 
     @property
