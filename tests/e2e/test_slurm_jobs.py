@@ -105,7 +105,7 @@ def test_a_distributed_job_is_one_allocation_with_azures_variables(ws: Workspace
         """)
     done = ws.wait_status(name, timeout=90)
     logs = "\n".join(p.read_text() for p in (ws.home / "runs" / name / "artifacts" / "user_logs").glob("*.txt"))
-    assert done["status"] == "Completed", (done, logs)
+    assert done["status"] == "Completed", (done["error"], logs)
     for rank in range(3):
         assert f"rank={rank} world=3 node_rank={rank} master=127.0.0.2:" in logs and "nodes=3" in logs, logs
     assert len(slurm_jobs(cluster, name)) == 1  # one Slurm job, its tasks started by srun

@@ -12,10 +12,11 @@ TOKENS = Tokens("the-workspace-token")
 JOB = "khaki_boot"
 
 
-def test_a_pilot_token_is_scoped_to_its_job_and_attempt():
-    token = TOKENS.pilot(JOB, 3)
+def test_a_pilot_token_is_scoped_to_its_job_submission_and_attempt():
+    token = TOKENS.pilot(JOB, 3, "s4lt")
     assert token.startswith("cible-pilot.")
-    assert TOKENS.scope_of(token.encode()) == Scope("pilot", JOB, "3")
+    assert TOKENS.scope_of(token.encode()) == Scope("pilot", JOB, "s4lt-3")
+    assert TOKENS.pilot(JOB, 3, "other") != token  # another submission of the same name: another token
 
 
 def test_each_attempt_and_job_has_its_own_pilot_token():

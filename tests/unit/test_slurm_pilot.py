@@ -104,7 +104,9 @@ def test_a_job_not_on_slurm_gets_no_pilot(store: Store, service: AgentService):
     plant(store, "on_cluster", handle=cluster)
     plant(store, "not_launched", status="Queued", handle=None)
     assert service.pilot_wanted(NODES[0], "on_cluster", {}) is None
-    assert service.pilot_wanted(NODES[0], "not_launched", {}) is None
+    # A job whose launch is being recorded (sbatch answered, the handle not yet written): its pilot waits.
+    assert service.pilot_wanted(NODES[0], "not_launched", {}) == {"stop": False, "runs": [], "state": "Queued",
+                                                                  "wait_s": 1.0}
 
 
 def report(rank: int, attempt: int = 2, *history: str) -> dict[str, Any]:
@@ -250,3 +252,23 @@ def test_without_slurms_numbers_the_pilot_takes_the_node(monkeypatch: pytest.Mon
     monkeypatch.setenv("SLURM_MEM_PER_NODE", "0")  # no memory asked: the node's
     shape = slurm_shape()
     assert shape.vcpus == 8 and shape.memory_gb == host_capacity().memory_gb
+
+
+def test_a_pilot_token_reaches_only_its_jobs_current_submission_and_attempt(store: Store, service: AgentService):
+    """check_pilot (every agent route, for a pilot token): the salt is `<submission>-<attempt>`."""
+    from cible.core.errors import NotFoundError
+
+    plant(store)  # PLAN has no token_salt: the submission is ""
+    service.check_pilot(NODES[0], JOB, "-2")
+    for node, salt in ((NODES[0], "-1"),  # an earlier attempt's token
+                       (NODES[0], "old-2"),  # a token of another submission of that name
+                       ("slurm-job-9999-0", "-2")):  # a node that is not the attempt's
+        with pytest.raises(NotFoundError):
+            service.check_pilot(node, JOB, salt)
+    with pytest.raises(NotFoundError):
+        service.check_pilot(NODES[0], "no_such_job", "-2")
+    # sbatch answered, the launch not yet recorded: the submission is still checked.
+    plant(store, "being_recorded", status="Queued", handle=None)
+    service.check_pilot(NODES[0], "being_recorded", "-1")
+    with pytest.raises(NotFoundError):
+        service.check_pilot(NODES[0], "being_recorded", "old-1")

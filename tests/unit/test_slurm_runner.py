@@ -6,6 +6,7 @@ does not answer, a login host that cannot be reached."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import stat
 from pathlib import Path
@@ -111,7 +112,8 @@ def test_submit_hands_slurm_a_script_for_the_jobs_nodes_and_gets_its_id(setup: S
     assert handle.refused is None and handle.slurm_job_id == "4242"
     assert handle.nodes == ["slurm-job-4242-0", "slurm-job-4242-1"]
     assert handle.attempt == 2 and handle.user == os.popen("id -un").read().strip()
-    assert handle.run_dir.startswith(f"{setup.agent_dir}/runs/{JOB}.2.")
+    # An absolute agent_dir is shared by the cluster's users: each gets a folder of their own under it.
+    assert handle.run_dir.startswith(f"{setup.agent_dir}/{getpass.getuser()}/runs/{JOB}.2.")
     assert setup.argv("sbatch") == ["--parsable", "job.sbatch"]
     assert Path((setup.log / "sbatch.cwd").read_text().strip()) == Path(handle.run_dir)
     script = (setup.log / "sbatch.script").read_text()
@@ -123,7 +125,7 @@ def test_submit_hands_slurm_a_script_for_the_jobs_nodes_and_gets_its_id(setup: S
         assert option in found, option
     assert f"--token-file {handle.run_dir}/token" in script
     assert "--url http://server.example:8080 " in script  # the compute's server_url, its slash dropped
-    assert f"export PYTHONPATH={setup.agent_dir}/bundles/0123abcd" in script
+    assert f"export PYTHONPATH={setup.agent_dir}/{getpass.getuser()}/bundles/0123abcd" in script
     assert "srun --ntasks-per-node=1" in script and f"rm -f {handle.run_dir}/token" in script
 
 
@@ -218,7 +220,7 @@ def test_a_submit_slurm_could_not_take_leaves_no_token_on_the_cluster(setup: Set
     for _ in range(2):
         with pytest.raises(EngineUnavailable):
             setup.runner.submit(JOB, plan())
-    assert sorted(str(p) for p in (setup.agent_dir / "runs").glob("*/token")) == []
+    assert sorted(str(p) for p in setup.agent_dir.glob("*/runs/*/token")) == []
 
 
 class Unreachable:
@@ -303,4 +305,4 @@ def test_the_script_holds_no_token_even_when_asked_to(setup: Setup):
     spec = setup.compute.model_copy(update={"cible": setup.compute.cible.model_copy(
         update={"environment": {"LEAK": TOKENS.pilot(JOB, 1)}})})
     with pytest.raises(ScriptError, match="cible token"):
-        setup.runner._script(plan(), spec, handle, "/b")
+        setup.runner._script(plan(), spec, handle, "/b", "/home/alice/.cible-agent")

@@ -21,7 +21,7 @@ def test_a_two_node_job_with_every_setting():
         "--job-name=cible-khaki_boot_9xq8", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=4", "--mem=8192",
         "--gres=gpu:1", "--time=12", "--partition=gpu", "--qos=high", "--account=ml", "--constraint=a100&ib",
         "--output=/home/u/.cible-agent/runs/k.2/slurm-%j.out", "--chdir=/home/u/.cible-agent/runs/k.2",
-        "--export=ALL"]
+        "--export=ALL", "--no-requeue"]
     body = script.splitlines()
     # srun passes the job's environment to its tasks, whatever the site's default
     assert body.index("export SLURM_EXPORT_ENV=ALL") < body.index(
@@ -32,7 +32,7 @@ def test_a_two_node_job_with_every_setting():
 def test_what_is_not_given_is_left_to_slurm():
     found = options(render("j", 1, ["true"], output_dir="/tmp/out"))
     assert found == ["--job-name=cible-j", "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=1",
-                     "--output=/tmp/out/slurm-%j.out", "--chdir=/tmp/out", "--export=ALL"]
+                     "--output=/tmp/out/slurm-%j.out", "--chdir=/tmp/out", "--export=ALL", "--no-requeue"]
     assert not [o for o in found if o.startswith(("--time", "--gres", "--mem", "--partition", "--qos", "--account"))]
 
 

@@ -96,6 +96,7 @@ class Agent:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.http = AgentHttp(timeout=30.0)
+        self.cache_root: Path | None = None  # blob and environment caches kept elsewhere than root (pilots)
 
     # -- the server ------------------------------------------------------------
     def _call(self, method: str, path: str, *, timeout: float = 30.0, **kwargs: Any) -> Response:
@@ -271,7 +272,7 @@ class Agent:
                 return False
             run.staged = StagedFiles(plan, node_root=self.root, run_dir=self.root / "runs" / key,
                                      node_id=self.node_id, url=lambda: self.url, token=self.token,
-                                     retry_for_s=self.orphan_after_s)
+                                     retry_for_s=self.orphan_after_s, cache_root=self.cache_root)
             run.staged.fetch(on_progress=lambda route, done: self._stop_if_unwanted(run))
             return True
         except RunStopped:

@@ -21,6 +21,7 @@ hosts that have nothing but Python 3. cible.agent.transfer carries out the steps
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -65,18 +66,21 @@ def run_dir_of(node_root: Path, plan: dict[str, Any]) -> Path:
 
 
 def localize(plan: dict[str, Any], node_root: Path, run_dir: Path | None = None,
-             server_url: str | None = None) -> tuple[dict[str, Any], list[Step]]:
+             server_url: str | None = None, cache_root: Path | None = None) -> tuple[dict[str, Any], list[Step]]:
     """The plan with the server's paths made the node's, and the steps that move their files (BEFORE
     steps in the order to do them, then AFTER steps). `run_dir` is where the launcher will run (by
     default the agent's, `run_dir_of`); `server_url`, where this node reaches its server (MLflow and
-    the batch API are reached there too). The plan given is not changed."""
+    the batch API are reached there too); `cache_root`, where the blob and environment caches are
+    kept across runs (default `node_root`: a Slurm job's pilots share their user's). The plan given
+    is not changed."""
     node_root = Path(node_root)
+    cache_root = Path(cache_root) if cache_root is not None else node_root
     run_dir = Path(run_dir) if run_dir is not None else run_dir_of(node_root, plan)
     plan = copy.deepcopy(plan)
     before: list[Step] = []
     after: list[Step] = []
 
-    blobs = node_root / "blobs"
+    blobs = cache_root / "blobs"
     plan["blob_root"] = str(blobs)
     code = plan.get("code") or {}
     if code.get("snapshot"):
@@ -115,11 +119,15 @@ def localize(plan: dict[str, Any], node_root: Path, run_dir: Path | None = None,
             after.append(Step(AFTER, UPLOAD, "resume", resume, "the resume folder", periodic=True))
 
     if plan.get("env_cache"):
-        plan["env_cache"] = str(node_root / "envs")
+        plan["env_cache"] = str(cache_root / "envs")
     if plan.get("sandbox"):
-        # The workspace is not here; what the command may not see is the folder of this host's nodes
-        # (other runs, the agent's files), its own run's folders and the environments bound back.
-        plan["sandbox"] = {"hide": str(node_root.parent), "readable": []}
+        # What the command may not see: the workspace, where this node's user can read it (a Slurm
+        # cluster used with the server machine's own commands runs jobs as the server's user, on a
+        # filesystem it may share); else the folder of this host's nodes (other runs, the agent's
+        # files), its own run's folders and the environments bound back.
+        workspace = (plan["sandbox"] or {}).get("hide")
+        shared = bool(workspace) and os.access(workspace, os.R_OK)
+        plan["sandbox"] = {"hide": workspace if shared else str(node_root.parent), "readable": []}
 
     if server_url:
         tracking = plan.get("tracking")

@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,21 @@ from cible.agent.agent import Agent
 from cible.node.limits import LimitError, NodeLimits, Shape, host_capacity
 
 log = logging.getLogger("cible.agent")
+WAIT_FOR_RUN_S = 120.0
 
 
 class Pilot(Agent):
     """An agent with one run to do: it stops once that run ended and was reported."""
 
-    def __init__(self, *, job: str, node_addrs: list[str], **kwargs: Any) -> None:
+    def __init__(self, *, job: str, node_addrs: list[str], cache_root: Path | None = None,
+                 wait_for_run_s: float = WAIT_FOR_RUN_S, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.job = job
         self.node_addrs = node_addrs
+        self.cache_root = cache_root
+        # A pilot whose run never comes (a Slurm job the server did not record, its submit tried
+        # again) ends rather than hold its allocation.
+        self.give_up_at = time.monotonic() + wait_for_run_s
 
     def serve(self) -> int:
         status = super().serve()
@@ -51,6 +58,9 @@ class Pilot(Agent):
         with self.lock:
             finished = bool(self.done) and not self.runs
         if finished:
+            return {"stop": True, "runs": []}
+        if not self.done and not self.runs and time.monotonic() > self.give_up_at:
+            log.error("no run for this pilot from the server; it ends")
             return {"stop": True, "runs": []}
         reply = super()._heartbeat(wait_s)
         for run in (reply or {}).get("runs", []):
@@ -76,6 +86,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--token-file", required=True, type=Path)
     p.add_argument("--url", required=True, help="the workspace server's URL as the Slurm nodes reach it")
     p.add_argument("--root", required=True, type=Path, help="a folder of this node's own for the run")
+    p.add_argument("--cache-root", type=Path, help="where the blob and environment caches are kept across runs")
     p.add_argument("--orphan-after", type=float, default=600.0)
     return p.parse_args(argv)
 
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         unpoliced = Shape(vcpus=share.vcpus, memory_gb=max(share.memory_gb, host_capacity().memory_gb), gpus=share.gpus)
         limits = NodeLimits(args.node_id, unpoliced, overcommit=True, size="its Slurm allocation")
         pilot = Pilot(job=args.job, node_addrs=addrs, node_id=args.node_id, root=args.root, url=args.url.rstrip("/"),
-                      token=token, limits=limits, orphan_after_s=args.orphan_after)
+                      token=token, limits=limits, orphan_after_s=args.orphan_after, cache_root=args.cache_root)
     except LimitError as exc:
         print(f"cible pilot: {exc.message}", file=sys.stderr)
         return 1

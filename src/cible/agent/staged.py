@@ -32,9 +32,10 @@ class StagedFiles:
     """One run's moves between this node and the server (see cible.agent.localize for which)."""
 
     def __init__(self, plan: dict[str, Any], *, node_root: Path, run_dir: Path, node_id: str,
-                 url: Callable[[], str], token: str, retry_for_s: float = RETRY_FOR_S) -> None:
+                 url: Callable[[], str], token: str, retry_for_s: float = RETRY_FOR_S,
+                 cache_root: Path | None = None) -> None:
         self.job, self.attempt = plan["job_name"], int(plan.get("attempt", 1))
-        self.plan, self.steps = localize(plan, node_root, run_dir, server_url=url())
+        self.plan, self.steps = localize(plan, node_root, run_dir, server_url=url(), cache_root=cache_root)
         self._url, self._token, self._node_id = url, token, node_id
         self._retry_for_s = retry_for_s  # how long a server that does not answer is waited for
         self._last_sync = time.monotonic()

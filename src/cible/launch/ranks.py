@@ -50,7 +50,7 @@ class Ranks:
                 for rank, rank_env, path in starts:
                     self.ranks.append(Rank(rank, _start(shell, command, cwd, rank_env, path), path))
             else:
-                pids = _start_in_one_sandbox(enter, lambda: [_start(shell, command, cwd, rank_env, path).pid
+                pids = _start_in_one_sandbox(enter, lambda: [_start(shell, command, cwd, rank_env, path)
                                                              for _, rank_env, path in starts])
                 self.ranks = [Rank(rank, Adopted(pid), path) for (rank, _, path), pid in zip(starts, pids)]
         except BaseException:
@@ -109,9 +109,10 @@ def _start(shell: str, command: str, cwd: Path, env: dict[str, str], log: Path) 
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _start_in_one_sandbox(enter: Callable[[], None], start_all: Callable[[], list[int]]) -> list[int]:
-    """Run `start_all` in a child that first enters the sandbox; its processes become ours.
-    Raises SubprocessError (as a failed preexec_fn does) when the sandbox cannot be entered."""
+def _start_in_one_sandbox(enter: Callable[[], None], start_all: Callable[[], list[subprocess.Popen]]) -> list[int]:
+    """Run `start_all` in a child that first enters the sandbox; its processes become ours (their
+    pids are returned). Raises SubprocessError (as a failed preexec_fn does) when the sandbox cannot
+    be entered."""
     read, write = os.pipe()
     subreaper(True)
     try:
@@ -120,7 +121,10 @@ def _start_in_one_sandbox(enter: Callable[[], None], start_all: Callable[[], lis
             os.close(read)
             try:
                 enter()
-                answer = {"pids": start_all()}
+                # The Popen objects are kept until the child's _exit: one collected earlier reaps its
+                # process if it already ended (Popen.__del__ polls), and ours would never see its exit.
+                started = start_all()
+                answer = {"pids": [proc.pid for proc in started]}
             except BaseException as exc:  # noqa: BLE001  (any failure is the sandbox's to report)
                 answer = {"error": f"{type(exc).__name__}: {exc}"}
             os.write(write, json.dumps(answer).encode())

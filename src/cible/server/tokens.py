@@ -46,6 +46,10 @@ class Scope:
 WORKSPACE = Scope("workspace")
 
 
+def pilot_salt(submission: str, attempt: int) -> str:
+    return f"{submission}-{attempt}"
+
+
 class Tokens:
     def __init__(self, workspace_token: str) -> None:
         self._workspace = workspace_token.encode()
@@ -63,10 +67,13 @@ class Tokens:
         """The token of node `node_id`'s agent."""
         return self._make(NODE, node_id)
 
-    def pilot(self, job_name: str, attempt: int) -> str:
-        """The token of the pilots of attempt `attempt` of job `job_name` on a Slurm cluster: the agent
-        routes of that job's pilot nodes only (their ids are Slurm's, known once it started)."""
-        return self._make(PILOT, job_name, str(attempt))
+    def pilot(self, job_name: str, attempt: int, submission: str = "") -> str:
+        """The token of the pilots of attempt `attempt` of job `job_name` as submitted with `submission`
+        (its plan's token_salt) on a Slurm cluster: the agent routes of that job's pilot nodes only
+        (their ids are Slurm's, known once it started). Its salt, `<submission>-<attempt>`, is checked
+        against the job's current attempt (AgentService.check_pilot): an old token of a job of the
+        same name, or of an earlier attempt, reaches nothing."""
+        return self._make(PILOT, job_name, pilot_salt(submission, attempt))
 
     def scope_of(self, bearer: bytes) -> Scope | None:
         """The scope a bearer token grants, or None for a token this workspace did not issue."""

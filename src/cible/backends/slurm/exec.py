@@ -105,7 +105,9 @@ class SshExec:
     def run(self, command: str, *, stdin: bytes | None = None, timeout: float = COMMAND_TIMEOUT_S) -> Done:
         async def go() -> Done:
             async with self.session.lock:
-                result = await self.session.run(with_env(command, self.environment), stdin=stdin or b"",
+                # Through sh: the user's login shell may be csh, where `export`, `$(…)` and `&&` fail.
+                result = await self.session.run(f"sh -c {shlex.quote(with_env(command, self.environment))}",
+                                                stdin=stdin or b"",
                                                 timeout=timeout, what=f"`{command.split(' ', 1)[0]}`")
             out, err = result.stdout or b"", result.stderr or b""
             return Done(result.exit_status if result.exit_status is not None else 255,

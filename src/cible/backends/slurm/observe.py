@@ -2,8 +2,8 @@
 nodes' are), read beside Slurm's own state of the job.
 
 - The pilots' end counts when it is Completed, or Canceled when cible asked for the cancel.
-- A Failed or Canceled end cible did not ask for waits for Slurm's end; when Slurm ended the job
-  itself (its time limit, preemption, a failed node, a cancel from outside cible), Slurm's words
+- A Failed or Canceled end cible did not ask for waits for Slurm's end (END_GRACE_S at most: a
+  rank that failed while the others run on ends the job then); when Slurm ended the job itself (its time limit, preemption, a failed node, a cancel from outside cible), Slurm's words
   say why, for a command killed by Slurm's signal looks like any failure to its launcher.
 - No end from the pilots: Slurm's state says it. PENDING is Queued with Slurm's reason; an end
   Slurm saw without the pilots' report fails with Slurm's words; a job Slurm no longer knows of
@@ -17,6 +17,9 @@ from cible.core.lifecycle.jobs import TERMINAL, JobStatus
 from cible.core.lifecycle.runs import RunObservation
 from cible.core.models.records import SlurmHandle
 
+# How long the pilots' Failed (or uncalled-for Canceled) end waits for Slurm's own: about Slurm's
+# KillWait, the time its signalled job takes to leave its nodes.
+END_GRACE_S = 15.0
 # Ends that are Slurm's doing, not the job's: its words beat what the pilots saw (a command killed).
 SLURM_ENDS = frozenset({"TIMEOUT", "PREEMPTED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "CANCELLED"})
 
@@ -28,9 +31,10 @@ def needs_slurm(merged: RunObservation, canceling: bool) -> bool:
 
 
 def observe(handle: SlurmHandle, merged: RunObservation, canceling: bool, job: SlurmJob | None, *,
-            asked: bool = True) -> RunObservation:
+            asked: bool = True, waited_s: float = 0.0) -> RunObservation:
     """The run as the reconciler reads it. `job`: Slurm's state (None: Slurm does not know it, or
-    was not `asked` because the pilots' end settles it)."""
+    was not `asked` because the pilots' end settles it). `waited_s`: how long the pilots' end has
+    waited for Slurm's; after END_GRACE_S it stands (a rank failed while the others run on)."""
     if handle.refused is not None:
         return RunObservation(history=["Failed"], alive=False,
                               error={"code": "SlurmSubmitRefused", "message": handle.refused})
@@ -39,7 +43,7 @@ def observe(handle: SlurmHandle, merged: RunObservation, canceling: bool, job: S
     found = verdict(job, cancel_requested=canceling) if job is not None else None
     progress = [s for s in merged.history if s not in TERMINAL]
     if merged.ended:  # Failed, or Canceled without cible asking: by the job itself, or by Slurm?
-        if found is not None and not found.ended:
+        if found is not None and not found.ended and waited_s < END_GRACE_S:
             return RunObservation(history=progress)  # Slurm's end shows once the job left its nodes
         if found is not None and job.state in SLURM_ENDS:
             return _ended(handle, progress, found)

@@ -35,6 +35,7 @@ from cible.backends.slurm.script import ScriptError, render
 from cible.backends.ssh.bundle import Bundle
 from cible.backends.ssh.connect import RemoteHostError, SshTarget
 from cible.backends.ssh.hosts import quote_path
+from cible.core.errors import CibleError
 from cible.core.lifecycle.runs import RunObservation
 from cible.core.models.computes import SlurmCompute
 from cible.core.models.records import SlurmHandle, pilot_node_id
@@ -84,8 +85,11 @@ class SlurmRunner:
         self.notify_nodes = notify_nodes
         self.log_dir = log_dir
         self._execs: dict[tuple[str, str], tuple[SlurmAccess, SlurmExec]] = {}
-        self._states: dict[str, tuple[float, SlurmJob | None]] = {}
-        self._cleaned: set[str] = set()
+        # By (compute, Slurm job id): two clusters number their jobs alike.
+        self._states: dict[tuple[str, str], tuple[float, SlurmJob | None]] = {}
+        self._cleaned: set[tuple[str, str]] = set()
+        self._scancelled: set[tuple[str, str]] = set()
+        self._ends_seen: dict[tuple[str, str], float] = {}  # the pilots' end first seen, waiting for Slurm's
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
@@ -122,17 +126,19 @@ class SlurmRunner:
         spec = access.compute
         settings = spec.cible
         attempt = int(plan.get("attempt", 1)) or 1
-        user, _, home = runner.run("printf '%s\\n%s' \"$(id -un)\" \"$HOME\"").stdout.partition("\n")
+        user, home = who(runner)
         agent_dir = (settings.agent_dir if settings and settings.agent_dir else AGENT_DIR).rstrip("/")
         if agent_dir.startswith("~/"):
             agent_dir = f"{home}/{agent_dir[2:]}"
+        else:  # one folder for every user of the cluster: each gets their own under it
+            agent_dir = f"{agent_dir}/{user}"
         run_dir = f"{agent_dir}/runs/{job_name}.{attempt}.{secrets.token_hex(3)}"
         port = 20000 + secrets.randbelow(20000)  # rank 0's rendezvous port (MASTER_PORT)
         handle = SlurmHandle(job_name=job_name, compute=compute, attempt=attempt, user=user, run_dir=run_dir,
                              master_port=port)
         folder = runner.ensure_bundle(self.bundle(), agent_dir)
         try:
-            script = self._script(plan, spec, handle, folder)
+            script = self._script(plan, spec, handle, folder, agent_dir)
         except ScriptError as exc:
             return _refused(handle, f"cible cannot submit this job to Slurm: {exc}")
         token = self.pilot_token(job_name, attempt)
@@ -153,7 +159,8 @@ class SlurmRunner:
         log.info("job %s: Slurm job %s on %s as %s", job_name, submitted.job_id, compute, user)
         return handle.model_copy(update={"slurm_job_id": submitted.job_id, "nodes": nodes}).model_dump(mode="json")
 
-    def _script(self, plan: dict[str, Any], spec: SlurmCompute, handle: SlurmHandle, bundle_dir: str) -> str:
+    def _script(self, plan: dict[str, Any], spec: SlurmCompute, handle: SlurmHandle, bundle_dir: str,
+                agent_dir: str) -> str:
         settings = spec.cible
         resources = plan.get("resources") or {}
         asked = dict((resources.get("properties") or {}).get("slurm") or {})
@@ -161,14 +168,20 @@ class SlurmRunner:
         if unknown:
             raise ScriptError(f"resources.properties.slurm: unknown key(s) {', '.join(unknown)} "
                               f"(known: {', '.join(SLURM_PROPERTIES)})")
-        size = self.size_of(resources.get("instance_type")) if resources.get("instance_type") else SlurmSize()
+        for key, value in asked.items():
+            if not isinstance(value, str):
+                raise ScriptError(f"resources.properties.slurm.{key}: a string, not {value!r}")
+        try:
+            size = self.size_of(resources["instance_type"]) if resources.get("instance_type") else SlurmSize()
+        except CibleError as exc:
+            raise ScriptError(f"resources.instance_type: {exc.message}") from None
         url = (settings.server_url if settings and settings.server_url else self.server_url) or ""
         if not url:
             raise ScriptError("the server's URL is not known: set the compute's cible.server_url")
         python = settings.python if settings else "python3"
         env = settings.environment if settings else {}
         pilot = [python, "-m", "cible.agent.pilot", "--job", handle.job_name, "--token-file",
-                 f"{handle.run_dir}/token", "--url", url.rstrip("/")]
+                 f"{handle.run_dir}/token", "--url", url.rstrip("/"), "--cache-root", agent_dir]
         node_id = pilot_node_id("${SLURM_JOB_ID}", "${SLURM_NODEID}")
         task = (f"exec {shlex.join(pilot)} --node-id \"{node_id}\" "
                 f"--root {shlex.quote(handle.run_dir)}/node-\"${{SLURM_NODEID}}\"")
@@ -177,7 +190,9 @@ class SlurmRunner:
             start = [('addrs=""; for n in $(scontrol show hostnames "$SLURM_JOB_NODELIST"); do '
                       'a=$(scontrol show node -o "$n" | tr " " "\\n" | sed -n "s/^NodeAddr=//p"); '
                       'addrs="${addrs:+$addrs,}${a:-$n}"; done; export CIBLE_NODE_ADDRS="$addrs"'),
-                     f"srun --ntasks-per-node=1 --kill-on-bad-exit=0 bash -c {shlex.quote(task)}"]
+                     # srun takes no --cpus-per-task from the job's since Slurm 22.05: given again
+                     ('srun --ntasks-per-node=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" --kill-on-bad-exit=0 '
+                      f"bash -c {shlex.quote(task)}")]
         else:  # the batch script runs on the one node already: no job step to launch (about a second less)
             start = [f"SLURM_NODEID=0 CIBLE_NODE_ADDRS=127.0.0.1 bash -c {shlex.quote(task)}"]
         lines = [
@@ -196,49 +211,72 @@ class SlurmRunner:
 
     # -- poll ----------------------------------------------------------------------------------
     def poll(self, raw: dict[str, Any]) -> RunObservation:
+        """Raises EngineUnavailable, whatever went wrong, once the job is on Slurm: a run is never
+        failed (nor its Slurm job cancelled) because its state could not be read this time."""
         handle = SlurmHandle.model_validate(raw)
         if handle.refused is not None:  # never submitted: no pilot, no Slurm job
             return observe(handle, RunObservation(), False, None, asked=False)
+        try:
+            return self._poll(handle)
+        except EngineUnavailable:
+            raise
+        except Exception as exc:
+            raise EngineUnavailable(f"cannot read Slurm job {handle.slurm_job_id}'s state: {exc}") from exc
+
+    def _poll(self, handle: SlurmHandle) -> RunObservation:
         merged = self.merge(self.reports(handle.job_name, handle.attempt, len(handle.nodes)))
         canceling = self.canceling(handle.job_name)
+        key = (handle.compute, handle.slurm_job_id or "")
         asks = needs_slurm(merged, canceling)
-        observation = observe(handle, merged, canceling, self._state(handle) if asks else None, asked=asks)
+        job = self._state(handle) if asks else None
+        waited = 0.0
+        if merged.ended and asks:  # the pilots' end waits a while for Slurm's (see observe)
+            waited = time.monotonic() - self._ends_seen.setdefault(key, time.monotonic())
+        observation = observe(handle, merged, canceling, job, asked=asks, waited_s=waited)
         if observation.ended or not observation.alive:
+            self._ends_seen.pop(key, None)
+            if job is not None and job.state not in commands.ENDED_STATES:
+                self._scancel(handle)  # a rank failed while the others run on: the allocation is freed
             self._clean_up(handle)
         return observation
 
     def _state(self, handle: SlurmHandle) -> SlurmJob | None:
         """The Slurm job as squeue (else scontrol) shows it, asked at most every STATE_TTL_S; None once
-        Slurm has forgotten it. Raises (the reconciler backs off) when Slurm cannot be asked."""
-        key = handle.slurm_job_id
+        Slurm has forgotten it. Raises when Slurm cannot be asked."""
+        job_id = handle.slurm_job_id or ""
+        key = (handle.compute, job_id)
         seen = self._states.get(key)
         if seen is not None and time.monotonic() - seen[0] < STATE_TTL_S:
             return seen[1]
         _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
-        done = runner.run(shlex.join(commands.squeue_argv([key])))
+        done = runner.run(shlex.join(commands.squeue_argv([job_id])))
         if done.status != 0 and "Invalid job id" not in done.stderr:
             unreachable(done, runner.where)
             raise RuntimeError(f"squeue on {runner.where} failed (exit {done.status}): {done.stderr.strip()[-300:]}")
-        job = commands.parse_squeue(done.stdout).get(key) if done.status == 0 else None
+        job = commands.parse_squeue(done.stdout).get(job_id) if done.status == 0 else None
         if job is None:
-            shown = runner.run(shlex.join(commands.scontrol_argv(key)))
+            shown = runner.run(shlex.join(commands.scontrol_argv(job_id)))
             if shown.status == 0 and shown.stdout.strip():
                 job = commands.job_from_scontrol(commands.parse_scontrol_job(shown.stdout))
         self._states[key] = (time.monotonic(), job)
         return job
 
     def _clean_up(self, handle: SlurmHandle) -> None:
-        """The run's token is removed on the cluster once it ended (best effort, once)."""
-        key = handle.slurm_job_id or handle.run_dir
+        """Once the run ended: its token and its nodes' folders are removed on the cluster (Slurm's
+        output stays, for whoever looks into a failure). Best effort; tried again at the next poll."""
+        key = (handle.compute, handle.slurm_job_id or handle.run_dir)
         if handle.refused is not None or key in self._cleaned:
             return  # a refused submit left nothing there
-        self._cleaned.add(key)
         self._states.pop(key, None)
         try:
             _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
-            runner.run(f"rm -f {quote_path(handle.run_dir + '/token')}")
-        except Exception as exc:  # noqa: BLE001
-            log.warning("job %s: its token file on the cluster could not be removed: %s", handle.job_name, exc)
+            folder = quote_path(handle.run_dir)
+            done = runner.run(f"rm -rf {folder}/token {folder}/node-*")
+        except Exception as exc:  # noqa: BLE001  (best effort: tried again at the next poll)
+            log.warning("job %s: its token on the cluster could not be removed: %s", handle.job_name, exc)
+            return
+        if done.status == 0:
+            self._cleaned.add(key)
 
     # -- cancel and logs -----------------------------------------------------------------------
     def cancel(self, raw: dict[str, Any]) -> None:
@@ -246,10 +284,19 @@ class SlurmRunner:
         if handle.slurm_job_id is None:
             return
         self.notify_nodes(*handle.nodes)  # a pilot's next heartbeat reply carries the cancel
+        self._scancel(handle)
+
+    def _scancel(self, handle: SlurmHandle) -> None:
+        """scancel the job, once (the reconciler asks again on every pass while a cancel is pending)."""
+        key = (handle.compute, handle.slurm_job_id or "")
+        if key in self._scancelled:
+            return
         _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
         done = runner.run(shlex.join(commands.scancel_argv([handle.slurm_job_id])))
         if done.status != 0 and "Invalid job id" not in done.stderr and "already completing" not in done.stderr:
+            unreachable(done, runner.where)
             raise RuntimeError(f"scancel {handle.slurm_job_id} on {runner.where} failed: {done.stderr.strip()[-300:]}")
+        self._scancelled.add(key)
 
     def log_path(self, raw: dict[str, Any]) -> Path | None:
         return self.log_dir(raw["job_name"]) / "artifacts" / "user_logs" / "std_log.txt"
@@ -278,16 +325,39 @@ class Reachable:
         try:
             return self.inner.run(command, stdin=stdin, timeout=timeout)
         except RemoteHostError as exc:
-            raise EngineUnavailable(f"cannot reach Slurm: {exc.message}") from None
+            raise _waits_or_fails(exc) from None
 
     def ensure_bundle(self, bundle: Bundle, agent_dir: str) -> str:
         try:
             return self.inner.ensure_bundle(bundle, agent_dir)
         except RemoteHostError as exc:
-            raise EngineUnavailable(f"cannot reach Slurm: {exc.message}") from None
+            raise _waits_or_fails(exc) from None
 
     def close(self) -> None:
         self.inner.close()
+
+
+# Why a login can fail and work again later (a host down, a key or host key being replaced): the
+# job waits. Anything else (a command that failed on the host: a full disk, a folder it cannot
+# write) is the job's failure, with the reason.
+PASSING = frozenset({"timeout", "refused", "dns", "auth", "host_key_changed", "host_key_mismatch", "ssh",
+                     "unreachable", "key_file"})
+
+
+def _waits_or_fails(exc: RemoteHostError) -> Exception:
+    reason = (exc.details or {}).get("reason") if isinstance(exc.details, dict) else None
+    return EngineUnavailable(f"cannot reach Slurm: {exc.message}") if reason in PASSING else exc
+
+
+def who(runner: SlurmExec) -> tuple[str, str]:
+    """(the user, their home) on the login host, read past whatever a login script prints."""
+    done = runner.run("printf 'cible-who %s %s\\n' \"$(id -un)\" \"$HOME\"")
+    for line in done.stdout.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "cible-who" and parts[2].startswith("/"):
+            return parts[1], parts[2]
+    raise RuntimeError(f"{runner.where}: could not read the user's name and home (exit {done.status}): "
+                       f"{(done.stderr or done.stdout).strip()[-300:]}")
 
 
 def _refused(handle: SlurmHandle, why: str) -> dict[str, Any]:

@@ -76,7 +76,9 @@ def render(job_name: str, attempt: int, command_lines: list[str], *, nodes: int 
             options.append(f"--{option}={_checked(option, value, _PLAIN)}")
     if constraint:
         options.append(f"--constraint={_checked('constraint', constraint, _CONSTRAINT)}")
-    options += [f"--output={output_dir}/slurm-%j.out", f"--chdir={output_dir}", "--export=ALL"]
+    # --no-requeue: a Slurm job cible did not know was started again (a node failure) would run an
+    # attempt whose pilots' token is gone; cible fails it with Slurm's reason instead.
+    options += [f"--output={output_dir}/slurm-%j.out", f"--chdir={output_dir}", "--export=ALL", "--no-requeue"]
 
     for line in command_lines:
         if "\n" in line or "\r" in line:

@@ -8,6 +8,7 @@ lost reply or a restarted server only delays, never loses, an instruction.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ from cible.server.clusters.runs import ChunkError, artifact_path, node_plan, sav
 from cible.server.store.columns import read_record
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow
+from cible.server.tokens import pilot_salt
 from cible.workspace import WorkspacePaths
 
 log = logging.getLogger("cible.server")
@@ -126,12 +128,31 @@ class AgentService:
             return {"stop": False, "runs": runs, "state": node.state, "wait_s": self.wait_s,
                     "idle_shutdown_at": stops_at}
 
+    def check_pilot(self, node_id: str, job_name: str, salt: str) -> None:
+        """A pilot token's request: NotFoundError (the pilot ends) unless its salt is the job's current
+        submission and attempt, and the node one of that attempt's (or the attempt is being recorded)."""
+        with self.store.session() as session:
+            job = session.get(JobRow, job_name)
+            run = job.run if job is not None else None
+            submission = str(run.plan.get("token_salt", "")) if run is not None else ""
+            handle = run.handle if run is not None else None
+            if isinstance(handle, SlurmHandle):
+                ok = node_id in handle.nodes and hmac.compare_digest(salt, pilot_salt(submission, handle.attempt))
+            else:  # sbatch answered, its handle not yet written: the submission is still checked
+                ok = job is not None and handle is None and salt.startswith(f"{submission}-")
+        if not ok:
+            raise NotFoundError(f"node '{node_id}' runs no attempt of job '{job_name}' with this token; it ends",
+                                details={"node_id": node_id})
+
     def pilot_wanted(self, node_id: str, job_name: str, has: dict[tuple[str, int], bool]) -> dict[str, Any] | None:
         """The reply to a Slurm pilot (cible.agent.pilot): its one run, while the job's attempt placed
-        it; `stop` once the job ended; None (404: the pilot ends) when the job no longer runs there."""
+        it; `stop` once the job ended; None (404: the pilot ends) when the job no longer runs there.
+        A pilot that asks before the launch is recorded (sbatch answered a moment ago) waits."""
         with self.store.session() as session:
             job = session.get(JobRow, job_name)
             handle = job.run.handle if job else None
+            if job is not None and handle is None and not is_terminal(job.status):
+                return {"stop": False, "runs": [], "state": job.status, "wait_s": 1.0}
             if not isinstance(handle, SlurmHandle) or node_id not in handle.nodes:
                 return None
             if is_terminal(job.status):
@@ -200,7 +221,7 @@ class AgentService:
                                     "its files any more; drop it")
             return dict(job.run.plan)
 
-    def _node(self, session, node_id: str) -> NodeRow:  # noqa: ANN001
+    def _node(self, session, node_id: str) -> NodeRow:
         row = session.get(NodeRow, node_id)
         if row is None or row.state == NodeState.REMOVED.value:
             raise NotFoundError(f"node '{node_id}' is not a node of this workspace", details={"node_id": node_id})

@@ -50,6 +50,11 @@ def slurm_runner(store: Store, paths: WorkspacePaths, tokens: Tokens, hub: Agent
         with store.session() as session:
             return session.scalar(select(JobRow.created_by).where(JobRow.name == job_name)) or ""
 
+    def submission_of(job_name: str) -> str:
+        with store.session() as session:
+            row = session.get(JobRow, job_name)
+            return str(row.run.plan.get("token_salt", "")) if row is not None else ""
+
     def canceling(job_name: str) -> bool:
         with store.session() as session:
             status = session.scalar(select(JobRow.status).where(JobRow.name == job_name))
@@ -65,5 +70,5 @@ def slurm_runner(store: Store, paths: WorkspacePaths, tokens: Tokens, hub: Agent
 
     return SlurmRunner(reports=lambda job, attempt, nodes: read_reports(paths, job, attempt, nodes),
                        merge=merge_reports, access=access, owner_of=owner_of, canceling=canceling,
-                       pilot_token=tokens.pilot, size_of=size_of, bundle=bundle, server_url=url,
+                       pilot_token=lambda job, attempt: tokens.pilot(job, attempt, submission_of(job)), size_of=size_of, bundle=bundle, server_url=url,
                        notify_nodes=hub.notify, log_dir=lambda job: Path(paths.run_dir(job)))

@@ -7,20 +7,36 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from cible.core.lifecycle.jobs import JobStatus
 from cible.core.errors import NotFoundError
+from cible.core.lifecycle.jobs import JobStatus
 from cible.server.errors import PayloadTooLargeError
 from cible.server.routers.responses import BYTES, JSON, answers
 from cible.server.schemas.agents import (
-    Committed, FileChunk, FileManifest, HeartbeatReply, ReportAccepted, StagedChunk, StagedFiles,
+    Committed,
+    FileChunk,
+    FileManifest,
+    HeartbeatReply,
+    ReportAccepted,
+    StagedChunk,
+    StagedFiles,
 )
 
-router = APIRouter(prefix="/api/v1/agent", tags=["agents"], default_response_class=JSON)
+
+def _pilot_guard(request: Request) -> None:
+    """A Slurm pilot's token reaches the routes of its job's current attempt only (auth.py has already
+    kept it to its job's pilot nodes): not those of an earlier attempt, nor of another job of that name."""
+    scope = getattr(request.state, "token_scope", None)
+    if scope is not None and scope.kind == "pilot":
+        request.app.state.agents.check_pilot(request.path_params.get("node_id", ""), scope.name, scope.salt)
+
+
+router = APIRouter(prefix="/api/v1/agent", tags=["agents"], default_response_class=JSON,
+                   dependencies=[Depends(_pilot_guard)])
 
 
 class RunRef(BaseModel):
