@@ -54,3 +54,66 @@ def store(tmp_path):  # noqa: ANN001, ANN201 (a cible.server.store.db.Store)
     store.migrate()
     yield store
     store.close()
+
+
+# --- Parallel runs (pytest-xdist `--dist loadgroup`: CIBLE_TEST_WORKERS=2 bash scripts/test.sh) ---------------------------
+# Tests that use something of the whole machine never run at the same time as one another: each family
+# below is one group, so one worker runs all of it, one test after the other. A module is in a family
+# when it uses the family's helper (its name in the module's text, so a new module joins by importing it):
+#   slurm: the Slurm test cluster (cible.testing.slurm): slurmd "nodes" at 127.0.0.2-4, munged, the
+#          `cible-slurm-user` it makes with useradd;
+#   ray:   Ray clusters (cible.testing.ray_cluster): nodes at 127.0.0.1-4 whose workers take ports
+#          10002-19999 on those addresses; one Ray at a time (and the slow autoscaler test takes CPUs);
+#   sshd:  loopback sshd "machines" (cible.testing.sshd) at 127.0.0.x, the `cible-attached` user made with
+#          useradd and whose processes test_attached_jobs ends with `pkill -u` after each test.
+# (Ports are picked free everywhere, so the families themselves may run side by side.)
+# Every other module of tests/e2e, tests/integration and tests/browser is a group of its own: its
+# module-scoped fixtures (a workspace's server, a Chromium) then start once, on one worker. The unit
+# tests are not grouped: spread test by test, they fill the workers at the end of the run.
+#
+# The groups are made here, in the controller's scheduler, not with `xdist_group` marks: xdist 3.8 marks
+# a test's group by rewriting `item._nodeid`, which pytest 9 no longer reads (its node ids live in
+# `item._id`), so under pytest 9 `--dist loadgroup` silently ran every marked test anywhere. An
+# explicit `xdist_group` mark still counts where xdist manages to apply it (the `@group` id suffix).
+_MACHINE_FAMILIES = (("slurm", "SlurmTestCluster"), ("ray", "RayTestCluster"), ("sshd", "LoopbackSshd"))
+_PER_MODULE = ("e2e", "integration", "browser")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_groups: dict[str, str | None] = {}
+
+
+def _module_group(path: str) -> str | None:
+    """The group of the test module at `path` (relative to the repository), or None."""
+    if path not in _groups:
+        parts = path.split("/")
+        group = None
+        if len(parts) > 2 and parts[0] == "tests" and parts[1] in _PER_MODULE:
+            group = path
+            try:
+                with open(os.path.join(_ROOT, path), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:
+                text = ""
+            group = next((family for family, helper in _MACHINE_FAMILIES if helper in text), path)
+        _groups[path] = group
+    return _groups[path]
+
+
+def _scope_of(nodeid: str) -> str:
+    if nodeid.rfind("@") > nodeid.rfind("]"):  # an explicit xdist_group mark that xdist could apply
+        return nodeid.rsplit("@", 1)[-1]
+    return _module_group(nodeid.split("::", 1)[0]) or nodeid
+
+
+@pytest.hookimpl(optionalhook=True)  # optional: a run with `-p no:xdist` has no such hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class MachineGroupScheduling(LoadScopeScheduling):
+        """--dist loadgroup with the groups above: a work unit is a group (or one unit test)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope_of(nodeid)
+
+    return MachineGroupScheduling(config, log)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from node_files_support import World, node_files_world
 
+import cible.agent.localize as localize_module
 from cible.agent.localize import AFTER, BEFORE, DOWNLOAD, SNAPSHOT, UPLOAD, Step, localize, run_dir_of
 
 NODE_ROOT = Path("/remote/agent/nodes/n1")
@@ -35,15 +36,24 @@ def strings(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
         yield where, value
 
 
-def test_no_path_of_the_servers_workspace_is_left(world: World):
+def test_no_path_of_the_servers_workspace_is_left(world: World, monkeypatch: pytest.MonkeyPatch):
     plan = world.node_plan()
     home = str(world.paths.home)
     assert {key for key, text in strings(plan) if home in text} > {"sandbox.hide"}  # the server's paths, before
+    monkeypatch.setattr(localize_module.os, "access", lambda path, mode: False)  # another machine, another user
     localized, _ = localize(plan, NODE_ROOT)
     assert {key for key, text in strings(localized) if home in text} == set()
     assert "/root/.cache" not in json.dumps(localized)
     # What the command may not see is the host's node folders (other runs, the agent's files).
     assert localized["sandbox"] == {"hide": str(NODE_ROOT.parent), "readable": []}
+
+
+def test_a_workspace_this_node_can_read_stays_hidden_from_the_job(world: World):
+    """A node whose user can read the server's workspace (a Slurm cluster used with the server
+    machine's own commands runs jobs as the server's user): the workspace is what the job may not see."""
+    plan = world.node_plan()
+    localized, _ = localize(plan, NODE_ROOT)
+    assert localized["sandbox"] == {"hide": str(world.paths.home), "readable": []}
 
 
 def test_each_path_goes_to_the_nodes_own_folders(world: World):
@@ -134,4 +144,4 @@ def test_localize_is_standard_library_only():
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "copy", "dataclasses", "pathlib", "typing", "urllib"}
+    assert imported <= {"__future__", "copy", "dataclasses", "os", "pathlib", "typing", "urllib"}

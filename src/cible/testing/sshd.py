@@ -44,14 +44,19 @@ def ensure_user(name: str) -> Path:
     """A Unix user for an attached machine's logins (made once; its home returned): not root, so a
     test sees what such a user cannot read (the workspace). Unlocked without a password (`*`), as
     OpenSSH without PAM refuses key logins to a locked (`!`) account."""
+    import fcntl
     import pwd
 
-    try:
-        return Path(pwd.getpwnam(name).pw_dir)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
-        subprocess.run(["usermod", "-p", "*", name], check=True)
-        return Path(pwd.getpwnam(name).pw_dir)
+    # One useradd at a time on the machine: tests run in parallel (pytest-xdist) would otherwise race
+    # for /etc/passwd's lock (useradd fails at once when another holds it) or make the same user twice.
+    with open("/tmp/cible-test-useradd.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return Path(pwd.getpwnam(name).pw_dir)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+            subprocess.run(["usermod", "-p", "*", name], check=True)
+            return Path(pwd.getpwnam(name).pw_dir)
 
 
 # What lets this machine reach the package indexes (a proxy's CA, a mirror): a loopback "machine"
