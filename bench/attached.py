@@ -71,6 +71,23 @@ def srun_floor(cluster) -> float:  # noqa: ANN001
     return (int(done.stdout.split()[0]) - t0) / 1e6
 
 
+def sbatch_floor(cluster, folder: Path) -> float:  # noqa: ANN001
+    """A bare batch job of the same line: sbatch (from a clean environment, --export=ALL, as cible
+    submits) to its first line in its output file."""
+    script = folder / "floor.sbatch"
+    script.write_text(f"#!/bin/bash\n#SBATCH --output={folder}/out-%j.txt\n#SBATCH --export=ALL\n"
+                      f"python3 -c '{FIRST_LINE}'\n")
+    t0 = time.time_ns()
+    done = cluster.run(["sbatch", "--parsable", str(script)])
+    assert done.returncode == 0, done.stderr
+    out = folder / f"out-{done.stdout.strip()}.txt"
+    deadline = time.monotonic() + 60
+    while not (out.exists() and out.read_text().strip()):
+        assert time.monotonic() < deadline, "the floor's batch job did not run"
+        time.sleep(0.005)
+    return (int(out.read_text().split()[0]) - t0) / 1e6
+
+
 def slurm_bench(runs: int) -> None:
     from cible.testing.slurm import SlurmTestCluster, slurm_missing
 
@@ -88,20 +105,25 @@ def slurm_bench(runs: int) -> None:
             "environment": {"SLURM_CONF": str(cluster.slurm_conf)}}}).result()
         job = command(command=f"python3 -c '{FIRST_LINE}'", compute="hpc", environment={"image": "python:3.11"},
                       experiment_name="bench")
+        folder = cluster.root / "bench"
+        folder.mkdir()
         for _ in range(3):  # warm-up: the node code unpacked, the login session made
-            srun_floor(cluster), first_line_ms(client, job)
-        floor, cible = [], []
-        for _ in range(runs):  # interleaved, so machine noise hits both alike
+            srun_floor(cluster), sbatch_floor(cluster, folder), first_line_ms(client, job)
+        floor, batch, cible = [], [], []
+        for _ in range(runs):  # interleaved, so machine noise hits all alike
             floor.append(srun_floor(cluster))
+            batch.append(sbatch_floor(cluster, folder))
             cible.append(first_line_ms(client, job))
     finally:
         subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=os.environ, capture_output=True)
         cluster.stop()
         shutil.rmtree(home, ignore_errors=True)
-    f, c = statistics.median(floor), statistics.median(cible)
+    f, b, c = statistics.median(floor), statistics.median(batch), statistics.median(cible)
     print(f"runs: {runs} Slurm jobs; medians")
     print(f"floor  srun python3 -c                {f:8.1f} ms")
-    print(f"cible  Slurm job -> first line        {c:8.1f} ms   ratio {c / f:5.2f}x (target <= 2x)")
+    print(f"floor  sbatch of python3 -c           {b:8.1f} ms   (a batch job waits for Slurm's scheduling)")
+    print(f"cible  Slurm job -> first line        {c:8.1f} ms   ratio {c / f:5.2f}x of srun (target <= 2x), "
+          f"{c / b:5.2f}x of sbatch")
 
 
 def main() -> None:
