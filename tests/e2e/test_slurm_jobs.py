@@ -38,6 +38,15 @@ def cluster() -> Iterator[SlurmTestCluster]:
         yield slurm
 
 
+@pytest.fixture(autouse=True)
+def _no_slurm_job_left(cluster: SlurmTestCluster) -> Iterator[None]:
+    """Each test starts on an empty cluster: no job of an earlier one (an allocation kept warm for a
+    server that stopped ends on its own only after its keep) holds its nodes."""
+    yield
+    cluster.run(["scancel", "--user", "root"])
+    cluster.run(["scancel", "--user", JOB_USER])
+
+
 @pytest.fixture
 def ws(tmp_path: Path, cluster: SlurmTestCluster) -> Iterator[Workspace]:
     workspace = Workspace(tmp_path / "ws")
@@ -50,8 +59,6 @@ def ws(tmp_path: Path, cluster: SlurmTestCluster) -> Iterator[Workspace]:
     workspace.json("compute", "attach", "-f", spec)
     yield workspace
     workspace.stop()
-    cluster.run(["scancel", "--user", "root"])
-    cluster.run(["scancel", "--user", JOB_USER])
 
 
 def job(ws: Workspace, name: str, body: str, compute: str = "hpc") -> str:
@@ -94,7 +101,9 @@ def test_a_job_is_one_slurm_job_whose_files_travel_over_http(ws: Workspace, clus
     ws.cible("job", "download", "-n", name, "--output-name", "result", "-p", dest)
     assert (dest / "named-outputs" / "result" / "upper.txt").read_text() == "SLURM RUNS THE PILOT\n"
     # The pilots' token is gone from the cluster once the run ended: never left behind in a file.
-    assert not list(Path(pwd.getpwuid(os.getuid()).pw_dir, ".cible-agent", "runs").glob("code-io.1.*/token"))
+    run_dir = Path(ws.job(name)["slurm"]["run_dir"])
+    assert run_dir.is_relative_to(Path(pwd.getpwuid(os.getuid()).pw_dir, ".cible-agent", "runs"))
+    assert (run_dir / "job.sbatch").exists() and not (run_dir / "token").exists()
 
 
 def test_a_distributed_job_is_one_allocation_with_azures_variables(ws: Workspace, cluster: SlurmTestCluster) -> None:
@@ -192,6 +201,25 @@ def test_a_job_slurm_holds_back_says_why_and_cancel_ends_the_slurm_job(ws: Works
     assert done["status"] == "Completed" and not done.get("queue_reason"), done
 
 
+def test_the_next_job_of_the_same_request_runs_in_the_allocation_the_last_one_left(
+        ws: Workspace, cluster: SlurmTestCluster) -> None:
+    """keep_allocation_s (default 60 s): no sbatch for the second job; a cancel still ends the Slurm job."""
+    first = job(ws, "first", "command: echo first in $SLURM_JOB_ID")
+    assert ws.wait_status(first, timeout=60)["status"] == "Completed"
+    [allocation] = slurm_jobs(cluster, first)
+    assert allocation.state == "RUNNING"  # its pilot waits for the next job
+    second = job(ws, "second", "command: echo second in $SLURM_JOB_ID")
+    assert ws.wait_status(second, timeout=60)["status"] == "Completed"
+    assert f"second in {allocation.job_id}" in ws.run_log(second)
+    assert ws.job(second)["slurm"]["kept_after_job"] == first and not slurm_jobs(cluster, second)
+    third = job(ws, "third", "command: echo third && sleep 300")
+    wait_until(lambda: "third" in ws.run_log(third) or None, 60, interval=0.2, message="the third job to start")
+    ws.cible("job", "cancel", "-n", third)
+    assert ws.wait_status(third, timeout=30)["status"] == "Canceled"
+    wait_until(lambda: [j for j in slurm_jobs(cluster, first) if j.state == "CANCELLED"] or None, 30,
+               interval=0.2, message="Slurm to show the allocation cancelled")
+
+
 def test_a_job_slurm_ends_at_its_time_limit_fails_with_slurms_reason(ws: Workspace, cluster: SlurmTestCluster) -> None:
     # The `short` partition's MaxTime is 1 minute; the job asks for no limit of its own, so Slurm's ends it.
     name = job(ws, "overtime", """
@@ -249,9 +277,11 @@ def test_over_a_login_host_jobs_run_as_their_users_own_slurm_identity(
         assert f"user={JOB_USER}" in log, log
         [slurm_job] = slurm_jobs(cluster, name)
         assert slurm_job.user == JOB_USER, slurm_job
-        # The login host goes down: a job waits, saying why (never failed for it), and runs once it is back.
+        # The login host goes down: a job waits, saying why (never failed for it), and runs once it is
+        # back. (Two nodes: not the request of the allocation the first job left warm, which needs no
+        # login host to take.)
         _down(sshd)
-        later = job(ws, "while-down", "command: echo back", compute="hpc-ssh")
+        later = job(ws, "while-down", "command: echo back\n        resources: {instance_count: 2}", compute="hpc-ssh")
 
         def waits() -> dict | None:
             shown = ws.job(later)

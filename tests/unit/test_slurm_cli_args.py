@@ -59,7 +59,8 @@ def test_attach_without_a_host_uses_the_servers_own_slurm_commands(ops: Recorded
     assert kind == "create"
     assert body == {"name": "hpc", "type": "slurm", "tags": {}, "partition": "debug", "qos": "normal",
                     "account": "ml", "cible": {"use_ssh_agent": False, "python": "python3",
-                                               "environment": {"SLURM_CONF": "/etc/x/slurm.conf"}}}
+                                               "environment": {"SLURM_CONF": "/etc/x/slurm.conf"},
+                                               "keep_allocation_s": 60}}
 
 
 def test_attach_with_a_host_logs_in_there_with_a_key_made_absolute(ops: Recorded, tmp_path: Path,

@@ -91,6 +91,34 @@ def test_a_job_that_ended_stops_its_pilots(store: Store, service: AgentService, 
     assert service.pilot_wanted(NODES[0], JOB, {(JOB, 2): False}) == {"stop": True, "runs": [], "state": status}
 
 
+def test_a_pilot_whose_run_ended_in_a_kept_allocation_is_told_what_the_runner_says(store: Store, tmp_path: Path):
+    asked: list[tuple[str, str]] = []
+
+    def pilot_next(handle: SlurmHandle, node: str) -> dict[str, Any]:
+        asked.append((handle.job_name, node))
+        return {"stop": False, "runs": [], "wait_s": 600.0}
+
+    service = AgentService(store, WorkspacePaths(tmp_path / "home"), AgentHub(), FrozenClock(NOW), 30.0,
+                           on_first_heartbeat=lambda: None, on_report=lambda: None,
+                           run_token=lambda plan: "tok", pilot_next=pilot_next)
+    plant(store, handle=HANDLE.model_copy(update={"keeps_allocation": True}))
+    # Its run reported done, the job's end not read yet: the runner answers, within a long-poll's wait.
+    reply = service.pilot_wanted(NODES[0], JOB, {}, frozenset({(JOB, 2)}))
+    assert reply == {"stop": False, "runs": [], "wait_s": service.wait_s, "state": "Running"}
+    assert service.settled(reply, {})
+    set_status(store, "Completed")
+    assert service.pilot_wanted(NODES[1], JOB, {})["state"] == "Completed"
+    assert asked == [(JOB, NODES[0]), (JOB, NODES[1])]
+    # A switch is never held in a long-poll.
+    assert not service.settled({"stop": False, "runs": [], "switch": {"job": "next", "token": "t"}}, {})
+
+
+def test_a_pilot_whose_run_is_done_waits_while_the_job_has_not_ended(store: Store, service: AgentService):
+    plant(store)  # an allocation not kept: the pilot stops once the job ended
+    reply = service.pilot_wanted(NODES[0], JOB, {}, frozenset({(JOB, 2)}))
+    assert reply["runs"] == [] and reply["stop"] is False and service.settled(reply, {})
+
+
 def test_a_node_not_among_the_jobs_pilots_gets_nothing(store: Store, service: AgentService):
     plant(store)
     assert service.pilot_wanted("slurm-job-4242-2", JOB, {}) is None
@@ -160,9 +188,9 @@ class _Server:
         pass
 
 
-def pilot(tmp_path: Path, answers: list[dict[str, Any]], addrs: list[str]) -> tuple[Pilot, _Server]:
+def pilot(tmp_path: Path, answers: list[dict[str, Any]], addrs: list[str], **kwargs: Any) -> tuple[Pilot, _Server]:
     made = Pilot(job=JOB, node_addrs=addrs, node_id=NODES[1], root=tmp_path, url="http://server", token="pilot-tok",
-                 limits=_Limits())
+                 limits=_Limits(), **kwargs)
     made.http.close()
     made.http = server = _Server(answers)
     return made, server
@@ -198,6 +226,37 @@ def test_a_pilot_whose_run_is_done_stops_without_asking(tmp_path: Path):
     made.done.add((JOB, 2))
     assert made._heartbeat(10.0) == {"stop": True, "runs": []}
     assert server.sent == []
+
+
+def test_a_pilot_kept_warm_says_its_run_is_done_and_waits_for_the_servers_word(tmp_path: Path):
+    waiting = {"stop": False, "runs": [], "state": "Completed", "wait_s": 10}
+    made, server = pilot(tmp_path, [waiting], [], keep_s=60)
+    made.done.add((JOB, 2))
+    assert made._heartbeat(10.0) == waiting
+    _, body, _ = server.sent[0]
+    assert body["runs"] == [] and body["done"] == [{"job": JOB, "attempt": 2}]
+
+
+def test_a_warm_pilot_switches_to_the_next_job_and_its_token(tmp_path: Path):
+    switch = {"stop": False, "runs": [], "state": "Completed", "wait_s": 0.0,
+              "switch": {"job": "next_job", "token": "next-tok"}}
+    made, server = pilot(tmp_path, [switch, run_reply(None)], [], keep_s=60)
+    made.done.add((JOB, 2))
+    made._heartbeat(10.0)
+    assert (made.job, made.token, made.warm) == ("next_job", "next-tok", False)
+    made._heartbeat(0.0)  # as the next job's pilot: its token, and no run of its own done
+    _, body, headers = server.sent[1]
+    assert headers == {"Authorization": "Bearer next-tok"} and body["done"] == []
+
+
+def test_a_warm_pilot_ends_on_its_own_a_while_after_the_keep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Should the server be gone (or have forgotten the allocation), the pilot does not hold it."""
+    made, server = pilot(tmp_path, [{"stop": False, "runs": [], "state": "Completed", "wait_s": 10}], [], keep_s=5)
+    made.done.add((JOB, 2))
+    made._heartbeat(10.0)
+    now = pilot_module.time.monotonic()
+    monkeypatch.setattr(pilot_module.time, "monotonic", lambda: now + 5 + pilot_module.KEEP_MARGIN_S + 1)
+    assert made._heartbeat(10.0) == {"stop": True, "runs": []} and len(server.sent) == 1
 
 
 def test_a_pilot_with_no_run_done_yet_asks_the_server(tmp_path: Path):

@@ -36,7 +36,8 @@ name=$(basename "$0")
 printf '%s\n' "$@" > "$FAKE_LOG/$name.argv"
 if [ -f "$FAKE_LOG/$name.stderr" ]; then cat "$FAKE_LOG/$name.stderr" >&2; exit 1; fi
 case "$name" in
-  sbatch) cp "$2" "$FAKE_LOG/sbatch.script"; pwd > "$FAKE_LOG/sbatch.cwd"; env > "$FAKE_LOG/sbatch.env"; echo 4242 ;;
+  sbatch) cp "$2" "$FAKE_LOG/sbatch.script"; pwd > "$FAKE_LOG/sbatch.cwd"; env > "$FAKE_LOG/sbatch.env"
+    n=$(cat "$FAKE_LOG/sbatch.n" 2>/dev/null || echo 4241); echo $((n + 1)) > "$FAKE_LOG/sbatch.n"; echo $((n + 1)) ;;
   squeue) [ -f "$FAKE_LOG/squeue.stdout" ] && cat "$FAKE_LOG/squeue.stdout" ;;
 esac
 exit 0
@@ -54,7 +55,7 @@ class Spy(LocalExec):
 
 
 class Setup:
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **compute: Any) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_s: int = 60, **compute: Any) -> None:
         self.log = tmp_path / "log"
         self.log.mkdir()
         bin_dir = tmp_path / "bin"
@@ -68,6 +69,7 @@ class Setup:
         (bundle_dir / "cible" / "__init__.py").write_text("")
         self.bundle = Bundle(path=bundle_dir, sha="0123abcd", files=("cible/__init__.py",))
         settings = CibleSlurmSettings(agent_dir=str(self.agent_dir), server_url="http://server.example:8080/",
+                                      keep_allocation_s=keep_s,
                                       environment={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(self.log)})
         self.compute = SlurmCompute(name="hpc", cible=settings, **compute)
         self.reports: list[dict[str, Any] | None] = [None, None]
@@ -126,7 +128,9 @@ def test_submit_hands_slurm_a_script_for_the_jobs_nodes_and_gets_its_id(setup: S
     assert f"--token-file {handle.run_dir}/token" in script
     assert "--url http://server.example:8080 " in script  # the compute's server_url, its slash dropped
     assert f"export PYTHONPATH={setup.agent_dir}/{getpass.getuser()}/bundles/0123abcd" in script
-    assert "srun --ntasks-per-node=1" in script and f"rm -f {handle.run_dir}/token" in script
+    assert "srun --ntasks-per-node=1" in script and f"rm -rf {handle.run_dir}/token {handle.run_dir}/node-*" in script
+    assert "--keep-s 60" in script  # the compute's keep_allocation_s: the pilots wait that long for a next job
+    assert handle.keeps_allocation
 
 
 def test_the_token_is_in_a_0600_file_and_never_in_the_script_nor_on_a_command_line(setup: Setup):
@@ -288,7 +292,9 @@ def test_poll_reads_slurms_queue_reason_while_no_pilot_reported(setup: Setup):
     assert setup.argv("squeue") == ["-h", "-t", "all", "-o", "%i|%T|%r|%u|%l", "-j", "4242"]
 
 
-def test_poll_of_a_completed_run_does_not_ask_slurm_and_removes_the_token(setup: Setup):
+def test_poll_of_a_completed_run_does_not_ask_slurm_and_removes_the_token(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    setup = Setup(tmp_path, monkeypatch, keep_s=0)  # no allocation kept: the run's end is the Slurm job's
     handle = SlurmHandle.model_validate(setup.runner.submit(JOB, plan()))
     assert (Path(handle.run_dir) / "token").exists()
     done = {"attempt": 2, "history": ["Preparing", "Running", "Completed"], "exit_code": 0}
@@ -305,4 +311,103 @@ def test_the_script_holds_no_token_even_when_asked_to(setup: Setup):
     spec = setup.compute.model_copy(update={"cible": setup.compute.cible.model_copy(
         update={"environment": {"LEAK": TOKENS.pilot(JOB, 1)}})})
     with pytest.raises(ScriptError, match="cible token"):
-        setup.runner._script(plan(), spec, handle, "/b", "/home/alice/.cible-agent")
+        setup.runner._script(plan(), SlurmAccess(spec, None, "alice"), handle, "/b", "/home/alice/.cible-agent", 0)
+
+
+# -- allocations kept warm (allocations.py) ----------------------------------------------------------
+
+def _completed(setup: Setup, job: str = JOB, limit: str = "UNLIMITED") -> SlurmHandle:
+    """`job` submitted, its two pilots' run Completed and read, in a Slurm job that still runs."""
+    handle = SlurmHandle.model_validate(setup.runner.submit(job, plan(timeout=None)))
+    (setup.log / "squeue.stdout").write_text(f"4242|RUNNING|None|alice|{limit}\n")
+    done = {"attempt": 2, "history": ["Preparing", "Running", "Completed"], "exit_code": 0}
+    setup.reports = [done, done]
+    assert setup.runner.poll(handle.model_dump(mode="json")).history[-1] == "Completed"
+    setup.reports = [None, None]
+    for node in handle.nodes:  # the pilots, waiting
+        assert setup.runner.next_for(handle, node)["stop"] is False
+    return handle
+
+
+def test_a_completed_runs_allocation_is_kept_and_the_next_job_of_its_request_runs_there(setup: Setup):
+    first = _completed(setup)
+    # Its token goes (the pilots read it when they started), the pilots' folders stay while it is kept.
+    assert not (Path(first.run_dir) / "token").exists() and (Path(first.run_dir) / "job.sbatch").exists()
+    (setup.log / "sbatch.argv").unlink()
+    second = SlurmHandle.model_validate(setup.runner.submit("next_job", plan(timeout=None)))
+    assert setup.argv("sbatch") is None  # no new Slurm job
+    assert (second.slurm_job_id, second.nodes, second.run_dir) == ("4242", first.nodes, first.run_dir)
+    assert second.after_job == JOB and second.keeps_allocation
+    # Its pilots switch only once its handle is recorded (the reconciler calls launched).
+    assert "switch" not in setup.runner.next_for(first, first.nodes[0])
+    setup.runner.launched(second.model_dump(mode="json"))
+    assert setup.notified == first.nodes
+    reply = setup.runner.next_for(first, first.nodes[0])
+    assert reply["switch"] == {"job": "next_job", "token": TOKENS.pilot("next_job", 2)}
+
+
+@pytest.mark.parametrize("change", [{"instance_count": 1}, {"resources": {"properties": {"slurm": {"qos": "high"}}}}, {}])
+def test_a_job_asking_for_something_else_gets_its_own_slurm_job(setup: Setup, change: dict[str, Any]):
+    """Another node count or QOS; or no time limit of its own in an allocation that has one (in an
+    allocation of its own it would get Slurm's whole default)."""
+    _completed(setup, limit="01:00:00")
+    (setup.log / "sbatch.argv").unlink()
+    SlurmHandle.model_validate(setup.runner.submit("next_job", {**plan(timeout=None), **change}))
+    assert setup.argv("sbatch") is not None
+
+
+def test_a_job_that_fits_in_the_time_the_allocation_has_left_takes_it(setup: Setup):
+    _completed(setup, limit="01:00:00")
+    (setup.log / "sbatch.argv").unlink()
+    too_long = SlurmHandle.model_validate(setup.runner.submit("long_job", plan(timeout=3600)))
+    assert too_long.after_job is None and too_long.slurm_job_id == "4243"
+    (setup.log / "sbatch.argv").unlink()
+    fits = SlurmHandle.model_validate(setup.runner.submit("short_job", plan(timeout=600)))
+    assert fits.after_job == JOB and setup.argv("sbatch") is None
+
+
+def test_another_users_job_never_takes_the_allocation(setup: Setup):
+    _completed(setup)
+    setup.runner.owner_of = lambda job: "bob"
+    (setup.log / "sbatch.argv").unlink()
+    assert SlurmHandle.model_validate(setup.runner.submit("bobs_job", plan(timeout=None))).after_job is None
+    assert setup.argv("sbatch") is not None
+
+
+def test_a_canceled_run_ends_its_allocation_and_its_pilots_stop(setup: Setup):
+    first = _completed(setup)
+    second = SlurmHandle.model_validate(setup.runner.submit("next_job", plan(timeout=None)))
+    setup.runner.launched(second.model_dump(mode="json"))
+    setup.runner.cancel(second.model_dump(mode="json"))
+    assert setup.argv("scancel") == ["4242"]
+    assert setup.runner.next_for(second, second.nodes[0]) == {"stop": True, "runs": []}
+    (setup.log / "sbatch.argv").unlink()
+    assert SlurmHandle.model_validate(setup.runner.submit("third", plan(timeout=None))).after_job is None
+    assert first.slurm_job_id == "4242"
+
+
+def test_a_slurm_job_that_no_longer_runs_is_not_kept(setup: Setup):
+    handle = SlurmHandle.model_validate(setup.runner.submit(JOB, plan(timeout=None)))
+    (setup.log / "squeue.stdout").write_text("4242|COMPLETING|None|alice|UNLIMITED\n")
+    done = {"attempt": 2, "history": ["Preparing", "Running", "Completed"], "exit_code": 0}
+    setup.reports = [done, done]
+    assert setup.runner.poll(handle.model_dump(mode="json")).history[-1] == "Completed"
+    assert setup.runner.next_for(handle, handle.nodes[0])["stop"] is True
+    assert not (Path(handle.run_dir) / "token").exists()  # cleaned up as a run whose Slurm job ends
+
+
+def test_a_job_waiting_in_slurms_queue_ends_the_idle_allocations_of_its_cluster(setup: Setup):
+    first = _completed(setup)
+    other = setup.runner.submit("one_node", plan(timeout=None, instance_count=1))  # another request: sbatch
+    (setup.log / "squeue.stdout").write_text("4243|PENDING|Resources|alice|UNLIMITED\n")
+    assert setup.runner.poll(other).history == ["Queued"]
+    assert setup.argv("scancel") == ["4242"]  # the idle allocation may hold the nodes it waits for
+    assert setup.runner.next_for(first, first.nodes[0])["stop"] is True
+
+
+def test_the_server_stopping_ends_its_idle_allocations_but_not_a_running_one(setup: Setup):
+    _completed(setup)
+    busy = setup.runner.submit("long_job", plan(timeout=None, instance_count=1))  # Slurm job 4243, running
+    setup.runner.close()
+    assert setup.argv("scancel") == ["4242"]
+    assert SlurmHandle.model_validate(busy).slurm_job_id == "4243"

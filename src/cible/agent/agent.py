@@ -180,7 +180,7 @@ class Agent:
                 wait_s = min(wait_s, PRESENCE_WAIT_S)
         return 0
 
-    def _heartbeat(self, wait_s: float) -> dict[str, Any] | None:
+    def _heartbeat_body(self, wait_s: float) -> dict[str, Any]:
         with self.lock:
             runs = [{"job": r.job, "attempt": r.attempt, "canceling": r.canceling}
                     for r in self.runs.values() if not r.aborted]
@@ -189,6 +189,10 @@ class Agent:
             body["address"] = self.address
         if self.presence:
             body.update(self.presence.report(busy=bool(runs)))
+        return body
+
+    def _heartbeat(self, wait_s: float) -> dict[str, Any] | None:
+        body = self._heartbeat_body(wait_s)
         response = self._call("POST", "/heartbeat", json=body, timeout=wait_s + 30)
         if response.status_code == 404:
             return None

@@ -4,7 +4,10 @@ one task of a cible job's Slurm job (the sbatch script's `srun` starts one per n
 A pilot is the node agent for one run: it asks the server for its run over the same long-polled
 heartbeat (its token is the job's pilot token, so the server answers from the job's record, not a
 node's), fetches the run's files over HTTP, starts the launcher, ships logs and outputs and reports
-as any agent does, then ends, and so does the Slurm job. Its node id names Slurm's job id and
+as any agent does, then ends, and so does the Slurm job. With `--keep-s` above 0 it stays once its
+run ended and was reported, heartbeating, until the server hands it the next job of the same user
+and request (that job's name and pilot token: it then serves that job, in the same allocation) or
+tells it to stop; on its own it stops `--keep-s` (and a margin) after its run ended. Its node id names Slurm's job id and
 node rank (`slurm-job-<id>-<rank>`), so the server knows which rank asks. The addresses of the
 job's nodes come from Slurm (CIBLE_NODE_ADDRS, written by the sbatch script from `scontrol`):
 node rank 0's is MASTER_ADDR.
@@ -33,20 +36,24 @@ from cible.node.limits import LimitError, NodeLimits, Shape, host_capacity
 
 log = logging.getLogger("cible.agent")
 WAIT_FOR_RUN_S = 120.0
+KEEP_MARGIN_S = 30.0  # a warm pilot outlives the server's keep by this, then ends on its own
 
 
 class Pilot(Agent):
     """An agent with one run to do: it stops once that run ended and was reported."""
 
     def __init__(self, *, job: str, node_addrs: list[str], cache_root: Path | None = None,
-                 wait_for_run_s: float = WAIT_FOR_RUN_S, **kwargs: Any) -> None:
+                 wait_for_run_s: float = WAIT_FOR_RUN_S, keep_s: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.job = job
+        self.job = job  # the job it serves now
         self.node_addrs = node_addrs
         self.cache_root = cache_root
+        self.wait_for_run_s = wait_for_run_s
+        self.keep_s = keep_s
         # A pilot whose run never comes (a Slurm job the server did not record, its submit tried
-        # again) ends rather than hold its allocation.
+        # again) ends rather than hold its allocation; so does one kept warm past the server's keep.
         self.give_up_at = time.monotonic() + wait_for_run_s
+        self.warm = False  # its run ended: waiting for the next job
 
     def serve(self) -> int:
         status = super().serve()
@@ -54,15 +61,33 @@ class Pilot(Agent):
             ended = bool(self.done) and not self.runs
         return status if ended or status else 1
 
+    def _finished(self) -> bool:
+        """Its job's run ended and was reported (called under the lock)."""
+        return not self.runs and any(job == self.job for job, _ in self.done)
+
+    def _heartbeat_body(self, wait_s: float) -> dict[str, Any]:
+        body = super()._heartbeat_body(wait_s)
+        with self.lock:
+            body["done"] = [{"job": job, "attempt": attempt} for job, attempt in self.done if job == self.job]
+        return body
+
     def _heartbeat(self, wait_s: float) -> dict[str, Any] | None:
         with self.lock:
-            finished = bool(self.done) and not self.runs
-        if finished:
+            finished = self._finished()
+            idle = not self.runs
+        if finished and self.keep_s <= 0:
             return {"stop": True, "runs": []}
-        if not self.done and not self.runs and time.monotonic() > self.give_up_at:
-            log.error("no run for this pilot from the server; it ends")
+        if finished and not self.warm:
+            self.warm, self.give_up_at = True, time.monotonic() + self.keep_s + KEEP_MARGIN_S
+        if idle and time.monotonic() > self.give_up_at:
+            log.error("no %s for this pilot from the server; it ends", "next job" if self.warm else "run")
             return {"stop": True, "runs": []}
         reply = super()._heartbeat(wait_s)
+        switch = (reply or {}).get("switch")
+        if switch:  # the next job, in this allocation: its token from now on
+            log.info("job %s ended; this allocation serves job %s next", self.job, switch["job"])
+            self.job, self.token, self.warm = switch["job"], switch["token"], False
+            self.give_up_at = time.monotonic() + self.wait_for_run_s
         for run in (reply or {}).get("runs", []):
             if run.get("plan") and self.node_addrs:
                 run["plan"] = {**run["plan"], "node_addrs": self.node_addrs}
@@ -70,8 +95,10 @@ class Pilot(Agent):
 
     def on_sigterm(self, *_: object) -> None:
         """Slurm ends the job (scancel, its time limit): the launcher is told to stop, and the pilot
-        goes on until its end is shipped and reported."""
+        goes on until its end is shipped and reported (a pilot without a run stops now)."""
         with self.lock:
+            if not self.runs:
+                self.stopping.set()
             runs = [run for run in self.runs.values() if not run.canceling]
             for run in runs:
                 run.canceling = True
@@ -88,6 +115,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--root", required=True, type=Path, help="a folder of this node's own for the run")
     p.add_argument("--cache-root", type=Path, help="where the blob and environment caches are kept across runs")
     p.add_argument("--orphan-after", type=float, default=600.0)
+    p.add_argument("--keep-s", type=float, default=0.0,
+                   help="once its run ended, wait this long (as the server says) for the next job of this allocation")
     return p.parse_args(argv)
 
 
@@ -120,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         unpoliced = Shape(vcpus=share.vcpus, memory_gb=max(share.memory_gb, host_capacity().memory_gb), gpus=share.gpus)
         limits = NodeLimits(args.node_id, unpoliced, overcommit=True, size="its Slurm allocation")
         pilot = Pilot(job=args.job, node_addrs=addrs, node_id=args.node_id, root=args.root, url=args.url.rstrip("/"),
-                      token=token, limits=limits, orphan_after_s=args.orphan_after, cache_root=args.cache_root)
+                      token=token, limits=limits, orphan_after_s=args.orphan_after, cache_root=args.cache_root,
+                      keep_s=args.keep_s)
     except LimitError as exc:
         print(f"cible pilot: {exc.message}", file=sys.stderr)
         return 1

@@ -91,16 +91,17 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             provider.on_node_gone = clusters.wake
     computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake,
                               quotas=quotas, paths=paths, default_provider=settings.default_provider)
+    slurm = slurm_runner(store, paths, tokens, hub, url)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,
                                cluster_runner=ClusterRunner(paths, hub.notify), cluster_names=computes.cluster_names,
                                on_job_ended=clusters.wake,
-                               engine_runner=slurm_runner(store, paths, tokens, hub, url),
+                               engine_runner=slurm,
                                engine_names=lambda: slurm_compute_names(store))
     clusters.on_jobs_changed = reconciler.wake
     agents = AgentService(store, paths, hub, clock, settings.node_heartbeat_timeout_s,
                           on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.run,
                           shares_workspace=lambda name: name not in providers
-                          or supports(providers[name], SHARES_WORKSPACE))
+                          or supports(providers[name], SHARES_WORKSPACE), pilot_next=slurm.next_for)
 
     def plan_of(job_name: str):  # noqa: ANN202
         try:

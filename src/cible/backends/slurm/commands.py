@@ -11,6 +11,7 @@ cible's job statuses (`JobStatus`), with Slurm's reason as the text a user reads
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Iterable, Mapping
@@ -292,16 +293,28 @@ def ended_message(job: SlurmJob) -> str:
     return f"Slurm ended job {job.job_id}: {job.state}" + (f" ({', '.join(details)})" if details else "")
 
 
-def limit_text(limit: str | None) -> str | None:
-    """Slurm's `[days-]hours:minutes:seconds` (or `minutes:seconds`) as "3 min", "2 h", "1 d 4 h";
-    None for no limit or a text not in that form."""
-    if not limit or limit in ("UNLIMITED", "INFINITE", "NOT_SET", "Partition_Limit"):
-        return None
-    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", limit)
+NO_LIMIT = ("UNLIMITED", "INFINITE")
+
+
+def limit_seconds(limit: str | None) -> float | None:
+    """Slurm's `[days-]hours:minutes:seconds` (or `minutes:seconds`) in seconds; math.inf for
+    UNLIMITED; None for a text not in that form (NOT_SET, Partition_Limit…)."""
+    if limit in NO_LIMIT:
+        return math.inf
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", limit or "")
     if not match:
         return None
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    total_min = days * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def limit_text(limit: str | None) -> str | None:
+    """Slurm's `[days-]hours:minutes:seconds` (or `minutes:seconds`) as "3 min", "2 h", "1 d 4 h";
+    None for no limit or a text not in that form."""
+    total_s = limit_seconds(limit)
+    if total_s is None or total_s == math.inf:
+        return None
+    total_min = math.ceil(total_s / 60)
     if total_min % 1440 == 0 and total_min >= 1440:
         return f"{total_min // 1440} d"
     if total_min >= 1440:

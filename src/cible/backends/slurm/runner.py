@@ -28,6 +28,7 @@ from typing import Any
 
 from cible.backends.base.contract import EngineUnavailable
 from cible.backends.slurm import commands
+from cible.backends.slurm.allocations import Allocation, Request, WarmPool
 from cible.backends.slurm.commands import SlurmJob
 from cible.backends.slurm.exec import COMMAND_TIMEOUT_S, Done, LocalExec, SlurmExec, SshExec
 from cible.backends.slurm.observe import needs_slurm, observe
@@ -36,6 +37,7 @@ from cible.backends.ssh.bundle import Bundle
 from cible.backends.ssh.connect import RemoteHostError, SshTarget
 from cible.backends.ssh.hosts import quote_path
 from cible.core.errors import CibleError
+from cible.core.lifecycle.jobs import JobStatus
 from cible.core.lifecycle.runs import RunObservation
 from cible.core.models.computes import SlurmCompute
 from cible.core.models.records import SlurmHandle, pilot_node_id
@@ -44,6 +46,7 @@ log = logging.getLogger("cible.server")
 STATE_TTL_S = 1.0  # Slurm is asked about a job at most once a second
 AGENT_DIR = "~/.cible-agent"
 SLURM_PROPERTIES = ("partition", "qos", "account", "constraint")
+KEEP_ALLOCATION_S = 60  # CibleSlurmSettings.keep_allocation_s's default, for a compute without `cible:`
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,16 @@ class SlurmRunner:
         self._scancelled: set[tuple[str, str]] = set()
         self._ends_seen: dict[tuple[str, str], float] = {}  # the pilots' end first seen, waiting for Slurm's
         self._lock = threading.Lock()
+        self.pool = WarmPool()  # allocations kept for the next job (allocations.py)
 
     def prepare(self) -> None:
         pass
 
     def close(self) -> None:
+        """The server stops: the allocations kept idle end (nothing runs in them; after a restart
+        they would not be known), those running a job go on."""
+        for compute in {allocation.request.compute for allocation in self.pool.all_idle()}:
+            self._end_idle(compute, "the server stops")
         with self._lock:
             execs, self._execs = list(self._execs.values()), {}
         for _, runner in execs:
@@ -126,6 +134,9 @@ class SlurmRunner:
         spec = access.compute
         settings = spec.cible
         attempt = int(plan.get("attempt", 1)) or 1
+        keep_s = settings.keep_allocation_s if settings else KEEP_ALLOCATION_S
+        if keep_s > 0 and (warm := self._take_warm(job_name, plan, access, attempt)) is not None:
+            return warm
         user, home = who(runner)
         agent_dir = (settings.agent_dir if settings and settings.agent_dir else AGENT_DIR).rstrip("/")
         if agent_dir.startswith("~/"):
@@ -135,10 +146,10 @@ class SlurmRunner:
         run_dir = f"{agent_dir}/runs/{job_name}.{attempt}.{secrets.token_hex(3)}"
         port = 20000 + secrets.randbelow(20000)  # rank 0's rendezvous port (MASTER_PORT)
         handle = SlurmHandle(job_name=job_name, compute=compute, attempt=attempt, user=user, run_dir=run_dir,
-                             master_port=port)
+                             master_port=port, keeps_allocation=keep_s > 0)
         folder = runner.ensure_bundle(self.bundle(), agent_dir)
         try:
-            script = self._script(plan, spec, handle, folder, agent_dir)
+            script = self._script(plan, access, handle, folder, agent_dir, keep_s)
         except ScriptError as exc:
             return _refused(handle, f"cible cannot submit this job to Slurm: {exc}")
         token = self.pilot_token(job_name, attempt)
@@ -157,11 +168,50 @@ class SlurmRunner:
         submitted = commands.parse_sbatch(done.stdout)
         nodes = [pilot_node_id(submitted.job_id, rank) for rank in range(int(plan.get("instance_count") or 1))]
         log.info("job %s: Slurm job %s on %s as %s", job_name, submitted.job_id, compute, user)
+        if keep_s > 0:
+            self.pool.hold(Allocation(submitted.job_id, self._request(plan, access), spec, user, run_dir, nodes,
+                                      keep_s=keep_s, submitted_at=self.pool.clock(), job=job_name, attempt=attempt))
         return handle.model_copy(update={"slurm_job_id": submitted.job_id, "nodes": nodes}).model_dump(mode="json")
 
-    def _script(self, plan: dict[str, Any], spec: SlurmCompute, handle: SlurmHandle, bundle_dir: str,
-                agent_dir: str) -> str:
-        settings = spec.cible
+    def _take_warm(self, job_name: str, plan: dict[str, Any], access: SlurmAccess, attempt: int) -> dict[str, Any] | None:
+        """The handle of `job_name`'s run in an allocation a run of the same user and request left
+        warm (no sbatch: its pilots switch to this job once its handle is recorded, see `launched`);
+        None when none fits."""
+        try:
+            request = self._request(plan, access)
+        except ScriptError:
+            return None  # the sbatch path refuses it, saying why
+        allocation = self.pool.take(request, access.compute, plan.get("timeout"), job_name, attempt)
+        if allocation is None:
+            return None
+        log.info("job %s: in Slurm job %s, kept warm after job %s", job_name, allocation.slurm_job_id,
+                 allocation.last_job)
+        return SlurmHandle(job_name=job_name, compute=request.compute, attempt=attempt, user=allocation.user,
+                           run_dir=allocation.run_dir, master_port=20000 + secrets.randbelow(20000),
+                           slurm_job_id=allocation.slurm_job_id, nodes=list(allocation.nodes), keeps_allocation=True,
+                           after_job=allocation.last_job).model_dump(mode="json")
+
+    def launched(self, raw: dict[str, Any]) -> None:
+        """The reconciler recorded a run's handle: a run in a warm allocation is told to its pilots."""
+        handle = SlurmHandle.model_validate(raw)
+        if handle.after_job is not None and handle.slurm_job_id is not None \
+                and self.pool.announce(handle.compute, handle.slurm_job_id, handle.job_name) is not None:
+            self.notify_nodes(*handle.nodes)
+
+    def next_for(self, handle: SlurmHandle, node_id: str) -> dict[str, Any]:
+        """The heartbeat reply to a pilot of `handle`'s allocation once its run ended: switch to the
+        job the allocation now serves (with that job's pilot token), wait, or stop."""
+        kind, allocation = self.pool.next_for(handle.compute, handle.slurm_job_id or "", node_id, handle.job_name)
+        if kind == "switch":
+            token = self.pilot_token(allocation.job, allocation.attempt)
+            return {"stop": False, "runs": [], "switch": {"job": allocation.job, "token": token}, "wait_s": 0.0}
+        if kind == "wait":
+            return {"stop": False, "runs": [], "wait_s": allocation}
+        return {"stop": True, "runs": []}
+
+    def _request(self, plan: dict[str, Any], access: SlurmAccess) -> Request:
+        """What the job asks Slurm for (ScriptError for what cannot be asked)."""
+        spec = access.compute
         resources = plan.get("resources") or {}
         asked = dict((resources.get("properties") or {}).get("slurm") or {})
         unknown = sorted(set(asked) - set(SLURM_PROPERTIES))
@@ -175,18 +225,27 @@ class SlurmRunner:
             size = self.size_of(resources["instance_type"]) if resources.get("instance_type") else SlurmSize()
         except CibleError as exc:
             raise ScriptError(f"resources.instance_type: {exc.message}") from None
+        pick = {key: asked.get(key) or getattr(spec, key, None) for key in ("partition", "qos", "account")}
+        return Request(compute=plan["compute"], owner=access.owner, nodes=int(plan.get("instance_count") or 1),
+                       cpus=size.cpus, memory_mb=size.memory_mb, gpus=size.gpus, constraint=asked.get("constraint"),
+                       **pick)
+
+    def _script(self, plan: dict[str, Any], access: SlurmAccess, handle: SlurmHandle, bundle_dir: str,
+                agent_dir: str, keep_s: int) -> str:
+        request = self._request(plan, access)
+        settings = access.compute.cible
         url = (settings.server_url if settings and settings.server_url else self.server_url) or ""
         if not url:
             raise ScriptError("the server's URL is not known: set the compute's cible.server_url")
         python = settings.python if settings else "python3"
         env = settings.environment if settings else {}
         pilot = [python, "-m", "cible.agent.pilot", "--job", handle.job_name, "--token-file",
-                 f"{handle.run_dir}/token", "--url", url.rstrip("/"), "--cache-root", agent_dir]
+                 f"{handle.run_dir}/token", "--url", url.rstrip("/"), "--cache-root", agent_dir,
+                 "--keep-s", str(keep_s)]
         node_id = pilot_node_id("${SLURM_JOB_ID}", "${SLURM_NODEID}")
         task = (f"exec {shlex.join(pilot)} --node-id \"{node_id}\" "
                 f"--root {shlex.quote(handle.run_dir)}/node-\"${{SLURM_NODEID}}\"")
-        nodes = int(plan.get("instance_count") or 1)
-        if nodes > 1:  # one task per node, started by srun; the nodes' addresses (MASTER_ADDR first): NodeAddr
+        if request.nodes > 1:  # one task per node, started by srun; the nodes' addresses (MASTER_ADDR first): NodeAddr
             start = [('addrs=""; for n in $(scontrol show hostnames "$SLURM_JOB_NODELIST"); do '
                       'a=$(scontrol show node -o "$n" | tr " " "\\n" | sed -n "s/^NodeAddr=//p"); '
                       'addrs="${addrs:+$addrs,}${a:-$n}"; done; export CIBLE_NODE_ADDRS="$addrs"'),
@@ -200,14 +259,16 @@ class SlurmRunner:
             f"export PYTHONPATH={shlex.quote(bundle_dir)}",
             *start,
             "status=$?",
-            f"rm -f {shlex.quote(handle.run_dir)}/token",
+            # The pilots are gone (the last run reported, or an allocation kept warm ended): their
+            # token and folders go; Slurm's output stays.
+            f"rm -rf {shlex.quote(handle.run_dir)}/token {shlex.quote(handle.run_dir)}/node-*",
             "exit $status",
         ]
-        pick = {key: asked.get(key) or getattr(spec, key, None) for key in ("partition", "qos", "account")}
-        return render(handle.job_name, handle.attempt, lines, nodes=nodes,
-                      cpus_per_task=size.cpus, memory_mb=size.memory_mb, gpus=size.gpus,
-                      time_limit_s=plan.get("timeout"), constraint=asked.get("constraint"),
-                      output_dir=handle.run_dir, **pick)
+        return render(handle.job_name, handle.attempt, lines, nodes=request.nodes,
+                      cpus_per_task=request.cpus, memory_mb=request.memory_mb, gpus=request.gpus,
+                      time_limit_s=plan.get("timeout"), constraint=request.constraint,
+                      output_dir=handle.run_dir, partition=request.partition, qos=request.qos,
+                      account=request.account)
 
     # -- poll ----------------------------------------------------------------------------------
     def poll(self, raw: dict[str, Any]) -> RunObservation:
@@ -235,10 +296,53 @@ class SlurmRunner:
         observation = observe(handle, merged, canceling, job, asked=asks, waited_s=waited)
         if observation.ended or not observation.alive:
             self._ends_seen.pop(key, None)
+            if handle.keeps_allocation and self._keep(handle, observation):
+                # Its pilots wait for the next job (next_for), having read their token long ago (a
+                # run that took the allocation found it gone); the allocation's end removes their folders.
+                if handle.after_job is None:
+                    self._remove(handle.compute, self.owner_of(handle.job_name), handle.slurm_job_id or "",
+                                 handle.run_dir, "token")
+                return observation
+            self.pool.drop(handle.compute, handle.slurm_job_id or "")
             if job is not None and job.state not in commands.ENDED_STATES:
                 self._scancel(handle)  # a rank failed while the others run on: the allocation is freed
             self._clean_up(handle)
+        elif observation.history == ["Queued"]:
+            self._end_idle(handle.compute, f"job {handle.job_name} waits in Slurm's queue")
         return observation
+
+    def _end_idle(self, compute: str, why: str) -> None:
+        """A job waits in Slurm's queue: the allocations kept idle on its cluster end, as they may hold
+        the nodes it waits for (a warm allocation is worth less than a queued job)."""
+        for allocation in self.pool.idle(compute):
+            if self.pool.drop(compute, allocation.slurm_job_id) is not None:
+                log.info("Slurm job %s, kept for a next job, ends: %s", allocation.slurm_job_id, why)
+                try:
+                    self._scancel_id(compute, allocation.request.owner, allocation.slurm_job_id)
+                except Exception as exc:  # noqa: BLE001  (its pilots stop at their next heartbeat anyway)
+                    log.warning("Slurm job %s could not be cancelled: %s", allocation.slurm_job_id, exc)
+                    continue
+                self._remove(compute, allocation.request.owner, allocation.slurm_job_id, allocation.run_dir,
+                             "token", "node-*")
+
+    def _keep(self, handle: SlurmHandle, observation: RunObservation) -> bool:
+        """Whether a run that ended gives its allocation back for the next job: only a Completed one,
+        in an allocation Slurm still runs, whose time limit Slurm says."""
+        if observation.history[-1:] != [JobStatus.COMPLETED.value] or handle.slurm_job_id is None:
+            return False
+        allocation = self.pool.get(handle.compute, handle.slurm_job_id)
+        if allocation is None or allocation.job != handle.job_name:
+            # Serving no job, or another since: this run gave it back already (at an earlier poll).
+            return allocation is not None
+        try:
+            job = self._state(handle)
+        except Exception as exc:  # noqa: BLE001  (not kept: the pilots are told to stop)
+            log.info("job %s: Slurm job %s is not kept (%s)", handle.job_name, handle.slurm_job_id, exc)
+            return False
+        limit = commands.limit_seconds(job.time_limit) if job is not None else None
+        if job is None or job.state != "RUNNING" or limit is None:
+            return False
+        return self.pool.release(handle.compute, handle.slurm_job_id, handle.job_name, limit)
 
     def _state(self, handle: SlurmHandle) -> SlurmJob | None:
         """The Slurm job as squeue (else scontrol) shows it, asked at most every STATE_TTL_S; None once
@@ -264,18 +368,23 @@ class SlurmRunner:
     def _clean_up(self, handle: SlurmHandle) -> None:
         """Once the run ended: its token and its nodes' folders are removed on the cluster (Slurm's
         output stays, for whoever looks into a failure). Best effort; tried again at the next poll."""
-        key = (handle.compute, handle.slurm_job_id or handle.run_dir)
-        if handle.refused is not None or key in self._cleaned:
-            return  # a refused submit left nothing there
-        self._states.pop(key, None)
-        try:
-            _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
-            folder = quote_path(handle.run_dir)
-            done = runner.run(f"rm -rf {folder}/token {folder}/node-*")
-        except Exception as exc:  # noqa: BLE001  (best effort: tried again at the next poll)
-            log.warning("job %s: its token on the cluster could not be removed: %s", handle.job_name, exc)
+        if handle.refused is None:  # a refused submit left nothing there
+            self._remove(handle.compute, self.owner_of(handle.job_name), handle.slurm_job_id or handle.run_dir,
+                         handle.run_dir, "token", "node-*")
+
+    def _remove(self, compute: str, owner: str, slurm_job_id: str, run_dir: str, *names: str) -> None:
+        key = (compute, slurm_job_id)
+        if key in self._cleaned:
             return
-        if done.status == 0:
+        folder = quote_path(run_dir)
+        try:
+            _, runner = self._exec(compute, owner)
+            done = runner.run("rm -rf " + " ".join(f"{folder}/{name}" for name in names))
+        except Exception as exc:  # noqa: BLE001  (best effort: tried again at the next poll)
+            log.warning("Slurm job %s: its token on the cluster could not be removed: %s", slurm_job_id, exc)
+            return
+        if done.status == 0 and "node-*" in names:
+            self._states.pop(key, None)
             self._cleaned.add(key)
 
     # -- cancel and logs -----------------------------------------------------------------------
@@ -283,19 +392,23 @@ class SlurmRunner:
         handle = SlurmHandle.model_validate(raw)
         if handle.slurm_job_id is None:
             return
+        self.pool.drop(handle.compute, handle.slurm_job_id)  # a canceled run's allocation is not kept
         self.notify_nodes(*handle.nodes)  # a pilot's next heartbeat reply carries the cancel
         self._scancel(handle)
 
     def _scancel(self, handle: SlurmHandle) -> None:
+        self._scancel_id(handle.compute, self.owner_of(handle.job_name), handle.slurm_job_id or "")
+
+    def _scancel_id(self, compute: str, owner: str, slurm_job_id: str) -> None:
         """scancel the job, once (the reconciler asks again on every pass while a cancel is pending)."""
-        key = (handle.compute, handle.slurm_job_id or "")
+        key = (compute, slurm_job_id)
         if key in self._scancelled:
             return
-        _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
-        done = runner.run(shlex.join(commands.scancel_argv([handle.slurm_job_id])))
+        _, runner = self._exec(compute, owner)
+        done = runner.run(shlex.join(commands.scancel_argv([slurm_job_id])))
         if done.status != 0 and "Invalid job id" not in done.stderr and "already completing" not in done.stderr:
             unreachable(done, runner.where)
-            raise RuntimeError(f"scancel {handle.slurm_job_id} on {runner.where} failed: {done.stderr.strip()[-300:]}")
+            raise RuntimeError(f"scancel {slurm_job_id} on {runner.where} failed: {done.stderr.strip()[-300:]}")
         self._scancelled.add(key)
 
     def log_path(self, raw: dict[str, Any]) -> Path | None:

@@ -347,6 +347,10 @@ class CibleSlurmSettings(SpecModel):
     # Variables set for cible's Slurm commands and the jobs' pilots (SLURM_CONF of a cluster whose
     # configuration is not in /etc/slurm, PATH to its commands…).
     environment: dict[str, str] = Field(default_factory=dict)
+    # How long a job's Slurm allocation is kept once its run Completed, for the next job of the same
+    # user asking for the same resources (it then starts without a new sbatch and its wait for
+    # Slurm's scheduler); 0: each job's allocation ends with it.
+    keep_allocation_s: int = Field(60, ge=0, le=3600)
 
     @field_validator("environment")
     @classmethod

@@ -76,6 +76,10 @@ class SlurmHandle(Record):
     slurm_job_id: str | None = None  # None: sbatch refused it (`refused` says why)
     nodes: list[str] = Field(default_factory=list)
     refused: str | None = None
+    # The Slurm job outlives this run: once it Completed, its pilots wait for the next job of the
+    # same user and request (backends/slurm/allocations.py).
+    keeps_allocation: bool = False
+    after_job: str | None = None  # this run took the allocation that job's run left (no sbatch of its own)
 
 
 RunHandle = Annotated[Union[LocalHandle, ClusterHandle, SlurmHandle], Field(discriminator="runner")]

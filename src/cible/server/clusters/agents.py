@@ -36,8 +36,12 @@ class AgentService:
     def __init__(self, store: Store, paths: WorkspacePaths, hub: AgentHub, clock: Clock,
                  heartbeat_timeout_s: float, on_first_heartbeat: Callable[[], None],
                  on_report: Callable[[], None], run_token: Callable[[dict[str, Any]], str],
-                 shares_workspace: Callable[[str], bool] = lambda provider: True) -> None:
+                 shares_workspace: Callable[[str], bool] = lambda provider: True,
+                 pilot_next: Callable[[SlurmHandle, str], dict[str, Any]] | None = None) -> None:
         self.store = store
+        # pilot_next(handle, node id): the reply to a pilot whose run ended, in an allocation kept
+        # for the next job (switch to it, wait, or stop: SlurmRunner.next_for).
+        self.pilot_next = pilot_next
         self.run_token = run_token  # a job's run token, handed to its nodes with its plan
         # shares_workspace(provider name): whether its nodes see the workspace folder; a node whose
         # provider does not gets plans whose files go over HTTP (node_plan's `transfer`).
@@ -144,10 +148,12 @@ class AgentService:
             raise NotFoundError(f"node '{node_id}' runs no attempt of job '{job_name}' with this token; it ends",
                                 details={"node_id": node_id})
 
-    def pilot_wanted(self, node_id: str, job_name: str, has: dict[tuple[str, int], bool]) -> dict[str, Any] | None:
-        """The reply to a Slurm pilot (cible.agent.pilot): its one run, while the job's attempt placed
+    def pilot_wanted(self, node_id: str, job_name: str, has: dict[tuple[str, int], bool],
+                     done: frozenset[tuple[str, int]] = frozenset()) -> dict[str, Any] | None:
+        """The reply to a Slurm pilot (cible.agent.pilot): its run, while the job's attempt placed
         it; `stop` once the job ended; None (404: the pilot ends) when the job no longer runs there.
-        A pilot that asks before the launch is recorded (sbatch answered a moment ago) waits."""
+        A pilot that asks before the launch is recorded (sbatch answered a moment ago) waits. One
+        whose run ended (`done`) in an allocation kept for the next job is told what pilot_next says."""
         with self.store.session() as session:
             job = session.get(JobRow, job_name)
             handle = job.run.handle if job else None
@@ -155,8 +161,14 @@ class AgentService:
                 return {"stop": False, "runs": [], "state": job.status, "wait_s": 1.0}
             if not isinstance(handle, SlurmHandle) or node_id not in handle.nodes:
                 return None
+            ended = is_terminal(job.status) or (job.name, handle.attempt) in done
+            if ended and handle.keeps_allocation and self.pilot_next is not None:
+                reply = self.pilot_next(handle, node_id)
+                return {**reply, "state": job.status, "wait_s": min(reply.get("wait_s", self.wait_s), self.wait_s)}
             if is_terminal(job.status):
                 return {"stop": True, "runs": [], "state": job.status}
+            if ended:  # its end is not read yet: nothing to do meanwhile
+                return {"stop": False, "runs": [], "state": job.status, "wait_s": self.wait_s}
             rank = handle.nodes.index(node_id)
             key = (job.name, handle.attempt)
             run = {"job": job.name, "attempt": handle.attempt, "node_rank": rank,
@@ -168,7 +180,7 @@ class AgentService:
     @staticmethod
     def settled(reply: dict[str, Any], has: dict[tuple[str, int], bool]) -> bool:
         """True when the agent already does what the reply asks: nothing to say yet."""
-        if reply["stop"]:
+        if reply["stop"] or reply.get("switch"):
             return False
         want = {(r["job"], r["attempt"]): r["cancel"] for r in reply["runs"]}
         return want.keys() == has.keys() and all(has[k] or not c for k, c in want.items())

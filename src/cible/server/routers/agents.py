@@ -47,6 +47,8 @@ class RunRef(BaseModel):
 
 class Heartbeat(BaseModel):
     runs: list[RunRef] = Field(default_factory=list)
+    # A Slurm pilot's runs that ended and were reported (it waits, in an allocation kept warm).
+    done: list[RunRef] = Field(default_factory=list, max_length=100)
     wait_s: float = Field(0.0, ge=0.0, le=60.0, description="hold the reply up to this long while nothing changes")
     usage: dict[str, Any] | None = None
     # Where other nodes reach this one (MASTER_ADDR of a job whose rank 0 it is); a provider whose
@@ -90,11 +92,12 @@ async def heartbeat(node_id: str, body: Heartbeat, request: Request) -> dict[str
 async def _pilot_heartbeat(node_id: str, job_name: str, body: Heartbeat, request: Request) -> dict[str, Any]:
     agents, hub = request.app.state.agents, request.app.state.hub
     has = {(r.job, r.attempt): r.canceling for r in body.runs}
+    done = frozenset((r.job, r.attempt) for r in body.done)
     hub.clear(node_id)
-    reply = await run_in_threadpool(agents.pilot_wanted, node_id, job_name, has)
+    reply = await run_in_threadpool(agents.pilot_wanted, node_id, job_name, has, done)
     if reply is not None and body.wait_s > 0 and agents.settled(reply, has):
         await hub.wait(node_id, min(body.wait_s, agents.wait_s))
-        reply = await run_in_threadpool(agents.pilot_wanted, node_id, job_name, has)
+        reply = await run_in_threadpool(agents.pilot_wanted, node_id, job_name, has, done)
     if reply is None:
         raise NotFoundError(f"node '{node_id}' runs no attempt of job '{job_name}'", details={"node_id": node_id})
     return reply

@@ -19,6 +19,13 @@ class WantedRun(Envelope):
     plan: dict[str, Any] | None = Field(None, description="its launch plan; null when the node already has the run")
 
 
+class PilotSwitch(Envelope):
+    """A Slurm pilot's next job, in the allocation its ended run kept warm."""
+
+    job: str = Field(description="the job whose run the pilot takes next")
+    token: str = Field(description="that job's pilot token: the pilot's token from now on")
+
+
 class HeartbeatReply(Envelope):
     """What the node should run: the difference between the workspace and what the agent said it has."""
 
@@ -27,6 +34,7 @@ class HeartbeatReply(Envelope):
     state: str = Field(description="the node's state in the workspace")
     wait_s: Number | None = Field(None, description="the longest the server holds a long-poll")
     idle_shutdown_at: IsoTime | None = Field(None, description="an instance's idle shutdown time (ISO 8601)")
+    switch: PilotSwitch | None = Field(None, description="a Slurm pilot: the job to serve next")
 
 
 class ReportAccepted(Envelope):

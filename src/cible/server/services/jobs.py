@@ -500,6 +500,8 @@ class JobService:
         if isinstance(run.handle, SlurmHandle):  # the Slurm job that runs it, and as whom
             resource["slurm"] = {"job_id": run.handle.slurm_job_id, "user": run.handle.user,
                                  "run_dir": run.handle.run_dir}
+            if run.handle.after_job:  # no sbatch of its own: the allocation that job's run left warm
+                resource["slurm"]["kept_after_job"] = run.handle.after_job
             resource["attempt"] = run.handle.attempt
         if run.serverless is not None:  # the nodes made for it: size, tier, count, and whether they remain
             if live_nodes is None:

@@ -1,0 +1,173 @@
+"""Slurm allocations kept warm between jobs (pure: a clock is given).
+
+A Slurm job's pilots need not end with their run: on a compute whose `cible.keep_allocation_s` is
+above 0 they stay in the allocation for that long, heartbeating, and the next job of the same user
+and the same request (nodes, CPUs, memory, GPUs, partition, QOS, account, constraint, and a time
+limit that fits in what the allocation has left) runs in it without a new `sbatch`: the server
+hands the pilots that job's token and they take its run as any agent takes one. A batch job waits
+for Slurm's scheduler (about a second on an idle cluster, much more on a busy one); a warm
+allocation starts the next job in the time of a heartbeat.
+
+Only a run that Completed gives its allocation back: after a failure or a cancel the Slurm job is
+ended (its nodes may be left in any state). The server decides when an idle allocation ends
+(`next_for` answers `stop` once it has been idle `keep_s`); the pilots also end on their own a
+little after that, should the server be gone. The pool is the server process's memory: after a
+restart the pilots of an idle allocation are told to stop, and the next job is submitted anew.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cible.backends.slurm.script import GRACE_S
+
+TAKE_MARGIN_S = 5.0  # an allocation this close to its idle end is not taken: its pilots may be leaving
+SEEN_WITHIN_S = 20.0  # an allocation is taken only while every pilot of it heartbeated this recently
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a Slurm job asks for, its time limit aside: two jobs of the same Request (and user, and
+    compute as it is now) can run in the same allocation, one after the other."""
+
+    compute: str
+    owner: str
+    nodes: int
+    cpus: int
+    memory_mb: int | None
+    gpus: int
+    partition: str | None
+    qos: str | None
+    account: str | None
+    constraint: str | None
+
+
+@dataclass
+class Allocation:
+    """One Slurm job whose pilots serve cible jobs one after the other."""
+
+    slurm_job_id: str
+    request: Request
+    spec: Any  # the compute's spec at submit: an allocation of a compute changed since is not reused
+    user: str
+    run_dir: str
+    nodes: list[str]
+    keep_s: float
+    submitted_at: float
+    job: str | None  # the job it serves now (None: idle)
+    attempt: int
+    # The allocation's time limit in seconds (math.inf: none), read from Slurm when it first goes
+    # idle; None until then (it is not reused without it).
+    time_limit_s: float | None = None
+    announced: bool = True  # the job's handle is recorded: its pilots may switch to it
+    last_job: str | None = None  # the job whose run last Completed in it
+    idle_since: float | None = None
+    seen: dict[str, float] = field(default_factory=dict)  # pilot node id -> its last heartbeat
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.request.compute, self.slurm_job_id)
+
+
+class WarmPool:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._allocations: dict[tuple[str, str], Allocation] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, allocation: Allocation) -> None:
+        """A new Slurm job, serving its first job."""
+        with self._lock:
+            self._allocations[allocation.key] = allocation
+
+    def get(self, compute: str, slurm_job_id: str) -> Allocation | None:
+        with self._lock:
+            return self._allocations.get((compute, slurm_job_id))
+
+    def release(self, compute: str, slurm_job_id: str, job: str, time_limit_s: float) -> bool:
+        """`job`'s run Completed: its allocation goes idle, to be kept `keep_s`. False when the pool
+        does not hold it for that job (a server restarted since: the pilots are told to stop)."""
+        with self._lock:
+            allocation = self._allocations.get((compute, slurm_job_id))
+            if allocation is None or allocation.job != job:
+                return False
+            now = self.clock()
+            allocation.job, allocation.last_job = None, job
+            allocation.idle_since, allocation.time_limit_s = now, time_limit_s
+            # Every pilot just reported the run's end; each may be in a long-poll for a while yet.
+            allocation.seen = dict.fromkeys(allocation.nodes, now)
+            return True
+
+    def take(self, request: Request, spec: Any, timeout_s: float | None, job: str, attempt: int) -> Allocation | None:
+        """An idle allocation for `job`'s run, if one fits: now `job`'s, not yet announced."""
+        now = self.clock()
+        with self._lock:
+            for allocation in self._allocations.values():
+                if allocation.job is None and allocation.request == request and allocation.spec == spec \
+                        and self._lasts(allocation, now) and _fits(allocation, timeout_s, now):
+                    allocation.job, allocation.attempt, allocation.announced = job, attempt, False
+                    allocation.idle_since = None
+                    return allocation
+        return None
+
+    def announce(self, compute: str, slurm_job_id: str, job: str) -> Allocation | None:
+        with self._lock:
+            allocation = self._allocations.get((compute, slurm_job_id))
+            if allocation is None or allocation.job != job:
+                return None
+            allocation.announced = True
+            return allocation
+
+    def idle(self, compute: str) -> list[Allocation]:
+        return [a for a in self.all_idle() if a.request.compute == compute]
+
+    def all_idle(self) -> list[Allocation]:
+        with self._lock:
+            return [a for a in self._allocations.values() if a.job is None]
+
+    def drop(self, compute: str, slurm_job_id: str) -> Allocation | None:
+        with self._lock:
+            return self._allocations.pop((compute, slurm_job_id), None)
+
+    def next_for(self, compute: str, slurm_job_id: str, node_id: str, done_job: str) -> tuple[str, Any]:
+        """What a pilot of the allocation whose run of `done_job` ended should do:
+        ("switch", allocation) to the job the allocation serves now; ("wait", seconds); ("stop", None)."""
+        now = self.clock()
+        with self._lock:
+            allocation = self._allocations.get((compute, slurm_job_id))
+            if allocation is None:
+                return "stop", None
+            allocation.seen[node_id] = now
+            if allocation.job is not None and allocation.job != done_job:
+                return ("switch", allocation) if allocation.announced else ("wait", 1.0)
+            if allocation.job is not None:  # its end is not read yet (the reconciler's next pass)
+                return "wait", 1.0
+            left = (allocation.idle_since or now) + allocation.keep_s - now
+            if left <= 0:
+                del self._allocations[allocation.key]
+                return "stop", None
+            return "wait", left
+
+    def _lasts(self, allocation: Allocation, now: float) -> bool:
+        """Still idle for a while, and every pilot of it heard from lately."""
+        if (allocation.idle_since or now) + allocation.keep_s - now < TAKE_MARGIN_S:
+            return False
+        return all(now - allocation.seen.get(node, -math.inf) < SEEN_WITHIN_S for node in allocation.nodes)
+
+
+def _fits(allocation: Allocation, timeout_s: float | None, now: float) -> bool:
+    """Whether a job limited to `timeout_s` (None: no limit of its own) can run in what the allocation
+    has left: a job without a limit only in an allocation without one (in its own, it would get the
+    partition's whole default); a job with one in an allocation that outlasts it by its grace."""
+    limit = allocation.time_limit_s
+    if limit is None:
+        return False
+    if limit == math.inf:
+        return True
+    left = limit - (now - allocation.submitted_at)  # counted from the submit: never more than Slurm's
+    return timeout_s is not None and timeout_s + GRACE_S <= left
