@@ -220,6 +220,35 @@ def test_the_next_job_of_the_same_request_runs_in_the_allocation_the_last_one_le
                interval=0.2, message="Slurm to show the allocation cancelled")
 
 
+def test_a_cluster_on_slurm_scales_its_nodes_as_slurm_jobs_and_runs_jobs_on_them(
+        ws: Workspace, cluster: SlurmTestCluster) -> None:
+    """`cible: {provider: slurm, slurm: hpc}`: each node is a Slurm job running cible's agent; the
+    cluster scales 0 -> 2 -> 0 and a 2-node job spans two Slurm nodes (MASTER_ADDR a NodeAddr)."""
+    ws.json("compute", "create", "-f", write_yaml(ws.cwd, "on-slurm.yml", """
+        name: on-slurm
+        type: amlcompute
+        size: Standard_DS1_v2
+        min_instances: 0
+        max_instances: 2
+        idle_time_before_scale_down: 2
+        cible: {provider: slurm, slurm: hpc, overcommit: true}
+        """))
+    name = job(ws, "on-nodes", """
+        command: echo "rank=$RANK master=$MASTER_ADDR slurm=$SLURM_JOB_ID"
+        distribution: {type: pytorch, process_count_per_instance: 1}
+        resources: {instance_count: 2}
+        """, compute="on-slurm")
+    done = ws.wait_status(name, timeout=120)
+    text = "\n".join(p.read_text() for p in (ws.home / "runs" / name / "artifacts" / "user_logs").glob("*.txt"))
+    assert done["status"] == "Completed", (done, text)
+    assert "rank=0 master=127.0.0." in text and "rank=1 master=127.0.0." in text, text
+    node_jobs = {line.split("slurm=")[1] for line in text.splitlines() if "slurm=" in line}
+    assert len(node_jobs) == 2 and all(node_jobs), text  # each rank in a Slurm job of its own: a node
+    ws.wait_nodes("on-slurm", lambda states: states == [], timeout=60, message="the cluster back to 0 nodes")
+    wait_until(lambda: not cluster.run(["squeue", "-h", "-t", "RUNNING", "-o", "%j"]).stdout.strip() or None, 30,
+               interval=0.2, message="the nodes' Slurm jobs to end")
+
+
 def test_a_job_slurm_ends_at_its_time_limit_fails_with_slurms_reason(ws: Workspace, cluster: SlurmTestCluster) -> None:
     # The `short` partition's MaxTime is 1 minute; the job asks for no limit of its own, so Slurm's ends it.
     name = job(ws, "overtime", """

@@ -61,9 +61,10 @@ def providers(api: TestClient) -> dict[str, dict]:
 
 def test_local_is_usable_and_ray_says_it_is_not_configured(client: TestClient):
     listed = providers(client)
-    assert sorted(listed) == ["local", "ray", "ssh"]
+    assert sorted(listed) == ["local", "ray", "slurm", "ssh"]
     assert listed["local"]["available"] is True and listed["local"]["error"] is None
     assert listed["ssh"]["available"] is True and "cible compute attach" in listed["ssh"]["hint"]
+    assert listed["slurm"]["available"] is True and "provider: slurm" in listed["slurm"]["hint"]
     assert listed["ray"] == {"name": "ray", "available": False, "reachable": False, "error": CONFIGURE_HINT}
     assert client.get("/api/v1/computes:providers").json()["default"] == "local"
 
@@ -151,24 +152,37 @@ def test_an_unusable_default_provider_refuses_computes_that_name_none(db_url, tm
 
 def test_an_unknown_default_provider_refuses_computes_naming_the_providers(db_url, tmp_path,  # noqa: ANN001
                                                                            no_provider_env):
-    no_provider_env.setenv("CIBLE_DEFAULT_PROVIDER", "slurm")
+    no_provider_env.setenv("CIBLE_DEFAULT_PROVIDER", "kubernetes")
     with api_client(db_url, tmp_path) as api:
         refused = api.put("/api/v1/computes/c", json=CLUSTER)
         assert refused.status_code == 400, refused.text
         error = error_of(refused)
         assert error["details"] == {"field": "cible.provider"}
-        assert "'slurm' is not a node provider" in error["message"] and "local, ray" in error["message"]
+        assert "'kubernetes' is not a node provider" in error["message"] and "local, ray" in error["message"]
         assert api.get("/api/v1/computes/c").status_code == 404
 
 
 def test_an_unknown_provider_in_the_yaml_is_a_spec_error_naming_the_field(client: TestClient):
-    refused = client.put("/api/v1/computes/c", json={**CLUSTER, "cible": {"provider": "slurm"}})
+    refused = client.put("/api/v1/computes/c", json={**CLUSTER, "cible": {"provider": "kubernetes"}})
     # Checked by the spec's schema, as every other field of the YAML: 422 InvalidSpec, never a 500.
     assert refused.status_code == 422, refused.text
     error = error_of(refused)
     assert error["code"] == "InvalidSpec"
-    assert "cible.provider" in error["message"] and "'slurm' is not one of local, ray" in error["message"]
+    assert "cible.provider" in error["message"] and "'kubernetes' is not one of local, ray" in error["message"]
     assert [d["field"] for d in error["details"]] == ["cible.provider"]
+    assert client.get("/api/v1/computes/c").status_code == 404
+
+
+@pytest.mark.parametrize("settings, says", [
+    ({"provider": "slurm"}, "cible.slurm: is missing"),
+    ({"provider": "slurm", "slurm": "nowhere"}, "'nowhere' does not exist"),
+    ({"provider": "slurm", "slurm": "local"}, "'local' does not exist"),
+    ({"provider": "local", "slurm": "hpc"}, "only for cible.provider: slurm"),
+])
+def test_a_cluster_on_slurm_must_name_a_slurm_compute(client: TestClient, settings: dict, says: str):
+    refused = client.put("/api/v1/computes/c", json={**CLUSTER, "cible": settings})
+    assert refused.status_code == 400, refused.text
+    assert says in error_of(refused)["message"] and error_of(refused)["details"]["field"] == "cible.slurm"
     assert client.get("/api/v1/computes/c").status_code == 404
 
 

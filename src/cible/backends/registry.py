@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "local": "cible.backends.local:make_provider",
     "ray": "cible.backends.ray:make_provider",
     "ssh": "cible.backends.ssh:make_provider",
+    "slurm": "cible.backends.slurm:make_provider",
 }
 
 

@@ -21,9 +21,16 @@ from cible.server.clusters.agents import AgentService
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.reconciler import ClusterReconciler
 from cible.server.clusters.runs import ClusterRunner
+from cible.server.clusters.slurm import (
+    cluster_access,
+    every_compute,
+    node_bundle,
+    slurm_compute_names,
+    slurm_runner,
+)
 from cible.server.errors import install_error_handlers
-from cible.server.guard import RequestGuard
 from cible.server.gateway import Gateway
+from cible.server.guard import RequestGuard
 from cible.server.reconcilers.demand import GatewayDemand
 from cible.server.reconcilers.endpoints import EndpointReconciler
 from cible.server.reconcilers.jobs import JobReconciler
@@ -41,8 +48,8 @@ from cible.server.routers import sizes as sizes_router
 from cible.server.services.artifacts import ArtifactService
 from cible.server.services.assets import AssetService
 from cible.server.services.attach import AttachedMachines
-from cible.server.services.batch_runs import BatchRunService, TokenCheck
 from cible.server.services.batch_endpoints import BatchEndpointService
+from cible.server.services.batch_runs import BatchRunService, TokenCheck
 from cible.server.services.blobs import BlobService
 from cible.server.services.computes import ComputeService
 from cible.server.services.costs import CostService
@@ -57,7 +64,6 @@ from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
 from cible.server.studio import install_studio
 from cible.server.studio.sessions import StudioSessions
-from cible.server.clusters.slurm import slurm_compute_names, slurm_runner
 from cible.server.tokens import Tokens
 from cible.server.tracking import TrackingServer, metric_history
 from cible.server.tracking_proxy import tracking_router
@@ -76,12 +82,15 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     attached = AttachedMachines(store)  # what the ssh node provider knows of the attached machines
     runner = LocalProcessRunner(paths.runs, run_token=tokens.run)
     hub = AgentHub()
+    bundle = node_bundle(paths)  # the node code sent to Slurm (and built once)
     # Every installed node provider (entry points `cible.node_providers`); an unusable one says why.
     providers = build_providers(
         ProviderContext(nodes_root=paths.nodes, home=paths.home, url=url, node_token=tokens.node),
         options={"ray": {"address": settings.ray_address, "token": settings.ray_token,
                          "autoscaling": settings.ray_autoscaling, "shared_workspace": settings.ray_shared_workspace},
-                 "ssh": {"attached": attached.machines, "hosts_of": attached.hosts_of}})
+                 "ssh": {"attached": attached.machines, "hosts_of": attached.hosts_of},
+                 "slurm": {"access_of": lambda cluster: cluster_access(store, cluster), "bundle": bundle,
+                           "computes": lambda: every_compute(store)}})
     quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,
                                  heartbeat_timeout_s=settings.node_heartbeat_timeout_s,
@@ -91,7 +100,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             provider.on_node_gone = clusters.wake
     computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake,
                               quotas=quotas, paths=paths, default_provider=settings.default_provider)
-    slurm = slurm_runner(store, paths, tokens, hub, url)
+    slurm = slurm_runner(store, paths, tokens, hub, url, bundle)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,
                                cluster_runner=ClusterRunner(paths, hub.notify), cluster_names=computes.cluster_names,
                                on_job_ended=clusters.wake,

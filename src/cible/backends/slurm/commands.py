@@ -82,6 +82,52 @@ def squeue_argv(job_ids: Iterable[str]) -> list[str]:
     return ["squeue", "-h", "-t", "all", "-o", SQUEUE_FORMAT, "-j", ",".join(job_ids)]
 
 
+def squeue_hosts_argv(job_ids: Iterable[str]) -> list[str]:
+    """Each job's state and the Slurm node it runs on (a one-node job: cible's cluster nodes)."""
+    return ["squeue", "-h", "-t", "all", "-o", "%i|%T|%N", "-j", ",".join(job_ids)]
+
+
+def parse_squeue_hosts(stdout: str) -> dict[str, tuple[str, str]]:
+    """Rows of `squeue_hosts_argv`: job id -> (base state, node name; empty while pending)."""
+    found = {}
+    for line in stdout.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 3 or not fields[0]:
+            if line.strip():
+                raise SlurmOutputError(f"squeue printed a row of {len(fields)} fields: {line[:200]!r}")
+            continue
+        found[fields[0]] = (_base_state(fields[1]), fields[2].strip())
+    return found
+
+
+SINFO_SIZES_ARGV = ["sinfo", "-h", "-o", "%c|%m|%G"]
+
+
+def parse_sinfo_sizes(stdout: str) -> list[tuple[int, int, int]]:
+    """Rows of SINFO_SIZES_ARGV: (CPUs, memory in MB, GPUs) of each kind of node."""
+    sizes = []
+    for line in stdout.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 3:
+            continue
+        gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,()]+)?:(\d+)", fields[2]))
+        try:
+            sizes.append((int(fields[0].rstrip("+")), int(fields[1].rstrip("+")), gpus))
+        except ValueError:
+            continue
+    return sizes
+
+
+def scontrol_node_argv(node: str) -> list[str]:
+    return ["scontrol", "show", "node", "-o", node]
+
+
+def node_address(stdout: str) -> str | None:
+    """NodeAddr of `scontrol show node -o` (where the other nodes reach it)."""
+    match = re.search(r"(?:^|\s)NodeAddr=(\S+)", stdout)
+    return match.group(1) if match else None
+
+
 def sacct_argv(job_ids: Iterable[str], *, from_completions: bool = False) -> list[str]:
     """`from_completions`: read the job completion file (`sacct -c`, JobCompType=jobcomp/filetxt, on
     the controller's machine) where there is no accounting database."""

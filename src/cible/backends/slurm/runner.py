@@ -117,8 +117,7 @@ class SlurmRunner:
             known = self._execs.get(key)
             if known is not None and known[0] == access:
                 return known
-        env = access.compute.cible.environment if access.compute.cible else {}
-        runner: SlurmExec = Reachable(LocalExec(env) if access.target is None else SshExec(compute, access.target, env))
+        runner = open_exec(access)
         with self._lock:
             old = self._execs.get(key)
             self._execs[key] = (access, runner)
@@ -460,6 +459,15 @@ PASSING = frozenset({"timeout", "refused", "dns", "auth", "host_key_changed", "h
 def _waits_or_fails(exc: RemoteHostError) -> Exception:
     reason = (exc.details or {}).get("reason") if isinstance(exc.details, dict) else None
     return EngineUnavailable(f"cannot reach Slurm: {exc.message}") if reason in PASSING else exc
+
+
+def open_exec(access: SlurmAccess) -> SlurmExec:
+    """Where `access`'s Slurm commands run (this machine's, or the login host's as its user), the
+    compute's environment exported, a login that fails read as EngineUnavailable."""
+    env = access.compute.cible.environment if access.compute.cible else {}
+    if access.target is None:
+        return Reachable(LocalExec(env))
+    return Reachable(SshExec(access.compute.name, access.target, env))
 
 
 def who(runner: SlurmExec) -> tuple[str, str]:

@@ -98,9 +98,12 @@ class CibleClusterSettings(SpecModel):
 
     # Which node provider makes the nodes: `local` (this machine) or `ray` (a Ray cluster the
     # server is configured for); none: the workspace's default, stored at create.
-    provider: Literal["local", "ray", "ssh"] | None = None
+    provider: Literal["local", "ray", "ssh", "slurm"] | None = None
     # provider ssh: the attached machines (virtualmachine computes) its nodes run on, one node each.
     hosts: list[ComputeName] | None = None
+    # provider slurm: the Slurm compute (type: slurm) whose Slurm jobs are its nodes, submitted with
+    # the cluster creator's credential there.
+    slurm: ComputeName | None = None
     overcommit: bool = False  # start nodes of a size this host cannot hold
     # Drills on low-priority clusters: evictions per node-hour, drawn at random.
     preemptions_per_node_hour: float = Field(0.0, ge=0)

@@ -1,8 +1,10 @@
-"""The Slurm runner as the server builds it: what it reads of the store (a compute's spec, a job's
-submitter and their credential), the pilots' reports and token, the node code it ships."""
+"""The Slurm runner and the slurm node provider as the server builds them: what they read of the
+store (a compute's spec, a job's submitter or a cluster's creator and their credential), the
+pilots' reports and token, the node code they ship."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,20 +33,58 @@ def slurm_compute_names(store: Store) -> set[str]:
         return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type == SLURM)))
 
 
-def slurm_runner(store: Store, paths: WorkspacePaths, tokens: Tokens, hub: AgentHub, url: str | None) -> SlurmRunner:
+def slurm_access(store: Store, compute: str, owner: str) -> SlurmAccess:
+    """How to reach Slurm compute `compute` as cible user `owner` (their credential over a login host)."""
+    with store.session() as session:
+        row = session.get(ComputeRow, compute)
+        if row is None or row.compute_type != SLURM:
+            raise NotFoundError(f"Slurm compute '{compute}' does not exist any more", details={"name": compute})
+        spec = compute_spec(row)
+        assert isinstance(spec, SlurmCompute)
+        if spec.login is None:
+            return SlurmAccess(spec, None, owner)
+        credential = stored_credential(session, compute, owner or None)
+    if credential is None:
+        raise InvalidRequestError(no_credential_message(compute, owner or None), details={"field": "compute"})
+    return SlurmAccess(spec, credential.target(spec), owner)
+
+
+def cluster_access(store: Store, cluster: str) -> SlurmAccess:
+    """The slurm provider's way to the Slurm compute a cluster (`cible: {provider: slurm, slurm: …}`)
+    draws its nodes from: as the cluster's creator."""
+    with store.session() as session:
+        row = session.get(ComputeRow, cluster)
+        spec = compute_spec(row) if row is not None else None
+        slurm = getattr(getattr(spec, "cible", None), "slurm", None)
+        if row is None or slurm is None:
+            raise NotFoundError(f"cluster '{cluster}' names no Slurm compute (cible.slurm)", details={"name": cluster})
+        owner = row.created_by or ""
+    return slurm_access(store, slurm, owner)
+
+
+def every_compute(store: Store) -> list[SlurmAccess]:
+    """Every Slurm compute, reached as the user who attached it (their credential is recorded)."""
+    with store.session() as session:
+        rows = session.execute(select(ComputeRow.name, ComputeRow.created_by).where(
+            ComputeRow.compute_type == SLURM)).all()
+    found = []
+    for name, creator in rows:
+        try:
+            found.append(slurm_access(store, name, creator or ""))
+        except (NotFoundError, InvalidRequestError):
+            continue  # deleted meanwhile, or its attacher's credential removed
+    return found
+
+
+def node_bundle(paths: WorkspacePaths) -> Callable[[], Bundle]:
+    """The node code, built once per server start (the runner's and the provider's alike)."""
+    return lru_cache(maxsize=1)(lambda: build_bundle(paths.home / "cache" / "bundles"))
+
+
+def slurm_runner(store: Store, paths: WorkspacePaths, tokens: Tokens, hub: AgentHub, url: str | None,
+                 bundle: Callable[[], Bundle]) -> SlurmRunner:
     def access(compute: str, owner: str) -> SlurmAccess:
-        with store.session() as session:
-            row = session.get(ComputeRow, compute)
-            if row is None or row.compute_type != SLURM:
-                raise NotFoundError(f"Slurm compute '{compute}' does not exist any more", details={"name": compute})
-            spec = compute_spec(row)
-            assert isinstance(spec, SlurmCompute)
-            if spec.login is None:
-                return SlurmAccess(spec, None, owner)
-            credential = stored_credential(session, compute, owner or None)
-        if credential is None:
-            raise InvalidRequestError(no_credential_message(compute, owner or None), details={"field": "compute"})
-        return SlurmAccess(spec, credential.target(spec), owner)
+        return slurm_access(store, compute, owner)
 
     def owner_of(job_name: str) -> str:
         with store.session() as session:
@@ -63,10 +103,6 @@ def slurm_runner(store: Store, paths: WorkspacePaths, tokens: Tokens, hub: Agent
     def size_of(instance_type: str) -> SlurmSize:
         size = catalog.get_size(instance_type)
         return SlurmSize(cpus=size.vcpus, memory_mb=memory_mb(size.memory_gb), gpus=size.gpus)
-
-    @lru_cache(maxsize=1)
-    def bundle() -> Bundle:  # the node code, built once per server start
-        return build_bundle(paths.home / "cache" / "bundles")
 
     return SlurmRunner(reports=lambda job, attempt, nodes: read_reports(paths, job, attempt, nodes),
                        merge=merge_reports, access=access, owner_of=owner_of, canceling=canceling,

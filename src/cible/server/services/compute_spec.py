@@ -26,6 +26,9 @@ from cible.server.store.rows import ComputeRow
 SERVERLESS_NAME = "serverless"  # a pool's row is named serverless:<job>, which is no compute name
 LEGACY_PROVIDER = "local"  # computes made before the provider was stored
 ATTACHED_PROVIDER = "ssh"  # the node provider of attached machines
+# Providers whose nodes are the user's own machines (attached ones, a Slurm cluster's): free, and
+# counted by no quota.
+OWN_MACHINES = frozenset({ATTACHED_PROVIDER, "slurm"})
 ATTACHED_IDLE_S = 600  # an attached machine's agent stays this long after its last job
 
 
@@ -94,6 +97,6 @@ def node_spec(row: ComputeRow) -> tuple[AmlCompute | ComputeInstance, VmSize]:
     if isinstance(spec, VirtualMachineCompute):
         return attached_cluster(spec), attached_size(spec)
     size = catalog.get_size(spec.size)
-    if provider_name(spec) == ATTACHED_PROVIDER:  # a cluster of attached machines: the user's own, free
+    if provider_name(spec) in OWN_MACHINES:  # a cluster of attached machines or Slurm's: the user's own, free
         size = dataclasses.replace(size, family=UNMETERED_FAMILY, price_per_hour=0.0)
     return spec, size

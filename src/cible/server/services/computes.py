@@ -34,7 +34,7 @@ from cible.core.planning.schedules import check_schedules
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.services.attach import attach_machine
 from cible.server.services.compute_spec import (
-    ATTACHED_PROVIDER,
+    OWN_MACHINES,
     attached_size,
     cluster_spec,
     compute_spec,
@@ -126,10 +126,11 @@ class ComputeService:
             size = catalog.check_size(entity.size, entity.type, self.clock.now().date())
             entity = self._with_provider(entity)
             self._check_hosts(entity)
+            self._check_slurm(entity)
             self._check_provider_can_hold(entity)
             notes = self.size_notes(entity.cible.provider, size.name)
             low = getattr(entity, "tier", "dedicated") == "low_priority"
-            if entity.cible.provider == ATTACHED_PROVIDER:  # the user's own machines: no quota counts them
+            if entity.cible.provider in OWN_MACHINES:  # the user's own machines: no quota counts them
                 size = dataclasses.replace(size, family=UNMETERED_FAMILY)
             count, what = ((entity.min_instances, f"compute cluster {name}: min_instances {entity.min_instances}")
                            if entity.type == "amlcompute" else (1, f"compute instance {name}"))
@@ -295,6 +296,21 @@ class ComputeService:
         if wrong:
             raise InvalidRequestError(f"cible.hosts: {', '.join(wrong)}; name machines attached with `cible compute "
                                       "attach --type virtualmachine`", details={"field": "cible.hosts"})
+
+    def _check_slurm(self, entity) -> None:  # noqa: ANN001
+        """A cluster on Slurm names the Slurm compute its nodes are Slurm jobs of."""
+        settings = entity.cible
+        named = getattr(settings, "slurm", None)
+        if getattr(settings, "provider", None) != "slurm":
+            if named is not None:
+                raise InvalidRequestError("cible.slurm: only for cible.provider: slurm", details={"field": "cible.slurm"})
+            return
+        with self.store.session() as session:
+            kind = session.scalar(select(ComputeRow.compute_type).where(ComputeRow.name == named)) if named else None
+        if kind != "slurm":
+            what = "is missing" if named is None else f"'{named}' {'is a ' + kind if kind else 'does not exist'}"
+            raise InvalidRequestError(f"cible.slurm: {what}; name a Slurm compute attached with `cible compute attach "
+                                      "--type slurm`", details={"field": "cible.slurm"})
 
     def _check_provider_can_hold(self, entity) -> None:  # noqa: ANN001
         size = catalog.get_size(entity.size)
