@@ -12,8 +12,10 @@ SSH tunnel, as on a machine that cannot reach the server.
 
 - Slurm (`--slurm`): a Slurm cluster started here (cible.testing.slurm: slurmctld and three slurmd
   on loopback addresses) attached with this machine's Slurm commands; from `create_or_update` to
-  the first line of the same `python3 -c` run as a Slurm job (sbatch, the pilot, the launcher),
-  against the floor measured in the same run: `srun python3 -c` of that line.
+  the first line of the same `python3 -c` run as a Slurm job, against the floors measured in the
+  same run: `srun python3 -c` of that line, and a bare `sbatch` of it. Warm: the job runs in the
+  allocation the previous job of the same request left (cible.keep_allocation_s, default 60 s: no
+  sbatch). Cold: a compute that keeps none (keep_allocation_s: 0: sbatch, the pilot, the launcher).
 
     .venv/bin/python bench/attached.py [--runs 15] [--mb 200] [--stage-runs 3]
     .venv/bin/python bench/attached.py --slurm [--runs 15]
@@ -36,6 +38,24 @@ from cible.testing.sshd import LoopbackSshd, ensure_user, keygen, package_access
 FIRST_LINE = "import time; print(time.time_ns(), flush=True)"
 HOST = "127.0.0.61"
 USER = "cible-bench"
+
+
+def stop_agents(user: str) -> None:
+    """The bench's node agents outlive the server it stops (as on any attached machine): they are
+    stopped here, by the pids their agent.json files hold, so that runs do not pile them up."""
+    import json
+    import pwd
+    import signal
+
+    uid = pwd.getpwnam(user).pw_uid
+    for record in Path(pwd.getpwnam(user).pw_dir, ".cible-agent", "nodes").glob("*/agent.json"):
+        try:
+            pid = int(json.loads(record.read_text())["pid"])
+            # Only a live agent of that user: a stale record's pid may have been reused since.
+            if os.stat(f"/proc/{pid}").st_uid == uid and b"cible.agent" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError, KeyError):
+            pass
 
 
 def ssh_floor(sshd: LoopbackSshd, key: Path) -> float:
@@ -101,29 +121,36 @@ def slurm_bench(runs: int) -> None:
 
     client = MLClient(home=home)
     try:
+        environment = {"SLURM_CONF": str(cluster.slurm_conf)}
         client.compute.begin_create_or_update({"name": "hpc", "type": "slurm", "cible": {
-            "environment": {"SLURM_CONF": str(cluster.slurm_conf)}}}).result()
-        job = command(command=f"python3 -c '{FIRST_LINE}'", compute="hpc", environment={"image": "python:3.11"},
-                      experiment_name="bench")
+            "environment": environment}}).result()
+        client.compute.begin_create_or_update({"name": "hpc-cold", "type": "slurm", "cible": {
+            "environment": environment, "keep_allocation_s": 0}}).result()
+        job, cold_job = (command(command=f"python3 -c '{FIRST_LINE}'", compute=name,
+                                 environment={"image": "python:3.11"}, experiment_name="bench")
+                         for name in ("hpc", "hpc-cold"))
         folder = cluster.root / "bench"
         folder.mkdir()
         for _ in range(3):  # warm-up: the node code unpacked, the login session made
             srun_floor(cluster), sbatch_floor(cluster, folder), first_line_ms(client, job)
-        floor, batch, cible = [], [], []
+            first_line_ms(client, cold_job)
+        floor, batch, cible, cold = [], [], [], []
         for _ in range(runs):  # interleaved, so machine noise hits all alike
             floor.append(srun_floor(cluster))
             batch.append(sbatch_floor(cluster, folder))
             cible.append(first_line_ms(client, job))
+            cold.append(first_line_ms(client, cold_job))
     finally:
         subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=os.environ, capture_output=True)
         cluster.stop()
         shutil.rmtree(home, ignore_errors=True)
-    f, b, c = statistics.median(floor), statistics.median(batch), statistics.median(cible)
-    print(f"runs: {runs} Slurm jobs; medians")
+    f, b = statistics.median(floor), statistics.median(batch)
+    c, k = statistics.median(cible), statistics.median(cold)
+    print(f"runs: {runs} Slurm jobs of each; medians")
     print(f"floor  srun python3 -c                {f:8.1f} ms")
     print(f"floor  sbatch of python3 -c           {b:8.1f} ms   (a batch job waits for Slurm's scheduling)")
-    print(f"cible  Slurm job -> first line        {c:8.1f} ms   ratio {c / f:5.2f}x of srun (target <= 2x), "
-          f"{c / b:5.2f}x of sbatch")
+    print(f"cible  warm: job -> first line        {c:8.1f} ms   ratio {c / f:5.2f}x of srun (target <= 2x)")
+    print(f"cible  cold: job -> first line        {k:8.1f} ms   ratio {k / b:5.2f}x of sbatch, {k / f:5.2f}x of srun")
 
 
 def main() -> None:
@@ -134,6 +161,10 @@ def main() -> None:
     parser.add_argument("--tunnel", choices=("auto", "always"), default="always",
                         help="always: through the SSH tunnel, as a machine that cannot reach the server; auto: "
                              "directly (a loopback machine reaches the server's loopback)")
+    parser.add_argument("--tunnel-client", choices=("openssh", "asyncssh"), default="openssh",
+                        help="what carries the tunnel: the system's ssh in a process of its own (the default), or "
+                             "asyncssh inside the server process (CIBLE_SSH_TUNNEL=asyncssh, the way before)")
+    parser.add_argument("--each", action="store_true", help="print every run's numbers, not only the medians")
     parser.add_argument("--slurm", action="store_true", help="the Slurm part instead of the SSH one")
     args = parser.parse_args()
     if args.slurm:
@@ -152,6 +183,7 @@ def main() -> None:
     home = root / "ws"
     os.environ["CIBLE_HOME"] = str(home)
     os.environ.setdefault("CIBLE_TRACKING", "0")
+    os.environ["CIBLE_SSH_TUNNEL"] = args.tunnel_client  # read by the server this starts
     from cible import MLClient, command
 
     client = MLClient(home=home)
@@ -185,12 +217,18 @@ def main() -> None:
             stage.append(first_line_ms(client, staged) - statistics.median(cible))
     finally:
         subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=os.environ, capture_output=True)
+        stop_agents(USER)
         sshd.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     f, c = statistics.median(floor), statistics.median(cible)
     s, t = statistics.median(scp), statistics.median(stage)
-    print(f"runs: {args.runs} dispatches, {args.stage_runs} stagings of {args.mb} MB; tunnel {args.tunnel}; medians")
+    if args.each:
+        print("dispatch ms (ssh, cible): " + "  ".join(f"{a:.0f},{b:.0f}" for a, b in zip(floor, cible)))
+        print("staging ms (scp, cible):  " + "  ".join(f"{a:.0f},{b:.0f}" for a, b in zip(scp, stage)))
+    client_said = f" ({args.tunnel_client})" if args.tunnel == "always" else ""
+    print(f"runs: {args.runs} dispatches, {args.stage_runs} stagings of {args.mb} MB; tunnel {args.tunnel}"
+          f"{client_said}; medians")
     print(f"floor  ssh host python3 -c           {f:8.1f} ms")
     print(f"cible  warm dispatch -> first line   {c:8.1f} ms   ratio {c / f:5.2f}x (target <= 2x)")
     print(f"floor  scp {args.mb} MB                    {s:8.1f} ms   {args.mb / s * 1e3:7.1f} MB/s")

@@ -1,11 +1,13 @@
 """One attached host as the `ssh` node provider holds it: a pinned SSH connection kept open (with
 keepalives), the node-side bundle installed in a folder cible owns there, and the way its agents
-reach the server (directly, or through a port forwarded back over that connection)."""
+reach the server (directly, or through a port forwarded back over SSH: by the system's ssh in a
+process of its own, tunnel.py, or over that connection when the server's machine has no ssh client)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import shlex
 from dataclasses import dataclass, field
@@ -17,10 +19,20 @@ import asyncssh
 
 from cible.backends.ssh.bundle import Bundle
 from cible.backends.ssh.connect import CONNECT_TIMEOUT_S, RemoteHostError, SshTarget, connect
+from cible.backends.ssh.tunnel import SshTunnel, openssh_client
 
 log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 60.0  # a remote step (unpacking the bundle, starting an agent) that takes longer failed
 Tunnel = Literal["auto", "always", "never"]
+
+
+def tunnel_client() -> str:
+    """What carries the tunnel: `openssh` (default; the system's ssh in a process of its own, see
+    tunnel.py) or `asyncssh` (over the session's connection, inside the server process: the way
+    when the server's machine has no ssh client, or CIBLE_SSH_TUNNEL=asyncssh)."""
+    if os.environ.get("CIBLE_SSH_TUNNEL", "openssh") == "asyncssh" or openssh_client() is None:
+        return "asyncssh"
+    return "openssh"
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,8 @@ class HostSession:
     def __init__(self, host: AttachedHost, port_file: Path | None = None) -> None:
         self.host = host
         self.conn: asyncssh.SSHClientConnection | None = None
-        self.listener: asyncssh.SSHListener | None = None
+        self.listener: asyncssh.SSHListener | None = None  # the tunnel, when asyncssh carries it
+        self.tunnel: SshTunnel | None = None  # the tunnel, when the system's ssh carries it
         # The tunnel's port on the host, asked for again after a reconnect or a server restart: the
         # URL a running job was given (MLflow's) then still reaches the server.
         self.port_file = port_file
@@ -118,7 +131,7 @@ class HostSession:
         """The open connection, made again when it was lost."""
         if self.conn is not None and not self.conn.is_closed():
             return self.conn
-        self.close()
+        self._drop()
         self.conn = await connect(self.host.target)
         return self.conn
 
@@ -130,11 +143,11 @@ class HostSession:
                                                    encoding=None if isinstance(stdin, bytes) else "utf-8"),
                                           timeout)
         except asyncio.TimeoutError:
-            self.close()  # a host that stopped answering mid-command: the next call reconnects
+            self._drop()  # a host that stopped answering mid-command: the next call reconnects
             raise RemoteHostError(f"{self.where}: {what} got no answer within {timeout:g} s",
                                   details={"host": self.host.target.host, "reason": "timeout"}) from None
         except (asyncssh.Error, OSError) as exc:
-            self.close()
+            self._drop()
             raise RemoteHostError(f"{self.where}: the SSH connection broke during {what}: {exc}",
                                   details={"host": self.host.target.host, "reason": "ssh"}) from None
 
@@ -183,8 +196,9 @@ class HostSession:
 
     async def agent_url(self, server_url: str) -> str:
         """The server's URL as this host's agents reach it: the server's own when the host can connect
-        to it (tunnel auto/never), else a port forwarded back over the SSH connection."""
-        if self.url is not None and self.conn is not None and not self.conn.is_closed():
+        to it (tunnel auto/never), else a port on the host forwarded back to the server over SSH."""
+        tunnel_up = self.tunnel is None or self.tunnel.alive()  # a dead ssh tunnel is made again (same port)
+        if self.url is not None and self.conn is not None and not self.conn.is_closed() and tunnel_up:
             return self.url
         self.url = await self._agent_url(server_url)
         return self.url
@@ -214,6 +228,19 @@ class HostSession:
             raise RemoteHostError(f"{self.where} cannot connect to the server at {server_url} and its tunnel is "
                                   "off (cible.tunnel: never); allow the connection or set cible.tunnel: auto",
                                   details={"host": self.host.target.host, "reason": "unreachable_server"})
+        if tunnel_client() == "openssh":
+            await self._openssh_tunnel(server_host, server_port)
+        else:
+            await self._asyncssh_tunnel(server_host, server_port)
+        return f"{parts.scheme}://127.0.0.1:{self.forwarded_port}"
+
+    async def _openssh_tunnel(self, server_host: str, server_port: int) -> None:
+        if self.tunnel is None:
+            known_hosts = self.port_file.with_suffix(".known_hosts") if self.port_file is not None else None
+            self.tunnel = SshTunnel(self.host.target, known_hosts)
+        self._keep_port(await self.tunnel.open(self.forwarded_port, server_host, server_port))
+
+    async def _asyncssh_tunnel(self, server_host: str, server_port: int) -> None:
         conn = await self.connection()
         if self.listener is None:
             try:
@@ -223,14 +250,16 @@ class HostSession:
                 self.listener = await asyncio.wait_for(conn.forward_remote_port(
                     "127.0.0.1", 0, server_host, server_port), CONNECT_TIMEOUT_S)
             except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-                self.close()
+                self._drop()
                 raise RemoteHostError(f"{self.where}: the tunnel to the server could not be made: {exc}",
                                       details={"host": self.host.target.host, "reason": "ssh"}) from None
-            self.forwarded_port = self.listener.get_port()
-            if self.port_file is not None:
-                self.port_file.parent.mkdir(parents=True, exist_ok=True)
-                self.port_file.write_text(f"{self.forwarded_port}\n")
-        return f"{parts.scheme}://127.0.0.1:{self.forwarded_port}"
+            self._keep_port(self.listener.get_port())
+
+    def _keep_port(self, port: int) -> None:
+        self.forwarded_port = port
+        if self.port_file is not None and _read_port(self.port_file) != port:
+            self.port_file.parent.mkdir(parents=True, exist_ok=True)
+            self.port_file.write_text(f"{port}\n")
 
     async def _reaches(self, host: str, port: int, scheme: str = "http") -> bool:
         same_machine = _loopback(self.host.target.host)  # attached at a loopback address: this machine
@@ -247,6 +276,17 @@ class HostSession:
         return result.exit_status == 0
 
     def close(self) -> None:
+        """The session ends (the server stops, the host is detached or re-pinned): its tunnel too."""
+        self._drop()
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel.remove_files()
+            self.tunnel = None
+
+    def _drop(self) -> None:
+        """The connection is lost or unusable: the next call reconnects. A tunnel of the system's ssh
+        is left running (a file a job is fetching through it goes on); it ends by itself when the
+        host is gone (keepalives) and is made again then."""
         if self.listener is not None:
             self.listener.close()
             self.listener = None
