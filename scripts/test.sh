@@ -97,6 +97,18 @@ if ! command -v slurmctld >/dev/null && [ ! -x /usr/sbin/slurmctld ]; then
   fi
 fi
 
+# --- Slurm accounting: the QOS tests (tests/e2e/test_slurm_qos.py) start a MariaDB and a slurmdbd of their own ---
+# (cible.testing.slurm_accounting: own datadir, socket and port; the package's MariaDB is never started:
+# no systemd, and invoke-rc.d/policy-rc.d refuse to start services in the container)
+if [ ! -x /usr/sbin/slurmdbd ] || [ ! -x /usr/sbin/mariadbd ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server slurmdbd >/dev/null) \
+      || echo "mariadb-server/slurmdbd could not be installed: the Slurm QOS tests will be skipped (or fail, under CI)" >&2
+  else
+    echo "no slurmdbd or mariadbd: the Slurm QOS tests will be skipped (or fail, under CI); on Debian: sudo apt-get install mariadb-server slurmdbd" >&2
+  fi
+fi
+
 # --- In parallel: pytest-xdist (opt-in for now) -------------------------------------------------------------
 # CIBLE_TEST_WORKERS=2 (one per core of the CI machine) runs the tests on 2 workers with `--dist loadgroup`:
 # the groups tests/conftest.py makes (the tests of one machine-wide resource; an e2e/integration module

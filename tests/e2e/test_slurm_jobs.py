@@ -244,6 +244,8 @@ def test_a_cluster_on_slurm_scales_its_nodes_as_slurm_jobs_and_runs_jobs_on_them
     assert "rank=0 master=127.0.0." in text and "rank=1 master=127.0.0." in text, text
     node_jobs = {line.split("slurm=")[1] for line in text.splitlines() if "slurm=" in line}
     assert len(node_jobs) == 2 and all(node_jobs), text  # each rank in a Slurm job of its own: a node
+    refused = ws.cible("compute", "detach", "-n", "hpc", "-y", check=False)  # the cluster draws its nodes there
+    assert refused.returncode != 0 and "on-slurm" in refused.stderr, refused.stderr
     ws.wait_nodes("on-slurm", lambda states: states == [], timeout=60, message="the cluster back to 0 nodes")
     wait_until(lambda: not cluster.run(["squeue", "-h", "-t", "RUNNING", "-o", "%j"]).stdout.strip() or None, 30,
                interval=0.2, message="the nodes' Slurm jobs to end")

@@ -77,3 +77,25 @@ class TestSlurmProvider(NodeProviderConformance):
         errors = provider.poll_errors()
         assert "sbatch refused" in errors[request.node_id] and request.node_id not in self.listing(provider)
         assert provider.cannot_hold("Big", 64, 1.0, 0, overcommit=True).startswith("no Slurm node holds Big")
+
+    def test_a_cluster_whose_slurm_cannot_be_asked_does_not_blind_the_others(
+            self, provider: SlurmNodeProvider, tmp_path: Path) -> None:
+        request = self.request()
+        self.launch(provider, request)
+        self.up(provider, request.node_id)
+        # A record of a node of a cluster whose Slurm compute is gone (access_of raises), and one unreadable.
+        provider._write_record("tvmps_gone_d", {"compute": "gone", "slurm_job_id": "999999", "root": "/nowhere"})
+        (provider.nodes_root / "tvmps_bad_d").mkdir()
+        (provider.nodes_root / "tvmps_bad_d" / "slurm.json").write_text("[not a record")
+        real = provider.access_of
+        provider.access_of = lambda compute: real(compute) if compute != "gone" else (_ for _ in ()).throw(
+            RuntimeError("no such cluster"))
+        provider._listed = None
+        try:
+            listed = provider.list_nodes()
+            assert listed is not None and request.node_id in listed and "tvmps_gone_d" not in listed
+            assert "cluster gone" in provider.status().error
+        finally:
+            provider.access_of = real
+            provider._forget("tvmps_gone_d")
+            provider._forget("tvmps_bad_d")

@@ -37,7 +37,7 @@ SCONTROL_RUNNING = (
 
 def test_commands():
     assert submit_argv("/w/job.sh") == ["sbatch", "--parsable", "/w/job.sh"]
-    assert squeue_argv(["3", "4"]) == ["squeue", "-h", "-t", "all", "-o", "%i|%T|%r|%u|%l", "-j", "3,4"]
+    assert squeue_argv(["3", "4"]) == ["squeue", "-h", "-t", "all", "-o", "%i|%T|%r|%u|%l|%S", "-j", "3,4"]
     assert sacct_argv(["3"]) == ["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", "-j", "3"]
     assert sacct_argv(["3"], from_completions=True)[:2] == ["sacct", "-c"]
 

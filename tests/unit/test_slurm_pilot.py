@@ -37,7 +37,7 @@ def plant(store: Store, name: str = JOB, *, status: str = "Running", handle: Any
     run = {"plan": {**PLAN, "job_name": name}, **({"handle": handle.model_dump(mode="json")} if handle else {})}
     with store.session() as session:
         session.add(JobRow(name=name, display_name=name, experiment_name="exp", status=status, target="hpc",
-                           compute="hpc", spec={}, warnings=[], run=run, created_at=NOW, updated_at=NOW))
+                           compute="azureml:hpc", spec={}, warnings=[], run=run, created_at=NOW, updated_at=NOW))
 
 
 def set_status(store: Store, status: str, name: str = JOB) -> None:
@@ -94,8 +94,8 @@ def test_a_job_that_ended_stops_its_pilots(store: Store, service: AgentService, 
 def test_a_pilot_whose_run_ended_in_a_kept_allocation_is_told_what_the_runner_says(store: Store, tmp_path: Path):
     asked: list[tuple[str, str]] = []
 
-    def pilot_next(handle: SlurmHandle, node: str) -> dict[str, Any]:
-        asked.append((handle.job_name, node))
+    def pilot_next(handle: SlurmHandle, node: str, successor: tuple[str, int] | None) -> dict[str, Any]:
+        asked.append((handle.job_name, node, successor))
         return {"stop": False, "runs": [], "wait_s": 600.0}
 
     service = AgentService(store, WorkspacePaths(tmp_path / "home"), AgentHub(), FrozenClock(NOW), 30.0,
@@ -108,7 +108,12 @@ def test_a_pilot_whose_run_ended_in_a_kept_allocation_is_told_what_the_runner_sa
     assert service.settled(reply, {})
     set_status(store, "Completed")
     assert service.pilot_wanted(NODES[1], JOB, {})["state"] == "Completed"
-    assert asked == [(JOB, NODES[0]), (JOB, NODES[1])]
+    # The job recorded as taking the allocation after this one is its pilots' next (the store says so).
+    plant(store, "next_job", handle=HANDLE.model_copy(update={"job_name": "next_job", "attempt": 1,
+                                                              "after_job": JOB, "keeps_allocation": True}))
+    plant(store, "elsewhere", handle=HANDLE.model_copy(update={"job_name": "elsewhere", "slurm_job_id": "99"}))
+    service.pilot_wanted(NODES[0], JOB, {})
+    assert asked == [(JOB, NODES[0], None), (JOB, NODES[1], None), (JOB, NODES[0], ("next_job", 1))]
     # A switch is never held in a long-poll.
     assert not service.settled({"stop": False, "runs": [], "switch": {"job": "next", "token": "t"}}, {})
 
@@ -237,6 +242,19 @@ def test_a_pilot_kept_warm_says_its_run_is_done_and_waits_for_the_servers_word(t
     assert body["runs"] == [] and body["done"] == [{"job": JOB, "attempt": 2}]
 
 
+@pytest.mark.parametrize("end, stays", [("Completed", True), ("Failed", False), ("Canceled", False)])
+def test_only_a_completed_run_keeps_its_pilot_in_the_allocation(tmp_path: Path, end: str, stays: bool):
+    from cible.agent.agent import Run
+
+    made, server = pilot(tmp_path, [{"accepted": True}, {"stop": False, "runs": [], "state": end, "wait_s": 10}], [],
+                         keep_s=60)
+    report = {"attempt": 2, "node_rank": 1, "history": ["Preparing", "Running", end], "ended": True}
+    assert made._send_report(Run(JOB, 2, 1, None, 0), report)
+    made.done.add((JOB, 2))
+    said = made._heartbeat(10.0)
+    assert (said["stop"] is False) is stays and len(server.sent) == (2 if stays else 1)
+
+
 def test_a_warm_pilot_switches_to_the_next_job_and_its_token(tmp_path: Path):
     switch = {"stop": False, "runs": [], "state": "Completed", "wait_s": 0.0,
               "switch": {"job": "next_job", "token": "next-tok"}}
@@ -249,13 +267,15 @@ def test_a_warm_pilot_switches_to_the_next_job_and_its_token(tmp_path: Path):
     assert headers == {"Authorization": "Bearer next-tok"} and body["done"] == []
 
 
-def test_a_warm_pilot_ends_on_its_own_a_while_after_the_keep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Should the server be gone (or have forgotten the allocation), the pilot does not hold it."""
+def test_a_warm_pilot_ends_on_its_own_a_while_after_the_servers_last_word(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """Should the server be gone, the pilot does not hold the allocation: each "wait" of the server's
+    puts its end that long (and a margin) ahead."""
     made, server = pilot(tmp_path, [{"stop": False, "runs": [], "state": "Completed", "wait_s": 10}], [], keep_s=5)
     made.done.add((JOB, 2))
     made._heartbeat(10.0)
     now = pilot_module.time.monotonic()
-    monkeypatch.setattr(pilot_module.time, "monotonic", lambda: now + 5 + pilot_module.KEEP_MARGIN_S + 1)
+    monkeypatch.setattr(pilot_module.time, "monotonic", lambda: now + 10 + pilot_module.KEEP_MARGIN_S + 1)
     assert made._heartbeat(10.0) == {"stop": True, "runs": []} and len(server.sent) == 1
 
 

@@ -289,7 +289,7 @@ def test_poll_reads_slurms_queue_reason_while_no_pilot_reported(setup: Setup):
     (setup.log / "squeue.stdout").write_text("4242|PENDING|Resources|alice|00:12:00\n")
     seen = setup.runner.poll(raw)
     assert seen.history == ["Queued"] and "waiting for free nodes" in seen.queue_reason
-    assert setup.argv("squeue") == ["-h", "-t", "all", "-o", "%i|%T|%r|%u|%l", "-j", "4242"]
+    assert setup.argv("squeue") == ["-h", "-t", "all", "-o", "%i|%T|%r|%u|%l|%S", "-j", "4242"]
 
 
 def test_poll_of_a_completed_run_does_not_ask_slurm_and_removes_the_token(tmp_path: Path,
@@ -325,12 +325,14 @@ def _completed(setup: Setup, job: str = JOB, limit: str = "UNLIMITED") -> SlurmH
     assert setup.runner.poll(handle.model_dump(mode="json")).history[-1] == "Completed"
     setup.reports = [None, None]
     for node in handle.nodes:  # the pilots, waiting
-        assert setup.runner.next_for(handle, node)["stop"] is False
+        assert setup.runner.next_for(handle, node, None)["stop"] is False
     return handle
 
 
 def test_a_completed_runs_allocation_is_kept_and_the_next_job_of_its_request_runs_there(setup: Setup):
     first = _completed(setup)
+    assert setup.notified == first.nodes  # its pilots woken: their next heartbeats find it idle
+    setup.notified.clear()
     # Its token goes (the pilots read it when they started), the pilots' folders stay while it is kept.
     assert not (Path(first.run_dir) / "token").exists() and (Path(first.run_dir) / "job.sbatch").exists()
     (setup.log / "sbatch.argv").unlink()
@@ -338,11 +340,12 @@ def test_a_completed_runs_allocation_is_kept_and_the_next_job_of_its_request_run
     assert setup.argv("sbatch") is None  # no new Slurm job
     assert (second.slurm_job_id, second.nodes, second.run_dir) == ("4242", first.nodes, first.run_dir)
     assert second.after_job == JOB and second.keeps_allocation
-    # Its pilots switch only once its handle is recorded (the reconciler calls launched).
-    assert "switch" not in setup.runner.next_for(first, first.nodes[0])
+    # Its pilots switch once its handle is recorded: the reconciler calls launched, which wakes them,
+    # and the store then names it as the allocation's next job.
+    assert "switch" not in setup.runner.next_for(first, first.nodes[0], None)
     setup.runner.launched(second.model_dump(mode="json"))
     assert setup.notified == first.nodes
-    reply = setup.runner.next_for(first, first.nodes[0])
+    reply = setup.runner.next_for(first, first.nodes[0], ("next_job", 2))
     assert reply["switch"] == {"job": "next_job", "token": TOKENS.pilot("next_job", 2)}
 
 
@@ -378,9 +381,11 @@ def test_a_canceled_run_ends_its_allocation_and_its_pilots_stop(setup: Setup):
     first = _completed(setup)
     second = SlurmHandle.model_validate(setup.runner.submit("next_job", plan(timeout=None)))
     setup.runner.launched(second.model_dump(mode="json"))
+    setup.runner.cancel(first.model_dump(mode="json"))  # an old handle's cancel: not the allocation's end
+    assert setup.argv("scancel") is None
     setup.runner.cancel(second.model_dump(mode="json"))
     assert setup.argv("scancel") == ["4242"]
-    assert setup.runner.next_for(second, second.nodes[0]) == {"stop": True, "runs": []}
+    assert setup.runner.next_for(second, second.nodes[0], None) == {"stop": True, "runs": []}
     (setup.log / "sbatch.argv").unlink()
     assert SlurmHandle.model_validate(setup.runner.submit("third", plan(timeout=None))).after_job is None
     assert first.slurm_job_id == "4242"
@@ -392,17 +397,21 @@ def test_a_slurm_job_that_no_longer_runs_is_not_kept(setup: Setup):
     done = {"attempt": 2, "history": ["Preparing", "Running", "Completed"], "exit_code": 0}
     setup.reports = [done, done]
     assert setup.runner.poll(handle.model_dump(mode="json")).history[-1] == "Completed"
-    assert setup.runner.next_for(handle, handle.nodes[0])["stop"] is True
+    assert setup.runner.next_for(handle, handle.nodes[0], None)["stop"] is True
     assert not (Path(handle.run_dir) / "token").exists()  # cleaned up as a run whose Slurm job ends
 
 
 def test_a_job_waiting_in_slurms_queue_ends_the_idle_allocations_of_its_cluster(setup: Setup):
     first = _completed(setup)
     other = setup.runner.submit("one_node", plan(timeout=None, instance_count=1))  # another request: sbatch
+    (setup.log / "squeue.stdout").write_text("4243|PENDING|JobHeldUser|alice|UNLIMITED\n")
+    assert setup.runner.poll(other).history == ["Queued"]
+    assert setup.argv("scancel") is None  # held by its user: no node would help it
     (setup.log / "squeue.stdout").write_text("4243|PENDING|Resources|alice|UNLIMITED\n")
+    setup.runner._states.clear()
     assert setup.runner.poll(other).history == ["Queued"]
     assert setup.argv("scancel") == ["4242"]  # the idle allocation may hold the nodes it waits for
-    assert setup.runner.next_for(first, first.nodes[0])["stop"] is True
+    assert setup.runner.next_for(first, first.nodes[0], None)["stop"] is True
 
 
 def test_the_server_stopping_ends_its_idle_allocations_but_not_a_running_one(setup: Setup):

@@ -40,7 +40,8 @@ KEEP_MARGIN_S = 30.0  # a warm pilot outlives the server's keep by this, then en
 
 
 class Pilot(Agent):
-    """An agent with one run to do: it stops once that run ended and was reported."""
+    """An agent for one job's run at a time: it stops once that run ended and was reported, unless
+    the allocation is kept (keep_s) and the run Completed: then it waits for the server's word."""
 
     def __init__(self, *, job: str, node_addrs: list[str], cache_root: Path | None = None,
                  wait_for_run_s: float = WAIT_FOR_RUN_S, keep_s: float = 0.0, **kwargs: Any) -> None:
@@ -76,6 +77,7 @@ class Pilot(Agent):
             finished = self._finished()
             idle = not self.runs
         if finished and self.keep_s <= 0:
+            log.info("job %s's run ended: this pilot ends", self.job)
             return {"stop": True, "runs": []}
         if finished and not self.warm:
             self.warm, self.give_up_at = True, time.monotonic() + self.keep_s + KEEP_MARGIN_S
@@ -83,15 +85,28 @@ class Pilot(Agent):
             log.error("no %s for this pilot from the server; it ends", "next job" if self.warm else "run")
             return {"stop": True, "runs": []}
         reply = super()._heartbeat(wait_s)
+        if reply is None or reply.get("stop"):
+            log.info("the server ends this pilot (job %s: %s)", self.job, (reply or {}).get("state", "not known"))
         switch = (reply or {}).get("switch")
         if switch:  # the next job, in this allocation: its token from now on
             log.info("job %s ended; this allocation serves job %s next", self.job, switch["job"])
             self.job, self.token, self.warm = switch["job"], switch["token"], False
             self.give_up_at = time.monotonic() + self.wait_for_run_s
+        elif self.warm and reply is not None and not reply.get("stop"):
+            # The server keeps the allocation: it says when it ends; this only outlives a server gone.
+            self.give_up_at = time.monotonic() + float(reply.get("wait_s") or 0) + KEEP_MARGIN_S
         for run in (reply or {}).get("runs", []):
             if run.get("plan") and self.node_addrs:
                 run["plan"] = {**run["plan"], "node_addrs": self.node_addrs}
         return reply
+
+    def _send_report(self, run: Any, report: dict[str, Any]) -> bool:
+        sent = super()._send_report(run, report)
+        if sent and report.get("ended") and (report.get("history") or [""])[-1] != "Completed":
+            # Only a Completed run gives its allocation back: this pilot ends, and Slurm's end of the
+            # job comes at once (the server reads how the run ended beside it).
+            self.keep_s = 0.0
+        return sent
 
     def on_sigterm(self, *_: object) -> None:
         """Slurm ends the job (scancel, its time limit): the launcher is told to stop, and the pilot

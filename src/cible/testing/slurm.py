@@ -11,7 +11,9 @@ job as the user who submitted it (`SlurmdUser=root`). Jobs run as ordinary users
 Partitions: `debug` (default, no time limit) and `short` (MaxTime=1 minute, MaxNodes=1) for
 refusals: `EnforcePartLimits=ALL` makes sbatch refuse a job over a partition's limits at submit
 rather than leave it pending. Accounting is off (no slurmdbd): `sacct` says so, and `sacct -c`
-reads the job completion file. Measured here (Slurm 22.05): every node idle about 1 s after start.
+reads the job completion file; cible.testing.slurm_accounting adds slurmdbd and a MariaDB of the
+cluster's own (QOS limits, real `sacct`) through `_accounting_conf` and `_before_controller`.
+Measured here (Slurm 22.05): every node idle about 1 s after start.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ class SlurmTestCluster:
         try:
             self._start_munged()
             self._write_config()
+            self._before_controller(started + timeout)
             self._spawn("slurmctld", [SLURMCTLD, "-D", "-i"])
             for node in self.nodes:
                 self._spawn(node, [SLURMD, "-D", "-N", node])
@@ -202,6 +205,14 @@ class SlurmTestCluster:
                 raise RuntimeError(f"munged did not start: {self._tail(munge_dir / 'munged.log')}")
             time.sleep(0.02)
 
+    def _accounting_conf(self) -> str:
+        """slurm.conf's accounting lines: none here (no slurmdbd)."""
+        return "AccountingStorageType=accounting_storage/none"
+
+    def _before_controller(self, deadline: float) -> None:
+        """What must run before slurmctld starts, config written: nothing here (slurmdbd where
+        accounting is on: slurmctld exits at start when it cannot reach it)."""
+
     def _write_config(self) -> None:
         host = socket.gethostname().split(".", 1)[0]  # slurmctld starts only where its host name is this
         self.controller_port = _free_port()
@@ -232,7 +243,7 @@ SlurmdLogFile={r}/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
-AccountingStorageType=accounting_storage/none
+{self._accounting_conf()}
 JobCompType=jobcomp/filetxt
 JobCompLoc={self.completions_file}
 SchedulerType=sched/backfill
@@ -303,21 +314,25 @@ PartitionName=short Nodes={node_list} MaxTime=1 MaxNodes=1 State=UP
     # --- stop ---------------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Cancel every job, end the daemons (slurmds, slurmctld, munged) and what the jobs left
-        (slurmstepd detaches from slurmd: found by this cluster's SLURM_CONF in its environment),
-        and remove the folder."""
+        """Cancel every job, end the daemons and what the jobs left (slurmstepd detaches from
+        slurmd: found by this cluster's SLURM_CONF in its environment), and remove the folder.
+        The daemons end in stages, each after those that talk to it: slurmds and slurmctld, then
+        any other one by one, last started first (slurmdbd, then its database), munged last."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             self._cancel_all()
-        for name in [*self.nodes, "slurmctld", "munged"]:
-            proc = self.procs.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc.pid)
-                proc.wait(timeout=10)
+        first = [*self.nodes, "slurmctld"]
+        others = [name for name in reversed(self.procs) if name not in (*first, "munged")]
+        for stage in (first, *([name] for name in others), ["munged"]):
+            procs = [self.procs[name] for name in stage if name in self.procs]
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc.pid)
+                    proc.wait(timeout=10)
         for pid in self._leftovers():
             _kill_group(pid)
         self.procs.clear()

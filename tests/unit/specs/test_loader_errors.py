@@ -216,3 +216,18 @@ def test_apply_set_overrides_returns_a_new_dict():
         apply_set_overrides(data, ["items.5=x"])
     with pytest.raises(InvalidSpecError, match="empty segment"):
         apply_set_overrides(data, ["a..b=1"])
+
+
+def test_slurm_properties_are_acted_on_and_not_warned_of(load):
+    spec = load("""
+        command: echo
+        environment: {image: python}
+        resources: {properties: {slurm: {qos: normal}}}
+        """)
+    assert spec.warnings == []
+    mixed = load("""
+        command: echo
+        environment: {image: python}
+        resources: {properties: {slurm: {qos: normal}, AISuperComputer: {}}}
+        """)
+    assert mixed.warnings == ["'resources.properties' is accepted but not acted on by cible yet"]

@@ -28,15 +28,20 @@ from cible.backends.slurm.script import GRACE_S
 
 TAKE_MARGIN_S = 5.0  # an allocation this close to its idle end is not taken: its pilots may be leaving
 SEEN_WITHIN_S = 20.0  # an allocation is taken only while every pilot of it heartbeated this recently
+# A job that took an allocation and whose handle was not recorded within this long (its record
+# failed: it is submitted anew) leaves it: the allocation ends.
+RECORD_WITHIN_S = 30.0
 
 
 @dataclass(frozen=True)
 class Request:
-    """What a Slurm job asks for, its time limit aside: two jobs of the same Request (and user, and
-    compute as it is now) can run in the same allocation, one after the other."""
+    """What a Slurm job asks for, its time limit aside: two jobs of the same Request (and compute as
+    it is now) can run in the same allocation, one after the other. `identity` is whom Slurm runs
+    it as (the login and key, or this machine's user)."""
 
     compute: str
     owner: str
+    identity: str
     nodes: int
     cpus: int
     memory_mb: int | None
@@ -61,12 +66,12 @@ class Allocation:
     submitted_at: float
     job: str | None  # the job it serves now (None: idle)
     attempt: int
-    # The allocation's time limit in seconds (math.inf: none), read from Slurm when it first goes
-    # idle; None until then (it is not reused without it).
-    time_limit_s: float | None = None
-    announced: bool = True  # the job's handle is recorded: its pilots may switch to it
-    last_job: str | None = None  # the job whose run last Completed in it
+    # What is left of the allocation's time limit when it went idle (math.inf: none), read from
+    # Slurm then; None until then (it is not reused without it).
+    time_left_s: float | None = None
     idle_since: float | None = None
+    taken_at: float | None = None  # when `job` took it (its handle being recorded)
+    last_job: str | None = None  # the job whose run last Completed in it
     seen: dict[str, float] = field(default_factory=dict)  # pilot node id -> its last heartbeat
 
     @property
@@ -75,6 +80,10 @@ class Allocation:
 
 
 class WarmPool:
+    """The allocations this server holds. Which job a pilot switches to is the store's to say (the
+    recorded handle that names the allocation after the pilot's job): the pool decides which job
+    may take an idle allocation, and when an idle one ends."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._allocations: dict[tuple[str, str], Allocation] = {}
@@ -89,39 +98,31 @@ class WarmPool:
         with self._lock:
             return self._allocations.get((compute, slurm_job_id))
 
-    def release(self, compute: str, slurm_job_id: str, job: str, time_limit_s: float) -> bool:
+    def release(self, compute: str, slurm_job_id: str, job: str, time_left_s: float) -> bool:
         """`job`'s run Completed: its allocation goes idle, to be kept `keep_s`. False when the pool
         does not hold it for that job (a server restarted since: the pilots are told to stop)."""
         with self._lock:
             allocation = self._allocations.get((compute, slurm_job_id))
             if allocation is None or allocation.job != job:
                 return False
-            now = self.clock()
-            allocation.job, allocation.last_job = None, job
-            allocation.idle_since, allocation.time_limit_s = now, time_limit_s
-            # Every pilot just reported the run's end; each may be in a long-poll for a while yet.
-            allocation.seen = dict.fromkeys(allocation.nodes, now)
+            allocation.job, allocation.last_job, allocation.taken_at = None, job, None
+            allocation.idle_since, allocation.time_left_s = self.clock(), time_left_s
             return True
 
     def take(self, request: Request, spec: Any, timeout_s: float | None, job: str, attempt: int) -> Allocation | None:
-        """An idle allocation for `job`'s run, if one fits: now `job`'s, not yet announced."""
+        """An idle allocation for `job`'s run, if one fits: now `job`'s."""
         now = self.clock()
         with self._lock:
+            for key, allocation in list(self._allocations.items()):
+                if allocation.job is None and _idle_for(allocation, now) < -SEEN_WITHIN_S:
+                    del self._allocations[key]  # its pilots stopped long ago (or died): forgotten
             for allocation in self._allocations.values():
                 if allocation.job is None and allocation.request == request and allocation.spec == spec \
-                        and self._lasts(allocation, now) and _fits(allocation, timeout_s, now):
-                    allocation.job, allocation.attempt, allocation.announced = job, attempt, False
+                        and _lasts(allocation, now) and _fits(allocation, timeout_s, now):
+                    allocation.job, allocation.attempt, allocation.taken_at = job, attempt, now
                     allocation.idle_since = None
                     return allocation
         return None
-
-    def announce(self, compute: str, slurm_job_id: str, job: str) -> Allocation | None:
-        with self._lock:
-            allocation = self._allocations.get((compute, slurm_job_id))
-            if allocation is None or allocation.job != job:
-                return None
-            allocation.announced = True
-            return allocation
 
     def idle(self, compute: str) -> list[Allocation]:
         return [a for a in self.all_idle() if a.request.compute == compute]
@@ -134,40 +135,54 @@ class WarmPool:
         with self._lock:
             return self._allocations.pop((compute, slurm_job_id), None)
 
-    def next_for(self, compute: str, slurm_job_id: str, node_id: str, done_job: str) -> tuple[str, Any]:
-        """What a pilot of the allocation whose run of `done_job` ended should do:
-        ("switch", allocation) to the job the allocation serves now; ("wait", seconds); ("stop", None)."""
+    def next_for(self, compute: str, slurm_job_id: str, node_id: str, done_job: str,
+                 successor: tuple[str, int] | None) -> tuple[str, Any]:
+        """What a pilot of the allocation whose run of `done_job` ended should do: ("switch", (job,
+        attempt)) to `successor` (the job whose recorded handle took the allocation after
+        `done_job`'s), ("wait", seconds) or ("stop", None)."""
         now = self.clock()
         with self._lock:
             allocation = self._allocations.get((compute, slurm_job_id))
+            if successor is not None:
+                if allocation is not None:
+                    allocation.job, allocation.attempt = successor
+                return "switch", successor
             if allocation is None:
                 return "stop", None
             allocation.seen[node_id] = now
-            if allocation.job is not None and allocation.job != done_job:
-                return ("switch", allocation) if allocation.announced else ("wait", 1.0)
-            if allocation.job is not None:  # its end is not read yet (the reconciler's next pass)
+            if allocation.job == done_job:  # its end is not read yet (the reconciler's next pass)
                 return "wait", 1.0
-            left = (allocation.idle_since or now) + allocation.keep_s - now
-            if left <= 0:
-                del self._allocations[allocation.key]
-                return "stop", None
-            return "wait", left
+            if allocation.job is not None:  # taken; its handle is being recorded
+                if now - (allocation.taken_at or now) < RECORD_WITHIN_S:
+                    return "wait", 1.0
+            elif (left := _idle_for(allocation, now)) > 0:
+                return "wait", left
+            del self._allocations[allocation.key]
+            return "stop", None
 
-    def _lasts(self, allocation: Allocation, now: float) -> bool:
-        """Still idle for a while, and every pilot of it heard from lately."""
-        if (allocation.idle_since or now) + allocation.keep_s - now < TAKE_MARGIN_S:
-            return False
-        return all(now - allocation.seen.get(node, -math.inf) < SEEN_WITHIN_S for node in allocation.nodes)
+
+def _idle_for(allocation: Allocation, now: float) -> float:
+    """How much longer an idle allocation is kept (negative: past its keep)."""
+    return (allocation.idle_since or now) + allocation.keep_s - now
+
+
+def _lasts(allocation: Allocation, now: float) -> bool:
+    """Still idle for a while, and every pilot of it heard from since it went idle, lately."""
+    if _idle_for(allocation, now) < TAKE_MARGIN_S:
+        return False
+    since = allocation.idle_since or now
+    return all(since <= allocation.seen.get(node, -math.inf) and now - allocation.seen[node] < SEEN_WITHIN_S
+               for node in allocation.nodes)
 
 
 def _fits(allocation: Allocation, timeout_s: float | None, now: float) -> bool:
     """Whether a job limited to `timeout_s` (None: no limit of its own) can run in what the allocation
     has left: a job without a limit only in an allocation without one (in its own, it would get the
     partition's whole default); a job with one in an allocation that outlasts it by its grace."""
-    limit = allocation.time_limit_s
-    if limit is None:
+    left = allocation.time_left_s
+    if left is None:
         return False
-    if limit == math.inf:
+    if left == math.inf:
         return True
-    left = limit - (now - allocation.submitted_at)  # counted from the submit: never more than Slurm's
+    left -= now - (allocation.idle_since or now)
     return timeout_s is not None and timeout_s + GRACE_S <= left

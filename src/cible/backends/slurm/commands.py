@@ -16,12 +16,13 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from cible.core.lifecycle.jobs import JobStatus
 
 # squeue's columns: job id, state (long form), reason, user, time limit. `-t all`: a job that ended
 # a moment ago is still listed (squeue shows only pending and running ones by default).
-SQUEUE_FORMAT = "%i|%T|%r|%u|%l"
+SQUEUE_FORMAT = "%i|%T|%r|%u|%l|%S"
 SACCT_FIELDS = "JobID,State,ExitCode,Reason"
 
 
@@ -48,6 +49,7 @@ class SlurmJob:
     signal: int | None = None
     time_limit: str | None = None  # as Slurm writes it: `1:00`, `00:03:00`, `1-00:00:00`, `UNLIMITED`
     cancelled_by: str | None = None  # sacct's `CANCELLED by <uid>`
+    start_time: str | None = None  # squeue's %S: `2026-12-06T05:00:00` (local time) once started
 
 
 @dataclass(frozen=True)
@@ -180,18 +182,19 @@ def submit_refusal(stderr: str) -> str | None:
 # --- squeue -----------------------------------------------------------------------------------------
 
 def parse_squeue(stdout: str) -> dict[str, SlurmJob]:
-    """Rows of `squeue -h -o '%i|%T|%r|%u'` (a fifth column, `%l`, is read too), by job id. A job
-    squeue no longer knows has no row."""
+    """Rows of `squeue -h -o '%i|%T|%r|%u'` (a fifth and sixth column, `%l` and `%S`, are read too),
+    by job id. A job squeue no longer knows has no row."""
     jobs = {}
     for line in stdout.splitlines():
         if not line.strip():
             continue
         fields = line.strip().split("|")
-        if len(fields) not in (4, 5) or not fields[0]:
+        if len(fields) not in (4, 5, 6) or not fields[0]:
             raise SlurmOutputError(f"squeue printed a row of {len(fields)} fields: {line[:200]!r}")
-        job_id, state, reason, user, *limit = fields
+        job_id, state, reason, user, *more = fields
+        more += [""] * (2 - len(more))
         jobs[job_id] = SlurmJob(job_id, _base_state(state), _reason(reason), user or None,
-                                time_limit=limit[0] if limit else None)
+                                time_limit=more[0] or None, start_time=more[1] or None)
     return jobs
 
 
@@ -290,6 +293,12 @@ PENDING_REASONS = {
     "PartitionNodeLimit": "it asks for more nodes than its partition allows",
     "PartitionTimeLimit": "its time limit is above its partition's",
     "QOSMaxJobsPerUserLimit": "its user runs as many jobs as the QOS allows",
+    # A job over a per-job limit of its QOS waits until the QOS changes (a QOS with DenyOnLimit
+    # refuses it at sbatch instead).
+    "QOSMaxCpuPerJobLimit": "it asks for more CPUs than its QOS allows a job: it starts only if the QOS changes",
+    "QOSMaxNodePerJobLimit": "it asks for more nodes than its QOS allows a job: it starts only if the QOS changes",
+    "QOSMaxWallDurationPerJobLimit": "its time limit is above its QOS's: it starts only if the QOS changes",
+    "QOSMaxGRESPerJob": "it asks for more GPUs than its QOS allows a job: it starts only if the QOS changes",
     "AssocGrpCpuLimit": "its account uses all the CPUs it may",
 }
 
@@ -352,6 +361,14 @@ def limit_seconds(limit: str | None) -> float | None:
         return None
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def started_epoch(start_time: str | None) -> float | None:
+    """squeue's %S (local time) as seconds since the epoch; None before the job started."""
+    try:
+        return datetime.fromisoformat(start_time).timestamp() if start_time else None
+    except ValueError:  # N/A, Unknown
+        return None
 
 
 def limit_text(limit: str | None) -> str | None:

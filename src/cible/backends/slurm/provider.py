@@ -29,7 +29,7 @@ from typing import Any
 from cible.backends.base.contract import CLOSE, POLL_ERRORS, NodeRequest, ProviderBase, ProviderNode, ProviderStatus
 from cible.backends.slurm import commands
 from cible.backends.slurm.exec import SlurmExec
-from cible.backends.slurm.runner import AGENT_DIR, SlurmAccess, memory_mb, open_exec, who
+from cible.backends.slurm.runner import SlurmAccess, memory_mb, open_exec, token_and_submit, user_folder
 from cible.backends.slurm.script import render
 from cible.backends.ssh.bundle import Bundle
 from cible.backends.ssh.hosts import quote_path
@@ -76,10 +76,8 @@ class SlurmNodeProvider(ProviderBase):
     def _launch(self, request: NodeRequest) -> None:
         access = self.access_of(request.compute)
         runner = self._exec(access)
-        user, home = who(runner)
         settings = access.compute.cible
-        agent_dir = (settings.agent_dir if settings and settings.agent_dir else AGENT_DIR).rstrip("/")
-        agent_dir = f"{home}/{agent_dir[2:]}" if agent_dir.startswith("~/") else f"{agent_dir}/{user}"
+        _, agent_dir = user_folder(runner, settings)
         root = f"{agent_dir}/nodes/{request.node_id}"
         folder = runner.ensure_bundle(self.bundle(), agent_dir)
         url = ((settings.server_url if settings and settings.server_url else self.url) or "").rstrip("/")
@@ -99,10 +97,8 @@ class SlurmNodeProvider(ProviderBase):
                         memory_mb=None if request.overcommit else memory_mb(request.memory_gb), gpus=request.gpus,
                         partition=access.compute.partition, qos=access.compute.qos, account=access.compute.account,
                         output_dir=root)
-        command = (f"umask 077 && mkdir -p {quote_path(root)} && cd {quote_path(root)} && "
-                   "IFS= read -r token && printf '%s\\n' \"$token\" > token && unset token && "
-                   "cat > node.sbatch && " + commands.submit_command("node.sbatch", env))
-        done = runner.run(command, stdin=f"{self.node_token(request.node_id)}\n{script}".encode())
+        done = runner.run(token_and_submit(root, "node.sbatch", env),
+                          stdin=f"{self.node_token(request.node_id)}\n{script}".encode())
         if done.status != 0:
             runner.run(f"rm -rf {quote_path(root)}")
             raise RuntimeError(f"sbatch refused node {request.node_id} on {runner.where}: "
@@ -113,6 +109,10 @@ class SlurmNodeProvider(ProviderBase):
                  access.compute.name)
 
     def terminate(self, node_ids: list[str]) -> None:
+        """scancel each node's Slurm job and remove its folder there (a job cancelled while pending
+        never ran the script that removes its token). Raises, once every node was tried, when any
+        could not be cancelled: the reconciler tries those again."""
+        failed = []
         for node_id in node_ids:
             record = self._record(node_id)
             if record is None:
@@ -120,12 +120,14 @@ class SlurmNodeProvider(ProviderBase):
             try:
                 runner = self._exec(self.access_of(record["compute"]))
                 done = runner.run(shlex.join(commands.scancel_argv([record["slurm_job_id"]])))
-            except Exception as exc:  # noqa: BLE001  (tried again by the reconciler's next terminate)
-                log.warning("node %s: scancel failed: %s", node_id, exc)
-                continue
-            if done.status != 0 and "Invalid job id" not in done.stderr:
-                log.warning("node %s: scancel %s failed: %s", node_id, record["slurm_job_id"], done.stderr.strip())
+                if done.status != 0 and "Invalid job id" not in done.stderr:
+                    raise RuntimeError(done.stderr.strip()[-300:] or f"exit {done.status}")
+                runner.run(f"rm -rf {quote_path(record['root'])}")
+            except Exception as exc:  # noqa: BLE001  (the others are still tried)
+                failed.append(f"{node_id}: {exc}")
         self._listed = None
+        if failed:
+            raise RuntimeError(f"scancel failed for {len(failed)} node(s): {'; '.join(failed)}")
 
     def list_nodes(self) -> dict[str, ProviderNode] | None:
         """The nodes whose Slurm job is pending or running; None when Slurm cannot be asked. A node
@@ -133,31 +135,40 @@ class SlurmNodeProvider(ProviderBase):
         listed = self._listed
         if listed is not None and time.monotonic() - listed[0] < LIST_TTL_S:
             return listed[1]
-        records = self._records()
         by_compute: dict[str, dict[str, str]] = {}
-        for node_id, record in records.items():
+        for node_id, record in self._records().items():
             by_compute.setdefault(record["compute"], {})[record["slurm_job_id"]] = node_id
         nodes: dict[str, ProviderNode] = {}
-        try:
-            for compute, jobs in by_compute.items():
-                runner = self._exec(self.access_of(compute))
-                done = runner.run(shlex.join(commands.squeue_hosts_argv(jobs)))
-                if done.status != 0 and "Invalid job id" not in done.stderr:
-                    raise RuntimeError(f"squeue on {runner.where} failed: {done.stderr.strip()[-300:]}")
-                seen = commands.parse_squeue_hosts(done.stdout) if done.status == 0 else {}
-                for job_id, node_id in jobs.items():
-                    state, host = seen.get(job_id, ("", ""))
-                    if state in LIVE_STATES:
-                        address = self._address(runner, host) if state == "RUNNING" and host else None
-                        nodes[node_id] = ProviderNode(node_id, alive=True, address=address)
-                    else:
-                        self._forget(node_id)
-        except Exception as exc:  # noqa: BLE001  (the reconciler waits for an answer)
-            self._error = str(exc)
-            log.warning("the slurm provider cannot list its nodes: %s", exc)
-            return None
-        self._error = None
+        errors = []
+        for compute, jobs in by_compute.items():
+            try:
+                nodes.update(self._list(compute, jobs))
+            except Exception as exc:  # noqa: BLE001  (one cluster's Slurm that cannot be asked fails alone)
+                errors.append(f"cluster {compute}: {exc}")
+                # What was last seen of its nodes stands: none is taken for lost for want of an answer.
+                nodes.update({node_id: node for node_id, node in (listed[1] if listed else {}).items()
+                              if node_id in jobs.values()})
+        self._error = "; ".join(errors) or None
+        if errors:
+            log.warning("the slurm provider cannot list some nodes: %s", self._error)
         self._listed = (time.monotonic(), nodes)
+        return nodes
+
+    def _list(self, compute: str, jobs: dict[str, str]) -> dict[str, ProviderNode]:
+        """The live nodes among `jobs` (Slurm job id -> node id) of one cluster; those Slurm ended are forgotten."""
+        runner = self._exec(self.access_of(compute))
+        done = runner.run(shlex.join(commands.squeue_hosts_argv(jobs)))
+        if done.status != 0 and "Invalid job id" not in done.stderr:
+            raise RuntimeError(f"squeue on {runner.where} failed: {done.stderr.strip()[-300:]}")
+        seen = commands.parse_squeue_hosts(done.stdout) if done.status == 0 else {}
+        nodes = {}
+        for job_id, node_id in jobs.items():
+            state, host = seen.get(job_id, ("", ""))
+            if state in LIVE_STATES:
+                address = self._address(runner, host) if state == "RUNNING" and host else None
+                nodes[node_id] = ProviderNode(node_id, alive=True, address=address)
+            else:
+                self._forget(node_id)
         return nodes
 
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
@@ -171,6 +182,8 @@ class SlurmNodeProvider(ProviderBase):
         for access in computes:
             try:
                 done = self._exec(access).run(shlex.join(commands.SINFO_SIZES_ARGV))
+                if done.status != 0:
+                    raise RuntimeError(done.stderr.strip()[-200:] or f"exit {done.status}")
             except Exception as exc:  # noqa: BLE001  (one compute that cannot be asked does not decide)
                 seen.append(f"{access.compute.name}: not asked ({exc})")
                 continue
@@ -224,10 +237,15 @@ class SlurmNodeProvider(ProviderBase):
         return under(self.nodes_root, node_id, field="node_id") / "slurm.json"
 
     def _record(self, node_id: str) -> dict[str, Any] | None:
+        """The node's record, or None (none, or one this release cannot read: that node alone is left out)."""
         try:
-            return json.loads(self._record_path(node_id).read_text())
+            record = json.loads(self._record_path(node_id).read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("compute", "slurm_job_id",
+                                                                                            "root")):
+            return None
+        return record
 
     def _records(self) -> dict[str, dict[str, Any]]:
         found = {}
@@ -245,4 +263,9 @@ class SlurmNodeProvider(ProviderBase):
         temporary.replace(path)
 
     def _forget(self, node_id: str) -> None:
-        self._record_path(node_id).unlink(missing_ok=True)
+        path = self._record_path(node_id)
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()  # the node's folder in the workspace, when nothing else is in it
+        except OSError:
+            pass

@@ -21,7 +21,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +39,13 @@ from cible.backends.ssh.hosts import quote_path
 from cible.core.errors import CibleError
 from cible.core.lifecycle.jobs import JobStatus
 from cible.core.lifecycle.runs import RunObservation
-from cible.core.models.computes import SlurmCompute
+from cible.core.models.computes import CibleSlurmSettings, SlurmCompute
 from cible.core.models.records import SlurmHandle, pilot_node_id
 
 log = logging.getLogger("cible.server")
 STATE_TTL_S = 1.0  # Slurm is asked about a job at most once a second
 AGENT_DIR = "~/.cible-agent"
 SLURM_PROPERTIES = ("partition", "qos", "account", "constraint")
-KEEP_ALLOCATION_S = 60  # CibleSlurmSettings.keep_allocation_s's default, for a compute without `cible:`
 
 
 @dataclass(frozen=True)
@@ -133,32 +132,26 @@ class SlurmRunner:
         spec = access.compute
         settings = spec.cible
         attempt = int(plan.get("attempt", 1)) or 1
-        keep_s = settings.keep_allocation_s if settings else KEEP_ALLOCATION_S
-        if keep_s > 0 and (warm := self._take_warm(job_name, plan, access, attempt)) is not None:
+        keep_s = settings.keep_allocation_s if settings else CibleSlurmSettings().keep_allocation_s
+        try:
+            request: Request | None = self._request(plan, access)
+        except ScriptError:
+            request = None  # refused below, once the run has a handle to say it on
+        if keep_s > 0 and request is not None and (warm := self._take_warm(job_name, request, access, plan)):
             return warm
-        user, home = who(runner)
-        agent_dir = (settings.agent_dir if settings and settings.agent_dir else AGENT_DIR).rstrip("/")
-        if agent_dir.startswith("~/"):
-            agent_dir = f"{home}/{agent_dir[2:]}"
-        else:  # one folder for every user of the cluster: each gets their own under it
-            agent_dir = f"{agent_dir}/{user}"
+        user, agent_dir = user_folder(runner, settings)
         run_dir = f"{agent_dir}/runs/{job_name}.{attempt}.{secrets.token_hex(3)}"
         port = 20000 + secrets.randbelow(20000)  # rank 0's rendezvous port (MASTER_PORT)
         handle = SlurmHandle(job_name=job_name, compute=compute, attempt=attempt, user=user, run_dir=run_dir,
                              master_port=port, keeps_allocation=keep_s > 0)
         folder = runner.ensure_bundle(self.bundle(), agent_dir)
         try:
-            script = self._script(plan, access, handle, folder, agent_dir, keep_s)
+            script = self._script(plan, access, handle, folder, agent_dir, keep_s, request)
         except ScriptError as exc:
             return _refused(handle, f"cible cannot submit this job to Slurm: {exc}")
         token = self.pilot_token(job_name, attempt)
         env = settings.environment if settings else {}
-        # One round trip: the token (first line of stdin) and the script go to files only the user
-        # reads, then sbatch. Neither is ever on a command line.
-        command = (f"umask 077 && mkdir -p {quote_path(run_dir)} && cd {quote_path(run_dir)} && "
-                   "IFS= read -r token && printf '%s\\n' \"$token\" > token && unset token && "
-                   "cat > job.sbatch && " + commands.submit_command("job.sbatch", env))
-        done = runner.run(command, stdin=f"{token}\n{script}".encode())
+        done = runner.run(token_and_submit(run_dir, "job.sbatch", env), stdin=f"{token}\n{script}".encode())
         if done.status != 0:
             runner.run(f"rm -rf {quote_path(run_dir)}")  # its token first of all: tried again, it gets a new one
             unreachable(done, runner.where)
@@ -167,19 +160,17 @@ class SlurmRunner:
         submitted = commands.parse_sbatch(done.stdout)
         nodes = [pilot_node_id(submitted.job_id, rank) for rank in range(int(plan.get("instance_count") or 1))]
         log.info("job %s: Slurm job %s on %s as %s", job_name, submitted.job_id, compute, user)
-        if keep_s > 0:
-            self.pool.hold(Allocation(submitted.job_id, self._request(plan, access), spec, user, run_dir, nodes,
-                                      keep_s=keep_s, submitted_at=self.pool.clock(), job=job_name, attempt=attempt))
+        if keep_s > 0 and request is not None:
+            self.pool.hold(Allocation(submitted.job_id, request, spec, user, run_dir, nodes, keep_s=keep_s,
+                                      submitted_at=self.pool.clock(), job=job_name, attempt=attempt))
         return handle.model_copy(update={"slurm_job_id": submitted.job_id, "nodes": nodes}).model_dump(mode="json")
 
-    def _take_warm(self, job_name: str, plan: dict[str, Any], access: SlurmAccess, attempt: int) -> dict[str, Any] | None:
+    def _take_warm(self, job_name: str, request: Request, access: SlurmAccess, plan: dict[str, Any]
+                   ) -> dict[str, Any] | None:
         """The handle of `job_name`'s run in an allocation a run of the same user and request left
-        warm (no sbatch: its pilots switch to this job once its handle is recorded, see `launched`);
-        None when none fits."""
-        try:
-            request = self._request(plan, access)
-        except ScriptError:
-            return None  # the sbatch path refuses it, saying why
+        warm (no sbatch: its pilots switch to this job once its handle is recorded, see
+        `launched` and `next_for`); None when none fits."""
+        attempt = int(plan.get("attempt", 1)) or 1
         allocation = self.pool.take(request, access.compute, plan.get("timeout"), job_name, attempt)
         if allocation is None:
             return None
@@ -191,21 +182,24 @@ class SlurmRunner:
                            after_job=allocation.last_job).model_dump(mode="json")
 
     def launched(self, raw: dict[str, Any]) -> None:
-        """The reconciler recorded a run's handle: a run in a warm allocation is told to its pilots."""
+        """The reconciler recorded a run's handle: the pilots of the warm allocation it took are woken
+        (their next heartbeat finds it, next_for)."""
         handle = SlurmHandle.model_validate(raw)
-        if handle.after_job is not None and handle.slurm_job_id is not None \
-                and self.pool.announce(handle.compute, handle.slurm_job_id, handle.job_name) is not None:
+        if handle.after_job is not None:
             self.notify_nodes(*handle.nodes)
 
-    def next_for(self, handle: SlurmHandle, node_id: str) -> dict[str, Any]:
-        """The heartbeat reply to a pilot of `handle`'s allocation once its run ended: switch to the
-        job the allocation now serves (with that job's pilot token), wait, or stop."""
-        kind, allocation = self.pool.next_for(handle.compute, handle.slurm_job_id or "", node_id, handle.job_name)
+    def next_for(self, handle: SlurmHandle, node_id: str, successor: tuple[str, int] | None) -> dict[str, Any]:
+        """The heartbeat reply to a pilot of `handle`'s allocation once its run ended: switch to
+        `successor` (the job whose recorded handle took the allocation after this one's, as the store
+        says) with that job's pilot token, wait, or stop."""
+        kind, value = self.pool.next_for(handle.compute, handle.slurm_job_id or "", node_id, handle.job_name,
+                                         successor)
         if kind == "switch":
-            token = self.pilot_token(allocation.job, allocation.attempt)
-            return {"stop": False, "runs": [], "switch": {"job": allocation.job, "token": token}, "wait_s": 0.0}
+            job, attempt = value
+            return {"stop": False, "runs": [], "switch": {"job": job, "token": self.pilot_token(job, attempt)},
+                    "wait_s": 0.0}
         if kind == "wait":
-            return {"stop": False, "runs": [], "wait_s": allocation}
+            return {"stop": False, "runs": [], "wait_s": value}
         return {"stop": True, "runs": []}
 
     def _request(self, plan: dict[str, Any], access: SlurmAccess) -> Request:
@@ -225,13 +219,16 @@ class SlurmRunner:
         except CibleError as exc:
             raise ScriptError(f"resources.instance_type: {exc.message}") from None
         pick = {key: asked.get(key) or getattr(spec, key, None) for key in ("partition", "qos", "account")}
-        return Request(compute=plan["compute"], owner=access.owner, nodes=int(plan.get("instance_count") or 1),
+        target = access.target
+        identity = f"{target.where} {target.key_file or 'ssh-agent'}" if target is not None else "this machine"
+        return Request(compute=plan["compute"], owner=access.owner, identity=identity,
+                       nodes=int(plan.get("instance_count") or 1),
                        cpus=size.cpus, memory_mb=size.memory_mb, gpus=size.gpus, constraint=asked.get("constraint"),
                        **pick)
 
     def _script(self, plan: dict[str, Any], access: SlurmAccess, handle: SlurmHandle, bundle_dir: str,
-                agent_dir: str, keep_s: int) -> str:
-        request = self._request(plan, access)
+                agent_dir: str, keep_s: int, request: Request | None = None) -> str:
+        request = request or self._request(plan, access)
         settings = access.compute.cible
         url = (settings.server_url if settings and settings.server_url else self.server_url) or ""
         if not url:
@@ -301,19 +298,25 @@ class SlurmRunner:
                 if handle.after_job is None:
                     self._remove(handle.compute, self.owner_of(handle.job_name), handle.slurm_job_id or "",
                                  handle.run_dir, "token")
+                self.notify_nodes(*handle.nodes)  # their next heartbeats find it idle: it can be taken
                 return observation
             self.pool.drop(handle.compute, handle.slurm_job_id or "")
             if job is not None and job.state not in commands.ENDED_STATES:
                 self._scancel(handle)  # a rank failed while the others run on: the allocation is freed
             self._clean_up(handle)
-        elif observation.history == ["Queued"]:
-            self._end_idle(handle.compute, f"job {handle.job_name} waits in Slurm's queue")
+        elif observation.history == ["Queued"] and job is not None and (owners := _freed_for(job.reason)):
+            # The allocations kept idle on its cluster may hold the nodes it waits for (or, for a
+            # limit of its user's, count against it): a warm allocation is worth less than a queued job.
+            owner = self.owner_of(handle.job_name)
+            self._end_idle(handle.compute, f"job {handle.job_name} waits in Slurm's queue ({job.reason})",
+                           None if owners == "any" else owner)
         return observation
 
-    def _end_idle(self, compute: str, why: str) -> None:
-        """A job waits in Slurm's queue: the allocations kept idle on its cluster end, as they may hold
-        the nodes it waits for (a warm allocation is worth less than a queued job)."""
+    def _end_idle(self, compute: str, why: str, owner: str | None = None) -> None:
+        """End the allocations kept idle on `compute` (of `owner` only, when given)."""
         for allocation in self.pool.idle(compute):
+            if owner is not None and allocation.request.owner != owner:
+                continue
             if self.pool.drop(compute, allocation.slurm_job_id) is not None:
                 log.info("Slurm job %s, kept for a next job, ends: %s", allocation.slurm_job_id, why)
                 try:
@@ -341,7 +344,10 @@ class SlurmRunner:
         limit = commands.limit_seconds(job.time_limit) if job is not None else None
         if job is None or job.state != "RUNNING" or limit is None:
             return False
-        return self.pool.release(handle.compute, handle.slurm_job_id, handle.job_name, limit)
+        # What is left of its time limit, counted from Slurm's start (else, at most, from the submit).
+        started = commands.started_epoch(job.start_time)
+        elapsed = time.time() - started if started is not None else self.pool.clock() - allocation.submitted_at
+        return self.pool.release(handle.compute, handle.slurm_job_id, handle.job_name, limit - max(0.0, elapsed))
 
     def _state(self, handle: SlurmHandle) -> SlurmJob | None:
         """The Slurm job as squeue (else scontrol) shows it, asked at most every STATE_TTL_S; None once
@@ -391,8 +397,11 @@ class SlurmRunner:
         handle = SlurmHandle.model_validate(raw)
         if handle.slurm_job_id is None:
             return
-        self.pool.drop(handle.compute, handle.slurm_job_id)  # a canceled run's allocation is not kept
         self.notify_nodes(*handle.nodes)  # a pilot's next heartbeat reply carries the cancel
+        allocation = self.pool.get(handle.compute, handle.slurm_job_id)
+        if allocation is not None and allocation.job not in (None, handle.job_name):
+            return  # this run's allocation serves another job now: that one's, not this one's, to end
+        self.pool.drop(handle.compute, handle.slurm_job_id)  # a canceled run's allocation is not kept
         self._scancel(handle)
 
     def _scancel(self, handle: SlurmHandle) -> None:
@@ -468,6 +477,34 @@ def open_exec(access: SlurmAccess) -> SlurmExec:
     if access.target is None:
         return Reachable(LocalExec(env))
     return Reachable(SshExec(access.compute.name, access.target, env))
+
+
+# Why a job waits that ending idle allocations can help: nodes held ("any" user's), or a limit
+# its own user's allocations count against.
+NODE_REASONS = frozenset({"Resources", "Priority", "ReqNodeNotAvail"})
+
+
+def _freed_for(reason: str | None) -> str | None:
+    if reason in NODE_REASONS:
+        return "any"
+    return "owner" if reason and reason.startswith(("QOS", "Assoc")) else None
+
+
+def token_and_submit(folder: str, script_name: str, environment: Mapping[str, str]) -> str:
+    """The command that, in one round trip, writes the token (stdin's first line) and the script (the
+    rest) to files of `folder` only the user reads, then submits the script: neither is ever on a
+    command line."""
+    return (f"umask 077 && mkdir -p {quote_path(folder)} && cd {quote_path(folder)} && "
+            "IFS= read -r token && printf '%s\\n' \"$token\" > token && unset token && "
+            f"cat > {script_name} && " + commands.submit_command(script_name, environment))
+
+
+def user_folder(runner: SlurmExec, settings: CibleSlurmSettings | None) -> tuple[str, str]:
+    """(the user on the cluster, the folder cible keeps its node code and runs in for them): the
+    compute's agent_dir under their home (`~/…`), or a folder of their own under an absolute one."""
+    user, home = who(runner)
+    agent_dir = (settings.agent_dir if settings and settings.agent_dir else AGENT_DIR).rstrip("/")
+    return user, f"{home}/{agent_dir[2:]}" if agent_dir.startswith("~/") else f"{agent_dir}/{user}"
 
 
 def who(runner: SlurmExec) -> tuple[str, str]:

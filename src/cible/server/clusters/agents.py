@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Update, select, type_coerce, update
 
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError, UnreadableRecordError
-from cible.core.lifecycle.jobs import JobStatus, is_terminal
+from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.models.records import ClusterHandle, NodeInfo, SlurmHandle
 from cible.server.clusters.hub import AgentHub
@@ -37,10 +37,12 @@ class AgentService:
                  heartbeat_timeout_s: float, on_first_heartbeat: Callable[[], None],
                  on_report: Callable[[], None], run_token: Callable[[dict[str, Any]], str],
                  shares_workspace: Callable[[str], bool] = lambda provider: True,
-                 pilot_next: Callable[[SlurmHandle, str], dict[str, Any]] | None = None) -> None:
+                 pilot_next: Callable[[SlurmHandle, str, tuple[str, int] | None], dict[str, Any]] | None = None,
+                 ) -> None:
         self.store = store
-        # pilot_next(handle, node id): the reply to a pilot whose run ended, in an allocation kept
-        # for the next job (switch to it, wait, or stop: SlurmRunner.next_for).
+        # pilot_next(handle, node id, successor): the reply to a pilot whose run ended, in an
+        # allocation kept for the next job: switch to the successor (the job whose recorded handle
+        # took the allocation after this one), wait, or stop (SlurmRunner.next_for).
         self.pilot_next = pilot_next
         self.run_token = run_token  # a job's run token, handed to its nodes with its plan
         # shares_workspace(provider name): whether its nodes see the workspace folder; a node whose
@@ -163,7 +165,7 @@ class AgentService:
                 return None
             ended = is_terminal(job.status) or (job.name, handle.attempt) in done
             if ended and handle.keeps_allocation and self.pilot_next is not None:
-                reply = self.pilot_next(handle, node_id)
+                reply = self.pilot_next(handle, node_id, _successor(session, handle))
                 return {**reply, "state": job.status, "wait_s": min(reply.get("wait_s", self.wait_s), self.wait_s)}
             if is_terminal(job.status):
                 return {"stop": True, "runs": [], "state": job.status}
@@ -238,6 +240,23 @@ class AgentService:
         if row is None or row.state == NodeState.REMOVED.value:
             raise NotFoundError(f"node '{node_id}' is not a node of this workspace", details={"node_id": node_id})
         return row
+
+
+def _successor(session: Any, handle: SlurmHandle) -> tuple[str, int] | None:
+    """(name, attempt) of the live job whose recorded handle runs in `handle`'s Slurm allocation after
+    `handle`'s job (its `after_job`), if any: the store, not the server's memory, says whom the
+    allocation's pilots serve next, so a restart between the take and the switch loses nothing."""
+    rows = session.scalars(select(JobRow).where(JobRow.target == handle.compute, JobRow.name != handle.job_name,
+                                                JobRow.status.not_in([s.value for s in TERMINAL])))
+    for row in rows:
+        try:
+            taken = row.run.handle
+        except UnreadableRecordError:
+            continue  # one unreadable job fails alone
+        if isinstance(taken, SlurmHandle) and taken.slurm_job_id == handle.slurm_job_id \
+                and taken.after_job == handle.job_name:
+            return row.name, taken.attempt
+    return None
 
 
 def _update_node(node_id: str) -> Update:

@@ -249,6 +249,7 @@ class ComputeService:
             if row.compute_type == "virtualmachine":
                 _refuse_if_a_cluster_uses(session, name)
             if row.compute_type == "slurm":
+                _refuse_if_a_cluster_uses(session, name)
                 _refuse_if_jobs_run_on(session, name)
                 session.execute(CredentialRow.__table__.delete().where(CredentialRow.compute == name))
             if row.compute_type not in NODE_COMPUTE_TYPES or not _live_nodes(session, name):
@@ -506,14 +507,21 @@ class ComputeService:
         return row
 
 
-def _refuse_if_a_cluster_uses(session: Session, machine: str) -> None:
-    """An attached machine named in a cluster's cible.hosts stays while that cluster names it: the
-    cluster's node on it may be running a job."""
-    users = [name for name, spec in session.execute(select(ComputeRow.name, ComputeRow.spec).where(
-        ComputeRow.compute_type == "amlcompute")).all() if machine in ((spec or {}).get("cible") or {}).get("hosts", [])]
+def _refuse_if_a_cluster_uses(session: Session, attached: str) -> None:
+    """An attached machine named in a cluster's cible.hosts (a Slurm compute named in its cible.slurm)
+    stays while that cluster names it: the cluster's nodes there may be running jobs."""
+    users, fields = [], set()
+    for name, spec in session.execute(select(ComputeRow.name, ComputeRow.spec).where(
+            ComputeRow.compute_type == "amlcompute")).all():
+        settings = (spec or {}).get("cible") or {}
+        for field, named in (("cible.hosts", settings.get("hosts") or []), ("cible.slurm", [settings.get("slurm")])):
+            if attached in named:
+                users.append(name)
+                fields.add(field)
     if users:
-        raise ConflictError(f"compute '{machine}' is a machine of cluster(s) {', '.join(sorted(users))} "
-                            "(cible.hosts); delete those clusters first", details={"clusters": sorted(users)})
+        raise ConflictError(f"compute '{attached}' is used by cluster(s) {', '.join(sorted(set(users)))} "
+                            f"({', '.join(sorted(fields))}); delete those clusters first",
+                            details={"clusters": sorted(set(users))})
 
 
 def _refuse_if_jobs_run_on(session: Session, compute: str) -> None:

@@ -27,6 +27,9 @@ def _keys(*specs: str | tuple[str, Any]) -> tuple[IgnoredKey, ...]:
 
 
 _ENVIRONMENT = _keys(("os_type", "windows"), "inference_config")
+# Keys under an ignored mapping that cible does act on: a mapping holding only those is not warned of
+# (resources.properties.slurm: a Slurm job's partition, QOS, account and constraint).
+ACTED_SUBKEYS: dict[tuple[str, ...], frozenset[str]] = {("resources", "properties"): frozenset({"slurm"})}
 
 IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
     "job": _keys(
@@ -93,6 +96,8 @@ def ignored_present(kind: str, data: Any, prefix: tuple[str, ...] = ()) -> list[
         for part in entry.path:
             node = node.get(part, _ANY) if isinstance(node, dict) else _ANY
         if node is _ANY or node is None:
+            continue
+        if isinstance(node, dict) and node and set(node) <= ACTED_SUBKEYS.get(entry.path, frozenset()):
             continue
         if entry.only_if is not _ANY:
             if str(node).lower() != str(entry.only_if):
