@@ -84,7 +84,20 @@ def first_line_ms(client, job) -> float:  # noqa: ANN001
     return (int(user_lines[0]) - t0) / 1e6
 
 
+def settle(cluster, held: int = 1) -> None:  # noqa: ANN001
+    """Wait until Slurm runs nothing but the allocation kept warm (`held` jobs): a job still ending
+    would hold a node, and an srun would wait for it."""
+    deadline = time.monotonic() + 60
+    while True:
+        states = cluster.run(["squeue", "-h", "-o", "%T"]).stdout.split()
+        if all(state == "RUNNING" for state in states) and len(states) <= held:
+            return
+        assert time.monotonic() < deadline, f"Slurm did not settle: {states}"
+        time.sleep(0.02)
+
+
 def srun_floor(cluster) -> float:  # noqa: ANN001
+    settle(cluster)
     t0 = time.time_ns()
     done = cluster.run(["srun", "-N1", "python3", "-c", FIRST_LINE])
     assert done.returncode == 0, done.stderr
@@ -97,6 +110,7 @@ def sbatch_floor(cluster, folder: Path) -> float:  # noqa: ANN001
     script = folder / "floor.sbatch"
     script.write_text(f"#!/bin/bash\n#SBATCH --output={folder}/out-%j.txt\n#SBATCH --export=ALL\n"
                       f"python3 -c '{FIRST_LINE}'\n")
+    settle(cluster)
     t0 = time.time_ns()
     done = cluster.run(["sbatch", "--parsable", str(script)])
     assert done.returncode == 0, done.stderr
@@ -139,6 +153,7 @@ def slurm_bench(runs: int) -> None:
             floor.append(srun_floor(cluster))
             batch.append(sbatch_floor(cluster, folder))
             cible.append(first_line_ms(client, job))
+            settle(cluster)  # as for the floors: no job still ending holds a node
             cold.append(first_line_ms(client, cold_job))
     finally:
         subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=os.environ, capture_output=True)
