@@ -9,7 +9,7 @@ import math
 import pytest
 
 from cible.backends.slurm.allocations import (
-    RECORD_WITHIN_S, SEEN_WITHIN_S, TAKE_MARGIN_S, Allocation, Request, WarmPool,
+    JUST_RELEASED_S, RECORD_WITHIN_S, SEEN_WITHIN_S, TAKE_MARGIN_S, Allocation, Request, WarmPool,
 )
 from cible.backends.slurm.script import GRACE_S
 
@@ -86,6 +86,7 @@ def test_an_idle_allocation_ends_after_its_keep_and_its_pilots_stop(clock: Clock
 
 def test_it_is_taken_only_once_every_pilot_was_heard_from_since_it_went_idle(clock: Clock):
     pool = pool_with_idle(clock, keep_s=600, heard=False)
+    clock.now += JUST_RELEASED_S  # just released, the pilots' reports of the run's end stand for them
     assert pool.take(REQUEST, "spec", None, "j", 1) is None  # its pilots may be gone
     pool.next_for("hpc", "7", NODES[0], "first", None)
     assert pool.take(REQUEST, "spec", None, "j", 1) is None

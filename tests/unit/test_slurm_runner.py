@@ -343,7 +343,7 @@ def test_a_completed_runs_allocation_is_kept_and_the_next_job_of_its_request_run
     # Its pilots switch once its handle is recorded: the reconciler calls launched, which wakes them,
     # and the store then names it as the allocation's next job.
     assert "switch" not in setup.runner.next_for(first, first.nodes[0], None)
-    setup.runner.launched(second.model_dump(mode="json"))
+    setup.runner.on_launch_recorded(second.model_dump(mode="json"))
     assert setup.notified == first.nodes
     reply = setup.runner.next_for(first, first.nodes[0], ("next_job", 2))
     assert reply["switch"] == {"job": "next_job", "token": TOKENS.pilot("next_job", 2)}
@@ -380,7 +380,7 @@ def test_another_users_job_never_takes_the_allocation(setup: Setup):
 def test_a_canceled_run_ends_its_allocation_and_its_pilots_stop(setup: Setup):
     first = _completed(setup)
     second = SlurmHandle.model_validate(setup.runner.submit("next_job", plan(timeout=None)))
-    setup.runner.launched(second.model_dump(mode="json"))
+    setup.runner.on_launch_recorded(second.model_dump(mode="json"))
     setup.runner.cancel(first.model_dump(mode="json"))  # an old handle's cancel: not the allocation's end
     assert setup.argv("scancel") is None
     setup.runner.cancel(second.model_dump(mode="json"))

@@ -28,6 +28,9 @@ from cible.backends.slurm.script import GRACE_S
 
 TAKE_MARGIN_S = 5.0  # an allocation this close to its idle end is not taken: its pilots may be leaving
 SEEN_WITHIN_S = 20.0  # an allocation is taken only while every pilot of it heartbeated this recently
+# ... or within this long of its release: every pilot reported the run's end just before (a job
+# submitted at once need not wait for their next heartbeats).
+JUST_RELEASED_S = 3.0
 # A job that took an allocation and whose handle was not recorded within this long (its record
 # failed: it is submitted anew) leaves it: the allocation ends.
 RECORD_WITHIN_S = 30.0
@@ -171,6 +174,8 @@ def _lasts(allocation: Allocation, now: float) -> bool:
     if _idle_for(allocation, now) < TAKE_MARGIN_S:
         return False
     since = allocation.idle_since or now
+    if now - since < JUST_RELEASED_S:
+        return True
     return all(since <= allocation.seen.get(node, -math.inf) and now - allocation.seen[node] < SEEN_WITHIN_S
                for node in allocation.nodes)
 

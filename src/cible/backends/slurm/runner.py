@@ -169,7 +169,7 @@ class SlurmRunner:
                    ) -> dict[str, Any] | None:
         """The handle of `job_name`'s run in an allocation a run of the same user and request left
         warm (no sbatch: its pilots switch to this job once its handle is recorded, see
-        `launched` and `next_for`); None when none fits."""
+        `on_launch_recorded` and `next_for`); None when none fits."""
         attempt = int(plan.get("attempt", 1)) or 1
         allocation = self.pool.take(request, access.compute, plan.get("timeout"), job_name, attempt)
         if allocation is None:
@@ -181,7 +181,7 @@ class SlurmRunner:
                            slurm_job_id=allocation.slurm_job_id, nodes=list(allocation.nodes), keeps_allocation=True,
                            after_job=allocation.last_job).model_dump(mode="json")
 
-    def launched(self, raw: dict[str, Any]) -> None:
+    def on_launch_recorded(self, raw: dict[str, Any]) -> None:
         """The reconciler recorded a run's handle: the pilots of the warm allocation it took are woken
         (their next heartbeat finds it, next_for)."""
         handle = SlurmHandle.model_validate(raw)

@@ -245,8 +245,8 @@ class JobReconciler(ReconcilerLoop):
                 raise
             if not self._record_launch(job.name, handle):
                 runner.cancel(as_json(handle))  # it ended while being launched: its launcher is told to stop
-            elif (launched := getattr(runner, "launched", None)) is not None:
-                launched(as_json(handle))  # a runner that acts once the handle is kept (Slurm's warm allocations)
+            elif callable(recorded := getattr(runner, "on_launch_recorded", None)):
+                recorded(as_json(handle))  # a runner that acts once the handle is kept (Slurm's warm allocations)
         elif decision.signal_cancel and job.run.handle is not None:
             self._runner(job).cancel(as_json(job.run.handle))
 
