@@ -391,6 +391,21 @@ def test_a_canceled_run_ends_its_allocation_and_its_pilots_stop(setup: Setup):
     assert first.slurm_job_id == "4242"
 
 
+def test_a_run_that_ended_within_a_second_of_slurm_saying_pending_still_keeps_its_allocation(setup: Setup):
+    """The state read while the job was pending is cached a second; a run that was all over within
+    it (an echo on an idle cluster) is judged by what Slurm says at its end."""
+    handle = SlurmHandle.model_validate(setup.runner.submit(JOB, plan(timeout=None)))
+    (setup.log / "squeue.stdout").write_text("4242|PENDING|None|alice|UNLIMITED\n")
+    assert setup.runner.poll(handle.model_dump(mode="json")).history == ["Queued"]
+    (setup.log / "squeue.stdout").write_text("4242|RUNNING|None|alice|UNLIMITED|2026-12-06T08:00:00\n")
+    done = {"attempt": 2, "history": ["Preparing", "Running", "Completed"], "exit_code": 0}
+    setup.reports = [done, done]
+    assert setup.runner.poll(handle.model_dump(mode="json")).history[-1] == "Completed"
+    setup.reports = [None, None]
+    assert setup.runner.next_for(handle, handle.nodes[0], None)["stop"] is False  # kept: it waits
+    assert setup.runner.submit("next_job", plan(timeout=None))["after_job"] == JOB
+
+
 def test_a_slurm_job_that_no_longer_runs_is_not_kept(setup: Setup):
     handle = SlurmHandle.model_validate(setup.runner.submit(JOB, plan(timeout=None)))
     (setup.log / "squeue.stdout").write_text("4242|COMPLETING|None|alice|UNLIMITED\n")

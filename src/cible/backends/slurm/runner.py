@@ -337,7 +337,9 @@ class SlurmRunner:
             # Serving no job, or another since: this run gave it back already (at an earlier poll).
             return allocation is not None
         try:
-            job = self._state(handle)
+            # Read now, not from the cache: a run that ended within STATE_TTL_S of the last read
+            # (an echo on an idle cluster) would be judged by the PENDING Slurm showed before it ran.
+            job = self._state(handle, max_age_s=0.0)
         except Exception as exc:  # noqa: BLE001  (not kept: the pilots are told to stop)
             log.info("job %s: Slurm job %s is not kept (%s)", handle.job_name, handle.slurm_job_id, exc)
             return False
@@ -349,13 +351,13 @@ class SlurmRunner:
         elapsed = time.time() - started if started is not None else self.pool.clock() - allocation.submitted_at
         return self.pool.release(handle.compute, handle.slurm_job_id, handle.job_name, limit - max(0.0, elapsed))
 
-    def _state(self, handle: SlurmHandle) -> SlurmJob | None:
-        """The Slurm job as squeue (else scontrol) shows it, asked at most every STATE_TTL_S; None once
+    def _state(self, handle: SlurmHandle, max_age_s: float = STATE_TTL_S) -> SlurmJob | None:
+        """The Slurm job as squeue (else scontrol) shows it, asked at most every `max_age_s`; None once
         Slurm has forgotten it. Raises when Slurm cannot be asked."""
         job_id = handle.slurm_job_id or ""
         key = (handle.compute, job_id)
         seen = self._states.get(key)
-        if seen is not None and time.monotonic() - seen[0] < STATE_TTL_S:
+        if seen is not None and time.monotonic() - seen[0] < max_age_s:
             return seen[1]
         _, runner = self._exec(handle.compute, self.owner_of(handle.job_name))
         done = runner.run(shlex.join(commands.squeue_argv([job_id])))
