@@ -8,11 +8,13 @@ few seconds, so tests that do not disturb the server share one workspace per mod
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from cible.testing import kill_nodes, wait_until  # noqa: F401  (wait_until re-exported for the tests)
@@ -43,6 +45,7 @@ class Workspace:
         env["NO_COLOR"] = "1"  # plain error lines, whatever the terminal
         env["COLUMNS"] = "200"  # rich wraps at the terminal width; keep error lines whole
         self.env = env
+        self._sdk: tuple[str, Any] | None = None  # the server (pid and URL), and an SDK client of it
 
     def cible(self, *args: str | os.PathLike, check: bool = True, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
         """Run `python -m cible ARGS`; with check, fail the test (showing stderr) on a non-zero exit."""
@@ -63,8 +66,45 @@ class Workspace:
         except json.JSONDecodeError as exc:
             raise AssertionError(f"`cible {' '.join(map(str, args))} -o json` printed no JSON: {exc}\n{proc.stdout!r}\n{proc.stderr}") from None
 
+    def sdk(self) -> Any:
+        """An SDK client of this workspace's running server, in this process: what the tests poll
+        through (a CLI process per poll costs a second of CPU; the CLI itself is tested by the
+        commands that change things). None when no server answers: the caller runs the CLI, which
+        starts one with this workspace's environment."""
+        from cible.client.http import WorkspaceClient
+        from cible.client.local import running_server
+        from cible.sdk.client import ComputeOperations
+        from cible.sdk.jobs import JobOperations
+        from cible.workspace import WorkspacePaths
+
+        info = running_server(WorkspacePaths(self.home))
+        if info is None:
+            return None
+        server = f"{info.get('pid')} {info['url']}"
+        if self._sdk is None or self._sdk[0] != server:  # a server restarted since: a new client
+            if self._sdk is not None:
+                self._sdk[1].client.close()
+            client = WorkspaceClient(info["url"], WorkspacePaths(self.home).token_file.read_text().strip())
+            client._http.headers["X-Cible-User"] = self.env.get("CIBLE_USER") or getpass.getuser()  # as the CLI's
+            self._sdk = (server, SimpleNamespace(client=client, jobs=JobOperations(client),
+                                                 compute=ComputeOperations(client)))
+        return self._sdk[1]
+
+    def _read(self, read: Any, *cli: str) -> Any:
+        """`read(sdk)` through the running server as the CLI's `-o json` prints it; the CLI when none
+        answers (it starts one)."""
+        from cible.core.errors import ServerUnavailableError
+
+        sdk = self.sdk()
+        try:
+            if sdk is not None:
+                return json.loads(json.dumps(read(sdk), default=str))
+        except ServerUnavailableError:
+            pass
+        return self.json(*cli)
+
     def job(self, name: str) -> dict[str, Any]:
-        return self.json("job", "show", "-n", name)
+        return self._read(lambda sdk: sdk.jobs.get(name), "job", "show", "-n", name)
 
     def wait_status(self, name: str, statuses: set[str] | str = frozenset(TERMINAL), timeout: float = 60.0) -> dict[str, Any]:
         wanted = {statuses} if isinstance(statuses, str) else set(statuses)
@@ -94,6 +134,9 @@ class Workspace:
         return self.json("server", "status")
 
     def stop(self) -> None:
+        if self._sdk is not None:
+            self._sdk[1].client.close()
+            self._sdk = None
         try:
             self.cible("server", "stop", check=False, timeout=60)
         except subprocess.TimeoutExpired:
@@ -104,7 +147,7 @@ class Workspace:
         return json.loads((self.home / "nodes" / node_id / "agent.json").read_text())["pid"]
 
     def nodes(self, compute: str) -> list[dict[str, Any]]:
-        return self.json("compute", "list-nodes", "-n", compute)
+        return self._read(lambda sdk: sdk.compute.list_nodes(compute), "compute", "list-nodes", "-n", compute)
 
     def wait_nodes(self, compute: str, check, timeout: float = 60.0, message: str = "") -> list[dict[str, Any]]:  # noqa: ANN001
         """Poll list-nodes until check(states) holds, where states is the sorted list of node_state."""
