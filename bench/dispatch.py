@@ -4,7 +4,11 @@ Floor: spawning the same `python -c` from Python (Popen of the same interpreter)
 the same run. Prints medians, the ratio and the added milliseconds, plus the idle
 server's resident memory.
 
-    .venv/bin/python bench/dispatch.py [--runs 30] [--cli-runs 10]
+Also the CLI's start-up: `cible --help` and `cible job list` (against the running server), each
+against `python -c pass` of the same interpreter, interleaved.
+
+    .venv/bin/python bench/dispatch.py [--runs 30] [--cli-runs 10] [--startup-runs 10]
+    .venv/bin/python bench/dispatch.py --startup-only      # the CLI's start-up alone (no MLflow)
 """
 
 from __future__ import annotations
@@ -51,6 +55,28 @@ def cli_once(client, job_file: Path, env: dict[str, str]) -> float:  # noqa: ANN
     return (first_line_ns(client, json.loads(out)["name"]) - t0) / 1e6
 
 
+def spawn_ms(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, capture_output=True, check=True)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def startup(env: dict[str, str], runs: int) -> None:
+    """`cible --help` and `cible job list` against `python -c pass`, interleaved (a server runs)."""
+    commands = {"python -c pass": [sys.executable, "-c", "pass"],
+                "cible --help": [sys.executable, "-m", "cible", "--help"],
+                "cible job list": [sys.executable, "-m", "cible", "job", "list"]}
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs + 1):  # the first round warms the page cache; not counted
+        for name, argv in commands.items():
+            samples[name].append(spawn_ms(argv, env))
+    floor = median(samples["python -c pass"][1:])
+    print(f"floor  python -c pass            {floor:8.1f} ms")
+    for name in list(commands)[1:]:
+        took = median(samples[name][1:])
+        print(f"cible  {name:<24} {took:8.1f} ms   ratio {took / floor:5.2f}x")
+
+
 def _is_tracking(proc: psutil.Process) -> bool:
     try:
         return "cible.server.tracking" in " ".join(proc.cmdline())
@@ -66,15 +92,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--cli-runs", type=int, default=10)
+    parser.add_argument("--startup-runs", type=int, default=10)
+    parser.add_argument("--startup-only", action="store_true", help="only the CLI's start-up")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="cible-bench-"))
     os.environ["CIBLE_HOME"] = str(home)
-    os.environ.setdefault("CIBLE_TRACKING", "1")  # CIBLE_TRACKING=0: measure without the MLflow run
+    os.environ.setdefault("CIBLE_TRACKING", "0" if args.startup_only else "1")  # 0: without the MLflow run
     env = {**os.environ}
     from cible import MLClient, command
 
     client = MLClient(home=home)
+    if args.startup_only:
+        try:
+            startup(env, args.startup_runs)
+        finally:
+            subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=env, capture_output=True)
+        return
     server = psutil.Process(json.loads((home / "server.json").read_text())["pid"])
     job = command(command=f'python -c "{FIRST_LINE}"', compute="local", experiment_name="bench")
     # The same job in a (cached) conda-file environment: the warm-reuse cost of environments.
@@ -94,6 +128,7 @@ def main() -> None:
             sdk.append(sdk_once(client, job))
             sdk_env.append(sdk_once(client, env_job))
         cli = [cli_once(client, job_file, env) for _ in range(args.cli_runs)]
+        startup(env, args.startup_runs)
         client.jobs.wait(client.jobs.list(max_results=1)[0]["name"], timeout=30)
         idle_rss = server.memory_info().rss / 2**20
         tracking_rss = sum(c.memory_info().rss for c in server.children() if _is_tracking(c)) / 2**20

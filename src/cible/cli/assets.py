@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from cible.cli.groups import new_group
 from cible.cli.output import console, emit, print_fields, print_table, warn_loaded
 
 COLUMNS = {
@@ -16,9 +17,9 @@ COLUMNS = {
 }
 
 
-def asset_app(spec_kind: str, attribute: str, help_text: str) -> typer.Typer:
-    """The same three verbs for each asset kind; `attribute` is the MLClient operations name."""
-    app = typer.Typer(help=help_text, no_args_is_help=True)
+def asset_app(spec_kind: str, attribute: str) -> typer.Typer:
+    """The same verbs for each asset kind; `attribute` is the MLClient operations name."""
+    app = new_group()
 
     def operations():  # noqa: ANN202
         from cible.sdk import MLClient
@@ -115,3 +116,8 @@ def add_version_commands(app: typer.Typer, operations: Callable[[], Any], draw: 
 
 def _draw(item: dict) -> None:
     print_fields(item, list(item))
+
+
+environment_app = asset_app("environment", "environments")
+data_app = asset_app("data", "data")
+model_app = asset_app("model", "models")

@@ -13,10 +13,10 @@ import typer
 
 from cible.cli.batch_endpoints import client, draw_jobs
 from cible.cli.endpoints import SetOpt, set_option
+from cible.cli.groups import new_group
 from cible.cli.output import console, emit, print_fields, print_table, warn_loaded
 
-app = typer.Typer(help="Batch deployments: a model (or pipeline) and how its endpoint's jobs score.",
-                  no_args_is_help=True)
+app = new_group()
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="deployment name")]
 EndpointOpt = Annotated[str, typer.Option("--endpoint-name", "--endpoint", "-e", help="its endpoint's name")]

@@ -12,9 +12,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cible.cli.endpoints import SetOpt, set_option
+from cible.cli.groups import new_group
 from cible.cli.output import console, emit, print_fields, print_table, warn_loaded
 
-app = typer.Typer(help="Batch endpoints: score folders of data in mini-batches on a cluster.", no_args_is_help=True)
+app = new_group()
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="endpoint name")]
 SHOW_KEYS = ["name", "auth_mode", "provisioning_state", "default_deployment", "deployments", "scoring_uri",

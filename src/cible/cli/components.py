@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from cible.cli.assets import add_version_commands
+from cible.cli.groups import new_group
 from cible.cli.output import emit, print_fields, warn_answered, warn_loaded
 
-app = typer.Typer(help="Registered components (command and pipeline), versioned.", no_args_is_help=True)
+app = new_group()
 
 COLUMNS = [("name", "name"), ("version", "version"), ("type", "type"), ("display_name", "display_name"),
            ("description", "description")]

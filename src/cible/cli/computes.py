@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cible.cli import attach
+from cible.cli.groups import new_group
 from cible.cli.output import console, emit, print_fields, print_table, warn, warn_answered, warn_loaded
 
 
@@ -169,6 +171,35 @@ def register(app: typer.Typer) -> None:
         os.chdir(home)
         os.execvpe("bash", ["bash", "-c", command] if command else ["bash", "-i"], env)
 
+    @app.command("list")
+    def list_() -> None:
+        """List the workspace's compute targets."""
+        emit(_compute_ops().list(), lambda items: print_table(
+            items, [("name", "name"), ("type", "type"), ("state", "state"), ("provisioning", "provisioning_state"),
+                    ("description", "description")]))
+
+    @app.command("show")
+    def show(name: Annotated[str, typer.Option("--name", "-n")]) -> None:
+        """Show one compute target."""
+        emit(_compute_ops().get(name), _draw)
+
+    @app.command("list-sizes")
+    def list_sizes(
+        type_: Annotated[Optional[str], typer.Option("--type", help="amlcompute or computeinstance")] = None,
+        gpu: Annotated[Optional[bool], typer.Option("--gpu/--cpu", help="only GPU (or only CPU) sizes")] = None,
+        include_retired: Annotated[bool, typer.Option("--include-retired", help="also sizes of retired series")] = False,
+    ) -> None:
+        """VM sizes (vCPUs, memory, GPUs, indicative price), as `az ml compute list-sizes`."""
+        emit(_compute_ops().list_sizes(type=type_, gpu=gpu, include_retired=include_retired), lambda sizes: print_table(
+            sizes, [("name", "name"), ("vCPUs", "vCPUs"), ("memory GB", "memoryGB"), ("GPUs", "gpus"),
+                    ("GPU", "gpu_model"), ("category", "category"), ("$/h", "price_per_hour"),
+                    ("retired", "retired_on")]))
+
+    @app.command("show-size")
+    def show_size(name: Annotated[str, typer.Argument(help="e.g. Standard_DS3_v2")]) -> None:
+        """One VM size: shape, GPU architecture and the CUDA it needs, retirement, price."""
+        emit(_compute_ops().show_size(name), _draw)
+
     @app.command("list-providers")
     def list_providers() -> None:
         """Where cluster and instance nodes can come from (local, ray): usable or not, and the fix when not."""
@@ -192,3 +223,8 @@ def register(app: typer.Typer) -> None:
                   "limit": "no limit" if r["limit"] == -1 else r["limit"]}
                  for r in rows if r["currentValue"] or r["limit"] != -1 or "Total" in r["name"]["localizedValue"]]
         print_table(shown, [("quota", "name"), ("in use", "current"), ("limit", "limit")])
+
+
+app = new_group()
+register(app)
+attach.register(app)

@@ -15,10 +15,10 @@ import typer
 from rich.text import Text
 
 from cible.cli.endpoints import DELETE_WAIT_S, LocalOpt, NoWaitOpt, SetOpt, client, set_option
+from cible.cli.groups import new_group
 from cible.cli.output import STATUS_STYLES, console, emit, err_console, print_fields, print_table, warn_loaded
 
-app = typer.Typer(help="Online deployments: a model, its scoring code and replicas behind an endpoint.",
-                  no_args_is_help=True)
+app = new_group()
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="deployment name")]
 EndpointOpt = Annotated[str, typer.Option("--endpoint-name", "--endpoint", "-e", help="its endpoint's name")]

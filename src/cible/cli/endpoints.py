@@ -13,9 +13,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from cible.cli.groups import new_group
 from cible.cli.output import console, emit, err_console, print_fields, print_json, print_table, warn_loaded
 
-app = typer.Typer(help="Online endpoints: a URL, auth and a traffic split over deployments.", no_args_is_help=True)
+app = new_group()
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="endpoint name")]
 LocalOpt = Annotated[bool, typer.Option("--local", help="a local endpoint (served on the server's machine, no auth)")]

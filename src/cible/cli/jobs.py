@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
-from rich.text import Text
 
+from cible.cli.groups import new_group
 from cible.cli.output import (
     STATUS_STYLES,
     OutputFormat,
@@ -24,7 +23,7 @@ from cible.cli.output import (
     warn_loaded,
 )
 
-app = typer.Typer(help="Submit, follow, cancel and download jobs.", no_args_is_help=True)
+app = new_group()
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="job name")]
 SHOW_KEYS = ["name", "type", "display_name", "status", "queue_reason", "parent_job_name", "experiment_name", "compute",
@@ -98,6 +97,8 @@ def batch_progress_line(batch: dict) -> str:
 
 def _draw_batch(job: dict) -> None:
     """A batch job's mini-batches: the progress line, rows, and the failed ones with their errors."""
+    from rich.markup import escape
+
     batch = job.get("batch")
     if not batch:
         return
@@ -193,6 +194,8 @@ def follow(client: Any, name: str, *, emit_job: bool = True) -> dict:
     (the job goes on). For people (-o table, none) the log goes to stdout; a script's formats
     (json, yaml, tsv) get the job at the end on stdout (unless `emit_job` is off: the caller
     emits a result of its own) and the log on stderr."""
+    from rich.text import Text
+
     from cible.core.errors import JobFailedError
 
     for_people = current.format in (OutputFormat.table, OutputFormat.none) and current.query is None

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from cible.cli import (
-    attach,
-    batch_deployments,
-    batch_endpoints,
-    components,
-    computes,
-    deployments,
-    endpoints,
-    jobs,
-    quotas,
-    server,
-)
-from cible.cli.assets import asset_app
+from cible.cli.groups import LazyGroups
+from cible.cli.output import add_global_options, emit, err_console
 from cible.cli.studio import studio as studio_command
-from cible.cli.output import add_global_options, emit, err_console, print_fields, print_table
 
 
 def _version(value: bool) -> None:
@@ -37,6 +25,8 @@ app = typer.Typer(
     help="cible: compute targets for machine learning, driven by Azure ML CLI v2 YAML. Every command takes "
          "-o table|json|yaml|tsv|none and --query JMESPATH, as az does.",
     no_args_is_help=True,
+    cls=LazyGroups,  # the command groups: imported when named (groups.py)
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -48,67 +38,6 @@ def root(version: Annotated[bool, typer.Option(
     """cible: compute targets for machine learning, driven by Azure ML CLI v2 YAML."""
 
 
-compute_app = typer.Typer(help="Compute targets.", no_args_is_help=True)
-app.add_typer(jobs.app, name="job")
-app.add_typer(compute_app, name="compute")
-computes.register(compute_app)
-attach.register(compute_app)
-quota_app = typer.Typer(help="Workspace vCPU quotas and increase requests.", no_args_is_help=True)
-cost_app = typer.Typer(help="What compute costs (indicative catalog prices).", no_args_is_help=True)
-app.add_typer(quota_app, name="quota")
-app.add_typer(cost_app, name="cost")
-quotas.register(quota_app, cost_app)
-app.add_typer(server.app, name="server")
-app.add_typer(asset_app("environment", "environments", "Versioned environments."), name="environment")
-app.add_typer(asset_app("data", "data", "Versioned data assets."), name="data")
-app.add_typer(asset_app("model", "models", "Versioned models."), name="model")
-app.add_typer(components.app, name="component")
-app.add_typer(endpoints.app, name="online-endpoint")
-app.add_typer(deployments.app, name="online-deployment")
-app.add_typer(batch_endpoints.app, name="batch-endpoint")
-app.add_typer(batch_deployments.app, name="batch-deployment")
-
-
-@compute_app.command("list")
-def compute_list() -> None:
-    """List the workspace's compute targets."""
-    from cible.sdk import MLClient
-
-    emit(MLClient().compute.list(), lambda items: print_table(
-        items, [("name", "name"), ("type", "type"), ("state", "state"), ("provisioning", "provisioning_state"),
-                ("description", "description")]))
-
-
-@compute_app.command("show")
-def compute_show(name: Annotated[str, typer.Option("--name", "-n")]) -> None:
-    """Show one compute target."""
-    from cible.sdk import MLClient
-
-    emit(MLClient().compute.get(name), lambda item: print_fields(item, list(item)))
-
-
-@compute_app.command("list-sizes")
-def compute_list_sizes(
-    type_: Annotated[Optional[str], typer.Option("--type", help="amlcompute or computeinstance")] = None,
-    gpu: Annotated[Optional[bool], typer.Option("--gpu/--cpu", help="only GPU (or only CPU) sizes")] = None,
-    include_retired: Annotated[bool, typer.Option("--include-retired", help="also sizes of retired series")] = False,
-) -> None:
-    """VM sizes (vCPUs, memory, GPUs, indicative price), as `az ml compute list-sizes`."""
-    from cible.sdk import MLClient
-
-    emit(MLClient().compute.list_sizes(type=type_, gpu=gpu, include_retired=include_retired), lambda sizes: print_table(
-        sizes, [("name", "name"), ("vCPUs", "vCPUs"), ("memory GB", "memoryGB"), ("GPUs", "gpus"),
-                ("GPU", "gpu_model"), ("category", "category"), ("$/h", "price_per_hour"), ("retired", "retired_on")]))
-
-
-@compute_app.command("show-size")
-def compute_show_size(name: Annotated[str, typer.Argument(help="e.g. Standard_DS3_v2")]) -> None:
-    """One VM size: shape, GPU architecture and the CUDA it needs, retirement, price."""
-    from cible.sdk import MLClient
-
-    emit(MLClient().compute.show_size(name), lambda size: print_fields(size, list(size)))
-
-
 app.command("studio")(studio_command)
 
 
@@ -117,6 +46,7 @@ def quickstart() -> None:
     """Make the local workspace (if needed), train the example model, register it."""
     from importlib.resources import files
 
+    from cible.cli import jobs
     from cible.sdk import MLClient, load_job
 
     job_file = files("cible") / "quickstart" / "job.yml"

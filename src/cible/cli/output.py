@@ -15,12 +15,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 def _piped_width() -> int:
@@ -31,8 +31,24 @@ def _piped_width() -> int:
         return 160
 
 
-console = Console(width=None if sys.stdout.isatty() else _piped_width())
-err_console = Console(stderr=True)
+class _LazyConsole:
+    """rich's Console, made on first use: a command that prints through none (`--help`, `-o json`)
+    does not import rich (a tenth of a second of start-up)."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._settings)
+        return getattr(self._console, name)
+
+
+console: Any = _LazyConsole(width=None if sys.stdout.isatty() else _piped_width())
+err_console: Any = _LazyConsole(stderr=True)
 
 
 class OutputFormat(str, Enum):
@@ -179,6 +195,8 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], titl
     """A table that fits the terminal: names and statuses are never cut; when even wrapping the
     others cannot make room, the rightmost columns are left out (said under the table)."""
     kept, dropped = fit_columns(rows, columns, console.width)
+    from rich.table import Table
+
     table = Table(title=title, header_style="bold")
     for header, key in kept:
         whole = key in STATUS_KEYS or (header, key) == columns[0]
@@ -220,6 +238,8 @@ def _natural(rows: list[dict[str, Any]], header: str, key: str) -> int:
 
 
 def print_fields(data: dict[str, Any], keys: list[str]) -> None:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -230,6 +250,8 @@ def print_fields(data: dict[str, Any], keys: list[str]) -> None:
 
 
 def _styled(key: str, value: Any) -> Text:
+    from rich.text import Text
+
     text = _cell(value)
     style = STATUS_STYLES.get(text) if key in STATUS_KEYS else None
     return Text(text, style=style or "")

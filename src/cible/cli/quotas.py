@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from cible.cli.groups import new_group
 from cible.cli.output import console, emit, print_table
+
 ScopeOpt = Annotated[str, typer.Option("--scope", "-s", help="a VM family (standardDSv2Family), 'total' or 'low_priority'")]
 
 
@@ -77,3 +79,7 @@ def register(quota_app: typer.Typer, cost_app: typer.Typer) -> None:
                  "node_hours": f"{line['node_hours']:.3f}"} for line in data["lines"]]
         print_table(rows, [(by, "key"), ("cost (USD)", "cost"), ("idle (USD)", "idle"), ("node-hours", "node_hours")],
                     title=f"cost by {by} since {data['since'] or 'the start'}: {data['total']:.4f} USD ({data['note']})")
+
+
+quota_app, cost_app = new_group(), new_group()
+register(quota_app, cost_app)

@@ -10,9 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from cible.cli.groups import new_group
 from cible.cli.output import console, emit, print_fields
 
-app = typer.Typer(help="Run or manage the workspace server.")
+app = new_group(no_args_is_help=False)
 
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="workspace folder [default: $CIBLE_HOME or ~/.cible]")]
 
