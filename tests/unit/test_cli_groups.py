@@ -60,3 +60,12 @@ def test_every_group_loads_with_its_commands_and_the_global_options(name: str):
 def test_a_typo_in_a_group_name_says_so():
     shown = CliRunner().invoke(app, ["jobb", "list"])
     assert shown.exit_code != 0 and "No such command 'jobb'" in shown.output
+
+
+def test_a_loaded_group_is_listed_once():
+    from typer.main import get_command
+
+    top = get_command(app)
+    ctx = top.make_context("cible", ["job", "list"], resilient_parsing=True)
+    assert top.get_command(ctx, "job") is not None  # loaded now
+    assert top.list_commands(ctx).count("job") == 1

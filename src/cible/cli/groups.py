@@ -59,7 +59,11 @@ class LazyGroups(TyperGroup):
     registered on it as usual (studio, quickstart, agent)."""
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*GROUPS, *super().list_commands(ctx)]
+        return [*GROUPS, *self._own(ctx)]
+
+    def _own(self, ctx: Any) -> list[str]:
+        """The commands registered on it, not the groups loaded into it."""
+        return [name for name in super().list_commands(ctx) if name not in GROUPS]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in GROUPS and cmd_name not in self.commands:
@@ -76,7 +80,7 @@ class LazyGroups(TyperGroup):
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """The listing, with GROUPS' help as said above (no group imported for it)."""
         rows = [(name, help_text) for name, (help_text, _) in GROUPS.items()]
-        for name in super().list_commands(ctx):
+        for name in self._own(ctx):
             command = self.commands[name]
             if not command.hidden:
                 rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
