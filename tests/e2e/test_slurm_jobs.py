@@ -259,7 +259,8 @@ def test_a_job_slurm_ends_at_its_time_limit_fails_with_slurms_reason(ws: Workspa
         """)
     # Its log streams while it runs (the pilot ships it as it grows), long before Slurm ends it.
     wait_until(lambda: "started" in ws.run_log(name) or None, 60, interval=0.2, message="the log to stream")
-    assert ws.job(name)["status"] == "Running"
+    # The job's status follows at the reconciler's next pass (the log may be a moment ahead of it).
+    assert ws.wait_status(name, {"Running", "Failed", "Completed"}, timeout=30)["status"] == "Running"
     done = ws.wait_status(name, timeout=150)
     assert done["status"] == "Failed" and done["error"]["code"] == "SlurmEnded", done
     assert "TIMEOUT" in done["error"]["message"] and "1 min" in done["error"]["message"], done["error"]

@@ -98,7 +98,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     for provider in providers.values():
         if supports(provider, ON_NODE_GONE):
             provider.on_node_gone = clusters.wake
-    computes = ComputeService(store, settings.max_concurrent_local, clock, providers, on_change=clusters.wake,
+    computes = ComputeService(store, settings.max_concurrent_local, clock, providers,
+                              on_change=lambda: (attached.forget(), clusters.wake()),
                               quotas=quotas, paths=paths, default_provider=settings.default_provider)
     slurm = slurm_runner(store, paths, tokens, hub, url, bundle)
     reconciler = JobReconciler(store, {"local": runner}, clock, settings.max_concurrent_local,

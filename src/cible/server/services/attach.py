@@ -95,6 +95,12 @@ class AttachedMachines:
                         hosts[row.name] = tuple(spec.cible.hosts or ())
             self._machines, self._hosts, self._at = machines, hosts, time.monotonic()
 
+    def forget(self) -> None:
+        """A compute changed (attached, its host key replaced, a cluster's hosts): read again at the next
+        use, so a job submitted right after an attach does not find the machine missing."""
+        with self._lock:
+            self._at = float("-inf")
+
     def machines(self) -> Mapping[str, AttachedHost]:
         self._read()
         return self._machines

@@ -206,6 +206,7 @@ class ComputeService:
 
         result = self.store.transact(store)
         log.warning("compute %s: host key replaced: %s -> %s", name, previous, vm.host_key_fingerprint)
+        self.on_change()  # the node waiting on the old key is started with the new one at once
         return {**result, "previous_host_key_fingerprint": previous}
 
     def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
