@@ -14,10 +14,14 @@ import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from cible.core.errors import InvalidRequestError
+
+# asyncssh is imported where it is used: it costs ~15 MB and 0.2 s, which a workspace without SSH
+# computes (and every workspace server's start) need not pay.
+if TYPE_CHECKING:
+    import asyncssh
 
 CONNECT_TIMEOUT_S = float(os.environ.get("CIBLE_SSH_CONNECT_TIMEOUT", 10))
 KEEPALIVE_S = 5.0
@@ -62,6 +66,7 @@ class SshTarget:
 
 def fingerprint(key: asyncssh.SSHKey | str) -> str:
     """`SHA256:…`, as `ssh-keygen -lf` prints it."""
+    import asyncssh
     if isinstance(key, str):
         key = asyncssh.import_public_key(key)
     return key.get_fingerprint("sha256")
@@ -77,6 +82,7 @@ def read_client_key(target: SshTarget) -> asyncssh.SSHKey:
     """The private key the compute names, checked as ssh(1) checks it (read at each connect, never
     copied or stored): an absolute path on the
     server's machine, a regular file, not readable by group or others, no passphrase."""
+    import asyncssh
     path = target.key_file or ""
     fix = (f"(the file lives on the workspace server's machine; `ssh -i <it> {target.username}@{target.host}` "
            "must work there)")
@@ -104,6 +110,7 @@ def read_client_key(target: SshTarget) -> asyncssh.SSHKey:
 
 
 def _options(target: SshTarget, timeout: float) -> dict:
+    import asyncssh
     if target.key_file is not None:
         keys: dict = {"client_keys": [read_client_key(target)], "agent_path": None}
     else:
@@ -119,6 +126,7 @@ def _options(target: SshTarget, timeout: float) -> dict:
 
 async def connect(target: SshTarget, *, timeout: float | None = None) -> asyncssh.SSHClientConnection:
     """A logged-in connection to `target`, or a RemoteHostError saying why not."""
+    import asyncssh
     timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     options = _options(target, timeout)
     try:
@@ -152,6 +160,7 @@ def _unreachable(target: SshTarget, where: str, exc: BaseException, timeout: flo
 async def _changed_key(target: SshTarget, timeout: float) -> RemoteHostError:
     """The error for a host offering another key than the pinned one: both fingerprints, and the
     one way to accept a new key on purpose."""
+    import asyncssh
     pinned = fingerprint(target.host_key or "")
     try:
         offered_key = await asyncio.wait_for(asyncssh.get_server_host_key(target.host, target.port, config=[]),
@@ -168,6 +177,7 @@ async def _changed_key(target: SshTarget, timeout: float) -> RemoteHostError:
 async def first_host_key(target: SshTarget, *, expected: str | None, timeout: float | None = None) -> str:
     """The host key `target` offers, as an OpenSSH line, to pin: trusted on first use, or checked
     against `expected` (a `SHA256:…` fingerprint the user got from the host by other means)."""
+    import asyncssh
     timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     try:
         key = await asyncio.wait_for(asyncssh.get_server_host_key(target.host, target.port, config=[]), timeout)

@@ -12,10 +12,11 @@ import secrets
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import asyncssh
+if TYPE_CHECKING:  # imported where used (see connect.py)
+    import asyncssh
 
 from cible.backends.ssh.bundle import Bundle
 from cible.backends.ssh.connect import CONNECT_TIMEOUT_S, RemoteHostError, SshTarget, connect
@@ -137,6 +138,8 @@ class HostSession:
 
     async def run(self, command: str, *, stdin: bytes | str | None = None, timeout: float = COMMAND_TIMEOUT_S,
                   what: str = "a command") -> asyncssh.SSHCompletedProcess:
+        import asyncssh
+
         conn = await self.connection()
         try:
             return await asyncio.wait_for(conn.run(command, input=stdin, check=False,
@@ -241,6 +244,8 @@ class HostSession:
         self._keep_port(await self.tunnel.open(self.forwarded_port, server_host, server_port))
 
     async def _asyncssh_tunnel(self, server_host: str, server_port: int) -> None:
+        import asyncssh
+
         conn = await self.connection()
         if self.listener is None:
             try:

@@ -8,9 +8,7 @@ import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Coroutine, TypeVar
-
-import asyncssh
+from typing import TYPE_CHECKING, Any, Coroutine, TypeVar
 
 from cible.backends.ssh.connect import (
     CONNECT_TIMEOUT_S,
@@ -21,6 +19,9 @@ from cible.backends.ssh.connect import (
     first_host_key,
     read_client_key,
 )
+
+if TYPE_CHECKING:  # imported where used (see connect.py)
+    import asyncssh
 
 MIN_PYTHON = (3, 10)  # pyproject's requires-python: the agent and the launcher run on it
 T = TypeVar("T")
@@ -74,6 +75,8 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 async def host_facts(conn: asyncssh.SSHClientConnection, target: SshTarget, python: str,
                      timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Any]:
     """The host's facts, or a RemoteHostError when it has no usable Python."""
+    import asyncssh
+
     command = f"{shlex.quote(python)} -c {shlex.quote(_FACTS)}"
     try:
         result = await asyncio.wait_for(conn.run(command, check=False), timeout + 10)
