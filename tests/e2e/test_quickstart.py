@@ -9,12 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 from e2e_support import REPO, Workspace
+
+
+def _mlflow_children(ws: Workspace) -> list[psutil.Process]:
+    server = psutil.Process(ws.server_info()["pid"])
+    return [p for p in server.children() if "cible.server.tracking" in " ".join(p.cmdline())]
 
 
 def test_quickstart_trains_tracks_and_registers_a_model(tmp_path: Path):
     ws = Workspace(tmp_path / "ws", tracking=True)
     try:
+        ws.cible("compute", "list")  # starts the workspace's server
+        assert _mlflow_children(ws) == []  # an idle workspace does not carry MLflow: it starts with the first job
         run = ws.cible("quickstart", timeout=900)
         assert "Status: Completed" in run.stdout, run.stdout + run.stderr
         assert "accuracy" in run.stdout  # the training script's own output, streamed
@@ -28,6 +36,7 @@ def test_quickstart_trains_tracks_and_registers_a_model(tmp_path: Path):
         assert model["path"].endswith(f"azureml/{job_name}/model")
         ws.cible("job", "download", "-n", job_name, "--output-name", "model", "-p", tmp_path / "dl")
         assert (tmp_path / "dl" / "named-outputs" / "model" / "MLmodel").is_file()
+        assert len(_mlflow_children(ws)) == 1
     finally:
         ws.stop()
 

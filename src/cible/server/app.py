@@ -130,7 +130,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     @lru_cache(maxsize=EXPERIMENT_IDS_KEPT)  # a failed lookup raises: it is not kept, the next one asks again
     def cached_experiment_id(name: str) -> str:
-        if tracking is None or not tracking.is_ready:
+        if tracking is None or not tracking.is_ready:  # not waited for: the launcher looks it up itself
             raise LookupError("MLflow is not up")
         return experiment_id(f"{tracking.url}/mlflow", None, name, timeout_s=2, headers=tracking.auth_headers)
 
@@ -144,8 +144,15 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan,
                         experiment_lookup=experiment_of, api_url=url)
-    jobs = JobService(store, computes, plans, clock,
-                      on_submit=lambda: (reconciler.wake(), clusters.wake(), orchestrator.wake()),
+
+    def on_submit() -> None:
+        reconciler.wake()
+        clusters.wake()
+        orchestrator.wake()
+        if tracking is not None:  # MLflow starts with the first job (its launcher waits for it), not with the server
+            tracking.ensure_running()
+
+    jobs = JobService(store, computes, plans, clock, on_submit=on_submit,
                       default_compute=settings.default_compute,
                       component_lookup=assets.component_spec)
     batch_runs = BatchRunService(store, clock)
@@ -158,7 +165,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         if job_name in run_ids:
             return run_ids[job_name]
         run_id = (read_state(paths.run_dir(job_name)) or {}).get("mlflow_run_id")
-        if run_id is None and tracking is not None and tracking.is_ready:
+        if run_id is None and tracking is not None and tracking.ready(timeout=0):  # started when it is not
             try:
                 run_id = find_run(f"{tracking.url}/mlflow", None, experiment_name, job_name, timeout_s=5,
                                   headers=tracking.auth_headers)
@@ -197,8 +204,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if tracking:
-            tracking.start()  # MLflow takes seconds to import: started now, in the background
+        # MLflow's child (~260 MB, seconds to import) is not started here but on first use: a job's
+        # submit, the /mlflow proxy or a metrics read (TrackingServer.ensure_running).
         if reconcile:
             for provider in providers.values():
                 if supports(provider, PREPARE):

@@ -62,8 +62,9 @@ def _free_port() -> int:
 class TrackingServer:
     """MLflow's tracking server for one workspace: a child process, started and restarted on demand.
 
-    `start()` returns at once (the child needs seconds to import MLflow); `ready(timeout)` and
-    `await wait_ready(timeout)` wait for it. Every use restarts a child that died, unless
+    The workspace server starts it on first use: `ensure_running()` (or `start()`) returns at once
+    (the child needs seconds to import MLflow); `ready(timeout)` and `await wait_ready(timeout)`
+    start it when it does not run and wait for it. Every use restarts a child that died, unless
     `stop()` was called. Thread-safe.
     """
 

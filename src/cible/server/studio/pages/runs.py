@@ -25,6 +25,8 @@ def run_page(run_id: str, request: Request, who: Signed) -> Response:
     if tracking is None:
         return message_page(request, who, 404, "No tracking", "This workspace runs without MLflow tracking.")
     try:
+        if not tracking.ready(timeout=5):  # started on first use: it may be starting now
+            raise httpx.ConnectError(tracking.unavailable_message())
         answer = httpx.get(f"{tracking.url}{API}/runs/get", params={"run_id": run_id}, timeout=5,
                            headers=tracking.auth_headers, trust_env=False)
         tags = answer.json().get("run", {}).get("data", {}).get("tags", []) if answer.status_code == 200 else []
