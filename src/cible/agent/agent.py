@@ -6,8 +6,9 @@ drop, stop) and otherwise after `wait_s`, so an idle node starts work the moment
 is assigned without polling on an interval. The jobs themselves run through the same
 launcher as everywhere (`python -m cible.launch`, forked by a warm fork server), each launcher
 held to the node's size by `NodeLimits`. A watcher ships the run's log and artifact
-files to the server as they grow and reports each status change; the final report
-goes only after every file is shipped, so a job the server sees ended is complete.
+files to the server as they grow and reports each status change, woken by the launchers
+(a byte in a pipe at each status) or every WATCH_INTERVAL_S; the final report goes only
+after every file is shipped, so a job the server sees ended is complete.
 
 Losing the server is survivable: runs go on, heartbeats retry (re-reading the
 server's URL from its URL file or the workspace), and reports are sent again once it answers. An
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import select
 import shutil
 import signal
 import threading
@@ -91,6 +94,7 @@ class Agent:
         self.presence = presence  # compute instances: sessions, disk, idle shutdown on its own
         self.address = address  # where other nodes reach this one, when its provider knows better than the server
         self.runner: LocalProcessRunner | None = None  # made once the node's limits exist
+        self.news: int | None = None  # the read end of the launchers' wake pipe (serve())
         self.runs: dict[tuple[str, int], Run] = {}
         self.done: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
@@ -124,8 +128,10 @@ class Agent:
     # -- the main loop -----------------------------------------------------------
     def serve(self) -> int:
         self.limits.create()
+        self.news, wake_fd = os.pipe()  # launchers write a byte on each status: the watcher's wake-up
+        os.set_blocking(self.news, False)
         self.runner = LocalProcessRunner(self.root / "runs", preexec_fn=preexec_for(self.limits),
-                                         on_spawn=self.limits.add)
+                                         on_spawn=self.limits.add, wake_fd=wake_fd)
         self.runner.prepare()
         threading.Thread(target=self._watch, name="watch", daemon=True).start()
         signal.signal(signal.SIGTERM, self.on_sigterm)
@@ -341,7 +347,20 @@ class Agent:
                     pass  # sent again on the next pass
                 except Exception:  # one run's trouble must not stop the others being watched
                     log.exception("watching %s failed", run.job)
+            self._wait_for_news()
+
+    def _wait_for_news(self) -> None:
+        """Until a launcher's state changes (a byte in the pipe), or WATCH_INTERVAL_S (a file grew, a
+        launcher died without a word, the agent stops)."""
+        if self.news is None:
             self.stopping.wait(WATCH_INTERVAL_S)
+            return
+        readable, _, _ = select.select([self.news], [], [], WATCH_INTERVAL_S)
+        if readable:
+            try:
+                os.read(self.news, 4096)  # every byte so far: one pass reads every run's news
+            except BlockingIOError:
+                pass
 
     def _watch_run(self, run: Run) -> None:
         if run.handle is None:  # its files are being fetched, or could not be

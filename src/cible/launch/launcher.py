@@ -29,7 +29,7 @@ from cible.core.specs.azureml.expressions import render_command
 from cible.launch import sandbox, staging
 from cible.launch.environments import EnvironmentBuildError, materialise
 from cible.launch.procs import end_group, kill_tree, wait_for_exit
-from cible.launch.state import StateWriter
+from cible.launch.state import StateWriter, take_wake_fd
 from cible.launch.tracking import end_run, job_environment, start_run
 from cible.runfiles import CANCEL_FILE, PLAN_FILE
 
@@ -391,6 +391,7 @@ def fork_server() -> int:
     a short job would otherwise pay for every job.
     """
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the launchers
+    take_wake_fd()
     while True:
         line = sys.stdin.readline()
         if not line:
@@ -431,4 +432,5 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m cible.launch RUN_DIR | --fork-server", file=sys.stderr)
         return 2
+    take_wake_fd()
     return Launcher(Path(args[0])).run()

@@ -21,6 +21,7 @@ from typing import Any
 
 from cible.core.lifecycle.runs import RunObservation
 from cible.core.safepaths import under
+from cible.launch.state import WAKE_FD_ENV
 from cible.launch.tracking import with_run_token
 from cible.node import proc as processes
 from cible.runfiles import CANCEL_FILE, HANDLE_FILE, PLAN_FILE, read_state, write_json_atomic
@@ -31,8 +32,11 @@ class LocalProcessRunner:
 
     def __init__(self, runs_root: Path, python: str | None = None, fork_server: bool = True,
                  preexec_fn: Callable[[], None] | None = None, on_spawn: Callable[[int], None] | None = None,
-                 run_token: Callable[[dict[str, Any]], str] | None = None) -> None:
+                 run_token: Callable[[dict[str, Any]], str] | None = None, wake_fd: int | None = None) -> None:
         self.runs_root = runs_root
+        # The write end of a pipe each launcher writes a byte to when its state changes (an agent's
+        # watcher waits on the read end: cible.launch.state).
+        self.wake_fd = wake_fd
         # The server's runner hands each launcher its job's run token (an agent's plans carry theirs).
         self.run_token = run_token
         self.python = python or sys.executable
@@ -45,9 +49,11 @@ class LocalProcessRunner:
         self._children: dict[int, subprocess.Popen] = {}  # reaped in poll(), so no zombies pile up
 
     def _spawn(self, args: list[str], stdin, stdout) -> subprocess.Popen:  # noqa: ANN001
+        wake = {} if self.wake_fd is None else {"pass_fds": (self.wake_fd,),
+                                                 "env": {**os.environ, WAKE_FD_ENV: str(self.wake_fd)}}
         proc = subprocess.Popen(
             [self.python, "-m", "cible.launch", *args], stdin=stdin, stdout=stdout,
-            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, preexec_fn=self.preexec_fn,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, preexec_fn=self.preexec_fn, **wake,
         )
         if self.on_spawn is not None:
             self.on_spawn(proc.pid)
