@@ -3,6 +3,7 @@ in-process with no reconciler threads (so no node process ever starts)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -398,6 +399,52 @@ def test_a_report_with_an_unknown_status_is_refused(server: Server):
     server.add_job("j1", status="Running")
     assert_envelope(server.report("n1", "j1", history=["Preparing", "Running", "Bogus"]), 422)
     server.app.state.reconciler.reconcile_once()  # the reconciler still makes its pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_a_final_report_carries_the_last_bytes_of_its_files(server: Server):
+    server.add_node("n1", state="running", job_name="j1")
+    server.add_job("j1", status="Running")
+    assert server.put("n1", "j1", "user_logs/std_log.txt", b"hello ").status_code == 200  # shipped while running
+    files = [{"path": "user_logs/std_log.txt", "offset": 6, "data": _b64(b"world")},
+             {"path": "system_logs/launcher.txt", "data": ""},  # an empty file: it exists
+             {"path": "outputs/model/w.bin", "data": _b64(b"\x00\x01")}]
+    response = server.report("n1", "j1", history=["Preparing", "Running", "Completed"], exit_code=0, ended=True,
+                             files=files)
+    assert response.status_code == 200, response.text
+    artifacts = server.run_dir("j1") / "artifacts"
+    assert (artifacts / "user_logs" / "std_log.txt").read_bytes() == b"hello world"
+    assert (artifacts / "system_logs" / "launcher.txt").read_bytes() == b""
+    assert (artifacts / "outputs" / "model" / "w.bin").read_bytes() == b"\x00\x01"
+    stored = json.loads((server.run_dir("j1") / "reports" / "attempt-1-node-0.json").read_text())
+    assert "files" not in stored and stored["ended"] is True
+
+
+@pytest.mark.parametrize(("file", "field"), [
+    ({"path": "../escape.txt", "data": ""}, "files[1].path"),
+    ({"path": "user_logs/a.txt", "data": "not base64!"}, "files[1].data"),
+])
+def test_a_report_with_a_bad_file_is_refused_whole(server: Server, file: dict, field: str):
+    server.add_node("n1", state="running", job_name="j1")
+    server.add_job("j1", status="Running")
+    good = {"path": "user_logs/std_log.txt", "data": _b64(b"hi")}
+    error = assert_envelope(server.report("n1", "j1", history=["Preparing", "Running", "Completed"], ended=True,
+                                          files=[good, file]), 400, "InvalidRequest")
+    assert field in error["message"]
+    assert not (server.run_dir("j1") / "reports").exists()  # nothing taken: neither the report nor a file
+    assert not (server.run_dir("j1") / "artifacts" / "user_logs" / "std_log.txt").exists()
+
+
+def test_files_in_a_report_of_a_job_that_ended_are_409(server: Server):
+    server.add_node("n1", state="running", job_name="j1")
+    server.add_job("j1", status="Completed")
+    files = [{"path": "user_logs/std_log.txt", "data": _b64(b"late")}]
+    assert_envelope(server.report("n1", "j1", history=["Preparing", "Completed"], ended=True, files=files),
+                    409, "Conflict")
+    assert not (server.run_dir("j1") / "artifacts" / "user_logs" / "std_log.txt").exists()
 
 
 # -- files ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ agent that cannot reach its server for `orphan_after_s` ends its runs and exits.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -42,6 +43,10 @@ from cible.runfiles import ARTIFACT_DIRS
 log = logging.getLogger("cible.agent")
 WATCH_INTERVAL_S = 0.05
 CHUNK = 1 << 20
+# The files a run's final report carries itself when what is left of them is this small (a short
+# job's logs): one request instead of one per file.
+INLINE_FILES = 16
+INLINE_BYTES = 256 << 10
 PRESENCE_WAIT_S = 2.0
 
 
@@ -382,10 +387,14 @@ class Agent:
             self._publish(run)
             if run.aborted:  # the server moved on from it meanwhile: ended on the next pass
                 return
-        self._ship(run, everything=ended)
+        files = self._ship(run, everything=ended, inline=ended)
         report = self._report_of(run, observation, ended)
+        if files:
+            report["files"] = files
         if not self._send_report(run, report):
             return
+        for item in files:
+            run.shipped[item["path"]] = item["offset"] + item["size"]
         if ended:
             with self.lock:
                 self.runs.pop(run.key, None)
@@ -457,27 +466,34 @@ class Agent:
         return {"attempt": run.attempt, "node_rank": run.node_rank, "history": history, "error": error,
                 "exit_code": observation.exit_code, "ended": ended}
 
-    def _ship(self, run: Run, everything: bool) -> None:
-        """Send what each artifact file gained since the last pass (logs while running,
-        and outputs too at the end)."""
+    def _ship(self, run: Run, everything: bool, inline: bool = False) -> list[dict[str, Any]]:
+        """Send what each artifact file gained since the last pass (logs while running, and outputs
+        too at the end). With `inline` (the final report's pass), what is left, when it is small, is
+        returned instead (path, offset, base64 data) to go with the report: one request, not one per file."""
         artifacts = Path(run.handle["run_dir"]) / "artifacts"
         dirs = ARTIFACT_DIRS if everything else ("user_logs", "system_logs")
+        pending = []
         for name in dirs:
             base = artifacts / name
             if not base.is_dir():
                 continue
             # A link the job left is not followed: it may point at what the job could not read.
             for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink()):
-                self._ship_file(run, path, shipped_name(path.relative_to(artifacts).as_posix(), run.node_rank))
+                rel = shipped_name(path.relative_to(artifacts).as_posix(), run.node_rank)
+                size, sent = path.stat().st_size, run.shipped.get(rel, 0)
+                if sent > size:
+                    sent = 0  # rewritten: send it whole again
+                elif rel in run.shipped and sent == size:
+                    continue
+                pending.append((path, rel, sent, size))
+        if inline and len(pending) <= INLINE_FILES and sum(size - sent for *_, sent, size in pending) <= INLINE_BYTES:
+            return [_inline(path, rel, sent, size) for path, rel, sent, size in pending]
+        for path, rel, sent, size in pending:
+            self._ship_file(run, path, rel, sent, size)
+        return []
 
-    def _ship_file(self, run: Run, path: Path, rel: str) -> None:
-        """Send what the file gained since it was last sent (an empty file is sent once, so it exists)."""
-        size = path.stat().st_size
-        sent = run.shipped.get(rel, 0)
-        if sent > size:
-            sent = 0  # rewritten: send it whole again
-        elif rel in run.shipped and sent == size:
-            return
+    def _ship_file(self, run: Run, path: Path, rel: str, sent: int, size: int) -> None:
+        """Send the file's bytes from `sent` to `size` (an empty file is sent once, so it exists)."""
         with open(path, "rb") as fh:
             fh.seek(sent)
             while True:
@@ -507,6 +523,14 @@ class Agent:
         except Exception:
             log.exception("removing the node's limits failed")
         self.http.close()
+
+
+def _inline(path: Path, rel: str, sent: int, size: int) -> dict[str, Any]:
+    """A file's bytes from `sent` to `size`, as a final report carries them."""
+    with open(path, "rb") as fh:
+        fh.seek(sent)
+        data = fh.read(size - sent)
+    return {"path": rel, "offset": sent, "size": len(data), "data": base64.b64encode(data).decode("ascii")}
 
 
 def read_url_file(path: Path) -> str:

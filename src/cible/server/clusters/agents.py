@@ -8,9 +8,12 @@ lost reply or a restarted server only delays, never loses, an instruction.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Update, select, type_coerce, update
@@ -188,23 +191,31 @@ class AgentService:
         return want.keys() == has.keys() and all(has[k] or not c for k, c in want.items())
 
     # -- reports and files --------------------------------------------------------------
-    def report(self, node_id: str, job_name: str, report: dict[str, Any]) -> None:
-        self._check_attempt(node_id, job_name, report["attempt"], report.get("node_rank"))
+    def report(self, node_id: str, job_name: str, report: dict[str, Any],
+               files: list[tuple[int, str, int, str]] = ()) -> None:
+        """Take a run's report; `files` (index, path, offset, base64 data), the last bytes of its artifact
+        files, are written first, each as put_file writes it: the report is taken once they are all in."""
+        chunks = [(self._artifact(job_name, rel, f"files[{i}].path"), rel, offset, _decoded(data, f"files[{i}].data"))
+                  for i, rel, offset, data in files]
+        self._check_attempt(node_id, job_name, report["attempt"], report.get("node_rank"), writing=bool(chunks))
+        for path, rel, offset, data in chunks:
+            _write(path, rel, offset, data)
         save_report(self.paths, job_name, report)
         self.on_report()
 
     def put_file(self, node_id: str, job_name: str, attempt: int, rel: str, offset: int, data: bytes) -> None:
-        path = artifact_path(self.paths, job_name, rel)
-        if path is None:
-            raise InvalidRequestError(f"path: '{rel}' is not an artifact path (user_logs/, system_logs/, "
-                                      "outputs/ or logs/ and no '..')", details={"field": "path"})
+        path = self._artifact(job_name, rel, "path")
         if offset < 0:
             raise InvalidRequestError("offset: must be 0 or more", details={"field": "offset"})
         self._check_attempt(node_id, job_name, attempt, writing=True)
-        try:
-            write_chunk(path, offset, data)
-        except ChunkError as exc:
-            raise ConflictError(f"{rel}: {exc}", details={"field": "path"}) from None
+        _write(path, rel, offset, data)
+
+    def _artifact(self, job_name: str, rel: str, field: str) -> Path:
+        path = artifact_path(self.paths, job_name, rel)
+        if path is None:
+            raise InvalidRequestError(f"{field}: '{rel}' is not an artifact path (user_logs/, system_logs/, "
+                                      "outputs/ or logs/ and no '..')", details={"field": field})
+        return path
 
     def placed_plan(self, node_id: str, job_name: str, attempt: int, *, writing: bool = False) -> dict[str, Any]:
         """The stored plan of `job_name`, when its current attempt `attempt` is placed on the node (and,
@@ -240,6 +251,20 @@ class AgentService:
         if row is None or row.state == NodeState.REMOVED.value:
             raise NotFoundError(f"node '{node_id}' is not a node of this workspace", details={"node_id": node_id})
         return row
+
+
+def _write(path: Path, rel: str, offset: int, data: bytes) -> None:
+    try:
+        write_chunk(path, offset, data)
+    except ChunkError as exc:
+        raise ConflictError(f"{rel}: {exc}", details={"field": "path"}) from None
+
+
+def _decoded(data: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError(f"{field}: not base64", details={"field": field}) from None
 
 
 def _successor(session: Any, handle: SlurmHandle) -> tuple[str, int] | None:

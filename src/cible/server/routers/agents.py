@@ -60,6 +60,12 @@ class Heartbeat(BaseModel):
     disk: dict[str, Any] | None = None
 
 
+class ReportedFile(BaseModel):
+    path: str = Field(..., min_length=1, max_length=4096, description="the artifact path, as the file route's")
+    offset: int = Field(0, ge=0, le=2**40)
+    data: str = Field("", description="base64 of the file's bytes from `offset`")
+
+
 class Report(BaseModel):
     attempt: int = Field(..., ge=1)
     node_rank: int = Field(..., ge=0)
@@ -67,6 +73,9 @@ class Report(BaseModel):
     error: dict[str, Any] | None = None
     exit_code: int | None = None
     ended: bool = False
+    # A run's last bytes of its artifact files, when few: written before the report is taken, as the
+    # file route would write them (a short job's end is one request, not one per file).
+    files: list[ReportedFile] = Field(default_factory=list, max_length=64)
 
 
 @router.post("/nodes/{node_id}/heartbeat", summary="Heartbeat; the reply says what the node should run",
@@ -106,7 +115,8 @@ async def _pilot_heartbeat(node_id: str, job_name: str, body: Heartbeat, request
 @router.post("/nodes/{node_id}/runs/{job_name}/report", summary="A run's statuses as its launcher reported them",
              **answers(ReportAccepted))
 def report(node_id: str, job_name: str, body: Report, request: Request) -> dict[str, Any]:
-    request.app.state.agents.report(node_id, job_name, body.model_dump(mode="json"))
+    files = [(i, f.path, f.offset, f.data) for i, f in enumerate(body.files)]
+    request.app.state.agents.report(node_id, job_name, body.model_dump(mode="json", exclude={"files"}), files)
     return {"accepted": True}
 
 

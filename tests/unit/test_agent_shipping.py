@@ -1,0 +1,99 @@
+"""How an agent ships a run's artifact files: by PUT as they grow while the run runs; at its end, what
+is left goes in the final report itself when it is small (one request for a short job), and by PUT
+otherwise. The agent is driven directly; its server and runner are fakes."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cible.agent import agent as agent_module
+from cible.agent.agent import Agent, Run
+from cible.agent.http import Response
+from cible.core.lifecycle.runs import RunObservation
+
+
+class Limits:
+    def usage(self) -> dict:
+        return {}
+
+    def oom_killed(self, since: int) -> bool:
+        return False
+
+
+class Server:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, url: str, *, json: Any = None, content: bytes | None = None,
+                params: dict | None = None, **_: Any) -> Response:  # noqa: A002
+        self.calls.append((method, url.split("/runs/j1/", 1)[-1], json if json is not None else (params, content)))
+        return Response(200, b"{}")
+
+    def close(self) -> None:
+        pass
+
+    def puts(self) -> list[str]:
+        return [path for method, path, _ in self.calls if method == "PUT"]
+
+    def reports(self) -> list[dict]:
+        return [body for method, path, body in self.calls if path == "report"]
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.ended = False
+
+    def poll(self, handle: dict) -> RunObservation:
+        if self.ended:
+            return RunObservation(history=["Running", "Completed"], exit_code=0, alive=False)
+        return RunObservation(history=["Running"])
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> tuple[Agent, Server, Runner, Run, Path]:
+    agent = Agent(node_id="n1", root=tmp_path, url="http://server", token="t", limits=Limits())
+    agent.http.close()
+    agent.http = server = Server()
+    agent.runner = runner = Runner()
+    run_dir = tmp_path / "runs" / "j1.1"
+    artifacts = run_dir / "artifacts"
+    (artifacts / "user_logs").mkdir(parents=True)
+    (artifacts / "system_logs").mkdir()
+    run = Run("j1", 1, 0, {"run_dir": str(run_dir)}, oom_before=0)
+    agent.runs[run.key] = run
+    return agent, server, runner, run, artifacts
+
+
+def test_a_short_runs_files_go_with_its_final_report(node):
+    agent, server, runner, run, artifacts = node
+    (artifacts / "user_logs" / "std_log.txt").write_bytes(b"hello ")
+    agent._watch_run(run)  # running: its log is shipped as it grows
+    assert server.puts() == ["files/user_logs/std_log.txt"]
+    with open(artifacts / "user_logs" / "std_log.txt", "ab") as fh:
+        fh.write(b"world")
+    (artifacts / "system_logs" / "launcher.txt").write_bytes(b"")
+    (artifacts / "outputs").mkdir()
+    (artifacts / "outputs" / "w.bin").write_bytes(b"\x00\x01")
+    runner.ended = True
+    agent._watch_run(run)
+    assert server.puts() == ["files/user_logs/std_log.txt"]  # nothing more by PUT
+    final = server.reports()[-1]
+    assert final["ended"] is True
+    sent = {f["path"]: (f["offset"], base64.b64decode(f["data"])) for f in final["files"]}
+    assert sent == {"user_logs/std_log.txt": (6, b"world"), "system_logs/launcher.txt": (0, b""),
+                    "outputs/w.bin": (0, b"\x00\x01")}
+    assert run.key not in agent.runs  # reported: done with
+
+
+def test_a_run_that_leaves_much_to_send_ships_it_before_its_final_report(node, monkeypatch):
+    agent, server, runner, run, artifacts = node
+    monkeypatch.setattr(agent_module, "INLINE_BYTES", 10)
+    (artifacts / "user_logs" / "std_log.txt").write_bytes(b"x" * 11)
+    runner.ended = True
+    agent._watch_run(run)
+    assert server.puts() == ["files/user_logs/std_log.txt"]
+    assert "files" not in server.reports()[-1]
