@@ -6,13 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
 
 from cible.server.routers.computes import caller
 from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
 from cible.server.routers.responses import BYTES, JSON, answers
 from cible.server.schemas.common import FileList
-from cible.server.schemas.jobs import Job, JobPage, JobValidation
+from cible.server.schemas.jobs import Job, JobBatch, JobPage, JobValidation
 from cible.server.services.artifacts import ArtifactService
+from cible.server.services.job_batches import submit_batch
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], default_response_class=JSON)
 LOG_CHUNK = 1 << 20
@@ -31,6 +33,18 @@ def _jobs(request: Request):  # noqa: ANN202
 
 def _artifacts(request: Request) -> ArtifactService:
     return request.app.state.artifacts
+
+
+class JobBatchRequest(BaseModel):
+    """Jobs to submit in one request, each a job body as `PUT /jobs/{name}` takes it, with its name."""
+
+    jobs: list[dict[str, Any]] = Field(description="the jobs, each with its `name` (1 to 1000)")
+
+
+@router.post("", summary="Submit many jobs in one request (each named): all checked first, one refused refuses "
+                         "them all; each job's name and status", **answers(JobBatch))
+def submit_jobs(request: Request, body: JobBatchRequest) -> dict[str, Any]:
+    return {"value": submit_batch(_jobs(request), body.jobs, user=caller(request))}
 
 
 @router.put("/{name}", summary="Create a job, or update its display name, description and tags", **answers(Job))

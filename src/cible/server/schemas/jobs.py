@@ -115,3 +115,15 @@ class JobValidation(Envelope):
     instance_count: int | None = Field(None, description="its nodes (a new job)")
     cost_estimate: CostEstimate | None = Field(None, description="what it may cost (a new job; null on local)")
     warnings: list[Any] = Field(description="what the submit would warn of")
+
+
+class SubmittedJob(Envelope):
+    name: str = Field(description="the job's name")
+    status: str = Field(description="Queued for a job this request made; a stored job's status otherwise")
+    target: str | None = Field(None, description="the compute it runs on")
+    created: bool = Field(description="false: a job of this name was already stored, and is answered as it is")
+    warnings: list[Any] = Field(description="what its submit warned of")
+
+
+class JobBatch(Envelope):
+    value: list[SubmittedJob] = Field(description="each job, in the order sent")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -83,6 +84,23 @@ def _on_compute(compute: str):  # noqa: ANN202 (a SQL condition)
     return or_(JobRow.target == name, given)
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A submitted job checked and planned (JobService.prepare), not yet stored (JobService.add)."""
+
+    name: str
+    job: Any  # the loaded command, sweep or pipeline job
+    warnings: list[str]
+    target: str
+    pool: dict[str, Any] | None  # its own serverless compute's spec
+    plan: dict[str, Any]
+    estimate: Any
+    children: Any  # a sweep's or pipeline's ChildrenRecord
+    lineage: Lineage
+    user: str | None
+    answer_stored: Callable[[Session], dict[str, Any] | None]  # the answer once a job of its name is stored
+
+
 class _LostRace(Exception):
     """Another request stored a job of this name between our read and our insert."""
 
@@ -113,10 +131,31 @@ class JobService:
         return self._submit(name, body, user, lineage)
 
     def _submit(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None) -> dict[str, Any]:
+        prepared = self.prepare(name, body, user, lineage)
+        if not isinstance(prepared, NewJob):
+            return prepared
+        try:
+            with self.store.session() as session:
+                self.add(session, prepared, self.clock.now())
+        except (IntegrityError, _LostRace):
+            # A concurrent PUT of the same name won the insert. A retry's answer must not depend on
+            # timing: judge this body against the stored job exactly as if it had come second.
+            updated = self.store.transact(prepared.answer_stored)
+            if updated is None:  # not a same-name race after all
+                raise ConflictError(f"job '{name}' could not be stored; try again",
+                                    details={"field": "name"}) from None
+            return updated
+        self.on_change()
+        return self.get(name)  # read once committed: its wait reason reads the compute (a new serverless pool)
+
+    def prepare(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None) -> NewJob | dict:
+        """A submit's every check and its plan, nothing new stored: the NewJob to `add`, or the answer
+        for a job of that name already stored (the same job, its display name, description and tags
+        updated as a PUT does; a conflict when it differs in anything else)."""
         loaded = self._load(name, body)
         job = loaded.entity
 
-        def update_existing(session: Session) -> dict[str, Any] | None:  # a PUT of a stored job: its tags
+        def answer_stored(session: Session) -> dict[str, Any] | None:  # a PUT of a stored job: its tags
             existing = session.get(JobRow, name)
             if existing is None:
                 return None
@@ -130,7 +169,7 @@ class JobService:
                     details={"field": "name"})
             return self._update_mutable(session, existing, job)
 
-        updated = self.store.transact(update_existing)  # again from a fresh read if a reconciler wrote the job
+        updated = self.store.transact(answer_stored)  # again from a fresh read if a reconciler wrote the job
         if updated is not None:
             return updated
         children = None
@@ -145,44 +184,34 @@ class JobService:
             if lineage is not None and lineage.batch_of:
                 # The runners report to the server's API (with the job's run token, added at launch).
                 plan = {**plan, "batch": dict(lineage.batch or {}), "api_url": getattr(self.plans, "api_url", None)}
-        experiment = job.experiment_name or "Default"
-        now = self.clock.now()
-        spec = job.model_dump(mode="json", exclude_none=True, by_alias=False)
-        lineage = lineage or Lineage()
-        try:
-            with self.store.session() as session:
-                if session.get(JobRow, name) is not None:  # made since the read above
-                    raise _LostRace
-                row = JobRow(
-                    name=name, job_type=REPLICA if lineage.replica_of else BATCH if lineage.batch_of else job.type,
-                    display_name=job.display_name or display_name_for(name),
-                    experiment_name=experiment, status=JobStatus.NOT_STARTED.value, compute=job.compute,
-                    target=target, instance_count=plan["instance_count"], spec=spec,
-                    warnings=[*loaded.warnings, *notes], run=RunRecord(
-                        plan=plan, cost_estimate=estimate,
-                        serverless=ServerlessPool(size=pool["size"], tier=pool["tier"],
-                                                  max_instances=pool["max_instances"]) if pool else None),
-                    created_at=now, updated_at=now, created_by=user, parent_job_name=lineage.parent,
-                    parent_step=lineage.step, reuse_key=lineage.reuse_key, children=children, batch_of=lineage.batch_of,
-                )
-                session.add(row)
-                if pool is not None:  # the job's own serverless nodes: made for it, gone after it
-                    session.add(ComputeRow(name=target, compute_type=SERVERLESS, spec=pool, created_by=user,
-                                           provisioning_state="Succeeded", created_at=now, updated_at=now))
-                session.add(JobStatusRow(job_name=name, from_status=None, to_status=row.status, reason="submitted", at=now))
-                set_status(session, row, JobStatus.QUEUED, now, reason=(
-                    f"queued: its {CHILD_KIND[job.type]}s start as it runs" if job.type in PARENT_TYPES
-                    else f"queued on {target}"))
-        except (IntegrityError, _LostRace):
-            # A concurrent PUT of the same name won the insert. A retry's answer must not depend on
-            # timing: judge this body against the stored job exactly as if it had come second.
-            updated = self.store.transact(update_existing)
-            if updated is None:  # not a same-name race after all
-                raise ConflictError(f"job '{name}' could not be stored; try again",
-                                    details={"field": "name"}) from None
-            return updated
-        self.on_change()
-        return self.get(name)  # read once committed: its wait reason reads the compute (a new serverless pool)
+        return NewJob(name, job, [*loaded.warnings, *notes], target, pool, plan, estimate, children,
+                      lineage or Lineage(), user, answer_stored)
+
+    def add(self, session: Session, new: NewJob, now: datetime) -> None:
+        """Store a prepared job, Queued (_LostRace when a job of its name was stored since)."""
+        if session.get(JobRow, new.name) is not None:  # made since it was prepared
+            raise _LostRace
+        job, lineage, pool = new.job, new.lineage, new.pool
+        row = JobRow(
+            name=new.name, job_type=REPLICA if lineage.replica_of else BATCH if lineage.batch_of else job.type,
+            display_name=job.display_name or display_name_for(new.name),
+            experiment_name=job.experiment_name or "Default", status=JobStatus.NOT_STARTED.value,
+            compute=job.compute, target=new.target, instance_count=new.plan["instance_count"],
+            spec=job.model_dump(mode="json", exclude_none=True, by_alias=False), warnings=new.warnings,
+            run=RunRecord(plan=new.plan, cost_estimate=new.estimate,
+                          serverless=ServerlessPool(size=pool["size"], tier=pool["tier"],
+                                                    max_instances=pool["max_instances"]) if pool else None),
+            created_at=now, updated_at=now, created_by=new.user, parent_job_name=lineage.parent,
+            parent_step=lineage.step, reuse_key=lineage.reuse_key, children=new.children, batch_of=lineage.batch_of,
+        )
+        session.add(row)
+        if pool is not None:  # the job's own serverless nodes: made for it, gone after it
+            session.add(ComputeRow(name=new.target, compute_type=SERVERLESS, spec=pool, created_by=new.user,
+                                   provisioning_state="Succeeded", created_at=now, updated_at=now))
+        session.add(JobStatusRow(job_name=new.name, from_status=None, to_status=row.status, reason="submitted", at=now))
+        set_status(session, row, JobStatus.QUEUED, now, reason=(
+            f"queued: its {CHILD_KIND[job.type]}s start as it runs" if job.type in PARENT_TYPES
+            else f"queued on {new.target}"))
 
     def _load(self, name: str, body: dict[str, Any]):  # noqa: ANN202 (a LoadedSpec)
         """The body as a command job, with every check that needs no lookup (submit and validate)."""
