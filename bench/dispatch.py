@@ -88,6 +88,18 @@ def tree_rss_mb(proc: psutil.Process) -> float:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
+def settled_rss_mb(proc: psutil.Process, quiet_s: float = 3.0, limit_s: float = 60.0) -> float:
+    """The process tree's resident memory once it stopped growing for `quiet_s` (children a server
+    starts in the background, such as an MLflow child that takes seconds to import, are counted whole)."""
+    deadline, last, since = time.monotonic() + limit_s, tree_rss_mb(proc), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.5)
+        now = tree_rss_mb(proc)
+        if now > last * 1.01:
+            last, since = now, time.monotonic()
+    return tree_rss_mb(proc)
+
+
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
@@ -123,7 +135,7 @@ def main() -> None:
     job_file.write_text(f"command: python -c \"{FIRST_LINE}\"\ncompute: local\nexperiment_name: bench\n")
     try:
         client.compute.list()  # the server answers
-        idle_all = tree_rss_mb(server)  # an idle workspace, before any job: the server and its children
+        idle_all = settled_rss_mb(server)  # an idle workspace, before any job: the server and its children
         first_job = sdk_once(client, job)  # the first job after a server start (MLflow starts with it)
         client.jobs.wait(client.jobs.create_or_update(env_job)["name"], timeout=300)  # builds the environment once
         for _ in range(3):  # warm-up: imports, page cache, SQLite file

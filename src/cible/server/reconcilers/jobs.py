@@ -44,7 +44,11 @@ from cible.server.store.columns import read_record
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow
 
-ACTIVE_POLL_S = 0.05  # while a job is live: how soon a launcher's report shows
+ACTIVE_POLL_S = 0.05  # while a job is live on local slots or an engine: how soon a launcher's state shows
+# While only jobs on cluster nodes are live: their nodes' reports (and cancels, placements, lost nodes)
+# wake the reconciler, so the poll is a safety net, not the way news arrives. Polling those at
+# ACTIVE_POLL_S cost the server most of a core under a queue of short jobs.
+PLACED_POLL_S = 1.0
 IDLE_POLL_S = 2.0
 FAIL_AFTER = 3  # failures in a row (1 s, then 2 s apart) before a job whose handling raises is failed
 RECONCILE_ERROR = "ReconcileError"
@@ -79,6 +83,7 @@ class JobReconciler(ReconcilerLoop):
         self.max_concurrent = max_concurrent
         super().__init__()
         self.troubles = Troubles(self._log)
+        self._polled = True  # set by each pass (see step)
 
     def _all_runners(self) -> list[JobRunner]:
         return [*self.runners.values(), *([self.engine_runner] if self.engine_runner else [])]
@@ -94,7 +99,9 @@ class JobReconciler(ReconcilerLoop):
             runner.close()
 
     def step(self) -> float:
-        return ACTIVE_POLL_S if self.reconcile_once() else IDLE_POLL_S
+        if not self.reconcile_once():
+            return IDLE_POLL_S
+        return ACTIVE_POLL_S if self._polled else PLACED_POLL_S
 
     def reconcile_once(self) -> bool:
         """One pass over every live job; True while any job is live (and not backing off)."""
@@ -107,6 +114,8 @@ class JobReconciler(ReconcilerLoop):
     def _pass(self, now: datetime) -> tuple[bool, bool]:
         """(any job handled, a launch raised)."""
         snapshot = self._load(now)
+        # Whether a live job's news is read only by polling its runner (local slots, engines).
+        self._polled = any(job.runs_on != PLACED for job in snapshot.jobs)
         if not snapshot.jobs:
             return False, False
         snapshot = self._observe(snapshot, now)
