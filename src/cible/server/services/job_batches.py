@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError
-from cible.server.services.jobs import JobService, NewJob, _LostRace
+from cible.server.services.jobs import JobService, LostRace, NewJob
 
 MAX_JOBS = 1000  # per request: the SDK sends more in several
 
@@ -46,7 +46,7 @@ def submit_batch(jobs: JobService, bodies: list[dict[str, Any]], user: str | Non
                 now = jobs.clock.now()
                 for job in new:
                     jobs.add(session, job, now)
-        except (IntegrityError, _LostRace):
+        except (IntegrityError, LostRace):
             raise ConflictError("a job of this batch was stored by another request meanwhile; no job of the batch "
                                 "was stored: send it again (a job already stored is answered as it is)") from None
         jobs.on_change()

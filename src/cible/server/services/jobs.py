@@ -101,7 +101,7 @@ class NewJob:
     answer_stored: Callable[[Session], dict[str, Any] | None]  # the answer once a job of its name is stored
 
 
-class _LostRace(Exception):
+class LostRace(Exception):
     """Another request stored a job of this name between our read and our insert."""
 
 
@@ -137,7 +137,7 @@ class JobService:
         try:
             with self.store.session() as session:
                 self.add(session, prepared, self.clock.now())
-        except (IntegrityError, _LostRace):
+        except (IntegrityError, LostRace):
             # A concurrent PUT of the same name won the insert. A retry's answer must not depend on
             # timing: judge this body against the stored job exactly as if it had come second.
             updated = self.store.transact(prepared.answer_stored)
@@ -188,9 +188,9 @@ class JobService:
                       lineage or Lineage(), user, answer_stored)
 
     def add(self, session: Session, new: NewJob, now: datetime) -> None:
-        """Store a prepared job, Queued (_LostRace when a job of its name was stored since)."""
+        """Store a prepared job, Queued (LostRace when a job of its name was stored since)."""
         if session.get(JobRow, new.name) is not None:  # made since it was prepared
-            raise _LostRace
+            raise LostRace
         job, lineage, pool = new.job, new.lineage, new.pool
         row = JobRow(
             name=new.name, job_type=REPLICA if lineage.replica_of else BATCH if lineage.batch_of else job.type,
