@@ -5,6 +5,7 @@ otherwise. The agent is driven directly; its server and runner are fakes."""
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,35 @@ def node(tmp_path: Path) -> tuple[Agent, Server, Runner, Run, Path]:
     artifacts = run_dir / "artifacts"
     (artifacts / "user_logs").mkdir(parents=True)
     (artifacts / "system_logs").mkdir()
-    run = Run("j1", 1, 0, {"run_dir": str(run_dir)}, oom_before=0)
+    # Started a while ago: its statuses are reported as they come (see the SETTLE_S tests below).
+    run = Run("j1", 1, 0, {"run_dir": str(run_dir)}, oom_before=0, started_at=time.monotonic() - agent_module.SETTLE_S)
     agent.runs[run.key] = run
     return agent, server, runner, run, artifacts
+
+
+def test_a_run_just_started_is_not_reported_until_it_settles(node):
+    agent, server, _, _, artifacts = node
+    young = Run("j1", 2, 0, {"run_dir": str(artifacts.parent)}, oom_before=0)
+    agent.runs = {young.key: young}
+    (artifacts / "user_logs" / "std_log.txt").write_bytes(b"hello")
+    agent._watch_run(young)
+    assert server.calls == []  # younger than SETTLE_S and running: nothing sent yet
+    young.started_at -= agent_module.SETTLE_S
+    agent._watch_run(young)
+    assert [r["history"] for r in server.reports()] == [["Running"]]
+
+
+def test_a_short_run_is_reported_once_with_every_status_and_file(node):
+    agent, server, runner, _, artifacts = node
+    young = Run("j1", 2, 0, {"run_dir": str(artifacts.parent)}, oom_before=0)
+    agent.runs = {young.key: young}
+    (artifacts / "user_logs" / "std_log.txt").write_bytes(b"hello")
+    agent._watch_run(young)
+    runner.ended = True
+    agent._watch_run(young)
+    assert [r["history"] for r in server.reports()] == [["Running", "Completed"]]  # one request in all
+    assert server.puts() == []
+    assert [f["path"] for f in server.reports()[0]["files"]] == ["user_logs/std_log.txt"]
 
 
 def test_a_short_runs_files_go_with_its_final_report(node):

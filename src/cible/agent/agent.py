@@ -47,6 +47,10 @@ CHUNK = 1 << 20
 # job's logs): one request instead of one per file.
 INLINE_FILES = 16
 INLINE_BYTES = 256 << 10
+# A run's first report waits until it has run this long (or ended): a short job's statuses and files
+# then reach the server in one request, its last, instead of one per status. Each request also
+# wakes the server's job reconciler for a pass; on a busy cluster those are what a job costs.
+SETTLE_S = 0.25
 PRESENCE_WAIT_S = 2.0
 
 
@@ -65,6 +69,7 @@ class Run:
     preparing: bool = False  # its files are being fetched (its run folder is cleaned up once that ended)
     shipped: dict[str, int] = field(default_factory=dict)  # artifact path → bytes sent
     last_report: dict[str, Any] | None = None
+    started_at: float = field(default_factory=time.monotonic)  # when this agent took it
 
     @property
     def key(self) -> tuple[str, int]:
@@ -381,6 +386,8 @@ class Agent:
                 # Nothing of it is wanted any more: a long-lived node keeps no run folders (staged inputs).
                 shutil.rmtree(run.handle["run_dir"], ignore_errors=True)
             return
+        if not ended and run.last_report is None and time.monotonic() - run.started_at < SETTLE_S:
+            return  # watched again within WATCH_INTERVAL_S
         if run.staged is not None and not ended:
             run.staged.sync_if_due()  # none once it ended: the publish sends the resume folder last
         if ended and run.staged is not None and not run.published:
