@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from cible.client.http import API, httpx  # httpx as cible.client.http imports it (see there)
+from cible.client.http import API, httpx, tls_verify  # httpx as cible.client.http imports it (see there)
 from cible.core.errors import ServerUnavailableError
 from cible.workspace import WorkspacePaths, ensure_token
 
@@ -29,7 +29,7 @@ def is_healthy(url: str, token: str) -> bool:
     or its disk is nearly full: requests say why, and starting a second server would not help)."""
     try:
         response = httpx.get(f"{url.rstrip('/')}{API}/health", headers={"Authorization": f"Bearer {token}"},
-                             timeout=2.0)
+                             timeout=2.0, verify=tls_verify(url))
         return response.json().get("status") in ("ok", "degraded")
     except (httpx.HTTPError, ValueError, AttributeError):
         return False

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cible.client.http import WorkspaceClient
+from cible.client.http import WorkspaceClient, tls_verify
 from cible.core.errors import CibleError, NotFoundError
 from cible.sdk.resources import Done, Resource
 
@@ -264,7 +264,7 @@ class OnlineEndpointOperations:
         if deployment_name:
             headers["azureml-model-deployment"] = deployment_name
         try:
-            return httpx.post(uri, content=content, headers=headers, timeout=timeout)
+            return httpx.post(uri, content=content, headers=headers, timeout=timeout, verify=tls_verify(uri))
         except httpx.TransportError as exc:
             from cible.core.errors import ServerUnavailableError
 

@@ -281,13 +281,15 @@ class TrackingServer:
         """The proxy's HTTP client for the running event loop (kept: connections are reused)."""
         import httpx
 
+        from cible.client.http import tls_verify
+
         loop = asyncio.get_running_loop()
         client = self._clients.get(id(loop))
         if client is None or client.is_closed:
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(connect=10, read=None, write=None, pool=None),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-                follow_redirects=False, trust_env=False, headers=self.auth_headers,
+                follow_redirects=False, trust_env=False, headers=self.auth_headers, verify=tls_verify(self.url),
             )
             self._clients[id(loop)] = client
         return client
@@ -329,11 +331,13 @@ def run_metrics(tracking: TrackingServer, run_id: str, *, timeout: float = 10.0)
     """
     import httpx
 
+    from cible.client.http import tls_verify
+
     if not tracking.ready(timeout):
         raise TrackingUnavailableError(tracking.unavailable_message())
     try:
         response = httpx.get(f"{tracking.url}{API}/runs/get", params={"run_id": run_id}, timeout=timeout,
-                             trust_env=False, headers=tracking.auth_headers)
+                             trust_env=False, headers=tracking.auth_headers, verify=tls_verify(tracking.url))
     except httpx.HTTPError as exc:
         raise TrackingUnavailableError(f"the workspace's MLflow tracking server did not answer: {exc}") from None
     if response.status_code == 404 or (response.status_code == 400 and "DOES_NOT_EXIST" in response.text):
@@ -372,12 +376,14 @@ def metric_points(tracking: TrackingServer, run_id: str, key: str, *,
     """
     import httpx
 
+    from cible.client.http import tls_verify
+
     if not tracking.ready(timeout):
         raise TrackingUnavailableError(tracking.unavailable_message())
     try:
         response = httpx.get(f"{tracking.url}{API}/metrics/get-history", timeout=timeout, trust_env=False,
                              params={"run_id": run_id, "metric_key": key, "max_results": 25000},
-                             headers=tracking.auth_headers)
+                             headers=tracking.auth_headers, verify=tls_verify(tracking.url))
     except httpx.HTTPError as exc:
         raise TrackingUnavailableError(f"the workspace's MLflow tracking server did not answer: {exc}") from None
     if response.status_code in (400, 404) and "DOES_NOT_EXIST" in response.text:

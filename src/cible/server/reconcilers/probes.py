@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from cible.client.http import httpx
+from cible.client.http import httpx, tls_verify
 from cible.core.planning.deployments import ProbeOutcome
 
 INIT_FAILED_HEADER = "x-cible-init-failed"
@@ -19,7 +19,7 @@ MAX_PARALLEL = 16
 
 def probe(url: str, timeout_s: float) -> ProbeOutcome:
     try:
-        with httpx.Client(timeout=timeout_s, trust_env=False) as client:
+        with httpx.Client(timeout=timeout_s, trust_env=False, verify=tls_verify(url)) as client:
             response = client.get(f"{url}/")
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the replica did not answer
         return ProbeOutcome(ok=False, detail=f"GET / did not answer: {type(exc).__name__}")

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from cible.client.http import httpx
+from cible.client.http import httpx, tls_verify
 from cible.core import catalog
 from cible.core.errors import ConflictError, InvalidRequestError, InvalidSpecError
 from cible.core.planning.sizing import MIB, recommend
@@ -213,7 +213,8 @@ def run_load(url: str, body: bytes, *, concurrency: int, duration_s: float, time
 
     def worker() -> LoadResult:
         seen = LoadResult()
-        with httpx.Client(timeout=timeout_s, trust_env=False, headers={"Content-Type": "application/json"}) as client:
+        with httpx.Client(timeout=timeout_s, trust_env=False, verify=tls_verify(url),
+                          headers={"Content-Type": "application/json"}) as client:
             while time.perf_counter() < deadline:
                 sent = time.perf_counter()
                 try:

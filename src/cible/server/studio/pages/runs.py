@@ -21,6 +21,8 @@ router = APIRouter(include_in_schema=False)
 def run_page(run_id: str, request: Request, who: Signed) -> Response:
     import httpx
 
+    from cible.client.http import tls_verify
+
     tracking = request.app.state.tracking
     if tracking is None:
         return message_page(request, who, 404, "No tracking", "This workspace runs without MLflow tracking.")
@@ -28,7 +30,7 @@ def run_page(run_id: str, request: Request, who: Signed) -> Response:
         if not tracking.ready(timeout=5):  # started on first use: it may be starting now
             raise httpx.ConnectError(tracking.unavailable_message())
         answer = httpx.get(f"{tracking.url}{API}/runs/get", params={"run_id": run_id}, timeout=5,
-                           headers=tracking.auth_headers, trust_env=False)
+                           headers=tracking.auth_headers, trust_env=False, verify=tls_verify(tracking.url))
         tags = answer.json().get("run", {}).get("data", {}).get("tags", []) if answer.status_code == 200 else []
     except (httpx.HTTPError, ValueError, AttributeError):
         return message_page(request, who, 503, "MLflow is not answering",
