@@ -13,6 +13,7 @@ from cible.backends.base.contract import CLOSE, ON_NODE_GONE, PREPARE, SHARES_WO
 from cible.backends.registry import build_providers
 from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError, TrackingUnavailableError
+from cible.core.planning.jobs import LiveJob
 from cible.launch.tracking import TrackingError, experiment_id, find_run
 from cible.node.runner import LocalProcessRunner
 from cible.runfiles import read_state
@@ -57,7 +58,7 @@ from cible.server.services.deployments import DeploymentService
 from cible.server.services.endpoints import EndpointService
 from cible.server.services.instances import InstanceService
 from cible.server.services.job_plans import PlanBuilder
-from cible.server.services.jobs import JobService
+from cible.server.services.jobs import REPLICA, JobService, NewJob
 from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
 from cible.server.settings import ServerSettings
@@ -145,10 +146,20 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     plans = PlanBuilder(paths, plan_of, assets.get, strict_python=settings.strict_python, tracking=tracking_plan,
                         experiment_lookup=experiment_of, api_url=url)
 
-    def on_submit() -> None:
-        reconciler.wake()
-        clusters.wake()
-        orchestrator.wake()
+    def on_submit(new: list[NewJob] | None = None) -> None:
+        """Wake the loops that act on the jobs just stored (None: a job changed, any loop may act on it).
+        A sweep or pipeline is the orchestrator's; a job on a compute with nodes (a cluster, an instance,
+        serverless), the cluster reconciler's until it places it; any other (`local`'s slots, an engine
+        such as Slurm or Ray), the job reconciler's. A loop woken for nothing makes a whole pass, and
+        competes with the request and the loop that has work: every submit paid for three."""
+        runs = [job for job in new or () if not job.is_parent]
+        on_nodes = computes.cluster_names() if any(job.target not in reconciler.runners for job in runs) else set()
+        if new is None or any(job.target not in on_nodes for job in runs):
+            reconciler.wake()
+        if new is None or any(job.target in on_nodes for job in runs):
+            clusters.wake()
+        if new is None or len(runs) < len(new):
+            orchestrator.wake()
         if tracking is not None:  # MLflow starts with the first job (its launcher waits for it), not with the server
             tracking.ensure_running()
 
@@ -196,9 +207,12 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                                 stats=gateway.stats, on_change=serving.wake)
     deployments = DeploymentService(store, clock, jobs, endpoints, paths, assets.get, on_change=serving.wake)
 
-    def on_any_end() -> None:  # a job ended: its sweep or pipeline may go on; a replica may need replacing
-        orchestrator.wake()
-        serving.wake()
+    def on_any_end(ended: list[LiveJob]) -> None:
+        """Jobs ended: their sweep or pipeline may go on; a replica may need replacing."""
+        if any(job.parent is not None for job in ended):
+            orchestrator.wake()
+        if any(job.job_type == REPLICA for job in ended):
+            serving.wake()
 
     reconciler.on_any_end = on_any_end
 

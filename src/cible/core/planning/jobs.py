@@ -49,6 +49,8 @@ class LiveJob:
     run: RunRecord
     runs_on: RunsOn | None  # None: nothing can run it any more (its compute is gone)
     observation: RunObservation | None = None  # a launched job's, polled this pass
+    job_type: str = "command"  # who else cares when it ends: a replica's deployment
+    parent: str | None = None  # … its sweep or pipeline
 
 
 def decide_job(status: JobStatus | str, launched: bool, observation: RunObservation | None) -> JobDecision:

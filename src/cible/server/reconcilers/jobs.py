@@ -67,7 +67,7 @@ class JobReconciler(ReconcilerLoop):
 
     def __init__(self, store: Store, runners: dict[str, JobRunner], clock: Clock, max_concurrent: int,
                  cluster_runner: JobRunner | None = None, cluster_names=lambda: set(),  # noqa: ANN001
-                 on_job_ended=lambda: None, on_any_end=lambda: None,  # noqa: ANN001
+                 on_job_ended=lambda: None, on_any_end=lambda ended: None,  # noqa: ANN001
                  engine_runner: JobRunner | None = None, engine_names=lambda: set()) -> None:  # noqa: ANN001
         self.store = store
         self.runners = runners  # by target name (local): each a compute of `max_concurrent` slots
@@ -78,7 +78,7 @@ class JobReconciler(ReconcilerLoop):
         self.engine_runner = engine_runner
         self.engine_names = engine_names
         self.on_job_ended = on_job_ended  # a cluster job ended: its nodes are free
-        self.on_any_end = on_any_end  # a job ended: its sweep or pipeline may go on
+        self.on_any_end = on_any_end  # jobs ended (the LiveJobs): their sweep or pipeline may go on
         self.clock = clock
         self.max_concurrent = max_concurrent
         super().__init__()
@@ -122,7 +122,8 @@ class JobReconciler(ReconcilerLoop):
         decisions = decide_jobs(snapshot.jobs, slots=self.max_concurrent, running=snapshot.running)
         applied = [job for job in snapshot.jobs
                    if self._apply(job, snapshot.versions[job.name], decisions[job.name], now)]
-        launch_failed = ended_on_cluster = ended = False
+        launch_failed = ended_on_cluster = False
+        ended: list[LiveJob] = []
         for job in applied:  # after every job's write committed
             decision = decisions[job.name]
             try:
@@ -139,11 +140,12 @@ class JobReconciler(ReconcilerLoop):
             if not decision.waits:  # a job waiting for a slot keeps its failures: its launch is still to be tried
                 self.troubles.succeeded(job.name)
             ended_on_cluster |= decision.ends and job.runs_on == PLACED
-            ended |= decision.ends
+            if decision.ends:
+                ended.append(job)
         if ended_on_cluster:
             self.on_job_ended()
         if ended:
-            self.on_any_end()
+            self.on_any_end(ended)
         return True, launch_failed
 
     # -- load and observe ----------------------------------------------------------------------
@@ -157,15 +159,17 @@ class JobReconciler(ReconcilerLoop):
         with self.store.session() as session:
             # The run as plain JSON, parsed here job by job: one that does not parse is that job's failure.
             rows = session.execute(
-                select(JobRow.name, JobRow.status, JobRow.target, type_coerce(JobRow.run, JSON), JobRow.version)
+                select(JobRow.name, JobRow.status, JobRow.target, type_coerce(JobRow.run, JSON), JobRow.version,
+                       JobRow.job_type, JobRow.parent_job_name)
                 .where(live).order_by(JobRow.created_at, JobRow.name)).all()
         snapshot = Snapshot()
-        for name, status, target, run, version in rows:
+        for name, status, target, run, version, job_type, parent in rows:
             backing_off = self.troubles.backing_off(name, now)
             try:
                 record = read_record(RunRecord, run or {}, "jobs.run")
                 job = LiveJob(name=name, status=JobStatus(status), target=target, run=record,
-                              runs_on=self._runs_on(target, record, clusters, engines))
+                              runs_on=self._runs_on(target, record, clusters, engines), job_type=job_type,
+                              parent=parent)
             except (ValueError, UnreadableRecordError) as error:  # a status no table knows, a run that does not read
                 if not backing_off:
                     self._job_failed(name, None, error, now)

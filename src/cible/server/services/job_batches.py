@@ -49,7 +49,7 @@ def submit_batch(jobs: JobService, bodies: list[dict[str, Any]], user: str | Non
         except (IntegrityError, LostRace):
             raise ConflictError("a job of this batch was stored by another request meanwhile; no job of the batch "
                                 "was stored: send it again (a job already stored is answered as it is)") from None
-        jobs.on_change()
+        jobs.on_change(new)
     return [_summary(job) for job in prepared]
 
 

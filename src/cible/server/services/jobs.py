@@ -100,6 +100,11 @@ class NewJob:
     user: str | None
     answer_stored: Callable[[Session], dict[str, Any] | None]  # the answer once a job of its name is stored
 
+    @property
+    def is_parent(self) -> bool:
+        """A sweep or pipeline: its trials or steps are the jobs that run."""
+        return self.job.type in PARENT_TYPES
+
 
 class LostRace(Exception):
     """Another request stored a job of this name between our read and our insert."""
@@ -115,7 +120,9 @@ class JobService:
         self.computes = computes
         self.plans = plans
         self.clock = clock
-        self.on_change = on_submit or (lambda: None)
+        # Called with the jobs just stored, or with None when a job changed (a cancel): wakes the loops
+        # that act on them.
+        self.on_change = on_submit or (lambda new=None: None)
         from cible.server.services.parent_jobs import ParentJobs  # it submits through this service
 
         # Sweeps and pipelines: checked at submit, shown with their trials or steps.
@@ -145,7 +152,7 @@ class JobService:
                 raise ConflictError(f"job '{name}' could not be stored; try again",
                                     details={"field": "name"}) from None
             return updated
-        self.on_change()
+        self.on_change([prepared])
         return self.get(name)  # read once committed: its wait reason reads the compute (a new serverless pool)
 
     def prepare(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None) -> NewJob | dict:
