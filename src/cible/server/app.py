@@ -291,22 +291,23 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.batch_runs = batch_runs
     app.state.batch_token_check = TokenCheck(jobs.run_token_refusal)
     install_error_handlers(app)
-    # The agents' routes first: their heartbeats, reports and files are most of the requests a busy
-    # workspace serves, and each route tried before the right one costs every request (/api/v1/agent/
-    # is their own prefix: no other route is shadowed).
+    # Routes are tried in order, and each one tried before the right one costs the request (FastAPI
+    # matches every route of every included router in turn): the busiest first. The agents' heartbeats,
+    # reports and files are most of what a busy workspace serves (/api/v1/agent/ is their own prefix),
+    # then jobs (submits and every poll); the studio's pages, which no API path reaches, last.
     app.include_router(agents_router.router)
-    install_studio(app, StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
-                                       code_ttl_s=settings.studio_code_ttl_s))
-    app.include_router(misc_router.router)
-    app.include_router(computes_router.router)
     app.include_router(batch_runs_router.router)  # before the jobs' routes: /{name}/batch… is its own
     app.include_router(jobs_router.router)
+    app.include_router(misc_router.router)
+    app.include_router(computes_router.router)
     app.include_router(endpoints_router.router)
     app.include_router(batch_endpoints_router.router)
     app.include_router(sizes_router.router)
     if tracking:
         app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal))
-    app.include_router(assets_router.router)  # last: its /api/v1/{kind} would shadow the routes above
+    app.include_router(assets_router.router)  # last of the API: its /api/v1/{kind} would shadow the routes above
+    install_studio(app, StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
+                                       code_ttl_s=settings.studio_code_ttl_s))
     app.add_middleware(TokenAuthMiddleware, tokens=tokens)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: body limits; 500s that keep the connection
     return app
