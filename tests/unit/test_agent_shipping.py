@@ -70,12 +70,18 @@ def node(tmp_path: Path) -> tuple[Agent, Server, Runner, Run, Path]:
     return agent, server, runner, run, artifacts
 
 
-def test_a_run_just_started_is_not_reported_until_it_settles(node):
-    agent, server, _, _, artifacts = node
+def started_now(agent: Agent, artifacts: Path) -> Run:
+    """A run the agent has just taken, with a log line written, watched once."""
     young = Run("j1", 2, 0, {"run_dir": str(artifacts.parent)}, oom_before=0)
     agent.runs = {young.key: young}
     (artifacts / "user_logs" / "std_log.txt").write_bytes(b"hello")
     agent._watch_run(young)
+    return young
+
+
+def test_a_run_just_started_is_not_reported_until_it_settles(node):
+    agent, server, _, _, artifacts = node
+    young = started_now(agent, artifacts)
     assert server.calls == []  # younger than SETTLE_S and running: nothing sent yet
     young.started_at -= agent_module.SETTLE_S
     agent._watch_run(young)
@@ -84,10 +90,7 @@ def test_a_run_just_started_is_not_reported_until_it_settles(node):
 
 def test_a_short_run_is_reported_once_with_every_status_and_file(node):
     agent, server, runner, _, artifacts = node
-    young = Run("j1", 2, 0, {"run_dir": str(artifacts.parent)}, oom_before=0)
-    agent.runs = {young.key: young}
-    (artifacts / "user_logs" / "std_log.txt").write_bytes(b"hello")
-    agent._watch_run(young)
+    young = started_now(agent, artifacts)
     runner.ended = True
     agent._watch_run(young)
     assert [r["history"] for r in server.reports()] == [["Running", "Completed"]]  # one request in all
