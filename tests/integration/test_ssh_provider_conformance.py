@@ -203,8 +203,11 @@ def test_a_machine_is_free_again_once_its_stopped_or_dead_agent_is_gone(
         os.kill(agent, signal.SIGKILL)
         wait_until(lambda: (nodes := provider.list_nodes()) is not None and dead.node_id not in nodes, 30,
                    interval=0.2, message="the dead agent's node gone")
-        wait_until(lambda: not Path(machine.remote_root(dead.node_id)).exists(), 30, interval=0.2,
-                   message="its folder removed from the machine")
+        # The machine is free once the provider's own record of the node is gone too: it removes that
+        # after the stop it ran over SSH returned, a moment after the machine's folder went.
+        wait_until(lambda: not Path(machine.remote_root(dead.node_id)).exists()
+                   and not (home / "nodes" / dead.node_id).exists(), 30, interval=0.2,
+                   message="its folder removed from the machine, and its record here")
         again = suite.request()
         provider.launch([again])
         wait_until(lambda: (n := (provider.list_nodes() or {}).get(again.node_id)) and n.address, 60, interval=0.1,
