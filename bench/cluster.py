@@ -10,13 +10,15 @@ Each figure is printed beside a floor measured in the same run, with the ratio:
 4. throughput: --jobs `true` jobs on a 2-node cluster, all submitted first (in one request per 1000, or
    one each with --one-by-one); jobs/s from the first submit to the last end; floor: as many
    `bash -c true` run two at a time (the launcher runs commands with bash -c). Target >= 0.3x the floor.
+5. serverless: submit -> the user's first line on `compute: serverless` (a node made for each job), without
+   and with a warm agent pool (a second workspace, CIBLE_WARM_NODES=1); floor as in 1. Target <= 3x.
 
 Breakdowns read the node state history from the workspace's SQLite file (the API does not show it) and
 the launchers' state files under the nodes' roots. The throughput wait is capped (--max-wait, after the last
 submit): past it, the rate counts the jobs that ended and says so.
 
     .venv/bin/python bench/cluster.py [--runs 30] [--jobs 1000] [--max-wait 90] [--quick] [--one-by-one]
-                                      [--only dispatch|scale-up|scale-down|throughput]
+                                      [--only dispatch|scale-up|scale-down|throughput|serverless]
 
 A fresh workspace in a temporary folder (CIBLE_TRACKING=0: no MLflow child), stopped at the end.
 """
@@ -282,6 +284,39 @@ def wait_all(client, experiment: str, jobs: int, timeout: float) -> list:
     return client.jobs.list(experiment_name=experiment)
 
 
+# -- 5. serverless -------------------------------------------------------------------------------------
+def serverless(client, home: Path, runs: int) -> None:
+    """Jobs on `compute: serverless` (each gets a node of its own) in this workspace, and in a second one whose
+    server keeps one warm agent (CIBLE_WARM_NODES=1), interleaved with the floor."""
+    from cible import MLClient
+
+    warm_home = Path(tempfile.mkdtemp(prefix="cible-bench-warm-"))
+    os.environ["CIBLE_WARM_NODES"] = "1"
+    try:
+        warm = MLClient(home=warm_home)  # its server starts here, with the pool
+    finally:
+        del os.environ["CIBLE_WARM_NODES"]
+    spec = job(f'python -c "{FIRST_LINE}"', "serverless")
+    floor, cold, hot = [], [], []
+    try:
+        for each in (client, warm):  # warm-up: imports, page cache, SQLite
+            first_line_ns(each, submit(each, spec)[1])
+        for _ in range(runs):
+            for each, out in ((client, cold), (warm, hot)):
+                time.sleep(0.5)  # the last job's node leaving, and the pool's next agent starting, are not measured
+                floor.append(floor_once())
+                t0, name = submit(each, spec)
+                out.append(first_line_ns(each, name) / 1e6 - t0 * 1e3)
+    finally:
+        clean_up(warm, warm_home)
+    f, c, w = median(floor), median(cold), median(hot)
+    print(f"\n5. serverless (a node made for each job), median of {runs}")
+    print(f"   floor  Popen(python -c)                        {f:8.1f} ms")
+    print(f"   cible  SDK create -> first line, no warm pool  {c:8.1f} ms   ratio {c / f:5.2f}x")
+    print(f"   cible  the same, CIBLE_WARM_NODES=1            {w:8.1f} ms   ratio {w / f:5.2f}x   target <= 3x: "
+          f"{'met' if w <= 3 * f else 'NOT met'}")
+
+
 # -- set-up and clean-up ------------------------------------------------------------------------------
 def clean_up(client, home: Path) -> None:
     try:
@@ -293,7 +328,8 @@ def clean_up(client, home: Path) -> None:
             poll(lambda: None if any(c["type"] in NODE_TYPES for c in client.compute.list()) else True, 60)
             poll(lambda: None if any((home / "nodes").glob("*/agent.json")) else True, timeout=30)
     finally:
-        subprocess.run([sys.executable, "-m", "cible", "server", "stop"], check=False, capture_output=True)
+        subprocess.run([sys.executable, "-m", "cible", "server", "stop", "--home", str(home)], check=False,
+                       capture_output=True)
         for agent_file in (home / "nodes").glob("*/agent.json"):  # any agent the drain did not stop
             try:
                 agent = psutil.Process(json.loads(agent_file.read_text())["pid"])
@@ -313,7 +349,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run: --runs 5 --jobs 50")
     parser.add_argument("--one-by-one", action="store_true",
                         help="submit the throughput jobs one request each (create_or_update), not in one batch")
-    parser.add_argument("--only", choices=["dispatch", "scale-up", "scale-down", "throughput"],
+    parser.add_argument("--only", choices=["dispatch", "scale-up", "scale-down", "throughput", "serverless"],
                         help="run one part alone")
     args = parser.parse_args()
     if args.quick:
@@ -329,7 +365,8 @@ def main() -> None:
     try:
         parts = {"dispatch": lambda: warm_dispatch(client, home, args.runs), "scale-up": lambda: scale_up(client, home),
                  "scale-down": lambda: scale_down(client, home),
-                 "throughput": lambda: throughput(client, home, args.jobs, args.max_wait, args.one_by_one)}
+                 "throughput": lambda: throughput(client, home, args.jobs, args.max_wait, args.one_by_one),
+                 "serverless": lambda: serverless(client, home, min(args.runs, 15))}
         for name, part in parts.items():
             if args.only in (None, name):
                 part()

@@ -1,9 +1,11 @@
 """Serverless compute, quotas and cost end to end: jobs that name no compute get nodes of their
 own (real `cible agent` processes) that go when they end; quotas hold nodes back with the
-reason shown; costs add up to node lifetimes × the size's price."""
+reason shown; costs add up to node lifetimes × the size's price. With CIBLE_WARM_NODES, a job's node
+is an agent started ahead of need, and the pool's time is billed."""
 
 from __future__ import annotations
 
+import psutil
 import pytest
 from e2e_support import Workspace, wait_until, write_yaml
 
@@ -98,3 +100,32 @@ def test_a_job_over_quota_waits_and_says_so_and_costs_add_up(ws: Workspace) -> N
     assert sum(by_job.values()) == pytest.approx(report["total"], abs=1e-5)
     by_user = ws.json("cost", "report", "--by", "user")
     assert by_user["lines"][0]["cost"] == pytest.approx(report["total"], abs=1e-5)
+
+
+def warm_agents(ws: Workspace) -> list[psutil.Process]:
+    """The workspace's warm agents still waiting (they work in the nodes' .warm folder until told)."""
+    folder = str(ws.home / "nodes" / ".warm")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if (proc.info["cmdline"] or [])[-1:] == ["--warm"] and proc.cwd() == folder:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_with_a_warm_pool_a_job_s_node_is_a_warm_agent_and_the_pool_is_billed(ws: Workspace) -> None:
+    ws.env["CIBLE_WARM_NODES"] = "1"
+    ws.cible("server", "start")
+    (waiting,) = wait_until(lambda: warm_agents(ws), 30, interval=0.1, message="a warm agent")
+    submit(ws, "warm", gated(ws, "warm"), extra=f"resources: {{instance_type: {SMALL}}}")
+    node = ws.wait_status("warm", "Running")["nodes"][0]
+    assert ws.agent_pid(node) == waiting.pid  # the warm agent became the job's node
+    wait_until(lambda: [p for p in warm_agents(ws) if p.pid != waiting.pid], 30, interval=0.1,
+               message="the pool filled again")
+    (ws.cwd / "go-warm").touch()
+    assert ws.wait_status("warm")["status"] == "Completed" and "on serverless:warm" in ws.run_log("warm")
+    lines = {line["key"]: line for line in ws.json("cost", "report", "--by", "compute")["lines"]}
+    assert set(lines) == {"serverless:warm", "(warm pool)"}
+    assert lines["(warm pool)"]["cost"] > 0 and lines["(warm pool)"]["idle"] == lines["(warm pool)"]["cost"]

@@ -121,7 +121,7 @@ def test_the_real_providers_declare_what_they_have(tmp_path: Path):
     ray = RayNodeProvider("10.0.0.1:6379", nodes_root=tmp_path / "nodes", home=tmp_path, url=None,
                           node_token=lambda n: "t")
     assert capability_mismatches(local) == [] and capability_mismatches(ray) == []
-    assert local.capabilities == {"preempt", "poll_errors", "on_node_gone", "size_notes"}
+    assert local.capabilities == {"preempt", "poll_errors", "on_node_gone", "size_notes", "prepare", "close"}  # warm agents
     assert ray.capabilities == {"prepare", "close", "preempt", "poll_errors", "on_node_gone"}
 
 

@@ -1,4 +1,5 @@
 """`python -m cible.agent --node-id … --root … (--home … | --url … | --url-file …)`: run one node's agent.
+`python -m cible.agent --warm`: an agent started ahead of need, told its node later (cible.agent.warm).
 
 The node's token comes on stdin (see cible.node.token), or from CIBLE_AGENT_TOKEN when started by
 hand: never from the command line, where any user could read it, and never the workspace's token
@@ -14,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from cible.agent.agent import Agent, read_url_file
+from cible.agent.agent import Agent, Launchers, read_url_file
 from cible.agent.presence import Presence
 from cible.node.limits import LimitError, NodeLimits, Shape
 from cible.node.token import token_from_stdin
@@ -51,7 +52,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, started: Launchers | None = None) -> int:
+    """Run the agent `argv` describes (`started`: a warm agent's launchers, see cible.agent.warm)."""
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = args.url
@@ -79,11 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         agent = Agent(node_id=args.node_id, root=args.root, url=url, token=token, limits=limits,
                       home=args.home, orphan_after_s=args.orphan_after, presence=presence,
                       address=args.advertise_address, url_file=args.url_file)
-        return agent.serve()
+        return agent.serve(started)
     except LimitError as exc:
         print(f"cible agent: {exc.message}", file=sys.stderr)
         return 1
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--warm"]:  # started ahead of need: told its node on stdin (cible.agent.warm)
+        from cible.agent.warm import serve_when_told
+
+        sys.exit(serve_when_told(main))
     sys.exit(main())

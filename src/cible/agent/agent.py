@@ -136,13 +136,16 @@ class Agent:
             pass  # being rewritten, or gone: the next failure reads it again
 
     # -- the main loop -----------------------------------------------------------
-    def serve(self) -> int:
+    def serve(self, started: Launchers | None = None) -> int:
+        """Run the node until told to stop. `started`: launchers a warm agent started before it knew
+        its node (cible.agent.warm), put under the node's limits here."""
         self.limits.create()
-        self.news, wake_fd = os.pipe()  # launchers write a byte on each status: the watcher's wake-up
-        os.set_blocking(self.news, False)
-        self.runner = LocalProcessRunner(self.root / "runs", preexec_fn=preexec_for(self.limits),
-                                         on_spawn=self.limits.add, wake_fd=wake_fd)
-        self.runner.prepare()
+        if started is None:
+            self.news, self.runner = start_launchers(self.root / "runs", self.limits)
+        else:
+            self.news, self.runner = started
+            self.runner.adopt(self.root / "runs", preexec_for(self.limits), self.limits.add)
+            self.runner.prepare()  # should its fork server have died while it waited
         threading.Thread(target=self._watch, name="watch", daemon=True).start()
         signal.signal(signal.SIGTERM, self.on_sigterm)
         try:
@@ -538,6 +541,21 @@ def _inline(path: Path, rel: str, sent: int, size: int) -> dict[str, Any]:
         fh.seek(sent)
         data = fh.read(size - sent)
     return {"path": rel, "offset": sent, "size": len(data), "data": base64.b64encode(data).decode("ascii")}
+
+
+Launchers = tuple[int, LocalProcessRunner]  # the read end of the launchers' wake pipe, and their runner
+
+
+def start_launchers(runs_root: Path, limits: NodeLimits | None) -> Launchers:
+    """The launchers' runner with its fork server started, and the read end of the pipe each launcher
+    writes a byte to on each status (the watcher's wake-up). Under `limits` from the start when
+    given; a warm agent's, made before its node is known, are put under them by `adopt`."""
+    news, wake_fd = os.pipe()
+    os.set_blocking(news, False)
+    held = {} if limits is None else {"preexec_fn": preexec_for(limits), "on_spawn": limits.add}
+    runner = LocalProcessRunner(runs_root, wake_fd=wake_fd, **held)
+    runner.prepare()
+    return news, runner
 
 
 def read_url_file(path: Path) -> str:

@@ -64,6 +64,14 @@ class LocalProcessRunner:
         if self.use_fork_server and (self._server is None or self._server.poll() is not None):
             self._server = self._spawn(["--fork-server"], subprocess.PIPE, subprocess.PIPE)
 
+    def adopt(self, runs_root: Path, preexec_fn: Callable[[], None], on_spawn: Callable[[int], None]) -> None:
+        """Hold a runner made before its node was known (a warm agent's, see cible.agent.warm) to that
+        node: its runs go under `runs_root` and its launchers under the node's limits from now on;
+        the fork server already started joins them (`on_spawn`), and so do the launchers it forks."""
+        self.runs_root, self.preexec_fn, self.on_spawn = runs_root, preexec_fn, on_spawn
+        if self._server is not None and self._server.poll() is None:
+            on_spawn(self._server.pid)
+
     def close(self) -> None:
         if self._server is not None and self._server.poll() is None:
             self._server.stdin.close()  # EOF: the server exits; the launchers it forked go on

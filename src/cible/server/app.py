@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from cible import __version__
 from cible.backends.base.contract import CLOSE, ON_NODE_GONE, PREPARE, SHARES_WORKSPACE, ProviderContext, supports
 from cible.backends.registry import build_providers
+from cible.core import catalog
 from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError, TrackingUnavailableError
 from cible.core.planning.jobs import LiveJob
@@ -52,7 +53,7 @@ from cible.server.services.attach import AttachedMachines
 from cible.server.services.batch_endpoints import BatchEndpointService
 from cible.server.services.batch_runs import BatchRunService, TokenCheck
 from cible.server.services.blobs import BlobService
-from cible.server.services.computes import ComputeService
+from cible.server.services.computes import DEFAULT_SERVERLESS_SIZES, ComputeService
 from cible.server.services.costs import CostService
 from cible.server.services.deployments import DeploymentService
 from cible.server.services.endpoints import EndpointService
@@ -61,6 +62,7 @@ from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import REPLICA, JobService, NewJob
 from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
+from cible.server.services.warm_pool import WarmPoolLedger
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
 from cible.server.studio import install_studio
@@ -85,9 +87,13 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     hub = AgentHub()
     bundle = node_bundle(paths)  # the node code sent to Slurm (and built once)
     # Every installed node provider (entry points `cible.node_providers`); an unusable one says why.
+    # Warm agents are billed at the size a serverless job gets by default (`computes` is made below).
+    warm_ledger = WarmPoolLedger(store, lambda: computes.default_serverless_size()
+                                 or catalog.get_size(DEFAULT_SERVERLESS_SIZES[-1]))
     providers = build_providers(
         ProviderContext(nodes_root=paths.nodes, home=paths.home, url=url, node_token=tokens.node),
-        options={"ray": {"address": settings.ray_address, "token": settings.ray_token,
+        options={"local": {"warm_nodes": settings.warm_nodes, "warm_ledger": warm_ledger},
+                 "ray": {"address": settings.ray_address, "token": settings.ray_token,
                          "autoscaling": settings.ray_autoscaling, "shared_workspace": settings.ray_shared_workspace},
                  "ssh": {"attached": attached.machines, "hosts_of": attached.hosts_of},
                  "slurm": {"access_of": lambda cluster: cluster_access(store, cluster), "bundle": bundle,
@@ -221,6 +227,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         # MLflow's child (~260 MB, seconds to import) is not started here but on first use: a job's
         # submit, the /mlflow proxy or a metrics read (TrackingServer.ensure_running).
         if reconcile:
+            warm_ledger.close_left_open()  # the warm agents of a server that crashed ended with it
             for provider in providers.values():
                 if supports(provider, PREPARE):
                     provider.prepare()  # engines reached over the network connect in the background

@@ -29,6 +29,16 @@ def env_bytes(name: str, default: int) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def env_count(name: str, default: int) -> int:
+    """A count from the environment: a whole number, 0 or more."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise InvalidRequestError(f"{name}={raw!r} is not a count: write a whole number, 0 or more (e.g. 2)")
+    return int(raw)
+
+
 @dataclass
 class ServerSettings:
     home: Path = field(default_factory=default_home)
@@ -50,6 +60,10 @@ class ServerSettings:
 
     # Where a job that names no compute runs: serverless (nodes made for it), or e.g. local.
     default_compute: str = field(default_factory=lambda: os.environ.get("CIBLE_DEFAULT_COMPUTE") or "serverless")
+
+    # Agents the local provider keeps started ahead of need (0: none): a serverless job's node, or a
+    # cluster's new one, takes one and skips the agent's start-up. Billed in the cost report.
+    warm_nodes: int = field(default_factory=lambda: env_count("CIBLE_WARM_NODES", 0))
 
     # Node providers: where a cluster's nodes come from when its YAML does not say (`cible: {provider:}`),
     # and the Ray cluster the `ray` provider places them on (its token when Ray's token auth is on).

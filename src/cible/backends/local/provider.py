@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cible.backends.base.contract import (
-    ON_NODE_GONE, POLL_ERRORS, PREEMPT, SIZE_NOTES, HostCapacity, NodeRequest, ProviderBase, ProviderNode,
-    ProviderStatus,
+    CLOSE, ON_NODE_GONE, POLL_ERRORS, PREEMPT, PREPARE, SIZE_NOTES, HostCapacity, NodeRequest, ProviderBase,
+    ProviderNode, ProviderStatus,
 )
+from cible.backends.local.warm import WarmAgents, WarmLedger
 from cible.core.safepaths import under
 from cible.launch.procs import signal_tree
 from cible.node.files import AGENT_FILE, PREEMPTED_FILE, SELF_STOP_FILE
@@ -38,10 +39,10 @@ LOOPBACK = "127.0.0.1"
 
 class LocalNodeProvider(ProviderBase):
     name = "local"
-    capabilities = frozenset({PREEMPT, POLL_ERRORS, ON_NODE_GONE, SIZE_NOTES})
+    capabilities = frozenset({PREEMPT, POLL_ERRORS, ON_NODE_GONE, SIZE_NOTES, PREPARE, CLOSE})
 
     def __init__(self, nodes_root: Path, home: Path, url: str | None, node_token: Callable[[str], str],
-                 python: str | None = None) -> None:
+                 python: str | None = None, warm_nodes: int = 0, warm_ledger: WarmLedger | None = None) -> None:
         self.nodes_root = nodes_root
         self.home = home  # the workspace: a restarted server's URL is in its server.json
         self.url = url
@@ -51,6 +52,8 @@ class LocalNodeProvider(ProviderBase):
         self._stopping: set[str] = set()  # nodes this provider ends: their exit is no failure
         self._lock = threading.Lock()
         self._capacity: Shape | None = None
+        # Agents started ahead of need (warm.py): a node takes one instead of starting its own.
+        self.warm = WarmAgents(self.python, nodes_root, warm_nodes, warm_ledger)
         # on_node_gone (ProviderBase): the server sets it, and the reconciler marks a gone node removed at once
 
     def status(self) -> ProviderStatus:
@@ -60,6 +63,12 @@ class LocalNodeProvider(ProviderBase):
         return ProviderStatus(name=self.name, available=True, reachable=True, error=None,
                               capacity=HostCapacity(vcpus=capacity.vcpus, memory_gb=round(capacity.memory_gb, 1),
                                                     gpus=capacity.gpus))
+
+    def prepare(self) -> None:
+        self.warm.start()
+
+    def close(self) -> None:
+        self.warm.stop()
 
     # -- the contract --------------------------------------------------------
     def cannot_hold(self, size: str, vcpus: int, memory_gb: float, gpus: int, overcommit: bool) -> str | None:
@@ -129,11 +138,14 @@ class LocalNodeProvider(ProviderBase):
     # -- helpers ---------------------------------------------------------------
     def _start(self, request: NodeRequest, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        args = [self.python, "-m", "cible.agent", "--root", str(root), *request.agent_args(self.home, self.url)]
-        with open(root / "agent.log", "ab") as log:
-            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True, cwd=root)
-        hand_token(proc, self.node_token(request.node_id))
+        argv, token = request.agent_args(self.home, self.url), self.node_token(request.node_id)
+        proc = self.warm.take(root, argv, token)
+        if proc is None:
+            with open(root / "agent.log", "ab") as log:
+                proc = subprocess.Popen([self.python, "-m", "cible.agent", "--root", str(root), *argv],
+                                        stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, close_fds=True, cwd=root)
+            hand_token(proc, token)
         write_json_atomic(root / AGENT_FILE, {"pid": proc.pid, "create_time": process_create_time(proc.pid),
                                               "size": request.size, "vcpus": request.vcpus,
                                               "memory_gb": request.memory_gb, "gpus": request.gpus})

@@ -359,13 +359,11 @@ class ComputeService:
                 raise InvalidRequestError(f"{field}: serverless nodes of {size.name}: {why}; pick a smaller size "
                                           "(`cible compute list-sizes`)", details={"field": field})
         else:
-            fits = [catalog.get_size(n) for n in DEFAULT_SERVERLESS_SIZES]
-            fits = [z for z in fits if not provider.cannot_hold(z.name, z.vcpus, z.memory_gb, z.gpus, overcommit=False)]
-            if not fits:
+            size = self.default_serverless_size(provider_name)
+            if size is None:
                 where = "this machine" if provider_name == "local" else f"any machine of the {provider_name} provider"
                 raise InvalidRequestError(f"{field}: not even a {DEFAULT_SERVERLESS_SIZES[-1]} node fits {where}; "
                                           "use compute: local", details={"field": field})
-            size = fits[0]
         low = job_tier == "spot"
         self.quotas.refuse_if_never_fits(size, low_priority=low, count=instance_count,
                                          what=f"serverless job {job_name} ({instance_count} x {size.name})",
@@ -373,6 +371,14 @@ class ComputeService:
         return {"size": size.name, "tier": "low_priority" if low else "dedicated", "min_instances": 0,
                 "max_instances": instance_count, "idle_time_before_scale_down": 0, "job": job_name,
                 "cible": {"provider": provider_name}}
+
+    def default_serverless_size(self, provider_name: str = "local") -> catalog.VmSize | None:
+        """The size of a serverless job's nodes when it names none: the first of DEFAULT_SERVERLESS_SIZES
+        the provider's machines hold (None: not even the smallest)."""
+        provider = self.providers[provider_name]
+        sizes = [catalog.get_size(name) for name in DEFAULT_SERVERLESS_SIZES]
+        return next((z for z in sizes if not provider.cannot_hold(z.name, z.vcpus, z.memory_gb, z.gpus,
+                                                                    overcommit=False)), None)
 
     def cost_estimate(self, target: str | dict[str, Any], nodes: int, timeout_s: float | None) -> dict[str, Any] | None:
         """A job's cost estimate at submit, from its compute's (or serverless pool's) size; None on local

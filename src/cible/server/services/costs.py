@@ -2,7 +2,8 @@
 catalog's indicative prices; low priority discounted), split into idle, per job and overhead.
 
 A node's price is written on it when it is requested, so a later catalog change does not
-rewrite the past. Serverless nodes are made for one job: their whole life is that job's.
+rewrite the past. Serverless nodes are made for one job: their whole life is that job's. The warm
+agents kept ahead of need (warm_pool.py) are billed as idle nodes of the "(warm pool)".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cible.core.planning.costs import NodeCost, StateChange, node_cost, report
 from cible.server.services.compute_spec import instance_spec
 from cible.server.services.instances import owner_of
 from cible.server.services.paging import MAX_TOP, slice_page
+from cible.server.services.warm_pool import warm_costs
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
 
@@ -93,7 +95,7 @@ class CostService:
         now = min(now, as_utc(until)) if until is not None else now
         since = as_utc(since) if since is not None else None
         with self.store.session() as session:
-            costs = node_costs(session, now, since=since)
+            costs = node_costs(session, now, since=since) + warm_costs(session, now, since)
             jobs = dict(session.execute(select(JobRow.name, JobRow.created_by)).all())
             # Who a compute's cost goes to: its creator; an instance's, the user it is assigned to.
             owners = {row.name: owner_of(instance_spec(row), row.created_by)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cible.core.models.endpoint_records import DeploymentStatus, EndpointKeys
@@ -330,3 +330,18 @@ class StudioGrantRow(Base):
     kind: Mapped[str] = mapped_column(String(16))  # code | session
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WarmSpanRow(Base):
+    """One warm agent's time in the local provider's pool (cible.backends.local.warm): billed from its
+    start until it became a node or was stopped. `alive_at`: when the pool last said it still ran,
+    where a span left open by a crash is closed at the next start."""
+
+    __tablename__ = "warm_spans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    size: Mapped[str] = mapped_column(String(64))
+    price_per_hour: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime]
+    alive_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)

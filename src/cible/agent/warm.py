@@ -1,0 +1,48 @@
+"""A warm agent: started by its provider before any node needs it (`CIBLE_WARM_NODES`), it has done
+its imports and started its launchers' fork server, and waits on stdin to be told which node to be.
+
+What it is told: one JSON line, `{"root": …, "argv": […]}` (the node's working root, and the
+arguments `python -m cible.agent` would get, as `NodeRequest.agent_args` makes them), then the
+node's token on the next line, as any agent gets it (cible.node.token). From there it is that node's
+agent: its output goes to the root's agent.log, and its launchers are put under the node's limits.
+EOF on stdin (its provider is gone, or stopping the pool) ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cible.agent.agent import Launchers, start_launchers
+
+AGENT_LOG = "agent.log"
+
+
+def serve_when_told(run_agent: Callable[[list[str], Launchers], int]) -> int:
+    started = start_launchers(Path(os.devnull), None)  # its runs' folder and limits come with its node
+    line = sys.stdin.readline()
+    if not line.strip():
+        started[1].close()
+        return 0
+    try:
+        order = json.loads(line)
+        root, argv = Path(order["root"]), [str(a) for a in order["argv"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"cible agent --warm: cannot read the node it is told to be: {exc}", file=sys.stderr)
+        return 2
+    _move_to(root)
+    return run_agent(["--root", str(root), *argv], started)
+
+
+def _move_to(root: Path) -> None:
+    """Work in the node's root and write to its agent.log, as an agent started for that node does."""
+    os.chdir(root)
+    log = os.open(root / AGENT_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
