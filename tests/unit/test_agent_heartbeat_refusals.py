@@ -1,5 +1,6 @@
 """A server that answers a heartbeat but cannot take it now (a 409, a 5xx) is asked again: the
-agent keeps its runs and goes on; only `stop`, an unknown node or a long silence end it."""
+agent keeps its runs and goes on; only `stop`, an unknown node or a long silence end it. Its first
+heartbeat is a long-poll too: a job assigned as the node gets ready comes in its reply."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cible.agent.agent import Agent
+from cible.agent.agent import FIRST_WAIT_S, Agent
 from cible.agent.http import Response, TransportError
 
 
@@ -86,3 +87,10 @@ def test_a_gone_server_is_looked_for_again_at_the_url_in_its_url_file(tmp_path: 
     url_file.write_text("")  # being rewritten: the URL known so far is kept
     agent._rediscover()
     assert agent.url == "http://127.0.0.1:4242"
+
+
+def test_the_first_heartbeat_is_a_long_poll_like_the_next(tmp_path: Path):
+    agent, server = _agent(tmp_path, [_answer(200, {"stop": False, "runs": [], "wait_s": 3.0}),
+                                      _answer(200, {"stop": True, "runs": []})])
+    assert agent._heartbeats() == 0
+    assert [sent["wait_s"] for sent in server.sent] == [FIRST_WAIT_S, 3.0]  # then the server's own

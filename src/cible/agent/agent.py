@@ -52,6 +52,7 @@ INLINE_BYTES = 256 << 10
 # wakes the server's job reconciler for a pass; on a busy cluster those are what a job costs.
 SETTLE_S = 0.25
 PRESENCE_WAIT_S = 2.0
+FIRST_WAIT_S = 10.0  # the first heartbeat's long-poll, before the server has said its own
 
 
 @dataclass
@@ -161,7 +162,10 @@ class Agent:
         `orphan_after_s` (1). A server that answers but cannot take a heartbeat now is asked again."""
         last_contact = time.monotonic()
         backoff = 0.05
-        wait_s = 0.0  # the first heartbeat returns at once: it makes the node idle
+        # The first heartbeat makes the node idle, and waits there too: a job waiting for the node
+        # (a serverless job, a scale-up) is assigned by the pass that heartbeat wakes, and comes in
+        # its reply rather than in the next one. The server caps the wait at its own.
+        wait_s = PRESENCE_WAIT_S if self.presence else FIRST_WAIT_S
         refused = None  # the last refusal logged, so that a long one is logged once
         while not self.stopping.is_set():
             try:
