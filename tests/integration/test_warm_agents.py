@@ -95,8 +95,9 @@ def test_without_a_warm_agent_ready_a_node_starts_its_own(tmp_path: Path) -> Non
     provider.prepare()  # warm_nodes 0: no pool
     try:
         provider.launch([NodeRequest(node_id="n1", compute="c", size="Standard_DS1_v2", vcpus=1, memory_gb=1.0)])
-        pid = json.loads((home / "nodes" / "n1" / AGENT_FILE).read_text())["pid"]
-        assert "--node-id" in psutil.Process(pid).cmdline()  # started for the node, not warm
+        agent = psutil.Process(json.loads((home / "nodes" / "n1" / AGENT_FILE).read_text())["pid"])
+        cmdline = wait_until(agent.cmdline, 30, message="the agent's command line (once it has exec'd)")
+        assert "--node-id" in cmdline  # started for the node, not warm
         assert provider.warm.pids() == [] and not (home / "nodes" / ".warm").exists()
     finally:
         provider.close()

@@ -27,6 +27,9 @@ from cible.node.token import hand_token
 log = logging.getLogger("cible.provider.local.warm")
 FOLDER = ".warm"  # under the nodes' root: the warm agents' working folder and their log until told
 ALIVE_EVERY_S = 30.0  # how often the ledger hears the pool still runs (a crash bills up to that much more)
+# A taken agent's replacement starts this long after: its start (~0.2 s of CPU) would compete with
+# the first job of the node just made, on the same machine.
+REFILL_AFTER_S = 1.0
 RETRY_AFTER_S = 30.0  # after warm agents keep dying before they are needed: stop starting them that long
 MAX_EARLY_EXITS = 3
 
@@ -65,6 +68,7 @@ class WarmAgents:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._early_exits = 0
+        self._taken_at = -REFILL_AFTER_S  # monotonic
 
     def start(self) -> None:
         if self.count > 0 and self._thread is None:
@@ -85,6 +89,7 @@ class WarmAgents:
                 if not self._ready:
                     return None
                 warm = self._ready.pop(0)
+            self._taken_at = time.monotonic()
             self._wake.set()  # its replacement
             self._close_span(warm)
             if warm.proc.poll() is not None:
@@ -102,6 +107,8 @@ class WarmAgents:
         """End the pool: every warm agent reads EOF and exits (a node it became goes on)."""
         self._stopped.set()
         self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)  # it starts no agent after this
         with self._lock:
             left, self._ready = self._ready, []
         for warm in left:
@@ -120,19 +127,23 @@ class WarmAgents:
     def _keep_full(self) -> None:
         last_alive = time.monotonic()
         while not self._stopped.is_set():
+            self._wake.clear()  # first: a take from here on wakes the wait below
+            quiet = self._taken_at + REFILL_AFTER_S - time.monotonic()
+            if quiet > 0 and self._stopped.wait(quiet):
+                break
             try:
                 self._drop_dead()
-                while not self._stopped.is_set() and len(self.pids()) < self.count and self._early_exits < MAX_EARLY_EXITS:
+                while not self._stopped.is_set() and len(self.pids()) < self.count \
+                        and self._early_exits < MAX_EARLY_EXITS:
                     self._start_one()
                 if time.monotonic() - last_alive >= ALIVE_EVERY_S:
                     last_alive = time.monotonic()
                     self._tell_alive()
             except Exception:  # the pool must outlive one failure (a full disk, the store busy)
                 log.exception("the warm agents' pool")
-            wait = RETRY_AFTER_S if self._early_exits >= MAX_EARLY_EXITS else ALIVE_EVERY_S
-            if self._wake.wait(wait) is False and self._early_exits >= MAX_EARLY_EXITS:
-                self._early_exits = 0  # try again
-            self._wake.clear()
+            backing_off = self._early_exits >= MAX_EARLY_EXITS
+            if not self._wake.wait(RETRY_AFTER_S if backing_off else ALIVE_EVERY_S) and backing_off:
+                self._early_exits = 0  # then try again
 
     def _start_one(self) -> None:
         with open(self.folder / "agents.log", "ab") as out:
