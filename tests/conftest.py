@@ -117,3 +117,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, AN
             return _scope_of(nodeid)
 
     return MachineGroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each item gets a node id of its own. Schemathesis (4.32) names an operation's item
+    `test[POST /api/v1/…]`, but pytest 9 builds node ids (`item._id`) from the name without what is in
+    brackets: the 101 operations of a fuzz test then shared one id, and xdist, which schedules by node
+    id, ran one of them. A serial run ran them all, so the two disagreed; now both run every one."""
+    from _pytest.nodes import coerce_node_id
+
+    for item in items:
+        own = item.name[item.name.find("["):] if "[" in item.name else ""
+        if own and not item.nodeid.endswith(own):
+            item._id = coerce_node_id(item.nodeid + own)
