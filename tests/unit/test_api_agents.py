@@ -304,8 +304,11 @@ def test_a_notify_wakes_a_waiting_heartbeat(server: Server):
     assert elapsed < LONG_POLL_S / 2
 
 
-def test_a_job_assigned_during_the_long_poll_is_in_its_reply(server: Server):
-    server.add_node("n1", state="idle")
+# preparing: a new node's first heartbeat, a long-poll as its agent sends it; the pass that heartbeat
+# wakes assigns it the job that waited for it
+@pytest.mark.parametrize("state", ["idle", "preparing"])
+def test_a_job_assigned_during_the_long_poll_is_in_its_reply(server: Server, state: str):
+    server.add_node("n1", state=state)
 
     def assign() -> None:  # what the cluster reconciler does, then it wakes the node
         server.add_job("j1")
@@ -319,22 +322,6 @@ def test_a_job_assigned_during_the_long_poll_is_in_its_reply(server: Server):
     [run] = response.json()["runs"]
     assert run["job"] == "j1" and run["plan"]["node_rank"] == 0
     assert elapsed < LONG_POLL_S / 2
-
-
-def test_a_new_node_s_first_heartbeat_waits_and_brings_the_job_assigned_as_it_got_ready(server: Server):
-    server.add_node("n1")  # preparing: its agent's first heartbeat (a long-poll, as the agent sends it)
-
-    def assign() -> None:  # the cluster pass that heartbeat woke: the node is ready, a job waits for it
-        server.add_job("j1")
-        server.set_node("n1", state="running", job_name="j1")
-        server.app.state.hub.notify("n1")
-
-    thread, failures = in_background(server, "n1", assign)
-    response, elapsed = timed(lambda: server.heartbeat("n1", wait_s=LONG_POLL_S))
-    thread.join(LONG_POLL_S)
-    assert not failures, failures
-    [run] = response.json()["runs"]
-    assert run["job"] == "j1" and elapsed < LONG_POLL_S / 2
 
 
 def test_a_cancel_during_the_long_poll_is_in_its_reply(server: Server):
