@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from cible.agent.agent import Agent, Launchers, read_url_file
+from cible.agent.agent import Agent, WarmStart, read_url_file
 from cible.agent.presence import Presence
 from cible.node.limits import LimitError, NodeLimits, Shape
 from cible.node.token import token_from_stdin
@@ -52,8 +52,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None, started: Launchers | None = None) -> int:
-    """Run the agent `argv` describes (`started`: a warm agent's launchers, see cible.agent.warm)."""
+def main(argv: list[str] | None = None, warm: WarmStart | None = None) -> int:
+    """Run the agent `argv` describes (`warm`: what a warm agent started, see cible.agent.warm)."""
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = args.url
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None, started: Launchers | None = None) -> int
         return 2
     shape = Shape(vcpus=args.vcpus, memory_gb=args.memory_gb, gpus=args.gpus)
     try:
-        limits = NodeLimits(args.node_id, shape, overcommit=args.overcommit, size=args.size)
+        limits = NodeLimits(args.node_id, shape, overcommit=args.overcommit, size=args.size,
+                            mechanism=warm.mechanism if warm else None)
         presence = None
         if args.disk_gb is not None or args.idle_shutdown is not None:
             if args.persistent_dir is not None:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None, started: Launchers | None = None) -> int
         agent = Agent(node_id=args.node_id, root=args.root, url=url, token=token, limits=limits,
                       home=args.home, orphan_after_s=args.orphan_after, presence=presence,
                       address=args.advertise_address, url_file=args.url_file)
-        return agent.serve(started)
+        return agent.serve(warm)
     except LimitError as exc:
         print(f"cible agent: {exc.message}", file=sys.stderr)
         return 1

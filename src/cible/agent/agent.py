@@ -137,14 +137,14 @@ class Agent:
             pass  # being rewritten, or gone: the next failure reads it again
 
     # -- the main loop -----------------------------------------------------------
-    def serve(self, started: Launchers | None = None) -> int:
-        """Run the node until told to stop. `started`: launchers a warm agent started before it knew
-        its node (cible.agent.warm), put under the node's limits here."""
+    def serve(self, warm: WarmStart | None = None) -> int:
+        """Run the node until told to stop. `warm`: what a warm agent started before it knew its node
+        (cible.agent.warm): its launchers are put under the node's limits here."""
         self.limits.create()
-        if started is None:
+        if warm is None:
             self.news, self.runner = start_launchers(self.root / "runs", self.limits)
         else:
-            self.news, self.runner = started
+            self.news, self.runner = warm.news, warm.runner
             self.runner.adopt(self.root / "runs", preexec_for(self.limits), self.limits.add)
             self.runner.prepare()  # should its fork server have died while it waited
         threading.Thread(target=self._watch, name="watch", daemon=True).start()
@@ -547,10 +547,17 @@ def _inline(path: Path, rel: str, sent: int, size: int) -> dict[str, Any]:
     return {"path": rel, "offset": sent, "size": len(data), "data": base64.b64encode(data).decode("ascii")}
 
 
-Launchers = tuple[int, LocalProcessRunner]  # the read end of the launchers' wake pipe, and their runner
+@dataclass(frozen=True)
+class WarmStart:
+    """What a warm agent did before it knew its node (cible.agent.warm): its launchers (start_launchers)
+    and the limits mechanism, found while it waited (finding it makes and removes a test group)."""
+
+    news: int
+    runner: LocalProcessRunner
+    mechanism: str
 
 
-def start_launchers(runs_root: Path, limits: NodeLimits | None) -> Launchers:
+def start_launchers(runs_root: Path, limits: NodeLimits | None) -> tuple[int, LocalProcessRunner]:
     """The launchers' runner with its fork server started, and the read end of the pipe each launcher
     writes a byte to on each status (the watcher's wake-up). Under `limits` from the start when
     given; a warm agent's, made before its node is known, are put under them by `adopt`."""

@@ -1,5 +1,6 @@
 """A warm agent: started by its provider before any node needs it (`CIBLE_WARM_NODES`), it has done
-its imports and started its launchers' fork server, and waits on stdin to be told which node to be.
+its imports, started its launchers' fork server and found the limits mechanism, and waits on stdin to
+be told which node to be.
 
 What it is told: one JSON line, `{"root": …, "argv": […]}` (the node's working root, and the
 arguments `python -m cible.agent` would get, as `NodeRequest.agent_args` makes them), then the
@@ -16,16 +17,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cible.agent.agent import Launchers, start_launchers
+from cible.agent.agent import WarmStart, start_launchers
+from cible.node.limits import detect_mechanism
 
 AGENT_LOG = "agent.log"
 
 
-def serve_when_told(run_agent: Callable[[list[str], Launchers], int]) -> int:
-    started = start_launchers(Path(os.devnull), None)  # its runs' folder and limits come with its node
+def serve_when_told(run_agent: Callable[[list[str], WarmStart], int]) -> int:
+    news, runner = start_launchers(Path(os.devnull), None)  # its runs' folder and limits come with its node
+    warm = WarmStart(news, runner, detect_mechanism())
     line = sys.stdin.readline()
     if not line.strip():
-        started[1].close()
+        runner.close()
         return 0
     try:
         order = json.loads(line)
@@ -34,7 +37,7 @@ def serve_when_told(run_agent: Callable[[list[str], Launchers], int]) -> int:
         print(f"cible agent --warm: cannot read the node it is told to be: {exc}", file=sys.stderr)
         return 2
     _move_to(root)
-    return run_agent(["--root", str(root), *argv], started)
+    return run_agent(["--root", str(root), *argv], warm)
 
 
 def _move_to(root: Path) -> None:

@@ -11,10 +11,12 @@ Python start; should it be gone, a launcher is started the plain way.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from cible.launch.state import WAKE_FD_ENV
 from cible.launch.tracking import with_run_token
 from cible.node import proc as processes
 from cible.runfiles import CANCEL_FILE, HANDLE_FILE, PLAN_FILE, read_state, write_json_atomic
+
+log = logging.getLogger("cible.runner")
 
 
 class LocalProcessRunner:
@@ -46,6 +50,8 @@ class LocalProcessRunner:
         self.preexec_fn = preexec_fn
         self.on_spawn = on_spawn
         self._server: subprocess.Popen | None = None  # the launcher fork server
+        self._joined = threading.Event()  # the fork server is under the limits it should be (see adopt)
+        self._joined.set()
         self._children: dict[int, subprocess.Popen] = {}  # reaped in poll(), so no zombies pile up
 
     def _spawn(self, args: list[str], stdin, stdout) -> subprocess.Popen:  # noqa: ANN001
@@ -66,11 +72,27 @@ class LocalProcessRunner:
 
     def adopt(self, runs_root: Path, preexec_fn: Callable[[], None], on_spawn: Callable[[int], None]) -> None:
         """Hold a runner made before its node was known (a warm agent's, see cible.agent.warm) to that
-        node: its runs go under `runs_root` and its launchers under the node's limits from now on;
-        the fork server already started joins them (`on_spawn`), and so do the launchers it forks."""
+        node: its runs go under `runs_root` and its launchers under the node's limits from now on.
+        The fork server already started joins them (`on_spawn`), and so do the launchers it forks:
+        in the background, as moving a process between cgroups (v1) waits for the kernel (~10 ms),
+        and the node's first heartbeat need not wait; the first fork waits for it instead."""
         self.runs_root, self.preexec_fn, self.on_spawn = runs_root, preexec_fn, on_spawn
-        if self._server is not None and self._server.poll() is None:
-            on_spawn(self._server.pid)
+        server = self._server
+        if server is not None and server.poll() is None:
+            self._joined.clear()
+            threading.Thread(target=self._join, args=(server, on_spawn), name="fork-server-joins", daemon=True).start()
+
+    def _join(self, server: subprocess.Popen, on_spawn: Callable[[int], None]) -> None:
+        try:
+            on_spawn(server.pid)
+        except Exception:  # not under the node's limits: no launcher may come from it
+            log.exception("the launchers' fork server could not be put under the node's limits; it is stopped")
+            self._server = None
+            server.kill()
+            server.wait(timeout=10)
+            self.prepare()  # a new one, started under them
+        finally:
+            self._joined.set()
 
     def close(self) -> None:
         if self._server is not None and self._server.poll() is None:
@@ -101,6 +123,7 @@ class LocalProcessRunner:
 
     def _fork(self, run_dir: Path) -> int | None:
         """Have the fork server start the launcher of `run_dir`; its pid, or None without a server."""
+        self._joined.wait()
         server = self._server
         if server is None or server.poll() is not None:
             return None

@@ -69,6 +69,7 @@ class WarmAgents:
         self._thread: threading.Thread | None = None
         self._early_exits = 0
         self._taken_at = -REFILL_AFTER_S  # monotonic
+        self._ended: list[tuple[Warm, datetime]] = []  # taken, their spans not closed yet
 
     def start(self) -> None:
         if self.count > 0 and self._thread is None:
@@ -89,9 +90,10 @@ class WarmAgents:
                 if not self._ready:
                     return None
                 warm = self._ready.pop(0)
+                # billed until now: written by the pool's thread, off the new node's way
+                self._ended.append((warm, self.clock()))
             self._taken_at = time.monotonic()
             self._wake.set()  # its replacement
-            self._close_span(warm)
             if warm.proc.poll() is not None:
                 continue
             try:
@@ -109,6 +111,7 @@ class WarmAgents:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)  # it starts no agent after this
+        self._close_ended()
         with self._lock:
             left, self._ready = self._ready, []
         for warm in left:
@@ -132,6 +135,7 @@ class WarmAgents:
             if quiet > 0 and self._stopped.wait(quiet):
                 break
             try:
+                self._close_ended()
                 self._drop_dead()
                 while not self._stopped.is_set() and len(self.pids()) < self.count \
                         and self._early_exits < MAX_EARLY_EXITS:
@@ -163,12 +167,18 @@ class WarmAgents:
             log.warning("a warm agent exited with code %s before it was needed (see %s)", warm.proc.returncode,
                         self.folder / "agents.log")
 
-    def _close_span(self, warm: Warm) -> None:
+    def _close_ended(self) -> None:
+        with self._lock:
+            ended, self._ended = self._ended, []
+        for warm, at in ended:
+            self._close_span(warm, at)
+
+    def _close_span(self, warm: Warm, at: datetime | None = None) -> None:
         if warm.span is not None and self.ledger is not None:
             span, warm.span = warm.span, None
             try:
-                self.ledger.closed(span, self.clock())
-            except Exception:  # billing must not stop a node from starting
+                self.ledger.closed(span, at or self.clock())
+            except Exception:  # billing must not stop the pool
                 log.exception("the warm pool's ledger")
 
     def _tell_alive(self) -> None:
