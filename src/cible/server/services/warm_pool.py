@@ -31,20 +31,18 @@ class WarmPoolLedger:
         with self.store.session() as session:
             row = WarmSpanRow(size=size.name, price_per_hour=size.price_per_hour, started_at=at, alive_at=at)
             session.add(row)
-            session.commit()
+            session.flush()  # its id (the session commits as it closes)
             return row.id
 
     def closed(self, span: int, at: datetime) -> None:
         with self.store.session() as session:
             session.execute(update(WarmSpanRow).where(WarmSpanRow.id == span, WarmSpanRow.ended_at.is_(None))
                             .values(ended_at=at, alive_at=at))
-            session.commit()
 
     def alive(self, spans: list[int], at: datetime) -> None:
         with self.store.session() as session:
             session.execute(update(WarmSpanRow).where(WarmSpanRow.id.in_(spans), WarmSpanRow.ended_at.is_(None))
                             .values(alive_at=at))
-            session.commit()
 
     def close_left_open(self) -> int:
         """At a server's start: the spans a crash left open end when the pool last said they ran
@@ -52,7 +50,6 @@ class WarmPoolLedger:
         with self.store.session() as session:
             count = session.execute(update(WarmSpanRow).where(WarmSpanRow.ended_at.is_(None))
                                     .values(ended_at=WarmSpanRow.alive_at)).rowcount
-            session.commit()
             return count
 
 
