@@ -15,17 +15,10 @@ from cible.server.services.costs import CostService
 from cible.server.services.warm_pool import WARM_POOL, WarmPoolLedger
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
+from cible.testing import FrozenClock
 
 T0 = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
 SIZE = catalog.get_size("Standard_DS2_v2")
-
-
-class At:
-    def __init__(self, now: datetime) -> None:
-        self.at = now
-
-    def now(self) -> datetime:
-        return self.at
 
 
 @pytest.fixture
@@ -41,7 +34,7 @@ def test_warm_time_is_billed_until_the_agent_becomes_a_node_and_shown_as_idle(st
     first = ledger.opened(T0)
     ledger.closed(first, T0 + timedelta(hours=1))  # it became a node after an hour
     ledger.opened(T0 + timedelta(hours=1))  # its replacement, still waiting two hours later
-    clock = At(T0 + timedelta(hours=3))
+    clock = FrozenClock(T0 + timedelta(hours=3))
     report = CostService(store, clock).report(by="compute")
     (line,) = report["value"]
     assert line["key"] == WARM_POOL and line["node_hours"] == pytest.approx(3.0)
@@ -59,7 +52,7 @@ def test_a_span_left_open_by_a_crash_ends_where_the_pool_last_said_it_ran(store:
     # the server dies here; it starts again a day later
     assert ledger.close_left_open() == 1
     assert ledger.close_left_open() == 0
-    later = CostService(store, At(T0 + timedelta(days=1))).report(by="compute")["value"][0]
+    later = CostService(store, FrozenClock(T0 + timedelta(days=1))).report(by="compute")["value"][0]
     assert later["node_hours"] == pytest.approx(10 / 60, abs=1e-6)  # rounded to 6 decimals
 
 
