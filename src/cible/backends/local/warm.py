@@ -153,9 +153,14 @@ class WarmAgents:
         with open(self.folder / "agents.log", "ab") as out:
             proc = subprocess.Popen([self.python, "-m", "cible.agent", "--warm"], stdin=subprocess.PIPE, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, cwd=self.folder)
-        span = self.ledger.opened(self.clock()) if self.ledger is not None else None
-        with self._lock:
-            self._ready.append(Warm(proc, span))
+        warm = Warm(proc, None)
+        with self._lock:  # first: an agent started is always the pool's to hand out or stop
+            self._ready.append(warm)
+        if self.ledger is not None:
+            try:
+                warm.span = self.ledger.opened(self.clock())
+            except Exception:  # billing must not stop the pool
+                log.exception("the warm pool's ledger")
 
     def _drop_dead(self) -> None:
         with self._lock:
