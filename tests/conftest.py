@@ -56,7 +56,7 @@ def store(tmp_path):  # noqa: ANN001, ANN201 (a cible.server.store.db.Store)
     store.close()
 
 
-# --- Parallel runs (pytest-xdist `--dist loadgroup`: CIBLE_TEST_WORKERS=2 bash scripts/test.sh) ------------------------
+# --- Parallel runs (pytest-xdist `--dist loadgroup`, the default of scripts/test.sh) ------------------------
 # Tests that use something of the whole machine never run at the same time as one another: each family
 # below is one group, so one worker runs all of it, one test after the other. A module is in a family
 # when it uses the family's helper (its name in the module's text, so a new module joins by importing it):

@@ -304,7 +304,7 @@ def test_mirrored_traffic_reaches_the_shadow_without_slowing_the_caller(ml: MLCl
     for _ in range(10):
         answer = caller.post(slow)
         assert answer.status_code == 200 and answer.json()["who"] == "blue"
-    assert time.monotonic() - t0 < 2, "the caller waited for the mirror"
+    assert time.monotonic() - t0 < 10, "the caller waited for the mirror"  # 20 s if it had
     ml.online_endpoints.begin_update("roll", mirror_traffic={}).result()
 
 

@@ -337,9 +337,9 @@ def test_past_the_request_timeout_is_408_and_the_deployment_goes_on(gateway, rep
     gateway.publish(table(endpoint([DeploymentRoute("blue", (replicas["blue-0"].replica(),),
                                                     request_timeout_ms=300)], {"blue": 100})))
     started = time.monotonic()
-    status, headers, body = score(gateway.port, headers={"x-test-sleep": "2"})
+    status, headers, body = score(gateway.port, headers={"x-test-sleep": "10"})
     assert status == 408 and b"300 ms" in body and headers["azureml-model-deployment"] == "blue"
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 5  # not the replica's 10 s
     assert score(gateway.port)[0] == 200
 
 
@@ -365,16 +365,18 @@ def test_a_replica_killed_mid_request_is_424_never_a_hang(gateway, replicas) -> 
         result: dict[str, tuple] = {}
         caller = threading.Thread(target=lambda: result.__setitem__("r", score(port, headers={"x-test-sleep": "30"})))
         caller.start()
-        wait_until(lambda: gateway.stats("ep")["red"]["in_flight"] == 1, timeout=10, message="the request in flight")
+        wait_until(lambda: gateway.stats("ep")["red"]["in_flight"] == 1, timeout=30, message="the request in flight")
         doomed.stop()  # SIGKILL mid-request
-        caller.join(10)
+        # A gateway that hung would wait out the 60 s request timeout; the bounds below stay well
+        # under it and well over what a loaded 2-core machine needs.
+        caller.join(30)
         assert not caller.is_alive(), "the gateway hung on a dead replica"
         status, headers, _ = result["r"]
         assert status == 424 and headers["ms-azureml-model-error-reason"] == "replica_unreachable"
         # its port is closed now: refused at once, still 424
         started = time.monotonic()
         assert score(port)[0] == 424
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 30
         # and the gateway serves on
         assert score(port, endpoint="other")[0] == 200
         assert gateway.stats("ep")["red"]["errors"] == 2

@@ -127,3 +127,13 @@ def test_a_run_that_leaves_much_to_send_ships_it_before_its_final_report(node, m
     agent._watch_run(run)
     assert server.puts() == ["files/user_logs/std_log.txt"]
     assert "files" not in server.reports()[-1]
+
+
+@pytest.mark.parametrize(("canceling", "end", "code"), [(False, "Failed", "LauncherLost"), (True, "Canceled", "Canceled")])
+def test_a_launcher_gone_without_its_last_word_fails_the_run_unless_it_was_being_canceled(node, canceling, end, code):
+    agent, server, runner, run, _ = node
+    run.canceling = canceling
+    runner.poll = lambda handle: RunObservation(history=["Running"], alive=False)  # killed: no end written
+    agent._watch_run(run)
+    final = server.reports()[-1]
+    assert final["history"] == ["Running", end] and final["error"]["code"] == code

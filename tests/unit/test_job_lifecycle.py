@@ -73,3 +73,10 @@ def test_decide_takes_the_launchers_end_and_error():
     decision = decide_job(S.RUNNING, launched=True, observation=obs)
     assert decision.steps == [S.FINALIZING, S.FAILED]
     assert decision.error.exit_code == 3  # the launcher's own fields kept
+
+
+def test_decide_cancels_a_job_whose_launcher_vanished_while_it_was_being_canceled():
+    obs = RunObservation(history=["Preparing", "Running"], alive=False)
+    decision = decide_job(S.CANCEL_REQUESTED, launched=True, observation=obs)
+    assert decision.steps == [S.CANCELED]
+    assert decision.error.code == "Canceled"

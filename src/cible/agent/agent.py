@@ -466,7 +466,11 @@ class Agent:
 
     def _report_of(self, run: Run, observation: RunObservation, ended: bool) -> dict[str, Any]:
         history, error = list(observation.history), observation.error
-        if ended and not observation.ended:  # the launcher died without its last word
+        if ended and not observation.ended and run.canceling:  # killed while told to cancel: as asked
+            history.append("Canceled")
+            error = {"code": "Canceled", "message": f"canceled; the job's launcher on node {self.node_id} "
+                                                    "stopped before it reported the end"}
+        elif ended and not observation.ended:  # the launcher died without its last word
             history.append("Failed")
             error = {"code": "LauncherLost", "message": f"the job's launcher on node {self.node_id} stopped "
                                                         "without reporting an end (killed or crashed)"}

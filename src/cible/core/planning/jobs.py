@@ -69,6 +69,12 @@ def decide_job(status: JobStatus | str, launched: bool, observation: RunObservat
     if obs.ended:
         decision.error = JobError.model_validate(obs.error) if obs.error else None
         return decision
+    if not obs.alive and status == JobStatus.CANCEL_REQUESTED:
+        # Gone before it said so (killed with its node while the cancel was on its way): what the
+        # user asked for happened, so it ends Canceled, not Failed.
+        decision.steps = [*decision.steps, JobStatus.CANCELED]
+        decision.error = JobError(code="Canceled", message="canceled; its launcher stopped before it reported the end")
+        return decision
     if not obs.alive:
         # The launcher died without reporting an end (killed, machine reboot).
         decision.steps = [*decision.steps, JobStatus.FAILED]
