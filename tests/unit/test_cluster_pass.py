@@ -226,13 +226,19 @@ class Sim:
                 self.seen.add("back-off-doubled")
 
     def check_reasons(self, name: str, observed: ComputeStatus, queued: list) -> None:
+        """The stored queue is the FIFO head of the queued jobs (all of them unless `more`), and every
+        queued job's reason says its place: from the stored head, or counted behind it."""
         queue = observed.queue
         stored = queue.jobs if queue is not None else []
-        assert set(stored) == {q.name for q in queued}, f"{name}: queue stored {stored}, queued {queued}"
+        fifo = [q.name for q in sorted(queued, key=lambda q: (q.created_at, q.name))]
         created = {q.name: q.created_at for q in queued}
-        assert [created[j] for j in stored] == sorted(created[j] for j in stored), f"{name}: not FIFO: {stored}"
-        for position, q in enumerate(sorted(queued, key=lambda q: stored.index(q.name)), start=1):
-            reason = queued_reason(name, observed, q.name, q.instance_count)
+        assert [created[j] for j in stored] == sorted(created[j] for j in fifo[:len(stored)]), \
+            f"{name}: stored {stored}, not the FIFO head of {fifo}"
+        assert (len(stored) < len(fifo)) == bool(queue and queue.more), f"{name}: stored {stored} of {fifo}"
+        if len(fifo) > len(stored):
+            self.seen.add("queue-head")
+        for position, q in enumerate(sorted(queued, key=lambda q: (created[q.name], q.name)), start=1):
+            reason = queued_reason(name, observed, q.name, q.instance_count, ahead=lambda: position - 1)
             assert reason.startswith(f"position {position} in the queue of {name}: "), reason
 
     def history_reasons(self, now: datetime) -> list[str | None]:
@@ -288,7 +294,7 @@ def test_random_runs_of_the_real_pass_keep_the_invariants_and_every_job_ends(mak
         restarts += sim.restarts_while_backing_off
     # The test guards itself: across the seeds, each kind of event actually happened.
     assert seen >= {"quota-wait", "start-failed", "back-off-doubled", "requeue", "gang",
-                    "idle", "running", "leaving", "preempted", "unusable", "removed"}, seen
+                    "idle", "running", "leaving", "preempted", "unusable", "removed", "queue-head"}, seen
     assert restarts > 0  # the reconciler was restarted while a compute was backing off
 
 

@@ -126,3 +126,27 @@ def test_waiting_text_counts_only_nodes_the_job_could_use():
     plan = decide_cluster(cfg(max_instances=3), nodes, [queued(clock, "gang", 3)], [], clock.now())
     assert plan.launch == 2
     assert plan.waiting["gang"].endswith("waiting for 3 nodes: 0 idle, 3 starting, max 3")
+
+
+def test_the_queues_head_gives_the_plan_of_the_whole_queue_and_says_more_wait():
+    """The pass reads max_instances + 1 queued jobs (cluster_pass's load): placement and scaling
+    must come out as the whole queue's would, whatever the nodes and the gangs."""
+    from cible.core.planning.scheduling import queued_reason
+
+    for busy, idle, sizes in [(0, 3, [1]), (0, 0, [1] * 40), (1, 1, [1] * 40), (0, 2, [2, 1] * 20), (2, 0, [3, 1] * 20)]:
+        clock = FrozenClock()
+        nodes = [node(clock, f"i{k}") for k in range(idle)] + [
+            node(clock, f"b{k}", "running", job_name=f"busy{k}") for k in range(busy)]
+        running = [RunningJob(name=f"busy{k}", node_ids=(f"b{k}",)) for k in range(busy)]
+        jobs = [queued(clock, f"j{k:02d}", n) for k, n in enumerate(sizes)]
+        config = cfg(max_instances=4)
+        whole = decide_cluster(config, nodes, jobs, running, clock.now())
+        depth = config.max_instances + 1
+        head = decide_cluster(config, nodes, jobs[:depth], running, clock.now(), queue_more=len(jobs) > depth)
+        assert (head.assign, head.launch, head.target_nodes, head.node_transitions, head.fail) == (
+            whole.assign, whole.launch, whole.target_nodes, whole.node_transitions, whole.fail), (busy, idle, sizes)
+        assert whole.observed.queue.jobs[:len(head.observed.queue.jobs)] == head.observed.queue.jobs
+        assert head.observed.queue.more == (len(jobs) > depth) and head.observed.queue.head == whole.observed.queue.head
+    # A job behind the stored head (of the last case) counts the jobs ahead of it.
+    reason = queued_reason("cpu-cluster", head.observed, "j30", 1, ahead=lambda: 29)
+    assert reason == "position 30 in the queue of cpu-cluster: waiting for the 29 jobs ahead of it (FIFO); needs 1 node"

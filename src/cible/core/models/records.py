@@ -150,6 +150,9 @@ class DecidedQueue(Record):
     # serverless pool's own nodes.
     reason_for_all: str | None = None
     notes: list[str] = Field(default_factory=list)  # said after each job's reason: the engine has no room
+    # The pass read the queue's head only (what it can place, and enough to size the cluster): more
+    # jobs wait behind `jobs`, and one of them counts the jobs ahead of it to say its position.
+    more: bool = False
 
 
 class InstanceEvent(Record):

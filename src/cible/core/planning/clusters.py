@@ -144,12 +144,15 @@ def decide_cluster(
     observed: ComputeStatus | None = None,
     quota: QuotaHeadroom | None = None,
     engine_waiting: str | None = None,
+    queue_more: bool = False,
 ) -> ClusterPlan:
     """Plan one pass for one cluster. `nodes` are its non-removed node rows with this pass's
     observations; `queued` its Queued jobs (any order: FIFO is by submitted_at); `running`
     the jobs holding its nodes; `observed` its status as the last pass left it (start
     failures); `quota` the workspace's quota headroom (None: no limits); `engine_waiting`
-    why the engine has no room for its next node (a note in the jobs' reasons).
+    why the engine has no room for its next node (a note in the jobs' reasons); `queue_more`: `queued`
+    is the queue's head only, of at least max_instances + 1 jobs (the plan is then the same as with the
+    whole queue: no more of it can be placed, and it already asks for every node the cluster may have).
 
     Applying the plan, in this order, is the reconciler's part: each node transition
     through `check_transition` (entering idle sets idle_since=now and clears job_name;
@@ -197,9 +200,9 @@ def decide_cluster(
 
     plan.idle, plan.busy = len(world.in_state(N.IDLE)), busy
     plan.starting = len(world.in_state(N.PREPARING)) + plan.launch
-    plan.queue_jobs = _queue_after(placement.waiting, running, plan)
+    plan.queue_jobs = _queue_after(placement.waiting, running, plan, queue_more)
     queue = decided_queue(config, plan.queue_jobs, idle=plan.idle, starting=plan.starting, busy=busy,
-                          notes=[engine_waiting] if engine_waiting else [])
+                          notes=[engine_waiting] if engine_waiting else [], more=queue_more)
     plan.observed = observed.model_copy(update={
         "target_node_count": plan.target_nodes, "start_failures": failures, "provisioning_errors": errors,
         "quota_wait": quota_wait, "queue": queue})
@@ -214,13 +217,18 @@ def fill_waiting(plan: ClusterPlan, compute: str) -> None:
                     for position, job in enumerate(plan.queue_jobs, start=1)}
 
 
-def _queue_after(waiting: Sequence[QueuedJob], running: Sequence[RunningJob], plan: ClusterPlan) -> list[QueuedJob]:
+def _queue_after(waiting: Sequence[QueuedJob], running: Sequence[RunningJob], plan: ClusterPlan,
+                 more: bool) -> list[QueuedJob]:
     """The queue as it stands once the plan is applied: a requeued job is queued again in its FIFO
-    place, so its reason is stored with the others'."""
+    place, so its reason is stored with the others'. Behind a head (`more`), a requeued job that falls
+    past the head's last job is left out: jobs unread lie between, and it counts them (queued_reason)."""
     requeued = {name for name, _ in plan.requeue}
     back = [QueuedJob(name=job.name, submitted_at=job.submitted_at, instance_count=job.instance_count,
                       on_node_failure=job.on_node_failure)
             for job in running if job.name in requeued and job.submitted_at is not None]
+    if more:
+        last = waiting[-1].submitted_at if waiting else None
+        back = [job for job in back if last is not None and job.submitted_at <= last]
     return sorted([*waiting, *back], key=lambda job: job.submitted_at) if back else list(waiting)
 
 

@@ -47,7 +47,8 @@ class ComputeSnapshot:
     deleting: bool = False  # its provisioning state is Deleting: drain, then the row goes
     observed: ComputeStatus = field(default_factory=ComputeStatus)
     nodes: tuple[NodeView, ...] = ()  # its node rows, not removed, with what the provider said of them
-    queued: tuple[QueuedJob, ...] = ()
+    queued: tuple[QueuedJob, ...] = ()  # the queue, or its head when `queue_more`
+    queue_more: bool = False  # more jobs wait behind `queued` (see cluster_pass's load)
     running: tuple[RunningJob, ...] = ()
     quota: QuotaHeadroom = field(default_factory=QuotaHeadroom)
     pool_job: str | None = None  # a serverless pool: the job its nodes are for
@@ -63,7 +64,8 @@ def decide_compute(snapshot: ComputeSnapshot, now: datetime) -> ClusterPlan:
         return ClusterPlan(hold=True, observed=snapshot.observed)
     config = compute_config(snapshot)
     plan = decide_cluster(config, snapshot.nodes, snapshot.queued, snapshot.running, now,
-                          observed=snapshot.observed, quota=snapshot.quota, engine_waiting=snapshot.engine_waiting)
+                          observed=snapshot.observed, quota=snapshot.quota, engine_waiting=snapshot.engine_waiting,
+                          queue_more=snapshot.queue_more)
     waiting = plan.queue_jobs
     queue = plan.observed.queue
     if snapshot.kind == "serverless":

@@ -11,7 +11,7 @@ blocking the queue forever.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,25 +60,28 @@ def place_fifo(config: ClusterConfig, queued: Sequence[QueuedJob], free_nodes: S
 
 
 def decided_queue(config: ClusterConfig, waiting: Sequence[QueuedJob], *, idle: int, starting: int, busy: int,
-                  notes: Sequence[str] = ()) -> DecidedQueue:
+                  notes: Sequence[str] = (), more: bool = False) -> DecidedQueue:
     """The queue as stored after a pass: the waiting jobs head first and what the head waits for
     ("waiting for 2 nodes: 1 idle, 1 starting, max 2"); the others wait for the jobs ahead."""
     head = None
     if waiting:
         counts = f"{idle} idle, {starting} starting" + (f", {busy} busy" if busy else "")
         head = f"waiting for {_nodes(waiting[0].instance_count)}: {counts}, max {config.max_instances}"
-    return DecidedQueue(jobs=[job.name for job in waiting], head=head, notes=list(notes))
+    return DecidedQueue(jobs=[job.name for job in waiting], head=head, notes=list(notes), more=more)
 
 
 def queued_reason(compute: str, status: ComputeStatus, job: str, instance_count: int, *,
-                  pool_size: str | None = None) -> str:
+                  pool_size: str | None = None, ahead: Callable[[], int] | None = None) -> str:
     """`cible job show`'s queue_reason of a job queued on a compute with nodes, from what the
     compute's last pass stored (`status.queue`, its start failures and quota wait): the job's
     position and the unmet condition, then the notes ("; Ray has no room …", "; nodes fail to
     start: …", "; quota: …"). A job queued since that pass is not in its queue yet: it is placed
-    on the next (a submit wakes the reconciler). `pool_size`: the job's own serverless nodes."""
+    on the next (a submit wakes the reconciler). `pool_size`: the job's own serverless nodes. `ahead`
+    counts the jobs queued ahead of it, for a job behind the head the pass stored (`queue.more`)."""
     queue = status.queue
     position = queue.jobs.index(job) + 1 if queue is not None and job in queue.jobs else None
+    if position is None and queue is not None and queue.more and ahead is not None:
+        position = max(ahead(), len(queue.jobs)) + 1
     return reason_at(compute, status, position, instance_count, pool_size=pool_size)
 
 

@@ -20,14 +20,14 @@ from sqlalchemy import JSON, Update, select, type_coerce, update
 
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError, UnreadableRecordError
-from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
+from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.models.records import ClusterHandle, NodeInfo, SlurmHandle
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.runs import ChunkError, artifact_path, node_plan, save_report, write_chunk
 from cible.server.store.columns import read_record
 from cible.server.store.db import Store
-from cible.server.store.rows import ComputeRow, JobRow, NodeRow
+from cible.server.store.rows import ComputeRow, JobRow, NodeRow, job_is_live
 from cible.server.tokens import pilot_salt
 from cible.workspace import WorkspacePaths
 
@@ -272,7 +272,7 @@ def _successor(session: Any, handle: SlurmHandle) -> tuple[str, int] | None:
     `handle`'s job (its `after_job`), if any: the store, not the server's memory, says whom the
     allocation's pilots serve next, so a restart between the take and the switch loses nothing."""
     rows = session.scalars(select(JobRow).where(JobRow.target == handle.compute, JobRow.name != handle.job_name,
-                                                JobRow.status.not_in([s.value for s in TERMINAL])))
+                                                job_is_live()))
     for row in rows:
         try:
             taken = row.run.handle

@@ -34,7 +34,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from cible.backends.base.contract import NodeRequest, ProviderNode
 from cible.core.lifecycle.computes import ProvisioningState
-from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
+from cible.core.lifecycle.jobs import JobStatus, is_terminal
 from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
 from cible.core.models.computes import ComputeInstance, idle_time_seconds
 from cible.core.models.records import ClusterHandle, JobError, NodeInfo, Requeue
@@ -49,12 +49,11 @@ from cible.server.reconcilers.shape import check_unchanged
 from cible.server.services.compute_spec import cible_settings, node_spec, provider_name
 from cible.server.services.jobs import set_status
 from cible.server.services.lifecycle import move_compute
-from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow
+from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow, job_is_live
 from cible.workspace import WorkspacePaths
 
 log = logging.getLogger("cible.reconciler.clusters")
 QUEUED = JobStatus.QUEUED.value
-NOT_PLACED = [QUEUED, *(s.value for s in TERMINAL)]  # jobs that hold no node
 # The observed fields this pass owns (an instance's own state is its pass's, instance_state.py).
 OWNED = ("target_node_count", "provisioning_errors", "quota_wait", "start_failures", "queue")
 
@@ -146,17 +145,11 @@ class ClusterPass:
         nodes = tuple(StoredNode(*r) for r in session.execute(select(
             NodeRow.node_id, NodeRow.state, NodeRow.job_name, NodeRow.created_at, NodeRow.idle_since,
             NodeRow.last_heartbeat).where(NodeRow.compute == self.name, NodeRow.state != NodeState.REMOVED.value)))
-        # The queue is read on every pass: its columns only, never the jobs' JSON.
-        queued = tuple(QueuedJob(name=name, submitted_at=created_at, instance_count=count,
-                                 on_node_failure=on_node_failure)
-                       for name, created_at, count in session.execute(select(
-                           JobRow.name, JobRow.created_at, JobRow.instance_count).where(
-                           JobRow.target == self.name, JobRow.status == QUEUED)))
         running = tuple(RunningJob(name=name, node_ids=tuple(run.cluster_nodes()), on_node_failure=on_node_failure,
                                    submitted_at=created_at, instance_count=count)
                         for name, run, created_at, count in session.execute(select(
                             JobRow.name, JobRow.run, JobRow.created_at, JobRow.instance_count).where(
-                            JobRow.target == self.name, JobRow.status.notin_(NOT_PLACED)))
+                            job_is_live(), JobRow.target == self.name, JobRow.status != QUEUED))
                         if run.cluster_nodes())
         pool_job, pool_job_ended = None, False
         if row.compute_type == "serverless":  # its nodes are for its job only
@@ -165,14 +158,27 @@ class ClusterPass:
             pool_job_ended = status is None or is_terminal(status)
         snapshot = ComputeSnapshot(
             name=self.name, kind=row.compute_type, spec=spec, size=size, observed=row.observed,
-            deleting=row.provisioning_state == ProvisioningState.DELETING.value, queued=queued, running=running,
+            deleting=row.provisioning_state == ProvisioningState.DELETING.value, running=running,
             quota=self.world.quota, pool_job=pool_job, pool_job_ended=pool_job_ended,
             heartbeat_timeout_s=self.tools.heartbeat_timeout_s, prepare_timeout_s=self.tools.prepare_timeout_s)
+        snapshot = self._load_queue(session, snapshot, on_node_failure)
         return Loaded(snapshot=snapshot, provider=provider_name(spec), version=row.version, stored_nodes=nodes,
                       on_node_failure=on_node_failure,
                       preemptions_per_node_hour=getattr(settings, "preemptions_per_node_hour", 0.0),
                       overcommit=settings.overcommit,
                       instance_disk_gb=getattr(settings, "os_disk_gb", None))
+
+    def _load_queue(self, session: Session, snapshot: ComputeSnapshot, on_node_failure: str) -> ComputeSnapshot:
+        """The queue's head, FIFO, its columns only (never the jobs' JSON): max_instances + 1 jobs give
+        the plan the whole queue would (see decide_cluster), so a pass costs the same behind a queue
+        of 10 or 10,000 jobs."""
+        depth = compute_config(snapshot).max_instances + 1
+        head = [QueuedJob(name=name, submitted_at=created_at, instance_count=count, on_node_failure=on_node_failure)
+                for name, created_at, count in session.execute(select(
+                    JobRow.name, JobRow.created_at, JobRow.instance_count)
+                    .where(job_is_live(), JobRow.target == self.name, JobRow.status == QUEUED)
+                    .order_by(JobRow.created_at, JobRow.name).limit(depth + 1))]
+        return replace(snapshot, queued=tuple(head[:depth]), queue_more=len(head) > depth)
 
     # -- observe -------------------------------------------------------------------------
     def observe(self, loaded: Loaded, now: datetime) -> Loaded:

@@ -42,7 +42,7 @@ from cible.server.reconcilers.shape import check_unchanged
 from cible.server.services.jobs import PARENT_TYPES, set_status
 from cible.server.store.columns import read_record
 from cible.server.store.db import Store
-from cible.server.store.rows import JobRow
+from cible.server.store.rows import JobRow, job_is_live
 
 ACTIVE_POLL_S = 0.05  # while a job is live on local slots or an engine: how soon a launcher's state shows
 # While only jobs on cluster nodes are live: their nodes' reports (and cancels, placements, lost nodes)
@@ -153,7 +153,7 @@ class JobReconciler(ReconcilerLoop):
         clusters = self.cluster_names()
         engines = self.engine_names() if self.engine_runner is not None else set()
         # Sweeps and pipelines run as their child jobs: the orchestrator's.
-        live = JobRow.status.notin_([s.value for s in TERMINAL]) & JobRow.job_type.notin_(PARENT_TYPES)
+        live = job_is_live() & JobRow.job_type.notin_(PARENT_TYPES)
         if clusters:  # a job queued on a cluster is the cluster reconciler's until it places it
             live = live & ~((JobRow.status == JobStatus.QUEUED.value) & JobRow.target.in_(clusters))
         with self.store.session() as session:

@@ -41,7 +41,7 @@ from cible.server.reconcilers.shape import check_unchanged, run_pass
 from cible.server.services.jobs import PARENT_TYPES, JobService, Lineage, set_status
 from cible.server.services.parent_jobs import REUSED, SKIPPED, child_name
 from cible.server.store.db import Store
-from cible.server.store.rows import JobRow
+from cible.server.store.rows import JobRow, job_is_live
 
 ACTIVE_POLL_S = 0.5  # while a parent is live (a child's end wakes the orchestrator sooner)
 IDLE_POLL_S = 5.0
@@ -303,8 +303,7 @@ class Orchestrator(ReconcilerLoop):
         now = self.clock.now()
         with self.store.session() as session:
             names = list(session.scalars(
-                select(JobRow.name).where(JobRow.job_type.in_(PARENT_TYPES),
-                                          JobRow.status.notin_([s.value for s in TERMINAL]))
+                select(JobRow.name).where(job_is_live(), JobRow.job_type.in_(PARENT_TYPES))
                 .order_by(JobRow.created_at, JobRow.name)))
         self.final = {name: self.final[name] for name in names if name in self.final}  # ended sweeps: forgotten
         for name in names:
@@ -349,7 +348,7 @@ class Orchestrator(ReconcilerLoop):
             set_status(session, row, JobStatus.FAILED, now, reason=message)
             row.error = JobError(code=code, message=message)
             return list(session.scalars(select(JobRow.name).where(
-                JobRow.parent_job_name == name, JobRow.status.notin_([s.value for s in TERMINAL]))))
+                JobRow.parent_job_name == name, job_is_live())))
         for child in self.store.transact(fail):
             try:
                 self.jobs.cancel(child, reason=f"its parent {name} failed")

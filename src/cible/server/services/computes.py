@@ -17,7 +17,6 @@ from cible.core import catalog, naming
 from cible.core.clock import Clock
 from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.computes import ProvisioningState
-from cible.core.lifecycle.jobs import TERMINAL
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.models.computes import (
     AmlCompute,
@@ -56,7 +55,7 @@ from cible.server.services.quotas import QuotaService
 from cible.server.services.slurm_attach import attach_slurm
 from cible.server.services.unreadable import fetch_items
 from cible.server.store.db import Store
-from cible.server.store.rows import ComputeRow, CredentialRow, JobRow, NodeRow
+from cible.server.store.rows import ComputeRow, CredentialRow, JobRow, NodeRow, job_is_live
 from cible.workspace import WorkspacePaths
 
 log = logging.getLogger(__name__)
@@ -535,7 +534,7 @@ def _refuse_if_jobs_run_on(session: Session, compute: str) -> None:
     """A Slurm cluster stays while jobs on it have not ended: they are Slurm jobs that only its
     record lets cible follow and cancel."""
     live = session.scalars(select(JobRow.name).where(
-        JobRow.target == compute, JobRow.status.notin_([s.value for s in TERMINAL])).limit(6)).all()
+        JobRow.target == compute, job_is_live()).limit(6)).all()
     if live:
         shown = ", ".join(live[:5]) + (", …" if len(live) > 5 else "")
         raise ConflictError(f"compute '{compute}' has jobs that have not ended ({shown}); cancel them (or wait for "

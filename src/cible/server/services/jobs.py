@@ -31,7 +31,7 @@ from cible.server.services.paging import page
 from cible.server.services.unreadable import fetch_items
 from cible.server.services.views import ALL, ARCHIVED, list_view
 from cible.server.store.db import Store
-from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow
+from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow, job_is_live
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
 PARENT_TYPES = ("sweep", "pipeline")  # jobs whose work is child jobs, made by the orchestrator
@@ -495,8 +495,14 @@ class JobService:
         if compute.compute_type == "slurm":
             return f"about to be submitted to Slurm ({row.target})"
         pool = row.run.serverless
+
+        def ahead() -> int:  # a job behind the head the pass stored: the queued jobs before it, FIFO
+            return session.scalar(select(func.count()).where(
+                job_is_live(), JobRow.target == row.target, JobRow.status == JobStatus.QUEUED.value,
+                or_(JobRow.created_at < row.created_at, (JobRow.created_at == row.created_at) & (JobRow.name < row.name))))
+
         return queued_reason(row.target, compute.observed, row.name, row.instance_count or 1,
-                             pool_size=pool.size if pool is not None else None)
+                             pool_size=pool.size if pool is not None else None, ahead=ahead)
 
     def _live_serverless_nodes(self, session: Session, names: list[str]) -> dict[str, int]:
         """Live nodes per serverless pool among these jobs' targets."""

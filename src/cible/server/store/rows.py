@@ -5,9 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cible.core.lifecycle.jobs import TERMINAL
 from cible.core.models.endpoint_records import DeploymentStatus, EndpointKeys
 from cible.core.models.records import ChildrenRecord, ComputeStatus, JobError, NodeInfo, RunRecord
 from cible.server.store.columns import RecordJSON, UTCDateTime
@@ -18,8 +32,18 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
 
 
+# The passes read the jobs still to end among every job ever run. ix_jobs_live holds those alone (a
+# partial index), and `job_is_live` says the same condition with the same literals, so that SQLite and
+# PostgreSQL match the query to the index (a bound list of statuses hides it from both): a pass then
+# costs the live jobs, not the workspace's history.
+ENDED_STATUSES = tuple(sorted(s.value for s in TERMINAL))
+_LIVE_PREDICATE = f"status NOT IN ({', '.join(repr(s) for s in ENDED_STATUSES)})"
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_live", "created_at", "name", sqlite_where=text(_LIVE_PREDICATE),
+                            postgresql_where=text(_LIVE_PREDICATE)),)
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     job_type: Mapped[str] = mapped_column(String(32), default="command")
@@ -55,6 +79,11 @@ class JobRow(Base):
     # Optimistic concurrency: every update checks and bumps it, so two writers never lose each other's write.
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     __mapper_args__ = {"version_id_col": version}
+
+
+def job_is_live() -> ColumnElement[bool]:
+    """A job not ended yet, as ix_jobs_live's predicate says it (the statuses rendered as literals)."""
+    return JobRow.status.not_in(bindparam("ended_statuses", list(ENDED_STATUSES), expanding=True, literal_execute=True))
 
 
 class JobStatusRow(Base):
