@@ -3,12 +3,13 @@ migration (or the reverse) fails here, not on a user's upgraded workspace."""
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, text
 
 from cible.server.store.db import Store
-from cible.server.store.rows import Base, JobRow, job_is_live
+from cible.server.store.rows import Base, JobRow, job_is_live, job_is_queued
 
 
 def test_migrated_schema_matches_the_rows(db_url: str):
@@ -22,12 +23,17 @@ def test_migrated_schema_matches_the_rows(db_url: str):
         store.close()
 
 
-def test_the_live_jobs_are_read_through_their_partial_index(db_url: str):
-    """`job_is_live` must read as ix_jobs_live's predicate does, or every pass scans every job ever run."""
+@pytest.mark.parametrize(("where", "index"), [
+    (lambda: [job_is_live()], "ix_jobs_live"),
+    (lambda: [job_is_queued(), JobRow.target == "cpu"], "ix_jobs_queue"),
+])
+def test_the_passes_read_live_and_queued_jobs_through_their_partial_indexes(db_url: str, where, index: str):
+    """`job_is_live` and `job_is_queued` must read as their indexes' predicates do, or every pass scans
+    every job ever run."""
     store = Store(db_url)
     try:
         store.migrate()
-        query = select(JobRow.name).where(job_is_live()).order_by(JobRow.created_at, JobRow.name)
+        query = select(JobRow.name).where(*where()).order_by(JobRow.created_at, JobRow.name)
         sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
         with store.engine.connect() as conn:
             if store.engine.dialect.name == "sqlite":
@@ -35,6 +41,6 @@ def test_the_live_jobs_are_read_through_their_partial_index(db_url: str):
             else:  # an empty table: a sequential scan would be cheaper, so rule it out
                 conn.execute(text("SET enable_seqscan = off"))
                 plan = " ".join(row[0] for row in conn.execute(text(f"EXPLAIN {sql}")))
-        assert "ix_jobs_live" in plan, plan
+        assert index in plan, plan
     finally:
         store.close()

@@ -49,7 +49,7 @@ from cible.server.reconcilers.shape import check_unchanged
 from cible.server.services.compute_spec import cible_settings, node_spec, provider_name
 from cible.server.services.jobs import set_status
 from cible.server.services.lifecycle import move_compute
-from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow, job_is_live
+from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow, job_is_live, job_is_queued
 from cible.workspace import WorkspacePaths
 
 log = logging.getLogger("cible.reconciler.clusters")
@@ -176,7 +176,7 @@ class ClusterPass:
         head = [QueuedJob(name=name, submitted_at=created_at, instance_count=count, on_node_failure=on_node_failure)
                 for name, created_at, count in session.execute(select(
                     JobRow.name, JobRow.created_at, JobRow.instance_count)
-                    .where(job_is_live(), JobRow.target == self.name, JobRow.status == QUEUED)
+                    .where(job_is_queued(), JobRow.target == self.name)
                     .order_by(JobRow.created_at, JobRow.name).limit(depth + 1))]
         return replace(snapshot, queued=tuple(head[:depth]), queue_more=len(head) > depth)
 

@@ -31,7 +31,7 @@ from cible.server.services.paging import page
 from cible.server.services.unreadable import fetch_items
 from cible.server.services.views import ALL, ARCHIVED, list_view
 from cible.server.store.db import Store
-from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow, job_is_live
+from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow, job_is_queued
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
 PARENT_TYPES = ("sweep", "pipeline")  # jobs whose work is child jobs, made by the orchestrator
@@ -498,7 +498,7 @@ class JobService:
 
         def ahead() -> int:  # a job behind the head the pass stored: the queued jobs before it, FIFO
             return session.scalar(select(func.count()).where(
-                job_is_live(), JobRow.target == row.target, JobRow.status == JobStatus.QUEUED.value,
+                job_is_queued(), JobRow.target == row.target,
                 or_(JobRow.created_at < row.created_at, (JobRow.created_at == row.created_at) & (JobRow.name < row.name))))
 
         return queued_reason(row.target, compute.observed, row.name, row.instance_count or 1,

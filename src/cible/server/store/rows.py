@@ -35,15 +35,22 @@ class Base(DeclarativeBase):
 # The passes read the jobs still to end among every job ever run. ix_jobs_live holds those alone (a
 # partial index), and `job_is_live` says the same condition with the same literals, so that SQLite and
 # PostgreSQL match the query to the index (a bound list of statuses hides it from both): a pass then
-# costs the live jobs, not the workspace's history.
+# costs the live jobs, not the workspace's history. It is in FIFO order (created_at, name), and holds the
+# status and target, by which the job reconciler skips a cluster's queued jobs without reading their rows.
+# ix_jobs_queue, the queued jobs by target in FIFO order, makes a cluster's queue head a range (`job_is_queued`).
 ENDED_STATUSES = tuple(sorted(s.value for s in TERMINAL))
 _LIVE_PREDICATE = f"status NOT IN ({', '.join(repr(s) for s in ENDED_STATUSES)})"
+_QUEUED_PREDICATE = "status = 'Queued'"
 
 
 class JobRow(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_live", "created_at", "name", sqlite_where=text(_LIVE_PREDICATE),
-                            postgresql_where=text(_LIVE_PREDICATE)),)
+    __table_args__ = (
+        Index("ix_jobs_live", "created_at", "name", "status", "target",
+              sqlite_where=text(_LIVE_PREDICATE), postgresql_where=text(_LIVE_PREDICATE)),
+        Index("ix_jobs_queue", "target", "created_at", "name",
+              sqlite_where=text(_QUEUED_PREDICATE), postgresql_where=text(_QUEUED_PREDICATE)),
+    )
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     job_type: Mapped[str] = mapped_column(String(32), default="command")
@@ -84,6 +91,11 @@ class JobRow(Base):
 def job_is_live() -> ColumnElement[bool]:
     """A job not ended yet, as ix_jobs_live's predicate says it (the statuses rendered as literals)."""
     return JobRow.status.not_in(bindparam("ended_statuses", list(ENDED_STATUSES), expanding=True, literal_execute=True))
+
+
+def job_is_queued() -> ColumnElement[bool]:
+    """A job waiting in its compute's queue, as ix_jobs_queue's predicate says it."""
+    return JobRow.status == bindparam("queued_status", "Queued", literal_execute=True)
 
 
 class JobStatusRow(Base):
