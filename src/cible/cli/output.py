@@ -80,11 +80,13 @@ STATUS_KEYS = {"status", "state", "provisioning_state", "node_state"}
 
 # -- the options every command takes ---------------------------------------------------------------
 def _query(value: str | None) -> Any:
+    if not value:
+        return None  # jmespath is imported only by a command that asks for a query
     import jmespath
     from jmespath.exceptions import JMESPathError
 
     try:
-        return jmespath.compile(value) if value else None
+        return jmespath.compile(value)
     except JMESPathError as exc:
         raise typer.BadParameter(f"not a JMESPath expression ({exc}); e.g. --query name or --query "
                                  "\"[].{name:name, status:status}\" (https://jmespath.org)",
