@@ -131,7 +131,9 @@ class AgentService:
                                                                   self.run_token(job.run.plan),
                                                                   self.shares_workspace(node.provider)),
                     })
-            instance = session.get(ComputeRow, node.compute)
+            # Only an instance has an idle shutdown to say: a cluster's row (its spec and status) is not read.
+            kind = session.scalar(select(ComputeRow.compute_type).where(ComputeRow.name == node.compute))
+            instance = session.get(ComputeRow, node.compute) if kind == "computeinstance" else None
             idleness = instance.observed.instance.idleness if instance and instance.observed.instance else None
             stops_at = idleness.get("stops_at") if idleness else None  # the planner's verdict, as shown
             return {"stop": False, "runs": runs, "state": node.state, "wait_s": self.wait_s,
