@@ -233,6 +233,8 @@ def throughput(client, home: Path, jobs: int, max_wait: float, one_by_one: bool 
     floor = jobs / (time.perf_counter() - t)
     spec = job("true", "azureml:pair", experiment="throughput")
     latencies = []
+    server = psutil.Process(json.loads((home / "server.json").read_text())["pid"])
+    cpu_before, server_before = busy_s(psutil.cpu_times()), busy_s(server.cpu_times())
     first = time.time()
     if one_by_one:
         for _ in range(jobs):
@@ -244,6 +246,7 @@ def throughput(client, home: Path, jobs: int, max_wait: float, one_by_one: bool 
         latencies = [(time.time() - first) * 1e3 / jobs]
     submitted = time.time() - first
     done = wait_all(client, "throughput", jobs, timeout=max_wait)
+    machine_cpu, server_cpu = busy_s(psutil.cpu_times()) - cpu_before, busy_s(server.cpu_times()) - server_before
     ends = sorted(ts(j["end_time"]) for j in done if j["end_time"])
     statuses = {s: sum(j["status"] == s for j in done) for s in {j["status"] for j in done}}
     rate = len(ends) / (ends[-1] - first)
@@ -260,8 +263,19 @@ def throughput(client, home: Path, jobs: int, max_wait: float, one_by_one: bool 
           f"{median(latencies):.1f} ms, first 10% {median(latencies[:max(1, jobs // 10)]):.1f} ms, last 10% "
           f"{median(latencies[-max(1, jobs // 10):]):.1f} ms)")
     print(f"   last end {ends[-1] - first - submitted:.1f} s after the last submit; statuses {statuses}")
+    # Where the machine's CPU went, per ended job: the rate can be no more than cores / CPU per job.
+    per_job = machine_cpu / max(1, len(ends))
+    print(f"   CPU per job: {per_job * 1e3:.0f} ms in all (server {server_cpu / max(1, len(ends)) * 1e3:.0f} ms; the "
+          f"rest is agents, launchers, the commands and this client); {psutil.cpu_count()} cores allow at most "
+          f"{psutil.cpu_count() / per_job:.1f} jobs/s at that cost")
     print("   a node's time per job, median ms after it was assigned (server and node marks, as in 1.):")
     print("     " + " -> ".join(f"{k} {v:.0f}" for k, v in node_cycle(home, "pair", "throughput").items()))
+
+
+def busy_s(times) -> float:  # noqa: ANN001  (psutil's cpu_times, of the machine or of a process)
+    """CPU seconds spent working: user and system time (a process's children are not counted)."""
+    return times.user + times.system + getattr(times, "nice", 0.0) + getattr(times, "irq", 0.0) + \
+        getattr(times, "softirq", 0.0)
 
 
 def node_cycle(home: Path, compute: str, experiment: str) -> dict[str, float]:
