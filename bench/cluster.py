@@ -10,6 +10,8 @@ Each figure is printed beside a floor measured in the same run, with the ratio:
 4. throughput: --jobs `true` jobs on a 2-node cluster, all submitted first (in one request per 1000, or
    one each with --one-by-one); jobs/s from the first submit to the last end; floor: as many
    `bash -c true` run two at a time (the launcher runs commands with bash -c). Target >= 0.3x the floor.
+   Also the CPU spent per job (the machine's, and the server's share) and the rate the cores allow at that
+   cost: past that bound only less CPU per job makes the rate higher.
 5. serverless: submit -> the user's first line on `compute: serverless` (a node made for each job), without
    and with a warm agent pool (a second workspace, CIBLE_WARM_NODES=1); floor as in 1. Target <= 3x.
 
