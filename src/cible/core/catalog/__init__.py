@@ -1,7 +1,8 @@
 """The VM size catalog: Azure ML's VM series and sizes as resource shapes (data files + queries).
 
 series.yaml (family, category, compute types, GPU, retirement, sources), sizes.yaml (one row per size),
-gpu_architectures.yaml (architecture -> oldest CUDA). Pure: callers pass `today`.
+gpu_architectures.yaml (architecture -> vendor; compute capability -> oldest CUDA, gfx target -> oldest
+ROCm). Pure: callers pass `today`.
 """
 
 from cible.core.catalog.queries import (
@@ -16,7 +17,9 @@ from cible.core.catalog.queries import (
     get_size,
     list_sizes,
     min_cuda_for,
+    min_cuda_for_capability,
     nearest_current,
+    share_text,
     suggest_names,
     to_dict,
 )
@@ -33,7 +36,9 @@ __all__ = [
     "get_size",
     "list_sizes",
     "min_cuda_for",
+    "min_cuda_for_capability",
     "nearest_current",
+    "share_text",
     "suggest_names",
     "to_dict",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from datetime import date
+from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -25,6 +26,11 @@ AZURE_COMPUTE_TYPE = {"amlcompute": "AmlCompute", "computeinstance": "ComputeIns
 
 @dataclass(frozen=True)
 class VmSize:
+    """A VM size's shape. GPU fields are None on CPU sizes. `gpus` counts the GPU devices a node gets;
+    `gpu_share` is the fraction of a physical GPU each one is (1/6 on Standard_NV6ads_A10_v5, else 1.0)
+    and `gpu_memory_gb` each device's memory. NVIDIA sizes have `compute_capability` and `min_cuda`,
+    AMD ones `gpu_target` and `min_rocm`."""
+
     name: str
     series: str
     family: str
@@ -42,15 +48,29 @@ class VmSize:
     retired_on: date | None
     os_disk_gb: int
     confidence: str
+    gpu_memory_gb: float | None = None
+    gpu_vendor: str | None = None
+    compute_capability: str | None = None
+    interconnect: str | None = None
+    gpu_share: float = 1.0
+    min_rocm: str | None = None
+    gpu_target: str | None = None
 
     def is_retired(self, today: date) -> bool:
         return self.retired_on is not None and self.retired_on <= today
 
     def describe(self) -> str:
-        """`Standard_NC8as_T4_v3 (8 vCPUs, 56 GB, 1 x NVIDIA Tesla T4)`"""
+        """`Standard_NC8as_T4_v3 (8 vCPUs, 56 GB, 1 x NVIDIA Tesla T4)`; a fraction of a GPU as
+        `1/6 x NVIDIA A10`."""
         mem = f"{self.memory_gb:g} GB"
-        gpu = f", {self.gpus} x {self.gpu_model}" if self.gpus else ""
+        count = share_text(self.gpu_share) if self.gpu_share < 1 else str(self.gpus)
+        gpu = f", {count} x {self.gpu_model}" if self.gpus else ""
         return f"{self.name} ({self.vcpus} vCPUs, {mem}{gpu})"
+
+
+def share_text(share: float) -> str:
+    """A GPU share as the spec pages write it: 1/6, 1/3, 1/2, 1."""
+    return str(Fraction(share).limit_denominator(64))
 
 
 def _read(name: str) -> dict[str, Any]:
@@ -59,15 +79,42 @@ def _read(name: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def _catalog() -> tuple[tuple[VmSize, ...], dict[str, VmSize], dict[str, str], date]:
-    architectures = {arch: str(row["min_cuda"]) for arch, row in _read("gpu_architectures.yaml")["architectures"].items()}
+def _architectures() -> dict[str, dict[str, Any]]:
+    """gpu_architectures.yaml's rows: vendor, compute_capabilities (NVIDIA) or gpu_targets (AMD)."""
+    return _read("gpu_architectures.yaml")["architectures"]
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _gpu_facts(series_name: str, series: dict[str, Any]) -> dict[str, Any]:
+    """A GPU series' architecture facts: vendor, its chip, and the oldest CUDA or ROCm for that chip.
+    ValueError for a chip the architecture table does not list (a data error, caught by the tests)."""
+    arch_name = series.get("gpu_architecture")
+    if not arch_name:
+        return {}
+    arch = _architectures()[arch_name]  # KeyError = an architecture missing from gpu_architectures.yaml
+    capability, target = series.get("compute_capability"), series.get("gpu_target")
+    facts: dict[str, Any] = {"gpu_vendor": arch["vendor"], "compute_capability": capability, "gpu_target": target}
+    if capability is not None and capability in arch.get("compute_capabilities", {}):
+        facts["min_cuda"] = arch["compute_capabilities"][capability]
+    elif target is not None and target in arch.get("gpu_targets", {}):
+        facts["min_rocm"] = arch["gpu_targets"][target]
+    else:
+        raise ValueError(f"series {series_name}: {arch_name} has no chip {capability or target!r} in gpu_architectures.yaml")
+    return facts
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> tuple[tuple[VmSize, ...], dict[str, VmSize], date]:
     series_doc = _read("series.yaml")
     sizes_doc = _read("sizes.yaml")
     defaults = sizes_doc.get("defaults", {})
     out: list[VmSize] = []
     for series_name, rows in sizes_doc["sizes"].items():
         series = series_doc["series"][series_name]  # KeyError here = a size row for a series not in series.yaml
-        arch = series.get("gpu_architecture")
+        gpu = _gpu_facts(series_name, series)
         for row in rows:
             out.append(
                 VmSize(
@@ -78,8 +125,8 @@ def _catalog() -> tuple[tuple[VmSize, ...], dict[str, VmSize], dict[str, str], d
                     memory_gb=float(row["memory_gb"]),
                     gpus=int(row.get("gpus", 0)),
                     gpu_model=series.get("gpu_model"),
-                    gpu_architecture=arch,
-                    min_cuda=architectures[arch] if arch else None,
+                    gpu_architecture=series.get("gpu_architecture"),
+                    min_cuda=gpu.get("min_cuda"),
                     category=series["category"],
                     compute_types=tuple(series["compute_types"]),
                     isolated=bool(row.get("isolated", False)),
@@ -88,12 +135,23 @@ def _catalog() -> tuple[tuple[VmSize, ...], dict[str, VmSize], dict[str, str], d
                     retired_on=series.get("retired_on"),
                     os_disk_gb=int(row.get("os_disk_gb", defaults.get("os_disk_gb", 1023))),
                     confidence=str(row.get("confidence", defaults.get("confidence", "medium"))),
+                    gpu_memory_gb=_float_or_none(row.get("gpu_memory_gb", series.get("gpu_memory_gb"))),
+                    gpu_vendor=gpu.get("gpu_vendor"),
+                    compute_capability=gpu.get("compute_capability"),
+                    interconnect=row.get("interconnect", series.get("interconnect")),
+                    gpu_share=float(Fraction(str(row.get("gpu_share", 1)))),
+                    min_rocm=gpu.get("min_rocm"),
+                    gpu_target=gpu.get("gpu_target"),
                 )
             )
     by_key = {s.name.lower(): s for s in out}
     if len(by_key) != len(out):
         raise ValueError("sizes.yaml lists a VM size twice")
-    return tuple(out), by_key, architectures, series_doc["as_of"]
+    return tuple(out), by_key, series_doc["as_of"]
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def all_sizes() -> list[VmSize]:
@@ -108,7 +166,7 @@ def all_series() -> dict[str, dict[str, Any]]:
 
 def catalog_as_of() -> date:
     """The day the catalog's facts were checked; list_sizes' default `today`."""
-    return _catalog()[3]
+    return _catalog()[2]
 
 
 def _unknown(name: str) -> str:
@@ -175,8 +233,8 @@ def nearest_current(size: VmSize, compute_type: str, today: date) -> VmSize | No
     if not candidates:
         return None
 
-    def shortfall(s: VmSize) -> int:
-        return (s.vcpus < size.vcpus) + (s.memory_gb < size.memory_gb) + (s.gpus < size.gpus)
+    def shortfall(s: VmSize) -> int:  # GPUs as whole-GPU equivalents: 1/6 of an A10 is not one GPU
+        return (s.vcpus < size.vcpus) + (s.memory_gb < size.memory_gb) + (s.gpus * s.gpu_share < size.gpus * size.gpu_share)
 
     return min(candidates, key=lambda s: (shortfall(s), s.price_per_hour, s.vcpus, s.memory_gb, s.name))
 
@@ -211,12 +269,31 @@ def check_size(name: str, compute_type: str, today: date) -> VmSize:
 
 
 def min_cuda_for(architecture: str) -> str:
-    """The oldest CUDA version Azure ML documents for a GPU architecture ("Volta" -> "9.0")."""
-    table = _catalog()[2]
-    for arch, cuda in table.items():
-        if arch.lower() == architecture.strip().lower():
-            return cuda
-    raise InvalidSpecError(f"unknown GPU architecture '{architecture}'; known: {', '.join(table)}")
+    """The oldest CUDA version for any chip of an NVIDIA architecture ("Volta" -> "9.0", "Hopper" -> "11.8").
+    InvalidSpecError for an unknown architecture, or an AMD one (it runs ROCm)."""
+    table = _architectures()
+    name = next((a for a in table if a.lower() == architecture.strip().lower()), None)
+    if name is None:
+        raise InvalidSpecError(f"unknown GPU architecture '{architecture}'; known: {', '.join(table)}")
+    cudas = table[name].get("compute_capabilities", {}).values()
+    if not cudas:
+        roc = min(table[name]["gpu_targets"].values(), key=_version_key)
+        raise InvalidSpecError(f"{name} is an {table[name]['vendor']} architecture: it runs ROCm {roc} or newer, not CUDA")
+    return min(cudas, key=_version_key)
+
+
+def min_cuda_for_capability(capability: str) -> str:
+    """The oldest CUDA version that builds for an NVIDIA compute capability ("8.6" or "sm_86" -> "11.1",
+    "9.0" -> "11.8", "10.0" -> "12.8"). InvalidSpecError for one the catalog does not know."""
+    wanted = capability.strip().lower()
+    if wanted.startswith("sm_") and wanted[3:].isdigit():
+        wanted = f"{wanted[3:-1]}.{wanted[-1]}"  # sm_90 -> 9.0, sm_103 -> 10.3
+    known: dict[str, str] = {}
+    for arch in _architectures().values():
+        known.update(arch.get("compute_capabilities", {}))
+    if wanted not in known:
+        raise InvalidSpecError(f"unknown compute capability '{capability}'; known: {', '.join(sorted(known, key=_version_key))}")
+    return known[wanted]
 
 
 def to_dict(size: VmSize) -> dict[str, Any]:
@@ -232,8 +309,15 @@ def to_dict(size: VmSize) -> dict[str, Any]:
         "supportedComputeTypes": [AZURE_COMPUTE_TYPE[t] for t in size.compute_types],
         "series": size.series,
         "gpu_model": size.gpu_model,
+        "gpu_memory_gb": size.gpu_memory_gb,
+        "gpu_share": size.gpu_share,
+        "gpu_vendor": size.gpu_vendor,
         "gpu_architecture": size.gpu_architecture,
+        "compute_capability": size.compute_capability,
+        "gpu_target": size.gpu_target,
         "min_cuda": size.min_cuda,
+        "min_rocm": size.min_rocm,
+        "interconnect": size.interconnect,
         "category": size.category,
         "isolated": size.isolated,
         "retired_on": size.retired_on.isoformat() if size.retired_on else None,

@@ -47,8 +47,15 @@ class VmSize(Envelope):
     supportedComputeTypes: list[str]
     series: str | None = None
     gpu_model: str | None = None
+    gpu_memory_gb: Number | None = Field(None, description="memory of each GPU device (of its share, for a fraction)")
+    gpu_share: Number | None = Field(None, description="the fraction of a physical GPU each device is (1 = whole)")
+    gpu_vendor: str | None = Field(None, description="NVIDIA or AMD")
     gpu_architecture: str | None = None
-    min_cuda: str | None = None
+    compute_capability: str | None = Field(None, description="NVIDIA compute capability, e.g. 9.0")
+    gpu_target: str | None = Field(None, description="AMD gfx target, e.g. gfx942")
+    min_cuda: str | None = Field(None, description="the oldest CUDA that builds for its GPU (NVIDIA)")
+    min_rocm: str | None = Field(None, description="the oldest ROCm that supports its GPU (AMD)")
+    interconnect: str | None = Field(None, description="the scale-out network between nodes (InfiniBand), if any")
     category: str | None = None
     isolated: bool | None = None
     retired_on: str | None = Field(None, description="when its series retired (ISO date)")
