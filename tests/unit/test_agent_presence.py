@@ -48,3 +48,11 @@ def test_without_an_idle_time_it_never_stops_alone(tmp_path):
     presence.last_work = 0
     assert presence.should_stop_alone(busy=False) is None
     assert os.listdir(tmp_path) == []
+
+
+def test_a_gpu_at_work_is_activity_and_keeps_an_instance_cut_off_from_stopping(tmp_path):
+    presence = Presence(tmp_path, None, None, idle_shutdown_s=60)
+    presence.last_work = time.time() - 61
+    report = presence.report(busy=False, gpus_busy=["GPU 0 (93 %)"])
+    assert report["last_activity_at"] is not None
+    assert presence.should_stop_alone(busy=False) is None

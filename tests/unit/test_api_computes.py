@@ -82,7 +82,8 @@ def test_jobs_on_a_cluster_queue_and_those_that_could_never_fit_are_refused(api:
     cuda = {"image": "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest"}
     gpu = api.put("/api/v1/jobs/g", json={"command": "echo", "compute": "azureml:cpu-cluster", "environment": cuda})
     assert gpu.status_code == 200 and gpu.json()["status"] == "Queued", gpu.text
-    assert any("looks like a GPU one" in w and "Standard_DS1_v2 has no GPU" in w for w in gpu.json()["warnings"])
+    assert any("is a CUDA environment (CUDA 12.1)" in w and "Standard_DS1_v2 has no GPU" in w
+               for w in gpu.json()["warnings"]), gpu.json()["warnings"]
     assert not any("GPU" in w for w in queued.json()["warnings"])
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cible.agent.agent import Agent, WarmStart, read_url_file
 from cible.agent.presence import Presence
+from cible.node import gpus
 from cible.node.limits import LimitError, NodeLimits, Shape
 from cible.node.token import token_from_stdin
 
@@ -39,6 +40,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vcpus", type=int, required=True)
     p.add_argument("--memory-gb", type=float, required=True)
     p.add_argument("--gpus", type=int, default=0)
+    p.add_argument("--gpu-ids", help="the GPUs the node is given: UUIDs or indices, comma-separated, or 'none' "
+                                     "(default: those it inherits, as a Ray actor's)")
     p.add_argument("--overcommit", action="store_true",
                    help="start even where this machine lacks the size's memory or GPUs "
                         "(vCPUs beyond its own are always shared)")
@@ -71,9 +74,11 @@ def main(argv: list[str] | None = None, warm: WarmStart | None = None) -> int:
               "or --home (a workspace)", file=sys.stderr)
         return 2
     shape = Shape(vcpus=args.vcpus, memory_gb=args.memory_gb, gpus=args.gpus)
+    gpu_ids = gpus.parse_idents(args.gpu_ids)
     try:
+        denied = gpus.denied_minors(gpus.discover(), gpu_ids) if gpu_ids is not None else None
         limits = NodeLimits(args.node_id, shape, overcommit=args.overcommit, size=args.size,
-                            mechanism=warm.mechanism if warm else None)
+                            mechanism=warm.mechanism if warm else None, denied_gpus=denied)
         presence = None
         if args.disk_gb is not None or args.idle_shutdown is not None:
             if args.persistent_dir is not None:
@@ -81,9 +86,9 @@ def main(argv: list[str] | None = None, warm: WarmStart | None = None) -> int:
             presence = Presence(args.root, args.persistent_dir, args.disk_gb, args.idle_shutdown)
         agent = Agent(node_id=args.node_id, root=args.root, url=url, token=token, limits=limits,
                       home=args.home, orphan_after_s=args.orphan_after, presence=presence,
-                      address=args.advertise_address, url_file=args.url_file)
+                      address=args.advertise_address, url_file=args.url_file, gpu_ids=gpu_ids)
         return agent.serve(warm)
-    except LimitError as exc:
+    except (LimitError, gpus.GpuError) as exc:
         print(f"cible agent: {exc.message}", file=sys.stderr)
         return 1
 

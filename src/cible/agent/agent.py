@@ -35,6 +35,7 @@ from cible.agent.presence import Presence
 from cible.agent.staged import StagedFiles, needs_transfer
 from cible.agent.transfer import TransferError, describe_error
 from cible.core.lifecycle.runs import RunObservation
+from cible.node import gpus
 from cible.node.files import SELF_STOP_FILE
 from cible.node.limits import NodeLimits, preexec_for
 from cible.node.runner import LocalProcessRunner
@@ -93,8 +94,13 @@ class RunStopped(Exception):
 class Agent:
     def __init__(self, *, node_id: str, root: Path, url: str, token: str, limits: NodeLimits,
                  home: Path | None = None, orphan_after_s: float = 600.0, presence: Presence | None = None,
-                 address: str | None = None, url_file: Path | None = None) -> None:
+                 address: str | None = None, url_file: Path | None = None, gpu_ids: list[str] | None = None) -> None:
         self.node_id = node_id
+        # The GPUs the provider gave the node (cible.node.gpus); None: those it inherited (a Ray actor's).
+        # Each launch plan carries the variables that show them, as a warm agent's launchers were started
+        # before the node, and so its GPUs, were known.
+        self.gpu_ids = gpu_ids
+        self.node_env = gpus.visible_env(gpu_ids) if gpu_ids is not None else {}
         self.root = root
         self.url = url
         self.token = token
@@ -207,11 +213,12 @@ class Agent:
         with self.lock:
             runs = [{"job": r.job, "attempt": r.attempt, "canceling": r.canceling}
                     for r in self.runs.values() if not r.aborted]
-        body = {"runs": runs, "wait_s": wait_s, "usage": _usage(self.limits)}
+        usage = _usage(self.limits, self.gpu_ids)
+        body = {"runs": runs, "wait_s": wait_s, "usage": usage}
         if self.address:
             body["address"] = self.address
         if self.presence:
-            body.update(self.presence.report(busy=bool(runs)))
+            body.update(self.presence.report(busy=bool(runs), gpus_busy=gpus.busy(usage.get("gpus", []))))
         return body
 
     def _heartbeat(self, wait_s: float) -> dict[str, Any] | None:
@@ -271,7 +278,7 @@ class Agent:
         oom_before = self.limits.oom_count()
         key = f"{item['job']}.{item['attempt']}"
         if not needs_transfer(item["plan"]):
-            handle = self.runner.submit(key, item["plan"])
+            handle = self.runner.submit(key, self._on_this_node(item["plan"]))
             run = Run(item["job"], item["attempt"], item["node_rank"], handle, oom_before)
             with self.lock:
                 self.runs[run.key] = run
@@ -282,6 +289,10 @@ class Agent:
         threading.Thread(target=self._prepare, args=(run, key, item["plan"]), name=f"fetch-{run.job}",
                          daemon=True).start()
         return run
+
+    def _on_this_node(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """The plan its launcher gets: with the variables that show it the node's GPUs (and no other)."""
+        return {**plan, "node_env": self.node_env} if self.node_env else plan
 
     def _prepare(self, run: Run, key: str, plan: dict[str, Any]) -> None:
         """Fetch a run's files, then start its launcher on the plan made this node's. Whatever goes
@@ -325,7 +336,7 @@ class Agent:
                 if run.canceling:
                     run.failed = {"code": "Canceled", "message": "canceled before it started"}
                     return
-                run.handle = self.runner.submit(key, run.staged.plan)
+                run.handle = self.runner.submit(key, self._on_this_node(run.staged.plan))
         except Exception as exc:
             log.exception("starting %s failed", run.job)
             self._fail(run, "LauncherNotStarted", f"could not start the job's launcher: {describe_error(exc)}")
@@ -596,8 +607,15 @@ def shipped_name(rel: str, node_rank: int) -> str:
     return rel
 
 
-def _usage(limits: NodeLimits) -> dict[str, Any]:
+def _usage(limits: NodeLimits, gpu_ids: list[str] | None) -> dict[str, Any]:
+    """What the node uses now: its limits' reading, and its GPUs' utilisation and memory (NVML)."""
     try:
-        return limits.usage()
+        usage = limits.usage()
     except Exception:  # usage is informative only
-        return {}
+        usage = {}
+    try:
+        if readings := gpus.sample(gpus.node_idents(gpu_ids)):
+            usage["gpus"] = readings
+    except Exception:  # informative only, as above
+        log.debug("reading the node's GPUs failed", exc_info=True)
+    return usage

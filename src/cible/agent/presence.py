@@ -70,12 +70,14 @@ class Presence:
         self._disk: dict[str, Any] | None = None
         self._disk_next = 0.0
 
-    def report(self, busy: bool) -> dict[str, Any]:
+    def report(self, busy: bool, gpus_busy: list[str] | None = None) -> dict[str, Any]:
+        """`gpus_busy`: the node's GPUs at work (cible.node.gpus.busy): a notebook training on the GPU
+        outside any job is activity, as a session is."""
         sessions = open_sessions(self.root)
         now = time.time()
-        if sessions:
+        if sessions or gpus_busy:
             self.last_activity = now
-        if sessions or busy:
+        if sessions or busy or gpus_busy:
             self.last_work = now
         return {"sessions": sessions, "last_activity_at": _iso(self.last_activity), "disk": self.disk(now)}
 

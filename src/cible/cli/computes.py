@@ -9,7 +9,9 @@ import typer
 
 from cible.cli import attach
 from cible.cli.groups import new_group
-from cible.cli.output import console, emit, print_fields, print_table, warn, warn_answered, warn_loaded
+from cible.cli.output import (
+    console, emit, print_fields, print_gpus, print_table, warn, warn_answered, warn_loaded,
+)
 
 
 def _compute_ops():  # noqa: ANN202
@@ -19,7 +21,8 @@ def _compute_ops():  # noqa: ANN202
 
 
 def _draw(item: dict) -> None:
-    print_fields(item, list(item))
+    print_fields(item, [k for k in item if k != "gpu_usage"])
+    print_gpus(item.get("gpu_usage"))
 
 
 def register(app: typer.Typer) -> None:
@@ -191,14 +194,52 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """VM sizes (vCPUs, memory, GPUs, indicative price), as `az ml compute list-sizes`."""
         emit(_compute_ops().list_sizes(type=type_, gpu=gpu, include_retired=include_retired), lambda sizes: print_table(
-            sizes, [("name", "name"), ("vCPUs", "vCPUs"), ("memory GB", "memoryGB"), ("GPUs", "gpus"),
-                    ("GPU", "gpu_model"), ("category", "category"), ("$/h", "price_per_hour"),
-                    ("retired", "retired_on")]))
+            [{**s, "gpus": _gpu_count(s)} for s in sizes],
+            [("name", "name"), ("vCPUs", "vCPUs"), ("memory GB", "memoryGB"), ("GPUs", "gpus"),
+             ("GPU", "gpu_model"), ("arch", "gpu_architecture"), ("category", "category"),
+             ("$/h", "price_per_hour"), ("retired", "retired_on")]))
 
     @app.command("show-size")
     def show_size(name: Annotated[str, typer.Argument(help="e.g. Standard_DS3_v2")]) -> None:
         """One VM size: shape, GPU architecture and the CUDA it needs, retirement, price."""
-        emit(_compute_ops().show_size(name), _draw)
+        emit(_compute_ops().show_size(name), _draw_size)
+
+    def _gpu_count(size: dict) -> str | int:
+        """A size's GPUs as the spec pages write them: 8, or 1/6 for a share of one GPU."""
+        from cible.core.catalog import share_text
+
+        share = size.get("gpu_share") or 1
+        return share_text(share) if size.get("gpus") and share < 1 else size.get("gpus", 0)
+
+    def _draw_size(size: dict) -> None:
+        """show-size for people: after the memory, the GPU fields read as lines (count and memory,
+        architecture and chip, the toolkit it needs, the interconnect); the other fields as they come."""
+        gpu_keys = {"gpus", "gpu_model", "gpu_memory_gb", "gpu_share", "gpu_vendor", "gpu_architecture",
+                    "compute_capability", "gpu_target", "min_cuda", "min_rocm", "interconnect"}
+        shown: dict = {}
+        for key, value in size.items():
+            if key not in gpu_keys:
+                shown[key] = value
+            if key == "memoryGB":
+                shown.update(_gpu_lines(size))
+        print_fields(shown, list(shown))
+
+    def _gpu_lines(size: dict) -> dict[str, str | None]:
+        if not size.get("gpus"):
+            return {"GPUs": "none"}
+        memory = size.get("gpu_memory_gb")
+        each = "" if (size.get("gpu_share") or 1) < 1 or size["gpus"] == 1 else " each"
+        lines = {"GPUs": f"{_gpu_count(size)} x {size.get('gpu_model')}" + (f", {memory:g} GB{each}" if memory else "")}
+        chip = (f"compute capability {size['compute_capability']}" if size.get("compute_capability")
+                else size.get("gpu_target"))
+        if size.get("gpu_architecture"):
+            lines["GPU architecture"] = f"{size['gpu_architecture']}" + (f", {chip}" if chip else "")
+        if size.get("min_cuda"):
+            lines["needs"] = f"CUDA {size['min_cuda']} or newer"
+        elif size.get("min_rocm"):
+            lines["needs"] = f"ROCm {size['min_rocm']} or newer (not CUDA)"
+        lines["interconnect"] = size.get("interconnect")
+        return lines
 
     @app.command("list-providers")
     def list_providers() -> None:

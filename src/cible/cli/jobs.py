@@ -18,6 +18,7 @@ from cible.cli.output import (
     emit,
     err_console,
     print_fields,
+    print_gpus,
     print_table,
     warn_answered,
     warn_loaded,
@@ -57,6 +58,7 @@ def _draw_job(job: dict, url: str | None = None) -> None:
                         [("name", "name"), ("value", "value")], title=key)
     _draw_children(job)
     _draw_batch(job)
+    print_gpus(job.get("gpu_usage"))
     history = job.get("status_history")
     if history:
         print_table(history, [("status", "status"), ("at", "at"), ("reason", "reason")], title="status history")

@@ -239,6 +239,18 @@ def _natural(rows: list[dict[str, Any]], header: str, key: str) -> int:
     return max([len(header), *(len(_cell(r.get(key))) for r in rows)])
 
 
+def print_gpus(usage: dict[str, Any] | None) -> None:
+    """`gpu_usage` of a compute or job (by node id, each GPU as its agent last read it): a row per GPU."""
+    rows = [{"node": node, "gpu": str(r.get("index", "?")), "model": r.get("name") or "",
+             "use": f"{r.get('utilization_percent', 0):g} %",
+             "memory": f"{r.get('memory_used_mb', 0)} / {r.get('memory_total_mb') or '?'} MB"}
+            for node, readings in (usage or {}).items() if isinstance(readings, list)
+            for r in readings if isinstance(r, dict)]
+    if rows:
+        print_table(rows, [("node", "node"), ("GPU", "gpu"), ("model", "model"), ("use", "use"),
+                           ("memory", "memory")], title="GPUs")
+
+
 def print_fields(data: dict[str, Any], keys: list[str]) -> None:
     from rich.table import Table
 

@@ -48,6 +48,7 @@ from cible.launch.interpreters import (  # noqa: F401 - find_interpreter and ava
 )
 from cible.launch.pins import Relaxation
 from cible.launch.pins import relax as relax_pins
+from cible.node import gpus
 
 READY_MARKER = ".cible-ready"
 REQUIREMENTS_FILE = "cible-requirements.txt"
@@ -101,15 +102,13 @@ def materialise(
 
 # -- GPUs ---------------------------------------------------------------------------------------------
 def visible_gpus(dev: str = "/dev") -> int:
-    """NVIDIA GPUs this process can use: the nvidiaN devices (as the node agent counts them), none
-    when CUDA_VISIBLE_DEVICES hides them all."""
-    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if hidden is not None and hidden.strip() in ("", "-1", "none", "NoDevFiles"):
-        return 0
-    try:
-        return sum(1 for name in os.listdir(dev) if re.fullmatch(r"nvidia\d+", name))
-    except OSError:
-        return 0
+    """GPUs this process can use: those CUDA_VISIBLE_DEVICES names (a node is given its own, see
+    cible.node.gpus), none when it hides them all, else the machine's."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        idents = [i for i in listed.split(",") if i.strip()]
+        return 0 if not idents or idents[0].strip() in ("-1", "none", "NoDevFiles") else len(idents)
+    return len(gpus.discover(dev))
 
 
 def _for_this_node(env: dict[str, Any], progress: Progress) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from cible.core.safepaths import under
 from cible.core.specs.azureml.expressions import render_command
 from cible.launch import sandbox, staging
 from cible.launch.environments import EnvironmentBuildError, materialise
+from cible.launch.preflight import preflight
 from cible.launch.procs import end_group, kill_tree, wait_for_exit
 from cible.launch.state import StateWriter, take_wake_fd
 from cible.launch.tracking import end_run, job_environment, start_run
@@ -50,6 +51,7 @@ class Launcher:
         self.system_log = self.artifacts / "system_logs" / "launcher.txt"
         self.wd = run_dir / "wd"
         self.cancel_signalled = False
+        self.interpreter: tuple[Path, bool] = (Path(sys.executable).parent, False)  # (bin dir, is a venv)
 
     # -- reporting ---------------------------------------------------------
     def log(self, line: str) -> None:
@@ -61,6 +63,8 @@ class Launcher:
 
     # -- the run -------------------------------------------------------------
     def run(self) -> int:
+        # The node's GPUs (cible.node.gpus): for the build chosen for this node, the preflight and the command.
+        os.environ.update(self.plan.get("node_env") or {})
         for d in (self.artifacts / "user_logs", self.artifacts / "system_logs"):
             d.mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -69,6 +73,9 @@ class Launcher:
             if self.cancel_requested():
                 return self._end("Canceled", error={"code": "Canceled", "message": "canceled before it started"})
             inputs, env = self._stage()
+            refusal = preflight(self.plan.get("gpus"), *self.interpreter, env, progress=self.progress)
+            if refusal:  # its framework build cannot run on the size's GPU: said before any of its time is spent
+                return self._end("Failed", error={"code": "EnvironmentIncompatible", "message": refusal})
             outputs = self._prepare_outputs(env)
             command = render_command(self.plan["command"], inputs=inputs, outputs=outputs)
             self._start_tracking(env)
@@ -123,7 +130,8 @@ class Launcher:
             build_log=self.artifacts / "system_logs" / "environment_build.txt",
             strict_python=self.plan.get("strict_python", False), cancel=self.cancel_requested,
         )
-        return bin_dir, env.get("kind") == "venv"
+        self.interpreter = (bin_dir, env.get("kind") == "venv")
+        return self.interpreter
 
     def _stage(self) -> tuple[dict[str, str], dict[str, str]]:
         plan, run_dir = self.plan, self.run_dir

@@ -242,7 +242,7 @@ def _self_text(name: str) -> str:
 
 
 class V1Group:
-    """A node's directories in the v1 memory, cpu and cpuacct hierarchies."""
+    """A node's directories in the v1 memory, cpu and cpuacct hierarchies, and devices where mounted."""
 
     version = 1
 
@@ -253,10 +253,10 @@ class V1Group:
         own = own if own is not None else parse_proc_cgroup(_self_text("cgroup"))
         name = safe_name(node_id)
         self.dirs: dict[str, Path] = {}
-        for ctrl in ("memory", "cpu", "cpuacct"):
+        for ctrl in ("memory", "cpu", "cpuacct", "devices"):
             h = next((h for h in hierarchies if h.version == 1 and ctrl in h.controllers), None)
             if h is None:
-                if ctrl == "cpuacct":
+                if ctrl in ("cpuacct", "devices"):  # optional: accounting, and the GPUs' device files
                     continue
                 raise OSError(errno.ENOENT, f"no cgroup v1 hierarchy with the {ctrl} controller is mounted")
             self.dirs[ctrl] = _under(h, own_base(own.get(ctrl, "/"))) / PARENT / name
@@ -275,14 +275,32 @@ class V1Group:
         made: list[Path] = []
         try:
             for d in self._unique():
-                if _mkdir(d):
-                    made.append(d)
+                try:
+                    if _mkdir(d):
+                        made.append(d)
+                except OSError:
+                    if d != self.dirs.get("devices"):
+                        raise
+                    del self.dirs["devices"]  # optional: the node goes on without device rules
             plan = plan_v1(memory_limit, vcpus, host_vcpus)
             _apply(self.dirs["memory"], plan["memory"])
             _apply(self.dirs["cpu"], plan["cpu"])
         except BaseException:
             _kill_and_remove(made)
             raise
+
+    def deny_devices(self, devices: list[tuple[int, int]]) -> bool:
+        """Forbid the group's processes the character devices (major, minor); False without a devices
+        hierarchy it may write. The group's other rules are its parent's (by default, every device allowed)."""
+        directory = self.dirs.get("devices")
+        if directory is None:
+            return False
+        try:
+            for major, minor in devices:
+                _write(directory / "devices.deny", f"c {major}:{minor} rwm")
+        except OSError:  # a hierarchy this process may not write: CUDA_VISIBLE_DEVICES alone hides them
+            return False
+        return True
 
     def add(self, pid: int) -> None:
         for d in self._unique():

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import threading
 import zlib
@@ -42,7 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cible.node import cgroups
+from cible.node import cgroups, gpus
 from cible.node.proc import STATUS_ZOMBIE, Process, cpu_count, total_memory
 from cible.node.proc import Error as ProcessError
 
@@ -81,7 +80,7 @@ def _gb(value: float) -> str:
 
 def host_capacity() -> Shape:
     """What this machine offers: the CPUs this process may run on, its memory (under the
-    caller's own cgroup limit, if any), and the NVIDIA GPUs in /dev."""
+    caller's own cgroup limit, if any), and the GPUs it lends to cible (cible.node.gpus)."""
     try:
         vcpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -92,8 +91,7 @@ def host_capacity() -> Shape:
         memory = min(memory, own["memory"])
     if own.get("cpus"):
         vcpus = max(1, min(vcpus, int(own["cpus"])))
-    gpus = sum(1 for p in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name))
-    return Shape(vcpus=vcpus, memory_gb=memory / 2**30, gpus=gpus)
+    return Shape(vcpus=vcpus, memory_gb=memory / 2**30, gpus=len(gpus.discover()))
 
 
 def _own_cgroup_limits() -> dict[str, float]:
@@ -347,9 +345,14 @@ class NodeLimits:
         host: Shape | None = None,
         overcommit: bool = False,
         size: str | None = None,
+        denied_gpus: list[int] | None = None,
     ) -> None:
         self.node_id = node_id
         self.shape = shape
+        # The /dev/nvidia minors of the machine's GPUs that are not the node's (cible.node.gpus): where a v1
+        # devices hierarchy is mounted, its processes cannot open them, whatever CUDA_VISIBLE_DEVICES says.
+        self.denied_gpus = denied_gpus or []
+        self.devices_held: bool | None = None  # whether the device rules were written (None: none to write)
         self.host = host or host_capacity()
         self.overcommit = overcommit
         self.size = size or "this size"
@@ -382,6 +385,10 @@ class NodeLimits:
         if self._group is not None:
             try:
                 self._group.create(self.memory_limit, self.shape.vcpus, self.host.vcpus)
+                if self.denied_gpus and isinstance(self._group, cgroups.V1Group):
+                    self.devices_held = self._group.deny_devices([(gpus.NVIDIA_MAJOR, m) for m in self.denied_gpus])
+                elif self.denied_gpus:
+                    self.devices_held = False  # cgroup v2 holds devices through an eBPF program, not a file
             except OSError as e:
                 where = f" ({e.filename})" if e.filename else ""
                 raise LimitError(

@@ -141,6 +141,17 @@ def test_open_sessions_reported_by_the_agent_keep_it_on():
     assert status(row)["idleness"]["why_not"] == "1 session open: terminal (pid 4)"
 
 
+def test_a_gpu_at_work_outside_any_job_keeps_it_on_and_is_named():
+    row = instance()
+    gpus = [{"index": 0, "uuid": "GPU-a", "utilization_percent": 93.0}, {"index": 1, "utilization_percent": 0.0}]
+    instance_pass(row, node(info={"usage": {"gpus": gpus}}), None, T0 + timedelta(hours=2))
+    assert power(row) == "on"
+    assert status(row)["idleness"]["why_not"] == "its GPU is at work: GPU 0 (93 %)"
+    idle_gpus = [{**g, "utilization_percent": 0.0} for g in gpus]
+    instance_pass(row, node(info={"usage": {"gpus": idle_gpus}}), None, T0 + timedelta(hours=2))
+    assert power(row) == "off"  # idle GPUs are no activity
+
+
 def test_activity_after_the_node_became_free_moves_the_deadline():
     row = instance()
     seen = T0 + timedelta(seconds=50)

@@ -25,6 +25,7 @@ from cible.backends.base.contract import (
 from cible.backends.local.warm import WarmAgents, WarmLedger
 from cible.core.safepaths import under
 from cible.launch.procs import signal_tree
+from cible.node import gpus as node_gpus
 from cible.node.files import AGENT_FILE, PREEMPTED_FILE, SELF_STOP_FILE
 from cible.node.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity, shared_vcpus
 from cible.node.proc import STATUS_ZOMBIE, Process, TimeoutExpired
@@ -34,6 +35,7 @@ from cible.node.token import hand_token
 from cible.runfiles import write_json_atomic
 
 STOP_GRACE_S = 10.0
+GPUS_FILE = "gpus.json"  # the GPU idents a node was given (cible.node.gpus): held while its agent runs
 LOOPBACK = "127.0.0.1"
 
 
@@ -51,6 +53,7 @@ class LocalNodeProvider(ProviderBase):
         self._errors: dict[str, str] = {}
         self._stopping: set[str] = set()  # nodes this provider ends: their exit is no failure
         self._lock = threading.Lock()
+        self._starting: set[str] = set()  # nodes given GPUs whose agent.json is not written yet
         self._capacity: Shape | None = None
         # Agents started ahead of need (warm.py): a node takes one instead of starting its own.
         self.warm = WarmAgents(self.python, nodes_root, warm_nodes, warm_ledger)
@@ -93,6 +96,9 @@ class LocalNodeProvider(ProviderBase):
                 continue  # already started: launch is idempotent
             try:
                 self._start(request, root)
+            except LimitError as exc:  # its GPUs are held by other nodes
+                with self._lock:
+                    self._errors[request.node_id] = f"it cannot start on this machine: {exc.message}"
             except OSError as exc:
                 with self._lock:
                     self._errors[request.node_id] = f"could not start the node's agent: {exc}"
@@ -138,19 +144,55 @@ class LocalNodeProvider(ProviderBase):
     # -- helpers ---------------------------------------------------------------
     def _start(self, request: NodeRequest, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        argv, token = request.agent_args(self.home, self.url), self.node_token(request.node_id)
-        proc = self.warm.take(root, argv, token)
-        if proc is None:
-            with open(root / "agent.log", "ab") as log:
-                proc = subprocess.Popen([self.python, "-m", "cible.agent", "--root", str(root), *argv],
-                                        stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, close_fds=True, cwd=root)
-            hand_token(proc, token)
-        write_json_atomic(root / AGENT_FILE, {"pid": proc.pid, "create_time": process_create_time(proc.pid),
-                                              "size": request.size, "vcpus": request.vcpus,
-                                              "memory_gb": request.memory_gb, "gpus": request.gpus})
+        with self._lock:  # two nodes started at once must not be given the same GPU
+            given = self._gpus_for(request)
+            write_json_atomic(root / GPUS_FILE, given)
+            self._starting.add(request.node_id)
+        try:
+            argv, token = request.agent_args(self.home, self.url), self.node_token(request.node_id)
+            argv += ["--gpu-ids", ",".join(given) or "none"]
+            proc = self.warm.take(root, argv, token)
+            if proc is None:
+                with open(root / "agent.log", "ab") as log:
+                    proc = subprocess.Popen([self.python, "-m", "cible.agent", "--root", str(root), *argv],
+                                            stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True, close_fds=True, cwd=root)
+                hand_token(proc, token)
+            write_json_atomic(root / AGENT_FILE, {"pid": proc.pid, "create_time": process_create_time(proc.pid),
+                                                  "size": request.size, "vcpus": request.vcpus,
+                                                  "memory_gb": request.memory_gb, "gpus": request.gpus})
+        finally:
+            with self._lock:
+                self._starting.discard(request.node_id)
         threading.Thread(target=self._reap, args=(request.node_id, proc, root), name=f"reap-{request.node_id}",
                          daemon=True).start()
+
+    def _gpus_for(self, request: NodeRequest) -> list[str]:
+        """The GPUs the new node gets (cible.node.gpus): its size's count of those no other live node holds."""
+        if request.gpus <= 0:
+            return []
+        held = {ident: node_id for node_id, idents in self._held_gpus().items() if node_id != request.node_id
+                for ident in idents}
+        try:
+            chosen = node_gpus.assign(request.gpus, node_gpus.discover(), held, overcommit=request.overcommit,
+                                      size=request.size)
+        except node_gpus.GpuError as exc:
+            raise LimitError(exc.message) from None
+        return [g.ident for g in chosen]
+
+    def _held_gpus(self) -> dict[str, list[str]]:
+        """GPU idents by node, of the nodes whose agent runs or is being started (called under the lock)."""
+        held: dict[str, list[str]] = {}
+        if not self.nodes_root.is_dir():
+            return held
+        for root in self.nodes_root.iterdir():
+            try:
+                idents = json.loads((root / GPUS_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if idents and (root.name in self._starting or _agent(root) is not None):
+                held[root.name] = list(idents)
+        return held
 
     def _reap(self, node_id: str, proc: subprocess.Popen, root: Path) -> None:
         """Wait for the agent (no zombie stays behind) and report an exit nobody asked for, with

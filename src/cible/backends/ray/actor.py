@@ -37,9 +37,11 @@ class CibleNode:
         context = ray.get_runtime_context()
         self.ray_node_id = context.get_node_id()
         self.ip = ray.util.get_node_ip_address()
-        # Ray sets CUDA_VISIBLE_DEVICES for the actor to the GPUs it reserved: the agent inherits it.
+        # Ray sets CUDA_VISIBLE_DEVICES for the actor to the GPUs it reserved: the agent inherits it. An actor
+        # without GPUs is told so, as Ray may leave the variable unset and the machine's GPUs in sight.
+        gpu_args = [] if ray.get_gpu_ids() else ["--gpu-ids", "none"]
         args = [sys.executable, "-m", "cible.agent", *agent_args, "--root", str(self.root),
-                "--advertise-address", self.ip]
+                "--advertise-address", self.ip, *gpu_args]
         with open(self.root / "agent.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                          cwd=self.root, close_fds=True)

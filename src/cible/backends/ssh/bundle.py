@@ -43,6 +43,7 @@ ENTRY_POINTS = ("cible.agent.__main__", "cible.agent.agent", "cible.agent.detach
 # Third-party imports the node side may make because it copes without them: (module, import) → why.
 OPTIONAL_IMPORTS = {
     ("cible.launch.environments", "uv"): "a venv build falls back to the uv on PATH",
+    ("cible.node.gpus", "pynvml"): "without NVML a host's GPUs are its /dev/nvidiaN files, not read in use",
 }
 BUNDLE_PREFIX = "agent-"
 SHA_LENGTH = 16  # hex digits of the content hash in the folder's name

@@ -35,7 +35,8 @@ class InstanceView:
     job: str | None = None  # the job its node runs
     free_since: datetime | None = None  # when its node last became idle (free of jobs)
     sessions: Sequence[str] = ()  # what the agent reports open now ("terminal (pid 42)")
-    last_activity_at: datetime | None = None  # when a session was last seen
+    last_activity_at: datetime | None = None  # when a session (or a GPU at work) was last seen
+    gpus_busy: Sequence[str] = ()  # its node's GPUs at work now ("GPU 0 (87 %)"), a job's or not
     powered_on_at: datetime | None = None
     snoozed_until: datetime | None = None
     warned_for: datetime | None = None  # the shutdown time a warning was already recorded for
@@ -66,6 +67,8 @@ def idleness(view: InstanceView, now: datetime) -> Idleness:
         return Idleness(False, f"job {view.job} is running on it" if view.job else "a job is running on it")
     if view.sessions:
         return Idleness(False, f"{_count(len(view.sessions), 'session')} open: {', '.join(view.sessions)}")
+    if view.gpus_busy:
+        return Idleness(False, f"its GPU is at work: {', '.join(view.gpus_busy)}")
     since = max(t for t in (view.free_since, view.last_activity_at, view.powered_on_at) if t is not None) \
         if any((view.free_since, view.last_activity_at, view.powered_on_at)) else now
     if view.idle_time_s is None:

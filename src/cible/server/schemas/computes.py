@@ -109,6 +109,9 @@ class Compute(Envelope):
     quota_wait: str | None = Field(None, description="why nodes wait for quota")
     cost: ComputeCost | None = Field(None, description="what its nodes cost so far")
     provider_status: ProviderStatus | None = Field(None, description="its node provider's status (show)")
+    gpu_usage: dict[str, list[dict[str, Any]]] | None = Field(
+        None, description="its live nodes' GPUs as their agents last read them (show): index, uuid, name, "
+                          "utilization_percent, memory_used_mb, memory_total_mb, by node id")
     warnings: list[Any] | None = Field(None, description="what to know of it (shared vCPUs, a full disk, ...)")
     power_reason: str | None = Field(None, description="instance: why it has its power (on, off)")
     owner: str | None = Field(None, description="instance: the user it is assigned to")

@@ -79,6 +79,8 @@ class Job(Envelope):
     is_archived: bool | None = Field(None, description="hidden from `job list` (Azure's isArchived)")
     queue_reason: str | None = Field(None, description="why it waits (a queued job)")
     nodes: list[str] | None = Field(None, description="the nodes it runs on, by node rank (a cluster job)")
+    gpu_usage: dict[str, list[dict[str, Any]]] | None = Field(
+        None, description="while it runs (show): its nodes' GPUs as their agents last read them, by node id")
     attempt: int | None = Field(None, description="its attempt on the nodes (a cluster job)")
     serverless: ServerlessNodes | None = Field(None, description="its own nodes (a serverless job)")
     requeues: list[Requeue] | None = Field(None, description="attempts that lost their node")

@@ -49,7 +49,7 @@ from cible.server.services.credentials import (
 )
 from cible.server.services.instances import describe_instance
 from cible.server.services.lifecycle import move_compute
-from cible.server.services.nodes import node_item, node_listing, node_query
+from cible.server.services.nodes import gpu_readings, node_item, node_listing, node_query
 from cible.server.services.paging import MAX_TOP, page
 from cible.server.services.quotas import QuotaService
 from cible.server.services.slurm_attach import attach_slurm
@@ -92,7 +92,6 @@ DELETING = ProvisioningState.DELETING.value  # a cluster draining before it goes
 # these that the node provider can hold (on `local`, whose vCPUs are shared, the first whose memory fits).
 DEFAULT_SERVERLESS_SIZES = ("Standard_DS3_v2", "Standard_DS2_v2", "Standard_DS1_v2")
 NODE_STATES = ("idle", "running", "preparing", "unusable", "leaving", "preempted")
-GPU_HINTS = ("gpu", "cuda")  # an environment named so is warned of on a size without GPUs, never refused
 
 
 class ComputeService:
@@ -436,6 +435,8 @@ class ComputeService:
             row = self._row(session, name)
             resource = _resource(session, row, self.clock.now(), with_cost=with_cost)
             spec = compute_spec(row) if row.compute_type in NODE_COMPUTE_TYPES else None
+            if with_cost and spec is not None and (readings := gpu_readings(session, compute=name)):
+                resource["gpu_usage"] = readings  # `show`: its nodes' GPUs at work
         if with_cost and spec is not None:  # `show`: is its engine there?
             provider_key = provider_name(spec)
             provider = self.providers.get(provider_key)
@@ -460,14 +461,14 @@ class ComputeService:
         with self.store.session() as session:
             return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))))
 
-    def require_runnable(self, name: str, *, instance_count: int = 1, environment: str | None = None,
-                         user: str | None = None) -> list[str]:
+    def require_runnable(self, name: str, *, instance_count: int = 1, user: str | None = None) -> catalog.VmSize | None:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run
-        jobs, and the job could ever fit (refused at submit, not left waiting forever). Returns
-        warnings for the job. `user` submits it: on a Slurm cluster with a login host the job runs
-        as their own Slurm identity, so they need a credential there."""
+        jobs, and the job could ever fit (refused at submit, not left waiting forever). Returns the size
+        of the nodes it runs on (None on local and Slurm, whose machines have no catalog size). `user`
+        submits it: on a Slurm cluster with a login host the job runs as their own Slurm identity, so
+        they need a credential there."""
         if name == LOCAL:
-            return []
+            return None
         with self.store.session() as session:
             row = self._row(session, name)
             kind, deleting = row.compute_type, row.provisioning_state == DELETING
@@ -475,7 +476,7 @@ class ComputeService:
             if isinstance(spec, SlurmCompute):  # Slurm sizes and queues the job; any node count is its to judge
                 if spec.login is not None and stored_credential(session, name, user) is None:
                     raise InvalidRequestError(no_credential_message(name, user), details={"field": "compute"})
-                return []
+                return None
         if kind == "serverless":
             raise InvalidRequestError(f"compute '{name}' holds the nodes of another serverless job; use "
                                       "compute: serverless for nodes of the job's own", details={"field": "compute"})
@@ -493,15 +494,12 @@ class ComputeService:
         size = attached_size(spec) if isinstance(spec, VirtualMachineCompute) else catalog.get_size(spec.size)
         max_instances = spec.max_instances if isinstance(spec, AmlCompute) else 1
         config = ClusterConfig(name=name, max_instances=max_instances, deleting=deleting)
-        # No GPU check: Azure runs a CUDA image on any size (on its CPUs where the VM has none).
+        # No GPU check here: Azure runs a CUDA image on any size (on its CPUs where the VM has none).
         reason = admission_error(config, instance_count)
         if reason:
             field = "resources.instance_count" if "instance_count" in reason else "compute"
             raise InvalidRequestError(reason, details={"field": field})
-        if environment and not size.gpus and any(h in environment.lower() for h in GPU_HINTS):
-            return [(f"environment '{environment}' looks like a GPU one but compute {name}'s size {size.name} has "
-                     "no GPU: the job runs on CPUs only")]
-        return []
+        return size
 
     def _row(self, session, name: str) -> ComputeRow:  # noqa: ANN001
         row = session.get(ComputeRow, name)

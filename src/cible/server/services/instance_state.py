@@ -21,6 +21,7 @@ from cible.core.models.computes import ComputeInstance, idle_time_seconds
 from cible.core.models.records import InstanceState, NodeInfo
 from cible.core.planning.instances import InstanceView, idleness
 from cible.core.planning.schedules import due_action
+from cible.node import gpus
 from cible.server.services.compute_spec import cible_settings, instance_spec
 from cible.server.services.lifecycle import move_power, with_event
 from cible.server.store.rows import ComputeRow, NodeRow
@@ -79,6 +80,7 @@ def instance_view(row: ComputeRow, node: NodeRow | None) -> InstanceView:
         node_state=state, job=node.job_name if state is not None else None,
         free_since=node.idle_since if state is not None else None,
         sessions=tuple(info.sessions), last_activity_at=info.last_activity_at,
+        gpus_busy=tuple(gpus.busy((info.usage or {}).get("gpus") or [])),
         powered_on_at=instance.powered_on_at or row.created_at,
         snoozed_until=instance.snoozed_until, warned_for=instance.warned_for,
     )

@@ -11,7 +11,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cible.core import naming
+from cible.core import catalog, naming
 from cible.core.clock import Clock
 from cible.core.environments.serving import with_serving
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
@@ -20,6 +20,7 @@ from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
 from cible.core.models.records import ClusterHandle, JobError, RunRecord, ServerlessPool, SlurmHandle
 from cible.core.names import display_name_for
+from cible.core.planning.cuda import job_gpus, submit_notes
 from cible.core.planning.scheduling import queued_reason
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
@@ -27,6 +28,7 @@ from cible.server.services.batch_runs import batch_view
 from cible.server.services.computes import ComputeService
 from cible.server.services.costs import SERVERLESS_PREFIX, job_cost, jobs_cost
 from cible.server.services.job_plans import PlanBuilder
+from cible.server.services.nodes import gpu_readings
 from cible.server.services.paging import page
 from cible.server.services.unreadable import fetch_items
 from cible.server.services.views import ALL, ARCHIVED, list_view
@@ -242,8 +244,11 @@ class JobService:
         """Where a new job would run and its launch plan: the compute, sizes, inputs and environment
         checked (a 4xx when one is wrong), nothing stored. Also (target, notes, pool, plan, estimate).
         `user` submits it (a Slurm cluster runs it as their own Slurm identity)."""
-        target, notes, pool = self._resolve_compute(job, name, user)
+        target, notes, pool, size = self._resolve_compute(job, name, user)
         plan = self.plans.build(job, name=name, experiment_name=job.experiment_name or "Default", target=target)
+        if gpus := job_gpus(size):  # what the launcher checks the environment's build against (CUDA preflight)
+            plan["gpus"] = gpus
+        notes += submit_notes(size, plan["environment"], plan["distribution"], target)
         estimate = self.computes.cost_estimate(pool or target, plan["instance_count"],
                                                job.limits.timeout if job.limits else None)
         return target, notes, pool, plan, estimate
@@ -272,9 +277,10 @@ class JobService:
             )
         return incoming
 
-    def _resolve_compute(self, job: CommandJob, name: str,
-                         user: str | None = None) -> tuple[str, list[str], dict[str, Any] | None]:
-        """The target a job runs on, notes for its warnings, and its serverless pool's spec if any."""
+    def _resolve_compute(self, job: CommandJob, name: str, user: str | None = None,
+                         ) -> tuple[str, list[str], dict[str, Any] | None, catalog.VmSize | None]:
+        """The target a job runs on, notes for its warnings, its serverless pool's spec if any, and the
+        size of its nodes (None on local and Slurm)."""
         compute = parse_compute_ref(job.compute) if job.compute is not None else self.default_compute
         notes = [] if job.compute is not None else [f"no compute was given: the job runs on {compute} compute"]
         instance_count = job.resources.instance_count if job.resources else 1
@@ -288,17 +294,15 @@ class JobService:
                                                  instance_count,
                                                  job.queue_settings.job_tier if job.queue_settings else None)
             notes += self.computes.size_notes(pool["cible"]["provider"], pool["size"])
-            return f"{SERVERLESS_PREFIX}{name}", notes, pool
-        environment = job.environment if isinstance(job.environment, str) else getattr(job.environment, "image", None)
-        notes += self.computes.require_runnable(compute, instance_count=instance_count, environment=environment,
-                                                user=user)
+            return f"{SERVERLESS_PREFIX}{name}", notes, pool, catalog.get_size(pool["size"])
+        size = self.computes.require_runnable(compute, instance_count=instance_count, user=user)
         if job.queue_settings and job.queue_settings.job_tier:
             notes.append(f"queue_settings.job_tier applies to serverless compute only; compute {compute} has its "
                          "own tier")
         if job.resources and job.resources.instance_type:
             notes.append(f"resources.instance_type applies to serverless compute only; compute {compute} has its "
                          "own size")
-        return compute, notes, None
+        return compute, notes, None, size
 
     def cancel(self, name: str, *, reason: str = "cancel requested by user", error: JobError | None = None) -> dict[str, Any]:
         """Ask for a job's cancel. `error`, when given, is why it ends Canceled (a sweep's early
@@ -539,6 +543,9 @@ class JobService:
         if isinstance(run.handle, ClusterHandle):  # where it runs: the nodes, by node rank
             resource["nodes"] = list(run.handle.nodes)
             resource["attempt"] = run.handle.attempt
+            if history and row.status == JobStatus.RUNNING.value and (
+                    readings := gpu_readings(session, node_ids=list(run.handle.nodes))):
+                resource["gpu_usage"] = readings  # `show`: its nodes' GPUs, as last read
         if isinstance(run.handle, SlurmHandle):  # the Slurm job that runs it, and as whom
             resource["slurm"] = {"job_id": run.handle.slurm_job_id, "user": run.handle.user,
                                  "run_dir": run.handle.run_dir}

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Select, select
 
-from cible.core.lifecycle.nodes import NodeState
+from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.server.store.rows import NodeRow
 
 
@@ -34,6 +34,23 @@ def node_item(r: NodeRow) -> dict[str, Any]:
         "last_heartbeat": _iso(r.last_heartbeat),
         "usage": r.info.usage,
     }
+
+
+def gpu_readings(session, *, compute: str | None = None, node_ids: list[str] | None = None,  # noqa: ANN001
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """The live nodes' GPUs as their agents last read them (utilisation, memory), by node id; nodes whose
+    agent reads none (no GPU, no NVML) are left out."""
+    query = select(NodeRow).where(NodeRow.state.in_([s.value for s in LIVE]))
+    if compute is not None:
+        query = query.where(NodeRow.compute == compute)
+    if node_ids is not None:
+        query = query.where(NodeRow.node_id.in_(node_ids))
+    out = {}
+    for row in session.scalars(query.order_by(NodeRow.node_id)):
+        readings = (row.info.usage or {}).get("gpus")
+        if isinstance(readings, list) and readings:
+            out[row.node_id] = readings
+    return out
 
 
 def _iso(value: datetime | None) -> str | None:
