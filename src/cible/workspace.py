@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import secrets
 import shutil
@@ -12,6 +13,14 @@ from cible.core.errors import CibleError
 from cible.core.safepaths import under
 
 DEFAULT_DATASTORE = "workspaceblobstore"
+
+
+def current_user() -> str:
+    """This machine's user as cible names them: CIBLE_USER, else the login (a uid where it has none)."""
+    try:
+        return os.environ.get("CIBLE_USER") or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        return f"uid-{os.getuid()}"
 
 
 def default_home() -> Path:

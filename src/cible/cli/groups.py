@@ -39,6 +39,8 @@ GROUPS: dict[str, tuple[str, Callable[[], typer.Typer]]] = {
     "quota": ("Workspace vCPU quotas and increase requests.", _attribute("cible.cli.quotas:quota_app")),
     "cost": ("What compute costs (indicative catalog prices).", _attribute("cible.cli.quotas:cost_app")),
     "server": ("Run or manage the workspace server.", _attribute("cible.cli.server:app")),
+    "user": ("The workspace's users and their roles.", _attribute("cible.cli.users:user_app")),
+    "token": ("Personal tokens (CIBLE_TOKEN): create, list, revoke.", _attribute("cible.cli.users:token_app")),
     "environment": ("Versioned environments.", _attribute("cible.cli.assets:environment_app")),
     "data": ("Versioned data assets.", _attribute("cible.cli.assets:data_app")),
     "model": ("Versioned models.", _attribute("cible.cli.assets:model_app")),

@@ -278,10 +278,18 @@ def list_(
     archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived jobs")] = False,
     parent_job_name: Annotated[Optional[str], typer.Option(
         "--parent-job-name", "-p", help="list this sweep's trials or this pipeline's steps")] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="only the jobs you submitted")] = False,
+    created_by: Annotated[Optional[str], typer.Option("--created-by", help="only the jobs this user submitted")] = None,
 ) -> None:
     """List jobs, newest first (a sweep's trials or a pipeline's steps with --parent-job-name)."""
-    emit(_client().jobs.list(max_results=max_results, status=status, parent_job_name=parent_job_name,
-                             list_view_type=view_type(include_archived, archived_only)), _draw_jobs)
+    if mine and created_by:
+        raise typer.BadParameter("give --mine or --created-by, not both")
+    client = _client()
+    if mine:
+        created_by = client.users.me()["name"]
+    emit(client.jobs.list(max_results=max_results, status=status, parent_job_name=parent_job_name,
+                          list_view_type=view_type(include_archived, archived_only), created_by=created_by),
+         _draw_jobs)
 
 
 def view_type(include_archived: bool, archived_only: bool) -> str:

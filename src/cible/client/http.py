@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 import types
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ if "httpx" not in sys.modules:
 import httpx  # noqa: E402
 
 from cible.core.errors import CibleError, ServerUnavailableError, error_from_dict
+from cible.workspace import current_user
 
 API = "/api/v1"
 
@@ -28,13 +27,6 @@ def tls_verify(url: str) -> bool:
     An http:// URL (the local workspace, its MLflow, a replica on loopback) has nothing to verify, so
     none is loaded; an https:// URL is verified as always."""
     return not url.startswith("http://")
-
-
-def current_user() -> str:
-    try:
-        return os.environ.get("CIBLE_USER") or getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (containers)
-        return f"uid-{os.getuid()}"
 
 
 class WorkspaceClient:

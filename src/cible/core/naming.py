@@ -97,6 +97,13 @@ COMPUTE = NameRule(
     "1 to 24 characters: letters, digits and '-', starting with a letter, not ending in '-' and digits",
     "cpu-cluster", forbidden=r"[A-Za-z0-9-]*-[0-9]+", forbidden_says="ends in '-' and digits",
 )
+# A workspace user: a login or an e-mail address ("me" means the caller in the API's routes).
+USER = NameRule(
+    "user name", r"[A-Za-z0-9][A-Za-z0-9._@+-]*", 1, 64,
+    "1 to 64 characters: letters, digits, '.', '_', '@', '+' and '-', starting with a letter or a digit",
+    "alice", reserved=("me",),
+)
+TOKEN_NAME = NameRule("token name", _ALNUM_START, 1, 64, _ALNUM_START_SAYS.format(n=64), "laptop")
 _ENDPOINT_SAYS = ("3 to 32 characters: letters, digits and '-', starting with a letter and ending with a letter "
                   "or a digit")
 ENDPOINT = NameRule("endpoint name", r"[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?", 3, 32, _ENDPOINT_SAYS, "iris-endpoint")

@@ -14,6 +14,7 @@ from cible.sdk.components import ComponentOperations
 from cible.sdk.endpoints import OnlineDeploymentOperations, OnlineEndpointOperations
 from cible.sdk.jobs import JobOperations
 from cible.sdk.resources import Done, Resource
+from cible.sdk.users import TokenOperations, UserOperations
 from cible.workspace import WorkspacePaths, default_home
 
 
@@ -162,7 +163,8 @@ class MLClient:
             from cible.client.local import ensure_local_server
 
             self.paths = WorkspacePaths(Path(home).expanduser().resolve() if home else default_home())
-            url, token = ensure_local_server(self.paths)
+            url, workspace_token = ensure_local_server(self.paths)
+            token = token or workspace_token  # CIBLE_TOKEN: a user's own token on the local workspace too
         self._client = WorkspaceClient(url, token)
         self.jobs = JobOperations(self._client)
         self.compute = ComputeOperations(self._client)
@@ -175,6 +177,8 @@ class MLClient:
         self.online_deployments = OnlineDeploymentOperations(self._client)
         self.batch_endpoints = BatchEndpointOperations(self._client)
         self.batch_deployments = BatchDeploymentOperations(self._client)
+        self.users = UserOperations(self._client)
+        self.tokens = TokenOperations(self._client)
 
     @property
     def url(self) -> str:

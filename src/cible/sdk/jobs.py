@@ -88,11 +88,12 @@ class JobOperations:
 
     def list(self, *, max_results: int | None = None, status: str | None = None, experiment_name: str | None = None,
              list_view_type: ListViewType | str = ListViewType.ACTIVE_ONLY,
-             parent_job_name: str | None = None) -> list[Resource]:
+             parent_job_name: str | None = None, created_by: str | None = None) -> list[Resource]:
         """Top-level jobs, newest first; archived ones only as `list_view_type` asks (ArchivedOnly, All).
-        With `parent_job_name`: that sweep's trials or pipeline's steps."""
+        With `parent_job_name`: that sweep's trials or pipeline's steps; `created_by`: one user's."""
         params = {k: v for k, v in {"status": status, "experiment_name": experiment_name,
-                                    "parent_job_name": parent_job_name}.items() if v is not None}
+                                    "parent_job_name": parent_job_name, "created_by": created_by}.items()
+                  if v is not None}
         params.update(view_params(list_view_type))
         return [Resource(j) for j in self._client.items("/jobs", params, limit=max_results)]
 

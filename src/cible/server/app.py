@@ -47,6 +47,7 @@ from cible.server.routers import endpoints as endpoints_router
 from cible.server.routers import jobs as jobs_router
 from cible.server.routers import misc as misc_router
 from cible.server.routers import sizes as sizes_router
+from cible.server.routers import users as users_router
 from cible.server.services.artifacts import ArtifactService
 from cible.server.services.assets import AssetService
 from cible.server.services.attach import AttachedMachines
@@ -62,6 +63,7 @@ from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import REPLICA, JobService, NewJob
 from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
+from cible.server.services.users import UserService
 from cible.server.services.warm_pool import WarmPoolLedger
 from cible.server.settings import ServerSettings
 from cible.server.store.db import Store
@@ -70,6 +72,7 @@ from cible.server.studio.sessions import StudioSessions
 from cible.server.tokens import Tokens
 from cible.server.tracking import TrackingServer, metric_history
 from cible.server.tracking_proxy import tracking_router
+from cible.workspace import current_user
 
 GATEWAY_PORT_FILE = "gateway.port"  # kept across restarts: a scoring_uri stays what it was
 EXPERIMENT_IDS_KEPT = 1024  # MLflow experiment ids the server remembers, by name (the most recently used)
@@ -82,6 +85,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     store = Store(settings.db_url)
     store.migrate()
     tokens = Tokens(token)  # jobs and nodes get tokens scoped to them, never the workspace's
+    users = UserService(store, clock)
+    users.ensure_owner(current_user())  # the workspace token is its first Owner's: whoever starts its server
     attached = AttachedMachines(store)  # what the ssh node provider knows of the attached machines
     runner = LocalProcessRunner(paths.runs, run_token=tokens.run)
     hub = AgentHub()
@@ -277,6 +282,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.computes = computes
     app.state.instances = InstanceService(store, clock, paths, on_change=clusters.wake)
     app.state.quotas = quotas
+    app.state.users = users
     app.state.costs = CostService(store, clock)
     app.state.assets = assets
     app.state.blobs = BlobService(paths.blob_root)
@@ -310,12 +316,13 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.include_router(endpoints_router.router)
     app.include_router(batch_endpoints_router.router)
     app.include_router(sizes_router.router)
+    app.include_router(users_router.router)
     if tracking:
         app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal))
     app.include_router(assets_router.router)  # last of the API: its /api/v1/{kind} would shadow the routes above
     install_studio(app, StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
                                        code_ttl_s=settings.studio_code_ttl_s))
-    app.add_middleware(TokenAuthMiddleware, tokens=tokens)
+    app.add_middleware(TokenAuthMiddleware, tokens=tokens, user_of=users.scope_of)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: body limits; 500s that keep the connection
     return app
 

@@ -32,11 +32,13 @@ _PREFIX = "cible-"
 
 @dataclass(frozen=True)
 class Scope:
-    """Who a request acts as: the workspace (everything), one job's run, or one node's agent."""
+    """Who a request acts as: the workspace (everything), one job's run, one node's agent, or a user
+    (their personal token: what their role allows, cible.core.roles)."""
 
-    kind: Literal["workspace", "job", "node", "pilot"]
+    kind: Literal["workspace", "job", "node", "pilot", "user"]
     name: str = ""
     salt: str = ""  # a job's: which submission of that name; a pilot's: which attempt
+    role: str = ""  # a user's (cible.core.roles)
 
     @property
     def is_workspace(self) -> bool:

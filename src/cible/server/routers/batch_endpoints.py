@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 
-from cible.server.routers.computes import caller
+from cible.server.identity import caller
 from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
 from cible.server.routers.responses import JSON, answers
 from cible.server.schemas.batch_endpoints import (

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from cible.server.identity import as_admin as _as_admin
+from cible.server.identity import caller
 from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
 from cible.server.routers.responses import JSON, answers
 from cible.server.schemas.computes import (
@@ -27,13 +29,6 @@ from cible.server.schemas.quotas import CostReport, QuotaIncreaseRequest, Quotas
 from cible.server.services.quotas import MAX_REQUEST_ID, MAX_VCPUS
 
 router = APIRouter(prefix="/api/v1", default_response_class=JSON)
-USER_HEADER = "x-cible-user"  # who the client says it acts for (recorded; enforced once users exist)
-
-
-def caller(request: Request) -> str | None:
-    return request.headers.get(USER_HEADER) or None
-
-
 Until = Annotated[datetime | None, Query(description="the report as of this time (at most now): a report's later "
                                                      "pages pass its first page's `until`")]
 
@@ -145,31 +140,31 @@ def list_credentials(name: str, request: Request, skip: Skip = 0, top: Top = DEF
 @router.post("/computes/{name}:start", tags=["computes"], summary="Start a compute instance",
              **answers(PowerRequest))
 def start_instance(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.instances.start(name, caller(request))
+    return request.app.state.instances.start(name, caller(request), _as_admin(request))
 
 
 @router.post("/computes/{name}:stop", tags=["computes"], summary="Stop a compute instance (refused while a job runs)",
              **answers(PowerRequest))
 def stop_instance(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.instances.stop(name, caller(request))
+    return request.app.state.instances.stop(name, caller(request), _as_admin(request))
 
 
 @router.post("/computes/{name}:restart", tags=["computes"], summary="Restart a compute instance's node",
              **answers(PowerRequest))
 def restart_instance(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.instances.restart(name, caller(request))
+    return request.app.state.instances.restart(name, caller(request), _as_admin(request))
 
 
 @router.post("/computes/{name}:snooze", tags=["computes"], summary="Postpone a compute instance's idle shutdown",
              **answers(Snoozed))
 def snooze_instance(name: str, body: Snooze, request: Request) -> dict[str, Any]:
-    return request.app.state.instances.snooze(name, body.minutes)
+    return request.app.state.instances.snooze(name, body.minutes, caller(request), _as_admin(request))
 
 
 @router.post("/computes/{name}:terminal", tags=["computes"], summary="Where a shell on the instance's node runs",
              **answers(Terminal))
 def instance_terminal(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.instances.terminal(name, caller(request))
+    return request.app.state.instances.terminal(name, caller(request), _as_admin(request))
 
 
 @router.post("/computes/{name}/nodes/{node_id}:preempt", tags=["computes"],

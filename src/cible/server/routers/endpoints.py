@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from cible.server.routers.computes import caller
+from cible.server.identity import caller
 from cible.server.routers.responses import JSON, answers
 from cible.server.schemas.endpoints import (
     EndpointCredentials,

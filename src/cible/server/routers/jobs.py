@@ -8,7 +8,8 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from cible.server.routers.computes import caller
+from cible.core.errors import ForbiddenError
+from cible.server.identity import as_admin, caller, identity
 from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
 from cible.server.routers.responses import BYTES, JSON, answers
 from cible.server.schemas.common import FileList
@@ -31,6 +32,16 @@ def _jobs(request: Request):  # noqa: ANN202
     return request.app.state.jobs
 
 
+def _require_creator(request: Request, name: str, verb: str) -> None:
+    """A job is cancelled, archived, restored or deleted by whoever submitted it, or by an Owner."""
+    who = identity(request)
+    creator = _jobs(request).creator(name)
+    if not who.is_admin and creator != who.user:
+        raise ForbiddenError(f"job '{name}' was submitted by {repr(creator) if creator else 'the workspace token'}; "
+                             f"user '{who.user}' ({who.role}) may not {verb} it: only its creator or an Owner may",
+                             details={"job": name, "created_by": creator})
+
+
 def _artifacts(request: Request) -> ArtifactService:
     return request.app.state.artifacts
 
@@ -44,12 +55,12 @@ class JobBatchRequest(BaseModel):
 @router.post("", summary="Submit many jobs in one request (each named): all checked first, one refused refuses "
                          "them all; each job's name and status", **answers(JobBatch))
 def submit_jobs(request: Request, body: JobBatchRequest) -> dict[str, Any]:
-    return {"value": submit_batch(_jobs(request), body.jobs, user=caller(request))}
+    return {"value": submit_batch(_jobs(request), body.jobs, user=caller(request), as_admin=as_admin(request))}
 
 
 @router.put("/{name}", summary="Create a job, or update its display name, description and tags", **answers(Job))
 def put_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    return _jobs(request).create_or_update(name, body, user=caller(request))
+    return _jobs(request).create_or_update(name, body, user=caller(request), as_admin=as_admin(request))
 
 
 @router.patch("/{name}", summary="Change a job's display_name, description or tags (`az ml job update`)",
@@ -62,7 +73,7 @@ def update_job(name: str, request: Request, body: dict[str, Any] = Body(...)) ->
                                          "storing nothing; the same error as the submit, or where it would run",
              **answers(JobValidation))
 def validate_job(name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    return _jobs(request).validate(name, body, user=caller(request))
+    return _jobs(request).validate(name, body, user=caller(request), as_admin=as_admin(request))
 
 
 @router.get("/{name}", summary="A job, with its status history and its MLflow run's latest metrics and params",
@@ -85,31 +96,37 @@ def list_jobs(
                                                           "(`--parent-job-name`) instead of top-level jobs"),
     compute: str | None = Query(None, description="only the jobs on this compute (`cpu-cluster` or "
                                                   "`azureml:cpu-cluster`; `serverless`: jobs on serverless nodes)"),
+    created_by: str | None = Query(None, description="only the jobs this user submitted (`--created-by`; "
+                                                     "`--mine`: the caller)"),
 ) -> dict[str, Any]:
     return _jobs(request).list(skip=skip, top=top, status=status, experiment=experiment_name,
                                include_archived=include_archived, archived_only=archived_only,
-                               parent_job_name=parent_job_name, compute=compute)
+                               parent_job_name=parent_job_name, compute=compute, created_by=created_by)
 
 
 @router.delete("/{name}", status_code=204)
 def delete_job(name: str, request: Request) -> Response:
+    _require_creator(request, name, "delete")
     _jobs(request).delete(name)
     return Response(status_code=204)
 
 
 @router.post("/{name}:cancel", summary="Ask for a job's cancel", **answers(Job))
 def cancel_job(name: str, request: Request) -> dict[str, Any]:
+    _require_creator(request, name, "cancel")
     return _jobs(request).cancel(name)
 
 
 @router.post("/{name}:archive", summary="Hide an ended job from `job list` (`az ml job archive`)", **answers(Job))
 def archive_job(name: str, request: Request) -> dict[str, Any]:
+    _require_creator(request, name, "archive")
     return _jobs(request).set_archived(name, True)
 
 
 @router.post("/{name}:restore", summary="Show an archived job in `job list` again (`az ml job restore`)",
              **answers(Job))
 def restore_job(name: str, request: Request) -> dict[str, Any]:
+    _require_creator(request, name, "restore")
     return _jobs(request).set_archived(name, False)
 
 

@@ -22,6 +22,7 @@ from cible.core.models.computes import (
     AmlCompute,
     CibleClusterSettings,
     CibleInstanceSettings,
+    ComputeInstance,
     SlurmCompute,
     VirtualMachineCompute,
 )
@@ -47,7 +48,7 @@ from cible.server.services.credentials import (
     no_credential_message,
     stored_credential,
 )
-from cible.server.services.instances import describe_instance
+from cible.server.services.instances import describe_instance, owner_of, require_instance_user
 from cible.server.services.lifecycle import move_compute
 from cible.server.services.nodes import gpu_readings, node_item, node_listing, node_query
 from cible.server.services.paging import MAX_TOP, page
@@ -461,17 +462,18 @@ class ComputeService:
         with self.store.session() as session:
             return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))))
 
-    def require_runnable(self, name: str, *, instance_count: int = 1, user: str | None = None) -> catalog.VmSize | None:
+    def require_runnable(self, name: str, *, instance_count: int = 1, user: str | None = None,
+                         as_admin: bool = True) -> catalog.VmSize | None:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run
         jobs, and the job could ever fit (refused at submit, not left waiting forever). Returns the size
         of the nodes it runs on (None on local and Slurm, whose machines have no catalog size). `user`
         submits it: on a Slurm cluster with a login host the job runs as their own Slurm identity, so
-        they need a credential there."""
+        they need a credential there; a compute instance is its assigned user's (`as_admin`: anyone's)."""
         if name == LOCAL:
             return None
         with self.store.session() as session:
             row = self._row(session, name)
-            kind, deleting = row.compute_type, row.provisioning_state == DELETING
+            kind, deleting, created_by = row.compute_type, row.provisioning_state == DELETING, row.created_by
             spec = compute_spec(row) if kind in (*SIZED_TYPES, "virtualmachine", "slurm") else None
             if isinstance(spec, SlurmCompute):  # Slurm sizes and queues the job; any node count is its to judge
                 if spec.login is not None and stored_credential(session, name, user) is None:
@@ -486,6 +488,8 @@ class ComputeService:
                 "use compute: local, an amlcompute cluster, a compute instance or an attached machine",
                 details={"field": "compute"},
             )
+        if isinstance(spec, ComputeInstance) and not as_admin:
+            require_instance_user(name, owner_of(spec, created_by), user)
         if isinstance(spec, VirtualMachineCompute) and instance_count > 1:
             raise InvalidRequestError(
                 f"compute '{name}' is one attached machine but the job needs {instance_count} nodes "

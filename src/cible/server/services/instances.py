@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cible.core.clock import Clock
-from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
+from cible.core.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.computes import ProvisioningState
 from cible.core.lifecycle.instance_power import VERBS, Power
 from cible.core.lifecycle.nodes import LIVE, NodeState
@@ -40,20 +40,21 @@ class InstanceService:
         self.paths = paths
         self.on_change = on_change  # wakes the cluster reconciler
 
-    def start(self, name: str, user: str | None = None) -> dict[str, Any]:
-        return self._power(name, "start", user)
+    # `as_admin` False: `user` may act on their own instance only (require_instance_user).
+    def start(self, name: str, user: str | None = None, as_admin: bool = True) -> dict[str, Any]:
+        return self._power(name, "start", user, as_admin)
 
-    def stop(self, name: str, user: str | None = None) -> dict[str, Any]:
-        return self._power(name, "stop", user)
+    def stop(self, name: str, user: str | None = None, as_admin: bool = True) -> dict[str, Any]:
+        return self._power(name, "stop", user, as_admin)
 
-    def restart(self, name: str, user: str | None = None) -> dict[str, Any]:
-        return self._power(name, "restart", user)
+    def restart(self, name: str, user: str | None = None, as_admin: bool = True) -> dict[str, Any]:
+        return self._power(name, "restart", user, as_admin)
 
-    def _power(self, name: str, verb: str, user: str | None) -> dict[str, Any]:
+    def _power(self, name: str, verb: str, user: str | None, as_admin: bool) -> dict[str, Any]:
         power = VERBS[verb]
 
         def request(session: Session) -> None:  # run again from a fresh read if the reconciler wrote the row
-            row = self._instance(session, name)
+            row = self._instance(session, name, user, as_admin)
             now_power = Power(instance_of(row).power)
             # The user's words for the moves the table refuses (or that are no move at all).
             if power == Power.ON and now_power == Power.ON:
@@ -74,7 +75,7 @@ class InstanceService:
         self.on_change()
         return {"name": name, "power": power.value, "requested": verb}
 
-    def snooze(self, name: str, minutes: float) -> dict[str, Any]:
+    def snooze(self, name: str, minutes: float, user: str | None = None, as_admin: bool = True) -> dict[str, Any]:
         """Postpone the idle shutdown by `minutes` from when it would have happened."""
         if not 0 < minutes <= 24 * 60:  # written so that NaN (every comparison false) is refused too
             raise InvalidRequestError("minutes: snooze for more than 0 minutes and at most 24 hours",
@@ -82,7 +83,7 @@ class InstanceService:
         now = self.clock.now()
 
         def postpone(session: Session) -> datetime:  # run again from a fresh read if the reconciler wrote the row
-            row = self._instance(session, name)
+            row = self._instance(session, name, user, as_admin)
             if instance_of(row).power != Power.ON.value:
                 raise ConflictError(f"compute instance {name} is not running; there is no shutdown to snooze")
             stops_at = idleness(instance_view(row, _live_node(session, name)), now).stops_at  # as show says
@@ -95,10 +96,10 @@ class InstanceService:
         self.on_change()
         return {"name": name, "snoozed_until": until.isoformat()}
 
-    def terminal(self, name: str, user: str | None = None) -> dict[str, Any]:
+    def terminal(self, name: str, user: str | None = None, as_admin: bool = True) -> dict[str, Any]:
         """Where a shell on the instance's node runs: its node, working root and home folder."""
         def open_shell(session: Session) -> dict[str, Any]:  # again from a fresh read if a heartbeat wrote the node
-            row = self._instance(session, name)
+            row = self._instance(session, name, user, as_admin)
             node = _live_node(session, name)
             if node is None or node.state == NodeState.PREPARING.value:
                 raise ConflictError(f"compute instance {name} is {_state(session, row)}; start it first "
@@ -110,11 +111,11 @@ class InstanceService:
                     "user": user, "root": str(self.paths.nodes / node.node_id),
                     "home": str(self.paths.instance_home(name)),
                     "note": None if not owner or owner == user else
-                    f"this instance is assigned to {owner}; only they may use it once users are enforced"}
+                    f"this instance is assigned to {owner}; you use it as an Owner of the workspace"}
 
         return self.store.transact(open_shell)
 
-    def _instance(self, session, name: str) -> ComputeRow:  # noqa: ANN001
+    def _instance(self, session, name: str, user: str | None = None, as_admin: bool = True) -> ComputeRow:  # noqa: ANN001
         if name == "local":
             raise InvalidRequestError("'local' is this machine, not a compute instance; start, stop, restart, "
                                       "snooze and connect-ssh are for compute instances", details={"field": "type"})
@@ -127,6 +128,8 @@ class InstanceService:
                                       details={"field": "type"})
         if row.provisioning_state == ProvisioningState.DELETING.value:
             raise ConflictError(f"compute instance {name} is being deleted")
+        if not as_admin:
+            require_instance_user(name, owner_of(instance_spec(row), row.created_by), user)
         return row
 
 
@@ -182,6 +185,17 @@ def _live_node(session, name: str) -> NodeRow | None:  # noqa: ANN001
 def owner_of(spec: ComputeInstance, created_by: str | None) -> str | None:
     """The user a compute instance is assigned to: `create_on_behalf_of`, else its creator."""
     return spec.create_on_behalf_of.user_object_id if spec.create_on_behalf_of else created_by
+
+
+def require_instance_user(name: str, owner: str | None, user: str | None) -> None:
+    """A compute instance is its assigned user's alone (an Owner's too: callers skip this for them).
+    One made without a user named (by the workspace token) is the workspace Owners'."""
+    if owner is not None and owner == user:
+        return
+    assigned = f"assigned to user '{owner}'" if owner else "assigned to no user (the workspace Owners')"
+    raise ForbiddenError(f"compute instance '{name}' is {assigned}; user '{user}' may not use it: create an instance "
+                         "of your own, or ask an Owner to assign it to you (create_on_behalf_of)",
+                         details={"compute": name, "assigned_to": owner})
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -19,7 +19,8 @@ from cible.server.services.jobs import JobService, LostRace, NewJob
 MAX_JOBS = 1000  # per request: the SDK sends more in several
 
 
-def submit_batch(jobs: JobService, bodies: list[dict[str, Any]], user: str | None) -> list[dict[str, Any]]:
+def submit_batch(jobs: JobService, bodies: list[dict[str, Any]], user: str | None,
+                 as_admin: bool = True) -> list[dict[str, Any]]:
     """Each job's name, status, target and whether this request made it, in the order sent."""
     if not bodies or len(bodies) > MAX_JOBS:
         raise InvalidRequestError(f"jobs: send 1 to {MAX_JOBS} jobs per request ({len(bodies)} were sent)",
@@ -36,7 +37,7 @@ def submit_batch(jobs: JobService, bodies: list[dict[str, Any]], user: str | Non
                                       details={"field": f"jobs[{index}].name", "index": index})
         names[name] = index
         try:
-            prepared.append(jobs.prepare(name, body, user, None))
+            prepared.append(jobs.prepare(name, body, user, None, as_admin))
         except CibleError as error:
             raise _at(error, index, name) from None
     new = [job for job in prepared if isinstance(job, NewJob)]

@@ -131,16 +131,19 @@ class JobService:
         self.parents = ParentJobs(self, component_lookup)
 
     # -- writes ------------------------------------------------------------
-    def create_or_update(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
-        return self._submit(name, body, user, None)
+    def create_or_update(self, name: str, body: dict[str, Any], user: str | None = None,
+                         as_admin: bool = True) -> dict[str, Any]:
+        """`as_admin` False: `user` is held to what is theirs (another user's compute instance is refused)."""
+        return self._submit(name, body, user, None, as_admin)
 
     def create_child(self, name: str, body: dict[str, Any], lineage: Lineage, user: str | None = None) -> dict[str, Any]:
         """A sweep's trial or a pipeline's step, submitted by the orchestrator: every check of a submit.
         A second call with the same body answers the job made by the first (a pass made again)."""
         return self._submit(name, body, user, lineage)
 
-    def _submit(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None) -> dict[str, Any]:
-        prepared = self.prepare(name, body, user, lineage)
+    def _submit(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None,
+                as_admin: bool = True) -> dict[str, Any]:
+        prepared = self.prepare(name, body, user, lineage, as_admin)
         if not isinstance(prepared, NewJob):
             return prepared
         try:
@@ -157,7 +160,8 @@ class JobService:
         self.on_change([prepared])
         return self.get(name)  # read once committed: its wait reason reads the compute (a new serverless pool)
 
-    def prepare(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None) -> NewJob | dict:
+    def prepare(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None,
+                as_admin: bool = True) -> NewJob | dict:
         """A submit's every check and its plan, nothing new stored: the NewJob to `add`, or the answer
         for a job of that name already stored (the same job, its display name, description and tags
         updated as a PUT does; a conflict when it differs in anything else)."""
@@ -186,7 +190,7 @@ class JobService:
             notes, children = self.parents.check(job, name)
             target, pool, plan, estimate = f"({job.type})", None, {"instance_count": 0}, None
         else:
-            target, notes, pool, plan, estimate = self._plan(job, name, user)
+            target, notes, pool, plan, estimate = self._plan(job, name, user, as_admin)
             if lineage is not None and lineage.replica_of:
                 # No MLflow run: a replica serves, it does not train.
                 plan = {**plan, "environment": with_serving(plan["environment"]), "serving": True, "tracking": None}
@@ -239,12 +243,12 @@ class JobService:
                                           "environment itself (the CLI and SDK do)", details={"field": field})
         return load_spec_dict({**body, "name": name}, "job", source="request body")
 
-    def _plan(self, job: CommandJob, name: str,
-              user: str | None = None) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
+    def _plan(self, job: CommandJob, name: str, user: str | None = None,
+              as_admin: bool = True) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
         """Where a new job would run and its launch plan: the compute, sizes, inputs and environment
         checked (a 4xx when one is wrong), nothing stored. Also (target, notes, pool, plan, estimate).
         `user` submits it (a Slurm cluster runs it as their own Slurm identity)."""
-        target, notes, pool, size = self._resolve_compute(job, name, user)
+        target, notes, pool, size = self._resolve_compute(job, name, user, as_admin)
         plan = self.plans.build(job, name=name, experiment_name=job.experiment_name or "Default", target=target)
         if gpus := job_gpus(size):  # what the launcher checks the environment's build against (CUDA preflight)
             plan["gpus"] = gpus
@@ -277,7 +281,7 @@ class JobService:
             )
         return incoming
 
-    def _resolve_compute(self, job: CommandJob, name: str, user: str | None = None,
+    def _resolve_compute(self, job: CommandJob, name: str, user: str | None = None, as_admin: bool = True,
                          ) -> tuple[str, list[str], dict[str, Any] | None, catalog.VmSize | None]:
         """The target a job runs on, notes for its warnings, its serverless pool's spec if any, and the
         size of its nodes (None on local and Slurm)."""
@@ -295,7 +299,7 @@ class JobService:
                                                  job.queue_settings.job_tier if job.queue_settings else None)
             notes += self.computes.size_notes(pool["cible"]["provider"], pool["size"])
             return f"{SERVERLESS_PREFIX}{name}", notes, pool, catalog.get_size(pool["size"])
-        size = self.computes.require_runnable(compute, instance_count=instance_count, user=user)
+        size = self.computes.require_runnable(compute, instance_count=instance_count, user=user, as_admin=as_admin)
         if job.queue_settings and job.queue_settings.job_tier:
             notes.append(f"queue_settings.job_tier applies to serverless compute only; compute {compute} has its "
                          "own tier")
@@ -341,7 +345,15 @@ class JobService:
 
         self.store.transact(forget)
 
-    def validate(self, name: str, body: dict[str, Any], user: str | None = None) -> dict[str, Any]:
+    def creator(self, name: str) -> str | None:
+        """Who submitted job `name` (None: the workspace token, without a user named); 404 when there is none."""
+        with self.store.session() as session:
+            found = session.execute(select(JobRow.created_by).where(JobRow.name == name)).first()
+        if found is None:
+            raise NotFoundError(f"job '{name}' does not exist", details={"name": name})
+        return found[0]
+
+    def validate(self, name: str, body: dict[str, Any], user: str | None = None, as_admin: bool = True) -> dict[str, Any]:
         """`az ml job validate`: every check a submit of `body` as job `name` makes (the same 4xx),
         nothing stored. Passing, it says where the job would run and what the submit would warn of."""
         loaded = self._load(name, body)
@@ -356,7 +368,7 @@ class JobService:
             notes, _ = self.parents.check(job, name)
             return {"passed": True, "name": name, "exists": False, "target": f"({job.type})",
                     "warnings": [*loaded.warnings, *notes]}
-        target, notes, _, plan, estimate = self._plan(job, name, user)
+        target, notes, _, plan, estimate = self._plan(job, name, user, as_admin)
         return {"passed": True, "name": name, "exists": False, "target": target,
                 "instance_count": plan["instance_count"], "cost_estimate": estimate,
                 "warnings": [*loaded.warnings, *notes]}
@@ -420,10 +432,12 @@ class JobService:
 
     def list(self, *, skip: int = 0, top: int = 50, status: str | None = None, experiment: str | None = None,
              include_archived: bool = False, archived_only: bool = False,
-             parent_job_name: str | None = None, compute: str | None = None) -> dict[str, Any]:
+             parent_job_name: str | None = None, compute: str | None = None,
+             created_by: str | None = None) -> dict[str, Any]:
         """Top-level jobs, newest first; or, given `parent_job_name`, that sweep's trials or that pipeline's
         steps (`az ml job list --parent-job-name`), oldest first. `compute` keeps the jobs of one compute
-        (`cpu-cluster` or `azureml:cpu-cluster`; `serverless`: every job on serverless nodes)."""
+        (`cpu-cluster` or `azureml:cpu-cluster`; `serverless`: every job on serverless nodes), `created_by`
+        those one user submitted."""
         view = list_view(include_archived, archived_only)
         if status:  # `--status running` as Azure's CLI takes it: any case, Azure's name stored
             known = {s.value.lower(): s.value for s in JobStatus}
@@ -440,6 +454,8 @@ class JobService:
                 query = query.where(JobRow.experiment_name == experiment)
             if compute:
                 query = query.where(_on_compute(compute))
+            if created_by:
+                query = query.where(JobRow.created_by == created_by)
             if view != ALL:  # archived jobs are hidden unless asked for, as `az ml job list`
                 query = query.where(JobRow.archived.is_(view == ARCHIVED))
             if parent_job_name is None:  # children are listed under their parent, as on Azure

@@ -386,3 +386,28 @@ class WarmSpanRow(Base):
     started_at: Mapped[datetime]
     alive_at: Mapped[datetime]
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
+
+
+class UserRow(Base):
+    """A workspace user and their role (cible.core.roles)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class UserTokenRow(Base):
+    """A user's personal token, by the SHA-256 of its secret: the secret is shown once, when it is made."""
+
+    __tablename__ = "user_tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # what list and revoke name it by
+    user: Mapped[str] = mapped_column(String(64), ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
