@@ -156,3 +156,22 @@ def test_the_docs_table_is_the_roles_module() -> None:
             for line in table[2:]}
     assert list(rows) == list(PERMISSIONS)
     assert all(rows[p] == [allows(r, p) for r in ROLES] for p in PERMISSIONS)
+
+
+def test_the_history_names_who_made_each_move(api: TestClient) -> None:
+    kim = as_user(api, "kim", "data-scientist")
+    api.put("/api/v1/jobs/k1", json={"command": "echo"}, headers=kim)
+    api.post("/api/v1/jobs/k1:cancel", headers=kim)
+    history = api.get("/api/v1/jobs/k1").json()["status_history"]
+    assert [(h["status"], h.get("by")) for h in history] == [
+        ("NotStarted", "kim"), ("Queued", "kim"), ("CancelRequested", "kim")]
+    asked = api.post("/api/v1/quotas/total/requests", json={"vcpus": 4}, headers=kim).json()
+    api.post(f"/api/v1/quota-requests/{asked['id']}:deny")  # the Owner, through the workspace token
+    with api.app.state.store.session() as session:
+        from sqlalchemy import select
+
+        from cible.server.store.rows import LifecycleRow
+
+        moves = session.execute(select(LifecycleRow.to_state, LifecycleRow.by).where(
+            LifecycleRow.entity == "quota_request")).all()
+    assert ("Denied", current_user()) in [tuple(m) for m in moves]

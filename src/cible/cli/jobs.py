@@ -61,7 +61,8 @@ def _draw_job(job: dict, url: str | None = None) -> None:
     print_gpus(job.get("gpu_usage"))
     history = job.get("status_history")
     if history:
-        print_table(history, [("status", "status"), ("at", "at"), ("reason", "reason")], title="status history")
+        print_table(history, [("status", "status"), ("at", "at"), ("by", "by"), ("reason", "reason")],
+                    title="status history")
 
 
 def _draw_children(job: dict) -> None:

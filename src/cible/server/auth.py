@@ -5,8 +5,8 @@ a user's personal token what their role allows (cible.core.roles: the permission
 checked here for every request, refused with 403 naming it); a node's token only
 its own node's agent routes; a Slurm job's pilot token only its pilot nodes' agent routes for that job; a job's run token only MLflow, where the proxy keeps it to its own
 run (tracking_policy), and its own job's batch routes (`/api/v1/jobs/<name>/batch…`: a batch job's
-runners report there). The scope is left in ``scope["state"]["token_scope"]`` for the routes, and who
-acts (a user and their role) in ``scope["state"]["identity"]`` (identity.py).
+runners report there). The scope is left in ``scope["state"]["token_scope"]`` for the routes; identity.py
+says from it who acts (a user and their role).
 """
 
 from __future__ import annotations

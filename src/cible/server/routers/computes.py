@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cible.server.identity import as_admin as _as_admin
-from cible.server.identity import caller
+from cible.server.identity import caller, identity
 from cible.server.routers.paging import DEFAULT_TOP, Skip, Top
 from cible.server.routers.responses import JSON, answers
 from cible.server.schemas.computes import (
@@ -29,6 +29,11 @@ from cible.server.schemas.quotas import CostReport, QuotaIncreaseRequest, Quotas
 from cible.server.services.quotas import MAX_REQUEST_ID, MAX_VCPUS
 
 router = APIRouter(prefix="/api/v1", default_response_class=JSON)
+def _who(request: Request) -> str:
+    """Who acts, as the history names them (the workspace token without a user named: its Owner)."""
+    return identity(request).user
+
+
 Until = Annotated[datetime | None, Query(description="the report as of this time (at most now): a report's later "
                                                      "pages pass its first page's `until`")]
 
@@ -86,7 +91,7 @@ def update_compute(name: str, request: Request, body: dict[str, Any] = Body(...)
                responses={202: {"model": Compute, "description": "a compute with nodes: it drains first "
                                                                 "(provisioning_state Deleting)"}})
 def delete_compute(name: str, request: Request) -> Response:
-    draining = request.app.state.computes.delete(name)
+    draining = request.app.state.computes.delete(name, by=_who(request))
     if draining is None:
         return Response(status_code=204)
     return JSONResponse(draining, status_code=202)
@@ -140,19 +145,19 @@ def list_credentials(name: str, request: Request, skip: Skip = 0, top: Top = DEF
 @router.post("/computes/{name}:start", tags=["computes"], summary="Start a compute instance",
              **answers(PowerRequest))
 def start_instance(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.instances.start(name, caller(request), _as_admin(request))
+    return request.app.state.instances.start(name, _who(request), _as_admin(request))
 
 
 @router.post("/computes/{name}:stop", tags=["computes"], summary="Stop a compute instance (refused while a job runs)",
              **answers(PowerRequest))
 def stop_instance(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.instances.stop(name, caller(request), _as_admin(request))
+    return request.app.state.instances.stop(name, _who(request), _as_admin(request))
 
 
 @router.post("/computes/{name}:restart", tags=["computes"], summary="Restart a compute instance's node",
              **answers(PowerRequest))
 def restart_instance(name: str, request: Request) -> dict[str, Any]:
-    return request.app.state.instances.restart(name, caller(request), _as_admin(request))
+    return request.app.state.instances.restart(name, _who(request), _as_admin(request))
 
 
 @router.post("/computes/{name}:snooze", tags=["computes"], summary="Postpone a compute instance's idle shutdown",
@@ -200,13 +205,13 @@ def request_quota(scope: str, body: QuotaRequest, request: Request) -> dict[str,
 @router.post("/quota-requests/{request_id}:approve", tags=["quotas"], summary="Approve an increase (admin)",
              **answers(QuotaIncreaseRequest))
 def approve_quota(request: Request, request_id: int = Path(..., ge=1, le=MAX_REQUEST_ID)) -> dict[str, Any]:
-    return request.app.state.quotas.decide(request_id, True, caller(request))
+    return request.app.state.quotas.decide(request_id, True, _who(request))
 
 
 @router.post("/quota-requests/{request_id}:deny", tags=["quotas"], summary="Deny an increase (admin)",
              **answers(QuotaIncreaseRequest))
 def deny_quota(request: Request, request_id: int = Path(..., ge=1, le=MAX_REQUEST_ID)) -> dict[str, Any]:
-    return request.app.state.quotas.decide(request_id, False, caller(request))
+    return request.app.state.quotas.decide(request_id, False, _who(request))
 
 
 @router.get("/costs", tags=["cost"], summary="Cost of the nodes by compute, job or user (a page of its lines)",

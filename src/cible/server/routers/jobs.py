@@ -35,8 +35,10 @@ def _jobs(request: Request):  # noqa: ANN202
 def _require_creator(request: Request, name: str, verb: str) -> None:
     """A job is cancelled, archived, restored or deleted by whoever submitted it, or by an Owner."""
     who = identity(request)
+    if who.is_admin:
+        return
     creator = _jobs(request).creator(name)
-    if not who.is_admin and creator != who.user:
+    if creator != who.user:
         raise ForbiddenError(f"job '{name}' was submitted by {repr(creator) if creator else 'the workspace token'}; "
                              f"user '{who.user}' ({who.role}) may not {verb} it: only its creator or an Owner may",
                              details={"job": name, "created_by": creator})
@@ -114,7 +116,7 @@ def delete_job(name: str, request: Request) -> Response:
 @router.post("/{name}:cancel", summary="Ask for a job's cancel", **answers(Job))
 def cancel_job(name: str, request: Request) -> dict[str, Any]:
     _require_creator(request, name, "cancel")
-    return _jobs(request).cancel(name)
+    return _jobs(request).cancel(name, by=identity(request).user)
 
 
 @router.post("/{name}:archive", summary="Hide an ended job from `job list` (`az ml job archive`)", **answers(Job))

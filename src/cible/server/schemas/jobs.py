@@ -19,6 +19,7 @@ class StatusChange(Envelope):
     status: str = Field(description="the status it moved to (Azure's job statuses)")
     at: IsoTime = Field(description="when (ISO 8601)")
     reason: str | None = Field(None, description="why, when known")
+    by: str | None = Field(None, description="the user who made the move (absent: cible's own)")
 
 
 class CostEstimate(Envelope):

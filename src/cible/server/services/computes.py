@@ -238,7 +238,7 @@ class ComputeService:
         self.on_change()
         return result
 
-    def delete(self, name: str) -> dict[str, Any] | None:
+    def delete(self, name: str, by: str | None = None) -> dict[str, Any] | None:
         """Delete a compute. A cluster with nodes drains first: it takes no new jobs, its running
         jobs finish, its nodes leave, then it goes (returned: the cluster, Deleting)."""
         if name == LOCAL:
@@ -255,7 +255,8 @@ class ComputeService:
             if row.compute_type not in NODE_COMPUTE_TYPES or not _live_nodes(session, name):
                 session.delete(row)
                 return row.compute_type, None
-            move_compute(session, row, ProvisioningState.DELETING, "deleted: its nodes drain first", self.clock.now())
+            move_compute(session, row, ProvisioningState.DELETING, "deleted: its nodes drain first", self.clock.now(),
+                         by=by)
             return row.compute_type, _resource(session, row, self.clock.now())
 
         kind, draining = self.store.transact(delete_or_drain)

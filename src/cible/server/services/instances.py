@@ -69,7 +69,7 @@ class InstanceService:
                     raise ConflictError(
                         f"job {node.job_name} is running on compute instance {name}; a {verb} would cut it short. "
                         f"Cancel it (`cible job cancel -n {node.job_name}`) or {verb} once it ends")
-            move_power(session, row, power, f"{verb} requested by {user or 'a user'}", self.clock.now())
+            move_power(session, row, power, f"{verb} requested by {user or 'a user'}", self.clock.now(), by=user)
 
         self.store.transact(request)
         self.on_change()

@@ -46,11 +46,14 @@ SERVERLESS = "serverless"
 LIVE_STATES = {s.value for s in LIVE}
 
 
-def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datetime, reason: str | None = None) -> None:
-    """The only place a job's status changes: validate the move, record it in the history."""
+def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datetime, reason: str | None = None,
+               by: str | None = None) -> None:
+    """The only place a job's status changes: validate the move, record it in the history (`by`: the user
+    who made it; None: cible itself)."""
     target = JobStatus(target)
     check_transition(row.status, target)
-    session.add(JobStatusRow(job_name=row.name, from_status=row.status, to_status=target.value, reason=reason, at=at))
+    session.add(JobStatusRow(job_name=row.name, from_status=row.status, to_status=target.value, reason=reason, at=at,
+                             by=by))
     row.status = target.value
     row.updated_at = at
     if target == JobStatus.RUNNING and row.started_at is None:
@@ -221,10 +224,11 @@ class JobService:
         if pool is not None:  # the job's own serverless nodes: made for it, gone after it
             session.add(ComputeRow(name=new.target, compute_type=SERVERLESS, spec=pool, created_by=new.user,
                                    provisioning_state="Succeeded", created_at=now, updated_at=now))
-        session.add(JobStatusRow(job_name=new.name, from_status=None, to_status=row.status, reason="submitted", at=now))
+        session.add(JobStatusRow(job_name=new.name, from_status=None, to_status=row.status, reason="submitted", at=now,
+                                 by=new.user))
         set_status(session, row, JobStatus.QUEUED, now, reason=(
             f"queued: its {CHILD_KIND[job.type]}s start as it runs" if job.type in PARENT_TYPES
-            else f"queued on {new.target}"))
+            else f"queued on {new.target}"), by=new.user)
 
     def _load(self, name: str, body: dict[str, Any]):  # noqa: ANN202 (a LoadedSpec)
         """The body as a command job, with every check that needs no lookup (submit and validate)."""
@@ -308,15 +312,16 @@ class JobService:
                          "own size")
         return compute, notes, None, size
 
-    def cancel(self, name: str, *, reason: str = "cancel requested by user", error: JobError | None = None) -> dict[str, Any]:
-        """Ask for a job's cancel. `error`, when given, is why it ends Canceled (a sweep's early
-        termination policy): kept over what its launcher reports."""
+    def cancel(self, name: str, *, reason: str = "cancel requested by user", error: JobError | None = None,
+               by: str | None = None) -> dict[str, Any]:
+        """Ask for a job's cancel (`by`: the user who asks). `error`, when given, is why it ends Canceled (a
+        sweep's early termination policy): kept over what its launcher reports."""
         def request_cancel(session: Session) -> dict[str, Any]:
             row = self._row(session, name)
             if is_terminal(row.status):
                 raise ConflictError(f"job '{name}' already ended {row.status}; there is nothing to cancel")
             if row.status != JobStatus.CANCEL_REQUESTED.value:
-                set_status(session, row, JobStatus.CANCEL_REQUESTED, self.clock.now(), reason=reason)
+                set_status(session, row, JobStatus.CANCEL_REQUESTED, self.clock.now(), reason=reason, by=by)
                 if error is not None:
                     row.error = error
             return self._resource(session, row)
@@ -597,7 +602,8 @@ class JobService:
             resource["cost"] = cost
             rows = session.scalars(select(JobStatusRow).where(JobStatusRow.job_name == row.name).order_by(JobStatusRow.id))
             resource["status_history"] = [
-                {"status": h.to_status, "at": h.at.isoformat(), "reason": h.reason} for h in rows
+                {"status": h.to_status, "at": h.at.isoformat(), "reason": h.reason, **({"by": h.by} if h.by else {})}
+                for h in rows
             ]
         return resource
 

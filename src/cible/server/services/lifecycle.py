@@ -27,13 +27,13 @@ ENDPOINT, DEPLOYMENT = "online_endpoint", "online_deployment"
 
 
 def move_compute(session: Session, row: ComputeRow, state: ProvisioningState | str, reason: str | None,
-                 now: datetime) -> bool:
+                 now: datetime, by: str | None = None) -> bool:
     """Change a compute's provisioning state (e.g. Succeeded -> Deleting as it drains)."""
     target = ProvisioningState(state)
     if row.provisioning_state == target.value:
         return False
     computes.check_transition(row.provisioning_state, target)
-    _history(session, COMPUTE, row.name, row.provisioning_state, target.value, reason, now)
+    _history(session, COMPUTE, row.name, row.provisioning_state, target.value, reason, now, by)
     row.provisioning_state = target.value
     row.updated_at = now
     return True
@@ -57,7 +57,8 @@ def move_endpoint(session: Session, row: OnlineEndpointRow | OnlineDeploymentRow
     return True
 
 
-def move_power(session: Session, row: ComputeRow, power: Power | str, reason: str, now: datetime) -> bool:
+def move_power(session: Session, row: ComputeRow, power: Power | str, reason: str, now: datetime,
+               by: str | None = None) -> bool:
     """Change a compute instance's power, with the event `compute show` lists. Powering on starts
     its idle time afresh (a snooze or warning of before is void); any move voids a pending
     scheduled stop."""
@@ -66,7 +67,7 @@ def move_power(session: Session, row: ComputeRow, power: Power | str, reason: st
     if instance.power == target.value:
         return False
     instance_power.check_transition(instance.power, target)
-    _history(session, INSTANCE_POWER, row.name, Power(instance.power).value, target.value, reason, now)
+    _history(session, INSTANCE_POWER, row.name, Power(instance.power).value, target.value, reason, now, by)
     powered_on = {"powered_on_at": now, "snoozed_until": None, "warned_for": None} if target == Power.ON else {}
     moved = instance.model_copy(update={"power": target, "power_reason": reason, "pending_stop": None,
                                         "events": with_event(instance, now, EVENT_KIND[target], reason), **powered_on})
@@ -75,13 +76,13 @@ def move_power(session: Session, row: ComputeRow, power: Power | str, reason: st
 
 
 def move_quota_request(session: Session, row: QuotaRequestRow, status: QuotaRequestStatus | str,
-                       reason: str | None, now: datetime) -> bool:
+                       reason: str | None, now: datetime, by: str | None = None) -> bool:
     """Approve or deny a quota request (the caller sets who decided and raises the quota)."""
     target = QuotaRequestStatus(status)
     if row.status == target.value:
         return False
     quota_requests.check_transition(row.status, target)
-    _history(session, QUOTA_REQUEST, str(row.id), row.status, target.value, reason, now)
+    _history(session, QUOTA_REQUEST, str(row.id), row.status, target.value, reason, now, by)
     row.status = target.value
     if target in quota_requests.TERMINAL:
         row.decided_at = now
@@ -94,5 +95,7 @@ def with_event(instance: InstanceState, now: datetime, kind: str, message: str) 
 
 
 def _history(session: Session, entity: str, key: str, from_state: str | None, to_state: str, reason: str | None,
-             now: datetime) -> None:
-    session.add(LifecycleRow(entity=entity, key=key, from_state=from_state, to_state=to_state, reason=reason, at=now))
+             now: datetime, by: str | None = None) -> None:
+    """One move in the audit log; `by` the user who made it (None: cible's own move, as a pass's)."""
+    session.add(LifecycleRow(entity=entity, key=key, from_state=from_state, to_state=to_state, reason=reason, at=now,
+                             by=by))

@@ -130,7 +130,7 @@ class QuotaService:
                 raise ConflictError(f"quota request {request_id} was already {row.status.lower()}")
             verdict = QuotaRequestStatus.APPROVED if approve else QuotaRequestStatus.DENIED
             move_quota_request(session, row, verdict, f"{verdict.value.lower()} by {user or 'an admin'}",
-                               self.clock.now())
+                               self.clock.now(), by=user)
             row.decided_by = user
             if approve:
                 quota = session.get(QuotaRow, row.scope)

@@ -109,6 +109,7 @@ class JobStatusRow(Base):
     to_status: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime]
+    by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the user who made the move; None: cible
 
 
 class ComputeRow(Base):
@@ -247,6 +248,7 @@ class LifecycleRow(Base):
     to_state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     at: Mapped[datetime]
+    by: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the user who made the move; None: cible
     __table_args__ = (Index("ix_lifecycle_history_entity_key", "entity", "key"),)
 
 

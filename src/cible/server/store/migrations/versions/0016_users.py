@@ -1,4 +1,5 @@
-"""Workspace users with their roles, and their personal tokens (kept by the SHA-256 of the secret only).
+"""Workspace users with their roles, and their personal tokens (kept by the SHA-256 of the secret only);
+the history tables name the user who made each move (`by`: none for cible's own moves).
 
 Revision ID: 0016
 Revises: 0015
@@ -11,6 +12,7 @@ revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
+HISTORIES = ("job_status_history", "lifecycle_history")
 
 
 def upgrade() -> None:
@@ -32,9 +34,15 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_user_tokens_user", "user_tokens", ["user"])
+    for table in HISTORIES:
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column("by", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
+    for table in HISTORIES:
+        with op.batch_alter_table(table) as batch:
+            batch.drop_column("by")
     op.drop_index("ix_user_tokens_user", table_name="user_tokens")
     op.drop_table("user_tokens")
     op.drop_table("users")
