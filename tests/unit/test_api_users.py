@@ -57,6 +57,8 @@ def test_a_reader_sees_but_cannot_change(api: TestClient) -> None:
     error = assert_envelope(refused, 403)
     assert "user 'carol' (Reader) lacks the permission jobs/write" in error["message"]
     assert "Owner, Contributor, AzureML Data Scientist" in error["message"]
+    upload = assert_envelope(api.post("/api/v1/blobs:missing", json={"sha256": []}, headers=carol), 403)
+    assert "assets/write that uploading files (a job's code or an asset's data" in upload["message"]
     assert assert_envelope(api.post("/api/v1/jobs/seen:cancel", headers=carol), 403)
 
 
@@ -102,6 +104,8 @@ def test_a_revoked_or_expired_token_is_refused(api: TestClient, clock: FrozenClo
 
 def test_users_are_checked_and_the_last_owner_stays(api: TestClient) -> None:
     assert "role: 'boss' is not a role" in assert_envelope(api.post("/api/v1/users", json={"name": "x", "role": "boss"}), 400)["message"]
+    typo = assert_envelope(api.post("/api/v1/users", json={"name": "x", "role": "data-scientst"}), 400)["message"]
+    assert "did you mean AzureML Data Scientist?" in typo
     assert "not a valid user name" in assert_envelope(api.post("/api/v1/users", json={"name": "-x", "role": "Reader"}), 400)["message"]
     assert_envelope(api.post("/api/v1/users", json={"name": current_user(), "role": "Reader"}), 409)
     assert "only Owner" in assert_envelope(api.delete(f"/api/v1/users/{current_user()}"), 409)["message"]

@@ -54,6 +54,21 @@ def role_named(text: str) -> str | None:
     return _ALIASES.get(" ".join(text.split()).lower())
 
 
+def close_roles(text: str) -> list[str]:
+    """The roles whose names `text` nearly spells ("data-scientst" -> AzureML Data Scientist)."""
+    import difflib
+
+    near = difflib.get_close_matches(" ".join(text.split()).lower(), list(_ALIASES), n=3, cutoff=0.7)
+    return list(dict.fromkeys(_ALIASES[n] for n in near))
+
+
+def route_said(method: str, path: str) -> str:
+    """How a refusal names the request: uploads are named for what they are (a job's code or data)."""
+    if re.fullmatch(UPLOADS, path.removeprefix("/api/v1/")):
+        return f"uploading files (a job's code or an asset's data: {method} {path})"
+    return f"{method} {path}"
+
+
 def allows(role: str, permission: str) -> bool:
     return permission in GRANTS.get(role, frozenset())
 
@@ -63,6 +78,7 @@ def roles_with(permission: str) -> list[str]:
 
 
 NODES_ONLY = "nodes-only"  # agent and batch-runner routes: node, pilot and run tokens, no user
+UPLOADS = r"(blobs:missing|blobs/.+|snapshots)"
 
 _READ = ("GET", "HEAD")
 # (methods or None for any, pattern on the path after /api/v1/, permission): the first that matches decides.
@@ -74,7 +90,7 @@ _RULES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str], str], ...] = tuple(
         (_READ, r"(health|sizes(/.+)?|costs)", "workspace/read"),
         # The studio acts with the workspace's rights (it does not sign users in yet): an Owner's alone.
         (("POST",), r"studio:sign-in-code", "studio/use"),
-        (None, r"(blobs:missing|blobs/.+|snapshots)", "assets/write"),  # uploads: a job's code, data
+        (None, UPLOADS, "assets/write"),  # a job's code, a data asset's files
         (("POST",), rf"jobs/{_N}:validate", "jobs/read"),
         (("POST",), rf"jobs/{_N}:cancel", "jobs/cancel"),
         (_READ, rf"jobs(/{_N}(/logs|/files(/.+)?)?)?", "jobs/read"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cible.core.models.records import PILOT_NODE_PREFIX
-from cible.core.roles import NODES_ONLY, allows, permission_for, roles_with
+from cible.core.roles import NODES_ONLY, allows, permission_for, roles_with, route_said
 from cible.server.errors import envelope_body
 from cible.server.tokens import Scope, Tokens
 
@@ -41,8 +41,10 @@ class TokenAuthMiddleware:
                 await _redirect(send, MLFLOW_RUN_PAGE)  # a run link MLflow printed: to its job's page
                 return
             if granted is None:
-                await _deny(send, 401, "Unauthorized", "missing or wrong token: send 'Authorization: Bearer "
-                            "<token>' (the local workspace keeps it in $CIBLE_HOME/token)")
+                await _deny(send, 401, "Unauthorized", "missing, wrong, expired or revoked token: send "
+                            "'Authorization: Bearer <token>' (the local workspace keeps its own in "
+                            "$CIBLE_HOME/token; `cible token list` says whether a personal token expired or "
+                            "was revoked)")
                 return
             refusal = _refusal(granted, scope["path"], scope["method"])
             if refusal is not None:
@@ -83,7 +85,7 @@ def _user_refusal(user: str, role: str, method: str, path: str) -> str | None:
     holders = roles_with(permission)
     fix = (f"a role that has it ({', '.join(holders)}) is given by an Owner: `cible user update --name {user} "
            f"--role ROLE`") if holders else "no role has it"
-    return f"user '{user}' ({role}) lacks the permission {permission} that {method} {path} needs; {fix}"
+    return f"user '{user}' ({role}) lacks the permission {permission} that {route_said(method, path)} needs; {fix}"
 
 
 def _pilot_route(job: str, path: str) -> bool:

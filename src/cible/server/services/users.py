@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from cible.core import naming
 from cible.core.clock import Clock
 from cible.core.errors import ConflictError, ForbiddenError, InvalidRequestError, NotFoundError
-from cible.core.roles import ADMIN_ROLES, OWNER, ROLES, role_named
+from cible.core.roles import ADMIN_ROLES, OWNER, ROLES, close_roles, role_named
 from cible.server.services.paging import MAX_TOP, fetch, page
 from cible.server.store.db import Store
 from cible.server.store.rows import UserRow, UserTokenRow
@@ -240,7 +240,9 @@ class UserService:
 def _role(text: str) -> str:
     role = role_named(text) if isinstance(text, str) else None
     if role is None:
-        raise InvalidRequestError(f"role: '{text}' is not a role; use one of {', '.join(ROLES)}",
+        near = close_roles(text) if isinstance(text, str) else []
+        hint = f"did you mean {' or '.join(near)}? " if near else ""
+        raise InvalidRequestError(f"role: '{text}' is not a role; {hint}use one of {', '.join(ROLES)}",
                                   details={"field": "role"})
     return role
 
