@@ -105,3 +105,14 @@ def test_readings_by_uuid_or_index_and_busy_ignores_bad_records(two_gpus: list[g
     assert gpus.sample([]) == []
     assert gpus.busy([{"index": 0, "utilization_percent": "high"}, "junk", {"utilization_percent": 4.9},
                       {"index": 3, "utilization_percent": 5}]) == ["GPU 3 (5 %)"]
+
+
+def test_without_nvidia_device_files_nvml_is_not_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(gpus.ENV_FAKE, raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def asked() -> list:
+        raise AssertionError("NVML was asked on a machine without NVIDIA device files")
+
+    monkeypatch.setattr(gpus, "_nvml", asked)
+    assert gpus.discover(str(tmp_path)) == []

@@ -57,7 +57,11 @@ class GpuError(Exception):
 # -- finding them -------------------------------------------------------------------------------------
 def discover(dev: str = "/dev") -> list[Gpu]:
     """This machine's GPUs lent to cible, in index order (see the module's docstring for the sources)."""
-    found = _fake() if os.environ.get(ENV_FAKE) else _nvml() or _dev_files(dev)
+    if os.environ.get(ENV_FAKE):
+        found = _fake()
+    else:  # no /dev/nvidiaN, no NVIDIA driver: NVML is not even imported (~50 ms an agent's start would pay)
+        files = _dev_files(dev)
+        found = (_nvml() or files) if files else []
     return _lent(found, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
