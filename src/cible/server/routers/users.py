@@ -63,13 +63,13 @@ def get_user(request: Request, name: str) -> dict[str, Any]:
 
 @router.patch("/users/{name}", tags=["users"], summary="Change a user's role (Owner only)", **answers(User))
 def update_user(request: Request, name: str, body: RoleChange) -> dict[str, Any]:
-    return _users(request).update(name, body.role, by=identity(request))
+    return _users(request).update(name, body.role)
 
 
 @router.delete("/users/{name}", tags=["users"], summary="Remove a user and their tokens (Owner only)",
                **answers(User))
 def delete_user(request: Request, name: str) -> dict[str, Any]:
-    return _users(request).delete(name, by=identity(request))
+    return _users(request).delete(name)
 
 
 @router.get("/tokens", tags=["users"], summary="A page of a user's personal tokens (never their secrets)",

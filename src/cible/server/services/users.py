@@ -99,11 +99,6 @@ class UserService:
         self._invalidate()
         return self.owner_name()
 
-    def role_of(self, user: str) -> str | None:
-        with self.store.session() as session:
-            row = session.get(UserRow, user)
-            return row.role if row is not None else None
-
     # -- users -------------------------------------------------------------------------------------
     def create(self, name: str, role: str, by: str | None) -> dict[str, Any]:
         naming.USER.check(name)
@@ -118,7 +113,7 @@ class UserService:
         self._invalidate()
         return result
 
-    def update(self, name: str, role: str, by: Identity) -> dict[str, Any]:
+    def update(self, name: str, role: str) -> dict[str, Any]:
         canonical = _role(role)
         with self.store.session() as session:
             row = self._row(session, name)
@@ -129,7 +124,7 @@ class UserService:
         self._invalidate()
         return result
 
-    def delete(self, name: str, by: Identity) -> dict[str, Any]:
+    def delete(self, name: str) -> dict[str, Any]:
         with self.store.session() as session:
             row = self._row(session, name)
             if row.role == OWNER:
