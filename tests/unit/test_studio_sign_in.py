@@ -84,7 +84,7 @@ def test_codes_and_sessions_expire(setup) -> None:
 def test_the_workspace_token_typed_in_signs_in_and_a_wrong_one_says_so(setup) -> None:
     _, _, browser, _ = setup
     wrong = browser.post("/sign-in", data={"token": "nope", "next": "/computes"})
-    assert wrong.status_code == 401 and "not this workspace" in wrong.text
+    assert wrong.status_code == 401 and "neither this workspace" in wrong.text
     other_site = browser.post("/sign-in", data={"token": TOKEN}, headers={"Origin": "http://evil.example"})
     assert other_site.status_code == 403 and COOKIE not in browser.cookies
     right = browser.post("/sign-in", data={"token": TOKEN, "next": "/computes"})
@@ -164,9 +164,9 @@ def test_a_code_is_spent_once_and_a_session_secret_is_no_code(setup) -> None:
     assert sessions.redeem(code) is not None
     assert sessions.redeem(code) is None
     assert sessions.redeem("") is None and sessions.redeem("not-a-code") is None
-    session_secret = sessions.start_session()
+    session_secret = sessions.start_session(None)
     assert sessions.redeem(session_secret) is None  # a session's secret is not a code
-    assert sessions.is_valid(session_secret)
+    assert sessions.signed_in(session_secret) is not None
 
 
 def test_a_bad_address_in_a_browser_is_a_page_while_the_api_keeps_its_json(setup) -> None:
@@ -189,9 +189,9 @@ def test_a_new_workspace_token_signs_every_browser_out(setup) -> None:
     sign_in(api, browser)
     secret = browser.cookies[COOKIE]
     code = code_of(api)
-    assert app.state.studio_sessions.is_valid(secret)
+    assert app.state.studio_sessions.signed_in(secret) is not None
     rotated = StudioSessions(app.state.store, clock, TOKEN + "-rotated", session_ttl_s=3600, code_ttl_s=300)
-    assert not rotated.is_valid(secret)  # the same rows, read under the new token's key
+    assert rotated.signed_in(secret) is None  # the same rows, read under the new token's key
     assert rotated.redeem(code) is None
 
 

@@ -10,6 +10,8 @@ import typer
 
 from cible.cli.groups import LazyGroups
 from cible.cli.output import add_global_options, emit, err_console
+from cible.cli.login import login as login_command
+from cible.cli.login import logout as logout_command
 from cible.cli.studio import studio as studio_command
 
 
@@ -39,6 +41,8 @@ def root(version: Annotated[bool, typer.Option(
 
 
 app.command("studio")(studio_command)
+app.command("login")(login_command)
+app.command("logout")(logout_command)
 
 
 @app.command("quickstart")

@@ -13,10 +13,12 @@ NameOpt = Annotated[str, typer.Option("--name", "-n", help="the user's name (a l
 RoleOpt = Annotated[str, typer.Option(
     "--role", help="Owner, Contributor, Reader, 'AzureML Data Scientist' or 'AzureML Compute Operator' "
                    "(or owner, contributor, reader, data-scientist, compute-operator)")]
-USER_COLUMNS = [("name", "name"), ("role", "role"), ("tokens", "tokens"), ("added by", "created_by"),
+EmailOpt = Annotated[Optional[str], typer.Option(
+    "--email", help="the e-mail address an OIDC sign-in finds them by (update: \"\" removes it)")]
+USER_COLUMNS = [("name", "name"), ("role", "role"), ("email", "email"), ("tokens", "tokens"), ("added by", "created_by"),
                 ("added", "created_at")]
 TOKEN_COLUMNS = [("id", "id"), ("user", "user"), ("name", "name"), ("state", "state"), ("expires", "expires_at"),
-                 ("created", "created_at")]
+                 ("last used", "last_used_at"), ("created", "created_at")]
 
 
 def _client():  # noqa: ANN202
@@ -27,9 +29,10 @@ def _client():  # noqa: ANN202
 
 def register(user_app: typer.Typer, token_app: typer.Typer) -> None:
     @user_app.command("create")
-    def create(name: NameOpt, role: RoleOpt) -> None:
-        """Add a user with a role (an Owner's command); give them a token with `cible token create --user NAME`."""
-        emit(_client().users.create(name, role), lambda user: console.print(
+    def create(name: NameOpt, role: RoleOpt, email: EmailOpt = None) -> None:
+        """Add a user with a role (an Owner's command); give them a token with `cible token create --user NAME`,
+        or let them sign in with `cible login` (OIDC finds them by --email)."""
+        emit(_client().users.create(name, role, email), lambda user: console.print(
             f"user {user['name']}: {user['role']}", highlight=False))
 
     @user_app.command("list")
@@ -44,9 +47,10 @@ def register(user_app: typer.Typer, token_app: typer.Typer) -> None:
         emit(users.get(name) if name else users.me(), lambda user: print_fields(user, list(user)))
 
     @user_app.command("update")
-    def update(name: NameOpt, role: RoleOpt) -> None:
-        """Change a user's role (an Owner's command)."""
-        emit(_client().users.update(name, role), lambda user: console.print(
+    def update(name: NameOpt, role: Annotated[Optional[str], typer.Option("--role", help="a new role")] = None,
+               email: EmailOpt = None) -> None:
+        """Change a user's role or e-mail address (an Owner's command)."""
+        emit(_client().users.update(name, role, email), lambda user: console.print(
             f"user {user['name']}: {user['role']}", highlight=False))
 
     @user_app.command("delete")

@@ -12,8 +12,8 @@ Decisions:
   removes computes but submits no job; a Contributor does all but manage users; only an Owner
   manages users and approves quota requests.
 - Everyone may read, and may manage their own tokens (`tokens/own`); a token of another user is `users/write`.
-- The studio's sign-in link is an Owner's (`studio/use`): a studio session acts with the workspace's
-  rights, as its pages call the services directly; it will sign users in with their own identity later.
+- Everyone may use the studio (`studio/use`): a studio session acts as the user who signed it in, with
+  their role (studio/web.py checks each action as the API would).
 - Agent and batch-runner routes are for node, pilot and run tokens (server/auth.py): no user role reaches them.
 - Pure: no I/O.
 """
@@ -31,10 +31,10 @@ READS = ("workspace/read", "jobs/read", "assets/read", "computes/read", "quotas/
 PERMISSIONS = (*READS, "tokens/own", "jobs/write", "jobs/cancel", "assets/write", "computes/write",
                "computes/operate", "computes/credentials", "quotas/request", "quotas/write", "quotas/approve",
                "endpoints/write", "users/write", "studio/use")
-_EVERYONE = (*READS, "tokens/own")
+_EVERYONE = (*READS, "tokens/own", "studio/use")
 GRANTS: dict[str, frozenset[str]] = {
     OWNER: frozenset(PERMISSIONS),
-    CONTRIBUTOR: frozenset(p for p in PERMISSIONS if p not in ("users/write", "quotas/approve", "studio/use")),
+    CONTRIBUTOR: frozenset(p for p in PERMISSIONS if p not in ("users/write", "quotas/approve")),
     READER: frozenset(_EVERYONE),
     DATA_SCIENTIST: frozenset((*_EVERYONE, "jobs/write", "jobs/cancel", "assets/write", "endpoints/write",
                                "computes/operate", "computes/credentials", "quotas/request")),
@@ -88,7 +88,6 @@ _RULES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str], str], ...] = tuple(
         (None, r"agent/.*", NODES_ONLY),
         (None, rf"jobs/{_N}/batch(:.*|/.*)?", NODES_ONLY),
         (_READ, r"(health|sizes(/.+)?|costs)", "workspace/read"),
-        # The studio acts with the workspace's rights (it does not sign users in yet): an Owner's alone.
         (("POST",), r"studio:sign-in-code", "studio/use"),
         (None, UPLOADS, "assets/write"),  # a job's code, a data asset's files
         (("POST",), rf"jobs/{_N}:validate", "jobs/read"),

@@ -154,6 +154,12 @@ class MLClient:
                  home: str | Path | None = None, **azure_kwargs: Any) -> None:
         url = url or os.environ.get("CIBLE_URL")
         token = token or os.environ.get("CIBLE_TOKEN")
+        if not token:  # `cible login`'s server and token: when no URL is named, or the one named is its
+            from cible.client.login import saved_login
+
+            login = saved_login(Path(home).expanduser().resolve() if home else default_home())
+            if login is not None and (not url or url.rstrip("/") == login["url"].rstrip("/")):
+                url, token = login["url"], login["token"]
         if url:
             if not token:
                 from cible.core.errors import UnauthorizedError

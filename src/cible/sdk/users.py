@@ -22,11 +22,12 @@ class UserOperations:
     def get(self, name: str) -> dict[str, Any]:
         return self._client.json("GET", f"/users/{quote(name, safe='')}")
 
-    def create(self, name: str, role: str) -> dict[str, Any]:
-        return self._client.json("POST", "/users", json={"name": name, "role": role})
+    def create(self, name: str, role: str, email: str | None = None) -> dict[str, Any]:
+        return self._client.json("POST", "/users", json={"name": name, "role": role, "email": email})
 
-    def update(self, name: str, role: str) -> dict[str, Any]:
-        return self._client.json("PATCH", f"/users/{quote(name, safe='')}", json={"role": role})
+    def update(self, name: str, role: str | None = None, email: str | None = None) -> dict[str, Any]:
+        """Change `role` and/or `email` (\"\" removes it); None leaves either as it is."""
+        return self._client.json("PATCH", f"/users/{quote(name, safe='')}", json={"role": role, "email": email})
 
     def delete(self, name: str) -> dict[str, Any]:
         return self._client.json("DELETE", f"/users/{quote(name, safe='')}")

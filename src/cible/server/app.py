@@ -57,6 +57,7 @@ from cible.server.services.blobs import BlobService
 from cible.server.services.computes import DEFAULT_SERVERLESS_SIZES, ComputeService
 from cible.server.services.costs import CostService
 from cible.server.services.deployments import DeploymentService
+from cible.server.services.device_logins import DeviceLogins
 from cible.server.services.endpoints import EndpointService
 from cible.server.services.instances import InstanceService
 from cible.server.services.job_plans import PlanBuilder
@@ -265,6 +266,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
             if tracking:
                 await tracking.aclose()
                 tracking.stop()
+            users.flush_usage()
             store.close()
 
     app = FastAPI(
@@ -320,8 +322,14 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     if tracking:
         app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal))
     app.include_router(assets_router.router)  # last of the API: its /api/v1/{kind} would shadow the routes above
-    install_studio(app, StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
-                                       code_ttl_s=settings.studio_code_ttl_s))
+    studio_sessions = StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
+                                     code_ttl_s=settings.studio_code_ttl_s)
+    app.state.device_logins = DeviceLogins(store, clock, users, token_days=settings.login_token_days)
+    if settings.oidc_issuer:
+        from cible.server.studio.oidc import PATH, oidc_app  # Authlib: imported only where OIDC is set up
+
+        app.mount(PATH, oidc_app(settings, studio_sessions, users, token))
+    install_studio(app, studio_sessions)
     app.add_middleware(TokenAuthMiddleware, tokens=tokens, user_of=users.scope_of)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: body limits; 500s that keep the connection
     return app

@@ -92,6 +92,16 @@ class ServerSettings:
         default_factory=lambda: float(os.environ.get("CIBLE_STUDIO_SESSION_TTL", 12 * 3600)))
 
     # The gateway: one port for every online endpoint (0: the last one this workspace had, else any).
+    # Sign-in through an OpenID Connect provider (optional; studio/oidc.py): its issuer URL, cible's
+    # client there (the secret from the environment only), the role of a user it signs in whom no
+    # user's e-mail names (none: refused), and the name its button shows.
+    oidc_issuer: str | None = field(default_factory=lambda: os.environ.get("CIBLE_OIDC_ISSUER") or None)
+    oidc_client_id: str = field(default_factory=lambda: os.environ.get("CIBLE_OIDC_CLIENT_ID") or "cible")
+    oidc_client_secret: str | None = field(default_factory=lambda: os.environ.get("CIBLE_OIDC_CLIENT_SECRET") or None)
+    oidc_default_role: str | None = field(default_factory=lambda: os.environ.get("CIBLE_OIDC_DEFAULT_ROLE") or None)
+    oidc_name: str = field(default_factory=lambda: os.environ.get("CIBLE_OIDC_NAME") or "single sign-on")
+    # How long the personal token `cible login` gets lasts.
+    login_token_days: float = field(default_factory=lambda: float(os.environ.get("CIBLE_LOGIN_TOKEN_DAYS") or 30))
     gateway_host: str = field(default_factory=lambda: os.environ.get("CIBLE_GATEWAY_HOST") or "127.0.0.1")
     gateway_port: int = field(default_factory=lambda: int(os.environ.get("CIBLE_GATEWAY_PORT") or 0))
 

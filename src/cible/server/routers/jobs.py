@@ -32,7 +32,7 @@ def _jobs(request: Request):  # noqa: ANN202
     return request.app.state.jobs
 
 
-def _require_creator(request: Request, name: str, verb: str) -> None:
+def require_creator(request: Request, name: str, verb: str) -> None:
     """A job is cancelled, archived, restored or deleted by whoever submitted it, or by an Owner."""
     who = identity(request)
     if who.is_admin:
@@ -108,27 +108,27 @@ def list_jobs(
 
 @router.delete("/{name}", status_code=204)
 def delete_job(name: str, request: Request) -> Response:
-    _require_creator(request, name, "delete")
+    require_creator(request, name, "delete")
     _jobs(request).delete(name)
     return Response(status_code=204)
 
 
 @router.post("/{name}:cancel", summary="Ask for a job's cancel", **answers(Job))
 def cancel_job(name: str, request: Request) -> dict[str, Any]:
-    _require_creator(request, name, "cancel")
+    require_creator(request, name, "cancel")
     return _jobs(request).cancel(name, by=identity(request).user)
 
 
 @router.post("/{name}:archive", summary="Hide an ended job from `job list` (`az ml job archive`)", **answers(Job))
 def archive_job(name: str, request: Request) -> dict[str, Any]:
-    _require_creator(request, name, "archive")
+    require_creator(request, name, "archive")
     return _jobs(request).set_archived(name, True)
 
 
 @router.post("/{name}:restore", summary="Show an archived job in `job list` again (`az ml job restore`)",
              **answers(Job))
 def restore_job(name: str, request: Request) -> dict[str, Any]:
-    _require_creator(request, name, "restore")
+    require_creator(request, name, "restore")
     return _jobs(request).set_archived(name, False)
 
 

@@ -24,10 +24,12 @@ class NewUser(BaseModel):
     name: str = Field(..., description="a login or an e-mail address")
     role: str = Field(..., description="Owner, Contributor, Reader, AzureML Data Scientist or AzureML Compute Operator "
                                        "(or owner, contributor, reader, data-scientist, compute-operator)")
+    email: str | None = Field(None, description="the e-mail address an OIDC sign-in finds them by")
 
 
-class RoleChange(BaseModel):
-    role: str
+class UserChange(BaseModel):
+    role: str | None = None
+    email: str | None = Field(None, description="a new e-mail address; \"\" removes it")
 
 
 class NewToken(BaseModel):
@@ -47,7 +49,7 @@ def list_users(request: Request, skip: Skip = 0, top: Top = DEFAULT_TOP) -> dict
 
 @router.post("/users", tags=["users"], summary="Add a user with a role (Owner only)", **answers(User))
 def create_user(request: Request, body: NewUser) -> dict[str, Any]:
-    return _users(request).create(body.name, body.role, by=identity(request).user)
+    return _users(request).create(body.name, body.role, by=identity(request).user, email=body.email)
 
 
 @router.get("/users/me", tags=["users"], summary="Who this request acts as, and what they may do", **answers(Me))
@@ -61,9 +63,10 @@ def get_user(request: Request, name: str) -> dict[str, Any]:
     return _users(request).get(name)
 
 
-@router.patch("/users/{name}", tags=["users"], summary="Change a user's role (Owner only)", **answers(User))
-def update_user(request: Request, name: str, body: RoleChange) -> dict[str, Any]:
-    return _users(request).update(name, body.role)
+@router.patch("/users/{name}", tags=["users"], summary="Change a user's role or e-mail address (Owner only)",
+              **answers(User))
+def update_user(request: Request, name: str, body: UserChange) -> dict[str, Any]:
+    return _users(request).update(name, body.role, body.email)
 
 
 @router.delete("/users/{name}", tags=["users"], summary="Remove a user and their tokens (Owner only)",

@@ -12,6 +12,7 @@ records whoever started it (`ensure_owner`), so the local default works with no 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from cible.server.tokens import Scope
 
 PREFIX = "cible-pat."
 MAX_EXPIRY_DAYS = 3650
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
+USED_FLUSH = timedelta(minutes=1)  # a token's last use is written to the store at most this often
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class UserService:
         self._lock = threading.Lock()
         self._grants: dict[str, _Grant] | None = None  # digest -> grant, loaded on first use
         self._owner: str | None = None
+        self._used: dict[str, datetime] = {}  # token id -> its last use, not yet written
+        self._used_written = clock.now()
 
     # -- identity ----------------------------------------------------------------------------------
     def identity_of(self, bearer: str) -> Identity | None:
@@ -70,9 +75,23 @@ class UserService:
         if not bearer.startswith(PREFIX):
             return None
         grant = self._map().get(digest(bearer))
-        if grant is None or (grant.expires_at is not None and grant.expires_at <= self.clock.now()):
+        now = self.clock.now()
+        if grant is None or (grant.expires_at is not None and grant.expires_at <= now):
             return None
+        self._used[grant.identity.token] = now
+        if now - self._used_written >= USED_FLUSH:  # one small write a minute, not one per request
+            self.flush_usage()
         return grant.identity
+
+    def flush_usage(self) -> None:
+        """Write the tokens' last uses noted since the last write (also on shutdown and before a list)."""
+        with self._lock:
+            used, self._used = self._used, {}
+            self._used_written = self.clock.now()
+        if used:
+            with self.store.session() as session:
+                for row in session.scalars(select(UserTokenRow).where(UserTokenRow.id.in_(list(used)))):
+                    row.last_used_at = used[row.id]
 
     def scope_of(self, bearer: str) -> Scope | None:
         """The auth middleware's view of a personal token: its user and their role."""
@@ -88,6 +107,30 @@ class UserService:
                                                   .order_by(UserRow.created_at, UserRow.name).limit(1)).first() or ""
             return self._owner
 
+    def role_of(self, name: str) -> str | None:
+        """A user's role; None when there is no such user (any longer)."""
+        with self.store.session() as session:
+            return session.scalar(select(UserRow.role).where(UserRow.name == name))
+
+    def signed_in(self, claims: dict[str, Any], default_role: str | None) -> str:
+        """The user an OIDC sign-in acts as: the one whose e-mail (or name) is the claims' verified
+        e-mail; else, when `default_role` is set, a new user with it (named by the e-mail)."""
+        email = claims.get("email")
+        if not isinstance(email, str) or "@" not in email or claims.get("email_verified") is False:
+            raise ForbiddenError("the identity provider gave no verified e-mail address for this sign-in; cible "
+                                 "finds users by it (ask for the 'email' scope)", details={"claim": "email"})
+        email = email.strip().lower()
+        with self.store.session() as session:
+            found = session.scalars(select(UserRow.name).where(
+                (func.lower(UserRow.email) == email) | (func.lower(UserRow.name) == email)).limit(1)).first()
+        if found is not None:
+            return found
+        if default_role is None:
+            raise ForbiddenError(f"no user of this workspace has the e-mail address {email}; an Owner adds one with "
+                                 f"`cible user create --name NAME --role ROLE --email {email}`",
+                                 details={"email": email})
+        return self.create(email, default_role, by=None, email=email)["name"]
+
     def ensure_owner(self, name: str) -> str:
         """A workspace without users gets `name` as its first Owner (whoever started its server: the local
         default needs no set-up); the first Owner's name either way."""
@@ -100,26 +143,30 @@ class UserService:
         return self.owner_name()
 
     # -- users -------------------------------------------------------------------------------------
-    def create(self, name: str, role: str, by: str | None) -> dict[str, Any]:
+    def create(self, name: str, role: str, by: str | None, email: str | None = None) -> dict[str, Any]:
         naming.USER.check(name)
         canonical = _role(role)
         with self.store.session() as session:
             if session.get(UserRow, name) is not None:
                 raise ConflictError(f"user '{name}' already exists; change their role with `cible user update`",
                                     details={"name": name})
-            row = UserRow(name=name, role=canonical, created_at=self.clock.now(), created_by=by)
+            row = UserRow(name=name, role=canonical, created_at=self.clock.now(), created_by=by,
+                          email=self._free_email(session, email, name))
             session.add(row)
             result = _user(row, 0)
         self._invalidate()
         return result
 
-    def update(self, name: str, role: str) -> dict[str, Any]:
-        canonical = _role(role)
+    def update(self, name: str, role: str | None = None, email: str | None = None) -> dict[str, Any]:
+        """Change a user's role and/or e-mail address (`email` "": remove it)."""
+        canonical = _role(role) if role is not None else None
         with self.store.session() as session:
             row = self._row(session, name)
-            if row.role == OWNER and canonical != OWNER:
+            if canonical is not None and row.role == OWNER and canonical != OWNER:
                 self._keep_an_owner(session, name, "change the role of")
-            row.role = canonical
+            row.role = canonical or row.role
+            if email is not None:
+                row.email = self._free_email(session, email, name) if email else None
             result = _user(row, self._token_count(session, name))
         self._invalidate()
         return result
@@ -171,6 +218,7 @@ class UserService:
 
     def list_tokens(self, user: str, by: Identity, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
         self._may_manage(user, by)
+        self.flush_usage()
         now = self.clock.now()
         with self.store.session() as session:
             self._row(session, user)
@@ -193,6 +241,21 @@ class UserService:
         return shown
 
     # -- helpers -----------------------------------------------------------------------------------
+    @staticmethod
+    def _free_email(session, email: str | None, name: str) -> str | None:  # noqa: ANN001
+        """`email` checked and lower-cased, once no other user has it."""
+        if email is None:
+            return None
+        email = email.strip().lower()
+        if not EMAIL.fullmatch(email):
+            raise InvalidRequestError(f"email: '{email}' is not an e-mail address (name@domain)",
+                                      details={"field": "email"})
+        holder = session.scalar(select(UserRow.name).where(UserRow.email == email, UserRow.name != name))
+        if holder is not None:
+            raise ConflictError(f"email: user '{holder}' has {email} already; an e-mail address names one user",
+                                details={"field": "email"})
+        return email
+
     def _map(self) -> dict[str, _Grant]:
         with self._lock:
             if self._grants is None:
@@ -243,7 +306,7 @@ def _role(text: str) -> str:
 
 
 def _user(row: UserRow, tokens: int) -> dict[str, Any]:
-    return {"name": row.name, "role": row.role, "created_at": row.created_at.isoformat(),
+    return {"name": row.name, "role": row.role, "email": row.email, "created_at": row.created_at.isoformat(),
             "created_by": row.created_by, "tokens": tokens}
 
 
@@ -253,4 +316,5 @@ def _token(row: UserTokenRow, now: datetime) -> dict[str, Any]:
     return {"id": row.id, "user": row.user, "name": row.name, "state": state,
             "created_at": row.created_at.isoformat(),
             "expires_at": row.expires_at.isoformat() if row.expires_at else None,
-            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+            "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None}

@@ -372,6 +372,7 @@ class StudioGrantRow(Base):
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # code | session
     created_at: Mapped[datetime]
+    user: Mapped[str | None] = mapped_column(String(64), nullable=True)  # whom it acts as (None: the first Owner)
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
@@ -399,6 +400,7 @@ class UserRow(Base):
     role: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime]
     created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True, unique=True, index=True)  # OIDC sign-in
 
 
 class UserTokenRow(Base):
@@ -413,3 +415,21 @@ class UserTokenRow(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)  # to the minute (users.py)
+
+
+class DeviceLoginRow(Base):
+    """A CLI's pending `cible login` (RFC 8628's device flow): the CLI holds the device code (stored by
+    its SHA-256 only) and polls; a signed-in browser approves the user code; the token is made, shown
+    once, at the poll that follows, and the row goes."""
+
+    __tablename__ = "device_logins"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_code: Mapped[str] = mapped_column(String(16), unique=True)
+    client: Mapped[str] = mapped_column(String(100))  # what the CLI said it runs on (shown to the approver)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    approved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    denied: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    polled_at: Mapped[datetime | None] = mapped_column(nullable=True)  # RFC 8628's slow_down

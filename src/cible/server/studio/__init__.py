@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cible.server.errors import validation_problems
 
-from cible.server.studio.pages import assets, computes, endpoints, jobs, parents, runs, sign_in
+from cible.server.studio.pages import assets, computes, device, endpoints, jobs, parents, runs, sign_in
 from cible.server.studio.sessions import StudioSessions
 from cible.server.studio.web import HERE, SECURITY_HEADERS, CsrfRefused, SignInRequired, message_page, sign_in_redirect
 
@@ -37,7 +37,7 @@ def is_page(path: str) -> bool:
 def install_studio(app: FastAPI, sessions: StudioSessions) -> None:
     app.state.studio_sessions = sessions
     app.include_router(sign_in.api)
-    for pages in (sign_in, jobs, computes, assets, parents, endpoints, runs):
+    for pages in (sign_in, device, jobs, computes, assets, parents, endpoints, runs):
         app.include_router(pages.router)
     app.mount("/static", StudioStatic(directory=str(HERE / "static")), name="studio-static")
 

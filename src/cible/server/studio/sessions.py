@@ -1,10 +1,12 @@
 """Studio sign-in: one-use codes that become browser sessions, and the CSRF token of each session.
 
-`cible studio` asks the API (workspace token) for a code and prints a link carrying it; opening the
-link trades the code for a session cookie (HttpOnly, SameSite=Lax) and redirects to a URL without
+`cible studio` asks the API for a code and prints a link carrying it; opening the link trades the
+code for a session cookie (HttpOnly, SameSite=Lax) and redirects to a URL without
 it. The store keeps only keyed digests (studio_grants: HMAC-SHA-256 under a key derived from the
 workspace token): a code stays one-use and a sign-out holds across a restart, a leaked database holds
-no usable secret, and a new workspace token signs every browser out. The cookie opens the studio's pages
+no usable secret, and a new workspace token signs every browser out. A session acts as a user: the one
+whose personal token asked for its code, typed in, or signed in through OIDC (oidc.py); None, the
+workspace token's, acts as the first Owner. The cookie opens the studio's pages
 and their data routes only: the REST API keeps its bearer token (auth.py never reads the cookie).
 
 Every action (POST) carries the session's CSRF token, an HMAC of the session secret under a key
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete
@@ -30,6 +33,11 @@ SESSION = "session"
 COOKIE = "cible_studio"
 
 
+@dataclass(frozen=True)
+class SignedIn:
+    user: str | None  # None: the workspace token's session, the first Owner's
+
+
 class StudioSessions:
     def __init__(self, store: Store, clock: Clock, workspace_token: str, *, session_ttl_s: float,
                  code_ttl_s: float) -> None:
@@ -40,13 +48,13 @@ class StudioSessions:
         self._csrf_key = hmac.new(workspace_token.encode(), b"cible studio csrf v1", hashlib.sha256).digest()
         self._grant_key = hmac.new(workspace_token.encode(), b"cible studio grants v1", hashlib.sha256).digest()
 
-    def mint_code(self) -> str:
-        """A new one-use sign-in code, good for code_ttl."""
-        return self._grant(CODE, self.code_ttl)
+    def mint_code(self, user: str | None) -> str:
+        """A new one-use sign-in code for `user`, good for code_ttl."""
+        return self._grant(CODE, self.code_ttl, user)
 
-    def start_session(self) -> str:
-        """A new session secret (the cookie's value), good for session_ttl."""
-        return self._grant(SESSION, self.session_ttl)
+    def start_session(self, user: str | None) -> str:
+        """A new session secret (the cookie's value) acting as `user`, good for session_ttl."""
+        return self._grant(SESSION, self.session_ttl, user)
 
     def redeem(self, code: str) -> str | None:
         """The code traded for a new session's secret; None for an unknown, spent or expired code."""
@@ -58,21 +66,23 @@ class StudioSessions:
             # other deletes nothing (a read, then a delete, would let both through on PostgreSQL).
             spent = session.execute(delete(StudioGrantRow).where(
                 StudioGrantRow.digest == self.digest(code), StudioGrantRow.kind == CODE,
-                StudioGrantRow.expires_at > now))  # an expired code is left for _grant's sweep
-            if spent.rowcount != 1:
+                StudioGrantRow.expires_at > now).returning(StudioGrantRow.user)).all()  # an expired one: _grant's
+            if len(spent) != 1:
                 return False
             session.add(StudioGrantRow(digest=self.digest(new), kind=SESSION, created_at=now,
-                                       expires_at=now + self.session_ttl))
+                                       expires_at=now + self.session_ttl, user=spent[0][0]))
             return True
 
         return new if code and self.store.transact(trade) else None
 
-    def is_valid(self, secret: str | None) -> bool:
+    def signed_in(self, secret: str | None) -> SignedIn | None:
+        """Whom a live session acts as; None for no session, or an unknown or expired one."""
         if not secret:
-            return False
+            return None
         with self.store.session() as session:
             row = session.get(StudioGrantRow, self.digest(secret))
-            return row is not None and row.kind == SESSION and row.expires_at > self.clock.now()
+            live = row is not None and row.kind == SESSION and row.expires_at > self.clock.now()
+            return SignedIn(row.user) if live else None
 
     def end(self, secret: str) -> None:
         """Sign out: the session no longer opens anything, whatever the browser keeps."""
@@ -89,11 +99,12 @@ class StudioSessions:
     def csrf_ok(self, secret: str, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(self.csrf_token(secret), given)
 
-    def _grant(self, kind: str, ttl: timedelta) -> str:
+    def _grant(self, kind: str, ttl: timedelta, user: str | None) -> str:
         secret = secrets.token_urlsafe(32)
         now = self.clock.now()
         with self.store.session() as session:
             # Expired grants go as new ones are made: the table holds what is live, a few rows.
             session.execute(delete(StudioGrantRow).where(StudioGrantRow.expires_at <= now))
-            session.add(StudioGrantRow(digest=self.digest(secret), kind=kind, created_at=now, expires_at=now + ttl))
+            session.add(StudioGrantRow(digest=self.digest(secret), kind=kind, created_at=now, expires_at=now + ttl,
+                                       user=user))
         return secret

@@ -19,7 +19,10 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from cible.core.errors import ForbiddenError
+from cible.core.roles import ADMIN_ROLES, OWNER, allows, permission_for, roles_with
 from cible.server.studio.sessions import COOKIE, StudioSessions
+from cible.server.tokens import Scope
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))  # autoescaped
@@ -46,10 +49,24 @@ STATUS_CLASSES = {  # the badge colour of each job status: running, done, failed
 
 @dataclass(frozen=True)
 class Viewer:
-    """A signed-in browser: its session secret (never rendered) and its CSRF token (rendered)."""
+    """A signed-in browser: its session secret (never rendered), its CSRF token (rendered), and the user
+    it acts as with their role."""
 
     secret: str
     csrf: str
+    user: str = ""
+    role: str = OWNER
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in ADMIN_ROLES
+
+    def require(self, method: str, api_path: str) -> None:
+        """Refuse (403, as the API would) an action whose REST route the viewer's role may not use."""
+        permission = permission_for(method, api_path)
+        if not allows(self.role, permission):
+            raise ForbiddenError(f"user '{self.user}' ({self.role}) may not do this: it needs '{permission}', which "
+                                 f"{', '.join(roles_with(permission)) or 'no role'} may", details={"permission": permission})
 
 
 class SignInRequired(Exception):
@@ -66,11 +83,20 @@ def sessions_of(request: Request) -> StudioSessions:
 
 
 def viewer(request: Request) -> Viewer:
+    """The signed-in browser, acting as its session's user (identity.py reads it from the request's
+    state, as for a personal token); a user removed since is signed out."""
     secret = request.cookies.get(COOKIE)
     sessions = sessions_of(request)
-    if not sessions.is_valid(secret):
+    signed = sessions.signed_in(secret)
+    users = request.app.state.users
+    role = OWNER if signed is not None and signed.user is None else users.role_of(signed.user) if signed else None
+    if signed is None or role is None:
+        if signed is not None:
+            sessions.end(secret)
         raise SignInRequired(page_of(request))
-    return Viewer(secret, sessions.csrf_token(secret))
+    user = signed.user or users.owner_name()
+    request.state.token_scope = Scope("user", user, role=role)
+    return Viewer(secret, sessions.csrf_token(secret), user, role)
 
 
 def page_of(request: Request) -> str:

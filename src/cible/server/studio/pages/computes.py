@@ -305,7 +305,8 @@ def snooze_instance(name: str, request: Request, who: Checked, minutes: Minutes)
             raise InvalidRequestError("minutes: choose how long to snooze the idle shutdown") from None
         if not math.isfinite(value):  # float() reads "nan" and "inf": neither is a duration
             raise InvalidRequestError("minutes: give a number of minutes (more than 0, at most 24 hours)")
-        until = request.app.state.instances.snooze(name, value)["snoozed_until"]
+        who.require("POST", f"/api/v1/computes/{name}:snooze")
+        until = request.app.state.instances.snooze(name, value, who.user, who.is_admin)["snoozed_until"]
         return f"Idle shutdown snoozed: not before {when(until)} UTC."
 
     return _act(request, who, name, snooze)
@@ -318,7 +319,8 @@ def power_instance(name: str, verb: str, request: Request, who: Checked) -> Resp
                                                              "(start, stop, restart, snooze)")
 
     def power() -> str:
-        getattr(request.app.state.instances, verb)(name, None)  # as the REST route; the studio has no user name
+        who.require("POST", f"/api/v1/computes/{name}:{verb}")
+        getattr(request.app.state.instances, verb)(name, who.user, who.is_admin)
         return DONE[verb]
 
     return _act(request, who, name, power)

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from cible.core.errors import CibleError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
-from cible.server.routers.jobs import LOG_CHUNK, MAX_LOG_OFFSET
+from cible.server.routers.jobs import LOG_CHUNK, MAX_LOG_OFFSET, require_creator
 from cible.server.services.costs import SERVERLESS_PREFIX, node_costs
 from cible.server.services.jobs import PARENT_TYPES
 from cible.server.store.rows import NodeRow, NodeStateRow
@@ -277,7 +277,9 @@ def cancel_job(name: str, request: Request, who: Checked) -> Response:
     htmx = bool(request.headers.get("hx-request"))
     problem = None
     try:
-        request.app.state.jobs.cancel(name, reason="cancel requested from the studio")
+        who.require("POST", f"/api/v1/jobs/{name}:cancel")
+        require_creator(request, name, "cancel")
+        request.app.state.jobs.cancel(name, reason="cancel requested from the studio", by=who.user)
     except NotFoundError as exc:
         if htmx:
             return render(request, who, "jobs/_gone.html", status_code=STOP_POLLING, message=exc.message)
