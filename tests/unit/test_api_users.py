@@ -179,3 +179,30 @@ def test_the_history_names_who_made_each_move(api: TestClient) -> None:
         moves = session.execute(select(LifecycleRow.to_state, LifecycleRow.by).where(
             LifecycleRow.entity == "quota_request")).all()
     assert ("Denied", current_user()) in [tuple(m) for m in moves]
+
+
+def test_an_email_names_one_user_and_an_oidc_sign_in_finds_them_by_it(api: TestClient) -> None:
+    made = api.post("/api/v1/users", json={"name": "ann", "role": "reader", "email": "Ann@Example.org"})
+    assert made.json()["email"] == "ann@example.org"
+    taken = api.post("/api/v1/users", json={"name": "anne", "role": "reader", "email": "ann@example.org"})
+    assert taken.status_code == 409 and "email" in taken.json()["error"]["message"]
+    bad = api.post("/api/v1/users", json={"name": "bo", "role": "reader", "email": "not an address"})
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "email"
+    users = api.app.state.users
+    assert users.signed_in({"email": "ANN@example.org", "email_verified": True}, None) == "ann"
+    with pytest.raises(Exception, match="no user of this workspace has the e-mail address zed@example.org"):
+        users.signed_in({"email": "zed@example.org"}, None)
+    with pytest.raises(Exception, match="no verified e-mail"):
+        users.signed_in({"email": "ann@example.org", "email_verified": False}, None)
+    assert users.signed_in({"email": "zed@example.org"}, "reader") == "zed@example.org"  # a default role: added
+    assert api.get("/api/v1/users/zed@example.org").json()["role"] == "Reader"
+    cleared = api.patch("/api/v1/users/ann", json={"email": ""}).json()
+    assert cleared["email"] is None and cleared["role"] == "Reader"
+
+
+def test_a_token_says_when_it_was_last_used(api: TestClient, clock) -> None:  # noqa: ANN001
+    headers = as_user(api, "uma", "reader")
+    assert api.get("/api/v1/tokens", params={"user": "uma"}).json()["value"][0]["last_used_at"] is None
+    api.get("/api/v1/jobs", headers=headers)
+    used = api.get("/api/v1/tokens", params={"user": "uma"}).json()["value"][0]["last_used_at"]
+    assert used is not None and used.startswith(clock.now().isoformat()[:19])

@@ -149,7 +149,8 @@ def safe_next(path: str | None) -> str:
 
 
 def render(request: Request, who: Viewer | None, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    context = {"csrf": who.csrf if who else "", "signed_in": who is not None, "path": request.url.path, **context}
+    context = {"csrf": who.csrf if who else "", "signed_in": who is not None, "path": request.url.path,
+               "viewer_user": who.user if who else "", "viewer_role": who.role if who else "", **context}
     return templates.TemplateResponse(request, template, context, status_code=status_code, headers=SECURITY_HEADERS)
 
 
