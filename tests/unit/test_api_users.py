@@ -206,3 +206,26 @@ def test_a_token_says_when_it_was_last_used(api: TestClient, clock) -> None:  # 
     api.get("/api/v1/jobs", headers=headers)
     used = api.get("/api/v1/tokens", params={"user": "uma"}).json()["value"][0]["last_used_at"]
     assert used is not None and used.startswith(clock.now().isoformat()[:19])
+
+
+def test_a_pipeline_step_on_another_users_instance_is_refused_at_submit_and_an_owners_is_not(api: TestClient) -> None:
+    api.put("/api/v1/computes/vals-ci", json={
+        "type": "computeinstance", "size": "Standard_DS1_v2",
+        "create_on_behalf_of": {"user_tenant_id": "t", "user_object_id": "val"}})
+    wes = as_user(api, "wes", "data-scientist")
+    pipeline = {"type": "pipeline", "jobs": {
+        "prep": {"type": "command", "command": "echo prep > ${{outputs.out}}/x", "compute": "serverless",
+                 "outputs": {"out": {"type": "uri_folder"}}},
+        "train": {"type": "command", "command": "echo train", "compute": "azureml:vals-ci",
+                  "inputs": {"after": "${{parent.jobs.prep.outputs.out}}"}}}}
+    refused = api.put("/api/v1/jobs/wes-pipe", json=pipeline, headers=wes)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["message"].startswith("jobs.train.compute: compute instance 'vals-ci' is assigned "
+                                                         "to user 'val'")
+    defaulted = {"type": "pipeline", "settings": {"default_compute": "azureml:vals-ci"},
+                 "jobs": {"one": {"type": "command", "command": "echo"}}}
+    refused = api.put("/api/v1/jobs/wes-pipe2", json=defaulted, headers=wes)
+    assert refused.status_code == 403 and "settings.default_compute" in refused.text
+    assert api.put("/api/v1/jobs/owners-pipe", json=pipeline).status_code == 200  # the Owner's workspace token
+    jobs = api.app.state.jobs
+    assert jobs.is_admin(None) and jobs.is_admin("someone-without-a-user-row") and not jobs.is_admin("wes")

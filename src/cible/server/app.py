@@ -64,6 +64,7 @@ from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import REPLICA, JobService, NewJob
 from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
+from cible.core.roles import ADMIN_ROLES
 from cible.server.services.users import UserService
 from cible.server.services.warm_pool import WarmPoolLedger
 from cible.server.settings import ServerSettings
@@ -205,6 +206,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         run_id = run_of(job_name, experiment_name) if tracking is not None else None
         return None if run_id is None else metric_history(tracking, run_id, metric)
 
+    jobs.is_admin = lambda user: user is None or users.role_of(user) in (None, *ADMIN_ROLES)
     orchestrator = Orchestrator(store, jobs, clock, trial_metric)
 
     # Online endpoints: replicas are jobs; the gateway serves every endpoint on one port.

@@ -506,6 +506,16 @@ class ComputeService:
             raise InvalidRequestError(reason, details={"field": field})
         return size
 
+    def require_instance_user(self, name: str, user: str | None) -> None:
+        """Refuse `user` compute `name` when it is an instance assigned to someone else (nothing for any other
+        compute, or for a name no compute has: the submit's other checks say that)."""
+        with self.store.session() as session:
+            row = session.get(ComputeRow, name)
+            if row is None or row.compute_type != "computeinstance":
+                return
+            spec, created_by = compute_spec(row), row.created_by
+        require_instance_user(name, owner_of(spec, created_by), user)
+
     def _row(self, session, name: str) -> ComputeRow:  # noqa: ANN001
         row = session.get(ComputeRow, name)
         if row is None:

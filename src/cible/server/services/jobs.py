@@ -128,6 +128,9 @@ class JobService:
         # Called with the jobs just stored, or with None when a job changed (a cancel): wakes the loops
         # that act on them.
         self.on_change = on_submit or (lambda new=None: None)
+        # Whether a parent's submitter may use anyone's compute instance (an Owner, or the workspace token's
+        # client, which has no user row): its trials and steps are checked as it was. The app sets it.
+        self.is_admin: Callable[[str | None], bool] = lambda user: True
         from cible.server.services.parent_jobs import ParentJobs  # it submits through this service
 
         # Sweeps and pipelines: checked at submit, shown with their trials or steps.
@@ -140,9 +143,10 @@ class JobService:
         return self._submit(name, body, user, None, as_admin)
 
     def create_child(self, name: str, body: dict[str, Any], lineage: Lineage, user: str | None = None) -> dict[str, Any]:
-        """A sweep's trial or a pipeline's step, submitted by the orchestrator: every check of a submit.
-        A second call with the same body answers the job made by the first (a pass made again)."""
-        return self._submit(name, body, user, lineage)
+        """A sweep's trial or a pipeline's step, submitted by the orchestrator: every check of a submit, as its
+        parent's submitter (`user`, held to what is theirs unless an Owner's). A second call with the same
+        body answers the job made by the first (a pass made again)."""
+        return self._submit(name, body, user, lineage, self.is_admin(user))
 
     def _submit(self, name: str, body: dict[str, Any], user: str | None, lineage: Lineage | None,
                 as_admin: bool = True) -> dict[str, Any]:
@@ -190,7 +194,7 @@ class JobService:
             return updated
         children = None
         if job.type in PARENT_TYPES:  # its trials or steps are planned as they start: checked here
-            notes, children = self.parents.check(job, name)
+            notes, children = self.parents.check(job, name, user, as_admin)
             target, pool, plan, estimate = f"({job.type})", None, {"instance_count": 0}, None
         else:
             target, notes, pool, plan, estimate = self._plan(job, name, user, as_admin)
@@ -370,7 +374,7 @@ class JobService:
                 return {"passed": True, "name": name, "exists": True, "target": existing.target,
                         "warnings": list(existing.warnings or [])}
         if job.type in PARENT_TYPES:
-            notes, _ = self.parents.check(job, name)
+            notes, _ = self.parents.check(job, name, user, as_admin)
             return {"passed": True, "name": name, "exists": False, "target": f"({job.type})",
                     "warnings": [*loaded.warnings, *notes]}
         target, notes, _, plan, estimate = self._plan(job, name, user, as_admin)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cible.core.errors import ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
+from cible.core.errors import CibleError, ConflictError, InvalidRequestError, InvalidSpecError, NotFoundError
 from cible.core.models.records import ChildrenRecord
 from cible.core.specs.azureml import refs
 from cible.server.store.rows import JobRow
@@ -45,15 +45,34 @@ class ParentJobs:
         self.component_lookup = component_lookup
 
     # -- at submit -------------------------------------------------------------------------------
-    def check(self, job: Any, name: str) -> tuple[list[str], ChildrenRecord]:
-        """The submit's checks of a sweep or pipeline `job` named `name`: what it warns of, and the
-        record it starts with."""
+    def check(self, job: Any, name: str, user: str | None = None, as_admin: bool = True,
+              ) -> tuple[list[str], ChildrenRecord]:
+        """The submit's checks of a sweep or pipeline `job` named `name`, submitted by `user` (`as_admin`:
+        who may use anyone's compute instance): what it warns of, and the record it starts with."""
         if job.type == "sweep":
-            return self._check_sweep(job, name), ChildrenRecord()
-        components = self.resolve_components(job.model_dump(mode="json", exclude_none=True))
-        return self._check_pipeline(job, name, components), ChildrenRecord(components=components)
+            return self._check_sweep(job, name, user, as_admin), ChildrenRecord()
+        spec = job.model_dump(mode="json", exclude_none=True)
+        components = self.resolve_components(spec)
+        if not as_admin:
+            self._check_step_computes(spec, user)
+        return self._check_pipeline(job, name, components, user, as_admin), ChildrenRecord(components=components)
 
-    def _check_sweep(self, sweep: Any, name: str) -> list[str]:
+    def _check_step_computes(self, spec: dict[str, Any], user: str | None) -> None:
+        """Every compute the pipeline names (its default and each step's, not only the first steps'): none is
+        another user's compute instance."""
+        named = [("settings.default_compute", (spec.get("settings") or {}).get("default_compute")),
+                 ("compute", spec.get("compute"))]
+        named += [(f"jobs.{step}.compute", body.get("compute")) for step, body in (spec.get("jobs") or {}).items()
+                  if isinstance(body, dict)]
+        for where, compute in named:
+            if isinstance(compute, str) and compute.strip():
+                try:
+                    self.jobs.computes.require_instance_user(refs.parse_compute_ref(compute), user)
+                except CibleError as exc:
+                    exc.message = f"{where}: {exc.message}"
+                    raise
+
+    def _check_sweep(self, sweep: Any, name: str, user: str | None, as_admin: bool) -> list[str]:
         from cible.core.planning.sweeps import trial_job_spec
 
         if self.jobs.plans.tracking is None:  # its trials' metric would never be read: refused, not Failed later
@@ -63,9 +82,10 @@ class ParentJobs:
                 details={"field": "type"})
 
         spec = trial_job_spec(sweep, example_params(sweep), index=0)
-        return self._check_child(child_name(name, "0"), spec, "trial")
+        return self._check_child(child_name(name, "0"), spec, "trial", user, as_admin)
 
-    def _check_pipeline(self, pipeline: Any, name: str, components: dict[str, dict[str, Any]]) -> list[str]:
+    def _check_pipeline(self, pipeline: Any, name: str, components: dict[str, dict[str, Any]], user: str | None,
+                        as_admin: bool) -> list[str]:
         from cible.core.planning.pipelines import decide_pipeline
 
         decision = decide_pipeline(pipeline, {}, cancel_requested=False, default_compute=None, components=components)
@@ -74,12 +94,10 @@ class ParentJobs:
             raise InvalidSpecError(message, details={"field": "jobs"})
         notes: list[str] = []
         for launch in decision.launch:  # the steps that start first: planned as they will be
-            notes += self._check_child(child_name(name, launch.step), launch.spec, f"jobs.{launch.step}")
+            notes += self._check_child(child_name(name, launch.step), launch.spec, f"jobs.{launch.step}", user, as_admin)
         return notes
 
-    def _check_child(self, child: str, spec: dict[str, Any], where: str) -> list[str]:
-        from cible.core.errors import CibleError
-
+    def _check_child(self, child: str, spec: dict[str, Any], where: str, user: str | None, as_admin: bool) -> list[str]:
         with self.jobs.store.session() as session:  # the parent is new: a job of this name is another's
             taken = session.get(JobRow, child) is not None
         if taken:
@@ -88,9 +106,9 @@ class ParentJobs:
         try:
             loaded = self.jobs._load(child, spec)
             if loaded.entity.type != "command":  # a nested sweep or pipeline: its own checks
-                notes, _ = self.check(loaded.entity, child)
+                notes, _ = self.check(loaded.entity, child, user, as_admin)
                 return [f"{where}: {n}" for n in notes]
-            _, notes, _, _, _ = self.jobs._plan(loaded.entity, child)
+            _, notes, _, _, _ = self.jobs._plan(loaded.entity, child, user, as_admin)
         except CibleError as exc:
             exc.message = f"{where}: {exc.message}"
             raise
