@@ -35,7 +35,7 @@ from cible.core.lifecycle.nodes import LIVE, NodeState, check_transition
 from cible.core.models.records import ComputeStatus, ProvisioningError, StartFailures
 from cible.core.planning.durations import span
 from cible.core.planning.quotas import QuotaHeadroom
-from cible.core.planning.scheduling import admission_error, decided_queue, place_fifo, reason_at
+from cible.core.planning.scheduling import Holder, admission_error, decided_queue, place_fifo, reason_at
 
 __all__ = [
     "RECONCILE_ERROR",
@@ -94,6 +94,7 @@ class QueuedJob:
     submitted_at: datetime  # FIFO key; a requeued job keeps its original time
     instance_count: int = 1
     on_node_failure: OnNodeFailure = "requeue"
+    user: str | None = None  # who submitted it (an isolated size serves one user at a time)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +106,7 @@ class RunningJob:
     on_node_failure: OnNodeFailure = "requeue"
     submitted_at: datetime | None = None  # its place in the queue, should it go back there
     instance_count: int = 1
+    user: str | None = None
 
 
 @dataclass
@@ -145,6 +147,7 @@ def decide_cluster(
     quota: QuotaHeadroom | None = None,
     engine_waiting: str | None = None,
     queue_more: bool = False,
+    holders: Sequence[Holder] | None = None,
 ) -> ClusterPlan:
     """Plan one pass for one cluster. `nodes` are its non-removed node rows with this pass's
     observations; `queued` its Queued jobs (any order: FIFO is by submitted_at); `running`
@@ -153,6 +156,9 @@ def decide_cluster(
     why the engine has no room for its next node (a note in the jobs' reasons); `queue_more`: `queued`
     is the queue's head only, of at least max_instances + 1 jobs (the plan is then the same as with the
     whole queue: no more of it can be placed, and it already asks for every node the cluster may have).
+    `holders` (None: nothing to keep apart): for an isolated size, the jobs on the hardware its nodes share
+    (its own running jobs, and others' on the same host): another user's job waits until they end, and
+    no node is started for it.
 
     Applying the plan, in this order, is the reconciler's part: each node transition
     through `check_transition` (entering idle sets idle_since=now and clears job_name;
@@ -175,7 +181,7 @@ def decide_cluster(
 
     # Most recently idle first, so the longest-idle nodes are the ones left to time out.
     free = sorted(world.in_state(N.IDLE), key=lambda i: world.idle_since[i], reverse=True)
-    placement = place_fifo(config, [q for q in queued if q.name not in holding], free)
+    placement = place_fifo(config, [q for q in queued if q.name not in holding], free, holders)
     for job_name, node_ids in placement.assign:
         for node_id in node_ids:
             world.move(node_id, N.RUNNING, f"assigned to job {job_name}")
@@ -184,7 +190,8 @@ def decide_cluster(
 
     live = sum(1 for s in world.state.values() if s in LIVE)
     busy = len(world.in_state(N.RUNNING))
-    demand = sum(job.instance_count for job in placement.waiting)
+    # A head that waits for another user's jobs to end gets no new node: one would only stand idle.
+    demand = 0 if placement.isolated else sum(job.instance_count for job in placement.waiting)
     floor = 0 if config.deleting or config.stopped else min(config.min_instances, config.max_instances)
     plan.target_nodes = min(cap, max(floor, busy + demand))
     wanted = max(0, plan.target_nodes - live)
@@ -201,8 +208,9 @@ def decide_cluster(
     plan.idle, plan.busy = len(world.in_state(N.IDLE)), busy
     plan.starting = len(world.in_state(N.PREPARING)) + plan.launch
     plan.queue_jobs = _queue_after(placement.waiting, running, plan, queue_more)
+    notes = [n for n in (placement.isolated, engine_waiting) if n]
     queue = decided_queue(config, plan.queue_jobs, idle=plan.idle, starting=plan.starting, busy=busy,
-                          notes=[engine_waiting] if engine_waiting else [], more=queue_more)
+                          notes=notes, more=queue_more)
     plan.observed = observed.model_copy(update={
         "target_node_count": plan.target_nodes, "start_failures": failures, "provisioning_errors": errors,
         "quota_wait": quota_wait, "queue": queue})
@@ -224,7 +232,7 @@ def _queue_after(waiting: Sequence[QueuedJob], running: Sequence[RunningJob], pl
     past the head's last job is left out: jobs unread lie between, and it counts them (queued_reason)."""
     requeued = {name for name, _ in plan.requeue}
     back = [QueuedJob(name=job.name, submitted_at=job.submitted_at, instance_count=job.instance_count,
-                      on_node_failure=job.on_node_failure)
+                      on_node_failure=job.on_node_failure, user=job.user)
             for job in running if job.name in requeued and job.submitted_at is not None]
     if more:
         last = waiting[-1].submitted_at if waiting else None

@@ -30,7 +30,7 @@ from cible.core.planning.clusters import (
     fill_waiting,
 )
 from cible.core.planning.quotas import QuotaHeadroom
-from cible.core.planning.scheduling import instance_stopped, serverless_wait
+from cible.core.planning.scheduling import Holder, instance_stopped, serverless_wait
 
 NEVER_S = 1e9  # an instance's node is never scaled down for idleness (idle shutdown is its own)
 ComputeKind = Literal["amlcompute", "computeinstance", "serverless", "virtualmachine"]
@@ -55,6 +55,7 @@ class ComputeSnapshot:
     pool_job_ended: bool = False  # … which ended (or is gone)
     seen: bool = True  # False: its provider cannot tell yet which nodes it holds
     engine_waiting: str | None = None  # why the engine has no room for its next node (Ray)
+    holders: tuple[Holder, ...] | None = None  # jobs on the hardware its nodes share, kept to one user (None: free)
     heartbeat_timeout_s: float = 30.0
     prepare_timeout_s: float = 600.0
 
@@ -65,7 +66,7 @@ def decide_compute(snapshot: ComputeSnapshot, now: datetime) -> ClusterPlan:
     config = compute_config(snapshot)
     plan = decide_cluster(config, snapshot.nodes, snapshot.queued, snapshot.running, now,
                           observed=snapshot.observed, quota=snapshot.quota, engine_waiting=snapshot.engine_waiting,
-                          queue_more=snapshot.queue_more)
+                          queue_more=snapshot.queue_more, holders=snapshot.holders)
     waiting = plan.queue_jobs
     queue = plan.observed.queue
     if snapshot.kind == "serverless":

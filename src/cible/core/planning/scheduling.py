@@ -41,20 +41,48 @@ class Placement:
     assign: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     fail: list[tuple[str, str]] = field(default_factory=list)
     waiting: list[QueuedJob] = field(default_factory=list)  # FIFO order, head first
+    isolated: str | None = None  # why the head waits though nodes are free: hardware another user holds
 
 
-def place_fifo(config: ClusterConfig, queued: Sequence[QueuedJob], free_nodes: Sequence[str]) -> Placement:
-    """Give idle nodes to queued jobs in FIFO order; `free_nodes` are taken from the front."""
+@dataclass(frozen=True)
+class Holder:
+    """A job on hardware a compute's nodes share, which an isolated size shares with no other user."""
+
+    user: str | None  # None: a job the workspace token submitted, naming no user
+    job: str
+
+
+def isolation_refusal(holders: Sequence[Holder], user: str | None) -> str | None:
+    """Why a job of `user` may not start beside `holders` (each another user's, on shared hardware)."""
+    for holder in holders:
+        if holder.user != user:
+            whose = f"user '{holder.user}'" if holder.user else "the workspace token"
+            return (f"isolated size: its hardware serves one user at a time, and job {holder.job} of {whose} "
+                    "runs on it")
+    return None
+
+
+def place_fifo(config: ClusterConfig, queued: Sequence[QueuedJob], free_nodes: Sequence[str],
+               holders: Sequence[Holder] | None = None) -> Placement:
+    """Give idle nodes to queued jobs in FIFO order; `free_nodes` are taken from the front. `holders`
+    (None: no one's hardware to keep apart): the jobs on hardware these nodes share, which an isolated
+    size shares with no other user; another user's job waits for them, and for the jobs placed here."""
     placement = Placement()
     free = list(free_nodes)
+    held = None if holders is None else list(holders)
     for job in sorted(queued, key=lambda j: j.submitted_at):  # stable: ties keep input order
         reason = admission_error(config, job.instance_count)
+        refusal = isolation_refusal(held, job.user) if held and not placement.waiting else None
         if reason:
             placement.fail.append((job.name, reason))
-        elif not placement.waiting and len(free) >= job.instance_count:
+        elif not placement.waiting and len(free) >= job.instance_count and refusal is None:
             taken, free = free[: job.instance_count], free[job.instance_count :]
             placement.assign.append((job.name, tuple(taken)))
+            if held is not None:
+                held.append(Holder(job.user, job.name))
         else:
+            if not placement.waiting:  # the head: another user's jobs may be why it waits
+                placement.isolated = refusal
             placement.waiting.append(job)
     return placement
 

@@ -42,6 +42,7 @@ from cible.core.planning.clusters import ClusterPlan, NodeView, QueuedJob, Runni
 from cible.core.planning.compute_plan import ComputeSnapshot, compute_config, decide_compute
 from cible.core.planning.costs import effective_price
 from cible.core.planning.quotas import NodeUse, QuotaHeadroom
+from cible.core.planning.scheduling import Holder
 from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.provider_calls import ProviderCalls
@@ -54,6 +55,8 @@ from cible.workspace import WorkspacePaths
 
 log = logging.getLogger("cible.reconciler.clusters")
 QUEUED = JobStatus.QUEUED.value
+LOCAL_PROVIDER, LOCAL_COMPUTE = "local", "local"  # the provider whose nodes run on this machine; the compute too
+NODE_TYPES = ("amlcompute", "computeinstance", "serverless")
 # The observed fields this pass owns (an instance's own state is its pass's, instance_state.py).
 OWNED = ("target_node_count", "provisioning_errors", "quota_wait", "start_failures", "queue")
 
@@ -68,6 +71,19 @@ class PassWorld:
     engine_waits: dict[str, dict[str, str]]  # provider → compute → why its next node waits (Ray)
     quota: QuotaHeadroom
     elapsed_s: float  # since the previous reconciler pass (the drill's odds)
+    # The computes whose nodes run on this machine -> whether their size is isolated: read once a pass,
+    # by the first compute that needs it (the jobs running here are read by each: a compute's pass
+    # places jobs the next one must see).
+    local_computes: dict[str, bool] | None = None
+
+
+@dataclass(frozen=True)
+class HostJob:
+    """A job running on this machine (the `local` provider's nodes, or the local compute)."""
+
+    target: str
+    holder: Holder
+    isolated: bool  # its compute's size is an isolated one
 
 
 @dataclass
@@ -146,9 +162,9 @@ class ClusterPass:
             NodeRow.node_id, NodeRow.state, NodeRow.job_name, NodeRow.created_at, NodeRow.idle_since,
             NodeRow.last_heartbeat).where(NodeRow.compute == self.name, NodeRow.state != NodeState.REMOVED.value)))
         running = tuple(RunningJob(name=name, node_ids=tuple(run.cluster_nodes()), on_node_failure=on_node_failure,
-                                   submitted_at=created_at, instance_count=count)
-                        for name, run, created_at, count in session.execute(select(
-                            JobRow.name, JobRow.run, JobRow.created_at, JobRow.instance_count).where(
+                                   submitted_at=created_at, instance_count=count, user=user)
+                        for name, run, created_at, count, user in session.execute(select(
+                            JobRow.name, JobRow.run, JobRow.created_at, JobRow.instance_count, JobRow.created_by).where(
                             job_is_live(), JobRow.target == self.name, JobRow.status != QUEUED))
                         if run.cluster_nodes())
         pool_job, pool_job_ended = None, False
@@ -160,7 +176,8 @@ class ClusterPass:
             name=self.name, kind=row.compute_type, spec=spec, size=size, observed=row.observed,
             deleting=row.provisioning_state == ProvisioningState.DELETING.value, running=running,
             quota=self.world.quota, pool_job=pool_job, pool_job_ended=pool_job_ended,
-            heartbeat_timeout_s=self.tools.heartbeat_timeout_s, prepare_timeout_s=self.tools.prepare_timeout_s)
+            heartbeat_timeout_s=self.tools.heartbeat_timeout_s, prepare_timeout_s=self.tools.prepare_timeout_s,
+            holders=self._holders(session, size.isolated, provider_name(spec), running))
         snapshot = self._load_queue(session, snapshot, on_node_failure)
         return Loaded(snapshot=snapshot, provider=provider_name(spec), version=row.version, stored_nodes=nodes,
                       on_node_failure=on_node_failure,
@@ -168,14 +185,29 @@ class ClusterPass:
                       overcommit=settings.overcommit,
                       instance_disk_gb=getattr(settings, "os_disk_gb", None))
 
+    def _holders(self, session: Session, isolated: bool, provider: str, running: tuple[RunningJob, ...],
+                 ) -> tuple[Holder, ...] | None:
+        """The jobs on the hardware this compute's nodes share, which an isolated size shares with no
+        other user: its own running jobs, and on this machine (the `local` provider) every other job
+        running here when this size is isolated, or the jobs of isolated sizes when it is not. None:
+        nothing to keep apart."""
+        own = [Holder(job.user, job.name) for job in running] if isolated else []
+        if provider == LOCAL_PROVIDER:
+            if self.world.local_computes is None:
+                self.world.local_computes = local_computes(session)
+            own += [job.holder for job in host_jobs(session, self.world.local_computes)
+                    if job.target != self.name and (isolated or job.isolated)]
+        return tuple(own) if isolated or own else None
+
     def _load_queue(self, session: Session, snapshot: ComputeSnapshot, on_node_failure: str) -> ComputeSnapshot:
         """The queue's head, FIFO, its columns only (never the jobs' JSON): max_instances + 1 jobs give
         the plan the whole queue would (see decide_cluster), so a pass costs the same behind a queue
         of 10 or 10,000 jobs."""
         depth = compute_config(snapshot).max_instances + 1
-        head = [QueuedJob(name=name, submitted_at=created_at, instance_count=count, on_node_failure=on_node_failure)
-                for name, created_at, count in session.execute(select(
-                    JobRow.name, JobRow.created_at, JobRow.instance_count)
+        head = [QueuedJob(name=name, submitted_at=created_at, instance_count=count, on_node_failure=on_node_failure,
+                          user=user)
+                for name, created_at, count, user in session.execute(select(
+                    JobRow.name, JobRow.created_at, JobRow.instance_count, JobRow.created_by)
                     .where(job_is_queued(), JobRow.target == self.name)
                     .order_by(JobRow.created_at, JobRow.name).limit(depth + 1))]
         return replace(snapshot, queued=tuple(head[:depth]), queue_more=len(head) > depth)
@@ -395,3 +427,27 @@ def _tier(loaded: Loaded) -> str:
     """dedicated or low_priority (an instance is dedicated)."""
     spec = loaded.snapshot.spec
     return "dedicated" if isinstance(spec, ComputeInstance) else spec.tier
+
+
+def local_computes(session: Session) -> dict[str, bool]:
+    """The computes whose jobs run on this machine (the `local` compute, the `local` provider's) -> whether
+    their size is isolated. A compute row that cannot be read is left out, alone."""
+    targets: dict[str, bool] = {LOCAL_COMPUTE: False}
+    for row in session.scalars(select(ComputeRow).where(ComputeRow.compute_type.in_(NODE_TYPES))):
+        try:
+            spec, size = node_spec(row)
+            if provider_name(spec) == LOCAL_PROVIDER:
+                targets[row.name] = size.isolated
+        except Exception:  # noqa: BLE001 - one bad row must not stop every compute's pass
+            log.warning("compute %r cannot be read for isolation; it is left out", row.name)
+    return targets
+
+
+def host_jobs(session: Session, targets: dict[str, bool]) -> list[HostJob]:
+    """The jobs running on this machine, when a compute of an isolated size has its nodes here (none
+    otherwise: nothing to hold apart, and nothing read)."""
+    if not any(targets.values()):
+        return []
+    rows = session.execute(select(JobRow.target, JobRow.created_by, JobRow.name).where(
+        job_is_live(), JobRow.status != QUEUED, JobRow.target.in_(list(targets))))
+    return [HostJob(target, Holder(user, name), targets[target]) for target, user, name in rows]
