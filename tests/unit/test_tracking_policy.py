@@ -429,3 +429,53 @@ def test_a_run_token_that_no_longer_counts_is_refused_before_mlflow(mlflow):
     assert status == 200  # answered by MLflow
     send(proxy, "GET", f"/mlflow{API}/runs/get", query=f"run_id={RUN_A}", token=Tokens(TOKEN).job("job-a", "current"))
     assert asked == [("job-a", "earlier"), ("job-a", "current")]  # the answer is kept a few seconds
+
+
+# -- a user's token: their own jobs' runs and the runs they made; an Owner's: any ----------------------
+USER_RUN = "d" * 32  # a run kim made with her own token (tagged cible.user)
+CREATORS = {"job-a": "kim", "job-b": "lee"}
+USERS = {"kim-token": ("kim", "AzureML Data Scientist"), "boss-token": ("boss", "Owner")}
+
+
+@pytest.fixture
+def user_proxy(mlflow: FakeMlflow):
+    from cible.server.tokens import Scope
+    from cible.server.tracking_policy import USER_TAG
+
+    answer = mlflow.answer
+
+    def with_user_runs(scope: dict, body: bytes) -> tuple[int, bytes]:
+        if scope["method"] == "GET" and scope["path"].endswith("/runs/get") and USER_RUN in scope["query_string"].decode():
+            return 200, json.dumps({"run": {"data": {"tags": [{"key": USER_TAG, "value": "kim"}]}}}).encode()
+        return answer(scope, body)
+
+    mlflow.answer = with_user_runs
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(tracking_router(StubTracking(mlflow), wait_s=1, job_creator=CREATORS.get))
+    return TokenAuthMiddleware(app, Tokens(TOKEN), user_of=lambda bearer: Scope(
+        "user", USERS[bearer][0], role=USERS[bearer][1]) if bearer in USERS else None)
+
+
+def test_a_user_writes_into_their_own_jobs_runs_and_their_own_runs_only(user_proxy, mlflow) -> None:
+    from cible.server.tracking_policy import USER_TAG
+
+    def log(run: str, token: str = "kim-token") -> tuple[int, dict]:
+        return send(user_proxy, "POST", f"/mlflow{API}/runs/log-metric",
+                    json.dumps({"run_id": run, "key": "m", "value": 1, "timestamp": 0}).encode(), token=token)
+
+    assert log(RUN_A)[0] == 200 and log(USER_RUN)[0] == 200  # her job's run, and the run she made
+    status, refused = log(RUN_B)  # lee's job's
+    assert status == 403 and refused["error"]["message"].startswith(
+        f"user 'kim' may not POST /mlflow{API}/runs/log-metric: run '{RUN_B}' is not one of this user's")
+    assert log(RUN_C)[0] == 403  # no one's
+    assert log(RUN_B, token="boss-token")[0] == 200  # an Owner writes anywhere
+    status, _ = send(user_proxy, "POST", f"/mlflow{API}/runs/set-tag",
+                     json.dumps({"run_id": USER_RUN, "key": USER_TAG, "value": "lee"}).encode(), token="kim-token")
+    assert status == 403  # the ownership tag is the workspace's
+    mlflow.seen.clear()
+    made = send(user_proxy, "POST", f"/mlflow{API}/runs/create",
+                json.dumps({"experiment_id": "0", "tags": [{"key": JOB_TAG, "value": "job-b"}]}).encode(),
+                token="kim-token")
+    assert made[0] == 200
+    assert json.loads(mlflow.seen[-1]["body"])["tags"] == [{"key": USER_TAG, "value": "kim"}]  # hers, no job's

@@ -322,7 +322,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.include_router(sizes_router.router)
     app.include_router(users_router.router)
     if tracking:
-        app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal))
+        app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal, job_creator=jobs.creator))
     app.include_router(assets_router.router)  # last of the API: its /api/v1/{kind} would shadow the routes above
     studio_sessions = StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
                                      code_ttl_s=settings.studio_code_ttl_s)

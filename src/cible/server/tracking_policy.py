@@ -1,9 +1,11 @@
-"""What a job's run token may do in MLflow: read anything, write only into its own runs.
+"""What a job's run token, or a user's token, may do in MLflow: read anything, write only into its own runs.
 
 A run is the job's when its ``cible.job`` tag names the job. The proxy sets that tag itself on
 every run a job token creates (the launcher's run, and nested runs the command starts), and a job
 token may not set, overwrite or delete it, so a job cannot claim another's run. A logged model is
-the job's when the run it was made from (its ``source_run_id``) is.
+the job's when the run it was made from (its ``source_run_id``) is. A user (an Owner excepted) is held
+the same way: their runs are those of the jobs they submitted, and those their token created (the
+proxy tags them ``cible.user``, which no one else may set either).
 
 Writes are allowed by name only (`WRITES`, checked against MLflow 3.17's routes: ``get_endpoints``
 in mlflow/server/handlers.py), each with where it names its run or model; every run and model id
@@ -25,6 +27,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 JOB_TAG = "cible.job"
+USER_TAG = "cible.user"
+PROTECTED_TAGS = (JOB_TAG, USER_TAG)  # set by the proxy on runs/create only
 BODY_LIMIT = 1 << 20  # the most a job's REST call may send: the policy reads it whole (log-batch's own cap is less)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -93,6 +97,29 @@ class Decision:
 Owner = Callable[[str], Awaitable[str | None]]  # a run's (or a logged model's) job, None if not a job's
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Whose writes are judged: a job's run token, or a user's token (an Owner's is not judged)."""
+
+    tag: str  # the tag each run it creates gets (JOB_TAG or USER_TAG), valued `name`
+    name: str
+    who: str  # as a refusal names it
+    rule: str  # and what it may write, said after the refusal
+    owns_run: Callable[[str], Awaitable[bool]]
+    owns_model: Callable[[str], Awaitable[bool]]
+
+
+def job_actor(job: str, run_owner: Owner, model_owner: Owner) -> Actor:
+    async def owns_run(run: str) -> bool:
+        return await run_owner(run) == job
+
+    async def owns_model(model: str) -> bool:
+        return await model_owner(model) == job
+
+    return Actor(JOB_TAG, job, f"the run token of job '{job}'", "a job's token writes into its own MLflow runs only",
+                 owns_run, owns_model)
+
+
 class OwnerLookupError(Exception):
     """MLflow could not say whose a run or a logged model is (it failed: the proxy answers 503)."""
 
@@ -119,15 +146,19 @@ def needs_body(method: str, path: str) -> bool:
 async def decide(job: str, method: str, path: str, body: bytes | None, run_owner: Owner, model_owner: Owner,
                  query: str = "") -> Decision:
     """The decision for a request of job `job`'s token to MLflow's `path` (below /mlflow; `query` undecoded)."""
+    return await decide_for(job_actor(job, run_owner, model_owner), method, path, body, query)
+
+
+async def decide_for(actor: Actor, method: str, path: str, body: bytes | None, query: str = "") -> Decision:
+    """The decision for a request of `actor` to MLflow's `path` (below /mlflow; `query` undecoded)."""
     try:
-        return await _decide(job, method, path, body, run_owner, model_owner, query)
+        return await _decide(actor, method, path, body, query)
     except _Refused as refused:
-        return Decision(refusal=f"the run token of job '{job}' may not {method} /mlflow{path}: {refused}; a job's "
-                                "token writes into its own MLflow runs only", status=refused.status)
+        return Decision(refusal=f"{actor.who} may not {method} /mlflow{path}: {refused}; {actor.rule}",
+                        status=refused.status)
 
 
-async def _decide(job: str, method: str, path: str, body: bytes | None, run_owner: Owner, model_owner: Owner,
-                  query: str) -> Decision:
+async def _decide(actor: Actor, method: str, path: str, body: bytes | None, query: str) -> Decision:
     if _ASSISTANT.match(path):
         raise _Refused("MLflow's assistant is the workspace's")
     if method in READ_METHODS:
@@ -143,7 +174,7 @@ async def _decide(job: str, method: str, path: str, body: bytes | None, run_owne
     if any(key in RUN_KEYS for key, _ in parse_qsl(query, keep_blank_values=True)):
         raise _Refused("a write names its run in its body, not in its query string")
     if where == ARTIFACT:
-        await _own_artifact(job, route.artifact or "", run_owner, model_owner)
+        await _own_artifact(actor, route.artifact or "")
         return Decision()
     payload = _payload(body)
     endpoint = route.key.removeprefix("2.0/mlflow/")
@@ -154,19 +185,23 @@ async def _decide(job: str, method: str, path: str, body: bytes | None, run_owne
     models += [route.model] if route.model is not None else []
     if endpoint == "runs/log-batch":
         models += [m for metric in _list_of_objects(payload, "metrics") for m in _ids(metric, MODEL_KEYS)]
-        if any(tag.get("key") == JOB_TAG for tag in _list_of_objects(payload, "tags")):
-            raise _Refused(f"the {JOB_TAG} tag is the workspace's")
-    if endpoint in ("runs/set-tag", "runs/delete-tag") and payload.get("key") == JOB_TAG:
-        raise _Refused(f"the {JOB_TAG} tag is the workspace's")
+        if any(tag.get("key") in PROTECTED_TAGS for tag in _list_of_objects(payload, "tags")):
+            raise _Refused(f"the {' and '.join(PROTECTED_TAGS)} tags are the workspace's")
+    if endpoint in ("runs/set-tag", "runs/delete-tag") and payload.get("key") in PROTECTED_TAGS:
+        raise _Refused(f"the {payload.get('key')} tag is the workspace's")
     for run in runs:
-        if await run_owner(run) != job:
-            raise _Refused(f"run '{run}' is not one of this job's")
+        if not await actor.owns_run(run):
+            raise _Refused(f"run '{run}' is not one of {_its(actor)}")
     for model in models:
-        if await model_owner(model) != job:
-            raise _Refused(f"logged model '{model}' is not one of this job's")
+        if not await actor.owns_model(model):
+            raise _Refused(f"logged model '{model}' is not one of {_its(actor)}")
     if endpoint == "runs/create":
-        return Decision(body=_tagged(payload, job))
+        return Decision(body=_tagged(payload, actor))
     return Decision()
+
+
+def _its(actor: Actor) -> str:
+    return "this job's" if actor.tag == JOB_TAG else "this user's"
 
 
 def _route(path: str) -> _Route | None:
@@ -229,23 +264,23 @@ def _list_of_objects(payload: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return items
 
 
-def _tagged(payload: dict[str, Any], job: str) -> bytes:
-    """runs/create's body, with the job's tag in place of any the client sent."""
-    tags = [tag for tag in _list_of_objects(payload, "tags") if tag.get("key") != JOB_TAG]
+def _tagged(payload: dict[str, Any], actor: Actor) -> bytes:
+    """runs/create's body, with the actor's tag in place of any workspace tag the client sent."""
+    tags = [tag for tag in _list_of_objects(payload, "tags") if tag.get("key") not in PROTECTED_TAGS]
     try:
-        return json.dumps({**payload, "tags": [*tags, {"key": JOB_TAG, "value": job}]}).encode()
+        return json.dumps({**payload, "tags": [*tags, {"key": actor.tag, "value": actor.name}]}).encode()
     except (RecursionError, ValueError):
         raise _Refused("its body cannot be written back as JSON", 400) from None
 
 
-async def _own_artifact(job: str, path: str, run_owner: Owner, model_owner: Owner) -> None:
+async def _own_artifact(actor: Actor, path: str) -> None:
     run = _RUN_ARTIFACT.match(path)
     model = _MODEL_ARTIFACT.match(path)
     if run is not None:
-        owner = await run_owner(run["run"])
+        owned = await actor.owns_run(run["run"])
     elif model is not None:
-        owner = await model_owner(model["model"])
+        owned = await actor.owns_model(model["model"])
     else:
         raise _Refused("an artifact is written under a run or a logged model")
-    if owner != job:
-        raise _Refused("it writes into another job's artifacts")
+    if not owned:
+        raise _Refused(f"it writes into artifacts that are not {_its(actor)}")

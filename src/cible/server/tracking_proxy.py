@@ -25,10 +25,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from cible.core.errors import NotFoundError
+from cible.core.roles import ADMIN_ROLES
 from cible.server import tracking_policy
 from cible.server.errors import envelope, human_bytes
 from cible.server.tracking import API, DEFAULT_WAIT_S, PREFIX, SECRET_HEADER, TrackingServer, TrackingUnavailableError
-from cible.server.tracking_policy import JOB_TAG
+from cible.server.tracking_policy import JOB_TAG, PROTECTED_TAGS, USER_TAG
 
 if TYPE_CHECKING:
     import httpx
@@ -74,32 +76,40 @@ def path_problem(path: str) -> str | None:
 
 
 class _Owners:
-    """Which job a run or a logged model belongs to, asked of the child once each."""
+    """Which job (or user) a run or a logged model belongs to, asked of the child once each."""
 
     def __init__(self, tracking: TrackingServer) -> None:
         self.tracking = tracking
-        self._known: OrderedDict[str, str | None] = OrderedDict()
+        self._known: OrderedDict[str, tuple[str | None, str | None] | None] = OrderedDict()
 
     async def run(self, run_id: str) -> str | None:
-        async def job_of_run(body: Any) -> str | None:
-            tags = _field(body, "run", "data", "tags")
-            tags = tags if isinstance(tags, list) else []
-            owner = next((t.get("value") for t in tags if isinstance(t, dict) and t.get("key") == JOB_TAG), None)
-            return owner if isinstance(owner, str) else None
-
-        return await self._ask(f"run:{run_id}", "/runs/get", {"run_id": run_id}, job_of_run)
+        return (await self.run_tags(run_id) or (None, None))[0]
 
     async def model(self, model_id: str) -> str | None:
-        async def job_of_model(body: Any) -> str | None:
+        return (await self.model_tags(model_id) or (None, None))[0]
+
+    async def run_tags(self, run_id: str) -> tuple[str | None, str | None] | None:
+        """The run's cible.job and cible.user tags; None when MLflow has no such run."""
+        async def tags_of_run(body: Any) -> tuple[str | None, str | None] | None:
+            tags = _field(body, "run", "data", "tags")
+            tags = tags if isinstance(tags, list) else []
+            found = {t.get("key"): t.get("value") for t in tags if isinstance(t, dict) and t.get("key") in PROTECTED_TAGS}
+            job, user = found.get(JOB_TAG), found.get(USER_TAG)
+            owner = (job if isinstance(job, str) else None, user if isinstance(user, str) else None)
+            return owner if owner != (None, None) else None
+
+        return await self._ask(f"run:{run_id}", "/runs/get", {"run_id": run_id}, tags_of_run)
+
+    async def model_tags(self, model_id: str) -> tuple[str | None, str | None] | None:
+        async def tags_of_model(body: Any) -> tuple[str | None, str | None] | None:
             run_id = _field(body, "model", "info", "source_run_id")
-            return await self.run(run_id) if isinstance(run_id, str) and run_id else None
+            return await self.run_tags(run_id) if isinstance(run_id, str) and run_id else None
 
         if not _MODEL_ID.fullmatch(model_id):
             return None
-        return await self._ask(f"model:{model_id}", f"/logged-models/{model_id}", None, job_of_model)
+        return await self._ask(f"model:{model_id}", f"/logged-models/{model_id}", None, tags_of_model)
 
-    async def _ask(self, key: str, endpoint: str, params: dict | None,
-                   read: Callable[[Any], Awaitable[str | None]]) -> str | None:
+    async def _ask(self, key: str, endpoint: str, params: dict | None, read: Callable[[Any], Awaitable[Any]]) -> Any:
         if key in self._known:
             return self._known[key]
         response = await self.tracking.client().get(f"{self.tracking.url}{API}{endpoint}", params=params, timeout=10)
@@ -156,12 +166,49 @@ class _FreshTokens:
         return known[0]
 
 
+class _Creators:
+    """Who submitted a job (the store, asked once per job: it never changes)."""
+
+    def __init__(self, creator: Callable[[str], str | None]) -> None:
+        self.creator = creator
+        self._known: OrderedDict[str, str | None] = OrderedDict()
+
+    async def of(self, job: str) -> str | None:
+        if job not in self._known:
+            try:
+                self._known[job] = await run_in_threadpool(self.creator, job)
+            except NotFoundError:
+                return None
+            while len(self._known) > OWNER_CACHE:
+                self._known.popitem(last=False)
+        return self._known[job]
+
+
+def user_actor(user: str, owners: _Owners, creators: _Creators) -> tracking_policy.Actor:
+    """A user held to their own runs: those their token created, and those of the jobs they submitted."""
+    async def owns(tags: tuple[str | None, str | None] | None) -> bool:
+        job, tagged_user = tags or (None, None)
+        return tagged_user == user or (job is not None and await creators.of(job) == user)
+
+    async def owns_run(run: str) -> bool:
+        return await owns(await owners.run_tags(run))
+
+    async def owns_model(model: str) -> bool:
+        return await owns(await owners.model_tags(model))
+
+    return tracking_policy.Actor(USER_TAG, user, f"user '{user}'", "a user writes into the MLflow runs of their own "
+                                 "jobs and into the runs they created only (an Owner into any)", owns_run, owns_model)
+
+
 def tracking_router(tracking: TrackingServer, *, wait_s: float = DEFAULT_WAIT_S,
-                    run_token_refusal: Callable[[str, str], str | None] | None = None) -> APIRouter:
-    """`run_token_refusal(job, salt)` says why a job's run token no longer counts (None: it does)."""
+                    run_token_refusal: Callable[[str, str], str | None] | None = None,
+                    job_creator: Callable[[str], str | None] | None = None) -> APIRouter:
+    """`run_token_refusal(job, salt)` says why a job's run token no longer counts (None: it does);
+    `job_creator(job)` who submitted a job (a user's writes are kept to their own jobs' runs)."""
     router = APIRouter(include_in_schema=False)
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     owners = _Owners(tracking)
+    creators = _Creators(job_creator or (lambda job: None))
     fresh = _FreshTokens(run_token_refusal) if run_token_refusal is not None else None
 
     async def proxy(request: Request) -> Response:
@@ -177,21 +224,25 @@ def tracking_router(tracking: TrackingServer, *, wait_s: float = DEFAULT_WAIT_S,
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         content = _body(request) if has_body else None
         granted = request.scope.get("state", {}).get("token_scope")
-        if granted is not None and granted.kind == "job":
-            stale = await fresh.check(granted.name, granted.salt) if fresh is not None else None
-            if stale:
-                return _error(403, f"this run token no longer counts: {stale}")
+        held = granted is not None and (granted.kind == "job" or (granted.kind == "user" and granted.role not in ADMIN_ROLES))
+        if held:
+            if granted.kind == "job":
+                stale = await fresh.check(granted.name, granted.salt) if fresh is not None else None
+                if stale:
+                    return _error(403, f"this run token no longer counts: {stale}")
+                actor = tracking_policy.job_actor(granted.name, owners.run, owners.model)
+            else:
+                actor = user_actor(granted.name, owners, creators)
             path = request.scope["path"][len(PREFIX):]
             body = None
             if has_body and tracking_policy.needs_body(request.method, path):
                 body = await _read_capped(request, tracking_policy.BODY_LIMIT)
                 if body is None:
-                    return _error(413, f"the body of a job's MLflow REST call is larger than "
+                    return _error(413, f"the body of an MLflow REST call is larger than "
                                        f"{human_bytes(tracking_policy.BODY_LIMIT)}, the most the workspace reads "
                                        "to check it")
             try:
-                decision = await tracking_policy.decide(granted.name, request.method, path, body,
-                                                        owners.run, owners.model, query)
+                decision = await tracking_policy.decide_for(actor, request.method, path, body, query)
             except (httpx.HTTPError, tracking_policy.OwnerLookupError) as exc:  # asking whose a run is
                 return _unavailable(f"the workspace's MLflow tracking server failed to answer: {exc}")
             if decision.refusal:
