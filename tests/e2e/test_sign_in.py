@@ -32,8 +32,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def issuer():
     port = _free_port()
-    provider = subprocess.Popen([sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    provider = subprocess.Popen(
+        [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + DEADLINE_S
     while True:
@@ -108,7 +109,8 @@ def test_cible_login_is_approved_in_the_studio_and_the_cli_then_acts_as_that_use
         page = browser.get("/device", params={"user_code": code})
         assert page.status_code == 200 and "asks to act as <strong>alice</strong>" in page.text
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        assert browser.post("/device", data={"csrf_token": csrf, "user_code": code, "action": "approve"}).status_code == 200
+        approved = browser.post("/device", data={"csrf_token": csrf, "user_code": code, "action": "approve"})
+        assert approved.status_code == 200
         out, err = login.communicate(timeout=DEADLINE_S)
     finally:
         login.kill()

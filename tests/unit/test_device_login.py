@@ -5,28 +5,14 @@ is theirs; the user approves a CLI's code in the studio and the CLI's next poll 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import pytest
+import test_studio_sign_in
 from fastapi.testclient import TestClient
 
 from cible.client.login import DEVICE_GRANT
-from cible.server.app import create_app
-from cible.server.settings import ServerSettings
 from cible.server.store.rows import DeviceLoginRow, UserTokenRow
-from cible.testing import FrozenClock
 
-TOKEN = "workspace-token-of-the-device-login-tests"
-
-
-@pytest.fixture
-def setup(tmp_path: Path):
-    clock = FrozenClock()
-    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=f"sqlite:///{tmp_path}/db.sqlite",
-                                    tracking=False), TOKEN, clock, reconcile=False)
-    api = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
-    yield app, api, clock
-    app.state.store.close()
+setup = test_studio_sign_in.setup  # the fixture: (app, API client, browser, clock)
 
 
 def user_token(api: TestClient, name: str, role: str) -> str:
@@ -51,7 +37,7 @@ def poll(browser: TestClient, device_code: str):  # noqa: ANN201
 
 
 def test_a_cli_is_signed_in_once_approved_and_gets_one_token(setup) -> None:
-    app, api, clock = setup
+    app, api, _, clock = setup
     alice = browser_of(app, api, user_token(api, "alice", "data-scientist"))
     cli = TestClient(app, raise_server_exceptions=False)
     started = cli.post("/auth/device", data={"client": "alices-laptop"}).json()
@@ -84,7 +70,7 @@ def test_a_cli_is_signed_in_once_approved_and_gets_one_token(setup) -> None:
 
 
 def test_a_denied_or_expired_code_gives_no_token_and_a_clear_error(setup) -> None:
-    app, api, clock = setup
+    app, api, _, clock = setup
     bob = browser_of(app, api, user_token(api, "bob", "reader"))
     cli = TestClient(app, raise_server_exceptions=False)
     denied = cli.post("/auth/device", data={"client": "x"}).json()
@@ -102,7 +88,7 @@ def test_a_denied_or_expired_code_gives_no_token_and_a_clear_error(setup) -> Non
 
 
 def test_a_studio_session_acts_as_its_user_held_to_their_role_and_what_is_theirs(setup) -> None:
-    app, api, _ = setup
+    app, api, _, _ = setup
     kim = user_token(api, "kim", "data-scientist")
     rita = browser_of(app, api, user_token(api, "rita", "reader"))
     lee = browser_of(app, api, user_token(api, "lee", "data-scientist"))
@@ -119,7 +105,7 @@ def test_a_studio_session_acts_as_its_user_held_to_their_role_and_what_is_theirs
 
 
 def test_a_removed_user_is_signed_out_of_the_studio(setup) -> None:
-    app, api, _ = setup
+    app, api, _, _ = setup
     sam = browser_of(app, api, user_token(api, "sam", "reader"))
     assert sam.get("/jobs").status_code == 200
     api.delete("/api/v1/users/sam")
@@ -127,7 +113,7 @@ def test_a_removed_user_is_signed_out_of_the_studio(setup) -> None:
 
 
 def test_a_personal_token_typed_in_signs_in_as_its_user(setup) -> None:
-    app, api, _ = setup
+    app, api, _, _ = setup
     token = user_token(api, "tess", "reader")
     browser = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
     signed = browser.post("/sign-in", data={"token": token, "next": "/jobs"})

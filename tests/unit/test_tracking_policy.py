@@ -445,7 +445,8 @@ def user_proxy(mlflow: FakeMlflow):
     answer = mlflow.answer
 
     def with_user_runs(scope: dict, body: bytes) -> tuple[int, bytes]:
-        if scope["method"] == "GET" and scope["path"].endswith("/runs/get") and USER_RUN in scope["query_string"].decode():
+        asked = scope["query_string"].decode()
+        if scope["method"] == "GET" and scope["path"].endswith("/runs/get") and USER_RUN in asked:
             return 200, json.dumps({"run": {"data": {"tags": [{"key": USER_TAG, "value": "kim"}]}}}).encode()
         return answer(scope, body)
 

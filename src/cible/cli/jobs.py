@@ -244,7 +244,7 @@ def follow(client: Any, name: str, *, emit_job: bool = True) -> dict:
     return job
 
 
-def next_steps(name: str, home: Path) -> str:
+def next_steps(name: str, home: Path | None) -> str:
     """What to try after a first job, printed at the end of the quickstart."""
     import shutil
 
@@ -260,7 +260,8 @@ def next_steps(name: str, home: Path) -> str:
             f"  cible model list\n"
             f"  cible job create -f examples/jobs/hello-code.yml --stream   # in a clone of the repository\n"
             f"  cible compute create -n cpu-cluster --type amlcompute --min-instances 0 --max-instances 2\n"
-            f"logs: the server's in {home / 'server.log'}; a job's with `cible job stream -n NAME` or "
+            f"logs: the server's in {home / 'server.log' if home else 'its host'}; a job's with "
+            f"`cible job stream -n NAME` or "
             f"`cible job download -n NAME --all`")
 
 

@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from cible.cli.groups import LazyGroups
-from cible.cli.output import add_global_options, emit, err_console
 from cible.cli.login import login as login_command
 from cible.cli.login import logout as logout_command
+from cible.cli.output import add_global_options, emit, err_console
 from cible.cli.studio import studio as studio_command
 
 
@@ -55,14 +55,15 @@ def quickstart() -> None:
 
     job_file = files("cible") / "quickstart" / "job.yml"
     client = MLClient()
-    err_console.print(f"workspace: {client.paths.home}  server: {client.url}", highlight=False)
+    home = client.paths.home if client.paths else None  # None: a team server (`cible login`, CIBLE_URL)
+    err_console.print(f"workspace: {home or client.url}  server: {client.url}", highlight=False)
     job = client.jobs.create_or_update(load_job(str(job_file)))
     job = jobs.follow(client, job["name"], emit_job=False)
     model = client.models.create_or_update(
         {"name": "iris-classifier", "type": "mlflow_model", "path": f"azureml://jobs/{job['name']}/outputs/model"}
     )
     err_console.print(f"registered model {model['name']}:{model['version']} from job {job['name']}", highlight=False)
-    err_console.print(jobs.next_steps(job["name"], client.paths.home), highlight=False, soft_wrap=True)
+    err_console.print(jobs.next_steps(job["name"], home), highlight=False, soft_wrap=True)
     emit({"job": job, "model": model}, lambda _: None)  # for people, said above
 
 

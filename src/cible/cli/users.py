@@ -15,7 +15,8 @@ RoleOpt = Annotated[str, typer.Option(
                    "(or owner, contributor, reader, data-scientist, compute-operator)")]
 EmailOpt = Annotated[Optional[str], typer.Option(
     "--email", help="the e-mail address an OIDC sign-in finds them by (update: \"\" removes it)")]
-USER_COLUMNS = [("name", "name"), ("role", "role"), ("email", "email"), ("tokens", "tokens"), ("added by", "created_by"),
+USER_COLUMNS = [("name", "name"), ("role", "role"), ("email", "email"), ("tokens", "tokens"),
+                ("added by", "created_by"),
                 ("added", "created_at")]
 TOKEN_COLUMNS = [("id", "id"), ("user", "user"), ("name", "name"), ("state", "state"), ("expires", "expires_at"),
                  ("last used", "last_used_at"), ("created", "created_at")]

@@ -160,6 +160,7 @@ class MLClient:
             login = saved_login(Path(home).expanduser().resolve() if home else default_home())
             if login is not None and (not url or url.rstrip("/") == login["url"].rstrip("/")):
                 url, token = login["url"], login["token"]
+        self.paths: WorkspacePaths | None = None  # the local workspace's, when it is the one used
         if url:
             if not token:
                 from cible.core.errors import UnauthorizedError

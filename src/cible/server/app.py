@@ -15,6 +15,7 @@ from cible.core import catalog
 from cible.core.clock import SYSTEM_CLOCK, Clock
 from cible.core.errors import NotFoundError, TrackingUnavailableError
 from cible.core.planning.jobs import LiveJob
+from cible.core.roles import ADMIN_ROLES
 from cible.launch.tracking import TrackingError, experiment_id, find_run
 from cible.node.runner import LocalProcessRunner
 from cible.runfiles import read_state
@@ -64,7 +65,6 @@ from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import REPLICA, JobService, NewJob
 from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
-from cible.core.roles import ADMIN_ROLES
 from cible.server.services.users import UserService
 from cible.server.services.warm_pool import WarmPoolLedger
 from cible.server.settings import ServerSettings
@@ -322,7 +322,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.include_router(sizes_router.router)
     app.include_router(users_router.router)
     if tracking:
-        app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal, job_creator=jobs.creator))
+        app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal,
+                                           job_creator=jobs.creator))
     app.include_router(assets_router.router)  # last of the API: its /api/v1/{kind} would shadow the routes above
     studio_sessions = StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
                                      code_ttl_s=settings.studio_code_ttl_s)

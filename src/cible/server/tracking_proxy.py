@@ -93,7 +93,8 @@ class _Owners:
         async def tags_of_run(body: Any) -> tuple[str | None, str | None] | None:
             tags = _field(body, "run", "data", "tags")
             tags = tags if isinstance(tags, list) else []
-            found = {t.get("key"): t.get("value") for t in tags if isinstance(t, dict) and t.get("key") in PROTECTED_TAGS}
+            found = {t.get("key"): t.get("value") for t in tags
+                     if isinstance(t, dict) and t.get("key") in PROTECTED_TAGS}
             job, user = found.get(JOB_TAG), found.get(USER_TAG)
             owner = (job if isinstance(job, str) else None, user if isinstance(user, str) else None)
             return owner if owner != (None, None) else None
@@ -224,7 +225,8 @@ def tracking_router(tracking: TrackingServer, *, wait_s: float = DEFAULT_WAIT_S,
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
         content = _body(request) if has_body else None
         granted = request.scope.get("state", {}).get("token_scope")
-        held = granted is not None and (granted.kind == "job" or (granted.kind == "user" and granted.role not in ADMIN_ROLES))
+        held = granted is not None and (granted.kind == "job" or
+                                        (granted.kind == "user" and granted.role not in ADMIN_ROLES))
         if held:
             if granted.kind == "job":
                 stale = await fresh.check(granted.name, granted.salt) if fresh is not None else None

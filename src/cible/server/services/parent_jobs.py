@@ -97,7 +97,8 @@ class ParentJobs:
             notes += self._check_child(child_name(name, launch.step), launch.spec, f"jobs.{launch.step}", user, as_admin)
         return notes
 
-    def _check_child(self, child: str, spec: dict[str, Any], where: str, user: str | None, as_admin: bool) -> list[str]:
+    def _check_child(self, child: str, spec: dict[str, Any], where: str, user: str | None,
+                     as_admin: bool) -> list[str]:
         with self.jobs.store.session() as session:  # the parent is new: a job of this name is another's
             taken = session.get(JobRow, child) is not None
         if taken:

@@ -68,7 +68,8 @@ def oidc_app(settings: ServerSettings, sessions: StudioSessions, users, workspac
         finally:
             request.session.clear()
         try:
-            user = await run_in_threadpool(users.signed_in, dict(token.get("userinfo") or {}), settings.oidc_default_role)
+            claims = dict(token.get("userinfo") or {})
+            user = await run_in_threadpool(users.signed_in, claims, settings.oidc_default_role)
         except CibleError as exc:
             return _refused(request, 403, exc.message)
         return signed_in(request, await run_in_threadpool(sessions.start_session, user), target)

@@ -65,8 +65,9 @@ class Viewer:
         """Refuse (403, as the API would) an action whose REST route the viewer's role may not use."""
         permission = permission_for(method, api_path)
         if not allows(self.role, permission):
-            raise ForbiddenError(f"user '{self.user}' ({self.role}) may not do this: it needs '{permission}', which "
-                                 f"{', '.join(roles_with(permission)) or 'no role'} may", details={"permission": permission})
+            raise ForbiddenError(f"user '{self.user}' ({self.role}) may not do this: it needs the permission "
+                                 f"{permission}, which {', '.join(roles_with(permission)) or 'no role'} has",
+                                 details={"permission": permission})
 
 
 class SignInRequired(Exception):
@@ -89,10 +90,12 @@ def viewer(request: Request) -> Viewer:
     sessions = sessions_of(request)
     signed = sessions.signed_in(secret)
     users = request.app.state.users
-    role = OWNER if signed is not None and signed.user is None else users.role_of(signed.user) if signed else None
-    if signed is None or role is None:
-        if signed is not None:
+    role = None
+    if signed is not None:
+        role = OWNER if signed.user is None else users.role_of(signed.user)
+        if role is None:  # the user was removed: their sessions end with them
             sessions.end(secret)
+    if signed is None or role is None:
         raise SignInRequired(page_of(request))
     user = signed.user or users.owner_name()
     request.state.token_scope = Scope("user", user, role=role)

@@ -45,8 +45,8 @@ async def token(request: Request) -> Response:
 @router.get("/device")
 def device_page(request: Request, who: Signed, user_code: str | None = None) -> Response:
     pending = _logins(request).pending(user_code) if user_code else None
-    problem = None if pending or not user_code else f"No sign-in waits for the code {user_code}: it was used, denied or " \
-                                                    "has expired. Run `cible login` again."
+    problem = None if pending or not user_code else (
+        f"No sign-in waits for the code {user_code}: it was used, denied or has expired. Run `cible login` again.")
     return render(request, who, "device.html", status_code=404 if problem else 200, pending=pending, problem=problem,
                   user=who.user, role=who.role, days=f"{request.app.state.settings.login_token_days:g}")
 

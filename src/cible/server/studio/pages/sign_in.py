@@ -67,8 +67,9 @@ async def sign_in_with_token(request: Request) -> Response:
     person = request.app.state.users.identity_of(token)
     if person is None:
         return _sign_in_page(request, 401, target,
-                             "That is neither this workspace's token ($CIBLE_HOME/token on the server) nor a personal "
-                             "token that is still valid (`cible token list` says whether yours expired or was revoked).")
+                             "That is neither this workspace's token ($CIBLE_HOME/token on the server) nor a "
+                             "personal token that is still valid (`cible token list` says whether yours expired or "
+                             "was revoked).")
     if not allows(person.role, "studio/use"):
         return _sign_in_page(request, 403, target, f"user '{person.user}' ({person.role}) may not use the studio.")
     return signed_in(request, sessions_of(request).start_session(person.user), target)
