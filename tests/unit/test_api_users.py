@@ -189,12 +189,12 @@ def test_an_email_names_one_user_and_an_oidc_sign_in_finds_them_by_it(api: TestC
     bad = api.post("/api/v1/users", json={"name": "bo", "role": "reader", "email": "not an address"})
     assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "email"
     users = api.app.state.users
-    assert users.signed_in({"email": "ANN@example.org", "email_verified": True}, None) == "ann"
+    assert users.user_for_claims({"email": "ANN@example.org", "email_verified": True}, None) == "ann"
     with pytest.raises(Exception, match="no user of this workspace has the e-mail address zed@example.org"):
-        users.signed_in({"email": "zed@example.org"}, None)
+        users.user_for_claims({"email": "zed@example.org"}, None)
     with pytest.raises(Exception, match="no verified e-mail"):
-        users.signed_in({"email": "ann@example.org", "email_verified": False}, None)
-    assert users.signed_in({"email": "zed@example.org"}, "reader") == "zed@example.org"  # a default role: added
+        users.user_for_claims({"email": "ann@example.org", "email_verified": False}, None)
+    assert users.user_for_claims({"email": "zed@example.org"}, "reader") == "zed@example.org"  # a default role: added
     assert api.get("/api/v1/users/zed@example.org").json()["role"] == "Reader"
     cleared = api.patch("/api/v1/users/ann", json={"email": ""}).json()
     assert cleared["email"] is None and cleared["role"] == "Reader"

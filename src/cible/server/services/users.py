@@ -112,7 +112,7 @@ class UserService:
         with self.store.session() as session:
             return session.scalar(select(UserRow.role).where(UserRow.name == name))
 
-    def signed_in(self, claims: dict[str, Any], default_role: str | None) -> str:
+    def user_for_claims(self, claims: dict[str, Any], default_role: str | None) -> str:
         """The user an OIDC sign-in acts as: the one whose e-mail (or name) is the claims' verified
         e-mail; else, when `default_role` is set, a new user with it (named by the e-mail)."""
         email = claims.get("email")

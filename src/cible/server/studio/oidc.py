@@ -4,7 +4,7 @@ CIBLE_OIDC_ISSUER names the provider (its discovery document is `<issuer>/.well-
 CIBLE_OIDC_CLIENT_ID and CIBLE_OIDC_CLIENT_SECRET cible's client there, which must allow
 `<this server>/auth/oidc/callback` as a redirect URI. The flow is the authorization code flow with PKCE
 and a nonce; Authlib checks the ID token (signature against the provider's keys, issuer, audience,
-expiry, nonce). The user is the one whose e-mail the ID token gives (UserService.signed_in); the studio
+expiry, nonce). The user is the one whose e-mail the ID token gives (UserService.user_for_claims); the studio
 session then acts as them, and `cible login` (device.py) signs a CLI in through that session.
 
 The flow's state lives in a signed cookie (Starlette's SessionMiddleware, keyed from the workspace
@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from cible.core.errors import CibleError
 from cible.server.settings import ServerSettings
-from cible.server.studio.pages.sign_in import signed_in
+from cible.server.studio.pages.sign_in import to_session
 from cible.server.studio.sessions import StudioSessions
 from cible.server.studio.web import message_page, safe_next
 
@@ -69,10 +69,10 @@ def oidc_app(settings: ServerSettings, sessions: StudioSessions, users, workspac
             request.session.clear()
         try:
             claims = dict(token.get("userinfo") or {})
-            user = await run_in_threadpool(users.signed_in, claims, settings.oidc_default_role)
+            user = await run_in_threadpool(users.user_for_claims, claims, settings.oidc_default_role)
         except CibleError as exc:
             return _refused(request, 403, exc.message)
-        return signed_in(request, await run_in_threadpool(sessions.start_session, user), target)
+        return to_session(request, await run_in_threadpool(sessions.start_session, user), target)
 
     key = hmac.new(workspace_token.encode(), b"cible oidc state v1", hashlib.sha256).hexdigest()
     app = Starlette(routes=[Route("/login", login), Route("/callback", callback)], middleware=[

@@ -47,7 +47,7 @@ def sign_in_page(request: Request, next: str = "/jobs", code: str | None = None)
             return _sign_in_page(request, 401, target,
                                  "That sign-in link was used already or has expired. Run `cible studio` "
                                   "for a new one.")
-        return signed_in(request, secret, target)  # to a URL without the code
+        return to_session(request, secret, target)  # to a URL without the code
     if sessions_of(request).signed_in(request.cookies.get(COOKIE)):  # signed in already
         return RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
     return _sign_in_page(request, 200, target)
@@ -63,7 +63,7 @@ async def sign_in_with_token(request: Request) -> Response:
                              "This form can only be sent from this workspace's own page.")
     token = (form_field(body, "token") or "").strip()
     if request.app.state.tokens.scope_of(token.encode()) == WORKSPACE:
-        return signed_in(request, sessions_of(request).start_session(None), target)
+        return to_session(request, sessions_of(request).start_session(None), target)
     person = request.app.state.users.identity_of(token)
     if person is None:
         return _sign_in_page(request, 401, target,
@@ -72,7 +72,7 @@ async def sign_in_with_token(request: Request) -> Response:
                              "was revoked).")
     if not allows(person.role, "studio/use"):
         return _sign_in_page(request, 403, target, f"user '{person.user}' ({person.role}) may not use the studio.")
-    return signed_in(request, sessions_of(request).start_session(person.user), target)
+    return to_session(request, sessions_of(request).start_session(person.user), target)
 
 
 @router.post("/sign-out")
@@ -91,7 +91,7 @@ def _sign_in_page(request: Request, status_code: int, target: str, problem: str 
                   problem=problem, oidc=settings.oidc_name if settings.oidc_issuer else None)
 
 
-def signed_in(request: Request, secret: str, target: str) -> Response:
+def to_session(request: Request, secret: str, target: str) -> Response:
     """To `target`, with the new session's cookie."""
     response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
     response.set_cookie(COOKIE, secret, max_age=int(sessions_of(request).session_ttl.total_seconds()), path="/",
