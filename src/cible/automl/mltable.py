@@ -177,7 +177,8 @@ def _reader_options(name: str, options: Any, at: str, field_name: str) -> dict[s
              "read_json_lines": {"invalid_lines", "encoding", "include_path_column", "path_column", "partition_size"}}
     unknown = sorted(set(options) - known[name])
     if unknown:
-        raise _error(at, f"has no option {', '.join(unknown)}; its options: {', '.join(sorted(known[name]))}", field_name)
+        raise _error(at, f"has no option {', '.join(unknown)}; its options: {', '.join(sorted(known[name]))}",
+                     field_name)
     if "encoding" in options and str(options["encoding"]).replace("-", "").lower() not in ENCODINGS:
         raise _error(f"{at}.encoding", f"'{options['encoding']}' is not one of {', '.join(ENCODINGS)}", field_name)
     if options.get("header", HEADERS[0]) not in HEADERS:
