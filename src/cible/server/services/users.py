@@ -179,6 +179,7 @@ class UserService:
             result = _user(row, self._token_count(session, name))
             for token in session.scalars(select(UserTokenRow).where(UserTokenRow.user == name)):
                 session.delete(token)  # not left to ON DELETE CASCADE: SQLite enforces it only with its pragma
+            session.flush()  # the tokens first: deleting the user first would cascade to them, and then these miss
             session.delete(row)
         self._invalidate()
         return result
