@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cible.automl.names import METRICS, Metric
+from cible.automl.names import Metric
 
 LOWER_IS_BETTER = frozenset({"normalized_root_mean_squared_error", "normalized_mean_absolute_error"})
 
@@ -98,7 +98,3 @@ def flaml_metric(task: str, metric: Metric, n_classes: int, y_range: float | Non
         return loss(metric.azure, found[metric.azure]), found
 
     return custom
-
-
-def all_metrics(task: str) -> list[str]:
-    return [m.azure for m in METRICS[task]]
