@@ -489,6 +489,9 @@ class GatewayApp:
             status, headers, rbody = 424, None, f"Replica {replica.name} is unreachable: {exc.reason}"
         except UpstreamProtocolError as exc:
             status, headers, rbody = 502, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - a fault of ours must still answer, never leave the caller waiting
+            logger.exception("forwarding to replica %s failed", replica.name)
+            status, headers, rbody = 502, None, f"The gateway could not forward the request: {type(exc).__name__}"
         finally:
             handed_on = bool(dep.waiters)
             self._release(dep, replica)

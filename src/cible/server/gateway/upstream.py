@@ -11,13 +11,14 @@ Responses are read whole (Content-Length, chunked, or until the replica closes) 
 Content-Length and count the request once it is really over.
 
 Retrying: a request is resent at most once, on a fresh connection, and only when it went out on a
-*reused* idle connection and not one byte of answer came back before that connection closed. That is
-the keep-alive race: the replica closed an idle connection (uvicorn's keep-alive timeout) just as we
-wrote to it, so it never read the request and resending cannot run `run()` twice. Idle connections the
-replica closes are normally dropped from the pool before they are picked (`connection_lost` fires on
-the FIN). A failure on a fresh connection, or after any byte of answer, is not retried: the replica is
-down or died mid-request, and a resend would at best hit the same dead process (the pool is per
-replica) and at worst run a request twice.
+*reused* idle connection that closed with not one byte of answer within KEEP_ALIVE_RACE_S of the write
+(or closed before the write). That is the keep-alive race: the replica closed an idle connection
+(uvicorn's keep-alive timeout) just as we wrote to it, its FIN already on the way, so it never read
+the request and resending cannot run `run()` twice. Idle connections the replica closes are normally
+dropped from the pool before they are picked (`connection_lost` fires on the FIN). A failure on a fresh
+connection, after any byte of answer, or later than that window is not retried: the replica is down or
+died mid-request (killed while its `run()` ran), and a resend would at best hit the same dead process
+(the pool is per replica) and at worst run a request twice.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ from urllib.parse import urlsplit
 import httptools
 
 MAX_IDLE_PER_REPLICA = 256
+# A close that answers a write this soon is the replica's FIN crossing our request, not a replica that
+# read it and died: loopback and LAN round trips are well under it, a run() killed midway mostly is not.
+KEEP_ALIVE_RACE_S = 0.2
 
 
 class UpstreamError(Exception):
     """The replica could not be reached or went away before answering (the gateway's 424)."""
 
-    def __init__(self, reason: str, received: bool = False) -> None:
+    def __init__(self, reason: str, resendable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.received = received
+        self.resendable = resendable  # the replica cannot have read the request (see the module docstring)
 
 
 class UpstreamTimeout(Exception):
@@ -52,7 +56,7 @@ class _Connection(asyncio.Protocol):
     """One TCP connection to a replica; one exchange at a time."""
 
     __slots__ = ("pool", "transport", "parser", "waiter", "status", "headers", "chunks", "received",
-                 "closed", "keep_alive", "until_close", "headers_done", "head_only")
+                 "closed", "keep_alive", "until_close", "headers_done", "head_only", "sent_at")
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
@@ -68,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self.until_close = False
         self.headers_done = False
         self.head_only = False
+        self.sent_at = 0.0  # the loop's time of the last write
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -99,7 +104,8 @@ class _Connection(asyncio.Protocol):
                 self._complete()
             else:
                 reason = "the replica closed the connection" if exc is None else f"connection lost: {exc}"
-                self._fail(UpstreamError(reason, received=self.received))
+                crossed = not self.received and self.pool.now() - self.sent_at < KEEP_ALIVE_RACE_S
+                self._fail(UpstreamError(reason, resendable=crossed))
         self.pool._forget(self)
 
     # httptools callbacks
@@ -158,7 +164,12 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
 
     def start(self, waiter: asyncio.Future, head: bytes, body: bytes, head_only: bool) -> None:
+        # Closed between its pick (or its connect) and now, before connection_lost ran: the transport
+        # would raise on write. Nothing went out, so it fails as any unanswered exchange does.
+        if self.closed or self.transport.is_closing():
+            raise UpstreamError("the replica closed the connection", resendable=True)
         self.waiter = waiter
+        self.sent_at = self.pool.now()
         self.status = 0
         self.headers = []
         self.chunks = []
@@ -250,10 +261,13 @@ class UpstreamPool:
         try:
             return await self._exchange(conn, head, body, head_only, deadline)
         except UpstreamError as exc:
-            if exc.received:
+            if not exc.resendable:
                 raise
         # The keep-alive race (see the module docstring): once more, on a fresh connection.
         return await self._exchange(await self._connect(deadline), head, body, head_only, deadline)
+
+    def now(self) -> float:
+        return self._loop.time()
 
     def _forget(self, conn: _Connection) -> None:
         try:
