@@ -263,7 +263,7 @@ def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("uv-cache")
 
 
-@pytest.mark.parametrize("name", ["AzureML-sklearn-1.5", "AzureML-lightgbm-3.3"])
+@pytest.mark.parametrize("name", ["AzureML-sklearn-1.5", "AzureML-lightgbm-3.3", "AzureML-AutoML"])
 @pytest.mark.parametrize("python", ["3.10", "3.11"])
 def test_curated_environments_resolve_to_wheels_only(name: str, python: str, tmp_path: Path, uv_cache: Path):
     """Every curated requirement set installs from PyPI wheels (no source builds) on 3.10 and 3.11."""

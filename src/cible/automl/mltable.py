@@ -93,12 +93,14 @@ def parse(folder: Path, *, field_name: str = "path") -> MLTable:
     return MLTable(folder, tuple(files), reader, tuple(steps))
 
 
-def to_pandas(table: MLTable):  # noqa: ANN201 - a pandas DataFrame (pandas is imported here only)
-    """The table's rows, its transformations applied in order."""
+def to_pandas(table: MLTable, rows: int | None = None):  # noqa: ANN201 - a pandas DataFrame (pandas imported here)
+    """The table's rows, its transformations applied in order; with `rows`, a sample of its first file's first
+    rows at most (its columns, as the whole table's: what the server checks at submit)."""
     import pandas as pd
 
     name, options = table.reader
-    frames = [_read(pd, name, options, path, index) for index, path in enumerate(table.files)]
+    files = table.files[:1] if rows is not None else table.files
+    frames = [_read(pd, name, options, path, index, rows) for index, path in enumerate(files)]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     for step, options in table.steps:
         frame = _apply(pd, frame, step, options, table)
@@ -226,9 +228,13 @@ def _column_type(value: Any, at: str, field_name: str) -> tuple[str, dict[str, A
 
 
 # -- reading ---------------------------------------------------------------------------------------
-def _read(pd, name: str, options: dict[str, Any], path: Path, index: int):  # noqa: ANN001, ANN202
+def _read(pd, name: str, options: dict[str, Any], path: Path, index: int, rows: int | None = None):  # noqa: ANN001, ANN202
     encoding = ENCODINGS[str(options.get("encoding", "utf8")).replace("-", "").lower()]
-    if name == "read_parquet":
+    if name == "read_parquet" and rows is not None:  # the columns without reading the data
+        import pyarrow.parquet as pq
+
+        frame = pd.DataFrame(columns=pq.read_schema(path).names)
+    elif name == "read_parquet":
         frame = pd.read_parquet(path)
     elif name == "read_json_lines":
         if options.get("invalid_lines") == "drop":
@@ -242,12 +248,13 @@ def _read(pd, name: str, options: dict[str, Any], path: Path, index: int):  # no
                     continue
             frame = pd.DataFrame([r for r in rows if isinstance(r, dict)])
         else:
-            frame = pd.read_json(path, lines=True, encoding=encoding)
+            frame = pd.read_json(path, lines=True, encoding=encoding, nrows=rows)
     else:
         header = options.get("header", HEADERS[0])
         no_header = header == "no_header" or (header == "from_first_file" and index > 0)
         frame = pd.read_csv(path, sep=options.get("delimiter", ","), encoding=encoding,
-                            header=None if no_header else 0, keep_default_na=not options.get("empty_as_string", False),
+                            header=None if no_header else 0, nrows=rows,
+                            keep_default_na=not options.get("empty_as_string", False),
                             dtype=None if options.get("infer_column_types", True) else str)
         if no_header:
             frame.columns = [f"Column{i + 1}" for i in range(frame.shape[1])]

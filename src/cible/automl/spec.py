@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from cible.automl import names
 from cible.core.models.common import LowerStr, SpecModel, StrMap
@@ -204,16 +204,38 @@ class AutomlJob(SpecModel):
             raise ValueError("must be 2 or more (or auto)")
         return value
 
-    @model_validator(mode="after")
-    def _fits_the_task(self) -> AutomlJob:
+    # Field validators (not the model's), so that an error points at the key in the YAML file. `task` is
+    # declared first: validated before them (when it is not valid, they have nothing to check against).
+    @field_validator("primary_metric")
+    @classmethod
+    def _metric(cls, value: str | None, info: ValidationInfo) -> str | None:
+        task = info.data.get("task")
+        if task is None:
+            return value
         try:
-            self.primary_metric = names.metric(self.task, self.primary_metric).azure
-            for key in ("allowed_training_algorithms", "blocked_training_algorithms"):
-                given = getattr(self.training, key)
-                if given is not None:
-                    setattr(self.training, key, [names.algorithm(self.task, n) for n in given])
+            return names.metric(task, value).azure
         except names.UnknownName as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("training")
+    @classmethod
+    def _algorithms(cls, value: AutomlTraining, info: ValidationInfo) -> AutomlTraining:
+        task = info.data.get("task")
+        if task is None:
+            return value
+        for key in ("allowed_training_algorithms", "blocked_training_algorithms"):
+            given = getattr(value, key)
+            try:
+                if given is not None:
+                    setattr(value, key, [names.algorithm(task, n) for n in given])
+            except names.UnknownName as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> AutomlJob:
+        if self.primary_metric is None:  # not given: the task's default (the validator above runs on given ones)
+            self.primary_metric = names.metric(self.task, None).azure
         if self.task == "forecasting" and self.forecasting is None:
             raise ValueError("forecasting: a forecasting task needs forecasting.time_column_name (and "
                              "forecast_horizon)")

@@ -66,17 +66,33 @@ def _draw_job(job: dict, url: str | None = None) -> None:
 
 
 def _draw_children(job: dict) -> None:
-    """A sweep's trials and best trial, a pipeline's steps."""
+    """A sweep's trials and best trial, an AutoML job's searches and best models, a pipeline's steps."""
+    automl = job.get("type") == "automl"
     if job.get("trials"):
-        metric = (job.get("objective") or {}).get("primary_metric", "metric")
+        metric = job.get("primary_metric") or (job.get("objective") or {}).get("primary_metric", "metric")
         rows = [{**t, "parameters": ", ".join(f"{k}={v}" for k, v in t["parameters"].items()),
-                 "why": t.get("terminated", "")} for t in job["trials"]]
-        print_table(rows, [("#", "index"), ("trial", "name"), ("status", "status"), (metric, "metric"),
-                           ("parameters", "parameters"), ("why", "why")], title="trials")
+                 "why": t.get("terminated") or t.get("error") or "", "algorithm": t.get("algorithm") or ""}
+                for t in job["trials"]]
+        columns = [("#", "index"), ("trial", "name"), ("status", "status"), (metric, "metric"),
+                   ("parameters", "parameters"), ("why", "why")]
+        if automl:
+            columns.insert(3, ("algorithm", "algorithm"))
+        print_table(rows, columns, title="trials")
+    if automl and job.get("models"):
+        print_table([{**m, "trial": m.get("trial", "")} for m in job["models"]],
+                    [("rank", "rank"), ("algorithm", "algorithm"), (job.get("primary_metric") or "metric", "metric"),
+                     ("seconds", "time_s"), ("trial", "trial")], title="best models")
+    for warning in job.get("automl_warnings") or []:
+        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False)
     best = job.get("best_trial")
     if best:
         params = ", ".join(f"{k}={v}" for k, v in best["parameters"].items())
-        console.print(f"[bold]best trial[/bold]  {best['name']}  {best['metric']}  ({params})", highlight=False)
+        algorithm = f"{best['algorithm']}  " if best.get("algorithm") else ""
+        console.print(f"[bold]best trial[/bold]  {best['name']}  {algorithm}{best['metric']}  ({params})",
+                      highlight=False)
+        if best.get("test_metrics"):
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in best["test_metrics"].items() if isinstance(v, (int, float)))
+            console.print(f"[bold]on test_data[/bold]  {shown}", highlight=False)
     if job.get("steps"):
         rows = [{**step, "job": step.get("job") or "", "compute": str(step.get("compute") or "").removeprefix("azureml:")}
                 for step in job["steps"]]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 LITERAL_TYPES = frozenset({"number", "integer", "boolean", "string"})
 # Where a node nests another node of the same shape.
 NESTED = ("trial", "component")
+AUTOML_DATA = ("training_data", "validation_data", "test_data")  # an AutoML job's data, uploaded as inputs are
 # Fixed time stamps: a folder zipped for `additional_includes: [x.zip]` is the same bytes each
 # time, so its snapshot (content-addressed) is too.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -162,12 +163,14 @@ def _walk(node: dict[str, Any], field: str, uploads: Uploads) -> None:
         node["code"] = uploads.code(refs.strip_file_prefix(code) if local else None, list(includes), field)
     if isinstance(node.get("environment"), dict):
         node["environment"] = _inline_environment(node["environment"], f"{field}environment")
-    for key, value in (node.get("inputs") or {}).items():
-        if not isinstance(value, dict) or value.get("type") in LITERAL_TYPES:
-            continue
+    data = [(f"{field}inputs.{key}.path", value) for key, value in (node.get("inputs") or {}).items()
+            if isinstance(value, dict) and value.get("type") not in LITERAL_TYPES]
+    if node.get("type") == "automl":  # an AutoML job's data is its own keys, not inputs
+        data += [(f"{field}{key}.path", node[key]) for key in AUTOML_DATA if isinstance(node.get(key), dict)]
+    for where, value in data:
         path = value.get("path")
-        if isinstance(path, str) and "${{" not in path and _is_local(path, f"{field}inputs.{key}.path"):
-            value["path"] = uploads.data(refs.strip_file_prefix(path), f"{field}inputs.{key}.path")
+        if isinstance(path, str) and "${{" not in path and _is_local(path, where):
+            value["path"] = uploads.data(refs.strip_file_prefix(path), where)
     for key in NESTED:  # an inlined component, a sweep step's trial; a string is a registered one
         if isinstance(node.get(key), dict):
             _walk(node[key], f"{field}{key}.", uploads)

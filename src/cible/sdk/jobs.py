@@ -23,7 +23,7 @@ STREAM_POLL_MIN_S = 0.05
 STREAM_POLL_MAX_S = 1.0
 QUEUE_REASON_POLL_S = 2.0  # how often a stream looks again at why a waiting job waits
 WAITING = frozenset({"NotStarted", "Queued", "Preparing", "Provisioning", "Starting"})
-PARENT_TYPES = ("sweep", "pipeline")  # their work is child jobs: their stream is their children's statuses
+PARENT_TYPES = ("sweep", "pipeline", "automl")  # their work is child jobs: their stream is their children's statuses
 
 
 class CancelPoller:

@@ -207,6 +207,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
         return None if run_id is None else metric_history(tracking, run_id, metric)
 
     jobs.is_admin = lambda user: user is None or users.role_of(user) in (None, *ADMIN_ROLES)
+    jobs.automl_environment = settings.automl_environment
     orchestrator = Orchestrator(store, jobs, clock, trial_metric)
 
     # Online endpoints: replicas are jobs; the gateway serves every endpoint on one port.

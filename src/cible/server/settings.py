@@ -39,6 +39,15 @@ def env_count(name: str, default: int) -> int:
     return int(raw)
 
 
+AUTOML_ENVIRONMENT = "azureml:AzureML-AutoML@latest"
+
+
+def _automl_environment(raw: str) -> str | None:
+    if raw.lower() == "host":
+        return None
+    return raw or AUTOML_ENVIRONMENT
+
+
 @dataclass
 class ServerSettings:
     home: Path = field(default_factory=default_home)
@@ -57,6 +66,11 @@ class ServerSettings:
         default_factory=lambda: float(os.environ.get("CIBLE_NODE_HEARTBEAT_TIMEOUT", 30)))
     node_prepare_timeout_s: float = field(
         default_factory=lambda: float(os.environ.get("CIBLE_NODE_PREPARE_TIMEOUT", 600)))
+
+    # The environment an AutoML job's searches run in (Azure's jobs name none): the curated AutoML one, or
+    # `host` for the launcher's own Python (an air-gapped machine whose Python has FLAML; the tests).
+    automl_environment: str | None = field(default_factory=lambda: _automl_environment(
+        os.environ.get("CIBLE_AUTOML_ENVIRONMENT", "").strip()))
 
     # Where a job that names no compute runs: serverless (nodes made for it), or e.g. local.
     default_compute: str = field(default_factory=lambda: os.environ.get("CIBLE_DEFAULT_COMPUTE") or "serverless")

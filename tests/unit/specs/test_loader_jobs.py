@@ -273,11 +273,34 @@ def test_type_command_is_case_insensitive_and_default(load):
     assert load("type: Command\ncommand: echo\n").entity.type == "command"
 
 
-@pytest.mark.parametrize("job_type", ["automl", "parallel", "spark"])
+@pytest.mark.parametrize("job_type", ["parallel", "spark"])
 def test_other_job_types_are_not_supported_yet(load_error, job_type):
     error = load_error(f"command: echo\ntype: {job_type}\n")
-    assert error.message == (f"job.yml:2:7: type: '{job_type}' jobs are not supported by cible yet; command, sweep "
-                             "and pipeline jobs can run")
+    assert error.message == (f"job.yml:2:7: type: '{job_type}' jobs are not supported by cible yet; command, sweep, "
+                             "pipeline and automl jobs can run")
+
+
+AUTOML = """type: automl
+task: classification
+target_column_name: y
+training_data: {type: mltable, path: ./train}
+"""
+
+
+def test_an_automl_jobs_local_data_is_resolved_against_its_file(load, tmp_path):
+    (tmp_path / "train").mkdir()
+    job = load(AUTOML + "primary_metric: AUC_weighted\n").entity
+    assert job.type == "automl" and job.training_data.path == str(tmp_path / "train")
+    assert job.primary_metric == "AUC_weighted"
+
+
+def test_an_automl_jobs_missing_data_folder_and_a_metric_of_another_task_point_at_their_keys(load_error, tmp_path):
+    assert load_error(AUTOML).message.startswith("job.yml:4:38: training_data.path: training_data path './train' "
+                                                 "does not exist")
+    (tmp_path / "train").mkdir()
+    error = load_error(AUTOML + "primary_metric: r2_score\n")
+    assert error.message.startswith("job.yml:5:17: primary_metric: 'r2_score' is not a primary metric of a "
+                                    "classification task; use one of accuracy")
 
 
 def test_text_without_base_dir_keeps_paths_unchecked():
@@ -307,3 +330,11 @@ def test_dates_in_yaml_are_strings_in_tags_not_dates(load):
     job = load("command: echo\ntags:\n  day: 2024-05-01\n").entity
     assert job.tags["day"] == "2024-05-01"
     assert not isinstance(job.tags["day"], dt.date)
+
+
+def test_what_an_automl_job_asks_and_cible_does_not_do_is_warned_of_where_it_is_written(load, tmp_path):
+    (tmp_path / "train").mkdir()
+    loaded = load(AUTOML + "training: {enable_stack_ensemble: true, enable_vote_ensemble: false}\nlog_verbosity: info\n")
+    assert loaded.warnings == ["'training.enable_stack_ensemble: true' is accepted but not acted on by cible yet",
+                               "'log_verbosity' is accepted but not acted on by cible yet"]
+    assert [loaded.located(w).split(": ")[0] for w in loaded.warnings] == ["job.yml:5:12", "job.yml:6:1"]

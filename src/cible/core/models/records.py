@@ -222,6 +222,11 @@ class ChildrenRecord(Record):
     skipped: list[str] = Field(default_factory=list)  # steps that never run (an upstream step failed)
     components: dict[str, dict[str, Any]] = Field(default_factory=dict)  # registered refs, resolved at submit
     metrics: dict[str, list[float]] = Field(default_factory=dict)  # trial -> its primary metric, as logged
+    # An AutoML job's: its searches' code (a snapshot URI fixed at submit) and environment (None: the
+    # launcher's own Python), and each ended search's result.json, summarised (child -> result).
+    trial_code: str | None = None
+    trial_environment: str | None = None
+    results: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 # -- a job's end -----------------------------------------------------------------------

@@ -1,12 +1,15 @@
-"""The orchestrator: sweeps and pipelines, whose work is child jobs that the other reconcilers run.
+"""The orchestrator: sweeps, pipelines and AutoML jobs, whose work is child jobs that the other
+reconcilers run.
 
 One pass per live sweep or pipeline, in the shape of shape.py, so that one parent's failure stays
 its own:
 
     load     the parent (spec, status, record, version) and its children (the source of truth: each
              child row names its parent and its trial index or step)
-    observe  a sweep's trials' primary metric, as logged to their MLflow runs
-    decide   cible.core.planning.sweeps.decide_sweep / pipelines.decide_pipeline (pure)
+    observe  a sweep's trials' primary metric, as logged to their MLflow runs; an AutoML job's ended
+             searches' result.json (read once, kept in its record)
+    decide   cible.core.planning.sweeps.decide_sweep / pipelines.decide_pipeline /
+             automl.decide_automl (pure)
     apply    the parent's status, record (best trial, early terminations, reused and skipped
              steps) and outputs, guarded by its version; a step whose result an earlier run already
              has (same reuse key) is recorded as Reused here instead of being started
@@ -38,7 +41,7 @@ from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles
 from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.reconcilers.shape import check_unchanged, run_pass
-from cible.server.services.jobs import PARENT_TYPES, JobService, Lineage, set_status
+from cible.server.services.jobs import CHILD_KIND, PARENT_TYPES, JobService, Lineage, set_status
 from cible.server.services.parent_jobs import REUSED, SKIPPED, child_name
 from cible.server.store.db import Store
 from cible.server.store.rows import JobRow, job_is_live
@@ -49,6 +52,8 @@ FAIL_AFTER = 3
 RUNNING = {s.value for s in JobStatus} - {s.value for s in TERMINAL} - {"NotStarted", "Queued"}
 # (job, experiment, metric) -> the values as logged; None: the job has no MLflow run yet
 MetricHistory = Callable[[str, str, str], "list[float] | None"]
+# (job, primary metric) -> an ended AutoML search's result (automl_jobs.read_result); None: it wrote none
+ResultReader = Callable[[str, str], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class Snapshot:
     experiment_name: str
     children: list[Child]
     metrics: dict[str, list[float]] = field(default_factory=dict)  # a sweep's trials' histories
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # an AutoML job's searches' results
 
 
 @dataclass
@@ -98,9 +104,11 @@ class ParentPass:
     """One pass over one sweep or pipeline (shape.Pass)."""
 
     def __init__(self, name: str, metric_history: MetricHistory, jobs: JobService,
-                 fail: Callable[[str, str, str], None], final: Collection[str] = ()) -> None:
+                 fail: Callable[[str, str, str], None], final: Collection[str] = (),
+                 read_result: ResultReader | None = None) -> None:
         self.name = name
         self.metric_history = metric_history
+        self.read_result = read_result or (lambda job, metric: None)
         self.jobs = jobs
         self.fail = fail  # fail(parent, message, code): end the parent Failed, cancel its children
         # Trials whose stored metrics were read after they ended (and committed): read no more. A
@@ -126,6 +134,8 @@ class ParentPass:
         return self.snapshot
 
     def observe(self, snapshot: Snapshot, now: datetime) -> Snapshot:
+        if snapshot.job_type == "automl":
+            return self._observe_automl(snapshot)
         if snapshot.job_type != "sweep":
             return snapshot
         metric = snapshot.spec["objective"]["primary_metric"]
@@ -148,11 +158,48 @@ class ParentPass:
                     self.read_ended.add(child.name)
         return snapshot
 
+    def _observe_automl(self, snapshot: Snapshot) -> Snapshot:
+        """An ended search's result, read once: a Completed one that wrote none is recorded as an error."""
+        metric = snapshot.spec.get("primary_metric") or ""
+        for child in snapshot.children:
+            if not is_terminal(child.status) or child.name in snapshot.record.results:
+                continue
+            result = self.read_result(child.name, metric)
+            if result is None and child.status == JobStatus.COMPLETED.value:
+                result = {"error": "its search ended without writing result.json"}
+            snapshot.results[child.name] = result or {}
+        return snapshot
+
     def decide(self, snapshot: Snapshot, now: datetime) -> Plan:
         cancel_requested = snapshot.status == JobStatus.CANCEL_REQUESTED.value
         if snapshot.job_type == "sweep":
             return self._decide_sweep(snapshot, now, cancel_requested)
+        if snapshot.job_type == "automl":
+            return self._decide_automl(snapshot, now, cancel_requested)
         return self._decide_pipeline(snapshot, cancel_requested)
+
+    def _decide_automl(self, snapshot: Snapshot, now: datetime, cancel_requested: bool) -> Plan:
+        from cible.core.planning.automl import ChildView, decide_automl, search_plans, trial_job_spec
+
+        job = load_spec_dict(snapshot.spec, "job", source=f"job {snapshot.name}").entity
+        record = snapshot.record
+        results = {**record.results, **snapshot.results}
+        plans = search_plans(job).plans
+        children = [ChildView(index=int(c.step), name=c.name, status=c.status, result=results.get(c.name),
+                              error=(c.error or {}).get("message") or results.get(c.name, {}).get("error"))
+                    for c in snapshot.children if (c.step or "").isdigit()]
+        decision = decide_automl(job, children, groups=len(plans), elapsed_s=(now - snapshot.started_at).total_seconds(),
+                                 cancel_requested=cancel_requested)
+        plan = Plan(cancel=dict(decision.cancel))
+        for index in decision.launch:
+            plan.launch.append((str(index), trial_job_spec(job, plans[index], index=index, code=record.trial_code,
+                                                           environment=record.trial_environment), None))
+        updated = record.model_copy(update={"results": results, "best_trial": decision.best_child})
+        plan.record = updated if updated != record else None
+        self._end(plan, snapshot, decision.end, decision.error)
+        if decision.end == "Completed" and decision.best_child:
+            plan.outputs = {"best_model": f"azureml://jobs/{decision.best_child}/outputs/best_model"}
+        return plan
 
     def _decide_sweep(self, snapshot: Snapshot, now: datetime, cancel_requested: bool) -> Plan:
         from cible.core.planning.sweeps import TrialView, decide_sweep, trial_job_spec
@@ -258,8 +305,8 @@ class ParentPass:
             except ConflictError:
                 continue  # made by an earlier pass with what was decided then: the next pass sees it
             except CibleError as refused:  # its spec cannot run: the parent fails with the reason
-                what = "trial" if snapshot.job_type == "sweep" else "step"
-                self.fail(snapshot.name, f"{what} {step} could not be submitted: {refused.message}",
+                self.fail(snapshot.name, f"{CHILD_KIND[snapshot.job_type]} {step} could not be submitted: "
+                          f"{refused.message}",
                           "ChildSubmitFailed")
                 return
 
@@ -285,11 +332,19 @@ def _outputs(session: Session, bound: dict[str, str]) -> dict[str, Any]:
 class Orchestrator(ReconcilerLoop):
     name = "orchestrator"
 
-    def __init__(self, store: Store, jobs: JobService, clock: Clock, metric_history: MetricHistory) -> None:
+    def __init__(self, store: Store, jobs: JobService, clock: Clock, metric_history: MetricHistory,
+                 read_result: ResultReader | None = None) -> None:
         self.store = store
         self.jobs = jobs
         self.clock = clock
         self.metric_history = metric_history
+        if read_result is None:
+            from cible.server.services.artifacts import ArtifactService
+            from cible.server.services.automl_jobs import read_result as read
+
+            artifacts = ArtifactService(jobs, jobs.plans.paths)
+            read_result = lambda job, metric: read(artifacts, job, metric)  # noqa: E731
+        self.read_result = read_result
         # sweep -> its ended trials whose metrics were read and stored once ended (ParentPass.final)
         self.final: dict[str, set[str]] = {}
         super().__init__()
@@ -325,7 +380,7 @@ class Orchestrator(ReconcilerLoop):
         def fail(parent: str, message: str, code: str) -> None:
             self._fail(parent, message, code=code, now=self.clock.now())
 
-        one = ParentPass(name, self.metric_history, self.jobs, fail, self.final.get(name, set()))
+        one = ParentPass(name, self.metric_history, self.jobs, fail, self.final.get(name, set()), self.read_result)
         result = run_pass(self.store, one, now)
         if result.actions is not None:  # committed: those trials' stored metrics are their last
             self.final.setdefault(name, set()).update(one.read_ended)

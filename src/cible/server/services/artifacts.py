@@ -38,7 +38,7 @@ class ArtifactService:
 
     def tracking_summary(self, job: dict[str, Any], tracking) -> dict[str, Any]:  # noqa: ANN001
         """The job's MLflow run: latest metrics and params (empty when it has no run yet)."""
-        if tracking is None or job.get("type") in ("sweep", "pipeline"):  # their runs are their children's
+        if tracking is None or job.get("type") in ("sweep", "pipeline", "automl"):  # their runs are their children's
             return {}
         run_id = None
         try:

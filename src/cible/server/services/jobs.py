@@ -36,8 +36,8 @@ from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow, job_is_queued
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
-PARENT_TYPES = ("sweep", "pipeline")  # jobs whose work is child jobs, made by the orchestrator
-CHILD_KIND = {"sweep": "trial", "pipeline": "step"}
+PARENT_TYPES = ("sweep", "pipeline", "automl")  # jobs whose work is child jobs, made by the orchestrator
+CHILD_KIND = {"sweep": "trial", "pipeline": "step", "automl": "trial"}
 REPLICA = "replica"  # a job that is an online deployment's replica (services/deployments.py)
 BATCH = "batch"  # a job made by `batch-endpoint invoke` (services/batch_endpoints.py), listed among jobs
 RUN_TOKEN_GRACE = timedelta(minutes=10)  # a run token outlives its job this long (its last uploads)
@@ -131,6 +131,8 @@ class JobService:
         # Whether a parent's submitter may use anyone's compute instance (an Owner, or the workspace token's
         # client, which has no user row): its trials and steps are checked as it was. The app sets it.
         self.is_admin: Callable[[str | None], bool] = lambda user: True
+        # The environment of an AutoML job's searches (None: the launcher's own Python). The app sets it.
+        self.automl_environment: str | None = None
         from cible.server.services.parent_jobs import ParentJobs  # it submits through this service
 
         # Sweeps and pipelines: checked at submit, shown with their trials or steps.

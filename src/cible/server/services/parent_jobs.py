@@ -51,6 +51,8 @@ class ParentJobs:
         who may use anyone's compute instance): what it warns of, and the record it starts with."""
         if job.type == "sweep":
             return self._check_sweep(job, name, user, as_admin), ChildrenRecord()
+        if job.type == "automl":
+            return self._check_automl(job, name, user, as_admin)
         spec = job.model_dump(mode="json", exclude_none=True)
         components = self.resolve_components(spec)
         if not as_admin:
@@ -83,6 +85,25 @@ class ParentJobs:
 
         spec = trial_job_spec(sweep, example_params(sweep), index=0)
         return self._check_child(child_name(name, "0"), spec, "trial", user, as_admin)
+
+    def _check_automl(self, job: Any, name: str, user: str | None, as_admin: bool,
+                      ) -> tuple[list[str], ChildrenRecord]:
+        """Its searches are planned (learners, budget shares) and the first is checked as it will be
+        submitted; the trial's code and the environment are fixed here, for the whole job."""
+        from cible.core.planning.automl import AutomlPlanError, search_plans, trial_job_spec
+        from cible.server.services.automl_jobs import check_data, trial_code
+
+        try:
+            searches = search_plans(job)
+        except AutomlPlanError as exc:
+            raise InvalidSpecError(str(exc), details={"field": exc.field}) from None
+        record = ChildrenRecord(trial_code=trial_code(self.jobs.plans.paths.blob_root),
+                                trial_environment=self.jobs.automl_environment)
+        spec = trial_job_spec(job, searches.plans[0], index=0, code=record.trial_code,
+                              environment=record.trial_environment)
+        notes = self._check_child(child_name(name, "0"), spec, "trial", user, as_admin)
+        check_data(job, self.jobs.plans, self.jobs.plans.paths)  # its inputs resolve: the child's plan said so
+        return [*searches.warnings, *notes], record
 
     def _check_pipeline(self, pipeline: Any, name: str, components: dict[str, dict[str, Any]], user: str | None,
                         as_admin: bool) -> list[str]:
@@ -157,6 +178,10 @@ class ParentJobs:
         """A sweep's trials (parameters, metric, status) and best trial, or a pipeline's steps. A listing
         (not `detailed`) of a sweep counts its trials in the database rather than loading them."""
         record = row.children or ChildrenRecord()
+        if row.job_type == "automl":
+            from cible.server.services import automl_jobs
+
+            return automl_jobs.summary(session, row, self.children_rows(session, row.name), detailed=detailed)
         if row.job_type == "sweep":
             best = session.get(JobRow, record.best_trial) if record.best_trial else None
             counts = dict(session.execute(select(JobRow.status, func.count()).where(

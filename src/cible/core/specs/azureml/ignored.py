@@ -31,6 +31,18 @@ _ENVIRONMENT = _keys(("os_type", "windows"), "inference_config")
 # (resources.properties.slurm: a Slurm job's partition, QOS, account and constraint).
 ACTED_SUBKEYS: dict[tuple[str, ...], frozenset[str]] = {("resources", "properties"): frozenset({"slurm"})}
 
+# An AutoML job's keys that cible's FLAML search does not act on: ensembles (the best single model is the
+# job's), explanations, ONNX export and deep learning are Azure's AutoML SDK's; a setting that turns one off
+# agrees with cible and is not warned of.
+AUTOML_IGNORED = _keys(
+    ("training.enable_stack_ensemble", "true"), ("training.enable_vote_ensemble", "true"),
+    "training.stack_ensemble_settings", ("training.enable_model_explainability", "true"),
+    ("training.enable_onnx_compatible_models", "true"), ("training.enable_dnn_training", "true"),
+    "training.ensemble_model_download_timeout_minutes", "training.training_mode", "limits.max_nodes",
+    ("featurization.enable_dnn_featurization", "true"), "featurization.dataset_language", "test_data_size",
+    "positive_label", "log_verbosity",
+)
+
 IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
     "job": _keys(
         # queue_settings.job_tier and resources.instance_type size serverless jobs (the job service
@@ -51,6 +63,7 @@ IGNORED_KEYS: dict[str, tuple[IgnoredKey, ...]] = {
     ),
     "model": (),
     "data": (),
+    "automl": AUTOML_IGNORED,  # beside the job's own (an AutoML job is a job)
     # Azure's network isolation, identities and monitoring: cible's gateway listens where the server
     # says, replicas reach what the host reaches, and metrics are its own (`online-endpoint show`).
     "online-endpoint": _keys("identity", ("public_network_access", "disabled")),
@@ -110,6 +123,8 @@ def ignored_present(kind: str, data: Any, prefix: tuple[str, ...] = ()) -> list[
         found += ignored_present(nested_kind, data.get(key), prefix + (key,))
     if kind in ("job", "component") and str(data.get("type", "")).lower() == "pipeline":
         found += _pipeline_ignored(data, prefix)
+    if kind == "job" and str(data.get("type", "")).lower() == "automl":
+        found += ignored_present("automl", data, prefix)
     return found
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from cible.automl.spec import AutomlJob
 from cible.core.errors import InvalidSpecError
 from cible.core.models import COMPUTE_TYPES, CommandJob, Data, Environment, JobInput, Model, SweepJob
 from cible.core.models.batch_endpoints import BatchDeployment, BatchEndpoint
@@ -44,8 +45,8 @@ _ENDPOINTS: dict[str, tuple[type[BaseModel], str]] = {
     "batch-endpoint": (BatchEndpoint, "batch endpoint"),
     "batch-deployment": (BatchDeployment, "batch deployment"),
 }
-_RUNNABLE_JOB_TYPES = ("command", "sweep", "pipeline")
-_UNSUPPORTED_JOB_TYPES = ("automl", "parallel", "spark")
+_RUNNABLE_JOB_TYPES = ("command", "sweep", "pipeline", "automl")
+_UNSUPPORTED_JOB_TYPES = ("parallel", "spark")
 
 
 @dataclass
@@ -165,9 +166,11 @@ def _dispatch(kind: str, data: dict, where: SourceMap) -> tuple[type[BaseModel],
             return PipelineJob, "pipeline job"
         if spec_type == "sweep":
             return SweepJob, "sweep job"
+        if spec_type == "automl":
+            return AutomlJob, "automl job"
         if spec_type in _UNSUPPORTED_JOB_TYPES:
-            message = (f"'{spec_type}' jobs are not supported by cible yet; command, sweep and pipeline jobs "
-                       "can run")
+            message = (f"'{spec_type}' jobs are not supported by cible yet; command, sweep, pipeline and automl "
+                       "jobs can run")
         else:
             message = (f"{spec_type!r} is not a job type; Azure job types are "
                        f"{', '.join(_RUNNABLE_JOB_TYPES + _UNSUPPORTED_JOB_TYPES)}")
@@ -237,6 +240,11 @@ class _PathResolver:
             self.job(entity, data)
         elif isinstance(entity, SweepJob):
             self.sweep(entity, data)
+        elif isinstance(entity, AutomlJob):
+            for name in ("training_data", "validation_data", "test_data"):
+                given = getattr(entity, name)
+                if given is not None:
+                    given.path = self.local(given.path, (name, "path"), f"{name} path")
         elif isinstance(entity, (PipelineJob, PipelineComponent, CommandComponent)):
             resolve_local_paths(entity, self)
         elif isinstance(entity, Environment):
