@@ -44,67 +44,59 @@ async def _answering_server(seen: list[bytes] | None = None) -> asyncio.Abstract
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-def test_an_exchange_on_a_connection_closed_before_the_write_is_an_upstream_error() -> None:
-    async def scenario() -> None:
-        server = await _answering_server()
-        port = server.sockets[0].getsockname()[1]
-        loop = asyncio.get_running_loop()
-        pool = UpstreamPool(f"http://127.0.0.1:{port}", loop)
+def _against_the_server(scenario) -> list[bytes]:  # noqa: ANN001
+    """Run `scenario(pool)` with a pool to a fresh `_answering_server`; the request targets it saw."""
+    seen: list[bytes] = []
+
+    async def run() -> None:
+        server = await _answering_server(seen)
+        pool = UpstreamPool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", asyncio.get_running_loop())
         try:
-            conn = await pool._connect(loop.time() + 5)
-            conn.transport.abort()  # as a replica's reset does: the transport is closed at once
-            await asyncio.sleep(0)
-            with pytest.raises(UpstreamError, match="closed the connection") as caught:
-                await pool._exchange(conn, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", b"", False, loop.time() + 5)
-            assert caught.value.resendable  # nothing went out
-            # the pool goes on: the next request opens a fresh connection and is answered
-            status, _, body = await pool.request(b"GET", b"/", b"", b"", 5)
-            assert (status, body) == (200, b"ok")
+            await scenario(pool)
         finally:
             pool.close()
             server.close()
             await server.wait_closed()
 
-    _run(scenario)
+    _run(run)
+    return seen
+
+
+def test_an_exchange_on_a_connection_closed_before_the_write_is_an_upstream_error() -> None:
+    async def scenario(pool: UpstreamPool) -> None:
+        loop = asyncio.get_running_loop()
+        conn = await pool._connect(loop.time() + 5)
+        conn.transport.abort()  # as a replica's reset does: the transport is closed at once
+        await asyncio.sleep(0)
+        with pytest.raises(UpstreamError, match="closed the connection") as caught:
+            await pool._exchange(conn, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", b"", False, loop.time() + 5)
+        assert caught.value.resendable  # nothing went out
+        # the pool goes on: the next request opens a fresh connection and is answered
+        status, _, body = await pool.request(b"GET", b"/", b"", b"", 5)
+        assert (status, body) == (200, b"ok")
+
+    _against_the_server(scenario)
 
 
 def test_a_pooled_connection_closing_before_its_reuse_is_replaced_by_a_fresh_one() -> None:
-    async def scenario() -> None:
-        server = await _answering_server()
-        port = server.sockets[0].getsockname()[1]
-        loop = asyncio.get_running_loop()
-        pool = UpstreamPool(f"http://127.0.0.1:{port}", loop)
-        try:
-            assert (await pool.request(b"GET", b"/", b"", b"", 5))[0] == 200
-            (idle,) = pool._idle
-            idle.transport.close()  # still in the pool, not yet marked closed
-            assert not idle.closed
-            assert (await pool.request(b"GET", b"/", b"", b"", 5))[0] == 200
-        finally:
-            pool.close()
-            server.close()
-            await server.wait_closed()
+    async def scenario(pool: UpstreamPool) -> None:
+        assert (await pool.request(b"GET", b"/", b"", b"", 5))[0] == 200
+        (idle,) = pool._idle
+        idle.transport.close()  # still in the pool, not yet marked closed
+        assert not idle.closed
+        assert (await pool.request(b"GET", b"/", b"", b"", 5))[0] == 200
 
-    _run(scenario)
+    assert _against_the_server(scenario) == [b"/", b"/"]
 
 
 def test_a_request_the_replica_read_and_died_on_is_not_resent_but_a_crossed_close_is() -> None:
-    async def scenario() -> None:
-        seen: list[bytes] = []
-        server = await _answering_server(seen)
-        port = server.sockets[0].getsockname()[1]
-        pool = UpstreamPool(f"http://127.0.0.1:{port}", asyncio.get_running_loop())
-        try:
-            assert (await pool.request(b"GET", b"/", b"", b"", 5))[0] == 200  # a pooled connection now
-            with pytest.raises(UpstreamError):
-                await pool.request(b"GET", b"/die-late", b"", b"", 5)
-            assert seen.count(b"/die-late") == 1, "resent after the replica had it for 0.5 s"
-            assert (await pool.request(b"GET", b"/", b"", b"", 5))[0] == 200
-            assert (await pool.request(b"GET", b"/die-now", b"", b"", 5))[:3:2] == (200, b"ok")
-            assert seen.count(b"/die-now") == 2  # the crossed close: once more, on a fresh connection
-        finally:
-            pool.close()
-            server.close()
-            await server.wait_closed()
+    async def scenario(pool: UpstreamPool) -> None:
+        assert (await pool.request(b"GET", b"/", b"", b"", 5))[0] == 200  # a pooled connection now
+        with pytest.raises(UpstreamError):
+            await pool.request(b"GET", b"/die-late", b"", b"", 5)
+        assert (await pool.request(b"GET", b"/", b"", b"", 5))[0] == 200
+        assert (await pool.request(b"GET", b"/die-now", b"", b"", 5))[:3:2] == (200, b"ok")
 
-    _run(scenario)
+    seen = _against_the_server(scenario)
+    assert seen.count(b"/die-late") == 1, "resent after the replica had it for 0.5 s"
+    assert seen.count(b"/die-now") == 2  # the crossed close: once more, on a fresh connection
