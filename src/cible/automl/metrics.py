@@ -7,7 +7,9 @@ and MAE normalised by the training target's range (so they compare across datase
 
 FLAML minimises a loss: a metric where greater is better is searched as `1 - score`. Where FLAML's own
 metric ranks models exactly as Azure's does it is used (names.Metric.flaml); otherwise `flaml_metric`
-gives FLAML a function of its custom-metric signature that also logs every Azure metric of the task.
+gives FLAML a function of its custom-metric signature (`custom_metric`) that also logs every Azure metric
+of the task. A search that must read Azure's value after each trial (exit_score, forecasting) uses
+`custom_metric` for every metric.
 """
 
 from __future__ import annotations
@@ -83,13 +85,22 @@ def loss(metric: str, value: float) -> float:
 
 
 def flaml_metric(task: str, metric: Metric, n_classes: int, y_range: float | None) -> str | Callable[..., Any]:
-    """FLAML's `metric` argument for Azure's `metric`: its built-in name, or a custom function (FLAML's
-    signature) returning the loss and every Azure metric of the task to log."""
+    """FLAML's `metric` argument for Azure's `metric`: its built-in name (whose loss FLAML computes: RMSE
+    and MAE are not normalised), or `custom_metric`."""
     if metric.flaml is not None:
         return metric.multiclass if n_classes > 2 and metric.multiclass else metric.flaml
+    return custom_metric(task, metric, y_range)
+
+
+def custom_metric(task: str, metric: Metric, y_range: float | None) -> Callable[..., Any]:
+    """A function of FLAML's custom-metric signature: its loss is `loss(metric, Azure's value)` (so it is
+    Azure's value itself for a lower-is-better metric), and it logs every Azure metric of the task. For a
+    time-series task FLAML passes its dataset as `X_val` (and no `y_val`): the holdout is its test part."""
 
     def custom(X_val, y_val, estimator, labels, X_train, y_train, weight_val=None, weight_train=None,  # noqa: N803
                *args: Any, **kwargs: Any) -> tuple[float, dict[str, float]]:
+        if y_val is None and hasattr(X_val, "test_data"):
+            y_val = X_val.test_data[X_val.target_names[0]]
         predicted = estimator.predict(X_val)
         proba = estimator.predict_proba(X_val) if task == "classification" else None
         found = scores(task, y_val, predicted, proba, labels, y_range, weight_val)
