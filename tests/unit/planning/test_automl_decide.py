@@ -141,3 +141,19 @@ def test_a_search_reaching_the_exit_score_ends_the_others() -> None:
     below = decide_automl(automl, [_child(0, "Completed", 0.85), _child(1, "Running")], groups=2, elapsed_s=5,
                           cancel_requested=False)
     assert below.cancel == {}
+
+
+def test_a_forecast_of_several_series_leaves_out_the_one_series_models_and_carries_its_settings() -> None:
+    forecasting = {"time_column_name": "t", "forecast_horizon": 3, "time_series_id_column_names": "store"}
+    automl = job(task="forecasting", primary_metric="r2_score", forecasting=forecasting,
+                 training={"allowed_training_algorithms": ["AutoArima", "LightGBM"]}, limits={"exit_score": 0.8})
+    searches = search_plans(automl)
+    assert [p.learners for p in searches.plans] == [("lgbm",)]
+    plan = searches.plans[0]
+    assert plan.forecasting == {**forecasting, "time_series_id_column_names": ["store"]} and plan.exit_score == 0.8
+    with pytest.raises(AutomlPlanError, match="none of the algorithms asked for can run"):
+        search_plans(job(task="forecasting", primary_metric="r2_score", forecasting=forecasting,
+                         training={"allowed_training_algorithms": ["AutoArima"]}))
+    one = search_plans(job(task="forecasting", primary_metric="r2_score", forecasting={"time_column_name": "t"},
+                           training={"allowed_training_algorithms": ["AutoArima"]}))
+    assert [p.learners for p in one.plans] == [("arima",)]

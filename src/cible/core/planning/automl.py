@@ -21,6 +21,7 @@ from typing import Any
 
 from cible.automl import names
 from cible.automl.metrics import LOWER_IS_BETTER
+from cible.automl.forecast import ONE_SERIES
 from cible.automl.search import SearchPlan
 from cible.automl.spec import AutomlJob
 from cible.core.lifecycle.jobs import is_terminal
@@ -63,10 +64,14 @@ def budget_s(job: AutomlJob) -> float:
 def search_plans(job: AutomlJob) -> Searches:
     """The children's searches: one per group of learners."""
     task = job.task
+    runs = set(FLAML_LEARNERS[task])
+    panel = job.forecasting is not None and bool(job.forecasting.time_series_id_column_names)
+    if panel:  # several series: FLAML's one-series models (ARIMA, naive …) cannot fit them (forecast.py)
+        runs -= set(ONE_SERIES)
     learners, warnings = names.estimators(task, job.training.allowed_training_algorithms,
-                                          job.training.blocked_training_algorithms, frozenset(FLAML_LEARNERS[task]))
+                                          job.training.blocked_training_algorithms, frozenset(runs))
     if not learners:
-        runnable = sorted(a for a, e in names.ALGORITHMS[task].items() if set(e) & set(FLAML_LEARNERS[task]))
+        runnable = sorted(a for a, e in names.ALGORITHMS[task].items() if set(e) & runs)
         raise AutomlPlanError("training.allowed_training_algorithms",
                               f"none of the algorithms asked for can run here; cible runs {', '.join(runnable)}")
     if job.cv_split_column_names:
@@ -91,19 +96,10 @@ def search_plans(job: AutomlJob) -> Searches:
         n_splits=folds, validation_size=job.validation_data_size, weight_column=job.weight_column_name,
         featurization=job.featurization.model_dump(mode="json", exclude_none=True) if job.featurization else None,
         early_stop=job.limits.enable_early_termination is not False,
-        n_jobs=-1 if cores in (None, -1) else cores, **_extra(job)) for group in groups]
+        n_jobs=-1 if cores in (None, -1) else cores, exit_score=job.limits.exit_score,
+        forecasting=job.forecasting.model_dump(mode="json", exclude_none=True) if job.forecasting else None)
+        for group in groups]
     return Searches(plans=plans, warnings=warnings)
-
-
-def _extra(job: AutomlJob) -> dict[str, Any]:
-    """The settings a SearchPlan of this FLAML runtime carries beyond the base ones (forecasting, exit score)."""
-    fields = SearchPlan.__dataclass_fields__
-    extra: dict[str, Any] = {}
-    if job.forecasting is not None and "forecasting" in fields:
-        extra["forecasting"] = job.forecasting.model_dump(mode="json", exclude_none=True)
-    if job.limits.exit_score is not None and "exit_score" in fields:
-        extra["exit_score"] = job.limits.exit_score
-    return extra
 
 
 def trial_job_spec(job: AutomlJob, plan: SearchPlan, *, index: int, code: str | None,
