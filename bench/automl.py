@@ -46,13 +46,17 @@ def floor(frame, budget_s: float) -> tuple[float, int, float]:  # noqa: ANN001
     """(best accuracy, iterations, wall seconds) of FLAML in this process."""
     from flaml import AutoML
 
+    from cible.automl.search import trials  # reads FLAML's log as cible's searches do: every iteration
+
     automl = AutoML()
-    t0 = time.monotonic()
-    automl.fit(frame.drop(columns="label"), frame["label"], task="classification", metric="accuracy",
-               estimator_list=list(LEARNERS), time_budget=budget_s, eval_method="cv", n_splits=3, seed=0,
-               n_jobs=-1, verbose=0, early_stop=True, log_file_name=os.devnull)
-    wall = time.monotonic() - t0
-    iterations = sum(1 for _ in automl.config_history)
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "flaml.log"
+        t0 = time.monotonic()
+        automl.fit(frame.drop(columns="label"), frame["label"], task="classification", metric="accuracy",
+                   estimator_list=list(LEARNERS), time_budget=budget_s, eval_method="cv", n_splits=3, seed=0,
+                   n_jobs=-1, verbose=0, early_stop=True, log_type="all", log_file_name=str(log))
+        wall = time.monotonic() - t0
+        iterations = len(trials(log, "accuracy", None))
     return 1.0 - automl.best_loss, iterations, wall
 
 
