@@ -23,7 +23,7 @@ from cible.workspace import WorkspacePaths
 CLUSTER = {"type": "amlcompute", "size": "Standard_DS1_v2", "min_instances": 0, "max_instances": 2,
            "idle_time_before_scale_down": 120}
 DATASTORE = "azureml://datastores/workspaceblobstore/paths"
-CODE = {"train.py": b"print('train')\n", "lib/util.py": b"X = 1\n"}
+CODE = {"train.py": b"print('train')\n", "lib/util.py": b"X = 1\n", "lib/__init__.py": b""}  # an empty file too
 SNAPSHOT_INPUT = {"d/1.txt": b"one", "d/2.txt": b"two", "other.txt": b"not under d"}
 DATA = {"a.txt": b"alpha\n", "sub/b.bin": bytes(range(256)) * 40}
 

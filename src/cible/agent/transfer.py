@@ -331,8 +331,8 @@ class Transfer:
         if size is not None and have > size:
             part.unlink()
             have = 0
-        if size is not None and have == size and expected:
-            return expected  # whole already: only the check is left
+        if size is not None and have == size and expected and part.is_file():
+            return expected  # whole already: only the check is left (an empty file is fetched: it makes the .part)
         try:
             answer = self._open("GET", route, headers={"Range": f"bytes={have}-"} if have else {})
         except _TRANSPORT as exc:
