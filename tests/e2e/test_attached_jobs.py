@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import Workspace, wait_until, write_yaml
+from e2e_support import REPO, Workspace, wait_until, write_yaml
 
 from cible.testing.sshd import LoopbackSshd, ensure_user, keygen, package_access, sshd_missing
 
@@ -122,6 +122,22 @@ def test_a_job_runs_on_an_attached_machine_without_the_workspace(ws: Workspace, 
         resources: {instance_count: 2}
         """), check=False)
     assert refused.returncode != 0 and "one attached machine" in refused.stderr
+
+
+def test_an_automl_job_searches_on_an_attached_machine_in_the_curated_environment(
+        ws: Workspace, machines) -> None:  # noqa: ANN001
+    # The AutoML example, its compute the machine: the trial's code goes over the agent's connection as a
+    # snapshot (the machine has no cible but the agent's bundle), FLAML in AzureML-AutoML built there.
+    attach(ws, machines, "m1")
+    example = REPO / "examples" / "automl"
+    (ws.cwd / "data").symlink_to(example / "data")
+    spec = ws.cwd / "automl.yml"
+    spec.write_text((example / "classification.yml").read_text().replace("azureml:cpu-cluster", "azureml:m1"))
+    done = ws.json("job", "create", "-f", spec, "-n", "automl-attached", "--stream")
+    assert done["status"] == "Completed", done.get("error")
+    job = ws.job("automl-attached")
+    assert [t["status"] for t in job["trials"]] == ["Completed", "Completed"] and job["best_trial"]["metric"] >= 0.8
+    assert "environment AzureML-AutoML:1" in ws.run_log("automl-attached_0")
 
 
 # Logs a metric with MLflow's REST API (the host's Python has no mlflow): the tracking URI the job

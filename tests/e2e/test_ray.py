@@ -41,7 +41,7 @@ def ws(ray_cluster, tmp_path_factory):
     workspace = Workspace(tmp_path_factory.mktemp("ray") / "ws")
     # Ray is the workspace's default provider: serverless nodes come from it too.
     workspace.env.update(CIBLE_RAY_ADDRESS=ray_cluster.address, CIBLE_RAY_TOKEN=ray_cluster.token,
-                         CIBLE_DEFAULT_PROVIDER="ray", CIBLE_NODE_HEARTBEAT_TIMEOUT="6")
+                         CIBLE_DEFAULT_PROVIDER="ray", CIBLE_NODE_HEARTBEAT_TIMEOUT="6", CIBLE_AUTOML_ENVIRONMENT="host")
     yield workspace
     workspace.stop()
 
@@ -229,6 +229,21 @@ def test_a_batch_invocation_scores_on_two_ray_nodes(ws: Workspace, ray_cluster) 
     ws.cible("job", "download", "-n", job["name"], "--output-name", "score", "--download-path", dest)
     lines = (dest / "named-outputs" / "score" / "predictions.csv").read_text().splitlines()
     assert [line.split()[0] for line in lines] == [f"sample-{k}.csv" for k in range(5) for _ in range(4)]
+
+
+def test_an_automl_jobs_searches_run_on_ray_nodes(ws: Workspace, ray_cluster) -> None:
+    # The AutoML example as written (two searches on cpu-cluster): each search is a job on a Ray node, the
+    # trial's code going as its snapshot, FLAML in the node's Python (CIBLE_AUTOML_ENVIRONMENT=host).
+    if importlib.util.find_spec("flaml") is None:
+        pytest.skip("FLAML is not installed (cible's test extra has it)")
+    done = ws.json("job", "create", "-f", REPO / "examples" / "automl" / "classification.yml", "-n", "automl-on-ray",
+                   "--stream")
+    assert done["status"] == "Completed", done.get("error")
+    job = ws.job("automl-on-ray")
+    assert len(job["trials"]) == 2 and job["best_trial"]["metric"] >= 0.8, job["trials"]
+    for trial in job["trials"]:
+        [placed] = [h["reason"] for h in ws.job(trial["name"])["status_history"] if h["status"] == "Preparing"]
+        assert placed.startswith("assigned to node "), placed  # a node of cpu-cluster, on Ray
 
 
 def test_a_restarted_server_adopts_its_nodes_on_ray_and_the_running_job_completes(ws: Workspace) -> None:

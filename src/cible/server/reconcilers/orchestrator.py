@@ -1,8 +1,7 @@
 """The orchestrator: sweeps, pipelines and AutoML jobs, whose work is child jobs that the other
 reconcilers run.
 
-One pass per live sweep or pipeline, in the shape of shape.py, so that one parent's failure stays
-its own:
+One pass per live parent, in the shape of shape.py, so that one parent's failure stays its own:
 
     load     the parent (spec, status, record, version) and its children (the source of truth: each
              child row names its parent and its trial index or step)
@@ -101,7 +100,7 @@ class Actions:
 
 
 class ParentPass:
-    """One pass over one sweep or pipeline (shape.Pass)."""
+    """One pass over one sweep, pipeline or AutoML job (shape.Pass)."""
 
     def __init__(self, name: str, metric_history: MetricHistory, jobs: JobService,
                  fail: Callable[[str, str, str], None], final: Collection[str] = (),
