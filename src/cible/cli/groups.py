@@ -44,6 +44,7 @@ GROUPS: dict[str, tuple[str, Callable[[], typer.Typer]]] = {
     "environment": ("Versioned environments.", _attribute("cible.cli.assets:environment_app")),
     "data": ("Versioned data assets.", _attribute("cible.cli.assets:data_app")),
     "model": ("Versioned models.", _attribute("cible.cli.assets:model_app")),
+    "datastore": ("Datastores, and files put at a datastore path (upload).", _attribute("cible.cli.datastores:app")),
     "component": ("Registered components (command and pipeline), versioned.", _attribute("cible.cli.components:app")),
     "online-endpoint": ("Online endpoints: a URL, auth and a traffic split over deployments.",
                         _attribute("cible.cli.endpoints:app")),

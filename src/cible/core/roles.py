@@ -109,6 +109,8 @@ _RULES: tuple[tuple[tuple[str, ...] | None, re.Pattern[str], str], ...] = tuple(
         (_READ, rf"users(/{_N})?", "users/read"),
         (None, rf"users(/{_N})?", "users/write"),
         (None, rf"tokens(/{_N}:revoke)?", "tokens/own"),
+        (_READ, rf"datastores(/{_N})?", "assets/read"),
+        (("POST",), rf"datastores/{_N}/paths:upload", "assets/write"),  # files at a datastore path
         (_READ, r"(data|models|environments|components)(/.*)?", "assets/read"),
         (None, r"(data|models|environments|components)(/.*)?", "assets/write"),
     ))

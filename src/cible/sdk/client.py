@@ -11,6 +11,7 @@ from cible.client.http import WorkspaceClient
 from cible.sdk.assets import AssetOperations, ModelOperations
 from cible.sdk.batch_endpoints import BatchDeploymentOperations, BatchEndpointOperations
 from cible.sdk.components import ComponentOperations
+from cible.sdk.datastores import DatastoreOperations
 from cible.sdk.endpoints import OnlineDeploymentOperations, OnlineEndpointOperations
 from cible.sdk.jobs import JobOperations
 from cible.sdk.resources import Done, Resource
@@ -179,6 +180,7 @@ class MLClient:
         self.environments = AssetOperations(self._client, "environments", "environment")
         self.data = AssetOperations(self._client, "data", "data")
         self.models = ModelOperations(self._client)
+        self.datastores = DatastoreOperations(self._client)
         self.components = ComponentOperations(self._client)
         self.online_endpoints = OnlineEndpointOperations(self._client)
         self.online_deployments = OnlineDeploymentOperations(self._client)

@@ -44,6 +44,7 @@ from cible.server.routers import assets as assets_router
 from cible.server.routers import batch_endpoints as batch_endpoints_router
 from cible.server.routers import batch_runs as batch_runs_router
 from cible.server.routers import computes as computes_router
+from cible.server.routers import datastores as datastores_router
 from cible.server.routers import endpoints as endpoints_router
 from cible.server.routers import jobs as jobs_router
 from cible.server.routers import misc as misc_router
@@ -325,6 +326,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     if tracking:
         app.include_router(tracking_router(tracking, run_token_refusal=jobs.run_token_refusal,
                                            job_creator=jobs.creator))
+    app.include_router(datastores_router.router)
     app.include_router(assets_router.router)  # last of the API: its /api/v1/{kind} would shadow the routes above
     studio_sessions = StudioSessions(store, clock, token, session_ttl_s=settings.studio_session_ttl_s,
                                      code_ttl_s=settings.studio_code_ttl_s)
