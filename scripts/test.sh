@@ -113,6 +113,19 @@ if [ ! -x /usr/sbin/slurmdbd ] || [ ! -x /usr/sbin/mariadbd ]; then
   fi
 fi
 
+# --- Java: the Spark tests start Spark's standalone master, workers and spark-submit (JVMs, from pyspark) ------
+# Java 17: what every Spark line cible runs (3.4 to 4.x) supports.
+if ! command -v java >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+       openjdk-17-jre-headless >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+       --no-install-recommends default-jre-headless >/dev/null) \
+      || echo "no Java runtime could be installed: the Spark tests will be skipped (or fail, under CI)" >&2
+  else
+    echo "no java: the Spark tests will be skipped (or fail, under CI); on Debian: sudo apt-get install openjdk-17-jre-headless" >&2
+  fi
+fi
+
 # --- In parallel: 2 pytest-xdist workers, one per core of the CI machine (CIBLE_TEST_WORKERS=0: serially) -----
 # `--dist loadgroup` with the groups tests/conftest.py makes: the tests of one machine-wide resource, and each
 # e2e/integration module with its server (whose tests build on one another, e.g. an endpoint made by the

@@ -291,7 +291,7 @@ def test_a_jobs_default_artifacts_output_is_not_writable_by_its_command(tmp_path
 
     monkeypatch.setattr(launcher_module.sandbox.Sandbox, "from_plan", staticmethod(from_plan))
     monkeypatch.setenv("CIBLE_JOB_SANDBOX", "auto")
-    launcher_module.Launcher(run_dir)._sandboxed(lambda preexec: preexec)
+    launcher_module.Launcher(run_dir).sandboxed(lambda preexec: preexec)
     assert datastore_out in seen["writable"]
     assert not any(p == run_dir / "artifacts" or run_dir / "artifacts" in p.parents for p in seen["writable"])
 

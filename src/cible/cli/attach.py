@@ -15,7 +15,8 @@ import typer
 
 from cible.cli.output import console, emit, err_console, print_fields, warn_loaded
 
-ATTACHABLE = ("virtualmachine", "slurm")
+# A synapsespark compute: a Spark cible does not own (cible.master_url), or a pool cible makes of its nodes.
+ATTACHABLE = ("virtualmachine", "slurm", "synapsespark")
 SLURM_ONLY = ("--partition", "--qos", "--account")
 
 
@@ -80,11 +81,17 @@ def register(app: typer.Typer) -> None:
         qos: Annotated[Optional[str], typer.Option("--qos", help="slurm: the default QOS of its jobs")] = None,
         account: Annotated[Optional[str], typer.Option(
             "--account", help="slurm: the default account of its jobs")] = None,
+        master_url: Annotated[Optional[str], typer.Option(
+            "--master-url", help="synapsespark: the spark://host:port of a Spark cible does not own (its jobs' "
+                                 "drivers run on the workspace's machine); without, cible makes the pool of its "
+                                 "own nodes")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE: set a field of the spec")] = None,
     ) -> None:
         """Attach a machine you run yourself (cible logs in over SSH with your key, pins the host's key and
         probes it: Python 3 is all it needs there), or a Slurm cluster (through its login host with --host, or
-        this server machine's own Slurm commands)."""
+        this server machine's own Slurm commands), or a Spark: Azure's synapsespark YAML, with --master-url (or
+        cible.master_url) naming a Spark standalone master cible does not own, or without it a Spark pool cible
+        makes of its own nodes (node_size, scale_settings, auto_pause_settings)."""
         from cible.cli.computes import _compute_ops
         import yaml
 
@@ -121,7 +128,7 @@ def register(app: typer.Typer) -> None:
         flags = {"type": kind, "login" if slurm else "resource_id": resource_id,
                  "partition": partition, "qos": qos, "account": account,
                  **{f"ssh_settings.{k}": v for k, v in ssh.items() if v is not None}}
-        cible = {"use_ssh_agent": True if use_ssh_agent else None, "python": python,
+        cible = {"use_ssh_agent": True if use_ssh_agent else None, "python": python, "master_url": master_url,
                  "expected_host_key_fingerprint": fingerprint, "tunnel": tunnel}
         flags.update({f"cible.{k}": v for k, v in cible.items() if v is not None})
         flags = {k: v for k, v in flags.items() if v is not None}
@@ -140,7 +147,7 @@ def register(app: typer.Typer) -> None:
                     nested.setdefault(head, {})[tail] = value
                 else:
                     nested[key] = value
-            if not slurm:  # a Slurm cluster without a login host has no ssh_settings
+            if kind in (None, "virtualmachine"):  # a Slurm cluster without a login host has no ssh_settings
                 nested.setdefault("ssh_settings", {})
             elif "ssh_settings" in nested and resource_id is None:
                 raise typer.BadParameter("--admin-username, --ssh-private-key-file and --ssh-port log in to a login "
@@ -154,7 +161,7 @@ def register(app: typer.Typer) -> None:
                                      param_hint="--file")
         warn_loaded(loaded)
         attached = _compute_ops().begin_create_or_update(entity).result()
-        _pinned_notice(attached, fingerprint or (entity.cible.expected_host_key_fingerprint if entity.cible else None))
+        _pinned_notice(attached, fingerprint or getattr(entity.cible, "expected_host_key_fingerprint", None))
         emit(attached, lambda item: print_fields(item, [k for k in item if k != "host_key"]))
 
     @app.command("detach")

@@ -30,6 +30,7 @@ from cible.launch import sandbox, staging
 from cible.launch.environments import EnvironmentBuildError, materialise
 from cible.launch.preflight import preflight
 from cible.launch.procs import end_group, kill_tree, wait_for_exit
+from cible.launch.spark_files import publish_spark_outputs, spark_root
 from cible.launch.state import StateWriter, take_wake_fd
 from cible.launch.tracking import end_run, job_environment, start_run
 from cible.runfiles import CANCEL_FILE, PLAN_FILE
@@ -71,23 +72,23 @@ class Launcher:
         self.state.status("Preparing", launcher_pid=os.getpid())
         try:
             if self.cancel_requested():
-                return self._end("Canceled", error={"code": "Canceled", "message": "canceled before it started"})
+                return self.end("Canceled", error={"code": "Canceled", "message": "canceled before it started"})
             inputs, env = self._stage()
             refusal = preflight(self.plan.get("gpus"), *self.interpreter, env, progress=self.progress)
             if refusal:  # its framework build cannot run on the size's GPU: said before any of its time is spent
-                return self._end("Failed", error={"code": "EnvironmentIncompatible", "message": refusal})
+                return self.end("Failed", error={"code": "EnvironmentIncompatible", "message": refusal})
             outputs = self._prepare_outputs(env)
             command = render_command(self.plan["command"], inputs=inputs, outputs=outputs)
             self._start_tracking(env)
         except EnvironmentBuildError as exc:
             if self.cancel_requested():  # the build was stopped by the cancel
-                return self._end("Canceled", error={"code": "Canceled", "message": "canceled while preparing"})
-            return self._end("Failed", error={"code": "EnvironmentBuildFailed", "message": exc.message})
+                return self.end("Canceled", error={"code": "Canceled", "message": "canceled while preparing"})
+            return self.end("Failed", error={"code": "EnvironmentBuildFailed", "message": exc.message})
         except Exception as exc:  # any staging failure fails the job at Preparing
             self.log("preparing failed:\n" + traceback.format_exc())
-            return self._end("Failed", error={"code": "PreparingFailed", "message": f"preparing the job failed: {exc}"})
+            return self.end("Failed", error={"code": "PreparingFailed", "message": f"preparing the job failed: {exc}"})
         if self.cancel_requested():  # canceled while its inputs were staged
-            return self._end("Canceled", error={"code": "Canceled", "message": "canceled before it started"})
+            return self.end("Canceled", error={"code": "Canceled", "message": "canceled before it started"})
         return self._execute(command, env)
 
     def _start_tracking(self, env: dict[str, str]) -> None:
@@ -146,12 +147,17 @@ class Launcher:
             (self.wd / name).mkdir(exist_ok=True)
         env = self._base_env(bin_dir, is_venv)
         values: dict[str, str] = {}
+        spark_dir = spark_root(plan)
         for name, spec in plan.get("inputs", {}).items():
             if spec["kind"] == "literal":
                 values[name] = spec["value"]
                 env[f"AZUREML_PARAMETER_{name}"] = spec["value"]
                 continue
-            value = self._stage_input(name, spec, blob_root, under(run_dir / "inputs", name, field=f"inputs.{name}"))
+            if spark_dir is not None and plan.get("node_rank", 0) > 0:
+                values[name] = ""  # a Spark worker's node runs no command: its executors read what the first staged
+                continue
+            folder = spark_dir / "inputs" if spark_dir is not None else run_dir / "inputs"
+            value = self._stage_input(name, spec, blob_root, under(folder, name, field=f"inputs.{name}"))
             values[name] = value
             env[f"AZURE_ML_INPUT_{name}"] = value
             env[f"AZUREML_DATAREFERENCE_{name}"] = value
@@ -159,6 +165,9 @@ class Launcher:
 
     def _stage_input(self, name: str, spec: dict[str, Any], blob_root: Path, dest: Path) -> str:
         source, mode = spec["source"], spec.get("mode") or "ro_mount"
+        if mode == "direct" and self.plan.get("spark"):
+            # Spark reads paths, not Azure's URIs: the datastore's own path, anything else downloaded.
+            mode = "ro_mount" if "local_path" in source else "download"
         if mode == "direct":
             return spec["uri"]
         folder = spec["type"] != "uri_file"
@@ -180,7 +189,14 @@ class Launcher:
 
     def _prepare_outputs(self, env: dict[str, str]) -> dict[str, str]:
         paths: dict[str, str] = {}
+        spark_dir = spark_root(self.plan)
         for name, spec in self.plan.get("outputs", {}).items():
+            if spark_dir is not None and spec.get("mode") != "upload":
+                # Spark replaces (deletes, then writes) the folder it is given: a staged one of the job's own,
+                # published at the end (cible.launch.spark_files).
+                paths[name] = env[f"AZURE_ML_OUTPUT_{name}"] = str(under(spark_dir, "outputs", name,
+                                                                         field=f"outputs.{name}"))
+                continue
             if spec.get("mode") == "upload":
                 local = under(self.run_dir / "outputs", name, field=f"outputs.{name}")
             else:  # rw_mount: writes go straight to the datastore path
@@ -243,7 +259,7 @@ class Launcher:
             link.symlink_to(Path(cible.__file__).parent, target_is_directory=True)
         return folder
 
-    def _sandboxed(self, start: Callable[[Callable[[], None] | None], T]) -> T:
+    def sandboxed(self, start: Callable[[Callable[[], None] | None], T]) -> T:
         """`start(preexec_fn)` with the preexec_fn that hides the workspace from the command
         (launch/sandbox.py). Where the sandbox cannot be made, says why and starts it without one,
         or raises SandboxError under CIBLE_JOB_SANDBOX=required."""
@@ -258,6 +274,9 @@ class Launcher:
         # Inputs read in place (a mounted job output, a pipeline step's default artifacts) stay visible.
         mounted = [Path(i["source"]["local_path"]) for i in self.plan.get("inputs", {}).values()
                    if i.get("kind") == "data" and "local_path" in (i.get("source") or {})]
+        spark_dir = spark_root(self.plan)
+        if spark_dir is not None:  # where a Spark job's inputs and outputs are staged, on every node of the job
+            outputs.append(spark_dir)
         box = sandbox.Sandbox.from_plan(self.plan, [self.wd, self.run_dir / "outputs", *resume, *outputs],
                                         [self.run_dir / "inputs", *mounted], protect=sandbox.installation())
         if mode == "required" and "sandbox" not in self.plan:
@@ -276,8 +295,21 @@ class Launcher:
         return start(None)
 
     def _execute(self, command: str, env: dict[str, str]) -> int:
+        if self.plan.get("spark"):
+            from cible.launch.spark import execute_spark
+
+            return execute_spark(self, command, env)
         if self.plan.get("distribution"):
             return self._execute_ranks(command, env)
+        try:
+            stopped, code = self.run_shell(command, env)
+        except sandbox.SandboxError as exc:
+            return self.end("Failed", error={"code": "SandboxUnavailable", "message": exc.strerror})
+        return self.conclude(stopped, code, f"the command exited with code {code}" + self.log_tail() if code else "")
+
+    def run_shell(self, command: str, env: dict[str, str]) -> tuple[str | None, int]:
+        """Run `command` (sandboxed, its output in std_log) to its end, a cancel or the timeout: (why it was
+        stopped or None, its exit code). SandboxError where the sandbox is required and cannot be made."""
         timeout = self.plan.get("timeout")
         shell = shutil.which("bash") or "/bin/sh"
 
@@ -288,10 +320,7 @@ class Launcher:
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
                 )
 
-        try:
-            proc = self._sandboxed(start)
-        except sandbox.SandboxError as exc:
-            return self._end("Failed", error={"code": "SandboxUnavailable", "message": exc.strerror})
+        proc = self.sandboxed(start)
         self.state.status("Running", child_pid=proc.pid)
         deadline = time.monotonic() + timeout if timeout else None
         stopped = wait_for_exit(proc, deadline, self.cancel_requested)
@@ -302,8 +331,7 @@ class Launcher:
         # As when Azure tears down a job's container: nothing the command started
         # in the background outlives the job.
         end_group(proc.pid)
-        code = proc.returncode
-        return self._conclude(stopped, code, f"the command exited with code {code}" + self._log_tail() if code else "")
+        return stopped, proc.returncode
 
     def _execute_ranks(self, command: str, env: dict[str, str]) -> int:
         """A distributed job: one process per rank of this node (see cible.launch.ranks)."""
@@ -313,14 +341,14 @@ class Launcher:
         try:
             processes = plan_processes(self.plan)
         except DistributionError as exc:
-            return self._end("Failed", error={"code": "PreparingFailed", "message": str(exc)})
+            return self.end("Failed", error={"code": "PreparingFailed", "message": str(exc)})
         shell = shutil.which("bash") or "/bin/sh"
         try:
             # The sandbox's preexec_fn is entered once, by a child that starts every rank in it.
-            ranks = self._sandboxed(lambda enter: Ranks(shell, command, self.wd, env, processes,
+            ranks = self.sandboxed(lambda enter: Ranks(shell, command, self.wd, env, processes,
                                                         self.std_log.parent, enter))
         except sandbox.SandboxError as exc:
-            return self._end("Failed", error={"code": "SandboxUnavailable", "message": exc.strerror})
+            return self.end("Failed", error={"code": "SandboxUnavailable", "message": exc.strerror})
         self.state.status("Running", child_pid=ranks.pids[0] if ranks.pids else None, rank_pids=ranks.pids)
         timeout = self.plan.get("timeout")
         stopped, failed = ranks.wait(time.monotonic() + timeout if timeout else None, self.cancel_requested)
@@ -330,34 +358,35 @@ class Launcher:
             ranks.end()
         ranks.end_groups()
         if failed is None:
-            return self._conclude(stopped, 0, "")
+            return self.conclude(stopped, 0, "")
         code = failed.proc.returncode
         # failed.rank is global; on a multi-node job this node holds only some ranks, so count the job's world.
         world = world_size(self.plan.get("distribution"), self.plan.get("instance_count") or 1)
-        return self._conclude(stopped, code, f"rank {failed.rank} (of {world}) exited with code {code}"
-                              + self._log_tail(failed.log))
+        return self.conclude(stopped, code, f"rank {failed.rank} (of {world}) exited with code {code}"
+                              + self.log_tail(failed.log))
 
-    def _conclude(self, stopped: str | None, exit_code: int, failure: str) -> int:
+    def conclude(self, stopped: str | None, exit_code: int, failure: str) -> int:
         """Finalize, then the job's end: canceled, timed out, failed (`failure` says why) or completed."""
         self.state.status("Finalizing", exit_code=exit_code)
         try:
             self._finalize()
         except Exception as exc:
             self.log("finalizing failed:\n" + traceback.format_exc())
-            return self._end("Failed", error={"code": "FinalizingFailed", "message": f"publishing outputs failed: {exc}"})
+            return self.end("Failed", error={"code": "FinalizingFailed", "message": f"publishing outputs failed: {exc}"})
         if stopped == "cancel":
-            return self._end("Canceled", error={"code": "Canceled", "message": "the job was canceled"})
+            return self.end("Canceled", error={"code": "Canceled", "message": "the job was canceled"})
         if stopped == "timeout":
             timeout = self.plan.get("timeout")
-            return self._end("Failed", error={
+            return self.end("Failed", error={
                 "code": "JobTimeout",
-                "message": f"the job ran past limits.timeout={timeout}s and was stopped" + self._log_tail(),
+                "message": f"the job ran past limits.timeout={timeout}s and was stopped" + self.log_tail(),
             })
         if exit_code != 0:
-            return self._end("Failed", error={"code": "UserError", "exit_code": exit_code, "message": failure})
-        return self._end("Completed")
+            return self.end("Failed", error={"code": "UserError", "exit_code": exit_code, "message": failure})
+        return self.end("Completed")
 
     def _finalize(self) -> None:
+        publish_spark_outputs(self.plan)
         for name, spec in self.plan.get("outputs", {}).items():
             if spec.get("mode") == "upload":
                 staged = under(self.run_dir / "outputs", name, field=f"outputs.{name}")
@@ -371,7 +400,7 @@ class Launcher:
         shutil.rmtree(self.wd, ignore_errors=True)
         shutil.rmtree(self.run_dir / "inputs", ignore_errors=True)
 
-    def _log_tail(self, path: Path | None = None) -> str:
+    def log_tail(self, path: Path | None = None) -> str:
         path = path or self.std_log
         try:
             with open(path, "rb") as fh:
@@ -382,7 +411,7 @@ class Launcher:
             return ""
         return f"; last lines of user_logs/{path.name}:\n" + "\n".join(lines) if lines else ""
 
-    def _end(self, status: str, error: dict[str, Any] | None = None) -> int:
+    def end(self, status: str, error: dict[str, Any] | None = None) -> int:
         self._end_tracking(status)  # before the final status: a finished job never shows a RUNNING run
         self.state.status(status, error=error)
         self.log(f"job ended {status}")

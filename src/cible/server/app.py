@@ -121,7 +121,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                                cluster_runner=ClusterRunner(paths, hub.notify), cluster_names=computes.cluster_names,
                                on_job_ended=clusters.wake,
                                engine_runner=slurm,
-                               engine_names=lambda: slurm_compute_names(store))
+                               engine_names=lambda: slurm_compute_names(store),
+                               slot_computes=computes.spark_masters)
     clusters.on_jobs_changed = reconciler.wake
     agents = AgentService(store, paths, hub, clock, settings.node_heartbeat_timeout_s,
                           on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.run,
@@ -209,6 +210,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
 
     jobs.is_admin = lambda user: user is None or users.role_of(user) in (None, *ADMIN_ROLES)
     jobs.automl_environment = settings.automl_environment
+    jobs.spark_environment = settings.spark_environment
     orchestrator = Orchestrator(store, jobs, clock, trial_metric)
 
     # Online endpoints: replicas are jobs; the gateway serves every endpoint on one port.

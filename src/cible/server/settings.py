@@ -72,6 +72,11 @@ class ServerSettings:
     automl_environment: str | None = field(default_factory=lambda: _automl_environment(
         os.environ.get("CIBLE_AUTOML_ENVIRONMENT", "").strip()))
 
+    # What every Spark job runs in instead of its Spark runtime's curated environment (AzureML-Spark-<line>):
+    # an environment reference, or `host` for the launcher's own Python (one that has pyspark; the tests).
+    spark_environment: str | None = field(default_factory=lambda: os.environ.get("CIBLE_SPARK_ENVIRONMENT", "").strip()
+                                          or None)
+
     # Where a job that names no compute runs: serverless (nodes made for it), or e.g. local.
     default_compute: str = field(default_factory=lambda: os.environ.get("CIBLE_DEFAULT_COMPUTE") or "serverless")
 

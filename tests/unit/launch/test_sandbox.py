@@ -156,8 +156,8 @@ def test_where_the_sandbox_cannot_be_made_a_job_says_so_or_fails(home: Path, mon
 
     if mode == "required":
         with pytest.raises(sandbox.SandboxError, match="Operation not permitted"):
-            launcher._sandboxed(start)
+            launcher.sandboxed(start)
         return
-    assert launcher._sandboxed(start).returncode == 0  # started without it
+    assert launcher.sandboxed(start).returncode == 0  # started without it
     log = (run / "artifacts" / "user_logs" / "std_log.txt").read_text()
     assert "cannot hide the workspace from the job" in log and "Operation not permitted" in log

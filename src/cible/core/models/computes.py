@@ -479,19 +479,58 @@ class SlurmCompute(ComputeBase):
         return ssh_address(self.login)[0] if self.login else None
 
 
+_SPARK_MASTER = re.compile(r"spark://[A-Za-z0-9_.\[\]:-]+:\d+(,[A-Za-z0-9_.\[\]:-]+:\d+)*")
+
+
+class CibleSparkSettings(SpecModel):
+    """cible's own settings for a `synapsespark` compute, under the key `cible:` (Azure files lack it)."""
+
+    # A Spark standalone master cible does not own (`spark://host:port`, or several for a master with
+    # standby masters: `spark://h1:7077,h2:7077`): jobs' drivers run on the workspace's machine against it.
+    # Without it, cible makes the pool itself from nodes of its own (node_size, scale_settings).
+    master_url: str | None = None
+    provider: Literal["local", "ray"] | None = None  # a pool's nodes: as for clusters
+    overcommit: bool = False
+
+    @field_validator("master_url")
+    @classmethod
+    def _spark_url(cls, value: str | None) -> str | None:
+        if value is not None and not _SPARK_MASTER.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a Spark standalone master URL like spark://host:7077 "
+                             "(or spark://host1:7077,host2:7077 with standby masters)")
+        return value.strip() if value is not None else None
+
+
+class SparkScaleSettings(SpecModel):
+    min_node_count: int | None = Field(None, ge=0, le=MAX_NODES)
+    max_node_count: int | None = Field(None, ge=1, le=MAX_NODES)
+    auto_scale_enabled: bool | None = None
+
+
+class SparkAutoPauseSettings(SpecModel):
+    delay_in_minutes: int | None = Field(None, ge=1, le=MAX_IDLE_TIME_BEFORE_SCALE_DOWN_S // 60)
+    auto_pause_enabled: bool | None = None
+
+
 class SynapseSparkCompute(ComputeBase):
-    """An attached Synapse Spark pool."""
+    """A Spark pool: Azure's attached Synapse Spark pool. With `cible.master_url`, a Spark cible does not
+    own; without, a pool cible makes of its own nodes, sized and scaled by the fields Azure only reports
+    (node_size, node_count, scale_settings, auto_pause_settings)."""
 
     type: Literal["synapsespark"] = "synapsespark"
-    resource_id: str
+    resource_id: str | None = None  # Azure's pool; cible has no use for it (its absence is no error here)
     identity: IdentityConfiguration | None = None
-    # Read-only pool description.
     node_family: str | None = None
-    node_size: str | None = None
-    node_count: int | None = None
-    spark_version: str | None = None
-    scale_settings: dict[str, Any] | None = None
-    auto_pause_settings: dict[str, Any] | None = None
+    node_size: str | None = None  # Synapse's Small ... XXLarge (memory optimized), or a VM size
+    node_count: int | None = Field(None, ge=1, le=MAX_NODES)
+    spark_version: OptStr = None  # the Spark line its jobs run (an attached master's own version)
+    scale_settings: SparkScaleSettings | None = None
+    auto_pause_settings: SparkAutoPauseSettings | None = None
+    cible: CibleSparkSettings | None = None
+
+    @property
+    def master_url(self) -> str | None:
+        return self.cible.master_url if self.cible else None
 
 
 Compute = Annotated[

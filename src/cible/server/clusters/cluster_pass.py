@@ -47,7 +47,7 @@ from cible.launch.distribution import free_port
 from cible.server.clusters.hub import AgentHub
 from cible.server.clusters.provider_calls import ProviderCalls
 from cible.server.reconcilers.shape import check_unchanged
-from cible.server.services.compute_spec import cible_settings, node_spec, provider_name
+from cible.server.services.compute_spec import attached_spark, cible_settings, node_spec, provider_name
 from cible.server.services.jobs import set_status
 from cible.server.services.lifecycle import move_compute
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow, job_is_live, job_is_queued
@@ -56,7 +56,7 @@ from cible.workspace import WorkspacePaths
 log = logging.getLogger("cible.reconciler.clusters")
 QUEUED = JobStatus.QUEUED.value
 LOCAL_PROVIDER, LOCAL_COMPUTE = "local", "local"  # the provider whose nodes run on this machine; the compute too
-NODE_TYPES = ("amlcompute", "computeinstance", "serverless")
+NODE_TYPES = ("amlcompute", "computeinstance", "serverless", "synapsespark")
 # The observed fields this pass owns (an instance's own state is its pass's, instance_state.py).
 OWNED = ("target_node_count", "provisioning_errors", "quota_wait", "start_failures", "queue")
 
@@ -434,6 +434,8 @@ def local_computes(session: Session) -> dict[str, bool]:
     their size is isolated. A compute row that cannot be read is left out, alone."""
     targets: dict[str, bool] = {LOCAL_COMPUTE: False}
     for row in session.scalars(select(ComputeRow).where(ComputeRow.compute_type.in_(NODE_TYPES))):
+        if attached_spark(row):  # not cible's nodes
+            continue
         try:
             spec, size = node_spec(row)
             if provider_name(spec) == LOCAL_PROVIDER:

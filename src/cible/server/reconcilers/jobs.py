@@ -34,7 +34,7 @@ from cible.core.clock import Clock
 from cible.core.errors import UnreadableRecordError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, is_terminal
 from cible.core.lifecycle.runs import RunObservation
-from cible.core.models.records import ClusterHandle, JobError, RunHandle, RunRecord, SlurmHandle
+from cible.core.models.records import ClusterHandle, JobError, LocalHandle, RunHandle, RunRecord, SlurmHandle
 from cible.core.planning.jobs import ENGINE, PLACED, SLOTS, JobDecision, LiveJob, RunsOn, decide_jobs
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles, describe
 from cible.server.reconcilers.loop import ReconcilerLoop
@@ -50,6 +50,7 @@ ACTIVE_POLL_S = 0.05  # while a job is live on local slots or an engine: how soo
 # ACTIVE_POLL_S cost the server most of a core under a queue of short jobs.
 PLACED_POLL_S = 1.0
 IDLE_POLL_S = 2.0
+LOCAL = "local"  # the runner of local's slots (an attached Spark's drivers run on it too)
 FAIL_AFTER = 3  # failures in a row (1 s, then 2 s apart) before a job whose handling raises is failed
 RECONCILE_ERROR = "ReconcileError"
 HANDLE = TypeAdapter(RunHandle)  # a runner's handle (plain JSON, as the runners keep it) as the run stores it
@@ -68,7 +69,8 @@ class JobReconciler(ReconcilerLoop):
     def __init__(self, store: Store, runners: dict[str, JobRunner], clock: Clock, max_concurrent: int,
                  cluster_runner: JobRunner | None = None, cluster_names=lambda: set(),  # noqa: ANN001
                  on_job_ended=lambda: None, on_any_end=lambda ended: None,  # noqa: ANN001
-                 engine_runner: JobRunner | None = None, engine_names=lambda: set()) -> None:  # noqa: ANN001
+                 engine_runner: JobRunner | None = None, engine_names=lambda: set(),  # noqa: ANN001
+                 slot_computes=lambda: set()) -> None:  # noqa: ANN001
         self.store = store
         self.runners = runners  # by target name (local): each a compute of `max_concurrent` slots
         # Jobs on clusters: placed by the cluster reconciler, followed through this runner.
@@ -77,6 +79,9 @@ class JobReconciler(ReconcilerLoop):
         # Jobs on computes whose engine queues them itself (Slurm): submitted at once, no slot counted.
         self.engine_runner = engine_runner
         self.engine_names = engine_names
+        # Computes whose jobs run on local's runner, with slots of their own: an attached Spark, whose jobs'
+        # drivers run here (its master has the executors).
+        self.slot_computes = slot_computes
         self.on_job_ended = on_job_ended  # a cluster job ended: its nodes are free
         self.on_any_end = on_any_end  # jobs ended (the LiveJobs): their sweep or pipeline may go on
         self.clock = clock
@@ -152,6 +157,7 @@ class JobReconciler(ReconcilerLoop):
     def _load(self, now: datetime) -> Snapshot:
         clusters = self.cluster_names()
         engines = self.engine_names() if self.engine_runner is not None else set()
+        slotted = self.slot_computes()
         # Sweeps and pipelines run as their child jobs: the orchestrator's.
         live = job_is_live() & JobRow.job_type.notin_(PARENT_TYPES)
         if clusters:  # a job queued on a cluster is the cluster reconciler's until it places it
@@ -168,7 +174,7 @@ class JobReconciler(ReconcilerLoop):
             try:
                 record = read_record(RunRecord, run or {}, "jobs.run")
                 job = LiveJob(name=name, status=JobStatus(status), target=target, run=record,
-                              runs_on=self._runs_on(target, record, clusters, engines), job_type=job_type,
+                              runs_on=self._runs_on(target, record, clusters, engines, slotted), job_type=job_type,
                               parent=parent)
             except (ValueError, UnreadableRecordError) as error:  # a status no table knows, a run that does not read
                 if not backing_off:
@@ -181,8 +187,9 @@ class JobReconciler(ReconcilerLoop):
                 snapshot.versions[name] = version
         return snapshot
 
-    def _runs_on(self, target: str, run: RunRecord, clusters: set[str], engines: set[str]) -> RunsOn | None:
-        if target in self.runners:
+    def _runs_on(self, target: str, run: RunRecord, clusters: set[str], engines: set[str],
+                 slotted: set[str]) -> RunsOn | None:
+        if target in self.runners or target in slotted or isinstance(run.handle, LocalHandle):
             return SLOTS
         if self.engine_runner is not None and (target in engines or isinstance(run.handle, SlurmHandle)):
             return ENGINE  # its engine's reports count, whatever became of its compute
@@ -193,7 +200,9 @@ class JobReconciler(ReconcilerLoop):
     def _runner(self, job: LiveJob) -> JobRunner:
         if job.runs_on == ENGINE:
             return self.engine_runner
-        return self.runners[job.target] if job.runs_on == SLOTS else self.cluster_runner
+        if job.runs_on == SLOTS:
+            return self.runners.get(job.target) or self.runners[LOCAL]
+        return self.cluster_runner
 
     def _observe(self, snapshot: Snapshot, now: datetime) -> Snapshot:
         """What each launched job's runner sees of it; a job whose poll raises is left out of this pass."""

@@ -18,9 +18,11 @@ from cible.core.models.computes import (
     CibleInstanceSettings,
     ComputeBase,
     ComputeInstance,
+    SynapseSparkCompute,
     VirtualMachineCompute,
 )
 from cible.core.planning.quotas import UNMETERED_FAMILY
+from cible.core.planning.spark import pool_cluster
 from cible.server.store.rows import ComputeRow
 
 SERVERLESS_NAME = "serverless"  # a pool's row is named serverless:<job>, which is no compute name
@@ -30,6 +32,12 @@ ATTACHED_PROVIDER = "ssh"  # the node provider of attached machines
 # counted by no quota.
 OWN_MACHINES = frozenset({ATTACHED_PROVIDER, "slurm"})
 ATTACHED_IDLE_S = 600  # an attached machine's agent stays this long after its last job
+
+
+def attached_spark(row: ComputeRow) -> bool:
+    """A synapsespark compute that is a Spark cible does not own (cible.master_url): no nodes of cible's,
+    its jobs' drivers run on the workspace's machine."""
+    return row.compute_type == "synapsespark" and bool((row.spec.get("cible") or {}).get("master_url"))
 
 
 def compute_spec(row: ComputeRow) -> ComputeBase:
@@ -96,6 +104,8 @@ def node_spec(row: ComputeRow) -> tuple[AmlCompute | ComputeInstance, VmSize]:
     spec = compute_spec(row)
     if isinstance(spec, VirtualMachineCompute):
         return attached_cluster(spec), attached_size(spec)
+    if isinstance(spec, SynapseSparkCompute):  # a Spark pool of cible's own nodes
+        spec = pool_cluster(spec)
     size = catalog.get_size(spec.size)
     if provider_name(spec) in OWN_MACHINES:  # a cluster of attached machines or Slurm's: the user's own, free
         size = dataclasses.replace(size, family=UNMETERED_FAMILY, price_per_hour=0.0)

@@ -22,8 +22,10 @@ from cible.core.models.computes import (
     AmlCompute,
     CibleClusterSettings,
     CibleInstanceSettings,
+    CibleSparkSettings,
     ComputeInstance,
     SlurmCompute,
+    SynapseSparkCompute,
     VirtualMachineCompute,
 )
 from cible.core.models.records import ComputeStatus, InstanceState
@@ -31,11 +33,13 @@ from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.quotas import UNMETERED_FAMILY
 from cible.core.planning.schedules import check_schedules
+from cible.core.planning.spark import pool_cluster, pool_size, runtime_line
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.services.attach import attach_machine
 from cible.server.services.compute_spec import (
     OWN_MACHINES,
     attached_size,
+    attached_spark,
     cluster_spec,
     compute_spec,
     provider_name,
@@ -66,7 +70,8 @@ SIZED_TYPES = ("amlcompute", "computeinstance")
 # serverless pools (the nodes of one job, made at submit and gone after it; never listed), and
 # attached machines (one node: the machine's agent, started over SSH by the ssh provider).
 # Not Slurm clusters: Slurm queues and places their jobs itself (no node of cible's).
-NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless", "virtualmachine")
+# (A synapsespark compute has nodes unless it is a Spark cible does not own: compute_spec.attached_spark.)
+NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless", "virtualmachine", "synapsespark")
 # What `cible compute update` may change on a cluster, applied live (as `az ml compute update`).
 UPDATABLE = ("min_instances", "max_instances", "idle_time_before_scale_down", "description", "tags")
 READ_ONLY = ("provisioning_state", "provisioning_errors", "created_on", "id", "allocation_state",
@@ -135,6 +140,8 @@ class ComputeService:
                            if entity.type == "amlcompute" else (1, f"compute instance {name}"))
             self.quotas.refuse_if_never_fits(size, low_priority=low, count=count, what=what,
                                              field="min_instances" if entity.type == "amlcompute" else "size")
+        if isinstance(entity, SynapseSparkCompute):
+            entity, notes = self._spark_compute(entity)
         if isinstance(entity, VirtualMachineCompute):
             with self.store.session() as session:  # said before any connection is made
                 self._refuse_existing(session, name)
@@ -169,6 +176,28 @@ class ComputeService:
             result["warnings"] = [*result.get("warnings", []), *notes]
         self.on_change()
         return result
+
+    def _spark_compute(self, entity: SynapseSparkCompute) -> tuple[SynapseSparkCompute, list[str]]:
+        """A Spark compute as stored: its Spark line checked; a pool of cible's nodes with its size and
+        provider checked as a cluster's (and the provider stored), an attached master left as given."""
+        try:
+            runtime_line(entity.spark_version)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc).replace("resources.runtime_version", "spark_version"),
+                                      details={"field": "spark_version"}) from None
+        if entity.master_url:
+            return entity, []
+        try:
+            size = catalog.check_size(pool_size(entity), "amlcompute", self.clock.now().date())
+        except CibleError as exc:
+            raise InvalidRequestError(f"node_size: {exc.message}", details={"field": "node_size"}) from None
+        cluster = self._with_provider(pool_cluster(entity))
+        self._check_provider_can_hold(cluster)
+        self.quotas.refuse_if_never_fits(size, low_priority=False, count=cluster.min_instances,
+                                         what=f"Spark pool {entity.name}: min_node_count {cluster.min_instances}",
+                                         field="scale_settings.min_node_count")
+        settings = (entity.cible or CibleSparkSettings()).model_copy(update={"provider": cluster.cible.provider})
+        return entity.model_copy(update={"cible": settings}), self.size_notes(cluster.cible.provider, size.name)
 
     @staticmethod
     def _refuse_existing(session: Session, name: str) -> None:
@@ -338,7 +367,7 @@ class ComputeService:
         return {"value": items, "count": len(items), "default": self.default_provider}
 
     def serverless_pool(self, job_name: str, instance_type: str | None, instance_count: int,
-                        job_tier: str | None) -> dict[str, Any]:
+                        job_tier: str | None, overcommit: bool = False) -> dict[str, Any]:
         """The spec of a serverless job's own nodes: `resources.instance_type` (or a default size this
         machine holds) × `instance_count`, low priority for `job_tier: spot`. Refused at submit
         when the size is unknown, retired, too big for the provider, or beyond the quotas."""
@@ -355,10 +384,14 @@ class ComputeService:
             except CibleError as exc:
                 raise InvalidRequestError(f"{field}: {exc.message}", details={"field": field}) from None
             why = provider.cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus, overcommit=False)
-            if why:
+            # A Spark job's nodes may be larger than this machine: its JVMs take what its conf says, not the size.
+            overcommit = overcommit and why is not None and provider.cannot_hold(
+                size.name, size.vcpus, size.memory_gb, size.gpus, overcommit=True) is None
+            if why and not overcommit:
                 raise InvalidRequestError(f"{field}: serverless nodes of {size.name}: {why}; pick a smaller size "
                                           "(`cible compute list-sizes`)", details={"field": field})
         else:
+            overcommit = False  # the default size is one this machine holds
             size = self.default_serverless_size(provider_name)
             if size is None:
                 where = "this machine" if provider_name == "local" else f"any machine of the {provider_name} provider"
@@ -370,7 +403,7 @@ class ComputeService:
                                          field="resources.instance_count")
         return {"size": size.name, "tier": "low_priority" if low else "dedicated", "min_instances": 0,
                 "max_instances": instance_count, "idle_time_before_scale_down": 0, "job": job_name,
-                "cible": {"provider": provider_name}}
+                "cible": {"provider": provider_name, **({"overcommit": True} if overcommit else {})}}
 
     def default_serverless_size(self, provider_name: str = "local") -> catalog.VmSize | None:
         """The size of a serverless job's nodes when it names none: the first of DEFAULT_SERVERLESS_SIZES
@@ -436,7 +469,7 @@ class ComputeService:
         with self.store.session() as session:
             row = self._row(session, name)
             resource = _resource(session, row, self.clock.now(), with_cost=with_cost)
-            spec = compute_spec(row) if row.compute_type in NODE_COMPUTE_TYPES else None
+            spec = compute_spec(row) if row.compute_type in NODE_COMPUTE_TYPES and not attached_spark(row) else None
             if with_cost and spec is not None and (readings := gpu_readings(session, compute=name)):
                 resource["gpu_usage"] = readings  # `show`: its nodes' GPUs at work
         if with_cost and spec is not None:  # `show`: is its engine there?
@@ -461,7 +494,25 @@ class ComputeService:
 
     def cluster_names(self) -> set[str]:
         with self.store.session() as session:
-            return set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))))
+            return {row.name for row in session.scalars(select(ComputeRow).where(
+                ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))) if not attached_spark(row)}
+
+    def spark_masters(self) -> set[str]:
+        """The attached Spark computes (a master cible does not own): their jobs' drivers run on local's slots."""
+        with self.store.session() as session:
+            return {row.name for row in session.scalars(select(ComputeRow).where(
+                ComputeRow.compute_type == "synapsespark")) if attached_spark(row)}
+
+    def spark_target(self, name: str) -> tuple[str, SynapseSparkCompute | None, catalog.VmSize | None]:
+        """(the compute's type, its spec when it is a Spark compute, the size of its nodes: None where it has
+        none, as local, an attached Spark or Slurm). Refused as require_runnable refuses."""
+        if name == LOCAL:
+            return LOCAL, None, None
+        with self.store.session() as session:
+            row = self._row(session, name)
+            kind = row.compute_type
+            spec = compute_spec(row) if kind == "synapsespark" else None
+        return kind, spec, self.require_runnable(name)
 
     def require_runnable(self, name: str, *, instance_count: int = 1, user: str | None = None,
                          as_admin: bool = True) -> catalog.VmSize | None:
@@ -475,7 +526,11 @@ class ComputeService:
         with self.store.session() as session:
             row = self._row(session, name)
             kind, deleting, created_by = row.compute_type, row.provisioning_state == DELETING, row.created_by
-            spec = compute_spec(row) if kind in (*SIZED_TYPES, "virtualmachine", "slurm") else None
+            spec = compute_spec(row) if kind in (*SIZED_TYPES, "virtualmachine", "slurm", "synapsespark") else None
+            if isinstance(spec, SynapseSparkCompute):
+                if spec.master_url:  # the driver runs here, on local's slots; the Spark master has the executors
+                    return None
+                spec = pool_cluster(spec)
             if isinstance(spec, SlurmCompute):  # Slurm sizes and queues the job; any node count is its to judge
                 if spec.login is not None and stored_credential(session, name, user) is None:
                     raise InvalidRequestError(no_credential_message(name, user), details={"field": "compute"})
@@ -564,7 +619,7 @@ def _resource(session, row: ComputeRow, now: datetime, with_cost: bool = True) -
     resource = {**row.spec, **_observed_fields(observed), "name": row.name, "type": row.compute_type,
                 "provisioning_state": row.provisioning_state, "created_on": row.created_at.isoformat(),
                 "created_by": row.created_by}
-    if row.compute_type in NODE_COMPUTE_TYPES:
+    if row.compute_type in NODE_COMPUTE_TYPES and not attached_spark(row):
         counts = dict.fromkeys(NODE_STATES, 0)
         for state in session.scalars(select(NodeRow.state).where(NodeRow.compute == row.name)):
             if state in counts:

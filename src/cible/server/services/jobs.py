@@ -30,6 +30,8 @@ from cible.server.services.costs import SERVERLESS_PREFIX, job_cost, jobs_cost
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.nodes import gpu_readings
 from cible.server.services.paging import page
+from cible.workspace import DEFAULT_DATASTORE
+from cible.server.services.spark_jobs import spark_services, spark_submission
 from cible.server.services.unreadable import fetch_items
 from cible.server.services.views import ALL, ARCHIVED, list_view
 from cible.server.store.db import Store
@@ -133,6 +135,7 @@ class JobService:
         self.is_admin: Callable[[str | None], bool] = lambda user: True
         # The environment of an AutoML job's searches (None: the launcher's own Python). The app sets it.
         self.automl_environment: str | None = None
+        self.spark_environment: str | None = None  # CIBLE_SPARK_ENVIRONMENT: every Spark job's, instead of its runtime's
         from cible.server.services.parent_jobs import ParentJobs  # it submits through this service
 
         # Sweeps and pipelines: checked at submit, shown with their trials or steps.
@@ -198,6 +201,14 @@ class JobService:
         if job.type in PARENT_TYPES:  # its trials or steps are planned as they start: checked here
             notes, children = self.parents.check(job, name, user, as_admin)
             target, pool, plan, estimate = f"({job.type})", None, {"instance_count": 0}, None
+        elif job.type == "spark":  # spark-submit as a command job, with the master its launcher gives it
+            submission = spark_submission(job, self.computes, default_compute=self.default_compute,
+                                          environment=self.spark_environment)
+            target, notes, pool, plan, estimate = self._plan(submission.command, name, user, as_admin,
+                                                             shares_memory=True)
+            # Its inputs and outputs are staged where every node of the job sees them (cible.launch.spark_files).
+            staging = self.plans.paths.datastore(DEFAULT_DATASTORE) / "azureml" / name / ".spark"
+            notes, plan = [*submission.notes, *notes], {**plan, "spark": {**submission.block, "root": str(staging)}}
         else:
             target, notes, pool, plan, estimate = self._plan(job, name, user, as_admin)
             if lineage is not None and lineage.replica_of:
@@ -253,12 +264,12 @@ class JobService:
                                           "environment itself (the CLI and SDK do)", details={"field": field})
         return load_spec_dict({**body, "name": name}, "job", source="request body")
 
-    def _plan(self, job: CommandJob, name: str, user: str | None = None,
-              as_admin: bool = True) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
+    def _plan(self, job: CommandJob, name: str, user: str | None = None, as_admin: bool = True,
+              shares_memory: bool = False) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
         """Where a new job would run and its launch plan: the compute, sizes, inputs and environment
         checked (a 4xx when one is wrong), nothing stored. Also (target, notes, pool, plan, estimate).
         `user` submits it (a Slurm cluster runs it as their own Slurm identity)."""
-        target, notes, pool, size = self._resolve_compute(job, name, user, as_admin)
+        target, notes, pool, size = self._resolve_compute(job, name, user, as_admin, shares_memory)
         plan = self.plans.build(job, name=name, experiment_name=job.experiment_name or "Default", target=target)
         if gpus := job_gpus(size):  # what the launcher checks the environment's build against (CUDA preflight)
             plan["gpus"] = gpus
@@ -292,9 +303,11 @@ class JobService:
         return incoming
 
     def _resolve_compute(self, job: CommandJob, name: str, user: str | None = None, as_admin: bool = True,
+                         shares_memory: bool = False,
                          ) -> tuple[str, list[str], dict[str, Any] | None, catalog.VmSize | None]:
         """The target a job runs on, notes for its warnings, its serverless pool's spec if any, and the
-        size of its nodes (None on local and Slurm)."""
+        size of its nodes (None on local and Slurm). `shares_memory`: serverless nodes larger than this
+        machine may share its memory (a Spark job's, whose conf says what its JVMs take)."""
         compute = parse_compute_ref(job.compute) if job.compute is not None else self.default_compute
         notes = [] if job.compute is not None else [f"no compute was given: the job runs on {compute} compute"]
         instance_count = job.resources.instance_count if job.resources else 1
@@ -306,8 +319,12 @@ class JobService:
                     "use a shorter name", details={"field": "name"})
             pool = self.computes.serverless_pool(name, job.resources.instance_type if job.resources else None,
                                                  instance_count,
-                                                 job.queue_settings.job_tier if job.queue_settings else None)
+                                                 job.queue_settings.job_tier if job.queue_settings else None,
+                                                 overcommit=shares_memory)
             notes += self.computes.size_notes(pool["cible"]["provider"], pool["size"])
+            if pool["cible"].get("overcommit"):
+                notes.append(f"serverless nodes of {pool['size']} are larger than this machine: they share its memory "
+                             "(the Spark job's JVMs take what its conf asks)")
             return f"{SERVERLESS_PREFIX}{name}", notes, pool, catalog.get_size(pool["size"])
         size = self.computes.require_runnable(compute, instance_count=instance_count, user=user, as_admin=as_admin)
         if job.queue_settings and job.queue_settings.job_tier:
@@ -593,6 +610,9 @@ class JobService:
             resource["parent_job_name"] = row.parent_job_name
         if row.batch_of is not None:  # made by `batch-endpoint invoke`
             resource["batch_of"] = row.batch_of
+        if row.job_type == "spark" and row.status == JobStatus.RUNNING.value:  # its Spark UI, while it runs
+            if services := spark_services(self.plans.paths.run_dir(row.name)):
+                resource["services"] = services
         if row.job_type in PARENT_TYPES:
             resource.update(self.parents.summary(session, row, detailed=history))
         if row.job_type == BATCH and history:  # its mini-batches: done, failed, rows/s (services/batch_runs.py)
