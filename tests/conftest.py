@@ -65,7 +65,9 @@ def store(tmp_path):  # noqa: ANN001, ANN201 (a cible.server.store.db.Store)
 #   ray:   Ray clusters (cible.testing.ray_cluster): nodes at 127.0.0.1-4 whose workers take ports
 #          10002-19999 on those addresses; one Ray at a time (and the slow autoscaler test takes CPUs);
 #   sshd:  loopback sshd "machines" (cible.testing.sshd) at 127.0.0.x, the `cible-attached` user made with
-#          useradd and whose processes test_attached_jobs ends with `pkill -u` after each test.
+#          useradd and whose processes test_attached_jobs ends with `pkill -u` after each test;
+#   spark: Spark's JVMs (cible.testing.spark): a master, workers, drivers and executors take ~1.6 GB and
+#          both cores of the CI machine while they start; one Spark module at a time.
 # (Ports are picked free everywhere, so the families themselves may run side by side.)
 # Every other module of tests/e2e, tests/integration and tests/browser is a group of its own: its
 # module-scoped fixtures (a workspace's server, a Chromium) then start once, on one worker. The unit
@@ -75,7 +77,8 @@ def store(tmp_path):  # noqa: ANN001, ANN201 (a cible.server.store.db.Store)
 # a test's group by rewriting `item._nodeid`, which pytest 9 no longer reads (its node ids live in
 # `item._id`), so under pytest 9 `--dist loadgroup` silently ran every marked test anywhere. An
 # explicit `xdist_group` mark still counts where xdist manages to apply it (the `@group` id suffix).
-_MACHINE_FAMILIES = (("slurm", "SlurmTestCluster"), ("ray", "RayTestCluster"), ("sshd", "LoopbackSshd"))
+_MACHINE_FAMILIES = (("slurm", "SlurmTestCluster"), ("ray", "RayTestCluster"), ("sshd", "LoopbackSshd"),
+                     ("spark", "spark_unavailable"))
 _PER_MODULE = ("e2e", "integration", "browser")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _groups: dict[str, str | None] = {}

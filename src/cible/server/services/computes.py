@@ -634,6 +634,11 @@ def _resource(session, row: ComputeRow, now: datetime, with_cost: bool = True) -
             resource["cost"] = compute_cost(session, row.name, now)
     if row.compute_type == "computeinstance":
         describe_instance(session, row, resource, now)
+    if row.compute_type == "synapsespark" and not attached_spark(row):  # the cluster cible makes of the pool
+        cluster = pool_cluster(compute_spec(row))
+        resource["pool"] = {"size": cluster.size, "min_instances": cluster.min_instances,
+                            "max_instances": cluster.max_instances,
+                            "idle_time_before_scale_down": cluster.idle_time_before_scale_down}
     return resource
 
 
