@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from cible.launch.spark import MASTER_CLASS, WORKER_CLASS, master_view
+from cible.launch.spark import MASTER_CLASS, WORKER_CLASS, master_view, spark_home
 
 READY_S = 180  # a master and its workers take 10-30 s to register on a loaded 2-core machine
 
@@ -40,11 +40,12 @@ def _free_port() -> int:
 class StandaloneSpark:
     """A master and `workers` workers (each `cores` cores, `memory` of memory) on 127.0.0.1."""
 
-    def __init__(self, root: Path, *, workers: int = 1, cores: int = 1, memory: str = "1g") -> None:
-        import pyspark
-
+    def __init__(self, root: Path, *, workers: int = 1, cores: int = 1, memory: str = "1g",
+                 python: Path | None = None) -> None:
+        """`python`: an interpreter whose pyspark (and Spark version) the cluster runs; default this one's."""
         self.root = root
-        self.home = Path(pyspark.__file__).parent
+        self.python = python or Path(sys.executable)
+        self.home = spark_home(self.python.parent)
         self.port, self.ui_port = _free_port(), _free_port()
         self.workers, self.cores, self.memory = workers, cores, memory
         self.procs: list[subprocess.Popen] = []
@@ -55,7 +56,7 @@ class StandaloneSpark:
 
     def _start(self, args: list[str], log: str) -> None:
         env = {**os.environ, "SPARK_HOME": str(self.home), "SPARK_LOCAL_IP": "127.0.0.1",
-               "PYSPARK_PYTHON": sys.executable, "SPARK_LOG_DIR": str(self.root)}
+               "PYSPARK_PYTHON": str(self.python), "SPARK_LOG_DIR": str(self.root)}
         with open(self.root / log, "ab") as out:
             self.procs.append(subprocess.Popen([str(self.home / "bin" / "spark-class"), *args], env=env,
                                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

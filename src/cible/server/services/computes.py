@@ -192,12 +192,21 @@ class ComputeService:
         except CibleError as exc:
             raise InvalidRequestError(f"node_size: {exc.message}", details={"field": "node_size"}) from None
         cluster = self._with_provider(pool_cluster(entity))
+        notes = []
+        provider = self.providers[cluster.cible.provider]
+        if not cluster.cible.overcommit and provider.cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus,
+                                                                 overcommit=False):
+            # As a serverless Spark job's: a pool's JVMs take what its jobs' conf asks, not the node's size.
+            cluster = cluster.model_copy(update={"cible": cluster.cible.model_copy(update={"overcommit": True})})
+            notes.append(f"nodes of {size.name} are larger than this machine: they share its memory (a Spark job's "
+                         "JVMs take what its conf asks)")
         self._check_provider_can_hold(cluster)
         self.quotas.refuse_if_never_fits(size, low_priority=False, count=cluster.min_instances,
                                          what=f"Spark pool {entity.name}: min_node_count {cluster.min_instances}",
                                          field="scale_settings.min_node_count")
-        settings = (entity.cible or CibleSparkSettings()).model_copy(update={"provider": cluster.cible.provider})
-        return entity.model_copy(update={"cible": settings}), self.size_notes(cluster.cible.provider, size.name)
+        settings = (entity.cible or CibleSparkSettings()).model_copy(
+            update={"provider": cluster.cible.provider, "overcommit": cluster.cible.overcommit})
+        return entity.model_copy(update={"cible": settings}), notes + self.size_notes(cluster.cible.provider, size.name)
 
     @staticmethod
     def _refuse_existing(session: Session, name: str) -> None:
