@@ -222,7 +222,7 @@ def test_missing_code_names_its_line(load_error):
 
 def test_unknown_component_type(load_error):
     assert load_error("type: parallel\ncommand: echo\n") == (
-        "component.yml:1:7: type: 'parallel' is not a component type cible runs; command or pipeline")
+        "component.yml:1:7: type: 'parallel' is not a component type cible runs; command, pipeline or spark")
 
 
 def test_component_dict_without_a_file(tmp_path):

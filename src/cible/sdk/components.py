@@ -1,4 +1,4 @@
-"""client.components: registered components (command and pipeline), as azure-ai-ml's ComponentOperations.
+"""client.components: registered components (command, pipeline and spark), as azure-ai-ml's ComponentOperations.
 
 A component version is immutable like any asset: registering the same version again with the same
 content is harmless, with other content a conflict. Its code (with its additional_includes) is
@@ -17,8 +17,8 @@ from cible.sdk.resources import Resource
 
 
 def load_component(source: str | Path, *, set_overrides: tuple[str, ...] | list[str] = ()) -> Any:
-    """A component YAML file loaded (azure-ai-ml's `load_component`): CommandComponent or
-    PipelineComponent, its local paths absolute and its local component files inlined."""
+    """A component YAML file loaded (azure-ai-ml's `load_component`): CommandComponent,
+    PipelineComponent or SparkComponent, its local paths absolute and its local component files inlined."""
     from cible.core.specs.azureml.loader import load_spec
 
     return load_spec(source, "component", set_overrides=set_overrides).entity
@@ -31,7 +31,7 @@ class ComponentOperations(AssetOperations):
         super().__init__(client, "components", "component")
 
     def create_or_update(self, component: Any, version: str | int | None = None) -> Resource:  # type: ignore[override]
-        """Register `component`: a loaded CommandComponent or PipelineComponent, a YAML file's path,
+        """Register `component`: a loaded CommandComponent, PipelineComponent or SparkComponent, a YAML file's path,
         or a dict (its local paths relative to the working folder). `version` wins over the spec's;
         with neither the next version is given (1, 2, ...)."""
         from cible.sdk.job_bodies import component_body

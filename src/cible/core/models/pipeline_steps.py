@@ -1,5 +1,6 @@
 """The steps of a pipeline and the values they give (Azure reference §3.5): bindings, ports,
-command and sweep steps. ``cible.core.models.pipelines`` holds the graph they make.
+command and sweep steps (spark steps: ``spark_components``). ``cible.core.models.pipelines`` holds
+the graph they make.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from .jobs import (
 )
 from .sweeps import EarlyTermination, Objective, SamplingAlgorithm, SearchParameter, SweepJob, SweepLimits
 
-STEP_TYPES = ("command", "sweep", "pipeline")
-UNSUPPORTED_STEP_TYPES = ("parallel", "spark", "automl", "data_transfer", "import")
+STEP_TYPES = ("command", "sweep", "pipeline", "spark")
+UNSUPPORTED_STEP_TYPES = ("parallel", "automl", "data_transfer", "import")
 _PORT = r"[A-Za-z_][A-Za-z0-9_]*"
 _BINDING = re.compile(
     r"\$\{\{\s*parent\.(?:(?P<side>inputs|outputs)\.(?P<name>" + _PORT + r")"
@@ -147,8 +148,12 @@ def _inline_tag(value: Any) -> str:
 def _component_kind(wanted: str) -> BeforeValidator:
     """A component of the other kind is said as such (not as a list of its keys the model refuses)."""
     def check(value: Any) -> Any:
-        kind = value.get("type", "pipeline" if "jobs" in value else "command") if isinstance(value, dict) else None
-        if isinstance(kind, str) and kind.lower() in ("command", "pipeline") and kind.lower() != wanted:
+        kind = None
+        if isinstance(value, dict):  # without `type`, what its keys say it is
+            shape = "pipeline" if "jobs" in value else "spark" if "entry" in value else \
+                "command" if "command" in value else wanted
+            kind = value.get("type", shape)
+        if isinstance(kind, str) and kind.lower() in ("command", "pipeline", "spark") and kind.lower() != wanted:
             raise_at("Component", [(("type",), f"a {kind.lower()} component runs in a step of 'type: "
                                     f"{kind.lower()}'; this step's type is {wanted}", kind)])
         return value
@@ -267,7 +272,7 @@ def _step_type(value: Any) -> Any:
     if kind == "component":
         message = "'type: component' is the preview syntax; write 'type: command' (or 'pipeline') beside 'component:'"
     elif kind in UNSUPPORTED_STEP_TYPES:
-        message = f"'{kind}' steps are not supported by cible yet; cible runs command, sweep and pipeline steps"
+        message = f"'{kind}' steps are not supported by cible yet; cible runs command, sweep, pipeline and spark steps"
     elif kind not in STEP_TYPES:
         message = (f"{kind!r} is not a step type; Azure's are {', '.join(STEP_TYPES + UNSUPPORTED_STEP_TYPES)}")
     if message:

@@ -1,7 +1,8 @@
 """Pipeline jobs and pipeline components (Azure reference §3.5-3.6).
 
 A pipeline is a graph of steps: each step is a command (inline, or from a command component), a
-sweep (``trial:`` a command component) or a nested pipeline component. Steps are wired by
+sweep (``trial:`` a command component), a Spark program (inline, or from a spark component) or a
+nested pipeline component. Steps are wired by
 bindings, written as whole values: ``${{parent.inputs.x}}``, ``${{parent.outputs.y}}`` and
 ``${{parent.jobs.<step>.outputs.<o>}}`` (also ``.inputs.``). This module says what a valid graph
 is, each problem reported against the key at fault; ``cible.core.planning.pipelines`` runs it.
@@ -55,12 +56,13 @@ from .pipeline_steps import (
     parse_binding,
     sweep_job_dict,
 )
+from .spark_components import SparkComponent, SparkStep, spark_job_dict
 
 __all__ = [
     "ARTIFACTS", "STEP_TYPES", "UNSUPPORTED_STEP_TYPES", "AnyStep", "Binding", "CommandStep", "PipelineComponent",
-    "PipelineJob", "PipelineSettings", "PipelineStep", "PortOutput", "Step", "StepInput", "SweepStep",
-    "component_input_problems", "graph_problems", "is_local_compute", "parse_binding", "step_component",
-    "step_ports", "sweep_job_dict",
+    "PipelineJob", "PipelineSettings", "PipelineStep", "PortOutput", "SparkComponent", "SparkStep", "Step",
+    "StepInput", "SweepStep", "component_input_problems", "graph_problems", "is_local_compute", "parse_binding",
+    "spark_job_dict", "step_component", "step_ports", "sweep_job_dict",
 ]
 
 # Each step is a child job: a pipeline's size is bounded like any list of jobs a user makes at once.
@@ -84,25 +86,27 @@ class PipelineStep(_StepBase):
 
 Step = Annotated[
     Union[Annotated[CommandStep, Tag("command")], Annotated[SweepStep, Tag("sweep")],
-          Annotated[PipelineStep, Tag("pipeline")]],
+          Annotated[PipelineStep, Tag("pipeline")], Annotated[SparkStep, Tag("spark")]],
     Discriminator(_step_tag), BeforeValidator(_step_type),
 ]
-AnyStep = Union[CommandStep, SweepStep, PipelineStep]
+AnyStep = Union[CommandStep, SweepStep, PipelineStep, SparkStep]
 
 
-def step_component(step: AnyStep) -> CommandComponent | PipelineComponent | None:
-    """The component a step runs, when it is inlined (None: an inline command, or a registered
-    component not resolved yet)."""
+def step_component(step: AnyStep) -> CommandComponent | PipelineComponent | SparkComponent | None:
+    """The component a step runs, when it is inlined (None: an inline command or Spark program, or a
+    registered component not resolved yet)."""
     value = step.trial if isinstance(step, SweepStep) else step.component
-    return value if isinstance(value, (CommandComponent, PipelineComponent)) else None
+    return value if isinstance(value, (CommandComponent, PipelineComponent, SparkComponent)) else None
 
 
 def step_ports(step: AnyStep) -> tuple[dict[str, ComponentInput] | None, set[str] | None, set[str] | None]:
     """(input declarations, input names, output names) of a step; None where not known yet.
 
-    An inline command step declares no input types: its ports are those it gives."""
+    An inline command or Spark step declares no input types: its ports are those it gives."""
     if isinstance(step, CommandStep) and step.component is None:
         return None, set(step.inputs), set(step.outputs) | {ARTIFACTS}
+    if isinstance(step, SparkStep) and step.component is None:
+        return None, set(step.inputs), set(step.outputs)
     component = step_component(step)
     if component is None:
         return None, None, None

@@ -28,10 +28,13 @@ from cible.core.models.pipelines import (
     PipelineJob,
     PipelineStep,
     PortOutput,
+    SparkComponent,
+    SparkStep,
     StepInput,
     SweepStep,
     is_local_compute,
     parse_binding,
+    spark_job_dict,
     step_component,
     sweep_job_dict,
 )
@@ -62,7 +65,7 @@ class StepView:
 @dataclass
 class StepLaunch:
     step: str
-    spec: dict[str, Any]  # the child job: a CommandJob, SweepJob or PipelineJob dict
+    spec: dict[str, Any]  # the child job: a CommandJob, SweepJob, PipelineJob or SparkJob dict
     reuse_key: str | None  # an earlier job with this key and Completed serves instead
 
 
@@ -342,6 +345,11 @@ class _Graph:
         return result
 
     def compute(self, name: str) -> str | None:
+        """The compute a step runs on: its own (bound), else the pipeline's default."""
+        return self.own_compute(name) or self.default_compute
+
+    def own_compute(self, name: str) -> str | None:
+        """The compute the step itself names (a binding resolved), None when it names none."""
         value: Any = self.jobs[name].compute
         binding = parse_binding(value)
         if binding is not None:
@@ -350,7 +358,7 @@ class _Graph:
                 raise _StepProblem(name, f"compute is bound to input '{binding.name}', which is not a compute name")
         if isinstance(value, str) and is_local_compute(value):
             raise _StepProblem(name, "'local' compute cannot run a pipeline step")
-        return value or self.default_compute
+        return value or None
 
     # -- the child jobs ------------------------------------------------------------------------
     def launch(self, name: str, steps: Mapping[str, StepView]) -> StepLaunch:
@@ -359,9 +367,10 @@ class _Graph:
             return StepLaunch(name, self._sweep(name, step, steps), None)
         if isinstance(step, PipelineStep):
             return StepLaunch(name, self._nested(name, step, steps), None)
-        spec = self._command(name, step, steps)
+        spec = self._spark(name, step, steps) if isinstance(step, SparkStep) else self._command(name, step, steps)
         component = step_component(step)
-        deterministic = component.is_deterministic if isinstance(component, CommandComponent) else True
+        deterministic = component.is_deterministic if isinstance(component, (CommandComponent, SparkComponent)) \
+            else True
         keyed = self._keyed(spec, steps)
         return StepLaunch(name, spec, reuse_key(keyed) if deterministic and not self.force_rerun else None)
 
@@ -415,6 +424,17 @@ class _Graph:
         compute = self.compute(name)
         if compute is not None:
             spec["compute"] = compute
+        return self._common(name, step, spec)
+
+    def _spark(self, name: str, step: SparkStep, steps: Mapping[str, StepView]) -> dict[str, Any]:
+        """A spark step's SparkJob. With resources.instance_type and no compute of its own it is serverless
+        Spark (as on Azure): the pipeline's default compute is not given to it."""
+        component = step_component(step)
+        own = self.own_compute(name)
+        serverless = own is None and step.resources is not None and step.resources.instance_type is not None
+        spec = spark_job_dict(step, component if isinstance(component, SparkComponent) else None,
+                              inputs=self.step_inputs(name, steps, defaults=True), outputs=self.step_outputs(name),
+                              compute=None if serverless else own or self.default_compute)
         return self._common(name, step, spec)
 
     def _sweep(self, name: str, step: SweepStep, steps: Mapping[str, StepView]) -> dict[str, Any]:
@@ -491,11 +511,12 @@ def _dump(value: Any) -> Any:
 
 
 def reuse_key(spec: Mapping[str, Any]) -> str:
-    """What decides a command step's result, hashed: the same key means an earlier run's outputs serve.
+    """What decides a command or spark step's result, hashed: the same key means an earlier run's outputs serve.
 
     Its command, code snapshot, environment, inputs as bound (an upstream output is named by the job
     that made it, so a reused upstream keeps the key), its outputs' types and modes, environment
-    variables, distribution and node count."""
+    variables, distribution and node count; a spark step's program too (entry, files, conf, args, the
+    Spark runtime)."""
     material = {
         "version": REUSE_KEY_VERSION,
         "command": spec.get("command"),
@@ -508,5 +529,9 @@ def reuse_key(spec: Mapping[str, Any]) -> str:
         "distribution": spec.get("distribution"),
         "instance_count": (spec.get("resources") or {}).get("instance_count", 1),
     }
+    if spec.get("type") == "spark":  # a command step's key stays as it was
+        material["spark"] = {key: spec.get(key) for key in ("entry", "py_files", "jars", "files", "archives",
+                                                            "conf", "args")}
+        material["spark"]["runtime_version"] = (spec.get("resources") or {}).get("runtime_version")
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -127,6 +127,9 @@ class ParentJobs:
                                 "submit this job under another name", details={"field": "name"})
         try:
             loaded = self.jobs._load(child, spec)
+            if loaded.entity.type == "spark":  # a spark step: planned as the job service plans any Spark job
+                prepared = self.jobs.prepare(child, spec, user, None, as_admin)
+                return [f"{where}: {n}" for n in getattr(prepared, "warnings", [])]
             if loaded.entity.type != "command":  # a nested sweep or pipeline: its own checks
                 notes, _ = self.check(loaded.entity, child, user, as_admin)
                 return [f"{where}: {n}" for n in notes]

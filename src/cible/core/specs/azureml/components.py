@@ -4,7 +4,8 @@ Before validation, ``component: ./x.yml`` and ``component: file:./x.yml`` of a s
 step's ``trial: ./x.yml``, a pipeline job's own ``component:``) are loaded as components and
 replaced by their content, their own relative paths (code, additional_includes, environment files,
 their components) resolved against *their* file's folder; ``environment: file:...`` of an inline
-command step is inlined the same way. Registered components (``azureml:<name>:<version>``,
+command or spark step is inlined the same way. A spark component's (or inline spark step's) entry
+file, py_files, jars, files and archives are checked in its code folder, as a Spark job's are. Registered components (``azureml:<name>:<version>``,
 ``@latest``) stay strings: the server resolves them. After validation, local paths written in the
 pipeline itself are made absolute and checked, as a command job's are.
 """
@@ -22,6 +23,8 @@ from cible.core.models.pipelines import (
     CommandStep,
     PipelineComponent,
     PipelineJob,
+    SparkComponent,
+    SparkStep,
     StepInput,
     SweepStep,
     parse_binding,
@@ -62,7 +65,7 @@ def inline_local_files(data: dict, where: SourceMap, base_dir: Path | None, pref
                     for key in ("component", "trial"):
                         _inline_key(step, key, where, base_dir, prefix + ("jobs", name))
                     _inline_environment(step, where, base_dir, prefix + ("jobs", name))
-    else:  # a command component
+    else:  # a command or spark component
         _inline_environment(data, where, base_dir, prefix)
 
 
@@ -138,11 +141,16 @@ class PathResolver(Protocol):
 
     def environment(self, env: Any, prefix: Path_) -> None: ...
 
+    def spark_files(self, job: Any, prefix: Path_ = ()) -> None: ...
+
 
 def resolve_local_paths(entity: Any, resolver: PathResolver, prefix: Path_ = ()) -> None:
     """Make the local paths of a pipeline job or a component absolute (checked to exist)."""
     if isinstance(entity, CommandComponent):
         _component_paths(entity, resolver, prefix)
+        return
+    if isinstance(entity, SparkComponent):
+        _spark_paths(entity, resolver, prefix)
         return
     if isinstance(entity, PipelineJob):
         for name, value in entity.inputs.items():
@@ -162,10 +170,21 @@ def resolve_local_paths(entity: Any, resolver: PathResolver, prefix: Path_ = ())
                 step.code = resolver.local(step.code, at + ("code",), "code folder")
             if step.environment is not None and not isinstance(step.environment, str):
                 resolver.environment(step.environment, at + ("environment",))
+        if isinstance(step, SparkStep) and step.component is None:
+            _spark_paths(step, resolver, at)
         component = step_component(step)
         if component is not None:
             key = "trial" if isinstance(step, SweepStep) else "component"
             resolve_local_paths(component, resolver, at + (key,))
+
+
+def _spark_paths(program: SparkComponent | SparkStep, resolver: PathResolver, prefix: Path_) -> None:
+    """A spark component's or inline spark step's code folder, environment and the files named in it."""
+    if program.code is not None:
+        program.code = resolver.local(program.code, prefix + ("code",), "code folder")
+    if program.environment is not None and not isinstance(program.environment, str):
+        resolver.environment(program.environment, prefix + ("environment",))
+    resolver.spark_files(program, prefix)
 
 
 def _component_paths(component: CommandComponent, resolver: PathResolver, prefix: Path_) -> None:

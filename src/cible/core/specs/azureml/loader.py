@@ -22,6 +22,8 @@ from cible.core.models.batch_endpoints import BatchDeployment, BatchEndpoint
 from cible.core.models.components import CommandComponent
 from cible.core.models.endpoints import DeploymentModel, OnlineDeployment, OnlineEndpoint
 from cible.core.models.pipelines import PipelineComponent, PipelineJob
+from cible.core.models.spark import SparkJob
+from cible.core.models.spark_components import SparkComponent, SparkStep
 
 from .components import inline_local_files, resolve_local_paths
 from .diagnostics import SourceMap, raise_problems, validation_problems
@@ -45,8 +47,8 @@ _ENDPOINTS: dict[str, tuple[type[BaseModel], str]] = {
     "batch-endpoint": (BatchEndpoint, "batch endpoint"),
     "batch-deployment": (BatchDeployment, "batch deployment"),
 }
-_RUNNABLE_JOB_TYPES = ("command", "sweep", "pipeline", "automl")
-_UNSUPPORTED_JOB_TYPES = ("parallel", "spark")
+_RUNNABLE_JOB_TYPES = ("command", "sweep", "pipeline", "automl", "spark")
+_UNSUPPORTED_JOB_TYPES = ("parallel",)
 
 
 @dataclass
@@ -115,12 +117,12 @@ def _load(data: Any, kind: str, where: SourceMap, base_dir: Path | None,
 
     warnings: list[str] = []
     model, label = _dispatch(kind, data, where)
-    if model in (CommandJob, OnlineDeployment, BatchDeployment):
+    if model in (CommandJob, SparkJob, OnlineDeployment, BatchDeployment):
         _inline_file_environment(data, where, base_dir, warnings)
     elif model is SweepJob and isinstance(data.get("trial"), dict):
         data["trial"] = dict(data["trial"])  # the caller's mapping stays as it was
         _inline_file_environment(data["trial"], where, base_dir, warnings, prefix=("trial",))
-    elif model in (PipelineJob, PipelineComponent, CommandComponent):
+    elif model in (PipelineJob, PipelineComponent, CommandComponent, SparkComponent):
         inline_local_files(data, where, base_dir)  # local component and environment files, read here
     try:
         entity = model.model_validate(data)
@@ -157,8 +159,10 @@ def _dispatch(kind: str, data: dict, where: SourceMap) -> tuple[type[BaseModel],
             return CommandComponent, "command component"
         if spec_type == "pipeline":
             return PipelineComponent, "pipeline component"
-        raise_problems([where.problem(("type",), f"{spec_type!r} is not a component type cible runs; command or "
-                                      "pipeline")])
+        if spec_type == "spark":
+            return SparkComponent, "spark component"
+        raise_problems([where.problem(("type",), f"{spec_type!r} is not a component type cible runs; command, "
+                                      "pipeline or spark")])
     if kind == "job":
         if spec_type is None or spec_type == "command":
             return CommandJob, "command job"
@@ -168,9 +172,11 @@ def _dispatch(kind: str, data: dict, where: SourceMap) -> tuple[type[BaseModel],
             return SweepJob, "sweep job"
         if spec_type == "automl":
             return AutomlJob, "automl job"
+        if spec_type == "spark":
+            return SparkJob, "spark job"
         if spec_type in _UNSUPPORTED_JOB_TYPES:
-            message = (f"'{spec_type}' jobs are not supported by cible yet; command, sweep, pipeline and automl "
-                       "jobs can run")
+            message = (f"'{spec_type}' jobs are not supported by cible yet; command, sweep, pipeline, automl "
+                       "and spark jobs can run")
         else:
             message = (f"{spec_type!r} is not a job type; Azure job types are "
                        f"{', '.join(_RUNNABLE_JOB_TYPES + _UNSUPPORTED_JOB_TYPES)}")
@@ -236,8 +242,10 @@ class _PathResolver:
         return str(target)
 
     def resolve(self, entity: BaseModel, data: dict) -> None:
-        if isinstance(entity, CommandJob):
+        if isinstance(entity, (CommandJob, SparkJob)):
             self.job(entity, data)
+            if isinstance(entity, SparkJob):
+                self.spark_files(entity)
         elif isinstance(entity, SweepJob):
             self.sweep(entity, data)
         elif isinstance(entity, AutomlJob):
@@ -245,7 +253,7 @@ class _PathResolver:
                 given = getattr(entity, name)
                 if given is not None:
                     given.path = self.local(given.path, (name, "path"), f"{name} path")
-        elif isinstance(entity, (PipelineJob, PipelineComponent, CommandComponent)):
+        elif isinstance(entity, (PipelineJob, PipelineComponent, CommandComponent, SparkComponent)):
             resolve_local_paths(entity, self)
         elif isinstance(entity, Environment):
             self.environment(entity, ())
@@ -254,7 +262,25 @@ class _PathResolver:
         elif isinstance(entity, (OnlineDeployment, BatchDeployment)):
             self.deployment(entity, data)
 
-    def job(self, job: CommandJob, data: dict) -> None:
+    def spark_files(self, job: SparkJob | SparkComponent | SparkStep, prefix: Path_ = ()) -> None:
+        """A Spark job's entry file and its py_files, jars, files and archives are in its (local) code folder
+        (also a spark component's or an inline spark step's, `prefix` its place)."""
+        if self.base_dir is None or job.code is None or not Path(job.code).is_absolute():
+            return  # kept as written, or not local (a registered code asset)
+        folder = Path(job.code)
+        named = [(("entry", "file"), job.entry.file)] if job.entry.file else []
+        for key in ("py_files", "jars", "files", "archives"):
+            # An archive may be renamed on the executors: `data.zip#data`.
+            named += [((key, i), item.split("#", 1)[0] if key == "archives" else item)
+                      for i, item in enumerate(getattr(job, key) or ())]
+        for path, item in named:
+            if not folder.is_dir():
+                raise_problems([self.where.problem(prefix + ("code",), f"{job.code} is a file; code is the folder "
+                                                   "that holds the entry file")])
+            if "://" not in item and not (folder / strip_file_prefix(item)).is_file():
+                raise_problems([self.where.problem(prefix + path, f"{item!r} not found in the code folder {folder}")])
+
+    def job(self, job: CommandJob | SparkJob, data: dict) -> None:
         if job.code is not None:
             job.code = self.local(job.code, ("code",), "code folder")
         for input_name, value in job.inputs.items():
