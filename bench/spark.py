@@ -97,7 +97,7 @@ def main() -> None:
                 direct.append(direct_once(cluster.master_url, app, env))
                 through.append(cible_once(client, job))
         finally:
-            subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=env, capture_output=True)
+            subprocess.run([sys.executable, "-m", "cible", "server", "stop"], env=env, capture_output=True, check=False)
     d, c = statistics.median(direct), statistics.median(through)
     print(f"runs: {args.runs} each, interleaved; medians; one standalone master and worker on 127.0.0.1")
     print(f"spark-submit:        {d:7.2f} s  (min {min(direct):.2f}, max {max(direct):.2f})")

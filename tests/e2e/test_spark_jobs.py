@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 from e2e_support import Workspace, wait_until, write_yaml

@@ -204,7 +204,7 @@ def test_memory_sizes() -> None:
 @pytest.mark.parametrize(("log", "reason"), [
     ("Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: bad row 3\n", "ValueError: bad row 3"),
     ("pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: file:/x.\n"
-     "26/12/07 INFO ShutdownHookManager: Shutdown hook called\n",
+     + "26/12/07 INFO ShutdownHookManager: Shutdown hook called\n",
      "pyspark.errors.exceptions.captured.AnalysisException: [PATH_NOT_FOUND] Path does not exist: file:/x."),
     ('Exception in thread "main" java.lang.ClassNotFoundException: com.example.Main\n\tat x\n',
      "java.lang.ClassNotFoundException: com.example.Main"),

@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -41,6 +42,12 @@ class SparkSetupError(Exception):
 def spark_home(bin_dir: Path) -> Path:
     """The pyspark package of the job's environment: Spark's home (its bin/ and jars/)."""
     python = bin_dir / "python"
+    if bin_dir == Path(sys.executable).parent:  # the launcher's own Python: asked here, no process started
+        import importlib.util
+
+        found = importlib.util.find_spec("pyspark")
+        home = found.submodule_search_locations[0] if found and found.submodule_search_locations else ""
+        return _checked_home(home)
     try:
         out = subprocess.run(
             [str(python if python.exists() else "python3"), "-c",
@@ -48,7 +55,10 @@ def spark_home(bin_dir: Path) -> Path:
             capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SparkSetupError(f"could not ask the job's Python where pyspark is: {exc}") from None
-    home = out.stdout.strip()
+    return _checked_home(out.stdout.strip())
+
+
+def _checked_home(home: str) -> Path:
     if not home:
         raise SparkSetupError("the job's environment has no pyspark; a Spark job runs in its runtime's environment "
                               "(AzureML-Spark-<version>), or in one that installs pyspark")
@@ -86,7 +96,7 @@ class Daemon:
         with open(log, "ab", buffering=0) as out:
             self.proc = subprocess.Popen([str(home / "bin" / "spark-class"), *args], env=env, stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=preexec)
+                                         preexec_fn=preexec)  # noqa: PLW1509 (the sandbox's, as the command's)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -263,10 +273,10 @@ def execute_spark(launcher, command: str, env: dict[str, str]) -> int:  # noqa: 
     launcher.progress(f"spark-submit on {master_url}; the Spark UI, while it runs: http://{addr}:{ui_port}")
     try:
         stopped, code = launcher.run_shell(command, env)
-    except Exception as exc:  # the sandbox could not be made (required): the daemons stop with the job
+    except OSError as exc:  # the sandbox could not be made (required): the daemons stop with the job
         for daemon in reversed(daemons):
             daemon.stop()
-        return launcher.end("Failed", error={"code": "SandboxUnavailable", "message": str(exc)})
+        return launcher.end("Failed", error={"code": "SandboxUnavailable", "message": exc.strerror or str(exc)})
     failure = ""
     if code:
         reason = failure_reason(launcher.std_log)

@@ -10,9 +10,9 @@ serverless Spark job; `compute` names a Spark compute (synapsespark) or any comp
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from cible.core.naming import ExperimentName, JobName
 
@@ -25,7 +25,6 @@ from .jobs import (
     InputValue,
     JobOutput,
     Tags,
-    _check_size,
     check_spec_size,
 )
 
@@ -49,6 +48,50 @@ def memory_mb(value: str) -> int:
         raise ValueError(f"{value!r} is not a size like '2g' or '512m'")
     number, unit = int(match.group(1)), match.group(2)
     return {"k": -(-number // 1024), "m": number, "g": number * 1024, "t": number * 1024 * 1024}[unit]
+
+
+def _spark_paths(value: list[str]) -> list[str]:
+    for item in value:
+        if not item or "," in item:  # spark-submit takes each list comma-separated
+            raise ValueError(f"{item!r}: each entry is one path in code (no commas)")
+    return value
+
+
+def _spark_conf(value: dict[str, Any]) -> dict[str, Any]:
+    """Azure's conf keys checked (cores and counts whole numbers, memory a JVM size, dynamic allocation a
+    boolean), any other key a `spark.*` property with a scalar value."""
+    checked: dict[str, Any] = {}
+    for key, item in value.items():
+        key = str(key)
+        if isinstance(item, (list, dict)) or item is None:
+            raise ValueError(f"{key}: a Spark property is a scalar (text, number or boolean)")
+        if key in CORES_KEYS or key in COUNT_KEYS:
+            number = int(item) if isinstance(item, (int, str)) and str(item).isdigit() else None
+            low = 0 if key in COUNT_KEYS else 1
+            if number is None or number < low:
+                raise ValueError(f"{key}: {item!r} is not a whole number of at least {low}")
+            item = number
+        elif key in MEMORY_KEYS:
+            if not _MEMORY.fullmatch(str(item)):
+                raise ValueError(f"{key}: {item!r} is not a size like '2g' or '512m'")
+            item = str(item)
+        elif key == DYNAMIC:
+            text = str(item).lower()
+            if text not in ("true", "false"):
+                raise ValueError(f"{key}: {item!r} is not true or false")
+            item = text == "true"
+        elif not key.startswith("spark."):
+            raise ValueError(f"{key}: Spark properties start with 'spark.'")
+        elif isinstance(item, bool):
+            item = str(item).lower()
+        checked[key] = item
+    return checked
+
+
+# A Spark program's `conf` and file lists (py_files, jars, files, archives), checked the same wherever they
+# are written: a Spark job, a spark component, a spark step. An empty YAML value (`conf:`) is none given.
+SparkConf = Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v), AfterValidator(_spark_conf)]
+SparkPaths = Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v), AfterValidator(_spark_paths)]
 
 
 class SparkEntry(SpecModel):
@@ -75,17 +118,17 @@ class SparkJob(SpecModel):
 
     type: Literal["spark"] = "spark"
     name: JobName | None = None
-    display_name: str | None = None
+    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
     experiment_name: ExperimentName | None = None
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
     tags: Tags = Field(default_factory=dict)
     code: str | None = None
     entry: SparkEntry
-    py_files: list[str] = Field(default_factory=list)
-    jars: list[str] = Field(default_factory=list)
-    files: list[str] = Field(default_factory=list)
-    archives: list[str] = Field(default_factory=list)
-    conf: dict[str, Any] = Field(default_factory=dict)
+    py_files: SparkPaths = Field(default_factory=list)
+    jars: SparkPaths = Field(default_factory=list)
+    files: SparkPaths = Field(default_factory=list)
+    archives: SparkPaths = Field(default_factory=list)
+    conf: SparkConf = Field(default_factory=dict)
     args: str | None = None
     environment: EnvironmentValue | None = None
     environment_variables: EnvironmentVariables = Field(default_factory=dict)
@@ -101,58 +144,10 @@ class SparkJob(SpecModel):
     creation_context: dict[str, Any] | None = None
     properties: dict[str, Any] | None = None
 
-    @field_validator("display_name", "description")
+    @field_validator("inputs", "outputs", mode="before")
     @classmethod
-    def _text_size(cls, value: str | None, info: ValidationInfo) -> str | None:
-        limit = MAX_DISPLAY_NAME_CHARS if info.field_name == "display_name" else MAX_DESCRIPTION_CHARS
-        if value is not None:
-            _check_size("it", value, limit)
-        return value
-
-    @field_validator("inputs", "outputs", "conf", "py_files", "jars", "files", "archives", mode="before")
-    @classmethod
-    def _empty(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:  # `conf:` with nothing under it parses as None
-            return [] if info.field_name in ("py_files", "jars", "files", "archives") else {}
-        return value
-
-    @field_validator("py_files", "jars", "files", "archives")
-    @classmethod
-    def _paths(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not item or "," in item:  # spark-submit takes each list comma-separated
-                raise ValueError(f"{item!r}: each entry is one path in code (no commas)")
-        return value
-
-    @field_validator("conf")
-    @classmethod
-    def _conf(cls, value: dict[str, Any]) -> dict[str, Any]:
-        checked: dict[str, Any] = {}
-        for key, item in value.items():
-            key = str(key)
-            if isinstance(item, (list, dict)) or item is None:
-                raise ValueError(f"{key}: a Spark property is a scalar (text, number or boolean)")
-            if key in CORES_KEYS or key in COUNT_KEYS:
-                number = int(item) if isinstance(item, (int, str)) and str(item).isdigit() else None
-                low = 0 if key in COUNT_KEYS else 1
-                if number is None or number < low:
-                    raise ValueError(f"{key}: {item!r} is not a whole number of at least {low}")
-                item = number
-            elif key in MEMORY_KEYS:
-                if not _MEMORY.fullmatch(str(item)):
-                    raise ValueError(f"{key}: {item!r} is not a size like '2g' or '512m'")
-                item = str(item)
-            elif key == DYNAMIC:
-                text = str(item).lower()
-                if text not in ("true", "false"):
-                    raise ValueError(f"{key}: {item!r} is not true or false")
-                item = text == "true"
-            elif not key.startswith("spark."):
-                raise ValueError(f"{key}: Spark properties start with 'spark.'")
-            elif isinstance(item, bool):
-                item = str(item).lower()
-            checked[key] = item
-        return checked
+    def _empty(cls, value: Any) -> Any:
+        return {} if value is None else value  # `inputs:` with nothing under it parses as None
 
     @model_validator(mode="after")
     def _checks(self) -> SparkJob:

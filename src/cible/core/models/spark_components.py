@@ -22,7 +22,6 @@ from pydantic import (
     StrictStr,
     Tag,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -43,7 +42,7 @@ from .components import (
 )
 from .jobs import MAX_DESCRIPTION_CHARS, MAX_DISPLAY_NAME_CHARS, EnvironmentValue
 from .pipeline_steps import _component_kind, _component_reference, _inline_tag, _StepBase
-from .spark import SparkEntry, SparkJob, SparkResources
+from .spark import SparkConf, SparkEntry, SparkJob, SparkPaths, SparkResources
 
 PROGRAM_KEYS = ("code", "entry", "py_files", "jars", "files", "archives", "args", "environment")
 _LISTS = ("py_files", "jars", "files", "archives")
@@ -61,21 +60,16 @@ class SparkComponent(SpecModel):
     is_deterministic: StrictBool = True
     code: str | None = None
     entry: SparkEntry
-    py_files: list[str] = Field(default_factory=list)
-    jars: list[str] = Field(default_factory=list)
-    files: list[str] = Field(default_factory=list)
-    archives: list[str] = Field(default_factory=list)
-    conf: dict[str, Any] = Field(default_factory=dict)
+    py_files: SparkPaths = Field(default_factory=list)
+    jars: SparkPaths = Field(default_factory=list)
+    files: SparkPaths = Field(default_factory=list)
+    archives: SparkPaths = Field(default_factory=list)
+    conf: SparkConf = Field(default_factory=dict)
     args: str | None = None
     # As a Spark job's: it runs in its Spark runtime's environment unless the workspace says otherwise.
     environment: EnvironmentValue | None = None
     inputs: Annotated[dict[str, ComponentInput], BeforeValidator(_empty_map)] = Field(default_factory=dict)
     outputs: Annotated[dict[str, ComponentOutput], BeforeValidator(_outputs_map)] = Field(default_factory=dict)
-
-    _empty = field_validator("conf", *_LISTS, mode="before")(classmethod(
-        lambda cls, value, info: SparkJob._empty(value, info)))
-    _paths = field_validator(*_LISTS)(classmethod(lambda cls, value: SparkJob._paths(value)))
-    _conf = field_validator("conf")(classmethod(lambda cls, value: SparkJob._conf(value)))
 
     @model_validator(mode="after")
     def _ports_args_and_conf(self) -> SparkComponent:
@@ -101,19 +95,15 @@ class SparkStep(_StepBase):
     component: SparkComponentValue | None = None
     code: str | None = None
     entry: SparkEntry | None = None
-    py_files: list[str] | None = None
-    jars: list[str] | None = None
-    files: list[str] | None = None
-    archives: list[str] | None = None
-    conf: dict[str, Any] | None = None  # over the component's, key by key
+    py_files: SparkPaths | None = None
+    jars: SparkPaths | None = None
+    files: SparkPaths | None = None
+    archives: SparkPaths | None = None
+    conf: SparkConf | None = None  # over the component's, key by key
     args: str | None = None
     environment: EnvironmentValue | None = None
     # instance_type without compute: serverless Spark (the pipeline's default compute does not apply)
     resources: SparkResources | None = None
-
-    _paths = field_validator(*_LISTS)(classmethod(
-        lambda cls, value: None if value is None else SparkJob._paths(value)))
-    _conf = field_validator("conf")(classmethod(lambda cls, value: None if value is None else SparkJob._conf(value)))
 
     @model_validator(mode="after")
     def _inline_or_component(self) -> SparkStep:
