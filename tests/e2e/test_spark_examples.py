@@ -49,6 +49,7 @@ def test_every_example_has_a_test() -> None:
         "attached-spark-standalone.yml", "attached-spark.yml", "serverless-spark-standalone.yml", "spark-pool.yml"]
 
 
+@pytest.mark.timeout(900)  # the first builds AzureML-Spark-3.4 (pyspark 3.4 from source, pandas 1, pyarrow)
 def test_azures_serverless_titanic_job_runs_unchanged(workspace: Workspace) -> None:
     proc = workspace.cible("job", "create", "-f", ROOT / "serverless-spark-standalone.yml", "-n", "titanic",
                            "--stream", "-o", "json", check=False, timeout=900)
@@ -60,6 +61,7 @@ def test_azures_serverless_titanic_job_runs_unchanged(workspace: Workspace) -> N
     assert "AzureML-Spark-3.4" in log and f"wrangled {len(expected_passengers())} passengers" in log, log[-3000:]
 
 
+@pytest.mark.timeout(600)
 def test_the_same_job_runs_on_an_attached_spark_of_its_version(workspace: Workspace, tmp_path: Path) -> None:
     # The attached Spark runs the runtime's own Spark (the environment the serverless job built).
     key = re.search(r"AzureML-Spark-3\.4:1: \w+ \((\w{12})\)", workspace.run_log("titanic"))

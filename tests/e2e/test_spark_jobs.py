@@ -175,6 +175,7 @@ def test_a_running_spark_job_shows_its_ui_and_a_cancel_ends_its_application(work
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_serverless_spark_runs_a_standalone_cluster_over_its_nodes(workspace: Workspace) -> None:
     # Two executors of one core on 2-vCPU nodes: the first node holds the driver and one, the second the other.
     text = job_yaml("", resources="resources: {instance_type: Standard_DS2_v2, runtime_version: '4.0'}",
@@ -195,6 +196,7 @@ def test_serverless_spark_runs_a_standalone_cluster_over_its_nodes(workspace: Wo
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_spark_pool_of_cibles_nodes_runs_jobs_as_a_cluster(workspace: Workspace) -> None:
     write_yaml(workspace.cwd, "pool.yml", """\
         name: pool

@@ -100,6 +100,7 @@ def workspace(tmp_path):
     ws.stop()
 
 
+@pytest.mark.timeout(600)
 def test_a_pipelines_spark_step_from_a_component_file_runs_as_serverless_spark(workspace: Workspace) -> None:
     # No compute named `local-default` exists: a serverless Spark step never takes the pipeline's default.
     write_yaml(workspace.cwd, "pipeline.yml", PIPELINE)
