@@ -144,6 +144,12 @@ def test_a_bad_spark_job_is_refused_at_submit_naming_its_field(workspace: Worksp
                .replace("spark.executor.cores: 1", "spark.executor.cores: 8"))
     proc = workspace.cible("job", "create", "-f", "big.yml", check=False)
     assert proc.returncode != 0 and "conf.spark.executor.cores" in proc.stderr, proc.stderr
+    proc = workspace.cible("job", "validate", "-f", "big.yml", check=False)  # validate makes the same checks
+    assert proc.returncode != 0 and "conf.spark.executor.cores" in proc.stderr, proc.stderr
+    write_yaml(workspace.cwd, "typo.yml", job_yaml("compute: local").replace("spark.executor.memory:",
+                                                                             "spark.executor.memroy:"))
+    proc = workspace.cible("job", "validate", "-f", "typo.yml")
+    assert "did you mean spark.executor.memory?" in proc.stderr and "valid" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_an_attached_spark_runs_the_driver_here_against_its_master(workspace: Workspace,

@@ -240,3 +240,11 @@ def test_staged_outputs_replace_their_folders_on_the_first_node_only(tmp_path: P
     assert (destination / "part-9.csv").exists()  # another node: nothing moves
     publish_spark_outputs(plan)
     assert sorted(p.name for p in destination.iterdir()) == ["part-0.csv"] and not root.exists()
+
+
+def test_a_conf_key_close_to_a_spark_property_is_warned_of(folder: Path) -> None:
+    job = load(folder, AZURE_JOB.replace("spark.executor.memory: 2g", "spark.executor.memroy: 2g\n"
+                                         "  spark.sql.shuffle.partitions: 8"))
+    assert spark.conf_notes(job) == [
+        "conf.spark.executor.memroy: not a Spark property cible knows; did you mean spark.executor.memory? (given to "
+        "Spark as written, which ignores a property it does not know)"]

@@ -18,6 +18,7 @@ oldest line cible keeps, with a warning.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import shlex
@@ -32,7 +33,10 @@ from cible.core.models.computes import (
 )
 from cible.core.models.jobs import CommandJob, JobResources
 from cible.core.models.spark import (
+    CORES_KEYS,
+    COUNT_KEYS,
     DYNAMIC,
+    MEMORY_KEYS,
     SparkJob,
     memory_mb,
 )
@@ -85,6 +89,26 @@ def runtime_line(version: str | None) -> tuple[str, str | None]:
 def environment_for(line: str) -> str:
     """The curated environment a Spark line runs in."""
     return f"azureml:AzureML-Spark-{line}@latest"
+
+
+# Spark properties a job's conf often sets: a key close to one of these (and not one) is likely a typo, which
+# Spark itself would ignore without a word.
+KNOWN_CONF = (*CORES_KEYS, *MEMORY_KEYS, *COUNT_KEYS, DYNAMIC, "spark.executor.memoryOverhead",
+              "spark.driver.memoryOverhead", "spark.driver.maxResultSize", "spark.cores.max", "spark.app.name",
+              "spark.sql.shuffle.partitions", "spark.default.parallelism", "spark.serializer",
+              "spark.dynamicAllocation.initialExecutors", "spark.dynamicAllocation.executorIdleTimeout",
+              "spark.dynamicAllocation.shuffleTracking.enabled", "spark.sql.adaptive.enabled",
+              "spark.executor.extraJavaOptions", "spark.driver.extraJavaOptions", "spark.jars.packages")
+
+
+def conf_notes(job: SparkJob) -> list[str]:
+    """A warning for each conf key that looks like a typo of a Spark property (Spark ignores unknown ones)."""
+    notes = []
+    for key in job.conf:
+        if key not in KNOWN_CONF and (close := difflib.get_close_matches(key, KNOWN_CONF, n=1, cutoff=0.85)):
+            notes.append(f"conf.{key}: not a Spark property cible knows; did you mean {close[0]}? (given to Spark as "
+                         "written, which ignores a property it does not know)")
+    return notes
 
 
 def executor_count(job: SparkJob) -> int:

@@ -18,6 +18,7 @@ from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
+from cible.core.models.spark import SparkJob
 from cible.core.models.records import ClusterHandle, JobError, RunRecord, ServerlessPool, SlurmHandle
 from cible.core.names import display_name_for
 from cible.core.planning.cuda import job_gpus, submit_notes
@@ -201,14 +202,8 @@ class JobService:
         if job.type in PARENT_TYPES:  # its trials or steps are planned as they start: checked here
             notes, children = self.parents.check(job, name, user, as_admin)
             target, pool, plan, estimate = f"({job.type})", None, {"instance_count": 0}, None
-        elif job.type == "spark":  # spark-submit as a command job, with the master its launcher gives it
-            submission = spark_submission(job, self.computes, default_compute=self.default_compute,
-                                          environment=self.spark_environment)
-            target, notes, pool, plan, estimate = self._plan(submission.command, name, user, as_admin,
-                                                             shares_memory=True)
-            # Its inputs and outputs are staged where every node of the job sees them (cible.launch.spark_files).
-            staging = self.plans.paths.datastore(DEFAULT_DATASTORE) / "azureml" / name / ".spark"
-            notes, plan = [*submission.notes, *notes], {**plan, "spark": {**submission.block, "root": str(staging)}}
+        elif job.type == "spark":
+            target, notes, pool, plan, estimate = self._plan_spark(job, name, user, as_admin)
         else:
             target, notes, pool, plan, estimate = self._plan(job, name, user, as_admin)
             if lineage is not None and lineage.replica_of:
@@ -277,6 +272,17 @@ class JobService:
         estimate = self.computes.cost_estimate(pool or target, plan["instance_count"],
                                                job.limits.timeout if job.limits else None)
         return target, notes, pool, plan, estimate
+
+    def _plan_spark(self, job: SparkJob, name: str, user: str | None = None,
+                    as_admin: bool = True) -> tuple[str, list[str], dict[str, Any] | None, dict[str, Any], Any]:
+        """A Spark job's `_plan`: spark-submit as a command job, with the master its launcher gives it."""
+        submission = spark_submission(job, self.computes, default_compute=self.default_compute,
+                                      environment=self.spark_environment)
+        target, notes, pool, plan, estimate = self._plan(submission.command, name, user, as_admin, shares_memory=True)
+        # Its inputs and outputs are staged where every node of the job sees them (cible.launch.spark_files).
+        staging = self.plans.paths.datastore(DEFAULT_DATASTORE) / "azureml" / name / ".spark"
+        return target, [*submission.notes, *notes], pool, {**plan, "spark": {**submission.block,
+                                                                            "root": str(staging)}}, estimate
 
     def _update_mutable(self, session: Session, row: JobRow, job: CommandJob) -> dict[str, Any]:
         """A PUT under an existing name: the same job (as normalised by the loader, the way it was
@@ -396,7 +402,8 @@ class JobService:
             notes, _ = self.parents.check(job, name, user, as_admin)
             return {"passed": True, "name": name, "exists": False, "target": f"({job.type})",
                     "warnings": [*loaded.warnings, *notes]}
-        target, notes, _, plan, estimate = self._plan(job, name, user, as_admin)
+        planned = self._plan_spark if job.type == "spark" else self._plan
+        target, notes, _, plan, estimate = planned(job, name, user, as_admin)
         return {"passed": True, "name": name, "exists": False, "target": target,
                 "instance_count": plan["instance_count"], "cost_estimate": estimate,
                 "warnings": [*loaded.warnings, *notes]}

@@ -42,7 +42,7 @@ def spark_submission(job: SparkJob, computes: ComputeService, *, default_compute
         compute = parse_compute_ref(job.compute)
     else:  # Azure: a Spark job with resources and no compute is a serverless Spark job
         compute = SERVERLESS if instance_type else default_compute
-    notes: list[str] = []
+    notes = spark.conf_notes(job)
     try:
         if compute == SERVERLESS:
             size = _serverless_size(computes, instance_type)
