@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
 
 import pytest
 from e2e_support import Workspace, wait_until, write_yaml
@@ -220,3 +222,26 @@ def test_a_spark_pool_of_cibles_nodes_runs_jobs_as_a_cluster(workspace: Workspac
     assert len(job["nodes"]) == 1 and output_rows(workspace, "spark_pool") == KEPT
     nodes = workspace.nodes("pool")
     assert [n["node_state"] for n in nodes] == ["idle"], nodes  # kept until its pause delay, like any cluster's
+
+
+@pytest.mark.skipif(shutil.which("javac") is None or shutil.which("jar") is None, reason="no JDK (javac, jar)")
+def test_a_jvm_application_runs_from_its_jar_with_its_class(workspace: Workspace) -> None:
+    source = workspace.cwd / "jvm" / "src" / "hello" / "Main.java"
+    source.parent.mkdir(parents=True)
+    source.write_text('package hello;\npublic class Main { public static void main(String[] args) {\n'
+                      '  System.out.println("hello from the JVM, " + String.join(" ", args)); } }\n')
+    classes = workspace.cwd / "jvm" / "classes"
+    subprocess.run(["javac", "-d", str(classes), str(source)], check=True, capture_output=True)
+    (workspace.cwd / "jvm" / "code").mkdir()
+    subprocess.run(["jar", "cf", str(workspace.cwd / "jvm" / "code" / "hello.jar"), "-C", str(classes), "."],
+                   check=True, capture_output=True)
+    run(workspace, "spark_jar", """\
+        type: spark
+        code: ./jvm/code
+        jars: [hello.jar]
+        entry:
+          class_name: hello.Main
+        args: one two
+        compute: local
+        """)
+    assert "hello from the JVM, one two" in workspace.run_log("spark_jar")
