@@ -66,6 +66,7 @@ from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import REPLICA, JobService, NewJob
 from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
+from cible.server.services.spark_jobs import spark_masters
 from cible.server.services.users import UserService
 from cible.server.services.warm_pool import WarmPoolLedger
 from cible.server.settings import ServerSettings
@@ -122,7 +123,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                                on_job_ended=clusters.wake,
                                engine_runner=slurm,
                                engine_names=lambda: slurm_compute_names(store),
-                               slot_computes=computes.spark_masters)
+                               slot_computes=lambda: spark_masters(store))
     clusters.on_jobs_changed = reconciler.wake
     agents = AgentService(store, paths, hub, clock, settings.node_heartbeat_timeout_s,
                           on_first_heartbeat=clusters.wake, on_report=reconciler.wake, run_token=tokens.run,

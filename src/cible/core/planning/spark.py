@@ -247,3 +247,10 @@ def pool_cluster(spec: SynapseSparkCompute) -> AmlCompute:
                       idle_time_before_scale_down=idle,
                       cible=CibleClusterSettings(provider=settings.provider if settings else None,
                                                  overcommit=settings.overcommit if settings else False))
+
+
+def pool_view(spec: SynapseSparkCompute) -> dict[str, Any]:
+    """What `compute show` says of a pool: the cluster cible makes of it."""
+    cluster = pool_cluster(spec)
+    return {"size": cluster.size, "min_instances": cluster.min_instances, "max_instances": cluster.max_instances,
+            "idle_time_before_scale_down": cluster.idle_time_before_scale_down}

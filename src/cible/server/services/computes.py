@@ -33,7 +33,7 @@ from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.quotas import UNMETERED_FAMILY
 from cible.core.planning.schedules import check_schedules
-from cible.core.planning.spark import pool_cluster, pool_size, runtime_line
+from cible.core.planning.spark import pool_cluster, pool_size, pool_view, runtime_line
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.services.attach import attach_machine
 from cible.server.services.compute_spec import (
@@ -506,23 +506,6 @@ class ComputeService:
             return {row.name for row in session.scalars(select(ComputeRow).where(
                 ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))) if not attached_spark(row)}
 
-    def spark_masters(self) -> set[str]:
-        """The attached Spark computes (a master cible does not own): their jobs' drivers run on local's slots."""
-        with self.store.session() as session:
-            return {row.name for row in session.scalars(select(ComputeRow).where(
-                ComputeRow.compute_type == "synapsespark")) if attached_spark(row)}
-
-    def spark_target(self, name: str) -> tuple[str, SynapseSparkCompute | None, catalog.VmSize | None]:
-        """(the compute's type, its spec when it is a Spark compute, the size of its nodes: None where it has
-        none, as local, an attached Spark or Slurm). Refused as require_runnable refuses."""
-        if name == LOCAL:
-            return LOCAL, None, None
-        with self.store.session() as session:
-            row = self._row(session, name)
-            kind = row.compute_type
-            spec = compute_spec(row) if kind == "synapsespark" else None
-        return kind, spec, self.require_runnable(name)
-
     def require_runnable(self, name: str, *, instance_count: int = 1, user: str | None = None,
                          as_admin: bool = True) -> catalog.VmSize | None:
         """Raise unless a job of `instance_count` nodes can run on compute `name`: it exists, can run
@@ -644,10 +627,7 @@ def _resource(session, row: ComputeRow, now: datetime, with_cost: bool = True) -
     if row.compute_type == "computeinstance":
         describe_instance(session, row, resource, now)
     if row.compute_type == "synapsespark" and not attached_spark(row):  # the cluster cible makes of the pool
-        cluster = pool_cluster(compute_spec(row))
-        resource["pool"] = {"size": cluster.size, "min_instances": cluster.min_instances,
-                            "max_instances": cluster.max_instances,
-                            "idle_time_before_scale_down": cluster.idle_time_before_scale_down}
+        resource["pool"] = pool_view(compute_spec(row))
     return resource
 
 

@@ -8,14 +8,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from cible.core import catalog
 from cible.core.errors import CibleError, InvalidRequestError, InvalidSpecError
+from cible.core.models.computes import SynapseSparkCompute
 from cible.core.models.jobs import CommandJob
 from cible.core.models.spark import SparkJob
 from cible.core.planning import spark
 from cible.core.specs.azureml.expressions import check_command
 from cible.core.specs.azureml.refs import parse_compute_ref
+from cible.server.services.compute_spec import attached_spark, compute_spec
 from cible.server.services.computes import LOCAL, ComputeService
+from cible.server.store.db import Store
+from cible.server.store.rows import ComputeRow
 
 SERVERLESS = "serverless"
 HOST = "host"  # CIBLE_SPARK_ENVIRONMENT=host: the launcher's own Python (which has pyspark)
@@ -48,7 +54,7 @@ def spark_submission(job: SparkJob, computes: ComputeService, *, default_compute
             size = _serverless_size(computes, instance_type)
             mode, master, nodes = "standalone", None, spark.layout(job, size.vcpus, size.memory_gb, size.name)
         else:
-            kind, pool, size = computes.spark_target(compute)
+            kind, pool, size = spark_target(computes, compute)
             if pool is not None and pool.spark_version:  # a Spark compute's jobs run its Spark
                 runtime = pool.spark_version
             if kind == "slurm":
@@ -107,3 +113,23 @@ def spark_services(run_dir: Path) -> dict[str, Any] | None:
         return None
     return {name: {"endpoint": url, "job_service_type": name.replace(" ", "")}
             for name, url in found.items() if isinstance(name, str) and isinstance(url, str)}
+
+
+def spark_target(computes: ComputeService, name: str) -> tuple[str, SynapseSparkCompute | None, catalog.VmSize | None]:
+    """(the compute's type, its spec when it is a Spark compute, the size of its nodes: None where it has none,
+    as local, an attached Spark or Slurm). Refused as any job's compute is (ComputeService.require_runnable)."""
+    if name == LOCAL:
+        return LOCAL, None, None
+    size = computes.require_runnable(name)
+    with computes.store.session() as session:
+        row = session.get(ComputeRow, name)
+        kind = row.compute_type
+        spec = compute_spec(row) if kind == "synapsespark" else None
+    return kind, spec, size
+
+
+def spark_masters(store: Store) -> set[str]:
+    """The attached Spark computes (a master cible does not own): their jobs' drivers run on local's slots."""
+    with store.session() as session:
+        return {row.name for row in session.scalars(select(ComputeRow).where(ComputeRow.compute_type == "synapsespark"))
+                if attached_spark(row)}
