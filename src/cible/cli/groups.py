@@ -45,7 +45,7 @@ GROUPS: dict[str, tuple[str, Callable[[], typer.Typer]]] = {
     "data": ("Versioned data assets.", _attribute("cible.cli.assets:data_app")),
     "model": ("Versioned models.", _attribute("cible.cli.assets:model_app")),
     "datastore": ("Datastores, and files put at a datastore path (upload).", _attribute("cible.cli.datastores:app")),
-    "component": ("Registered components (command, pipeline and spark), versioned.", _attribute("cible.cli.components:app")),
+    "component": ("Versioned components: command, pipeline, spark.", _attribute("cible.cli.components:app")),
     "online-endpoint": ("Online endpoints: a URL, auth and a traffic split over deployments.",
                         _attribute("cible.cli.endpoints:app")),
     "online-deployment": ("Online deployments: a model, its scoring code and replicas behind an endpoint.",
