@@ -110,3 +110,21 @@ def test_a_launch_whose_handle_could_not_be_recorded_is_found_again_not_made_twi
     reconciler.troubles.succeeded("j")  # its backoff over
     reconciler.reconcile_once()
     assert runner.starts == ["j"] and isinstance(row(store, "j").run.handle, LocalHandle)
+
+
+def test_a_job_whose_compute_was_made_after_the_pass_read_the_computes_is_left_to_the_cluster_reconciler(
+        store: Store, tmp_path: Path):
+    # A serverless job and its pool are stored in one transaction, which may land between the pass's read of
+    # the computes and its read of the jobs: the job must not be failed as one whose compute no longer exists.
+    reads = []
+
+    def cluster_names() -> set[str]:
+        reads.append(True)
+        return set() if len(reads) == 1 else {"serverless:j"}
+
+    reconciler = JobReconciler(store, {"local": FakeJobRunner(tmp_path / "runs")}, FrozenClock(NOW), max_concurrent=1,
+                               cluster_runner=FakeJobRunner(tmp_path / "cluster"), cluster_names=cluster_names)
+    submit(store, "j")
+    change(store, "j", lambda session, job: setattr(job, "target", "serverless:j"))
+    reconciler.reconcile_once()
+    assert row(store, "j").status == "Queued" and len(reads) == 2

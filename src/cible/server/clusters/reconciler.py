@@ -31,8 +31,7 @@ from cible.server.clusters.provider_calls import ProviderCalls
 from cible.server.reconcilers.failures import DATABASE_DOWN, Troubles, describe
 from cible.server.reconcilers.loop import ReconcilerLoop
 from cible.server.reconcilers.shape import run_pass
-from cible.server.services.compute_spec import instance_spec, provider_name
-from cible.server.services.compute_spec import attached_spark
+from cible.server.services.compute_spec import attached_spark_names, instance_spec, provider_name
 from cible.server.services.computes import NODE_COMPUTE_TYPES
 from cible.server.services.instance_state import instance_pass, record_pass_failure
 from cible.server.services.quotas import QuotaService
@@ -77,8 +76,9 @@ class ClusterReconciler(ReconcilerLoop):
         elapsed = (now - self._last_pass).total_seconds() if self._last_pass else 0.0
         self._last_pass = now
         with self.store.session() as session:
-            computes = [(row.name, row.compute_type) for row in session.scalars(select(ComputeRow).where(
-                ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))) if not attached_spark(row)]
+            not_ours = attached_spark_names(session)  # an attached Spark: no nodes of cible's
+            computes = [(name, kind) for name, kind in session.execute(select(ComputeRow.name, ComputeRow.compute_type)
+                        .where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))) if name not in not_ours]
         if not computes:
             return IDLE_POLL_S
         listing = self.calls.listings(now)  # None: cannot tell yet

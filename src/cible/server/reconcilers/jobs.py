@@ -169,7 +169,14 @@ class JobReconciler(ReconcilerLoop):
                        JobRow.job_type, JobRow.parent_job_name)
                 .where(live).order_by(JobRow.created_at, JobRow.name)).all()
         snapshot = Snapshot()
+        if any(target not in clusters and target not in slotted and target not in self.runners
+               for _, _, target, *_ in rows):
+            # Computes made since they were read (a serverless job's pool is made with its job): read again, so
+            # that a job read here is never taken for one whose compute is gone.
+            clusters, slotted = self.cluster_names(), self.slot_computes()
         for name, status, target, run, version, job_type, parent in rows:
+            if status == JobStatus.QUEUED.value and target in clusters:
+                continue  # the cluster reconciler's until it places it (its compute was made since the query)
             backing_off = self.troubles.backing_off(name, now)
             try:
                 record = read_record(RunRecord, run or {}, "jobs.run")

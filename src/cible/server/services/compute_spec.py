@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from cible.core import catalog
 from cible.core.catalog.queries import VmSize
 from cible.core.models.computes import (
@@ -38,6 +41,12 @@ def attached_spark(row: ComputeRow) -> bool:
     """A synapsespark compute that is a Spark cible does not own (cible.master_url): no nodes of cible's,
     its jobs' drivers run on the workspace's machine."""
     return row.compute_type == "synapsespark" and bool((row.spec.get("cible") or {}).get("master_url"))
+
+
+def attached_spark_names(session: Session) -> set[str]:
+    """The attached Spark computes' names (only synapsespark rows are read whole: they are few)."""
+    return {row.name for row in session.scalars(select(ComputeRow).where(ComputeRow.compute_type == "synapsespark"))
+            if attached_spark(row)}
 
 
 def compute_spec(row: ComputeRow) -> ComputeBase:

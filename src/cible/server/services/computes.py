@@ -40,6 +40,7 @@ from cible.server.services.compute_spec import (
     OWN_MACHINES,
     attached_size,
     attached_spark,
+    attached_spark_names,
     cluster_spec,
     compute_spec,
     provider_name,
@@ -503,8 +504,8 @@ class ComputeService:
 
     def cluster_names(self) -> set[str]:
         with self.store.session() as session:
-            return {row.name for row in session.scalars(select(ComputeRow).where(
-                ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))) if not attached_spark(row)}
+            names = set(session.scalars(select(ComputeRow.name).where(ComputeRow.compute_type.in_(NODE_COMPUTE_TYPES))))
+            return names - attached_spark_names(session)
 
     def require_runnable(self, name: str, *, instance_count: int = 1, user: str | None = None,
                          as_admin: bool = True) -> catalog.VmSize | None:

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from cible.core import catalog
 from cible.core.errors import CibleError, InvalidRequestError, InvalidSpecError
 from cible.core.models.computes import SynapseSparkCompute
@@ -18,7 +16,7 @@ from cible.core.models.spark import SparkJob
 from cible.core.planning import spark
 from cible.core.specs.azureml.expressions import check_command
 from cible.core.specs.azureml.refs import parse_compute_ref
-from cible.server.services.compute_spec import attached_spark, compute_spec
+from cible.server.services.compute_spec import attached_spark_names, compute_spec
 from cible.server.services.computes import LOCAL, ComputeService
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow
@@ -131,5 +129,4 @@ def spark_target(computes: ComputeService, name: str) -> tuple[str, SynapseSpark
 def spark_masters(store: Store) -> set[str]:
     """The attached Spark computes (a master cible does not own): their jobs' drivers run on local's slots."""
     with store.session() as session:
-        return {row.name for row in session.scalars(select(ComputeRow).where(ComputeRow.compute_type == "synapsespark"))
-                if attached_spark(row)}
+        return attached_spark_names(session)
