@@ -248,3 +248,22 @@ def test_a_conf_key_close_to_a_spark_property_is_warned_of(folder: Path) -> None
     assert spark.conf_notes(job) == [
         "conf.spark.executor.memroy: not a Spark property cible knows; did you mean spark.executor.memory? (given to "
         "Spark as written, which ignores a property it does not know)"]
+
+
+def test_links_a_job_leaves_are_not_followed_out_of_its_folders(tmp_path: Path) -> None:
+    secret = tmp_path / "workspace" / "token"
+    secret.parent.mkdir()
+    secret.write_text("not the job's")
+    executor = tmp_path / "work" / "app-1" / "0"
+    executor.mkdir(parents=True)
+    (executor / "stderr").symlink_to(secret)
+    (tmp_path / "work" / "app-2").symlink_to(secret.parent, target_is_directory=True)
+    assert collect_executor_logs(tmp_path / "work", tmp_path / "user_logs") == 0
+    (secret.parent / "keys").mkdir()
+    (secret.parent / "keys" / "key").write_text("the workspace's")
+    root, destination = tmp_path / "staging", tmp_path / "datastore" / "out"
+    root.mkdir()
+    (root / "outputs").symlink_to(secret.parent, target_is_directory=True)  # outputs/keys: the workspace's keys/
+    plan = {"spark": {"root": str(root)}, "outputs": {"keys": {"mode": "direct", "local_path": str(destination)}}}
+    publish_spark_outputs(plan)
+    assert (secret.parent / "keys" / "key").is_file() and not (destination / "key").exists()

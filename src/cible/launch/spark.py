@@ -158,11 +158,12 @@ def collect_executor_logs(work_dir: Path, user_logs: Path) -> int:
     copied = 0
     if not work_dir.is_dir():
         return 0
-    for app in sorted(p for p in work_dir.iterdir() if p.is_dir()):
-        for executor in sorted(p for p in app.iterdir() if p.is_dir()):
+    # The work dir is the job's to write: a link it left there (to a file the job's sandbox hides) is not followed.
+    for app in sorted(p for p in work_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+        for executor in sorted(p for p in app.iterdir() if p.is_dir() and not p.is_symlink()):
             for stream in ("stdout", "stderr"):
                 source = executor / stream
-                if source.is_file():
+                if source.is_file() and not source.is_symlink():
                     dest = user_logs / "spark" / f"executor_{executor.name}_{stream}.txt"
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, dest)

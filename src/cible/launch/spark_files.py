@@ -21,6 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cible.core.errors import CibleError
+from cible.core.safepaths import under
+
 
 def spark_root(plan: dict[str, Any]) -> Path | None:
     """A Spark job's staging folder (made here), or None for any other job."""
@@ -38,8 +41,14 @@ def publish_spark_outputs(plan: dict[str, Any]) -> None:
     if root is None or plan.get("node_rank", 0) != 0:
         return
     for name, spec in (plan.get("outputs") or {}).items():
-        staged, destination = root / "outputs" / name, Path(spec["local_path"])
-        if spec.get("mode") == "upload" or not staged.is_dir():
+        if spec.get("mode") == "upload":
+            continue
+        destination = Path(spec["local_path"])
+        try:  # the job wrote this folder: a link it left along the way (to the workspace, say) is refused
+            staged = under(root, "outputs", name, field=f"outputs.{name}")
+        except CibleError:
+            continue
+        if staged.is_symlink() or not staged.is_dir():
             continue
         destination.mkdir(parents=True, exist_ok=True)
         for old in destination.iterdir():  # the output is what this run wrote, as Spark's overwrite leaves it
