@@ -267,3 +267,10 @@ def test_links_a_job_leaves_are_not_followed_out_of_its_folders(tmp_path: Path) 
     plan = {"spark": {"root": str(root)}, "outputs": {"keys": {"mode": "direct", "local_path": str(destination)}}}
     publish_spark_outputs(plan)
     assert (secret.parent / "keys" / "key").is_file() and not (destination / "key").exists()
+
+
+def test_a_conf_key_set_with_dots_is_the_spark_property(folder: Path) -> None:
+    path = folder / "job.yml"
+    path.write_text(AZURE_JOB)
+    job = load_spec(path, "job", set_overrides=["conf.spark.executor.cores=4"]).entity
+    assert job.conf["spark.executor.cores"] == 4 and "spark" not in job.conf

@@ -90,7 +90,23 @@ def _spark_conf(value: dict[str, Any]) -> dict[str, Any]:
 
 # A Spark program's `conf` and file lists (py_files, jars, files, archives), checked the same wherever they
 # are written: a Spark job, a spark component, a spark step. An empty YAML value (`conf:`) is none given.
-SparkConf = Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v), AfterValidator(_spark_conf)]
+def _flat_conf(value: Any) -> Any:
+    """`conf`, its nested mappings flattened to dotted keys: `--set conf.spark.executor.cores=4` writes
+    {"spark": {"executor": {"cores": 4}}}, which is spark.executor.cores."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return value
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            flat.update({f"{key}.{inner}": v for inner, v in _flat_conf(item).items()})
+        else:
+            flat[str(key)] = item
+    return flat
+
+
+SparkConf = Annotated[dict[str, Any], BeforeValidator(_flat_conf), AfterValidator(_spark_conf)]
 SparkPaths = Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v), AfterValidator(_spark_paths)]
 
 
