@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "ray": "cible.backends.ray:make_provider",
     "ssh": "cible.backends.ssh:make_provider",
     "slurm": "cible.backends.slurm:make_provider",
+    "kubernetes": "cible.backends.kubernetes:make_provider",
 }
 
 

@@ -16,8 +16,10 @@ import typer
 from cible.cli.output import console, emit, err_console, print_fields, warn_loaded
 
 # A synapsespark compute: a Spark cible does not own (cible.master_url), or a pool cible makes of its nodes.
-ATTACHABLE = ("virtualmachine", "slurm", "synapsespark")
+ATTACHABLE = ("virtualmachine", "slurm", "synapsespark", "kubernetes")
 SLURM_ONLY = ("--partition", "--qos", "--account")
+KUBERNETES_ONLY = ("--kubeconfig", "--context", "--namespace")
+SSH_ONLY = ("--admin-username", "--ssh-private-key-file", "--ssh-port", "--host-key-fingerprint", "--tunnel")
 
 
 def _key_path(path: str, base: Path) -> str:
@@ -28,6 +30,13 @@ def _key_path(path: str, base: Path) -> str:
 
 
 def _pinned_notice(compute: dict[str, Any], expected: str | None) -> None:
+    if compute.get("type") == "kubernetes":
+        types = ", ".join(compute.get("instance_types") or {})
+        err_console.print(f"Kubernetes cluster at {compute.get('api_server')}, namespace {compute.get('namespace')}; "
+                          f"instance types: {types}. Its jobs' pods reach the server at "
+                          f"{(compute.get('cible') or {}).get('server_url') or 'the server’s own URL'}",
+                          highlight=False, soft_wrap=True)
+        return
     if compute.get("type") == "slurm":
         partitions = ", ".join(compute.get("partitions") or [])
         if not compute.get("login"):
@@ -50,8 +59,9 @@ def register(app: typer.Typer) -> None:
     def attach(
         name: Annotated[Optional[str], typer.Option("--name", "-n")] = None,
         file: Annotated[Optional[Path], typer.Option(
-            "--file", "-f", help="compute YAML (type: virtualmachine or slurm)")] = None,
-        type_: Annotated[Optional[str], typer.Option("--type", "-t", help="virtualmachine or slurm")] = None,
+            "--file", "-f", help="compute YAML (type: virtualmachine, slurm, synapsespark or kubernetes)")] = None,
+        type_: Annotated[Optional[str], typer.Option(
+            "--type", "-t", help="virtualmachine, slurm, synapsespark or kubernetes")] = None,
         resource_id: Annotated[Optional[str], typer.Option(
             "--resource-id", "--host", help="the machine's host name or address, or ssh://host:port (slurm: its "
                                             "login host; left out: the server machine's own Slurm commands)")] = None,
@@ -85,13 +95,22 @@ def register(app: typer.Typer) -> None:
             "--master-url", help="synapsespark: the spark://host:port of a Spark cible does not own (its jobs' "
                                  "drivers run on the workspace's machine); without, cible makes the pool of its "
                                  "own nodes")] = None,
+        kubeconfig: Annotated[Optional[str], typer.Option(
+            "--kubeconfig", help="kubernetes: a kubeconfig on the workspace server's machine (its path is stored, never "
+                                 "its content; default $KUBECONFIG or ~/.kube/config)")] = None,
+        context: Annotated[Optional[str], typer.Option(
+            "--context", help="kubernetes: the kubeconfig's context (default its current one)")] = None,
+        namespace: Annotated[Optional[str], typer.Option(
+            "--namespace", help="kubernetes: where its pods go (it must exist; default: default)")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE: set a field of the spec")] = None,
     ) -> None:
         """Attach a machine you run yourself (cible logs in over SSH with your key, pins the host's key and
         probes it: Python 3 is all it needs there), or a Slurm cluster (through its login host with --host, or
         this server machine's own Slurm commands), or a Spark: Azure's synapsespark YAML, with --master-url (or
         cible.master_url) naming a Spark standalone master cible does not own, or without it a Spark pool cible
-        makes of its own nodes (node_size, scale_settings, auto_pause_settings)."""
+        makes of its own nodes (node_size, scale_settings, auto_pause_settings), or a Kubernetes cluster
+        (--type kubernetes --kubeconfig FILE --namespace NS): its jobs and deployments run in pods of the
+        instance type they name."""
         from cible.cli.computes import _compute_ops
         import yaml
 
@@ -123,13 +142,24 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("a Slurm cluster's jobs reach the server from its nodes, not through the login "
                                      "host: give cible.server_url instead (--set cible.server_url=…)",
                                      param_hint="--tunnel")
+        given = [flag for flag, value in zip(KUBERNETES_ONLY, (kubeconfig, context, namespace)) if value is not None]
+        if given and kind != "kubernetes":
+            raise typer.BadParameter(f"{', '.join(given)}: only for a Kubernetes cluster (--type kubernetes)",
+                                     param_hint=given[0])
+        given = [flag for flag, value in zip(SSH_ONLY, (admin_username, key_file, ssh_port, fingerprint, tunnel))
+                 if value is not None]
+        if given and kind == "kubernetes":
+            raise typer.BadParameter(f"{', '.join(given)}: a Kubernetes cluster is reached through its kubeconfig "
+                                     "(--kubeconfig), not over SSH", param_hint=given[0])
         ssh = {"admin_username": admin_username, "ssh_port": ssh_port,
                "ssh_private_key_file": _key_path(key_file, Path.cwd()) if key_file else None}
         flags = {"type": kind, "login" if slurm else "resource_id": resource_id,
                  "partition": partition, "qos": qos, "account": account,
                  **{f"ssh_settings.{k}": v for k, v in ssh.items() if v is not None}}
         cible = {"use_ssh_agent": True if use_ssh_agent else None, "python": python, "master_url": master_url,
-                 "expected_host_key_fingerprint": fingerprint, "tunnel": tunnel}
+                 "expected_host_key_fingerprint": fingerprint, "tunnel": tunnel, "context": context,
+                 "kubeconfig": _key_path(kubeconfig, Path.cwd()) if kubeconfig else None}
+        flags["namespace"] = namespace
         flags.update({f"cible.{k}": v for k, v in cible.items() if v is not None})
         flags = {k: v for k, v in flags.items() if v is not None}
         if file is not None:
@@ -139,6 +169,8 @@ def register(app: typer.Typer) -> None:
             if key_file is None and getattr(entity, "ssh_settings", None) and entity.ssh_settings.ssh_private_key_file:
                 entity.ssh_settings.ssh_private_key_file = _key_path(entity.ssh_settings.ssh_private_key_file,
                                                                      file.parent)
+            if kubeconfig is None and entity.type == "kubernetes" and entity.cible and entity.cible.kubeconfig:
+                entity.cible.kubeconfig = _key_path(entity.cible.kubeconfig, file.parent)
         else:
             nested: dict[str, Any] = {"type": "virtualmachine"}
             for key, value in flags.items():
@@ -147,7 +179,7 @@ def register(app: typer.Typer) -> None:
                     nested.setdefault(head, {})[tail] = value
                 else:
                     nested[key] = value
-            if kind in (None, "virtualmachine"):  # a Slurm cluster without a login host has no ssh_settings
+            if kind in (None, "virtualmachine"):  # a Slurm cluster (no login host) and a Kubernetes one have none
                 nested.setdefault("ssh_settings", {})
             elif "ssh_settings" in nested and resource_id is None:
                 raise typer.BadParameter("--admin-username, --ssh-private-key-file and --ssh-port log in to a login "

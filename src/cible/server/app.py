@@ -64,6 +64,7 @@ from cible.server.services.endpoints import EndpointService
 from cible.server.services.instances import InstanceService
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import REPLICA, JobService, NewJob
+from cible.server.services.kubernetes import every_instance_type, pod_template
 from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
 from cible.server.services.spark_jobs import spark_masters
@@ -106,7 +107,9 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                          "autoscaling": settings.ray_autoscaling, "shared_workspace": settings.ray_shared_workspace},
                  "ssh": {"attached": attached.machines, "hosts_of": attached.hosts_of},
                  "slurm": {"access_of": lambda cluster: cluster_access(store, cluster), "bundle": bundle,
-                           "computes": lambda: every_compute(store)}})
+                           "computes": lambda: every_compute(store)},
+                 "kubernetes": {"template_of": lambda pool: _in_session(store, pod_template, pool),
+                                "instance_types": lambda: _in_session(store, every_instance_type)}})
     quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,
                                  heartbeat_timeout_s=settings.node_heartbeat_timeout_s,
@@ -307,6 +310,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     app.state.agents = agents
     app.state.node_files = NodeFileService(paths, agents.placed_plan)  # nodes that do not share the workspace
     app.state.hub = hub
+    app.state.node_code = lru_cache(maxsize=1)(lambda: bundle().tar_bytes())  # what a node pod fetches
     app.state.tracking = tracking
     app.state.clock = clock
     app.state.tokens = tokens
@@ -354,3 +358,8 @@ def previous_gateway_port(paths) -> int:  # noqa: ANN001
 
 def save_gateway_port(paths, port: int) -> None:  # noqa: ANN001
     (paths.home / GATEWAY_PORT_FILE).write_text(str(port))
+
+
+def _in_session(store: Store, read, *args):  # noqa: ANN001, ANN202
+    with store.session() as session:
+        return read(session, *args)

@@ -16,6 +16,13 @@ from cible.core.naming import ComputeName
 
 from .common import LowerStr, OptStr, SpecModel, StrMap
 from .jobs import MAX_NODES
+from .kubernetes import (
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_TYPE,
+    CibleKubernetesSettings,
+    InstanceType,
+    check_namespace,
+)
 
 _ISO_PARTS = re.compile(r"^P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
 
@@ -98,7 +105,7 @@ class CibleClusterSettings(SpecModel):
 
     # Which node provider makes the nodes: `local` (this machine) or `ray` (a Ray cluster the
     # server is configured for); none: the workspace's default, stored at create.
-    provider: Literal["local", "ray", "ssh", "slurm"] | None = None
+    provider: Literal["local", "ray", "ssh", "slurm", "kubernetes"] | None = None
     # provider ssh: the attached machines (virtualmachine computes) its nodes run on, one node each.
     hosts: list[ComputeName] | None = None
     # provider slurm: the Slurm compute (type: slurm) whose Slurm jobs are its nodes, submitted with
@@ -279,13 +286,32 @@ class ComputeInstance(ComputeBase):
 
 
 class KubernetesCompute(ComputeBase):
-    """An attached Kubernetes (Arc or AKS) cluster."""
+    """An attached Kubernetes cluster (Azure: an Arc-enabled or AKS cluster with the ML extension);
+    its instance types and cible's settings are in cible.core.models.kubernetes."""
 
     type: Literal["kubernetes"] = "kubernetes"
-    resource_id: str | None = None
+    resource_id: str | None = None  # Azure's cluster id; cible reaches the cluster through the kubeconfig
     namespace: str = "default"
     properties: dict[str, Any] | None = None
     identity: IdentityConfiguration | None = None
+    cible: CibleKubernetesSettings | None = None
+    # Read-only, set at attach: the InstanceType objects the cluster defines, and where its API server is.
+    cluster_instance_types: dict[str, InstanceType] | None = None
+    api_server: str | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _a_namespace(cls, value: str) -> str:
+        return check_namespace(value)
+
+    @property
+    def settings(self) -> CibleKubernetesSettings:
+        return self.cible or CibleKubernetesSettings()
+
+    def instance_types(self) -> dict[str, InstanceType]:
+        """Every instance type jobs may name: Azure's default, the cluster's, then the YAML's."""
+        return {DEFAULT_INSTANCE_TYPE: DEFAULT_TYPE, **(self.cluster_instance_types or {}),
+                **self.settings.instance_types}
 
 
 class VirtualMachineSshSettings(SpecModel):

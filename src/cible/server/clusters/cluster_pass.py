@@ -49,6 +49,7 @@ from cible.server.clusters.provider_calls import ProviderCalls
 from cible.server.reconcilers.shape import check_unchanged
 from cible.server.services.compute_spec import attached_spark, cible_settings, node_spec, provider_name
 from cible.server.services.jobs import set_status
+from cible.server.services.kubernetes import POOL_TYPE
 from cible.server.services.lifecycle import move_compute
 from cible.server.store.rows import ComputeRow, JobRow, NodeRow, NodeStateRow, job_is_live, job_is_queued
 from cible.workspace import WorkspacePaths
@@ -56,7 +57,7 @@ from cible.workspace import WorkspacePaths
 log = logging.getLogger("cible.reconciler.clusters")
 QUEUED = JobStatus.QUEUED.value
 LOCAL_PROVIDER, LOCAL_COMPUTE = "local", "local"  # the provider whose nodes run on this machine; the compute too
-NODE_TYPES = ("amlcompute", "computeinstance", "serverless", "synapsespark")
+NODE_TYPES = ("amlcompute", "computeinstance", "serverless", "synapsespark", POOL_TYPE)
 # The observed fields this pass owns (an instance's own state is its pass's, instance_state.py).
 OWNED = ("target_node_count", "provisioning_errors", "quota_wait", "start_failures", "queue")
 
@@ -173,7 +174,7 @@ class ClusterPass:
             status = session.scalar(select(JobRow.status).where(JobRow.name == pool_job))
             pool_job_ended = status is None or is_terminal(status)
         snapshot = ComputeSnapshot(
-            name=self.name, kind=row.compute_type, spec=spec, size=size, observed=row.observed,
+            name=self.name, kind="amlcompute" if row.compute_type == POOL_TYPE else row.compute_type, spec=spec, size=size, observed=row.observed,
             deleting=row.provisioning_state == ProvisioningState.DELETING.value, running=running,
             quota=self.world.quota, pool_job=pool_job, pool_job_ended=pool_job_ended,
             heartbeat_timeout_s=self.tools.heartbeat_timeout_s, prepare_timeout_s=self.tools.prepare_timeout_s,

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from cible.backends.ssh.hosts import server_uv
 from cible.core.errors import NotFoundError
 from cible.core.lifecycle.jobs import JobStatus
 from cible.server.errors import PayloadTooLargeError
@@ -110,6 +111,23 @@ async def _pilot_heartbeat(node_id: str, job_name: str, body: Heartbeat, request
     if reply is None:
         raise NotFoundError(f"node '{node_id}' runs no attempt of job '{job_name}'", details={"node_id": node_id})
     return reply
+
+
+@router.get("/nodes/{node_id}/bundle", summary="The node code (.tar.gz, stdlib only): what a node pod's bootstrap runs",
+            response_class=Response, responses={200: {"content": {"application/gzip": {}}}})
+async def node_code(node_id: str, request: Request) -> Response:
+    data = await run_in_threadpool(request.app.state.node_code)
+    return Response(data, media_type="application/gzip")
+
+
+@router.get("/nodes/{node_id}/tools/uv", summary="The server's uv, for a node of the same OS and architecture "
+            "(404 otherwise: the node then builds environments with its own uv, if any)", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "no uv for it"}})
+async def node_uv(node_id: str, machine: str = Query(..., max_length=32)) -> FileResponse:
+    tool = await run_in_threadpool(server_uv)
+    if tool is None or tool.system != "Linux" or tool.machine != machine:
+        raise NotFoundError(f"the server has no uv for a Linux {machine} node", details={"machine": machine})
+    return FileResponse(tool.path, media_type="application/octet-stream")
 
 
 @router.post("/nodes/{node_id}/runs/{job_name}/report", summary="A run's statuses as its launcher reported them",

@@ -26,6 +26,7 @@ from cible.core.models.computes import (
 )
 from cible.core.planning.quotas import UNMETERED_FAMILY
 from cible.core.planning.spark import pool_cluster
+from cible.server.services import kubernetes
 from cible.server.store.rows import ComputeRow
 
 SERVERLESS_NAME = "serverless"  # a pool's row is named serverless:<job>, which is no compute name
@@ -33,7 +34,7 @@ LEGACY_PROVIDER = "local"  # computes made before the provider was stored
 ATTACHED_PROVIDER = "ssh"  # the node provider of attached machines
 # Providers whose nodes are the user's own machines (attached ones, a Slurm cluster's): free, and
 # counted by no quota.
-OWN_MACHINES = frozenset({ATTACHED_PROVIDER, "slurm"})
+OWN_MACHINES = frozenset({ATTACHED_PROVIDER, "slurm", kubernetes.PROVIDER})
 ATTACHED_IDLE_S = 600  # an attached machine's agent stays this long after its last job
 
 
@@ -51,7 +52,10 @@ def attached_spark_names(session: Session) -> set[str]:
 
 def compute_spec(row: ComputeRow) -> ComputeBase:
     """The row's spec as its model. A serverless pool (the nodes of one job, spec written by the
-    server: size, tier, max_instances, job) reads as the cluster of those nodes."""
+    server: size, tier, max_instances, job) reads as the cluster of those nodes, and so does a
+    Kubernetes compute's pool of one instance type."""
+    if row.compute_type == kubernetes.POOL_TYPE:
+        return kubernetes.pool_cluster(row.spec)
     if row.compute_type == "serverless":
         pool = {k: v for k, v in row.spec.items() if k != "job"}
         return AmlCompute.model_validate({**pool, "name": SERVERLESS_NAME})
@@ -111,6 +115,8 @@ def attached_cluster(vm: VirtualMachineCompute) -> AmlCompute:
 def node_spec(row: ComputeRow) -> tuple[AmlCompute | ComputeInstance, VmSize]:
     """What the cluster reconciler plans a compute as, and the size of its nodes."""
     spec = compute_spec(row)
+    if row.compute_type == kubernetes.POOL_TYPE:  # pods of an instance type: sized by its limits, free
+        return spec, kubernetes.pool_size(row.spec)
     if isinstance(spec, VirtualMachineCompute):
         return attached_cluster(spec), attached_size(spec)
     if isinstance(spec, SynapseSparkCompute):  # a Spark pool of cible's own nodes

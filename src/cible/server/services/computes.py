@@ -24,6 +24,7 @@ from cible.core.models.computes import (
     CibleInstanceSettings,
     CibleSparkSettings,
     ComputeInstance,
+    KubernetesCompute,
     SlurmCompute,
     SynapseSparkCompute,
     VirtualMachineCompute,
@@ -35,6 +36,7 @@ from cible.core.planning.quotas import UNMETERED_FAMILY
 from cible.core.planning.schedules import check_schedules
 from cible.core.planning.spark import pool_cluster, pool_size, pool_view, runtime_line
 from cible.core.specs.azureml.loader import load_spec_dict
+from cible.server.services import kubernetes
 from cible.server.services.attach import attach_machine
 from cible.server.services.compute_spec import (
     OWN_MACHINES,
@@ -72,7 +74,9 @@ SIZED_TYPES = ("amlcompute", "computeinstance")
 # attached machines (one node: the machine's agent, started over SSH by the ssh provider).
 # Not Slurm clusters: Slurm queues and places their jobs itself (no node of cible's).
 # (A synapsespark compute has nodes unless it is a Spark cible does not own: compute_spec.attached_spark.)
-NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless", "virtualmachine", "synapsespark")
+NODE_COMPUTE_TYPES = ("amlcompute", "computeinstance", "serverless", "virtualmachine", "synapsespark",
+                      kubernetes.POOL_TYPE)
+HIDDEN_TYPES = ("serverless", kubernetes.POOL_TYPE)  # made by the server for jobs: never listed
 # What `cible compute update` may change on a cluster, applied live (as `az ml compute update`).
 UPDATABLE = ("min_instances", "max_instances", "idle_time_before_scale_down", "description", "tags")
 READ_ONLY = ("provisioning_state", "provisioning_errors", "created_on", "id", "allocation_state",
@@ -151,6 +155,11 @@ class ComputeService:
             with self.store.session() as session:
                 self._refuse_existing(session, name)
             entity = attach_slurm(entity)  # login host pinned, sinfo answers; raises before anything is stored
+        if isinstance(entity, KubernetesCompute):
+            with self.store.session() as session:
+                self._refuse_existing(session, name)
+            # Its API server answers, its namespace exists, its instance types read: before anything is stored.
+            entity, notes = kubernetes.attach_kubernetes(entity)
         if entity.type == "computeinstance":
             problems = check_schedules(entity.schedules.compute_start_stop if entity.schedules else [])
             if problems:
@@ -290,6 +299,15 @@ class ComputeService:
             if row.compute_type == "slurm":
                 _refuse_if_a_cluster_uses(session, name)
                 _refuse_if_jobs_run_on(session, name)
+            if row.compute_type == "kubernetes":  # its pools drain (their pods go), then go themselves
+                pools = kubernetes.pools_of(session, name)
+                _refuse_if_jobs_run_on(session, *[pool.name for pool in pools])
+                for pool in pools:
+                    if _live_nodes(session, pool.name):
+                        move_compute(session, pool, ProvisioningState.DELETING, f"compute {name} was detached",
+                                     self.clock.now(), by=by)
+                    else:
+                        session.delete(pool)
                 session.execute(CredentialRow.__table__.delete().where(CredentialRow.compute == name))
             if row.compute_type not in NODE_COMPUTE_TYPES or not _live_nodes(session, name):
                 session.delete(row)
@@ -316,6 +334,11 @@ class ComputeService:
         settings = entity.cible or (CibleClusterSettings() if entity.type == "amlcompute" else CibleInstanceSettings())
         if settings.provider is None:
             settings = settings.model_copy(update={"provider": self.default_provider})
+        if settings.provider == kubernetes.PROVIDER:
+            raise InvalidRequestError("cible.provider: kubernetes nodes are pods of an attached Kubernetes cluster, "
+                                      "sized by its instance types: attach it (cible compute attach --type kubernetes) "
+                                      "and send jobs to it with resources.instance_type",
+                                      details={"field": "cible.provider"})
         provider = self.providers.get(settings.provider)
         if provider is None:
             raise InvalidRequestError(f"cible.provider: '{settings.provider}' is not a node provider (providers: "
@@ -463,7 +486,7 @@ class ComputeService:
     def list(self, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
         """A page of the computes: `local` (no row) first, then the rows by name."""
         first = [local_compute(self.max_concurrent_local)] if skip == 0 else []
-        query = select(ComputeRow).where(ComputeRow.compute_type != "serverless").order_by(ComputeRow.name)
+        query = select(ComputeRow).where(ComputeRow.compute_type.not_in(HIDDEN_TYPES)).order_by(ComputeRow.name)
         with self.store.session() as session:
             now = self.clock.now()
             # A compute whose stored status cannot be read is listed as a stub with an `error` (unreadable.py).
@@ -482,13 +505,13 @@ class ComputeService:
             spec = compute_spec(row) if row.compute_type in NODE_COMPUTE_TYPES and not attached_spark(row) else None
             if with_cost and spec is not None and (readings := gpu_readings(session, compute=name)):
                 resource["gpu_usage"] = readings  # `show`: its nodes' GPUs at work
-        if with_cost and spec is not None:  # `show`: is its engine there?
-            provider_key = provider_name(spec)
+        if with_cost and (spec is not None or resource["type"] == "kubernetes"):  # `show`: is its engine there?
+            provider_key = provider_name(spec) if spec is not None else kubernetes.PROVIDER
             provider = self.providers.get(provider_key)
             status = provider.status() if provider else ProviderStatus(
                 name=provider_key, available=False, reachable=False, error="unknown to this server")
             resource["provider_status"] = status.model_dump(mode="json")
-            notes = self.size_notes(provider_key, spec.size) if row.compute_type in SIZED_TYPES else []
+            notes = self.size_notes(provider_key, spec.size) if row.compute_type in SIZED_TYPES and spec else []
             if notes:
                 resource["warnings"] = [*resource.get("warnings", []), *notes]
         return resource
@@ -591,11 +614,11 @@ def _refuse_if_a_cluster_uses(session: Session, attached: str) -> None:
                             details={"clusters": sorted(set(users))})
 
 
-def _refuse_if_jobs_run_on(session: Session, compute: str) -> None:
+def _refuse_if_jobs_run_on(session: Session, compute: str, *targets: str) -> None:
     """A Slurm cluster stays while jobs on it have not ended: they are Slurm jobs that only its
-    record lets cible follow and cancel."""
+    record lets cible follow and cancel (a Kubernetes compute while jobs on its pools, `targets`)."""
     live = session.scalars(select(JobRow.name).where(
-        JobRow.target == compute, job_is_live()).limit(6)).all()
+        JobRow.target.in_([compute, *targets]), job_is_live()).limit(6)).all()
     if live:
         shown = ", ".join(live[:5]) + (", …" if len(live) > 5 else "")
         raise ConflictError(f"compute '{compute}' has jobs that have not ended ({shown}); cancel them (or wait for "
@@ -629,6 +652,14 @@ def _resource(session, row: ComputeRow, now: datetime, with_cost: bool = True) -
         describe_instance(session, row, resource, now)
     if row.compute_type == "synapsespark" and not attached_spark(row):  # the cluster cible makes of the pool
         resource["pool"] = pool_view(compute_spec(row))
+    if row.compute_type == "kubernetes":  # its instance types, and the pods of each at work
+        spec = compute_spec(row)
+        resource["instance_types"] = kubernetes.describe_types(spec)
+        resource["pools"] = [{"instance_type": pool.spec["instance_type"], "name": pool.name,
+                              "provisioning_state": pool.provisioning_state,
+                              **{k: v for k, v in _resource(session, pool, now, with_cost=False).items()
+                                 if k in ("current_node_count", "node_state_counts", "allocation_state")}}
+                             for pool in kubernetes.pools_of(session, row.name)]
     return resource
 
 

@@ -25,6 +25,7 @@ from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.overrides import parse_assignment, set_path
 from cible.server.services.endpoints import EndpointService
 from cible.server.services.jobs import JobService
+from cible.server.services.kubernetes import check_deployment
 from cible.server.services.lifecycle import move_endpoint
 from cible.server.services.replica_jobs import as_deployment_error, model_source, replica_job
 from cible.server.store.db import Store
@@ -182,6 +183,8 @@ class DeploymentService:
         with self.store.session() as session:
             ep = self._endpoint(session, endpoint, local)
             compute = ep.spec.get("compute")
+            if not local:
+                check_deployment(session, endpoint, compute, spec)
         if local:
             for field, value in (("code_configuration.code", (spec.get("code_configuration") or {}).get("code")),
                                  ("model.path", (spec.get("model") or {}).get("path")

@@ -18,25 +18,27 @@ from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
 from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
-from cible.core.models.spark import SparkJob
 from cible.core.models.records import ClusterHandle, JobError, RunRecord, ServerlessPool, SlurmHandle
+from cible.core.models.spark import SparkJob
 from cible.core.names import display_name_for
 from cible.core.planning.cuda import job_gpus, submit_notes
 from cible.core.planning.scheduling import queued_reason
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
+from cible.server.services import kubernetes
 from cible.server.services.batch_runs import batch_view
+from cible.server.services.compute_spec import compute_spec
 from cible.server.services.computes import ComputeService
 from cible.server.services.costs import SERVERLESS_PREFIX, job_cost, jobs_cost
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.nodes import gpu_readings
 from cible.server.services.paging import page
-from cible.workspace import DEFAULT_DATASTORE
 from cible.server.services.spark_jobs import spark_services, spark_submission
 from cible.server.services.unreadable import fetch_items
 from cible.server.services.views import ALL, ARCHIVED, list_view
 from cible.server.store.db import Store
 from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow, job_is_queued
+from cible.workspace import DEFAULT_DATASTORE
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
 PARENT_TYPES = ("sweep", "pipeline", "automl")  # jobs whose work is child jobs, made by the orchestrator
@@ -220,6 +222,7 @@ class JobService:
         if session.get(JobRow, new.name) is not None:  # made since it was prepared
             raise LostRace
         job, lineage, pool = new.job, new.lineage, new.pool
+        serverless = pool is not None and pool.get("kind") != kubernetes.POOL_TYPE
         row = JobRow(
             name=new.name, job_type=REPLICA if lineage.replica_of else BATCH if lineage.batch_of else job.type,
             display_name=job.display_name or display_name_for(new.name),
@@ -228,12 +231,14 @@ class JobService:
             spec=job.model_dump(mode="json", exclude_none=True, by_alias=False), warnings=new.warnings,
             run=RunRecord(plan=new.plan, cost_estimate=new.estimate,
                           serverless=ServerlessPool(size=pool["size"], tier=pool["tier"],
-                                                    max_instances=pool["max_instances"]) if pool else None),
+                                                    max_instances=pool["max_instances"]) if serverless else None),
             created_at=now, updated_at=now, created_by=new.user, parent_job_name=lineage.parent,
             parent_step=lineage.step, reuse_key=lineage.reuse_key, children=new.children, batch_of=lineage.batch_of,
         )
         session.add(row)
-        if pool is not None:  # the job's own serverless nodes: made for it, gone after it
+        if pool is not None and not serverless:  # the pool of pods of its instance type (a Kubernetes compute)
+            kubernetes.upsert_pool(session, new.target, pool, new.user, now)
+        elif pool is not None:  # the job's own serverless nodes: made for it, gone after it
             session.add(ComputeRow(name=new.target, compute_type=SERVERLESS, spec=pool, created_by=new.user,
                                    provisioning_state="Succeeded", created_at=now, updated_at=now))
         session.add(JobStatusRow(job_name=new.name, from_status=None, to_status=row.status, reason="submitted", at=now,
@@ -332,6 +337,9 @@ class JobService:
                 notes.append(f"serverless nodes of {pool['size']} are larger than this machine: they share its memory "
                              "(the Spark job's JVMs take what its conf asks)")
             return f"{SERVERLESS_PREFIX}{name}", notes, pool, catalog.get_size(pool["size"])
+        pool = self._kubernetes_pool(compute, job, instance_count)
+        if pool is not None:  # pods of its instance type, on the pool of that type
+            return kubernetes.pool_name(compute, pool["instance_type"]), notes, pool, kubernetes.pool_size(pool)
         size = self.computes.require_runnable(compute, instance_count=instance_count, user=user, as_admin=as_admin)
         if job.queue_settings and job.queue_settings.job_tier:
             notes.append(f"queue_settings.job_tier applies to serverless compute only; compute {compute} has its "
@@ -340,6 +348,17 @@ class JobService:
             notes.append(f"resources.instance_type applies to serverless compute only; compute {compute} has its "
                          "own size")
         return compute, notes, None, size
+
+    def _kubernetes_pool(self, compute: str, job: CommandJob, instance_count: int) -> dict[str, Any] | None:
+        """The pool spec of a job on a Kubernetes compute (None on any other compute)."""
+        if compute in ("local", SERVERLESS):
+            return None
+        with self.store.session() as session:
+            row = session.get(ComputeRow, compute)
+            spec = compute_spec(row) if row is not None and row.compute_type == "kubernetes" else None
+        if spec is None:
+            return None
+        return kubernetes.pool_spec(spec, job.resources.instance_type if job.resources else None, instance_count)
 
     def cancel(self, name: str, *, reason: str = "cancel requested by user", error: JobError | None = None,
                by: str | None = None) -> dict[str, Any]:

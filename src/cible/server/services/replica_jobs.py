@@ -163,6 +163,8 @@ def replica_job(spec: dict[str, Any], *, endpoint: str, endpoint_compute: str | 
         body["compute"] = "local"
     elif endpoint_compute:
         body["compute"] = endpoint_compute
+        if spec.get("type") == "kubernetes" and spec.get("instance_type"):  # its pods' InstanceType
+            body["resources"] = {"instance_type": spec["instance_type"]}
     else:
         body["compute"] = "serverless"
         if spec.get("instance_type"):
