@@ -78,7 +78,7 @@ def store(tmp_path):  # noqa: ANN001, ANN201 (a cible.server.store.db.Store)
 # `item._id`), so under pytest 9 `--dist loadgroup` silently ran every marked test anywhere. An
 # explicit `xdist_group` mark still counts where xdist manages to apply it (the `@group` id suffix).
 _MACHINE_FAMILIES = (("slurm", "SlurmTestCluster"), ("ray", "RayTestCluster"), ("sshd", "LoopbackSshd"),
-                     ("spark", "spark_unavailable"))
+                     ("spark", "spark_unavailable"), ("kubernetes", "EmulatedKubernetes"))
 _PER_MODULE = ("e2e", "integration", "browser")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _groups: dict[str, str | None] = {}

@@ -45,6 +45,10 @@ OPTIONAL_IMPORTS = {
     ("cible.launch.environments", "uv"): "a venv build falls back to the uv on PATH",
     ("cible.node.gpus", "pynvml"): "without NVML a host's GPUs are its /dev/nvidiaN files, not read in use",
 }
+# Packages that run in a job's own environment, not on the node's bare Python, copied whole: the
+# scoring server of a replica and the batch runner (`python -m cible.serving…`), whose third-party
+# imports (uvicorn, httptools, orjson) come with the replica's environment (core/environments/serving.py).
+JOB_SIDE_PACKAGES = ("cible.serving",)
 BUNDLE_PREFIX = "agent-"
 SHA_LENGTH = 16  # hex digits of the content hash in the folder's name
 
@@ -152,7 +156,7 @@ def build_bundle(cache_dir: Path, package: Path | None = None) -> Bundle:
     side = node_side(package)
     if side.problems:
         raise RuntimeError("the node side cannot be bundled: " + "; ".join(side.problems))
-    files = side.files(package)
+    files = {**side.files(package), **job_side_files(package)}
     digest = hashlib.sha256()
     for rel, data in files.items():
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -175,6 +179,17 @@ def build_bundle(cache_dir: Path, package: Path | None = None) -> Bundle:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return Bundle(path=target, sha=sha, files=tuple(files))
+
+
+def job_side_files(package: Path) -> dict[str, bytes]:
+    """The files of JOB_SIDE_PACKAGES by their path in the bundle (sources and data, no caches)."""
+    out = {}
+    for name in JOB_SIDE_PACKAGES:
+        folder = package.joinpath(*name.split(".")[1:])
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
+                out[path.relative_to(package.parent).as_posix()] = path.read_bytes()
+    return out
 
 
 # -- the walk ---------------------------------------------------------------------------------------

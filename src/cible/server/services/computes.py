@@ -449,6 +449,8 @@ class ComputeService:
     def cost_estimate(self, target: str | dict[str, Any], nodes: int, timeout_s: float | None) -> dict[str, Any] | None:
         """A job's cost estimate at submit, from its compute's (or serverless pool's) size; None on local
         and on computes without a size."""
+        if isinstance(target, dict) and target.get("kind") == kubernetes.POOL_TYPE:
+            return None  # pods of the user's own cluster: no price of cible's
         if isinstance(target, dict):  # a serverless pool, as serverless_pool made it
             size, low = target["size"], target["tier"] == "low_priority"
         elif target == LOCAL:
