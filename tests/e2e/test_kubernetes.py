@@ -61,6 +61,13 @@ def test_attach_reads_the_clusters_instance_types_and_says_where_it_is(ws: Works
     assert types["small"]["source"] == "cluster" and types["small"]["nodeSelector"] == {"pool": "cpu"}
     assert types["defaultinstancetype"]["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
     assert compute["provider_status"]["name"] == "kubernetes" and compute["provider_status"]["available"]
+    # The example file (Azure's attach YAML with cible's keys): its own `small` replaces the cluster's, saying so.
+    attached = ws.json("compute", "attach", "-f", EXAMPLES / "attached" / "kubernetes.yml", "--name", "k8s-file",
+                       "--set", f"cible.kubeconfig={cluster.kubeconfig}")
+    assert attached["instance_types"]["small"]["source"] == "cible.instance_types"
+    assert attached["instance_types"]["gpu"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert any("replaces the cluster's InstanceType" in w for w in attached["warnings"])
+    ws.cible("compute", "detach", "-n", "k8s-file", "--yes")
 
 
 def test_a_hello_world_job_runs_in_a_pod_of_its_instance_type_which_goes_after_it(

@@ -136,3 +136,15 @@ def test_a_long_node_id_still_makes_a_pod_name_kubernetes_takes() -> None:
 ])
 def test_a_pods_state_says_why_it_waits_or_ended(status: dict, phase: str, says: str | None) -> None:
     assert pod_state({"status": status}) == (phase, says)
+
+
+@pytest.mark.parametrize(("path", "kind"), [("attached/kubernetes.yml", "compute"),
+                                            ("endpoints/kubernetes/endpoint.yml", "online-endpoint"),
+                                            ("endpoints/kubernetes/deployment.yml", "online-deployment")])
+def test_the_kubernetes_examples_load(path: str, kind: str) -> None:
+    from pathlib import Path
+
+    from cible.core.specs.azureml.loader import load_spec
+
+    loaded = load_spec(Path(__file__).resolve().parents[2] / "examples" / path, kind)
+    assert loaded.entity.name

@@ -202,15 +202,16 @@ def register(app: typer.Typer) -> None:
         name: Annotated[Optional[str], typer.Option("--name", "-n")] = None,
         yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
     ) -> None:
-        """Detach an attached machine or Slurm cluster: cible forgets it (nothing on it is deleted)."""
+        """Detach an attached machine, Slurm, Spark or Kubernetes cluster: cible forgets it (nothing on it is
+        deleted but the pods cible made there, which go once idle)."""
         from cible.cli.computes import _compute_ops
 
         name = _one_name(name_arg, name)
         ops = _compute_ops()
         compute = ops.get(name)
         if compute["type"] not in ATTACHABLE:
-            raise typer.BadParameter(f"compute '{name}' is a {compute['type']}, not an attached machine or Slurm "
-                                     "cluster; `cible compute delete` removes it", param_hint="--name")
+            raise typer.BadParameter(f"compute '{name}' is a {compute['type']}, not an attached machine or cluster; "
+                                     "`cible compute delete` removes it", param_hint="--name")
         if not yes:
             typer.confirm(f"detach compute '{name}'?", abort=True)
         ops.begin_delete(name).result()

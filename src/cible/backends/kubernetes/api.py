@@ -172,8 +172,8 @@ def cluster_instance_types(access: ClusterAccess) -> tuple[dict[str, InstanceTyp
             INSTANCE_TYPE_GROUP, INSTANCE_TYPE_VERSION, INSTANCE_TYPE_PLURAL, _request_timeout=TIMEOUT)
     except ApiException as exc:
         if exc.status in (403, 404):  # not installed, or not readable: the YAML's and the default remain
-            return {}, ([] if exc.status == 404 else ["the kubeconfig's user may not list InstanceType objects; "
-                                                      "only the compute's own cible.instance_types are known"])
+            return {}, ([] if exc.status == 404 else [("the kubeconfig's user may not list InstanceType objects; "
+                                                       "only the compute's own cible.instance_types are known")])
         raise failure(exc, access, "listing the cluster's instance types") from None
     except Exception as exc:  # noqa: BLE001
         raise failure(exc, access, "listing the cluster's instance types") from None

@@ -229,8 +229,8 @@ class KubernetesNodeProvider(ProviderBase):
             core = api.core(access)
             _delete_or_gone(lambda: core.delete_namespaced_secret(secret_name(node_id), access.namespace,
                                                                   _request_timeout=api.TIMEOUT))
-        except Exception:  # noqa: BLE001  (an orphan secret holds nothing; the next cleanup may take it)
-            pass
+        except Exception:  # noqa: BLE001  (a Secret left behind keeps its labels: kubectl delete secret -l …)
+            log.debug("node %s: its secret could not be removed", node_id, exc_info=True)
 
     # -- the watcher ------------------------------------------------------------------------------
     def _watch(self) -> None:

@@ -36,7 +36,7 @@ def quantity(value: Any) -> float:
     """A Kubernetes quantity as a number ("1.5Gi" -> 1610612736.0, "700m" -> 0.7); ValueError naming
     the forms it takes."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a quantity")
+        raise ValueError(f"{value!r} is not a quantity")  # noqa: TRY004  (pydantic reports a ValueError at its field)
     if isinstance(value, (int, float)):
         return float(value)
     text = str(value).strip()

@@ -159,7 +159,7 @@ class ComputeService:
             with self.store.session() as session:
                 self._refuse_existing(session, name)
             # Its API server answers, its namespace exists, its instance types read: before anything is stored.
-            entity, notes = kubernetes.attach_kubernetes(entity)
+            entity, notes = kubernetes.attach_kubernetes(entity, self.providers.get(kubernetes.PROVIDER))
         if entity.type == "computeinstance":
             problems = check_schedules(entity.schedules.compute_start_stop if entity.schedules else [])
             if problems:
@@ -301,7 +301,7 @@ class ComputeService:
                 _refuse_if_jobs_run_on(session, name)
             if row.compute_type == "kubernetes":  # its pools drain (their pods go), then go themselves
                 pools = kubernetes.pools_of(session, name)
-                _refuse_if_jobs_run_on(session, *[pool.name for pool in pools])
+                _refuse_if_jobs_run_on(session, name, *[pool.name for pool in pools])
                 for pool in pools:
                     if _live_nodes(session, pool.name):
                         move_compute(session, pool, ProvisioningState.DELETING, f"compute {name} was detached",
@@ -521,10 +521,12 @@ class ComputeService:
     def nodes(self, name: str, *, skip: int = 0, top: int = MAX_TOP) -> dict[str, Any]:
         """`list-nodes`: a cluster's nodes that are not gone."""
         compute = self.get(name, with_cost=False)
-        if compute["type"] not in NODE_COMPUTE_TYPES:
+        if compute["type"] not in (*NODE_COMPUTE_TYPES, "kubernetes"):
             raise InvalidRequestError(f"compute '{name}' is of type {compute['type']}; it has no nodes")
+        # A Kubernetes compute's nodes are its pools' pods, every instance type's.
+        names = [pool["name"] for pool in compute.get("pools", [])] if compute["type"] == "kubernetes" else [name]
         with self.store.session() as session:
-            items, total = fetch_items(session, node_query(name), skip, top, node_item)  # unreadable: a stub
+            items, total = fetch_items(session, node_query(*names), skip, top, node_item)  # unreadable: a stub
             return page(items, total, skip)
 
     def cluster_names(self) -> set[str]:
@@ -655,13 +657,7 @@ def _resource(session, row: ComputeRow, now: datetime, with_cost: bool = True) -
     if row.compute_type == "synapsespark" and not attached_spark(row):  # the cluster cible makes of the pool
         resource["pool"] = pool_view(compute_spec(row))
     if row.compute_type == "kubernetes":  # its instance types, and the pods of each at work
-        spec = compute_spec(row)
-        resource["instance_types"] = kubernetes.describe_types(spec)
-        resource["pools"] = [{"instance_type": pool.spec["instance_type"], "name": pool.name,
-                              "provisioning_state": pool.provisioning_state,
-                              **{k: v for k, v in _resource(session, pool, now, with_cost=False).items()
-                                 if k in ("current_node_count", "node_state_counts", "allocation_state")}}
-                             for pool in kubernetes.pools_of(session, row.name)]
+        resource.update(kubernetes.describe(session, row, lambda pool: _resource(session, pool, now, with_cost=False)))
     return resource
 
 

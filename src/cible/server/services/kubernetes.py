@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cible.backends.base.contract import NodeProvider
 from cible.backends.kubernetes.api import ClusterAccess, KubernetesUnreachable, PodTemplate
 from cible.core.catalog.queries import VmSize
 from cible.core.errors import InvalidRequestError, NotFoundError
@@ -34,9 +35,13 @@ POOL_TYPE = "kubernetespool"
 PROVIDER = "kubernetes"
 
 
-def attach_kubernetes(entity: KubernetesCompute) -> tuple[KubernetesCompute, list[str]]:
+def attach_kubernetes(entity: KubernetesCompute, provider: NodeProvider | None) -> tuple[KubernetesCompute, list[str]]:
     """The compute as stored: its cluster reached, its namespace there, its instance types read.
     Raises a 400 naming the field and the reason (`details.reason`) before anything is stored."""
+    if provider is None or not (status := provider.status()).available:  # the `kubernetes` client is missing
+        why = status.error if provider is not None else "it is not installed"
+        raise InvalidRequestError(f"type: the kubernetes node provider is unavailable: {why} (pip install "
+                                  "'cible[kubernetes]' where the server runs)", details={"field": "type"})
     from cible.backends.kubernetes import api
 
     settings = entity.settings
@@ -139,8 +144,21 @@ def pools_of(session: Session, compute: str) -> list[ComputeRow]:
                                                                                                autoescape=True)))]
 
 
+def describe(session: Session, row: ComputeRow, pool_resource: Any) -> dict[str, Any]:
+    """`compute show`'s own fields of a Kubernetes compute: its instance types, and each pool's pods at work
+    (`pool_resource`: a pool's row as `show` gives a cluster)."""
+    pools = []
+    for pool in pools_of(session, row.name):
+        shown = pool_resource(pool)
+        pools.append({"instance_type": pool.spec["instance_type"], "name": pool.name,
+                      "provisioning_state": pool.provisioning_state,
+                      **{k: shown[k] for k in ("current_node_count", "node_state_counts", "allocation_state")
+                         if k in shown}})
+    return {"instance_types": describe_types(KubernetesCompute.model_validate(row.spec)), "pools": pools}
+
+
 def describe_types(spec: KubernetesCompute) -> dict[str, dict[str, Any]]:
-    """`compute show`: every instance type, where it comes from, and what a pod of it gets."""
+    """Every instance type, where it comes from, and what a pod of it gets."""
     own, cluster = spec.settings.instance_types, spec.cluster_instance_types or {}
     return {name: {"source": "cible.instance_types" if name in own else "cluster" if name in cluster else "default",
                    "resources": chosen.model_dump(mode="json", by_alias=True, exclude_none=True)["resources"],

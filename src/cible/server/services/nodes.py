@@ -11,9 +11,9 @@ from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.server.store.rows import NodeRow
 
 
-def node_query(compute: str) -> Select:
-    """`az ml compute list-nodes`: the cluster's nodes that are not gone, oldest first."""
-    return (select(NodeRow).where(NodeRow.compute == compute, NodeRow.state != NodeState.REMOVED.value)
+def node_query(*computes: str) -> Select:
+    """`az ml compute list-nodes`: the cluster's (or clusters') nodes that are not gone, oldest first."""
+    return (select(NodeRow).where(NodeRow.compute.in_(computes), NodeRow.state != NodeState.REMOVED.value)
             .order_by(NodeRow.created_at, NodeRow.node_id))
 
 
