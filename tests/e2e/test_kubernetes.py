@@ -124,6 +124,27 @@ def test_sweep_trials_and_pipeline_steps_run_in_pods(ws: Workspace) -> None:
         assert children and {c["target"] for c in children} == {"k8s:defaultinstancetype"}, children
 
 
+def test_a_warm_pod_outlives_a_server_restart_takes_the_next_job_and_goes_with_a_detach(
+        ws: Workspace, cluster: EmulatedKubernetes) -> None:
+    ws.cible("compute", "attach", "--type", "kubernetes", "--name", "k8s-warm", "--kubeconfig", cluster.kubeconfig,
+             "--namespace", "default", "--set", "cible.idle_time_before_scale_down=600")
+    spec = write_yaml(ws.cwd, "warm-k8s.yml", f"""
+        command: echo warm
+        {HOST_ENV}
+        compute: azureml:k8s-warm
+    """)
+    first = ws.json("job", "create", "-f", spec)["name"]
+    assert ws.wait_status(first, timeout=120)["status"] == "Completed"
+    node = ws.job(first)["nodes"][0]
+    ws.stop()  # the pod and its agent go on; the restarted server finds them from their records
+    second = ws.json("job", "create", "-f", spec)["name"]
+    assert ws.wait_status(second, timeout=120)["status"] == "Completed"
+    assert ws.job(second)["nodes"] == [node]  # the same pod, no new one
+    assert len(cluster.pods("default")) == 1
+    ws.cible("compute", "detach", "-n", "k8s-warm", "--yes")  # its pool drains: the idle pod is deleted
+    wait_until(lambda: not cluster.pods("default"), 60, interval=0.2, message="the detached compute's pod to go")
+
+
 def test_a_deleted_pod_requeues_its_job_saying_why(ws: Workspace, cluster: EmulatedKubernetes) -> None:
     spec = write_yaml(ws.cwd, "long-k8s.yml", f"""
         command: python -c "import time; print('up', flush=True); time.sleep(600)"

@@ -61,7 +61,8 @@ def providers(api: TestClient) -> dict[str, dict]:
 
 def test_local_is_usable_and_ray_says_it_is_not_configured(client: TestClient):
     listed = providers(client)
-    assert sorted(listed) == ["local", "ray", "slurm", "ssh"]
+    assert sorted(listed) == ["kubernetes", "local", "ray", "slurm", "ssh"]
+    assert listed["kubernetes"]["available"] is True and "--type kubernetes" in listed["kubernetes"]["hint"]
     assert listed["local"]["available"] is True and listed["local"]["error"] is None
     assert listed["ssh"]["available"] is True and "cible compute attach" in listed["ssh"]["hint"]
     assert listed["slurm"]["available"] is True and "provider: slurm" in listed["slurm"]["hint"]
@@ -152,23 +153,30 @@ def test_an_unusable_default_provider_refuses_computes_that_name_none(db_url, tm
 
 def test_an_unknown_default_provider_refuses_computes_naming_the_providers(db_url, tmp_path,  # noqa: ANN001
                                                                            no_provider_env):
-    no_provider_env.setenv("CIBLE_DEFAULT_PROVIDER", "kubernetes")
+    no_provider_env.setenv("CIBLE_DEFAULT_PROVIDER", "nomad")
     with api_client(db_url, tmp_path) as api:
         refused = api.put("/api/v1/computes/c", json=CLUSTER)
         assert refused.status_code == 400, refused.text
         error = error_of(refused)
         assert error["details"] == {"field": "cible.provider"}
-        assert "'kubernetes' is not a node provider" in error["message"] and "local, ray" in error["message"]
+        assert "'nomad' is not a node provider" in error["message"] and "local, ray" in error["message"]
         assert api.get("/api/v1/computes/c").status_code == 404
 
 
-def test_an_unknown_provider_in_the_yaml_is_a_spec_error_naming_the_field(client: TestClient):
+def test_a_cluster_cannot_draw_nodes_from_kubernetes_and_is_told_how_to_use_it(client: TestClient):
     refused = client.put("/api/v1/computes/c", json={**CLUSTER, "cible": {"provider": "kubernetes"}})
+    assert refused.status_code == 400, refused.text
+    error = error_of(refused)
+    assert error["details"] == {"field": "cible.provider"} and "cible compute attach --type kubernetes" in error["message"]
+
+
+def test_an_unknown_provider_in_the_yaml_is_a_spec_error_naming_the_field(client: TestClient):
+    refused = client.put("/api/v1/computes/c", json={**CLUSTER, "cible": {"provider": "nomad"}})
     # Checked by the spec's schema, as every other field of the YAML: 422 InvalidSpec, never a 500.
     assert refused.status_code == 422, refused.text
     error = error_of(refused)
     assert error["code"] == "InvalidSpec"
-    assert "cible.provider" in error["message"] and "'kubernetes' is not one of local, ray" in error["message"]
+    assert "cible.provider" in error["message"] and "'nomad' is not one of local, ray" in error["message"]
     assert [d["field"] for d in error["details"]] == ["cible.provider"]
     assert client.get("/api/v1/computes/c").status_code == 404
 

@@ -134,10 +134,10 @@ def context(tmp_path: Path) -> ProviderContext:
 
 def test_the_providers_are_found_by_entry_point():
     found = registry.discover()
-    assert list(found) == ["local", "ray", "slurm", "ssh"]
+    assert list(found) == ["kubernetes", "local", "ray", "slurm", "ssh"]
     assert found["local"].target == "cible.backends.local:make_provider"
     # The package is installed with its entry points (pyproject's [project.entry-points."cible.node_providers"]).
-    for name in ("ray", "ssh"):
+    for name in ("ray", "ssh", "kubernetes"):
         assert found[name].origin == "entry point of cible", "re-install cible: pip install -e '.[test,ray]'"
 
 
@@ -145,6 +145,7 @@ def test_a_stale_install_without_the_entry_points_falls_back_to_the_built_in_tab
     monkeypatch.setattr(registry, "entry_points", lambda group: [])
     found = registry.discover()
     assert {name: (e.target, e.origin) for name, e in found.items()} == {
+        "kubernetes": ("cible.backends.kubernetes:make_provider", "built in"),
         "local": ("cible.backends.local:make_provider", "built in"),
         "ray": ("cible.backends.ray:make_provider", "built in"),
         "slurm": ("cible.backends.slurm:make_provider", "built in"),
@@ -157,7 +158,7 @@ def test_a_plugin_that_cannot_be_loaded_is_listed_unavailable_with_the_import_er
               EntryPoint("fake", "cible.testing.fake_provider:FakeNodeProvider", registry.GROUP)]
     monkeypatch.setattr(registry, "entry_points", lambda group: points if group == registry.GROUP else [])
     providers = registry.build_providers(context(tmp_path), {"ray": {"address": None}})
-    assert list(providers) == ["broken", "fake", "local", "ray", "slurm", "ssh"]
+    assert list(providers) == ["broken", "fake", "kubernetes", "local", "ray", "slurm", "ssh"]
     broken = providers["broken"].status()
     assert not broken.available and not broken.reachable
     assert broken.error.startswith("its plugin cible_no_such_plugin.provider:make_provider cannot be loaded: "

@@ -345,8 +345,8 @@ class JobService:
             notes.append(f"queue_settings.job_tier applies to serverless compute only; compute {compute} has its "
                          "own tier")
         if job.resources and job.resources.instance_type:
-            notes.append(f"resources.instance_type applies to serverless compute only; compute {compute} has its "
-                         "own size")
+            notes.append(f"resources.instance_type applies to serverless and Kubernetes computes only; compute "
+                         f"{compute} has its own size")
         return compute, notes, None, size
 
     def _kubernetes_pool(self, compute: str, job: CommandJob, instance_count: int) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 from sqlalchemy import select
@@ -62,6 +63,11 @@ def attach_kubernetes(entity: KubernetesCompute, provider: NodeProvider | None) 
     except KubernetesUnreachable as exc:
         field = {"no_namespace": "namespace", "kubeconfig": "cible.kubeconfig"}.get(exc.reason, "cible.kubeconfig")
         raise InvalidRequestError(f"{field}: {exc.message}", details={"field": field, "reason": exc.reason}) from None
+    server_url = settings.server_url or getattr(provider, "url", None) or ""
+    host = urlsplit(server_url).hostname or ""
+    if host in ("localhost", "::1") or host.startswith("127."):  # a real pod's loopback is its own
+        notes.append(f"its pods will reach the workspace server at {server_url}, a loopback address: on a cluster "
+                     "whose pods are not on this machine, give cible.server_url (an address they can reach)")
     overridden = sorted(set(found) & set(settings.instance_types))
     notes += more + [f"instance type {name}: the compute's cible.instance_types replaces the cluster's InstanceType "
                      "of that name" for name in overridden]
