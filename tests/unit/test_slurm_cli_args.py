@@ -128,5 +128,5 @@ def test_set_credential_flags_that_do_not_fit_are_refused_before_any_request(ops
 
 def test_detach_refuses_what_attach_did_not_make(ops: Recorded):
     code, said = run("detach", "cpu", "--yes")
-    assert code == 2 and "not an attached machine or Slurm cluster" in said, said
+    assert code == 2 and "not an attached machine or cluster" in said, said
     assert ops.calls == [("get", "cpu")]

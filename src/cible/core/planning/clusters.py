@@ -285,11 +285,11 @@ def _sync_node(config: ClusterConfig, node: NodeView, holding: set[str], now: da
         return
     if not node.present:
         # The provider's word on why, where it gave one (a Kubernetes pod deleted or evicted).
-        world.why_lost[node_id] = f"node {node_id} disappeared from the provider" + (
-            f": {node.start_error}" if node.start_error else "")
+        said = f": {node.start_error}" if node.start_error else ""
+        world.why_lost[node_id] = f"node {node_id} disappeared from the provider{said}"
         did_not_start = state == N.PREPARING
         world.move(node_id, N.REMOVED, f"it did not start: {node.start_error or 'its agent is gone'}"
-                   if did_not_start else f"the provider no longer lists it{': ' + node.start_error if node.start_error else ''}")
+                   if did_not_start else f"the provider no longer lists it{said}")
         return
     if state not in LIVE:
         return  # leaving, preempted or unusable: waiting for the provider to let go

@@ -174,7 +174,8 @@ class ClusterPass:
             status = session.scalar(select(JobRow.status).where(JobRow.name == pool_job))
             pool_job_ended = status is None or is_terminal(status)
         snapshot = ComputeSnapshot(
-            name=self.name, kind="amlcompute" if row.compute_type == POOL_TYPE else row.compute_type, spec=spec, size=size, observed=row.observed,
+            name=self.name, kind="amlcompute" if row.compute_type == POOL_TYPE else row.compute_type,  # pods: a cluster
+            spec=spec, size=size, observed=row.observed,
             deleting=row.provisioning_state == ProvisioningState.DELETING.value, running=running,
             quota=self.world.quota, pool_job=pool_job, pool_job_ended=pool_job_ended,
             heartbeat_timeout_s=self.tools.heartbeat_timeout_s, prepare_timeout_s=self.tools.prepare_timeout_s,

@@ -4,6 +4,7 @@ that does not share the workspace folder, its job's blobs, inputs, resume folder
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +35,9 @@ def _pilot_guard(request: Request) -> None:
     scope = getattr(request.state, "token_scope", None)
     if scope is not None and scope.kind == "pilot":
         request.app.state.agents.check_pilot(request.path_params.get("node_id", ""), scope.name, scope.salt)
+
+
+_server_uv = lru_cache(maxsize=1)(server_uv)  # found and hashed once: each new pod asks
 
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agents"], default_response_class=JSON,
@@ -124,7 +128,7 @@ async def node_code(node_id: str, request: Request) -> Response:
             "(404 otherwise: the node then builds environments with its own uv, if any)", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "no uv for it"}})
 async def node_uv(node_id: str, machine: str = Query(..., max_length=32)) -> FileResponse:
-    tool = await run_in_threadpool(server_uv)
+    tool = await run_in_threadpool(_server_uv)
     if tool is None or tool.system != "Linux" or tool.machine != machine:
         raise NotFoundError(f"the server has no uv for a Linux {machine} node", details={"machine": machine})
     return FileResponse(tool.path, media_type="application/octet-stream")

@@ -299,6 +299,7 @@ class ComputeService:
             if row.compute_type == "slurm":
                 _refuse_if_a_cluster_uses(session, name)
                 _refuse_if_jobs_run_on(session, name)
+                session.execute(CredentialRow.__table__.delete().where(CredentialRow.compute == name))
             if row.compute_type == "kubernetes":  # its pools drain (their pods go), then go themselves
                 pools = kubernetes.pools_of(session, name)
                 _refuse_if_jobs_run_on(session, name, *[pool.name for pool in pools])
@@ -308,7 +309,6 @@ class ComputeService:
                                      self.clock.now(), by=by)
                     else:
                         session.delete(pool)
-                session.execute(CredentialRow.__table__.delete().where(CredentialRow.compute == name))
             if row.compute_type not in NODE_COMPUTE_TYPES or not _live_nodes(session, name):
                 session.delete(row)
                 return row.compute_type, None

@@ -356,9 +356,11 @@ class JobService:
         with self.store.session() as session:
             row = session.get(ComputeRow, compute)
             spec = compute_spec(row) if row is not None and row.compute_type == "kubernetes" else None
-        if spec is None:
-            return None
-        return kubernetes.pool_spec(spec, job.resources.instance_type if job.resources else None, instance_count)
+            if spec is None:
+                return None
+            pool = kubernetes.pool_spec(spec, job.resources.instance_type if job.resources else None, instance_count)
+            kubernetes.refuse_if_draining(session, kubernetes.pool_name(compute, pool["instance_type"]))
+        return pool
 
     def cancel(self, name: str, *, reason: str = "cancel requested by user", error: JobError | None = None,
                by: str | None = None) -> dict[str, Any]:

@@ -178,11 +178,18 @@ def upsert_pool(session: Session, name: str, spec: dict[str, Any], user: str | N
     if row is None:
         session.add(ComputeRow(name=name, compute_type=POOL_TYPE, spec=spec, created_by=user,
                                provisioning_state="Succeeded", created_at=now, updated_at=now))
-        return
-    if row.spec != spec or row.provisioning_state != "Succeeded":  # re-attached, or draining from a detach
+    elif row.spec != spec:  # the compute attached again with other settings: its next pods get them
         row.spec = spec
-        row.provisioning_state = "Succeeded"
         row.updated_at = now
+
+
+def refuse_if_draining(session: Session, name: str) -> None:
+    """A pool still draining from its compute's detach takes no job (a job's submit says so)."""
+    row = session.get(ComputeRow, name)
+    if row is not None and row.provisioning_state == "Deleting":
+        raise InvalidRequestError(f"compute: the pods of {name}, from before its compute was detached, are still "
+                                  "going; submit again once `cible compute show` lists that pool no more",
+                                  details={"field": "compute"})
 
 
 def every_instance_type(session: Session) -> dict[str, InstanceType]:
