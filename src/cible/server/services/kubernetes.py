@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
