@@ -184,7 +184,7 @@ def test_an_online_deployment_of_type_kubernetes_answers_through_the_gateway(ws:
         code_configuration: {{code: {code}, scoring_script: score.py}}
         {HOST_ENV}
         instance_type: small
-        instance_count: 1
+        scale_settings: {{type: target_utilization, min_instances: 1, max_instances: 2}}
         resources: {{requests: {{cpu: "0.1", memory: 0.2Gi}}, limits: {{cpu: "0.5", memory: 1Gi}}}}
     """)
     ws.cible("online-endpoint", "create", "-f", endpoint)
@@ -194,6 +194,27 @@ def test_an_online_deployment_of_type_kubernetes_answers_through_the_gateway(ws:
     answer = json.loads(ws.cible("online-endpoint", "invoke", "-n", "on-k8s", "--request-file", request).stdout)
     assert answer["sum"] == 6
     ws.cible("online-endpoint", "delete", "-n", "on-k8s", "--yes")
+
+
+def test_an_api_server_that_does_not_answer_holds_the_job_saying_so_until_it_answers(
+        ws: Workspace, cluster: EmulatedKubernetes) -> None:
+    wait_until(lambda: not cluster.pods("ml"), 60, interval=0.2, message="the earlier tests' pods to go")
+    cluster.stop_api()
+    try:
+        spec = write_yaml(ws.cwd, "outage-k8s.yml", f"""
+            command: echo after the outage
+            {HOST_ENV}
+            compute: azureml:k8s
+            resources: {{instance_type: small}}
+        """)
+        name = ws.json("job", "create", "-f", spec)["name"]
+        reason = wait_until(lambda: "does not answer" in ((r := ws.job(name).get("queue_reason")) or "") and r, 60,
+                            interval=0.2, message="the outage in the job's reason")
+        assert cluster.url.removeprefix("http://") in reason
+    finally:
+        cluster.start_api()
+    job = ws.wait_status(name, timeout=180)  # started once the API server answers (after the start back-off)
+    assert job["status"] == "Completed" and "after the outage" in ws.run_log(name)
 
 
 def test_bad_input_and_faults_say_what_is_wrong(ws: Workspace, cluster: EmulatedKubernetes, tmp_path: Path) -> None:

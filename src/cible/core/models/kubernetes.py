@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
@@ -153,6 +153,8 @@ class CibleKubernetesSettings(SpecModel):
     # last job (0: a job's pods go with it, as on Azure).
     max_instances: int = Field(16, ge=1, le=1000)
     idle_time_before_scale_down: int = Field(120, ge=0, le=30 * 86400)
+    # A job whose pod is deleted, evicted or stops answering: back to the queue, or failed.
+    on_node_failure: Literal["requeue", "fail"] = "requeue"
 
     @field_validator("instance_types")
     @classmethod

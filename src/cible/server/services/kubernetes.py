@@ -105,6 +105,7 @@ def pool_spec(spec: KubernetesCompute, instance_type: str | None, instance_count
     chosen = types[name]
     return {"kind": POOL_TYPE, "compute": spec.name, "instance_type": name, "size": size_name(spec.name, name),
             "max_instances": settings.max_instances, "idle_time_before_scale_down": settings.idle_time_before_scale_down,
+            "on_node_failure": settings.on_node_failure,
             "type_spec": chosen.model_dump(mode="json", by_alias=True, exclude_none=True),
             "access": dataclasses.asdict(access_of(spec)),
             "pod": {"image": settings.image, "python": settings.python, "server_url": settings.server_url,
@@ -119,7 +120,8 @@ def pool_cluster(pool: dict[str, Any]) -> AmlCompute:
     """A pool as the cluster reconciler plans it (named as its compute: its row's name is no compute name)."""
     return AmlCompute(name=pool["compute"], size=pool["size"], min_instances=0,
                       max_instances=pool["max_instances"], idle_time_before_scale_down=pool["idle_time_before_scale_down"],
-                      cible=CibleClusterSettings(provider=PROVIDER, overcommit=True))
+                      cible=CibleClusterSettings(provider=PROVIDER, overcommit=True,
+                                                 on_node_failure=pool.get("on_node_failure", "requeue")))
 
 
 def pool_size(pool: dict[str, Any]) -> VmSize:
