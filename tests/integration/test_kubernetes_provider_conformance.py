@@ -149,3 +149,21 @@ class TestKubernetesProvider(NodeProviderConformance):
         self.settle(lambda: provider.status().reachable, "the API server to be reached again")
         provider.terminate([request.node_id])
         self.gone(provider, request.node_id)
+
+    def test_a_pod_of_this_workspace_that_no_node_names_is_deleted(self, provider: KubernetesNodeProvider,
+                                                                   cluster: EmulatedKubernetes) -> None:
+        request = self.request()
+        self.launch(provider, request)  # a node there: the provider lists that namespace
+        self.up(provider, request.node_id)
+        orphan = {"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"name": "cible-lost-record", "labels": {"cible.dev/workspace": "ws-conformance"},
+                               "annotations": {"cible.dev/node-id": "tvmps_lost_d"}},
+                  "spec": {"restartPolicy": "Never", "containers": [{"name": "agent", "image": "python:3.12-slim",
+                                                                     "command": ["python3", "-c", "input()"]}]}}
+        other = {**orphan, "metadata": {"name": "someone-elses", "labels": {"cible.dev/workspace": "ws-other"}}}
+        cluster.core.create_namespaced_pod("ml", orphan)
+        cluster.core.create_namespaced_pod("ml", other)
+        cluster.wait_for(lambda: cluster.pod("ml", "cible-lost-record") is None, what="the orphan pod to be deleted")
+        assert cluster.pod("ml", "someone-elses") is not None  # another workspace's pods are its own
+        assert self.listing(provider)[request.node_id].alive
+        cluster.delete_pod("ml", "someone-elses")

@@ -64,7 +64,7 @@ from cible.server.services.endpoints import EndpointService
 from cible.server.services.instances import InstanceService
 from cible.server.services.job_plans import PlanBuilder
 from cible.server.services.jobs import REPLICA, JobService, NewJob
-from cible.server.services.kubernetes import every_instance_type, pod_template
+from cible.server.services.kubernetes import every_instance_type, pod_template, workspace_label
 from cible.server.services.node_files import NodeFileService
 from cible.server.services.quotas import QuotaService
 from cible.server.services.spark_jobs import spark_masters
@@ -108,7 +108,8 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
                  "ssh": {"attached": attached.machines, "hosts_of": attached.hosts_of},
                  "slurm": {"access_of": lambda cluster: cluster_access(store, cluster), "bundle": bundle,
                            "computes": lambda: every_compute(store)},
-                 "kubernetes": {"template_of": lambda pool: _in_session(store, pod_template, pool),
+                 "kubernetes": {"workspace": workspace_label(token),  # marks this workspace's pods
+                                "template_of": lambda pool: _in_session(store, pod_template, pool),
                                 "instance_types": lambda: _in_session(store, every_instance_type)}})
     quotas = QuotaService(store, clock)
     clusters = ClusterReconciler(store, paths, providers, hub, clock,

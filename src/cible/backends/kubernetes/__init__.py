@@ -12,17 +12,17 @@ from cible.backends.base.contract import NodeProvider, ProviderContext
 
 
 def make_provider(context: ProviderContext) -> NodeProvider:
-    """The registry's factory: `context.options["template_of"]` gives a pool's pod template and
-    `instance_types` every attached cluster's (the server reads both from the store). Needs the
-    `kubernetes` client installed."""
+    """The registry's factory: `context.options["template_of"]` gives a pool's pod template,
+    `instance_types` every attached cluster's (the server reads both from the store) and `workspace`
+    the label value of this workspace's pods. Needs the `kubernetes` client installed."""
     import kubernetes  # noqa: F401  (missing: the provider is listed as unavailable, with why)
 
-    from cible.backends.kubernetes.provider import KubernetesNodeProvider, workspace_label
+    from cible.backends.kubernetes.provider import KubernetesNodeProvider
 
     def no_template(pool: str):  # noqa: ANN202
         raise RuntimeError(f"pool {pool}: the kubernetes provider was built without the server's computes")
 
     return KubernetesNodeProvider(context.nodes_root, context.url, context.node_token,
                                   template_of=context.options.get("template_of") or no_template,
-                                  workspace=context.options.get("workspace") or workspace_label(context.home),
+                                  workspace=context.options.get("workspace") or "ws-unnamed",
                                   instance_types=context.options.get("instance_types") or dict)

@@ -21,7 +21,6 @@ agent pulls work like any node's; its files travel over HTTP (no SHARES_WORKSPAC
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -269,6 +268,27 @@ class KubernetesNodeProvider(ProviderBase):
                 for node_id, record in nodes.items():
                     if node_id not in starting and node_id not in self._starting and node_id not in self._preempted:
                         self._observe(node_id, record, pods.get(record["pod"]))
+            self._delete_orphans(access, pods, {r["pod"] for r in self._records().values()} | {
+                pod_name(n) for n in starting})
+
+    def _delete_orphans(self, access: ClusterAccess, pods: dict[str, dict[str, Any]], known: set[str]) -> None:
+        """Pods of this workspace that no node record names (a create that timed out yet happened, a record
+        lost with its folder): deleted with their Secret, so nothing of cible's runs there unwatched. A
+        record is written before its pod is created, so a pod without one is no node of cible's any more."""
+        for name, pod in pods.items():
+            if name in known:
+                continue
+            node_id = ((pod.get("metadata") or {}).get("annotations") or {}).get(NODE_ANNOTATION, "")
+            log.warning("pod %s/%s is this workspace's but no node's: deleted", access.namespace, name)
+            try:
+                core = api.core(access)
+                _delete_or_gone(lambda n=name: core.delete_namespaced_pod(n, access.namespace, grace_period_seconds=10,
+                                                                          _request_timeout=api.TIMEOUT))
+                if node_id:
+                    _delete_or_gone(lambda: core.delete_namespaced_secret(secret_name(node_id), access.namespace,
+                                                                          _request_timeout=api.TIMEOUT))
+            except Exception as exc:  # noqa: BLE001  (tried again on the next pass)
+                log.warning("pod %s: %s", name, api.failure(exc, access, f"deleting pod {name}").message)
 
     def _observe(self, node_id: str, record: dict[str, Any], pod: dict[str, Any] | None) -> None:
         """Fold one node's pod as listed into the view (under the lock). A pod gone or ended makes the
@@ -312,11 +332,6 @@ class KubernetesNodeProvider(ProviderBase):
             if record is not None:
                 found[path.parent.name] = record
         return found
-
-
-def workspace_label(home: Path) -> str:
-    """The label value that marks one workspace's pods (several may share a namespace)."""
-    return "ws-" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
 
 
 def _access(record: dict[str, Any]) -> ClusterAccess:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +73,12 @@ def attach_kubernetes(entity: KubernetesCompute, provider: NodeProvider | None) 
     notes += more + [f"instance type {name}: the compute's cible.instance_types replaces the cluster's InstanceType "
                      "of that name" for name in overridden]
     return entity.model_copy(update={"cluster_instance_types": found, "api_server": server}), notes
+
+
+def workspace_label(token: str) -> str:
+    """The label value that marks one workspace's pods, stable across its restarts and its own: several
+    workspaces may share a namespace (a digest of its token, which says nothing of the token)."""
+    return "ws-" + hashlib.sha256(f"cible kubernetes label\0{token}".encode()).hexdigest()[:16]
 
 
 def access_of(spec: KubernetesCompute) -> ClusterAccess:
