@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -282,11 +283,11 @@ class KubernetesNodeProvider(ProviderBase):
             log.warning("pod %s/%s is this workspace's but no node's: deleted", access.namespace, name)
             try:
                 core = api.core(access)
-                _delete_or_gone(lambda n=name: core.delete_namespaced_pod(n, access.namespace, grace_period_seconds=10,
-                                                                          _request_timeout=api.TIMEOUT))
+                _delete_or_gone(partial(core.delete_namespaced_pod, name, access.namespace, grace_period_seconds=10,
+                                        _request_timeout=api.TIMEOUT))
                 if node_id:
-                    _delete_or_gone(lambda: core.delete_namespaced_secret(secret_name(node_id), access.namespace,
-                                                                          _request_timeout=api.TIMEOUT))
+                    _delete_or_gone(partial(core.delete_namespaced_secret, secret_name(node_id), access.namespace,
+                                            _request_timeout=api.TIMEOUT))
             except Exception as exc:  # noqa: BLE001  (tried again on the next pass)
                 log.warning("pod %s: %s", name, api.failure(exc, access, f"deleting pod {name}").message)
 
