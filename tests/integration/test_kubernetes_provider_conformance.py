@@ -8,6 +8,8 @@ checks the contract, not jobs), so the bootstrap waits for it, which keeps the p
 
 from __future__ import annotations
 
+import base64
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,7 +84,7 @@ class TestKubernetesProvider(NodeProviderConformance):
         assert len(pods) == 1 and node.address == pods[0]["status"]["podIP"]
         assert pods[0]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
         secret = cluster.core.read_namespaced_secret(f"cible-node-{pods[0]['metadata']['name'][6:]}", "ml")
-        assert (secret.string_data or {}).get("token") == f"token-of-{request.node_id}" or secret.data
+        assert base64.b64decode(secret.data["token"]).decode() == f"token-of-{request.node_id}"
         assert f"token-of-{request.node_id}" not in str(pods[0])  # by reference only
         provider.terminate([request.node_id])
         self.gone(provider, request.node_id)

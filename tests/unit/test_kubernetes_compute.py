@@ -148,3 +148,28 @@ def test_the_kubernetes_examples_load(path: str, kind: str) -> None:
 
     loaded = load_spec(Path(__file__).resolve().parents[2] / "examples" / path, kind)
     assert loaded.entity.name
+
+
+class _Available:
+    url = "http://10.0.0.5:8080"
+
+    def status(self):  # noqa: ANN201
+        from cible.backends.base.contract import ProviderStatus
+
+        return ProviderStatus(name="kubernetes", available=True, reachable=True)
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    ("secret-line: [unclosed\n  token: s3cr3t-value\n", "it is not valid YAML (line 2)"),
+    ("s3cr3t-value\n", "it is not a kubeconfig"),
+])
+def test_a_file_that_is_no_kubeconfig_is_refused_without_quoting_it(tmp_path, content: str, says: str) -> None:
+    from cible.server.services.kubernetes import attach_kubernetes
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(content)
+    compute = KubernetesCompute(name="k8s", namespace="ml", cible={"kubeconfig": str(path)})
+    with pytest.raises(InvalidRequestError) as refused:
+        attach_kubernetes(compute, _Available())
+    assert refused.value.details == {"field": "cible.kubeconfig", "reason": "kubeconfig"}
+    assert says in refused.value.message and "s3cr3t" not in refused.value.message

@@ -72,7 +72,6 @@ _clients_lock = threading.Lock()
 def api_client(access: ClusterAccess) -> Any:
     """A `kubernetes.client.ApiClient` for the cluster (made again when its kubeconfig file changes)."""
     from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
 
     path = access.kubeconfig or os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
     try:
@@ -93,11 +92,27 @@ def api_client(access: ClusterAccess) -> Any:
                                         "server's machine) or set KUBECONFIG for the server", "kubeconfig")
         else:
             made = config.new_client_from_config(config_file=path, context=access.context)
-    except ConfigException as exc:
-        raise KubernetesUnreachable(f"the kubeconfig {path} cannot be used: {exc}", "kubeconfig") from None
+    except KubernetesUnreachable:
+        raise
+    except Exception as exc:  # noqa: BLE001  (any file may be named: it is said, never a 500)
+        raise KubernetesUnreachable(f"the kubeconfig {path} cannot be used: {_config_problem(exc)}",
+                                    "kubeconfig") from None
     with _clients_lock:
         _clients[key] = made
     return made
+
+
+def _config_problem(exc: Exception) -> str:
+    """Why a kubeconfig cannot be read, without quoting the file: a file named by mistake (a key, a token)
+    must not reach an error body, and YAML's errors show the lines they stumble on."""
+    import yaml
+
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, "problem_mark", None)
+        return "it is not valid YAML" + (f" (line {mark.line + 1})" if mark is not None else "")
+    if type(exc).__name__ == "ConfigException":  # the client's own words name keys and contexts, not values
+        return str(exc).splitlines()[0][:200]
+    return "it is not a kubeconfig (clusters, users and contexts)"
 
 
 def server_of(access: ClusterAccess) -> str:
