@@ -9,7 +9,6 @@ checks the contract, not jobs), so the bootstrap waits for it, which keeps the p
 from __future__ import annotations
 
 import base64
-
 from collections.abc import Iterator
 from pathlib import Path
 
