@@ -91,7 +91,10 @@ def main() -> None:
     except CibleError as exc:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # here: `--help` imports no rich
+
+        # Escaped: a message is text, and rich would take `cible[kubernetes]` for a markup tag and drop it.
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted", highlight=False)
@@ -103,6 +106,9 @@ def main() -> None:
     except Exception as exc:  # the unexpected: one line, a traceback only with --debug
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --debug for a traceback)", highlight=False)
+        from rich.markup import escape
+
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --debug for a traceback)",
+                          highlight=False)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
