@@ -97,10 +97,10 @@ class Server:
 
 
 @pytest.fixture
-def server(db_url, tmp_path) -> Iterator[Server]:
+def server(migrated_db_url, tmp_path) -> Iterator[Server]:
     clock = FrozenClock(NOW)
     home = tmp_path / "ws"
-    app = create_app(ServerSettings(home=home, database_url=db_url), TOKEN, clock, reconcile=False)
+    app = create_app(ServerSettings(home=home, database_url=migrated_db_url), TOKEN, clock, reconcile=False)
     client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
     yield Server(app, client, clock, home)
     app.state.store.close()

@@ -14,8 +14,8 @@ TOKEN = "t"
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=db_url), TOKEN, reconcile=False)
+def api(migrated_db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    app = create_app(ServerSettings(home=tmp_path / "ws", database_url=migrated_db_url), TOKEN, reconcile=False)
     client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, raise_server_exceptions=False)
     yield client
     app.state.store.close()

@@ -18,8 +18,8 @@ DATASTORE_INPUT = "azureml://datastores/workspaceblobstore/paths/heart/"
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         assert client.put("/api/v1/computes/batch-cluster", json=CLUSTER).status_code == 200
         assert client.put(f"{ROOT}/heart-batch", json={"spec": {"description": "heart"}}).status_code == 200
         yield client

@@ -18,8 +18,8 @@ DEPLOYMENT = {"instance_type": "Standard_DS1_v2", "code_configuration": {"code":
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         assert client.put("/api/v1/online-endpoints/my-ep", json={"spec": {"auth_mode": "key"}}).status_code == 200
         yield client
 

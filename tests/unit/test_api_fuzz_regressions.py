@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url, tmp_path) -> TestClient:
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

@@ -22,8 +22,8 @@ RACERS = 4
 
 
 @pytest.fixture
-def api(db_url: str, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url: str, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

@@ -21,8 +21,8 @@ ACTIONS = ("start", "stop", "restart", "snooze", "terminal")
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

@@ -14,8 +14,8 @@ from cible.server.services.job_batches import MAX_JOBS
 
 
 @pytest.fixture
-def api(db_url: str, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url: str, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

@@ -10,8 +10,8 @@ from cible.core.lifecycle.jobs import JobStatus
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         assert client.put("/api/v1/jobs/j1", json={"command": "echo hi", "compute": "local"}).status_code == 200
         yield client
 

@@ -23,8 +23,8 @@ BAD_URL_NAMES = ["%2e%2e", "%2E%2E", "%2e", "%00", "a%00b", "x" * 300, "%E2%80%A
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         paths(client).ensure()
         yield client
 

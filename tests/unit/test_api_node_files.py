@@ -19,8 +19,8 @@ from cible.server.store.rows import JobRow
 
 
 @pytest.fixture
-def world(db_url, tmp_path) -> Iterator[World]:  # noqa: ANN001
-    with node_files_world(db_url, tmp_path) as made:
+def world(migrated_db_url, tmp_path) -> Iterator[World]:  # noqa: ANN001
+    with node_files_world(migrated_db_url, tmp_path) as made:
         yield made
 
 
@@ -344,8 +344,8 @@ def test_a_chunk_past_the_end_says_what_the_server_has(world: World):
     assert error["details"]["staged"] == 5 and "past the end" in error["message"]
 
 
-def test_the_upload_routes_have_the_agents_chunk_cap(db_url, tmp_path):
-    with node_files_world(db_url, tmp_path, max_agent_chunk_bytes=1024) as world:
+def test_the_upload_routes_have_the_agents_chunk_cap(migrated_db_url, tmp_path):
+    with node_files_world(migrated_db_url, tmp_path, max_agent_chunk_bytes=1024) as world:
         assert world.put("outputs/model/files/a.bin", b"x" * 1024).status_code == 200
         assert_envelope(world.put("outputs/model/files/a.bin", b"x" * 1025), 413)
         assert_envelope(world.put("resume/files/a.bin", b"x" * 1025), 413)

@@ -29,8 +29,8 @@ def no_provider_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-def client(db_url, tmp_path, no_provider_env) -> Iterator[TestClient]:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as api:
+def client(migrated_db_url, tmp_path, no_provider_env) -> Iterator[TestClient]:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as api:
         yield api
 
 
@@ -70,9 +70,9 @@ def test_local_is_usable_and_ray_says_it_is_not_configured(client: TestClient):
     assert client.get("/api/v1/computes:providers").json()["default"] == "local"
 
 
-def test_ray_not_installed_says_how_to_install_it(db_url, tmp_path, no_provider_env):  # noqa: ANN001
+def test_ray_not_installed_says_how_to_install_it(migrated_db_url, tmp_path, no_provider_env):  # noqa: ANN001
     no_provider_env.setenv("CIBLE_RAY_ADDRESS", "10.0.0.1:6379")  # configured, but not installed: install first
-    with ray_not_installed(no_provider_env), api_client(db_url, tmp_path) as api:
+    with ray_not_installed(no_provider_env), api_client(migrated_db_url, tmp_path) as api:
         ray = providers(api)["ray"]
         assert ray["available"] is False and ray["error"] == INSTALL_HINT
         assert "pip install 'cible[ray]'" in ray["error"]
@@ -81,16 +81,16 @@ def test_ray_not_installed_says_how_to_install_it(db_url, tmp_path, no_provider_
         assert "pip install 'cible[ray]'" in error_of(refused)["message"]
 
 
-def test_the_default_provider_is_listed(db_url, tmp_path, no_provider_env):  # noqa: ANN001
+def test_the_default_provider_is_listed(migrated_db_url, tmp_path, no_provider_env):  # noqa: ANN001
     no_provider_env.setenv("CIBLE_DEFAULT_PROVIDER", "ray")
-    with api_client(db_url, tmp_path) as api:
+    with api_client(migrated_db_url, tmp_path) as api:
         assert api.get("/api/v1/computes:providers").json()["default"] == "ray"
 
 
-def test_a_configured_ray_is_usable_before_it_is_reached(db_url, tmp_path, no_provider_env):  # noqa: ANN001
+def test_a_configured_ray_is_usable_before_it_is_reached(migrated_db_url, tmp_path, no_provider_env):  # noqa: ANN001
     # The app is not started (no lifespan): the provider never connects, and says so.
     no_provider_env.setenv("CIBLE_RAY_ADDRESS", "127.0.0.1:1")
-    with api_client(db_url, tmp_path) as api:
+    with api_client(migrated_db_url, tmp_path) as api:
         ray = providers(api)["ray"]
         assert (ray["available"], ray["reachable"], ray["address"]) == (True, False, "127.0.0.1:1")
         assert ray["error"] == "not connected yet"
@@ -135,10 +135,10 @@ def test_a_compute_that_names_local_keeps_its_other_settings(client: TestClient)
 
 @pytest.mark.parametrize("body", [CLUSTER, INSTANCE, {**CLUSTER, "cible": {"overcommit": True}}],
                          ids=["amlcompute", "computeinstance", "cible-without-provider"])
-def test_an_unusable_default_provider_refuses_computes_that_name_none(db_url, tmp_path, no_provider_env,  # noqa: ANN001
-                                                                       body: dict):
+def test_an_unusable_default_provider_refuses_computes_that_name_none(  # noqa: ANN001
+        migrated_db_url, tmp_path, no_provider_env, body: dict):
     no_provider_env.setenv("CIBLE_DEFAULT_PROVIDER", "ray")
-    with api_client(db_url, tmp_path) as api:
+    with api_client(migrated_db_url, tmp_path) as api:
         refused = api.put("/api/v1/computes/c", json=body)
         assert refused.status_code == 400, refused.text
         error = error_of(refused)
@@ -151,10 +151,10 @@ def test_an_unusable_default_provider_refuses_computes_that_name_none(db_url, tm
         assert created.json()["cible"]["provider"] == "local"
 
 
-def test_an_unknown_default_provider_refuses_computes_naming_the_providers(db_url, tmp_path,  # noqa: ANN001
-                                                                           no_provider_env):
+def test_an_unknown_default_provider_refuses_computes_naming_the_providers(  # noqa: ANN001
+        migrated_db_url, tmp_path, no_provider_env):
     no_provider_env.setenv("CIBLE_DEFAULT_PROVIDER", "nomad")
-    with api_client(db_url, tmp_path) as api:
+    with api_client(migrated_db_url, tmp_path) as api:
         refused = api.put("/api/v1/computes/c", json=CLUSTER)
         assert refused.status_code == 400, refused.text
         error = error_of(refused)

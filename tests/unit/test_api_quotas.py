@@ -23,9 +23,9 @@ SERVERLESS_JOB = {"command": "echo", "resources": {"instance_count": 3, "instanc
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
+def api(migrated_db_url, tmp_path) -> TestClient:  # noqa: ANN001
     # The installation default compute (the test session sets CIBLE_DEFAULT_COMPUTE=local): serverless.
-    with api_client(db_url, tmp_path, default_compute="serverless") as client:
+    with api_client(migrated_db_url, tmp_path, default_compute="serverless") as client:
         yield client
 
 

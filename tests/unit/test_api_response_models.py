@@ -30,8 +30,8 @@ SCHEMA_REF = "#/components/schemas/"
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url, tmp_path) -> TestClient:
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

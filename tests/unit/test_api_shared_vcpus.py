@@ -27,8 +27,8 @@ def host(monkeypatch: pytest.MonkeyPatch) -> Shape:
 
 
 @pytest.fixture
-def api(db_url, tmp_path, host) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url, tmp_path, host) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

@@ -20,8 +20,8 @@ CLUSTER = {"type": "amlcompute", "size": "Standard_DS1_v2", "min_instances": 0, 
 
 
 @pytest.fixture
-def api(db_url, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path, clock=FrozenClock(START)) as client:
+def api(migrated_db_url, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path, clock=FrozenClock(START)) as client:
         yield client
 
 

@@ -21,8 +21,8 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def api(db_url, tmp_path, clock) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path, clock) as client:
+def api(migrated_db_url, tmp_path, clock) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path, clock) as client:
         yield client
 
 

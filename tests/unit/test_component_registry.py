@@ -19,8 +19,8 @@ SKLEARN = "azureml:AzureML-sklearn-1.5@latest"
 
 
 @pytest.fixture
-def api(db_url: str, tmp_path: Path):  # noqa: ANN201
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url: str, tmp_path: Path):  # noqa: ANN201
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

@@ -316,8 +316,8 @@ def test_environment_variables_are_set_at_interpreter_start(tmp_path: Path):
 
 # -- a GPU size this machine overcommits: not refused for the environment's name ---------------------------
 @pytest.fixture
-def api(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

@@ -18,8 +18,8 @@ LOOPS = ("reconciler", "clusters", "orchestrator", "serving")
 
 
 @pytest.fixture
-def api(db_url: str, tmp_path) -> TestClient:  # noqa: ANN001
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url: str, tmp_path) -> TestClient:  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as client:
         assert client.put("/api/v1/computes/cpu-cluster", json=CLUSTER).status_code in (200, 201)
         yield client
 

@@ -53,8 +53,8 @@ def pipeline(component: Any, **step: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api(db_url: str, tmp_path: Path):
-    with api_client(db_url, tmp_path) as client:
+def api(migrated_db_url: str, tmp_path: Path):
+    with api_client(migrated_db_url, tmp_path) as client:
         yield client
 
 

@@ -374,8 +374,8 @@ def test_metric_points_are_steps_and_values_in_logged_order(monkeypatch):
     assert tracking_module.metric_points(Ready(), "r", "loss") == ([], [])
 
 
-def test_the_rest_list_filters_by_compute(db_url, tmp_path):  # noqa: ANN001 (SQLite and PostgreSQL)
-    with api_client(db_url, tmp_path) as api:
+def test_the_rest_list_filters_by_compute(migrated_db_url, tmp_path):  # noqa: ANN001 (SQLite and PostgreSQL)
+    with api_client(migrated_db_url, tmp_path) as api:
         rest_compute_filter(api)
 
 

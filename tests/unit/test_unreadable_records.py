@@ -39,8 +39,9 @@ def overwrite(store: Store, table: str, key: str, value: str, column: str, docum
         conn.execute(rows.update().where(rows.c[key] == value).values({column: document}))
 
 
-def test_a_job_whose_run_or_error_cannot_be_read_is_a_stub_in_the_list_and_a_clear_error_alone(db_url, tmp_path):
-    with api_client(db_url, tmp_path, FrozenClock(NOW)) as api:
+def test_a_job_whose_run_or_error_cannot_be_read_is_a_stub_in_the_list_and_a_clear_error_alone(
+        migrated_db_url, tmp_path):
+    with api_client(migrated_db_url, tmp_path, FrozenClock(NOW)) as api:
         store = api.app.state.store
         for age, name in enumerate(("fine", "newer", "damaged")):
             plant_job(store, name, age_s=age)
@@ -69,8 +70,8 @@ def test_a_job_whose_run_or_error_cannot_be_read_is_a_stub_in_the_list_and_a_cle
         assert api.get("/api/v1/jobs/fine").status_code == 200
 
 
-def test_a_compute_or_node_that_cannot_be_read_is_a_stub_in_its_list(db_url, tmp_path):
-    with api_client(db_url, tmp_path, FrozenClock(NOW)) as api:
+def test_a_compute_or_node_that_cannot_be_read_is_a_stub_in_its_list(migrated_db_url, tmp_path):
+    with api_client(migrated_db_url, tmp_path, FrozenClock(NOW)) as api:
         store = api.app.state.store
         for name in ("a-cluster", "b-cluster"):
             assert api.put(f"/api/v1/computes/{name}", json=CLUSTER).status_code == 200
@@ -102,9 +103,9 @@ def test_a_compute_or_node_that_cannot_be_read_is_a_stub_in_its_list(db_url, tmp
         assert "damaged" in second["error"]["message"]  # not a newer release's: no schema_version above ours
 
 
-def test_the_job_reconciler_fails_a_job_whose_run_cannot_be_read_once_and_goes_on(db_url, tmp_path):
+def test_the_job_reconciler_fails_a_job_whose_run_cannot_be_read_once_and_goes_on(migrated_db_url, tmp_path):
     clock = FrozenClock(NOW)
-    with api_client(db_url, tmp_path, clock) as api:
+    with api_client(migrated_db_url, tmp_path, clock) as api:
         store = api.app.state.store
         plant_job(store, "newer", age_s=2)
         plant_job(store, "fine", age_s=1)

@@ -22,8 +22,8 @@ SIZE = catalog.get_size("Standard_DS2_v2")
 
 
 @pytest.fixture
-def store(db_url: str):  # noqa: ANN201
-    store = Store(db_url)
+def store(migrated_db_url: str):  # noqa: ANN201
+    store = Store(migrated_db_url)
     store.migrate()
     yield store
     store.close()

@@ -59,8 +59,8 @@ WRITTEN = {"compute": (5, 2), "job": ("renamed", "waiting for a node"),
 
 
 @pytest.fixture
-def store(db_url: str):  # noqa: ANN201
-    made = Store(db_url)
+def store(migrated_db_url: str):  # noqa: ANN201
+    made = Store(migrated_db_url)
     made.migrate()
     _seed(made)
     yield made
@@ -177,8 +177,9 @@ def _no_500(responses: list[list[Any]]) -> list[Any]:
     return flat
 
 
-def test_snoozes_and_the_instance_pass_racing_on_one_instance_lose_no_write(db_url: str, tmp_path):  # noqa: ANN001
-    with api_client(db_url, tmp_path) as api:
+def test_snoozes_and_the_instance_pass_racing_on_one_instance_lose_no_write(  # noqa: ANN001
+        migrated_db_url: str, tmp_path):
+    with api_client(migrated_db_url, tmp_path) as api:
         created = api.put("/api/v1/computes/ci", json={"type": "computeinstance", "size": "Standard_DS1_v2",
                                                        "idle_time_before_shutdown": "PT30M"})
         assert created.status_code == 200, created.text
@@ -203,8 +204,9 @@ def test_snoozes_and_the_instance_pass_racing_on_one_instance_lose_no_write(db_u
         assert sum(e.kind == "Checked" for e in events) == passes
 
 
-def test_cluster_updates_and_the_cluster_pass_racing_on_one_cluster_lose_no_write(db_url: str, tmp_path):  # noqa: ANN001
-    with api_client(db_url, tmp_path) as api:
+def test_cluster_updates_and_the_cluster_pass_racing_on_one_cluster_lose_no_write(  # noqa: ANN001
+        migrated_db_url: str, tmp_path):
+    with api_client(migrated_db_url, tmp_path) as api:
         created = api.put("/api/v1/computes/c", json={"type": "amlcompute", "size": "Standard_DS1_v2",
                                                       "min_instances": 0, "max_instances": 2})
         assert created.status_code == 200, created.text
@@ -241,8 +243,8 @@ def test_cluster_updates_and_the_cluster_pass_racing_on_one_cluster_lose_no_writ
         assert shown["target_node_count"] == passes and "target_node_count" not in row.spec
 
 
-def test_job_updates_and_the_job_pass_racing_on_one_job_lose_no_write(db_url: str, tmp_path):  # noqa: ANN001
-    with api_client(db_url, tmp_path) as api:
+def test_job_updates_and_the_job_pass_racing_on_one_job_lose_no_write(migrated_db_url: str, tmp_path):  # noqa: ANN001
+    with api_client(migrated_db_url, tmp_path) as api:
         assert api.put("/api/v1/jobs/j", json={"command": "echo hello", "compute": "local"}).status_code == 200
         store: Store = api.app.state.store
 

@@ -121,8 +121,8 @@ class World:
 
 
 @pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[World]:
-    store = Store(db_url)
+def world(migrated_db_url: str, tmp_path: Path) -> Iterator[World]:
+    store = Store(migrated_db_url)
     store.migrate()
     paths = WorkspacePaths(tmp_path / "ws")
     paths.ensure()
