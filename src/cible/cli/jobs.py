@@ -269,16 +269,17 @@ def next_steps(name: str, home: Path | None) -> str:
         venv = Path(sys.prefix)
         where = (f"(`cible` is not on your PATH: `source {venv / 'bin' / 'activate'}` first, or call "
                  f"{venv / 'bin' / 'cible'})")
-    return (f"\nnext: {where}\n"
-            f"  cible job show -n {name}                 # status, metrics, history\n"
-            f"  cible studio --open                      # the workspace in a browser\n"
-            f"  cible job download -n {name} --all -p out/\n"
-            f"  cible model list\n"
-            f"  cible job create -f examples/jobs/hello-code.yml --stream   # in a clone of the repository\n"
-            f"  cible compute create -n cpu-cluster --type amlcompute --min-instances 0 --max-instances 2\n"
+    steps = [(f"cible job show -n {name}", "status, metrics, history"),
+             ("cible studio --open", "the workspace in a browser"),
+             (f"cible job download -n {name} --all -p out/", ""),
+             ("cible model list", ""),
+             ("cible job create -f examples/jobs/hello-code.yml --stream", "in a clone of the repository"),
+             ("cible compute create -n cpu-cluster --type amlcompute --min-instances 0 --max-instances 2", "")]
+    width = max(len(command) for command, why in steps if why)  # the comments in one column
+    lines = [f"  {command:{width}}   # {why}" if why else f"  {command}" for command, why in steps]
+    return (f"\nnext: {where}\n" + "\n".join(lines) + "\n"
             f"logs: the server's in {home / 'server.log' if home else 'its host'}; a job's with "
-            f"`cible job stream -n NAME` or "
-            f"`cible job download -n NAME --all`")
+            f"`cible job stream -n NAME` or `cible job download -n NAME --all`")
 
 
 @app.command("show")
