@@ -130,7 +130,7 @@ fi
 # `--dist loadgroup` with the groups tests/conftest.py makes: the tests of one machine-wide resource, and each
 # e2e/integration module with its server (whose tests build on one another, e.g. an endpoint made by the
 # module's first test), each run on one worker, in order; the unit tests spread test by test and fill the
-# workers at the end. Its tests take ~30-34 min here against ~46 min serially (over CI's 45-minute budget).
+# workers at the end. Its tests take ~28 min here (Dec 2026) against over an hour serially (over CI's 45-minute budget).
 # Tests that bound a wait do so with room for the doubled load (a bound says "never hangs", not "is fast":
 # speed is measured in bench/). 4 workers on 2 cores were tried too: the CPU-bound e2e tests then missed
 # their timeouts (a Ray head that did not start). Arguments win: `-n 0`, `-n 2`, `--dist load`, `-p no:xdist`
