@@ -91,10 +91,7 @@ def main() -> None:
     except CibleError as exc:
         if debug:
             raise
-        from rich.markup import escape  # here: `--help` imports no rich
-
-        # Escaped: a message is text, and rich would take `cible[kubernetes]` for a markup tag and drop it.
-        err_console.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
+        _print_error(exc.message)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted", highlight=False)
@@ -106,9 +103,13 @@ def main() -> None:
     except Exception as exc:  # the unexpected: one line, a traceback only with --debug
         if debug:
             raise
-        from rich.markup import escape
-
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --debug for a traceback)",
-                          highlight=False)
+        _print_error(f"{type(exc).__name__}: {exc} (run with --debug for a traceback)")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_error(text: str) -> None:
+    from rich.markup import escape  # here: `--help` imports no rich
+
+    # Escaped: a message is text, and rich would take `cible[kubernetes]` for a markup tag and drop it.
+    err_console.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
