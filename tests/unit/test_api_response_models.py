@@ -153,7 +153,7 @@ def test_compute_answers_match_their_models_and_the_service(api: TestClient):
     assert "cost" not in local and "node_state_counts" not in local
     listed = _same(api.get("/api/v1/computes"), ComputePage, computes.list())
     assert [c["name"] for c in listed["value"]] == ["local", "cpu"]
-    providers = _same(api.get("/api/v1/computes:providers"), ProviderList, computes.provider_list())
+    providers = _same(api.get("/api/v1/computes:providers"), ProviderList, computes.node_providers.listing())
     assert set(providers) == {"value", "count", "default"}
 
 

@@ -56,7 +56,8 @@ from cible.server.services.attach import AttachedMachines
 from cible.server.services.batch_endpoints import BatchEndpointService
 from cible.server.services.batch_runs import BatchRunService, TokenCheck
 from cible.server.services.blobs import BlobService
-from cible.server.services.computes import DEFAULT_SERVERLESS_SIZES, ComputeService
+from cible.server.services.compute_providers import DEFAULT_SERVERLESS_SIZES
+from cible.server.services.computes import ComputeService
 from cible.server.services.costs import CostService
 from cible.server.services.deployments import DeploymentService
 from cible.server.services.device_logins import DeviceLogins
@@ -98,7 +99,7 @@ def create_app(settings: ServerSettings, token: str, clock: Clock = SYSTEM_CLOCK
     bundle = node_bundle(paths)  # the node code sent to Slurm (and built once)
     # Every installed node provider (entry points `cible.node_providers`); an unusable one says why.
     # Warm agents are billed at the size a serverless job gets by default (`computes` is made below).
-    warm_ledger = WarmPoolLedger(store, lambda: computes.default_serverless_size()
+    warm_ledger = WarmPoolLedger(store, lambda: computes.node_providers.default_serverless_size()
                                  or catalog.get_size(DEFAULT_SERVERLESS_SIZES[-1]))
     providers = build_providers(
         ProviderContext(nodes_root=paths.nodes, home=paths.home, url=url, node_token=tokens.node),

@@ -66,7 +66,7 @@ def list_usage(request: Request) -> dict[str, Any]:
 @router.get("/computes:providers", tags=["computes"], summary="The node providers: usable or not, and why",
             **answers(ProviderList))
 def list_providers(request: Request) -> dict[str, Any]:
-    return request.app.state.computes.provider_list()
+    return request.app.state.computes.node_providers.listing()
 
 
 @router.get("/computes/{name}", tags=["computes"], summary="A compute, as `az ml compute show`", **answers(Compute))

@@ -12,17 +12,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cible.backends.base.contract import PREEMPT, SIZE_NOTES, NodeProvider, ProviderStatus, supports
+from cible.backends.base.contract import PREEMPT, NodeProvider, ProviderStatus, supports
 from cible.core import catalog, naming
 from cible.core.clock import Clock
-from cible.core.errors import CibleError, ConflictError, InvalidRequestError, NotFoundError
+from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.computes import ProvisioningState
 from cible.core.lifecycle.nodes import LIVE, NodeState
 from cible.core.models.computes import (
     AmlCompute,
-    CibleClusterSettings,
-    CibleInstanceSettings,
-    CibleSparkSettings,
     ComputeInstance,
     KubernetesCompute,
     SlurmCompute,
@@ -34,10 +31,12 @@ from cible.core.planning.clusters import ClusterConfig, admission_error
 from cible.core.planning.costs import effective_price, estimate
 from cible.core.planning.quotas import UNMETERED_FAMILY
 from cible.core.planning.schedules import check_schedules
-from cible.core.planning.spark import pool_cluster, pool_size, pool_view, runtime_line
+from cible.core.planning.spark import pool_cluster, pool_view, runtime_line
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.server.services import kubernetes
 from cible.server.services.attach import attach_machine
+from cible.server.services.compute_providers import ComputeProviders
+from cible.server.services.compute_refs import check_hosts, check_slurm, refuse_if_a_cluster_uses, refuse_if_jobs_run_on
 from cible.server.services.compute_spec import (
     OWN_MACHINES,
     attached_size,
@@ -63,7 +62,7 @@ from cible.server.services.quotas import QuotaService
 from cible.server.services.slurm_attach import attach_slurm
 from cible.server.services.unreadable import fetch_items
 from cible.server.store.db import Store
-from cible.server.store.rows import ComputeRow, CredentialRow, JobRow, NodeRow, job_is_live
+from cible.server.store.rows import ComputeRow, CredentialRow, NodeRow
 from cible.workspace import WorkspacePaths
 
 log = logging.getLogger(__name__)
@@ -99,9 +98,6 @@ def local_compute(max_concurrent: int) -> dict[str, Any]:
 
 
 DELETING = ProvisioningState.DELETING.value  # a cluster draining before it goes
-# Azure picks a CPU VM for a serverless job without instance_type; cible takes the first of
-# these that the node provider can hold (on `local`, whose vCPUs are shared, the first whose memory fits).
-DEFAULT_SERVERLESS_SIZES = ("Standard_DS3_v2", "Standard_DS2_v2", "Standard_DS1_v2")
 NODE_STATES = ("idle", "running", "preparing", "unusable", "leaving", "preempted")
 
 
@@ -116,8 +112,8 @@ class ComputeService:
         self.max_concurrent_local = max_concurrent_local
         self.clock = clock
         self.providers = providers or {}
+        self.node_providers = ComputeProviders(self.providers, default_provider, clock, self.quotas)
         self.on_change = on_change  # wakes the cluster reconciler: settings apply at once
-        self.default_provider = default_provider  # for computes whose YAML names none
         self.credentials = CredentialService(store, clock)  # Slurm clusters' per-user logins
 
     # -- writes ------------------------------------------------------------
@@ -133,11 +129,12 @@ class ComputeService:
         notes: list[str] = []
         if entity.type in SIZED_TYPES:
             size = catalog.check_size(entity.size, entity.type, self.clock.now().date())
-            entity = self._with_provider(entity)
-            self._check_hosts(entity)
-            self._check_slurm(entity)
-            self._check_provider_can_hold(entity)
-            notes = self.size_notes(entity.cible.provider, size.name)
+            entity = self.node_providers.settle(entity)
+            with self.store.session() as session:
+                check_hosts(session, entity)
+                check_slurm(session, entity)
+            self.node_providers.refuse_if_cannot_hold(entity)
+            notes = self.node_providers.size_notes(entity.cible.provider, size.name)
             low = getattr(entity, "tier", "dedicated") == "low_priority"
             if entity.cible.provider in OWN_MACHINES:  # the user's own machines: no quota counts them
                 size = dataclasses.replace(size, family=UNMETERED_FAMILY)
@@ -188,8 +185,8 @@ class ComputeService:
         return result
 
     def _spark_compute(self, entity: SynapseSparkCompute) -> tuple[SynapseSparkCompute, list[str]]:
-        """A Spark compute as stored: its Spark line checked; a pool of cible's nodes with its size and
-        provider checked as a cluster's (and the provider stored), an attached master left as given."""
+        """A Spark compute as stored: its Spark line checked; a pool of cible's nodes checked as a
+        cluster's (compute_providers), an attached master left as given."""
         try:
             runtime_line(entity.spark_version)
         except ValueError as exc:
@@ -197,26 +194,7 @@ class ComputeService:
                                       details={"field": "spark_version"}) from None
         if entity.master_url:
             return entity, []
-        try:
-            size = catalog.check_size(pool_size(entity), "amlcompute", self.clock.now().date())
-        except CibleError as exc:
-            raise InvalidRequestError(f"node_size: {exc.message}", details={"field": "node_size"}) from None
-        cluster = self._with_provider(pool_cluster(entity))
-        notes = []
-        provider = self.providers[cluster.cible.provider]
-        if not cluster.cible.overcommit and provider.cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus,
-                                                                 overcommit=False):
-            # As a serverless Spark job's: a pool's JVMs take what its jobs' conf asks, not the node's size.
-            cluster = cluster.model_copy(update={"cible": cluster.cible.model_copy(update={"overcommit": True})})
-            notes.append(f"nodes of {size.name} are larger than this machine: they share its memory (a Spark job's "
-                         "JVMs take what its conf asks)")
-        self._check_provider_can_hold(cluster)
-        self.quotas.refuse_if_never_fits(size, low_priority=False, count=cluster.min_instances,
-                                         what=f"Spark pool {entity.name}: min_node_count {cluster.min_instances}",
-                                         field="scale_settings.min_node_count")
-        settings = (entity.cible or CibleSparkSettings()).model_copy(
-            update={"provider": cluster.cible.provider, "overcommit": cluster.cible.overcommit})
-        return entity.model_copy(update={"cible": settings}), notes + self.size_notes(cluster.cible.provider, size.name)
+        return self.node_providers.spark_pool(entity)
 
     @staticmethod
     def _refuse_existing(session: Session, name: str) -> None:
@@ -295,14 +273,14 @@ class ComputeService:
         def delete_or_drain(session: Session) -> tuple[str, dict[str, Any] | None]:
             row = self._row(session, name)
             if row.compute_type == "virtualmachine":
-                _refuse_if_a_cluster_uses(session, name)
+                refuse_if_a_cluster_uses(session, name)
             if row.compute_type == "slurm":
-                _refuse_if_a_cluster_uses(session, name)
-                _refuse_if_jobs_run_on(session, name)
+                refuse_if_a_cluster_uses(session, name)
+                refuse_if_jobs_run_on(session, name)
                 session.execute(CredentialRow.__table__.delete().where(CredentialRow.compute == name))
             if row.compute_type == "kubernetes":  # its pools drain (their pods go), then go themselves
                 pools = kubernetes.pools_of(session, name)
-                _refuse_if_jobs_run_on(session, name, *[pool.name for pool in pools])
+                refuse_if_jobs_run_on(session, name, *[pool.name for pool in pools])
                 for pool in pools:
                     if _live_nodes(session, pool.name):
                         move_compute(session, pool, ProvisioningState.DELETING, f"compute {name} was detached",
@@ -327,124 +305,6 @@ class ComputeService:
         """What a deleted compute leaves behind: an instance's home folder."""
         if kind == "computeinstance" and self.paths is not None:
             self.paths.remove_instance_home(name)
-
-    def _with_provider(self, entity):  # noqa: ANN001, ANN202
-        """The entity with its node provider stored: the YAML's `cible.provider`, else the workspace's
-        default at create (a later change of default does not move existing computes)."""
-        settings = entity.cible or (CibleClusterSettings() if entity.type == "amlcompute" else CibleInstanceSettings())
-        if settings.provider is None:
-            settings = settings.model_copy(update={"provider": self.default_provider})
-        if settings.provider == kubernetes.PROVIDER:
-            raise InvalidRequestError("cible.provider: kubernetes nodes are pods of an attached Kubernetes cluster, "
-                                      "sized by its instance types: attach it (cible compute attach --type kubernetes) "
-                                      "and send jobs to it with resources.instance_type",
-                                      details={"field": "cible.provider"})
-        provider = self.providers.get(settings.provider)
-        if provider is None:
-            raise InvalidRequestError(f"cible.provider: '{settings.provider}' is not a node provider (providers: "
-                                      f"{', '.join(sorted(self.providers))})", details={"field": "cible.provider"})
-        status = provider.status()
-        if not status.available:
-            raise InvalidRequestError(f"cible.provider: the {settings.provider} node provider is unavailable: "
-                                      f"{status.error}", details={"field": "cible.provider"})
-        return entity.model_copy(update={"cible": settings})
-
-    def _check_hosts(self, entity) -> None:  # noqa: ANN001
-        """A cluster of attached machines names machines attached to this workspace."""
-        hosts = getattr(entity.cible, "hosts", None) or []
-        with self.store.session() as session:
-            kinds = dict(session.execute(select(ComputeRow.name, ComputeRow.compute_type).where(
-                ComputeRow.name.in_(hosts))).all())
-        wrong = [f"'{h}' ({'is a ' + kinds[h] if h in kinds else 'does not exist'})" for h in hosts
-                 if kinds.get(h) != "virtualmachine"]
-        if wrong:
-            raise InvalidRequestError(f"cible.hosts: {', '.join(wrong)}; name machines attached with `cible compute "
-                                      "attach --type virtualmachine`", details={"field": "cible.hosts"})
-
-    def _check_slurm(self, entity) -> None:  # noqa: ANN001
-        """A cluster on Slurm names the Slurm compute its nodes are Slurm jobs of."""
-        settings = entity.cible
-        named = getattr(settings, "slurm", None)
-        if getattr(settings, "provider", None) != "slurm":
-            if named is not None:
-                raise InvalidRequestError("cible.slurm: only for cible.provider: slurm", details={"field": "cible.slurm"})
-            return
-        with self.store.session() as session:
-            kind = session.scalar(select(ComputeRow.compute_type).where(ComputeRow.name == named)) if named else None
-        if kind != "slurm":
-            what = "is missing" if named is None else f"'{named}' {'is a ' + kind if kind else 'does not exist'}"
-            raise InvalidRequestError(f"cible.slurm: {what}; name a Slurm compute attached with `cible compute attach "
-                                      "--type slurm`", details={"field": "cible.slurm"})
-
-    def _check_provider_can_hold(self, entity) -> None:  # noqa: ANN001
-        size = catalog.get_size(entity.size)
-        settings = entity.cible
-        why = self.providers[settings.provider].cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus,
-                                                            overcommit=settings.overcommit)
-        if why:
-            hint = "in YAML: cible: {overcommit: true}" if settings.provider == "local" else "pick a smaller size"
-            raise InvalidRequestError(f"size: compute '{entity.name}': {why} ({hint})", details={"field": "size"})
-
-    def size_notes(self, provider: str | None, size: str) -> list[str]:
-        """Warnings on nodes of `size` from that provider, where it declares the capability: `local`
-        shares vCPUs beyond this machine's (Ray places nodes by its own resources)."""
-        node_provider = self.providers.get(provider or "")
-        if node_provider is None or not supports(node_provider, SIZE_NOTES):
-            return []
-        vm = catalog.get_size(size)
-        return node_provider.size_notes(vm.name, vm.vcpus, vm.memory_gb, vm.gpus)
-
-    def provider_list(self) -> dict[str, Any]:
-        """Every node provider the server knows, usable or not (with why not, and the fix)."""
-        items = [self.providers[name].status().model_dump(mode="json") for name in sorted(self.providers)]
-        return {"value": items, "count": len(items), "default": self.default_provider}
-
-    def serverless_pool(self, job_name: str, instance_type: str | None, instance_count: int,
-                        job_tier: str | None, overcommit: bool = False) -> dict[str, Any]:
-        """The spec of a serverless job's own nodes: `resources.instance_type` (or a default size this
-        machine holds) × `instance_count`, low priority for `job_tier: spot`. Refused at submit
-        when the size is unknown, retired, too big for the provider, or beyond the quotas."""
-        field = "resources.instance_type"
-        # The nodes come from the workspace's default provider (on Ray when that is `ray`).
-        provider_name = self.default_provider if self.providers.get(self.default_provider) else "local"
-        provider = self.providers[provider_name]
-        if not (status := provider.status()).available:
-            raise InvalidRequestError(f"compute: serverless nodes come from the {provider_name} node provider, which is "
-                                      f"unavailable: {status.error}", details={"field": "compute"})
-        if instance_type:
-            try:
-                size = catalog.check_size(instance_type, "amlcompute", self.clock.now().date())
-            except CibleError as exc:
-                raise InvalidRequestError(f"{field}: {exc.message}", details={"field": field}) from None
-            why = provider.cannot_hold(size.name, size.vcpus, size.memory_gb, size.gpus, overcommit=False)
-            # A Spark job's nodes may be larger than this machine: its JVMs take what its conf says, not the size.
-            overcommit = overcommit and why is not None and provider.cannot_hold(
-                size.name, size.vcpus, size.memory_gb, size.gpus, overcommit=True) is None
-            if why and not overcommit:
-                raise InvalidRequestError(f"{field}: serverless nodes of {size.name}: {why}; pick a smaller size "
-                                          "(`cible compute list-sizes`)", details={"field": field})
-        else:
-            overcommit = False  # the default size is one this machine holds
-            size = self.default_serverless_size(provider_name)
-            if size is None:
-                where = "this machine" if provider_name == "local" else f"any machine of the {provider_name} provider"
-                raise InvalidRequestError(f"{field}: not even a {DEFAULT_SERVERLESS_SIZES[-1]} node fits {where}; "
-                                          "use compute: local", details={"field": field})
-        low = job_tier == "spot"
-        self.quotas.refuse_if_never_fits(size, low_priority=low, count=instance_count,
-                                         what=f"serverless job {job_name} ({instance_count} x {size.name})",
-                                         field="resources.instance_count")
-        return {"size": size.name, "tier": "low_priority" if low else "dedicated", "min_instances": 0,
-                "max_instances": instance_count, "idle_time_before_scale_down": 0, "job": job_name,
-                "cible": {"provider": provider_name, **({"overcommit": True} if overcommit else {})}}
-
-    def default_serverless_size(self, provider_name: str = "local") -> catalog.VmSize | None:
-        """The size of a serverless job's nodes when it names none: the first of DEFAULT_SERVERLESS_SIZES
-        the provider's machines hold (None: not even the smallest)."""
-        provider = self.providers[provider_name]
-        sizes = [catalog.get_size(name) for name in DEFAULT_SERVERLESS_SIZES]
-        return next((z for z in sizes if not provider.cannot_hold(z.name, z.vcpus, z.memory_gb, z.gpus,
-                                                                    overcommit=False)), None)
 
     def cost_estimate(self, target: str | dict[str, Any], nodes: int, timeout_s: float | None) -> dict[str, Any] | None:
         """A job's cost estimate at submit, from its compute's (or serverless pool's) size; None on local
@@ -513,7 +373,7 @@ class ComputeService:
             status = provider.status() if provider else ProviderStatus(
                 name=provider_key, available=False, reachable=False, error="unknown to this server")
             resource["provider_status"] = status.model_dump(mode="json")
-            notes = self.size_notes(provider_key, spec.size) if row.compute_type in SIZED_TYPES and spec else []
+            notes = self.node_providers.size_notes(provider_key, spec.size) if row.compute_type in SIZED_TYPES and spec else []
             if notes:
                 resource["warnings"] = [*resource.get("warnings", []), *notes]
         return resource
@@ -599,34 +459,6 @@ class ComputeService:
                 f"compute '{name}' does not exist in this workspace (computes: {', '.join(names)}); "
                 "create it first, as on Azure, or set compute: local", details={"name": name})
         return row
-
-
-def _refuse_if_a_cluster_uses(session: Session, attached: str) -> None:
-    """An attached machine named in a cluster's cible.hosts (a Slurm compute named in its cible.slurm)
-    stays while that cluster names it: the cluster's nodes there may be running jobs."""
-    users, fields = [], set()
-    for name, spec in session.execute(select(ComputeRow.name, ComputeRow.spec).where(
-            ComputeRow.compute_type == "amlcompute")).all():
-        settings = (spec or {}).get("cible") or {}
-        for field, named in (("cible.hosts", settings.get("hosts") or []), ("cible.slurm", [settings.get("slurm")])):
-            if attached in named:
-                users.append(name)
-                fields.add(field)
-    if users:
-        raise ConflictError(f"compute '{attached}' is used by cluster(s) {', '.join(sorted(set(users)))} "
-                            f"({', '.join(sorted(fields))}); delete those clusters first",
-                            details={"clusters": sorted(set(users))})
-
-
-def _refuse_if_jobs_run_on(session: Session, compute: str, *targets: str) -> None:
-    """A Slurm cluster stays while jobs on it have not ended: they are Slurm jobs that only its
-    record lets cible follow and cancel (a Kubernetes compute while jobs on its pools, `targets`)."""
-    live = session.scalars(select(JobRow.name).where(
-        JobRow.target.in_([compute, *targets]), job_is_live()).limit(6)).all()
-    if live:
-        shown = ", ".join(live[:5]) + (", …" if len(live) > 5 else "")
-        raise ConflictError(f"compute '{compute}' has jobs that have not ended ({shown}); cancel them (or wait for "
-                            "their end) before detaching it", details={"jobs": list(live[:5])})
 
 
 def _live_nodes(session, name: str) -> int:  # noqa: ANN001

@@ -328,11 +328,11 @@ class JobService:
                     f"name: a job on serverless compute has at most {SERVERLESS_POOL_MAX - len(SERVERLESS_PREFIX)} "
                     f"characters (its nodes are named {SERVERLESS_PREFIX}<job>); this one has {len(name)}: "
                     "use a shorter name", details={"field": "name"})
-            pool = self.computes.serverless_pool(name, job.resources.instance_type if job.resources else None,
-                                                 instance_count,
-                                                 job.queue_settings.job_tier if job.queue_settings else None,
-                                                 overcommit=shares_memory)
-            notes += self.computes.size_notes(pool["cible"]["provider"], pool["size"])
+            providers = self.computes.node_providers
+            pool = providers.serverless_pool(name, job.resources.instance_type if job.resources else None,
+                                             instance_count, job.queue_settings.job_tier if job.queue_settings else None,
+                                             overcommit=shares_memory)
+            notes += providers.size_notes(pool["cible"]["provider"], pool["size"])
             if pool["cible"].get("overcommit"):
                 notes.append(f"serverless nodes of {pool['size']} are larger than this machine: they share its memory "
                              "(the Spark job's JVMs take what its conf asks)")

@@ -88,7 +88,7 @@ def spark_submission(job: SparkJob, computes: ComputeService, *, default_compute
 def _serverless_size(computes: ComputeService, instance_type: str | None) -> catalog.VmSize:
     """The size of a serverless Spark job's nodes (checked again, with the provider, when its pool is made)."""
     if instance_type is None:
-        size = computes.default_serverless_size()
+        size = computes.node_providers.default_serverless_size()
         if size is None:
             raise InvalidRequestError("resources.instance_type: no serverless size fits this machine; use compute: local",
                                       details={"field": "resources.instance_type"})
