@@ -245,7 +245,7 @@ class BatchEndpointService:
                 where = JobRow.batch_of.startswith(f"{endpoint}/", autoescape=True)
             query = select(JobRow).where(where).order_by(JobRow.created_at.desc(), JobRow.name)
             items, total = fetch_items(session, query, skip, top,
-                                       lambda row: self.jobs._resource(session, row, history=False))
+                                       lambda row: self.jobs.views.resource(session, row, history=False))
             return page(items, total, skip)
 
     # ---- checks -------------------------------------------------------------

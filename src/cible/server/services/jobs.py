@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,39 +16,40 @@ from cible.core.clock import Clock
 from cible.core.environments.serving import with_serving
 from cible.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from cible.core.lifecycle.jobs import TERMINAL, JobStatus, check_transition, is_terminal
-from cible.core.lifecycle.nodes import LIVE
 from cible.core.models import CommandJob
-from cible.core.models.records import ClusterHandle, JobError, RunRecord, ServerlessPool, SlurmHandle
+from cible.core.models.records import JobError, RunRecord, ServerlessPool
 from cible.core.models.spark import SparkJob
 from cible.core.names import display_name_for
 from cible.core.planning.cuda import job_gpus, submit_notes
-from cible.core.planning.scheduling import queued_reason
 from cible.core.specs.azureml.loader import load_spec_dict
 from cible.core.specs.azureml.refs import parse_compute_ref
 from cible.server.services import kubernetes
-from cible.server.services.batch_runs import batch_view
 from cible.server.services.compute_spec import compute_spec
 from cible.server.services.computes import ComputeService
-from cible.server.services.costs import SERVERLESS_PREFIX, job_cost, jobs_cost
+from cible.server.services.costs import SERVERLESS_PREFIX
 from cible.server.services.job_plans import PlanBuilder
-from cible.server.services.nodes import gpu_readings
+from cible.server.services.job_views import (
+    BATCH,
+    CHILD_KIND,
+    PARENT_TYPES,
+    REPLICA,
+    SERVERLESS,
+    JobViews,
+    descendants,
+    live_serverless_nodes,
+    on_compute,
+)
 from cible.server.services.paging import page
-from cible.server.services.spark_jobs import spark_services, spark_submission
+from cible.server.services.spark_jobs import spark_submission
 from cible.server.services.unreadable import fetch_items
 from cible.server.services.views import ALL, ARCHIVED, list_view
 from cible.server.store.db import Store
-from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow, NodeRow, job_is_queued
+from cible.server.store.rows import ComputeRow, JobRow, JobStatusRow
 from cible.workspace import DEFAULT_DATASTORE
 
 MUTABLE_FIELDS = ("display_name", "description", "tags")
-PARENT_TYPES = ("sweep", "pipeline", "automl")  # jobs whose work is child jobs, made by the orchestrator
-CHILD_KIND = {"sweep": "trial", "pipeline": "step", "automl": "trial"}
-REPLICA = "replica"  # a job that is an online deployment's replica (services/deployments.py)
-BATCH = "batch"  # a job made by `batch-endpoint invoke` (services/batch_endpoints.py), listed among jobs
 RUN_TOKEN_GRACE = timedelta(minutes=10)  # a run token outlives its job this long (its last uploads)
 SERVERLESS_POOL_MAX = 255  # computes.name is String(255)
-SERVERLESS = "serverless"
-LIVE_STATES = {s.value for s in LIVE}
 
 
 def set_status(session: Session, row: JobRow, target: JobStatus | str, at: datetime, reason: str | None = None,
@@ -81,17 +82,6 @@ class Lineage:
     # deployment's settings the server hands the job's runners: core/models/batch_endpoints.py).
     batch_of: str | None = None
     batch: dict[str, Any] | None = None
-
-
-def _on_compute(compute: str):  # noqa: ANN202 (a SQL condition)
-    """Jobs on `compute`, by the target they resolved to (indexed) or the compute they were given (a
-    sweep's or pipeline's, whose target is its type)."""
-    name = compute.strip()
-    name = name[len("azureml:"):] if name.lower().startswith("azureml:") else name
-    given = JobRow.compute.in_([name, f"azureml:{name}"])
-    if name == SERVERLESS:
-        return or_(JobRow.target.startswith(SERVERLESS_PREFIX, autoescape=True), given)
-    return or_(JobRow.target == name, given)
 
 
 @dataclass(frozen=True)
@@ -143,6 +133,7 @@ class JobService:
 
         # Sweeps and pipelines: checked at submit, shown with their trials or steps.
         self.parents = ParentJobs(self, component_lookup)
+        self.views = JobViews(plans.paths, self.parents, clock)
 
     # -- writes ------------------------------------------------------------
     def create_or_update(self, name: str, body: dict[str, Any], user: str | None = None,
@@ -296,7 +287,7 @@ class JobService:
         any other difference is a conflict, every time."""
         incoming = self._same_submission(row, job)
         self._change_mutable(session, row, {key: incoming.get(key) for key in MUTABLE_FIELDS})
-        return self._resource(session, row)
+        return self.views.resource(session, row)
 
     def _same_submission(self, row: JobRow, job: CommandJob) -> dict[str, Any]:
         """`job` dumped as a spec is stored, when it differs from the stored job `row` only in what can
@@ -374,7 +365,7 @@ class JobService:
                 set_status(session, row, JobStatus.CANCEL_REQUESTED, self.clock.now(), reason=reason, by=by)
                 if error is not None:
                     row.error = error
-            return self._resource(session, row)
+            return self.views.resource(session, row)
         # Read again and retried when a reconciler moved the job meanwhile (a launcher's report).
         result = self.store.transact(request_cancel)
         self.on_change()
@@ -389,12 +380,12 @@ class JobService:
             if parent is not None and not is_terminal(parent.status):  # it would be made again, or miss
                 raise ConflictError(f"job '{name}' belongs to job '{parent.name}', which is {parent.status}; "
                                     f"delete it once '{parent.name}' has ended")
-            descendants = self._descendants(session, name)  # a sweep's trials, a pipeline's steps
-            live = next((child for child in descendants if not is_terminal(child.status)), None)
+            children = descendants(session, name)  # a sweep's trials, a pipeline's steps
+            live = next((child for child in children if not is_terminal(child.status)), None)
             if live is not None:  # a parent ends before its children: those canceled may still be stopping
                 raise ConflictError(f"job '{name}' has {CHILD_KIND.get(row.job_type, 'child')} '{live.name}', which "
                                     f"is {live.status}; delete '{name}' once it has ended")
-            for child in descendants:
+            for child in children:
                 session.delete(child)
             session.delete(row)
 
@@ -441,7 +432,7 @@ class JobService:
         def change(session: Session) -> dict[str, Any]:
             row = self._row(session, name)
             self._change_mutable(session, row, changes)
-            return self._resource(session, row)
+            return self.views.resource(session, row)
         return self.store.transact(change)
 
     def _change_mutable(self, session: Session, row: JobRow, changes: dict[str, Any]) -> None:
@@ -470,21 +461,13 @@ class JobService:
             if row.archived != archived:
                 row.archived = archived
                 row.updated_at = self.clock.now()
-            return self._resource(session, row)
+            return self.views.resource(session, row)
         return self.store.transact(archive)
 
     # -- reads ---------------------------------------------------------------
     def get(self, name: str, *, history: bool = True) -> dict[str, Any]:
         with self.store.session() as session:
-            return self._resource(session, self._row(session, name), history=history)
-
-    def _descendants(self, session: Session, name: str) -> list[JobRow]:
-        found, parents = [], [name]
-        while parents:
-            children = list(session.scalars(select(JobRow).where(JobRow.parent_job_name.in_(parents))))
-            found += children
-            parents = [c.name for c in children]
-        return found
+            return self.views.resource(session, self._row(session, name), history=history)
 
     def list(self, *, skip: int = 0, top: int = 50, status: str | None = None, experiment: str | None = None,
              include_archived: bool = False, archived_only: bool = False,
@@ -509,7 +492,7 @@ class JobService:
             if experiment:
                 query = query.where(JobRow.experiment_name == experiment)
             if compute:
-                query = query.where(_on_compute(compute))
+                query = query.where(on_compute(compute))
             if created_by:
                 query = query.where(JobRow.created_by == created_by)
             if view != ALL:  # archived jobs are hidden unless asked for, as `az ml job list`
@@ -526,10 +509,10 @@ class JobService:
             # The page's names first, sorted without the rows' specs and runs (a database sorting every
             # matching row whole is what a 10,000-job listing spent its time on), then those rows.
             names = session.scalars(query.with_only_columns(JobRow.name).order_by(*order).offset(skip).limit(top)).all()
-            live = self._live_serverless_nodes(session, names)  # one query for the page, not one per job
+            live = live_serverless_nodes(session, names)  # one query for the page, not one per job
             # A job whose stored run cannot be read is listed as a stub with an `error` (unreadable.py).
             items, _ = fetch_items(session, select(JobRow).where(JobRow.name.in_(names)).order_by(*order), 0, top,
-                                   lambda r: self._resource(session, r, history=False, live_nodes=live))
+                                   lambda r: self.views.resource(session, r, history=False, live_nodes=live))
             return page(items, total, skip)
 
     def run_handle(self, name: str) -> tuple[str, RunRecord]:
@@ -557,108 +540,4 @@ class JobService:
         if row is None:
             raise NotFoundError(f"job '{name}' does not exist in this workspace", details={"name": name})
         return row
-
-    def _cluster_queue_reason(self, session: Session, row: JobRow) -> str:
-        """Why a job queued on a compute with nodes waits, as the compute's last pass decided it
-        (stored in the compute's status: see `queued_reason`)."""
-        if row.job_type in PARENT_TYPES:
-            return f"about to start its {CHILD_KIND[row.job_type]}s"
-        if row.target == "local":
-            return f"about to start on {row.target}"
-        compute = session.get(ComputeRow, row.target)
-        if compute is None:
-            return f"compute '{row.target}' no longer exists; the job will fail"
-        if compute.compute_type == "slurm":
-            return f"about to be submitted to Slurm ({row.target})"
-        pool = row.run.serverless
-
-        def ahead() -> int:  # a job behind the head the pass stored: the queued jobs before it, FIFO
-            return session.scalar(select(func.count()).where(
-                job_is_queued(), JobRow.target == row.target,
-                or_(JobRow.created_at < row.created_at, (JobRow.created_at == row.created_at) & (JobRow.name < row.name))))
-
-        return queued_reason(row.target, compute.observed, row.name, row.instance_count or 1,
-                             pool_size=pool.size if pool is not None else None, ahead=ahead)
-
-    def _live_serverless_nodes(self, session: Session, names: list[str]) -> dict[str, int]:
-        """Live nodes per serverless pool among these jobs' targets."""
-        pools = select(JobRow.target).where(JobRow.name.in_(names),
-                                            JobRow.target.startswith(SERVERLESS_PREFIX, autoescape=True))
-        counted = session.execute(select(NodeRow.compute, func.count()).where(
-            NodeRow.compute.in_(pools), NodeRow.state.in_(LIVE_STATES)).group_by(NodeRow.compute))
-        return {compute: count for compute, count in counted}
-
-    def _resource(self, session: Session, row: JobRow, history: bool = True,
-                  live_nodes: dict[str, int] | None = None) -> dict[str, Any]:
-        """The job as `az ml job show` prints it, plus cible's own fields."""
-        resource = {
-            **row.spec,
-            "name": row.name,
-            "type": row.job_type,
-            "display_name": row.display_name,
-            "experiment_name": row.experiment_name,
-            "status": row.status,
-            "compute": row.compute if row.compute is not None else (
-                SERVERLESS if row.target.startswith(SERVERLESS_PREFIX) else row.target),
-            "created_by": row.created_by,
-            "creation_context": {"created_at": row.created_at.isoformat()},
-            "start_time": row.started_at.isoformat() if row.started_at else None,
-            "end_time": row.ended_at.isoformat() if row.ended_at else None,
-            "error": row.error.model_dump(mode="json") if row.error is not None else None,
-            "warnings": row.warnings,
-            "target": row.target,
-            "is_archived": bool(row.archived),  # Azure's isArchived
-        }
-        run = row.run
-        if row.status == JobStatus.QUEUED.value:  # why it waits, as the pass that left it queued decided
-            resource["queue_reason"] = run.queue_reason or self._cluster_queue_reason(session, row)
-        if isinstance(run.handle, ClusterHandle):  # where it runs: the nodes, by node rank
-            resource["nodes"] = list(run.handle.nodes)
-            resource["attempt"] = run.handle.attempt
-            if history and row.status == JobStatus.RUNNING.value and (
-                    readings := gpu_readings(session, node_ids=list(run.handle.nodes))):
-                resource["gpu_usage"] = readings  # `show`: its nodes' GPUs, as last read
-        if isinstance(run.handle, SlurmHandle):  # the Slurm job that runs it, and as whom
-            resource["slurm"] = {"job_id": run.handle.slurm_job_id, "user": run.handle.user,
-                                 "run_dir": run.handle.run_dir}
-            if run.handle.after_job:  # no sbatch of its own: the allocation that job's run left warm
-                resource["slurm"]["kept_after_job"] = run.handle.after_job
-            resource["attempt"] = run.handle.attempt
-        if run.serverless is not None:  # the nodes made for it: size, tier, count, and whether they remain
-            if live_nodes is None:
-                live_nodes = self._live_serverless_nodes(session, [row.name])
-            resource["serverless"] = {**run.serverless.model_dump(mode="json"),
-                                      "live_nodes": live_nodes.get(row.target, 0)}
-        if run.requeues:  # attempts that lost their node (preempted, node lost)
-            resource["requeues"] = [{"attempt": r.attempt, "reason": r.reason, "at": r.at.isoformat()}
-                                    for r in run.requeues]
-        if run.plan.get("outputs"):
-            resource["output_uris"] = {k: v["uri"] for k, v in run.plan["outputs"].items()}
-        if row.parent_job_name is not None:
-            resource["parent_job_name"] = row.parent_job_name
-        if row.batch_of is not None:  # made by `batch-endpoint invoke`
-            resource["batch_of"] = row.batch_of
-        if row.job_type == "spark" and row.status == JobStatus.RUNNING.value:  # its Spark UI, while it runs
-            if services := spark_services(self.plans.paths.run_dir(row.name)):
-                resource["services"] = services
-        if row.job_type in PARENT_TYPES:
-            resource.update(self.parents.summary(session, row, detailed=history))
-        if row.job_type == BATCH and history:  # its mini-batches: done, failed, rows/s (services/batch_runs.py)
-            resource["batch"] = batch_view(session, row.name, self.clock.now())
-        if history:  # the show view: cost and history (a listing stays one query per page)
-            cost = {"estimate": run.cost_estimate}
-            now = self.clock.now()
-            # A sweep's or pipeline's cost is its children's (nested ones' too)
-            spent = (jobs_cost(session, [c for c in self._descendants(session, row.name)
-                                         if c.job_type not in PARENT_TYPES], now)
-                     if row.job_type in PARENT_TYPES else job_cost(session, row, now))
-            cost["actual" if is_terminal(row.status) else "so_far"] = spent
-            resource["cost"] = cost
-            rows = session.scalars(select(JobStatusRow).where(JobStatusRow.job_name == row.name).order_by(JobStatusRow.id))
-            resource["status_history"] = [
-                {"status": h.to_status, "at": h.at.isoformat(), "reason": h.reason, **({"by": h.by} if h.by else {})}
-                for h in rows
-            ]
-        return resource
-
 
