@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cible.agent.agent import start_launchers
+from cible.agent.warm import start_launchers
 from cible.backends.base.contract import NodeRequest
 from cible.backends.local.provider import LocalNodeProvider
 from cible.node.files import AGENT_FILE

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cible.agent import agent as agent_module
+from cible.agent import shipping
 from cible.agent.agent import Agent, Run
 from cible.agent.http import Response
 from cible.core.lifecycle.runs import RunObservation
@@ -121,7 +122,7 @@ def test_a_short_runs_files_go_with_its_final_report(node):
 
 def test_a_run_that_leaves_much_to_send_ships_it_before_its_final_report(node, monkeypatch):
     agent, server, runner, run, artifacts = node
-    monkeypatch.setattr(agent_module, "INLINE_BYTES", 10)
+    monkeypatch.setattr(shipping, "INLINE_BYTES", 10)
     (artifacts / "user_logs" / "std_log.txt").write_bytes(b"x" * 11)
     runner.ended = True
     agent._watch_run(run)

@@ -15,8 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from cible.agent.agent import Agent, WarmStart, read_url_file
+from cible.agent.agent import Agent, read_url_file
 from cible.agent.presence import Presence
+from cible.agent.warm import WarmStart
 from cible.node import gpus
 from cible.node.limits import LimitError, NodeLimits, Shape
 from cible.node.token import token_from_stdin

@@ -17,7 +17,6 @@ agent that cannot reach its server for `orphan_after_s` ends its runs and exits.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -32,22 +31,18 @@ from typing import Any
 
 from cible.agent.http import AgentHttp, HTTPStatusError, Response, TransportError
 from cible.agent.presence import Presence
+from cible.agent.shipping import inline_all, pending_files, ship_file
 from cible.agent.staged import StagedFiles, needs_transfer
 from cible.agent.transfer import TransferError, describe_error
+from cible.agent.warm import WarmStart, start_launchers
 from cible.core.lifecycle.runs import RunObservation
 from cible.node import gpus
 from cible.node.files import SELF_STOP_FILE
 from cible.node.limits import NodeLimits, preexec_for
 from cible.node.runner import LocalProcessRunner
-from cible.runfiles import ARTIFACT_DIRS
 
 log = logging.getLogger("cible.agent")
 WATCH_INTERVAL_S = 0.05
-CHUNK = 1 << 20
-# The files a run's final report carries itself when what is left of them is this small (a short
-# job's logs): one request instead of one per file.
-INLINE_FILES = 16
-INLINE_BYTES = 256 << 10
 # A run's first report waits until it has run this long (or ended): a short job's statuses and files
 # then reach the server in one request, its last, instead of one per status. Each request also
 # wakes the server's job reconciler for a pass; on a busy cluster those are what a job costs.
@@ -498,44 +493,15 @@ class Agent:
     def _ship(self, run: Run, everything: bool, inline: bool = False) -> list[dict[str, Any]]:
         """Send what each artifact file gained since the last pass (logs while running, and outputs
         too at the end). With `inline` (the final report's pass), what is left, when it is small, is
-        returned instead (path, offset, base64 data) to go with the report: one request, not one per file."""
-        artifacts = Path(run.handle["run_dir"]) / "artifacts"
-        dirs = ARTIFACT_DIRS if everything else ("user_logs", "system_logs")
-        pending = []
-        for name in dirs:
-            base = artifacts / name
-            if not base.is_dir():
-                continue
-            # A link the job left is not followed: it may point at what the job could not read.
-            for path in sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink()):
-                rel = shipped_name(path.relative_to(artifacts).as_posix(), run.node_rank)
-                size, sent = path.stat().st_size, run.shipped.get(rel, 0)
-                if sent > size:
-                    sent = 0  # rewritten: send it whole again
-                elif rel in run.shipped and sent == size:
-                    continue
-                pending.append((path, rel, sent, size))
-        if inline and len(pending) <= INLINE_FILES and sum(size - sent for *_, sent, size in pending) <= INLINE_BYTES:
-            return [_inline(path, rel, sent, size) for path, rel, sent, size in pending]
-        for path, rel, sent, size in pending:
-            self._ship_file(run, path, rel, sent, size)
+        returned instead to go with the report (cible.agent.shipping)."""
+        pending = pending_files(Path(run.handle["run_dir"]), run.node_rank, run.shipped, everything)
+        if inline and (carried := inline_all(pending)) is not None:
+            return carried
+        for item in pending:
+            ship_file(lambda rel, offset, data: self._call("PUT", f"/runs/{run.job}/files/{rel}", content=data,
+                                                           params={"attempt": run.attempt, "offset": offset}),
+                      item, run.shipped)
         return []
-
-    def _ship_file(self, run: Run, path: Path, rel: str, sent: int, size: int) -> None:
-        """Send the file's bytes from `sent` to `size` (an empty file is sent once, so it exists)."""
-        with open(path, "rb") as fh:
-            fh.seek(sent)
-            while True:
-                data = fh.read(min(CHUNK, size - sent))
-                response = self._call("PUT", f"/runs/{run.job}/files/{rel}",
-                                      params={"attempt": run.attempt, "offset": sent}, content=data)
-                if response.status_code in (404, 409):
-                    return
-                response.raise_for_status()
-                sent += len(data)
-                run.shipped[rel] = sent
-                if sent >= size or not data:
-                    return
 
     # -- stopping --------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -554,36 +520,6 @@ class Agent:
         self.http.close()
 
 
-def _inline(path: Path, rel: str, sent: int, size: int) -> dict[str, Any]:
-    """A file's bytes from `sent` to `size`, as a final report carries them."""
-    with open(path, "rb") as fh:
-        fh.seek(sent)
-        data = fh.read(size - sent)
-    return {"path": rel, "offset": sent, "size": len(data), "data": base64.b64encode(data).decode("ascii")}
-
-
-@dataclass(frozen=True)
-class WarmStart:
-    """What a warm agent did before it knew its node (cible.agent.warm): its launchers (start_launchers)
-    and the limits mechanism, found while it waited (finding it makes and removes a test group)."""
-
-    news: int
-    runner: LocalProcessRunner
-    mechanism: str
-
-
-def start_launchers(runs_root: Path, limits: NodeLimits | None) -> tuple[int, LocalProcessRunner]:
-    """The launchers' runner with its fork server started, and the read end of the pipe each launcher
-    writes a byte to on each status (the watcher's wake-up). Under `limits` from the start when
-    given; a warm agent's, made before its node is known, are put under them by `adopt`."""
-    news, wake_fd = os.pipe()
-    os.set_blocking(news, False)
-    held = {} if limits is None else {"preexec_fn": preexec_for(limits), "on_spawn": limits.add}
-    runner = LocalProcessRunner(runs_root, wake_fd=wake_fd, **held)
-    runner.prepare()
-    return news, runner
-
-
 def read_url_file(path: Path) -> str:
     """The server's URL kept in `path`: its first line. ValueError when there is none."""
     words = path.read_text(encoding="utf-8").split()
@@ -591,20 +527,6 @@ def read_url_file(path: Path) -> str:
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"{path} holds no http(s) URL")
     return url.rstrip("/")
-
-
-def shipped_name(rel: str, node_rank: int) -> str:
-    """Where a node's artifact file goes in the job's artifacts, so the nodes of one job do not
-    overwrite each other: node k > 0 keeps its system logs under system_logs/node_<k>/, and the
-    log of a command run once per node (no distribution) is user_logs/std_log_node_<k>.txt.
-    Ranks of a distributed job already write logs of their own, and outputs/ are merged."""
-    if node_rank == 0:
-        return rel
-    if rel.startswith("system_logs/"):
-        return f"system_logs/node_{node_rank}/{rel[len('system_logs/'):]}"
-    if rel == "user_logs/std_log.txt":
-        return f"user_logs/std_log_node_{node_rank}.txt"
-    return rel
 
 
 def _usage(limits: NodeLimits, gpu_ids: list[str] | None) -> dict[str, Any]:

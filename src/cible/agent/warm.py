@@ -15,12 +15,35 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from cible.agent.agent import WarmStart, start_launchers
-from cible.node.limits import detect_mechanism
+from cible.node.limits import NodeLimits, detect_mechanism, preexec_for
+from cible.node.runner import LocalProcessRunner
 
 AGENT_LOG = "agent.log"
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What a warm agent did before it knew its node (serve_when_told): its launchers (start_launchers)
+    and the limits mechanism, found while it waited (finding it makes and removes a test group)."""
+
+    news: int
+    runner: LocalProcessRunner
+    mechanism: str
+
+
+def start_launchers(runs_root: Path, limits: NodeLimits | None) -> tuple[int, LocalProcessRunner]:
+    """The launchers' runner with its fork server started, and the read end of the pipe each launcher
+    writes a byte to on each status (the watcher's wake-up). Under `limits` from the start when
+    given; a warm agent's, made before its node is known, are put under them by `adopt`."""
+    news, wake_fd = os.pipe()
+    os.set_blocking(news, False)
+    held = {} if limits is None else {"preexec_fn": preexec_for(limits), "on_spawn": limits.add}
+    runner = LocalProcessRunner(runs_root, wake_fd=wake_fd, **held)
+    runner.prepare()
+    return news, runner
 
 
 def serve_when_told(run_agent: Callable[[list[str], WarmStart], int]) -> int:

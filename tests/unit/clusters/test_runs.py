@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cible.agent.agent import shipped_name
+from cible.agent.shipping import shipped_name
 from cible.core.models.records import ClusterHandle
 from cible.server.clusters.agents import AgentService
 from cible.server.clusters.hub import AgentHub
