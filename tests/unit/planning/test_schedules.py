@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cible.core.models.computes import ComputeSchedules, ComputeStartStopSchedule
+from cible.core.models.compute_schedules import ComputeSchedules, ComputeStartStopSchedule
 from cible.core.planning.schedules import (
     WINDOWS_ZONES,
     Firing,

@@ -3,6 +3,13 @@
 from .assets import BuildContext, Data, Environment, Model
 from .common import SpecModel
 from .components import CommandComponent, ComponentInput, ComponentOutput
+from .compute_schedules import (
+    ComputeSchedules,
+    ComputeStartStopSchedule,
+    CronTrigger,
+    RecurrencePattern,
+    RecurrenceTrigger,
+)
 from .computes import (
     COMPUTE_TYPES,
     AmlCompute,
@@ -12,14 +19,9 @@ from .computes import (
     ComputeBase,
     ComputeInstance,
     ComputeInstanceSshSettings,
-    ComputeSchedules,
-    ComputeStartStopSchedule,
-    CronTrigger,
     IdentityConfiguration,
     KubernetesCompute,
     NetworkSettings,
-    RecurrencePattern,
-    RecurrenceTrigger,
     ScriptReference,
     SetupScripts,
     SynapseSparkCompute,

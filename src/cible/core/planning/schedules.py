@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 from pydantic import ValidationError
 
-from cible.core.models.computes import ComputeSchedules, ComputeStartStopSchedule, CronTrigger
+from cible.core.models.compute_schedules import ComputeSchedules, ComputeStartStopSchedule, CronTrigger
 
 UTC = timezone.utc
 MAX_WINDOW = timedelta(days=7)  # a server down longer than this only replays the last week
