@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cible.backends.slurm.access import SlurmAccess
 from cible.backends.slurm.provider import SlurmNodeProvider
-from cible.backends.slurm.runner import SlurmAccess
 from cible.backends.ssh.bundle import build_bundle
 from cible.core.models.computes import CibleSlurmSettings, SlurmCompute
 from cible.testing import wait_until

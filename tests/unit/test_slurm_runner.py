@@ -14,10 +14,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-import cible.backends.slurm.runner as runner_module
+import cible.backends.slurm.access as access_module
 from cible.backends.base.contract import EngineUnavailable
+from cible.backends.slurm.access import Reachable, SlurmAccess
 from cible.backends.slurm.exec import COMMAND_TIMEOUT_S, Done, LocalExec
-from cible.backends.slurm.runner import Reachable, SlurmAccess, SlurmRunner, SlurmSize
+from cible.backends.slurm.runner import SlurmRunner, SlurmSize
 from cible.backends.slurm.script import ScriptError
 from cible.backends.ssh.bundle import Bundle
 from cible.backends.ssh.connect import RemoteHostError
@@ -76,7 +77,7 @@ class Setup:
         self.canceling = False
         self.notified: list[str] = []
         Spy.commands = []
-        monkeypatch.setattr(runner_module, "LocalExec", Spy)
+        monkeypatch.setattr(access_module, "LocalExec", Spy)
         self.runner = SlurmRunner(
             reports=lambda job, attempt, nodes: list(self.reports), merge=merge_reports,
             access=lambda compute, owner: SlurmAccess(self.compute, None, owner), owner_of=lambda job: "alice",
@@ -259,7 +260,7 @@ def test_a_host_that_cannot_be_reached_is_the_engine_unavailable():
 
 def test_submit_to_a_host_that_cannot_be_reached_raises_engine_unavailable(setup: Setup,
                                                                           monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(runner_module, "LocalExec", lambda env: Unreachable())
+    monkeypatch.setattr(access_module, "LocalExec", lambda env: Unreachable())
     with pytest.raises(EngineUnavailable, match="cannot reach Slurm"):
         setup.runner.submit(JOB, plan())
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from cible.backends.base.contract import CLOSE, POLL_ERRORS, NodeRequest, ProviderBase, ProviderNode, ProviderStatus
 from cible.backends.slurm import commands
+from cible.backends.slurm.access import SlurmAccess, memory_mb, open_exec, token_and_submit, user_folder
 from cible.backends.slurm.exec import SlurmExec
-from cible.backends.slurm.runner import SlurmAccess, memory_mb, open_exec, token_and_submit, user_folder
 from cible.backends.slurm.script import render
 from cible.backends.ssh.bundle import Bundle
 from cible.backends.ssh.hosts import quote_path

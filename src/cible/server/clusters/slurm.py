@@ -10,7 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from cible.backends.slurm.runner import SlurmAccess, SlurmRunner, SlurmSize, memory_mb
+from cible.backends.slurm.access import SlurmAccess, memory_mb
+from cible.backends.slurm.runner import SlurmRunner, SlurmSize
 from cible.backends.ssh.bundle import Bundle, build_bundle
 from cible.core import catalog
 from cible.core.errors import InvalidRequestError, NotFoundError
