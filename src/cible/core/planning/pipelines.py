@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from cible.core.errors import InvalidSpecError
 from cible.core.models.components import DATA_TYPES, LITERAL_TYPES, CommandComponent, input_value_problem
 from cible.core.models.jobs import JobInput
@@ -38,13 +36,12 @@ from cible.core.models.pipelines import (
     step_component,
     sweep_job_dict,
 )
+from cible.core.planning.pipeline_components import resolve_components
 
 COMPLETED, FAILED, CANCELED, CANCEL_REQUESTED = "Completed", "Failed", "Canceled", "CancelRequested"
 REUSED, SKIPPED = "Reused", "Skipped"
 DONE = frozenset({COMPLETED, REUSED})  # a step whose outputs exist
 ENDED = frozenset({COMPLETED, REUSED, FAILED, CANCELED, SKIPPED})
-# Registered components within registered components, at most this deep (a chain, not a cycle, of them).
-MAX_COMPONENT_NESTING = 32
 REUSE_KEY_VERSION = 1  # bump when what decides a step's result changes: earlier runs stop matching
 _ABSENT = object()  # an optional input given no value (left out, so `$[[ ]]` drops)
 
@@ -94,7 +91,7 @@ def decide_pipeline(spec: PipelineJob | Mapping[str, Any], steps: Mapping[str, S
     ``default_compute`` is the compute of steps for which neither they nor the pipeline name one
     (None: the server's choice)."""
     try:
-        graph = _Graph(_resolved(spec, components or {}), default_compute, force_rerun)
+        graph = _Graph(resolve_components(spec, components or {}), default_compute, force_rerun)
     except InvalidSpecError as exc:
         jobs = spec.jobs if isinstance(spec, PipelineJob) else spec.get("jobs")
         return _fail_now(list(jobs or {}), steps, {"code": "InvalidSpec", "message": exc.message})
@@ -152,66 +149,6 @@ def _step_error(name: str, view: StepView) -> dict[str, Any]:
     error = dict(view.error or {})
     message = error.get("message") or "its job failed"
     return {**error, "code": error.get("code") or "StepFailed", "message": f"step '{name}' failed: {message}"}
-
-
-def _resolved(spec: PipelineJob | Mapping[str, Any], components: Mapping[str, dict[str, Any]]) -> PipelineJob:
-    """The pipeline with each registered component reference replaced by its spec, validated again
-    as a whole: the checks of a step against its component run now that the component is known."""
-    data = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, PipelineJob) else dict(spec)
-    missing: list[str] = []
-    replaced = _replace_references(data, components, missing, "")
-    if missing:
-        raise InvalidSpecError("; ".join(f"{where}: component '{ref}' is not resolved" for where, ref in missing))
-    if isinstance(spec, PipelineJob) and not replaced:
-        return spec
-    try:
-        return PipelineJob.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
-        raise InvalidSpecError("; ".join(lines)) from None
-
-
-def _replace_references(node: dict[str, Any], components: Mapping[str, dict[str, Any]], missing: list,
-                        where: str, chain: tuple[str, ...] = ()) -> bool:
-    """Replace in ``node`` each registered reference by its component, recursively; ``chain``: the
-    references being replaced around ``node`` (a registered pipeline component that names itself,
-    through ``@latest`` or another component, is refused rather than replaced without end)."""
-    replaced = False
-
-    def expand(holder: dict[str, Any], key: str, at: str) -> tuple[str, ...]:
-        """Put the component `holder[key]` names in its place; the chain its content is within."""
-        nonlocal replaced
-        value = holder[key]
-        if value not in components:
-            missing.append((at, value))
-            return chain
-        if value in chain:
-            raise InvalidSpecError(f"{at}: component '{value}' includes itself ({' -> '.join((*chain, value))})")
-        if len(chain) >= MAX_COMPONENT_NESTING:
-            raise InvalidSpecError(f"{at}: registered components nest more than {MAX_COMPONENT_NESTING} deep "
-                                   f"({' -> '.join((*chain, value))})")
-        holder[key], replaced = dict(components[value]), True
-        return (*chain, value)
-
-    inner = chain
-    if isinstance(node.get("component"), str) and where == "":  # a pipeline job's own `component:`
-        inner = expand(node, "component", "component")
-    if isinstance(node.get("component"), dict):
-        node["component"] = dict(node["component"])
-        replaced |= _replace_references(node["component"], components, missing, f"{where}component.", inner)
-    if isinstance(node.get("jobs"), dict):
-        node["jobs"] = dict(node["jobs"])
-    for name, step in list((node.get("jobs") or {}).items()):
-        if not isinstance(step, dict):
-            continue
-        node["jobs"][name] = step = dict(step)
-        for key in ("component", "trial"):
-            inner = chain
-            if isinstance(step.get(key), str):
-                inner = expand(step, key, f"{where}jobs.{name}.{key}")
-            if isinstance(step.get(key), dict):
-                replaced |= _replace_references(step[key], components, missing, f"{where}jobs.{name}.{key}.", inner)
-    return replaced
 
 
 class _Graph:
