@@ -64,7 +64,7 @@ def test_azures_serverless_titanic_job_runs_unchanged(workspace: Workspace) -> N
 @pytest.mark.timeout(600)
 def test_the_same_job_runs_on_an_attached_spark_of_its_version(workspace: Workspace, tmp_path: Path) -> None:
     # The attached Spark runs the runtime's own Spark (the environment the serverless job built). Either of
-    # the job's two nodes may build it ("building … (key K)"), the other then waits ("another job is building it
+    # the job's two nodes may build it ("building … (key K)"), the other then waits ("another run is building it
     # (K)"), and on a warm cache it says "cached (K)".
     key = re.search(r"AzureML-Spark-3\.4:1: [^\n]*?\((?:key )?([0-9a-f]{12})[:)]", workspace.run_log("titanic"))
     assert key, workspace.run_log("titanic")[:3000]

@@ -122,7 +122,7 @@ def test_concurrent_jobs_build_once(cache: Path, tmp_path: Path):
         t.join(timeout=240)
     assert results[0] == results[1] == cache / plan["key"] / "bin", results
     assert build_count(log) == 1
-    reused = [p for p in progresses if any("built by another job" in line for line in p)]
+    reused = [p for p in progresses if any("built by another run" in line for line in p)]
     assert len(reused) == 1
 
 

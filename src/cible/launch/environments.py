@@ -204,12 +204,12 @@ def _venv(
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress(f"{label}: another job is building it ({key[:12]}); waiting")
+            progress(f"{label}: another run is building it ({key[:12]}); waiting")
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             ready = ready_environment(cache_root, key)
             if ready is not None:
-                progress(f"{label}: built by another job ({key[:12]}), reused")
+                progress(f"{label}: built by another run ({key[:12]}), reused")
                 return ready
             if not strict_python:
                 ready = _reuse_fallback(env, cache_root, progress, build_log)
