@@ -44,3 +44,20 @@ def test_the_passes_read_live_and_queued_jobs_through_their_partial_indexes(db_u
         assert index in plan, plan
     finally:
         store.close()
+
+
+def test_the_head_revision_the_store_checks_at_start_is_the_newest_migration(db_url: str):
+    from alembic.script import ScriptDirectory
+
+    from cible.server.store.db import HEAD_REVISION, MIGRATIONS_DIR, current_revision
+
+    assert HEAD_REVISION == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    store = Store(db_url)
+    try:
+        with store.engine.connect() as conn:
+            assert current_revision(conn) is None  # never migrated
+        store.migrate()
+        with store.engine.connect() as conn:
+            assert current_revision(conn) == HEAD_REVISION == MigrationContext.configure(conn).get_current_revision()
+    finally:
+        store.close()
