@@ -80,6 +80,27 @@ def test_memory_and_gpus_must_still_fit_unless_overcommitted(api: TestClient, ho
     assert accepted.status_code == 200, accepted.text
 
 
+@pytest.mark.parametrize(
+    ("host_gpus", "size", "note"),
+    [
+        (0, "Standard_NC4as_T4_v3", "Standard_NC4as_T4_v3 has 1 GPU and this machine none: its nodes get no GPU "
+                                    "here (overcommitted), so their jobs run on CPUs"),
+        (1, "Standard_NC64as_T4_v3", "Standard_NC64as_T4_v3 has 4 GPUs and this machine 1: each node gets at most "
+                                     "the machine's 1 (overcommitted: shared with other nodes when none is free)"),
+    ],
+)
+def test_an_overcommitted_gpu_size_says_what_gpus_its_nodes_get_here(api: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                                                    host_gpus: int, size: str, note: str):
+    monkeypatch.setattr(local_provider, "host_capacity", lambda: Shape(64, 512.0, gpus=host_gpus))
+    created = api.put("/api/v1/computes/gpu", json={**AZURE_CLUSTER, "size": size, "cible": {"overcommit": True}})
+    assert created.status_code == 200, created.text
+    assert [w for w in created.json()["warnings"] if note in w], created.json()["warnings"]
+    assert [w for w in api.get("/api/v1/computes/gpu").json()["warnings"] if note in w]
+    # A size within the host's GPUs is not warned of.
+    fits = api.put("/api/v1/computes/fits", json={**AZURE_CLUSTER, "size": "Standard_DS2_v2"}).json()
+    assert "warnings" not in fits
+
+
 def test_quotas_count_the_sizes_own_vcpus_not_the_hosts(api: TestClient):
     api.put("/api/v1/quotas/standardDSv2Family", json={"vcpus": 3})
     refused = api.put("/api/v1/computes/c", json={**AZURE_CLUSTER, "min_instances": 1})

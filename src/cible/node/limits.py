@@ -160,6 +160,19 @@ def shared_vcpus(shape: Shape, host: Shape, *, size: str = "this size") -> str |
             f"{shape.vcpus} vCPUs a node")
 
 
+def missing_gpus(shape: Shape, host: Shape, *, size: str = "this size") -> str | None:
+    """The warning for a size with more GPUs than `host` (stored only overcommitted): its nodes get what
+    the host has, shared between them when none is free, and none on a host without GPUs. Pure."""
+    if shape.gpus <= host.gpus:
+        return None
+    count = f"{shape.gpus} GPU{'s' if shape.gpus != 1 else ''}"
+    if host.gpus == 0:
+        return (f"{size} has {count} and this machine none: its nodes get no GPU here (overcommitted), so their "
+                "jobs run on CPUs; run it where GPUs are (another node provider, or a machine with them)")
+    return (f"{size} has {count} and this machine {host.gpus}: each node gets at most the machine's {host.gpus} "
+            "(overcommitted: shared with other nodes when none is free)")
+
+
 def remaining(host: Shape, held: Iterable[Shape]) -> Shape:
     """What `host` has left once the nodes in `held` are counted (never below zero)."""
     held = list(held)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cible.node import cgroups
-from cible.node.limits import LimitError, Shape, check_fits, cpus_for, remaining, shared_vcpus
+from cible.node.limits import LimitError, Shape, check_fits, cpus_for, missing_gpus, remaining, shared_vcpus
 
 HOST = Shape(vcpus=2, memory_gb=23.4)
 
@@ -69,6 +69,13 @@ def test_a_size_with_more_vcpus_than_the_host_is_warned_of_once_with_the_cap() -
     # What the node's group gets: a quota of the host's CPUs, not the size's.
     assert cgroups.plan_v2(14 * 2**30, vcpus=4, host_vcpus=HOST.vcpus)[-1] == ("cpu.max", "200000 100000")
     assert cpus_for("node-a", 4, [0, 1]) == [0, 1]  # the watchdog's equivalent
+
+
+def test_a_size_with_more_gpus_than_the_host_is_warned_of_with_what_its_nodes_get() -> None:
+    assert "its nodes get no GPU here" in missing_gpus(Shape(4, 28, gpus=1), HOST, size="Standard_NC4as_T4_v3")
+    two = Shape(2, 23.4, gpus=2)
+    assert "each node gets at most the machine's 2" in missing_gpus(Shape(64, 440, gpus=4), two)
+    assert missing_gpus(Shape(4, 28, gpus=1), two) is None and missing_gpus(Shape(1, 3.5), HOST) is None
 
 
 def test_memory_is_gib_rounded_down_to_pages() -> None:

@@ -27,7 +27,7 @@ from cible.core.safepaths import under
 from cible.launch.procs import signal_tree
 from cible.node import gpus as node_gpus
 from cible.node.files import AGENT_FILE, PREEMPTED_FILE, SELF_STOP_FILE
-from cible.node.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity, shared_vcpus
+from cible.node.limits import LimitError, NodeLimits, Shape, check_fits, host_capacity, missing_gpus, shared_vcpus
 from cible.node.proc import STATUS_ZOMBIE, Process, TimeoutExpired
 from cible.node.proc import Error as ProcessError
 from cible.node.proc import create_time as process_create_time
@@ -84,10 +84,10 @@ class LocalNodeProvider(ProviderBase):
         return None
 
     def size_notes(self, size: str, vcpus: int, memory_gb: float, gpus: int) -> list[str]:
-        """What a node of this size gets here other than its size: shared vCPUs, when it has more than this machine.
-        Only this provider has it (a Ray node is placed by Ray's own resources)."""
-        note = shared_vcpus(Shape(vcpus, memory_gb, gpus), host_capacity(), size=size)
-        return [note] if note else []
+        """What a node of this size gets here other than its size: shared vCPUs, when it has more than this machine,
+        and fewer GPUs (overcommitted). Only this provider has it (a Ray node is placed by Ray's own resources)."""
+        shape, host = Shape(vcpus, memory_gb, gpus), host_capacity()
+        return [note for note in (shared_vcpus(shape, host, size=size), missing_gpus(shape, host, size=size)) if note]
 
     def launch(self, requests: list[NodeRequest]) -> None:
         for request in requests:
