@@ -87,6 +87,19 @@ def test_jobs_on_a_cluster_queue_and_those_that_could_never_fit_are_refused(api:
     assert not any("GPU" in w for w in queued.json()["warnings"])
 
 
+def test_an_unknown_compute_is_refused_with_the_nearest_name_and_the_listed_computes(api: TestClient):
+    api.put("/api/v1/computes/cpu-cluster", json=CLUSTER)
+    serverless = api.put("/api/v1/jobs/s", json={"command": "echo", "compute": "serverless",
+                                                  "resources": {"instance_type": "Standard_DS1_v2"}})
+    assert serverless.status_code == 200, serverless.text  # its nodes' pool is a compute no listing shows
+    typo = api.put("/api/v1/jobs/t", json={"command": "echo", "compute": "azureml:cpu-clustr"})
+    assert typo.status_code == 404, typo.text
+    message = typo.json()["error"]["message"]
+    assert "did you mean 'cpu-cluster'?" in message and "(computes: local, cpu-cluster);" in message, message
+    unlike = api.put("/api/v1/jobs/u", json={"command": "echo", "compute": "azureml:gpu-big"}).json()["error"]
+    assert "did you mean" not in unlike["message"] and "(computes: local, cpu-cluster);" in unlike["message"]
+
+
 def test_deleting_a_cluster_with_nodes_drains_it(api: TestClient):
     api.put("/api/v1/computes/cpu-cluster", json=CLUSTER)
     from cible.server.store.rows import NodeRow

@@ -5,6 +5,7 @@ their backends exist."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from datetime import datetime
 from typing import Any
@@ -454,9 +455,13 @@ class ComputeService:
     def _row(self, session, name: str) -> ComputeRow:  # noqa: ANN001
         row = session.get(ComputeRow, name)
         if row is None:
-            names = [LOCAL, *session.scalars(select(ComputeRow.name)).all()]
+            # The computes `compute list` shows (not the serverless pools the server makes for jobs and endpoints).
+            names = [LOCAL, *session.scalars(select(ComputeRow.name).where(
+                ComputeRow.compute_type.not_in(HIDDEN_TYPES)).order_by(ComputeRow.name))]
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+            hint = f"did you mean '{close[0]}'? " if close else ""
             raise NotFoundError(
-                f"compute '{name}' does not exist in this workspace (computes: {', '.join(names)}); "
+                f"compute '{name}' does not exist in this workspace; {hint}(computes: {', '.join(names)}); "
                 "create it first, as on Azure, or set compute: local", details={"name": name})
         return row
 
