@@ -35,6 +35,12 @@ def test_versions_are_numbered_immutable_and_latest_is_the_newest(api: TestClien
     assert [a["version"] for a in api.get("/api/v1/data/iris/versions").json()["value"]] == ["2", "1"]
     missing = api.get("/api/v1/data/iris/versions/7")
     assert missing.status_code == 404 and "versions: 1, 2" in missing.json()["error"]["message"]
+    typo = api.get("/api/v1/data/irsi/versions/1")  # a name no version has: the nearest names, if any
+    assert typo.status_code == 404
+    assert typo.json()["error"]["message"] == ("data asset 'irsi' does not exist in this workspace; did you mean "
+                                               "'iris'? (`cible data list` lists them)")
+    unlike = api.get("/api/v1/data/penguins/versions/latest").json()["error"]["message"]
+    assert unlike == "data asset 'penguins' does not exist in this workspace (`cible data list` lists them)"
 
 
 def test_models_keep_the_basename_and_mlflow_models_need_an_mlmodel(api: TestClient):

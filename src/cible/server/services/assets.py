@@ -9,6 +9,7 @@ A component's code stays the uploaded snapshot its `code` names (as a job's does
 
 from __future__ import annotations
 
+import difflib
 import posixpath
 from collections.abc import Iterable
 from pathlib import Path
@@ -254,8 +255,14 @@ class AssetService:
                    f"restore one (`cible {KINDS[kind][0]} restore -n {name} --version <v>`)")
             raise NotFoundError(f"{label} '{name}' has no version for 'latest': {why} (versions: {', '.join(known)}); "
                                 f"{fix}, or name a version explicitly", details=details)
-        raise NotFoundError(f"{label} '{name}' version {version} does not exist (versions: "
-                            f"{', '.join(known) or 'none'})", details=details)
+        if not known:  # no such name: a typo, most often
+            names = session.scalars(select(AssetRow.name).where(AssetRow.kind == kind).distinct()).all()
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise NotFoundError(f"{label} '{name}' does not exist in this workspace{hint} (`cible "
+                                f"{KINDS[kind][0]} list` lists them)", details=details)
+        raise NotFoundError(f"{label} '{name}' version {version} does not exist (versions: {', '.join(known)})",
+                            details=details)
 
     def list(self, kind: str, name: str | None = None, *, skip: int = 0, top: int = MAX_TOP,
              include_archived: bool = False, archived_only: bool = False) -> dict[str, Any]:
