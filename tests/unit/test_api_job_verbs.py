@@ -67,6 +67,16 @@ def test_a_canceled_or_failed_job_is_archived_too_and_unknown_jobs_are_404(api: 
     for verb in ("archive", "restore"):
         missing = api.post(f"/api/v1/jobs/nope:{verb}")
         assert missing.status_code == 404 and "nope" in error_of(missing)["message"]
+        assert "did you mean" not in error_of(missing)["message"]
+
+
+def test_a_job_name_cut_short_is_answered_with_the_jobs_it_begins(api: TestClient):
+    for name in ("zen_brush_yypbnwlo7d", "zen_brush_yypbnwlo7e", "run_1", "runx2"):
+        assert api.put(f"/api/v1/jobs/{name}", json=HELLO).status_code == 200
+    cut = error_of(api.get("/api/v1/jobs/zen_brush_yypbnwlo7"))["message"]
+    assert cut == ("job 'zen_brush_yypbnwlo7' does not exist in this workspace; did you mean "
+                   "'zen_brush_yypbnwlo7d' or 'zen_brush_yypbnwlo7e'?")
+    assert error_of(api.get("/api/v1/jobs/run_"))["message"].endswith("did you mean 'run_1'?")  # _ is no wildcard
 
 
 def test_update_changes_display_name_description_and_tags_only(api: TestClient):

@@ -538,6 +538,10 @@ class JobService:
     def _row(self, session: Session, name: str) -> JobRow:
         row = session.get(JobRow, name)
         if row is None:
-            raise NotFoundError(f"job '{name}' does not exist in this workspace", details={"name": name})
+            # A name cut short when copied: the jobs it begins (a scan of names, on this error path only).
+            longer = session.scalars(select(JobRow.name).where(JobRow.name.startswith(name, autoescape=True))
+                                     .order_by(JobRow.name).limit(3)).all() if name else []
+            hint = f"; did you mean {' or '.join(repr(n) for n in longer)}?" if longer else ""
+            raise NotFoundError(f"job '{name}' does not exist in this workspace{hint}", details={"name": name})
         return row
 
