@@ -65,3 +65,16 @@ def test_the_table_shows_statuses_whole_in_a_narrow_terminal(rendering, capsys, 
     output.print_table(JOBS, COLUMNS)
     shown = capsys.readouterr().out
     assert "Completed" in shown and "brave-owl-1" in shown and "…" not in shown
+
+
+def test_compute_list_shows_a_clusters_nodes_and_allocation_and_an_instances_own_state() -> None:
+    from cible.cli.computes import listed_row
+
+    cluster = {"name": "cpu", "type": "amlcompute", "size": "Standard_DS3_v2", "current_node_count": 1,
+               "max_instances": 4, "allocation_state": "Resizing"}
+    assert (listed_row(cluster)["nodes"], listed_row(cluster)["state"]) == ("1 of 4", "Resizing")
+    instance = {"name": "ci", "type": "computeinstance", "state": "Stopped", "current_node_count": 0,
+                "allocation_state": "Steady"}
+    assert (listed_row(instance)["nodes"], listed_row(instance)["state"]) == ("0", "Stopped")
+    local = {"name": "local", "type": "local", "state": "Running"}
+    assert listed_row(local) == local

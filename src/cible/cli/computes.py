@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -178,8 +178,9 @@ def register(app: typer.Typer) -> None:
     def list_() -> None:
         """List the workspace's compute targets."""
         emit(_compute_ops().list(), lambda items: print_table(
-            items, [("name", "name"), ("type", "type"), ("state", "state"), ("provisioning", "provisioning_state"),
-                    ("description", "description")]))
+            [listed_row(item) for item in items],
+            [("name", "name"), ("type", "type"), ("size", "size"), ("nodes", "nodes"), ("state", "state"),
+             ("provisioning", "provisioning_state"), ("description", "description")]))
 
     @app.command("show")
     def show(name: Annotated[str, typer.Option("--name", "-n")]) -> None:
@@ -269,3 +270,14 @@ def register(app: typer.Typer) -> None:
 app = new_group()
 register(app)
 attach.register(app)
+
+
+def listed_row(compute: dict[str, Any]) -> dict[str, Any]:
+    """A compute as `compute list` shows it: a cluster's state is its allocation (Steady, Resizing) and
+    its nodes now of its maximum, as Azure's studio lists them; an instance keeps its own state."""
+    row = dict(compute)
+    if "current_node_count" in compute:
+        most = compute.get("max_instances")
+        row["nodes"] = f"{compute['current_node_count']}" + (f" of {most}" if most is not None else "")
+        row["state"] = compute.get("state") or compute.get("allocation_state")
+    return row
