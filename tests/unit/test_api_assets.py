@@ -41,6 +41,11 @@ def test_versions_are_numbered_immutable_and_latest_is_the_newest(api: TestClien
                                                "'iris'? (`cible data list` lists them)")
     unlike = api.get("/api/v1/data/penguins/versions/latest").json()["error"]["message"]
     assert unlike == "data asset 'penguins' does not exist in this workspace (`cible data list` lists them)"
+    curated = api.get("/api/v1/environments/AzureML-sklearn-1.5/versions/1")  # Azure's registry has it
+    assert curated.status_code == 404
+    assert curated.json()["error"]["message"] == ("environment 'AzureML-sklearn-1.5' is curated (Azure's registry, "
+                                                  "not this workspace): jobs name it as "
+                                                  "azureml:AzureML-sklearn-1.5@latest")
 
 
 def test_models_keep_the_basename_and_mlflow_models_need_an_mlmodel(api: TestClient):

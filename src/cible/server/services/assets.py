@@ -256,6 +256,9 @@ class AssetService:
             raise NotFoundError(f"{label} '{name}' has no version for 'latest': {why} (versions: {', '.join(known)}); "
                                 f"{fix}, or name a version explicitly", details=details)
         if not known:  # no such name: a typo, most often
+            if kind == "environments" and (curated := resolve_curated(name)) is not None:
+                raise NotFoundError(f"environment '{name}' is curated (Azure's registry, not this workspace): jobs "
+                                    f"name it as azureml:{curated['name']}@latest", details=details)
             names = session.scalars(select(AssetRow.name).where(AssetRow.kind == kind).distinct()).all()
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
