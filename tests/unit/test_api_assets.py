@@ -45,7 +45,8 @@ def test_versions_are_numbered_immutable_and_latest_is_the_newest(api: TestClien
     assert curated.status_code == 404
     assert curated.json()["error"]["message"] == ("environment 'AzureML-sklearn-1.5' is curated (Azure's registry, "
                                                   "not this workspace): jobs name it as "
-                                                  "azureml:AzureML-sklearn-1.5@latest")
+                                                  "azureml:AzureML-sklearn-1.5@latest; `cible environment show -n "
+                                                  "AzureML-sklearn-1.5 --registry-name azureml` shows it")
 
 
 def test_models_keep_the_basename_and_mlflow_models_need_an_mlmodel(api: TestClient):

@@ -50,7 +50,7 @@ def asset_app(spec_kind: str, attribute: str) -> typer.Typer:
         warn_loaded(loaded)
         emit(operations().create_or_update(loaded.entity), _draw)
 
-    add_version_commands(app, operations, _draw, COLUMNS[spec_kind], "asset")
+    add_version_commands(app, operations, _draw, COLUMNS[spec_kind], "asset", registry=spec_kind == "environment")
 
     if spec_kind == "model":
         @app.command("download")
@@ -69,17 +69,26 @@ def asset_app(spec_kind: str, attribute: str) -> typer.Typer:
 
 
 def add_version_commands(app: typer.Typer, operations: Callable[[], Any], draw: Callable[[dict], None],
-                         columns: list[tuple[str, str]], noun: str) -> None:
+                         columns: list[tuple[str, str]], noun: str, registry: bool = False) -> None:
     """`show`, `list`, `archive` and `restore` of a versioned registry (assets, components): the
-    same verbs over MLClient operations with get/list/archive/restore; `noun` names it in help."""
+    same verbs over MLClient operations with get/list/archive/restore; `noun` names it in help.
+    `registry`: show and list also read Azure's curated environments (`--registry-name azureml`)."""
+    registry_help = "azureml: Azure's curated environments, as cible builds them" if registry else None
 
     @app.command("show")
     def show(
         name: Annotated[str, typer.Option("--name", "-n")],
         version: Annotated[Optional[str], typer.Option("--version", "-v")] = None,
         label: Annotated[Optional[str], typer.Option("--label", "-l", help="latest")] = None,
+        registry_name: Annotated[Optional[str], typer.Option("--registry-name", help=registry_help,
+                                                             hidden=not registry)] = None,
     ) -> None:
         """Show one version (default: the latest)."""
+        if registry_name is not None:
+            from cible.core.environments.curated import registry_entry
+
+            emit(registry_entry(name, _registry_of(registry, registry_name)), draw)
+            return
         emit(operations().get(name, version=version, label=label), draw)
 
     @app.command("list")
@@ -87,8 +96,18 @@ def add_version_commands(app: typer.Typer, operations: Callable[[], Any], draw: 
         name: Annotated[Optional[str], typer.Option("--name", "-n", help=f"list this {noun}'s versions")] = None,
         include_archived: Annotated[bool, typer.Option("--include-archived", help="archived ones too")] = False,
         archived_only: Annotated[bool, typer.Option("--archived-only", help="only archived ones")] = False,
+        registry_name: Annotated[Optional[str], typer.Option("--registry-name", help=registry_help,
+                                                             hidden=not registry)] = None,
     ) -> None:
         """The latest version of each, or every version of one name."""
+        if registry_name is not None:
+            from cible.core.environments.curated import check_registry, registry_listing
+
+            check_registry(_registry_of(registry, registry_name))
+            emit(registry_listing(), lambda shown: print_table(
+                shown, [("name", "name"), ("version", "version"), ("python", "python"),
+                        ("description", "description")]))
+            return
         from cible.cli.jobs import view_type
 
         items = operations().list(name=name, list_view_type=view_type(include_archived, archived_only))
@@ -121,3 +140,11 @@ def _draw(item: dict) -> None:
 environment_app = asset_app("environment", "environments")
 data_app = asset_app("data", "data")
 model_app = asset_app("model", "models")
+
+
+def _registry_of(supported: bool, registry_name: str) -> str:
+    """`--registry-name` where it means something: environments (Azure's curated ones)."""
+    if not supported:
+        raise typer.BadParameter("only environments are read from a registry here (azureml: Azure's curated "
+                                 "environments)", param_hint="--registry-name")
+    return registry_name

@@ -134,3 +134,49 @@ def resolve_curated(ref: str) -> dict[str, Any] | None:
         if m:
             return _from_family(family, m)
     return None
+
+
+# -- as Azure's `azureml` registry lists them (`az ml environment list --registry-name azureml`) -------------
+REGISTRY = "azureml"
+
+
+def registry_listing() -> list[dict[str, Any]]:
+    """Every curated environment under its registry name (`sklearn-1.5`; a family once, with its placeholders:
+    `acpt-pytorch-<torch>-cuda<cuda>`), with the reference a job names it by and what cible builds."""
+    entries = [((e.get("aliases") or [e["name"]])[0], e) for e in _table()]
+    entries += [(f["name"].removeprefix("AzureML-"), f) for _, f in _families()]
+    items: dict[str, dict[str, Any]] = {}
+    for name, entry in entries:
+        name = _PLACEHOLDER.sub(r"<\1>", name)
+        items.setdefault(name, {
+            "name": name, "version": entry.get("version"),
+            "python": _PLACEHOLDER.sub(r"<\1>", str(entry.get("python") or "")),
+            "reference": f"azureml://registries/{REGISTRY}/environments/{name}/labels/latest",
+            "description": _PLACEHOLDER.sub(r"<\1>", " ".join((entry.get("description") or "").split()))})
+    return list(items.values())
+
+
+def registry_entry(name: str, registry: str = REGISTRY) -> dict[str, Any]:
+    """One curated environment as `az ml environment show --registry-name azureml` names it, with the
+    packages cible builds it from. NotFoundError naming the registry's environments."""
+    check_registry(registry)
+    entry = resolve_curated(f"azureml://registries/{REGISTRY}/environments/{name}")
+    if entry is None:
+        from cible.core.errors import NotFoundError
+
+        listed = ", ".join(item["name"] for item in registry_listing())
+        raise NotFoundError(f"environment '{name}' is not in the {REGISTRY} registry (its environments: {listed})",
+                            details={"name": name})
+    return {"name": name, "curated_name": entry["name"], "version": entry.get("version"),
+            "reference": f"azureml://registries/{REGISTRY}/environments/{name}/labels/latest",
+            "description": " ".join((entry.get("description") or "").split()), "python": entry.get("python"),
+            "cuda": entry.get("cuda"), "requirements": entry.get("requirements") or []}
+
+
+def check_registry(registry: str) -> None:
+    """cible knows one registry: Azure's curated environments (`azureml`)."""
+    if registry.lower() != REGISTRY:
+        from cible.core.errors import InvalidRequestError
+
+        raise InvalidRequestError(f"--registry-name: cible knows one registry, '{REGISTRY}' (Azure's curated "
+                                  f"environments), not '{registry}'", details={"field": "registry_name"})

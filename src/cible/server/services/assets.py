@@ -258,7 +258,8 @@ class AssetService:
         if not known:  # no such name: a typo, most often
             if kind == "environments" and (curated := resolve_curated(name)) is not None:
                 raise NotFoundError(f"environment '{name}' is curated (Azure's registry, not this workspace): jobs "
-                                    f"name it as azureml:{curated['name']}@latest", details=details)
+                                    f"name it as azureml:{curated['name']}@latest; `cible environment show -n {name} "
+                                    "--registry-name azureml` shows it", details=details)
             names = session.scalars(select(AssetRow.name).where(AssetRow.kind == kind).distinct()).all()
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
