@@ -459,9 +459,9 @@ class ComputeService:
             names = [LOCAL, *session.scalars(select(ComputeRow.name).where(
                 ComputeRow.compute_type.not_in(HIDDEN_TYPES)).order_by(ComputeRow.name))]
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
-            hint = f"did you mean '{close[0]}'? " if close else ""
+            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise NotFoundError(
-                f"compute '{name}' does not exist in this workspace; {hint}(computes: {', '.join(names)}); "
+                f"compute '{name}' does not exist in this workspace{hint} (computes: {', '.join(names)}); "
                 "create it first, as on Azure, or set compute: local", details={"name": name})
         return row
 
