@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from cible.core.errors import InvalidRequestError, NotFoundError
+
 _REGISTRY = re.compile(
     r"^azureml://registries/(?P<registry>[^/]+)/environments/(?P<name>[^/]+)"
     r"(?:/(?:versions/(?P<version>[^/]+)|labels/(?P<label>[^/]+)))?/?$",
@@ -162,8 +164,6 @@ def registry_entry(name: str, registry: str = REGISTRY) -> dict[str, Any]:
     check_registry(registry)
     entry = resolve_curated(f"azureml://registries/{REGISTRY}/environments/{name}")
     if entry is None:
-        from cible.core.errors import NotFoundError
-
         listed = ", ".join(item["name"] for item in registry_listing())
         raise NotFoundError(f"environment '{name}' is not in the {REGISTRY} registry (its environments: {listed})",
                             details={"name": name})
@@ -176,7 +176,5 @@ def registry_entry(name: str, registry: str = REGISTRY) -> dict[str, Any]:
 def check_registry(registry: str) -> None:
     """cible knows one registry: Azure's curated environments (`azureml`)."""
     if registry.lower() != REGISTRY:
-        from cible.core.errors import InvalidRequestError
-
         raise InvalidRequestError(f"--registry-name: cible knows one registry, '{REGISTRY}' (Azure's curated "
                                   f"environments), not '{registry}'", details={"field": "registry_name"})
