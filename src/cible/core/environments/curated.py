@@ -153,7 +153,7 @@ def registry_listing() -> list[dict[str, Any]]:
         items.setdefault(name, {
             "name": name, "version": entry.get("version"),
             "python": _PLACEHOLDER.sub(r"<\1>", str(entry.get("python") or "")),
-            "reference": f"azureml://registries/{REGISTRY}/environments/{name}/labels/latest",
+            "reference": _registry_reference(name),
             "description": _PLACEHOLDER.sub(r"<\1>", " ".join((entry.get("description") or "").split()))})
     return list(items.values())
 
@@ -168,9 +168,14 @@ def registry_entry(name: str, registry: str = REGISTRY) -> dict[str, Any]:
         raise NotFoundError(f"environment '{name}' is not in the {REGISTRY} registry (its environments: {listed})",
                             details={"name": name})
     return {"name": name, "curated_name": entry["name"], "version": entry.get("version"),
-            "reference": f"azureml://registries/{REGISTRY}/environments/{name}/labels/latest",
+            "reference": _registry_reference(name),
             "description": " ".join((entry.get("description") or "").split()), "python": entry.get("python"),
             "cuda": entry.get("cuda"), "requirements": entry.get("requirements") or []}
+
+
+def _registry_reference(name: str) -> str:
+    """How a job names a curated environment of the registry: its latest version."""
+    return f"azureml://registries/{REGISTRY}/environments/{name}/labels/latest"
 
 
 def check_registry(registry: str) -> None:
